@@ -1,0 +1,35 @@
+//! # tidegate-core
+//!
+//! A sans-IO, allocation-free core that governs the resources of a network host running under
+//! hard limits: Apple Network Extension providers (a packet tunnel is killed at 50 MiB, an app
+//! proxy at 15 MiB, with no memory warning), embedded devices, Linux daemons.
+//!
+//! The host does every I/O itself and passes in `now`; the engines here decide what may be read,
+//! what must be dropped and what to do next, within capacities fixed when they are built.
+//!
+//! ## Conventions
+//!
+//! - Input verbs are `on_*` / `handle_*` and take `now`; output verbs are `poll_*`; readiness verbs
+//!   are `can_*`. After any input, poll until the engine returns `None` or an empty batch.
+//! - Time is [`Instant`], microseconds on a monotonic clock the host picks; a `now` earlier than
+//!   one already seen is clamped, never trusted to run backwards.
+//! - Nothing allocates. Storage is handed in at construction (arrays, `&'static mut` slices or,
+//!   on a host with an allocator, boxed slices), and each engine reports its exact footprint.
+//! - A full queue refuses or drops and says so; it never grows and never panics.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
+mod fmt;
+mod time;
+
+pub use time::{Clock, Instant};

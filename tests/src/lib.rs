@@ -1,0 +1,1 @@
+//! Shared helpers for tidegate's whole-system tests, scenarios and benchmarks.
