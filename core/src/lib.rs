@@ -24,12 +24,13 @@
         clippy::unwrap_used,
         clippy::expect_used,
         clippy::panic,
-        clippy::indexing_slicing,
-        clippy::arithmetic_side_effects
+        clippy::indexing_slicing
     )
 )]
 
+mod error_class;
 mod fmt;
 mod time;
 
+pub use error_class::{ErrnoPlatform, ErrorClass, classify_errno, classify_errno_for};
 pub use time::{Clock, Instant};

@@ -92,16 +92,31 @@ mod tests {
     #[test]
     fn clock_clamps_time_going_backwards() {
         let mut clock = Clock::default();
-        assert_eq!(clock.observe(Instant::from_micros(100)), Instant::from_micros(100));
-        assert_eq!(clock.observe(Instant::from_micros(40)), Instant::from_micros(100));
+        assert_eq!(
+            clock.observe(Instant::from_micros(100)),
+            Instant::from_micros(100)
+        );
+        assert_eq!(
+            clock.observe(Instant::from_micros(40)),
+            Instant::from_micros(100)
+        );
         assert_eq!(clock.latest(), Instant::from_micros(100));
-        assert_eq!(clock.observe(Instant::from_micros(101)), Instant::from_micros(101));
+        assert_eq!(
+            clock.observe(Instant::from_micros(101)),
+            Instant::from_micros(101)
+        );
     }
 
     #[test]
     fn arithmetic_saturates() {
-        assert_eq!(Instant::from_micros(5).micros_since(Instant::from_micros(9)), 0);
-        assert_eq!(Instant::from_micros(9).micros_since(Instant::from_micros(5)), 4);
+        assert_eq!(
+            Instant::from_micros(5).micros_since(Instant::from_micros(9)),
+            0
+        );
+        assert_eq!(
+            Instant::from_micros(9).micros_since(Instant::from_micros(5)),
+            4
+        );
         assert_eq!(Instant::MAX.saturating_add_micros(1), Instant::MAX);
         assert_eq!(Instant::from_millis(u64::MAX), Instant::MAX);
         assert_eq!(Instant::from_millis(3).as_micros(), 3_000);
