@@ -29,8 +29,15 @@
 )]
 
 mod error_class;
+mod flow;
 mod fmt;
 mod time;
 
 pub use error_class::{ErrnoPlatform, ErrorClass, classify_errno, classify_errno_for};
+pub use flow::{
+    Admission, AppFlows, AppId, CloseReason, DEFAULT_FLOW_SLOTS, DestinationKey, FlowError,
+    FlowGovernor, FlowId, FlowInfo, FlowOutcome, FlowPolicy, FlowSlot, FlowState, FlowStats,
+    FlowView, FlowsByState, Notification, PolicyError, Protocol, RejectCounts, RejectReason,
+    TOP_APPS, flow_governor_footprint,
+};
 pub use time::{Clock, Instant};

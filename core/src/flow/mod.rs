@@ -1,0 +1,1483 @@
+//! The flow governor: admission, fairness, eviction, timeouts and per-flow backpressure for app
+//! and transparent proxies.
+//!
+//! A proxy host (an `NEAppProxyProvider`, an `NETransparentProxyProvider`, a Linux splice proxy)
+//! asks [`FlowGovernor::on_new_flow`] before it handles a flow and tells the governor what
+//! happens to it: connected, bytes read and completed in each direction, closed. The governor
+//! owns the flow table and answers three questions:
+//!
+//! - **May this flow in?** Caps per app, per destination and globally (below Network
+//!   framework's 512 flows per process), a connection budget hook, and the fairness rule: an app
+//!   below its fair share is admitted even when the table is full, by evicting the least
+//!   recently active flow (idle ones first) of the app holding the most flows; an app at its cap
+//!   is refused rather than evicting others.
+//! - **May I read more on this flow?** Bytes read and not yet completed, per flow and direction
+//!   and over all flows, against high and low watermarks ([`FlowGovernor::can_read_local`],
+//!   [`FlowGovernor::can_read_remote`]); a paused read is resumed by an edge-triggered
+//!   notification.
+//! - **Which flows must close?** Flows idle past the idle timeout or stuck connecting past the
+//!   connect timeout ([`FlowGovernor::handle_timeout`]).
+//!
+//! ## Drain contract
+//!
+//! After any input (`on_*`, `handle_timeout`), call [`FlowGovernor::poll_notification`] until it
+//! returns `None`, then arm a timer for [`FlowGovernor::poll_timeout`]. Notifications live in
+//! the slots (one flag per kind per flow, threaded on a list through the table), so they cannot
+//! overflow and a close is never lost, however late the host drains.
+//!
+//! ## Cost
+//!
+//! Admission and close are O(1): apps and destinations are found through hash tables with as
+//! many buckets as slots; each app keeps its open flows on intrusive least-recently-active lists
+//! and the apps are bucketed by flow count, so the heaviest app and its victim are list heads;
+//! timers are two lists kept in deadline order (admission order for connecting flows, activity
+//! order for established ones). Nothing scans the table except [`FlowGovernor::stats`].
+//!
+//! ## Sketch
+//!
+//! ```
+//! use tidegate_core::{
+//!     Admission, AppId, DestinationKey, FlowGovernor, FlowInfo, FlowPolicy, FlowSlot, Instant,
+//!     Protocol, DEFAULT_FLOW_SLOTS,
+//! };
+//!
+//! let mut slots = [FlowSlot::EMPTY; DEFAULT_FLOW_SLOTS];
+//! let mut governor = FlowGovernor::new(Instant::ZERO, &mut slots[..], FlowPolicy::default())
+//!     .map_err(|_| "policy")?;
+//! let info = FlowInfo {
+//!     app: AppId::from_bytes(b"com.example.browser"),
+//!     destination: DestinationKey::from_bytes(b"192.0.2.1:443"),
+//!     protocol: Protocol::Tcp,
+//! };
+//! let now = Instant::from_millis(1);
+//! let Admission::Accepted { id } = governor.on_new_flow(now, info) else {
+//!     return Err("refused");
+//! };
+//! governor.on_connected(now, id).map_err(|_| "connect")?;
+//! governor.on_local_read(now, id, 1_500).map_err(|_| "read")?;
+//! assert!(governor.can_read_local(id));
+//! governor.on_remote_sent(now, id, 1_500).map_err(|_| "sent")?;
+//! governor.on_closed(now, id).map_err(|_| "close")?;
+//! while let Some(notification) = governor.poll_notification() {
+//!     let _ = notification; // close flows, restart reads
+//! }
+//! # Ok::<(), &str>(())
+//! ```
+
+mod accounting;
+mod admission;
+mod id;
+mod lifecycle;
+mod policy;
+mod stats;
+mod table;
+
+pub use admission::{Admission, AppId, DestinationKey, FlowInfo, Protocol, RejectReason};
+pub use id::FlowId;
+pub use lifecycle::{CloseReason, FlowError, FlowOutcome, FlowState, FlowView, Notification};
+pub use policy::{DEFAULT_FLOW_SLOTS, FlowPolicy, PolicyError};
+pub use stats::{AppFlows, FlowStats, FlowsByState, RejectCounts, TOP_APPS};
+pub use table::FlowSlot;
+
+use crate::fmt::{log_debug, log_trace};
+use crate::{Clock, ErrorClass, Instant};
+use id::next_generation;
+use stats::Counters;
+use table::{
+    AppRecord, DestinationRecord, FlowRecord, LinkKind, ListHead, NIL, bucket_of, pop_front,
+    push_back, unlink,
+};
+
+/// Bytes a governor with `slots` slots uses: the engine with its slots held out of line (a
+/// slice, or a boxed slice on a host with an allocator) plus the slots themselves.
+pub const fn flow_governor_footprint(slots: usize) -> usize {
+    core::mem::size_of::<FlowGovernor<&'static mut [FlowSlot]>>()
+        .saturating_add(slots.saturating_mul(core::mem::size_of::<FlowSlot>()))
+}
+
+/// The flow governor engine over caller-handed storage `S` (an array, a `&mut [FlowSlot]`, a
+/// `Box<[FlowSlot]>`).
+///
+/// Not safe for concurrent use: the host serialises calls (one dispatch queue, one lock).
+/// Moving it between threads is fine.
+#[derive(Debug)]
+pub struct FlowGovernor<S> {
+    slots: S,
+    policy: FlowPolicy,
+    clock: Clock,
+    /// Free slots, threaded through `flow.app_link`.
+    free_flows: ListHead,
+    /// Free app records, threaded through `app.chain_next`.
+    free_apps: u32,
+    /// Free destination records, threaded through `destination.chain_next`.
+    free_destinations: u32,
+    /// Opening and connecting flows in admission order (connect deadline order).
+    connecting_timers: ListHead,
+    /// Established flows in activity order (idle deadline order).
+    established_timers: ListHead,
+    /// Flows with notifications to report.
+    notifications: ListHead,
+    /// Flows with a paused read waiting for the global watermark to clear.
+    waiting_for_global: ListHead,
+    /// The largest number of open flows any app holds.
+    heaviest_count: u32,
+    /// Apps with at least one open flow.
+    apps_with_open_flows: u32,
+    by_state: FlowsByState,
+    outbound_pending: u64,
+    inbound_pending: u64,
+    /// Global hysteresis: set at the global high watermark, cleared at the low one.
+    global_paused: bool,
+    max_connecting: u32,
+    counters: Counters,
+}
+
+impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
+    /// A governor over `slots`, all of which it (re)initialises, applying `policy`.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError`] if the policy is out of range or `slots` holds fewer than
+    /// [`FlowPolicy::min_slots`] slots; nothing is built.
+    pub fn new(now: Instant, mut slots: S, policy: FlowPolicy) -> Result<Self, PolicyError> {
+        let count = slots.as_ref().len();
+        policy.validate(count)?;
+        let last = u32::try_from(count.saturating_sub(1)).unwrap_or(NIL);
+        for (index, row) in slots.as_mut().iter_mut().enumerate() {
+            let index = u32::try_from(index).unwrap_or(NIL);
+            let generation = next_generation(row.flow.generation);
+            *row = FlowSlot::EMPTY;
+            row.flow.generation = generation;
+            let next = if index < last { index + 1 } else { NIL };
+            row.flow.app_link.prev = index.checked_sub(1).unwrap_or(NIL);
+            row.flow.app_link.next = next;
+            row.app.chain_next = next;
+            row.destination.chain_next = next;
+        }
+        Ok(FlowGovernor {
+            slots,
+            policy,
+            clock: Clock::new(now),
+            free_flows: ListHead {
+                head: 0,
+                tail: last,
+                len: last.saturating_add(1),
+            },
+            free_apps: 0,
+            free_destinations: 0,
+            connecting_timers: ListHead::EMPTY,
+            established_timers: ListHead::EMPTY,
+            notifications: ListHead::EMPTY,
+            waiting_for_global: ListHead::EMPTY,
+            heaviest_count: 0,
+            apps_with_open_flows: 0,
+            by_state: FlowsByState::default(),
+            outbound_pending: 0,
+            inbound_pending: 0,
+            global_paused: false,
+            max_connecting: policy.max_connecting,
+            counters: Counters::default(),
+        })
+    }
+
+    /// Ask to admit a new flow. See [`Admission`] for the answers and [`RejectReason`] for what
+    /// a refused flow means to each kind of proxy. A refused flow changes nothing but the
+    /// rejection counters. O(1).
+    pub fn on_new_flow(&mut self, now: Instant, info: FlowInfo) -> Admission {
+        let now = self.clock.observe(now);
+        let answer = self.admit(now, info);
+        match answer {
+            Admission::Accepted { id } => {
+                self.counters.admitted = self.counters.admitted.saturating_add(1);
+                log_trace!("flow admitted: slot {}", id.index());
+            }
+            Admission::AcceptedAfterEvicting { id, evicted } => {
+                self.counters.admitted = self.counters.admitted.saturating_add(1);
+                log_debug!(
+                    "flow admitted in slot {} after evicting slot {}",
+                    id.index(),
+                    evicted.index()
+                );
+            }
+            Admission::Rejected(reason) => {
+                self.counters.rejected.add(reason);
+                log_debug!("flow rejected: reason {}", reason as u8);
+            }
+        }
+        answer
+    }
+
+    /// The host started the remote connection of `id`: opening becomes connecting.
+    ///
+    /// # Errors
+    ///
+    /// [`FlowError::UnknownFlow`] or [`FlowError::StaleFlow`] for an id that names no open
+    /// flow; [`FlowError::InvalidState`] unless the flow is opening.
+    pub fn on_connecting(&mut self, now: Instant, id: FlowId) -> Result<(), FlowError> {
+        self.clock.observe(now);
+        let index = self.resolve(id)?;
+        let flow = self.flow_mut(index).ok_or(FlowError::UnknownFlow)?;
+        if flow.state != FlowState::Opening {
+            return Err(FlowError::InvalidState { state: flow.state });
+        }
+        flow.state = FlowState::Connecting;
+        self.by_state.opening = self.by_state.opening.saturating_sub(1);
+        self.by_state.connecting = self.by_state.connecting.saturating_add(1);
+        Ok(())
+    }
+
+    /// The remote connection of `id` is up: the flow is established, its idle timer starts and
+    /// it may read from the remote. Check [`FlowGovernor::can_read_local`] and
+    /// [`FlowGovernor::can_read_remote`] before the first reads.
+    ///
+    /// # Errors
+    ///
+    /// [`FlowError::UnknownFlow`] or [`FlowError::StaleFlow`] for an id that names no open
+    /// flow; [`FlowError::InvalidState`] unless the flow is opening or connecting (a flow the
+    /// governor asked to close stays closing).
+    pub fn on_connected(&mut self, now: Instant, id: FlowId) -> Result<(), FlowError> {
+        let now = self.clock.observe(now);
+        let index = self.resolve(id)?;
+        let state = self.flow_record(index).ok_or(FlowError::UnknownFlow)?.state;
+        match state {
+            FlowState::Opening => {
+                self.by_state.opening = self.by_state.opening.saturating_sub(1);
+            }
+            FlowState::Connecting => {
+                self.by_state.connecting = self.by_state.connecting.saturating_sub(1);
+            }
+            _ => return Err(FlowError::InvalidState { state }),
+        }
+        self.by_state.established = self.by_state.established.saturating_add(1);
+        let rows = self.slots.as_mut();
+        unlink(rows, &mut self.connecting_timers, index, LinkKind::Timer);
+        if let Some(flow) = self.flow_mut(index) {
+            flow.state = FlowState::Established;
+        }
+        let rows = self.slots.as_mut();
+        push_back(rows, &mut self.established_timers, index, LinkKind::Timer);
+        self.touch(index, now);
+        self.record_pause(index, accounting::Side::Outbound);
+        self.record_pause(index, accounting::Side::Inbound);
+        Ok(())
+    }
+
+    /// The remote connection of `id` failed with `class`; the host closes the local flow. The
+    /// slot is freed at once. Returns the flow's outcome: [`FlowOutcome::ConnectFailed`], or
+    /// [`FlowOutcome::ClosedByGovernor`] if the governor had already asked for the close.
+    ///
+    /// # Errors
+    ///
+    /// [`FlowError::UnknownFlow`] or [`FlowError::StaleFlow`] for an id that names no flow;
+    /// [`FlowError::InvalidState`] for an established flow (report its end with
+    /// [`FlowGovernor::on_closed`]).
+    pub fn on_connect_failed(
+        &mut self,
+        now: Instant,
+        id: FlowId,
+        class: ErrorClass,
+    ) -> Result<FlowOutcome, FlowError> {
+        self.clock.observe(now);
+        let index = self.resolve(id)?;
+        let flow = self.flow_record(index).ok_or(FlowError::UnknownFlow)?;
+        let outcome = match flow.state {
+            FlowState::Opening | FlowState::Connecting => FlowOutcome::ConnectFailed(class),
+            FlowState::Closing => {
+                FlowOutcome::ClosedByGovernor(flow.close_reason.unwrap_or(CloseReason::Evicted))
+            }
+            state => return Err(FlowError::InvalidState { state }),
+        };
+        self.release(index, outcome);
+        Ok(outcome)
+    }
+
+    /// The host closed flow `id` (either side ended, or the governor asked). The slot is freed
+    /// at once and the id becomes stale; bytes still pending on the flow are released. Returns
+    /// the flow's one terminal outcome: [`FlowOutcome::AlsoRan`] if no byte was ever read on it
+    /// (O(1), never held buffer budget), [`FlowOutcome::ClosedByGovernor`] if the governor asked
+    /// for the close, [`FlowOutcome::Closed`] otherwise.
+    ///
+    /// # Errors
+    ///
+    /// [`FlowError::UnknownFlow`] or [`FlowError::StaleFlow`] for an id that names no flow (a
+    /// flow closed twice); nothing changes.
+    pub fn on_closed(&mut self, now: Instant, id: FlowId) -> Result<FlowOutcome, FlowError> {
+        self.clock.observe(now);
+        let index = self.resolve(id)?;
+        let flow = self.flow_record(index).ok_or(FlowError::UnknownFlow)?;
+        let outcome = if flow.state == FlowState::Closing {
+            FlowOutcome::ClosedByGovernor(flow.close_reason.unwrap_or(CloseReason::Evicted))
+        } else if flow.moved_bytes {
+            FlowOutcome::Closed
+        } else {
+            FlowOutcome::AlsoRan
+        };
+        self.release(index, outcome);
+        Ok(outcome)
+    }
+
+    /// The earliest instant at which [`FlowGovernor::handle_timeout`] has work: the connect
+    /// deadline of the oldest connecting flow or the idle deadline of the least recently active
+    /// established flow. `None` when no open flow has a deadline. O(1).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let connect = self.flow_record(self.connecting_timers.head).map(|flow| {
+            flow.admitted_at
+                .saturating_add_micros(self.policy.connect_timeout_micros)
+        });
+        let idle = self.flow_record(self.established_timers.head).map(|flow| {
+            flow.last_active
+                .saturating_add_micros(self.policy.idle_timeout_micros)
+        });
+        match (connect, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Close every flow whose connect or idle deadline is at or before `now`: each moves to
+    /// closing and is reported by [`FlowGovernor::poll_notification`] as
+    /// [`Notification::Close`]. Idempotent: a second call with the same `now` does nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.observe(now);
+        let mut budget = self.slots.as_ref().len();
+        while budget > 0 {
+            budget -= 1;
+            let Some(flow) = self.flow_record(self.connecting_timers.head) else {
+                break;
+            };
+            let deadline = flow
+                .admitted_at
+                .saturating_add_micros(self.policy.connect_timeout_micros);
+            if deadline > now {
+                break;
+            }
+            self.begin_closing(
+                self.connecting_timers.head,
+                CloseReason::ConnectTimeout,
+                true,
+            );
+        }
+        while budget > 0 {
+            budget -= 1;
+            let Some(flow) = self.flow_record(self.established_timers.head) else {
+                break;
+            };
+            let deadline = flow
+                .last_active
+                .saturating_add_micros(self.policy.idle_timeout_micros);
+            if deadline > now {
+                break;
+            }
+            self.begin_closing(self.established_timers.head, CloseReason::IdleTimeout, true);
+        }
+    }
+
+    /// Change the connection budget hook: at most `max_connecting` flows opening or connecting.
+    /// Flows already admitted are not affected; 0 refuses every new flow with
+    /// [`RejectReason::ConnectionBudget`].
+    pub fn set_connection_budget(&mut self, max_connecting: u32) {
+        self.max_connecting = max_connecting;
+    }
+
+    /// The state of flow `id`: [`FlowState::Closed`] for a flow that has closed.
+    ///
+    /// # Errors
+    ///
+    /// [`FlowError::UnknownFlow`] for an id this governor never issued.
+    pub fn state(&self, id: FlowId) -> Result<FlowState, FlowError> {
+        match self.resolve(id) {
+            Ok(index) => self
+                .flow_record(index)
+                .map(|flow| flow.state)
+                .ok_or(FlowError::UnknownFlow),
+            Err(FlowError::StaleFlow) => Ok(FlowState::Closed),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// A snapshot of flow `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`FlowError::UnknownFlow`] or [`FlowError::StaleFlow`] for an id that names no flow.
+    pub fn flow(&self, id: FlowId) -> Result<FlowView, FlowError> {
+        let index = self.resolve(id)?;
+        let flow = self.flow_record(index).ok_or(FlowError::UnknownFlow)?;
+        let app = self.app(flow.app).ok_or(FlowError::UnknownFlow)?;
+        let destination = self
+            .destination(flow.destination)
+            .ok_or(FlowError::UnknownFlow)?;
+        Ok(FlowView {
+            state: flow.state,
+            app: app.id,
+            destination: destination.key,
+            protocol: flow.protocol,
+            outbound_pending: flow.outbound.pending,
+            inbound_pending: flow.inbound.pending,
+            admitted_at: flow.admitted_at,
+            last_active: flow.last_active,
+        })
+    }
+
+    /// The policy the governor was built with (the connection budget may since have changed).
+    pub const fn policy(&self) -> &FlowPolicy {
+        &self.policy
+    }
+
+    /// Open flows of `app` (opening, connecting or established). O(1) on average.
+    pub fn app_flows(&self, app: AppId) -> u32 {
+        self.find_app(app)
+            .and_then(|index| self.app(index))
+            .map_or(0, |record| record.open)
+    }
+
+    /// Open flows to `destination`. O(1) on average.
+    pub fn destination_flows(&self, destination: DestinationKey) -> u32 {
+        self.find_destination(destination)
+            .and_then(|index| self.destination(index))
+            .map_or(0, |record| record.open)
+    }
+
+    /// Open flows (opening, connecting or established), the number the global cap limits.
+    pub const fn open_flows(&self) -> u32 {
+        self.by_state.open()
+    }
+
+    /// Slots free for new flows.
+    pub const fn free_slots(&self) -> u32 {
+        self.free_flows.len
+    }
+
+    /// Slots in the table.
+    pub fn capacity(&self) -> usize {
+        self.slots.as_ref().len()
+    }
+}
+
+// Admission, eviction and release.
+impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
+    fn admit(&mut self, now: Instant, info: FlowInfo) -> Admission {
+        let app = self.find_app(info.app);
+        let app_open = app.and_then(|index| self.app(index)).map_or(0, |r| r.open);
+        if app_open >= self.policy.max_flows_per_app {
+            return Admission::Rejected(RejectReason::AppOverLimit);
+        }
+        let destination = self.find_destination(info.destination);
+        let destination_open = destination
+            .and_then(|index| self.destination(index))
+            .map_or(0, |r| r.open);
+        if destination_open >= self.policy.max_flows_per_destination {
+            return Admission::Rejected(RejectReason::DestinationOverLimit);
+        }
+        let connecting = self
+            .by_state
+            .opening
+            .saturating_add(self.by_state.connecting);
+        if connecting >= self.max_connecting {
+            return Admission::Rejected(RejectReason::ConnectionBudget);
+        }
+        // A free slot is needed even after an eviction: the evicted flow keeps its slot until
+        // the host reports it closed.
+        if self.free_flows.head == NIL {
+            return Admission::Rejected(RejectReason::TableFull);
+        }
+        let mut evicted = None;
+        if self.open_flows() >= self.policy.max_flows {
+            match self.eviction_victim(app, app_open) {
+                Some(victim) => evicted = Some(victim),
+                None => return Admission::Rejected(RejectReason::TableFull),
+            }
+        }
+        let evicted_id = evicted.and_then(|victim| {
+            let generation = self.flow_record(victim)?.generation;
+            self.begin_closing(victim, CloseReason::Evicted, false);
+            Some(FlowId::new(victim, generation))
+        });
+        let Some(index) = self.allocate(now, info, app, destination) else {
+            // Unreachable while the free lists are consistent: a free slot implies a free app
+            // and destination record, since each flow references at most one of each.
+            return Admission::Rejected(RejectReason::TableFull);
+        };
+        let generation = self.flow_record(index).map_or(0, |flow| flow.generation);
+        let id = FlowId::new(index, generation);
+        match evicted_id {
+            Some(evicted) => Admission::AcceptedAfterEvicting { id, evicted },
+            None => Admission::Accepted { id },
+        }
+    }
+
+    /// The flow to evict so an app holding `requester_open` flows gets one more, if the fairness
+    /// rule allows: the requester is below its fair share (the global cap divided by the apps
+    /// holding flows, counting the requester), and the heaviest app holds at least two flows
+    /// more than the requester, so the eviction makes the table fairer instead of swapping the
+    /// two apps' places. The victim is that app's least recently active flow with nothing
+    /// pending, or its least recently active flow if all have bytes in flight.
+    fn eviction_victim(&self, requester: Option<u32>, requester_open: u32) -> Option<u32> {
+        let apps = self
+            .apps_with_open_flows
+            .saturating_add(u32::from(requester_open == 0));
+        let fair_share = (self.policy.max_flows / apps.max(1)).max(1);
+        if requester_open >= fair_share {
+            return None;
+        }
+        let bucket = self.heaviest_count.checked_sub(1)?;
+        let heaviest = self
+            .slots
+            .as_ref()
+            .get(bucket as usize)?
+            .apps_with_count
+            .head;
+        if Some(heaviest) == requester {
+            return None;
+        }
+        let record = self.app(heaviest)?;
+        if record.open < requester_open.saturating_add(2) {
+            return None;
+        }
+        let victim = if record.idle_flows.head != NIL {
+            record.idle_flows.head
+        } else {
+            record.busy_flows.head
+        };
+        (victim != NIL).then_some(victim)
+    }
+
+    /// Take a free slot for a new flow in state opening.
+    fn allocate(
+        &mut self,
+        now: Instant,
+        info: FlowInfo,
+        app: Option<u32>,
+        destination: Option<u32>,
+    ) -> Option<u32> {
+        let app = match app {
+            Some(app) => app,
+            None => self.insert_app(info.app)?,
+        };
+        let destination = match destination {
+            Some(destination) => destination,
+            None => self.insert_destination(info.destination)?,
+        };
+        let rows = self.slots.as_mut();
+        let index = pop_front(rows, &mut self.free_flows, LinkKind::App)?;
+        let flow = &mut rows.get_mut(index as usize)?.flow;
+        *flow = FlowRecord {
+            generation: flow.generation,
+            state: FlowState::Opening,
+            protocol: info.protocol,
+            app,
+            destination,
+            admitted_at: now,
+            last_active: now,
+            ..FlowRecord::EMPTY
+        };
+        push_back(rows, &mut self.connecting_timers, index, LinkKind::Timer);
+        let record = &mut rows.get_mut(app as usize)?.app;
+        record.references = record.references.saturating_add(1);
+        let mut idle = record.idle_flows;
+        push_back(rows, &mut idle, index, LinkKind::App);
+        let record = &mut rows.get_mut(app as usize)?.app;
+        record.idle_flows = idle;
+        let open = record.open.saturating_add(1);
+        self.set_app_open(app, open);
+        if let Some(record) = self.destination_mut(destination) {
+            record.references = record.references.saturating_add(1);
+            record.open = record.open.saturating_add(1);
+        }
+        self.by_state.opening = self.by_state.opening.saturating_add(1);
+        self.record_pause(index, accounting::Side::Outbound);
+        Some(index)
+    }
+
+    /// Move open flow `index` to closing for `reason`: it stops counting against caps and
+    /// timers, its reads stop, and with `notify` a close notification is queued in its slot.
+    fn begin_closing(&mut self, index: u32, reason: CloseReason, notify: bool) {
+        let Some(state) = self.flow_record(index).map(|flow| flow.state) else {
+            return;
+        };
+        if !state.is_open() {
+            return;
+        }
+        self.detach_open(index);
+        self.by_state.closing = self.by_state.closing.saturating_add(1);
+        let rows = self.slots.as_mut();
+        if let Some(flow) = rows.get(index as usize).map(|row| row.flow)
+            && flow.in_wait
+        {
+            unlink(rows, &mut self.waiting_for_global, index, LinkKind::Wait);
+        }
+        let Some(flow) = self.flow_mut(index) else {
+            return;
+        };
+        flow.state = FlowState::Closing;
+        flow.close_reason = Some(reason);
+        flow.in_wait = false;
+        flow.outbound.paused = false;
+        flow.inbound.paused = false;
+        flow.notify = if notify { table::NOTIFY_CLOSE } else { 0 };
+        let in_notify = flow.in_notify;
+        let rows = self.slots.as_mut();
+        if notify && !in_notify {
+            push_back(rows, &mut self.notifications, index, LinkKind::Notify);
+        } else if !notify && in_notify {
+            unlink(rows, &mut self.notifications, index, LinkKind::Notify);
+        }
+        if let Some(flow) = self.flow_mut(index) {
+            flow.in_notify = notify;
+        }
+        match reason {
+            CloseReason::Evicted => {
+                self.counters.evicted = self.counters.evicted.saturating_add(1);
+            }
+            CloseReason::IdleTimeout => {
+                self.counters.idle_timeouts = self.counters.idle_timeouts.saturating_add(1);
+            }
+            CloseReason::ConnectTimeout => {
+                self.counters.connect_timeouts = self.counters.connect_timeouts.saturating_add(1);
+            }
+        }
+        log_debug!("closing slot {}: reason {}", index, reason as u8);
+    }
+
+    /// Take open flow `index` off its app's list and its timer list and out of the open counts.
+    fn detach_open(&mut self, index: u32) {
+        let Some(flow) = self.flow_record(index).copied() else {
+            return;
+        };
+        let rows = self.slots.as_mut();
+        if let Some(record) = rows.get(flow.app as usize).map(|row| row.app) {
+            let mut list = if flow.in_busy {
+                record.busy_flows
+            } else {
+                record.idle_flows
+            };
+            unlink(rows, &mut list, index, LinkKind::App);
+            if let Some(record) = rows.get_mut(flow.app as usize).map(|row| &mut row.app) {
+                if flow.in_busy {
+                    record.busy_flows = list;
+                } else {
+                    record.idle_flows = list;
+                }
+            }
+            self.set_app_open(flow.app, record.open.saturating_sub(1));
+        }
+        let rows = self.slots.as_mut();
+        match flow.state {
+            FlowState::Opening | FlowState::Connecting => {
+                unlink(rows, &mut self.connecting_timers, index, LinkKind::Timer);
+            }
+            FlowState::Established => {
+                unlink(rows, &mut self.established_timers, index, LinkKind::Timer);
+            }
+            FlowState::Closing | FlowState::Closed => {}
+        }
+        if let Some(record) = self.destination_mut(flow.destination) {
+            record.open = record.open.saturating_sub(1);
+        }
+        let count = match flow.state {
+            FlowState::Opening => &mut self.by_state.opening,
+            FlowState::Connecting => &mut self.by_state.connecting,
+            FlowState::Established => &mut self.by_state.established,
+            FlowState::Closing => &mut self.by_state.closing,
+            FlowState::Closed => return,
+        };
+        *count = count.saturating_sub(1);
+        if let Some(flow) = self.flow_mut(index) {
+            flow.in_busy = false;
+        }
+    }
+
+    /// Free slot `index` with `outcome`: the flow leaves every list, its pending bytes are
+    /// released, its app and destination records are freed if it was their last flow, and the
+    /// slot's generation moves on so the old id is stale.
+    fn release(&mut self, index: u32, outcome: FlowOutcome) {
+        let Some(flow) = self.flow_record(index).copied() else {
+            return;
+        };
+        match flow.state {
+            FlowState::Closed => return,
+            FlowState::Closing => {
+                self.by_state.closing = self.by_state.closing.saturating_sub(1);
+            }
+            _ => self.detach_open(index),
+        }
+        let rows = self.slots.as_mut();
+        if flow.in_notify {
+            unlink(rows, &mut self.notifications, index, LinkKind::Notify);
+        }
+        if flow.in_wait {
+            unlink(rows, &mut self.waiting_for_global, index, LinkKind::Wait);
+        }
+        self.outbound_pending = self.outbound_pending.saturating_sub(flow.outbound.pending);
+        self.inbound_pending = self.inbound_pending.saturating_sub(flow.inbound.pending);
+        self.update_global();
+        if let Some(record) = self.app_mut(flow.app) {
+            record.references = record.references.saturating_sub(1);
+            if record.references == 0 {
+                self.remove_app(flow.app);
+            }
+        }
+        if let Some(record) = self.destination_mut(flow.destination) {
+            record.references = record.references.saturating_sub(1);
+            if record.references == 0 {
+                self.remove_destination(flow.destination);
+            }
+        }
+        let rows = self.slots.as_mut();
+        if let Some(row) = rows.get_mut(index as usize) {
+            row.flow = FlowRecord {
+                generation: next_generation(flow.generation),
+                ..FlowRecord::EMPTY
+            };
+        }
+        push_back(rows, &mut self.free_flows, index, LinkKind::App);
+        self.counters.record_outcome(outcome);
+        log_trace!("slot {} freed", index);
+    }
+
+    /// Record that `app` now holds `open` open flows: move it between the count buckets and
+    /// keep the heaviest count and the number of apps with flows current. O(1): counts change
+    /// by one, so the heaviest count does too.
+    fn set_app_open(&mut self, app: u32, open: u32) {
+        let Some(old) = self.app(app).map(|record| record.open) else {
+            return;
+        };
+        if old == open {
+            return;
+        }
+        let rows = self.slots.as_mut();
+        if let Some(bucket) = old.checked_sub(1) {
+            edit_count_list(rows, bucket, |rows, list| {
+                unlink(rows, list, app, LinkKind::Count);
+            });
+        }
+        if let Some(bucket) = open.checked_sub(1) {
+            edit_count_list(rows, bucket, |rows, list| {
+                push_back(rows, list, app, LinkKind::Count);
+            });
+        }
+        if let Some(record) = self.app_mut(app) {
+            record.open = open;
+        }
+        if old == 0 {
+            self.apps_with_open_flows = self.apps_with_open_flows.saturating_add(1);
+        }
+        if open == 0 {
+            self.apps_with_open_flows = self.apps_with_open_flows.saturating_sub(1);
+        }
+        if open > self.heaviest_count {
+            self.heaviest_count = open;
+        } else if old == self.heaviest_count {
+            let emptied = old
+                .checked_sub(1)
+                .and_then(|bucket| self.slots.as_ref().get(bucket as usize))
+                .is_none_or(|row| row.apps_with_count.len == 0);
+            if emptied {
+                self.heaviest_count = open;
+            }
+        }
+    }
+}
+
+// Record access, lookups and the two hash tables.
+impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
+    /// The slot index `id` names, if it is a flow in the table now.
+    fn resolve(&self, id: FlowId) -> Result<u32, FlowError> {
+        let flow = self.flow_record(id.index()).ok_or(FlowError::UnknownFlow)?;
+        if id.generation() == flow.generation {
+            if flow.state == FlowState::Closed {
+                Err(FlowError::UnknownFlow)
+            } else {
+                Ok(id.index())
+            }
+        } else if id.generation() != 0 && id.generation() < flow.generation {
+            Err(FlowError::StaleFlow)
+        } else {
+            Err(FlowError::UnknownFlow)
+        }
+    }
+
+    fn flow_record(&self, index: u32) -> Option<&FlowRecord> {
+        self.slots.as_ref().get(index as usize).map(|row| &row.flow)
+    }
+
+    fn flow_mut(&mut self, index: u32) -> Option<&mut FlowRecord> {
+        self.slots
+            .as_mut()
+            .get_mut(index as usize)
+            .map(|row| &mut row.flow)
+    }
+
+    fn app(&self, index: u32) -> Option<&AppRecord> {
+        self.slots.as_ref().get(index as usize).map(|row| &row.app)
+    }
+
+    fn app_mut(&mut self, index: u32) -> Option<&mut AppRecord> {
+        self.slots
+            .as_mut()
+            .get_mut(index as usize)
+            .map(|row| &mut row.app)
+    }
+
+    fn destination(&self, index: u32) -> Option<&DestinationRecord> {
+        self.slots
+            .as_ref()
+            .get(index as usize)
+            .map(|row| &row.destination)
+    }
+
+    fn destination_mut(&mut self, index: u32) -> Option<&mut DestinationRecord> {
+        self.slots
+            .as_mut()
+            .get_mut(index as usize)
+            .map(|row| &mut row.destination)
+    }
+
+    fn find_app(&self, id: AppId) -> Option<u32> {
+        let rows = self.slots.as_ref();
+        let bucket = bucket_of(id.0, self.policy.hash_seed, rows.len());
+        let mut at = rows.get(bucket as usize)?.app_bucket;
+        let mut steps = rows.len();
+        while steps > 0 {
+            steps -= 1;
+            let record = &rows.get(at as usize)?.app;
+            if record.id == id {
+                return Some(at);
+            }
+            at = record.chain_next;
+        }
+        None
+    }
+
+    fn find_destination(&self, key: DestinationKey) -> Option<u32> {
+        let rows = self.slots.as_ref();
+        let bucket = bucket_of(key.0, destination_seed(self.policy.hash_seed), rows.len());
+        let mut at = rows.get(bucket as usize)?.destination_bucket;
+        let mut steps = rows.len();
+        while steps > 0 {
+            steps -= 1;
+            let record = &rows.get(at as usize)?.destination;
+            if record.key == key {
+                return Some(at);
+            }
+            at = record.chain_next;
+        }
+        None
+    }
+
+    fn insert_app(&mut self, id: AppId) -> Option<u32> {
+        let seed = self.policy.hash_seed;
+        let rows = self.slots.as_mut();
+        let index = self.free_apps;
+        let bucket = bucket_of(id.0, seed, rows.len());
+        let chain = rows.get(bucket as usize)?.app_bucket;
+        let record = &mut rows.get_mut(index as usize)?.app;
+        self.free_apps = record.chain_next;
+        *record = AppRecord {
+            id,
+            chain_next: chain,
+            ..AppRecord::EMPTY
+        };
+        rows.get_mut(bucket as usize)?.app_bucket = index;
+        Some(index)
+    }
+
+    fn insert_destination(&mut self, key: DestinationKey) -> Option<u32> {
+        let seed = destination_seed(self.policy.hash_seed);
+        let rows = self.slots.as_mut();
+        let index = self.free_destinations;
+        let bucket = bucket_of(key.0, seed, rows.len());
+        let chain = rows.get(bucket as usize)?.destination_bucket;
+        let record = &mut rows.get_mut(index as usize)?.destination;
+        self.free_destinations = record.chain_next;
+        *record = DestinationRecord {
+            key,
+            chain_next: chain,
+            ..DestinationRecord::EMPTY
+        };
+        rows.get_mut(bucket as usize)?.destination_bucket = index;
+        Some(index)
+    }
+
+    fn remove_app(&mut self, index: u32) {
+        let seed = self.policy.hash_seed;
+        let rows = self.slots.as_mut();
+        let Some(record) = rows.get(index as usize).map(|row| row.app) else {
+            return;
+        };
+        let bucket = bucket_of(record.id.0, seed, rows.len()) as usize;
+        let Some(head) = rows.get(bucket).map(|row| row.app_bucket) else {
+            return;
+        };
+        if head == index {
+            if let Some(row) = rows.get_mut(bucket) {
+                row.app_bucket = record.chain_next;
+            }
+        } else {
+            let mut at = head;
+            let mut steps = rows.len();
+            while steps > 0 {
+                steps -= 1;
+                let Some(row) = rows.get_mut(at as usize) else {
+                    return;
+                };
+                if row.app.chain_next == index {
+                    row.app.chain_next = record.chain_next;
+                    break;
+                }
+                at = row.app.chain_next;
+            }
+        }
+        if let Some(row) = rows.get_mut(index as usize) {
+            row.app = AppRecord {
+                chain_next: self.free_apps,
+                ..AppRecord::EMPTY
+            };
+        }
+        self.free_apps = index;
+    }
+
+    fn remove_destination(&mut self, index: u32) {
+        let seed = destination_seed(self.policy.hash_seed);
+        let rows = self.slots.as_mut();
+        let Some(record) = rows.get(index as usize).map(|row| row.destination) else {
+            return;
+        };
+        let bucket = bucket_of(record.key.0, seed, rows.len()) as usize;
+        let Some(head) = rows.get(bucket).map(|row| row.destination_bucket) else {
+            return;
+        };
+        if head == index {
+            if let Some(row) = rows.get_mut(bucket) {
+                row.destination_bucket = record.chain_next;
+            }
+        } else {
+            let mut at = head;
+            let mut steps = rows.len();
+            while steps > 0 {
+                steps -= 1;
+                let Some(row) = rows.get_mut(at as usize) else {
+                    return;
+                };
+                if row.destination.chain_next == index {
+                    row.destination.chain_next = record.chain_next;
+                    break;
+                }
+                at = row.destination.chain_next;
+            }
+        }
+        if let Some(row) = rows.get_mut(index as usize) {
+            row.destination = DestinationRecord {
+                chain_next: self.free_destinations,
+                ..DestinationRecord::EMPTY
+            };
+        }
+        self.free_destinations = index;
+    }
+}
+
+/// The destination table's seed, distinct from the app table's so the two do not collide alike.
+const fn destination_seed(seed: u64) -> u64 {
+    seed ^ 0x9e37_79b9_7f4a_7c15
+}
+
+/// Apply `edit` to the list of apps holding `bucket + 1` flows, stored in row `bucket`.
+fn edit_count_list(
+    rows: &mut [crate::flow::FlowSlot],
+    bucket: u32,
+    edit: impl FnOnce(&mut [FlowSlot], &mut ListHead),
+) {
+    let Some(mut list) = rows.get(bucket as usize).map(|row| row.apps_with_count) else {
+        return;
+    };
+    edit(rows, &mut list);
+    if let Some(row) = rows.get_mut(bucket as usize) {
+        row.apps_with_count = list;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    pub(crate) fn small_policy() -> FlowPolicy {
+        FlowPolicy {
+            max_flows: 6,
+            max_flows_per_app: 6,
+            max_flows_per_destination: 6,
+            max_connecting: 8,
+            idle_timeout_micros: 100,
+            connect_timeout_micros: 50,
+            flow_high_watermark: 100,
+            flow_low_watermark: 40,
+            global_high_watermark: 300,
+            global_low_watermark: 150,
+            hash_seed: 1,
+        }
+    }
+
+    pub(crate) fn info(app: u64, destination: u64) -> FlowInfo {
+        FlowInfo {
+            app: AppId(app),
+            destination: DestinationKey(destination),
+            protocol: Protocol::Tcp,
+        }
+    }
+
+    fn at(micros: u64) -> Instant {
+        Instant::from_micros(micros)
+    }
+
+    fn accepted(answer: Admission) -> FlowId {
+        match answer {
+            Admission::Accepted { id } => id,
+            other => panic!("expected plain acceptance, got {other:?}"),
+        }
+    }
+
+    fn drain<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
+        governor: &mut FlowGovernor<S>,
+    ) -> Vec<Notification> {
+        std::iter::from_fn(|| governor.poll_notification()).collect()
+    }
+
+    #[test]
+    fn refusals_name_the_first_limit_hit() {
+        let policy = FlowPolicy {
+            max_flows_per_app: 2,
+            max_flows_per_destination: 3,
+            max_connecting: 4,
+            ..small_policy()
+        };
+        let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 9], policy).unwrap();
+        accepted(governor.on_new_flow(at(1), info(1, 10)));
+        accepted(governor.on_new_flow(at(1), info(1, 10)));
+        assert_eq!(
+            governor.on_new_flow(at(1), info(1, 11)),
+            Admission::Rejected(RejectReason::AppOverLimit)
+        );
+        accepted(governor.on_new_flow(at(1), info(2, 10)));
+        assert_eq!(
+            governor.on_new_flow(at(1), info(3, 10)),
+            Admission::Rejected(RejectReason::DestinationOverLimit)
+        );
+        accepted(governor.on_new_flow(at(1), info(3, 11)));
+        assert_eq!(
+            governor.on_new_flow(at(1), info(4, 12)),
+            Admission::Rejected(RejectReason::ConnectionBudget)
+        );
+        let stats = governor.stats();
+        assert_eq!(stats.admitted, 4);
+        assert_eq!(stats.rejected.app_over_limit, 1);
+        assert_eq!(stats.rejected.destination_over_limit, 1);
+        assert_eq!(stats.rejected.connection_budget, 1);
+        assert_eq!(stats.rejected.total(), 3);
+        assert_eq!(governor.app_flows(AppId(1)), 2);
+        assert_eq!(governor.destination_flows(DestinationKey(10)), 3);
+        governor.set_connection_budget(5);
+        accepted(governor.on_new_flow(at(1), info(4, 12)));
+    }
+
+    #[test]
+    fn full_table_evicts_the_least_recently_active_idle_flow_of_the_heaviest_app() {
+        let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 9], small_policy()).unwrap();
+        let flood: Vec<FlowId> = (0..6)
+            .map(|i| {
+                let id = accepted(governor.on_new_flow(at(i), info(1, i)));
+                governor.on_connected(at(i), id).unwrap();
+                id
+            })
+            .collect();
+        // Flow 0 is the oldest but has bytes in flight; flow 1 is the oldest idle one.
+        governor.on_local_read(at(10), flood[0], 10).unwrap();
+        governor.on_local_read(at(11), flood[2], 5).unwrap();
+        governor.on_remote_sent(at(12), flood[2], 5).unwrap();
+        let answer = governor.on_new_flow(at(20), info(2, 99));
+        let Admission::AcceptedAfterEvicting { id, evicted } = answer else {
+            panic!("expected eviction, got {answer:?}");
+        };
+        assert_eq!(evicted, flood[1]);
+        assert_eq!(governor.state(evicted), Ok(FlowState::Closing));
+        assert_eq!(governor.state(id), Ok(FlowState::Opening));
+        // The eviction is reported by the answer only.
+        assert!(drain(&mut governor).is_empty());
+        assert_eq!(governor.open_flows(), 6);
+        assert_eq!(governor.stats().evicted, 1);
+        assert_eq!(
+            governor.on_closed(at(21), evicted),
+            Ok(FlowOutcome::ClosedByGovernor(CloseReason::Evicted))
+        );
+        // The flooding app cannot evict; it is refused.
+        assert_eq!(
+            governor.on_new_flow(at(22), info(1, 50)),
+            Admission::Rejected(RejectReason::TableFull)
+        );
+    }
+
+    #[test]
+    fn busy_flows_are_evicted_only_when_no_flow_is_idle() {
+        let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 9], small_policy()).unwrap();
+        let flood: Vec<FlowId> = (0..6)
+            .map(|i| {
+                let id = accepted(governor.on_new_flow(at(i), info(1, i)));
+                governor.on_connected(at(i), id).unwrap();
+                governor.on_local_read(at(i), id, 1).unwrap();
+                id
+            })
+            .collect();
+        governor.on_local_read(at(30), flood[0], 1).unwrap();
+        let answer = governor.on_new_flow(at(40), info(2, 99));
+        assert_eq!(answer.id().map(|_| ()), Some(()));
+        assert!(matches!(
+            answer,
+            Admission::AcceptedAfterEvicting { evicted, .. } if evicted == flood[1]
+        ));
+    }
+
+    #[test]
+    fn an_app_at_or_above_its_fair_share_cannot_evict() {
+        let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 9], small_policy()).unwrap();
+        for i in 0..3 {
+            accepted(governor.on_new_flow(at(i), info(1, i)));
+            accepted(governor.on_new_flow(at(i), info(2, 10 + i)));
+        }
+        // Two apps, three flows each: the fair share is 3, so neither may evict the other.
+        assert_eq!(
+            governor.on_new_flow(at(5), info(2, 20)),
+            Admission::Rejected(RejectReason::TableFull)
+        );
+        // A third app's fair share is 2: it may evict.
+        assert!(matches!(
+            governor.on_new_flow(at(5), info(3, 20)),
+            Admission::AcceptedAfterEvicting { .. }
+        ));
+        assert_eq!(governor.stats().rejected.table_full, 1);
+    }
+
+    #[test]
+    fn closing_slots_run_out_if_the_host_never_closes_evicted_flows() {
+        let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 7], small_policy()).unwrap();
+        for i in 0..6 {
+            accepted(governor.on_new_flow(at(i), info(1, i)));
+        }
+        assert!(matches!(
+            governor.on_new_flow(at(9), info(2, 20)),
+            Admission::AcceptedAfterEvicting { .. }
+        ));
+        // The single spare slot holds the evicted flow until the host closes it.
+        assert_eq!(governor.free_slots(), 0);
+        assert_eq!(
+            governor.on_new_flow(at(9), info(3, 21)),
+            Admission::Rejected(RejectReason::TableFull)
+        );
+    }
+
+    #[test]
+    fn stale_and_forged_ids_are_refused_without_touching_the_new_flow() {
+        let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 9], small_policy()).unwrap();
+        let old = accepted(governor.on_new_flow(at(1), info(1, 1)));
+        assert_eq!(governor.on_closed(at(2), old), Ok(FlowOutcome::AlsoRan));
+        let new = accepted(governor.on_new_flow(at(3), info(2, 2)));
+        assert_eq!(new.index(), old.index() + 1);
+        // Fill the table so the old slot is reused.
+        let mut reused = None;
+        for i in 0..5 {
+            let id = accepted(governor.on_new_flow(at(4), info(3 + i, 3 + i)));
+            if id.index() == old.index() {
+                reused = Some(id);
+            }
+        }
+        let _ = reused;
+        assert_eq!(governor.on_closed(at(5), old), Err(FlowError::StaleFlow));
+        assert_eq!(
+            governor.on_local_read(at(5), old, 1),
+            Err(FlowError::StaleFlow)
+        );
+        assert_eq!(governor.state(old), Ok(FlowState::Closed));
+        let forged = FlowId::new(new.index(), new.generation() + 7);
+        assert_eq!(
+            governor.on_connected(at(5), forged),
+            Err(FlowError::UnknownFlow)
+        );
+        assert_eq!(
+            governor.on_connected(at(5), FlowId::new(500, 1)),
+            Err(FlowError::UnknownFlow)
+        );
+        assert_eq!(
+            governor.on_connected(at(5), FlowId::from_raw(0)),
+            Err(FlowError::UnknownFlow)
+        );
+        assert!(!governor.can_read_local(forged));
+        assert_eq!(governor.state(new), Ok(FlowState::Opening));
+    }
+
+    #[test]
+    fn lifecycle_transitions_are_checked() {
+        let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 9], small_policy()).unwrap();
+        let id = accepted(governor.on_new_flow(at(1), info(1, 1)));
+        governor.on_connecting(at(1), id).unwrap();
+        assert_eq!(
+            governor.on_connecting(at(1), id),
+            Err(FlowError::InvalidState {
+                state: FlowState::Connecting
+            })
+        );
+        assert_eq!(governor.stats().flows.connecting, 1);
+        governor.on_connected(at(2), id).unwrap();
+        assert_eq!(
+            governor.on_connected(at(2), id),
+            Err(FlowError::InvalidState {
+                state: FlowState::Established
+            })
+        );
+        assert_eq!(
+            governor.on_connect_failed(at(2), id, ErrorClass::Refused),
+            Err(FlowError::InvalidState {
+                state: FlowState::Established
+            })
+        );
+        governor.on_remote_read(at(3), id, 5).unwrap();
+        let view = governor.flow(id).unwrap();
+        assert_eq!(view.inbound_pending, 5);
+        assert_eq!(view.app, AppId(1));
+        assert_eq!(view.last_active, at(3));
+        assert_eq!(governor.on_closed(at(4), id), Ok(FlowOutcome::Closed));
+        assert_eq!(governor.stats().bytes_pending_inbound, 0);
+        assert_eq!(governor.stats().closed, 1);
+
+        let failed = accepted(governor.on_new_flow(at(5), info(1, 1)));
+        assert_eq!(
+            governor.on_connect_failed(at(6), failed, ErrorClass::ResourceExhausted),
+            Ok(FlowOutcome::ConnectFailed(ErrorClass::ResourceExhausted))
+        );
+        let stats = governor.stats();
+        assert_eq!(stats.connect_failures_of(ErrorClass::ResourceExhausted), 1);
+        assert_eq!(stats.flows, FlowsByState::default());
+        assert_eq!(governor.free_slots(), 9);
+    }
+
+    #[test]
+    fn also_ran_flows_free_their_slot_at_once() {
+        let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 9], small_policy()).unwrap();
+        for i in 0..1_000 {
+            let id = accepted(governor.on_new_flow(at(i), info(1, 1)));
+            if i % 2 == 0 {
+                governor.on_connected(at(i), id).unwrap();
+            }
+            assert_eq!(governor.on_closed(at(i), id), Ok(FlowOutcome::AlsoRan));
+        }
+        let stats = governor.stats();
+        assert_eq!(stats.also_ran, 1_000);
+        assert_eq!(stats.evicted, 0);
+        assert_eq!(stats.closed, 0);
+        assert_eq!(governor.free_slots(), 9);
+        assert_eq!(governor.app_flows(AppId(1)), 0);
+        assert_eq!(stats.apps, 0);
+    }
+
+    #[test]
+    fn timeouts_close_stuck_and_idle_flows_once() {
+        let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 9], small_policy()).unwrap();
+        assert_eq!(governor.poll_timeout(), None);
+        let stuck = accepted(governor.on_new_flow(at(10), info(1, 1)));
+        let idle = accepted(governor.on_new_flow(at(10), info(1, 2)));
+        governor.on_connected(at(20), idle).unwrap();
+        assert_eq!(governor.poll_timeout(), Some(at(60)));
+        governor.handle_timeout(at(59));
+        assert!(drain(&mut governor).is_empty());
+        governor.handle_timeout(at(60));
+        assert_eq!(
+            drain(&mut governor),
+            [Notification::Close {
+                id: stuck,
+                reason: CloseReason::ConnectTimeout
+            }]
+        );
+        assert_eq!(governor.poll_timeout(), Some(at(120)));
+        governor.on_local_read(at(50), idle, 1).unwrap();
+        // Time going backwards is clamped: the read counts as activity at 60.
+        assert_eq!(governor.poll_timeout(), Some(at(160)));
+        governor.handle_timeout(at(200));
+        governor.handle_timeout(at(200));
+        assert_eq!(
+            drain(&mut governor),
+            [Notification::Close {
+                id: idle,
+                reason: CloseReason::IdleTimeout
+            }]
+        );
+        assert_eq!(governor.poll_timeout(), None);
+        let stats = governor.stats();
+        assert_eq!((stats.connect_timeouts, stats.idle_timeouts), (1, 1));
+        assert_eq!(stats.flows.closing, 2);
+        assert_eq!(
+            governor.on_closed(at(201), idle),
+            Ok(FlowOutcome::ClosedByGovernor(CloseReason::IdleTimeout))
+        );
+        assert_eq!(
+            governor.on_connect_failed(at(201), stuck, ErrorClass::TimedOut),
+            Ok(FlowOutcome::ClosedByGovernor(CloseReason::ConnectTimeout))
+        );
+    }
+
+    #[test]
+    fn no_close_is_lost_when_every_flow_times_out_at_once() {
+        let policy = FlowPolicy {
+            max_connecting: 64,
+            ..FlowPolicy {
+                max_flows: 64,
+                max_flows_per_app: 64,
+                max_flows_per_destination: 64,
+                ..small_policy()
+            }
+        };
+        let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 65], policy).unwrap();
+        let ids: Vec<FlowId> = (0..64)
+            .map(|i| accepted(governor.on_new_flow(at(1), info(i % 5, i))))
+            .collect();
+        governor.handle_timeout(at(1_000));
+        let closes: Vec<FlowId> = drain(&mut governor)
+            .into_iter()
+            .map(|notification| match notification {
+                Notification::Close { id, .. } => id,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(closes, ids);
+    }
+
+    #[test]
+    fn per_flow_watermark_pauses_and_resumes_once() {
+        let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 9], small_policy()).unwrap();
+        let id = accepted(governor.on_new_flow(at(1), info(1, 1)));
+        assert!(!governor.can_read_remote(id), "not before connected");
+        governor.on_connected(at(1), id).unwrap();
+        governor.on_remote_read(at(2), id, 99).unwrap();
+        assert!(governor.can_read_remote(id));
+        governor.on_remote_read(at(2), id, 1).unwrap();
+        assert!(!governor.can_read_remote(id));
+        assert!(
+            governor.can_read_local(id),
+            "the other direction is independent"
+        );
+        governor.on_local_written(at(3), id, 59).unwrap();
+        assert!(
+            !governor.can_read_remote(id),
+            "hysteresis: 41 is above the low watermark"
+        );
+        assert!(drain(&mut governor).is_empty());
+        assert_eq!(
+            governor.on_local_written(at(3), id, 42),
+            Err(FlowError::ExceedsPending { pending: 41 })
+        );
+        assert_eq!(governor.flow(id).unwrap().inbound_pending, 41);
+        governor.on_local_written(at(4), id, 1).unwrap();
+        assert!(governor.can_read_remote(id));
+        assert_eq!(
+            drain(&mut governor),
+            [Notification::ResumeReadRemote { id }]
+        );
+        governor.on_local_written(at(5), id, 40).unwrap();
+        assert!(
+            drain(&mut governor).is_empty(),
+            "edge-triggered: one resume per pause"
+        );
+    }
+
+    #[test]
+    fn global_watermark_pauses_every_flow_until_the_low_watermark() {
+        let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 9], small_policy()).unwrap();
+        let ids: Vec<FlowId> = (0..4)
+            .map(|i| {
+                let id = accepted(governor.on_new_flow(at(1), info(i, i)));
+                governor.on_connected(at(1), id).unwrap();
+                id
+            })
+            .collect();
+        for &id in &ids[..3] {
+            governor.on_local_read(at(2), id, 90).unwrap();
+        }
+        assert!(governor.can_read_local(ids[0]));
+        governor.on_local_read(at(2), ids[3], 30).unwrap();
+        // 300 bytes pending: every read pauses, including flows that hold nothing.
+        assert!(governor.stats().reads_paused_globally);
+        assert!(!governor.can_read_local(ids[3]));
+        assert!(!governor.can_read_remote(ids[3]));
+        governor.on_remote_sent(at(3), ids[0], 90).unwrap();
+        assert!(
+            drain(&mut governor).is_empty(),
+            "210 pending: above the low watermark"
+        );
+        // A flow reading again while paused globally waits too.
+        governor.on_remote_sent(at(3), ids[1], 60).unwrap();
+        assert!(governor.can_read_local(ids[3]));
+        let mut resumed: Vec<FlowId> = drain(&mut governor)
+            .into_iter()
+            .map(|notification| match notification {
+                Notification::ResumeReadLocal { id } => id,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        resumed.sort();
+        // Only the flow whose read was refused is resumed; the others never paused.
+        assert_eq!(resumed, [ids[3]]);
+    }
+
+    #[test]
+    fn stats_list_the_heaviest_apps_first() {
+        let policy = FlowPolicy {
+            max_flows: 40,
+            max_flows_per_app: 40,
+            max_flows_per_destination: 40,
+            max_connecting: 40,
+            ..small_policy()
+        };
+        let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 41], policy).unwrap();
+        for app in 1..=10u64 {
+            for j in 0..(app % 4 + 1) {
+                accepted(governor.on_new_flow(at(1), info(app, app * 10 + j)));
+            }
+        }
+        let stats = governor.stats();
+        assert_eq!(stats.apps, 10);
+        let top = stats.top_apps();
+        assert_eq!(top.len(), TOP_APPS);
+        assert!(top.windows(2).all(|pair| pair[0].flows >= pair[1].flows));
+        assert_eq!(top[0].flows, 4);
+        let fours: Vec<u64> = top
+            .iter()
+            .filter(|e| e.flows == 4)
+            .map(|e| e.app.0)
+            .collect();
+        assert_eq!(fours.len(), 2);
+        assert!(fours.contains(&3) && fours.contains(&7));
+    }
+
+    #[test]
+    fn footprint_counts_the_engine_and_its_slots() {
+        assert_eq!(
+            flow_governor_footprint(512),
+            core::mem::size_of::<FlowGovernor<&'static mut [FlowSlot]>>()
+                + 512 * core::mem::size_of::<FlowSlot>()
+        );
+        // Keep the default table small enough to be unremarkable in a 15 MiB process.
+        assert!(flow_governor_footprint(DEFAULT_FLOW_SLOTS) < 128 * 1024);
+    }
+
+    #[test]
+    fn new_rejects_a_bad_policy_and_reuses_storage_with_fresh_generations() {
+        let mut slots = [FlowSlot::EMPTY; 9];
+        assert_eq!(
+            FlowGovernor::new(at(0), &mut slots[..6], small_policy()).err(),
+            Some(PolicyError::TooFewSlots { required: 7 })
+        );
+        let first = {
+            let mut governor = FlowGovernor::new(at(0), &mut slots[..], small_policy()).unwrap();
+            accepted(governor.on_new_flow(at(0), info(1, 1)))
+        };
+        let mut governor = FlowGovernor::new(at(0), &mut slots[..], small_policy()).unwrap();
+        assert_eq!(governor.on_closed(at(0), first), Err(FlowError::StaleFlow));
+        assert_eq!(governor.free_slots(), 9);
+    }
+}

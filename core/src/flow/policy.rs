@@ -1,0 +1,211 @@
+//! Flow governor policy: caps, timeouts and watermarks, with defaults chosen for Apple hosts.
+
+use core::fmt;
+
+/// Slots to hand a governor running with [`FlowPolicy::default`]: 512, Network framework's
+/// per-process flow limit before macOS 26.4.
+///
+/// The policy admits at most [`FlowPolicy::max_flows`] (448) open flows; the 64 slots above that
+/// hold flows the governor has asked the host to close (evicted or timed out) until the host
+/// reports them closed. So live plus closing flows never exceed the 512 the system allows.
+pub const DEFAULT_FLOW_SLOTS: usize = 512;
+
+/// What the governor admits and when it asks for a flow to be closed or a read to pause.
+///
+/// Fixed at construction except [`FlowGovernor::set_connection_budget`], the hook a connection
+/// budget uses to tighten or relax admission at run time. Every field has a default for an Apple
+/// Network Extension host (a transparent or app proxy); the field docs say why.
+///
+/// [`FlowGovernor::set_connection_budget`]: crate::FlowGovernor::set_connection_budget
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FlowPolicy {
+    /// Global cap on open flows (opening, connecting or established). Default 448: Network
+    /// framework allows 512 flows per process, and past that connections hang in "waiting" with
+    /// `ENOMEM`; the 64 left over cover flows being closed, the provider's own connections
+    /// (control channel, DNS) and NECP's fuzzy limit, which Apple puts at "around 500". On macOS
+    /// 26.4 and later (1024 flows) a host may double both this and the slot count.
+    pub max_flows: u32,
+    /// Cap on open flows per app. Default 256: the socket pool limit of Chrome, the heaviest
+    /// legitimate client, and well below `max_flows`, so no single app can take the table even
+    /// before fairness eviction starts. An app at its cap is refused; it never evicts others.
+    pub max_flows_per_app: u32,
+    /// Cap on open flows to one destination, across all apps. Default 128: far above what
+    /// browsers open per host (6 for HTTP/1.1, 1 for HTTP/2 and HTTP/3), low enough that one
+    /// destination (a flooded CDN address, a tracker hit by every app) cannot hold more than
+    /// about a quarter of the table.
+    pub max_flows_per_destination: u32,
+    /// Connection budget hook: flows admitted but not yet connected (opening or connecting) at
+    /// most. Default 128: bounds a burst of simultaneous connects (Happy Eyeballs races, a
+    /// reconnect storm after a network change) so the system's own limits are not hit by
+    /// half-open connections; a later connection budget adjusts it through
+    /// [`FlowGovernor::set_connection_budget`].
+    ///
+    /// [`FlowGovernor::set_connection_budget`]: crate::FlowGovernor::set_connection_budget
+    pub max_connecting: u32,
+    /// A flow with no byte read or completed for this long is closed, in microseconds. Default 10
+    /// minutes: longer than the heartbeat of push channels and websockets (30 s to 5 minutes) so
+    /// live connections survive, short enough that abandoned ones give their slot back within
+    /// minutes. Under pressure, eviction reclaims idle flows first anyway.
+    pub idle_timeout_micros: u64,
+    /// A flow still opening or connecting this long after admission is closed, in microseconds.
+    /// Default 30 s: Happy Eyeballs on a slow mobile path settles within a few seconds, while a
+    /// connection stuck in Network framework's "waiting" state (the `ENOMEM` hang past the flow
+    /// limit) never completes and must give its slot back.
+    pub connect_timeout_micros: u64,
+    /// Per flow and direction, bytes pending at which reading that direction pauses. Default 256
+    /// KiB: keeps one flow at about 20 Mbit/s over a 100 ms round trip.
+    pub flow_high_watermark: u64,
+    /// Per flow and direction, bytes pending at or below which a paused read resumes. Default 64
+    /// KiB, a quarter of the high watermark, so a paused flow resumes with room for several reads.
+    pub flow_low_watermark: u64,
+    /// Bytes pending over all flows and both directions at which every read pauses. Default 6 MiB:
+    /// an app proxy is killed at 15 MiB, the process itself (runtime, Network framework, the
+    /// table) takes about 5 MiB, and reads already issued when the watermark is crossed land on
+    /// top, so 6 MiB leaves about 4 MiB of margin.
+    pub global_high_watermark: u64,
+    /// Bytes pending over all flows at or below which globally paused reads resume. Default 4 MiB.
+    pub global_low_watermark: u64,
+    /// Seed for the app and destination hash tables. Hosts that face destinations chosen by an
+    /// attacker should pass a random value at start, so colliding keys cannot be precomputed.
+    pub hash_seed: u64,
+}
+
+impl FlowPolicy {
+    /// The defaults for an Apple Network Extension proxy, as documented on each field.
+    pub const APPLE_DEFAULT: FlowPolicy = FlowPolicy {
+        max_flows: 448,
+        max_flows_per_app: 256,
+        max_flows_per_destination: 128,
+        max_connecting: 128,
+        idle_timeout_micros: 10 * 60 * 1_000_000,
+        connect_timeout_micros: 30 * 1_000_000,
+        flow_high_watermark: 256 * 1024,
+        flow_low_watermark: 64 * 1024,
+        global_high_watermark: 6 * 1024 * 1024,
+        global_low_watermark: 4 * 1024 * 1024,
+        hash_seed: 0x7469_6465_6761_7465,
+    };
+
+    /// Slots a governor with this policy needs at least: one more than [`FlowPolicy::max_flows`],
+    /// so an admission that evicts has a free slot for the new flow while the evicted one waits
+    /// for the host to close it.
+    pub const fn min_slots(&self) -> usize {
+        self.max_flows as usize + 1
+    }
+
+    /// Check the policy against a table of `slots` slots.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError`] names the first field that is out of range.
+    pub const fn validate(&self, slots: usize) -> Result<(), PolicyError> {
+        if self.max_flows == 0
+            || self.max_flows_per_app == 0
+            || self.max_flows_per_destination == 0
+            || self.max_connecting == 0
+        {
+            return Err(PolicyError::ZeroCap);
+        }
+        if self.flow_low_watermark >= self.flow_high_watermark
+            || self.global_low_watermark >= self.global_high_watermark
+        {
+            return Err(PolicyError::WatermarksInverted);
+        }
+        if slots > MAX_SLOTS {
+            return Err(PolicyError::TooManySlots { max: MAX_SLOTS });
+        }
+        if slots < self.min_slots() {
+            return Err(PolicyError::TooFewSlots {
+                required: self.min_slots(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Default for FlowPolicy {
+    fn default() -> Self {
+        FlowPolicy::APPLE_DEFAULT
+    }
+}
+
+/// The largest slot count a governor accepts; indices are `u32` with one value kept as "none".
+pub(crate) const MAX_SLOTS: usize = (u32::MAX - 1) as usize;
+
+/// Why a [`FlowPolicy`] cannot drive a table; nothing is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PolicyError {
+    /// A cap (global, per app, per destination, connecting) is 0, which would refuse every flow.
+    ZeroCap,
+    /// A low watermark is not below its high watermark, so a paused read could never resume.
+    WatermarksInverted,
+    /// The storage has fewer slots than the policy needs: `max_flows + 1`.
+    TooFewSlots {
+        /// Slots the policy needs.
+        required: usize,
+    },
+    /// The storage has more slots than a `u32` index can name.
+    TooManySlots {
+        /// The largest slot count accepted.
+        max: usize,
+    },
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicyError::ZeroCap => f.write_str("a flow cap is 0"),
+            PolicyError::WatermarksInverted => {
+                f.write_str("a low watermark is not below its high watermark")
+            }
+            PolicyError::TooFewSlots { required } => {
+                write!(f, "flow storage too small: {required} slots required")
+            }
+            PolicyError::TooManySlots { max } => {
+                write!(f, "flow storage too large: at most {max} slots")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fit_the_network_framework_limit() {
+        let policy = FlowPolicy::default();
+        assert_eq!(policy.validate(DEFAULT_FLOW_SLOTS), Ok(()));
+        assert!(policy.max_flows < 512);
+        assert!(policy.max_flows_per_app < policy.max_flows);
+        assert!(policy.max_flows_per_destination < policy.max_flows_per_app);
+        // The global watermark leaves room under the 15 MiB app proxy limit.
+        assert!(policy.global_high_watermark <= 15 * 1024 * 1024 / 2);
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let policy = FlowPolicy::default();
+        assert_eq!(
+            policy.validate(448),
+            Err(PolicyError::TooFewSlots { required: 449 })
+        );
+        assert_eq!(
+            policy.validate(MAX_SLOTS + 1),
+            Err(PolicyError::TooManySlots { max: MAX_SLOTS })
+        );
+        let zero = FlowPolicy {
+            max_flows_per_destination: 0,
+            ..policy
+        };
+        assert_eq!(zero.validate(512), Err(PolicyError::ZeroCap));
+        let inverted = FlowPolicy {
+            global_low_watermark: policy.global_high_watermark,
+            ..policy
+        };
+        assert_eq!(inverted.validate(512), Err(PolicyError::WatermarksInverted));
+        assert!(!std::format!("{}", PolicyError::ZeroCap).is_empty());
+    }
+}
