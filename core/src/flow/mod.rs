@@ -66,6 +66,8 @@
 
 mod accounting;
 mod admission;
+#[cfg(test)]
+mod differential_tests;
 mod id;
 mod lifecycle;
 mod policy;

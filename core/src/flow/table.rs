@@ -108,7 +108,7 @@ pub(crate) struct FlowRecord {
 
 impl FlowRecord {
     pub(crate) const EMPTY: FlowRecord = FlowRecord {
-        generation: 1,
+        generation: 0,
         state: FlowState::Closed,
         protocol: Protocol::Tcp,
         close_reason: None,

@@ -1,0 +1,687 @@
+//! Differential property test: the governor against a plain `HashMap` model over random
+//! sequences of new / connecting / connected / failed / read / complete / close / timeout.
+//!
+//! The model predicts every admission answer (except which of several equally heavy apps loses
+//! a flow), every error, every outcome and every close notification, and checks the invariants
+//! the governor exists for: caps never exceeded, pending bytes never negative and never above
+//! the watermark plus one read when the host obeys readiness, no resume lost or spurious, and
+//! exactly one terminal outcome per admitted flow.
+
+use super::*;
+use proptest::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::vec::Vec;
+
+const SLOTS: usize = 9;
+const MAX_READ: u64 = 70;
+
+fn policy(per_app: u32) -> FlowPolicy {
+    FlowPolicy {
+        max_flows: 6,
+        max_flows_per_app: per_app,
+        max_flows_per_destination: 5,
+        max_connecting: 5,
+        idle_timeout_micros: 300,
+        connect_timeout_micros: 150,
+        flow_high_watermark: 100,
+        flow_low_watermark: 40,
+        global_high_watermark: 300,
+        global_low_watermark: 150,
+        hash_seed: 7,
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    New {
+        app: u64,
+        destination: u64,
+    },
+    Connecting(usize),
+    Connected(usize),
+    ConnectFailed(usize, u8),
+    Read {
+        flow: usize,
+        inbound: bool,
+        bytes: u64,
+    },
+    Complete {
+        flow: usize,
+        inbound: bool,
+        bytes: u64,
+    },
+    Close(usize),
+    Advance(u64),
+    Forged(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0u64..4, 0u64..4).prop_map(|(app, destination)| Op::New { app, destination }),
+        1 => any::<usize>().prop_map(Op::Connecting),
+        3 => any::<usize>().prop_map(Op::Connected),
+        1 => (any::<usize>(), 0u8..7).prop_map(|(flow, class)| Op::ConnectFailed(flow, class)),
+        6 => (any::<usize>(), any::<bool>(), 0u64..=MAX_READ)
+            .prop_map(|(flow, inbound, bytes)| Op::Read { flow, inbound, bytes }),
+        6 => (any::<usize>(), any::<bool>(), 0u64..=MAX_READ)
+            .prop_map(|(flow, inbound, bytes)| Op::Complete { flow, inbound, bytes }),
+        2 => any::<usize>().prop_map(Op::Close),
+        2 => (0u64..60).prop_map(Op::Advance),
+        1 => any::<u64>().prop_map(Op::Forged),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct ModelFlow {
+    app: u64,
+    destination: u64,
+    state: FlowState,
+    reason: Option<CloseReason>,
+    pending: [u64; 2],
+    over: [bool; 2],
+    /// The host stopped reading this direction and waits for a resume.
+    host_paused: [bool; 2],
+    moved: bool,
+    admitted: u64,
+    last_active: u64,
+    /// Activity order, for least-recently-active eviction.
+    seq: u64,
+    close_notified: bool,
+}
+
+struct Model {
+    policy: FlowPolicy,
+    now: u64,
+    seq: u64,
+    flows: HashMap<FlowId, ModelFlow>,
+    /// Every id ever issued, live or not, so ops can name closed flows too.
+    issued: Vec<FlowId>,
+    outcomes: HashMap<FlowId, FlowOutcome>,
+    global_paused: bool,
+}
+
+impl Model {
+    fn open(&self) -> impl Iterator<Item = (&FlowId, &ModelFlow)> {
+        self.flows.iter().filter(|(_, f)| f.state.is_open())
+    }
+
+    fn app_open(&self, app: u64) -> u32 {
+        self.open().filter(|(_, f)| f.app == app).count() as u32
+    }
+
+    fn total_pending(&self) -> u64 {
+        self.flows
+            .values()
+            .map(|f| f.pending[0] + f.pending[1])
+            .sum()
+    }
+
+    fn update_global(&mut self) {
+        let total = self.total_pending();
+        if !self.global_paused && total >= self.policy.global_high_watermark {
+            self.global_paused = true;
+        } else if self.global_paused && total <= self.policy.global_low_watermark {
+            self.global_paused = false;
+        }
+    }
+
+    fn readable(&self, id: FlowId, side: usize) -> bool {
+        let Some(flow) = self.flows.get(&id) else {
+            return false;
+        };
+        let state_ok = if side == 0 {
+            flow.state.is_open()
+        } else {
+            flow.state == FlowState::Established
+        };
+        state_ok && !flow.over[side] && !self.global_paused
+    }
+
+    fn touch(&mut self, id: FlowId) {
+        self.seq += 1;
+        let (now, seq) = (self.now, self.seq);
+        if let Some(flow) = self.flows.get_mut(&id) {
+            flow.last_active = now;
+            flow.seq = seq;
+        }
+    }
+
+    /// The answer the governor must give, with the eviction victim's app when it evicts.
+    fn expected_admission(&self, app: u64, destination: u64) -> Result<Option<()>, RejectReason> {
+        let policy = self.policy;
+        let app_open = self.app_open(app);
+        if app_open >= policy.max_flows_per_app {
+            return Err(RejectReason::AppOverLimit);
+        }
+        let destination_open = self
+            .open()
+            .filter(|(_, f)| f.destination == destination)
+            .count() as u32;
+        if destination_open >= policy.max_flows_per_destination {
+            return Err(RejectReason::DestinationOverLimit);
+        }
+        let connecting = self
+            .open()
+            .filter(|(_, f)| f.state != FlowState::Established)
+            .count() as u32;
+        if connecting >= policy.max_connecting {
+            return Err(RejectReason::ConnectionBudget);
+        }
+        if self.flows.len() >= SLOTS {
+            return Err(RejectReason::TableFull);
+        }
+        let open = self.open().count() as u32;
+        if open < policy.max_flows {
+            return Ok(None);
+        }
+        let mut apps: HashSet<u64> = self.open().map(|(_, f)| f.app).collect();
+        apps.insert(app);
+        let fair_share = (policy.max_flows / apps.len() as u32).max(1);
+        let heaviest = apps.iter().map(|&a| self.app_open(a)).max().unwrap_or(0);
+        if app_open < fair_share && heaviest >= app_open + 2 {
+            Ok(Some(()))
+        } else {
+            Err(RejectReason::TableFull)
+        }
+    }
+
+    fn check_victim(&self, victim: FlowId) -> Result<(), TestCaseError> {
+        let flow = self
+            .flows
+            .get(&victim)
+            .ok_or_else(|| fail("victim unknown"))?;
+        prop_assert!(flow.state.is_open());
+        let heaviest = self
+            .open()
+            .map(|(_, f)| self.app_open(f.app))
+            .max()
+            .unwrap_or(0);
+        prop_assert_eq!(self.app_open(flow.app), heaviest);
+        let candidates: Vec<&ModelFlow> = self
+            .open()
+            .filter(|(_, f)| f.app == flow.app)
+            .map(|(_, f)| f)
+            .collect();
+        let idle: Vec<&&ModelFlow> = candidates.iter().filter(|f| f.pending == [0, 0]).collect();
+        let expected_seq = if idle.is_empty() {
+            candidates.iter().map(|f| f.seq).min()
+        } else {
+            idle.iter().map(|f| f.seq).min()
+        };
+        prop_assert_eq!(Some(flow.seq), expected_seq);
+        Ok(())
+    }
+
+    fn release(&mut self, id: FlowId, outcome: FlowOutcome) {
+        self.flows.remove(&id);
+        let previous = self.outcomes.insert(id, outcome);
+        assert!(previous.is_none(), "second outcome for {id}");
+        self.update_global();
+    }
+}
+
+fn fail(message: &str) -> TestCaseError {
+    TestCaseError::fail(message.to_string())
+}
+
+/// A flow for an op: usually a live one, sometimes any id ever issued (so stale ids are used).
+fn pick(model: &Model, index: usize) -> FlowId {
+    let mut live: Vec<FlowId> = model.flows.keys().copied().collect();
+    live.sort();
+    if !index.is_multiple_of(5) && !live.is_empty() {
+        live[index / 5 % live.len()]
+    } else if model.issued.is_empty() {
+        FlowId::new(3, 1)
+    } else {
+        model.issued[index / 5 % model.issued.len()]
+    }
+}
+
+fn lookup_error(model: &Model, id: FlowId) -> Option<FlowError> {
+    if model.flows.contains_key(&id) {
+        None
+    } else if model.outcomes.contains_key(&id) {
+        Some(FlowError::StaleFlow)
+    } else {
+        Some(FlowError::UnknownFlow)
+    }
+}
+
+fn run(ops: Vec<Op>, per_app: u32) -> Result<(), TestCaseError> {
+    let policy = policy(per_app);
+    let mut governor = FlowGovernor::new(Instant::ZERO, [FlowSlot::EMPTY; SLOTS], policy)
+        .map_err(|_| fail("policy"))?;
+    let mut model = Model {
+        policy,
+        now: 0,
+        seq: 0,
+        flows: HashMap::new(),
+        issued: Vec::new(),
+        outcomes: HashMap::new(),
+        global_paused: false,
+    };
+    for op in ops {
+        step(&mut governor, &mut model, op)?;
+        drain_and_check(&mut governor, &mut model)?;
+        check_invariants(&governor, &model)?;
+    }
+    // Close everything left: each flow ends with exactly one outcome.
+    let live: Vec<FlowId> = model.flows.keys().copied().collect();
+    for id in live {
+        let outcome = governor.on_closed(Instant::from_micros(model.now), id);
+        prop_assert!(outcome.is_ok());
+        if let Ok(outcome) = outcome {
+            model.release(id, outcome);
+        }
+    }
+    prop_assert_eq!(model.outcomes.len(), model.issued.len());
+    let stats = governor.stats();
+    let failures: u64 = stats.connect_failures.iter().sum();
+    prop_assert_eq!(
+        stats.admitted,
+        stats.closed
+            + stats.also_ran
+            + failures
+            + stats.evicted
+            + stats.idle_timeouts
+            + stats.connect_timeouts
+    );
+    prop_assert_eq!(governor.free_slots() as usize, SLOTS);
+    prop_assert_eq!(stats.apps, 0);
+    prop_assert_eq!(
+        stats.bytes_pending_inbound + stats.bytes_pending_outbound,
+        0
+    );
+    prop_assert_eq!(governor.poll_timeout(), None);
+    Ok(())
+}
+
+fn step<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
+    governor: &mut FlowGovernor<S>,
+    model: &mut Model,
+    op: Op,
+) -> Result<(), TestCaseError> {
+    let now = Instant::from_micros(model.now);
+    match op {
+        Op::New { app, destination } => {
+            let expected = model.expected_admission(app, destination);
+            let info = FlowInfo {
+                app: AppId(app),
+                destination: DestinationKey(destination),
+                protocol: Protocol::Udp,
+            };
+            let answer = governor.on_new_flow(now, info);
+            let id = match (expected, answer) {
+                (Err(reason), Admission::Rejected(got)) => {
+                    prop_assert_eq!(reason, got);
+                    return Ok(());
+                }
+                (Ok(None), Admission::Accepted { id }) => id,
+                (Ok(Some(())), Admission::AcceptedAfterEvicting { id, evicted }) => {
+                    model.check_victim(evicted)?;
+                    if let Some(flow) = model.flows.get_mut(&evicted) {
+                        flow.state = FlowState::Closing;
+                        flow.reason = Some(CloseReason::Evicted);
+                        flow.host_paused = [false, false];
+                        // Reported by the answer, never as a notification.
+                        flow.close_notified = true;
+                    }
+                    id
+                }
+                (expected, answer) => {
+                    return Err(fail(&std::format!("expected {expected:?}, got {answer:?}")));
+                }
+            };
+            prop_assert!(!model.issued.contains(&id), "id reused: {}", id);
+            model.issued.push(id);
+            model.flows.insert(
+                id,
+                ModelFlow {
+                    app,
+                    destination,
+                    state: FlowState::Opening,
+                    reason: None,
+                    pending: [0, 0],
+                    over: [false, false],
+                    host_paused: [false, false],
+                    moved: false,
+                    admitted: model.now,
+                    last_active: model.now,
+                    seq: 0,
+                    close_notified: false,
+                },
+            );
+            model.touch(id);
+            let readable = governor.can_read_local(id);
+            prop_assert_eq!(readable, model.readable(id, 0));
+            if let Some(flow) = model.flows.get_mut(&id) {
+                flow.host_paused[0] = !readable;
+            }
+        }
+        Op::Connecting(index) => {
+            let id = pick(model, index);
+            let result = governor.on_connecting(now, id);
+            match (lookup_error(model, id), model.flows.get_mut(&id)) {
+                (Some(error), _) => prop_assert_eq!(result, Err(error)),
+                (None, Some(flow)) if flow.state == FlowState::Opening => {
+                    prop_assert_eq!(result, Ok(()));
+                    flow.state = FlowState::Connecting;
+                }
+                (None, Some(flow)) => {
+                    prop_assert_eq!(result, Err(FlowError::InvalidState { state: flow.state }));
+                }
+                (None, None) => unreachable!(),
+            }
+        }
+        Op::Connected(index) => {
+            let id = pick(model, index);
+            let result = governor.on_connected(now, id);
+            if let Some(error) = lookup_error(model, id) {
+                prop_assert_eq!(result, Err(error));
+                return Ok(());
+            }
+            let state = model.flows[&id].state;
+            if matches!(state, FlowState::Opening | FlowState::Connecting) {
+                prop_assert_eq!(result, Ok(()));
+                model.flows.get_mut(&id).unwrap().state = FlowState::Established;
+                model.touch(id);
+                let readable = [governor.can_read_local(id), governor.can_read_remote(id)];
+                prop_assert_eq!(readable, [model.readable(id, 0), model.readable(id, 1)]);
+                let flow = model.flows.get_mut(&id).unwrap();
+                flow.host_paused = [!readable[0], !readable[1]];
+            } else {
+                prop_assert_eq!(result, Err(FlowError::InvalidState { state }));
+            }
+        }
+        Op::ConnectFailed(index, class) => {
+            let id = pick(model, index);
+            let class = ErrorClass::from_u8(class).unwrap();
+            let result = governor.on_connect_failed(now, id, class);
+            if let Some(error) = lookup_error(model, id) {
+                prop_assert_eq!(result, Err(error));
+                return Ok(());
+            }
+            let flow = &model.flows[&id];
+            let expected = match flow.state {
+                FlowState::Opening | FlowState::Connecting => FlowOutcome::ConnectFailed(class),
+                FlowState::Closing => FlowOutcome::ClosedByGovernor(flow.reason.unwrap()),
+                state => {
+                    prop_assert_eq!(result, Err(FlowError::InvalidState { state }));
+                    return Ok(());
+                }
+            };
+            prop_assert_eq!(result, Ok(expected));
+            model.release(id, expected);
+        }
+        Op::Read {
+            flow,
+            inbound,
+            bytes,
+        } => {
+            let id = pick(model, flow);
+            let side = usize::from(inbound);
+            // The host obeys readiness: it reads only when allowed and not waiting for a resume.
+            let allowed = if inbound {
+                governor.can_read_remote(id)
+            } else {
+                governor.can_read_local(id)
+            };
+            prop_assert_eq!(allowed, model.readable(id, side));
+            let waiting = model.flows.get(&id).is_some_and(|f| f.host_paused[side]);
+            if !allowed || waiting {
+                return Ok(());
+            }
+            let result = if inbound {
+                governor.on_remote_read(now, id, bytes)
+            } else {
+                governor.on_local_read(now, id, bytes)
+            };
+            prop_assert_eq!(result, Ok(()));
+            if bytes > 0 {
+                let high = model.policy.flow_high_watermark;
+                let flow = model.flows.get_mut(&id).unwrap();
+                flow.pending[side] += bytes;
+                flow.moved = true;
+                if flow.pending[side] >= high {
+                    flow.over[side] = true;
+                }
+                model.update_global();
+                model.touch(id);
+                let readable = if inbound {
+                    governor.can_read_remote(id)
+                } else {
+                    governor.can_read_local(id)
+                };
+                prop_assert_eq!(readable, model.readable(id, side));
+                model.flows.get_mut(&id).unwrap().host_paused[side] = !readable;
+            }
+        }
+        Op::Complete {
+            flow,
+            inbound,
+            bytes,
+        } => {
+            let id = pick(model, flow);
+            let side = usize::from(inbound);
+            let result = if inbound {
+                governor.on_local_written(now, id, bytes)
+            } else {
+                governor.on_remote_sent(now, id, bytes)
+            };
+            if let Some(error) = lookup_error(model, id) {
+                prop_assert_eq!(result, Err(error));
+                return Ok(());
+            }
+            let low = model.policy.flow_low_watermark;
+            let flow = model.flows.get_mut(&id).unwrap();
+            if bytes > flow.pending[side] {
+                prop_assert_eq!(
+                    result,
+                    Err(FlowError::ExceedsPending {
+                        pending: flow.pending[side]
+                    })
+                );
+                return Ok(());
+            }
+            prop_assert_eq!(result, Ok(()));
+            if bytes > 0 {
+                flow.pending[side] -= bytes;
+                if flow.pending[side] <= low {
+                    flow.over[side] = false;
+                }
+                model.update_global();
+                model.touch(id);
+            }
+        }
+        Op::Close(index) => {
+            let id = pick(model, index);
+            let result = governor.on_closed(now, id);
+            if let Some(error) = lookup_error(model, id) {
+                prop_assert_eq!(result, Err(error));
+                return Ok(());
+            }
+            let flow = &model.flows[&id];
+            let expected = if flow.state == FlowState::Closing {
+                FlowOutcome::ClosedByGovernor(flow.reason.unwrap())
+            } else if flow.moved {
+                FlowOutcome::Closed
+            } else {
+                FlowOutcome::AlsoRan
+            };
+            prop_assert_eq!(result, Ok(expected));
+            model.release(id, expected);
+        }
+        Op::Advance(micros) => {
+            model.now += micros;
+            let now = model.now;
+            governor.handle_timeout(Instant::from_micros(now));
+            let policy = model.policy;
+            for flow in model.flows.values_mut() {
+                let reason = match flow.state {
+                    FlowState::Opening | FlowState::Connecting
+                        if flow.admitted + policy.connect_timeout_micros <= now =>
+                    {
+                        CloseReason::ConnectTimeout
+                    }
+                    FlowState::Established
+                        if flow.last_active + policy.idle_timeout_micros <= now =>
+                    {
+                        CloseReason::IdleTimeout
+                    }
+                    _ => continue,
+                };
+                flow.state = FlowState::Closing;
+                flow.reason = Some(reason);
+                flow.host_paused = [false, false];
+            }
+        }
+        Op::Forged(raw) => {
+            let id = FlowId::from_raw(raw | (1 << 63));
+            prop_assert_eq!(governor.on_closed(now, id), Err(FlowError::UnknownFlow));
+            prop_assert!(!governor.can_read_local(id));
+        }
+    }
+    Ok(())
+}
+
+fn drain_and_check<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
+    governor: &mut FlowGovernor<S>,
+    model: &mut Model,
+) -> Result<(), TestCaseError> {
+    let mut guard = 0;
+    while let Some(notification) = governor.poll_notification() {
+        guard += 1;
+        prop_assert!(guard < 100, "notifications never end");
+        match notification {
+            Notification::Close { id, reason } => {
+                let flow = model
+                    .flows
+                    .get_mut(&id)
+                    .ok_or_else(|| fail("close of unknown"))?;
+                prop_assert_eq!(flow.state, FlowState::Closing);
+                prop_assert_eq!(flow.reason, Some(reason));
+                prop_assert!(!flow.close_notified, "close reported twice");
+                flow.close_notified = true;
+            }
+            Notification::ResumeReadLocal { id } | Notification::ResumeReadRemote { id } => {
+                let side = usize::from(matches!(
+                    notification,
+                    Notification::ResumeReadRemote { .. }
+                ));
+                prop_assert!(model.readable(id, side), "resume while not readable");
+                let flow = model
+                    .flows
+                    .get_mut(&id)
+                    .ok_or_else(|| fail("resume of unknown"))?;
+                prop_assert!(flow.host_paused[side], "spurious resume");
+                flow.host_paused[side] = false;
+            }
+        }
+    }
+    // No lost wake-up: a paused read that may restart has been resumed.
+    for (&id, flow) in &model.flows {
+        for side in 0..2 {
+            prop_assert!(
+                !(flow.host_paused[side] && model.readable(id, side)),
+                "lost resume for {} side {}",
+                id,
+                side
+            );
+        }
+        if flow.state == FlowState::Closing {
+            prop_assert!(flow.close_notified, "close lost for {}", id);
+        }
+    }
+    Ok(())
+}
+
+fn check_invariants<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
+    governor: &FlowGovernor<S>,
+    model: &Model,
+) -> Result<(), TestCaseError> {
+    let policy = model.policy;
+    let stats = governor.stats();
+    let open = model.open().count() as u32;
+    prop_assert!(open <= policy.max_flows);
+    prop_assert_eq!(governor.open_flows(), open);
+    prop_assert_eq!(governor.free_slots() as usize, SLOTS - model.flows.len());
+    for app in 0..4 {
+        prop_assert!(governor.app_flows(AppId(app)) <= policy.max_flows_per_app);
+        prop_assert_eq!(governor.app_flows(AppId(app)), model.app_open(app));
+    }
+    for destination in 0..4 {
+        let count = model
+            .open()
+            .filter(|(_, f)| f.destination == destination)
+            .count() as u32;
+        prop_assert_eq!(
+            governor.destination_flows(DestinationKey(destination)),
+            count
+        );
+        prop_assert!(count <= policy.max_flows_per_destination);
+    }
+    let count = |state| model.flows.values().filter(|f| f.state == state).count() as u32;
+    prop_assert_eq!(
+        stats.flows,
+        FlowsByState {
+            opening: count(FlowState::Opening),
+            connecting: count(FlowState::Connecting),
+            established: count(FlowState::Established),
+            closing: count(FlowState::Closing),
+        }
+    );
+    let outbound: u64 = model.flows.values().map(|f| f.pending[0]).sum();
+    let inbound: u64 = model.flows.values().map(|f| f.pending[1]).sum();
+    prop_assert_eq!(stats.bytes_pending_outbound, outbound);
+    prop_assert_eq!(stats.bytes_pending_inbound, inbound);
+    prop_assert_eq!(stats.reads_paused_globally, model.global_paused);
+    // The host obeys readiness, so a watermark is overshot by less than one read.
+    prop_assert!(outbound + inbound < policy.global_high_watermark + MAX_READ);
+    for (&id, flow) in &model.flows {
+        prop_assert!(
+            flow.pending
+                .iter()
+                .all(|&p| p < policy.flow_high_watermark + MAX_READ)
+        );
+        let view = governor.flow(id).map_err(|_| fail("flow view"))?;
+        prop_assert_eq!(view.outbound_pending, flow.pending[0]);
+        prop_assert_eq!(view.inbound_pending, flow.pending[1]);
+        prop_assert_eq!(view.state, flow.state);
+        prop_assert_eq!(view.app, AppId(flow.app));
+    }
+    let expected_timeout = model
+        .flows
+        .values()
+        .filter_map(|f| match f.state {
+            FlowState::Opening | FlowState::Connecting => {
+                Some(f.admitted + policy.connect_timeout_micros)
+            }
+            FlowState::Established => Some(f.last_active + policy.idle_timeout_micros),
+            _ => None,
+        })
+        .min()
+        .map(Instant::from_micros);
+    prop_assert_eq!(governor.poll_timeout(), expected_timeout);
+    let top = stats.top_apps();
+    prop_assert!(top.windows(2).all(|pair| pair[0].flows >= pair[1].flows));
+    for entry in top {
+        prop_assert_eq!(entry.flows, model.app_open(entry.app.0));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Per-app cap below the global cap: the app limit and eviction both come into play.
+    #[test]
+    fn governor_matches_model(ops in proptest::collection::vec(op(), 0..250)) {
+        run(ops, 4)?;
+    }
+
+    /// Per-app cap equal to the global cap: one app can fill the table, so fairness evicts.
+    #[test]
+    fn governor_matches_model_with_fair_eviction(ops in proptest::collection::vec(op(), 0..250)) {
+        run(ops, 6)?;
+    }
+}
