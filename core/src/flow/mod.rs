@@ -68,6 +68,7 @@ mod accounting;
 mod admission;
 #[cfg(test)]
 mod differential_tests;
+mod directory;
 mod id;
 mod lifecycle;
 mod policy;
@@ -83,11 +84,11 @@ pub use table::FlowSlot;
 
 use crate::fmt::{log_debug, log_trace};
 use crate::{Clock, ErrorClass, Instant};
+use directory::Directory;
 use id::next_generation;
 use stats::Counters;
 use table::{
-    AppRecord, DestinationRecord, FlowRecord, LinkKind, ListHead, NIL, bucket_of, pop_front,
-    push_back, unlink,
+    AppRecord, DestinationRecord, FlowRecord, LinkKind, ListHead, NIL, pop_front, push_back, unlink,
 };
 
 /// Bytes a governor with `slots` slots uses: the engine with its slots held out of line (a
@@ -837,155 +838,44 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
 
     fn find_app(&self, id: AppId) -> Option<u32> {
         let rows = self.slots.as_ref();
-        let bucket = bucket_of(id.0, self.policy.hash_seed, rows.len());
-        let mut at = rows.get(bucket as usize)?.app_bucket;
-        let mut steps = rows.len();
-        while steps > 0 {
-            steps -= 1;
-            let record = &rows.get(at as usize)?.app;
-            if record.id == id {
-                return Some(at);
-            }
-            at = record.chain_next;
-        }
-        None
+        directory::find(rows, Directory::Apps, self.policy.hash_seed, id.0)
     }
 
     fn find_destination(&self, key: DestinationKey) -> Option<u32> {
         let rows = self.slots.as_ref();
-        let bucket = bucket_of(key.0, destination_seed(self.policy.hash_seed), rows.len());
-        let mut at = rows.get(bucket as usize)?.destination_bucket;
-        let mut steps = rows.len();
-        while steps > 0 {
-            steps -= 1;
-            let record = &rows.get(at as usize)?.destination;
-            if record.key == key {
-                return Some(at);
-            }
-            at = record.chain_next;
-        }
-        None
+        directory::find(rows, Directory::Destinations, self.policy.hash_seed, key.0)
     }
 
     fn insert_app(&mut self, id: AppId) -> Option<u32> {
-        let seed = self.policy.hash_seed;
         let rows = self.slots.as_mut();
-        let index = self.free_apps;
-        let bucket = bucket_of(id.0, seed, rows.len());
-        let chain = rows.get(bucket as usize)?.app_bucket;
-        let record = &mut rows.get_mut(index as usize)?.app;
-        self.free_apps = record.chain_next;
-        *record = AppRecord {
-            id,
-            chain_next: chain,
-            ..AppRecord::EMPTY
-        };
-        rows.get_mut(bucket as usize)?.app_bucket = index;
-        Some(index)
+        let seed = self.policy.hash_seed;
+        directory::insert(rows, Directory::Apps, seed, &mut self.free_apps, id.0)
     }
 
     fn insert_destination(&mut self, key: DestinationKey) -> Option<u32> {
-        let seed = destination_seed(self.policy.hash_seed);
         let rows = self.slots.as_mut();
-        let index = self.free_destinations;
-        let bucket = bucket_of(key.0, seed, rows.len());
-        let chain = rows.get(bucket as usize)?.destination_bucket;
-        let record = &mut rows.get_mut(index as usize)?.destination;
-        self.free_destinations = record.chain_next;
-        *record = DestinationRecord {
-            key,
-            chain_next: chain,
-            ..DestinationRecord::EMPTY
-        };
-        rows.get_mut(bucket as usize)?.destination_bucket = index;
-        Some(index)
+        let seed = self.policy.hash_seed;
+        let free = &mut self.free_destinations;
+        directory::insert(rows, Directory::Destinations, seed, free, key.0)
     }
 
     fn remove_app(&mut self, index: u32) {
-        let seed = self.policy.hash_seed;
         let rows = self.slots.as_mut();
-        let Some(record) = rows.get(index as usize).map(|row| row.app) else {
-            return;
-        };
-        let bucket = bucket_of(record.id.0, seed, rows.len()) as usize;
-        let Some(head) = rows.get(bucket).map(|row| row.app_bucket) else {
-            return;
-        };
-        if head == index {
-            if let Some(row) = rows.get_mut(bucket) {
-                row.app_bucket = record.chain_next;
-            }
-        } else {
-            let mut at = head;
-            let mut steps = rows.len();
-            while steps > 0 {
-                steps -= 1;
-                let Some(row) = rows.get_mut(at as usize) else {
-                    return;
-                };
-                if row.app.chain_next == index {
-                    row.app.chain_next = record.chain_next;
-                    break;
-                }
-                at = row.app.chain_next;
-            }
-        }
-        if let Some(row) = rows.get_mut(index as usize) {
-            row.app = AppRecord {
-                chain_next: self.free_apps,
-                ..AppRecord::EMPTY
-            };
-        }
-        self.free_apps = index;
+        let seed = self.policy.hash_seed;
+        directory::remove(rows, Directory::Apps, seed, &mut self.free_apps, index);
     }
 
     fn remove_destination(&mut self, index: u32) {
-        let seed = destination_seed(self.policy.hash_seed);
         let rows = self.slots.as_mut();
-        let Some(record) = rows.get(index as usize).map(|row| row.destination) else {
-            return;
-        };
-        let bucket = bucket_of(record.key.0, seed, rows.len()) as usize;
-        let Some(head) = rows.get(bucket).map(|row| row.destination_bucket) else {
-            return;
-        };
-        if head == index {
-            if let Some(row) = rows.get_mut(bucket) {
-                row.destination_bucket = record.chain_next;
-            }
-        } else {
-            let mut at = head;
-            let mut steps = rows.len();
-            while steps > 0 {
-                steps -= 1;
-                let Some(row) = rows.get_mut(at as usize) else {
-                    return;
-                };
-                if row.destination.chain_next == index {
-                    row.destination.chain_next = record.chain_next;
-                    break;
-                }
-                at = row.destination.chain_next;
-            }
-        }
-        if let Some(row) = rows.get_mut(index as usize) {
-            row.destination = DestinationRecord {
-                chain_next: self.free_destinations,
-                ..DestinationRecord::EMPTY
-            };
-        }
-        self.free_destinations = index;
+        let seed = self.policy.hash_seed;
+        let free = &mut self.free_destinations;
+        directory::remove(rows, Directory::Destinations, seed, free, index);
     }
-}
-
-/// The destination table's seed, distinct from the app table's so the two do not collide alike.
-const fn destination_seed(seed: u64) -> u64 {
-    seed ^ 0x9e37_79b9_7f4a_7c15
 }
 
 /// Apply `edit` to the list of apps holding `bucket + 1` flows, stored in row `bucket`.
 fn edit_count_list(
-    rows: &mut [crate::flow::FlowSlot],
+    rows: &mut [FlowSlot],
     bucket: u32,
     edit: impl FnOnce(&mut [FlowSlot], &mut ListHead),
 ) {
