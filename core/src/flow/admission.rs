@@ -1,8 +1,19 @@
-//! What the host tells the governor about a new flow, and the governor's answer.
+//! Admission: what the host tells the governor about a new flow, the governor's answer, and the
+//! caps and fairness rule that decide it.
+//!
+//! Checks run in a fixed order, each O(1): the app's cap, the destination's cap, the connection
+//! budget, a free slot, then the global cap. At the global cap an app below its fair share may
+//! evict the least recently active flow of the heaviest app; apps are kept in lists by open-flow
+//! count, so the heaviest app is the head of the highest non-empty list, and each app keeps its
+//! flows in least-recently-active order (idle ones and busy ones apart), so the victim is a list
+//! head too.
 
 use core::fmt;
 
-use super::FlowId;
+use super::table::{FlowRecord, LinkKind, NIL, pop_front, push_back, unlink};
+use super::{CloseReason, FlowGovernor, FlowId, FlowSlot, FlowState, accounting, edit_count_list};
+use crate::Instant;
+use crate::fmt::{log_debug, log_trace};
 
 /// The app a flow belongs to: an opaque value the host derives, for example by hashing the
 /// source app's signing identifier with [`AppId::from_bytes`].
@@ -152,6 +163,211 @@ impl fmt::Display for RejectReason {
             RejectReason::DestinationOverLimit => "destination holds its maximum number of flows",
             RejectReason::ConnectionBudget => "too many flows still connecting",
         })
+    }
+}
+
+impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
+    /// Ask to admit a new flow. See [`Admission`] for the answers and [`RejectReason`] for what
+    /// a refused flow means to each kind of proxy. A refused flow changes nothing but the
+    /// rejection counters. O(1).
+    pub fn on_new_flow(&mut self, now: Instant, info: FlowInfo) -> Admission {
+        let now = self.clock.observe(now);
+        let answer = self.admit(now, info);
+        match answer {
+            Admission::Accepted { id } => {
+                self.counters.admitted = self.counters.admitted.saturating_add(1);
+                log_trace!("flow admitted: slot {}", id.index());
+            }
+            Admission::AcceptedAfterEvicting { id, evicted } => {
+                self.counters.admitted = self.counters.admitted.saturating_add(1);
+                log_debug!(
+                    "flow admitted in slot {} after evicting slot {}",
+                    id.index(),
+                    evicted.index()
+                );
+            }
+            Admission::Rejected(reason) => {
+                self.counters.rejected.add(reason);
+                log_debug!("flow rejected: reason {}", reason as u8);
+            }
+        }
+        answer
+    }
+
+    fn admit(&mut self, now: Instant, info: FlowInfo) -> Admission {
+        let app = self.find_app(info.app);
+        let app_open = app.and_then(|index| self.app(index)).map_or(0, |r| r.open);
+        if app_open >= self.policy.max_flows_per_app {
+            return Admission::Rejected(RejectReason::AppOverLimit);
+        }
+        let destination = self.find_destination(info.destination);
+        let destination_open = destination
+            .and_then(|index| self.destination(index))
+            .map_or(0, |r| r.open);
+        if destination_open >= self.policy.max_flows_per_destination {
+            return Admission::Rejected(RejectReason::DestinationOverLimit);
+        }
+        let connecting = self
+            .by_state
+            .opening
+            .saturating_add(self.by_state.connecting);
+        if connecting >= self.max_connecting {
+            return Admission::Rejected(RejectReason::ConnectionBudget);
+        }
+        // A free slot is needed even after an eviction: the evicted flow keeps its slot until
+        // the host reports it closed.
+        if self.free_flows.head == NIL {
+            return Admission::Rejected(RejectReason::TableFull);
+        }
+        let mut evicted = None;
+        if self.open_flows() >= self.policy.max_flows {
+            match self.eviction_victim(app, app_open) {
+                Some(victim) => evicted = Some(victim),
+                None => return Admission::Rejected(RejectReason::TableFull),
+            }
+        }
+        let evicted_id = evicted.and_then(|victim| {
+            let generation = self.flow_record(victim)?.generation;
+            self.begin_closing(victim, CloseReason::Evicted, false);
+            Some(FlowId::new(victim, generation))
+        });
+        let Some(index) = self.allocate(now, info, app, destination) else {
+            // Unreachable while the free lists are consistent: a free slot implies a free app
+            // and destination record, since each flow references at most one of each.
+            return Admission::Rejected(RejectReason::TableFull);
+        };
+        let generation = self.flow_record(index).map_or(0, |flow| flow.generation);
+        let id = FlowId::new(index, generation);
+        match evicted_id {
+            Some(evicted) => Admission::AcceptedAfterEvicting { id, evicted },
+            None => Admission::Accepted { id },
+        }
+    }
+
+    /// The flow to evict so an app holding `requester_open` flows gets one more, if the fairness
+    /// rule allows: the requester is below its fair share (the global cap divided by the apps
+    /// holding flows, counting the requester), and the heaviest app holds at least two flows
+    /// more than the requester, so the eviction makes the table fairer instead of swapping the
+    /// two apps' places. The victim is that app's least recently active flow with nothing
+    /// pending, or its least recently active flow if all have bytes in flight.
+    fn eviction_victim(&self, requester: Option<u32>, requester_open: u32) -> Option<u32> {
+        let apps = self
+            .apps_with_open_flows
+            .saturating_add(u32::from(requester_open == 0));
+        let fair_share = (self.policy.max_flows / apps.max(1)).max(1);
+        if requester_open >= fair_share {
+            return None;
+        }
+        let bucket = self.heaviest_count.checked_sub(1)?;
+        let heaviest = self
+            .slots
+            .as_ref()
+            .get(bucket as usize)?
+            .apps_with_count
+            .head;
+        if Some(heaviest) == requester {
+            return None;
+        }
+        let record = self.app(heaviest)?;
+        if record.open < requester_open.saturating_add(2) {
+            return None;
+        }
+        let victim = if record.idle_flows.head != NIL {
+            record.idle_flows.head
+        } else {
+            record.busy_flows.head
+        };
+        (victim != NIL).then_some(victim)
+    }
+
+    /// Take a free slot for a new flow in state opening.
+    fn allocate(
+        &mut self,
+        now: Instant,
+        info: FlowInfo,
+        app: Option<u32>,
+        destination: Option<u32>,
+    ) -> Option<u32> {
+        let app = match app {
+            Some(app) => app,
+            None => self.insert_app(info.app)?,
+        };
+        let destination = match destination {
+            Some(destination) => destination,
+            None => self.insert_destination(info.destination)?,
+        };
+        let rows = self.slots.as_mut();
+        let index = pop_front(rows, &mut self.free_flows, LinkKind::App)?;
+        let flow = &mut rows.get_mut(index as usize)?.flow;
+        *flow = FlowRecord {
+            generation: flow.generation,
+            state: FlowState::Opening,
+            protocol: info.protocol,
+            app,
+            destination,
+            admitted_at: now,
+            last_active: now,
+            ..FlowRecord::EMPTY
+        };
+        push_back(rows, &mut self.connecting_timers, index, LinkKind::Timer);
+        let record = &mut rows.get_mut(app as usize)?.app;
+        record.references = record.references.saturating_add(1);
+        let mut idle = record.idle_flows;
+        push_back(rows, &mut idle, index, LinkKind::App);
+        let record = &mut rows.get_mut(app as usize)?.app;
+        record.idle_flows = idle;
+        let open = record.open.saturating_add(1);
+        self.set_app_open(app, open);
+        if let Some(record) = self.destination_mut(destination) {
+            record.references = record.references.saturating_add(1);
+            record.open = record.open.saturating_add(1);
+        }
+        self.by_state.opening = self.by_state.opening.saturating_add(1);
+        self.record_pause(index, accounting::Side::Outbound);
+        Some(index)
+    }
+
+    /// Record that `app` now holds `open` open flows: move it between the count buckets and
+    /// keep the heaviest count and the number of apps with flows current. O(1): counts change
+    /// by one, so the heaviest count does too.
+    pub(crate) fn set_app_open(&mut self, app: u32, open: u32) {
+        let Some(old) = self.app(app).map(|record| record.open) else {
+            return;
+        };
+        if old == open {
+            return;
+        }
+        let rows = self.slots.as_mut();
+        if let Some(bucket) = old.checked_sub(1) {
+            edit_count_list(rows, bucket, |rows, list| {
+                unlink(rows, list, app, LinkKind::Count);
+            });
+        }
+        if let Some(bucket) = open.checked_sub(1) {
+            edit_count_list(rows, bucket, |rows, list| {
+                push_back(rows, list, app, LinkKind::Count);
+            });
+        }
+        if let Some(record) = self.app_mut(app) {
+            record.open = open;
+        }
+        if old == 0 {
+            self.apps_with_open_flows = self.apps_with_open_flows.saturating_add(1);
+        }
+        if open == 0 {
+            self.apps_with_open_flows = self.apps_with_open_flows.saturating_sub(1);
+        }
+        if open > self.heaviest_count {
+            self.heaviest_count = open;
+        } else if old == self.heaviest_count {
+            let emptied = old
+                .checked_sub(1)
+                .and_then(|bucket| self.slots.as_ref().get(bucket as usize))
+                .is_none_or(|row| row.apps_with_count.len == 0);
+            if emptied {
+                self.heaviest_count = open;
+            }
+        }
     }
 }
 

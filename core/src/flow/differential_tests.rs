@@ -8,6 +8,7 @@
 //! exactly one terminal outcome per admitted flow.
 
 use super::*;
+use crate::ErrorClass;
 use proptest::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::vec::Vec;

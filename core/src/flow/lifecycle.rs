@@ -1,8 +1,17 @@
-//! Flow states, what ends a flow, the notifications the host drains, and per-flow errors.
+//! Flow lifecycle: states and their transitions, what ends a flow, the notifications the host
+//! drains, and per-flow errors.
+//!
+//! A flow's slot is freed only when the host reports the flow gone ([`FlowGovernor::on_closed`]
+//! or [`FlowGovernor::on_connect_failed`]); a flow the governor wants closed waits in state
+//! closing, out of the caps but in its slot, so the governor never forgets a connection the host
+//! still holds.
 
 use core::fmt;
 
-use super::{AppId, DestinationKey, FlowId, Protocol};
+use super::id::next_generation;
+use super::table::{FlowRecord, LinkKind, NOTIFY_CLOSE, push_back, unlink};
+use super::{AppId, DestinationKey, FlowGovernor, FlowId, FlowSlot, Protocol, accounting};
+use crate::fmt::{log_debug, log_trace};
 use crate::{ErrorClass, Instant};
 
 /// Where a flow is in its life.
@@ -169,6 +178,263 @@ impl fmt::Display for FlowError {
                 write!(f, "completion larger than the {pending} bytes pending")
             }
         }
+    }
+}
+
+impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
+    /// The host started the remote connection of `id`: opening becomes connecting.
+    ///
+    /// # Errors
+    ///
+    /// [`FlowError::UnknownFlow`] or [`FlowError::StaleFlow`] for an id that names no open
+    /// flow; [`FlowError::InvalidState`] unless the flow is opening.
+    pub fn on_connecting(&mut self, now: Instant, id: FlowId) -> Result<(), FlowError> {
+        self.clock.observe(now);
+        let index = self.resolve(id)?;
+        let flow = self.flow_mut(index).ok_or(FlowError::UnknownFlow)?;
+        if flow.state != FlowState::Opening {
+            return Err(FlowError::InvalidState { state: flow.state });
+        }
+        flow.state = FlowState::Connecting;
+        self.by_state.opening = self.by_state.opening.saturating_sub(1);
+        self.by_state.connecting = self.by_state.connecting.saturating_add(1);
+        Ok(())
+    }
+
+    /// The remote connection of `id` is up: the flow is established, its idle timer starts and
+    /// it may read from the remote. Check [`FlowGovernor::can_read_local`] and
+    /// [`FlowGovernor::can_read_remote`] before the first reads.
+    ///
+    /// # Errors
+    ///
+    /// [`FlowError::UnknownFlow`] or [`FlowError::StaleFlow`] for an id that names no open
+    /// flow; [`FlowError::InvalidState`] unless the flow is opening or connecting (a flow the
+    /// governor asked to close stays closing).
+    pub fn on_connected(&mut self, now: Instant, id: FlowId) -> Result<(), FlowError> {
+        let now = self.clock.observe(now);
+        let index = self.resolve(id)?;
+        let state = self.flow_record(index).ok_or(FlowError::UnknownFlow)?.state;
+        match state {
+            FlowState::Opening => {
+                self.by_state.opening = self.by_state.opening.saturating_sub(1);
+            }
+            FlowState::Connecting => {
+                self.by_state.connecting = self.by_state.connecting.saturating_sub(1);
+            }
+            _ => return Err(FlowError::InvalidState { state }),
+        }
+        self.by_state.established = self.by_state.established.saturating_add(1);
+        let rows = self.slots.as_mut();
+        unlink(rows, &mut self.connecting_timers, index, LinkKind::Timer);
+        if let Some(flow) = self.flow_mut(index) {
+            flow.state = FlowState::Established;
+        }
+        let rows = self.slots.as_mut();
+        push_back(rows, &mut self.established_timers, index, LinkKind::Timer);
+        self.touch(index, now);
+        self.record_pause(index, accounting::Side::Outbound);
+        self.record_pause(index, accounting::Side::Inbound);
+        Ok(())
+    }
+
+    /// The remote connection of `id` failed with `class`; the host closes the local flow. The
+    /// slot is freed at once. Returns the flow's outcome: [`FlowOutcome::ConnectFailed`], or
+    /// [`FlowOutcome::ClosedByGovernor`] if the governor had already asked for the close.
+    ///
+    /// # Errors
+    ///
+    /// [`FlowError::UnknownFlow`] or [`FlowError::StaleFlow`] for an id that names no flow;
+    /// [`FlowError::InvalidState`] for an established flow (report its end with
+    /// [`FlowGovernor::on_closed`]).
+    pub fn on_connect_failed(
+        &mut self,
+        now: Instant,
+        id: FlowId,
+        class: ErrorClass,
+    ) -> Result<FlowOutcome, FlowError> {
+        self.clock.observe(now);
+        let index = self.resolve(id)?;
+        let flow = self.flow_record(index).ok_or(FlowError::UnknownFlow)?;
+        let outcome = match flow.state {
+            FlowState::Opening | FlowState::Connecting => FlowOutcome::ConnectFailed(class),
+            FlowState::Closing => {
+                FlowOutcome::ClosedByGovernor(flow.close_reason.unwrap_or(CloseReason::Evicted))
+            }
+            state => return Err(FlowError::InvalidState { state }),
+        };
+        self.release(index, outcome);
+        Ok(outcome)
+    }
+
+    /// The host closed flow `id` (either side ended, or the governor asked). The slot is freed
+    /// at once and the id becomes stale; bytes still pending on the flow are released. Returns
+    /// the flow's one terminal outcome: [`FlowOutcome::AlsoRan`] if no byte was ever read on it
+    /// (O(1), never held buffer budget), [`FlowOutcome::ClosedByGovernor`] if the governor asked
+    /// for the close, [`FlowOutcome::Closed`] otherwise.
+    ///
+    /// # Errors
+    ///
+    /// [`FlowError::UnknownFlow`] or [`FlowError::StaleFlow`] for an id that names no flow (a
+    /// flow closed twice); nothing changes.
+    pub fn on_closed(&mut self, now: Instant, id: FlowId) -> Result<FlowOutcome, FlowError> {
+        self.clock.observe(now);
+        let index = self.resolve(id)?;
+        let flow = self.flow_record(index).ok_or(FlowError::UnknownFlow)?;
+        let outcome = if flow.state == FlowState::Closing {
+            FlowOutcome::ClosedByGovernor(flow.close_reason.unwrap_or(CloseReason::Evicted))
+        } else if flow.moved_bytes {
+            FlowOutcome::Closed
+        } else {
+            FlowOutcome::AlsoRan
+        };
+        self.release(index, outcome);
+        Ok(outcome)
+    }
+
+    /// Move open flow `index` to closing for `reason`: it stops counting against caps and
+    /// timers, its reads stop, and with `notify` a close notification is queued in its slot.
+    pub(crate) fn begin_closing(&mut self, index: u32, reason: CloseReason, notify: bool) {
+        let Some(state) = self.flow_record(index).map(|flow| flow.state) else {
+            return;
+        };
+        if !state.is_open() {
+            return;
+        }
+        self.detach_open(index);
+        self.by_state.closing = self.by_state.closing.saturating_add(1);
+        let rows = self.slots.as_mut();
+        if let Some(flow) = rows.get(index as usize).map(|row| row.flow)
+            && flow.in_wait
+        {
+            unlink(rows, &mut self.waiting_for_global, index, LinkKind::Wait);
+        }
+        let Some(flow) = self.flow_mut(index) else {
+            return;
+        };
+        flow.state = FlowState::Closing;
+        flow.close_reason = Some(reason);
+        flow.in_wait = false;
+        flow.outbound.paused = false;
+        flow.inbound.paused = false;
+        flow.notify = if notify { NOTIFY_CLOSE } else { 0 };
+        let in_notify = flow.in_notify;
+        let rows = self.slots.as_mut();
+        if notify && !in_notify {
+            push_back(rows, &mut self.notifications, index, LinkKind::Notify);
+        } else if !notify && in_notify {
+            unlink(rows, &mut self.notifications, index, LinkKind::Notify);
+        }
+        if let Some(flow) = self.flow_mut(index) {
+            flow.in_notify = notify;
+        }
+        match reason {
+            CloseReason::Evicted => {
+                self.counters.evicted = self.counters.evicted.saturating_add(1);
+            }
+            CloseReason::IdleTimeout => {
+                self.counters.idle_timeouts = self.counters.idle_timeouts.saturating_add(1);
+            }
+            CloseReason::ConnectTimeout => {
+                self.counters.connect_timeouts = self.counters.connect_timeouts.saturating_add(1);
+            }
+        }
+        log_debug!("closing slot {}: reason {}", index, reason as u8);
+    }
+
+    /// Take open flow `index` off its app's list and its timer list and out of the open counts.
+    pub(crate) fn detach_open(&mut self, index: u32) {
+        let Some(flow) = self.flow_record(index).copied() else {
+            return;
+        };
+        let rows = self.slots.as_mut();
+        if let Some(record) = rows.get(flow.app as usize).map(|row| row.app) {
+            let mut list = if flow.in_busy {
+                record.busy_flows
+            } else {
+                record.idle_flows
+            };
+            unlink(rows, &mut list, index, LinkKind::App);
+            if let Some(record) = rows.get_mut(flow.app as usize).map(|row| &mut row.app) {
+                if flow.in_busy {
+                    record.busy_flows = list;
+                } else {
+                    record.idle_flows = list;
+                }
+            }
+            self.set_app_open(flow.app, record.open.saturating_sub(1));
+        }
+        let rows = self.slots.as_mut();
+        match flow.state {
+            FlowState::Opening | FlowState::Connecting => {
+                unlink(rows, &mut self.connecting_timers, index, LinkKind::Timer);
+            }
+            FlowState::Established => {
+                unlink(rows, &mut self.established_timers, index, LinkKind::Timer);
+            }
+            FlowState::Closing | FlowState::Closed => {}
+        }
+        if let Some(record) = self.destination_mut(flow.destination) {
+            record.open = record.open.saturating_sub(1);
+        }
+        let count = match flow.state {
+            FlowState::Opening => &mut self.by_state.opening,
+            FlowState::Connecting => &mut self.by_state.connecting,
+            FlowState::Established => &mut self.by_state.established,
+            FlowState::Closing => &mut self.by_state.closing,
+            FlowState::Closed => return,
+        };
+        *count = count.saturating_sub(1);
+        if let Some(flow) = self.flow_mut(index) {
+            flow.in_busy = false;
+        }
+    }
+
+    /// Free slot `index` with `outcome`: the flow leaves every list, its pending bytes are
+    /// released, its app and destination records are freed if it was their last flow, and the
+    /// slot's generation moves on so the old id is stale.
+    pub(crate) fn release(&mut self, index: u32, outcome: FlowOutcome) {
+        let Some(flow) = self.flow_record(index).copied() else {
+            return;
+        };
+        match flow.state {
+            FlowState::Closed => return,
+            FlowState::Closing => {
+                self.by_state.closing = self.by_state.closing.saturating_sub(1);
+            }
+            _ => self.detach_open(index),
+        }
+        let rows = self.slots.as_mut();
+        if flow.in_notify {
+            unlink(rows, &mut self.notifications, index, LinkKind::Notify);
+        }
+        if flow.in_wait {
+            unlink(rows, &mut self.waiting_for_global, index, LinkKind::Wait);
+        }
+        self.outbound_pending = self.outbound_pending.saturating_sub(flow.outbound.pending);
+        self.inbound_pending = self.inbound_pending.saturating_sub(flow.inbound.pending);
+        self.update_global();
+        if let Some(record) = self.app_mut(flow.app) {
+            record.references = record.references.saturating_sub(1);
+            if record.references == 0 {
+                self.remove_app(flow.app);
+            }
+        }
+        if let Some(record) = self.destination_mut(flow.destination) {
+            record.references = record.references.saturating_sub(1);
+            if record.references == 0 {
+                self.remove_destination(flow.destination);
+            }
+        }
+        let rows = self.slots.as_mut();
+        if let Some(row) = rows.get_mut(index as usize) {
+            row.flow = FlowRecord {
+                generation: next_generation(flow.generation),
+                ..FlowRecord::EMPTY
+            };
+        }
+        push_back(rows, &mut self.free_flows, index, LinkKind::App);
+        self.counters.record_outcome(outcome);
+        log_trace!("slot {} freed", index);
     }
 }
 
