@@ -30,7 +30,17 @@
 
 mod error_class;
 mod fmt;
+mod ring;
 mod time;
+mod tunnel;
 
 pub use error_class::{ErrnoPlatform, ErrorClass, classify_errno, classify_errno_for};
+pub use ring::{
+    CompleteError, InFlight, MAX_ARENA_BYTES, PacketRing, PushError, Released, RingError,
+    RingLevels, Slot,
+};
 pub use time::{Clock, Instant};
+pub use tunnel::{
+    ConfigError, DirectionStats, DropPolicy, InboundDisposition, OutboundCompletion, PacketError,
+    PacketTunnel, TunnelConfig, TunnelStats, TunnelStorage,
+};
