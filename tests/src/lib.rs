@@ -1,3 +1,4 @@
 //! Shared helpers for tidegate's whole-system tests, scenarios and benchmarks.
 
 pub mod c_harness;
+pub mod lab;
