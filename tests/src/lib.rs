@@ -2,3 +2,8 @@
 
 pub mod c_harness;
 pub mod lab;
+
+/// The README's Rust code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
