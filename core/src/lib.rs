@@ -31,7 +31,9 @@
 mod error_class;
 mod flow;
 mod fmt;
+mod ring;
 mod time;
+mod tunnel;
 
 pub use error_class::{ErrnoPlatform, ErrorClass, classify_errno, classify_errno_for};
 pub use flow::{
@@ -40,4 +42,12 @@ pub use flow::{
     FlowView, FlowsByState, Notification, PolicyError, Protocol, RejectCounts, RejectReason,
     TOP_APPS, flow_governor_footprint,
 };
+pub use ring::{
+    CompleteError, InFlight, MAX_ARENA_BYTES, PacketRing, PushError, Released, RingError,
+    RingLevels, Slot,
+};
 pub use time::{Clock, Instant};
+pub use tunnel::{
+    ConfigError, DirectionStats, DropPolicy, InboundDisposition, OutboundCompletion, PacketError,
+    PacketTunnel, TunnelConfig, TunnelStats, TunnelStorage,
+};
