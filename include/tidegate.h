@@ -108,12 +108,250 @@ enum TidegateStatus
      * A completion named more packets than are in flight. Nothing was completed.
      */
     TIDEGATE_STATUS_NOT_IN_FLIGHT = 33,
+    /**
+     * Configuration: a flow cap (global, per app, per destination, connecting) is zero.
+     */
+    TIDEGATE_STATUS_CONFIG_FLOW_ZERO_CAP = 40,
+    /**
+     * Configuration: `slots` is below `max_flows + 1`.
+     */
+    TIDEGATE_STATUS_CONFIG_FLOW_TOO_FEW_SLOTS = 41,
+    /**
+     * Configuration: `slots` is larger than a 32-bit index can name.
+     */
+    TIDEGATE_STATUS_CONFIG_FLOW_TOO_MANY_SLOTS = 42,
+    /**
+     * The flow id was never issued by this governor (forged or corrupted). Nothing changed.
+     */
+    TIDEGATE_STATUS_UNKNOWN_FLOW = 43,
+    /**
+     * The flow has already closed; its id is stale. Late completions get this: ignore it.
+     */
+    TIDEGATE_STATUS_STALE_FLOW = 44,
+    /**
+     * The call does not fit the flow's state (connected twice, for example). Nothing changed.
+     */
+    TIDEGATE_STATUS_FLOW_INVALID_STATE = 45,
+    /**
+     * A completion reports more bytes than are pending on the flow. Nothing changed.
+     */
+    TIDEGATE_STATUS_COMPLETION_EXCEEDS_PENDING = 46,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
 typedef enum TidegateStatus TidegateStatus;
 #else
 typedef uint32_t TidegateStatus;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The governor's answer to a new flow (the `decision` field of `TidegateAdmission`).
+ */
+enum TidegateAdmissionDecision
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Admitted as `flow`.
+     */
+    TIDEGATE_ADMISSION_DECISION_ACCEPTED = 0,
+    /**
+     * Admitted as `flow` after evicting `evicted`: close `evicted` now, then report it with
+     * `tidegate_flow_governor_on_closed`. This answer is the only notice of the eviction.
+     */
+    TIDEGATE_ADMISSION_DECISION_ACCEPTED_AFTER_EVICTING = 1,
+    /**
+     * Refused for `reject_reason`; nothing changed.
+     */
+    TIDEGATE_ADMISSION_DECISION_REJECTED = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateAdmissionDecision TidegateAdmissionDecision;
+#else
+typedef uint32_t TidegateAdmissionDecision;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Why a flow was refused. A transparent proxy returns `false` from `handleNewFlow` for every
+ * reason, so the flow goes direct; an app proxy fails the flow.
+ */
+enum TidegateRejectReason
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Not refused (the decision is an acceptance).
+     */
+    TIDEGATE_REJECT_REASON_NONE = 0,
+    /**
+     * The table is full and the app is not below its fair share (or the host has not closed
+     * evicted flows). App proxy: fail with a resource error; a retry works once flows close.
+     */
+    TIDEGATE_REJECT_REASON_TABLE_FULL = 1,
+    /**
+     * The app holds its cap of flows. App proxy: fail the flow.
+     */
+    TIDEGATE_REJECT_REASON_APP_OVER_LIMIT = 2,
+    /**
+     * The destination holds its cap of flows. App proxy: fail the flow.
+     */
+    TIDEGATE_REJECT_REASON_DESTINATION_OVER_LIMIT = 3,
+    /**
+     * Too many flows are still connecting. App proxy: fail, or retry after a flow connects.
+     */
+    TIDEGATE_REJECT_REASON_CONNECTION_BUDGET = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateRejectReason TidegateRejectReason;
+#else
+typedef uint32_t TidegateRejectReason;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * How a flow ended: exactly one per admitted flow.
+ */
+enum TidegateFlowOutcome
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Closed by the host after bytes moved.
+     */
+    TIDEGATE_FLOW_OUTCOME_CLOSED = 0,
+    /**
+     * Closed by the host before any byte moved (a Happy Eyeballs loser, a port scan).
+     */
+    TIDEGATE_FLOW_OUTCOME_ALSO_RAN = 1,
+    /**
+     * The remote connection failed.
+     */
+    TIDEGATE_FLOW_OUTCOME_CONNECT_FAILED = 2,
+    /**
+     * Closed after the governor evicted it.
+     */
+    TIDEGATE_FLOW_OUTCOME_EVICTED = 3,
+    /**
+     * Closed after the governor found it idle too long.
+     */
+    TIDEGATE_FLOW_OUTCOME_IDLE_TIMEOUT = 4,
+    /**
+     * Closed after the governor found it connecting too long.
+     */
+    TIDEGATE_FLOW_OUTCOME_CONNECT_TIMEOUT = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateFlowOutcome TidegateFlowOutcome;
+#else
+typedef uint32_t TidegateFlowOutcome;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * What a notification asks of the host.
+ */
+enum TidegateFlowNotificationKind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Close `flow` (reason in `close_reason`), then report it with
+     * `tidegate_flow_governor_on_closed`.
+     */
+    TIDEGATE_FLOW_NOTIFICATION_KIND_CLOSE = 0,
+    /**
+     * Reading from the local flow of `flow` may restart: issue the next `readData`.
+     */
+    TIDEGATE_FLOW_NOTIFICATION_KIND_RESUME_READ_LOCAL = 1,
+    /**
+     * Reading from the remote of `flow` may restart: issue the next receive.
+     */
+    TIDEGATE_FLOW_NOTIFICATION_KIND_RESUME_READ_REMOTE = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateFlowNotificationKind TidegateFlowNotificationKind;
+#else
+typedef uint32_t TidegateFlowNotificationKind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Why the governor asks for a close.
+ */
+enum TidegateCloseReason
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Not a close notification.
+     */
+    TIDEGATE_CLOSE_REASON_NONE = 0,
+    /**
+     * Idle for longer than the idle timeout.
+     */
+    TIDEGATE_CLOSE_REASON_IDLE_TIMEOUT = 1,
+    /**
+     * Still connecting after the connect timeout.
+     */
+    TIDEGATE_CLOSE_REASON_CONNECT_TIMEOUT = 2,
+    /**
+     * Evicted (reported by the admission answer, never as a notification).
+     */
+    TIDEGATE_CLOSE_REASON_EVICTED = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateCloseReason TidegateCloseReason;
+#else
+typedef uint32_t TidegateCloseReason;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Where a flow is in its life.
+ */
+enum TidegateFlowState
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Admitted; the remote connection is not started.
+     */
+    TIDEGATE_FLOW_STATE_OPENING = 0,
+    /**
+     * The remote connection is being set up.
+     */
+    TIDEGATE_FLOW_STATE_CONNECTING = 1,
+    /**
+     * Relaying.
+     */
+    TIDEGATE_FLOW_STATE_ESTABLISHED = 2,
+    /**
+     * The governor asked for the close; waiting for `tidegate_flow_governor_on_closed`.
+     */
+    TIDEGATE_FLOW_STATE_CLOSING = 3,
+    /**
+     * The flow is gone; its id is stale.
+     */
+    TIDEGATE_FLOW_STATE_CLOSED = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateFlowState TidegateFlowState;
+#else
+typedef uint32_t TidegateFlowState;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -173,6 +411,46 @@ typedef uint32_t TidegateDropPolicy;
 #endif // __cplusplus
 
 /**
+ * A flow's transport (the `protocol` argument of `tidegate_flow_governor_on_new_flow`).
+ */
+enum TidegateFlowProtocol
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * TCP (`NEAppProxyTCPFlow`).
+     */
+    TIDEGATE_FLOW_PROTOCOL_TCP = 0,
+    /**
+     * UDP (`NEAppProxyUDPFlow`).
+     */
+    TIDEGATE_FLOW_PROTOCOL_UDP = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateFlowProtocol TidegateFlowProtocol;
+#else
+typedef uint32_t TidegateFlowProtocol;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * A flow governor: the flow table of an app or transparent proxy, with admission, fairness,
+ * eviction, timeouts and per-flow backpressure.
+ *
+ * All its memory is allocated by `tidegate_flow_governor_new` and equals
+ * `tidegate_flow_governor_footprint`; nothing is allocated afterwards.
+ *
+ * After every input (`_on_*`, `_handle_timeout`), drain `tidegate_flow_governor_poll_notifications`
+ * until it returns a count of 0, then arm a timer for `tidegate_flow_governor_poll_timeout`.
+ *
+ * Thread safety: not safe for concurrent use. Calls on one handle must not overlap (use one
+ * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
+ */
+typedef struct TidegateFlowGovernor TidegateFlowGovernor;
+
+/**
  * A packet tunnel engine: two fixed rings that bound the memory of a packet tunnel provider.
  *
  * Outbound is apps → tunnel (`readPackets`), inbound is tunnel → apps (`writePackets`). All its
@@ -183,6 +461,218 @@ typedef uint32_t TidegateDropPolicy;
  * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
  */
 typedef struct TidegateTunnel TidegateTunnel;
+
+/**
+ * Policy of a `TidegateFlowGovernor`. Start from `tidegate_flow_policy_default()` and change
+ * what you need; `tidegate_flow_governor_new` checks it and names the first problem.
+ */
+typedef struct TidegateFlowPolicy {
+    /**
+     * Slots in the table: open flows plus flows being closed. At least `max_flows + 1`. Default
+     * 512, Network framework's per-process flow limit.
+     */
+    uint32_t slots;
+    /**
+     * Global cap on open flows (opening, connecting, established). Default 448: 512 less
+     * headroom for flows being closed and the provider's own connections.
+     */
+    uint32_t max_flows;
+    /**
+     * Cap on open flows per app. Default 256.
+     */
+    uint32_t max_flows_per_app;
+    /**
+     * Cap on open flows per destination. Default 128.
+     */
+    uint32_t max_flows_per_destination;
+    /**
+     * Connection budget: flows opening or connecting at most. Default 128.
+     */
+    uint32_t max_connecting;
+    /**
+     * A flow with no byte read or completed this long is closed, in microseconds. Default 10
+     * minutes.
+     */
+    uint64_t idle_timeout_us;
+    /**
+     * A flow still connecting this long after admission is closed, in microseconds. Default 30 s.
+     */
+    uint64_t connect_timeout_us;
+    /**
+     * Per flow and direction, reading pauses at this many pending bytes. Default 256 KiB.
+     */
+    uint64_t flow_high_watermark_bytes;
+    /**
+     * Per flow and direction, paused reading resumes at this many. Default 64 KiB.
+     */
+    uint64_t flow_low_watermark_bytes;
+    /**
+     * Over all flows, every read pauses at this many pending bytes. Default 6 MiB, sized for
+     * the 15 MiB app proxy limit.
+     */
+    uint64_t global_high_watermark_bytes;
+    /**
+     * Over all flows, paused reads resume at this many. Default 4 MiB.
+     */
+    uint64_t global_low_watermark_bytes;
+    /**
+     * Seed of the app and destination hash tables; pass a random value at start if attackers
+     * choose destinations.
+     */
+    uint64_t hash_seed;
+} TidegateFlowPolicy;
+
+/**
+ * A flow id: a slot index (low 32 bits) and the slot's generation (high 32 bits). 0 is never a
+ * valid id. A stale or forged id is refused with `TIDEGATE_STATUS_STALE_FLOW` or
+ * `TIDEGATE_STATUS_UNKNOWN_FLOW` and touches no other flow.
+ */
+typedef uint64_t TidegateFlowId;
+
+/**
+ * The answer of `tidegate_flow_governor_on_new_flow`.
+ */
+typedef struct TidegateAdmission {
+    /**
+     * What the governor decided.
+     */
+    TidegateAdmissionDecision decision;
+    /**
+     * Why the flow was refused; `TIDEGATE_REJECT_REASON_NONE` when admitted.
+     */
+    TidegateRejectReason reject_reason;
+    /**
+     * The new flow's id; 0 when refused.
+     */
+    TidegateFlowId flow;
+    /**
+     * The flow the host must close; 0 unless the decision is `ACCEPTED_AFTER_EVICTING`.
+     */
+    TidegateFlowId evicted;
+} TidegateAdmission;
+
+/**
+ * One notification from `tidegate_flow_governor_poll_notifications`.
+ */
+typedef struct TidegateFlowNotification {
+    /**
+     * What to do.
+     */
+    TidegateFlowNotificationKind kind;
+    /**
+     * For `CLOSE`, why; otherwise `TIDEGATE_CLOSE_REASON_NONE`.
+     */
+    TidegateCloseReason close_reason;
+    /**
+     * The flow concerned.
+     */
+    TidegateFlowId flow;
+} TidegateFlowNotification;
+
+/**
+ * An app and the open flows it holds.
+ */
+typedef struct TidegateAppFlows {
+    /**
+     * The app id the host passed in.
+     */
+    uint64_t app;
+    /**
+     * Its open flows.
+     */
+    uint32_t flows;
+} TidegateAppFlows;
+
+/**
+ * A snapshot of the governor's counters and occupancy. Counters saturate.
+ */
+typedef struct TidegateFlowStats {
+    /**
+     * Flows admitted, with or without an eviction.
+     */
+    uint64_t admitted;
+    /**
+     * Flows refused because the table was full.
+     */
+    uint64_t rejected_table_full;
+    /**
+     * Flows refused because their app held its cap.
+     */
+    uint64_t rejected_app_over_limit;
+    /**
+     * Flows refused because their destination held its cap.
+     */
+    uint64_t rejected_destination_over_limit;
+    /**
+     * Flows refused by the connection budget.
+     */
+    uint64_t rejected_connection_budget;
+    /**
+     * Flows evicted to admit others.
+     */
+    uint64_t evicted;
+    /**
+     * Flows closed for idling past the idle timeout.
+     */
+    uint64_t idle_timeouts;
+    /**
+     * Flows closed for connecting past the connect timeout.
+     */
+    uint64_t connect_timeouts;
+    /**
+     * Flows closed before any byte moved.
+     */
+    uint64_t also_ran;
+    /**
+     * Flows closed after bytes moved.
+     */
+    uint64_t closed;
+    /**
+     * Failed connections by error class: resource exhausted, refused, unreachable, timed out,
+     * reset, denied, other.
+     */
+    uint64_t connect_failures[7];
+    /**
+     * Flows opening now.
+     */
+    uint32_t opening;
+    /**
+     * Flows connecting now.
+     */
+    uint32_t connecting;
+    /**
+     * Flows established now.
+     */
+    uint32_t established;
+    /**
+     * Flows the host has been asked to close and has not reported closed.
+     */
+    uint32_t closing;
+    /**
+     * Bytes read from local flows and not yet acknowledged by the remote, over all flows.
+     */
+    uint64_t bytes_pending_outbound;
+    /**
+     * Bytes read from remotes and not yet written to the local flows, over all flows.
+     */
+    uint64_t bytes_pending_inbound;
+    /**
+     * Whether the global high watermark has paused every read.
+     */
+    bool reads_paused_globally;
+    /**
+     * Apps with at least one open flow.
+     */
+    uint32_t apps;
+    /**
+     * Valid entries in `top_apps`.
+     */
+    uint32_t top_apps_len;
+    /**
+     * The apps holding the most open flows, most first.
+     */
+    struct TidegateAppFlows top_apps[8];
+} TidegateFlowStats;
 
 /**
  * Configuration of a `TidegateTunnel`. Start from `tidegate_tunnel_config_default()` and change
@@ -366,9 +856,275 @@ typedef struct TidegateTunnelStats {
 
 
 
+
+
+
+
+
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * The default policy, for an Apple Network Extension proxy: 512 slots, at most 448 open flows,
+ * 256 per app, 128 per destination, 128 connecting; idle timeout 10 minutes, connect timeout
+ * 30 s; per-flow watermarks 256 KiB / 64 KiB, global 6 MiB / 4 MiB.
+ */
+struct TidegateFlowPolicy tidegate_flow_policy_default(void);
+
+/**
+ * Writes to `*out_key` a stable 64-bit key (FNV-1a) of the `len` bytes at `data`: derive app
+ * ids from signing identifiers and destination keys from addresses or host names with it.
+ *
+ * # Safety
+ * `data` must be valid for reading `len` bytes (NULL only if `len` is 0); `out_key` must be
+ * NULL or valid for writing.
+ */
+TidegateStatus tidegate_flow_key(const uint8_t *data, size_t len, uint64_t *out_key);
+
+/**
+ * Writes to `*out_bytes` the exact number of bytes `tidegate_flow_governor_new` allocates for
+ * `policy`: the slots and the handle.
+ *
+ * Returns a `TIDEGATE_STATUS_CONFIG_*` status if the policy is invalid.
+ *
+ * # Safety
+ * `policy` must be NULL or point to a valid `TidegateFlowPolicy`; `out_bytes` must be NULL or
+ * valid for writing.
+ */
+TidegateStatus tidegate_flow_governor_footprint(const struct TidegateFlowPolicy *policy,
+                                                size_t *out_bytes);
+
+/**
+ * Creates a flow governor with `policy` and writes its handle to `*out_governor`. `now_us` is
+ * the current time on the host's monotonic clock.
+ *
+ * All memory the governor will ever use is allocated here: exactly
+ * `tidegate_flow_governor_footprint(policy)` bytes.
+ *
+ * Returns a `TIDEGATE_STATUS_CONFIG_*` status for an invalid policy, or
+ * `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
+ *
+ * # Safety
+ * `policy` must be NULL or point to a valid `TidegateFlowPolicy`; `out_governor` must be NULL
+ * or valid for writing a pointer. Free the handle with `tidegate_flow_governor_free`.
+ */
+TidegateStatus tidegate_flow_governor_new(const struct TidegateFlowPolicy *policy,
+                                          uint64_t now_us,
+                                          struct TidegateFlowGovernor **out_governor);
+
+/**
+ * Frees a flow governor and all its memory. `NULL` is a no-op. Works on a poisoned handle too.
+ *
+ * # Safety
+ * `governor` must be NULL or a handle from `tidegate_flow_governor_new` that was not freed yet,
+ * with no other call on it running.
+ */
+void tidegate_flow_governor_free(struct TidegateFlowGovernor *governor);
+
+/**
+ * Asks to admit a new flow of `app` to `destination` over `protocol` (a
+ * `TIDEGATE_FLOW_PROTOCOL_*` value) and writes the answer to `*out_admission`. A refusal is an
+ * answer, not an error: the status is `TIDEGATE_STATUS_OK` and the decision says
+ * `REJECTED`. O(1).
+ *
+ * # Safety
+ * `governor` must be NULL or a live handle; `out_admission` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_flow_governor_on_new_flow(struct TidegateFlowGovernor *governor,
+                                                  uint64_t now_us,
+                                                  uint64_t app,
+                                                  uint64_t destination,
+                                                  uint32_t protocol,
+                                                  struct TidegateAdmission *out_admission);
+
+/**
+ * The host started the remote connection of `flow`: opening becomes connecting.
+ *
+ * # Safety
+ * `governor` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_flow_governor_on_connecting(struct TidegateFlowGovernor *governor,
+                                                    uint64_t now_us,
+                                                    TidegateFlowId flow);
+
+/**
+ * The remote connection of `flow` is up. Check `tidegate_flow_governor_can_read_local` and
+ * `_can_read_remote` before the first reads.
+ *
+ * # Safety
+ * `governor` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_flow_governor_on_connected(struct TidegateFlowGovernor *governor,
+                                                   uint64_t now_us,
+                                                   TidegateFlowId flow);
+
+/**
+ * The remote connection of `flow` failed with `error_number` (the POSIX errno, for example
+ * from `NWError.posix`); the host closes the local flow. The slot is freed at once and the
+ * outcome written to `*out_outcome`: `CONNECT_FAILED`, or the governor's close reason if it
+ * had already asked for the close. The failure is counted by its class in the stats.
+ *
+ * # Safety
+ * `governor` must be NULL or a live handle; `out_outcome` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_flow_governor_on_connect_failed(struct TidegateFlowGovernor *governor,
+                                                        uint64_t now_us,
+                                                        TidegateFlowId flow,
+                                                        int32_t error_number,
+                                                        TidegateFlowOutcome *out_outcome);
+
+/**
+ * The host closed `flow`. The slot is freed at once, pending bytes are released, and the
+ * flow's one outcome is written to `*out_outcome`. A second close returns
+ * `TIDEGATE_STATUS_STALE_FLOW`.
+ *
+ * # Safety
+ * `governor` must be NULL or a live handle; `out_outcome` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_flow_governor_on_closed(struct TidegateFlowGovernor *governor,
+                                                uint64_t now_us,
+                                                TidegateFlowId flow,
+                                                TidegateFlowOutcome *out_outcome);
+
+/**
+ * The host read `bytes` from the local flow of `flow` (`readData`). Then check
+ * `tidegate_flow_governor_can_read_local` before the next read.
+ *
+ * # Safety
+ * `governor` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_flow_governor_on_local_read(struct TidegateFlowGovernor *governor,
+                                                    uint64_t now_us,
+                                                    TidegateFlowId flow,
+                                                    uint64_t bytes);
+
+/**
+ * The remote send completion of `flow` acknowledged `bytes` read from the local flow. Returns
+ * `TIDEGATE_STATUS_COMPLETION_EXCEEDS_PENDING`, changing nothing, if fewer bytes are pending.
+ *
+ * # Safety
+ * `governor` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_flow_governor_on_remote_sent(struct TidegateFlowGovernor *governor,
+                                                     uint64_t now_us,
+                                                     TidegateFlowId flow,
+                                                     uint64_t bytes);
+
+/**
+ * The host received `bytes` from the remote of `flow`. Then check
+ * `tidegate_flow_governor_can_read_remote` before the next receive.
+ *
+ * # Safety
+ * `governor` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_flow_governor_on_remote_read(struct TidegateFlowGovernor *governor,
+                                                     uint64_t now_us,
+                                                     TidegateFlowId flow,
+                                                     uint64_t bytes);
+
+/**
+ * The `writeData` completion of `flow` handed `bytes` to the local app. Returns
+ * `TIDEGATE_STATUS_COMPLETION_EXCEEDS_PENDING`, changing nothing, if fewer bytes are pending.
+ *
+ * # Safety
+ * `governor` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_flow_governor_on_local_written(struct TidegateFlowGovernor *governor,
+                                                       uint64_t now_us,
+                                                       TidegateFlowId flow,
+                                                       uint64_t bytes);
+
+/**
+ * Writes to `*out_can_read` whether the host may issue a read on the local flow of `flow`. If
+ * it is `false` after a read, stop reading until a `RESUME_READ_LOCAL` notification. `false`
+ * for an unknown or stale flow.
+ *
+ * # Safety
+ * `governor` must be NULL or a live handle; `out_can_read` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_flow_governor_can_read_local(const struct TidegateFlowGovernor *governor,
+                                                     TidegateFlowId flow,
+                                                     bool *out_can_read);
+
+/**
+ * Writes to `*out_can_read` whether the host may issue a receive on the remote of `flow`. If
+ * it is `false` after a read, stop reading until a `RESUME_READ_REMOTE` notification. `false`
+ * for an unknown or stale flow and before the flow is connected.
+ *
+ * # Safety
+ * `governor` must be NULL or a live handle; `out_can_read` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_flow_governor_can_read_remote(const struct TidegateFlowGovernor *governor,
+                                                      TidegateFlowId flow,
+                                                      bool *out_can_read);
+
+/**
+ * Writes up to `capacity` notifications to `notifications[0..]` and their number to
+ * `*out_count`. Call it after every input until the count is 0. Notifications wait in the
+ * table itself, so none is ever lost, however late you drain.
+ *
+ * # Safety
+ * `governor` must be NULL or a live handle; `notifications` must be valid for writing
+ * `capacity` entries (NULL only if `capacity` is 0); `out_count` must be NULL or valid for
+ * writing.
+ */
+TidegateStatus tidegate_flow_governor_poll_notifications(struct TidegateFlowGovernor *governor,
+                                                         struct TidegateFlowNotification *notifications,
+                                                         size_t capacity,
+                                                         size_t *out_count);
+
+/**
+ * Writes to `*out_deadline_us` when `tidegate_flow_governor_handle_timeout` next has work, or
+ * `UINT64_MAX` if no flow has a deadline.
+ *
+ * # Safety
+ * `governor` must be NULL or a live handle; `out_deadline_us` must be NULL or valid for
+ * writing.
+ */
+TidegateStatus tidegate_flow_governor_poll_timeout(const struct TidegateFlowGovernor *governor,
+                                                   uint64_t *out_deadline_us);
+
+/**
+ * Closes every flow whose connect or idle deadline has passed: each becomes a `CLOSE`
+ * notification. Idempotent.
+ *
+ * # Safety
+ * `governor` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_flow_governor_handle_timeout(struct TidegateFlowGovernor *governor,
+                                                     uint64_t now_us);
+
+/**
+ * Sets the connection budget: at most `max_connecting` flows opening or connecting (0 refuses
+ * every new flow). The hook a connection budget uses to tighten admission after resource errors.
+ *
+ * # Safety
+ * `governor` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_flow_governor_set_connection_budget(struct TidegateFlowGovernor *governor,
+                                                            uint32_t max_connecting);
+
+/**
+ * Writes the state of `flow` to `*out_state`: `CLOSED` for a flow that has closed. Returns
+ * `TIDEGATE_STATUS_UNKNOWN_FLOW` for an id the governor never issued.
+ *
+ * # Safety
+ * `governor` must be NULL or a live handle; `out_state` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_flow_governor_state(const struct TidegateFlowGovernor *governor,
+                                            TidegateFlowId flow,
+                                            TidegateFlowState *out_state);
+
+/**
+ * Writes a snapshot of the governor's counters and occupancy to `*out_stats`.
+ *
+ * # Safety
+ * `governor` must be NULL or a live handle; `out_stats` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_flow_governor_stats(const struct TidegateFlowGovernor *governor,
+                                            struct TidegateFlowStats *out_stats);
 
 /**
  * A static, NUL-terminated description of `status`, never NULL. Unknown values get

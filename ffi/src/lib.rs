@@ -17,9 +17,26 @@
 //!   contract from the function's `# Safety` section.
 
 mod boundary;
+mod flow;
 mod status;
 mod tunnel;
 
+pub use flow::{
+    TidegateAdmission, TidegateAdmissionDecision, TidegateAppFlows, TidegateCloseReason,
+    TidegateFlowGovernor, TidegateFlowId, TidegateFlowNotification, TidegateFlowNotificationKind,
+    TidegateFlowOutcome, TidegateFlowPolicy, TidegateFlowProtocol, TidegateFlowState,
+    TidegateFlowStats, TidegateRejectReason, tidegate_flow_governor_can_read_local,
+    tidegate_flow_governor_can_read_remote, tidegate_flow_governor_footprint,
+    tidegate_flow_governor_free, tidegate_flow_governor_handle_timeout, tidegate_flow_governor_new,
+    tidegate_flow_governor_on_closed, tidegate_flow_governor_on_connect_failed,
+    tidegate_flow_governor_on_connected, tidegate_flow_governor_on_connecting,
+    tidegate_flow_governor_on_local_read, tidegate_flow_governor_on_local_written,
+    tidegate_flow_governor_on_new_flow, tidegate_flow_governor_on_remote_read,
+    tidegate_flow_governor_on_remote_sent, tidegate_flow_governor_poll_notifications,
+    tidegate_flow_governor_poll_timeout, tidegate_flow_governor_set_connection_budget,
+    tidegate_flow_governor_state, tidegate_flow_governor_stats, tidegate_flow_key,
+    tidegate_flow_policy_default,
+};
 pub use status::{TidegateStatus, tidegate_status_str, tidegate_version};
 pub use tunnel::{
     TidegateDropPolicy, TidegateInboundDisposition, TidegatePacketView, TidegateTunnel,

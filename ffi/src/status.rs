@@ -50,6 +50,21 @@ pub enum TidegateStatus {
     NoRoom = 32,
     /// A completion named more packets than are in flight. Nothing was completed.
     NotInFlight = 33,
+
+    /// Configuration: a flow cap (global, per app, per destination, connecting) is zero.
+    ConfigFlowZeroCap = 40,
+    /// Configuration: `slots` is below `max_flows + 1`.
+    ConfigFlowTooFewSlots = 41,
+    /// Configuration: `slots` is larger than a 32-bit index can name.
+    ConfigFlowTooManySlots = 42,
+    /// The flow id was never issued by this governor (forged or corrupted). Nothing changed.
+    UnknownFlow = 43,
+    /// The flow has already closed; its id is stale. Late completions get this: ignore it.
+    StaleFlow = 44,
+    /// The call does not fit the flow's state (connected twice, for example). Nothing changed.
+    FlowInvalidState = 45,
+    /// A completion reports more bytes than are pending on the flow. Nothing changed.
+    CompletionExceedsPending = 46,
 }
 
 impl TidegateStatus {
@@ -73,6 +88,13 @@ impl TidegateStatus {
         TidegateStatus::PacketTooLong,
         TidegateStatus::NoRoom,
         TidegateStatus::NotInFlight,
+        TidegateStatus::ConfigFlowZeroCap,
+        TidegateStatus::ConfigFlowTooFewSlots,
+        TidegateStatus::ConfigFlowTooManySlots,
+        TidegateStatus::UnknownFlow,
+        TidegateStatus::StaleFlow,
+        TidegateStatus::FlowInvalidState,
+        TidegateStatus::CompletionExceedsPending,
     ];
 
     /// A static, NUL-terminated English description.
@@ -104,6 +126,15 @@ impl TidegateStatus {
             TidegateStatus::PacketTooLong => "packet exceeds max_packet_len\0",
             TidegateStatus::NoRoom => "no room: the packet stays with the caller\0",
             TidegateStatus::NotInFlight => "completion names more packets than are in flight\0",
+            TidegateStatus::ConfigFlowZeroCap => "config: a flow cap is zero\0",
+            TidegateStatus::ConfigFlowTooFewSlots => "config: fewer slots than max_flows + 1\0",
+            TidegateStatus::ConfigFlowTooManySlots => "config: too many flow slots\0",
+            TidegateStatus::UnknownFlow => "unknown flow id\0",
+            TidegateStatus::StaleFlow => "flow already closed (stale id)\0",
+            TidegateStatus::FlowInvalidState => "call not valid in the flow's state\0",
+            TidegateStatus::CompletionExceedsPending => {
+                "completion larger than the bytes pending on the flow\0"
+            }
         }
     }
 

@@ -14,3 +14,18 @@ fn tunnel_flood_keeps_the_ceiling_and_delivers_every_packet_in_order() {
     );
     assert!(stdout.contains("inbound: 5000 offered"), "{stdout}");
 }
+
+#[test]
+fn flow_governor_admits_the_polite_app_shrugs_off_also_rans_and_pauses_slow_readers() {
+    let stdout = compile_and_run("flow_governor");
+    assert!(
+        stdout.contains("flood: 224 of 224 polite flows admitted"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("storm: 100000 also-ran flows, 100 established kept"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("resumed once"), "{stdout}");
+    assert!(stdout.contains("timeouts: 1 idle, 1 connect"), "{stdout}");
+}
