@@ -410,6 +410,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
 }
 
 /// Apply `edit` to the list of apps holding `bucket + 1` flows, stored in row `bucket`.
+#[inline]
 fn edit_count_list(
     rows: &mut [FlowSlot],
     bucket: u32,

@@ -236,6 +236,7 @@ pub(crate) enum LinkKind {
     Count,
 }
 
+#[inline]
 fn link_mut(rows: &mut [FlowSlot], index: u32, kind: LinkKind) -> Option<&mut Link> {
     let row = rows.get_mut(index as usize)?;
     Some(match kind {
@@ -248,6 +249,7 @@ fn link_mut(rows: &mut [FlowSlot], index: u32, kind: LinkKind) -> Option<&mut Li
 }
 
 /// Append `index` to `list`. The caller guarantees `index` is in no list of this kind.
+#[inline]
 pub(crate) fn push_back(rows: &mut [FlowSlot], list: &mut ListHead, index: u32, kind: LinkKind) {
     let old_tail = list.tail;
     if let Some(link) = link_mut(rows, index, kind) {
@@ -267,6 +269,7 @@ pub(crate) fn push_back(rows: &mut [FlowSlot], list: &mut ListHead, index: u32, 
 }
 
 /// Remove `index` from `list`. The caller guarantees `index` is in `list`.
+#[inline]
 pub(crate) fn unlink(rows: &mut [FlowSlot], list: &mut ListHead, index: u32, kind: LinkKind) {
     let Some(link) = link_mut(rows, index, kind) else {
         return;
@@ -285,6 +288,7 @@ pub(crate) fn unlink(rows: &mut [FlowSlot], list: &mut ListHead, index: u32, kin
 }
 
 /// Remove and return the first element of `list`.
+#[inline]
 pub(crate) fn pop_front(rows: &mut [FlowSlot], list: &mut ListHead, kind: LinkKind) -> Option<u32> {
     let head = list.head;
     if head == NIL {
