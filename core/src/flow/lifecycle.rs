@@ -166,6 +166,8 @@ pub enum FlowError {
     },
 }
 
+impl core::error::Error for FlowError {}
+
 impl fmt::Display for FlowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

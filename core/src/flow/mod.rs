@@ -18,51 +18,7 @@
 //! - **Which flows must close?** Flows idle past the idle timeout or stuck connecting past the
 //!   connect timeout ([`FlowGovernor::handle_timeout`]).
 //!
-//! ## Drain contract
-//!
-//! After any input (`on_*`, `handle_timeout`), call [`FlowGovernor::poll_notification`] until it
-//! returns `None`, then arm a timer for [`FlowGovernor::poll_timeout`]. Notifications live in
-//! the slots (one flag per kind per flow, threaded on a list through the table), so they cannot
-//! overflow and a close is never lost, however late the host drains.
-//!
-//! ## Cost
-//!
-//! Admission and close are O(1): apps and destinations are found through hash tables with as
-//! many buckets as slots; each app keeps its open flows on intrusive least-recently-active lists
-//! and the apps are bucketed by flow count, so the heaviest app and its victim are list heads;
-//! timers are two lists kept in deadline order (admission order for connecting flows, activity
-//! order for established ones). Nothing scans the table except [`FlowGovernor::stats`].
-//!
-//! ## Sketch
-//!
-//! ```
-//! use tidegate_core::{
-//!     Admission, AppId, DestinationKey, FlowGovernor, FlowInfo, FlowPolicy, FlowSlot, Instant,
-//!     Protocol, DEFAULT_FLOW_SLOTS,
-//! };
-//!
-//! let mut slots = [FlowSlot::EMPTY; DEFAULT_FLOW_SLOTS];
-//! let mut governor = FlowGovernor::new(Instant::ZERO, &mut slots[..], FlowPolicy::default())
-//!     .map_err(|_| "policy")?;
-//! let info = FlowInfo {
-//!     app: AppId::from_bytes(b"com.example.browser"),
-//!     destination: DestinationKey::from_bytes(b"192.0.2.1:443"),
-//!     protocol: Protocol::Tcp,
-//! };
-//! let now = Instant::from_millis(1);
-//! let Admission::Accepted { id } = governor.on_new_flow(now, info) else {
-//!     return Err("refused");
-//! };
-//! governor.on_connected(now, id).map_err(|_| "connect")?;
-//! governor.on_local_read(now, id, 1_500).map_err(|_| "read")?;
-//! assert!(governor.can_read_local(id));
-//! governor.on_remote_sent(now, id, 1_500).map_err(|_| "sent")?;
-//! governor.on_closed(now, id).map_err(|_| "close")?;
-//! while let Some(notification) = governor.poll_notification() {
-//!     let _ = notification; // close flows, restart reads
-//! }
-//! # Ok::<(), &str>(())
-//! ```
+//! [`FlowGovernor`] documents the drain contract, the cost of each operation and a usage sketch.
 
 mod accounting;
 mod admission;
@@ -96,10 +52,58 @@ pub const fn flow_governor_footprint(slots: usize) -> usize {
 }
 
 /// The flow governor engine over caller-handed storage `S` (an array, a `&mut [FlowSlot]`, a
-/// `Box<[FlowSlot]>`).
+/// `Box<[FlowSlot]>`): admission, fairness, eviction, timeouts and per-flow backpressure for an
+/// app or transparent proxy.
 ///
 /// Not safe for concurrent use: the host serialises calls (one dispatch queue, one lock).
 /// Moving it between threads is fine.
+///
+/// ## Drain contract
+///
+/// After any input (`on_*`, `handle_timeout`), call [`FlowGovernor::poll_notification`] until it
+/// returns `None`, then arm a timer for [`FlowGovernor::poll_timeout`]. Notifications live in
+/// the slots (one flag per kind per flow, threaded on a list through the table), so they cannot
+/// overflow and a close is never lost, however late the host drains.
+///
+/// ## Cost
+///
+/// Admission and close are O(1): apps and destinations are found through hash tables with as
+/// many buckets as slots; each app keeps its open flows on intrusive least-recently-active lists
+/// and the apps are bucketed by flow count, so the heaviest app and its victim are list heads;
+/// timers are two lists kept in deadline order (admission order for connecting flows, activity
+/// order for established ones). Nothing scans the table; [`FlowGovernor::stats`] walks the
+/// apps from the heaviest down only as far as its bounded top-apps list needs.
+///
+/// ## Sketch
+///
+/// ```
+/// use tidegate_core::{
+///     Admission, AppId, DestinationKey, FlowGovernor, FlowInfo, FlowPolicy, FlowSlot, Instant,
+///     Protocol, DEFAULT_FLOW_SLOTS,
+/// };
+///
+/// let mut slots = [FlowSlot::EMPTY; DEFAULT_FLOW_SLOTS];
+/// let mut governor = FlowGovernor::new(Instant::ZERO, &mut slots[..], FlowPolicy::default())
+///     .map_err(|_| "policy")?;
+/// let info = FlowInfo {
+///     app: AppId::from_bytes(b"com.example.browser"),
+///     destination: DestinationKey::from_bytes(b"192.0.2.1:443"),
+///     protocol: Protocol::Tcp,
+/// };
+/// let now = Instant::from_millis(1);
+/// let Admission::Accepted { id } = governor.on_new_flow(now, info) else {
+///     return Err("refused");
+/// };
+/// governor.on_connected(now, id).map_err(|_| "connect")?;
+/// governor.on_local_read(now, id, 1_500).map_err(|_| "read")?;
+/// assert!(governor.can_read_local(id));
+/// governor.on_remote_sent(now, id, 1_500).map_err(|_| "sent")?;
+/// governor.on_closed(now, id).map_err(|_| "close")?;
+/// while let Some(notification) = governor.poll_notification() {
+///     let _ = notification; // close flows, restart reads
+/// }
+/// # Ok::<(), &str>(())
+/// ```
 #[derive(Debug)]
 pub struct FlowGovernor<S> {
     slots: S,

@@ -153,6 +153,8 @@ pub enum PolicyError {
     },
 }
 
+impl core::error::Error for PolicyError {}
+
 impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
