@@ -92,6 +92,14 @@ enum TidegateStatus
      */
     TIDEGATE_STATUS_CONFIG_UNKNOWN_DROP_POLICY = 17,
     /**
+     * Configuration: `aqm` is not a `TIDEGATE_AQM_*` value.
+     */
+    TIDEGATE_STATUS_CONFIG_UNKNOWN_AQM = 18,
+    /**
+     * Configuration: CoDel needs `0 < aqm_target_us < aqm_interval_us`.
+     */
+    TIDEGATE_STATUS_CONFIG_INVALID_AQM = 19,
+    /**
      * The packet is empty. It was not queued and is counted as an empty packet.
      */
     TIDEGATE_STATUS_PACKET_EMPTY = 30,
@@ -173,6 +181,32 @@ typedef uint32_t TidegateDropPolicy;
 #endif // __cplusplus
 
 /**
+ * Active queue management (the `aqm` config field).
+ */
+enum TidegateAqm
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * No AQM: the memory ceiling alone. Packets leave in order unless a ring is full.
+     */
+    TIDEGATE_AQM_OFF = 0,
+    /**
+     * CoDel (RFC 8289): drop from the head when packets have waited more than `aqm_target_us`
+     * for a whole `aqm_interval_us`, keeping the queueing delay through the tunnel short.
+     */
+    TIDEGATE_AQM_CODEL = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateAqm TidegateAqm;
+#else
+typedef uint32_t TidegateAqm;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A packet tunnel engine: two fixed rings that bound the memory of a packet tunnel provider.
  *
  * Outbound is apps → tunnel (`readPackets`), inbound is tunnel → apps (`writePackets`). All its
@@ -229,6 +263,18 @@ typedef struct TidegateTunnelConfig {
      * What to drop when the inbound ring is full: a `TIDEGATE_DROP_POLICY_*` value.
      */
     uint32_t inbound_drop_policy;
+    /**
+     * Active queue management for both rings: a `TIDEGATE_AQM_*` value.
+     */
+    uint32_t aqm;
+    /**
+     * CoDel's target sojourn time in microseconds (used when `aqm` is CoDel; default 5000).
+     */
+    uint32_t aqm_target_us;
+    /**
+     * CoDel's interval in microseconds (used when `aqm` is CoDel; default 100000).
+     */
+    uint32_t aqm_interval_us;
 } TidegateTunnelConfig;
 
 /**
@@ -301,6 +347,18 @@ typedef struct TidegateDirectionStats {
      * Packets longer than `max_packet_len` refused.
      */
     uint64_t oversized_packets;
+    /**
+     * Packets CoDel dropped at the head of the queue because they waited too long.
+     */
+    uint64_t aqm_dropped_packets;
+    /**
+     * Bytes of those packets.
+     */
+    uint64_t aqm_dropped_bytes;
+    /**
+     * Microseconds the most recently handed-out packet waited in the queue (its sojourn time).
+     */
+    uint64_t last_sojourn_micros;
 } TidegateDirectionStats;
 
 /**
@@ -356,16 +414,6 @@ typedef struct TidegateTunnelStats {
     uint64_t inbound_dropped_oldest_bytes;
 } TidegateTunnelStats;
 
-
-
-
-
-
-
-
-
-
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -386,7 +434,9 @@ const char *tidegate_version(void);
  *
  * 1 MiB and 2048 packets per direction; packets up to 1500 bytes (set `max_packet_len` to your
  * tunnel MTU); outbound reading pauses at 768 KiB or 1536 packets and resumes at 512 KiB and
- * 1024 packets; inbound drops the newest packet when full. Footprint: about 2.06 MiB.
+ * 1024 packets; inbound drops the newest packet when full; AQM off, with CoDel's parameters
+ * preset to 5 ms and 100 ms so that setting `aqm` to `TIDEGATE_AQM_CODEL` is enough.
+ * Footprint: about 2.06 MiB.
  */
 struct TidegateTunnelConfig tidegate_tunnel_config_default(void);
 

@@ -28,12 +28,14 @@
     )
 )]
 
+mod aqm;
 mod error_class;
 mod fmt;
 mod ring;
 mod time;
 mod tunnel;
 
+pub use aqm::Aqm;
 pub use error_class::{ErrnoPlatform, ErrorClass, classify_errno, classify_errno_for};
 pub use ring::{
     CompleteError, InFlight, MAX_ARENA_BYTES, PacketRing, PushError, Released, RingError,

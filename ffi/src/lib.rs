@@ -22,8 +22,8 @@ mod tunnel;
 
 pub use status::{TidegateStatus, tidegate_status_str, tidegate_version};
 pub use tunnel::{
-    TidegateDropPolicy, TidegateInboundDisposition, TidegatePacketView, TidegateTunnel,
-    TidegateTunnelConfig, testing_panic_inside, tidegate_tunnel_can_read_outbound,
+    TidegateAqm, TidegateDropPolicy, TidegateInboundDisposition, TidegatePacketView,
+    TidegateTunnel, TidegateTunnelConfig, testing_panic_inside, tidegate_tunnel_can_read_outbound,
     tidegate_tunnel_complete_inbound, tidegate_tunnel_complete_outbound,
     tidegate_tunnel_config_default, tidegate_tunnel_footprint, tidegate_tunnel_free,
     tidegate_tunnel_new, tidegate_tunnel_on_inbound_packet, tidegate_tunnel_on_outbound_packet,

@@ -40,6 +40,10 @@ pub enum TidegateStatus {
     ConfigNoSlotHeadroom = 16,
     /// Configuration: `inbound_drop_policy` is not a `TIDEGATE_DROP_POLICY_*` value.
     ConfigUnknownDropPolicy = 17,
+    /// Configuration: `aqm` is not a `TIDEGATE_AQM_*` value.
+    ConfigUnknownAqm = 18,
+    /// Configuration: CoDel needs `0 < aqm_target_us < aqm_interval_us`.
+    ConfigInvalidAqm = 19,
 
     /// The packet is empty. It was not queued and is counted as an empty packet.
     PacketEmpty = 30,
@@ -69,6 +73,8 @@ impl TidegateStatus {
         TidegateStatus::ConfigNoHeadroom,
         TidegateStatus::ConfigNoSlotHeadroom,
         TidegateStatus::ConfigUnknownDropPolicy,
+        TidegateStatus::ConfigUnknownAqm,
+        TidegateStatus::ConfigInvalidAqm,
         TidegateStatus::PacketEmpty,
         TidegateStatus::PacketTooLong,
         TidegateStatus::NoRoom,
@@ -100,6 +106,8 @@ impl TidegateStatus {
                 "config: outbound packet high watermark leaves no free slot\0"
             }
             TidegateStatus::ConfigUnknownDropPolicy => "config: unknown inbound drop policy\0",
+            TidegateStatus::ConfigUnknownAqm => "config: unknown aqm mode\0",
+            TidegateStatus::ConfigInvalidAqm => "config: CoDel needs 0 < target < interval\0",
             TidegateStatus::PacketEmpty => "packet is empty\0",
             TidegateStatus::PacketTooLong => "packet exceeds max_packet_len\0",
             TidegateStatus::NoRoom => "no room: the packet stays with the caller\0",
