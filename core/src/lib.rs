@@ -30,7 +30,19 @@
 
 mod error_class;
 mod fmt;
+mod journal;
+mod lifecycle;
 mod time;
 
 pub use error_class::{ErrnoPlatform, ErrorClass, classify_errno, classify_errno_for};
+pub use journal::{
+    DecodeError, EncodeError, JOURNAL_EMPTY_LEN, JOURNAL_MAGIC, JOURNAL_TASKS_MAX, JOURNAL_VERSION,
+    Journal, JournalTask, JournalTasks, PayloadTooLong, TASK_PAYLOAD_MAX, TaskPayload,
+    encode_journal, journal_encoded_len,
+};
+pub use lifecycle::{
+    Effect, Generation, Lifecycle, LifecycleConfig, LifecycleState, LifecycleStats, RegisterError,
+    ReportError, StartError, StopError, StopOutcome, StopPhase, TaskId, TaskSlot,
+    WriteJournalError,
+};
 pub use time::{Clock, Instant};
