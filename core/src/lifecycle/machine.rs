@@ -176,7 +176,7 @@ where
         now: Instant,
         journal: Option<&[u8]>,
     ) -> Result<Generation, StartError> {
-        let now = self.clock.observe(now);
+        let now = self.observe(now);
         match self.phase {
             Phase::Idle | Phase::Stopped => {}
             Phase::Starting { .. } | Phase::Running => return Err(StartError::AlreadyActive),
