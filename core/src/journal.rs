@@ -687,6 +687,23 @@ mod tests {
         }
 
         #[test]
+        fn every_single_bit_flip_of_a_random_journal_is_detected(
+            generation in any::<u64>(),
+            tasks in proptest::collection::vec(
+                (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..=TASK_PAYLOAD_MAX)),
+                0..4,
+            ),
+        ) {
+            let tasks: Vec<JournalTask> = tasks.iter().map(|(k, p)| task(*k, p)).collect();
+            let bytes = encode(generation, &tasks);
+            for bit in 0..bytes.len() * 8 {
+                let mut flipped = bytes.clone();
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                prop_assert!(Journal::decode(&flipped).is_err(), "bit {} undetected", bit);
+            }
+        }
+
+        #[test]
         fn any_task_list_round_trips(
             generation in any::<u64>(),
             tasks in proptest::collection::vec(
