@@ -149,18 +149,24 @@ where
 ///
 /// Returns the number of bytes written. The iterator is walked twice (once to size the record,
 /// once to write it), so it must yield the same tasks each time. On error nothing is written.
-pub fn encode_journal<I>(generation: u64, tasks: I, buf: &mut [u8]) -> Result<usize, EncodeError>
+pub fn encode_journal<I>(
+    generation: u64,
+    tasks: I,
+    buf: &mut [u8],
+) -> Result<usize, JournalEncodeError>
 where
     I: IntoIterator<Item = JournalTask>,
     I::IntoIter: Clone,
 {
     let tasks = tasks.into_iter();
     let count = tasks.clone().count();
-    let count_field = u16::try_from(count).map_err(|_| EncodeError::TooManyTasks { count })?;
+    let count_field =
+        u16::try_from(count).map_err(|_| JournalEncodeError::TooManyTasks { count })?;
     let required = journal_encoded_len(tasks.clone());
-    let len_field = u32::try_from(required).map_err(|_| EncodeError::TooManyTasks { count })?;
+    let len_field =
+        u32::try_from(required).map_err(|_| JournalEncodeError::TooManyTasks { count })?;
     if buf.len() < required {
-        return Err(EncodeError::BufferTooSmall { required });
+        return Err(JournalEncodeError::BufferTooSmall { required });
     }
     let mut writer = Writer { buf, at: 0 };
     writer.put(&JOURNAL_MAGIC)?;
@@ -176,7 +182,7 @@ where
     let body = writer
         .buf
         .get(..writer.at)
-        .ok_or(EncodeError::BufferTooSmall { required })?;
+        .ok_or(JournalEncodeError::BufferTooSmall { required })?;
     let crc = crc32c(body);
     writer.put(&crc.to_le_bytes())?;
     Ok(writer.at)
@@ -184,7 +190,7 @@ where
 
 /// Why a journal could not be written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EncodeError {
+pub enum JournalEncodeError {
     /// The buffer is shorter than the journal; `required` is the size that fits it.
     BufferTooSmall {
         /// Bytes the journal needs.
@@ -197,16 +203,16 @@ pub enum EncodeError {
     },
 }
 
-impl fmt::Display for EncodeError {
+impl fmt::Display for JournalEncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EncodeError::BufferTooSmall { required } => {
+            JournalEncodeError::BufferTooSmall { required } => {
                 write!(
                     f,
                     "buffer too small for the journal: {required} bytes required"
                 )
             }
-            EncodeError::TooManyTasks { count } => write!(
+            JournalEncodeError::TooManyTasks { count } => write!(
                 f,
                 "{count} tasks do not fit one journal (at most {JOURNAL_TASKS_MAX})"
             ),
@@ -229,32 +235,32 @@ impl<'a> Journal<'a> {
     /// Validate `bytes` as a journal. Never panics, whatever the bytes.
     ///
     /// `bytes` must be exactly the record that was written: a longer slice is refused with
-    /// [`DecodeError::LengthMismatch`], a shorter one with [`DecodeError::Truncated`].
-    pub fn decode(bytes: &'a [u8]) -> Result<Journal<'a>, DecodeError> {
+    /// [`JournalDecodeError::LengthMismatch`], a shorter one with [`JournalDecodeError::Truncated`].
+    pub fn decode(bytes: &'a [u8]) -> Result<Journal<'a>, JournalDecodeError> {
         if bytes.len() < JOURNAL_EMPTY_LEN {
-            return Err(DecodeError::Truncated {
+            return Err(JournalDecodeError::Truncated {
                 len: bytes.len(),
                 required: JOURNAL_EMPTY_LEN,
             });
         }
         let mut reader = Reader { bytes, at: 0 };
-        let malformed = DecodeError::Malformed;
+        let malformed = JournalDecodeError::Malformed;
         if reader.take(4).ok_or(malformed)? != JOURNAL_MAGIC {
-            return Err(DecodeError::NotAJournal);
+            return Err(JournalDecodeError::NotAJournal);
         }
         let version = reader.u8().ok_or(malformed)?;
         if version != JOURNAL_VERSION {
-            return Err(DecodeError::UnsupportedVersion { found: version });
+            return Err(JournalDecodeError::UnsupportedVersion { found: version });
         }
         let declared = usize::try_from(reader.u32().ok_or(malformed)?).unwrap_or(usize::MAX);
         if declared > bytes.len() {
-            return Err(DecodeError::Truncated {
+            return Err(JournalDecodeError::Truncated {
                 len: bytes.len(),
                 required: declared,
             });
         }
         if declared != bytes.len() {
-            return Err(DecodeError::LengthMismatch {
+            return Err(JournalDecodeError::LengthMismatch {
                 declared,
                 actual: bytes.len(),
             });
@@ -264,7 +270,7 @@ impl<'a> Journal<'a> {
         let stored = u32::from_le_bytes(stored.try_into().map_err(|_| malformed)?);
         let computed = crc32c(body);
         if stored != computed {
-            return Err(DecodeError::ChecksumMismatch { stored, computed });
+            return Err(JournalDecodeError::ChecksumMismatch { stored, computed });
         }
         let generation = reader.u64().ok_or(malformed)?;
         let task_count = reader.u16().ok_or(malformed)?;
@@ -281,7 +287,7 @@ impl<'a> Journal<'a> {
             tasks.next_checked()?;
         }
         if tasks.reader.at != task_bytes.len() {
-            return Err(DecodeError::Malformed);
+            return Err(JournalDecodeError::Malformed);
         }
         Ok(Journal {
             generation,
@@ -320,17 +326,17 @@ pub struct JournalTasks<'a> {
 }
 
 impl JournalTasks<'_> {
-    fn next_checked(&mut self) -> Result<JournalTask, DecodeError> {
-        let kind = self.reader.u32().ok_or(DecodeError::Malformed)?;
-        let len = self.reader.u8().ok_or(DecodeError::Malformed)?;
+    fn next_checked(&mut self) -> Result<JournalTask, JournalDecodeError> {
+        let kind = self.reader.u32().ok_or(JournalDecodeError::Malformed)?;
+        let len = self.reader.u8().ok_or(JournalDecodeError::Malformed)?;
         if usize::from(len) > TASK_PAYLOAD_MAX {
-            return Err(DecodeError::Malformed);
+            return Err(JournalDecodeError::Malformed);
         }
         let bytes = self
             .reader
             .take(usize::from(len))
-            .ok_or(DecodeError::Malformed)?;
-        let payload = TaskPayload::new(bytes).map_err(|_| DecodeError::Malformed)?;
+            .ok_or(JournalDecodeError::Malformed)?;
+        let payload = TaskPayload::new(bytes).map_err(|_| JournalDecodeError::Malformed)?;
         self.remaining = self.remaining.saturating_sub(1);
         Ok(JournalTask { kind, payload })
     }
@@ -354,7 +360,7 @@ impl Iterator for JournalTasks<'_> {
 
 /// Why bytes handed back as a journal were refused. Refusing a journal changes nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DecodeError {
+pub enum JournalDecodeError {
     /// Fewer bytes than the record needs: `len` were given, `required` are needed. The write was
     /// probably interrupted.
     Truncated {
@@ -390,26 +396,26 @@ pub enum DecodeError {
     Malformed,
 }
 
-impl fmt::Display for DecodeError {
+impl fmt::Display for JournalDecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DecodeError::Truncated { len, required } => {
+            JournalDecodeError::Truncated { len, required } => {
                 write!(f, "journal truncated: {len} bytes, {required} required")
             }
-            DecodeError::NotAJournal => f.write_str("not a tidegate journal (bad magic)"),
-            DecodeError::UnsupportedVersion { found } => write!(
+            JournalDecodeError::NotAJournal => f.write_str("not a tidegate journal (bad magic)"),
+            JournalDecodeError::UnsupportedVersion { found } => write!(
                 f,
                 "journal version {found} is not supported (this build reads version {JOURNAL_VERSION})"
             ),
-            DecodeError::LengthMismatch { declared, actual } => write!(
+            JournalDecodeError::LengthMismatch { declared, actual } => write!(
                 f,
                 "journal declares {declared} bytes but {actual} were given"
             ),
-            DecodeError::ChecksumMismatch { stored, computed } => write!(
+            JournalDecodeError::ChecksumMismatch { stored, computed } => write!(
                 f,
                 "journal corrupted: checksum {stored:#010x} stored, {computed:#010x} computed"
             ),
-            DecodeError::Malformed => f.write_str("journal task records are malformed"),
+            JournalDecodeError::Malformed => f.write_str("journal task records are malformed"),
         }
     }
 }
@@ -463,12 +469,12 @@ struct Writer<'b> {
 }
 
 impl Writer<'_> {
-    fn put(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), JournalEncodeError> {
         let end = self.at.saturating_add(bytes.len());
         let target = self
             .buf
             .get_mut(self.at..end)
-            .ok_or(EncodeError::BufferTooSmall { required: end })?;
+            .ok_or(JournalEncodeError::BufferTooSmall { required: end })?;
         target.copy_from_slice(bytes);
         self.at = end;
         Ok(())
@@ -575,7 +581,7 @@ mod tests {
         let mut buf = vec![0xEEu8; required - 1];
         assert_eq!(
             encode_journal(5, tasks.iter().copied(), &mut buf),
-            Err(EncodeError::BufferTooSmall { required })
+            Err(JournalEncodeError::BufferTooSmall { required })
         );
         assert!(buf.iter().all(|&b| b == 0xEE));
     }
@@ -593,7 +599,7 @@ mod tests {
         for len in 0..bytes.len() {
             let result = Journal::decode(&bytes[..len]);
             assert!(
-                matches!(result, Err(DecodeError::Truncated { len: l, .. }) if l == len),
+                matches!(result, Err(JournalDecodeError::Truncated { len: l, .. }) if l == len),
                 "len {len}: {result:?}"
             );
         }
@@ -606,7 +612,7 @@ mod tests {
         bytes.push(0);
         assert_eq!(
             Journal::decode(&bytes),
-            Err(DecodeError::LengthMismatch {
+            Err(JournalDecodeError::LengthMismatch {
                 declared,
                 actual: declared + 1
             })
@@ -623,11 +629,14 @@ mod tests {
         bytes[body..].copy_from_slice(&crc);
         assert_eq!(
             Journal::decode(&bytes),
-            Err(DecodeError::UnsupportedVersion { found: 2 })
+            Err(JournalDecodeError::UnsupportedVersion { found: 2 })
         );
         let mut foreign = encode(3, &[]);
         foreign[0] = b'X';
-        assert_eq!(Journal::decode(&foreign), Err(DecodeError::NotAJournal));
+        assert_eq!(
+            Journal::decode(&foreign),
+            Err(JournalDecodeError::NotAJournal)
+        );
     }
 
     #[test]
@@ -638,14 +647,14 @@ mod tests {
         let body = bytes.len() - 4;
         let crc = crc32c(&bytes[..body]).to_le_bytes();
         bytes[body..].copy_from_slice(&crc);
-        assert_eq!(Journal::decode(&bytes), Err(DecodeError::Malformed));
+        assert_eq!(Journal::decode(&bytes), Err(JournalDecodeError::Malformed));
         // A payload length above the maximum.
         let mut bytes = encode(1, &[task(1, &[0; 32])]);
         bytes[HEADER_LEN + 4] = 33;
         let body = bytes.len() - 4;
         let crc = crc32c(&bytes[..body]).to_le_bytes();
         bytes[body..].copy_from_slice(&crc);
-        assert_eq!(Journal::decode(&bytes), Err(DecodeError::Malformed));
+        assert_eq!(Journal::decode(&bytes), Err(JournalDecodeError::Malformed));
     }
 
     #[test]

@@ -32,17 +32,27 @@ mod error_class;
 mod fmt;
 mod journal;
 mod lifecycle;
+mod ring;
 mod time;
+mod tunnel;
 
 pub use error_class::{ErrnoPlatform, ErrorClass, classify_errno, classify_errno_for};
 pub use journal::{
-    DecodeError, EncodeError, JOURNAL_EMPTY_LEN, JOURNAL_MAGIC, JOURNAL_TASKS_MAX, JOURNAL_VERSION,
-    Journal, JournalTask, JournalTasks, PayloadTooLong, TASK_PAYLOAD_MAX, TaskPayload,
-    encode_journal, journal_encoded_len,
+    JOURNAL_EMPTY_LEN, JOURNAL_MAGIC, JOURNAL_TASKS_MAX, JOURNAL_VERSION, Journal,
+    JournalDecodeError, JournalEncodeError, JournalTask, JournalTasks, PayloadTooLong,
+    TASK_PAYLOAD_MAX, TaskPayload, encode_journal, journal_encoded_len,
 };
 pub use lifecycle::{
-    Effect, Generation, Lifecycle, LifecycleConfig, LifecycleState, LifecycleStats, RegisterError,
-    ReportError, StartError, StopError, StopOutcome, StopPhase, TaskId, TaskSlot,
-    WriteJournalError,
+    Generation, Lifecycle, LifecycleConfig, LifecycleEffect, LifecycleState, LifecycleStats,
+    ReportError, StartError, StopError, StopOutcome, StopPhase, TaskId, TaskRegisterError,
+    TaskSlot, WriteJournalError,
+};
+pub use ring::{
+    CompleteError, InFlight, MAX_ARENA_BYTES, PacketRing, PushError, Released, RingError,
+    RingLevels, Slot,
 };
 pub use time::{Clock, Instant};
+pub use tunnel::{
+    ConfigError, DirectionStats, DropPolicy, InboundDisposition, OutboundCompletion, PacketError,
+    PacketTunnel, TunnelConfig, TunnelStats, TunnelStorage,
+};

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use tidegate_core::{
-    Effect, Generation, Instant, Journal, Lifecycle, LifecycleConfig, LifecycleState,
-    RegisterError, ReportError, StartError, StopError, StopPhase, TaskId, TaskSlot,
+    Generation, Instant, Journal, Lifecycle, LifecycleConfig, LifecycleEffect, LifecycleState,
+    ReportError, StartError, StopError, StopPhase, TaskId, TaskRegisterError, TaskSlot,
 };
 
 type Machine = Lifecycle<Vec<TaskSlot>>;
@@ -146,7 +146,7 @@ fn drain(machine: &mut Machine, model: &mut Model) -> Result<(), TestCaseError> 
     while let Some(effect) = machine.poll_effect(now) {
         let generation = machine.generation();
         match effect {
-            Effect::StartTunnel {
+            LifecycleEffect::StartTunnel {
                 generation: g,
                 carried_over_tasks,
             } => {
@@ -154,7 +154,7 @@ fn drain(machine: &mut Machine, model: &mut Model) -> Result<(), TestCaseError> 
                 prop_assert_eq!(model.phase, Phase::Starting);
                 prop_assert_eq!(usize::from(carried_over_tasks), model.carried.len());
             }
-            Effect::RunTask {
+            LifecycleEffect::RunTask {
                 generation: g,
                 task,
                 payload,
@@ -186,7 +186,7 @@ fn drain(machine: &mut Machine, model: &mut Model) -> Result<(), TestCaseError> 
                 model.running.insert(task, id);
                 prop_assert!(model.running.len() <= 1);
             }
-            Effect::TearDown { generation: g } => {
+            LifecycleEffect::TearDown { generation: g } => {
                 prop_assert_eq!(g, generation);
                 let tearing_down = matches!(
                     model.phase,
@@ -197,7 +197,7 @@ fn drain(machine: &mut Machine, model: &mut Model) -> Result<(), TestCaseError> 
                 );
                 prop_assert!(tearing_down);
             }
-            Effect::PersistJournal { generation: g, len } => {
+            LifecycleEffect::PersistJournal { generation: g, len } => {
                 prop_assert_eq!(g, generation);
                 prop_assert!(model.sealed());
                 let mut buf = vec![0u8; len];
@@ -207,21 +207,21 @@ fn drain(machine: &mut Machine, model: &mut Model) -> Result<(), TestCaseError> 
                 prop_assert_eq!(&ids, &expected);
                 model.written = Some((buf, ids));
             }
-            Effect::DiscardJournal { generation: g } => {
+            LifecycleEffect::DiscardJournal { generation: g } => {
                 prop_assert_eq!(g, generation);
                 let (_, ids) = model.disk.take().expect("a journal to discard");
                 for id in ids {
                     prop_assert!(model.ended.contains(&id), "discarded unfinished {}", id);
                 }
             }
-            Effect::CompleteStop { generation: g }
-            | Effect::CancelWithError { generation: g, .. } => {
+            LifecycleEffect::CompleteStop { generation: g }
+            | LifecycleEffect::CancelWithError { generation: g, .. } => {
                 prop_assert_eq!(g, generation);
                 let Phase::Stopping { cancel, .. } = model.phase else {
                     return Err(TestCaseError::fail("completion outside a stop"));
                 };
                 let code = match effect {
-                    Effect::CancelWithError { code, .. } => Some(code),
+                    LifecycleEffect::CancelWithError { code, .. } => Some(code),
                     _ => None,
                 };
                 prop_assert_eq!(code, cancel);
@@ -343,12 +343,12 @@ fn apply(
             };
             match model.phase {
                 Phase::Idle | Phase::Stopped => {
-                    prop_assert_eq!(result, Err(RegisterError::NoSession))
+                    prop_assert_eq!(result, Err(TaskRegisterError::NoSession))
                 }
-                _ if over => prop_assert_eq!(result, Err(RegisterError::HousekeepingOver)),
+                _ if over => prop_assert_eq!(result, Err(TaskRegisterError::HousekeepingOver)),
                 _ if model.unfinished.len() == model.capacity => prop_assert_eq!(
                     result,
-                    Err(RegisterError::QueueFull {
+                    Err(TaskRegisterError::QueueFull {
                         capacity: model.capacity
                     })
                 ),

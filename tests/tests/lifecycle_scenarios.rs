@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use tidegate_core::{
-    Effect, Generation, Instant, Journal, Lifecycle, LifecycleConfig, LifecycleState, ReportError,
-    StartError, StopError, StopOutcome, StopPhase, TaskId, TaskSlot,
+    Generation, Instant, Journal, Lifecycle, LifecycleConfig, LifecycleEffect, LifecycleState,
+    ReportError, StartError, StopError, StopOutcome, StopPhase, TaskId, TaskSlot,
 };
 
 type Machine = Lifecycle<Box<[TaskSlot]>>;
@@ -56,11 +56,11 @@ impl Host {
         while let Some(effect) = machine.poll_effect(self.now) {
             let current = machine.generation();
             match effect {
-                Effect::StartTunnel { generation, .. } => {
+                LifecycleEffect::StartTunnel { generation, .. } => {
                     assert_eq!(generation, current);
                     machine.on_tunnel_started(self.now, generation).unwrap();
                 }
-                Effect::RunTask {
+                LifecycleEffect::RunTask {
                     generation,
                     task,
                     kind,
@@ -71,28 +71,28 @@ impl Host {
                     self.running
                         .insert(task, (finish, payload.as_bytes().to_vec()));
                 }
-                Effect::TearDown { generation } => {
+                LifecycleEffect::TearDown { generation } => {
                     assert_eq!(generation, current);
                     self.teardown_done_at = Some(self.now.saturating_add_micros(TEARDOWN_MICROS));
                 }
-                Effect::PersistJournal { generation, len } => {
+                LifecycleEffect::PersistJournal { generation, len } => {
                     assert_eq!(generation, current);
                     let mut buf = vec![0u8; len];
                     assert_eq!(machine.write_journal(&mut buf), Ok(len));
                     self.disk = Some(buf);
                     machine.on_journal_persisted(self.now, generation).unwrap();
                 }
-                Effect::DiscardJournal { generation } => {
+                LifecycleEffect::DiscardJournal { generation } => {
                     assert_eq!(generation, current);
                     self.disk = None;
                     self.discarded += 1;
                 }
-                Effect::CompleteStop { generation } => {
+                LifecycleEffect::CompleteStop { generation } => {
                     assert_eq!(generation, current);
                     self.stop_completed = true;
                     self.running.clear();
                 }
-                Effect::CancelWithError { generation, code } => {
+                LifecycleEffect::CancelWithError { generation, code } => {
                     assert_eq!(generation, current);
                     self.cancelled_with = Some(code);
                     self.running.clear();
@@ -262,7 +262,7 @@ fn stop_during_start_tears_down_and_completes() {
     // Take the StartTunnel effect but do not report the tunnel up yet.
     assert!(matches!(
         machine.poll_effect(host.now),
-        Some(Effect::StartTunnel { .. })
+        Some(LifecycleEffect::StartTunnel { .. })
     ));
     assert_eq!(machine.on_stop(host.now), Ok(StopOutcome::StartAbandoned));
     assert_eq!(

@@ -8,8 +8,8 @@ use crate::time::{Clock, Instant};
 
 use super::tasks::{Status, TaskQueue, TaskSlot};
 use super::{
-    Effect, Generation, LifecycleConfig, LifecycleState, LifecycleStats, RegisterError,
-    ReportError, StartError, StopError, StopOutcome, StopPhase, TaskId, WriteJournalError,
+    Generation, LifecycleConfig, LifecycleEffect, LifecycleState, LifecycleStats, ReportError,
+    StartError, StopError, StopOutcome, StopPhase, TaskId, TaskRegisterError, WriteJournalError,
 };
 
 /// The session lifecycle machine of one provider process.
@@ -324,26 +324,26 @@ where
         now: Instant,
         kind: u32,
         payload: &[u8],
-    ) -> Result<TaskId, RegisterError> {
+    ) -> Result<TaskId, TaskRegisterError> {
         self.observe(now);
         match self.phase {
-            Phase::Idle | Phase::Stopped => return Err(RegisterError::NoSession),
+            Phase::Idle | Phase::Stopped => return Err(TaskRegisterError::NoSession),
             Phase::Stopping(Stop {
                 step: StopStep::PersistDue | StopStep::Persisting | StopStep::CompletionDue,
                 ..
-            }) => return Err(RegisterError::HousekeepingOver),
+            }) => return Err(TaskRegisterError::HousekeepingOver),
             _ => {}
         }
         let payload = TaskPayload::new(payload)
-            .map_err(|error| RegisterError::PayloadTooLong { len: error.len })?;
+            .map_err(|error| TaskRegisterError::PayloadTooLong { len: error.len })?;
         if self.tasks.free() == 0 {
-            return Err(RegisterError::QueueFull {
+            return Err(TaskRegisterError::QueueFull {
                 capacity: self.tasks.capacity(),
             });
         }
         let id = TaskId(self.next_task_id);
         if !self.tasks.push(id, JournalTask { kind, payload }, false) {
-            return Err(RegisterError::QueueFull {
+            return Err(TaskRegisterError::QueueFull {
                 capacity: self.tasks.capacity(),
             });
         }
@@ -415,13 +415,13 @@ where
     /// timeout. Poll until `None` after every input (see the drain contract on [`Lifecycle`]).
     ///
     /// `now` also applies the housekeeping deadline, exactly as [`Lifecycle::handle_timeout`].
-    pub fn poll_effect(&mut self, now: Instant) -> Option<Effect> {
+    pub fn poll_effect(&mut self, now: Instant) -> Option<LifecycleEffect> {
         let now = self.observe(now);
         let generation = self.generation;
         if self.discard_due {
             self.discard_due = false;
             self.journal_held = false;
-            return Some(Effect::DiscardJournal { generation });
+            return Some(LifecycleEffect::DiscardJournal { generation });
         }
         match self.phase {
             Phase::Idle | Phase::Stopped => None,
@@ -433,7 +433,7 @@ where
                     announced: true,
                     carried,
                 };
-                Some(Effect::StartTunnel {
+                Some(LifecycleEffect::StartTunnel {
                     generation,
                     carried_over_tasks: carried,
                 })
@@ -443,7 +443,7 @@ where
                 StopStep::TearDownDue => {
                     stop.step = StopStep::TearingDown;
                     self.phase = Phase::Stopping(stop);
-                    Some(Effect::TearDown { generation })
+                    Some(LifecycleEffect::TearDown { generation })
                 }
                 StopStep::TearingDown | StopStep::Persisting => None,
                 StopStep::Housekeeping { .. } => self.next_task(false),
@@ -451,7 +451,7 @@ where
                     stop.step = StopStep::Persisting;
                     self.phase = Phase::Stopping(stop);
                     let len = self.sealed_journal_len.unwrap_or(0);
-                    Some(Effect::PersistJournal { generation, len })
+                    Some(LifecycleEffect::PersistJournal { generation, len })
                 }
                 StopStep::CompletionDue => Some(self.complete_stop(now, stop)),
             },
@@ -522,7 +522,7 @@ where
         log_debug!("lifecycle: stop requested at {}", now);
     }
 
-    fn complete_stop(&mut self, now: Instant, stop: Stop) -> Effect {
+    fn complete_stop(&mut self, now: Instant, stop: Stop) -> LifecycleEffect {
         let generation = self.generation;
         let latency = now.micros_since(stop.requested_at);
         self.stats.last_stop_latency_micros = Some(latency);
@@ -534,12 +534,12 @@ where
         self.sealed_journal_len = None;
         log_debug!("lifecycle: stop complete after {}us", latency);
         match stop.cancel_code {
-            Some(code) => Effect::CancelWithError { generation, code },
-            None => Effect::CompleteStop { generation },
+            Some(code) => LifecycleEffect::CancelWithError { generation, code },
+            None => LifecycleEffect::CompleteStop { generation },
         }
     }
 
-    fn next_task(&mut self, carried_only: bool) -> Option<Effect> {
+    fn next_task(&mut self, carried_only: bool) -> Option<LifecycleEffect> {
         let in_flight = self.tasks.count(Status::Running);
         if in_flight >= usize::from(self.config.tasks_in_flight_max) {
             return None;
@@ -547,7 +547,7 @@ where
         let generation = self.generation;
         let entry = self.tasks.oldest_pending_mut(carried_only)?;
         entry.status = Status::Running;
-        let effect = Effect::RunTask {
+        let effect = LifecycleEffect::RunTask {
             generation,
             task: entry.id,
             kind: entry.task.kind,
@@ -637,7 +637,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{DecodeError, Journal};
+    use crate::journal::{Journal, JournalDecodeError};
 
     type Machine = Lifecycle<[TaskSlot; 4]>;
 
@@ -649,7 +649,7 @@ mod tests {
         Instant::from_millis(millis)
     }
 
-    fn drain(machine: &mut Machine, now: Instant) -> Vec<Effect> {
+    fn drain(machine: &mut Machine, now: Instant) -> Vec<LifecycleEffect> {
         core::iter::from_fn(|| machine.poll_effect(now)).collect()
     }
 
@@ -667,7 +667,7 @@ mod tests {
         assert_eq!(generation, Generation(1));
         assert_eq!(
             drain(&mut machine, at(0)),
-            vec![Effect::StartTunnel {
+            vec![LifecycleEffect::StartTunnel {
                 generation,
                 carried_over_tasks: 0
             }]
@@ -677,7 +677,7 @@ mod tests {
         assert_eq!(machine.on_stop(at(10)), Ok(StopOutcome::Stopping));
         assert_eq!(
             drain(&mut machine, at(10)),
-            vec![Effect::TearDown { generation }]
+            vec![LifecycleEffect::TearDown { generation }]
         );
         assert_eq!(
             machine.state(),
@@ -690,7 +690,7 @@ mod tests {
         );
         assert_eq!(
             drain(&mut machine, at(31)),
-            vec![Effect::CompleteStop { generation }]
+            vec![LifecycleEffect::CompleteStop { generation }]
         );
         assert_eq!(machine.state(), LifecycleState::Stopped);
         assert_eq!(machine.stats().last_stop_latency_micros, Some(21_000));
@@ -716,12 +716,12 @@ mod tests {
         );
         assert_eq!(
             drain(&mut machine, at(2)),
-            vec![Effect::TearDown { generation }]
+            vec![LifecycleEffect::TearDown { generation }]
         );
         machine.on_torn_down(at(3), generation).unwrap();
         assert_eq!(
             drain(&mut machine, at(3)),
-            vec![Effect::CompleteStop { generation }]
+            vec![LifecycleEffect::CompleteStop { generation }]
         );
     }
 
@@ -734,12 +734,12 @@ mod tests {
         assert_eq!(machine.on_stop(at(3)), Err(StopError::AlreadyStopping));
         assert_eq!(
             drain(&mut machine, at(3)),
-            vec![Effect::TearDown { generation }]
+            vec![LifecycleEffect::TearDown { generation }]
         );
         machine.on_torn_down(at(4), generation).unwrap();
         assert_eq!(
             drain(&mut machine, at(4)),
-            vec![Effect::CancelWithError {
+            vec![LifecycleEffect::CancelWithError {
                 generation,
                 code: 42
             }]
@@ -783,7 +783,9 @@ mod tests {
         );
         machine.on_torn_down(at(4), generation).unwrap();
         let effects = drain(&mut machine, at(4));
-        assert!(matches!(effects.as_slice(), [Effect::RunTask { task, .. }] if *task == first));
+        assert!(
+            matches!(effects.as_slice(), [LifecycleEffect::RunTask { task, .. }] if *task == first)
+        );
         let stale = Generation(generation.0 - 1);
         let before = machine.tasks_queued();
         assert_eq!(
@@ -813,7 +815,9 @@ mod tests {
         assert_eq!(machine.stats().reports_refused, 5);
         assert_eq!(machine.tasks_queued(), 1);
         let effects = drain(&mut machine, at(6));
-        assert!(matches!(effects.as_slice(), [Effect::RunTask { task, .. }] if *task == second));
+        assert!(
+            matches!(effects.as_slice(), [LifecycleEffect::RunTask { task, .. }] if *task == second)
+        );
     }
 
     #[test]
@@ -842,7 +846,7 @@ mod tests {
         let len = machine.journal_len().unwrap();
         assert_eq!(
             drain(&mut machine, at(260)),
-            vec![Effect::PersistJournal { generation, len }]
+            vec![LifecycleEffect::PersistJournal { generation, len }]
         );
         // The late report of the running task does not take it out of the journal.
         assert_eq!(
@@ -851,7 +855,7 @@ mod tests {
         );
         assert_eq!(
             machine.register_task(at(261), 1, b""),
-            Err(RegisterError::HousekeepingOver)
+            Err(TaskRegisterError::HousekeepingOver)
         );
         let mut small = [0u8; 8];
         assert_eq!(
@@ -869,7 +873,7 @@ mod tests {
         machine.on_journal_persisted(at(270), generation).unwrap();
         assert_eq!(
             drain(&mut machine, at(271)),
-            vec![Effect::CompleteStop { generation }]
+            vec![LifecycleEffect::CompleteStop { generation }]
         );
         assert_eq!(machine.stats().tasks_carried_over, 2);
         assert_eq!(machine.stats().journals_written, 1);
@@ -889,7 +893,7 @@ mod tests {
         assert_eq!(generation, Generation(42));
         assert_eq!(
             drain(&mut machine, at(0)),
-            vec![Effect::StartTunnel {
+            vec![LifecycleEffect::StartTunnel {
                 generation,
                 carried_over_tasks: 2
             }]
@@ -900,12 +904,12 @@ mod tests {
         let mut ended = 0;
         while let Some(effect) = machine.poll_effect(at(3)) {
             match effect {
-                Effect::RunTask { task: id, kind, .. } => {
+                LifecycleEffect::RunTask { task: id, kind, .. } => {
                     assert_eq!(kind, 5);
                     machine.on_task_done(at(3), generation, id).unwrap();
                     ended += 1;
                 }
-                Effect::DiscardJournal { generation: g } => {
+                LifecycleEffect::DiscardJournal { generation: g } => {
                     assert_eq!(g, generation);
                     assert_eq!(ended, 2);
                 }
@@ -925,11 +929,13 @@ mod tests {
         buf[len - 1] ^= 0x10;
         assert!(matches!(
             machine.on_start(at(0), Some(&buf[..len])),
-            Err(StartError::Journal(DecodeError::ChecksumMismatch { .. }))
+            Err(StartError::Journal(
+                JournalDecodeError::ChecksumMismatch { .. }
+            ))
         ));
         assert_eq!(
             machine.on_start(at(0), Some(&buf[..len - 3])),
-            Err(StartError::Journal(DecodeError::Truncated {
+            Err(StartError::Journal(JournalDecodeError::Truncated {
                 len: len - 3,
                 required: len
             }))
@@ -959,19 +965,19 @@ mod tests {
         let mut machine = machine();
         assert_eq!(
             machine.register_task(at(0), 1, b""),
-            Err(RegisterError::NoSession)
+            Err(TaskRegisterError::NoSession)
         );
         running(&mut machine);
         assert_eq!(
             machine.register_task(at(1), 1, &[0; 33]),
-            Err(RegisterError::PayloadTooLong { len: 33 })
+            Err(TaskRegisterError::PayloadTooLong { len: 33 })
         );
         for _ in 0..4 {
             machine.register_task(at(1), 1, b"").unwrap();
         }
         assert_eq!(
             machine.register_task(at(1), 1, b""),
-            Err(RegisterError::QueueFull { capacity: 4 })
+            Err(TaskRegisterError::QueueFull { capacity: 4 })
         );
         assert_eq!(machine.stats().tasks_registered, 4);
     }
@@ -996,7 +1002,7 @@ mod tests {
         machine.on_torn_down(at(1), generation).unwrap();
         let effects = drain(&mut machine, at(1));
         assert_eq!(effects.len(), 3);
-        let Effect::RunTask { task, .. } = effects[0] else {
+        let LifecycleEffect::RunTask { task, .. } = effects[0] else {
             unreachable!()
         };
         machine.on_task_failed(at(2), generation, task).unwrap();
@@ -1016,7 +1022,7 @@ mod tests {
         machine.handle_timeout(at(1_000));
         assert!(matches!(
             machine.poll_effect(at(0)),
-            Some(Effect::PersistJournal { .. })
+            Some(LifecycleEffect::PersistJournal { .. })
         ));
         assert_eq!(
             machine.state(),

@@ -13,7 +13,7 @@
 
 use core::fmt;
 
-use crate::journal::{DecodeError, EncodeError, TaskPayload};
+use crate::journal::{JournalDecodeError, JournalEncodeError, TaskPayload};
 
 mod machine;
 mod tasks;
@@ -113,7 +113,7 @@ pub enum StopPhase {
 
 /// What the host must do next, in order. Every effect carries the session's generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Effect {
+pub enum LifecycleEffect {
     /// Bring the tunnel up, then report [`Lifecycle::on_tunnel_started`].
     /// `carried_over_tasks` of the tasks from the journal handed to `on_start` will run as
     /// `RunTask` once the tunnel is up.
@@ -231,7 +231,7 @@ pub enum StartError {
     StopInProgress,
     /// The journal was refused. The host should keep or delete it (it is worthless if corrupt)
     /// and start again without it.
-    Journal(DecodeError),
+    Journal(JournalDecodeError),
     /// The journal holds more tasks than the queue can take.
     JournalTooLarge {
         /// Tasks in the journal.
@@ -282,7 +282,7 @@ impl fmt::Display for StopError {
 
 /// Why a task could not be registered. Nothing changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RegisterError {
+pub enum TaskRegisterError {
     /// No session is active (idle or stopped).
     NoSession,
     /// The stop is past housekeeping (the deadline passed and the journal is sealed, or every
@@ -300,17 +300,17 @@ pub enum RegisterError {
     },
 }
 
-impl fmt::Display for RegisterError {
+impl fmt::Display for TaskRegisterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RegisterError::NoSession => f.write_str("no session is active"),
-            RegisterError::HousekeepingOver => {
+            TaskRegisterError::NoSession => f.write_str("no session is active"),
+            TaskRegisterError::HousekeepingOver => {
                 f.write_str("the stop is past housekeeping; the task would never run")
             }
-            RegisterError::QueueFull { capacity } => {
+            TaskRegisterError::QueueFull { capacity } => {
                 write!(f, "housekeeping queue full ({capacity} tasks)")
             }
-            RegisterError::PayloadTooLong { len } => write!(
+            TaskRegisterError::PayloadTooLong { len } => write!(
                 f,
                 "task payload of {len} bytes is longer than the maximum of {}",
                 crate::journal::TASK_PAYLOAD_MAX
@@ -406,14 +406,14 @@ impl fmt::Display for WriteJournalError {
     }
 }
 
-impl From<EncodeError> for WriteJournalError {
-    fn from(error: EncodeError) -> Self {
+impl From<JournalEncodeError> for WriteJournalError {
+    fn from(error: JournalEncodeError) -> Self {
         match error {
-            EncodeError::BufferTooSmall { required } => {
+            JournalEncodeError::BufferTooSmall { required } => {
                 WriteJournalError::BufferTooSmall { required }
             }
             // The queue never holds more tasks than a journal can.
-            EncodeError::TooManyTasks { .. } => WriteJournalError::NoJournal,
+            JournalEncodeError::TooManyTasks { .. } => WriteJournalError::NoJournal,
         }
     }
 }
