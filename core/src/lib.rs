@@ -43,9 +43,9 @@ pub use journal::{
     TASK_PAYLOAD_MAX, TaskPayload, encode_journal, journal_encoded_len,
 };
 pub use lifecycle::{
-    Generation, Lifecycle, LifecycleConfig, LifecycleEffect, LifecycleState, LifecycleStats,
-    ReportError, StartError, StopError, StopOutcome, StopPhase, TaskId, TaskRegisterError,
-    TaskSlot, WriteJournalError,
+    DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, Generation, Lifecycle, LifecycleConfig, LifecycleEffect,
+    LifecycleState, LifecycleStats, ReportError, StartError, StopError, StopOutcome, StopPhase,
+    TaskId, TaskRegisterError, TaskSlot, WriteJournalError,
 };
 pub use ring::{
     CompleteError, InFlight, MAX_ARENA_BYTES, PacketRing, PushError, Released, RingError,

@@ -5,14 +5,15 @@
 use std::collections::BTreeMap;
 
 use tidegate_core::{
-    Generation, Instant, Journal, Lifecycle, LifecycleConfig, LifecycleEffect, LifecycleState,
-    ReportError, StartError, StopError, StopOutcome, StopPhase, TaskId, TaskSlot,
+    DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, Generation, Instant, Journal, Lifecycle, LifecycleConfig,
+    LifecycleEffect, LifecycleState, ReportError, StartError, StopError, StopOutcome, StopPhase,
+    TaskId, TaskSlot,
 };
 
 type Machine = Lifecycle<Box<[TaskSlot]>>;
 
 const TEARDOWN_MICROS: u64 = 40_000;
-const DEADLINE_MICROS: u64 = LifecycleConfig::DEFAULT_HOUSEKEEPING_DEADLINE_MICROS;
+const DEADLINE_MICROS: u64 = DEFAULT_HOUSEKEEPING_DEADLINE_MICROS;
 
 fn machine(capacity: usize) -> Machine {
     Lifecycle::new(

@@ -46,12 +46,20 @@ impl fmt::Display for TaskId {
     }
 }
 
+/// The default housekeeping deadline, 250 ms.
+///
+/// The user's next start waits for the stop, and a quarter of a second is about the longest pause
+/// a tap on the VPN toggle can take without feeling stuck, while still leaving room for a few quick
+/// idempotent tasks (delete a temp file, flush a counter) to finish without being carried over.
+/// Longer work is exactly what the journal is for.
+pub const DEFAULT_HOUSEKEEPING_DEADLINE_MICROS: u64 = 250_000;
+
 /// Settings fixed when a [`Lifecycle`] is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LifecycleConfig {
     /// How long housekeeping may run after the host reports the teardown done, in microseconds.
     /// When it passes, the tasks not yet finished are written into the journal and the stop
-    /// completes. Default [`LifecycleConfig::DEFAULT_HOUSEKEEPING_DEADLINE_MICROS`].
+    /// completes. Default [`DEFAULT_HOUSEKEEPING_DEADLINE_MICROS`].
     pub housekeeping_deadline_micros: u64,
     /// How many `RunTask` effects may be outstanding at once. 1 runs tasks one after another,
     /// which is what a provider doing cleanup on one serial queue wants. 0 is treated as 1.
@@ -59,16 +67,10 @@ pub struct LifecycleConfig {
 }
 
 impl LifecycleConfig {
-    /// 250 ms: the user's next start waits for the stop, and a quarter of a second is about the
-    /// longest pause a tap on the VPN toggle can take without feeling stuck, while still leaving
-    /// room for a few quick idempotent tasks (delete a temp file, flush a counter) to finish
-    /// without being carried over. Longer work is exactly what the journal is for.
-    pub const DEFAULT_HOUSEKEEPING_DEADLINE_MICROS: u64 = 250_000;
-
     /// The default settings: a 250 ms housekeeping deadline and one task at a time.
     pub const fn new() -> Self {
         LifecycleConfig {
-            housekeeping_deadline_micros: Self::DEFAULT_HOUSEKEEPING_DEADLINE_MICROS,
+            housekeeping_deadline_micros: DEFAULT_HOUSEKEEPING_DEADLINE_MICROS,
             tasks_in_flight_max: 1,
         }
     }
