@@ -68,6 +68,7 @@ enum Phase {
 /// which survives the journal while task ids do not.
 struct Model {
     capacity: usize,
+    in_flight_max: usize,
     now: u64,
     phase: Phase,
     /// Logical tasks registered or resumed and not yet ended.
@@ -184,7 +185,7 @@ fn drain(machine: &mut Machine, model: &mut Model) -> Result<(), TestCaseError> 
                 );
                 prop_assert!(may_run, "RunTask in {:?}", model.phase);
                 model.running.insert(task, id);
-                prop_assert!(model.running.len() <= 1);
+                prop_assert!(model.running.len() <= model.in_flight_max);
             }
             LifecycleEffect::TearDown { generation: g } => {
                 prop_assert_eq!(g, generation);
@@ -247,6 +248,24 @@ fn check_agreement(machine: &Machine, model: &Model) -> Result<(), TestCaseError
         _ => prop_assert_eq!(machine.tasks_queued(), model.unfinished.len()),
     }
     prop_assert!(model.unfinished.is_disjoint(&model.ended));
+    // Liveness: after draining, no task that may run now is left waiting while a slot is free.
+    let housekeeping = matches!(
+        model.phase,
+        Phase::Stopping {
+            torn_down_deadline: Some(_),
+            sealed: false,
+            ..
+        }
+    );
+    if (model.phase == Phase::Running || housekeeping) && model.running.len() < model.in_flight_max
+    {
+        let waiting = model
+            .unfinished
+            .iter()
+            .filter(|t| !model.running.values().any(|r| r == *t))
+            .any(|t| housekeeping || model.carried.contains(t));
+        prop_assert!(!waiting, "a runnable task waits with a free slot");
+    }
     Ok(())
 }
 
@@ -446,15 +465,17 @@ proptest! {
     fn every_task_ends_exactly_once_or_is_carried_in_the_journal(
         capacity in 1usize..7,
         deadline_millis in 1u64..400,
+        in_flight_max in 1u16..4,
         events in proptest::collection::vec(event(), 1..120),
     ) {
         let config = LifecycleConfig {
             housekeeping_deadline_micros: deadline_millis * 1_000,
-            tasks_in_flight_max: 1,
+            tasks_in_flight_max: in_flight_max,
         };
         let mut machine: Machine = Lifecycle::new(config, vec![TaskSlot::EMPTY; capacity]);
         let mut model = Model {
             capacity,
+            in_flight_max: usize::from(in_flight_max),
             now: 0,
             phase: Phase::Idle,
             unfinished: BTreeSet::new(),
