@@ -23,6 +23,16 @@
 #include <stdint.h>
 
 /**
+ * The largest payload of a housekeeping task, in bytes.
+ */
+#define TIDEGATE_TASK_PAYLOAD_MAX 32
+
+/**
+ * The most tasks a `TidegateLifecycle` can hold (one journal's limit).
+ */
+#define TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX 65535
+
+/**
  * The result of a tidegate call. `TIDEGATE_STATUS_OK` (0) is success; every other value says
  * why the call did nothing. Codes are stable and never reused; new ones are only appended.
  *
@@ -116,12 +126,240 @@ enum TidegateStatus
      * A completion named more packets than are in flight. Nothing was completed.
      */
     TIDEGATE_STATUS_NOT_IN_FLIGHT = 33,
+    /**
+     * Lifecycle: a session is already starting or running.
+     */
+    TIDEGATE_STATUS_LIFECYCLE_ALREADY_ACTIVE = 60,
+    /**
+     * Lifecycle: the previous session is still stopping. Starts are refused, not queued: start
+     * again after `COMPLETE_STOP` (or `CANCEL_WITH_ERROR`).
+     */
+    TIDEGATE_STATUS_LIFECYCLE_STOP_IN_PROGRESS = 61,
+    /**
+     * Lifecycle: no session is active (idle or stopped).
+     */
+    TIDEGATE_STATUS_LIFECYCLE_NOT_ACTIVE = 62,
+    /**
+     * Lifecycle: a stop or cancel is already in progress; it goes on and ends as it would have.
+     */
+    TIDEGATE_STATUS_LIFECYCLE_ALREADY_STOPPING = 63,
+    /**
+     * Lifecycle: the stop is past housekeeping; a task registered now would never run.
+     */
+    TIDEGATE_STATUS_LIFECYCLE_HOUSEKEEPING_OVER = 64,
+    /**
+     * Lifecycle: the journal's generation is the largest possible; start without it.
+     */
+    TIDEGATE_STATUS_LIFECYCLE_GENERATION_EXHAUSTED = 65,
+    /**
+     * Lifecycle: the housekeeping task queue is full.
+     */
+    TIDEGATE_STATUS_TASK_QUEUE_FULL = 66,
+    /**
+     * Lifecycle: the task payload is longer than `TIDEGATE_TASK_PAYLOAD_MAX`.
+     */
+    TIDEGATE_STATUS_TASK_PAYLOAD_TOO_LONG = 67,
+    /**
+     * Lifecycle: the report names an earlier session (a late callback). Nothing changed.
+     */
+    TIDEGATE_STATUS_REPORT_STALE_GENERATION = 68,
+    /**
+     * Lifecycle: the machine is not waiting for this report in its state (a duplicate, or a
+     * start report after a stop abandoned the start). Nothing changed.
+     */
+    TIDEGATE_STATUS_REPORT_UNEXPECTED = 69,
+    /**
+     * Lifecycle: no task with this id was ever queued.
+     */
+    TIDEGATE_STATUS_REPORT_UNKNOWN_TASK = 70,
+    /**
+     * Lifecycle: the task already ended (reported before, or carried into a completed stop's
+     * journal). Nothing changed.
+     */
+    TIDEGATE_STATUS_REPORT_TASK_ALREADY_ENDED = 71,
+    /**
+     * Lifecycle: the task was not handed out by a `RUN_TASK` effect yet.
+     */
+    TIDEGATE_STATUS_REPORT_TASK_NOT_RUNNING = 72,
+    /**
+     * Lifecycle: the housekeeping deadline passed while the task ran; it is in the journal and
+     * runs again at the next start.
+     */
+    TIDEGATE_STATUS_REPORT_TASK_CARRIED_OVER = 73,
+    /**
+     * Journal: fewer bytes than the record needs (an interrupted write). Nothing changed.
+     */
+    TIDEGATE_STATUS_JOURNAL_TRUNCATED = 74,
+    /**
+     * Journal: the bytes are not a tidegate journal (bad magic). Nothing changed.
+     */
+    TIDEGATE_STATUS_JOURNAL_NOT_A_JOURNAL = 75,
+    /**
+     * Journal: a format version this build does not read. Nothing changed.
+     */
+    TIDEGATE_STATUS_JOURNAL_UNSUPPORTED_VERSION = 76,
+    /**
+     * Journal: more bytes than the record declares; pass exactly the bytes written.
+     */
+    TIDEGATE_STATUS_JOURNAL_LENGTH_MISMATCH = 77,
+    /**
+     * Journal: the checksum does not match; the bytes were corrupted. Nothing changed.
+     */
+    TIDEGATE_STATUS_JOURNAL_CHECKSUM_MISMATCH = 78,
+    /**
+     * Journal: the checksum matches but the task records are inconsistent. Nothing changed.
+     */
+    TIDEGATE_STATUS_JOURNAL_MALFORMED = 79,
+    /**
+     * Journal: more tasks than the task queue holds. Nothing changed.
+     */
+    TIDEGATE_STATUS_JOURNAL_TOO_LARGE = 80,
+    /**
+     * Journal: there is no sealed journal to write (only after `PERSIST_JOURNAL`).
+     */
+    TIDEGATE_STATUS_JOURNAL_NONE = 81,
+    /**
+     * The buffer is too small; nothing was written. The size required is given alongside (for
+     * the journal: `journal_len` of the effect, or `tidegate_lifecycle_journal_len`).
+     */
+    TIDEGATE_STATUS_BUFFER_TOO_SMALL = 82,
+    /**
+     * Configuration: `task_capacity` is above `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX`.
+     */
+    TIDEGATE_STATUS_CONFIG_TASK_CAPACITY_TOO_LARGE = 83,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
 typedef enum TidegateStatus TidegateStatus;
 #else
 typedef uint32_t TidegateStatus;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * How `tidegate_lifecycle_on_stop` proceeds.
+ */
+enum TidegateStopOutcome
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * The session was running; it now tears down, does housekeeping and completes.
+     */
+    TIDEGATE_STOP_OUTCOME_STOPPING = 0,
+    /**
+     * The stop came while starting: fail the pending start completion handler; a later
+     * `tidegate_lifecycle_on_tunnel_started` is refused; the stop proceeds as usual.
+     */
+    TIDEGATE_STOP_OUTCOME_START_ABANDONED = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateStopOutcome TidegateStopOutcome;
+#else
+typedef uint32_t TidegateStopOutcome;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The kind of a `TidegateLifecycleEffect`; it says which fields are meaningful.
+ */
+enum TidegateLifecycleEffectKind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Nothing to do until the next input or timeout.
+     */
+    TIDEGATE_LIFECYCLE_EFFECT_KIND_NONE = 0,
+    /**
+     * Bring the tunnel up, then call `tidegate_lifecycle_on_tunnel_started`.
+     * `carried_over_tasks` tasks from the journal will run once it is up.
+     */
+    TIDEGATE_LIFECYCLE_EFFECT_KIND_START_TUNNEL = 1,
+    /**
+     * Run task `task_id` (`task_kind`, `payload`), then report it done or failed.
+     */
+    TIDEGATE_LIFECYCLE_EFFECT_KIND_RUN_TASK = 2,
+    /**
+     * Tear the tunnel down, then call `tidegate_lifecycle_on_torn_down`.
+     */
+    TIDEGATE_LIFECYCLE_EFFECT_KIND_TEAR_DOWN = 3,
+    /**
+     * Write the journal (`journal_len` bytes) with `tidegate_lifecycle_write_journal`, persist
+     * it in place of any earlier one, then call `tidegate_lifecycle_on_journal_persisted`.
+     */
+    TIDEGATE_LIFECYCLE_EFFECT_KIND_PERSIST_JOURNAL = 4,
+    /**
+     * Every task of the journal handed to the last start has ended: delete the persisted journal.
+     */
+    TIDEGATE_LIFECYCLE_EFFECT_KIND_DISCARD_JOURNAL = 5,
+    /**
+     * Call the stop completion handler. The process may be killed right after.
+     */
+    TIDEGATE_LIFECYCLE_EFFECT_KIND_COMPLETE_STOP = 6,
+    /**
+     * Call `cancelTunnelWithError` with `error_code` (or fail the start with it if the cancel
+     * came while starting).
+     */
+    TIDEGATE_LIFECYCLE_EFFECT_KIND_CANCEL_WITH_ERROR = 7,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateLifecycleEffectKind TidegateLifecycleEffectKind;
+#else
+typedef uint32_t TidegateLifecycleEffectKind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The state of a `TidegateLifecycle`; the stopping state is split into its phases.
+ */
+enum TidegateLifecycleState
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * No session has started yet.
+     */
+    TIDEGATE_LIFECYCLE_STATE_IDLE = 0,
+    /**
+     * A start was accepted; the tunnel is being brought up.
+     */
+    TIDEGATE_LIFECYCLE_STATE_STARTING = 1,
+    /**
+     * The tunnel is up; tasks carried over from the journal run now.
+     */
+    TIDEGATE_LIFECYCLE_STATE_RUNNING = 2,
+    /**
+     * Stopping: the host is tearing the tunnel down.
+     */
+    TIDEGATE_LIFECYCLE_STATE_STOPPING_TEARING_DOWN = 3,
+    /**
+     * Stopping: housekeeping tasks run until done or the deadline.
+     */
+    TIDEGATE_LIFECYCLE_STATE_STOPPING_HOUSEKEEPING = 4,
+    /**
+     * Stopping: the deadline passed; the host writes and persists the journal.
+     */
+    TIDEGATE_LIFECYCLE_STATE_STOPPING_PERSISTING_JOURNAL = 5,
+    /**
+     * Stopping: the next effect completes the stop (or cancels with the error).
+     */
+    TIDEGATE_LIFECYCLE_STATE_STOPPING_COMPLETING = 6,
+    /**
+     * The last stop completed; a new start is accepted.
+     */
+    TIDEGATE_LIFECYCLE_STATE_STOPPED = 7,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateLifecycleState TidegateLifecycleState;
+#else
+typedef uint32_t TidegateLifecycleState;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -207,6 +445,24 @@ typedef uint32_t TidegateAqm;
 #endif // __cplusplus
 
 /**
+ * The session lifecycle of one provider process: start, stop and cancel in the order Apple
+ * requires (tear down, housekeeping, then the completion handler), with housekeeping bounded by
+ * a deadline and the unfinished tasks carried to the next start in a journal the host persists.
+ *
+ * Drive it with the `tidegate_lifecycle_on_*` inputs and, after every input, call
+ * `tidegate_lifecycle_poll_effect` until it reports `TIDEGATE_LIFECYCLE_EFFECT_KIND_NONE`.
+ * Housekeeping is at-least-once: a task carried over may run again after it had in fact
+ * finished, so every task must be idempotent.
+ *
+ * All its memory is allocated by `tidegate_lifecycle_new` and equals
+ * `tidegate_lifecycle_footprint`; nothing is allocated afterwards.
+ *
+ * Thread safety: not safe for concurrent use. Calls on one handle must not overlap (use one
+ * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
+ */
+typedef struct TidegateLifecycle TidegateLifecycle;
+
+/**
  * A packet tunnel engine: two fixed rings that bound the memory of a packet tunnel provider.
  *
  * Outbound is apps → tunnel (`readPackets`), inbound is tunnel → apps (`writePackets`). All its
@@ -217,6 +473,132 @@ typedef uint32_t TidegateAqm;
  * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
  */
 typedef struct TidegateTunnel TidegateTunnel;
+
+/**
+ * Configuration of a `TidegateLifecycle`. Start from `tidegate_lifecycle_config_default()`.
+ */
+typedef struct TidegateLifecycleConfig {
+    /**
+     * How long housekeeping may run after the teardown is reported, in microseconds. When it
+     * passes, the tasks not yet finished go into the journal and the stop completes.
+     */
+    uint64_t housekeeping_deadline_us;
+    /**
+     * How many housekeeping tasks the queue holds at once (at most
+     * `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX`).
+     */
+    uint32_t task_capacity;
+    /**
+     * How many `RUN_TASK` effects may be outstanding at once; 0 is treated as 1.
+     */
+    uint16_t tasks_in_flight_max;
+} TidegateLifecycleConfig;
+
+/**
+ * One thing the host must do next. Every effect carries the session's generation; echo it in
+ * the reports.
+ */
+typedef struct TidegateLifecycleEffect {
+    /**
+     * What to do; `TIDEGATE_LIFECYCLE_EFFECT_KIND_NONE` when there is nothing.
+     */
+    TidegateLifecycleEffectKind kind;
+    /**
+     * The session the effect belongs to.
+     */
+    uint64_t generation;
+    /**
+     * `RUN_TASK`: the task to run and report.
+     */
+    uint64_t task_id;
+    /**
+     * `PERSIST_JOURNAL`: bytes the journal takes.
+     */
+    size_t journal_len;
+    /**
+     * `RUN_TASK`: the host-defined kind of task.
+     */
+    uint32_t task_kind;
+    /**
+     * `CANCEL_WITH_ERROR`: the code given to `tidegate_lifecycle_on_cancel`.
+     */
+    uint32_t error_code;
+    /**
+     * `START_TUNNEL`: tasks read back from the journal.
+     */
+    uint16_t carried_over_tasks;
+    /**
+     * `RUN_TASK`: bytes of `payload` in use.
+     */
+    uint8_t payload_len;
+    /**
+     * `RUN_TASK`: the task's argument (the first `payload_len` bytes).
+     */
+    uint8_t payload[TIDEGATE_TASK_PAYLOAD_MAX];
+} TidegateLifecycleEffect;
+
+/**
+ * Counters of a `TidegateLifecycle`. Counters saturate.
+ */
+typedef struct TidegateLifecycleStats {
+    /**
+     * Starts accepted.
+     */
+    uint64_t sessions_started;
+    /**
+     * Stops and cancels completed.
+     */
+    uint64_t stops_completed;
+    /**
+     * Microseconds from the last stop or cancel request to its completion effect, on the host's
+     * clock; 0 before the first completion.
+     */
+    uint64_t last_stop_latency_us;
+    /**
+     * The longest stop latency seen, in microseconds.
+     */
+    uint64_t max_stop_latency_us;
+    /**
+     * Tasks registered by the host.
+     */
+    uint64_t tasks_registered;
+    /**
+     * `RUN_TASK` effects handed out.
+     */
+    uint64_t tasks_run;
+    /**
+     * Tasks reported done.
+     */
+    uint64_t tasks_done;
+    /**
+     * Tasks reported failed.
+     */
+    uint64_t tasks_failed;
+    /**
+     * Tasks written into a journal because the housekeeping deadline passed.
+     */
+    uint64_t tasks_carried_over;
+    /**
+     * Tasks read back from a journal at start.
+     */
+    uint64_t tasks_resumed;
+    /**
+     * Journals sealed for the host to persist.
+     */
+    uint64_t journals_written;
+    /**
+     * Journals refused at start (truncated, corrupted, foreign, too large).
+     */
+    uint64_t journals_rejected;
+    /**
+     * Host reports refused, stale ones included.
+     */
+    uint64_t reports_refused;
+    /**
+     * Host reports refused because they named an earlier session.
+     */
+    uint64_t stale_reports;
+} TidegateLifecycleStats;
 
 /**
  * Configuration of a `TidegateTunnel`. Start from `tidegate_tunnel_config_default()` and change
@@ -414,9 +796,252 @@ typedef struct TidegateTunnelStats {
     uint64_t inbound_dropped_oldest_bytes;
 } TidegateTunnelStats;
 
+
+
+
+
+
+
+
+
+
+
+
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * The default configuration: a 250 ms housekeeping deadline (short enough that the user's next
+ * start is not held up, long enough for a few quick tasks), 64 tasks, one task at a time.
+ */
+struct TidegateLifecycleConfig tidegate_lifecycle_config_default(void);
+
+/**
+ * Writes to `*out_bytes` the exact number of bytes `tidegate_lifecycle_new` allocates for
+ * `config`: the handle and its task slots.
+ *
+ * Returns `TIDEGATE_STATUS_CONFIG_TASK_CAPACITY_TOO_LARGE` if `task_capacity` is above
+ * `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX`.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateLifecycleConfig`; `out_bytes` must be NULL
+ * or valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_footprint(const struct TidegateLifecycleConfig *config,
+                                            size_t *out_bytes);
+
+/**
+ * Creates a lifecycle machine (state idle) and writes its handle to `*out_lifecycle`.
+ *
+ * Returns `TIDEGATE_STATUS_CONFIG_TASK_CAPACITY_TOO_LARGE` for a capacity above the maximum, or
+ * `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateLifecycleConfig`; `out_lifecycle` must be
+ * NULL or valid for writing a pointer. Free the handle with `tidegate_lifecycle_free`.
+ */
+TidegateStatus tidegate_lifecycle_new(const struct TidegateLifecycleConfig *config,
+                                      struct TidegateLifecycle **out_lifecycle);
+
+/**
+ * Frees a lifecycle machine. `NULL` is a no-op. Works on a poisoned handle too.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a handle from `tidegate_lifecycle_new` that was not freed yet,
+ * with no other call on it running.
+ */
+void tidegate_lifecycle_free(struct TidegateLifecycle *lifecycle);
+
+/**
+ * Starts a session (from idle or stopped) and writes its generation to `*out_generation`.
+ *
+ * `journal` is the journal persisted by the last stop, `journal_len` bytes exactly, or NULL
+ * (with `journal_len` 0) for none. Its tasks run once the tunnel is up. A bad journal is
+ * refused with a `TIDEGATE_STATUS_JOURNAL_*` status and nothing changes; start again with NULL
+ * to go on without it. `TIDEGATE_STATUS_LIFECYCLE_STOP_IN_PROGRESS` means the previous stop has
+ * not completed: starts are refused, not queued.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `journal` must be NULL or valid for reading
+ * `journal_len` bytes; `out_generation` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_on_start(struct TidegateLifecycle *lifecycle,
+                                           uint64_t now_us,
+                                           const uint8_t *journal,
+                                           size_t journal_len,
+                                           uint64_t *out_generation);
+
+/**
+ * Reports that the tunnel of `generation` is up: the session runs.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_lifecycle_on_tunnel_started(struct TidegateLifecycle *lifecycle,
+                                                    uint64_t now_us,
+                                                    uint64_t generation);
+
+/**
+ * A stop request (`stopTunnel`). Writes to `*out_outcome` whether the session was running or the
+ * start is abandoned. Refused with `TIDEGATE_STATUS_LIFECYCLE_NOT_ACTIVE` or
+ * `TIDEGATE_STATUS_LIFECYCLE_ALREADY_STOPPING`.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `out_outcome` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_on_stop(struct TidegateLifecycle *lifecycle,
+                                          uint64_t now_us,
+                                          TidegateStopOutcome *out_outcome);
+
+/**
+ * The provider hit error `error_code` and must end the session: the stop runs as for
+ * `tidegate_lifecycle_on_stop` and ends with `CANCEL_WITH_ERROR`. Refused while a stop is in
+ * progress (`TIDEGATE_STATUS_LIFECYCLE_ALREADY_STOPPING`: that stop ends as it would have).
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_lifecycle_on_cancel(struct TidegateLifecycle *lifecycle,
+                                            uint64_t now_us,
+                                            uint32_t error_code);
+
+/**
+ * Reports that the tunnel of `generation` is torn down: housekeeping and its deadline start.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_lifecycle_on_torn_down(struct TidegateLifecycle *lifecycle,
+                                               uint64_t now_us,
+                                               uint64_t generation);
+
+/**
+ * Queues a housekeeping task (`kind`, and `payload_len` bytes of `payload`, at most
+ * `TIDEGATE_TASK_PAYLOAD_MAX`) and writes its id to `*out_task_id`. Tasks registered while the
+ * session runs wait for the stop's housekeeping. Tasks must be idempotent.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `payload` must be valid for reading `payload_len`
+ * bytes (NULL only if `payload_len` is 0); `out_task_id` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_register_task(struct TidegateLifecycle *lifecycle,
+                                                uint64_t now_us,
+                                                uint32_t kind,
+                                                const uint8_t *payload,
+                                                size_t payload_len,
+                                                uint64_t *out_task_id);
+
+/**
+ * Reports task `task_id` of `generation` done.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_lifecycle_on_task_done(struct TidegateLifecycle *lifecycle,
+                                               uint64_t now_us,
+                                               uint64_t generation,
+                                               uint64_t task_id);
+
+/**
+ * Reports task `task_id` of `generation` failed; it ends there (not retried, not journaled).
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_lifecycle_on_task_failed(struct TidegateLifecycle *lifecycle,
+                                                 uint64_t now_us,
+                                                 uint64_t generation,
+                                                 uint64_t task_id);
+
+/**
+ * Reports that the journal of `generation` is persisted: the stop can complete.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_lifecycle_on_journal_persisted(struct TidegateLifecycle *lifecycle,
+                                                       uint64_t now_us,
+                                                       uint64_t generation);
+
+/**
+ * Writes the sealed journal into `buf` (`buf_len` bytes) and its length to `*out_len`.
+ *
+ * Available from the `PERSIST_JOURNAL` effect until the stop completes; otherwise
+ * `TIDEGATE_STATUS_JOURNAL_NONE`. `TIDEGATE_STATUS_BUFFER_TOO_SMALL` writes nothing; the size
+ * required is the effect's `journal_len`, also given by `tidegate_lifecycle_journal_len`.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `buf` must be valid for writing `buf_len` bytes
+ * (NULL only if `buf_len` is 0); `out_len` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_write_journal(const struct TidegateLifecycle *lifecycle,
+                                                uint8_t *buf,
+                                                size_t buf_len,
+                                                size_t *out_len);
+
+/**
+ * Writes to `*out_len` the length of the sealed journal, or returns
+ * `TIDEGATE_STATUS_JOURNAL_NONE` when there is none.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `out_len` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_journal_len(const struct TidegateLifecycle *lifecycle,
+                                              size_t *out_len);
+
+/**
+ * Writes the next thing to do to `*out_effect` (kind `NONE` when there is nothing). Call it
+ * until it reports `NONE` after every input. `now_us` also applies the housekeeping deadline.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `out_effect` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_poll_effect(struct TidegateLifecycle *lifecycle,
+                                              uint64_t now_us,
+                                              struct TidegateLifecycleEffect *out_effect);
+
+/**
+ * Writes to `*out_deadline_us` when `tidegate_lifecycle_handle_timeout` must next be called:
+ * the housekeeping deadline while housekeeping runs, otherwise `UINT64_MAX` (never).
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `out_deadline_us` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_poll_timeout(const struct TidegateLifecycle *lifecycle,
+                                               uint64_t *out_deadline_us);
+
+/**
+ * Applies the housekeeping deadline if `now_us` reached it (the unfinished tasks are sealed into
+ * the journal). Idempotent. Poll effects afterwards.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_lifecycle_handle_timeout(struct TidegateLifecycle *lifecycle,
+                                                 uint64_t now_us);
+
+/**
+ * Writes the current state to `*out_state` and the current generation to `*out_generation`
+ * (0 before the first start).
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `out_state` and `out_generation` must be NULL or
+ * valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_state(const struct TidegateLifecycle *lifecycle,
+                                        TidegateLifecycleState *out_state,
+                                        uint64_t *out_generation);
+
+/**
+ * Writes a snapshot of the counters to `*out_stats`.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `out_stats` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_stats(const struct TidegateLifecycle *lifecycle,
+                                        struct TidegateLifecycleStats *out_stats);
 
 /**
  * A static, NUL-terminated description of `status`, never NULL. Unknown values get

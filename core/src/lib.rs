@@ -31,12 +31,24 @@
 mod aqm;
 mod error_class;
 mod fmt;
+mod journal;
+mod lifecycle;
 mod ring;
 mod time;
 mod tunnel;
 
 pub use aqm::Aqm;
 pub use error_class::{ErrnoPlatform, ErrorClass, classify_errno, classify_errno_for};
+pub use journal::{
+    JOURNAL_EMPTY_LEN, JOURNAL_MAGIC, JOURNAL_TASKS_MAX, JOURNAL_VERSION, Journal,
+    JournalDecodeError, JournalEncodeError, JournalTask, JournalTasks, PayloadTooLong,
+    TASK_PAYLOAD_MAX, TaskPayload, encode_journal, journal_encoded_len,
+};
+pub use lifecycle::{
+    DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, Generation, Lifecycle, LifecycleConfig, LifecycleEffect,
+    LifecycleState, LifecycleStats, ReportError, StartError, StopError, StopOutcome, StopPhase,
+    TaskId, TaskRegisterError, TaskSlot, WriteJournalError,
+};
 pub use ring::{
     CompleteError, InFlight, MAX_ARENA_BYTES, PacketRing, PushError, Released, RingError,
     RingLevels, Slot,

@@ -17,9 +17,23 @@
 //!   contract from the function's `# Safety` section.
 
 mod boundary;
+mod lifecycle;
 mod status;
 mod tunnel;
 
+pub use lifecycle::{
+    TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX, TIDEGATE_TASK_PAYLOAD_MAX, TidegateLifecycle,
+    TidegateLifecycleConfig, TidegateLifecycleEffect, TidegateLifecycleEffectKind,
+    TidegateLifecycleState, TidegateLifecycleStats, TidegateStopOutcome,
+    tidegate_lifecycle_config_default, tidegate_lifecycle_footprint, tidegate_lifecycle_free,
+    tidegate_lifecycle_handle_timeout, tidegate_lifecycle_journal_len, tidegate_lifecycle_new,
+    tidegate_lifecycle_on_cancel, tidegate_lifecycle_on_journal_persisted,
+    tidegate_lifecycle_on_start, tidegate_lifecycle_on_stop, tidegate_lifecycle_on_task_done,
+    tidegate_lifecycle_on_task_failed, tidegate_lifecycle_on_torn_down,
+    tidegate_lifecycle_on_tunnel_started, tidegate_lifecycle_poll_effect,
+    tidegate_lifecycle_poll_timeout, tidegate_lifecycle_register_task, tidegate_lifecycle_state,
+    tidegate_lifecycle_stats, tidegate_lifecycle_write_journal,
+};
 pub use status::{TidegateStatus, tidegate_status_str, tidegate_version};
 pub use tunnel::{
     TidegateAqm, TidegateDropPolicy, TidegateInboundDisposition, TidegatePacketView,

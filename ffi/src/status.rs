@@ -54,6 +54,60 @@ pub enum TidegateStatus {
     NoRoom = 32,
     /// A completion named more packets than are in flight. Nothing was completed.
     NotInFlight = 33,
+
+    /// Lifecycle: a session is already starting or running.
+    LifecycleAlreadyActive = 60,
+    /// Lifecycle: the previous session is still stopping. Starts are refused, not queued: start
+    /// again after `COMPLETE_STOP` (or `CANCEL_WITH_ERROR`).
+    LifecycleStopInProgress = 61,
+    /// Lifecycle: no session is active (idle or stopped).
+    LifecycleNotActive = 62,
+    /// Lifecycle: a stop or cancel is already in progress; it goes on and ends as it would have.
+    LifecycleAlreadyStopping = 63,
+    /// Lifecycle: the stop is past housekeeping; a task registered now would never run.
+    LifecycleHousekeepingOver = 64,
+    /// Lifecycle: the journal's generation is the largest possible; start without it.
+    LifecycleGenerationExhausted = 65,
+    /// Lifecycle: the housekeeping task queue is full.
+    TaskQueueFull = 66,
+    /// Lifecycle: the task payload is longer than `TIDEGATE_TASK_PAYLOAD_MAX`.
+    TaskPayloadTooLong = 67,
+    /// Lifecycle: the report names an earlier session (a late callback). Nothing changed.
+    ReportStaleGeneration = 68,
+    /// Lifecycle: the machine is not waiting for this report in its state (a duplicate, or a
+    /// start report after a stop abandoned the start). Nothing changed.
+    ReportUnexpected = 69,
+    /// Lifecycle: no task with this id was ever queued.
+    ReportUnknownTask = 70,
+    /// Lifecycle: the task already ended (reported before, or carried into a completed stop's
+    /// journal). Nothing changed.
+    ReportTaskAlreadyEnded = 71,
+    /// Lifecycle: the task was not handed out by a `RUN_TASK` effect yet.
+    ReportTaskNotRunning = 72,
+    /// Lifecycle: the housekeeping deadline passed while the task ran; it is in the journal and
+    /// runs again at the next start.
+    ReportTaskCarriedOver = 73,
+    /// Journal: fewer bytes than the record needs (an interrupted write). Nothing changed.
+    JournalTruncated = 74,
+    /// Journal: the bytes are not a tidegate journal (bad magic). Nothing changed.
+    JournalNotAJournal = 75,
+    /// Journal: a format version this build does not read. Nothing changed.
+    JournalUnsupportedVersion = 76,
+    /// Journal: more bytes than the record declares; pass exactly the bytes written.
+    JournalLengthMismatch = 77,
+    /// Journal: the checksum does not match; the bytes were corrupted. Nothing changed.
+    JournalChecksumMismatch = 78,
+    /// Journal: the checksum matches but the task records are inconsistent. Nothing changed.
+    JournalMalformed = 79,
+    /// Journal: more tasks than the task queue holds. Nothing changed.
+    JournalTooLarge = 80,
+    /// Journal: there is no sealed journal to write (only after `PERSIST_JOURNAL`).
+    JournalNone = 81,
+    /// The buffer is too small; nothing was written. The size required is given alongside (for
+    /// the journal: `journal_len` of the effect, or `tidegate_lifecycle_journal_len`).
+    BufferTooSmall = 82,
+    /// Configuration: `task_capacity` is above `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX`.
+    ConfigTaskCapacityTooLarge = 83,
 }
 
 impl TidegateStatus {
@@ -79,6 +133,30 @@ impl TidegateStatus {
         TidegateStatus::PacketTooLong,
         TidegateStatus::NoRoom,
         TidegateStatus::NotInFlight,
+        TidegateStatus::LifecycleAlreadyActive,
+        TidegateStatus::LifecycleStopInProgress,
+        TidegateStatus::LifecycleNotActive,
+        TidegateStatus::LifecycleAlreadyStopping,
+        TidegateStatus::LifecycleHousekeepingOver,
+        TidegateStatus::LifecycleGenerationExhausted,
+        TidegateStatus::TaskQueueFull,
+        TidegateStatus::TaskPayloadTooLong,
+        TidegateStatus::ReportStaleGeneration,
+        TidegateStatus::ReportUnexpected,
+        TidegateStatus::ReportUnknownTask,
+        TidegateStatus::ReportTaskAlreadyEnded,
+        TidegateStatus::ReportTaskNotRunning,
+        TidegateStatus::ReportTaskCarriedOver,
+        TidegateStatus::JournalTruncated,
+        TidegateStatus::JournalNotAJournal,
+        TidegateStatus::JournalUnsupportedVersion,
+        TidegateStatus::JournalLengthMismatch,
+        TidegateStatus::JournalChecksumMismatch,
+        TidegateStatus::JournalMalformed,
+        TidegateStatus::JournalTooLarge,
+        TidegateStatus::JournalNone,
+        TidegateStatus::BufferTooSmall,
+        TidegateStatus::ConfigTaskCapacityTooLarge,
     ];
 
     /// A static, NUL-terminated English description.
@@ -112,6 +190,52 @@ impl TidegateStatus {
             TidegateStatus::PacketTooLong => "packet exceeds max_packet_len\0",
             TidegateStatus::NoRoom => "no room: the packet stays with the caller\0",
             TidegateStatus::NotInFlight => "completion names more packets than are in flight\0",
+            TidegateStatus::LifecycleAlreadyActive => {
+                "lifecycle: a session is already starting or running\0"
+            }
+            TidegateStatus::LifecycleStopInProgress => {
+                "lifecycle: the previous session is still stopping; start after it completed\0"
+            }
+            TidegateStatus::LifecycleNotActive => "lifecycle: no session is active\0",
+            TidegateStatus::LifecycleAlreadyStopping => {
+                "lifecycle: already stopping; the stop goes on unchanged\0"
+            }
+            TidegateStatus::LifecycleHousekeepingOver => {
+                "lifecycle: the stop is past housekeeping\0"
+            }
+            TidegateStatus::LifecycleGenerationExhausted => {
+                "lifecycle: session generations are exhausted\0"
+            }
+            TidegateStatus::TaskQueueFull => "housekeeping task queue is full\0",
+            TidegateStatus::TaskPayloadTooLong => {
+                "task payload exceeds TIDEGATE_TASK_PAYLOAD_MAX\0"
+            }
+            TidegateStatus::ReportStaleGeneration => "report names an earlier session; ignored\0",
+            TidegateStatus::ReportUnexpected => {
+                "report not expected in the current state; ignored\0"
+            }
+            TidegateStatus::ReportUnknownTask => "no task with this id was ever queued\0",
+            TidegateStatus::ReportTaskAlreadyEnded => {
+                "task already ended; duplicate report ignored\0"
+            }
+            TidegateStatus::ReportTaskNotRunning => "task is not running\0",
+            TidegateStatus::ReportTaskCarriedOver => {
+                "task was carried into the journal; late report ignored\0"
+            }
+            TidegateStatus::JournalTruncated => "journal truncated\0",
+            TidegateStatus::JournalNotAJournal => "not a tidegate journal\0",
+            TidegateStatus::JournalUnsupportedVersion => "journal version not supported\0",
+            TidegateStatus::JournalLengthMismatch => {
+                "journal length does not match the bytes given\0"
+            }
+            TidegateStatus::JournalChecksumMismatch => "journal corrupted: checksum mismatch\0",
+            TidegateStatus::JournalMalformed => "journal task records are malformed\0",
+            TidegateStatus::JournalTooLarge => "journal holds more tasks than the queue\0",
+            TidegateStatus::JournalNone => "no journal to write\0",
+            TidegateStatus::BufferTooSmall => "buffer too small; nothing written\0",
+            TidegateStatus::ConfigTaskCapacityTooLarge => {
+                "config: task_capacity above the maximum\0"
+            }
         }
     }
 

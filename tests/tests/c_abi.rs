@@ -14,3 +14,16 @@ fn tunnel_flood_keeps_the_ceiling_and_delivers_every_packet_in_order() {
     );
     assert!(stdout.contains("inbound: 5000 offered"), "{stdout}");
 }
+
+#[test]
+fn lifecycle_stop_and_restart_resume_carried_over_tasks_through_the_header() {
+    let stdout = compile_and_run("lifecycle_restart");
+    assert!(
+        stdout.contains("stop: 280000 us, 2 tasks done, 8 carried over"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("restart: 8 carried-over tasks resumed in order, journal discarded"),
+        "{stdout}"
+    );
+}
