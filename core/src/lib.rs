@@ -28,9 +28,13 @@
     )
 )]
 
+mod budget;
 mod error_class;
 mod fmt;
 mod time;
 
+pub use budget::{
+    BudgetConfig, BudgetConfigError, BudgetError, BudgetRefusal, BudgetStats, ConnectionBudget,
+};
 pub use error_class::{ErrnoPlatform, ErrorClass, classify_errno, classify_errno_for};
 pub use time::{Clock, Instant};
