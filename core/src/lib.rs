@@ -30,6 +30,7 @@
 
 mod budget;
 mod error_class;
+mod eyeballs;
 mod fmt;
 mod time;
 
@@ -37,4 +38,10 @@ pub use budget::{
     BudgetConfig, BudgetConfigError, BudgetError, BudgetRefusal, BudgetStats, ConnectionBudget,
 };
 pub use error_class::{ErrnoPlatform, ErrorClass, classify_errno, classify_errno_for};
+pub use eyeballs::{
+    Action, AddressFamily, AttemptError, DEFAULT_MAX_CANDIDATES, EyeballsConfig, EyeballsStats,
+    HappyEyeballs, MAX_CONNECTION_ATTEMPT_DELAY_MICROS, MAX_RESOLUTION_DELAY_MICROS,
+    MIN_ATTEMPT_SPACING_MICROS, MIN_CONNECTION_ATTEMPT_DELAY_MICROS, RaceFailure, RaceStatus,
+    ResolveError,
+};
 pub use time::{Clock, Instant};
