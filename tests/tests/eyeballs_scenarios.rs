@@ -312,6 +312,7 @@ fn ipv6_black_hole_ipv4_wins_after_the_attempt_delay() {
     );
     assert_eq!(sim.race.status(), RaceStatus::Connected { index: 1 });
     assert_eq!(sim.race.stats().attempts_cancelled, 1);
+    assert_eq!(sim.race.stats().attempts_also_ran, 1);
     assert_eq!(world.budget.attempts_in_flight(), 0);
     assert_eq!(
         world.budget.open_connections(),

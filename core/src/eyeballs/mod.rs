@@ -331,6 +331,9 @@ pub struct EyeballsStats {
     pub attempts_failed: u32,
     /// Attempts cancelled: also-ran losers, timed-out attempts and attempts of an aborted race.
     pub attempts_cancelled: u32,
+    /// Also-ran attempts: losers cancelled because another attempt of the race connected
+    /// (included in `attempts_cancelled`).
+    pub attempts_also_ran: u32,
     /// Attempts cancelled because [`EyeballsConfig::attempt_timeout_micros`] passed.
     pub attempts_timed_out: u32,
     /// Addresses dropped because the candidate table was full.
@@ -464,7 +467,8 @@ impl<const N: usize> HappyEyeballs<N> {
             index,
             reported: false,
         };
-        self.cancel_in_flight();
+        let also_ran = self.cancel_in_flight();
+        self.stats.attempts_also_ran = self.stats.attempts_also_ran.saturating_add(also_ran);
         log_debug!("eyeballs: attempt {} won", index);
         Ok(())
     }
@@ -500,7 +504,8 @@ impl<const N: usize> HappyEyeballs<N> {
         self.clock.observe(now);
         if self.is_running() {
             self.outcome = Outcome::Aborted;
-            self.cancel_in_flight();
+            let cancelled = self.cancel_in_flight();
+            log_trace!("eyeballs: cancelling {} attempts", cancelled);
             log_debug!("eyeballs: race aborted");
         }
     }
@@ -765,12 +770,16 @@ impl<const N: usize> HappyEyeballs<N> {
         }
     }
 
-    fn cancel_in_flight(&mut self) {
+    /// Mark every attempt in flight for cancellation; returns how many.
+    fn cancel_in_flight(&mut self) -> u32 {
+        let mut cancelled = 0u32;
         for candidate in self.candidates.iter_mut().take(self.len) {
             if matches!(candidate.state, AttemptState::InFlight { .. }) {
                 candidate.state = AttemptState::CancelPending;
+                cancelled = cancelled.saturating_add(1);
             }
         }
+        cancelled
     }
 
     /// Report attempts that connected or failed to the budget, exactly once each.
@@ -1088,6 +1097,7 @@ mod tests {
         );
         assert_eq!(budget.attempts_in_flight(), 0);
         assert_eq!(budget.open_connections(), 1);
+        assert_eq!(race.stats().attempts_also_ran, 1);
         assert!(race.is_finished());
         assert_eq!(race.status(), RaceStatus::Connected { index: 1 });
         assert_eq!(
@@ -1172,6 +1182,8 @@ mod tests {
         );
         assert!(race.is_finished());
         assert_eq!(race.status(), RaceStatus::Aborted);
+        assert_eq!(race.stats().attempts_also_ran, 0);
+        assert_eq!(race.stats().attempts_cancelled, 2);
         assert_eq!(budget.attempts_in_flight(), 0);
     }
 
