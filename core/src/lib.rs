@@ -32,7 +32,9 @@ mod budget;
 mod error_class;
 mod eyeballs;
 mod fmt;
+mod ring;
 mod time;
+mod tunnel;
 
 pub use budget::{
     BudgetConfig, BudgetConfigError, BudgetError, BudgetRefusal, BudgetStats, ConnectionBudget,
@@ -44,4 +46,12 @@ pub use eyeballs::{
     MIN_ATTEMPT_SPACING_MICROS, MIN_CONNECTION_ATTEMPT_DELAY_MICROS, RaceFailure, RaceStatus,
     ResolveError,
 };
+pub use ring::{
+    CompleteError, InFlight, MAX_ARENA_BYTES, PacketRing, PushError, Released, RingError,
+    RingLevels, Slot,
+};
 pub use time::{Clock, Instant};
+pub use tunnel::{
+    ConfigError, DirectionStats, DropPolicy, InboundDisposition, OutboundCompletion, PacketError,
+    PacketTunnel, TunnelConfig, TunnelStats, TunnelStorage,
+};

@@ -1,0 +1,772 @@
+//! `PacketRing`: a fixed-capacity FIFO of variable-length packets.
+//!
+//! The ring owns two pieces of storage handed in by the host and never grows them:
+//!
+//! - a byte **arena** holding the packets back to back. Each packet is one contiguous slice, so
+//!   the host can pass it to the OS without a copy. A packet that does not fit between the newest
+//!   packet and the end of the arena starts again at offset 0 (the gap left at the end is reused
+//!   once the ring wraps past it), as in a bip buffer;
+//! - a ring of [`Slot`] descriptors (offset, length, enqueue time), one per packet, which bounds
+//!   the packet count and lets the arena and the count have any size, not only powers of two.
+//!
+//! A packet moves through three stages, always in FIFO order: **queued** after
+//! [`PacketRing::push`], **in flight** after [`PacketRing::handout`] (its bytes stay where they
+//! are and stay counted while the host sends them), and released by [`PacketRing::complete`].
+//! A queued packet can also be dropped from the front ([`PacketRing::drop_queued_front`]); if
+//! packets handed out earlier still sit before it in the arena, its bytes are reclaimed when
+//! those complete, and until then they are reported as [`RingLevels::bytes_dropped_pending`].
+//!
+//! Every operation is O(1) (completing `n` packets is O(n)), and nothing here allocates.
+//!
+//! ## Capacity
+//!
+//! The arena is the exact memory ceiling. Because packets are contiguous, a packet of `len`
+//! bytes is guaranteed to fit while `bytes_used() + len + max_len <= byte_capacity()`, where
+//! `max_len` is the largest packet pushed since the ring was last empty; between that and the
+//! full arena it fits as the layout allows. [`PacketRing::fits`] answers exactly.
+
+use core::fmt;
+
+use crate::time::Instant;
+
+/// Bit of [`Slot::len`] marking a packet dropped while packets before it were still in flight.
+const DROPPED: u32 = 1 << 31;
+
+/// The largest arena a ring accepts: offsets and lengths are stored in 31 bits.
+pub const MAX_ARENA_BYTES: usize = (DROPPED - 1) as usize;
+
+/// The descriptor of one packet in a [`PacketRing`]: 16 bytes.
+///
+/// Hosts only create storage for these: `[Slot::EMPTY; N]` on an embedded target, or a boxed
+/// slice on a host with an allocator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    offset: u32,
+    len: u32,
+    enqueued_at: Instant,
+}
+
+impl Slot {
+    /// An unused descriptor, to fill slot storage with.
+    pub const EMPTY: Slot = Slot {
+        offset: 0,
+        len: 0,
+        enqueued_at: Instant::ZERO,
+    };
+
+    fn payload_len(self) -> usize {
+        (self.len & !DROPPED) as usize
+    }
+
+    fn is_dropped(self) -> bool {
+        self.len & DROPPED != 0
+    }
+
+    fn range(self) -> core::ops::Range<usize> {
+        let start = self.offset as usize;
+        start..start.saturating_add(self.payload_len())
+    }
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot::EMPTY
+    }
+}
+
+/// Why [`PacketRing::new`] refused its storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum RingError {
+    /// The byte arena or the slot storage is empty.
+    ZeroCapacity,
+    /// The byte arena is larger than [`MAX_ARENA_BYTES`].
+    ArenaTooLarge {
+        /// The arena length that was handed in.
+        bytes: usize,
+    },
+}
+
+impl fmt::Display for RingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RingError::ZeroCapacity => f.write_str("ring storage has zero capacity"),
+            RingError::ArenaTooLarge { bytes } => {
+                write!(
+                    f,
+                    "ring arena of {bytes} bytes exceeds the maximum of {MAX_ARENA_BYTES}"
+                )
+            }
+        }
+    }
+}
+
+/// Why [`PacketRing::push`] refused a packet. The ring is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PushError {
+    /// The packet has no bytes; a ring never stores empty packets.
+    Empty,
+    /// There is no contiguous room for the packet, or no free slot, right now.
+    Full,
+}
+
+impl fmt::Display for PushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PushError::Empty => "packet is empty",
+            PushError::Full => "ring has no room for the packet",
+        })
+    }
+}
+
+/// [`PacketRing::complete`] was asked to complete more packets than are in flight. The ring is
+/// unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct CompleteError {
+    /// How many completions the call asked for.
+    pub requested: usize,
+    /// How many packets were in flight.
+    pub in_flight: usize,
+}
+
+impl fmt::Display for CompleteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot complete {} packets: only {} in flight",
+            self.requested, self.in_flight
+        )
+    }
+}
+
+/// Packets and bytes released by one [`PacketRing::complete`] call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Released {
+    /// Packets completed.
+    pub packets: usize,
+    /// Payload bytes of those packets.
+    pub bytes: usize,
+}
+
+/// A snapshot of what a ring holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct RingLevels {
+    /// Packets waiting to be handed out.
+    pub packets_queued: usize,
+    /// Payload bytes waiting to be handed out.
+    pub bytes_queued: usize,
+    /// Packets handed out and not yet completed.
+    pub packets_in_flight: usize,
+    /// Payload bytes handed out and not yet completed.
+    pub bytes_in_flight: usize,
+    /// Payload bytes of dropped packets that still occupy the arena because packets before them
+    /// are in flight; reclaimed when those complete.
+    pub bytes_dropped_pending: usize,
+}
+
+impl RingLevels {
+    /// Payload bytes occupying the arena: queued, in flight and dropped-pending.
+    pub fn bytes_used(&self) -> usize {
+        self.bytes_queued
+            .saturating_add(self.bytes_in_flight)
+            .saturating_add(self.bytes_dropped_pending)
+    }
+}
+
+/// A fixed-capacity FIFO of variable-length, contiguous packets. See the [module docs](self).
+///
+/// `B` is the byte arena and `S` the slot storage: arrays (`[u8; 8192]`, `[Slot; 64]`),
+/// `&'static mut` slices, or boxed slices on a host with an allocator.
+pub struct PacketRing<B, S> {
+    arena: B,
+    slots: S,
+    /// Slot index of the oldest live packet (in flight, dropped-pending or queued).
+    first: usize,
+    /// Live slots, in flight (including dropped-pending) then queued.
+    live: usize,
+    /// The oldest `handed` live slots have been handed out or dropped behind in-flight packets.
+    handed: usize,
+    /// Arena offset just past the newest packet; meaningful only while `live > 0`.
+    tail: usize,
+    levels: RingLevels,
+}
+
+impl<B, S> PacketRing<B, S>
+where
+    B: AsRef<[u8]> + AsMut<[u8]>,
+    S: AsRef<[Slot]> + AsMut<[Slot]>,
+{
+    /// A ring over `arena` (the byte ceiling) and `slots` (the packet-count ceiling).
+    pub fn new(arena: B, slots: S) -> Result<Self, RingError> {
+        let bytes = arena.as_ref().len();
+        if bytes == 0 || slots.as_ref().is_empty() {
+            return Err(RingError::ZeroCapacity);
+        }
+        if bytes > MAX_ARENA_BYTES {
+            return Err(RingError::ArenaTooLarge { bytes });
+        }
+        Ok(PacketRing {
+            arena,
+            slots,
+            first: 0,
+            live: 0,
+            handed: 0,
+            tail: 0,
+            levels: RingLevels::default(),
+        })
+    }
+
+    /// Size of the byte arena: the most payload bytes the ring can ever hold.
+    pub fn byte_capacity(&self) -> usize {
+        self.arena.as_ref().len()
+    }
+
+    /// Number of slots: the most packets the ring can ever hold.
+    pub fn packet_capacity(&self) -> usize {
+        self.slots.as_ref().len()
+    }
+
+    /// What the ring holds now.
+    pub fn levels(&self) -> RingLevels {
+        self.levels
+    }
+
+    /// Payload bytes occupying the arena (queued, in flight and dropped-pending).
+    pub fn bytes_used(&self) -> usize {
+        self.levels.bytes_used()
+    }
+
+    /// Whether nothing is queued (packets may still be in flight).
+    pub fn is_queue_empty(&self) -> bool {
+        self.levels.packets_queued == 0
+    }
+
+    /// Whether a packet of `len` bytes would be accepted by [`PacketRing::push`] right now.
+    pub fn fits(&self, len: usize) -> bool {
+        len != 0 && self.place(len).is_some()
+    }
+
+    /// Queue a copy of `packet`, stamped with `now` (used for sojourn time).
+    pub fn push(&mut self, now: Instant, packet: &[u8]) -> Result<(), PushError> {
+        self.push_with(now, packet.len(), |dst| dst.copy_from_slice(packet))
+    }
+
+    /// Queue a packet of `len` bytes written in place by `write`, which receives exactly `len`
+    /// bytes of arena to fill. Use it to gather a packet from several buffers with one copy.
+    pub fn push_with(
+        &mut self,
+        now: Instant,
+        len: usize,
+        write: impl FnOnce(&mut [u8]),
+    ) -> Result<(), PushError> {
+        if len == 0 {
+            return Err(PushError::Empty);
+        }
+        let offset = self.place(len).ok_or(PushError::Full)?;
+        let end = offset.saturating_add(len);
+        let slot_index = self.slot_index(self.live);
+        let (Some(dst), Some(slot)) = (
+            self.arena.as_mut().get_mut(offset..end),
+            self.slots.as_mut().get_mut(slot_index),
+        ) else {
+            return Err(PushError::Full);
+        };
+        write(dst);
+        // `place` bounds `offset + len` by the arena, which is at most `MAX_ARENA_BYTES`.
+        *slot = Slot {
+            offset: offset as u32,
+            len: len as u32,
+            enqueued_at: now,
+        };
+        self.tail = end;
+        self.live = self.live.saturating_add(1);
+        self.levels.packets_queued = self.levels.packets_queued.saturating_add(1);
+        self.levels.bytes_queued = self.levels.bytes_queued.saturating_add(len);
+        Ok(())
+    }
+
+    /// When the oldest queued packet was pushed, or `None` if nothing is queued.
+    pub fn queued_front_enqueued_at(&self) -> Option<Instant> {
+        self.queued_front().map(|slot| slot.enqueued_at)
+    }
+
+    /// Length of the oldest queued packet, or `None` if nothing is queued.
+    pub fn queued_front_len(&self) -> Option<usize> {
+        self.queued_front().map(Slot::payload_len)
+    }
+
+    /// Hand out the oldest queued packet: it moves to in flight and its bytes stay in place and
+    /// counted until [`PacketRing::complete`] releases it.
+    pub fn handout(&mut self) -> Option<&[u8]> {
+        let slot = self.queued_front()?;
+        self.handed = self.handed.saturating_add(1);
+        let len = slot.payload_len();
+        let levels = &mut self.levels;
+        levels.packets_queued = levels.packets_queued.saturating_sub(1);
+        levels.bytes_queued = levels.bytes_queued.saturating_sub(len);
+        levels.packets_in_flight = levels.packets_in_flight.saturating_add(1);
+        levels.bytes_in_flight = levels.bytes_in_flight.saturating_add(len);
+        self.arena.as_ref().get(slot.range())
+    }
+
+    /// Drop the oldest queued packet and return its length, or `None` if nothing is queued.
+    ///
+    /// If no packet is in flight its bytes are free at once; otherwise they are reclaimed when
+    /// the packets handed out before it complete.
+    pub fn drop_queued_front(&mut self) -> Option<usize> {
+        let slot = self.queued_front()?;
+        let len = slot.payload_len();
+        self.levels.packets_queued = self.levels.packets_queued.saturating_sub(1);
+        self.levels.bytes_queued = self.levels.bytes_queued.saturating_sub(len);
+        if self.handed == 0 {
+            self.release_first();
+        } else {
+            let index = self.slot_index(self.handed);
+            if let Some(stored) = self.slots.as_mut().get_mut(index) {
+                stored.len |= DROPPED;
+            }
+            self.handed = self.handed.saturating_add(1);
+            self.levels.bytes_dropped_pending =
+                self.levels.bytes_dropped_pending.saturating_add(len);
+        }
+        Some(len)
+    }
+
+    /// Release the `count` oldest in-flight packets, in order.
+    ///
+    /// Fails without changing anything if fewer than `count` packets are in flight.
+    pub fn complete(&mut self, count: usize) -> Result<Released, CompleteError> {
+        let in_flight = self.levels.packets_in_flight;
+        if count > in_flight {
+            return Err(CompleteError {
+                requested: count,
+                in_flight,
+            });
+        }
+        let mut released = Released::default();
+        while self.handed > 0 {
+            let Some(slot) = self.slot(self.first) else {
+                break;
+            };
+            if !slot.is_dropped() {
+                if released.packets == count {
+                    break;
+                }
+                released.packets = released.packets.saturating_add(1);
+                released.bytes = released.bytes.saturating_add(slot.payload_len());
+            } else {
+                self.levels.bytes_dropped_pending = self
+                    .levels
+                    .bytes_dropped_pending
+                    .saturating_sub(slot.payload_len());
+            }
+            self.handed = self.handed.saturating_sub(1);
+            self.release_first();
+        }
+        let levels = &mut self.levels;
+        levels.packets_in_flight = levels.packets_in_flight.saturating_sub(released.packets);
+        levels.bytes_in_flight = levels.bytes_in_flight.saturating_sub(released.bytes);
+        Ok(released)
+    }
+
+    /// The packets in flight, oldest first: the ones [`PacketRing::handout`] returned and
+    /// [`PacketRing::complete`] has not released yet.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        InFlight {
+            arena: self.arena.as_ref(),
+            slots: self.slots.as_ref(),
+            next: self.first,
+            remaining: self.handed,
+        }
+    }
+
+    /// The slot index `steps` after the oldest live slot, wrapping at the slot capacity.
+    fn slot_index(&self, steps: usize) -> usize {
+        wrap_index(self.first, steps, self.packet_capacity())
+    }
+
+    fn slot(&self, index: usize) -> Option<Slot> {
+        self.slots.as_ref().get(index).copied()
+    }
+
+    fn queued_front(&self) -> Option<Slot> {
+        if self.levels.packets_queued == 0 {
+            return None;
+        }
+        self.slot(self.slot_index(self.handed))
+    }
+
+    /// Where a packet of `len` bytes would start, if it fits now.
+    fn place(&self, len: usize) -> Option<usize> {
+        let capacity = self.byte_capacity();
+        if self.live == 0 {
+            return (len <= capacity).then_some(0);
+        }
+        if self.live >= self.packet_capacity() {
+            return None;
+        }
+        let head = self.slot(self.first)?.offset as usize;
+        if head < self.tail {
+            // Live bytes are [head, tail): room after the tail, or at the start before head.
+            if len <= capacity.saturating_sub(self.tail) {
+                Some(self.tail)
+            } else if len <= head {
+                Some(0)
+            } else {
+                None
+            }
+        } else {
+            // Wrapped: live bytes are [head, end of data) and [0, tail); room is [tail, head).
+            (len <= head.saturating_sub(self.tail)).then_some(self.tail)
+        }
+    }
+
+    /// Forget the oldest live slot; its arena bytes become free.
+    fn release_first(&mut self) {
+        self.first = wrap_index(self.first, 1, self.packet_capacity());
+        self.live = self.live.saturating_sub(1);
+        if self.live == 0 {
+            // Empty: restart at offset 0 so the whole arena is one contiguous region again.
+            self.first = 0;
+            self.tail = 0;
+        }
+    }
+}
+
+impl<B, S> fmt::Debug for PacketRing<B, S>
+where
+    B: AsRef<[u8]>,
+    S: AsRef<[Slot]>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PacketRing")
+            .field("byte_capacity", &self.arena.as_ref().len())
+            .field("packet_capacity", &self.slots.as_ref().len())
+            .field("levels", &self.levels)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Iterator over the packets in flight, oldest first. See [`PacketRing::in_flight`].
+#[derive(Clone, Debug)]
+pub struct InFlight<'a> {
+    arena: &'a [u8],
+    slots: &'a [Slot],
+    next: usize,
+    remaining: usize,
+}
+
+impl<'a> Iterator for InFlight<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        while self.remaining > 0 {
+            let slot = *self.slots.get(self.next)?;
+            self.next = wrap_index(self.next, 1, self.slots.len());
+            self.remaining = self.remaining.saturating_sub(1);
+            if !slot.is_dropped() {
+                return self.arena.get(slot.range());
+            }
+        }
+        None
+    }
+}
+
+/// `(start + steps) % capacity` for `start < capacity` and `steps <= capacity`, without a
+/// division on the hot path.
+fn wrap_index(start: usize, steps: usize, capacity: usize) -> usize {
+    let index = start.saturating_add(steps);
+    if index >= capacity {
+        index.saturating_sub(capacity)
+    } else {
+        index
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
+
+    type TestRing = PacketRing<Vec<u8>, Vec<Slot>>;
+
+    fn ring(bytes: usize, slots: usize) -> TestRing {
+        PacketRing::new(vec![0; bytes], vec![Slot::EMPTY; slots]).unwrap()
+    }
+
+    fn t(micros: u64) -> Instant {
+        Instant::from_micros(micros)
+    }
+
+    #[test]
+    fn rejects_zero_capacity_and_empty_packets() {
+        assert_eq!(
+            PacketRing::new([0u8; 0], [Slot::EMPTY; 1]).unwrap_err(),
+            RingError::ZeroCapacity
+        );
+        assert_eq!(
+            PacketRing::new([0u8; 4], [Slot::EMPTY; 0]).unwrap_err(),
+            RingError::ZeroCapacity
+        );
+        let mut r = ring(16, 2);
+        assert_eq!(r.push(t(0), &[]), Err(PushError::Empty));
+        assert_eq!(r.levels(), RingLevels::default());
+    }
+
+    #[test]
+    fn packets_stay_contiguous_across_the_wrap() {
+        let mut r = ring(10, 8);
+        r.push(t(0), &[1; 4]).unwrap();
+        r.push(t(0), &[2; 4]).unwrap();
+        assert_eq!(r.handout(), Some(&[1u8; 4][..]));
+        r.complete(1).unwrap();
+        // 2 bytes remain at the end, so a 3-byte packet must start at offset 0.
+        r.push(t(0), &[3; 3]).unwrap();
+        assert!(
+            !r.fits(2),
+            "[0,3) and [4,8) are live; only 1 byte at 3 and 2 at the end"
+        );
+        assert_eq!(r.push(t(0), &[4; 3]), Err(PushError::Full));
+        assert_eq!(r.handout(), Some(&[2u8; 4][..]));
+        assert_eq!(r.handout(), Some(&[3u8; 3][..]));
+        assert_eq!(
+            r.in_flight().collect::<Vec<_>>(),
+            vec![&[2u8; 4][..], &[3u8; 3][..]]
+        );
+        r.complete(2).unwrap();
+        assert_eq!(r.bytes_used(), 0);
+        assert!(r.fits(10), "an empty ring offers its whole arena again");
+    }
+
+    #[test]
+    fn slot_count_bounds_packets() {
+        let mut r = ring(100, 3);
+        for _ in 0..3 {
+            r.push(t(0), &[0; 1]).unwrap();
+        }
+        assert_eq!(r.push(t(0), &[0; 1]), Err(PushError::Full));
+        assert_eq!(r.levels().packets_queued, 3);
+    }
+
+    #[test]
+    fn complete_more_than_in_flight_changes_nothing() {
+        let mut r = ring(32, 4);
+        r.push(t(0), &[1; 8]).unwrap();
+        r.push(t(0), &[2; 8]).unwrap();
+        r.handout().unwrap();
+        let before = r.levels();
+        assert_eq!(
+            r.complete(2),
+            Err(CompleteError {
+                requested: 2,
+                in_flight: 1
+            })
+        );
+        assert_eq!(r.levels(), before);
+        assert_eq!(r.complete(0), Ok(Released::default()));
+    }
+
+    #[test]
+    fn dropping_behind_in_flight_reclaims_on_completion() {
+        let mut r = ring(12, 4);
+        r.push(t(0), &[1; 4]).unwrap();
+        r.push(t(0), &[2; 4]).unwrap();
+        r.push(t(0), &[3; 4]).unwrap();
+        r.handout().unwrap();
+        assert_eq!(r.drop_queued_front(), Some(4));
+        let levels = r.levels();
+        assert_eq!(
+            (levels.packets_queued, levels.bytes_dropped_pending),
+            (1, 4)
+        );
+        assert_eq!(r.bytes_used(), 12, "dropped bytes still occupy the arena");
+        assert!(!r.fits(1));
+        assert_eq!(
+            r.in_flight().count(),
+            1,
+            "a dropped packet is never shown as in flight"
+        );
+        assert_eq!(r.handout(), Some(&[3u8; 4][..]));
+        assert_eq!(
+            r.complete(1),
+            Ok(Released {
+                packets: 1,
+                bytes: 4
+            })
+        );
+        assert_eq!(
+            r.levels().bytes_dropped_pending,
+            0,
+            "reclaimed behind the completed packet"
+        );
+        assert_eq!(r.bytes_used(), 4);
+        assert_eq!(r.in_flight().collect::<Vec<_>>(), vec![&[3u8; 4][..]]);
+    }
+
+    #[test]
+    fn enqueue_time_is_kept_per_packet() {
+        let mut r = ring(32, 4);
+        r.push(t(10), &[1; 2]).unwrap();
+        r.push(t(20), &[2; 2]).unwrap();
+        assert_eq!(r.queued_front_enqueued_at(), Some(t(10)));
+        r.handout().unwrap();
+        assert_eq!(r.queued_front_enqueued_at(), Some(t(20)));
+        assert_eq!(r.queued_front_len(), Some(2));
+    }
+
+    #[test]
+    fn fit_guarantee_holds_below_the_documented_bound() {
+        // A packet of `len` always fits while used + len + max_len <= capacity.
+        let (capacity, max_len) = (1000, 97);
+        let mut r = ring(capacity, 1000);
+        let mut model: VecDeque<usize> = VecDeque::new();
+        let mut lens = (1..=max_len).cycle();
+        for round in 0..20_000usize {
+            let len = lens.next().unwrap();
+            if r.bytes_used() + len + max_len <= capacity {
+                r.push(t(0), &vec![0; len]).unwrap();
+                model.push_back(len);
+            } else {
+                let n = 1 + round % 3;
+                for _ in 0..n.min(model.len()) {
+                    r.handout().unwrap();
+                    model.pop_front();
+                }
+                r.complete(r.levels().packets_in_flight).unwrap();
+            }
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Push(u16),
+        Handout,
+        Complete(u8),
+        Drop,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1u16..300).prop_map(Op::Push),
+            3 => Just(Op::Handout),
+            2 => (0u8..6).prop_map(Op::Complete),
+            1 => Just(Op::Drop),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// The ring behaves like `VecDeque<Vec<u8>>` queues, bounded by its arena and slots, and
+        /// refuses a packet only when the documented fit guarantee allows it to.
+        #[test]
+        fn matches_a_vecdeque_model(
+            arena in 1usize..1500,
+            slots in 1usize..40,
+            ops in proptest::collection::vec(op(), 1..400),
+        ) {
+            let mut r = ring(arena, slots);
+            let mut queued: VecDeque<Vec<u8>> = VecDeque::new();
+            // Handed-out packets in arena order; `true` marks one dropped behind in-flight ones.
+            let mut handed: VecDeque<(Vec<u8>, bool)> = VecDeque::new();
+            let mut largest_since_empty = 0usize;
+            let mut seq = 0u8;
+            for op in ops {
+                match op {
+                    Op::Push(len) => {
+                        let len = usize::from(len);
+                        seq = seq.wrapping_add(1);
+                        let packet: Vec<u8> =
+                            (0..len).map(|i| seq.wrapping_add(i as u8)).collect();
+                        let fits = r.fits(len);
+                        let used = r.bytes_used();
+                        let live = queued.len() + handed.len();
+                        match r.push(t(0), &packet) {
+                            Ok(()) => {
+                                prop_assert!(fits);
+                                largest_since_empty = largest_since_empty.max(len);
+                                queued.push_back(packet);
+                            }
+                            Err(PushError::Full) => {
+                                prop_assert!(!fits);
+                                let bound = len.max(largest_since_empty);
+                                prop_assert!(live >= slots || used + len + bound > arena);
+                            }
+                            Err(PushError::Empty) => prop_assert!(false, "non-empty packet"),
+                        }
+                    }
+                    Op::Handout => {
+                        let got = r.handout().map(<[u8]>::to_vec);
+                        let want = queued.pop_front();
+                        if let Some(p) = &want {
+                            handed.push_back((p.clone(), false));
+                        }
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::Complete(n) => {
+                        let n = usize::from(n);
+                        let in_flight = handed.iter().filter(|(_, dropped)| !dropped).count();
+                        let result = r.complete(n);
+                        if n > in_flight {
+                            prop_assert_eq!(
+                                result,
+                                Err(CompleteError { requested: n, in_flight })
+                            );
+                        } else {
+                            let mut want = Released::default();
+                            while let Some((p, dropped)) = handed.front() {
+                                if !dropped {
+                                    if want.packets == n {
+                                        break;
+                                    }
+                                    want.packets += 1;
+                                    want.bytes += p.len();
+                                }
+                                handed.pop_front();
+                            }
+                            prop_assert_eq!(result, Ok(want));
+                        }
+                    }
+                    Op::Drop => {
+                        let got = r.drop_queued_front();
+                        let want = queued.pop_front();
+                        prop_assert_eq!(got, want.as_ref().map(Vec::len));
+                        if let Some(p) = want
+                            && !handed.is_empty()
+                        {
+                            handed.push_back((p, true));
+                        }
+                    }
+                }
+                if queued.is_empty() && handed.is_empty() {
+                    largest_since_empty = 0;
+                }
+                let levels = r.levels();
+                let live_in_flight: Vec<Vec<u8>> = handed
+                    .iter()
+                    .filter(|(_, dropped)| !dropped)
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                let pending: usize =
+                    handed.iter().filter(|(_, dropped)| *dropped).map(|(p, _)| p.len()).sum();
+                prop_assert_eq!(levels.packets_queued, queued.len());
+                prop_assert_eq!(levels.bytes_queued, queued.iter().map(Vec::len).sum::<usize>());
+                prop_assert_eq!(levels.packets_in_flight, live_in_flight.len());
+                prop_assert_eq!(
+                    levels.bytes_in_flight,
+                    live_in_flight.iter().map(Vec::len).sum::<usize>()
+                );
+                prop_assert_eq!(levels.bytes_dropped_pending, pending);
+                prop_assert!(r.bytes_used() <= arena);
+                prop_assert!(queued.len() + handed.len() <= slots);
+                let shown: Vec<Vec<u8>> = r.in_flight().map(<[u8]>::to_vec).collect();
+                prop_assert_eq!(shown, live_in_flight);
+            }
+        }
+    }
+}

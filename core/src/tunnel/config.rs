@@ -1,0 +1,268 @@
+//! The packet tunnel's configuration: capacities, watermarks and drop policy, fixed at creation.
+
+use core::fmt;
+use core::mem::size_of;
+
+use crate::ring::{MAX_ARENA_BYTES, Slot};
+
+/// What [`PacketTunnel::on_inbound_packet`](super::PacketTunnel::on_inbound_packet) does when
+/// the inbound ring has no room for a new packet.
+///
+/// Inbound packets go to `writePackets`, which has no flow control, so the tunnel may drop IP
+/// packets: TCP recovers, and the memory ceiling holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u8)]
+pub enum DropPolicy {
+    /// Drop the packet that just arrived and keep what is queued (tail drop). Cheapest; keeps
+    /// older data flowing, which suits bulk transfers.
+    #[default]
+    DropNewest = 0,
+    /// Drop queued packets from the front until the new one fits. Fresher data wins, which suits
+    /// interactive and real-time traffic. Falls back to dropping the new packet while packets are
+    /// handed out, since dropping queued ones then frees no memory.
+    DropOldest = 1,
+}
+
+impl DropPolicy {
+    /// The policy with numeric value `value`, or `None` for an unknown value.
+    pub const fn from_u8(value: u8) -> Option<DropPolicy> {
+        match value {
+            0 => Some(DropPolicy::DropNewest),
+            1 => Some(DropPolicy::DropOldest),
+            _ => None,
+        }
+    }
+}
+
+/// Capacities and policy of a [`PacketTunnel`](super::PacketTunnel), fixed at creation.
+///
+/// "Outbound" is apps → tunnel (`readPackets`), "inbound" is tunnel → apps (`writePackets`).
+/// Sizes are in bytes of packet payload; each packet also takes one 16-byte slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct TunnelConfig {
+    /// Byte arena of the outbound ring: the most outbound bytes held, queued or in flight.
+    pub outbound_bytes: u32,
+    /// Slots of the outbound ring: the most outbound packets held.
+    pub outbound_packets: u32,
+    /// Byte arena of the inbound ring.
+    pub inbound_bytes: u32,
+    /// Slots of the inbound ring.
+    pub inbound_packets: u32,
+    /// The largest packet accepted in either direction; set it to the tunnel's MTU.
+    pub max_packet_len: u32,
+    /// Outbound reading pauses when this many bytes are held (queued plus in flight).
+    pub outbound_high_watermark_bytes: u32,
+    /// Paused outbound reading resumes when held bytes fall to this level (and packets to theirs).
+    pub outbound_low_watermark_bytes: u32,
+    /// Outbound reading pauses when this many packets are held.
+    pub outbound_high_watermark_packets: u32,
+    /// Paused outbound reading resumes when held packets fall to this level (and bytes to theirs).
+    pub outbound_low_watermark_packets: u32,
+    /// What to drop when the inbound ring is full.
+    pub inbound_drop_policy: DropPolicy,
+}
+
+impl TunnelConfig {
+    /// Defaults for an iOS or macOS packet tunnel provider (killed at 50 MiB).
+    ///
+    /// 1 MiB per direction holds the bandwidth-delay product of a 100 Mbit/s path at 80 ms, and
+    /// the whole engine stays near 2 MiB: a small share of the 50 MiB limit, which also has to
+    /// hold the Swift runtime, crypto state and the provider's own buffers. 2048 slots per
+    /// direction cover an average packet of 512 bytes. Reading pauses at three quarters full and
+    /// resumes at half, so a read batch that arrives after the pause still fits (256 KiB of
+    /// headroom is 170 full-size packets) and the host does not flap between the two states.
+    /// `max_packet_len` is 1500: set it to the MTU in `NEPacketTunnelNetworkSettings`.
+    pub const DEFAULT: TunnelConfig = TunnelConfig {
+        outbound_bytes: 1 << 20,
+        outbound_packets: 2048,
+        inbound_bytes: 1 << 20,
+        inbound_packets: 2048,
+        max_packet_len: 1500,
+        outbound_high_watermark_bytes: 3 << 18,
+        outbound_low_watermark_bytes: 1 << 19,
+        outbound_high_watermark_packets: 1536,
+        outbound_low_watermark_packets: 1024,
+        inbound_drop_policy: DropPolicy::DropNewest,
+    };
+
+    /// Check the configuration. [`PacketTunnel::new`](super::PacketTunnel::new) calls this.
+    ///
+    /// Beyond non-zero sizes it requires `low < high` for both watermarks, and room for two
+    /// maximum-size packets above the byte high watermark: packets are stored contiguously, so
+    /// that headroom is what guarantees a packet read while reading was allowed always fits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use ConfigError as E;
+        if self.max_packet_len == 0 {
+            return Err(E::ZeroMaxPacketLen);
+        }
+        for (bytes, packets) in [
+            (self.outbound_bytes, self.outbound_packets),
+            (self.inbound_bytes, self.inbound_packets),
+        ] {
+            if bytes == 0 || packets == 0 {
+                return Err(E::ZeroCapacity);
+            }
+            if bytes as usize > MAX_ARENA_BYTES {
+                return Err(E::RingTooLarge { bytes });
+            }
+        }
+        if self.max_packet_len > self.inbound_bytes {
+            return Err(E::InboundSmallerThanPacket);
+        }
+        if self.outbound_low_watermark_bytes >= self.outbound_high_watermark_bytes
+            || self.outbound_low_watermark_packets >= self.outbound_high_watermark_packets
+        {
+            return Err(E::WatermarksOutOfOrder);
+        }
+        let headroom = u64::from(self.max_packet_len).saturating_mul(2);
+        let needed = u64::from(self.outbound_high_watermark_bytes).saturating_add(headroom);
+        if needed > u64::from(self.outbound_bytes) {
+            return Err(E::NoHeadroomAboveHighWatermark {
+                required_outbound_bytes: needed,
+            });
+        }
+        if self.outbound_high_watermark_packets >= self.outbound_packets {
+            return Err(E::NoSlotAboveHighWatermark);
+        }
+        Ok(())
+    }
+
+    /// Bytes of storage a tunnel with this configuration holds: both arenas plus both slot
+    /// arrays. This is the engine's whole memory apart from its fixed-size struct.
+    pub const fn storage_bytes(&self) -> usize {
+        let slots = self.outbound_packets as usize + self.inbound_packets as usize;
+        self.outbound_bytes as usize + self.inbound_bytes as usize + slots * size_of::<Slot>()
+    }
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        TunnelConfig::DEFAULT
+    }
+}
+
+/// Why a [`TunnelConfig`] or the storage handed in with it was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ConfigError {
+    /// A ring has zero bytes or zero slots.
+    ZeroCapacity,
+    /// `max_packet_len` is zero.
+    ZeroMaxPacketLen,
+    /// A ring's byte size exceeds [`MAX_ARENA_BYTES`].
+    RingTooLarge {
+        /// The size asked for.
+        bytes: u32,
+    },
+    /// The inbound ring cannot hold even one packet of `max_packet_len`.
+    InboundSmallerThanPacket,
+    /// A low watermark is not below its high watermark.
+    WatermarksOutOfOrder,
+    /// The outbound ring has less than two maximum-size packets of room above the byte high
+    /// watermark.
+    NoHeadroomAboveHighWatermark {
+        /// The smallest `outbound_bytes` that gives the headroom.
+        required_outbound_bytes: u64,
+    },
+    /// The packet high watermark leaves no free outbound slot above it.
+    NoSlotAboveHighWatermark,
+    /// The storage handed in does not have the lengths the configuration names.
+    StorageMismatch,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::ZeroCapacity => f.write_str("a ring has zero bytes or zero slots"),
+            ConfigError::ZeroMaxPacketLen => f.write_str("max_packet_len is zero"),
+            ConfigError::RingTooLarge { bytes } => {
+                write!(
+                    f,
+                    "ring of {bytes} bytes exceeds the maximum of {MAX_ARENA_BYTES}"
+                )
+            }
+            ConfigError::InboundSmallerThanPacket => {
+                f.write_str("inbound ring is smaller than max_packet_len")
+            }
+            ConfigError::WatermarksOutOfOrder => {
+                f.write_str("a low watermark is not below its high watermark")
+            }
+            ConfigError::NoHeadroomAboveHighWatermark {
+                required_outbound_bytes,
+            } => write!(
+                f,
+                "outbound ring needs room for two max-size packets above the high watermark \
+                 (at least {required_outbound_bytes} bytes)"
+            ),
+            ConfigError::NoSlotAboveHighWatermark => {
+                f.write_str("outbound packet high watermark leaves no free slot above it")
+            }
+            ConfigError::StorageMismatch => {
+                f.write_str("storage lengths differ from the configuration")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_its_footprint_is_exact() {
+        TunnelConfig::DEFAULT.validate().unwrap();
+        assert_eq!(
+            TunnelConfig::DEFAULT.storage_bytes(),
+            2 * (1 << 20) + 4096 * 16
+        );
+    }
+
+    #[test]
+    fn each_rule_has_its_own_error() {
+        let ok = TunnelConfig::DEFAULT;
+        let check = |edit: fn(&mut TunnelConfig), want: ConfigError| {
+            let mut c = ok;
+            edit(&mut c);
+            assert_eq!(c.validate(), Err(want), "{c:?}");
+        };
+        check(|c| c.max_packet_len = 0, ConfigError::ZeroMaxPacketLen);
+        check(|c| c.inbound_packets = 0, ConfigError::ZeroCapacity);
+        check(|c| c.outbound_bytes = 0, ConfigError::ZeroCapacity);
+        check(
+            |c| c.inbound_bytes = u32::MAX,
+            ConfigError::RingTooLarge { bytes: u32::MAX },
+        );
+        check(
+            |c| c.inbound_bytes = 1000,
+            ConfigError::InboundSmallerThanPacket,
+        );
+        check(
+            |c| c.outbound_low_watermark_bytes = c.outbound_high_watermark_bytes,
+            ConfigError::WatermarksOutOfOrder,
+        );
+        check(
+            |c| c.outbound_low_watermark_packets = 2000,
+            ConfigError::WatermarksOutOfOrder,
+        );
+        check(
+            |c| c.outbound_high_watermark_bytes = (1 << 20) - 2999,
+            ConfigError::NoHeadroomAboveHighWatermark {
+                required_outbound_bytes: (1 << 20) + 1,
+            },
+        );
+        check(
+            |c| c.outbound_high_watermark_packets = 2048,
+            ConfigError::NoSlotAboveHighWatermark,
+        );
+    }
+
+    #[test]
+    fn drop_policy_round_trips() {
+        for p in [DropPolicy::DropNewest, DropPolicy::DropOldest] {
+            assert_eq!(DropPolicy::from_u8(p as u8), Some(p));
+        }
+        assert_eq!(DropPolicy::from_u8(2), None);
+    }
+}

@@ -1,0 +1,154 @@
+//! Counters a packet tunnel keeps: levels, high-water marks, drops by reason, refusals, pauses.
+//!
+//! The structs are `#[repr(C)]` with only `u64` fields so the C ABI hands them out unchanged.
+//! Every counter saturates at `u64::MAX` instead of wrapping.
+
+use crate::ring::RingLevels;
+
+/// Counters for one direction of a [`PacketTunnel`](super::PacketTunnel).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(C)]
+pub struct DirectionStats {
+    /// Packets waiting to be handed out now.
+    pub packets_queued: u64,
+    /// Bytes waiting to be handed out now.
+    pub bytes_queued: u64,
+    /// Packets handed out and not yet completed now.
+    pub packets_in_flight: u64,
+    /// Bytes handed out and not yet completed now.
+    pub bytes_in_flight: u64,
+    /// The most bytes ever held at once (queued, in flight and dropped-pending).
+    pub bytes_high_water: u64,
+    /// The most packets ever held at once (queued and in flight).
+    pub packets_high_water: u64,
+    /// Packets accepted into the ring.
+    pub packets_accepted: u64,
+    /// Bytes accepted into the ring.
+    pub bytes_accepted: u64,
+    /// Packets the host completed after they were handed out.
+    pub packets_completed: u64,
+    /// Bytes the host completed after they were handed out.
+    pub bytes_completed: u64,
+    /// Zero-length packets refused.
+    pub empty_packets: u64,
+    /// Packets longer than `max_packet_len` refused.
+    pub oversized_packets: u64,
+}
+
+/// Counters of a [`PacketTunnel`](super::PacketTunnel). Take a snapshot with
+/// [`PacketTunnel::stats`](super::PacketTunnel::stats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(C)]
+pub struct TunnelStats {
+    /// Apps → tunnel.
+    pub outbound: DirectionStats,
+    /// Tunnel → apps.
+    pub inbound: DirectionStats,
+    /// Outbound packets refused because the ring had no room; each was left with the caller.
+    pub outbound_refused_packets: u64,
+    /// Bytes of the refused outbound packets.
+    pub outbound_refused_bytes: u64,
+    /// Times outbound reading paused at a high watermark.
+    pub outbound_pauses: u64,
+    /// Microseconds outbound reading has spent paused, including a pause still going on (up to
+    /// the latest `now` the tunnel saw).
+    pub outbound_paused_micros: u64,
+    /// 1 while outbound reading is paused, 0 otherwise.
+    pub outbound_paused: u64,
+    /// Inbound packets dropped on arrival because the ring was full (drop-newest, or drop-oldest
+    /// while packets were in flight).
+    pub inbound_dropped_newest_packets: u64,
+    /// Bytes of those packets.
+    pub inbound_dropped_newest_bytes: u64,
+    /// Queued inbound packets dropped to make room for newer ones (drop-oldest).
+    pub inbound_dropped_oldest_packets: u64,
+    /// Bytes of those packets.
+    pub inbound_dropped_oldest_bytes: u64,
+}
+
+/// The running counters of one direction; levels come from the ring when a snapshot is taken.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DirectionCounters {
+    pub(crate) bytes_high_water: u64,
+    pub(crate) packets_high_water: u64,
+    pub(crate) packets_accepted: u64,
+    pub(crate) bytes_accepted: u64,
+    pub(crate) packets_completed: u64,
+    pub(crate) bytes_completed: u64,
+    pub(crate) empty_packets: u64,
+    pub(crate) oversized_packets: u64,
+}
+
+impl DirectionCounters {
+    /// Count an accepted packet and raise the high-water marks to the ring's new levels.
+    pub(crate) fn accepted(&mut self, len: usize, levels: &RingLevels) {
+        self.packets_accepted = self.packets_accepted.saturating_add(1);
+        self.bytes_accepted = self.bytes_accepted.saturating_add(len as u64);
+        let packets = levels
+            .packets_queued
+            .saturating_add(levels.packets_in_flight) as u64;
+        self.bytes_high_water = self.bytes_high_water.max(levels.bytes_used() as u64);
+        self.packets_high_water = self.packets_high_water.max(packets);
+    }
+
+    pub(crate) fn completed(&mut self, packets: usize, bytes: usize) {
+        self.packets_completed = self.packets_completed.saturating_add(packets as u64);
+        self.bytes_completed = self.bytes_completed.saturating_add(bytes as u64);
+    }
+
+    pub(crate) fn snapshot(&self, levels: &RingLevels) -> DirectionStats {
+        DirectionStats {
+            packets_queued: levels.packets_queued as u64,
+            bytes_queued: levels.bytes_queued as u64,
+            packets_in_flight: levels.packets_in_flight as u64,
+            bytes_in_flight: levels.bytes_in_flight as u64,
+            bytes_high_water: self.bytes_high_water,
+            packets_high_water: self.packets_high_water,
+            packets_accepted: self.packets_accepted,
+            bytes_accepted: self.bytes_accepted,
+            packets_completed: self.packets_completed,
+            bytes_completed: self.bytes_completed,
+            empty_packets: self.empty_packets,
+            oversized_packets: self.oversized_packets,
+        }
+    }
+}
+
+/// Add one event of `len` bytes to a packet and a byte counter, saturating.
+pub(crate) fn count(packets: &mut u64, bytes: &mut u64, len: usize) {
+    *packets = packets.saturating_add(1);
+    *bytes = bytes.saturating_add(len as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_saturate_near_their_maximum() {
+        let mut c = DirectionCounters {
+            packets_accepted: u64::MAX - 1,
+            bytes_accepted: u64::MAX - 10,
+            packets_completed: u64::MAX,
+            ..DirectionCounters::default()
+        };
+        let levels = RingLevels {
+            packets_queued: 1,
+            bytes_queued: 100,
+            ..RingLevels::default()
+        };
+        c.accepted(100, &levels);
+        c.accepted(100, &levels);
+        c.completed(5, 5);
+        assert_eq!(c.packets_accepted, u64::MAX);
+        assert_eq!(c.bytes_accepted, u64::MAX);
+        assert_eq!(c.packets_completed, u64::MAX);
+        assert_eq!(c.bytes_high_water, 100);
+
+        let (mut packets, mut bytes) = (u64::MAX, u64::MAX - 1);
+        count(&mut packets, &mut bytes, 7);
+        assert_eq!((packets, bytes), (u64::MAX, u64::MAX));
+    }
+}

@@ -1,0 +1,331 @@
+use super::*;
+
+type TestTunnel = PacketTunnel<Vec<u8>, Vec<Slot>>;
+
+fn tunnel(config: TunnelConfig) -> TestTunnel {
+    let storage = TunnelStorage {
+        outbound_arena: vec![0; config.outbound_bytes as usize],
+        outbound_slots: vec![Slot::EMPTY; config.outbound_packets as usize],
+        inbound_arena: vec![0; config.inbound_bytes as usize],
+        inbound_slots: vec![Slot::EMPTY; config.inbound_packets as usize],
+    };
+    PacketTunnel::new(config, storage).unwrap()
+}
+
+/// Small rings: 1000 bytes / 10 packets each way, packets up to 100 bytes, pause at 700 bytes
+/// or 8 packets, resume at 300 bytes and 4 packets.
+fn small() -> TunnelConfig {
+    TunnelConfig {
+        outbound_bytes: 1000,
+        outbound_packets: 10,
+        inbound_bytes: 1000,
+        inbound_packets: 10,
+        max_packet_len: 100,
+        outbound_high_watermark_bytes: 700,
+        outbound_low_watermark_bytes: 300,
+        outbound_high_watermark_packets: 8,
+        outbound_low_watermark_packets: 4,
+        inbound_drop_policy: DropPolicy::DropNewest,
+    }
+}
+
+fn t(micros: u64) -> Instant {
+    Instant::from_micros(micros)
+}
+
+#[test]
+fn reading_pauses_at_high_and_resumes_once_at_low() {
+    let mut tun = tunnel(small());
+    for i in 0..7u8 {
+        assert!(
+            tun.can_read_outbound(),
+            "still below 700 bytes before packet {i}"
+        );
+        tun.on_outbound_packet(t(10), &[i; 100]).unwrap();
+    }
+    assert!(!tun.can_read_outbound(), "700 bytes held: paused");
+    // The rest of a read batch is still accepted in the headroom.
+    tun.on_outbound_packet(t(10), &[7; 100]).unwrap();
+    for _ in 0..8 {
+        tun.poll_outbound(t(20)).unwrap();
+    }
+    assert_eq!(tun.poll_outbound(t(20)), None);
+    let first = tun.complete_outbound(t(30), 4).unwrap();
+    assert_eq!(
+        first.released,
+        Released {
+            packets: 4,
+            bytes: 400
+        }
+    );
+    assert!(
+        !first.resume_reading,
+        "400 bytes held is above the low watermark"
+    );
+    assert!(!tun.can_read_outbound());
+    let second = tun.complete_outbound(t(40), 1).unwrap();
+    assert!(
+        second.resume_reading,
+        "300 bytes and 3 packets: resume, edge-triggered"
+    );
+    assert!(tun.can_read_outbound());
+    let third = tun.complete_outbound(t(50), 3).unwrap();
+    assert!(!third.resume_reading, "the resume edge is reported once");
+    let stats = tun.stats();
+    assert_eq!(stats.outbound_pauses, 1);
+    assert_eq!(stats.outbound_paused_micros, 30, "paused from t=10 to t=40");
+    assert_eq!(stats.outbound.bytes_high_water, 800);
+    assert_eq!(stats.outbound.packets_completed, 8);
+}
+
+#[test]
+fn the_packet_watermark_pauses_small_packets() {
+    let mut tun = tunnel(small());
+    for _ in 0..8 {
+        tun.on_outbound_packet(t(0), &[1; 10]).unwrap();
+    }
+    assert!(
+        !tun.can_read_outbound(),
+        "8 packets of 80 bytes total: paused by count"
+    );
+    for _ in 0..4 {
+        tun.poll_outbound(t(0)).unwrap();
+    }
+    assert!(tun.complete_outbound(t(1), 4).unwrap().resume_reading);
+}
+
+#[test]
+fn no_room_leaves_the_packet_with_the_caller_and_counts_it() {
+    let mut tun = tunnel(small());
+    for _ in 0..10 {
+        tun.on_outbound_packet(t(0), &[1; 100]).unwrap();
+    }
+    let before = tun.outbound.levels();
+    assert_eq!(
+        tun.on_outbound_packet(t(0), &[2; 50]),
+        Err(PacketError::NoRoom)
+    );
+    assert_eq!(
+        tun.outbound.levels(),
+        before,
+        "a refused packet changes no level"
+    );
+    let stats = tun.stats();
+    assert_eq!(
+        (stats.outbound_refused_packets, stats.outbound_refused_bytes),
+        (1, 50)
+    );
+    assert_eq!(stats.outbound.packets_accepted, 10);
+}
+
+#[test]
+fn empty_and_oversized_packets_have_distinct_errors_and_counters() {
+    let mut tun = tunnel(small());
+    assert_eq!(tun.on_outbound_packet(t(0), &[]), Err(PacketError::Empty));
+    assert_eq!(
+        tun.on_outbound_packet(t(0), &[0; 101]),
+        Err(PacketError::TooLong { len: 101, max: 100 })
+    );
+    assert_eq!(tun.on_inbound_packet(t(0), &[]), Err(PacketError::Empty));
+    assert_eq!(
+        tun.on_inbound_packet(t(0), &[0; 200]),
+        Err(PacketError::TooLong { len: 200, max: 100 })
+    );
+    let stats = tun.stats();
+    assert_eq!(
+        (
+            stats.outbound.empty_packets,
+            stats.outbound.oversized_packets
+        ),
+        (1, 1)
+    );
+    assert_eq!(
+        (stats.inbound.empty_packets, stats.inbound.oversized_packets),
+        (1, 1)
+    );
+    assert_eq!(
+        stats.outbound.packets_accepted + stats.inbound.packets_accepted,
+        0
+    );
+    assert_eq!(
+        stats.outbound_refused_packets, 0,
+        "bad packets are not 'no room' refusals"
+    );
+}
+
+#[test]
+fn inbound_drop_newest_keeps_the_queue_and_accounts_for_every_packet() {
+    let mut tun = tunnel(small());
+    let mut dispositions = Vec::new();
+    for i in 0..15u8 {
+        dispositions.push(tun.on_inbound_packet(t(0), &[i; 100]).unwrap());
+    }
+    let queued = dispositions
+        .iter()
+        .filter(|d| **d == InboundDisposition::Queued)
+        .count();
+    assert_eq!(queued, 10);
+    let stats = tun.stats();
+    assert_eq!(stats.inbound_dropped_newest_packets, 5);
+    assert_eq!(
+        stats.inbound.packets_accepted + stats.inbound_dropped_newest_packets,
+        15
+    );
+    assert_eq!(
+        tun.poll_inbound(t(0)),
+        Some(&[0u8; 100][..]),
+        "the oldest packet survived"
+    );
+}
+
+#[test]
+fn inbound_drop_oldest_makes_room_for_fresh_packets() {
+    let mut tun = tunnel(TunnelConfig {
+        inbound_drop_policy: DropPolicy::DropOldest,
+        ..small()
+    });
+    for i in 0..10u8 {
+        tun.on_inbound_packet(t(0), &[i; 100]).unwrap();
+    }
+    assert_eq!(
+        tun.on_inbound_packet(t(0), &[10; 100]).unwrap(),
+        InboundDisposition::QueuedAfterDroppingOldest {
+            packets: 1,
+            bytes: 100
+        }
+    );
+    let mut seen = Vec::new();
+    while let Some(p) = tun.poll_inbound(t(0)) {
+        seen.push(p[0]);
+    }
+    assert_eq!(seen, (1..=10).collect::<Vec<u8>>());
+    let stats = tun.stats();
+    assert_eq!(
+        (
+            stats.inbound_dropped_oldest_packets,
+            stats.inbound_dropped_oldest_bytes
+        ),
+        (1, 100)
+    );
+}
+
+#[test]
+fn inbound_drop_oldest_drops_the_new_packet_while_packets_are_in_flight() {
+    let mut tun = tunnel(TunnelConfig {
+        inbound_drop_policy: DropPolicy::DropOldest,
+        ..small()
+    });
+    for i in 0..10u8 {
+        tun.on_inbound_packet(t(0), &[i; 100]).unwrap();
+    }
+    tun.poll_inbound(t(0)).unwrap();
+    assert_eq!(
+        tun.on_inbound_packet(t(0), &[99; 100]).unwrap(),
+        InboundDisposition::DroppedNewest
+    );
+    assert_eq!(
+        tun.stats().inbound_dropped_oldest_packets,
+        0,
+        "no queued packet was sacrificed"
+    );
+    assert_eq!(tun.inbound_in_flight().next(), Some(&[0u8; 100][..]));
+}
+
+#[test]
+fn time_going_backwards_is_clamped() {
+    let mut tun = tunnel(small());
+    for _ in 0..8 {
+        tun.on_outbound_packet(t(1_000), &[1; 100]).unwrap();
+    }
+    assert_eq!(tun.stats().outbound_paused, 1);
+    for _ in 0..8 {
+        tun.poll_outbound(t(500)).unwrap();
+    }
+    let done = tun.complete_outbound(t(400), 8).unwrap();
+    assert!(done.resume_reading);
+    assert_eq!(
+        tun.stats().outbound_paused_micros,
+        0,
+        "an earlier now never yields a negative pause"
+    );
+}
+
+#[test]
+fn an_ongoing_pause_counts_up_to_the_latest_now() {
+    let mut tun = tunnel(small());
+    for _ in 0..8 {
+        tun.on_outbound_packet(t(100), &[1; 100]).unwrap();
+    }
+    tun.poll_outbound(t(350));
+    assert_eq!(tun.stats().outbound_paused_micros, 250);
+}
+
+#[test]
+fn complete_more_than_in_flight_is_refused_and_changes_nothing() {
+    let mut tun = tunnel(small());
+    tun.on_outbound_packet(t(0), &[1; 10]).unwrap();
+    tun.poll_outbound(t(0)).unwrap();
+    let before = tun.stats();
+    assert_eq!(
+        tun.complete_outbound(t(0), 2),
+        Err(CompleteError {
+            requested: 2,
+            in_flight: 1
+        })
+    );
+    assert_eq!(
+        tun.complete_inbound(t(0), 1),
+        Err(CompleteError {
+            requested: 1,
+            in_flight: 0
+        })
+    );
+    assert_eq!(tun.stats(), before);
+}
+
+#[test]
+fn storage_must_match_the_config() {
+    let config = small();
+    let storage = TunnelStorage {
+        outbound_arena: vec![0; 999],
+        outbound_slots: vec![Slot::EMPTY; 10],
+        inbound_arena: vec![0; 1000],
+        inbound_slots: vec![Slot::EMPTY; 10],
+    };
+    assert_eq!(
+        PacketTunnel::new(config, storage).unwrap_err(),
+        ConfigError::StorageMismatch
+    );
+    assert_eq!(TestTunnel::footprint(&config), 2000 + 20 * 16);
+}
+
+#[test]
+fn works_in_fixed_arrays_without_an_allocator() {
+    let config = small();
+    let storage = TunnelStorage {
+        outbound_arena: [0u8; 1000],
+        outbound_slots: [Slot::EMPTY; 10],
+        inbound_arena: [0u8; 1000],
+        inbound_slots: [Slot::EMPTY; 10],
+    };
+    let mut tun = PacketTunnel::new(config, storage).unwrap();
+    tun.on_outbound_packet(t(0), b"hello").unwrap();
+    assert_eq!(tun.poll_outbound(t(0)), Some(&b"hello"[..]));
+}
+
+#[cfg(feature = "bytes")]
+#[test]
+fn a_chained_buf_is_gathered_into_one_contiguous_packet() {
+    use bytes::Buf;
+    let mut tun = tunnel(small());
+    let mut chain = (&b"head-"[..]).chain(&b"tail"[..]);
+    tun.on_outbound_buf(t(0), &mut chain).unwrap();
+    assert_eq!(chain.remaining(), 0, "consumed on success");
+    assert_eq!(tun.poll_outbound(t(0)), Some(&b"head-tail"[..]));
+    let mut too_long = (&[0u8; 60][..]).chain(&[0u8; 60][..]);
+    assert_eq!(
+        tun.on_outbound_buf(t(0), &mut too_long),
+        Err(PacketError::TooLong { len: 120, max: 100 })
+    );
+    assert_eq!(too_long.remaining(), 120, "left untouched on error");
+}

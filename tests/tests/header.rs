@@ -1,0 +1,83 @@
+//! `include/tidegate.h` must be exactly what the pinned cbindgen generates from `ffi/`.
+//!
+//! Rewrite it after changing the C ABI with:
+//!
+//! ```text
+//! TIDEGATE_BLESS=1 cargo test -p tidegate-tests --test header
+//! ```
+
+use std::path::Path;
+
+#[test]
+fn header_matches_the_ffi_crate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let ffi = root.join("ffi");
+    let config = cbindgen::Config::from_file(ffi.join("cbindgen.toml")).expect("ffi/cbindgen.toml");
+    let bindings = cbindgen::Builder::new()
+        .with_crate(&ffi)
+        .with_config(config)
+        .generate()
+        .expect("cbindgen generates the header");
+    let mut generated = Vec::new();
+    bindings.write(&mut generated);
+    let generated = String::from_utf8(generated).expect("header is UTF-8");
+
+    assert_every_name_is_prefixed(&generated);
+
+    let path = root.join("include").join("tidegate.h");
+    if std::env::var_os("TIDEGATE_BLESS").is_some() {
+        std::fs::write(&path, &generated).expect("write include/tidegate.h");
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed != generated {
+        let first_difference = committed
+            .lines()
+            .zip(generated.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| committed.lines().count().min(generated.lines().count()));
+        panic!(
+            "include/tidegate.h is stale (first difference at line {}). Regenerate it with:\n  \
+             TIDEGATE_BLESS=1 cargo test -p tidegate-tests --test header",
+            first_difference + 1
+        );
+    }
+}
+
+/// Every type, enumerator, macro and function in the header carries the tidegate prefix, so the
+/// C API has one naming scheme and no internal core type leaks into it.
+fn assert_every_name_is_prefixed(header: &str) {
+    let mut bad = Vec::new();
+    for line in header.lines() {
+        let line = line.trim();
+        let name = if let Some(rest) = line.strip_prefix("typedef struct ") {
+            rest.split([' ', ';', '{']).next()
+        } else if let Some(rest) = line.strip_prefix("enum ") {
+            rest.split([' ', ';', '{']).next()
+        } else if let Some(rest) = line.strip_prefix("#define ") {
+            rest.split([' ', '(']).next().filter(|n| *n != "TIDEGATE_H")
+        } else if line.starts_with("TIDEGATE_") || line.starts_with("Tidegate") {
+            None
+        } else if line.contains('(') && !line.starts_with('*') && !line.starts_with("/*") {
+            line.split('(')
+                .next()
+                .and_then(|head| head.split([' ', '*']).next_back())
+        } else if line.ends_with(',') && line.contains(" = ") && !line.starts_with('*') {
+            line.split(' ').next()
+        } else {
+            None
+        };
+        if let Some(name) = name.filter(|n| !n.is_empty()) {
+            let ok = name.starts_with("Tidegate")
+                || name.starts_with("tidegate_")
+                || name.starts_with("TIDEGATE_");
+            if !ok && !["defined", "if", "endif"].contains(&name) {
+                bad.push(name.to_owned());
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "names without the tidegate prefix in the header: {bad:?}"
+    );
+}
