@@ -201,6 +201,7 @@ impl fmt::Display for BudgetError {
 /// Counters a host can export to see how the budget behaves. They saturate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(C)]
 pub struct BudgetStats {
     /// Attempts the budget allowed to start.
     pub attempts_started: u64,

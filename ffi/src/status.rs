@@ -50,6 +50,32 @@ pub enum TidegateStatus {
     NoRoom = 32,
     /// A completion named more packets than are in flight. Nothing was completed.
     NotInFlight = 33,
+
+    /// Budget configuration: `max_attempts_in_flight` or `max_open_connections` is zero.
+    ConfigBudgetZeroLimit = 70,
+    /// Budget configuration: `recovery_interval_micros` is zero.
+    ConfigBudgetZeroRecoveryInterval = 71,
+    /// Race configuration: `preferred_family` is not a `TIDEGATE_ADDRESS_FAMILY_*` value.
+    ConfigUnknownAddressFamily = 72,
+    /// No connection budget: as many attempts as allowed are in flight. Nothing was counted;
+    /// retry after an attempt ends.
+    NoBudgetAttempts = 73,
+    /// No connection budget: as many descriptors as allowed are in use by attempts and open
+    /// connections (the limit may be lowered after resource errors). Nothing was counted.
+    NoBudgetConnections = 74,
+    /// The budget has no attempt in flight to connect, fail or cancel. Nothing changed.
+    BudgetNoAttemptInFlight = 75,
+    /// The budget has no open connection to close. Nothing changed.
+    BudgetNoOpenConnection = 76,
+    /// The race is already won, failed or aborted; the input is not needed.
+    RaceFinished = 77,
+    /// An address is not of the DNS answer's family. Nothing was fed.
+    AddressFamilyMismatch = 78,
+    /// No attempt with this index was ever started.
+    UnknownAttempt = 79,
+    /// The attempt is no longer in flight: the race is cancelling it (close its socket on the
+    /// `CANCEL_ATTEMPT` action) or it already ended.
+    AttemptNotInFlight = 80,
 }
 
 impl TidegateStatus {
@@ -73,6 +99,17 @@ impl TidegateStatus {
         TidegateStatus::PacketTooLong,
         TidegateStatus::NoRoom,
         TidegateStatus::NotInFlight,
+        TidegateStatus::ConfigBudgetZeroLimit,
+        TidegateStatus::ConfigBudgetZeroRecoveryInterval,
+        TidegateStatus::ConfigUnknownAddressFamily,
+        TidegateStatus::NoBudgetAttempts,
+        TidegateStatus::NoBudgetConnections,
+        TidegateStatus::BudgetNoAttemptInFlight,
+        TidegateStatus::BudgetNoOpenConnection,
+        TidegateStatus::RaceFinished,
+        TidegateStatus::AddressFamilyMismatch,
+        TidegateStatus::UnknownAttempt,
+        TidegateStatus::AttemptNotInFlight,
     ];
 
     /// A static, NUL-terminated English description.
@@ -104,6 +141,25 @@ impl TidegateStatus {
             TidegateStatus::PacketTooLong => "packet exceeds max_packet_len\0",
             TidegateStatus::NoRoom => "no room: the packet stays with the caller\0",
             TidegateStatus::NotInFlight => "completion names more packets than are in flight\0",
+            TidegateStatus::ConfigBudgetZeroLimit => "config: a budget limit is zero\0",
+            TidegateStatus::ConfigBudgetZeroRecoveryInterval => {
+                "config: budget recovery interval is zero\0"
+            }
+            TidegateStatus::ConfigUnknownAddressFamily => "config: unknown address family\0",
+            TidegateStatus::NoBudgetAttempts => {
+                "no connection budget: too many connection attempts in flight\0"
+            }
+            TidegateStatus::NoBudgetConnections => {
+                "no connection budget: too many connections open or connecting\0"
+            }
+            TidegateStatus::BudgetNoAttemptInFlight => "budget: no connection attempt in flight\0",
+            TidegateStatus::BudgetNoOpenConnection => "budget: no open connection to close\0",
+            TidegateStatus::RaceFinished => "the race is already finished\0",
+            TidegateStatus::AddressFamilyMismatch => "an address is not of the answer's family\0",
+            TidegateStatus::UnknownAttempt => "no attempt with this index was started\0",
+            TidegateStatus::AttemptNotInFlight => {
+                "attempt no longer in flight; close it on its cancel action\0"
+            }
         }
     }
 

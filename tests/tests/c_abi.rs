@@ -14,3 +14,18 @@ fn tunnel_flood_keeps_the_ceiling_and_delivers_every_packet_in_order() {
     );
     assert!(stdout.contains("inbound: 5000 offered"), "{stdout}");
 }
+
+#[test]
+fn eyeballs_race_runs_through_the_header_within_the_budget() {
+    let stdout = compile_and_run("eyeballs_race");
+    assert!(
+        stdout.contains("black hole: IPv4 started at 250 ms and won at 270 ms, IPv6 cancelled"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("all failed: one failure, last class 1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("budget: refused at once"), "{stdout}");
+    assert!(stdout.contains("back-off: halved on EMFILE"), "{stdout}");
+}

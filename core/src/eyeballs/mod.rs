@@ -324,6 +324,7 @@ impl fmt::Display for AttemptError {
 /// Counters of one race. They saturate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(C)]
 pub struct EyeballsStats {
     /// Attempts started.
     pub attempts_started: u32,
