@@ -329,7 +329,7 @@ pub unsafe extern "C" fn tidegate_eyeballs_on_resolved(
             let mut added = 0usize;
             // Feed in chunks through a stack buffer: nothing is allocated.
             let mut chunk = [SocketAddr::from(([0, 0, 0, 0], 0)); DEFAULT_MAX_CANDIDATES];
-            let mut first = true;
+            let mut fed_any = false;
             for part in addresses.chunks(DEFAULT_MAX_CANDIDATES) {
                 let mut len = 0;
                 for (slot, address) in chunk.iter_mut().zip(part) {
@@ -343,9 +343,10 @@ pub unsafe extern "C" fn tidegate_eyeballs_on_resolved(
                     .engine
                     .on_resolved(now, family, part)
                     .map_err(status_of_resolve)?;
-                first = false;
+                fed_any = true;
             }
-            if first {
+            if !fed_any {
+                // An answer without records still counts as the family's answer.
                 r.engine
                     .on_resolved(now, family, &[])
                     .map_err(status_of_resolve)?;
