@@ -87,6 +87,8 @@ pub enum RingError {
     },
 }
 
+impl core::error::Error for RingError {}
+
 impl fmt::Display for RingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -111,6 +113,8 @@ pub enum PushError {
     Full,
 }
 
+impl core::error::Error for PushError {}
+
 impl fmt::Display for PushError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -130,6 +134,8 @@ pub struct CompleteError {
     /// How many packets were in flight.
     pub in_flight: usize,
 }
+
+impl core::error::Error for CompleteError {}
 
 impl fmt::Display for CompleteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

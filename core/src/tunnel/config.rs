@@ -172,6 +172,8 @@ pub enum ConfigError {
     StorageMismatch,
 }
 
+impl core::error::Error for ConfigError {}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

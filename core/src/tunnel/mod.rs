@@ -65,6 +65,8 @@ pub enum PacketError {
     NoRoom,
 }
 
+impl core::error::Error for PacketError {}
+
 impl fmt::Display for PacketError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
