@@ -227,12 +227,246 @@ enum TidegateStatus
      * Configuration: `task_capacity` is above `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX`.
      */
     TIDEGATE_STATUS_CONFIG_TASK_CAPACITY_TOO_LARGE = 83,
+    /**
+     * Budget configuration: `max_attempts_in_flight` or `max_open_connections` is zero.
+     */
+    TIDEGATE_STATUS_CONFIG_BUDGET_ZERO_LIMIT = 100,
+    /**
+     * Budget configuration: `recovery_interval_micros` is zero.
+     */
+    TIDEGATE_STATUS_CONFIG_BUDGET_ZERO_RECOVERY_INTERVAL = 101,
+    /**
+     * Race configuration: `preferred_family` is not a `TIDEGATE_ADDRESS_FAMILY_*` value.
+     */
+    TIDEGATE_STATUS_CONFIG_UNKNOWN_ADDRESS_FAMILY = 102,
+    /**
+     * No connection budget: as many attempts as allowed are in flight. Nothing was counted;
+     * retry after an attempt ends.
+     */
+    TIDEGATE_STATUS_NO_BUDGET_ATTEMPTS = 103,
+    /**
+     * No connection budget: as many descriptors as allowed are in use by attempts and open
+     * connections (the limit may be lowered after resource errors). Nothing was counted.
+     */
+    TIDEGATE_STATUS_NO_BUDGET_CONNECTIONS = 104,
+    /**
+     * The budget has no attempt in flight to connect, fail or cancel. Nothing changed.
+     */
+    TIDEGATE_STATUS_BUDGET_NO_ATTEMPT_IN_FLIGHT = 105,
+    /**
+     * The budget has no open connection to close. Nothing changed.
+     */
+    TIDEGATE_STATUS_BUDGET_NO_OPEN_CONNECTION = 106,
+    /**
+     * The race is already won, failed or aborted; the input is not needed.
+     */
+    TIDEGATE_STATUS_RACE_FINISHED = 107,
+    /**
+     * An address is not of the DNS answer's family. Nothing was fed.
+     */
+    TIDEGATE_STATUS_ADDRESS_FAMILY_MISMATCH = 108,
+    /**
+     * No attempt with this index was ever started.
+     */
+    TIDEGATE_STATUS_UNKNOWN_ATTEMPT = 109,
+    /**
+     * The attempt is no longer in flight: the race is cancelling it (close its socket on the
+     * `CANCEL_ATTEMPT` action) or it already ended.
+     */
+    TIDEGATE_STATUS_ATTEMPT_NOT_IN_FLIGHT = 110,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
 typedef enum TidegateStatus TidegateStatus;
 #else
 typedef uint32_t TidegateStatus;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * What an action asks of the host.
+ */
+enum TidegateEyeballsActionKind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Nothing to do until the next input or timer.
+     */
+    TIDEGATE_EYEBALLS_ACTION_KIND_NONE = 0,
+    /**
+     * Open a socket and connect it to `address`; report its outcome with `index`.
+     */
+    TIDEGATE_EYEBALLS_ACTION_KIND_START_ATTEMPT = 1,
+    /**
+     * Close the socket of attempt `index`; its budget is already released.
+     */
+    TIDEGATE_EYEBALLS_ACTION_KIND_CANCEL_ATTEMPT = 2,
+    /**
+     * Attempt `index` won: use its socket. It now counts as an open connection; call
+     * `tidegate_budget_on_connection_closed` when you close it.
+     */
+    TIDEGATE_EYEBALLS_ACTION_KIND_CONNECTED = 3,
+    /**
+     * The race failed (see `failure`); nothing else will come out of it.
+     */
+    TIDEGATE_EYEBALLS_ACTION_KIND_FAILED = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateEyeballsActionKind TidegateEyeballsActionKind;
+#else
+typedef uint32_t TidegateEyeballsActionKind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Why a race failed.
+ */
+enum TidegateRaceFailure
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * The race has not failed.
+     */
+    TIDEGATE_RACE_FAILURE_NONE = 0,
+    /**
+     * Every candidate failed; `last_error_class` is the class of the last failure.
+     */
+    TIDEGATE_RACE_FAILURE_ALL_ATTEMPTS_FAILED = 1,
+    /**
+     * Resolution gave no usable address.
+     */
+    TIDEGATE_RACE_FAILURE_NO_ADDRESSES = 2,
+    /**
+     * An attempt was due but the budget refused it for longer than `budget_wait_micros`;
+     * `budget_refusal` says which limit.
+     */
+    TIDEGATE_RACE_FAILURE_NO_BUDGET = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateRaceFailure TidegateRaceFailure;
+#else
+typedef uint32_t TidegateRaceFailure;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The class of a connect failure, by what the host should do about it.
+ */
+enum TidegateErrorClass
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Out of descriptors, flows, memory or ports (`EMFILE`, `ENOSPC`, `ENOMEM`...): back off.
+     */
+    TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED = 0,
+    /**
+     * The peer refused the connection (`ECONNREFUSED`).
+     */
+    TIDEGATE_ERROR_CLASS_REFUSED = 1,
+    /**
+     * No route (`ENETUNREACH`, `EHOSTUNREACH`...).
+     */
+    TIDEGATE_ERROR_CLASS_UNREACHABLE = 2,
+    /**
+     * The attempt timed out (`ETIMEDOUT`, or `attempt_timeout_micros`).
+     */
+    TIDEGATE_ERROR_CLASS_TIMED_OUT = 3,
+    /**
+     * Reset or aborted (`ECONNRESET`, `ECONNABORTED`, `EPIPE`).
+     */
+    TIDEGATE_ERROR_CLASS_RESET = 4,
+    /**
+     * Local policy forbids it (`EACCES`, `EPERM`).
+     */
+    TIDEGATE_ERROR_CLASS_DENIED = 5,
+    /**
+     * Anything else.
+     */
+    TIDEGATE_ERROR_CLASS_OTHER = 6,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateErrorClass TidegateErrorClass;
+#else
+typedef uint32_t TidegateErrorClass;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Which budget limit refused an attempt.
+ */
+enum TidegateBudgetRefusal
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * No refusal.
+     */
+    TIDEGATE_BUDGET_REFUSAL_NONE = 0,
+    /**
+     * Too many connection attempts in flight.
+     */
+    TIDEGATE_BUDGET_REFUSAL_ATTEMPTS_IN_FLIGHT = 1,
+    /**
+     * Too many descriptors in use by attempts and open connections.
+     */
+    TIDEGATE_BUDGET_REFUSAL_CONNECTIONS = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateBudgetRefusal TidegateBudgetRefusal;
+#else
+typedef uint32_t TidegateBudgetRefusal;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Where a race stands.
+ */
+enum TidegateRaceState
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * No attempt started yet: waiting for addresses or the Resolution Delay.
+     */
+    TIDEGATE_RACE_STATE_RESOLVING = 0,
+    /**
+     * Attempts in flight, or the next waiting for its delay.
+     */
+    TIDEGATE_RACE_STATE_CONNECTING = 1,
+    /**
+     * An attempt is due but the budget refuses it (`budget_refusal` says which limit).
+     */
+    TIDEGATE_RACE_STATE_WAITING_FOR_BUDGET = 2,
+    /**
+     * Attempt `index` won.
+     */
+    TIDEGATE_RACE_STATE_CONNECTED = 3,
+    /**
+     * The race failed (`failure` says why).
+     */
+    TIDEGATE_RACE_STATE_FAILED = 4,
+    /**
+     * The host aborted the race.
+     */
+    TIDEGATE_RACE_STATE_ABORTED = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateRaceState TidegateRaceState;
+#else
+typedef uint32_t TidegateRaceState;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -445,6 +679,63 @@ typedef uint32_t TidegateAqm;
 #endif // __cplusplus
 
 /**
+ * An address family, as a DNS answer type (AAAA or A). Functions take it as a `uint32_t`.
+ */
+enum TidegateAddressFamily
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * IPv4, from an A answer.
+     */
+    TIDEGATE_ADDRESS_FAMILY_IPV4 = 4,
+    /**
+     * IPv6, from an AAAA answer.
+     */
+    TIDEGATE_ADDRESS_FAMILY_IPV6 = 6,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateAddressFamily TidegateAddressFamily;
+#else
+typedef uint32_t TidegateAddressFamily;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The connection budget shared by every race and every flow of the process: at most
+ * `max_attempts_in_flight` connects in flight, at most `connection_limit` descriptors in use by
+ * attempts and open connections, lowered for a while after resource errors (`EMFILE`,
+ * `ENOSPC`, `ENOMEM`, `ENOBUFS`) and recovered step by step.
+ *
+ * Back-off rule: a resource error halves both limits (not below `backoff_floor`; errors within
+ * a quarter of `recovery_interval_micros` of the last halving count as the same burst); after
+ * each quiet `recovery_interval_micros` both grow by one eighth of their configured value.
+ *
+ * Thread safety: not safe for concurrent use. Calls on one handle must not overlap (use one
+ * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
+ */
+typedef struct TidegateBudget TidegateBudget;
+
+/**
+ * One Happy Eyeballs v2 race (RFC 8305) over at most 16 candidate addresses, for a host that
+ * connects with BSD sockets.
+ *
+ * The host feeds DNS answers and connect outcomes and polls actions: open socket `i` to an
+ * address, close socket `i`, attempt `i` won, or the race failed. Every attempt is counted by
+ * the `TidegateBudget` passed to `tidegate_eyeballs_poll_action` (always the same one).
+ *
+ * Drain contract: after any input, call `tidegate_eyeballs_poll_action` until it reports
+ * `TIDEGATE_EYEBALLS_ACTION_KIND_NONE`, then arm a timer for `tidegate_eyeballs_poll_timeout`.
+ * A race waiting for budget retries on every poll: poll it again when budget is released.
+ *
+ * Thread safety: not safe for concurrent use. Calls on one handle must not overlap (use one
+ * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
+ */
+typedef struct TidegateEyeballs TidegateEyeballs;
+
+/**
  * The session lifecycle of one provider process: start, stop and cancel in the order Apple
  * requires (tear down, housekeeping, then the completion handler), with housekeeping bounded by
  * a deadline and the unfinished tasks carried to the next start in a journal the host persists.
@@ -473,6 +764,247 @@ typedef struct TidegateLifecycle TidegateLifecycle;
  * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
  */
 typedef struct TidegateTunnel TidegateTunnel;
+
+/**
+ * Configuration of a `TidegateBudget`. Start from `tidegate_budget_config_default()`.
+ */
+typedef struct TidegateBudgetConfig {
+    /**
+     * Most connection attempts in flight at once (default 64).
+     */
+    uint32_t max_attempts_in_flight;
+    /**
+     * Most descriptors in use by attempts plus open connections (default 400, below the ~500
+     * active flows where NECP starts failing and Network framework's 512 flows per process).
+     */
+    uint32_t max_open_connections;
+    /**
+     * The process's `RLIMIT_NOFILE` soft limit (default 256, the macOS GUI default); see also
+     * `tidegate_budget_set_fd_limit`.
+     */
+    uint64_t fd_limit;
+    /**
+     * Descriptors kept for the host itself (default 32; never more than half of `fd_limit`).
+     */
+    uint64_t fd_reserve;
+    /**
+     * The lowest value back-off pushes each limit to (default 8).
+     */
+    uint32_t backoff_floor;
+    /**
+     * Quiet time before each recovery step, in microseconds (default 1 s).
+     */
+    uint64_t recovery_interval_micros;
+} TidegateBudgetConfig;
+
+/**
+ * The budget's limits and usage now, from `tidegate_budget_levels`.
+ */
+typedef struct TidegateBudgetLevels {
+    /**
+     * Connection attempts in flight.
+     */
+    uint32_t attempts_in_flight;
+    /**
+     * Open connections (not counting attempts).
+     */
+    uint32_t open_connections;
+    /**
+     * Effective limit on attempts in flight (lowered while backing off).
+     */
+    uint32_t attempt_limit;
+    /**
+     * Effective limit on attempts plus open connections (lowered while backing off).
+     */
+    uint32_t connection_limit;
+    /**
+     * Whether a limit is lowered after resource errors.
+     */
+    bool backing_off;
+} TidegateBudgetLevels;
+
+/**
+ * Counters a host can export to see how the budget behaves. They saturate.
+ */
+typedef struct TidegateBudgetStats {
+    /**
+     * Attempts the budget allowed to start.
+     */
+    uint64_t attempts_started;
+    /**
+     * Attempt requests refused.
+     */
+    uint64_t attempts_refused;
+    /**
+     * Non-raced connection requests ([`ConnectionBudget::try_open_connection`]) refused.
+     */
+    uint64_t connections_refused;
+    /**
+     * Resource-exhausted errors reported.
+     */
+    uint64_t resource_errors;
+    /**
+     * Times the effective limits were halved.
+     */
+    uint64_t backoffs;
+    /**
+     * Releases reported with nothing to release (a host bookkeeping bug).
+     */
+    uint64_t unbalanced_releases;
+} TidegateBudgetStats;
+
+/**
+ * Configuration of a race. Start from `tidegate_eyeballs_config_default()`. Out-of-range
+ * values are clamped, not refused.
+ */
+typedef struct TidegateEyeballsConfig {
+    /**
+     * The family tried first: a `TIDEGATE_ADDRESS_FAMILY_*` value (default IPv6).
+     */
+    uint32_t preferred_family;
+    /**
+     * Preferred-family addresses tried before the first of the other family (RFC 8305 "First
+     * Address Family Count"; default 1, at least 1, at most 255).
+     */
+    uint32_t first_address_family_count;
+    /**
+     * How long to wait for the preferred family's answer when the other arrives first, in
+     * microseconds (RFC 8305 "Resolution Delay"; default 50 ms, at most 2 s).
+     */
+    uint64_t resolution_delay_micros;
+    /**
+     * How long an attempt runs before the next one starts, in microseconds (RFC 8305
+     * "Connection Attempt Delay"; default 250 ms, clamped to 10 ms ..= 2 s).
+     */
+    uint64_t connection_attempt_delay_micros;
+    /**
+     * How long one attempt may run before the race cancels it as timed out, in microseconds;
+     * 0 (default) leaves timeouts to the socket layer.
+     */
+    uint64_t attempt_timeout_micros;
+    /**
+     * How long the race waits for budget before failing, in microseconds (default 1 s; 0 fails
+     * at once).
+     */
+    uint64_t budget_wait_micros;
+} TidegateEyeballsConfig;
+
+/**
+ * An IP address and port to connect to.
+ */
+typedef struct TidegateSocketAddress {
+    /**
+     * The address in network byte order: 16 bytes for IPv6, the first 4 for IPv4 (the rest 0).
+     */
+    uint8_t ip[16];
+    /**
+     * The port, in host byte order.
+     */
+    uint16_t port;
+    /**
+     * `TIDEGATE_ADDRESS_FAMILY_IPV4` or `TIDEGATE_ADDRESS_FAMILY_IPV6`.
+     */
+    uint8_t family;
+    /**
+     * The IPv6 scope (interface index) of a link-local address; 0 otherwise.
+     */
+    uint32_t scope_id;
+} TidegateSocketAddress;
+
+/**
+ * One action from `tidegate_eyeballs_poll_action`. Fields not named by `kind` are zero.
+ */
+typedef struct TidegateEyeballsAction {
+    /**
+     * What to do.
+     */
+    TidegateEyeballsActionKind kind;
+    /**
+     * The attempt, for `START_ATTEMPT`, `CANCEL_ATTEMPT` and `CONNECTED`.
+     */
+    size_t index;
+    /**
+     * Where to connect, for `START_ATTEMPT`.
+     */
+    struct TidegateSocketAddress address;
+    /**
+     * Why the race failed, for `FAILED`.
+     */
+    TidegateRaceFailure failure;
+    /**
+     * The last failure's class, for `FAILED` with `TIDEGATE_RACE_FAILURE_ALL_ATTEMPTS_FAILED`.
+     */
+    TidegateErrorClass last_error_class;
+    /**
+     * The budget limit, for `FAILED` with `TIDEGATE_RACE_FAILURE_NO_BUDGET`.
+     */
+    TidegateBudgetRefusal budget_refusal;
+} TidegateEyeballsAction;
+
+/**
+ * A race's state, from `tidegate_eyeballs_status`. Fields not named by `state` are zero.
+ */
+typedef struct TidegateRaceStatus {
+    /**
+     * Where the race stands.
+     */
+    TidegateRaceState state;
+    /**
+     * The winner, for `CONNECTED`.
+     */
+    size_t index;
+    /**
+     * Why it failed, for `FAILED`.
+     */
+    TidegateRaceFailure failure;
+    /**
+     * The last failure's class, for `FAILED` with `ALL_ATTEMPTS_FAILED`.
+     */
+    TidegateErrorClass last_error_class;
+    /**
+     * The budget limit, for `WAITING_FOR_BUDGET` and `FAILED` with `NO_BUDGET`.
+     */
+    TidegateBudgetRefusal budget_refusal;
+} TidegateRaceStatus;
+
+/**
+ * Counters of one race. They saturate.
+ */
+typedef struct TidegateEyeballsStats {
+    /**
+     * Attempts started.
+     */
+    uint32_t attempts_started;
+    /**
+     * Attempts the host reported failed.
+     */
+    uint32_t attempts_failed;
+    /**
+     * Attempts cancelled: also-ran losers, timed-out attempts and attempts of an aborted race.
+     */
+    uint32_t attempts_cancelled;
+    /**
+     * Also-ran attempts: losers cancelled because another attempt of the race connected
+     * (included in `attempts_cancelled`).
+     */
+    uint32_t attempts_also_ran;
+    /**
+     * Attempts cancelled because [`EyeballsConfig::attempt_timeout_micros`] passed.
+     */
+    uint32_t attempts_timed_out;
+    /**
+     * Addresses dropped because the candidate table was full.
+     */
+    uint32_t candidates_dropped;
+    /**
+     * Times the budget refused an attempt that was due.
+     */
+    uint32_t budget_refusals;
+    /**
+     * Budget releases the budget rejected (the race was polled with a different budget).
+     */
+    uint32_t budget_mismatches;
+} TidegateEyeballsStats;
 
 /**
  * Configuration of a `TidegateLifecycle`. Start from `tidegate_lifecycle_config_default()`.
@@ -811,6 +1343,355 @@ typedef struct TidegateTunnelStats {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * The default configuration: 64 attempts in flight, 400 connections, `RLIMIT_NOFILE` 256 with 32
+ * descriptors reserved (so 224 connections until `tidegate_budget_set_fd_limit`), back-off floor
+ * 8, recovery step every second.
+ */
+struct TidegateBudgetConfig tidegate_budget_config_default(void);
+
+/**
+ * Creates a budget with `config` and writes its handle to `*out_budget`. The handle is the only
+ * allocation (`sizeof` a few dozen bytes); nothing is allocated afterwards.
+ *
+ * Returns `TIDEGATE_STATUS_CONFIG_BUDGET_ZERO_LIMIT` or
+ * `TIDEGATE_STATUS_CONFIG_BUDGET_ZERO_RECOVERY_INTERVAL` for an invalid configuration.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateBudgetConfig`; `out_budget` must be NULL or
+ * valid for writing a pointer. Free the handle with `tidegate_budget_free`.
+ */
+TidegateStatus tidegate_budget_new(const struct TidegateBudgetConfig *config,
+                                   struct TidegateBudget **out_budget);
+
+/**
+ * Frees a budget. `NULL` is a no-op. Works on a poisoned handle too. Free every race that uses
+ * the budget first.
+ *
+ * # Safety
+ * `budget` must be NULL or a handle from `tidegate_budget_new` that was not freed yet, with no
+ * other call on it running.
+ */
+void tidegate_budget_free(struct TidegateBudget *budget);
+
+/**
+ * The bytes `tidegate_budget_new` allocates: the handle, nothing else.
+ */
+size_t tidegate_budget_footprint(void);
+
+/**
+ * Gives the budget the process's real descriptor limit (`getrlimit(RLIMIT_NOFILE)`, soft
+ * value; `RLIM_INFINITY` is fine). The connection limit becomes the smaller of
+ * `max_open_connections` and `rlimit_nofile` minus the reserve.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_budget_set_fd_limit(struct TidegateBudget *budget, uint64_t rlimit_nofile);
+
+/**
+ * Writes to `*out_can_start` whether `tidegate_budget_try_start_attempt` would succeed now.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle; `out_can_start` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_budget_can_start_attempt(const struct TidegateBudget *budget,
+                                                 bool *out_can_start);
+
+/**
+ * Counts a connection attempt made outside a race (a single connect), or refuses it at once
+ * with `TIDEGATE_STATUS_NO_BUDGET_ATTEMPTS` or `TIDEGATE_STATUS_NO_BUDGET_CONNECTIONS`, counting
+ * nothing. On success report exactly one of `tidegate_budget_on_attempt_connected`,
+ * `_on_attempt_failed` or `_on_attempt_cancelled` later. Races do this themselves.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_budget_try_start_attempt(struct TidegateBudget *budget, uint64_t now_us);
+
+/**
+ * An attempt started with `tidegate_budget_try_start_attempt` connected: it now counts as an
+ * open connection. Returns `TIDEGATE_STATUS_BUDGET_NO_ATTEMPT_IN_FLIGHT` if none is counted.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_budget_on_attempt_connected(struct TidegateBudget *budget, uint64_t now_us);
+
+/**
+ * An attempt started with `tidegate_budget_try_start_attempt` failed with `errno_value` (the
+ * `errno` of `connect`, `socket` or `SO_ERROR`); a resource error (`EMFILE`, `ENFILE`,
+ * `ENOSPC`, `ENOMEM`, `ENOBUFS`, `EAGAIN`, `EADDRNOTAVAIL`) makes the budget back off.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_budget_on_attempt_failed(struct TidegateBudget *budget,
+                                                 uint64_t now_us,
+                                                 int32_t errno_value);
+
+/**
+ * An attempt started with `tidegate_budget_try_start_attempt` was abandoned by the host.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_budget_on_attempt_cancelled(struct TidegateBudget *budget, uint64_t now_us);
+
+/**
+ * Counts a connection that did not go through an attempt (an accepted socket), or refuses it
+ * at once with `TIDEGATE_STATUS_NO_BUDGET_CONNECTIONS`.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_budget_try_open_connection(struct TidegateBudget *budget, uint64_t now_us);
+
+/**
+ * An open connection closed (a race's winner, or one counted by
+ * `tidegate_budget_try_open_connection`). Returns `TIDEGATE_STATUS_BUDGET_NO_OPEN_CONNECTION`
+ * if none is counted. Poll races waiting for budget afterwards.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_budget_on_connection_closed(struct TidegateBudget *budget, uint64_t now_us);
+
+/**
+ * The OS reported a resource shortage outside an attempt (`accept` failing with `EMFILE`, a
+ * flow refused with `ENOSPC`): the budget backs off as for a failed attempt.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_budget_on_resource_error(struct TidegateBudget *budget, uint64_t now_us);
+
+/**
+ * Writes to `*out_deadline_us` when the next recovery step is due, or `UINT64_MAX` when the
+ * budget is not backing off.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle; `out_deadline_us` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_budget_poll_timeout(const struct TidegateBudget *budget,
+                                            uint64_t *out_deadline_us);
+
+/**
+ * Applies the recovery steps due at `now_us`. Idempotent. Poll races waiting for budget
+ * afterwards.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_budget_handle_timeout(struct TidegateBudget *budget, uint64_t now_us);
+
+/**
+ * Writes the budget's limits and usage now to `*out_levels`.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle; `out_levels` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_budget_levels(const struct TidegateBudget *budget,
+                                      struct TidegateBudgetLevels *out_levels);
+
+/**
+ * Writes a snapshot of the budget's counters to `*out_stats`.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle; `out_stats` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_budget_stats(const struct TidegateBudget *budget,
+                                     struct TidegateBudgetStats *out_stats);
+
+/**
+ * The default race configuration: IPv6 first, First Address Family Count 1, Resolution Delay
+ * 50 ms, Connection Attempt Delay 250 ms (RFC 8305), no attempt timeout, 1 s budget wait.
+ */
+struct TidegateEyeballsConfig tidegate_eyeballs_config_default(void);
+
+/**
+ * The exact number of bytes `tidegate_eyeballs_new` allocates: the handle with its 16
+ * candidates inline, nothing else.
+ */
+size_t tidegate_eyeballs_footprint(void);
+
+/**
+ * Creates a race with `config`, started at `now_us`, and writes its handle to `*out_race`.
+ *
+ * Returns `TIDEGATE_STATUS_CONFIG_UNKNOWN_ADDRESS_FAMILY` if `preferred_family` is not a
+ * `TIDEGATE_ADDRESS_FAMILY_*` value.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateEyeballsConfig`; `out_race` must be NULL or
+ * valid for writing a pointer. Free the handle with `tidegate_eyeballs_free`.
+ */
+TidegateStatus tidegate_eyeballs_new(const struct TidegateEyeballsConfig *config,
+                                     uint64_t now_us,
+                                     struct TidegateEyeballs **out_race);
+
+/**
+ * Frees a race. `NULL` is a no-op. Works on a poisoned handle too.
+ *
+ * Free a race only once `tidegate_eyeballs_is_finished` says so (call `tidegate_eyeballs_on_abort`
+ * and drain it first if it is still running): attempts still in flight stay counted in the
+ * budget.
+ *
+ * # Safety
+ * `race` must be NULL or a handle from `tidegate_eyeballs_new` that was not freed yet, with no
+ * other call on it running.
+ */
+void tidegate_eyeballs_free(struct TidegateEyeballs *race);
+
+/**
+ * Feeds (part of) a DNS answer: `family` (a `TIDEGATE_ADDRESS_FAMILY_*` value) says whether it
+ * is the AAAA or the A answer; `addresses[0..count]` are its addresses with the port, in the
+ * resolver's order. `count` 0 is an answer without records. Writes how many addresses became
+ * candidates to `*out_added` (duplicates and addresses past 16 are not).
+ *
+ * Returns `TIDEGATE_STATUS_INVALID_ARGUMENT` for an unknown family value (in the argument or
+ * an address), `TIDEGATE_STATUS_ADDRESS_FAMILY_MISMATCH` if an address is not of `family`,
+ * `TIDEGATE_STATUS_RACE_FINISHED` once the race is over; nothing is fed then.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle; `addresses` must be valid for reading `count`
+ * addresses (NULL only if `count` is 0); `out_added` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_eyeballs_on_resolved(struct TidegateEyeballs *race,
+                                             uint64_t now_us,
+                                             uint32_t family,
+                                             const struct TidegateSocketAddress *addresses,
+                                             size_t count,
+                                             size_t *out_added);
+
+/**
+ * The query for `family` (a `TIDEGATE_ADDRESS_FAMILY_*` value) failed or timed out: no address
+ * of that family will come. Ends the Resolution Delay if it was waiting for this family.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_eyeballs_on_resolution_failed(struct TidegateEyeballs *race,
+                                                      uint64_t now_us,
+                                                      uint32_t family);
+
+/**
+ * Resolution is over: no address of any family will come (after feeding `getaddrinfo`'s
+ * results, for example).
+ *
+ * # Safety
+ * `race` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_eyeballs_on_resolution_done(struct TidegateEyeballs *race, uint64_t now_us);
+
+/**
+ * Attempt `index` connected (its socket became writable with `SO_ERROR` 0). The first attempt
+ * to connect wins; the others are cancelled.
+ *
+ * Returns `TIDEGATE_STATUS_UNKNOWN_ATTEMPT` for an index never started, or
+ * `TIDEGATE_STATUS_ATTEMPT_NOT_IN_FLIGHT` if the race already gave up on it: then its
+ * `CANCEL_ATTEMPT` action is (or was) in the action stream; close the socket there.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_eyeballs_on_attempt_connected(struct TidegateEyeballs *race,
+                                                      uint64_t now_us,
+                                                      size_t index);
+
+/**
+ * Attempt `index` failed with `errno_value` (from `connect`, `socket` or `SO_ERROR`). Close its
+ * socket after this returns `TIDEGATE_STATUS_OK`; the next candidate starts at once. Resource
+ * errors make the budget back off. Same errors as `tidegate_eyeballs_on_attempt_connected`.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_eyeballs_on_attempt_failed(struct TidegateEyeballs *race,
+                                                   uint64_t now_us,
+                                                   size_t index,
+                                                   int32_t errno_value);
+
+/**
+ * Gives up the race: every attempt in flight is cancelled (drain the `CANCEL_ATTEMPT` actions).
+ * No effect once the race is over.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_eyeballs_on_abort(struct TidegateEyeballs *race, uint64_t now_us);
+
+/**
+ * Writes to `*out_deadline_us` when the race next needs `tidegate_eyeballs_handle_timeout` and
+ * a poll, or `UINT64_MAX` when nothing is timed.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle; `out_deadline_us` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_eyeballs_poll_timeout(const struct TidegateEyeballs *race,
+                                              uint64_t *out_deadline_us);
+
+/**
+ * Applies the timers due at `now_us` (attempt timeouts); attempt starts happen in the next
+ * poll. Idempotent.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_eyeballs_handle_timeout(struct TidegateEyeballs *race, uint64_t now_us);
+
+/**
+ * Writes the next action to `*out_action` (`kind` `TIDEGATE_EYEBALLS_ACTION_KIND_NONE` when
+ * there is nothing to do). Asks `budget` before every `START_ATTEMPT` and releases each
+ * attempt's budget exactly once. Pass the same budget every time.
+ *
+ * A panic inside poisons both handles.
+ *
+ * # Safety
+ * `race` and `budget` must each be NULL or a live handle, with no other call on either running;
+ * `out_action` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_eyeballs_poll_action(struct TidegateEyeballs *race,
+                                             struct TidegateBudget *budget,
+                                             struct TidegateEyeballsAction *out_action);
+
+/**
+ * Writes where the race stands to `*out_status`.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle; `out_status` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_eyeballs_status(const struct TidegateEyeballs *race,
+                                        struct TidegateRaceStatus *out_status);
+
+/**
+ * Writes to `*out_finished` whether the race is over and drained: nothing more will come out
+ * of it and it holds no budget. It may then be freed.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle; `out_finished` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_eyeballs_is_finished(const struct TidegateEyeballs *race,
+                                             bool *out_finished);
+
+/**
+ * Writes to `*out_waiting` whether the race waits for budget: poll it again when budget is
+ * released.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle; `out_waiting` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_eyeballs_is_waiting_for_budget(const struct TidegateEyeballs *race,
+                                                       bool *out_waiting);
+
+/**
+ * Writes a snapshot of the race's counters to `*out_stats`.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle; `out_stats` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_eyeballs_stats(const struct TidegateEyeballs *race,
+                                       struct TidegateEyeballsStats *out_stats);
 
 /**
  * The default configuration: a 250 ms housekeeping deadline (short enough that the user's next

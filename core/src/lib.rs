@@ -29,7 +29,9 @@
 )]
 
 mod aqm;
+mod budget;
 mod error_class;
+mod eyeballs;
 mod fmt;
 mod journal;
 mod lifecycle;
@@ -38,7 +40,16 @@ mod time;
 mod tunnel;
 
 pub use aqm::Aqm;
+pub use budget::{
+    BudgetConfig, BudgetConfigError, BudgetError, BudgetRefusal, BudgetStats, ConnectionBudget,
+};
 pub use error_class::{ErrnoPlatform, ErrorClass, classify_errno, classify_errno_for};
+pub use eyeballs::{
+    Action, AddressFamily, AttemptError, DEFAULT_MAX_CANDIDATES, EyeballsConfig, EyeballsStats,
+    HappyEyeballs, MAX_CONNECTION_ATTEMPT_DELAY_MICROS, MAX_RESOLUTION_DELAY_MICROS,
+    MIN_ATTEMPT_SPACING_MICROS, MIN_CONNECTION_ATTEMPT_DELAY_MICROS, RaceFailure, RaceStatus,
+    ResolveError,
+};
 pub use journal::{
     JOURNAL_EMPTY_LEN, JOURNAL_MAGIC, JOURNAL_TASKS_MAX, JOURNAL_VERSION, Journal,
     JournalDecodeError, JournalEncodeError, JournalTask, JournalTasks, PayloadTooLong,

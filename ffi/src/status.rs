@@ -108,6 +108,31 @@ pub enum TidegateStatus {
     BufferTooSmall = 82,
     /// Configuration: `task_capacity` is above `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX`.
     ConfigTaskCapacityTooLarge = 83,
+    /// Budget configuration: `max_attempts_in_flight` or `max_open_connections` is zero.
+    ConfigBudgetZeroLimit = 100,
+    /// Budget configuration: `recovery_interval_micros` is zero.
+    ConfigBudgetZeroRecoveryInterval = 101,
+    /// Race configuration: `preferred_family` is not a `TIDEGATE_ADDRESS_FAMILY_*` value.
+    ConfigUnknownAddressFamily = 102,
+    /// No connection budget: as many attempts as allowed are in flight. Nothing was counted;
+    /// retry after an attempt ends.
+    NoBudgetAttempts = 103,
+    /// No connection budget: as many descriptors as allowed are in use by attempts and open
+    /// connections (the limit may be lowered after resource errors). Nothing was counted.
+    NoBudgetConnections = 104,
+    /// The budget has no attempt in flight to connect, fail or cancel. Nothing changed.
+    BudgetNoAttemptInFlight = 105,
+    /// The budget has no open connection to close. Nothing changed.
+    BudgetNoOpenConnection = 106,
+    /// The race is already won, failed or aborted; the input is not needed.
+    RaceFinished = 107,
+    /// An address is not of the DNS answer's family. Nothing was fed.
+    AddressFamilyMismatch = 108,
+    /// No attempt with this index was ever started.
+    UnknownAttempt = 109,
+    /// The attempt is no longer in flight: the race is cancelling it (close its socket on the
+    /// `CANCEL_ATTEMPT` action) or it already ended.
+    AttemptNotInFlight = 110,
 }
 
 impl TidegateStatus {
@@ -157,6 +182,17 @@ impl TidegateStatus {
         TidegateStatus::JournalNone,
         TidegateStatus::BufferTooSmall,
         TidegateStatus::ConfigTaskCapacityTooLarge,
+        TidegateStatus::ConfigBudgetZeroLimit,
+        TidegateStatus::ConfigBudgetZeroRecoveryInterval,
+        TidegateStatus::ConfigUnknownAddressFamily,
+        TidegateStatus::NoBudgetAttempts,
+        TidegateStatus::NoBudgetConnections,
+        TidegateStatus::BudgetNoAttemptInFlight,
+        TidegateStatus::BudgetNoOpenConnection,
+        TidegateStatus::RaceFinished,
+        TidegateStatus::AddressFamilyMismatch,
+        TidegateStatus::UnknownAttempt,
+        TidegateStatus::AttemptNotInFlight,
     ];
 
     /// A static, NUL-terminated English description.
@@ -235,6 +271,25 @@ impl TidegateStatus {
             TidegateStatus::BufferTooSmall => "buffer too small; nothing written\0",
             TidegateStatus::ConfigTaskCapacityTooLarge => {
                 "config: task_capacity above the maximum\0"
+            }
+            TidegateStatus::ConfigBudgetZeroLimit => "config: a budget limit is zero\0",
+            TidegateStatus::ConfigBudgetZeroRecoveryInterval => {
+                "config: budget recovery interval is zero\0"
+            }
+            TidegateStatus::ConfigUnknownAddressFamily => "config: unknown address family\0",
+            TidegateStatus::NoBudgetAttempts => {
+                "no connection budget: too many connection attempts in flight\0"
+            }
+            TidegateStatus::NoBudgetConnections => {
+                "no connection budget: too many connections open or connecting\0"
+            }
+            TidegateStatus::BudgetNoAttemptInFlight => "budget: no connection attempt in flight\0",
+            TidegateStatus::BudgetNoOpenConnection => "budget: no open connection to close\0",
+            TidegateStatus::RaceFinished => "the race is already finished\0",
+            TidegateStatus::AddressFamilyMismatch => "an address is not of the answer's family\0",
+            TidegateStatus::UnknownAttempt => "no attempt with this index was started\0",
+            TidegateStatus::AttemptNotInFlight => {
+                "attempt no longer in flight; close it on its cancel action\0"
             }
         }
     }

@@ -27,3 +27,18 @@ fn lifecycle_stop_and_restart_resume_carried_over_tasks_through_the_header() {
         "{stdout}"
     );
 }
+
+#[test]
+fn eyeballs_race_runs_through_the_header_within_the_budget() {
+    let stdout = compile_and_run("eyeballs_race");
+    assert!(
+        stdout.contains("black hole: IPv4 started at 250 ms and won at 270 ms, IPv6 cancelled"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("all failed: one failure, last class 1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("budget: refused at once"), "{stdout}");
+    assert!(stdout.contains("back-off: halved on EMFILE"), "{stdout}");
+}
