@@ -23,6 +23,16 @@
 #include <stdint.h>
 
 /**
+ * The largest payload of a housekeeping task, in bytes.
+ */
+#define TIDEGATE_TASK_PAYLOAD_MAX 32
+
+/**
+ * The most tasks a `TidegateLifecycle` can hold (one journal's limit).
+ */
+#define TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX 65535
+
+/**
  * The result of a tidegate call. `TIDEGATE_STATUS_OK` (0) is success; every other value says
  * why the call did nothing. Codes are stable and never reused; new ones are only appended.
  *
@@ -92,6 +102,14 @@ enum TidegateStatus
      */
     TIDEGATE_STATUS_CONFIG_UNKNOWN_DROP_POLICY = 17,
     /**
+     * Configuration: `aqm` is not a `TIDEGATE_AQM_*` value.
+     */
+    TIDEGATE_STATUS_CONFIG_UNKNOWN_AQM = 18,
+    /**
+     * Configuration: CoDel needs `0 < aqm_target_us < aqm_interval_us`.
+     */
+    TIDEGATE_STATUS_CONFIG_INVALID_AQM = 19,
+    /**
      * The packet is empty. It was not queued and is counted as an empty packet.
      */
     TIDEGATE_STATUS_PACKET_EMPTY = 30,
@@ -109,39 +127,374 @@ enum TidegateStatus
      */
     TIDEGATE_STATUS_NOT_IN_FLIGHT = 33,
     /**
+     * Lifecycle: a session is already starting or running.
+     */
+    TIDEGATE_STATUS_LIFECYCLE_ALREADY_ACTIVE = 60,
+    /**
+     * Lifecycle: the previous session is still stopping. Starts are refused, not queued: start
+     * again after `COMPLETE_STOP` (or `CANCEL_WITH_ERROR`).
+     */
+    TIDEGATE_STATUS_LIFECYCLE_STOP_IN_PROGRESS = 61,
+    /**
+     * Lifecycle: no session is active (idle or stopped).
+     */
+    TIDEGATE_STATUS_LIFECYCLE_NOT_ACTIVE = 62,
+    /**
+     * Lifecycle: a stop or cancel is already in progress; it goes on and ends as it would have.
+     */
+    TIDEGATE_STATUS_LIFECYCLE_ALREADY_STOPPING = 63,
+    /**
+     * Lifecycle: the stop is past housekeeping; a task registered now would never run.
+     */
+    TIDEGATE_STATUS_LIFECYCLE_HOUSEKEEPING_OVER = 64,
+    /**
+     * Lifecycle: the journal's generation is the largest possible; start without it.
+     */
+    TIDEGATE_STATUS_LIFECYCLE_GENERATION_EXHAUSTED = 65,
+    /**
+     * Lifecycle: the housekeeping task queue is full.
+     */
+    TIDEGATE_STATUS_TASK_QUEUE_FULL = 66,
+    /**
+     * Lifecycle: the task payload is longer than `TIDEGATE_TASK_PAYLOAD_MAX`.
+     */
+    TIDEGATE_STATUS_TASK_PAYLOAD_TOO_LONG = 67,
+    /**
+     * Lifecycle: the report names an earlier session (a late callback). Nothing changed.
+     */
+    TIDEGATE_STATUS_REPORT_STALE_GENERATION = 68,
+    /**
+     * Lifecycle: the machine is not waiting for this report in its state (a duplicate, or a
+     * start report after a stop abandoned the start). Nothing changed.
+     */
+    TIDEGATE_STATUS_REPORT_UNEXPECTED = 69,
+    /**
+     * Lifecycle: no task with this id was ever queued.
+     */
+    TIDEGATE_STATUS_REPORT_UNKNOWN_TASK = 70,
+    /**
+     * Lifecycle: the task already ended (reported before, or carried into a completed stop's
+     * journal). Nothing changed.
+     */
+    TIDEGATE_STATUS_REPORT_TASK_ALREADY_ENDED = 71,
+    /**
+     * Lifecycle: the task was not handed out by a `RUN_TASK` effect yet.
+     */
+    TIDEGATE_STATUS_REPORT_TASK_NOT_RUNNING = 72,
+    /**
+     * Lifecycle: the housekeeping deadline passed while the task ran; it is in the journal and
+     * runs again at the next start.
+     */
+    TIDEGATE_STATUS_REPORT_TASK_CARRIED_OVER = 73,
+    /**
+     * Journal: fewer bytes than the record needs (an interrupted write). Nothing changed.
+     */
+    TIDEGATE_STATUS_JOURNAL_TRUNCATED = 74,
+    /**
+     * Journal: the bytes are not a tidegate journal (bad magic). Nothing changed.
+     */
+    TIDEGATE_STATUS_JOURNAL_NOT_A_JOURNAL = 75,
+    /**
+     * Journal: a format version this build does not read. Nothing changed.
+     */
+    TIDEGATE_STATUS_JOURNAL_UNSUPPORTED_VERSION = 76,
+    /**
+     * Journal: more bytes than the record declares; pass exactly the bytes written.
+     */
+    TIDEGATE_STATUS_JOURNAL_LENGTH_MISMATCH = 77,
+    /**
+     * Journal: the checksum does not match; the bytes were corrupted. Nothing changed.
+     */
+    TIDEGATE_STATUS_JOURNAL_CHECKSUM_MISMATCH = 78,
+    /**
+     * Journal: the checksum matches but the task records are inconsistent. Nothing changed.
+     */
+    TIDEGATE_STATUS_JOURNAL_MALFORMED = 79,
+    /**
+     * Journal: more tasks than the task queue holds. Nothing changed.
+     */
+    TIDEGATE_STATUS_JOURNAL_TOO_LARGE = 80,
+    /**
+     * Journal: there is no sealed journal to write (only after `PERSIST_JOURNAL`).
+     */
+    TIDEGATE_STATUS_JOURNAL_NONE = 81,
+    /**
+     * The buffer is too small; nothing was written. The size required is given alongside (for
+     * the journal: `journal_len` of the effect, or `tidegate_lifecycle_journal_len`).
+     */
+    TIDEGATE_STATUS_BUFFER_TOO_SMALL = 82,
+    /**
+     * Configuration: `task_capacity` is above `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX`.
+     */
+    TIDEGATE_STATUS_CONFIG_TASK_CAPACITY_TOO_LARGE = 83,
+    /**
+     * Budget configuration: `max_attempts_in_flight` or `max_open_connections` is zero.
+     */
+    TIDEGATE_STATUS_CONFIG_BUDGET_ZERO_LIMIT = 100,
+    /**
+     * Budget configuration: `recovery_interval_micros` is zero.
+     */
+    TIDEGATE_STATUS_CONFIG_BUDGET_ZERO_RECOVERY_INTERVAL = 101,
+    /**
+     * Race configuration: `preferred_family` is not a `TIDEGATE_ADDRESS_FAMILY_*` value.
+     */
+    TIDEGATE_STATUS_CONFIG_UNKNOWN_ADDRESS_FAMILY = 102,
+    /**
+     * No connection budget: as many attempts as allowed are in flight. Nothing was counted;
+     * retry after an attempt ends.
+     */
+    TIDEGATE_STATUS_NO_BUDGET_ATTEMPTS = 103,
+    /**
+     * No connection budget: as many descriptors as allowed are in use by attempts and open
+     * connections (the limit may be lowered after resource errors). Nothing was counted.
+     */
+    TIDEGATE_STATUS_NO_BUDGET_CONNECTIONS = 104,
+    /**
+     * The budget has no attempt in flight to connect, fail or cancel. Nothing changed.
+     */
+    TIDEGATE_STATUS_BUDGET_NO_ATTEMPT_IN_FLIGHT = 105,
+    /**
+     * The budget has no open connection to close. Nothing changed.
+     */
+    TIDEGATE_STATUS_BUDGET_NO_OPEN_CONNECTION = 106,
+    /**
+     * The race is already won, failed or aborted; the input is not needed.
+     */
+    TIDEGATE_STATUS_RACE_FINISHED = 107,
+    /**
+     * An address is not of the DNS answer's family. Nothing was fed.
+     */
+    TIDEGATE_STATUS_ADDRESS_FAMILY_MISMATCH = 108,
+    /**
+     * No attempt with this index was ever started.
+     */
+    TIDEGATE_STATUS_UNKNOWN_ATTEMPT = 109,
+    /**
+     * The attempt is no longer in flight: the race is cancelling it (close its socket on the
+     * `CANCEL_ATTEMPT` action) or it already ended.
+     */
+    TIDEGATE_STATUS_ATTEMPT_NOT_IN_FLIGHT = 110,
+    /**
      * Configuration: a flow cap (global, per app, per destination, connecting) is zero.
      */
-    TIDEGATE_STATUS_CONFIG_FLOW_ZERO_CAP = 40,
+    TIDEGATE_STATUS_CONFIG_FLOW_ZERO_CAP = 111,
     /**
      * Configuration: `slots` is below `max_flows + 1`.
      */
-    TIDEGATE_STATUS_CONFIG_FLOW_TOO_FEW_SLOTS = 41,
+    TIDEGATE_STATUS_CONFIG_FLOW_TOO_FEW_SLOTS = 112,
     /**
      * Configuration: `slots` is larger than a 32-bit index can name.
      */
-    TIDEGATE_STATUS_CONFIG_FLOW_TOO_MANY_SLOTS = 42,
+    TIDEGATE_STATUS_CONFIG_FLOW_TOO_MANY_SLOTS = 113,
     /**
      * The flow id was never issued by this governor (forged or corrupted). Nothing changed.
      */
-    TIDEGATE_STATUS_UNKNOWN_FLOW = 43,
+    TIDEGATE_STATUS_UNKNOWN_FLOW = 114,
     /**
      * The flow has already closed; its id is stale. Late completions get this: ignore it.
      */
-    TIDEGATE_STATUS_STALE_FLOW = 44,
+    TIDEGATE_STATUS_STALE_FLOW = 115,
     /**
      * The call does not fit the flow's state (connected twice, for example). Nothing changed.
      */
-    TIDEGATE_STATUS_FLOW_INVALID_STATE = 45,
+    TIDEGATE_STATUS_FLOW_INVALID_STATE = 116,
     /**
      * A completion reports more bytes than are pending on the flow. Nothing changed.
      */
-    TIDEGATE_STATUS_COMPLETION_EXCEEDS_PENDING = 46,
+    TIDEGATE_STATUS_COMPLETION_EXCEEDS_PENDING = 117,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
 typedef enum TidegateStatus TidegateStatus;
 #else
 typedef uint32_t TidegateStatus;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * What an action asks of the host.
+ */
+enum TidegateEyeballsActionKind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Nothing to do until the next input or timer.
+     */
+    TIDEGATE_EYEBALLS_ACTION_KIND_NONE = 0,
+    /**
+     * Open a socket and connect it to `address`; report its outcome with `index`.
+     */
+    TIDEGATE_EYEBALLS_ACTION_KIND_START_ATTEMPT = 1,
+    /**
+     * Close the socket of attempt `index`; its budget is already released.
+     */
+    TIDEGATE_EYEBALLS_ACTION_KIND_CANCEL_ATTEMPT = 2,
+    /**
+     * Attempt `index` won: use its socket. It now counts as an open connection; call
+     * `tidegate_budget_on_connection_closed` when you close it.
+     */
+    TIDEGATE_EYEBALLS_ACTION_KIND_CONNECTED = 3,
+    /**
+     * The race failed (see `failure`); nothing else will come out of it.
+     */
+    TIDEGATE_EYEBALLS_ACTION_KIND_FAILED = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateEyeballsActionKind TidegateEyeballsActionKind;
+#else
+typedef uint32_t TidegateEyeballsActionKind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Why a race failed.
+ */
+enum TidegateRaceFailure
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * The race has not failed.
+     */
+    TIDEGATE_RACE_FAILURE_NONE = 0,
+    /**
+     * Every candidate failed; `last_error_class` is the class of the last failure.
+     */
+    TIDEGATE_RACE_FAILURE_ALL_ATTEMPTS_FAILED = 1,
+    /**
+     * Resolution gave no usable address.
+     */
+    TIDEGATE_RACE_FAILURE_NO_ADDRESSES = 2,
+    /**
+     * An attempt was due but the budget refused it for longer than `budget_wait_micros`;
+     * `budget_refusal` says which limit.
+     */
+    TIDEGATE_RACE_FAILURE_NO_BUDGET = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateRaceFailure TidegateRaceFailure;
+#else
+typedef uint32_t TidegateRaceFailure;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The class of a connect failure, by what the host should do about it.
+ */
+enum TidegateErrorClass
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Out of descriptors, flows, memory or ports (`EMFILE`, `ENOSPC`, `ENOMEM`...): back off.
+     */
+    TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED = 0,
+    /**
+     * The peer refused the connection (`ECONNREFUSED`).
+     */
+    TIDEGATE_ERROR_CLASS_REFUSED = 1,
+    /**
+     * No route (`ENETUNREACH`, `EHOSTUNREACH`...).
+     */
+    TIDEGATE_ERROR_CLASS_UNREACHABLE = 2,
+    /**
+     * The attempt timed out (`ETIMEDOUT`, or `attempt_timeout_micros`).
+     */
+    TIDEGATE_ERROR_CLASS_TIMED_OUT = 3,
+    /**
+     * Reset or aborted (`ECONNRESET`, `ECONNABORTED`, `EPIPE`).
+     */
+    TIDEGATE_ERROR_CLASS_RESET = 4,
+    /**
+     * Local policy forbids it (`EACCES`, `EPERM`).
+     */
+    TIDEGATE_ERROR_CLASS_DENIED = 5,
+    /**
+     * Anything else.
+     */
+    TIDEGATE_ERROR_CLASS_OTHER = 6,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateErrorClass TidegateErrorClass;
+#else
+typedef uint32_t TidegateErrorClass;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Which budget limit refused an attempt.
+ */
+enum TidegateBudgetRefusal
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * No refusal.
+     */
+    TIDEGATE_BUDGET_REFUSAL_NONE = 0,
+    /**
+     * Too many connection attempts in flight.
+     */
+    TIDEGATE_BUDGET_REFUSAL_ATTEMPTS_IN_FLIGHT = 1,
+    /**
+     * Too many descriptors in use by attempts and open connections.
+     */
+    TIDEGATE_BUDGET_REFUSAL_CONNECTIONS = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateBudgetRefusal TidegateBudgetRefusal;
+#else
+typedef uint32_t TidegateBudgetRefusal;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Where a race stands.
+ */
+enum TidegateRaceState
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * No attempt started yet: waiting for addresses or the Resolution Delay.
+     */
+    TIDEGATE_RACE_STATE_RESOLVING = 0,
+    /**
+     * Attempts in flight, or the next waiting for its delay.
+     */
+    TIDEGATE_RACE_STATE_CONNECTING = 1,
+    /**
+     * An attempt is due but the budget refuses it (`budget_refusal` says which limit).
+     */
+    TIDEGATE_RACE_STATE_WAITING_FOR_BUDGET = 2,
+    /**
+     * Attempt `index` won.
+     */
+    TIDEGATE_RACE_STATE_CONNECTED = 3,
+    /**
+     * The race failed (`failure` says why).
+     */
+    TIDEGATE_RACE_STATE_FAILED = 4,
+    /**
+     * The host aborted the race.
+     */
+    TIDEGATE_RACE_STATE_ABORTED = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateRaceState TidegateRaceState;
+#else
+typedef uint32_t TidegateRaceState;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -356,6 +709,133 @@ typedef uint32_t TidegateFlowState;
 #endif // __cplusplus
 
 /**
+ * How `tidegate_lifecycle_on_stop` proceeds.
+ */
+enum TidegateStopOutcome
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * The session was running; it now tears down, does housekeeping and completes.
+     */
+    TIDEGATE_STOP_OUTCOME_STOPPING = 0,
+    /**
+     * The stop came while starting: fail the pending start completion handler; a later
+     * `tidegate_lifecycle_on_tunnel_started` is refused; the stop proceeds as usual.
+     */
+    TIDEGATE_STOP_OUTCOME_START_ABANDONED = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateStopOutcome TidegateStopOutcome;
+#else
+typedef uint32_t TidegateStopOutcome;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The kind of a `TidegateLifecycleEffect`; it says which fields are meaningful.
+ */
+enum TidegateLifecycleEffectKind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Nothing to do until the next input or timeout.
+     */
+    TIDEGATE_LIFECYCLE_EFFECT_KIND_NONE = 0,
+    /**
+     * Bring the tunnel up, then call `tidegate_lifecycle_on_tunnel_started`.
+     * `carried_over_tasks` tasks from the journal will run once it is up.
+     */
+    TIDEGATE_LIFECYCLE_EFFECT_KIND_START_TUNNEL = 1,
+    /**
+     * Run task `task_id` (`task_kind`, `payload`), then report it done or failed.
+     */
+    TIDEGATE_LIFECYCLE_EFFECT_KIND_RUN_TASK = 2,
+    /**
+     * Tear the tunnel down, then call `tidegate_lifecycle_on_torn_down`.
+     */
+    TIDEGATE_LIFECYCLE_EFFECT_KIND_TEAR_DOWN = 3,
+    /**
+     * Write the journal (`journal_len` bytes) with `tidegate_lifecycle_write_journal`, persist
+     * it in place of any earlier one, then call `tidegate_lifecycle_on_journal_persisted`.
+     */
+    TIDEGATE_LIFECYCLE_EFFECT_KIND_PERSIST_JOURNAL = 4,
+    /**
+     * Every task of the journal handed to the last start has ended: delete the persisted journal.
+     */
+    TIDEGATE_LIFECYCLE_EFFECT_KIND_DISCARD_JOURNAL = 5,
+    /**
+     * Call the stop completion handler. The process may be killed right after.
+     */
+    TIDEGATE_LIFECYCLE_EFFECT_KIND_COMPLETE_STOP = 6,
+    /**
+     * Call `cancelTunnelWithError` with `error_code` (or fail the start with it if the cancel
+     * came while starting).
+     */
+    TIDEGATE_LIFECYCLE_EFFECT_KIND_CANCEL_WITH_ERROR = 7,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateLifecycleEffectKind TidegateLifecycleEffectKind;
+#else
+typedef uint32_t TidegateLifecycleEffectKind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The state of a `TidegateLifecycle`; the stopping state is split into its phases.
+ */
+enum TidegateLifecycleState
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * No session has started yet.
+     */
+    TIDEGATE_LIFECYCLE_STATE_IDLE = 0,
+    /**
+     * A start was accepted; the tunnel is being brought up.
+     */
+    TIDEGATE_LIFECYCLE_STATE_STARTING = 1,
+    /**
+     * The tunnel is up; tasks carried over from the journal run now.
+     */
+    TIDEGATE_LIFECYCLE_STATE_RUNNING = 2,
+    /**
+     * Stopping: the host is tearing the tunnel down.
+     */
+    TIDEGATE_LIFECYCLE_STATE_STOPPING_TEARING_DOWN = 3,
+    /**
+     * Stopping: housekeeping tasks run until done or the deadline.
+     */
+    TIDEGATE_LIFECYCLE_STATE_STOPPING_HOUSEKEEPING = 4,
+    /**
+     * Stopping: the deadline passed; the host writes and persists the journal.
+     */
+    TIDEGATE_LIFECYCLE_STATE_STOPPING_PERSISTING_JOURNAL = 5,
+    /**
+     * Stopping: the next effect completes the stop (or cancels with the error).
+     */
+    TIDEGATE_LIFECYCLE_STATE_STOPPING_COMPLETING = 6,
+    /**
+     * The last stop completed; a new start is accepted.
+     */
+    TIDEGATE_LIFECYCLE_STATE_STOPPED = 7,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateLifecycleState TidegateLifecycleState;
+#else
+typedef uint32_t TidegateLifecycleState;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * What `tidegate_tunnel_on_inbound_packet` did with a packet.
  */
 enum TidegateInboundDisposition
@@ -411,6 +891,57 @@ typedef uint32_t TidegateDropPolicy;
 #endif // __cplusplus
 
 /**
+ * Active queue management (the `aqm` config field).
+ */
+enum TidegateAqm
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * No AQM: the memory ceiling alone. Packets leave in order unless a ring is full.
+     */
+    TIDEGATE_AQM_OFF = 0,
+    /**
+     * CoDel (RFC 8289): drop from the head when packets have waited more than `aqm_target_us`
+     * for a whole `aqm_interval_us`, keeping the queueing delay through the tunnel short.
+     */
+    TIDEGATE_AQM_CODEL = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateAqm TidegateAqm;
+#else
+typedef uint32_t TidegateAqm;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * An address family, as a DNS answer type (AAAA or A). Functions take it as a `uint32_t`.
+ */
+enum TidegateAddressFamily
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * IPv4, from an A answer.
+     */
+    TIDEGATE_ADDRESS_FAMILY_IPV4 = 4,
+    /**
+     * IPv6, from an AAAA answer.
+     */
+    TIDEGATE_ADDRESS_FAMILY_IPV6 = 6,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateAddressFamily TidegateAddressFamily;
+#else
+typedef uint32_t TidegateAddressFamily;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A flow's transport (the `protocol` argument of `tidegate_flow_governor_on_new_flow`).
  */
 enum TidegateFlowProtocol
@@ -436,6 +967,38 @@ typedef uint32_t TidegateFlowProtocol;
 #endif // __cplusplus
 
 /**
+ * The connection budget shared by every race and every flow of the process: at most
+ * `max_attempts_in_flight` connects in flight, at most `connection_limit` descriptors in use by
+ * attempts and open connections, lowered for a while after resource errors (`EMFILE`,
+ * `ENOSPC`, `ENOMEM`, `ENOBUFS`) and recovered step by step.
+ *
+ * Back-off rule: a resource error halves both limits (not below `backoff_floor`; errors within
+ * a quarter of `recovery_interval_micros` of the last halving count as the same burst); after
+ * each quiet `recovery_interval_micros` both grow by one eighth of their configured value.
+ *
+ * Thread safety: not safe for concurrent use. Calls on one handle must not overlap (use one
+ * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
+ */
+typedef struct TidegateBudget TidegateBudget;
+
+/**
+ * One Happy Eyeballs v2 race (RFC 8305) over at most 16 candidate addresses, for a host that
+ * connects with BSD sockets.
+ *
+ * The host feeds DNS answers and connect outcomes and polls actions: open socket `i` to an
+ * address, close socket `i`, attempt `i` won, or the race failed. Every attempt is counted by
+ * the `TidegateBudget` passed to `tidegate_eyeballs_poll_action` (always the same one).
+ *
+ * Drain contract: after any input, call `tidegate_eyeballs_poll_action` until it reports
+ * `TIDEGATE_EYEBALLS_ACTION_KIND_NONE`, then arm a timer for `tidegate_eyeballs_poll_timeout`.
+ * A race waiting for budget retries on every poll: poll it again when budget is released.
+ *
+ * Thread safety: not safe for concurrent use. Calls on one handle must not overlap (use one
+ * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
+ */
+typedef struct TidegateEyeballs TidegateEyeballs;
+
+/**
  * A flow governor: the flow table of an app or transparent proxy, with admission, fairness,
  * eviction, timeouts and per-flow backpressure.
  *
@@ -451,6 +1014,24 @@ typedef uint32_t TidegateFlowProtocol;
 typedef struct TidegateFlowGovernor TidegateFlowGovernor;
 
 /**
+ * The session lifecycle of one provider process: start, stop and cancel in the order Apple
+ * requires (tear down, housekeeping, then the completion handler), with housekeeping bounded by
+ * a deadline and the unfinished tasks carried to the next start in a journal the host persists.
+ *
+ * Drive it with the `tidegate_lifecycle_on_*` inputs and, after every input, call
+ * `tidegate_lifecycle_poll_effect` until it reports `TIDEGATE_LIFECYCLE_EFFECT_KIND_NONE`.
+ * Housekeeping is at-least-once: a task carried over may run again after it had in fact
+ * finished, so every task must be idempotent.
+ *
+ * All its memory is allocated by `tidegate_lifecycle_new` and equals
+ * `tidegate_lifecycle_footprint`; nothing is allocated afterwards.
+ *
+ * Thread safety: not safe for concurrent use. Calls on one handle must not overlap (use one
+ * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
+ */
+typedef struct TidegateLifecycle TidegateLifecycle;
+
+/**
  * A packet tunnel engine: two fixed rings that bound the memory of a packet tunnel provider.
  *
  * Outbound is apps → tunnel (`readPackets`), inbound is tunnel → apps (`writePackets`). All its
@@ -461,6 +1042,247 @@ typedef struct TidegateFlowGovernor TidegateFlowGovernor;
  * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
  */
 typedef struct TidegateTunnel TidegateTunnel;
+
+/**
+ * Configuration of a `TidegateBudget`. Start from `tidegate_budget_config_default()`.
+ */
+typedef struct TidegateBudgetConfig {
+    /**
+     * Most connection attempts in flight at once (default 64).
+     */
+    uint32_t max_attempts_in_flight;
+    /**
+     * Most descriptors in use by attempts plus open connections (default 400, below the ~500
+     * active flows where NECP starts failing and Network framework's 512 flows per process).
+     */
+    uint32_t max_open_connections;
+    /**
+     * The process's `RLIMIT_NOFILE` soft limit (default 256, the macOS GUI default); see also
+     * `tidegate_budget_set_fd_limit`.
+     */
+    uint64_t fd_limit;
+    /**
+     * Descriptors kept for the host itself (default 32; never more than half of `fd_limit`).
+     */
+    uint64_t fd_reserve;
+    /**
+     * The lowest value back-off pushes each limit to (default 8).
+     */
+    uint32_t backoff_floor;
+    /**
+     * Quiet time before each recovery step, in microseconds (default 1 s).
+     */
+    uint64_t recovery_interval_micros;
+} TidegateBudgetConfig;
+
+/**
+ * The budget's limits and usage now, from `tidegate_budget_levels`.
+ */
+typedef struct TidegateBudgetLevels {
+    /**
+     * Connection attempts in flight.
+     */
+    uint32_t attempts_in_flight;
+    /**
+     * Open connections (not counting attempts).
+     */
+    uint32_t open_connections;
+    /**
+     * Effective limit on attempts in flight (lowered while backing off).
+     */
+    uint32_t attempt_limit;
+    /**
+     * Effective limit on attempts plus open connections (lowered while backing off).
+     */
+    uint32_t connection_limit;
+    /**
+     * Whether a limit is lowered after resource errors.
+     */
+    bool backing_off;
+} TidegateBudgetLevels;
+
+/**
+ * Counters a host can export to see how the budget behaves. They saturate.
+ */
+typedef struct TidegateBudgetStats {
+    /**
+     * Attempts the budget allowed to start.
+     */
+    uint64_t attempts_started;
+    /**
+     * Attempt requests refused.
+     */
+    uint64_t attempts_refused;
+    /**
+     * Non-raced connection requests ([`ConnectionBudget::try_open_connection`]) refused.
+     */
+    uint64_t connections_refused;
+    /**
+     * Resource-exhausted errors reported.
+     */
+    uint64_t resource_errors;
+    /**
+     * Times the effective limits were halved.
+     */
+    uint64_t backoffs;
+    /**
+     * Releases reported with nothing to release (a host bookkeeping bug).
+     */
+    uint64_t unbalanced_releases;
+} TidegateBudgetStats;
+
+/**
+ * Configuration of a race. Start from `tidegate_eyeballs_config_default()`. Out-of-range
+ * values are clamped, not refused.
+ */
+typedef struct TidegateEyeballsConfig {
+    /**
+     * The family tried first: a `TIDEGATE_ADDRESS_FAMILY_*` value (default IPv6).
+     */
+    uint32_t preferred_family;
+    /**
+     * Preferred-family addresses tried before the first of the other family (RFC 8305 "First
+     * Address Family Count"; default 1, at least 1, at most 255).
+     */
+    uint32_t first_address_family_count;
+    /**
+     * How long to wait for the preferred family's answer when the other arrives first, in
+     * microseconds (RFC 8305 "Resolution Delay"; default 50 ms, at most 2 s).
+     */
+    uint64_t resolution_delay_micros;
+    /**
+     * How long an attempt runs before the next one starts, in microseconds (RFC 8305
+     * "Connection Attempt Delay"; default 250 ms, clamped to 10 ms ..= 2 s).
+     */
+    uint64_t connection_attempt_delay_micros;
+    /**
+     * How long one attempt may run before the race cancels it as timed out, in microseconds;
+     * 0 (default) leaves timeouts to the socket layer.
+     */
+    uint64_t attempt_timeout_micros;
+    /**
+     * How long the race waits for budget before failing, in microseconds (default 1 s; 0 fails
+     * at once).
+     */
+    uint64_t budget_wait_micros;
+} TidegateEyeballsConfig;
+
+/**
+ * An IP address and port to connect to.
+ */
+typedef struct TidegateSocketAddress {
+    /**
+     * The address in network byte order: 16 bytes for IPv6, the first 4 for IPv4 (the rest 0).
+     */
+    uint8_t ip[16];
+    /**
+     * The port, in host byte order.
+     */
+    uint16_t port;
+    /**
+     * `TIDEGATE_ADDRESS_FAMILY_IPV4` or `TIDEGATE_ADDRESS_FAMILY_IPV6`.
+     */
+    uint8_t family;
+    /**
+     * The IPv6 scope (interface index) of a link-local address; 0 otherwise.
+     */
+    uint32_t scope_id;
+} TidegateSocketAddress;
+
+/**
+ * One action from `tidegate_eyeballs_poll_action`. Fields not named by `kind` are zero.
+ */
+typedef struct TidegateEyeballsAction {
+    /**
+     * What to do.
+     */
+    TidegateEyeballsActionKind kind;
+    /**
+     * The attempt, for `START_ATTEMPT`, `CANCEL_ATTEMPT` and `CONNECTED`.
+     */
+    size_t index;
+    /**
+     * Where to connect, for `START_ATTEMPT`.
+     */
+    struct TidegateSocketAddress address;
+    /**
+     * Why the race failed, for `FAILED`.
+     */
+    TidegateRaceFailure failure;
+    /**
+     * The last failure's class, for `FAILED` with `TIDEGATE_RACE_FAILURE_ALL_ATTEMPTS_FAILED`.
+     */
+    TidegateErrorClass last_error_class;
+    /**
+     * The budget limit, for `FAILED` with `TIDEGATE_RACE_FAILURE_NO_BUDGET`.
+     */
+    TidegateBudgetRefusal budget_refusal;
+} TidegateEyeballsAction;
+
+/**
+ * A race's state, from `tidegate_eyeballs_status`. Fields not named by `state` are zero.
+ */
+typedef struct TidegateRaceStatus {
+    /**
+     * Where the race stands.
+     */
+    TidegateRaceState state;
+    /**
+     * The winner, for `CONNECTED`.
+     */
+    size_t index;
+    /**
+     * Why it failed, for `FAILED`.
+     */
+    TidegateRaceFailure failure;
+    /**
+     * The last failure's class, for `FAILED` with `ALL_ATTEMPTS_FAILED`.
+     */
+    TidegateErrorClass last_error_class;
+    /**
+     * The budget limit, for `WAITING_FOR_BUDGET` and `FAILED` with `NO_BUDGET`.
+     */
+    TidegateBudgetRefusal budget_refusal;
+} TidegateRaceStatus;
+
+/**
+ * Counters of one race. They saturate.
+ */
+typedef struct TidegateEyeballsStats {
+    /**
+     * Attempts started.
+     */
+    uint32_t attempts_started;
+    /**
+     * Attempts the host reported failed.
+     */
+    uint32_t attempts_failed;
+    /**
+     * Attempts cancelled: also-ran losers, timed-out attempts and attempts of an aborted race.
+     */
+    uint32_t attempts_cancelled;
+    /**
+     * Also-ran attempts: losers cancelled because another attempt of the race connected
+     * (included in `attempts_cancelled`).
+     */
+    uint32_t attempts_also_ran;
+    /**
+     * Attempts cancelled because [`EyeballsConfig::attempt_timeout_micros`] passed.
+     */
+    uint32_t attempts_timed_out;
+    /**
+     * Addresses dropped because the candidate table was full.
+     */
+    uint32_t candidates_dropped;
+    /**
+     * Times the budget refused an attempt that was due.
+     */
+    uint32_t budget_refusals;
+    /**
+     * Budget releases the budget rejected (the race was polled with a different budget).
+     */
+    uint32_t budget_mismatches;
+} TidegateEyeballsStats;
 
 /**
  * Policy of a `TidegateFlowGovernor`. Start from `tidegate_flow_policy_default()` and change
@@ -628,8 +1450,8 @@ typedef struct TidegateFlowStats {
      */
     uint64_t closed;
     /**
-     * Failed connections by error class: resource exhausted, refused, unreachable, timed out,
-     * reset, denied, other.
+     * Failed connections, indexed by `TidegateErrorClass` (resource exhausted, refused,
+     * unreachable, timed out, reset, denied, other).
      */
     uint64_t connect_failures[7];
     /**
@@ -673,6 +1495,132 @@ typedef struct TidegateFlowStats {
      */
     struct TidegateAppFlows top_apps[8];
 } TidegateFlowStats;
+
+/**
+ * Configuration of a `TidegateLifecycle`. Start from `tidegate_lifecycle_config_default()`.
+ */
+typedef struct TidegateLifecycleConfig {
+    /**
+     * How long housekeeping may run after the teardown is reported, in microseconds. When it
+     * passes, the tasks not yet finished go into the journal and the stop completes.
+     */
+    uint64_t housekeeping_deadline_us;
+    /**
+     * How many housekeeping tasks the queue holds at once (at most
+     * `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX`).
+     */
+    uint32_t task_capacity;
+    /**
+     * How many `RUN_TASK` effects may be outstanding at once; 0 is treated as 1.
+     */
+    uint16_t tasks_in_flight_max;
+} TidegateLifecycleConfig;
+
+/**
+ * One thing the host must do next. Every effect carries the session's generation; echo it in
+ * the reports.
+ */
+typedef struct TidegateLifecycleEffect {
+    /**
+     * What to do; `TIDEGATE_LIFECYCLE_EFFECT_KIND_NONE` when there is nothing.
+     */
+    TidegateLifecycleEffectKind kind;
+    /**
+     * The session the effect belongs to.
+     */
+    uint64_t generation;
+    /**
+     * `RUN_TASK`: the task to run and report.
+     */
+    uint64_t task_id;
+    /**
+     * `PERSIST_JOURNAL`: bytes the journal takes.
+     */
+    size_t journal_len;
+    /**
+     * `RUN_TASK`: the host-defined kind of task.
+     */
+    uint32_t task_kind;
+    /**
+     * `CANCEL_WITH_ERROR`: the code given to `tidegate_lifecycle_on_cancel`.
+     */
+    uint32_t error_code;
+    /**
+     * `START_TUNNEL`: tasks read back from the journal.
+     */
+    uint16_t carried_over_tasks;
+    /**
+     * `RUN_TASK`: bytes of `payload` in use.
+     */
+    uint8_t payload_len;
+    /**
+     * `RUN_TASK`: the task's argument (the first `payload_len` bytes).
+     */
+    uint8_t payload[TIDEGATE_TASK_PAYLOAD_MAX];
+} TidegateLifecycleEffect;
+
+/**
+ * Counters of a `TidegateLifecycle`. Counters saturate.
+ */
+typedef struct TidegateLifecycleStats {
+    /**
+     * Starts accepted.
+     */
+    uint64_t sessions_started;
+    /**
+     * Stops and cancels completed.
+     */
+    uint64_t stops_completed;
+    /**
+     * Microseconds from the last stop or cancel request to its completion effect, on the host's
+     * clock; 0 before the first completion.
+     */
+    uint64_t last_stop_latency_us;
+    /**
+     * The longest stop latency seen, in microseconds.
+     */
+    uint64_t max_stop_latency_us;
+    /**
+     * Tasks registered by the host.
+     */
+    uint64_t tasks_registered;
+    /**
+     * `RUN_TASK` effects handed out.
+     */
+    uint64_t tasks_run;
+    /**
+     * Tasks reported done.
+     */
+    uint64_t tasks_done;
+    /**
+     * Tasks reported failed.
+     */
+    uint64_t tasks_failed;
+    /**
+     * Tasks written into a journal because the housekeeping deadline passed.
+     */
+    uint64_t tasks_carried_over;
+    /**
+     * Tasks read back from a journal at start.
+     */
+    uint64_t tasks_resumed;
+    /**
+     * Journals sealed for the host to persist.
+     */
+    uint64_t journals_written;
+    /**
+     * Journals refused at start (truncated, corrupted, foreign, too large).
+     */
+    uint64_t journals_rejected;
+    /**
+     * Host reports refused, stale ones included.
+     */
+    uint64_t reports_refused;
+    /**
+     * Host reports refused because they named an earlier session.
+     */
+    uint64_t stale_reports;
+} TidegateLifecycleStats;
 
 /**
  * Configuration of a `TidegateTunnel`. Start from `tidegate_tunnel_config_default()` and change
@@ -719,6 +1667,18 @@ typedef struct TidegateTunnelConfig {
      * What to drop when the inbound ring is full: a `TIDEGATE_DROP_POLICY_*` value.
      */
     uint32_t inbound_drop_policy;
+    /**
+     * Active queue management for both rings: a `TIDEGATE_AQM_*` value.
+     */
+    uint32_t aqm;
+    /**
+     * CoDel's target sojourn time in microseconds (used when `aqm` is CoDel; default 5000).
+     */
+    uint32_t aqm_target_us;
+    /**
+     * CoDel's interval in microseconds (used when `aqm` is CoDel; default 100000).
+     */
+    uint32_t aqm_interval_us;
 } TidegateTunnelConfig;
 
 /**
@@ -791,6 +1751,18 @@ typedef struct TidegateDirectionStats {
      * Packets longer than `max_packet_len` refused.
      */
     uint64_t oversized_packets;
+    /**
+     * Packets CoDel dropped at the head of the queue because they waited too long.
+     */
+    uint64_t aqm_dropped_packets;
+    /**
+     * Bytes of those packets.
+     */
+    uint64_t aqm_dropped_bytes;
+    /**
+     * Microseconds the most recently handed-out packet waited in the queue (its sojourn time).
+     */
+    uint64_t last_sojourn_micros;
 } TidegateDirectionStats;
 
 /**
@@ -862,9 +1834,360 @@ typedef struct TidegateTunnelStats {
 
 
 
+
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * The default configuration: 64 attempts in flight, 400 connections, `RLIMIT_NOFILE` 256 with 32
+ * descriptors reserved (so 224 connections until `tidegate_budget_set_fd_limit`), back-off floor
+ * 8, recovery step every second.
+ */
+struct TidegateBudgetConfig tidegate_budget_config_default(void);
+
+/**
+ * Creates a budget with `config` and writes its handle to `*out_budget`. The handle is the only
+ * allocation (`sizeof` a few dozen bytes); nothing is allocated afterwards.
+ *
+ * Returns `TIDEGATE_STATUS_CONFIG_BUDGET_ZERO_LIMIT` or
+ * `TIDEGATE_STATUS_CONFIG_BUDGET_ZERO_RECOVERY_INTERVAL` for an invalid configuration.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateBudgetConfig`; `out_budget` must be NULL or
+ * valid for writing a pointer. Free the handle with `tidegate_budget_free`.
+ */
+TidegateStatus tidegate_budget_new(const struct TidegateBudgetConfig *config,
+                                   struct TidegateBudget **out_budget);
+
+/**
+ * Frees a budget. `NULL` is a no-op. Works on a poisoned handle too. Free every race that uses
+ * the budget first.
+ *
+ * # Safety
+ * `budget` must be NULL or a handle from `tidegate_budget_new` that was not freed yet, with no
+ * other call on it running.
+ */
+void tidegate_budget_free(struct TidegateBudget *budget);
+
+/**
+ * The bytes `tidegate_budget_new` allocates: the handle, nothing else.
+ */
+size_t tidegate_budget_footprint(void);
+
+/**
+ * Gives the budget the process's real descriptor limit (`getrlimit(RLIMIT_NOFILE)`, soft
+ * value; `RLIM_INFINITY` is fine). The connection limit becomes the smaller of
+ * `max_open_connections` and `rlimit_nofile` minus the reserve.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_budget_set_fd_limit(struct TidegateBudget *budget, uint64_t rlimit_nofile);
+
+/**
+ * Writes to `*out_can_start` whether `tidegate_budget_try_start_attempt` would succeed now.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle; `out_can_start` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_budget_can_start_attempt(const struct TidegateBudget *budget,
+                                                 bool *out_can_start);
+
+/**
+ * Counts a connection attempt made outside a race (a single connect), or refuses it at once
+ * with `TIDEGATE_STATUS_NO_BUDGET_ATTEMPTS` or `TIDEGATE_STATUS_NO_BUDGET_CONNECTIONS`, counting
+ * nothing. On success report exactly one of `tidegate_budget_on_attempt_connected`,
+ * `_on_attempt_failed` or `_on_attempt_cancelled` later. Races do this themselves.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_budget_try_start_attempt(struct TidegateBudget *budget, uint64_t now_us);
+
+/**
+ * An attempt started with `tidegate_budget_try_start_attempt` connected: it now counts as an
+ * open connection. Returns `TIDEGATE_STATUS_BUDGET_NO_ATTEMPT_IN_FLIGHT` if none is counted.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_budget_on_attempt_connected(struct TidegateBudget *budget, uint64_t now_us);
+
+/**
+ * An attempt started with `tidegate_budget_try_start_attempt` failed with `errno_value` (the
+ * `errno` of `connect`, `socket` or `SO_ERROR`); a resource error (`EMFILE`, `ENFILE`,
+ * `ENOSPC`, `ENOMEM`, `ENOBUFS`, `EAGAIN`, `EADDRNOTAVAIL`) makes the budget back off.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_budget_on_attempt_failed(struct TidegateBudget *budget,
+                                                 uint64_t now_us,
+                                                 int32_t errno_value);
+
+/**
+ * An attempt started with `tidegate_budget_try_start_attempt` was abandoned by the host.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_budget_on_attempt_cancelled(struct TidegateBudget *budget, uint64_t now_us);
+
+/**
+ * Counts a connection that did not go through an attempt (an accepted socket), or refuses it
+ * at once with `TIDEGATE_STATUS_NO_BUDGET_CONNECTIONS`.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_budget_try_open_connection(struct TidegateBudget *budget, uint64_t now_us);
+
+/**
+ * An open connection closed (a race's winner, or one counted by
+ * `tidegate_budget_try_open_connection`). Returns `TIDEGATE_STATUS_BUDGET_NO_OPEN_CONNECTION`
+ * if none is counted. Poll races waiting for budget afterwards.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_budget_on_connection_closed(struct TidegateBudget *budget, uint64_t now_us);
+
+/**
+ * The OS reported a resource shortage outside an attempt (`accept` failing with `EMFILE`, a
+ * flow refused with `ENOSPC`): the budget backs off as for a failed attempt.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_budget_on_resource_error(struct TidegateBudget *budget, uint64_t now_us);
+
+/**
+ * Writes to `*out_deadline_us` when the next recovery step is due, or `UINT64_MAX` when the
+ * budget is not backing off.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle; `out_deadline_us` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_budget_poll_timeout(const struct TidegateBudget *budget,
+                                            uint64_t *out_deadline_us);
+
+/**
+ * Applies the recovery steps due at `now_us`. Idempotent. Poll races waiting for budget
+ * afterwards.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_budget_handle_timeout(struct TidegateBudget *budget, uint64_t now_us);
+
+/**
+ * Writes the budget's limits and usage now to `*out_levels`.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle; `out_levels` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_budget_levels(const struct TidegateBudget *budget,
+                                      struct TidegateBudgetLevels *out_levels);
+
+/**
+ * Writes a snapshot of the budget's counters to `*out_stats`.
+ *
+ * # Safety
+ * `budget` must be NULL or a live handle; `out_stats` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_budget_stats(const struct TidegateBudget *budget,
+                                     struct TidegateBudgetStats *out_stats);
+
+/**
+ * The default race configuration: IPv6 first, First Address Family Count 1, Resolution Delay
+ * 50 ms, Connection Attempt Delay 250 ms (RFC 8305), no attempt timeout, 1 s budget wait.
+ */
+struct TidegateEyeballsConfig tidegate_eyeballs_config_default(void);
+
+/**
+ * The exact number of bytes `tidegate_eyeballs_new` allocates: the handle with its 16
+ * candidates inline, nothing else.
+ */
+size_t tidegate_eyeballs_footprint(void);
+
+/**
+ * Creates a race with `config`, started at `now_us`, and writes its handle to `*out_race`.
+ *
+ * Returns `TIDEGATE_STATUS_CONFIG_UNKNOWN_ADDRESS_FAMILY` if `preferred_family` is not a
+ * `TIDEGATE_ADDRESS_FAMILY_*` value.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateEyeballsConfig`; `out_race` must be NULL or
+ * valid for writing a pointer. Free the handle with `tidegate_eyeballs_free`.
+ */
+TidegateStatus tidegate_eyeballs_new(const struct TidegateEyeballsConfig *config,
+                                     uint64_t now_us,
+                                     struct TidegateEyeballs **out_race);
+
+/**
+ * Frees a race. `NULL` is a no-op. Works on a poisoned handle too.
+ *
+ * Free a race only once `tidegate_eyeballs_is_finished` says so (call `tidegate_eyeballs_on_abort`
+ * and drain it first if it is still running): attempts still in flight stay counted in the
+ * budget.
+ *
+ * # Safety
+ * `race` must be NULL or a handle from `tidegate_eyeballs_new` that was not freed yet, with no
+ * other call on it running.
+ */
+void tidegate_eyeballs_free(struct TidegateEyeballs *race);
+
+/**
+ * Feeds (part of) a DNS answer: `family` (a `TIDEGATE_ADDRESS_FAMILY_*` value) says whether it
+ * is the AAAA or the A answer; `addresses[0..count]` are its addresses with the port, in the
+ * resolver's order. `count` 0 is an answer without records. Writes how many addresses became
+ * candidates to `*out_added` (duplicates and addresses past 16 are not).
+ *
+ * Returns `TIDEGATE_STATUS_INVALID_ARGUMENT` for an unknown family value (in the argument or
+ * an address), `TIDEGATE_STATUS_ADDRESS_FAMILY_MISMATCH` if an address is not of `family`,
+ * `TIDEGATE_STATUS_RACE_FINISHED` once the race is over; nothing is fed then.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle; `addresses` must be valid for reading `count`
+ * addresses (NULL only if `count` is 0); `out_added` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_eyeballs_on_resolved(struct TidegateEyeballs *race,
+                                             uint64_t now_us,
+                                             uint32_t family,
+                                             const struct TidegateSocketAddress *addresses,
+                                             size_t count,
+                                             size_t *out_added);
+
+/**
+ * The query for `family` (a `TIDEGATE_ADDRESS_FAMILY_*` value) failed or timed out: no address
+ * of that family will come. Ends the Resolution Delay if it was waiting for this family.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_eyeballs_on_resolution_failed(struct TidegateEyeballs *race,
+                                                      uint64_t now_us,
+                                                      uint32_t family);
+
+/**
+ * Resolution is over: no address of any family will come (after feeding `getaddrinfo`'s
+ * results, for example).
+ *
+ * # Safety
+ * `race` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_eyeballs_on_resolution_done(struct TidegateEyeballs *race, uint64_t now_us);
+
+/**
+ * Attempt `index` connected (its socket became writable with `SO_ERROR` 0). The first attempt
+ * to connect wins; the others are cancelled.
+ *
+ * Returns `TIDEGATE_STATUS_UNKNOWN_ATTEMPT` for an index never started, or
+ * `TIDEGATE_STATUS_ATTEMPT_NOT_IN_FLIGHT` if the race already gave up on it: then its
+ * `CANCEL_ATTEMPT` action is (or was) in the action stream; close the socket there.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_eyeballs_on_attempt_connected(struct TidegateEyeballs *race,
+                                                      uint64_t now_us,
+                                                      size_t index);
+
+/**
+ * Attempt `index` failed with `errno_value` (from `connect`, `socket` or `SO_ERROR`). Close its
+ * socket after this returns `TIDEGATE_STATUS_OK`; the next candidate starts at once. Resource
+ * errors make the budget back off. Same errors as `tidegate_eyeballs_on_attempt_connected`.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_eyeballs_on_attempt_failed(struct TidegateEyeballs *race,
+                                                   uint64_t now_us,
+                                                   size_t index,
+                                                   int32_t errno_value);
+
+/**
+ * Gives up the race: every attempt in flight is cancelled (drain the `CANCEL_ATTEMPT` actions).
+ * No effect once the race is over.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_eyeballs_on_abort(struct TidegateEyeballs *race, uint64_t now_us);
+
+/**
+ * Writes to `*out_deadline_us` when the race next needs `tidegate_eyeballs_handle_timeout` and
+ * a poll, or `UINT64_MAX` when nothing is timed.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle; `out_deadline_us` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_eyeballs_poll_timeout(const struct TidegateEyeballs *race,
+                                              uint64_t *out_deadline_us);
+
+/**
+ * Applies the timers due at `now_us` (attempt timeouts); attempt starts happen in the next
+ * poll. Idempotent.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_eyeballs_handle_timeout(struct TidegateEyeballs *race, uint64_t now_us);
+
+/**
+ * Writes the next action to `*out_action` (`kind` `TIDEGATE_EYEBALLS_ACTION_KIND_NONE` when
+ * there is nothing to do). Asks `budget` before every `START_ATTEMPT` and releases each
+ * attempt's budget exactly once. Pass the same budget every time.
+ *
+ * A panic inside poisons both handles.
+ *
+ * # Safety
+ * `race` and `budget` must each be NULL or a live handle, with no other call on either running;
+ * `out_action` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_eyeballs_poll_action(struct TidegateEyeballs *race,
+                                             struct TidegateBudget *budget,
+                                             struct TidegateEyeballsAction *out_action);
+
+/**
+ * Writes where the race stands to `*out_status`.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle; `out_status` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_eyeballs_status(const struct TidegateEyeballs *race,
+                                        struct TidegateRaceStatus *out_status);
+
+/**
+ * Writes to `*out_finished` whether the race is over and drained: nothing more will come out
+ * of it and it holds no budget. It may then be freed.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle; `out_finished` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_eyeballs_is_finished(const struct TidegateEyeballs *race,
+                                             bool *out_finished);
+
+/**
+ * Writes to `*out_waiting` whether the race waits for budget: poll it again when budget is
+ * released.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle; `out_waiting` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_eyeballs_is_waiting_for_budget(const struct TidegateEyeballs *race,
+                                                       bool *out_waiting);
+
+/**
+ * Writes a snapshot of the race's counters to `*out_stats`.
+ *
+ * # Safety
+ * `race` must be NULL or a live handle; `out_stats` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_eyeballs_stats(const struct TidegateEyeballs *race,
+                                       struct TidegateEyeballsStats *out_stats);
 
 /**
  * The default policy, for an Apple Network Extension proxy: 512 slots, at most 448 open flows,
@@ -961,8 +2284,8 @@ TidegateStatus tidegate_flow_governor_on_connected(struct TidegateFlowGovernor *
                                                    TidegateFlowId flow);
 
 /**
- * The remote connection of `flow` failed with `error_number` (the POSIX errno, for example
- * from `NWError.posix`); the host closes the local flow. The slot is freed at once and the
+ * The remote connection of `flow` failed with `errno_value` (the POSIX errno, for example
+ * from `NWError.posix`, classified as a `TidegateErrorClass`); the host closes the local flow. The slot is freed at once and the
  * outcome written to `*out_outcome`: `CONNECT_FAILED`, or the governor's close reason if it
  * had already asked for the close. The failure is counted by its class in the stats.
  *
@@ -972,7 +2295,7 @@ TidegateStatus tidegate_flow_governor_on_connected(struct TidegateFlowGovernor *
 TidegateStatus tidegate_flow_governor_on_connect_failed(struct TidegateFlowGovernor *governor,
                                                         uint64_t now_us,
                                                         TidegateFlowId flow,
-                                                        int32_t error_number,
+                                                        int32_t errno_value,
                                                         TidegateFlowOutcome *out_outcome);
 
 /**
@@ -1127,6 +2450,237 @@ TidegateStatus tidegate_flow_governor_stats(const struct TidegateFlowGovernor *g
                                             struct TidegateFlowStats *out_stats);
 
 /**
+ * The default configuration: a 250 ms housekeeping deadline (short enough that the user's next
+ * start is not held up, long enough for a few quick tasks), 64 tasks, one task at a time.
+ */
+struct TidegateLifecycleConfig tidegate_lifecycle_config_default(void);
+
+/**
+ * Writes to `*out_bytes` the exact number of bytes `tidegate_lifecycle_new` allocates for
+ * `config`: the handle and its task slots.
+ *
+ * Returns `TIDEGATE_STATUS_CONFIG_TASK_CAPACITY_TOO_LARGE` if `task_capacity` is above
+ * `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX`.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateLifecycleConfig`; `out_bytes` must be NULL
+ * or valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_footprint(const struct TidegateLifecycleConfig *config,
+                                            size_t *out_bytes);
+
+/**
+ * Creates a lifecycle machine (state idle) and writes its handle to `*out_lifecycle`.
+ *
+ * Returns `TIDEGATE_STATUS_CONFIG_TASK_CAPACITY_TOO_LARGE` for a capacity above the maximum, or
+ * `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateLifecycleConfig`; `out_lifecycle` must be
+ * NULL or valid for writing a pointer. Free the handle with `tidegate_lifecycle_free`.
+ */
+TidegateStatus tidegate_lifecycle_new(const struct TidegateLifecycleConfig *config,
+                                      struct TidegateLifecycle **out_lifecycle);
+
+/**
+ * Frees a lifecycle machine. `NULL` is a no-op. Works on a poisoned handle too.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a handle from `tidegate_lifecycle_new` that was not freed yet,
+ * with no other call on it running.
+ */
+void tidegate_lifecycle_free(struct TidegateLifecycle *lifecycle);
+
+/**
+ * Starts a session (from idle or stopped) and writes its generation to `*out_generation`.
+ *
+ * `journal` is the journal persisted by the last stop, `journal_len` bytes exactly, or NULL
+ * (with `journal_len` 0) for none. Its tasks run once the tunnel is up. A bad journal is
+ * refused with a `TIDEGATE_STATUS_JOURNAL_*` status and nothing changes; start again with NULL
+ * to go on without it. `TIDEGATE_STATUS_LIFECYCLE_STOP_IN_PROGRESS` means the previous stop has
+ * not completed: starts are refused, not queued.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `journal` must be NULL or valid for reading
+ * `journal_len` bytes; `out_generation` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_on_start(struct TidegateLifecycle *lifecycle,
+                                           uint64_t now_us,
+                                           const uint8_t *journal,
+                                           size_t journal_len,
+                                           uint64_t *out_generation);
+
+/**
+ * Reports that the tunnel of `generation` is up: the session runs.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_lifecycle_on_tunnel_started(struct TidegateLifecycle *lifecycle,
+                                                    uint64_t now_us,
+                                                    uint64_t generation);
+
+/**
+ * A stop request (`stopTunnel`). Writes to `*out_outcome` whether the session was running or the
+ * start is abandoned. Refused with `TIDEGATE_STATUS_LIFECYCLE_NOT_ACTIVE` or
+ * `TIDEGATE_STATUS_LIFECYCLE_ALREADY_STOPPING`.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `out_outcome` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_on_stop(struct TidegateLifecycle *lifecycle,
+                                          uint64_t now_us,
+                                          TidegateStopOutcome *out_outcome);
+
+/**
+ * The provider hit error `error_code` and must end the session: the stop runs as for
+ * `tidegate_lifecycle_on_stop` and ends with `CANCEL_WITH_ERROR`. Refused while a stop is in
+ * progress (`TIDEGATE_STATUS_LIFECYCLE_ALREADY_STOPPING`: that stop ends as it would have).
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_lifecycle_on_cancel(struct TidegateLifecycle *lifecycle,
+                                            uint64_t now_us,
+                                            uint32_t error_code);
+
+/**
+ * Reports that the tunnel of `generation` is torn down: housekeeping and its deadline start.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_lifecycle_on_torn_down(struct TidegateLifecycle *lifecycle,
+                                               uint64_t now_us,
+                                               uint64_t generation);
+
+/**
+ * Queues a housekeeping task (`kind`, and `payload_len` bytes of `payload`, at most
+ * `TIDEGATE_TASK_PAYLOAD_MAX`) and writes its id to `*out_task_id`. Tasks registered while the
+ * session runs wait for the stop's housekeeping. Tasks must be idempotent.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `payload` must be valid for reading `payload_len`
+ * bytes (NULL only if `payload_len` is 0); `out_task_id` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_register_task(struct TidegateLifecycle *lifecycle,
+                                                uint64_t now_us,
+                                                uint32_t kind,
+                                                const uint8_t *payload,
+                                                size_t payload_len,
+                                                uint64_t *out_task_id);
+
+/**
+ * Reports task `task_id` of `generation` done.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_lifecycle_on_task_done(struct TidegateLifecycle *lifecycle,
+                                               uint64_t now_us,
+                                               uint64_t generation,
+                                               uint64_t task_id);
+
+/**
+ * Reports task `task_id` of `generation` failed; it ends there (not retried, not journaled).
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_lifecycle_on_task_failed(struct TidegateLifecycle *lifecycle,
+                                                 uint64_t now_us,
+                                                 uint64_t generation,
+                                                 uint64_t task_id);
+
+/**
+ * Reports that the journal of `generation` is persisted: the stop can complete.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_lifecycle_on_journal_persisted(struct TidegateLifecycle *lifecycle,
+                                                       uint64_t now_us,
+                                                       uint64_t generation);
+
+/**
+ * Writes the sealed journal into `buf` (`buf_len` bytes) and its length to `*out_len`.
+ *
+ * Available from the `PERSIST_JOURNAL` effect until the stop completes; otherwise
+ * `TIDEGATE_STATUS_JOURNAL_NONE`. `TIDEGATE_STATUS_BUFFER_TOO_SMALL` writes nothing; the size
+ * required is the effect's `journal_len`, also given by `tidegate_lifecycle_journal_len`.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `buf` must be valid for writing `buf_len` bytes
+ * (NULL only if `buf_len` is 0); `out_len` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_write_journal(const struct TidegateLifecycle *lifecycle,
+                                                uint8_t *buf,
+                                                size_t buf_len,
+                                                size_t *out_len);
+
+/**
+ * Writes to `*out_len` the length of the sealed journal, or returns
+ * `TIDEGATE_STATUS_JOURNAL_NONE` when there is none.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `out_len` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_journal_len(const struct TidegateLifecycle *lifecycle,
+                                              size_t *out_len);
+
+/**
+ * Writes the next thing to do to `*out_effect` (kind `NONE` when there is nothing). Call it
+ * until it reports `NONE` after every input. `now_us` also applies the housekeeping deadline.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `out_effect` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_poll_effect(struct TidegateLifecycle *lifecycle,
+                                              uint64_t now_us,
+                                              struct TidegateLifecycleEffect *out_effect);
+
+/**
+ * Writes to `*out_deadline_us` when `tidegate_lifecycle_handle_timeout` must next be called:
+ * the housekeeping deadline while housekeeping runs, otherwise `UINT64_MAX` (never).
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `out_deadline_us` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_poll_timeout(const struct TidegateLifecycle *lifecycle,
+                                               uint64_t *out_deadline_us);
+
+/**
+ * Applies the housekeeping deadline if `now_us` reached it (the unfinished tasks are sealed into
+ * the journal). Idempotent. Poll effects afterwards.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_lifecycle_handle_timeout(struct TidegateLifecycle *lifecycle,
+                                                 uint64_t now_us);
+
+/**
+ * Writes the current state to `*out_state` and the current generation to `*out_generation`
+ * (0 before the first start).
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `out_state` and `out_generation` must be NULL or
+ * valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_state(const struct TidegateLifecycle *lifecycle,
+                                        TidegateLifecycleState *out_state,
+                                        uint64_t *out_generation);
+
+/**
+ * Writes a snapshot of the counters to `*out_stats`.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `out_stats` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_lifecycle_stats(const struct TidegateLifecycle *lifecycle,
+                                        struct TidegateLifecycleStats *out_stats);
+
+/**
  * A static, NUL-terminated description of `status`, never NULL. Unknown values get
  * "unknown status". The string lives for the whole program; do not free it.
  */
@@ -1142,7 +2696,9 @@ const char *tidegate_version(void);
  *
  * 1 MiB and 2048 packets per direction; packets up to 1500 bytes (set `max_packet_len` to your
  * tunnel MTU); outbound reading pauses at 768 KiB or 1536 packets and resumes at 512 KiB and
- * 1024 packets; inbound drops the newest packet when full. Footprint: about 2.06 MiB.
+ * 1024 packets; inbound drops the newest packet when full; AQM off, with CoDel's parameters
+ * preset to 5 ms and 100 ms so that setting `aqm` to `TIDEGATE_AQM_CODEL` is enough.
+ * Footprint: about 2.06 MiB.
  */
 struct TidegateTunnelConfig tidegate_tunnel_config_default(void);
 

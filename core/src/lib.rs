@@ -28,19 +28,44 @@
     )
 )]
 
+mod aqm;
+mod budget;
 mod error_class;
+mod eyeballs;
 mod flow;
 mod fmt;
+mod journal;
+mod lifecycle;
 mod ring;
 mod time;
 mod tunnel;
 
+pub use aqm::Aqm;
+pub use budget::{
+    BudgetConfig, BudgetConfigError, BudgetError, BudgetRefusal, BudgetStats, ConnectionBudget,
+};
 pub use error_class::{ErrnoPlatform, ErrorClass, classify_errno, classify_errno_for};
+pub use eyeballs::{
+    Action, AddressFamily, AttemptError, DEFAULT_MAX_CANDIDATES, EyeballsConfig, EyeballsStats,
+    HappyEyeballs, MAX_CONNECTION_ATTEMPT_DELAY_MICROS, MAX_RESOLUTION_DELAY_MICROS,
+    MIN_ATTEMPT_SPACING_MICROS, MIN_CONNECTION_ATTEMPT_DELAY_MICROS, RaceFailure, RaceStatus,
+    ResolveError,
+};
 pub use flow::{
     Admission, AppFlows, AppId, CloseReason, DEFAULT_FLOW_SLOTS, DestinationKey, FlowError,
     FlowGovernor, FlowId, FlowInfo, FlowOutcome, FlowPolicy, FlowSlot, FlowState, FlowStats,
     FlowView, FlowsByState, Notification, PolicyError, Protocol, RejectCounts, RejectReason,
     TOP_APPS, flow_governor_footprint,
+};
+pub use journal::{
+    JOURNAL_EMPTY_LEN, JOURNAL_MAGIC, JOURNAL_TASKS_MAX, JOURNAL_VERSION, Journal,
+    JournalDecodeError, JournalEncodeError, JournalTask, JournalTasks, PayloadTooLong,
+    TASK_PAYLOAD_MAX, TaskPayload, encode_journal, journal_encoded_len,
+};
+pub use lifecycle::{
+    DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, Generation, Lifecycle, LifecycleConfig, LifecycleEffect,
+    LifecycleState, LifecycleStats, ReportError, StartError, StopError, StopOutcome, StopPhase,
+    TaskId, TaskRegisterError, TaskSlot, WriteJournalError,
 };
 pub use ring::{
     CompleteError, InFlight, MAX_ARENA_BYTES, PacketRing, PushError, Released, RingError,

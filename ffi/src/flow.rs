@@ -237,8 +237,8 @@ pub struct TidegateFlowStats {
     pub also_ran: u64,
     /// Flows closed after bytes moved.
     pub closed: u64,
-    /// Failed connections by error class: resource exhausted, refused, unreachable, timed out,
-    /// reset, denied, other.
+    /// Failed connections, indexed by `TidegateErrorClass` (resource exhausted, refused,
+    /// unreachable, timed out, reset, denied, other).
     pub connect_failures: [u64; 7],
     /// Flows opening now.
     pub opening: u32,
@@ -463,8 +463,8 @@ pub unsafe extern "C" fn tidegate_flow_governor_on_connected(
     }
 }
 
-/// The remote connection of `flow` failed with `error_number` (the POSIX errno, for example
-/// from `NWError.posix`); the host closes the local flow. The slot is freed at once and the
+/// The remote connection of `flow` failed with `errno_value` (the POSIX errno, for example
+/// from `NWError.posix`, classified as a `TidegateErrorClass`); the host closes the local flow. The slot is freed at once and the
 /// outcome written to `*out_outcome`: `CONNECT_FAILED`, or the governor's close reason if it
 /// had already asked for the close. The failure is counted by its class in the stats.
 ///
@@ -475,7 +475,7 @@ pub unsafe extern "C" fn tidegate_flow_governor_on_connect_failed(
     governor: *mut TidegateFlowGovernor,
     now_us: u64,
     flow: TidegateFlowId,
-    error_number: i32,
+    errno_value: i32,
     out_outcome: *mut TidegateFlowOutcome,
 ) -> TidegateStatus {
     // SAFETY: forwarded caller contract.
@@ -483,7 +483,7 @@ pub unsafe extern "C" fn tidegate_flow_governor_on_connect_failed(
         call_mut(governor, |g| {
             require_non_null([out_outcome.cast_const().cast()])?;
             let now = Instant::from_micros(now_us);
-            let class = classify_errno(error_number);
+            let class = classify_errno(errno_value);
             let outcome = g
                 .engine
                 .on_connect_failed(now, FlowId::from_raw(flow), class)

@@ -17,10 +17,48 @@
 //!   contract from the function's `# Safety` section.
 
 mod boundary;
+mod budget;
+mod eyeballs;
 mod flow;
+mod lifecycle;
 mod status;
 mod tunnel;
 
+pub use lifecycle::{
+    TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX, TIDEGATE_TASK_PAYLOAD_MAX, TidegateLifecycle,
+    TidegateLifecycleConfig, TidegateLifecycleEffect, TidegateLifecycleEffectKind,
+    TidegateLifecycleState, TidegateLifecycleStats, TidegateStopOutcome,
+    tidegate_lifecycle_config_default, tidegate_lifecycle_footprint, tidegate_lifecycle_free,
+    tidegate_lifecycle_handle_timeout, tidegate_lifecycle_journal_len, tidegate_lifecycle_new,
+    tidegate_lifecycle_on_cancel, tidegate_lifecycle_on_journal_persisted,
+    tidegate_lifecycle_on_start, tidegate_lifecycle_on_stop, tidegate_lifecycle_on_task_done,
+    tidegate_lifecycle_on_task_failed, tidegate_lifecycle_on_torn_down,
+    tidegate_lifecycle_on_tunnel_started, tidegate_lifecycle_poll_effect,
+    tidegate_lifecycle_poll_timeout, tidegate_lifecycle_register_task, tidegate_lifecycle_state,
+    tidegate_lifecycle_stats, tidegate_lifecycle_write_journal,
+};
+
+pub use budget::{
+    TidegateBudget, TidegateBudgetConfig, TidegateBudgetLevels, tidegate_budget_can_start_attempt,
+    tidegate_budget_config_default, tidegate_budget_footprint, tidegate_budget_free,
+    tidegate_budget_handle_timeout, tidegate_budget_levels, tidegate_budget_new,
+    tidegate_budget_on_attempt_cancelled, tidegate_budget_on_attempt_connected,
+    tidegate_budget_on_attempt_failed, tidegate_budget_on_connection_closed,
+    tidegate_budget_on_resource_error, tidegate_budget_poll_timeout, tidegate_budget_set_fd_limit,
+    tidegate_budget_stats, tidegate_budget_try_open_connection, tidegate_budget_try_start_attempt,
+};
+pub use eyeballs::{
+    TidegateAddressFamily, TidegateBudgetRefusal, TidegateErrorClass, TidegateEyeballs,
+    TidegateEyeballsAction, TidegateEyeballsActionKind, TidegateEyeballsConfig,
+    TidegateRaceFailure, TidegateRaceState, TidegateRaceStatus, TidegateSocketAddress,
+    testing_panic_inside_budget, tidegate_eyeballs_config_default, tidegate_eyeballs_footprint,
+    tidegate_eyeballs_free, tidegate_eyeballs_handle_timeout, tidegate_eyeballs_is_finished,
+    tidegate_eyeballs_is_waiting_for_budget, tidegate_eyeballs_new, tidegate_eyeballs_on_abort,
+    tidegate_eyeballs_on_attempt_connected, tidegate_eyeballs_on_attempt_failed,
+    tidegate_eyeballs_on_resolution_done, tidegate_eyeballs_on_resolution_failed,
+    tidegate_eyeballs_on_resolved, tidegate_eyeballs_poll_action, tidegate_eyeballs_poll_timeout,
+    tidegate_eyeballs_stats, tidegate_eyeballs_status,
+};
 pub use flow::{
     TidegateAdmission, TidegateAdmissionDecision, TidegateAppFlows, TidegateCloseReason,
     TidegateFlowGovernor, TidegateFlowId, TidegateFlowNotification, TidegateFlowNotificationKind,
@@ -39,8 +77,8 @@ pub use flow::{
 };
 pub use status::{TidegateStatus, tidegate_status_str, tidegate_version};
 pub use tunnel::{
-    TidegateDropPolicy, TidegateInboundDisposition, TidegatePacketView, TidegateTunnel,
-    TidegateTunnelConfig, testing_panic_inside, tidegate_tunnel_can_read_outbound,
+    TidegateAqm, TidegateDropPolicy, TidegateInboundDisposition, TidegatePacketView,
+    TidegateTunnel, TidegateTunnelConfig, testing_panic_inside, tidegate_tunnel_can_read_outbound,
     tidegate_tunnel_complete_inbound, tidegate_tunnel_complete_outbound,
     tidegate_tunnel_config_default, tidegate_tunnel_footprint, tidegate_tunnel_free,
     tidegate_tunnel_new, tidegate_tunnel_on_inbound_packet, tidegate_tunnel_on_outbound_packet,

@@ -40,6 +40,10 @@ pub enum TidegateStatus {
     ConfigNoSlotHeadroom = 16,
     /// Configuration: `inbound_drop_policy` is not a `TIDEGATE_DROP_POLICY_*` value.
     ConfigUnknownDropPolicy = 17,
+    /// Configuration: `aqm` is not a `TIDEGATE_AQM_*` value.
+    ConfigUnknownAqm = 18,
+    /// Configuration: CoDel needs `0 < aqm_target_us < aqm_interval_us`.
+    ConfigInvalidAqm = 19,
 
     /// The packet is empty. It was not queued and is counted as an empty packet.
     PacketEmpty = 30,
@@ -51,20 +55,98 @@ pub enum TidegateStatus {
     /// A completion named more packets than are in flight. Nothing was completed.
     NotInFlight = 33,
 
+    /// Lifecycle: a session is already starting or running.
+    LifecycleAlreadyActive = 60,
+    /// Lifecycle: the previous session is still stopping. Starts are refused, not queued: start
+    /// again after `COMPLETE_STOP` (or `CANCEL_WITH_ERROR`).
+    LifecycleStopInProgress = 61,
+    /// Lifecycle: no session is active (idle or stopped).
+    LifecycleNotActive = 62,
+    /// Lifecycle: a stop or cancel is already in progress; it goes on and ends as it would have.
+    LifecycleAlreadyStopping = 63,
+    /// Lifecycle: the stop is past housekeeping; a task registered now would never run.
+    LifecycleHousekeepingOver = 64,
+    /// Lifecycle: the journal's generation is the largest possible; start without it.
+    LifecycleGenerationExhausted = 65,
+    /// Lifecycle: the housekeeping task queue is full.
+    TaskQueueFull = 66,
+    /// Lifecycle: the task payload is longer than `TIDEGATE_TASK_PAYLOAD_MAX`.
+    TaskPayloadTooLong = 67,
+    /// Lifecycle: the report names an earlier session (a late callback). Nothing changed.
+    ReportStaleGeneration = 68,
+    /// Lifecycle: the machine is not waiting for this report in its state (a duplicate, or a
+    /// start report after a stop abandoned the start). Nothing changed.
+    ReportUnexpected = 69,
+    /// Lifecycle: no task with this id was ever queued.
+    ReportUnknownTask = 70,
+    /// Lifecycle: the task already ended (reported before, or carried into a completed stop's
+    /// journal). Nothing changed.
+    ReportTaskAlreadyEnded = 71,
+    /// Lifecycle: the task was not handed out by a `RUN_TASK` effect yet.
+    ReportTaskNotRunning = 72,
+    /// Lifecycle: the housekeeping deadline passed while the task ran; it is in the journal and
+    /// runs again at the next start.
+    ReportTaskCarriedOver = 73,
+    /// Journal: fewer bytes than the record needs (an interrupted write). Nothing changed.
+    JournalTruncated = 74,
+    /// Journal: the bytes are not a tidegate journal (bad magic). Nothing changed.
+    JournalNotAJournal = 75,
+    /// Journal: a format version this build does not read. Nothing changed.
+    JournalUnsupportedVersion = 76,
+    /// Journal: more bytes than the record declares; pass exactly the bytes written.
+    JournalLengthMismatch = 77,
+    /// Journal: the checksum does not match; the bytes were corrupted. Nothing changed.
+    JournalChecksumMismatch = 78,
+    /// Journal: the checksum matches but the task records are inconsistent. Nothing changed.
+    JournalMalformed = 79,
+    /// Journal: more tasks than the task queue holds. Nothing changed.
+    JournalTooLarge = 80,
+    /// Journal: there is no sealed journal to write (only after `PERSIST_JOURNAL`).
+    JournalNone = 81,
+    /// The buffer is too small; nothing was written. The size required is given alongside (for
+    /// the journal: `journal_len` of the effect, or `tidegate_lifecycle_journal_len`).
+    BufferTooSmall = 82,
+    /// Configuration: `task_capacity` is above `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX`.
+    ConfigTaskCapacityTooLarge = 83,
+    /// Budget configuration: `max_attempts_in_flight` or `max_open_connections` is zero.
+    ConfigBudgetZeroLimit = 100,
+    /// Budget configuration: `recovery_interval_micros` is zero.
+    ConfigBudgetZeroRecoveryInterval = 101,
+    /// Race configuration: `preferred_family` is not a `TIDEGATE_ADDRESS_FAMILY_*` value.
+    ConfigUnknownAddressFamily = 102,
+    /// No connection budget: as many attempts as allowed are in flight. Nothing was counted;
+    /// retry after an attempt ends.
+    NoBudgetAttempts = 103,
+    /// No connection budget: as many descriptors as allowed are in use by attempts and open
+    /// connections (the limit may be lowered after resource errors). Nothing was counted.
+    NoBudgetConnections = 104,
+    /// The budget has no attempt in flight to connect, fail or cancel. Nothing changed.
+    BudgetNoAttemptInFlight = 105,
+    /// The budget has no open connection to close. Nothing changed.
+    BudgetNoOpenConnection = 106,
+    /// The race is already won, failed or aborted; the input is not needed.
+    RaceFinished = 107,
+    /// An address is not of the DNS answer's family. Nothing was fed.
+    AddressFamilyMismatch = 108,
+    /// No attempt with this index was ever started.
+    UnknownAttempt = 109,
+    /// The attempt is no longer in flight: the race is cancelling it (close its socket on the
+    /// `CANCEL_ATTEMPT` action) or it already ended.
+    AttemptNotInFlight = 110,
     /// Configuration: a flow cap (global, per app, per destination, connecting) is zero.
-    ConfigFlowZeroCap = 40,
+    ConfigFlowZeroCap = 111,
     /// Configuration: `slots` is below `max_flows + 1`.
-    ConfigFlowTooFewSlots = 41,
+    ConfigFlowTooFewSlots = 112,
     /// Configuration: `slots` is larger than a 32-bit index can name.
-    ConfigFlowTooManySlots = 42,
+    ConfigFlowTooManySlots = 113,
     /// The flow id was never issued by this governor (forged or corrupted). Nothing changed.
-    UnknownFlow = 43,
+    UnknownFlow = 114,
     /// The flow has already closed; its id is stale. Late completions get this: ignore it.
-    StaleFlow = 44,
+    StaleFlow = 115,
     /// The call does not fit the flow's state (connected twice, for example). Nothing changed.
-    FlowInvalidState = 45,
+    FlowInvalidState = 116,
     /// A completion reports more bytes than are pending on the flow. Nothing changed.
-    CompletionExceedsPending = 46,
+    CompletionExceedsPending = 117,
 }
 
 impl TidegateStatus {
@@ -84,10 +166,47 @@ impl TidegateStatus {
         TidegateStatus::ConfigNoHeadroom,
         TidegateStatus::ConfigNoSlotHeadroom,
         TidegateStatus::ConfigUnknownDropPolicy,
+        TidegateStatus::ConfigUnknownAqm,
+        TidegateStatus::ConfigInvalidAqm,
         TidegateStatus::PacketEmpty,
         TidegateStatus::PacketTooLong,
         TidegateStatus::NoRoom,
         TidegateStatus::NotInFlight,
+        TidegateStatus::LifecycleAlreadyActive,
+        TidegateStatus::LifecycleStopInProgress,
+        TidegateStatus::LifecycleNotActive,
+        TidegateStatus::LifecycleAlreadyStopping,
+        TidegateStatus::LifecycleHousekeepingOver,
+        TidegateStatus::LifecycleGenerationExhausted,
+        TidegateStatus::TaskQueueFull,
+        TidegateStatus::TaskPayloadTooLong,
+        TidegateStatus::ReportStaleGeneration,
+        TidegateStatus::ReportUnexpected,
+        TidegateStatus::ReportUnknownTask,
+        TidegateStatus::ReportTaskAlreadyEnded,
+        TidegateStatus::ReportTaskNotRunning,
+        TidegateStatus::ReportTaskCarriedOver,
+        TidegateStatus::JournalTruncated,
+        TidegateStatus::JournalNotAJournal,
+        TidegateStatus::JournalUnsupportedVersion,
+        TidegateStatus::JournalLengthMismatch,
+        TidegateStatus::JournalChecksumMismatch,
+        TidegateStatus::JournalMalformed,
+        TidegateStatus::JournalTooLarge,
+        TidegateStatus::JournalNone,
+        TidegateStatus::BufferTooSmall,
+        TidegateStatus::ConfigTaskCapacityTooLarge,
+        TidegateStatus::ConfigBudgetZeroLimit,
+        TidegateStatus::ConfigBudgetZeroRecoveryInterval,
+        TidegateStatus::ConfigUnknownAddressFamily,
+        TidegateStatus::NoBudgetAttempts,
+        TidegateStatus::NoBudgetConnections,
+        TidegateStatus::BudgetNoAttemptInFlight,
+        TidegateStatus::BudgetNoOpenConnection,
+        TidegateStatus::RaceFinished,
+        TidegateStatus::AddressFamilyMismatch,
+        TidegateStatus::UnknownAttempt,
+        TidegateStatus::AttemptNotInFlight,
         TidegateStatus::ConfigFlowZeroCap,
         TidegateStatus::ConfigFlowTooFewSlots,
         TidegateStatus::ConfigFlowTooManySlots,
@@ -122,10 +241,77 @@ impl TidegateStatus {
                 "config: outbound packet high watermark leaves no free slot\0"
             }
             TidegateStatus::ConfigUnknownDropPolicy => "config: unknown inbound drop policy\0",
+            TidegateStatus::ConfigUnknownAqm => "config: unknown aqm mode\0",
+            TidegateStatus::ConfigInvalidAqm => "config: CoDel needs 0 < target < interval\0",
             TidegateStatus::PacketEmpty => "packet is empty\0",
             TidegateStatus::PacketTooLong => "packet exceeds max_packet_len\0",
             TidegateStatus::NoRoom => "no room: the packet stays with the caller\0",
             TidegateStatus::NotInFlight => "completion names more packets than are in flight\0",
+            TidegateStatus::LifecycleAlreadyActive => {
+                "lifecycle: a session is already starting or running\0"
+            }
+            TidegateStatus::LifecycleStopInProgress => {
+                "lifecycle: the previous session is still stopping; start after it completed\0"
+            }
+            TidegateStatus::LifecycleNotActive => "lifecycle: no session is active\0",
+            TidegateStatus::LifecycleAlreadyStopping => {
+                "lifecycle: already stopping; the stop goes on unchanged\0"
+            }
+            TidegateStatus::LifecycleHousekeepingOver => {
+                "lifecycle: the stop is past housekeeping\0"
+            }
+            TidegateStatus::LifecycleGenerationExhausted => {
+                "lifecycle: session generations are exhausted\0"
+            }
+            TidegateStatus::TaskQueueFull => "housekeeping task queue is full\0",
+            TidegateStatus::TaskPayloadTooLong => {
+                "task payload exceeds TIDEGATE_TASK_PAYLOAD_MAX\0"
+            }
+            TidegateStatus::ReportStaleGeneration => "report names an earlier session; ignored\0",
+            TidegateStatus::ReportUnexpected => {
+                "report not expected in the current state; ignored\0"
+            }
+            TidegateStatus::ReportUnknownTask => "no task with this id was ever queued\0",
+            TidegateStatus::ReportTaskAlreadyEnded => {
+                "task already ended; duplicate report ignored\0"
+            }
+            TidegateStatus::ReportTaskNotRunning => "task is not running\0",
+            TidegateStatus::ReportTaskCarriedOver => {
+                "task was carried into the journal; late report ignored\0"
+            }
+            TidegateStatus::JournalTruncated => "journal truncated\0",
+            TidegateStatus::JournalNotAJournal => "not a tidegate journal\0",
+            TidegateStatus::JournalUnsupportedVersion => "journal version not supported\0",
+            TidegateStatus::JournalLengthMismatch => {
+                "journal length does not match the bytes given\0"
+            }
+            TidegateStatus::JournalChecksumMismatch => "journal corrupted: checksum mismatch\0",
+            TidegateStatus::JournalMalformed => "journal task records are malformed\0",
+            TidegateStatus::JournalTooLarge => "journal holds more tasks than the queue\0",
+            TidegateStatus::JournalNone => "no journal to write\0",
+            TidegateStatus::BufferTooSmall => "buffer too small; nothing written\0",
+            TidegateStatus::ConfigTaskCapacityTooLarge => {
+                "config: task_capacity above the maximum\0"
+            }
+            TidegateStatus::ConfigBudgetZeroLimit => "config: a budget limit is zero\0",
+            TidegateStatus::ConfigBudgetZeroRecoveryInterval => {
+                "config: budget recovery interval is zero\0"
+            }
+            TidegateStatus::ConfigUnknownAddressFamily => "config: unknown address family\0",
+            TidegateStatus::NoBudgetAttempts => {
+                "no connection budget: too many connection attempts in flight\0"
+            }
+            TidegateStatus::NoBudgetConnections => {
+                "no connection budget: too many connections open or connecting\0"
+            }
+            TidegateStatus::BudgetNoAttemptInFlight => "budget: no connection attempt in flight\0",
+            TidegateStatus::BudgetNoOpenConnection => "budget: no open connection to close\0",
+            TidegateStatus::RaceFinished => "the race is already finished\0",
+            TidegateStatus::AddressFamilyMismatch => "an address is not of the answer's family\0",
+            TidegateStatus::UnknownAttempt => "no attempt with this index was started\0",
+            TidegateStatus::AttemptNotInFlight => {
+                "attempt no longer in flight; close it on its cancel action\0"
+            }
             TidegateStatus::ConfigFlowZeroCap => "config: a flow cap is zero\0",
             TidegateStatus::ConfigFlowTooFewSlots => "config: fewer slots than max_flows + 1\0",
             TidegateStatus::ConfigFlowTooManySlots => "config: too many flow slots\0",

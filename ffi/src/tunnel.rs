@@ -4,7 +4,7 @@ use core::mem::size_of;
 use std::cell::Cell;
 
 use tidegate_core::{
-    ConfigError, DropPolicy, InboundDisposition, Instant, PacketError, PacketTunnel, Slot,
+    Aqm, ConfigError, DropPolicy, InboundDisposition, Instant, PacketError, PacketTunnel, Slot,
     TunnelConfig, TunnelStats, TunnelStorage,
 };
 
@@ -55,6 +55,23 @@ pub struct TidegateTunnelConfig {
     pub outbound_low_watermark_packets: u32,
     /// What to drop when the inbound ring is full: a `TIDEGATE_DROP_POLICY_*` value.
     pub inbound_drop_policy: u32,
+    /// Active queue management for both rings: a `TIDEGATE_AQM_*` value.
+    pub aqm: u32,
+    /// CoDel's target sojourn time in microseconds (used when `aqm` is CoDel; default 5000).
+    pub aqm_target_us: u32,
+    /// CoDel's interval in microseconds (used when `aqm` is CoDel; default 100000).
+    pub aqm_interval_us: u32,
+}
+
+/// Active queue management (the `aqm` config field).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TidegateAqm {
+    /// No AQM: the memory ceiling alone. Packets leave in order unless a ring is full.
+    Off = 0,
+    /// CoDel (RFC 8289): drop from the head when packets have waited more than `aqm_target_us`
+    /// for a whole `aqm_interval_us`, keeping the queueing delay through the tunnel short.
+    Codel = 1,
 }
 
 /// What to drop when the inbound ring is full (the `inbound_drop_policy` config field).
@@ -98,7 +115,9 @@ pub struct TidegatePacketView {
 ///
 /// 1 MiB and 2048 packets per direction; packets up to 1500 bytes (set `max_packet_len` to your
 /// tunnel MTU); outbound reading pauses at 768 KiB or 1536 packets and resumes at 512 KiB and
-/// 1024 packets; inbound drops the newest packet when full. Footprint: about 2.06 MiB.
+/// 1024 packets; inbound drops the newest packet when full; AQM off, with CoDel's parameters
+/// preset to 5 ms and 100 ms so that setting `aqm` to `TIDEGATE_AQM_CODEL` is enough.
+/// Footprint: about 2.06 MiB.
 #[unsafe(no_mangle)]
 pub extern "C" fn tidegate_tunnel_config_default() -> TidegateTunnelConfig {
     TidegateTunnelConfig::from(TunnelConfig::DEFAULT)
@@ -456,6 +475,17 @@ unsafe fn poll_batch(
 
 impl From<TunnelConfig> for TidegateTunnelConfig {
     fn from(c: TunnelConfig) -> Self {
+        let (aqm, target_micros, interval_micros) = match c.aqm {
+            Aqm::Off => (
+                TidegateAqm::Off,
+                Aqm::CODEL_DEFAULT_TARGET_MICROS,
+                Aqm::CODEL_DEFAULT_INTERVAL_MICROS,
+            ),
+            Aqm::Codel {
+                target_micros,
+                interval_micros,
+            } => (TidegateAqm::Codel, target_micros, interval_micros),
+        };
         TidegateTunnelConfig {
             outbound_bytes: c.outbound_bytes,
             outbound_packets: c.outbound_packets,
@@ -467,6 +497,9 @@ impl From<TunnelConfig> for TidegateTunnelConfig {
             outbound_high_watermark_packets: c.outbound_high_watermark_packets,
             outbound_low_watermark_packets: c.outbound_low_watermark_packets,
             inbound_drop_policy: c.inbound_drop_policy as u32,
+            aqm: aqm as u32,
+            aqm_target_us: target_micros,
+            aqm_interval_us: interval_micros,
         }
     }
 }
@@ -479,6 +512,14 @@ impl TryFrom<TidegateTunnelConfig> for TunnelConfig {
             .ok()
             .and_then(DropPolicy::from_u8)
             .ok_or(TidegateStatus::ConfigUnknownDropPolicy)?;
+        let aqm = match c.aqm {
+            0 => Aqm::Off,
+            1 => Aqm::Codel {
+                target_micros: c.aqm_target_us,
+                interval_micros: c.aqm_interval_us,
+            },
+            _ => return Err(TidegateStatus::ConfigUnknownAqm),
+        };
         let config = TunnelConfig {
             outbound_bytes: c.outbound_bytes,
             outbound_packets: c.outbound_packets,
@@ -490,6 +531,7 @@ impl TryFrom<TidegateTunnelConfig> for TunnelConfig {
             outbound_high_watermark_packets: c.outbound_high_watermark_packets,
             outbound_low_watermark_packets: c.outbound_low_watermark_packets,
             inbound_drop_policy: policy,
+            aqm,
         };
         config.validate().map_err(status_of_config)?;
         Ok(config)
@@ -507,6 +549,7 @@ fn status_of_config(error: ConfigError) -> TidegateStatus {
         ConfigError::WatermarksOutOfOrder => TidegateStatus::ConfigWatermarksOutOfOrder,
         ConfigError::NoHeadroomAboveHighWatermark { .. } => TidegateStatus::ConfigNoHeadroom,
         ConfigError::NoSlotAboveHighWatermark => TidegateStatus::ConfigNoSlotHeadroom,
+        ConfigError::InvalidAqm => TidegateStatus::ConfigInvalidAqm,
     }
 }
 

@@ -16,6 +16,34 @@ fn tunnel_flood_keeps_the_ceiling_and_delivers_every_packet_in_order() {
 }
 
 #[test]
+fn lifecycle_stop_and_restart_resume_carried_over_tasks_through_the_header() {
+    let stdout = compile_and_run("lifecycle_restart");
+    assert!(
+        stdout.contains("stop: 280000 us, 2 tasks done, 8 carried over"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("restart: 8 carried-over tasks resumed in order, journal discarded"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn eyeballs_race_runs_through_the_header_within_the_budget() {
+    let stdout = compile_and_run("eyeballs_race");
+    assert!(
+        stdout.contains("black hole: IPv4 started at 250 ms and won at 270 ms, IPv6 cancelled"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("all failed: one failure, last class 1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("budget: refused at once"), "{stdout}");
+    assert!(stdout.contains("back-off: halved on EMFILE"), "{stdout}");
+}
+
+#[test]
 fn flow_governor_admits_the_polite_app_shrugs_off_also_rans_and_pauses_slow_readers() {
     let stdout = compile_and_run("flow_governor");
     assert!(

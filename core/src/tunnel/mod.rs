@@ -28,6 +28,7 @@ pub use stats::{DirectionStats, TunnelStats};
 use core::fmt;
 
 use self::stats::{DirectionCounters, count};
+use crate::aqm::{Aqm, Codel};
 use crate::fmt::{log_debug, log_trace};
 use crate::ring::{CompleteError, InFlight, PacketRing, PushError, Released, Slot};
 use crate::time::{Clock, Instant};
@@ -116,6 +117,8 @@ pub struct PacketTunnel<B, S> {
     clock: Clock,
     outbound: PacketRing<B, S>,
     inbound: PacketRing<B, S>,
+    /// One CoDel state per ring when AQM is on.
+    codel: Option<(Codel, Codel)>,
     /// When outbound reading paused, while it is paused.
     paused_since: Option<Instant>,
     paused_micros: u64,
@@ -155,6 +158,16 @@ where
             clock: Clock::default(),
             outbound: ring(storage.outbound_arena, storage.outbound_slots)?,
             inbound: ring(storage.inbound_arena, storage.inbound_slots)?,
+            codel: match config.aqm {
+                Aqm::Off => None,
+                Aqm::Codel {
+                    target_micros,
+                    interval_micros,
+                } => Some((
+                    Codel::new(target_micros, interval_micros),
+                    Codel::new(target_micros, interval_micros),
+                )),
+            },
             paused_since: None,
             paused_micros: 0,
             pauses: 0,
@@ -214,9 +227,19 @@ where
     ///
     /// The bytes stay in place and counted until [`PacketTunnel::complete_outbound`] releases
     /// them; [`PacketTunnel::outbound_in_flight`] lists every packet handed out so far.
+    ///
+    /// With AQM on, packets that waited too long may be dropped from the head first (counted in
+    /// `aqm_dropped_packets`); a packet is still handed out whenever one was queued.
     pub fn poll_outbound(&mut self, now: Instant) -> Option<&[u8]> {
-        self.clock.observe(now);
-        self.outbound.handout()
+        let now = self.clock.observe(now);
+        let codel = self.codel.as_mut().map(|(outbound, _)| outbound);
+        handout(
+            now,
+            &mut self.outbound,
+            codel,
+            &mut self.outbound_counters,
+            &self.config,
+        )
     }
 
     /// The outbound packets handed out and not yet completed, oldest first.
@@ -291,9 +314,18 @@ where
     /// Hand out the next inbound packet to write to the apps, or `None` if none is queued.
     ///
     /// For `writePackets`, hand out a batch, copy it into the call, then complete the batch.
+    ///
+    /// With AQM on, packets that waited too long may be dropped from the head first.
     pub fn poll_inbound(&mut self, now: Instant) -> Option<&[u8]> {
-        self.clock.observe(now);
-        self.inbound.handout()
+        let now = self.clock.observe(now);
+        let codel = self.codel.as_mut().map(|(_, inbound)| inbound);
+        handout(
+            now,
+            &mut self.inbound,
+            codel,
+            &mut self.inbound_counters,
+            &self.config,
+        )
     }
 
     /// The inbound packets handed out and not yet completed, oldest first.
@@ -419,6 +451,32 @@ where
             .field("paused", &self.paused_since.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// Let CoDel drop from the head if it is on, then hand out the head, recording its sojourn.
+fn handout<'r, B, S>(
+    now: Instant,
+    ring: &'r mut PacketRing<B, S>,
+    codel: Option<&mut Codel>,
+    counters: &mut DirectionCounters,
+    config: &TunnelConfig,
+) -> Option<&'r [u8]>
+where
+    B: AsRef<[u8]> + AsMut<[u8]>,
+    S: AsRef<[Slot]> + AsMut<[Slot]>,
+{
+    if let Some(codel) = codel {
+        let dropped = codel.before_handout(now, ring, config.max_packet_len as usize);
+        if dropped.packets > 0 {
+            counters.aqm_dropped_packets =
+                counters.aqm_dropped_packets.saturating_add(dropped.packets);
+            counters.aqm_dropped_bytes = counters.aqm_dropped_bytes.saturating_add(dropped.bytes);
+            log_trace!("aqm: dropped {} packets at the head", dropped.packets);
+        }
+    }
+    let enqueued_at = ring.queued_front_enqueued_at()?;
+    counters.last_sojourn_micros = now.micros_since(enqueued_at);
+    ring.handout()
 }
 
 /// Refuse empty and oversized packets, counting each under its own reason.

@@ -34,6 +34,12 @@ pub struct DirectionStats {
     pub empty_packets: u64,
     /// Packets longer than `max_packet_len` refused.
     pub oversized_packets: u64,
+    /// Packets CoDel dropped at the head of the queue because they waited too long.
+    pub aqm_dropped_packets: u64,
+    /// Bytes of those packets.
+    pub aqm_dropped_bytes: u64,
+    /// Microseconds the most recently handed-out packet waited in the queue (its sojourn time).
+    pub last_sojourn_micros: u64,
 }
 
 /// Counters of a [`PacketTunnel`](super::PacketTunnel). Take a snapshot with
@@ -79,6 +85,9 @@ pub(crate) struct DirectionCounters {
     pub(crate) bytes_completed: u64,
     pub(crate) empty_packets: u64,
     pub(crate) oversized_packets: u64,
+    pub(crate) aqm_dropped_packets: u64,
+    pub(crate) aqm_dropped_bytes: u64,
+    pub(crate) last_sojourn_micros: u64,
 }
 
 impl DirectionCounters {
@@ -112,6 +121,9 @@ impl DirectionCounters {
             bytes_completed: self.bytes_completed,
             empty_packets: self.empty_packets,
             oversized_packets: self.oversized_packets,
+            aqm_dropped_packets: self.aqm_dropped_packets,
+            aqm_dropped_bytes: self.aqm_dropped_bytes,
+            last_sojourn_micros: self.last_sojourn_micros,
         }
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::aqm::Aqm;
 
 type TestTunnel = PacketTunnel<Vec<u8>, Vec<Slot>>;
 
@@ -26,6 +27,7 @@ fn small() -> TunnelConfig {
         outbound_high_watermark_packets: 8,
         outbound_low_watermark_packets: 4,
         inbound_drop_policy: DropPolicy::DropNewest,
+        aqm: Aqm::Off,
     }
 }
 
@@ -328,4 +330,45 @@ fn a_chained_buf_is_gathered_into_one_contiguous_packet() {
         Err(PacketError::TooLong { len: 120, max: 100 })
     );
     assert_eq!(too_long.remaining(), 120, "left untouched on error");
+}
+
+#[test]
+fn codel_drops_at_handout_and_the_resume_edge_still_arrives() {
+    let config = TunnelConfig {
+        aqm: Aqm::CODEL_DEFAULT,
+        ..small()
+    };
+    let mut tun = tunnel(config);
+    for _ in 0..8 {
+        tun.on_outbound_packet(t(0), &[1; 100]).unwrap();
+    }
+    assert!(!tun.can_read_outbound());
+    // 50 ms later the head has waited 10x the target: CoDel arms its interval.
+    assert!(tun.poll_outbound(t(50_000)).is_some());
+    tun.complete_outbound(t(50_000), 1).unwrap();
+    // After a whole interval above target, CoDel drops from the head before handing out.
+    let handed = tun.poll_outbound(t(200_000));
+    assert!(handed.is_some(), "a packet is handed out even after a drop");
+    let stats = tun.stats();
+    assert_eq!(stats.outbound.aqm_dropped_packets, 1);
+    assert_eq!(stats.outbound.last_sojourn_micros, 200_000);
+    tun.complete_outbound(t(200_000), 1).unwrap();
+    // Keep draining one packet per 50 ms: CoDel keeps dropping while the sojourn stays high,
+    // and the completion that reaches the low watermarks reports the resume edge exactly once.
+    let mut resumes = 0;
+    for step in 1..10 {
+        let now = t(200_000 + step * 50_000);
+        if tun.poll_outbound(now).is_some() {
+            resumes += usize::from(tun.complete_outbound(now, 1).unwrap().resume_reading);
+        }
+    }
+    assert_eq!(resumes, 1);
+    assert!(tun.can_read_outbound());
+    let stats = tun.stats();
+    assert!(stats.outbound.aqm_dropped_packets >= 2, "{stats:?}");
+    // Nothing was lost silently: every accepted packet was completed or dropped by CoDel.
+    assert_eq!(
+        stats.outbound.packets_completed + stats.outbound.aqm_dropped_packets,
+        8
+    );
 }

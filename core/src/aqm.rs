@@ -1,0 +1,311 @@
+//! Active queue management: CoDel (RFC 8289) on a [`PacketRing`].
+//!
+//! A memory ceiling bounds how much a ring holds, but a full FIFO is still a standing queue:
+//! every packet waits behind a ceiling's worth of others. CoDel watches each packet's sojourn
+//! time (from the `now` it was pushed to the `now` it is handed out). When the sojourn has stayed
+//! above `target` for a whole `interval`, it drops packets from the head at a rate that grows
+//! with the square root of the number of drops, until the sojourn falls below `target` again.
+//! Responsive senders (TCP) back off on those drops and the queue stays short.
+//!
+//! Drops happen only at hand-out time, from the head, and never take the queue below one
+//! maximum-size packet, so the host always gets a packet to send after CoDel dropped some.
+
+use core::fmt;
+
+use crate::ring::{PacketRing, Slot};
+use crate::time::Instant;
+
+/// The active queue management a tunnel applies to both of its rings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Aqm {
+    /// No AQM: packets leave in order unless the ring is full (the ceiling alone).
+    #[default]
+    Off,
+    /// CoDel with the given target and interval.
+    Codel {
+        /// Acceptable standing sojourn time, in microseconds (RFC 8289 default: 5 ms).
+        target_micros: u32,
+        /// Time the sojourn must stay above `target` before dropping starts, in microseconds;
+        /// on the order of the worst-case round-trip time (RFC 8289 default: 100 ms).
+        interval_micros: u32,
+    },
+}
+
+impl Aqm {
+    /// RFC 8289's default target: 5 ms.
+    pub const CODEL_DEFAULT_TARGET_MICROS: u32 = 5_000;
+    /// RFC 8289's default interval: 100 ms.
+    pub const CODEL_DEFAULT_INTERVAL_MICROS: u32 = 100_000;
+    /// CoDel with RFC 8289's defaults: target 5 ms, interval 100 ms.
+    pub const CODEL_DEFAULT: Aqm = Aqm::Codel {
+        target_micros: Aqm::CODEL_DEFAULT_TARGET_MICROS,
+        interval_micros: Aqm::CODEL_DEFAULT_INTERVAL_MICROS,
+    };
+
+    /// Check the parameters: CoDel needs `0 < target < interval`.
+    pub const fn is_valid(&self) -> bool {
+        match *self {
+            Aqm::Off => true,
+            Aqm::Codel {
+                target_micros,
+                interval_micros,
+            } => target_micros > 0 && target_micros < interval_micros,
+        }
+    }
+}
+
+impl fmt::Display for Aqm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Aqm::Off => f.write_str("off"),
+            Aqm::Codel {
+                target_micros,
+                interval_micros,
+            } => {
+                write!(
+                    f,
+                    "codel(target {target_micros}us, interval {interval_micros}us)"
+                )
+            }
+        }
+    }
+}
+
+/// Packets and bytes one hand-out dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Dropped {
+    pub(crate) packets: u64,
+    pub(crate) bytes: u64,
+}
+
+/// CoDel's state for one ring (RFC 8289, section 5).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Codel {
+    target: u64,
+    interval: u64,
+    /// When the sojourn will have been above target for a whole interval; `None` while below.
+    first_above: Option<Instant>,
+    /// When the next drop is due while dropping.
+    drop_next: Instant,
+    /// Drops in the current dropping state; sets the drop rate.
+    count: u32,
+    /// `count` when the previous dropping state ended.
+    last_count: u32,
+    dropping: bool,
+}
+
+impl Codel {
+    pub(crate) fn new(target_micros: u32, interval_micros: u32) -> Self {
+        Codel {
+            target: u64::from(target_micros),
+            interval: u64::from(interval_micros),
+            ..Codel::default()
+        }
+    }
+
+    /// Drop packets from the head of `ring` as CoDel decides, before the head is handed out.
+    /// Leaves at least one packet queued if there was one.
+    pub(crate) fn before_handout<B, S>(
+        &mut self,
+        now: Instant,
+        ring: &mut PacketRing<B, S>,
+        max_packet: usize,
+    ) -> Dropped
+    where
+        B: AsRef<[u8]> + AsMut<[u8]>,
+        S: AsRef<[Slot]> + AsMut<[Slot]>,
+    {
+        let mut dropped = Dropped::default();
+        let mut ok_to_drop = self.ok_to_drop(now, ring, max_packet);
+        if ring.is_queue_empty() {
+            self.dropping = false;
+            return dropped;
+        }
+        if self.dropping {
+            if !ok_to_drop {
+                self.dropping = false;
+            }
+            while self.dropping && now >= self.drop_next {
+                drop_head(ring, &mut dropped);
+                self.count = self.count.saturating_add(1);
+                ok_to_drop = self.ok_to_drop(now, ring, max_packet);
+                if ok_to_drop {
+                    self.drop_next = self.control_law(self.drop_next);
+                } else {
+                    self.dropping = false;
+                }
+            }
+        } else if ok_to_drop {
+            drop_head(ring, &mut dropped);
+            self.ok_to_drop(now, ring, max_packet);
+            self.dropping = true;
+            // Resume near the previous drop rate if dropping stopped only a moment ago.
+            let delta = self.count.saturating_sub(self.last_count);
+            let recent = now.micros_since(self.drop_next) < self.interval.saturating_mul(16);
+            self.count = if delta > 1 && recent { delta } else { 1 };
+            self.drop_next = self.control_law(now);
+            self.last_count = self.count;
+        }
+        dropped
+    }
+
+    /// Whether the head packet has been above target for an interval (RFC 8289 `dodequeue`).
+    fn ok_to_drop<B, S>(&mut self, now: Instant, ring: &PacketRing<B, S>, max_packet: usize) -> bool
+    where
+        B: AsRef<[u8]> + AsMut<[u8]>,
+        S: AsRef<[Slot]> + AsMut<[Slot]>,
+    {
+        let (Some(enqueued_at), Some(head_len)) =
+            (ring.queued_front_enqueued_at(), ring.queued_front_len())
+        else {
+            self.first_above = None;
+            return false;
+        };
+        let sojourn = now.micros_since(enqueued_at);
+        let left_behind = ring.levels().bytes_queued.saturating_sub(head_len);
+        if sojourn < self.target || left_behind <= max_packet {
+            self.first_above = None;
+            return false;
+        }
+        match self.first_above {
+            None => {
+                self.first_above = Some(now.saturating_add_micros(self.interval));
+                false
+            }
+            Some(deadline) => now >= deadline,
+        }
+    }
+
+    /// `t + interval / sqrt(count)`, in integers: `interval * 2^16 / isqrt(count * 2^32)`.
+    fn control_law(&self, t: Instant) -> Instant {
+        let root = (u64::from(self.count.max(1)) << 32).isqrt();
+        let step = self
+            .interval
+            .saturating_mul(1 << 16)
+            .checked_div(root)
+            .unwrap_or(self.interval);
+        t.saturating_add_micros(step)
+    }
+}
+
+fn drop_head<B, S>(ring: &mut PacketRing<B, S>, dropped: &mut Dropped)
+where
+    B: AsRef<[u8]> + AsMut<[u8]>,
+    S: AsRef<[Slot]> + AsMut<[Slot]>,
+{
+    if let Some(len) = ring.drop_queued_front() {
+        dropped.packets = dropped.packets.saturating_add(1);
+        dropped.bytes = dropped.bytes.saturating_add(len as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> PacketRing<Vec<u8>, Vec<Slot>> {
+        PacketRing::new(vec![0; 1 << 20], vec![Slot::EMPTY; 4096]).unwrap()
+    }
+
+    fn ms(millis: u64) -> Instant {
+        Instant::from_millis(millis)
+    }
+
+    #[test]
+    fn control_law_spaces_drops_by_interval_over_sqrt_count() {
+        let mut codel = Codel::new(5_000, 100_000);
+        for (count, step) in [(1, 100_000), (4, 50_000), (16, 25_000), (100, 10_000)] {
+            codel.count = count;
+            assert_eq!(
+                codel.control_law(Instant::ZERO).as_micros(),
+                step,
+                "count {count}"
+            );
+        }
+        codel.count = u32::MAX;
+        assert!(
+            codel.control_law(Instant::MAX) == Instant::MAX,
+            "saturates, never wraps"
+        );
+    }
+
+    #[test]
+    fn no_drop_before_a_whole_interval_above_target() {
+        let mut codel = Codel::new(5_000, 100_000);
+        let mut r = ring();
+        for _ in 0..10 {
+            r.push(ms(0), &[0; 1000]).unwrap();
+        }
+        // Sojourn 50 ms, above target: the first look only arms the interval.
+        assert_eq!(
+            codel.before_handout(ms(50), &mut r, 1500),
+            Dropped::default()
+        );
+        assert_eq!(
+            codel.before_handout(ms(149), &mut r, 1500),
+            Dropped::default()
+        );
+        let dropped = codel.before_handout(ms(150), &mut r, 1500);
+        assert_eq!(
+            dropped,
+            Dropped {
+                packets: 1,
+                bytes: 1000
+            },
+            "an interval later: drop one"
+        );
+        assert!(codel.dropping);
+    }
+
+    #[test]
+    fn never_drops_the_last_packet_worth() {
+        let mut codel = Codel::new(5_000, 100_000);
+        let mut r = ring();
+        r.push(ms(0), &[0; 1400]).unwrap();
+        r.push(ms(0), &[0; 1400]).unwrap();
+        for t in [10, 200, 400, 800] {
+            assert_eq!(
+                codel.before_handout(ms(t), &mut r, 1500),
+                Dropped::default()
+            );
+        }
+        assert_eq!(r.levels().packets_queued, 2);
+    }
+
+    #[test]
+    fn a_short_queue_below_target_is_left_alone() {
+        let mut codel = Codel::new(5_000, 100_000);
+        let mut r = ring();
+        for i in 0..1_000u64 {
+            r.push(Instant::from_micros(i * 1_000), &[0; 500]).unwrap();
+            r.push(Instant::from_micros(i * 1_000), &[0; 500]).unwrap();
+            // Handed out 4 ms after arrival: below the 5 ms target.
+            let now = Instant::from_micros(i * 1_000 + 4_000);
+            assert_eq!(codel.before_handout(now, &mut r, 1500), Dropped::default());
+            r.handout().unwrap();
+            r.handout().unwrap();
+            r.complete(2).unwrap();
+        }
+    }
+
+    #[test]
+    fn validity() {
+        assert!(Aqm::Off.is_valid());
+        assert!(Aqm::CODEL_DEFAULT.is_valid());
+        assert!(
+            !Aqm::Codel {
+                target_micros: 0,
+                interval_micros: 10
+            }
+            .is_valid()
+        );
+        assert!(
+            !Aqm::Codel {
+                target_micros: 10,
+                interval_micros: 10
+            }
+            .is_valid()
+        );
+    }
+}

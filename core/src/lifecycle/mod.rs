@@ -1,0 +1,421 @@
+//! The session lifecycle: start, stop and cancel in the order Apple requires, with housekeeping
+//! bounded by a deadline and carried over to the next start in a journal.
+//!
+//! A Network Extension provider must tear down, then do its housekeeping, then call the stop
+//! completion handler (or `cancelTunnelWithError`); once it has, the process may be killed at
+//! any moment. Slow housekeeping therefore delays the user's next start. [`Lifecycle`] tells the
+//! host what to do next, gives housekeeping a short deadline, and writes whatever is still
+//! pending into a small checksummed journal that the host persists before completing the stop
+//! and hands back at the next start, where those tasks run again while the tunnel is up.
+//!
+//! The module owns the states and transitions (`machine.rs`) and the fixed-capacity task queue
+//! (`tasks.rs`); the journal's byte format lives in `crate::journal`.
+
+use core::fmt;
+
+use crate::journal::{JournalDecodeError, JournalEncodeError, TaskPayload};
+
+mod machine;
+mod tasks;
+
+pub use machine::Lifecycle;
+pub use tasks::TaskSlot;
+
+/// The number of a session. Every start gets a new, larger one; every effect carries it and every
+/// host report must echo it, so a callback left over from an earlier session is recognised and
+/// refused instead of acting on the current one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Generation(pub u64);
+
+impl fmt::Display for Generation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "generation {}", self.0)
+    }
+}
+
+/// The id of a housekeeping task, unique for the life of one [`Lifecycle`] and increasing in the
+/// order tasks were queued.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct TaskId(pub u64);
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task {}", self.0)
+    }
+}
+
+/// The default housekeeping deadline, 250 ms.
+///
+/// The user's next start waits for the stop, and a quarter of a second is about the longest pause
+/// a tap on the VPN toggle can take without feeling stuck, while still leaving room for a few quick
+/// idempotent tasks (delete a temp file, flush a counter) to finish without being carried over.
+/// Longer work is exactly what the journal is for.
+pub const DEFAULT_HOUSEKEEPING_DEADLINE_MICROS: u64 = 250_000;
+
+/// Settings fixed when a [`Lifecycle`] is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LifecycleConfig {
+    /// How long housekeeping may run after the host reports the teardown done, in microseconds.
+    /// When it passes, the tasks not yet finished are written into the journal and the stop
+    /// completes. Default [`DEFAULT_HOUSEKEEPING_DEADLINE_MICROS`].
+    pub housekeeping_deadline_micros: u64,
+    /// How many `RunTask` effects may be outstanding at once. 1 runs tasks one after another,
+    /// which is what a provider doing cleanup on one serial queue wants. 0 is treated as 1.
+    pub tasks_in_flight_max: u16,
+}
+
+impl LifecycleConfig {
+    /// The default settings: a 250 ms housekeeping deadline and one task at a time.
+    pub const fn new() -> Self {
+        LifecycleConfig {
+            housekeeping_deadline_micros: DEFAULT_HOUSEKEEPING_DEADLINE_MICROS,
+            tasks_in_flight_max: 1,
+        }
+    }
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where the session stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum LifecycleState {
+    /// No session has started yet.
+    Idle,
+    /// A start was accepted; the tunnel is being brought up.
+    Starting,
+    /// The tunnel is up. Tasks carried over from the last journal run now.
+    Running,
+    /// A stop or cancel is in progress, in the phase given.
+    Stopping(StopPhase),
+    /// The last session's stop completed; a new start is accepted.
+    Stopped,
+}
+
+/// The phases of a stop, in the order they happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum StopPhase {
+    /// The host is tearing the tunnel down (from the `TearDown` effect until
+    /// [`Lifecycle::on_torn_down`]).
+    TearingDown,
+    /// Housekeeping tasks run until they are all done or the deadline passes.
+    Housekeeping,
+    /// The deadline passed with tasks pending: the host writes and persists the journal.
+    PersistingJournal,
+    /// Everything is done; the next effect completes the stop (or cancels with the error).
+    Completing,
+}
+
+/// What the host must do next, in order. Every effect carries the session's generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LifecycleEffect {
+    /// Bring the tunnel up, then report [`Lifecycle::on_tunnel_started`].
+    /// `carried_over_tasks` of the tasks from the journal handed to `on_start` will run as
+    /// `RunTask` once the tunnel is up.
+    StartTunnel {
+        /// The new session.
+        generation: Generation,
+        /// Tasks read back from the journal.
+        carried_over_tasks: u16,
+    },
+    /// Run one housekeeping task, then report [`Lifecycle::on_task_done`] or
+    /// [`Lifecycle::on_task_failed`]. Tasks may run more than once (a task carried over in a
+    /// journal may already have done part of its work), so every task must be idempotent.
+    RunTask {
+        /// The session the task runs in.
+        generation: Generation,
+        /// The id to report back.
+        task: TaskId,
+        /// The host-defined kind of task.
+        kind: u32,
+        /// The task's argument.
+        payload: TaskPayload,
+    },
+    /// Tear the tunnel down (stop the network side), then report [`Lifecycle::on_torn_down`].
+    /// Housekeeping runs after this, as Apple requires.
+    TearDown {
+        /// The session being stopped.
+        generation: Generation,
+    },
+    /// The housekeeping deadline passed: write the journal with [`Lifecycle::write_journal`]
+    /// into a buffer of at least `len` bytes, persist it (replacing any journal persisted
+    /// earlier), then report [`Lifecycle::on_journal_persisted`].
+    PersistJournal {
+        /// The session being stopped.
+        generation: Generation,
+        /// Bytes the journal takes.
+        len: usize,
+    },
+    /// Every task of the journal handed to the last start has ended: the host may delete the
+    /// persisted journal.
+    DiscardJournal {
+        /// The current session.
+        generation: Generation,
+    },
+    /// Call the stop completion handler. The process may be killed right after; nothing is lost
+    /// because pending tasks are in the persisted journal.
+    CompleteStop {
+        /// The session that stopped.
+        generation: Generation,
+    },
+    /// The session was cancelled with an error: call `cancelTunnelWithError` with `code` (or,
+    /// if the cancel came during the start, fail the start completion handler with it).
+    CancelWithError {
+        /// The session that was cancelled.
+        generation: Generation,
+        /// The host's error code given to [`Lifecycle::on_cancel`].
+        code: u32,
+    },
+}
+
+/// How an accepted stop request proceeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// The session was running; it now tears down, does housekeeping and completes.
+    Stopping,
+    /// The stop came while the session was still starting (the system may call `stopTunnel`
+    /// before `startTunnel` has finished). The start is abandoned: the host fails its pending
+    /// start completion, a later [`Lifecycle::on_tunnel_started`] is refused, and the stop goes
+    /// through teardown, housekeeping and completion like any other.
+    StartAbandoned,
+}
+
+/// Counters and figures about the sessions so far. Counters saturate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LifecycleStats {
+    /// Starts accepted.
+    pub sessions_started: u64,
+    /// Stops (and cancels) completed.
+    pub stops_completed: u64,
+    /// Time from the last stop or cancel request to its completion effect, in microseconds of
+    /// the host's clock.
+    pub last_stop_latency_micros: Option<u64>,
+    /// The longest stop latency seen, in microseconds.
+    pub max_stop_latency_micros: u64,
+    /// Tasks registered by the host.
+    pub tasks_registered: u64,
+    /// `RunTask` effects handed out.
+    pub tasks_run: u64,
+    /// Tasks reported done.
+    pub tasks_done: u64,
+    /// Tasks reported failed.
+    pub tasks_failed: u64,
+    /// Tasks written into a journal because the housekeeping deadline passed.
+    pub tasks_carried_over: u64,
+    /// Tasks read back from a journal at start.
+    pub tasks_resumed: u64,
+    /// Journals sealed for the host to persist.
+    pub journals_written: u64,
+    /// Journals refused at start (truncated, corrupted, foreign, too large).
+    pub journals_rejected: u64,
+    /// Host reports refused, stale generations included.
+    pub reports_refused: u64,
+    /// Host reports refused because they named an earlier session.
+    pub stale_reports: u64,
+}
+
+/// Why a start was refused. Nothing changed (except the `journals_rejected` counter for a bad
+/// journal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartError {
+    /// A session is already starting or running.
+    AlreadyActive,
+    /// The previous session is still stopping. Starts are refused rather than queued: the
+    /// system does not start a provider before its stop completed, and a queued start would
+    /// run with a tunnel the host is still tearing down. Retry after `CompleteStop`.
+    StopInProgress,
+    /// The journal was refused. The host should keep or delete it (it is worthless if corrupt)
+    /// and start again without it.
+    Journal(JournalDecodeError),
+    /// The journal holds more tasks than the queue can take.
+    JournalTooLarge {
+        /// Tasks in the journal.
+        tasks: usize,
+        /// Tasks the queue holds.
+        capacity: usize,
+    },
+    /// The journal's generation is the largest possible, so no later one exists.
+    GenerationExhausted,
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::AlreadyActive => f.write_str("a session is already starting or running"),
+            StartError::StopInProgress => {
+                f.write_str("the previous session is still stopping; start again once it completed")
+            }
+            StartError::Journal(error) => write!(f, "journal refused: {error}"),
+            StartError::JournalTooLarge { tasks, capacity } => write!(
+                f,
+                "journal holds {tasks} tasks but the queue holds only {capacity}"
+            ),
+            StartError::GenerationExhausted => f.write_str("session generations are exhausted"),
+        }
+    }
+}
+
+/// Why a stop or cancel request was refused. Nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopError {
+    /// No session is starting or running.
+    NotActive,
+    /// A stop or cancel is already in progress; it continues unchanged and ends with the effect
+    /// it was going to end with. (The completion handler must be called once, so a second
+    /// request cannot change how the session ends.)
+    AlreadyStopping,
+}
+
+impl fmt::Display for StopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StopError::NotActive => "no session is active",
+            StopError::AlreadyStopping => "the session is already stopping",
+        })
+    }
+}
+
+/// Why a task could not be registered. Nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskRegisterError {
+    /// No session is active (idle or stopped).
+    NoSession,
+    /// The stop is past housekeeping (the deadline passed and the journal is sealed, or every
+    /// task ended and the stop is completing); a new task would be neither run nor journaled.
+    HousekeepingOver,
+    /// The queue is full.
+    QueueFull {
+        /// Tasks the queue holds.
+        capacity: usize,
+    },
+    /// The payload is longer than [`crate::TASK_PAYLOAD_MAX`].
+    PayloadTooLong {
+        /// The length offered.
+        len: usize,
+    },
+}
+
+impl fmt::Display for TaskRegisterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskRegisterError::NoSession => f.write_str("no session is active"),
+            TaskRegisterError::HousekeepingOver => {
+                f.write_str("the stop is past housekeeping; the task would never run")
+            }
+            TaskRegisterError::QueueFull { capacity } => {
+                write!(f, "housekeeping queue full ({capacity} tasks)")
+            }
+            TaskRegisterError::PayloadTooLong { len } => write!(
+                f,
+                "task payload of {len} bytes is longer than the maximum of {}",
+                crate::journal::TASK_PAYLOAD_MAX
+            ),
+        }
+    }
+}
+
+/// Why a host report was refused. Nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportError {
+    /// The report names another session than the current one: a late callback.
+    StaleGeneration {
+        /// The generation in the report.
+        reported: Generation,
+        /// The current generation.
+        current: Generation,
+    },
+    /// The machine is not waiting for this report in its current state (a duplicate
+    /// `on_tunnel_started`, a teardown report while running, a start report after a stop
+    /// abandoned the start).
+    Unexpected {
+        /// The state the machine is in.
+        state: LifecycleState,
+    },
+    /// No task with this id was ever queued.
+    UnknownTask {
+        /// The id reported.
+        task: TaskId,
+    },
+    /// The task already ended: it was reported before (a duplicate report), or it was carried
+    /// into a journal by a stop that has completed.
+    TaskAlreadyEnded {
+        /// The id reported.
+        task: TaskId,
+    },
+    /// The task has not been handed out by a `RunTask` effect yet.
+    TaskNotRunning {
+        /// The id reported.
+        task: TaskId,
+    },
+    /// The housekeeping deadline passed while the task ran, so it is in the journal and will run
+    /// again at the next start; the late report does not take it out.
+    TaskCarriedOver {
+        /// The id reported.
+        task: TaskId,
+    },
+}
+
+impl fmt::Display for ReportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReportError::StaleGeneration { reported, current } => {
+                write!(f, "stale report for {reported} (current is {current})")
+            }
+            ReportError::Unexpected { state } => {
+                write!(f, "report not expected in state {state:?}")
+            }
+            ReportError::UnknownTask { task } => write!(f, "{task} was never queued"),
+            ReportError::TaskAlreadyEnded { task } => write!(f, "{task} already ended"),
+            ReportError::TaskNotRunning { task } => write!(f, "{task} is not running"),
+            ReportError::TaskCarriedOver { task } => {
+                write!(f, "{task} was carried into the journal")
+            }
+        }
+    }
+}
+
+/// Why the journal could not be written. Nothing was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteJournalError {
+    /// No journal is sealed: only after a `PersistJournal` effect (until the stop completes)
+    /// is there one to write.
+    NoJournal,
+    /// The buffer is too small; `required` bytes are needed.
+    BufferTooSmall {
+        /// Bytes the journal needs.
+        required: usize,
+    },
+}
+
+impl fmt::Display for WriteJournalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteJournalError::NoJournal => f.write_str("no journal to write"),
+            WriteJournalError::BufferTooSmall { required } => {
+                write!(
+                    f,
+                    "buffer too small for the journal: {required} bytes required"
+                )
+            }
+        }
+    }
+}
+
+impl From<JournalEncodeError> for WriteJournalError {
+    fn from(error: JournalEncodeError) -> Self {
+        match error {
+            JournalEncodeError::BufferTooSmall { required } => {
+                WriteJournalError::BufferTooSmall { required }
+            }
+            // The queue never holds more tasks than a journal can.
+            JournalEncodeError::TooManyTasks { .. } => WriteJournalError::NoJournal,
+        }
+    }
+}

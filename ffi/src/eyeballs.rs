@@ -1,0 +1,823 @@
+//! C ABI of the Happy Eyeballs scheduler: `TidegateEyeballs`.
+
+use core::mem::size_of;
+use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::cell::Cell;
+use std::panic::resume_unwind;
+
+use tidegate_core::{
+    Action, AddressFamily, AttemptError, BudgetRefusal, ConnectionBudget, DEFAULT_MAX_CANDIDATES,
+    ErrorClass, EyeballsConfig, EyeballsStats, HappyEyeballs, Instant, RaceFailure, RaceStatus,
+    ResolveError, classify_errno,
+};
+
+use crate::boundary::{Handle, call, call_free, call_mut, require_non_null, write_out};
+use crate::budget::TidegateBudget;
+use crate::status::TidegateStatus;
+
+/// One Happy Eyeballs v2 race (RFC 8305) over at most 16 candidate addresses, for a host that
+/// connects with BSD sockets.
+///
+/// The host feeds DNS answers and connect outcomes and polls actions: open socket `i` to an
+/// address, close socket `i`, attempt `i` won, or the race failed. Every attempt is counted by
+/// the `TidegateBudget` passed to `tidegate_eyeballs_poll_action` (always the same one).
+///
+/// Drain contract: after any input, call `tidegate_eyeballs_poll_action` until it reports
+/// `TIDEGATE_EYEBALLS_ACTION_KIND_NONE`, then arm a timer for `tidegate_eyeballs_poll_timeout`.
+/// A race waiting for budget retries on every poll: poll it again when budget is released.
+///
+/// Thread safety: not safe for concurrent use. Calls on one handle must not overlap (use one
+/// serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
+pub struct TidegateEyeballs {
+    poison: Cell<bool>,
+    engine: HappyEyeballs<DEFAULT_MAX_CANDIDATES>,
+}
+
+impl Handle for TidegateEyeballs {
+    fn poison(&self) -> &Cell<bool> {
+        &self.poison
+    }
+}
+
+/// An address family, as a DNS answer type (AAAA or A). Functions take it as a `uint32_t`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TidegateAddressFamily {
+    /// IPv4, from an A answer.
+    Ipv4 = 4,
+    /// IPv6, from an AAAA answer.
+    Ipv6 = 6,
+}
+
+/// An IP address and port to connect to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TidegateSocketAddress {
+    /// The address in network byte order: 16 bytes for IPv6, the first 4 for IPv4 (the rest 0).
+    pub ip: [u8; 16],
+    /// The port, in host byte order.
+    pub port: u16,
+    /// `TIDEGATE_ADDRESS_FAMILY_IPV4` or `TIDEGATE_ADDRESS_FAMILY_IPV6`.
+    pub family: u8,
+    /// The IPv6 scope (interface index) of a link-local address; 0 otherwise.
+    pub scope_id: u32,
+}
+
+/// Configuration of a race. Start from `tidegate_eyeballs_config_default()`. Out-of-range
+/// values are clamped, not refused.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TidegateEyeballsConfig {
+    /// The family tried first: a `TIDEGATE_ADDRESS_FAMILY_*` value (default IPv6).
+    pub preferred_family: u32,
+    /// Preferred-family addresses tried before the first of the other family (RFC 8305 "First
+    /// Address Family Count"; default 1, at least 1, at most 255).
+    pub first_address_family_count: u32,
+    /// How long to wait for the preferred family's answer when the other arrives first, in
+    /// microseconds (RFC 8305 "Resolution Delay"; default 50 ms, at most 2 s).
+    pub resolution_delay_micros: u64,
+    /// How long an attempt runs before the next one starts, in microseconds (RFC 8305
+    /// "Connection Attempt Delay"; default 250 ms, clamped to 10 ms ..= 2 s).
+    pub connection_attempt_delay_micros: u64,
+    /// How long one attempt may run before the race cancels it as timed out, in microseconds;
+    /// 0 (default) leaves timeouts to the socket layer.
+    pub attempt_timeout_micros: u64,
+    /// How long the race waits for budget before failing, in microseconds (default 1 s; 0 fails
+    /// at once).
+    pub budget_wait_micros: u64,
+}
+
+/// What an action asks of the host.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TidegateEyeballsActionKind {
+    /// Nothing to do until the next input or timer.
+    None = 0,
+    /// Open a socket and connect it to `address`; report its outcome with `index`.
+    StartAttempt = 1,
+    /// Close the socket of attempt `index`; its budget is already released.
+    CancelAttempt = 2,
+    /// Attempt `index` won: use its socket. It now counts as an open connection; call
+    /// `tidegate_budget_on_connection_closed` when you close it.
+    Connected = 3,
+    /// The race failed (see `failure`); nothing else will come out of it.
+    Failed = 4,
+}
+
+/// Why a race failed.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TidegateRaceFailure {
+    /// The race has not failed.
+    None = 0,
+    /// Every candidate failed; `last_error_class` is the class of the last failure.
+    AllAttemptsFailed = 1,
+    /// Resolution gave no usable address.
+    NoAddresses = 2,
+    /// An attempt was due but the budget refused it for longer than `budget_wait_micros`;
+    /// `budget_refusal` says which limit.
+    NoBudget = 3,
+}
+
+/// Which budget limit refused an attempt.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TidegateBudgetRefusal {
+    /// No refusal.
+    None = 0,
+    /// Too many connection attempts in flight.
+    AttemptsInFlight = 1,
+    /// Too many descriptors in use by attempts and open connections.
+    Connections = 2,
+}
+
+/// The class of a connect failure, by what the host should do about it.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TidegateErrorClass {
+    /// Out of descriptors, flows, memory or ports (`EMFILE`, `ENOSPC`, `ENOMEM`...): back off.
+    ResourceExhausted = 0,
+    /// The peer refused the connection (`ECONNREFUSED`).
+    Refused = 1,
+    /// No route (`ENETUNREACH`, `EHOSTUNREACH`...).
+    Unreachable = 2,
+    /// The attempt timed out (`ETIMEDOUT`, or `attempt_timeout_micros`).
+    TimedOut = 3,
+    /// Reset or aborted (`ECONNRESET`, `ECONNABORTED`, `EPIPE`).
+    Reset = 4,
+    /// Local policy forbids it (`EACCES`, `EPERM`).
+    Denied = 5,
+    /// Anything else.
+    Other = 6,
+}
+
+/// One action from `tidegate_eyeballs_poll_action`. Fields not named by `kind` are zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TidegateEyeballsAction {
+    /// What to do.
+    pub kind: TidegateEyeballsActionKind,
+    /// The attempt, for `START_ATTEMPT`, `CANCEL_ATTEMPT` and `CONNECTED`.
+    pub index: usize,
+    /// Where to connect, for `START_ATTEMPT`.
+    pub address: TidegateSocketAddress,
+    /// Why the race failed, for `FAILED`.
+    pub failure: TidegateRaceFailure,
+    /// The last failure's class, for `FAILED` with `TIDEGATE_RACE_FAILURE_ALL_ATTEMPTS_FAILED`.
+    pub last_error_class: TidegateErrorClass,
+    /// The budget limit, for `FAILED` with `TIDEGATE_RACE_FAILURE_NO_BUDGET`.
+    pub budget_refusal: TidegateBudgetRefusal,
+}
+
+/// Where a race stands.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TidegateRaceState {
+    /// No attempt started yet: waiting for addresses or the Resolution Delay.
+    Resolving = 0,
+    /// Attempts in flight, or the next waiting for its delay.
+    Connecting = 1,
+    /// An attempt is due but the budget refuses it (`budget_refusal` says which limit).
+    WaitingForBudget = 2,
+    /// Attempt `index` won.
+    Connected = 3,
+    /// The race failed (`failure` says why).
+    Failed = 4,
+    /// The host aborted the race.
+    Aborted = 5,
+}
+
+/// A race's state, from `tidegate_eyeballs_status`. Fields not named by `state` are zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TidegateRaceStatus {
+    /// Where the race stands.
+    pub state: TidegateRaceState,
+    /// The winner, for `CONNECTED`.
+    pub index: usize,
+    /// Why it failed, for `FAILED`.
+    pub failure: TidegateRaceFailure,
+    /// The last failure's class, for `FAILED` with `ALL_ATTEMPTS_FAILED`.
+    pub last_error_class: TidegateErrorClass,
+    /// The budget limit, for `WAITING_FOR_BUDGET` and `FAILED` with `NO_BUDGET`.
+    pub budget_refusal: TidegateBudgetRefusal,
+}
+
+/// The default race configuration: IPv6 first, First Address Family Count 1, Resolution Delay
+/// 50 ms, Connection Attempt Delay 250 ms (RFC 8305), no attempt timeout, 1 s budget wait.
+#[unsafe(no_mangle)]
+pub extern "C" fn tidegate_eyeballs_config_default() -> TidegateEyeballsConfig {
+    let c = EyeballsConfig::default();
+    TidegateEyeballsConfig {
+        preferred_family: TidegateAddressFamily::from(c.preferred_family) as u32,
+        first_address_family_count: u32::from(c.first_address_family_count),
+        resolution_delay_micros: c.resolution_delay_micros,
+        connection_attempt_delay_micros: c.connection_attempt_delay_micros,
+        attempt_timeout_micros: c.attempt_timeout_micros,
+        budget_wait_micros: c.budget_wait_micros,
+    }
+}
+
+/// The exact number of bytes `tidegate_eyeballs_new` allocates: the handle with its 16
+/// candidates inline, nothing else.
+#[unsafe(no_mangle)]
+pub extern "C" fn tidegate_eyeballs_footprint() -> usize {
+    size_of::<TidegateEyeballs>()
+}
+
+/// Creates a race with `config`, started at `now_us`, and writes its handle to `*out_race`.
+///
+/// Returns `TIDEGATE_STATUS_CONFIG_UNKNOWN_ADDRESS_FAMILY` if `preferred_family` is not a
+/// `TIDEGATE_ADDRESS_FAMILY_*` value.
+///
+/// # Safety
+/// `config` must be NULL or point to a valid `TidegateEyeballsConfig`; `out_race` must be NULL or
+/// valid for writing a pointer. Free the handle with `tidegate_eyeballs_free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_eyeballs_new(
+    config: *const TidegateEyeballsConfig,
+    now_us: u64,
+    out_race: *mut *mut TidegateEyeballs,
+) -> TidegateStatus {
+    call_free(|| {
+        // SAFETY: `config` is NULL or valid by the caller's contract.
+        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
+        require_non_null([out_race.cast_const().cast()])?;
+        let preferred_family =
+            family_of(config.preferred_family).ok_or(TidegateStatus::ConfigUnknownAddressFamily)?;
+        let config = EyeballsConfig {
+            preferred_family,
+            first_address_family_count: u8::try_from(config.first_address_family_count)
+                .unwrap_or(u8::MAX),
+            resolution_delay_micros: config.resolution_delay_micros,
+            connection_attempt_delay_micros: config.connection_attempt_delay_micros,
+            attempt_timeout_micros: config.attempt_timeout_micros,
+            budget_wait_micros: config.budget_wait_micros,
+        };
+        let handle = Box::new(TidegateEyeballs {
+            poison: Cell::new(false),
+            engine: HappyEyeballs::new(config, Instant::from_micros(now_us)),
+        });
+        // SAFETY: `out_race` was checked non-NULL and is valid by the caller's contract.
+        unsafe { write_out(out_race, Box::into_raw(handle)) }
+    })
+}
+
+/// Frees a race. `NULL` is a no-op. Works on a poisoned handle too.
+///
+/// Free a race only once `tidegate_eyeballs_is_finished` says so (call `tidegate_eyeballs_on_abort`
+/// and drain it first if it is still running): attempts still in flight stay counted in the
+/// budget.
+///
+/// # Safety
+/// `race` must be NULL or a handle from `tidegate_eyeballs_new` that was not freed yet, with no
+/// other call on it running.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_eyeballs_free(race: *mut TidegateEyeballs) {
+    if race.is_null() {
+        return;
+    }
+    // SAFETY: a non-NULL `race` came from `Box::into_raw` in `tidegate_eyeballs_new` and is freed
+    // once, by the caller's contract.
+    let handle = unsafe { Box::from_raw(race) };
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(handle)));
+}
+
+/// Feeds (part of) a DNS answer: `family` (a `TIDEGATE_ADDRESS_FAMILY_*` value) says whether it
+/// is the AAAA or the A answer; `addresses[0..count]` are its addresses with the port, in the
+/// resolver's order. `count` 0 is an answer without records. Writes how many addresses became
+/// candidates to `*out_added` (duplicates and addresses past 16 are not).
+///
+/// Returns `TIDEGATE_STATUS_INVALID_ARGUMENT` for an unknown family value (in the argument or
+/// an address), `TIDEGATE_STATUS_ADDRESS_FAMILY_MISMATCH` if an address is not of `family`,
+/// `TIDEGATE_STATUS_RACE_FINISHED` once the race is over; nothing is fed then.
+///
+/// # Safety
+/// `race` must be NULL or a live handle; `addresses` must be valid for reading `count`
+/// addresses (NULL only if `count` is 0); `out_added` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_eyeballs_on_resolved(
+    race: *mut TidegateEyeballs,
+    now_us: u64,
+    family: u32,
+    addresses: *const TidegateSocketAddress,
+    count: usize,
+    out_added: *mut usize,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(race, |r| {
+            require_non_null([out_added.cast_const().cast()])?;
+            let family = family_of(family).ok_or(TidegateStatus::InvalidArgument)?;
+            let addresses = if addresses.is_null() {
+                if count > 0 {
+                    return Err(TidegateStatus::NullArgument);
+                }
+                &[]
+            } else {
+                // SAFETY: non-NULL and valid for `count` addresses by the caller's contract.
+                std::slice::from_raw_parts(addresses, count)
+            };
+            // Check every address before feeding any, so a refused call changes nothing.
+            for address in addresses {
+                let addr = socket_addr_of(address).ok_or(TidegateStatus::InvalidArgument)?;
+                if AddressFamily::of(&addr) != family {
+                    return Err(TidegateStatus::AddressFamilyMismatch);
+                }
+            }
+            let now = Instant::from_micros(now_us);
+            let mut added = 0usize;
+            // Feed in chunks through a stack buffer: nothing is allocated.
+            let mut chunk = [SocketAddr::from(([0, 0, 0, 0], 0)); DEFAULT_MAX_CANDIDATES];
+            let mut fed_any = false;
+            for part in addresses.chunks(DEFAULT_MAX_CANDIDATES) {
+                let mut len = 0;
+                for (slot, address) in chunk.iter_mut().zip(part) {
+                    if let Some(addr) = socket_addr_of(address) {
+                        *slot = addr;
+                        len += 1;
+                    }
+                }
+                let part = chunk.get(..len).unwrap_or(&[]);
+                added += r
+                    .engine
+                    .on_resolved(now, family, part)
+                    .map_err(status_of_resolve)?;
+                fed_any = true;
+            }
+            if !fed_any {
+                // An answer without records still counts as the family's answer.
+                r.engine
+                    .on_resolved(now, family, &[])
+                    .map_err(status_of_resolve)?;
+            }
+            write_out(out_added, added)
+        })
+    }
+}
+
+/// The query for `family` (a `TIDEGATE_ADDRESS_FAMILY_*` value) failed or timed out: no address
+/// of that family will come. Ends the Resolution Delay if it was waiting for this family.
+///
+/// # Safety
+/// `race` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_eyeballs_on_resolution_failed(
+    race: *mut TidegateEyeballs,
+    now_us: u64,
+    family: u32,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(race, |r| {
+            let family = family_of(family).ok_or(TidegateStatus::InvalidArgument)?;
+            r.engine
+                .on_resolution_failed(Instant::from_micros(now_us), family)
+                .map_err(status_of_resolve)
+        })
+    }
+}
+
+/// Resolution is over: no address of any family will come (after feeding `getaddrinfo`'s
+/// results, for example).
+///
+/// # Safety
+/// `race` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_eyeballs_on_resolution_done(
+    race: *mut TidegateEyeballs,
+    now_us: u64,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(race, |r| {
+            r.engine
+                .on_resolution_done(Instant::from_micros(now_us))
+                .map_err(status_of_resolve)
+        })
+    }
+}
+
+/// Attempt `index` connected (its socket became writable with `SO_ERROR` 0). The first attempt
+/// to connect wins; the others are cancelled.
+///
+/// Returns `TIDEGATE_STATUS_UNKNOWN_ATTEMPT` for an index never started, or
+/// `TIDEGATE_STATUS_ATTEMPT_NOT_IN_FLIGHT` if the race already gave up on it: then its
+/// `CANCEL_ATTEMPT` action is (or was) in the action stream; close the socket there.
+///
+/// # Safety
+/// `race` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_eyeballs_on_attempt_connected(
+    race: *mut TidegateEyeballs,
+    now_us: u64,
+    index: usize,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(race, |r| {
+            r.engine
+                .on_attempt_connected(Instant::from_micros(now_us), index)
+                .map_err(status_of_attempt)
+        })
+    }
+}
+
+/// Attempt `index` failed with `errno_value` (from `connect`, `socket` or `SO_ERROR`). Close its
+/// socket after this returns `TIDEGATE_STATUS_OK`; the next candidate starts at once. Resource
+/// errors make the budget back off. Same errors as `tidegate_eyeballs_on_attempt_connected`.
+///
+/// # Safety
+/// `race` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_eyeballs_on_attempt_failed(
+    race: *mut TidegateEyeballs,
+    now_us: u64,
+    index: usize,
+    errno_value: i32,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(race, |r| {
+            r.engine
+                .on_attempt_failed(
+                    Instant::from_micros(now_us),
+                    index,
+                    classify_errno(errno_value),
+                )
+                .map_err(status_of_attempt)
+        })
+    }
+}
+
+/// Gives up the race: every attempt in flight is cancelled (drain the `CANCEL_ATTEMPT` actions).
+/// No effect once the race is over.
+///
+/// # Safety
+/// `race` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_eyeballs_on_abort(
+    race: *mut TidegateEyeballs,
+    now_us: u64,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(race, |r| {
+            r.engine.on_abort(Instant::from_micros(now_us));
+            Ok(())
+        })
+    }
+}
+
+/// Writes to `*out_deadline_us` when the race next needs `tidegate_eyeballs_handle_timeout` and
+/// a poll, or `UINT64_MAX` when nothing is timed.
+///
+/// # Safety
+/// `race` must be NULL or a live handle; `out_deadline_us` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_eyeballs_poll_timeout(
+    race: *const TidegateEyeballs,
+    out_deadline_us: *mut u64,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call(race, |r| {
+            let deadline = r.engine.poll_timeout().unwrap_or(Instant::MAX);
+            write_out(out_deadline_us, deadline.as_micros())
+        })
+    }
+}
+
+/// Applies the timers due at `now_us` (attempt timeouts); attempt starts happen in the next
+/// poll. Idempotent.
+///
+/// # Safety
+/// `race` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_eyeballs_handle_timeout(
+    race: *mut TidegateEyeballs,
+    now_us: u64,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(race, |r| {
+            r.engine.handle_timeout(Instant::from_micros(now_us));
+            Ok(())
+        })
+    }
+}
+
+/// Writes the next action to `*out_action` (`kind` `TIDEGATE_EYEBALLS_ACTION_KIND_NONE` when
+/// there is nothing to do). Asks `budget` before every `START_ATTEMPT` and releases each
+/// attempt's budget exactly once. Pass the same budget every time.
+///
+/// A panic inside poisons both handles.
+///
+/// # Safety
+/// `race` and `budget` must each be NULL or a live handle, with no other call on either running;
+/// `out_action` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_eyeballs_poll_action(
+    race: *mut TidegateEyeballs,
+    budget: *mut TidegateBudget,
+    out_action: *mut TidegateEyeballsAction,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        with_budget(race, budget, |r, b| {
+            require_non_null([out_action.cast_const().cast()])?;
+            let action = action_of(r.poll_action(b));
+            write_out(out_action, action)
+        })
+    }
+}
+
+/// Writes where the race stands to `*out_status`.
+///
+/// # Safety
+/// `race` must be NULL or a live handle; `out_status` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_eyeballs_status(
+    race: *const TidegateEyeballs,
+    out_status: *mut TidegateRaceStatus,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call(race, |r| {
+            write_out(out_status, status_of_race(r.engine.status()))
+        })
+    }
+}
+
+/// Writes to `*out_finished` whether the race is over and drained: nothing more will come out
+/// of it and it holds no budget. It may then be freed.
+///
+/// # Safety
+/// `race` must be NULL or a live handle; `out_finished` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_eyeballs_is_finished(
+    race: *const TidegateEyeballs,
+    out_finished: *mut bool,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe { call(race, |r| write_out(out_finished, r.engine.is_finished())) }
+}
+
+/// Writes to `*out_waiting` whether the race waits for budget: poll it again when budget is
+/// released.
+///
+/// # Safety
+/// `race` must be NULL or a live handle; `out_waiting` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_eyeballs_is_waiting_for_budget(
+    race: *const TidegateEyeballs,
+    out_waiting: *mut bool,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call(race, |r| {
+            write_out(out_waiting, r.engine.is_waiting_for_budget())
+        })
+    }
+}
+
+/// Writes a snapshot of the race's counters to `*out_stats`.
+///
+/// # Safety
+/// `race` must be NULL or a live handle; `out_stats` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_eyeballs_stats(
+    race: *const TidegateEyeballs,
+    out_stats: *mut EyeballsStats,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe { call(race, |r| write_out(out_stats, r.engine.stats())) }
+}
+
+/// Run `body` on a race and its budget, each inside the boundary: a panic poisons both.
+///
+/// # Safety
+/// `race` and `budget` must each be NULL or a live handle, not used concurrently.
+unsafe fn with_budget(
+    race: *mut TidegateEyeballs,
+    budget: *mut TidegateBudget,
+    body: impl FnOnce(
+        &mut HappyEyeballs<DEFAULT_MAX_CANDIDATES>,
+        &mut ConnectionBudget,
+    ) -> Result<(), TidegateStatus>,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(race, |r| {
+            let status = call_mut(budget, |b| body(&mut r.engine, &mut b.engine));
+            match status {
+                TidegateStatus::Ok => Ok(()),
+                // The budget is poisoned; unwind through the race's boundary to poison it too.
+                TidegateStatus::Panic => resume_unwind(Box::new("panic inside the budget")),
+                other => Err(other),
+            }
+        })
+    }
+}
+
+fn family_of(value: u32) -> Option<AddressFamily> {
+    match value {
+        4 => Some(AddressFamily::Ipv4),
+        6 => Some(AddressFamily::Ipv6),
+        _ => None,
+    }
+}
+
+fn socket_addr_of(a: &TidegateSocketAddress) -> Option<SocketAddr> {
+    match family_of(u32::from(a.family))? {
+        AddressFamily::Ipv6 => Some(SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(a.ip),
+            a.port,
+            0,
+            a.scope_id,
+        ))),
+        AddressFamily::Ipv4 => {
+            let [b0, b1, b2, b3, ..] = a.ip;
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::new(b0, b1, b2, b3),
+                a.port,
+            )))
+        }
+    }
+}
+
+fn address_of(addr: SocketAddr) -> TidegateSocketAddress {
+    match addr {
+        SocketAddr::V6(v6) => TidegateSocketAddress {
+            ip: v6.ip().octets(),
+            port: v6.port(),
+            family: TidegateAddressFamily::Ipv6 as u8,
+            scope_id: v6.scope_id(),
+        },
+        SocketAddr::V4(v4) => {
+            let [b0, b1, b2, b3] = v4.ip().octets();
+            let ip = [b0, b1, b2, b3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            TidegateSocketAddress {
+                ip,
+                port: v4.port(),
+                family: TidegateAddressFamily::Ipv4 as u8,
+                scope_id: 0,
+            }
+        }
+    }
+}
+
+const NO_ADDRESS: TidegateSocketAddress = TidegateSocketAddress {
+    ip: [0; 16],
+    port: 0,
+    family: 0,
+    scope_id: 0,
+};
+
+fn action_of(action: Option<Action>) -> TidegateEyeballsAction {
+    let mut out = TidegateEyeballsAction {
+        kind: TidegateEyeballsActionKind::None,
+        index: 0,
+        address: NO_ADDRESS,
+        failure: TidegateRaceFailure::None,
+        last_error_class: TidegateErrorClass::ResourceExhausted,
+        budget_refusal: TidegateBudgetRefusal::None,
+    };
+    match action {
+        None => {}
+        Some(Action::StartAttempt { index, addr }) => {
+            out.kind = TidegateEyeballsActionKind::StartAttempt;
+            out.index = index;
+            out.address = address_of(addr);
+        }
+        Some(Action::CancelAttempt { index }) => {
+            out.kind = TidegateEyeballsActionKind::CancelAttempt;
+            out.index = index;
+        }
+        Some(Action::Connected { index }) => {
+            out.kind = TidegateEyeballsActionKind::Connected;
+            out.index = index;
+        }
+        Some(Action::Failed { reason }) => {
+            out.kind = TidegateEyeballsActionKind::Failed;
+            (out.failure, out.last_error_class, out.budget_refusal) = failure_of(reason);
+        }
+    }
+    out
+}
+
+fn failure_of(
+    reason: RaceFailure,
+) -> (
+    TidegateRaceFailure,
+    TidegateErrorClass,
+    TidegateBudgetRefusal,
+) {
+    match reason {
+        RaceFailure::AllAttemptsFailed { last } => (
+            TidegateRaceFailure::AllAttemptsFailed,
+            TidegateErrorClass::from(last),
+            TidegateBudgetRefusal::None,
+        ),
+        RaceFailure::NoAddresses => (
+            TidegateRaceFailure::NoAddresses,
+            TidegateErrorClass::ResourceExhausted,
+            TidegateBudgetRefusal::None,
+        ),
+        RaceFailure::NoBudget { refusal } => (
+            TidegateRaceFailure::NoBudget,
+            TidegateErrorClass::ResourceExhausted,
+            refusal_of(refusal),
+        ),
+    }
+}
+
+fn refusal_of(refusal: BudgetRefusal) -> TidegateBudgetRefusal {
+    match refusal {
+        BudgetRefusal::AttemptsInFlight { .. } => TidegateBudgetRefusal::AttemptsInFlight,
+        BudgetRefusal::Connections { .. } => TidegateBudgetRefusal::Connections,
+    }
+}
+
+fn status_of_race(status: RaceStatus) -> TidegateRaceStatus {
+    let mut out = TidegateRaceStatus {
+        state: TidegateRaceState::Resolving,
+        index: 0,
+        failure: TidegateRaceFailure::None,
+        last_error_class: TidegateErrorClass::ResourceExhausted,
+        budget_refusal: TidegateBudgetRefusal::None,
+    };
+    match status {
+        RaceStatus::Resolving => {}
+        RaceStatus::Connecting => out.state = TidegateRaceState::Connecting,
+        RaceStatus::WaitingForBudget { refusal } => {
+            out.state = TidegateRaceState::WaitingForBudget;
+            out.budget_refusal = refusal_of(refusal);
+        }
+        RaceStatus::Connected { index } => {
+            out.state = TidegateRaceState::Connected;
+            out.index = index;
+        }
+        RaceStatus::Failed { reason } => {
+            out.state = TidegateRaceState::Failed;
+            (out.failure, out.last_error_class, out.budget_refusal) = failure_of(reason);
+        }
+        RaceStatus::Aborted => out.state = TidegateRaceState::Aborted,
+    }
+    out
+}
+
+fn status_of_resolve(error: ResolveError) -> TidegateStatus {
+    match error {
+        ResolveError::RaceFinished => TidegateStatus::RaceFinished,
+        ResolveError::FamilyMismatch { .. } => TidegateStatus::AddressFamilyMismatch,
+    }
+}
+
+fn status_of_attempt(error: AttemptError) -> TidegateStatus {
+    match error {
+        AttemptError::UnknownAttempt { .. } => TidegateStatus::UnknownAttempt,
+        AttemptError::NotInFlight { .. } => TidegateStatus::AttemptNotInFlight,
+    }
+}
+
+impl From<AddressFamily> for TidegateAddressFamily {
+    fn from(family: AddressFamily) -> Self {
+        match family {
+            AddressFamily::Ipv4 => TidegateAddressFamily::Ipv4,
+            AddressFamily::Ipv6 => TidegateAddressFamily::Ipv6,
+        }
+    }
+}
+
+impl From<ErrorClass> for TidegateErrorClass {
+    fn from(class: ErrorClass) -> Self {
+        match class {
+            ErrorClass::ResourceExhausted => TidegateErrorClass::ResourceExhausted,
+            ErrorClass::Refused => TidegateErrorClass::Refused,
+            ErrorClass::Unreachable => TidegateErrorClass::Unreachable,
+            ErrorClass::TimedOut => TidegateErrorClass::TimedOut,
+            ErrorClass::Reset => TidegateErrorClass::Reset,
+            ErrorClass::Denied => TidegateErrorClass::Denied,
+            ErrorClass::Other => TidegateErrorClass::Other,
+        }
+    }
+}
+
+/// Force a panic inside the budget's boundary during a race call, to test that the panic is
+/// caught and both handles are poisoned. Not part of the C API.
+///
+/// # Safety
+/// As for `tidegate_eyeballs_poll_action`: each handle must be NULL or live.
+#[doc(hidden)]
+pub unsafe fn testing_panic_inside_budget(
+    race: *mut TidegateEyeballs,
+    budget: *mut TidegateBudget,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        with_budget(race, budget, |_, _| -> Result<(), TidegateStatus> {
+            panic!("forced panic for testing the C boundary")
+        })
+    }
+}

@@ -1,0 +1,837 @@
+//! C ABI of the session lifecycle machine: `TidegateLifecycle`.
+
+use core::mem::size_of;
+use std::cell::Cell;
+
+use tidegate_core::{
+    Generation, Instant, JournalDecodeError, Lifecycle, LifecycleConfig, LifecycleEffect,
+    LifecycleState, LifecycleStats, ReportError, StartError, StopError, StopOutcome, StopPhase,
+    TASK_PAYLOAD_MAX, TaskId, TaskRegisterError, TaskSlot, WriteJournalError,
+};
+
+use crate::boundary::{Handle, bytes, call, call_free, call_mut, require_non_null, write_out};
+use crate::status::TidegateStatus;
+
+/// The largest payload of a housekeeping task, in bytes.
+pub const TIDEGATE_TASK_PAYLOAD_MAX: usize = 32;
+
+/// The most tasks a `TidegateLifecycle` can hold (one journal's limit).
+pub const TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX: u32 = 65_535;
+
+const _: () = assert!(TIDEGATE_TASK_PAYLOAD_MAX == TASK_PAYLOAD_MAX);
+const _: () =
+    assert!(TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX as usize == tidegate_core::JOURNAL_TASKS_MAX);
+
+/// The session lifecycle of one provider process: start, stop and cancel in the order Apple
+/// requires (tear down, housekeeping, then the completion handler), with housekeeping bounded by
+/// a deadline and the unfinished tasks carried to the next start in a journal the host persists.
+///
+/// Drive it with the `tidegate_lifecycle_on_*` inputs and, after every input, call
+/// `tidegate_lifecycle_poll_effect` until it reports `TIDEGATE_LIFECYCLE_EFFECT_KIND_NONE`.
+/// Housekeeping is at-least-once: a task carried over may run again after it had in fact
+/// finished, so every task must be idempotent.
+///
+/// All its memory is allocated by `tidegate_lifecycle_new` and equals
+/// `tidegate_lifecycle_footprint`; nothing is allocated afterwards.
+///
+/// Thread safety: not safe for concurrent use. Calls on one handle must not overlap (use one
+/// serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
+pub struct TidegateLifecycle {
+    poison: Cell<bool>,
+    engine: Lifecycle<Box<[TaskSlot]>>,
+}
+
+impl Handle for TidegateLifecycle {
+    fn poison(&self) -> &Cell<bool> {
+        &self.poison
+    }
+}
+
+/// Configuration of a `TidegateLifecycle`. Start from `tidegate_lifecycle_config_default()`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TidegateLifecycleConfig {
+    /// How long housekeeping may run after the teardown is reported, in microseconds. When it
+    /// passes, the tasks not yet finished go into the journal and the stop completes.
+    pub housekeeping_deadline_us: u64,
+    /// How many housekeeping tasks the queue holds at once (at most
+    /// `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX`).
+    pub task_capacity: u32,
+    /// How many `RUN_TASK` effects may be outstanding at once; 0 is treated as 1.
+    pub tasks_in_flight_max: u16,
+}
+
+/// The state of a `TidegateLifecycle`; the stopping state is split into its phases.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TidegateLifecycleState {
+    /// No session has started yet.
+    Idle = 0,
+    /// A start was accepted; the tunnel is being brought up.
+    Starting = 1,
+    /// The tunnel is up; tasks carried over from the journal run now.
+    Running = 2,
+    /// Stopping: the host is tearing the tunnel down.
+    StoppingTearingDown = 3,
+    /// Stopping: housekeeping tasks run until done or the deadline.
+    StoppingHousekeeping = 4,
+    /// Stopping: the deadline passed; the host writes and persists the journal.
+    StoppingPersistingJournal = 5,
+    /// Stopping: the next effect completes the stop (or cancels with the error).
+    StoppingCompleting = 6,
+    /// The last stop completed; a new start is accepted.
+    Stopped = 7,
+}
+
+/// How `tidegate_lifecycle_on_stop` proceeds.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TidegateStopOutcome {
+    /// The session was running; it now tears down, does housekeeping and completes.
+    Stopping = 0,
+    /// The stop came while starting: fail the pending start completion handler; a later
+    /// `tidegate_lifecycle_on_tunnel_started` is refused; the stop proceeds as usual.
+    StartAbandoned = 1,
+}
+
+/// The kind of a `TidegateLifecycleEffect`; it says which fields are meaningful.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TidegateLifecycleEffectKind {
+    /// Nothing to do until the next input or timeout.
+    None = 0,
+    /// Bring the tunnel up, then call `tidegate_lifecycle_on_tunnel_started`.
+    /// `carried_over_tasks` tasks from the journal will run once it is up.
+    StartTunnel = 1,
+    /// Run task `task_id` (`task_kind`, `payload`), then report it done or failed.
+    RunTask = 2,
+    /// Tear the tunnel down, then call `tidegate_lifecycle_on_torn_down`.
+    TearDown = 3,
+    /// Write the journal (`journal_len` bytes) with `tidegate_lifecycle_write_journal`, persist
+    /// it in place of any earlier one, then call `tidegate_lifecycle_on_journal_persisted`.
+    PersistJournal = 4,
+    /// Every task of the journal handed to the last start has ended: delete the persisted journal.
+    DiscardJournal = 5,
+    /// Call the stop completion handler. The process may be killed right after.
+    CompleteStop = 6,
+    /// Call `cancelTunnelWithError` with `error_code` (or fail the start with it if the cancel
+    /// came while starting).
+    CancelWithError = 7,
+}
+
+/// One thing the host must do next. Every effect carries the session's generation; echo it in
+/// the reports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TidegateLifecycleEffect {
+    /// What to do; `TIDEGATE_LIFECYCLE_EFFECT_KIND_NONE` when there is nothing.
+    pub kind: TidegateLifecycleEffectKind,
+    /// The session the effect belongs to.
+    pub generation: u64,
+    /// `RUN_TASK`: the task to run and report.
+    pub task_id: u64,
+    /// `PERSIST_JOURNAL`: bytes the journal takes.
+    pub journal_len: usize,
+    /// `RUN_TASK`: the host-defined kind of task.
+    pub task_kind: u32,
+    /// `CANCEL_WITH_ERROR`: the code given to `tidegate_lifecycle_on_cancel`.
+    pub error_code: u32,
+    /// `START_TUNNEL`: tasks read back from the journal.
+    pub carried_over_tasks: u16,
+    /// `RUN_TASK`: bytes of `payload` in use.
+    pub payload_len: u8,
+    /// `RUN_TASK`: the task's argument (the first `payload_len` bytes).
+    pub payload: [u8; TIDEGATE_TASK_PAYLOAD_MAX],
+}
+
+/// Counters of a `TidegateLifecycle`. Counters saturate.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TidegateLifecycleStats {
+    /// Starts accepted.
+    pub sessions_started: u64,
+    /// Stops and cancels completed.
+    pub stops_completed: u64,
+    /// Microseconds from the last stop or cancel request to its completion effect, on the host's
+    /// clock; 0 before the first completion.
+    pub last_stop_latency_us: u64,
+    /// The longest stop latency seen, in microseconds.
+    pub max_stop_latency_us: u64,
+    /// Tasks registered by the host.
+    pub tasks_registered: u64,
+    /// `RUN_TASK` effects handed out.
+    pub tasks_run: u64,
+    /// Tasks reported done.
+    pub tasks_done: u64,
+    /// Tasks reported failed.
+    pub tasks_failed: u64,
+    /// Tasks written into a journal because the housekeeping deadline passed.
+    pub tasks_carried_over: u64,
+    /// Tasks read back from a journal at start.
+    pub tasks_resumed: u64,
+    /// Journals sealed for the host to persist.
+    pub journals_written: u64,
+    /// Journals refused at start (truncated, corrupted, foreign, too large).
+    pub journals_rejected: u64,
+    /// Host reports refused, stale ones included.
+    pub reports_refused: u64,
+    /// Host reports refused because they named an earlier session.
+    pub stale_reports: u64,
+}
+
+/// The default configuration: a 250 ms housekeeping deadline (short enough that the user's next
+/// start is not held up, long enough for a few quick tasks), 64 tasks, one task at a time.
+#[unsafe(no_mangle)]
+pub extern "C" fn tidegate_lifecycle_config_default() -> TidegateLifecycleConfig {
+    let core = LifecycleConfig::default();
+    TidegateLifecycleConfig {
+        housekeeping_deadline_us: core.housekeeping_deadline_micros,
+        task_capacity: 64,
+        tasks_in_flight_max: core.tasks_in_flight_max,
+    }
+}
+
+/// Writes to `*out_bytes` the exact number of bytes `tidegate_lifecycle_new` allocates for
+/// `config`: the handle and its task slots.
+///
+/// Returns `TIDEGATE_STATUS_CONFIG_TASK_CAPACITY_TOO_LARGE` if `task_capacity` is above
+/// `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX`.
+///
+/// # Safety
+/// `config` must be NULL or point to a valid `TidegateLifecycleConfig`; `out_bytes` must be NULL
+/// or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_footprint(
+    config: *const TidegateLifecycleConfig,
+    out_bytes: *mut usize,
+) -> TidegateStatus {
+    call_free(|| {
+        // SAFETY: `config` is NULL or valid by the caller's contract.
+        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
+        let capacity = task_capacity(config)?;
+        // SAFETY: `out_bytes` is NULL or valid by the caller's contract.
+        unsafe { write_out(out_bytes, footprint(capacity)) }
+    })
+}
+
+/// Creates a lifecycle machine (state idle) and writes its handle to `*out_lifecycle`.
+///
+/// Returns `TIDEGATE_STATUS_CONFIG_TASK_CAPACITY_TOO_LARGE` for a capacity above the maximum, or
+/// `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
+///
+/// # Safety
+/// `config` must be NULL or point to a valid `TidegateLifecycleConfig`; `out_lifecycle` must be
+/// NULL or valid for writing a pointer. Free the handle with `tidegate_lifecycle_free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_new(
+    config: *const TidegateLifecycleConfig,
+    out_lifecycle: *mut *mut TidegateLifecycle,
+) -> TidegateStatus {
+    call_free(|| {
+        // SAFETY: `config` is NULL or valid by the caller's contract.
+        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
+        require_non_null([out_lifecycle.cast_const().cast()])?;
+        let capacity = task_capacity(config)?;
+        let mut slots = Vec::new();
+        slots
+            .try_reserve_exact(capacity)
+            .map_err(|_| TidegateStatus::OutOfMemory)?;
+        slots.resize(capacity, TaskSlot::EMPTY);
+        let core_config = LifecycleConfig {
+            housekeeping_deadline_micros: config.housekeeping_deadline_us,
+            tasks_in_flight_max: config.tasks_in_flight_max,
+        };
+        let handle = Box::new(TidegateLifecycle {
+            poison: Cell::new(false),
+            engine: Lifecycle::new(core_config, slots.into_boxed_slice()),
+        });
+        // SAFETY: `out_lifecycle` was checked non-NULL and is valid by the caller's contract.
+        unsafe { write_out(out_lifecycle, Box::into_raw(handle)) }
+    })
+}
+
+/// Frees a lifecycle machine. `NULL` is a no-op. Works on a poisoned handle too.
+///
+/// # Safety
+/// `lifecycle` must be NULL or a handle from `tidegate_lifecycle_new` that was not freed yet,
+/// with no other call on it running.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_free(lifecycle: *mut TidegateLifecycle) {
+    if lifecycle.is_null() {
+        return;
+    }
+    // SAFETY: a non-NULL `lifecycle` came from `Box::into_raw` in `tidegate_lifecycle_new` and is
+    // freed once, by the caller's contract.
+    let handle = unsafe { Box::from_raw(lifecycle) };
+    // Dropping a boxed slice cannot panic, but a panic must never cross into C.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(handle)));
+}
+
+/// Starts a session (from idle or stopped) and writes its generation to `*out_generation`.
+///
+/// `journal` is the journal persisted by the last stop, `journal_len` bytes exactly, or NULL
+/// (with `journal_len` 0) for none. Its tasks run once the tunnel is up. A bad journal is
+/// refused with a `TIDEGATE_STATUS_JOURNAL_*` status and nothing changes; start again with NULL
+/// to go on without it. `TIDEGATE_STATUS_LIFECYCLE_STOP_IN_PROGRESS` means the previous stop has
+/// not completed: starts are refused, not queued.
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle; `journal` must be NULL or valid for reading
+/// `journal_len` bytes; `out_generation` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_on_start(
+    lifecycle: *mut TidegateLifecycle,
+    now_us: u64,
+    journal: *const u8,
+    journal_len: usize,
+    out_generation: *mut u64,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(lifecycle, |l| {
+            require_non_null([out_generation.cast_const().cast()])?;
+            let journal = if journal.is_null() {
+                if journal_len != 0 {
+                    return Err(TidegateStatus::NullArgument);
+                }
+                None
+            } else {
+                Some(bytes(journal, journal_len)?)
+            };
+            let generation = l
+                .engine
+                .on_start(Instant::from_micros(now_us), journal)
+                .map_err(status_of_start)?;
+            write_out(out_generation, generation.0)
+        })
+    }
+}
+
+/// Reports that the tunnel of `generation` is up: the session runs.
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_on_tunnel_started(
+    lifecycle: *mut TidegateLifecycle,
+    now_us: u64,
+    generation: u64,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(lifecycle, |l| {
+            l.engine
+                .on_tunnel_started(Instant::from_micros(now_us), Generation(generation))
+                .map_err(status_of_report)
+        })
+    }
+}
+
+/// A stop request (`stopTunnel`). Writes to `*out_outcome` whether the session was running or the
+/// start is abandoned. Refused with `TIDEGATE_STATUS_LIFECYCLE_NOT_ACTIVE` or
+/// `TIDEGATE_STATUS_LIFECYCLE_ALREADY_STOPPING`.
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle; `out_outcome` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_on_stop(
+    lifecycle: *mut TidegateLifecycle,
+    now_us: u64,
+    out_outcome: *mut TidegateStopOutcome,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(lifecycle, |l| {
+            require_non_null([out_outcome.cast_const().cast()])?;
+            let outcome = match l.engine.on_stop(Instant::from_micros(now_us)) {
+                Ok(StopOutcome::Stopping) => TidegateStopOutcome::Stopping,
+                Ok(StopOutcome::StartAbandoned) => TidegateStopOutcome::StartAbandoned,
+                Err(error) => return Err(status_of_stop(error)),
+            };
+            write_out(out_outcome, outcome)
+        })
+    }
+}
+
+/// The provider hit error `error_code` and must end the session: the stop runs as for
+/// `tidegate_lifecycle_on_stop` and ends with `CANCEL_WITH_ERROR`. Refused while a stop is in
+/// progress (`TIDEGATE_STATUS_LIFECYCLE_ALREADY_STOPPING`: that stop ends as it would have).
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_on_cancel(
+    lifecycle: *mut TidegateLifecycle,
+    now_us: u64,
+    error_code: u32,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(lifecycle, |l| {
+            l.engine
+                .on_cancel(Instant::from_micros(now_us), error_code)
+                .map_err(status_of_stop)
+        })
+    }
+}
+
+/// Reports that the tunnel of `generation` is torn down: housekeeping and its deadline start.
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_on_torn_down(
+    lifecycle: *mut TidegateLifecycle,
+    now_us: u64,
+    generation: u64,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(lifecycle, |l| {
+            l.engine
+                .on_torn_down(Instant::from_micros(now_us), Generation(generation))
+                .map_err(status_of_report)
+        })
+    }
+}
+
+/// Queues a housekeeping task (`kind`, and `payload_len` bytes of `payload`, at most
+/// `TIDEGATE_TASK_PAYLOAD_MAX`) and writes its id to `*out_task_id`. Tasks registered while the
+/// session runs wait for the stop's housekeeping. Tasks must be idempotent.
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle; `payload` must be valid for reading `payload_len`
+/// bytes (NULL only if `payload_len` is 0); `out_task_id` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_register_task(
+    lifecycle: *mut TidegateLifecycle,
+    now_us: u64,
+    kind: u32,
+    payload: *const u8,
+    payload_len: usize,
+    out_task_id: *mut u64,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(lifecycle, |l| {
+            require_non_null([out_task_id.cast_const().cast()])?;
+            let payload = bytes(payload, payload_len)?;
+            let task = l
+                .engine
+                .register_task(Instant::from_micros(now_us), kind, payload)
+                .map_err(status_of_register)?;
+            write_out(out_task_id, task.0)
+        })
+    }
+}
+
+/// Reports task `task_id` of `generation` done.
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_on_task_done(
+    lifecycle: *mut TidegateLifecycle,
+    now_us: u64,
+    generation: u64,
+    task_id: u64,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(lifecycle, |l| {
+            l.engine
+                .on_task_done(
+                    Instant::from_micros(now_us),
+                    Generation(generation),
+                    TaskId(task_id),
+                )
+                .map_err(status_of_report)
+        })
+    }
+}
+
+/// Reports task `task_id` of `generation` failed; it ends there (not retried, not journaled).
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_on_task_failed(
+    lifecycle: *mut TidegateLifecycle,
+    now_us: u64,
+    generation: u64,
+    task_id: u64,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(lifecycle, |l| {
+            l.engine
+                .on_task_failed(
+                    Instant::from_micros(now_us),
+                    Generation(generation),
+                    TaskId(task_id),
+                )
+                .map_err(status_of_report)
+        })
+    }
+}
+
+/// Reports that the journal of `generation` is persisted: the stop can complete.
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_on_journal_persisted(
+    lifecycle: *mut TidegateLifecycle,
+    now_us: u64,
+    generation: u64,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(lifecycle, |l| {
+            l.engine
+                .on_journal_persisted(Instant::from_micros(now_us), Generation(generation))
+                .map_err(status_of_report)
+        })
+    }
+}
+
+/// Writes the sealed journal into `buf` (`buf_len` bytes) and its length to `*out_len`.
+///
+/// Available from the `PERSIST_JOURNAL` effect until the stop completes; otherwise
+/// `TIDEGATE_STATUS_JOURNAL_NONE`. `TIDEGATE_STATUS_BUFFER_TOO_SMALL` writes nothing; the size
+/// required is the effect's `journal_len`, also given by `tidegate_lifecycle_journal_len`.
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle; `buf` must be valid for writing `buf_len` bytes
+/// (NULL only if `buf_len` is 0); `out_len` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_write_journal(
+    lifecycle: *const TidegateLifecycle,
+    buf: *mut u8,
+    buf_len: usize,
+    out_len: *mut usize,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call(lifecycle, |l| {
+            require_non_null([out_len.cast_const().cast()])?;
+            let buf: &mut [u8] = if buf.is_null() {
+                if buf_len != 0 {
+                    return Err(TidegateStatus::NullArgument);
+                }
+                &mut []
+            } else {
+                // SAFETY: `buf` is non-NULL and valid for writing `buf_len` bytes by the
+                // caller's contract, and not aliased during the call.
+                std::slice::from_raw_parts_mut(buf, buf_len)
+            };
+            let len = l.engine.write_journal(buf).map_err(|error| match error {
+                WriteJournalError::NoJournal => TidegateStatus::JournalNone,
+                WriteJournalError::BufferTooSmall { .. } => TidegateStatus::BufferTooSmall,
+            })?;
+            write_out(out_len, len)
+        })
+    }
+}
+
+/// Writes to `*out_len` the length of the sealed journal, or returns
+/// `TIDEGATE_STATUS_JOURNAL_NONE` when there is none.
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle; `out_len` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_journal_len(
+    lifecycle: *const TidegateLifecycle,
+    out_len: *mut usize,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call(lifecycle, |l| {
+            let len = l.engine.journal_len().ok_or(TidegateStatus::JournalNone)?;
+            write_out(out_len, len)
+        })
+    }
+}
+
+/// Writes the next thing to do to `*out_effect` (kind `NONE` when there is nothing). Call it
+/// until it reports `NONE` after every input. `now_us` also applies the housekeeping deadline.
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle; `out_effect` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_poll_effect(
+    lifecycle: *mut TidegateLifecycle,
+    now_us: u64,
+    out_effect: *mut TidegateLifecycleEffect,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(lifecycle, |l| {
+            require_non_null([out_effect.cast_const().cast()])?;
+            let effect = l.engine.poll_effect(Instant::from_micros(now_us));
+            write_out(out_effect, effect_of(effect))
+        })
+    }
+}
+
+/// Writes to `*out_deadline_us` when `tidegate_lifecycle_handle_timeout` must next be called:
+/// the housekeeping deadline while housekeeping runs, otherwise `UINT64_MAX` (never).
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle; `out_deadline_us` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_poll_timeout(
+    lifecycle: *const TidegateLifecycle,
+    out_deadline_us: *mut u64,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call(lifecycle, |l| {
+            let deadline = l.engine.poll_timeout().unwrap_or(Instant::MAX);
+            write_out(out_deadline_us, deadline.as_micros())
+        })
+    }
+}
+
+/// Applies the housekeeping deadline if `now_us` reached it (the unfinished tasks are sealed into
+/// the journal). Idempotent. Poll effects afterwards.
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_handle_timeout(
+    lifecycle: *mut TidegateLifecycle,
+    now_us: u64,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(lifecycle, |l| {
+            l.engine.handle_timeout(Instant::from_micros(now_us));
+            Ok(())
+        })
+    }
+}
+
+/// Writes the current state to `*out_state` and the current generation to `*out_generation`
+/// (0 before the first start).
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle; `out_state` and `out_generation` must be NULL or
+/// valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_state(
+    lifecycle: *const TidegateLifecycle,
+    out_state: *mut TidegateLifecycleState,
+    out_generation: *mut u64,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call(lifecycle, |l| {
+            require_non_null([
+                out_state.cast_const().cast(),
+                out_generation.cast_const().cast(),
+            ])?;
+            write_out(out_state, state_of(l.engine.state()))?;
+            write_out(out_generation, l.engine.generation().0)
+        })
+    }
+}
+
+/// Writes a snapshot of the counters to `*out_stats`.
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle; `out_stats` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_stats(
+    lifecycle: *const TidegateLifecycle,
+    out_stats: *mut TidegateLifecycleStats,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call(lifecycle, |l| {
+            write_out(out_stats, stats_of(l.engine.stats()))
+        })
+    }
+}
+
+/// The bytes `tidegate_lifecycle_new` allocates for `capacity` task slots.
+fn footprint(capacity: usize) -> usize {
+    size_of::<TidegateLifecycle>().saturating_add(capacity.saturating_mul(size_of::<TaskSlot>()))
+}
+
+fn task_capacity(config: &TidegateLifecycleConfig) -> Result<usize, TidegateStatus> {
+    if config.task_capacity > TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX {
+        return Err(TidegateStatus::ConfigTaskCapacityTooLarge);
+    }
+    Ok(config.task_capacity as usize)
+}
+
+fn effect_of(effect: Option<LifecycleEffect>) -> TidegateLifecycleEffect {
+    let mut out = TidegateLifecycleEffect {
+        kind: TidegateLifecycleEffectKind::None,
+        generation: 0,
+        task_id: 0,
+        journal_len: 0,
+        task_kind: 0,
+        error_code: 0,
+        carried_over_tasks: 0,
+        payload_len: 0,
+        payload: [0; TIDEGATE_TASK_PAYLOAD_MAX],
+    };
+    let Some(effect) = effect else { return out };
+    match effect {
+        LifecycleEffect::StartTunnel {
+            generation,
+            carried_over_tasks,
+        } => {
+            out.kind = TidegateLifecycleEffectKind::StartTunnel;
+            out.generation = generation.0;
+            out.carried_over_tasks = carried_over_tasks;
+        }
+        LifecycleEffect::RunTask {
+            generation,
+            task,
+            kind,
+            payload,
+        } => {
+            out.kind = TidegateLifecycleEffectKind::RunTask;
+            out.generation = generation.0;
+            out.task_id = task.0;
+            out.task_kind = kind;
+            let bytes = payload.as_bytes();
+            out.payload_len = u8::try_from(bytes.len()).unwrap_or(0);
+            if let Some(target) = out.payload.get_mut(..bytes.len()) {
+                target.copy_from_slice(bytes);
+            }
+        }
+        LifecycleEffect::TearDown { generation } => {
+            out.kind = TidegateLifecycleEffectKind::TearDown;
+            out.generation = generation.0;
+        }
+        LifecycleEffect::PersistJournal { generation, len } => {
+            out.kind = TidegateLifecycleEffectKind::PersistJournal;
+            out.generation = generation.0;
+            out.journal_len = len;
+        }
+        LifecycleEffect::DiscardJournal { generation } => {
+            out.kind = TidegateLifecycleEffectKind::DiscardJournal;
+            out.generation = generation.0;
+        }
+        LifecycleEffect::CompleteStop { generation } => {
+            out.kind = TidegateLifecycleEffectKind::CompleteStop;
+            out.generation = generation.0;
+        }
+        LifecycleEffect::CancelWithError { generation, code } => {
+            out.kind = TidegateLifecycleEffectKind::CancelWithError;
+            out.generation = generation.0;
+            out.error_code = code;
+        }
+    }
+    out
+}
+
+fn state_of(state: LifecycleState) -> TidegateLifecycleState {
+    match state {
+        LifecycleState::Idle => TidegateLifecycleState::Idle,
+        LifecycleState::Starting => TidegateLifecycleState::Starting,
+        LifecycleState::Running => TidegateLifecycleState::Running,
+        LifecycleState::Stopping(StopPhase::TearingDown) => {
+            TidegateLifecycleState::StoppingTearingDown
+        }
+        LifecycleState::Stopping(StopPhase::Housekeeping) => {
+            TidegateLifecycleState::StoppingHousekeeping
+        }
+        LifecycleState::Stopping(StopPhase::PersistingJournal) => {
+            TidegateLifecycleState::StoppingPersistingJournal
+        }
+        LifecycleState::Stopping(StopPhase::Completing) => {
+            TidegateLifecycleState::StoppingCompleting
+        }
+        LifecycleState::Stopped => TidegateLifecycleState::Stopped,
+    }
+}
+
+fn stats_of(s: &LifecycleStats) -> TidegateLifecycleStats {
+    TidegateLifecycleStats {
+        sessions_started: s.sessions_started,
+        stops_completed: s.stops_completed,
+        last_stop_latency_us: s.last_stop_latency_micros.unwrap_or(0),
+        max_stop_latency_us: s.max_stop_latency_micros,
+        tasks_registered: s.tasks_registered,
+        tasks_run: s.tasks_run,
+        tasks_done: s.tasks_done,
+        tasks_failed: s.tasks_failed,
+        tasks_carried_over: s.tasks_carried_over,
+        tasks_resumed: s.tasks_resumed,
+        journals_written: s.journals_written,
+        journals_rejected: s.journals_rejected,
+        reports_refused: s.reports_refused,
+        stale_reports: s.stale_reports,
+    }
+}
+
+fn status_of_start(error: StartError) -> TidegateStatus {
+    match error {
+        StartError::AlreadyActive => TidegateStatus::LifecycleAlreadyActive,
+        StartError::StopInProgress => TidegateStatus::LifecycleStopInProgress,
+        StartError::Journal(error) => match error {
+            JournalDecodeError::Truncated { .. } => TidegateStatus::JournalTruncated,
+            JournalDecodeError::NotAJournal => TidegateStatus::JournalNotAJournal,
+            JournalDecodeError::UnsupportedVersion { .. } => {
+                TidegateStatus::JournalUnsupportedVersion
+            }
+            JournalDecodeError::LengthMismatch { .. } => TidegateStatus::JournalLengthMismatch,
+            JournalDecodeError::ChecksumMismatch { .. } => TidegateStatus::JournalChecksumMismatch,
+            JournalDecodeError::Malformed => TidegateStatus::JournalMalformed,
+        },
+        StartError::JournalTooLarge { .. } => TidegateStatus::JournalTooLarge,
+        StartError::GenerationExhausted => TidegateStatus::LifecycleGenerationExhausted,
+    }
+}
+
+fn status_of_stop(error: StopError) -> TidegateStatus {
+    match error {
+        StopError::NotActive => TidegateStatus::LifecycleNotActive,
+        StopError::AlreadyStopping => TidegateStatus::LifecycleAlreadyStopping,
+    }
+}
+
+fn status_of_register(error: TaskRegisterError) -> TidegateStatus {
+    match error {
+        TaskRegisterError::NoSession => TidegateStatus::LifecycleNotActive,
+        TaskRegisterError::HousekeepingOver => TidegateStatus::LifecycleHousekeepingOver,
+        TaskRegisterError::QueueFull { .. } => TidegateStatus::TaskQueueFull,
+        TaskRegisterError::PayloadTooLong { .. } => TidegateStatus::TaskPayloadTooLong,
+    }
+}
+
+fn status_of_report(error: ReportError) -> TidegateStatus {
+    match error {
+        ReportError::StaleGeneration { .. } => TidegateStatus::ReportStaleGeneration,
+        ReportError::Unexpected { .. } => TidegateStatus::ReportUnexpected,
+        ReportError::UnknownTask { .. } => TidegateStatus::ReportUnknownTask,
+        ReportError::TaskAlreadyEnded { .. } => TidegateStatus::ReportTaskAlreadyEnded,
+        ReportError::TaskNotRunning { .. } => TidegateStatus::ReportTaskNotRunning,
+        ReportError::TaskCarriedOver { .. } => TidegateStatus::ReportTaskCarriedOver,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_matches_the_core_default() {
+        let config = tidegate_lifecycle_config_default();
+        assert_eq!(config.housekeeping_deadline_us, 250_000);
+        assert_eq!(config.tasks_in_flight_max, 1);
+        let mut bytes = 0;
+        // SAFETY: valid pointers to locals.
+        let status = unsafe { tidegate_lifecycle_footprint(&config, &mut bytes) };
+        assert_eq!(status, TidegateStatus::Ok);
+        assert_eq!(
+            bytes,
+            size_of::<TidegateLifecycle>() + 64 * size_of::<TaskSlot>()
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! CoDel in the tunnel rings, in virtual time.
+//!
+//! A Reno-like sender (slow start, then one packet more per round trip, half the window on a loss,
+//! at most once per round trip) pushes 1400-byte packets through a tunnel ring drained at 50 Mbit/s with a
+//! 20 ms base round trip. With AQM off, the window grows until the 1 MiB ring overflows, so the
+//! standing queue approaches the ceiling (about 170 ms). With CoDel, the sojourn time stays near
+//! its 5 ms target once the first interval has passed, and the link stays busy. A sender slower
+//! than the link never loses a packet to CoDel.
+
+use std::collections::VecDeque;
+
+use tidegate_core::{Aqm, Instant, PacketTunnel, Slot, TunnelConfig, TunnelStorage};
+
+const TICK_US: u64 = 100;
+const PACKET: usize = 1400;
+/// 50 Mbit/s in bytes per tick.
+const LINK_PER_TICK: u64 = 50_000_000 / 8 * TICK_US / 1_000_000;
+const BASE_RTT_US: u64 = 20_000;
+
+type Tunnel = PacketTunnel<Vec<u8>, Vec<Slot>>;
+
+fn tunnel(aqm: Aqm) -> Tunnel {
+    let config = TunnelConfig {
+        aqm,
+        ..TunnelConfig::DEFAULT
+    };
+    let storage = TunnelStorage {
+        outbound_arena: vec![0; config.outbound_bytes as usize],
+        outbound_slots: vec![Slot::EMPTY; config.outbound_packets as usize],
+        inbound_arena: vec![0; config.inbound_bytes as usize],
+        inbound_slots: vec![Slot::EMPTY; config.inbound_packets as usize],
+    };
+    PacketTunnel::new(config, storage).unwrap()
+}
+
+struct Run {
+    /// Sojourn of every packet handed out after `warm_up_us`, in microseconds.
+    sojourns: Vec<u64>,
+    /// Bytes the link carried after the warm-up, as a share of its capacity then.
+    utilisation: f64,
+    aqm_drops: u64,
+    tail_drops: u64,
+}
+
+/// Drive the inbound ring (no flow control, so only drops slow the sender) for `seconds`.
+fn run(aqm: Aqm, seconds: u64, warm_up_us: u64, sender: Sender) -> Run {
+    let mut tun = tunnel(aqm);
+    let packet = [0u8; PACKET];
+    let mut cwnd = 10.0f64;
+    let mut ssthresh = f64::INFINITY;
+    let mut in_network = 0u64; // sent, not yet acknowledged or known lost
+    let mut acks: VecDeque<u64> = VecDeque::new(); // times acks arrive
+    let mut losses: VecDeque<u64> = VecDeque::new(); // times losses are detected
+    let mut recovery_until = 0u64;
+    let (mut rate_credit, mut link_credit) = (0u64, 0i64);
+    let mut sojourns = Vec::new();
+    let mut carried = 0u64;
+    let mut seen_drops = 0u64;
+    let ticks = seconds * 1_000_000 / TICK_US;
+    for tick in 0..ticks {
+        let t = tick * TICK_US;
+        let now = Instant::from_micros(t);
+        while acks.front().is_some_and(|&at| at <= t) {
+            acks.pop_front();
+            in_network -= 1;
+            cwnd += if cwnd < ssthresh { 1.0 } else { 1.0 / cwnd };
+        }
+        while losses.front().is_some_and(|&at| at <= t) {
+            losses.pop_front();
+            in_network -= 1;
+            if t >= recovery_until {
+                cwnd = (cwnd / 2.0).max(2.0);
+                ssthresh = cwnd;
+                recovery_until = t + BASE_RTT_US;
+            }
+        }
+        // Send what the sender allows this tick.
+        let budget = match sender {
+            Sender::Reno => (cwnd as u64).saturating_sub(in_network),
+            Sender::ConstantMbit(mbit) => {
+                rate_credit += mbit * 1_000_000 / 8 * TICK_US / 1_000_000;
+                let n = rate_credit / PACKET as u64;
+                rate_credit -= n * PACKET as u64;
+                n
+            }
+        };
+        for _ in 0..budget {
+            tun.on_inbound_packet(now, &packet).unwrap();
+            in_network += 1;
+        }
+        // The link carries LINK_PER_TICK bytes.
+        link_credit = (link_credit + LINK_PER_TICK as i64).min(LINK_PER_TICK as i64);
+        let mut handed = 0;
+        while link_credit > 0 {
+            let Some(p) = tun.poll_inbound(now) else {
+                break;
+            };
+            link_credit -= p.len() as i64;
+            handed += 1;
+            if t >= warm_up_us {
+                carried += PACKET as u64;
+                sojourns.push(tun.stats().inbound.last_sojourn_micros);
+            }
+            acks.push_back(t + BASE_RTT_US);
+        }
+        tun.complete_inbound(now, handed).unwrap();
+        // Every drop (CoDel or a full ring) is detected by the sender a round trip later.
+        let stats = tun.stats();
+        let drops = stats.inbound.aqm_dropped_packets + stats.inbound_dropped_newest_packets;
+        for _ in seen_drops..drops {
+            losses.push_back(t + BASE_RTT_US);
+        }
+        seen_drops = drops;
+    }
+    let stats = tun.stats();
+    let capacity = LINK_PER_TICK * (ticks - warm_up_us / TICK_US);
+    eprintln!(
+        "aqm {aqm}: median sojourn {} us, p95 {} us, max {} us, link {:.1}%, aqm drops {}, \
+         tail drops {}",
+        percentile(&sojourns, 0.5),
+        percentile(&sojourns, 0.95),
+        percentile(&sojourns, 1.0),
+        carried as f64 * 100.0 / capacity as f64,
+        stats.inbound.aqm_dropped_packets,
+        stats.inbound_dropped_newest_packets
+    );
+    Run {
+        sojourns,
+        utilisation: carried as f64 / capacity as f64,
+        aqm_drops: stats.inbound.aqm_dropped_packets,
+        tail_drops: stats.inbound_dropped_newest_packets,
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Sender {
+    Reno,
+    ConstantMbit(u64),
+}
+
+fn percentile(values: &[u64], p: f64) -> u64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+#[test]
+fn without_aqm_the_standing_queue_grows_to_the_ceiling() {
+    let run = run(Aqm::Off, 20, 0, Sender::Reno);
+    // 1 MiB drained at 6.25 MB/s is 168 ms of queue.
+    let full_ring_us = u64::from(TunnelConfig::DEFAULT.inbound_bytes) * 1_000_000 / 6_250_000;
+    let max = *run.sojourns.iter().max().unwrap();
+    assert!(
+        max >= full_ring_us * 9 / 10,
+        "max sojourn {max} us, ring {full_ring_us} us"
+    );
+    assert!(
+        percentile(&run.sojourns, 0.5) > 50_000,
+        "a standing queue of tens of ms"
+    );
+    assert!(run.tail_drops > 0 && run.aqm_drops == 0);
+    assert!(run.utilisation > 0.99, "utilisation {}", run.utilisation);
+}
+
+#[test]
+fn codel_keeps_the_sojourn_near_its_target_and_the_link_busy() {
+    let run = run(Aqm::CODEL_DEFAULT, 20, 2_000_000, Sender::Reno);
+    let median = percentile(&run.sojourns, 0.5);
+    let p95 = percentile(&run.sojourns, 0.95);
+    assert!(median <= 15_000, "median sojourn {median} us (target 5000)");
+    assert!(p95 <= 40_000, "95th percentile sojourn {p95} us");
+    assert!(run.aqm_drops > 0, "CoDel did the dropping");
+    assert_eq!(run.tail_drops, 0, "the ring never filled");
+    assert!(run.utilisation > 0.90, "utilisation {}", run.utilisation);
+}
+
+#[test]
+fn a_sender_slower_than_the_link_never_sees_a_drop() {
+    for aqm in [Aqm::CODEL_DEFAULT, Aqm::Off] {
+        let run = run(aqm, 10, 0, Sender::ConstantMbit(45));
+        assert_eq!((run.aqm_drops, run.tail_drops), (0, 0));
+        assert!(percentile(&run.sojourns, 1.0) < 1_000, "no queue builds up");
+    }
+}

@@ -1,0 +1,508 @@
+//! Differential property test of the lifecycle machine against a plain model.
+//!
+//! Random sequences of host events (start, tunnel up, stop, cancel, teardown, task registration
+//! and reports, journal persistence, time passing, stale reports, process death) drive both the
+//! machine and a model built from `BTreeSet`s. After every event the two must agree on the state
+//! and on each call's result, and the invariant the machine exists for must hold: every task the
+//! host registered ends exactly once (done, failed) or is carried in the persisted journal;
+//! none is lost, none runs after it ended.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use tidegate_core::{
+    Generation, Instant, Journal, Lifecycle, LifecycleConfig, LifecycleEffect, LifecycleState,
+    ReportError, StartError, StopError, StopPhase, TaskId, TaskRegisterError, TaskSlot,
+};
+
+type Machine = Lifecycle<Vec<TaskSlot>>;
+
+#[derive(Clone, Debug)]
+enum Event {
+    Start,
+    TunnelStarted,
+    Stop,
+    Cancel(u32),
+    TornDown,
+    Register,
+    Done(u8),
+    Failed(u8),
+    Persisted,
+    Advance(u32),
+    StaleReport(u8),
+    Restart,
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        2 => Just(Event::Start),
+        2 => Just(Event::TunnelStarted),
+        1 => Just(Event::Stop),
+        1 => any::<u32>().prop_map(Event::Cancel),
+        2 => Just(Event::TornDown),
+        4 => Just(Event::Register),
+        4 => any::<u8>().prop_map(Event::Done),
+        1 => any::<u8>().prop_map(Event::Failed),
+        2 => Just(Event::Persisted),
+        3 => (0u32..200_000).prop_map(Event::Advance),
+        1 => any::<u8>().prop_map(Event::StaleReport),
+        1 => Just(Event::Restart),
+    ]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Starting,
+    Running,
+    Stopping {
+        torn_down_deadline: Option<u64>,
+        sealed: bool,
+        persisted: bool,
+        cancel: Option<u32>,
+    },
+    Stopped,
+}
+
+/// The model of host and machine together. A task's identity is its payload (a `u32` counter),
+/// which survives the journal while task ids do not.
+struct Model {
+    capacity: usize,
+    in_flight_max: usize,
+    now: u64,
+    phase: Phase,
+    /// Logical tasks registered or resumed and not yet ended.
+    unfinished: BTreeSet<u32>,
+    /// Logical tasks that ended (done or failed); each may enter only once.
+    ended: BTreeSet<u32>,
+    /// Logical tasks that came from the journal at the last start.
+    carried: BTreeSet<u32>,
+    /// Tasks handed out by `RunTask` in this session and not reported.
+    running: BTreeMap<TaskId, u32>,
+    /// The persisted journal (as logical ids) and its bytes.
+    disk: Option<(Vec<u8>, Vec<u32>)>,
+    /// The journal written at `PersistJournal`, persisted at the `Persisted` event.
+    written: Option<(Vec<u8>, Vec<u32>)>,
+    next_logical: u32,
+}
+
+impl Model {
+    fn expected_state(&self) -> LifecycleState {
+        match self.phase {
+            Phase::Idle => LifecycleState::Idle,
+            Phase::Starting => LifecycleState::Starting,
+            Phase::Running => LifecycleState::Running,
+            Phase::Stopped => LifecycleState::Stopped,
+            Phase::Stopping {
+                torn_down_deadline,
+                sealed,
+                persisted,
+                ..
+            } => LifecycleState::Stopping(if torn_down_deadline.is_none() {
+                StopPhase::TearingDown
+            } else if sealed && !persisted {
+                StopPhase::PersistingJournal
+            } else if sealed || self.unfinished.is_empty() {
+                StopPhase::Completing
+            } else {
+                StopPhase::Housekeeping
+            }),
+        }
+    }
+
+    /// Apply the housekeeping deadline, as every machine input does first.
+    fn apply_deadline(&mut self) {
+        if let Phase::Stopping {
+            torn_down_deadline: Some(deadline),
+            sealed,
+            ..
+        } = &mut self.phase
+            && !*sealed
+            && self.now >= *deadline
+            && !self.unfinished.is_empty()
+        {
+            *sealed = true;
+        }
+    }
+
+    fn sealed(&self) -> bool {
+        matches!(self.phase, Phase::Stopping { sealed: true, .. })
+    }
+}
+
+fn logical(payload: &[u8]) -> u32 {
+    u32::from_le_bytes(payload.try_into().expect("4-byte payload"))
+}
+
+fn journal_logicals(bytes: &[u8]) -> Vec<u32> {
+    Journal::decode(bytes)
+        .expect("the machine writes valid journals")
+        .tasks()
+        .map(|task| logical(task.payload.as_bytes()))
+        .collect()
+}
+
+fn drain(machine: &mut Machine, model: &mut Model) -> Result<(), TestCaseError> {
+    let now = Instant::from_micros(model.now);
+    while let Some(effect) = machine.poll_effect(now) {
+        let generation = machine.generation();
+        match effect {
+            LifecycleEffect::StartTunnel {
+                generation: g,
+                carried_over_tasks,
+            } => {
+                prop_assert_eq!(g, generation);
+                prop_assert_eq!(model.phase, Phase::Starting);
+                prop_assert_eq!(usize::from(carried_over_tasks), model.carried.len());
+            }
+            LifecycleEffect::RunTask {
+                generation: g,
+                task,
+                payload,
+                ..
+            } => {
+                prop_assert_eq!(g, generation);
+                let id = logical(payload.as_bytes());
+                prop_assert!(model.unfinished.contains(&id), "ended task {} runs", id);
+                prop_assert!(!model.running.values().any(|r| *r == id));
+                // First in, first out among the tasks eligible now.
+                let running_now = model.phase == Phase::Running;
+                let oldest = model
+                    .unfinished
+                    .iter()
+                    .filter(|t| !model.running.values().any(|r| r == *t))
+                    .find(|t| !running_now || model.carried.contains(t))
+                    .copied();
+                prop_assert_eq!(Some(id), oldest);
+                let may_run = matches!(
+                    model.phase,
+                    Phase::Running
+                        | Phase::Stopping {
+                            torn_down_deadline: Some(_),
+                            sealed: false,
+                            ..
+                        }
+                );
+                prop_assert!(may_run, "RunTask in {:?}", model.phase);
+                model.running.insert(task, id);
+                prop_assert!(model.running.len() <= model.in_flight_max);
+            }
+            LifecycleEffect::TearDown { generation: g } => {
+                prop_assert_eq!(g, generation);
+                let tearing_down = matches!(
+                    model.phase,
+                    Phase::Stopping {
+                        torn_down_deadline: None,
+                        ..
+                    }
+                );
+                prop_assert!(tearing_down);
+            }
+            LifecycleEffect::PersistJournal { generation: g, len } => {
+                prop_assert_eq!(g, generation);
+                prop_assert!(model.sealed());
+                let mut buf = vec![0u8; len];
+                prop_assert_eq!(machine.write_journal(&mut buf), Ok(len));
+                let ids = journal_logicals(&buf);
+                let expected: Vec<u32> = model.unfinished.iter().copied().collect();
+                prop_assert_eq!(&ids, &expected);
+                model.written = Some((buf, ids));
+            }
+            LifecycleEffect::DiscardJournal { generation: g } => {
+                prop_assert_eq!(g, generation);
+                let (_, ids) = model.disk.take().expect("a journal to discard");
+                for id in ids {
+                    prop_assert!(model.ended.contains(&id), "discarded unfinished {}", id);
+                }
+            }
+            LifecycleEffect::CompleteStop { generation: g }
+            | LifecycleEffect::CancelWithError { generation: g, .. } => {
+                prop_assert_eq!(g, generation);
+                let Phase::Stopping { cancel, .. } = model.phase else {
+                    return Err(TestCaseError::fail("completion outside a stop"));
+                };
+                let code = match effect {
+                    LifecycleEffect::CancelWithError { code, .. } => Some(code),
+                    _ => None,
+                };
+                prop_assert_eq!(code, cancel);
+                // Nothing lost: what did not end is exactly what the disk holds.
+                let on_disk: BTreeSet<u32> = model
+                    .disk
+                    .as_ref()
+                    .map(|(_, ids)| ids.iter().copied().collect())
+                    .unwrap_or_default();
+                prop_assert_eq!(&on_disk, &model.unfinished);
+                model.phase = Phase::Stopped;
+                model.running.clear();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_agreement(machine: &Machine, model: &Model) -> Result<(), TestCaseError> {
+    prop_assert_eq!(machine.state(), model.expected_state());
+    match model.phase {
+        Phase::Idle | Phase::Stopped => prop_assert_eq!(machine.tasks_queued(), 0),
+        _ => prop_assert_eq!(machine.tasks_queued(), model.unfinished.len()),
+    }
+    prop_assert!(model.unfinished.is_disjoint(&model.ended));
+    // Liveness: after draining, no task that may run now is left waiting while a slot is free.
+    let housekeeping = matches!(
+        model.phase,
+        Phase::Stopping {
+            torn_down_deadline: Some(_),
+            sealed: false,
+            ..
+        }
+    );
+    if (model.phase == Phase::Running || housekeeping) && model.running.len() < model.in_flight_max
+    {
+        let waiting = model
+            .unfinished
+            .iter()
+            .filter(|t| !model.running.values().any(|r| r == *t))
+            .any(|t| housekeeping || model.carried.contains(t));
+        prop_assert!(!waiting, "a runnable task waits with a free slot");
+    }
+    Ok(())
+}
+
+fn apply(
+    machine: &mut Machine,
+    model: &mut Model,
+    event: Event,
+    config: LifecycleConfig,
+) -> Result<(), TestCaseError> {
+    let now = Instant::from_micros(model.now);
+    model.apply_deadline();
+    let generation = machine.generation();
+    match event {
+        Event::Start => {
+            let journal = model.disk.as_ref().map(|(bytes, _)| bytes.clone());
+            let result = machine.on_start(now, journal.as_deref());
+            match model.phase {
+                Phase::Idle | Phase::Stopped => {
+                    prop_assert!(result.is_ok(), "{:?}", result);
+                    let carried: BTreeSet<u32> = model
+                        .disk
+                        .as_ref()
+                        .map(|(_, ids)| ids.iter().copied().collect())
+                        .unwrap_or_default();
+                    prop_assert_eq!(&carried, &model.unfinished);
+                    model.carried = carried;
+                    model.phase = Phase::Starting;
+                }
+                Phase::Starting | Phase::Running => {
+                    prop_assert_eq!(result, Err(StartError::AlreadyActive))
+                }
+                Phase::Stopping { .. } => {
+                    prop_assert_eq!(result, Err(StartError::StopInProgress))
+                }
+            }
+        }
+        Event::TunnelStarted => {
+            let result = machine.on_tunnel_started(now, generation);
+            if model.phase == Phase::Starting {
+                prop_assert_eq!(result, Ok(()));
+                model.phase = Phase::Running;
+            } else {
+                let refused_as_unexpected = matches!(result, Err(ReportError::Unexpected { .. }));
+                prop_assert!(refused_as_unexpected, "{:?}", result);
+            }
+        }
+        Event::Stop | Event::Cancel(_) => {
+            let code = match event {
+                Event::Cancel(code) => Some(code),
+                _ => None,
+            };
+            let result = match code {
+                Some(code) => machine.on_cancel(now, code),
+                None => machine.on_stop(now).map(|_| ()),
+            };
+            match model.phase {
+                Phase::Starting | Phase::Running => {
+                    prop_assert_eq!(result, Ok(()));
+                    model.phase = Phase::Stopping {
+                        torn_down_deadline: None,
+                        sealed: false,
+                        persisted: false,
+                        cancel: code,
+                    };
+                }
+                Phase::Stopping { .. } => prop_assert_eq!(result, Err(StopError::AlreadyStopping)),
+                Phase::Idle | Phase::Stopped => prop_assert_eq!(result, Err(StopError::NotActive)),
+            }
+        }
+        Event::TornDown => {
+            let result = machine.on_torn_down(now, generation);
+            if let Phase::Stopping {
+                torn_down_deadline: deadline @ None,
+                ..
+            } = &mut model.phase
+            {
+                prop_assert_eq!(result, Ok(()));
+                *deadline = Some(model.now + config.housekeeping_deadline_micros);
+            } else {
+                let refused = matches!(result, Err(ReportError::Unexpected { .. }));
+                prop_assert!(refused, "{:?}", result);
+            }
+        }
+        Event::Register => {
+            let id = model.next_logical;
+            let result = machine.register_task(now, 1, &id.to_le_bytes());
+            let over = match model.phase {
+                Phase::Stopping {
+                    torn_down_deadline: Some(_),
+                    sealed,
+                    ..
+                } => sealed || model.unfinished.is_empty(),
+                _ => false,
+            };
+            match model.phase {
+                Phase::Idle | Phase::Stopped => {
+                    prop_assert_eq!(result, Err(TaskRegisterError::NoSession))
+                }
+                _ if over => prop_assert_eq!(result, Err(TaskRegisterError::HousekeepingOver)),
+                _ if model.unfinished.len() == model.capacity => prop_assert_eq!(
+                    result,
+                    Err(TaskRegisterError::QueueFull {
+                        capacity: model.capacity
+                    })
+                ),
+                _ => {
+                    prop_assert!(result.is_ok());
+                    model.unfinished.insert(id);
+                    model.next_logical += 1;
+                }
+            }
+        }
+        Event::Done(pick) | Event::Failed(pick) => {
+            let done = matches!(event, Event::Done(_));
+            // Mostly a task the host is running; sometimes any id, to exercise refusals.
+            let task = if pick % 4 != 0 && !model.running.is_empty() {
+                *model
+                    .running
+                    .keys()
+                    .nth(usize::from(pick) % model.running.len())
+                    .unwrap()
+            } else {
+                TaskId(u64::from(pick % 16))
+            };
+            let result = if done {
+                machine.on_task_done(now, generation, task)
+            } else {
+                machine.on_task_failed(now, generation, task)
+            };
+            match model.running.get(&task).copied() {
+                Some(id) if !model.sealed() => {
+                    prop_assert_eq!(result, Ok(()));
+                    model.running.remove(&task);
+                    model.unfinished.remove(&id);
+                    prop_assert!(model.ended.insert(id), "task {} ended twice", id);
+                }
+                Some(_) => prop_assert_eq!(result, Err(ReportError::TaskCarriedOver { task })),
+                None => prop_assert!(result.is_err(), "{:?}", result),
+            }
+        }
+        Event::Persisted => {
+            let result = machine.on_journal_persisted(now, generation);
+            if let Phase::Stopping {
+                sealed: true,
+                persisted,
+                ..
+            } = &mut model.phase
+                && !*persisted
+            {
+                prop_assert_eq!(result, Ok(()));
+                *persisted = true;
+                model.disk = model.written.take();
+                prop_assert!(model.disk.is_some());
+            } else {
+                let refused = matches!(result, Err(ReportError::Unexpected { .. }));
+                prop_assert!(refused, "{:?}", result);
+            }
+        }
+        Event::Advance(micros) => {
+            model.now += u64::from(micros);
+            machine.handle_timeout(Instant::from_micros(model.now));
+            model.apply_deadline();
+        }
+        Event::StaleReport(pick) => {
+            let stale = Generation(generation.0.wrapping_sub(1 + u64::from(pick % 3)));
+            let queued = machine.tasks_queued();
+            let state = machine.state();
+            let result = machine.on_task_done(now, stale, TaskId(u64::from(pick)));
+            prop_assert_eq!(
+                result,
+                Err(ReportError::StaleGeneration {
+                    reported: stale,
+                    current: generation
+                })
+            );
+            prop_assert_eq!(machine.tasks_queued(), queued);
+            prop_assert_eq!(machine.state(), state);
+        }
+        Event::Restart => {
+            // The process dies once the stop completed (or before any start): the engine goes,
+            // the disk stays.
+            if matches!(model.phase, Phase::Idle | Phase::Stopped) {
+                *machine = Lifecycle::new(config, vec![TaskSlot::EMPTY; model.capacity]);
+                model.phase = Phase::Idle;
+                model.running.clear();
+            }
+        }
+    }
+    drain(machine, model)?;
+    check_agreement(machine, model)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn every_task_ends_exactly_once_or_is_carried_in_the_journal(
+        capacity in 1usize..7,
+        deadline_millis in 1u64..400,
+        in_flight_max in 1u16..4,
+        events in proptest::collection::vec(event(), 1..120),
+    ) {
+        let config = LifecycleConfig {
+            housekeeping_deadline_micros: deadline_millis * 1_000,
+            tasks_in_flight_max: in_flight_max,
+        };
+        let mut machine: Machine = Lifecycle::new(config, vec![TaskSlot::EMPTY; capacity]);
+        let mut model = Model {
+            capacity,
+            in_flight_max: usize::from(in_flight_max),
+            now: 0,
+            phase: Phase::Idle,
+            unfinished: BTreeSet::new(),
+            ended: BTreeSet::new(),
+            carried: BTreeSet::new(),
+            running: BTreeMap::new(),
+            disk: None,
+            written: None,
+            next_logical: 0,
+        };
+        for event in events {
+            apply(&mut machine, &mut model, event, config)?;
+        }
+        // Every task the host ever registered either ended once or is still owed: in the queue
+        // of the live session, or on disk once the session stopped.
+        let all: BTreeSet<u32> = (0..model.next_logical).collect();
+        let accounted: BTreeSet<u32> = model.ended.union(&model.unfinished).copied().collect();
+        prop_assert_eq!(all, accounted);
+        if matches!(model.phase, Phase::Idle | Phase::Stopped) {
+            let on_disk: BTreeSet<u32> = model
+                .disk
+                .as_ref()
+                .map(|(_, ids)| ids.iter().copied().collect())
+                .unwrap_or_default();
+            prop_assert_eq!(on_disk, model.unfinished.clone());
+        }
+        let stats = machine.stats();
+        prop_assert!(stats.tasks_done + stats.tasks_failed <= stats.tasks_run);
+    }
+}
