@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo bench -p tidegate-tests --bench ring
-//! cargo bench -p tidegate-tests --bench ring -- --quick   # short smoke run, e.g. in CI
+//! cargo bench -p tidegate-tests --bench ring -- --quick      # short smoke run, e.g. in CI
+//! cargo bench -p tidegate-tests --bench ring -- tidegate    # only candidates matching a name
 //! ```
 //!
 //! # Method
@@ -35,6 +36,12 @@
 //! limit. Runs are interleaved across candidates (run 1 of each, then run 2 of each, ...) so a
 //! noisy neighbour on a shared machine slows every candidate alike instead of one.
 //!
+//! Time is the benchmark thread's own CPU time where the platform offers it (wall-clock time
+//! otherwise; the output says which). On a shared machine wall-clock time also counts the time
+//! the scheduler gave to other processes, which has nothing to do with the ring. The "CPU share"
+//! line says how much of the wall-clock time the thread actually ran: far below 100% means
+//! neighbours were busy and even CPU-time figures carry their cache disturbance.
+//!
 //! Before timing, every candidate is checked: several hundred batches, alternating two sets of
 //! distinct packets so stale bytes cannot pass, must drain exactly what was pushed, in order. A
 //! timed run must drain every packet it pushed. Any difference makes the program exit with a
@@ -44,6 +51,8 @@ use std::collections::VecDeque;
 use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::{Duration, Instant as WallClock};
+
+use cpu_time::ThreadTime;
 
 use bbqueue::nicknames::YakiNiku;
 use bbqueue::prod_cons::framed::{FramedConsumer, FramedProducer};
@@ -90,23 +99,29 @@ impl Plan {
 
 fn main() -> ExitCode {
     let mut plan = &Plan::FULL;
+    let mut filters = Vec::new();
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--quick" => plan = &Plan::QUICK,
-            // `cargo bench` passes `--bench` to every harness; nothing else is understood.
+            // `cargo bench` passes `--bench` to every harness.
             "--bench" => {}
-            other => {
-                eprintln!("unknown argument {other:?}; usage: ring [--quick]");
+            flag if flag.starts_with('-') => {
+                eprintln!("unknown flag {flag:?}; usage: ring [--quick] [CANDIDATE...]");
                 return ExitCode::from(2);
             }
+            name => filters.push(name.to_owned()),
         }
     }
 
+    let clock = Clock::pick();
     println!(
-        "ring push+drain per packet: batches of {BATCH}, {} runs of {} ms per candidate, median",
+        "ring push+drain per packet: batches of {BATCH}, {} runs of {} ms per candidate, median \
+         of {}",
         plan.runs,
-        plan.run_length.as_millis()
+        plan.run_length.as_millis(),
+        clock.describe()
     );
+    let started = (WallClock::now(), clock.now());
     println!();
     println!(
         "{:<18} {:>5} {:>10} {:>19} {:>9}",
@@ -117,12 +132,23 @@ fn main() -> ExitCode {
     for size in SIZES {
         let sources = [packets(size, 0), packets(size, 1)];
         let mut candidates = candidates(size);
+        // The memcpy limit always runs: every ratio is to it.
+        let mut first = true;
+        candidates.retain(|candidate| {
+            let keep = first
+                || filters.is_empty()
+                || filters
+                    .iter()
+                    .any(|f| candidate.name().contains(f.as_str()));
+            first = false;
+            keep
+        });
         for candidate in &mut candidates {
             if let Err(problem) = candidate.verify(&sources) {
                 failures.push(format!("{} at {size} bytes: {problem}", candidate.name()));
             }
         }
-        let results = measure(&mut candidates, &sources[0], plan, &mut failures);
+        let results = measure(&mut candidates, &sources[0], plan, clock, &mut failures);
         let limit = results.first().map_or(f64::NAN, |r| r.median);
         for (candidate, result) in candidates.iter().zip(&results) {
             println!(
@@ -134,6 +160,13 @@ fn main() -> ExitCode {
                 result.median / limit
             );
         }
+    }
+
+    if clock == Clock::ThreadCpu {
+        let share =
+            clock.now().saturating_sub(started.1).as_secs_f64() / started.0.elapsed().as_secs_f64();
+        println!();
+        println!("CPU share: {:.0}% of wall-clock time", share * 100.0);
     }
 
     if failures.is_empty() {
@@ -237,6 +270,39 @@ fn run_batches<C: Candidate>(
     drained
 }
 
+/// What the runs are timed with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Clock {
+    /// CPU time of the benchmark thread: time spent descheduled does not count.
+    ThreadCpu,
+    /// Wall-clock time, where thread CPU time is unavailable.
+    Wall(WallClock),
+}
+
+impl Clock {
+    fn pick() -> Clock {
+        match ThreadTime::try_now() {
+            Ok(_) => Clock::ThreadCpu,
+            Err(_) => Clock::Wall(WallClock::now()),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Clock::ThreadCpu => "thread CPU time",
+            Clock::Wall(_) => "wall-clock time (no thread CPU clock here)",
+        }
+    }
+
+    /// Time since an arbitrary origin fixed for the program.
+    fn now(self) -> Duration {
+        match self {
+            Clock::ThreadCpu => ThreadTime::try_now().map_or(Duration::ZERO, |t| t.as_duration()),
+            Clock::Wall(origin) => origin.elapsed(),
+        }
+    }
+}
+
 struct Measured {
     median: f64,
     min: f64,
@@ -248,6 +314,7 @@ fn measure(
     candidates: &mut [Box<dyn Bench>],
     sources: &[Vec<u8>],
     plan: &Plan,
+    clock: Clock,
     failures: &mut Vec<String>,
 ) -> Vec<Measured> {
     let mut dst = vec![0u8; MAX_PACKET];
@@ -258,9 +325,9 @@ fn measure(
             // Double the work until it takes the warm-up time, then size a run from the rate.
             let mut batches = 1u64;
             loop {
-                let started = WallClock::now();
+                let started = clock.now();
                 candidate.run(batches, sources, &mut dst);
-                let elapsed = started.elapsed();
+                let elapsed = clock.now().saturating_sub(started);
                 if elapsed >= plan.warm_up / 4 {
                     let per_batch = elapsed.as_secs_f64() / batches as f64;
                     break ((plan.run_length.as_secs_f64() / per_batch) as u64).max(1);
@@ -277,9 +344,9 @@ fn measure(
             .zip(&batches_per_run)
             .zip(&mut samples)
         {
-            let started = WallClock::now();
+            let started = clock.now();
             let drained = candidate.run(batches, sources, &mut dst);
-            let elapsed = started.elapsed();
+            let elapsed = clock.now().saturating_sub(started);
             let pushed = batches * BATCH as u64;
             if drained != pushed {
                 failures.push(format!(
