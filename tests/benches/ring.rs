@@ -32,9 +32,10 @@
 //! out from the optimiser, and the queue itself between the push and drain phases.
 //!
 //! Each candidate is warmed up, then timed over [`RUNS`] runs of about 50 ms each; the table
-//! shows the median ns/packet, the spread (min to max) and the median's ratio to the memcpy
-//! limit. Runs are interleaved across candidates (run 1 of each, then run 2 of each, ...) so a
-//! noisy neighbour on a shared machine slows every candidate alike instead of one.
+//! shows the median ns/packet and the spread (min to max). Runs are interleaved across
+//! candidates (run 1 of each, then run 2 of each, ...) so a noisy neighbour on a shared machine
+//! slows every candidate alike instead of one, and the ratio to the memcpy limit is the median
+//! of the per-round ratios (each run against the memcpy run next to it).
 //!
 //! Time is the benchmark thread's own CPU time where the platform offers it (wall-clock time
 //! otherwise; the output says which). On a shared machine wall-clock time also counts the time
@@ -149,7 +150,6 @@ fn main() -> ExitCode {
             }
         }
         let results = measure(&mut candidates, &sources[0], plan, clock, &mut failures);
-        let limit = results.first().map_or(f64::NAN, |r| r.median);
         for (candidate, result) in candidates.iter().zip(&results) {
             println!(
                 "{:<18} {:>5} {:>10.1} {:>19} {:>8.2}x",
@@ -157,7 +157,7 @@ fn main() -> ExitCode {
                 size,
                 result.median,
                 format!("{:.1}-{:.1}", result.min, result.max),
-                result.median / limit
+                result.ratio_to_limit
             );
         }
     }
@@ -307,6 +307,8 @@ struct Measured {
     median: f64,
     min: f64,
     max: f64,
+    /// Median over rounds of this run's time over the memcpy limit's run in the same round.
+    ratio_to_limit: f64,
 }
 
 /// Warm every candidate up, then time interleaved runs; `failures` gets any short drain.
@@ -357,17 +359,34 @@ fn measure(
             samples.push(elapsed.as_nanos() as f64 / pushed as f64);
         }
     }
+    let limit = samples.first().cloned().unwrap_or_default();
     samples
         .into_iter()
-        .map(|mut runs| {
-            runs.sort_by(f64::total_cmp);
+        .map(|runs| {
+            let ratios = runs
+                .iter()
+                .zip(&limit)
+                .map(|(run, limit)| run / limit)
+                .collect();
+            let runs = sorted(runs);
             Measured {
-                median: runs.get(runs.len() / 2).copied().unwrap_or(f64::NAN),
+                median: median(&runs),
                 min: runs.first().copied().unwrap_or(f64::NAN),
                 max: runs.last().copied().unwrap_or(f64::NAN),
+                ratio_to_limit: median(&sorted(ratios)),
             }
         })
         .collect()
+}
+
+fn sorted(mut values: Vec<f64>) -> Vec<f64> {
+    values.sort_by(f64::total_cmp);
+    values
+}
+
+/// The middle of sorted `values` (the upper middle for an even count).
+fn median(sorted: &[f64]) -> f64 {
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// [`BATCH`] distinct packets of `size` bytes; `set` varies the contents.
