@@ -323,7 +323,7 @@ where
         self.levels.packets_queued = self.levels.packets_queued.saturating_sub(1);
         self.levels.bytes_queued = self.levels.bytes_queued.saturating_sub(len);
         if self.handed == 0 {
-            self.release_first();
+            self.release_front(1);
         } else {
             let index = self.slot_index(self.handed);
             if let Some(stored) = self.slots.as_mut().get_mut(index) {
@@ -347,6 +347,19 @@ where
                 in_flight,
             });
         }
+        if count == in_flight && self.levels.bytes_dropped_pending == 0 {
+            // The batch pattern: everything handed out completes and no dropped packet sits
+            // among it, so the released bytes are the in-flight bytes and no slot is visited.
+            let released = Released {
+                packets: count,
+                bytes: self.levels.bytes_in_flight,
+            };
+            self.release_front(self.handed);
+            self.handed = 0;
+            self.levels.packets_in_flight = 0;
+            self.levels.bytes_in_flight = 0;
+            return Ok(released);
+        }
         let mut released = Released::default();
         while self.handed > 0 {
             let Some(slot) = self.slot(self.first) else {
@@ -365,7 +378,7 @@ where
                     .saturating_sub(slot.payload_len());
             }
             self.handed = self.handed.saturating_sub(1);
-            self.release_first();
+            self.release_front(1);
         }
         let levels = &mut self.levels;
         levels.packets_in_flight = levels.packets_in_flight.saturating_sub(released.packets);
@@ -425,10 +438,10 @@ where
         }
     }
 
-    /// Forget the oldest live slot; its arena bytes become free.
-    fn release_first(&mut self) {
-        self.first = wrap_index(self.first, 1, self.packet_capacity());
-        self.live = self.live.saturating_sub(1);
+    /// Forget the `count` oldest live slots (at most `live`); their arena bytes become free.
+    fn release_front(&mut self, count: usize) {
+        self.first = self.slot_index(count);
+        self.live = self.live.saturating_sub(count);
         if self.live == 0 {
             // Empty: restart at offset 0 so the whole arena is one contiguous region again.
             self.first = 0;
