@@ -251,12 +251,14 @@ where
     }
 
     /// Queue a copy of `packet`, stamped with `now` (used for sojourn time).
+    #[inline]
     pub fn push(&mut self, now: Instant, packet: &[u8]) -> Result<(), PushError> {
         self.push_with(now, packet.len(), |dst| dst.copy_from_slice(packet))
     }
 
     /// Queue a packet of `len` bytes written in place by `write`, which receives exactly `len`
     /// bytes of arena to fill. Use it to gather a packet from several buffers with one copy.
+    #[inline]
     pub fn push_with(
         &mut self,
         now: Instant,
@@ -301,6 +303,7 @@ where
 
     /// Hand out the oldest queued packet: it moves to in flight and its bytes stay in place and
     /// counted until [`PacketRing::complete`] releases it.
+    #[inline]
     pub fn handout(&mut self) -> Option<&[u8]> {
         let slot = self.queued_front()?;
         self.handed = self.handed.saturating_add(1);
