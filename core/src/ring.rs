@@ -257,12 +257,14 @@ where
     }
 
     /// Queue a copy of `packet`, stamped with `now` (used for sojourn time).
+    #[inline]
     pub fn push(&mut self, now: Instant, packet: &[u8]) -> Result<(), PushError> {
         self.push_with(now, packet.len(), |dst| dst.copy_from_slice(packet))
     }
 
     /// Queue a packet of `len` bytes written in place by `write`, which receives exactly `len`
     /// bytes of arena to fill. Use it to gather a packet from several buffers with one copy.
+    #[inline]
     pub fn push_with(
         &mut self,
         now: Instant,
@@ -307,6 +309,7 @@ where
 
     /// Hand out the oldest queued packet: it moves to in flight and its bytes stay in place and
     /// counted until [`PacketRing::complete`] releases it.
+    #[inline]
     pub fn handout(&mut self) -> Option<&[u8]> {
         let slot = self.queued_front()?;
         self.handed = self.handed.saturating_add(1);
@@ -329,7 +332,7 @@ where
         self.levels.packets_queued = self.levels.packets_queued.saturating_sub(1);
         self.levels.bytes_queued = self.levels.bytes_queued.saturating_sub(len);
         if self.handed == 0 {
-            self.release_first();
+            self.release_front(1);
         } else {
             let index = self.slot_index(self.handed);
             if let Some(stored) = self.slots.as_mut().get_mut(index) {
@@ -353,6 +356,19 @@ where
                 in_flight,
             });
         }
+        if count == in_flight && self.levels.bytes_dropped_pending == 0 {
+            // The batch pattern: everything handed out completes and no dropped packet sits
+            // among it, so the released bytes are the in-flight bytes and no slot is visited.
+            let released = Released {
+                packets: count,
+                bytes: self.levels.bytes_in_flight,
+            };
+            self.release_front(self.handed);
+            self.handed = 0;
+            self.levels.packets_in_flight = 0;
+            self.levels.bytes_in_flight = 0;
+            return Ok(released);
+        }
         let mut released = Released::default();
         while self.handed > 0 {
             let Some(slot) = self.slot(self.first) else {
@@ -371,7 +387,7 @@ where
                     .saturating_sub(slot.payload_len());
             }
             self.handed = self.handed.saturating_sub(1);
-            self.release_first();
+            self.release_front(1);
         }
         let levels = &mut self.levels;
         levels.packets_in_flight = levels.packets_in_flight.saturating_sub(released.packets);
@@ -431,10 +447,10 @@ where
         }
     }
 
-    /// Forget the oldest live slot; its arena bytes become free.
-    fn release_first(&mut self) {
-        self.first = wrap_index(self.first, 1, self.packet_capacity());
-        self.live = self.live.saturating_sub(1);
+    /// Forget the `count` oldest live slots (at most `live`); their arena bytes become free.
+    fn release_front(&mut self, count: usize) {
+        self.first = self.slot_index(count);
+        self.live = self.live.saturating_sub(count);
         if self.live == 0 {
             // Empty: restart at offset 0 so the whole arena is one contiguous region again.
             self.first = 0;
