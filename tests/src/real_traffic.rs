@@ -10,16 +10,18 @@
 //! its `Drop` tears it down, also when a test panics. [`Lab::run_load`] runs bulk TCP (iperf3
 //! when installed, otherwise a Rust sender and receiver), ping (when iputils-ping is installed)
 //! and optionally an unresponsive UDP flood through the tunnel, and returns what it measured.
-//! [`Lab::stop`] stops the forwarders and returns their statistics.
+//! [`Lab::snapshot`] reads the forwarders' statistics between phases and [`Lab::stop`] stops
+//! them and returns their final statistics.
 //!
 //! Every address used lives only inside the two namespaces (10.77.0.0/30 on the veth link,
 //! 10.77.1.0/24 in the tunnel); nothing is sent anywhere else.
 
 use std::fs::File;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -177,7 +179,7 @@ pub struct FloodSummary {
 pub struct Lab {
     spec: LabSpec,
     namespaces: [String; 2],
-    forwarders: Vec<Child>,
+    forwarders: Vec<Forwarder>,
     /// The namespaces that exist and must be deleted.
     created: Vec<String>,
 }
@@ -349,41 +351,39 @@ impl Lab {
         })
     }
 
+    /// The forwarders' statistics now (SIGUSR1); they keep running.
+    pub fn snapshot(&mut self) -> Result<ForwarderReports, String> {
+        let mut reports = Vec::new();
+        for forwarder in &mut self.forwarders {
+            forwarder.signal(Signal::SIGUSR1)?;
+            reports.push(forwarder.report()?);
+        }
+        ForwarderReports::from_pair(reports)
+    }
+
     /// Stop both forwarders (SIGTERM) and return the statistics each printed.
     pub fn stop(&mut self) -> Result<ForwarderReports, String> {
         let mut reports = Vec::new();
-        for mut child in std::mem::take(&mut self.forwarders) {
-            let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|e| e.to_string())?);
-            // Ignore the error of a forwarder that already exited: its report is still there.
-            let _ = kill(pid, Signal::SIGTERM);
+        for mut forwarder in std::mem::take(&mut self.forwarders) {
+            // A forwarder that already exited still printed its report.
+            let _ = forwarder.signal(Signal::SIGTERM);
+            let report = forwarder.report()?;
             let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                match child.try_wait().map_err(|e| e.to_string())? {
-                    Some(_) => break,
-                    None if Instant::now() > deadline => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        return Err("a forwarder did not stop within 5 s of SIGTERM".to_owned());
-                    }
-                    None => thread::sleep(Duration::from_millis(10)),
+            let status = loop {
+                if let Some(status) = forwarder.child.try_wait().map_err(|e| e.to_string())? {
+                    break status;
                 }
+                if Instant::now() > deadline {
+                    return Err("a forwarder did not exit within 5 s of SIGTERM".to_owned());
+                }
+                thread::sleep(Duration::from_millis(10));
+            };
+            if !status.success() {
+                return Err(format!("a forwarder exited with {status}"));
             }
-            let output = child.wait_with_output().map_err(|e| e.to_string())?;
-            if !output.status.success() {
-                return Err(format!("a forwarder exited with {}", output.status));
-            }
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            let line = stdout
-                .lines()
-                .last()
-                .ok_or("a forwarder printed no report")?;
-            reports.push(serde_json::from_str(line).map_err(|e| format!("forwarder report: {e}"))?);
+            reports.push(report);
         }
-        let mut reports = reports.into_iter();
-        match (reports.next(), reports.next()) {
-            (Some(a), Some(b)) => Ok(ForwarderReports { a, b }),
-            _ => Err("the forwarders were already stopped".to_owned()),
-        }
+        ForwarderReports::from_pair(reports)
     }
 
     fn build_network(&mut self) -> Result<(), String> {
@@ -448,7 +448,7 @@ impl Lab {
             let child = command
                 .spawn()
                 .map_err(|e| format!("starting the forwarder: {e}"))?;
-            self.forwarders.push(child);
+            self.forwarders.push(Forwarder::new(child));
         }
         // Wait until both TUN devices carry their address.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -463,8 +463,8 @@ impl Lab {
                 {
                     break;
                 }
-                for child in &mut self.forwarders {
-                    if let Ok(Some(status)) = child.try_wait() {
+                for forwarder in &mut self.forwarders {
+                    if let Ok(Some(status)) = forwarder.child.try_wait() {
                         return Err(format!("a forwarder exited early with {status}"));
                     }
                 }
@@ -569,15 +569,63 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for child in &mut self.forwarders {
+        for forwarder in &mut self.forwarders {
             // Our own children, by their handles.
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = forwarder.child.kill();
+            let _ = forwarder.child.wait();
         }
         for ns in self.created.drain(..) {
             // Deleting a namespace removes its veth end, its TUN device and its qdiscs.
             let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         }
+    }
+}
+
+impl ForwarderReports {
+    fn from_pair(reports: Vec<Value>) -> Result<ForwarderReports, String> {
+        let mut reports = reports.into_iter();
+        match (reports.next(), reports.next()) {
+            (Some(a), Some(b)) => Ok(ForwarderReports { a, b }),
+            _ => Err("the forwarders were already stopped".to_owned()),
+        }
+    }
+}
+
+/// A running forwarder and the lines it prints, read on a thread as they come.
+#[derive(Debug)]
+struct Forwarder {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Forwarder {
+    fn new(mut child: Child) -> Forwarder {
+        let (sender, lines) = mpsc::channel();
+        if let Some(stdout) = child.stdout.take() {
+            thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if sender.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Forwarder { child, lines }
+    }
+
+    fn signal(&self, signal: Signal) -> Result<(), String> {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).map_err(|e| e.to_string())?);
+        kill(pid, signal).map_err(|e| format!("signalling a forwarder: {e}"))
+    }
+
+    /// The next statistics line the forwarder prints.
+    fn report(&self) -> Result<Value, String> {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| "a forwarder printed no statistics within 5 s".to_owned())?;
+        serde_json::from_str(&line).map_err(|e| format!("forwarder statistics: {e}: {line}"))
     }
 }
 

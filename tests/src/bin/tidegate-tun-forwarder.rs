@@ -16,7 +16,8 @@
 //!
 //! Sends can also be paced in the host (`--pace-mbit`, a token bucket) instead of, or on top
 //! of, a `tc tbf` qdisc. On SIGTERM, SIGINT or when `--duration-secs` runs out it prints one
-//! JSON line of statistics on stdout and exits 0. Every engine capacity is a flag, so new engine
+//! JSON line of statistics on stdout and exits 0; SIGUSR1 prints the same line (with
+//! `"stopped_by": null`) and carries on, so a harness can take a snapshot between phases. Every engine capacity is a flag, so new engine
 //! options (an AQM policy, say) become new flags. `--help` lists them.
 
 #[cfg(target_os = "linux")]
@@ -81,6 +82,8 @@ engine (TunnelConfig; defaults are TunnelConfig::DEFAULT):
   --outbound-high-bytes N  --outbound-low-bytes N
   --outbound-high-packets N  --outbound-low-packets N
   --max-packet-len N  --inbound-drop-policy newest|oldest
+signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1 prints the
+  same line and carries on
 ";
 
     /// Everything the command line sets.
@@ -282,9 +285,10 @@ engine (TunnelConfig; defaults are TunnelConfig::DEFAULT):
         }
     }
 
-    /// Why the forwarder stopped.
+    /// Why the forwarder stopped, or that it has not (a snapshot).
     #[derive(Clone, Copy)]
     enum Stop {
+        Running,
         Duration,
         Signal(Signal),
     }
@@ -320,6 +324,7 @@ engine (TunnelConfig; defaults are TunnelConfig::DEFAULT):
         let mut signals = SigSet::empty();
         signals.add(Signal::SIGTERM);
         signals.add(Signal::SIGINT);
+        signals.add(Signal::SIGUSR1);
         signals.thread_block()?;
         let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK)?;
 
@@ -373,7 +378,7 @@ engine (TunnelConfig; defaults are TunnelConfig::DEFAULT):
             counters: HostCounters::default(),
         };
         let deadline = started + options.duration;
-        let stop = host.run_until(deadline, &signal_fd)?;
+        let stop = host.run_until(deadline, &signal_fd, options)?;
         Ok(host.report(options, stop))
     }
 
@@ -383,11 +388,21 @@ engine (TunnelConfig; defaults are TunnelConfig::DEFAULT):
             Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
         }
 
-        fn run_until(&mut self, deadline: StdInstant, signal_fd: &SignalFd) -> io::Result<Stop> {
+        fn run_until(
+            &mut self,
+            deadline: StdInstant,
+            signal_fd: &SignalFd,
+            options: &Options,
+        ) -> io::Result<Stop> {
             loop {
                 if let Some(info) = signal_fd.read_signal()? {
                     let signal = Signal::try_from(info.ssi_signo as i32).unwrap_or(Signal::SIGTERM);
-                    return Ok(Stop::Signal(signal));
+                    if signal != Signal::SIGUSR1 {
+                        return Ok(Stop::Signal(signal));
+                    }
+                    let mut stdout = io::stdout().lock();
+                    writeln!(stdout, "{}", self.report(options, Stop::Running))?;
+                    stdout.flush()?;
                 }
                 let now = StdInstant::now();
                 if now >= deadline {
@@ -635,8 +650,9 @@ engine (TunnelConfig; defaults are TunnelConfig::DEFAULT):
                 "tun": options.tun,
                 "elapsed_secs": self.started.elapsed().as_secs_f64(),
                 "stopped_by": match stop {
-                    Stop::Duration => "duration".to_owned(),
-                    Stop::Signal(signal) => signal.as_str().to_owned(),
+                    Stop::Running => None,
+                    Stop::Duration => Some("duration".to_owned()),
+                    Stop::Signal(signal) => Some(signal.as_str().to_owned()),
                 },
                 "ceiling_bytes": Tunnel::footprint(config),
                 "config": {
