@@ -11,8 +11,15 @@
 //!   succeeded. A send refused with `EAGAIN` (socket buffer full: the slow link pushing back) or
 //!   `ENOBUFS` leaves the packet in flight and is retried.
 //! - **Inbound** (UDP → TUN). Each datagram's sequence number must be strictly larger than the
-//!   last one; anything else is counted as a reorder. The packet goes through
+//!   last one; anything else is counted as a link reorder. The packet goes through
 //!   `on_inbound_packet`, is handed out and written to the TUN device, then completed.
+//!
+//! Two kinds of reordering are told apart. Sequence numbers are stamped when the engine hands a
+//! packet out, so `link_reorders` counts what the kernel path between the two forwarders did
+//! (veth delivery through per-CPU backlogs can swap two packets now and then). What the engine
+//! itself did is checked directly: the host keeps a fingerprint (FNV-1a) of every packet it
+//! pushes, in push order, and compares each packet handed out with the oldest fingerprint;
+//! `core_reorders_outbound` and `core_reorders_inbound` count mismatches and must stay 0.
 //!
 //! Sends can also be paced in the host (`--pace-mbit`, a token bucket) instead of, or on top
 //! of, a `tc tbf` qdisc. On SIGTERM, SIGINT or when `--duration-secs` runs out it prints one
@@ -33,6 +40,7 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(target_os = "linux")]
 mod linux {
+    use std::collections::VecDeque;
     use std::io::{self, IoSlice, Write as _};
     use std::net::{SocketAddr, UdpSocket};
     use std::os::fd::{AsFd, AsRawFd};
@@ -47,8 +55,8 @@ mod linux {
     use nix::sys::time::TimeSpec;
     use serde_json::{Value, json};
     use tidegate_core::{
-        DirectionStats, DropPolicy, Instant, PacketError, PacketTunnel, Slot, TunnelConfig,
-        TunnelStats, TunnelStorage,
+        DirectionStats, DropPolicy, InboundDisposition, Instant, PacketError, PacketTunnel, Slot,
+        TunnelConfig, TunnelStats, TunnelStorage,
     };
     use tun_rs::{DeviceBuilder, SyncDevice};
 
@@ -235,8 +243,14 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
         udp_receive_errors: u64,
         /// Datagrams too short to hold a sequence number.
         malformed_datagrams: u64,
-        /// Datagrams whose sequence number was not larger than the last one seen.
-        reorders: u64,
+        /// Datagrams whose sequence number was not larger than the last one seen: reordered (or
+        /// duplicated) between the two forwarders, after the sending engine.
+        link_reorders: u64,
+        /// Outbound packets handed out by the engine in a different order from the one they
+        /// were pushed in. Always 0.
+        core_reorders_outbound: u64,
+        /// The same for inbound packets (packets dropped by policy are accounted for).
+        core_reorders_inbound: u64,
         /// Sequence numbers skipped: datagrams lost between the two forwarders.
         sequence_gaps: u64,
         tun_packets_written: u64,
@@ -316,6 +330,11 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
         last_sequence: Option<u64>,
         tun_buffer: Box<[u8]>,
         udp_buffer: Box<[u8]>,
+        /// Fingerprints of the outbound packets queued in the engine, oldest first. Allocated
+        /// once for the engine's packet capacity; the engine bounds how many it holds.
+        outbound_order: VecDeque<u64>,
+        /// The same for inbound packets.
+        inbound_order: VecDeque<u64>,
         counters: HostCounters,
     }
 
@@ -375,6 +394,8 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
             // One byte more than the largest packet, so an oversized one is seen as such.
             tun_buffer: vec![0; max + 1].into_boxed_slice(),
             udp_buffer: vec![0; SEQUENCE_LEN + max + 1].into_boxed_slice(),
+            outbound_order: VecDeque::with_capacity(config.outbound_packets as usize),
+            inbound_order: VecDeque::with_capacity(config.inbound_packets as usize),
             counters: HostCounters::default(),
         };
         let deadline = started + options.duration;
@@ -495,7 +516,7 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                 };
                 let sequence = u64::from_be_bytes(*sequence);
                 match self.last_sequence {
-                    Some(last) if sequence <= last => self.counters.reorders += 1,
+                    Some(last) if sequence <= last => self.counters.link_reorders += 1,
                     last => {
                         let expected = last.map_or(0, |l| l + 1);
                         self.counters.sequence_gaps += sequence - expected;
@@ -503,8 +524,17 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                     }
                 }
                 let now = self.now();
-                // Drops by policy and malformed packets are counted by the engine.
-                let _ = self.tunnel.on_inbound_packet(now, packet);
+                // Drops by policy and malformed packets are counted by the engine; the
+                // fingerprints follow what stays queued.
+                match self.tunnel.on_inbound_packet(now, packet) {
+                    Ok(InboundDisposition::Queued) => self.inbound_order.push_back(fnv1a(packet)),
+                    Ok(InboundDisposition::QueuedAfterDroppingOldest { packets, .. }) => {
+                        let dropped = packets.min(self.inbound_order.len());
+                        self.inbound_order.drain(..dropped);
+                        self.inbound_order.push_back(fnv1a(packet));
+                    }
+                    Ok(InboundDisposition::DroppedNewest) | Err(_) => {}
+                }
             }
             Ok(true)
         }
@@ -519,7 +549,13 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                 let packet = if self.inbound_unwritten {
                     self.tunnel.inbound_in_flight().next()
                 } else {
-                    self.tunnel.poll_inbound(now)
+                    let packet = self.tunnel.poll_inbound(now);
+                    if let Some(packet) = packet
+                        && self.inbound_order.pop_front() != Some(fnv1a(packet))
+                    {
+                        self.counters.core_reorders_inbound += 1;
+                    }
+                    packet
                 };
                 let Some(packet) = packet else {
                     return Ok(false);
@@ -557,8 +593,9 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                 };
                 self.counters.tun_packets_read += 1;
                 let now = self.now();
-                match self.tunnel.on_outbound_packet(now, &self.tun_buffer[..len]) {
-                    Ok(()) => {}
+                let packet = &self.tun_buffer[..len];
+                match self.tunnel.on_outbound_packet(now, packet) {
+                    Ok(()) => self.outbound_order.push_back(fnv1a(packet)),
                     Err(PacketError::NoRoom) => self.counters.outbound_refused_by_engine += 1,
                     // Counted by the engine under their own reasons.
                     Err(PacketError::Empty | PacketError::TooLong { .. }) => {}
@@ -586,7 +623,13 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                 let packet = if self.outbound_unsent {
                     self.tunnel.outbound_in_flight().next()
                 } else {
-                    self.tunnel.poll_outbound(now)
+                    let packet = self.tunnel.poll_outbound(now);
+                    if let Some(packet) = packet
+                        && self.outbound_order.pop_front() != Some(fnv1a(packet))
+                    {
+                        self.counters.core_reorders_outbound += 1;
+                    }
+                    packet
                 };
                 let Some(packet) = packet else {
                     return Ok(false);
@@ -684,7 +727,9 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                     "udp_datagrams_received": c.udp_datagrams_received,
                     "udp_receive_errors": c.udp_receive_errors,
                     "malformed_datagrams": c.malformed_datagrams,
-                    "reorders": c.reorders,
+                    "link_reorders": c.link_reorders,
+                    "core_reorders_outbound": c.core_reorders_outbound,
+                    "core_reorders_inbound": c.core_reorders_inbound,
                     "sequence_gaps": c.sequence_gaps,
                     "tun_packets_written": c.tun_packets_written,
                     "tun_write_would_block": c.tun_write_would_block,
@@ -695,6 +740,13 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                 },
             })
         }
+    }
+
+    /// FNV-1a, 64 bits: a cheap fingerprint to follow packets through the engine.
+    fn fnv1a(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
     }
 
     fn engine_json(stats: &TunnelStats) -> Value {
