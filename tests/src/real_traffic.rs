@@ -214,9 +214,18 @@ impl Lab {
         if !Path::new("/dev/net/tun").exists() {
             return Some("/dev/net/tun is missing".to_owned());
         }
-        match Command::new("ip").args(["netns", "list"]).output() {
-            Ok(out) if out.status.success() => {}
-            Ok(_) => return Some("`ip netns` does not work here".to_owned()),
+        // Listing is not enough: a container may run as root without CAP_NET_ADMIN.
+        let probe = format!("tidegate-probe-{}", std::process::id());
+        match Command::new("ip").args(["netns", "add", &probe]).output() {
+            Ok(out) if out.status.success() => {
+                let _ = Command::new("ip").args(["netns", "del", &probe]).output();
+            }
+            Ok(out) => {
+                return Some(format!(
+                    "`ip netns add` does not work here: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
             Err(_) => return Some("`ip` (iproute2) is not installed".to_owned()),
         }
         if Command::new("tc").arg("-V").output().is_err() {
