@@ -63,7 +63,9 @@ pub struct LabSpec {
     pub veth_mtu: u32,
     /// MTU of the TUN devices, and the engine's `max_packet_len`.
     pub tunnel_mtu: u32,
-    /// `SO_SNDBUF` of each forwarder's UDP socket (the kernel doubles it).
+    /// `SO_SNDBUF` of each forwarder's UDP socket (the kernel doubles it). Small, so a slow link
+    /// pushes back into the engine (`EAGAIN`) after a few packets instead of queueing in the
+    /// socket.
     pub udp_sndbuf: u32,
     /// Kernel queue of each TUN device, in packets.
     pub tun_txqueuelen: u32,
@@ -81,7 +83,7 @@ impl Default for LabSpec {
             tbf_limit_bytes: 512 * 1024,
             veth_mtu: 1500,
             tunnel_mtu: 1400,
-            udp_sndbuf: 64 * 1024,
+            udp_sndbuf: 16 * 1024,
             tun_txqueuelen: 500,
             forwarder_args: Vec::new(),
             forwarder_max_secs: 120,
@@ -102,7 +104,7 @@ impl LabSpec {
 /// What one [`Lab::run_load`] runs, all at once.
 #[derive(Clone, Debug)]
 pub struct Load {
-    /// Seconds of bulk TCP from A to B; 0 for none.
+    /// Seconds of bulk TCP from A to B, the omitted start included; 0 for none.
     pub tcp_secs: f64,
     /// Seconds at the start of the transfer left out of the goodput (TCP slow start).
     pub tcp_omit_secs: f64,
@@ -287,7 +289,8 @@ impl Lab {
 
         // Start everything that runs alongside the transfer.
         let flood = load.udp_flood_mbit.map(|mbit| {
-            let secs = load.tcp_secs.max(1.0);
+            // Cover the whole transfer, which starts a moment after the flood.
+            let secs = load.tcp_secs.max(1.0) + 1.0;
             (mbit, self.start_flood(mbit, secs))
         });
         let tcp = if load.tcp_secs <= 0.0 {
@@ -519,8 +522,10 @@ impl Lab {
         };
         // The server needs a moment to listen; a client that finds nobody fails at once.
         wait_for_listener(&self.namespaces[1], TCP_PORT)?;
-        let time = format!("{}", load.tcp_secs.ceil() as u64);
-        let omit = format!("{}", load.tcp_omit_secs.ceil() as u64);
+        // iperf3 runs its omitted start (`-O`) before the `-t` seconds it measures.
+        let omit_secs = load.tcp_omit_secs.round().max(0.0);
+        let time = format!("{}", (load.tcp_secs - omit_secs).round().max(1.0) as u64);
+        let omit = format!("{}", omit_secs as u64);
         let client = Command::new("ip")
             .args(["netns", "exec", &self.namespaces[0]])
             .args([
