@@ -2,6 +2,8 @@
 
 pub mod c_harness;
 pub mod lab;
+#[cfg(target_os = "linux")]
+pub mod real_traffic;
 
 /// The README's Rust code blocks, compiled and run as doctests.
 #[cfg(doctest)]
