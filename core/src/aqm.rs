@@ -9,6 +9,22 @@
 //!
 //! Drops happen only at hand-out time, from the head, and never take the queue below one
 //! maximum-size packet, so the host always gets a packet to send after CoDel dropped some.
+//!
+//! ## Overload
+//!
+//! CoDel's control law raises the drop rate slowly, which suits responsive senders but cannot
+//! keep up with an unresponsive flood at twice the link rate. On the outbound ring that matters
+//! more than the memory: the ring reaches its high watermark, reading pauses, and the standing
+//! queue moves into the kernel's queue in front of the provider (the utun or TUN queue), where
+//! nothing can drop from it and which is often larger than the ring. So the tunnel enters an
+//! *overload* state when CoDel is dropping while the ring is pressed (reading paused, or the ring
+//! at its high watermark): a persistent queue, not a burst. It leaves overload only when the ring
+//! is back down to its low watermarks. In overload, reading does not pause at the high
+//! watermark, and whenever the ring is pressed every queued packet that has waited longer than the target is dropped at hand-out
+//! ([`Codel::drop_stale`]). The host keeps reading, the kernel queue stays empty, and the latency
+//! through the provider stays near the target. The memory ceiling still holds: a push into a
+//! full ring is refused as always. A burst that fills the ring before CoDel starts dropping still
+//! pauses reading (backpressure).
 
 use core::fmt;
 
@@ -104,8 +120,31 @@ impl Codel {
         }
     }
 
-    /// Drop packets from the head of `ring` as CoDel decides, before the head is handed out.
-    /// Leaves at least one packet queued if there was one.
+    /// Drop every queued packet that has waited longer than the target, keeping the last one.
+    /// The tunnel calls this in overload (see the module docs).
+    pub(crate) fn drop_stale<B, S>(&self, now: Instant, ring: &mut PacketRing<B, S>) -> Dropped
+    where
+        B: AsRef<[u8]> + AsMut<[u8]>,
+        S: AsRef<[Slot]> + AsMut<[Slot]>,
+    {
+        let mut dropped = Dropped::default();
+        while ring.levels().packets_queued > 1
+            && ring
+                .queued_front_enqueued_at()
+                .is_some_and(|at| now.micros_since(at) > self.target)
+        {
+            drop_head(ring, &mut dropped);
+        }
+        dropped
+    }
+
+    /// Whether CoDel is in its dropping state: the queue has stayed above target for an interval.
+    pub(crate) fn is_dropping(&self) -> bool {
+        self.dropping
+    }
+
+    /// Drop packets from the head of `ring` as CoDel decides (RFC 8289), before the head is
+    /// handed out. Leaves at least one packet queued if there was one.
     pub(crate) fn before_handout<B, S>(
         &mut self,
         now: Instant,
@@ -287,6 +326,24 @@ mod tests {
             r.handout().unwrap();
             r.complete(2).unwrap();
         }
+    }
+
+    #[test]
+    fn drop_stale_keeps_only_fresh_packets_and_the_last_one() {
+        let codel = Codel::new(5_000, 100_000);
+        let mut r = ring();
+        for i in 0..100 {
+            r.push(ms(i), &[0; 1000]).unwrap();
+        }
+        // At 100 ms, packets pushed before 95 ms are older than the 5 ms target.
+        assert_eq!(codel.drop_stale(ms(100), &mut r).packets, 95);
+        assert_eq!(r.levels().packets_queued, 5);
+        assert_eq!(
+            codel.drop_stale(ms(10_000), &mut r).packets,
+            4,
+            "never the last packet"
+        );
+        assert_eq!(r.levels().packets_queued, 1);
     }
 
     #[test]

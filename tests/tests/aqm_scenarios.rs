@@ -182,3 +182,125 @@ fn a_sender_slower_than_the_link_never_sees_a_drop() {
         assert!(percentile(&run.sojourns, 1.0) < 1_000, "no queue builds up");
     }
 }
+
+/// The outbound overload, in virtual time: an unresponsive 100 Mbit/s flood and a ping every
+/// 10 ms enter the kernel's 500-packet utun queue in front of the provider; the provider reads
+/// only while `can_read_outbound` allows (resuming on the completion edge) and the tunnel sends
+/// 50 Mbit/s. Latency is counted from entering the kernel queue to leaving the tunnel, since
+/// that is what a ping sees. With the ceiling alone the provider pauses, the kernel queue fills,
+/// and pings wait over 100 ms; with CoDel the tunnel enters overload, keeps reading and drops
+/// stale packets at its head, so pings wait near the 5 ms target.
+fn flood_through_the_kernel_queue(aqm: Aqm) -> (u64, u64, u64) {
+    const KERNEL_QUEUE: usize = 500;
+    const READ_BATCH: usize = 64;
+    const PING_EVERY_US: u64 = 10_000;
+    let config = TunnelConfig {
+        outbound_bytes: 256 * 1024,
+        outbound_packets: 256,
+        outbound_high_watermark_bytes: 192 * 1024,
+        outbound_low_watermark_bytes: 128 * 1024,
+        outbound_high_watermark_packets: 192,
+        outbound_low_watermark_packets: 128,
+        aqm,
+        ..TunnelConfig::DEFAULT
+    };
+    let storage = TunnelStorage {
+        outbound_arena: vec![0; config.outbound_bytes as usize],
+        outbound_slots: vec![Slot::EMPTY; config.outbound_packets as usize],
+        inbound_arena: vec![0; config.inbound_bytes as usize],
+        inbound_slots: vec![Slot::EMPTY; config.inbound_packets as usize],
+    };
+    let mut tun = PacketTunnel::new(config, storage).unwrap();
+    // (entered the kernel queue at, is a ping, length)
+    let mut kernel: VecDeque<(u64, bool, usize)> = VecDeque::new();
+    let (mut flood_credit, mut link_credit) = (0u64, 0i64);
+    let mut reading = true;
+    let mut sent_last_tick = 0;
+    let mut ping_latencies = Vec::new();
+    let mut packet = [0u8; PACKET];
+    for tick in 0..10 * 1_000_000 / TICK_US {
+        let t = tick * TICK_US;
+        let now = Instant::from_micros(t);
+        if sent_last_tick > 0 {
+            reading |= tun
+                .complete_outbound(now, sent_last_tick)
+                .unwrap()
+                .resume_reading;
+        }
+        flood_credit += 2 * LINK_PER_TICK;
+        while flood_credit >= PACKET as u64 {
+            flood_credit -= PACKET as u64;
+            if kernel.len() < KERNEL_QUEUE {
+                kernel.push_back((t, false, PACKET));
+            }
+        }
+        if t % PING_EVERY_US == 0 && kernel.len() < KERNEL_QUEUE {
+            kernel.push_back((t, true, 84));
+        }
+        if reading {
+            for _ in 0..READ_BATCH {
+                let Some((entered, ping, len)) = kernel.pop_front() else {
+                    break;
+                };
+                packet[0] = u8::from(ping);
+                packet[1..9].copy_from_slice(&entered.to_le_bytes());
+                // A refusal (ring full) is a drop the host counts; nothing else to do with it.
+                let _ = tun.on_outbound_packet(now, &packet[..len]);
+            }
+            reading = tun.can_read_outbound();
+        }
+        link_credit = (link_credit + LINK_PER_TICK as i64).min(LINK_PER_TICK as i64);
+        sent_last_tick = 0;
+        while link_credit > 0 {
+            let Some(p) = tun.poll_outbound(now) else {
+                break;
+            };
+            link_credit -= p.len() as i64;
+            sent_last_tick += 1;
+            let entered = u64::from_le_bytes(p[1..9].try_into().unwrap());
+            if p[0] == 1 && t >= 2_000_000 {
+                ping_latencies.push(t - entered);
+            }
+        }
+        assert!(
+            tun.stats().outbound.bytes_high_water <= 256 * 1024,
+            "the ceiling holds"
+        );
+    }
+    let stats = tun.stats();
+    eprintln!(
+        "flood through the kernel queue, aqm {aqm}: ping latency median {} us, p90 {} us, \
+         pauses {}, aqm drops {}",
+        percentile(&ping_latencies, 0.5),
+        percentile(&ping_latencies, 0.9),
+        stats.outbound_pauses,
+        stats.outbound.aqm_dropped_packets
+    );
+    (
+        percentile(&ping_latencies, 0.5),
+        percentile(&ping_latencies, 0.9),
+        stats.outbound_pauses,
+    )
+}
+
+#[test]
+fn under_an_unresponsive_flood_codel_keeps_reading_and_pings_fast() {
+    let (off_median, _, off_pauses) = flood_through_the_kernel_queue(Aqm::Off);
+    let (median, p90, pauses) = flood_through_the_kernel_queue(Aqm::CODEL_DEFAULT);
+    assert!(
+        off_median > 100_000,
+        "ceiling alone: the kernel queue fills ({off_median} us)"
+    );
+    assert!(
+        off_pauses > 100,
+        "ceiling alone: reading pauses again and again"
+    );
+    assert!(
+        median < 15_000 && p90 < 30_000,
+        "CoDel: median {median} us, p90 {p90} us"
+    );
+    assert!(
+        pauses < off_pauses / 10,
+        "CoDel in overload stops pausing ({pauses} pauses)"
+    );
+}

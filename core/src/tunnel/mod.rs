@@ -119,6 +119,9 @@ pub struct PacketTunnel<B, S> {
     inbound: PacketRing<B, S>,
     /// One CoDel state per ring when AQM is on.
     codel: Option<(Codel, Codel)>,
+    /// The outbound ring is in overload (see the `aqm` module): CoDel was dropping at the high
+    /// watermark, and the ring has not been back down to its low watermarks since.
+    overload: bool,
     /// When outbound reading paused, while it is paused.
     paused_since: Option<Instant>,
     paused_micros: u64,
@@ -168,6 +171,7 @@ where
                     Codel::new(target_micros, interval_micros),
                 )),
             },
+            overload: false,
             paused_since: None,
             paused_micros: 0,
             pauses: 0,
@@ -229,17 +233,30 @@ where
     /// them; [`PacketTunnel::outbound_in_flight`] lists every packet handed out so far.
     ///
     /// With AQM on, packets that waited too long may be dropped from the head first (counted in
-    /// `aqm_dropped_packets`); a packet is still handed out whenever one was queued.
+    /// `aqm_dropped_packets`); a packet is still handed out whenever one was queued. While the
+    /// ring is at its high watermark and CoDel is dropping, every queued packet older than the
+    /// target is dropped, so a persistent overload empties the ring (see the `aqm` module).
     pub fn poll_outbound(&mut self, now: Instant) -> Option<&[u8]> {
         let now = self.clock.observe(now);
-        let codel = self.codel.as_mut().map(|(outbound, _)| outbound);
-        handout(
-            now,
-            &mut self.outbound,
-            codel,
-            &mut self.outbound_counters,
-            &self.config,
-        )
+        if let Some((codel, _)) = self.codel.as_mut() {
+            let mut dropped =
+                codel.before_handout(now, &mut self.outbound, self.config.max_packet_len as usize);
+            // Paused, or at the high watermark: the ring is pressed, and a persistent queue here
+            // would otherwise move into the kernel's queue (see the `aqm` module).
+            let pressed =
+                self.paused_since.is_some() || at_high_watermark(&self.outbound, &self.config);
+            if codel.is_dropping() && pressed && !self.overload {
+                self.overload = true;
+                log_debug!("outbound: overload, dropping stale packets instead of pausing");
+            }
+            if self.overload && pressed {
+                let stale = codel.drop_stale(now, &mut self.outbound);
+                dropped.packets = dropped.packets.saturating_add(stale.packets);
+                dropped.bytes = dropped.bytes.saturating_add(stale.bytes);
+            }
+            self.outbound_counters.count_aqm_drops(dropped);
+        }
+        handout(now, &mut self.outbound, &mut self.outbound_counters)
     }
 
     /// The outbound packets handed out and not yet completed, oldest first.
@@ -318,14 +335,13 @@ where
     /// With AQM on, packets that waited too long may be dropped from the head first.
     pub fn poll_inbound(&mut self, now: Instant) -> Option<&[u8]> {
         let now = self.clock.observe(now);
-        let codel = self.codel.as_mut().map(|(_, inbound)| inbound);
-        handout(
-            now,
-            &mut self.inbound,
-            codel,
-            &mut self.inbound_counters,
-            &self.config,
-        )
+        // Inbound never pauses (it drops by policy when full), so it has no overload state.
+        if let Some((_, codel)) = self.codel.as_mut() {
+            let dropped =
+                codel.before_handout(now, &mut self.inbound, self.config.max_packet_len as usize);
+            self.inbound_counters.count_aqm_drops(dropped);
+        }
+        handout(now, &mut self.inbound, &mut self.inbound_counters)
     }
 
     /// The inbound packets handed out and not yet completed, oldest first.
@@ -400,12 +416,15 @@ where
         (levels.bytes_used(), packets)
     }
 
-    /// Pause reading once a high watermark is reached.
+    /// Pause reading once a high watermark is reached, unless the ring is in overload: then the
+    /// queue is persistent, and pausing would only move it into the kernel's queue, out of reach
+    /// (see the `aqm` module). The ring's own ceiling still refuses what does not fit.
     fn update_pause(&mut self, now: Instant) {
-        let (bytes, packets) = self.outbound_held();
-        let high = bytes >= self.config.outbound_high_watermark_bytes as usize
-            || packets >= self.config.outbound_high_watermark_packets as usize;
-        if high && self.paused_since.is_none() {
+        if self.paused_since.is_none()
+            && !self.overload
+            && at_high_watermark(&self.outbound, &self.config)
+        {
+            let (bytes, packets) = self.outbound_held();
             self.paused_since = Some(now);
             self.pauses = self.pauses.saturating_add(1);
             log_debug!(
@@ -453,30 +472,33 @@ where
     }
 }
 
-/// Let CoDel drop from the head if it is on, then hand out the head, recording its sojourn.
+/// Hand out the head of `ring`, recording how long it waited.
 fn handout<'r, B, S>(
     now: Instant,
     ring: &'r mut PacketRing<B, S>,
-    codel: Option<&mut Codel>,
     counters: &mut DirectionCounters,
-    config: &TunnelConfig,
 ) -> Option<&'r [u8]>
 where
     B: AsRef<[u8]> + AsMut<[u8]>,
     S: AsRef<[Slot]> + AsMut<[Slot]>,
 {
-    if let Some(codel) = codel {
-        let dropped = codel.before_handout(now, ring, config.max_packet_len as usize);
-        if dropped.packets > 0 {
-            counters.aqm_dropped_packets =
-                counters.aqm_dropped_packets.saturating_add(dropped.packets);
-            counters.aqm_dropped_bytes = counters.aqm_dropped_bytes.saturating_add(dropped.bytes);
-            log_trace!("aqm: dropped {} packets at the head", dropped.packets);
-        }
-    }
     let enqueued_at = ring.queued_front_enqueued_at()?;
     counters.last_sojourn_micros = now.micros_since(enqueued_at);
     ring.handout()
+}
+
+/// Whether the outbound ring holds bytes or packets at or above their high watermark.
+fn at_high_watermark<B, S>(ring: &PacketRing<B, S>, config: &TunnelConfig) -> bool
+where
+    B: AsRef<[u8]> + AsMut<[u8]>,
+    S: AsRef<[Slot]> + AsMut<[Slot]>,
+{
+    let levels = ring.levels();
+    let packets = levels
+        .packets_queued
+        .saturating_add(levels.packets_in_flight);
+    levels.bytes_used() >= config.outbound_high_watermark_bytes as usize
+        || packets >= config.outbound_high_watermark_packets as usize
 }
 
 /// Refuse empty and oversized packets, counting each under its own reason.

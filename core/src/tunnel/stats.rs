@@ -102,6 +102,12 @@ impl DirectionCounters {
         self.packets_high_water = self.packets_high_water.max(packets);
     }
 
+    /// Count packets CoDel dropped.
+    pub(crate) fn count_aqm_drops(&mut self, dropped: crate::aqm::Dropped) {
+        self.aqm_dropped_packets = self.aqm_dropped_packets.saturating_add(dropped.packets);
+        self.aqm_dropped_bytes = self.aqm_dropped_bytes.saturating_add(dropped.bytes);
+    }
+
     pub(crate) fn completed(&mut self, packets: usize, bytes: usize) {
         self.packets_completed = self.packets_completed.saturating_add(packets as u64);
         self.bytes_completed = self.bytes_completed.saturating_add(bytes as u64);

@@ -55,8 +55,8 @@ mod linux {
     use nix::sys::time::TimeSpec;
     use serde_json::{Value, json};
     use tidegate_core::{
-        DirectionStats, DropPolicy, InboundDisposition, Instant, PacketError, PacketTunnel, Slot,
-        TunnelConfig, TunnelStats, TunnelStorage,
+        Aqm, DirectionStats, DropPolicy, InboundDisposition, Instant, PacketError, PacketTunnel,
+        Slot, TunnelConfig, TunnelStats, TunnelStorage,
     };
     use tun_rs::{DeviceBuilder, SyncDevice};
 
@@ -90,6 +90,7 @@ engine (TunnelConfig; defaults are TunnelConfig::DEFAULT):
   --outbound-high-bytes N  --outbound-low-bytes N
   --outbound-high-packets N  --outbound-low-packets N
   --max-packet-len N  --inbound-drop-policy newest|oldest
+  --aqm off|codel  --aqm-target-us N (default 5000)  --aqm-interval-us N (default 100000)
 signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1 prints the
   same line and carries on
 ";
@@ -152,6 +153,9 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
         let mut duration_secs: f64 = 60.0;
         let mut config = TunnelConfig::DEFAULT;
         let mut max_packet_len = None;
+        let mut aqm_on = false;
+        let mut aqm_target = Aqm::CODEL_DEFAULT_TARGET_MICROS;
+        let mut aqm_interval = Aqm::CODEL_DEFAULT_INTERVAL_MICROS;
 
         let mut rest = args.iter();
         while let Some(flag) = rest.next() {
@@ -188,6 +192,15 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                 "--outbound-high-packets" => config.outbound_high_watermark_packets = number()?,
                 "--outbound-low-packets" => config.outbound_low_watermark_packets = number()?,
                 "--max-packet-len" => max_packet_len = Some(number()?),
+                "--aqm" => {
+                    aqm_on = match value {
+                        "off" => false,
+                        "codel" => true,
+                        _ => return Err(bad(&"expected off or codel")),
+                    }
+                }
+                "--aqm-target-us" => aqm_target = number()?,
+                "--aqm-interval-us" => aqm_interval = number()?,
                 "--inbound-drop-policy" => {
                     config.inbound_drop_policy = match value {
                         "newest" => DropPolicy::DropNewest,
@@ -199,6 +212,12 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
             }
         }
         config.max_packet_len = max_packet_len.unwrap_or(u32::from(mtu));
+        if aqm_on {
+            config.aqm = Aqm::Codel {
+                target_micros: aqm_target,
+                interval_micros: aqm_interval,
+            };
+        }
         config
             .validate()
             .map_err(|e| format!("invalid engine configuration: {e}"))?;
@@ -708,6 +727,7 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                     "outbound_low_watermark_bytes": config.outbound_low_watermark_bytes,
                     "outbound_high_watermark_packets": config.outbound_high_watermark_packets,
                     "outbound_low_watermark_packets": config.outbound_low_watermark_packets,
+                    "aqm": config.aqm.to_string(),
                     "inbound_drop_policy": match config.inbound_drop_policy {
                         DropPolicy::DropNewest => "newest",
                         DropPolicy::DropOldest => "oldest",
@@ -779,6 +799,9 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
             "bytes_completed": stats.bytes_completed,
             "empty_packets": stats.empty_packets,
             "oversized_packets": stats.oversized_packets,
+            "aqm_dropped_packets": stats.aqm_dropped_packets,
+            "aqm_dropped_bytes": stats.aqm_dropped_bytes,
+            "last_sojourn_micros": stats.last_sojourn_micros,
         })
     }
 }
