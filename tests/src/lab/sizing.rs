@@ -224,13 +224,19 @@ pub fn report(sizing: &Sizing) -> String {
     let slots = u64::from(t.outbound_packets) + u64::from(t.inbound_packets);
     let _ = writeln!(
         out,
-        "  footprint         {:>9} bytes ({}) = 2 x {} arena + {} x {} slots; \
-         engine struct {} bytes more",
+        "  storage           {:>9} bytes  (PacketTunnel::footprint: 2 x {} arena + {} slots x {})",
         s.tunnel_storage_bytes,
-        super::mib(s.tunnel_storage_bytes as u64),
         t.outbound_bytes,
         slots,
-        size_of::<Slot>(),
+        size_of::<Slot>()
+    );
+    let total = s.tunnel_storage_bytes + s.tunnel_struct_bytes;
+    let _ = writeln!(
+        out,
+        "  footprint         {:>9} bytes ({}) with the {}-byte engine; the C handle's figure \
+         is tidegate_tunnel_footprint",
+        total,
+        super::mib(total as u64),
         s.tunnel_struct_bytes
     );
     let _ = writeln!(
@@ -249,7 +255,7 @@ pub fn report(sizing: &Sizing) -> String {
     );
     let _ = writeln!(
         out,
-        "  footprint         {:>9} bytes ({}) for {DEFAULT_FLOW_SLOTS} slots \
+        "  footprint         {:>9} bytes ({}) with {DEFAULT_FLOW_SLOTS} slots \
          (flow_governor_footprint)",
         s.flow_governor_bytes,
         super::mib(s.flow_governor_bytes as u64)
