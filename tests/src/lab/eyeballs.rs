@@ -334,8 +334,8 @@ fn tidegate(connects: u64) -> Row {
         format!("within {:.2} s", slowest_refusal as f64 / 1e6)
     };
     row.outcome = format!(
-        "connects in {:.2} s (IPv4), {} losers cancelled; {refused} refused {refused_when}; \
-         peak {}/{SOCKET_DESCRIPTORS} fds",
+        "IPv4 up in {:.2} s, {} losers cancelled; {refused} refused {refused_when}; \
+         {}/{SOCKET_DESCRIPTORS} fds",
         row.median_connect_seconds.unwrap_or(f64::NAN),
         world.also_ran,
         world.descriptors_peak
