@@ -1,49 +1,248 @@
-//! The lab's scenarios assert the invariants tidegate exists for: the tidegate host stays under
-//! its ceiling and keeps the bottleneck busy, while the naive host is killed by the platform.
+//! The lab's scenarios assert, for every problem, the invariant tidegate exists for on the
+//! tidegate host, and that the naive host really shows the problem (so a scenario that stopped
+//! stressing anything would fail too).
+//!
+//! Debug builds run the lab at [`Scale::Quick`] (fewer also-ran flows and connects); the
+//! invariants are the same at both scales.
 
-use tidegate_tests::lab::{self, Row};
+use std::sync::OnceLock;
 
-fn rows() -> Vec<Row> {
-    lab::run_all()
+use tidegate_core::DEFAULT_HOUSEKEEPING_DEADLINE_MICROS;
+use tidegate_tests::lab::{self, APP_PROXY_LIMIT, Host, Row, STOP_TEARDOWN_US, Scale};
+
+const SCENARIOS: [&str; 7] = [
+    "tunnel-outbound-flood",
+    "tunnel-inbound-burst",
+    "app-proxy-stalled-reader",
+    "flow-flood",
+    "also-ran-storm",
+    "slow-stop-restart",
+    "ipv6-black-hole",
+];
+
+fn rows() -> &'static [Row] {
+    static ROWS: OnceLock<Vec<Row>> = OnceLock::new();
+    ROWS.get_or_init(|| lab::run_all(Scale::for_this_build()))
+}
+
+fn tidegate(id: &str) -> &'static Row {
+    let mut matching = rows()
+        .iter()
+        .filter(|r| r.id == id && r.host == Host::Tidegate);
+    let row = matching.next().expect("a tidegate row");
+    assert!(matching.next().is_none(), "one tidegate row per scenario");
+    row
+}
+
+fn naive(id: &str) -> Vec<&'static Row> {
+    let naive: Vec<&Row> = rows()
+        .iter()
+        .filter(|r| r.id == id && r.host == Host::Naive)
+        .collect();
+    assert!(!naive.is_empty(), "{id} has a naive row");
+    naive
+}
+
+/// Memory: the tidegate host stays under the ceiling it was built with, which is itself under
+/// the platform's limit, and is never killed.
+fn assert_bounded(row: &Row) {
+    let ceiling = row.ceiling.expect("tidegate rows report their ceiling");
+    let limit = row.platform_limit.expect("memory scenarios name the limit");
+    let peak = row
+        .memory_high_water
+        .expect("memory scenarios report the peak");
+    assert!(peak <= ceiling, "{row:?}");
+    assert!(ceiling < limit, "{row:?}");
+    assert_eq!(row.killed_at_seconds, None, "{row:?}");
+}
+
+fn assert_killed(row: &Row) {
+    let limit = row.platform_limit.expect("memory scenarios name the limit");
+    assert!(row.killed_at_seconds.is_some_and(|at| at > 0.0), "{row:?}");
+    assert!(
+        row.memory_high_water.is_some_and(|peak| peak > limit),
+        "{row:?}"
+    );
+    assert_eq!(row.ceiling, None, "{row:?}");
 }
 
 #[test]
-fn tidegate_hosts_stay_under_their_ceiling_and_keep_the_link_busy() {
-    let rows = rows();
-    let tidegate: Vec<&Row> = rows.iter().filter(|r| r.host == "tidegate").collect();
-    assert!(!tidegate.is_empty());
-    for row in tidegate {
-        let ceiling = row.ceiling.expect("tidegate rows report their ceiling");
-        assert!(row.memory_high_water <= ceiling, "{row:?}");
-        assert!(ceiling < row.platform_limit, "{row:?}");
-        assert_eq!(row.killed_at_seconds, None, "{row:?}");
-        assert!(row.throughput_percent >= 99.0, "{row:?}");
+fn every_scenario_runs_with_both_hosts() {
+    let ids: Vec<&str> = rows().iter().map(|r| r.id).collect();
+    for id in SCENARIOS {
+        tidegate(id);
+        naive(id);
+    }
+    assert!(ids.iter().all(|id| SCENARIOS.contains(id)), "{ids:?}");
+}
+
+#[test]
+fn packet_tunnel_stays_under_its_ceiling_and_keeps_the_link_busy() {
+    for id in ["tunnel-outbound-flood", "tunnel-inbound-burst"] {
+        let row = tidegate(id);
+        assert_bounded(row);
+        assert!(row.throughput_percent.is_some_and(|t| t >= 99.0), "{row:?}");
+        for naive in naive(id) {
+            assert_killed(naive);
+            assert!(
+                naive.throughput_percent.is_some_and(|t| t < 60.0),
+                "{naive:?}"
+            );
+        }
     }
 }
 
 #[test]
-fn naive_hosts_are_killed_in_the_tunnel_scenarios() {
-    for row in rows().iter().filter(|r| r.host == "naive") {
-        let killed = row
-            .killed_at_seconds
-            .expect("the naive host exceeds the platform limit");
-        assert!(killed > 0.0, "{row:?}");
-        assert!(row.memory_high_water > row.platform_limit, "{row:?}");
-    }
-}
-
-#[test]
-fn the_lab_is_deterministic_and_prints_every_row() {
-    let (first, second) = (rows(), rows());
-    assert_eq!(first, second, "virtual time: the same figures on every run");
-    let table = lab::table(&first);
-    let json = lab::json(&first);
-    for row in &first {
-        assert!(table.contains(row.scenario), "{table}");
+fn app_proxy_pauses_only_the_app_that_stopped_reading() {
+    let row = tidegate("app-proxy-stalled-reader");
+    assert_bounded(row);
+    assert_eq!(row.platform_limit, Some(APP_PROXY_LIMIT));
+    // The apps that keep reading get the link: had their flows been paused too (a global pause),
+    // they would have lost most of it.
+    assert!(row.throughput_percent.is_some_and(|t| t >= 99.0), "{row:?}");
+    // Only the stalled app's four flows hold data: about one per-flow watermark each, far
+    // below the global one.
+    assert!(
+        row.memory_high_water
+            .is_some_and(|peak| peak < 2 * 1024 * 1024),
+        "{row:?}"
+    );
+    assert_eq!(row.drops, Some(0), "an app proxy may not drop");
+    for naive in naive("app-proxy-stalled-reader") {
+        assert_killed(naive);
         assert!(
-            json.contains(&format!("\"scenario\":\"{}\"", row.scenario)),
-            "{json}"
+            naive.throughput_percent.is_some_and(|t| t < 50.0),
+            "{naive:?}"
         );
     }
-    assert_eq!(json.matches("\"host\":").count(), first.len());
+}
+
+#[test]
+fn a_flood_of_twice_the_flow_limit_never_refuses_the_well_behaved_app() {
+    let row = tidegate("flow-flood");
+    assert_eq!(row.admitted_percent, Some(100.0), "{row:?}");
+    assert_eq!(row.hung_connections, Some(0), "{row:?}");
+    for naive in naive("flow-flood") {
+        assert!(
+            naive.admitted_percent.is_some_and(|a| a < 50.0),
+            "{naive:?}"
+        );
+        // At least the flood's second 512 hang in the naive host.
+        assert!(
+            naive.hung_connections.is_some_and(|h| h >= 512),
+            "{naive:?}"
+        );
+    }
+}
+
+#[test]
+fn an_also_ran_storm_costs_no_memory_evicts_nothing_and_leaks_no_slot() {
+    let row = tidegate("also-ran-storm");
+    assert_bounded(row);
+    assert_eq!(row.hung_connections, Some(0), "{row:?}");
+    assert_eq!(row.connects_refused, Some(0), "{row:?}");
+    assert_eq!(row.established_evicted, Some(0), "{row:?}");
+    assert_eq!(row.slots_leaked, Some(0), "{row:?}");
+    // Memory is the table and the established flows' pending bytes, nothing per also-ran.
+    assert!(
+        row.memory_high_water.is_some_and(|peak| peak < 1024 * 1024),
+        "{row:?}"
+    );
+    for naive in naive("also-ran-storm") {
+        assert_killed(naive);
+        assert!(naive.slots_leaked.is_some_and(|s| s > 0), "{naive:?}");
+    }
+}
+
+#[test]
+fn a_slow_stop_completes_within_teardown_and_deadline_and_loses_no_task() {
+    let bound = (STOP_TEARDOWN_US + DEFAULT_HOUSEKEEPING_DEADLINE_MICROS) as f64 / 1e6;
+    let row = tidegate("slow-stop-restart");
+    let latency = row.stop_latency_seconds.expect("stop latency");
+    assert!(latency <= bound + 1e-9, "{row:?}");
+    assert_eq!(row.tasks_lost, Some(0), "{row:?}");
+    // One naive host makes the restart wait for all 30 s, the other loses the housekeeping.
+    let naive = naive("slow-stop-restart");
+    assert_eq!(naive.len(), 2);
+    assert!(
+        naive
+            .iter()
+            .any(|r| r.stop_latency_seconds.is_some_and(|s| s >= 30.0) && r.tasks_lost == Some(0)),
+        "{naive:?}"
+    );
+    assert!(
+        naive
+            .iter()
+            .any(|r| r.stop_latency_seconds.is_some_and(|s| s <= bound)
+                && r.tasks_lost.is_some_and(|lost| lost > 0)),
+        "{naive:?}"
+    );
+}
+
+#[test]
+fn an_ipv6_black_hole_under_a_tight_budget_leaves_nothing_hanging() {
+    let row = tidegate("ipv6-black-hole");
+    assert_eq!(row.hung_connections, Some(0), "{row:?}");
+    assert_eq!(row.beyond_budget, Some(0), "{row:?}");
+    // IPv4 starts 250 ms after the black-holed IPv6 attempt and answers in 20 ms.
+    let median = row.median_connect_seconds.expect("connections were made");
+    assert!((0.25..=0.3).contains(&median), "{row:?}");
+    assert!(row.max_connect_seconds.is_some_and(|m| m < 2.0), "{row:?}");
+    // The budget is tight: some connects are refused (at once), not all.
+    assert!(row.connects_refused.is_some_and(|r| r > 0), "{row:?}");
+    for naive in naive("ipv6-black-hole") {
+        assert!(naive.hung_connections.is_some_and(|h| h > 0), "{naive:?}");
+        assert!(
+            naive.median_connect_seconds.is_some_and(|m| m >= 75.0),
+            "{naive:?}"
+        );
+        assert!(naive.connects_refused.is_some_and(|r| r > 0), "{naive:?}");
+    }
+}
+
+#[test]
+fn the_lab_is_deterministic_and_prints_every_row_and_field() {
+    let again = lab::run_all(Scale::for_this_build());
+    assert_eq!(
+        rows(),
+        &again[..],
+        "virtual time: the same figures on every run"
+    );
+    let table = lab::table(rows());
+    let json = lab::json(rows());
+    for row in rows() {
+        assert!(table.contains(row.scenario), "{table}");
+        assert!(table.contains(&row.outcome), "{table}");
+        assert!(json.contains(&format!("\"id\":\"{}\"", row.id)), "{json}");
+    }
+    for field in [
+        "id",
+        "scenario",
+        "seeds",
+        "host",
+        "variant",
+        "platform_limit",
+        "ceiling",
+        "memory_high_water",
+        "throughput_percent",
+        "drops",
+        "admitted_percent",
+        "stop_latency_seconds",
+        "hung_connections",
+        "killed_at_seconds",
+        "tasks_lost",
+        "median_connect_seconds",
+        "max_connect_seconds",
+        "connects_refused",
+        "beyond_budget",
+        "established_evicted",
+        "slots_leaked",
+        "outcome",
+    ] {
+        assert_eq!(
+            json.matches(&format!("\"{field}\":")).count(),
+            rows().len(),
+            "{field}"
+        );
+    }
 }

@@ -4,7 +4,10 @@ use std::collections::VecDeque;
 
 use tidegate_core::{Instant, PacketTunnel, Slot, TunnelConfig, TunnelStorage};
 
-use super::Row;
+use super::{Host, Row, percent};
+
+const OUTBOUND_ID: &str = "tunnel-outbound-flood";
+const INBOUND_ID: &str = "tunnel-inbound-burst";
 
 /// A packet tunnel provider is killed above this much memory (iOS and macOS).
 pub(super) const PACKET_TUNNEL_LIMIT: u64 = 50 * 1024 * 1024;
@@ -46,23 +49,16 @@ pub(super) fn outbound_flood() -> [Row; 2] {
     let mut naive = Sim::new(app_rate, UTUN_QUEUE);
     let mut queue: VecDeque<usize> = VecDeque::new();
     let mut queued_bytes = 0u64;
-    let mut naive_row = Row {
-        scenario,
-        host: "naive",
-        platform_limit: PACKET_TUNNEL_LIMIT,
-        ceiling: None,
-        memory_high_water: 0,
-        throughput_percent: 0.0,
-        drops: 0,
-        killed_at_seconds: None,
-    };
+    let mut naive_row = Row::new(OUTBOUND_ID, scenario, "000", Host::Naive);
+    naive_row.platform_limit = Some(PACKET_TUNNEL_LIMIT);
+    let mut naive_high_water = 0u64;
     for tick in 0..SECONDS * TICKS_PER_SECOND {
         naive.offer();
         while let Some(len) = naive.utun.pop_front() {
             queue.push_back(len);
             queued_bytes += len as u64;
         }
-        naive_row.memory_high_water = naive_row.memory_high_water.max(queued_bytes);
+        naive_high_water = naive_high_water.max(queued_bytes);
         if queued_bytes > PACKET_TUNNEL_LIMIT {
             naive_row.killed_at_seconds = Some(tick as f64 / TICKS_PER_SECOND as f64);
             break;
@@ -76,8 +72,11 @@ pub(super) fn outbound_flood() -> [Row; 2] {
         }
         naive.link_credit = naive.link_credit.min(link_rate as i64);
     }
-    naive_row.drops = naive.kernel_drops;
-    naive_row.throughput_percent = percent(naive.sent, link_rate * SECONDS * TICKS_PER_SECOND);
+    naive_row.memory_high_water = Some(naive_high_water);
+    naive_row.drops = Some(naive.kernel_drops);
+    naive_row.throughput_percent =
+        Some(percent(naive.sent, link_rate * SECONDS * TICKS_PER_SECOND));
+    naive_row.outcome = outcome(&naive_row, "");
 
     // tidegate: read only while can_read_outbound, resume on the completion edge.
     let mut sim = Sim::new(app_rate, UTUN_QUEUE);
@@ -120,16 +119,15 @@ pub(super) fn outbound_flood() -> [Row; 2] {
         sim.link_credit = sim.link_credit.min(link_rate as i64);
     }
     let stats = tunnel.stats();
-    let tidegate_row = Row {
-        scenario,
-        host: "tidegate",
-        platform_limit: PACKET_TUNNEL_LIMIT,
-        ceiling: Some(Tunnel::footprint(tunnel.config()) as u64),
-        memory_high_water: stats.outbound.bytes_high_water + stats.inbound.bytes_high_water,
-        throughput_percent: percent(sim.sent, link_rate * SECONDS * TICKS_PER_SECOND),
-        drops: sim.kernel_drops + host_refusals,
-        killed_at_seconds: None,
-    };
+    let mut tidegate_row = Row::new(OUTBOUND_ID, scenario, "000", Host::Tidegate);
+    tidegate_row.platform_limit = Some(PACKET_TUNNEL_LIMIT);
+    tidegate_row.ceiling = Some(Tunnel::footprint(tunnel.config()) as u64);
+    tidegate_row.memory_high_water =
+        Some(stats.outbound.bytes_high_water + stats.inbound.bytes_high_water);
+    tidegate_row.throughput_percent =
+        Some(percent(sim.sent, link_rate * SECONDS * TICKS_PER_SECOND));
+    tidegate_row.drops = Some(sim.kernel_drops + host_refusals);
+    tidegate_row.outcome = outcome(&tidegate_row, "drops: utun queue while reading paused");
     [naive_row, tidegate_row]
 }
 
@@ -144,20 +142,15 @@ pub(super) fn inbound_burst() -> [Row; 2] {
     let window = write_rate * BURST_SECONDS * TICKS_PER_SECOND;
 
     let mut rows = Vec::with_capacity(2);
-    for host in ["naive", "tidegate"] {
+    for host in [Host::Naive, Host::Tidegate] {
         let mut tunnel = default_tunnel();
         let mut queue: VecDeque<usize> = VecDeque::new();
         let mut queued_bytes = 0u64;
-        let mut row = Row {
-            scenario,
-            host,
-            platform_limit: PACKET_TUNNEL_LIMIT,
-            ceiling: (host == "tidegate").then(|| Tunnel::footprint(tunnel.config()) as u64),
-            memory_high_water: 0,
-            throughput_percent: 0.0,
-            drops: 0,
-            killed_at_seconds: None,
-        };
+        let mut row = Row::new(INBOUND_ID, scenario, "000", host);
+        row.platform_limit = Some(PACKET_TUNNEL_LIMIT);
+        row.ceiling = (host == Host::Tidegate).then(|| Tunnel::footprint(tunnel.config()) as u64);
+        row.drops = Some(0);
+        let mut naive_high_water = 0u64;
         let packet = [0u8; PACKET];
         let (mut arrival_credit, mut write_credit) = (0u64, 0i64);
         let mut written_in_burst = 0u64;
@@ -168,7 +161,7 @@ pub(super) fn inbound_burst() -> [Row; 2] {
                 arrival_credit += burst_rate;
                 while arrival_credit >= PACKET as u64 {
                     arrival_credit -= PACKET as u64;
-                    if host == "naive" {
+                    if host == Host::Naive {
                         queue.push_back(PACKET);
                         queued_bytes += PACKET as u64;
                     } else {
@@ -178,8 +171,9 @@ pub(super) fn inbound_burst() -> [Row; 2] {
                     }
                 }
             }
-            if host == "naive" {
-                row.memory_high_water = row.memory_high_water.max(queued_bytes);
+            if host == Host::Naive {
+                naive_high_water = naive_high_water.max(queued_bytes);
+                row.memory_high_water = Some(naive_high_water);
                 if queued_bytes > PACKET_TUNNEL_LIMIT {
                     row.killed_at_seconds = Some(tick as f64 / TICKS_PER_SECOND as f64);
                     break;
@@ -188,7 +182,7 @@ pub(super) fn inbound_burst() -> [Row; 2] {
             write_credit = (write_credit + write_rate as i64).min(write_rate as i64);
             let mut written = 0usize;
             while write_credit > 0 {
-                let len = if host == "naive" {
+                let len = if host == Host::Naive {
                     let Some(len) = queue.pop_front() else { break };
                     queued_bytes -= len as u64;
                     len
@@ -208,13 +202,15 @@ pub(super) fn inbound_burst() -> [Row; 2] {
                 tunnel.complete_inbound(now, written).expect("in flight");
             }
         }
-        if host == "tidegate" {
+        if host == Host::Tidegate {
             let stats = tunnel.stats();
             row.memory_high_water =
-                stats.inbound.bytes_high_water + stats.outbound.bytes_high_water;
-            row.drops = stats.inbound_dropped_newest_packets + stats.inbound_dropped_oldest_packets;
+                Some(stats.inbound.bytes_high_water + stats.outbound.bytes_high_water);
+            row.drops =
+                Some(stats.inbound_dropped_newest_packets + stats.inbound_dropped_oldest_packets);
         }
-        row.throughput_percent = percent(written_in_burst, window);
+        row.throughput_percent = Some(percent(written_in_burst, window));
+        row.outcome = outcome(&row, "drops: by policy at the full ring");
         rows.push(row);
     }
     let tidegate = rows.pop().expect("two rows");
@@ -260,10 +256,11 @@ impl Sim {
     }
 }
 
-fn percent(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 * 100.0 / whole as f64
+/// "killed at ..." or "ok" and what the drops are, from the row's figures.
+fn outcome(row: &Row, drops: &str) -> String {
+    let limit = row.platform_limit.unwrap_or(0) / (1024 * 1024);
+    match row.killed_at_seconds {
+        Some(at) => format!("killed at {at:.2} s ({limit} MiB limit)"),
+        None => format!("ok; {drops}"),
     }
 }

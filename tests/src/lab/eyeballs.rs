@@ -1,0 +1,363 @@
+//! IPv6 black hole scenario (seeds 002 and 003): a proxy on BSD sockets connects to servers
+//! whose IPv6 address swallows every packet while IPv4 answers in 20 ms, under a GUI process's
+//! descriptor limit.
+//!
+//! One connect is requested every 10 ms; each connection, once up, is used for 3 s and closed.
+//! `RLIMIT_NOFILE` is 256, 32 descriptors of which the host keeps for itself, so 224 are left
+//! for sockets. A socket connecting into the black hole gets no answer; the host's socket layer
+//! gives up after 75 s (the macOS TCP connect timeout).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::net::SocketAddr;
+
+use tidegate_core::{
+    Action, AddressFamily, BudgetConfig, ConnectionBudget, ErrorClass, EyeballsConfig,
+    HappyEyeballs, Instant,
+};
+
+use super::{HUNG_AFTER_SECONDS, Host, Row, Scale};
+
+const ID: &str = "ipv6-black-hole";
+const SCENARIO: &str = "IPv6 black hole, a connect every 10 ms, 256 descriptors";
+const MS: u64 = 1_000;
+const SECOND: u64 = 1_000_000;
+const REQUEST_EVERY_US: u64 = 10 * MS;
+const IPV4_HANDSHAKE_US: u64 = 20 * MS;
+/// The A answer arrives this long after the AAAA answer.
+const A_AFTER_AAAA_US: u64 = MS;
+const SOCKET_CONNECT_TIMEOUT_US: u64 = 75 * SECOND;
+const CONNECTION_HOLD_US: u64 = 3_000 * MS;
+/// Descriptors left for sockets: the GUI default of 256 less the host's own 32.
+const SOCKET_DESCRIPTORS: u64 = BudgetConfig::DEFAULT_FD_LIMIT - BudgetConfig::DEFAULT_FD_RESERVE;
+const HUNG_AFTER_US: u64 = (HUNG_AFTER_SECONDS * 1e6) as u64;
+
+/// The naive host connects to IPv6, then IPv4, one after the other, with no budget; the tidegate
+/// host runs a [`HappyEyeballs`] race per connect, all sharing one default [`ConnectionBudget`].
+pub(super) fn ipv6_black_hole(scale: Scale) -> [Row; 2] {
+    let connects = match scale {
+        Scale::Full => 1_000,
+        Scale::Quick => 300,
+    };
+    [naive(connects), tidegate(connects)]
+}
+
+fn v6(server: u64) -> SocketAddr {
+    SocketAddr::from((
+        [0x2001, 0xdb8, 0, 0, 0, 0, 0, (server % 60_000) as u16],
+        443,
+    ))
+}
+
+fn v4(server: u64) -> SocketAddr {
+    SocketAddr::from(([198, 51, 100, (server % 250) as u8], 443))
+}
+
+/// What became of each connect request: (requested at, resolved at, connected).
+type Outcomes = Vec<(u64, Option<u64>, bool)>;
+
+fn naive(connects: u64) -> Row {
+    // Release times of the descriptors in use.
+    let mut in_use: BinaryHeap<Reverse<u64>> = BinaryHeap::new();
+    let mut outcomes: Outcomes = Vec::new();
+    let mut refused = 0u64;
+    for request in 0..connects {
+        let at = request * REQUEST_EVERY_US;
+        while in_use.peek().is_some_and(|Reverse(free)| *free <= at) {
+            in_use.pop();
+        }
+        if in_use.len() as u64 >= SOCKET_DESCRIPTORS {
+            // socket() fails with EMFILE: the connect fails at once.
+            refused += 1;
+            outcomes.push((at, Some(at), false));
+            continue;
+        }
+        // IPv6 first: nothing comes back until the socket layer gives up; then IPv4 on a new
+        // socket (the old descriptor was just closed), used for 3 s.
+        let connected = at + SOCKET_CONNECT_TIMEOUT_US + IPV4_HANDSHAKE_US;
+        in_use.push(Reverse(connected + CONNECTION_HOLD_US));
+        outcomes.push((at, Some(connected), true));
+    }
+    let mut row = Row::new(ID, SCENARIO, "002, 003", Host::Naive);
+    row.connects_refused = Some(refused);
+    fill(&mut row, &outcomes);
+    row.outcome = format!(
+        "connects take {:.2} s (IPv6 first); {refused} failed with EMFILE",
+        row.median_connect_seconds.unwrap_or(f64::NAN)
+    );
+    row
+}
+
+type Race = HappyEyeballs<8>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    Request(usize),
+    Aaaa(usize),
+    A(usize),
+    /// Attempt `index` of a race connected (true) or timed out (false).
+    Attempt(usize, usize, bool),
+    Close,
+    Timer(usize),
+}
+
+struct RaceState {
+    race: Race,
+    requested_at: u64,
+    resolved_at: Option<u64>,
+    connected: bool,
+    /// Sockets the host holds open for the race's attempts, by attempt index.
+    socket_open: [bool; 8],
+    timer: Option<u64>,
+}
+
+struct World {
+    now: u64,
+    seq: u64,
+    events: BinaryHeap<Reverse<(u64, u64, Event)>>,
+    budget: ConnectionBudget,
+    races: Vec<RaceState>,
+    /// Races still running or holding budget, in the order they were requested.
+    active: VecDeque<usize>,
+    descriptors: u64,
+    descriptors_peak: u64,
+    beyond_budget: u64,
+    also_ran: u64,
+}
+
+impl World {
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        self.events.push(Reverse((at, self.seq, event)));
+    }
+
+    /// Poll race `r` until it has nothing left; true if it did anything.
+    fn drain(&mut self, r: usize) -> bool {
+        let now = self.now;
+        let t = Instant::from_micros(now);
+        let mut progressed = false;
+        loop {
+            let state = &mut self.races[r];
+            state.race.handle_timeout(t);
+            let Some(action) = state.race.poll_action(&mut self.budget) else {
+                break;
+            };
+            progressed = true;
+            match action {
+                Action::StartAttempt { index, addr } => {
+                    state.socket_open[index] = true;
+                    self.descriptors += 1;
+                    self.descriptors_peak = self.descriptors_peak.max(self.descriptors);
+                    let attempts = self.budget.attempts_in_flight();
+                    let in_use = attempts + self.budget.open_connections();
+                    if attempts > self.budget.attempt_limit()
+                        || in_use > self.budget.connection_limit()
+                        || self.descriptors > SOCKET_DESCRIPTORS
+                    {
+                        self.beyond_budget += 1;
+                    }
+                    match AddressFamily::of(&addr) {
+                        AddressFamily::Ipv4 => {
+                            self.schedule(now + IPV4_HANDSHAKE_US, Event::Attempt(r, index, true))
+                        }
+                        AddressFamily::Ipv6 => self.schedule(
+                            now + SOCKET_CONNECT_TIMEOUT_US,
+                            Event::Attempt(r, index, false),
+                        ),
+                    }
+                }
+                Action::CancelAttempt { index } => {
+                    if std::mem::take(&mut state.socket_open[index]) {
+                        self.descriptors -= 1;
+                    }
+                    self.also_ran += 1;
+                }
+                Action::Connected { index } => {
+                    // The socket stays open as the connection.
+                    state.socket_open[index] = false;
+                    state.connected = true;
+                    state.resolved_at = Some(now);
+                    self.schedule(now + CONNECTION_HOLD_US, Event::Close);
+                }
+                Action::Failed { .. } => {
+                    state.resolved_at = Some(now);
+                }
+            }
+        }
+        let state = &mut self.races[r];
+        if let Some(at) = state.race.poll_timeout().map(Instant::as_micros)
+            && at > now
+            && state.timer != Some(at)
+        {
+            state.timer = Some(at);
+            self.schedule(at, Event::Timer(r));
+        }
+        progressed
+    }
+
+    fn deliver(&mut self, event: Event) -> Option<usize> {
+        let t = Instant::from_micros(self.now);
+        self.budget.handle_timeout(t);
+        match event {
+            Event::Request(r) => {
+                self.active.push_back(r);
+                self.schedule(self.now, Event::Aaaa(r));
+                self.schedule(self.now + A_AFTER_AAAA_US, Event::A(r));
+                None
+            }
+            Event::Aaaa(r) => {
+                let _ = self.races[r]
+                    .race
+                    .on_resolved(t, AddressFamily::Ipv6, &[v6(r as u64)]);
+                Some(r)
+            }
+            Event::A(r) => {
+                let race = &mut self.races[r].race;
+                let _ = race.on_resolved(t, AddressFamily::Ipv4, &[v4(r as u64)]);
+                let _ = race.on_resolution_done(t);
+                Some(r)
+            }
+            Event::Attempt(r, index, connected) => {
+                let state = &mut self.races[r];
+                if !state.socket_open[index] {
+                    return None; // cancelled earlier: the socket is closed
+                }
+                if connected {
+                    let _ = state.race.on_attempt_connected(t, index);
+                } else if state
+                    .race
+                    .on_attempt_failed(t, index, ErrorClass::TimedOut)
+                    .is_ok()
+                {
+                    state.socket_open[index] = false;
+                    self.descriptors -= 1;
+                }
+                Some(r)
+            }
+            Event::Close => {
+                self.budget
+                    .on_connection_closed(t)
+                    .expect("a connection is open");
+                self.descriptors -= 1;
+                None
+            }
+            Event::Timer(r) => {
+                self.races[r].timer = None;
+                Some(r)
+            }
+        }
+    }
+
+    fn run(&mut self) {
+        while let Some(Reverse((at, _, event))) = self.events.pop() {
+            self.now = self.now.max(at);
+            if let Some(r) = self.deliver(event) {
+                self.drain(r);
+            }
+            // Released budget may let waiting races go: oldest first, until nothing moves.
+            loop {
+                let waiting: Vec<usize> = self
+                    .active
+                    .iter()
+                    .copied()
+                    .filter(|&r| self.races[r].race.is_waiting_for_budget())
+                    .collect();
+                let mut progressed = false;
+                for r in waiting {
+                    progressed |= self.drain(r);
+                }
+                if !progressed {
+                    break;
+                }
+            }
+            let races = &self.races;
+            self.active.retain(|&r| !races[r].race.is_finished());
+        }
+    }
+}
+
+fn tidegate(connects: u64) -> Row {
+    let budget = ConnectionBudget::new(BudgetConfig::default()).expect("defaults are valid");
+    // A connect the budget cannot take now fails at once (the default waits up to 1 s).
+    let config = EyeballsConfig {
+        budget_wait_micros: 0,
+        ..EyeballsConfig::default()
+    };
+    let mut world = World {
+        now: 0,
+        seq: 0,
+        events: BinaryHeap::new(),
+        budget,
+        races: (0..connects)
+            .map(|request| {
+                let at = request * REQUEST_EVERY_US;
+                RaceState {
+                    race: Race::new(config, Instant::from_micros(at)),
+                    requested_at: at,
+                    resolved_at: None,
+                    connected: false,
+                    socket_open: [false; 8],
+                    timer: None,
+                }
+            })
+            .collect(),
+        active: VecDeque::new(),
+        descriptors: 0,
+        descriptors_peak: 0,
+        beyond_budget: 0,
+        also_ran: 0,
+    };
+    for r in 0..connects as usize {
+        let at = world.races[r].requested_at;
+        world.schedule(at, Event::Request(r));
+    }
+    world.run();
+    let outcomes: Outcomes = world
+        .races
+        .iter()
+        .map(|s| (s.requested_at, s.resolved_at, s.connected))
+        .collect();
+    let refused = outcomes.iter().filter(|o| o.1.is_some() && !o.2).count() as u64;
+    let slowest_refusal = outcomes
+        .iter()
+        .filter(|o| !o.2)
+        .filter_map(|o| o.1.map(|done| done - o.0))
+        .max()
+        .unwrap_or(0);
+    let mut row = Row::new(ID, SCENARIO, "002, 003", Host::Tidegate);
+    row.connects_refused = Some(refused);
+    row.beyond_budget = Some(world.beyond_budget);
+    fill(&mut row, &outcomes);
+    let refused_when = if slowest_refusal == 0 {
+        "at once".to_owned()
+    } else {
+        format!("within {:.2} s", slowest_refusal as f64 / 1e6)
+    };
+    row.outcome = format!(
+        "IPv4 up in {:.2} s, {} losers cancelled; {refused} refused {refused_when}; \
+         {}/{SOCKET_DESCRIPTORS} fds",
+        row.median_connect_seconds.unwrap_or(f64::NAN),
+        world.also_ran,
+        world.descriptors_peak
+    );
+    row
+}
+
+/// Time-to-connect and hung connections from the outcomes.
+fn fill(row: &mut Row, outcomes: &Outcomes) {
+    let mut connect_times: Vec<u64> = outcomes
+        .iter()
+        .filter(|o| o.2)
+        .filter_map(|o| o.1.map(|done| done - o.0))
+        .collect();
+    connect_times.sort_unstable();
+    row.median_connect_seconds = connect_times
+        .get(connect_times.len() / 2)
+        .map(|&us| us as f64 / 1e6);
+    row.max_connect_seconds = connect_times.last().map(|&us| us as f64 / 1e6);
+    let hung = outcomes
+        .iter()
+        .filter(|o| o.1.is_none_or(|done| done - o.0 > HUNG_AFTER_US))
+        .count() as u64;
+    row.hung_connections = Some(hung);
+}
