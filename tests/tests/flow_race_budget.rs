@@ -54,6 +54,9 @@ struct FlowPlan {
     lifetime_ms: u64,
     /// Whether bytes move before the host closes it.
     moves_bytes: bool,
+    /// When the app gives up on the flow while it is still connecting (closes its side), in
+    /// milliseconds after admission.
+    cancel_ms: Option<u64>,
     /// Whether the host reports the close through the governor alone (a callback without the
     /// budget at hand), leaving the release owed until the next call with the budget.
     close_without_budget: bool,
@@ -83,6 +86,13 @@ struct FlowSim {
     /// When the host closes the established flow.
     close_at: Option<u64>,
     dns_done: [bool; 2],
+}
+
+impl FlowSim {
+    /// When the app gives up on the flow if it is not established by then.
+    fn cancel_at(&self) -> Option<u64> {
+        self.plan.cancel_ms.map(|ms| self.admitted_at + ms * MS)
+    }
 }
 
 struct Host {
@@ -334,11 +344,13 @@ impl Host {
             .copied()
             .filter(|id| {
                 let sim = &self.flows[id];
-                sim.outcome.is_none() && sim.close_at.is_some_and(|at| at <= self.now)
+                let due = |at: Option<u64>| at.is_some_and(|at| at <= self.now);
+                let established = sim.close_at.is_some();
+                sim.outcome.is_none() && (due(sim.close_at) || !established && due(sim.cancel_at()))
             })
             .collect();
         for id in closes {
-            if self.flows[&id].plan.moves_bytes {
+            if self.flows[&id].plan.moves_bytes && self.flows[&id].close_at.is_some() {
                 self.governor.on_local_read(now, id, 1_000).unwrap();
                 self.governor.on_remote_sent(now, id, 1_000).unwrap();
             }
@@ -480,7 +492,7 @@ impl Host {
             }
             consider(sim.pending.iter().map(|(at, _, _)| *at).min());
             if sim.outcome.is_none() {
-                consider(sim.close_at);
+                consider(sim.close_at.or(sim.cancel_at()));
             }
         }
         consider(self.governor.poll_timeout().map(Instant::as_micros));
@@ -574,11 +586,13 @@ impl Host {
     }
 }
 
+// Times are whole multiples of 10 ms so that events often coincide (a winner reported in the
+// same instant its flow times out or is evicted, an arrival as an attempt ends).
 fn path() -> impl Strategy<Value = Path> {
     prop_oneof![
-        4 => (1u64..400).prop_map(Path::Connects),
+        4 => (1u64..40).prop_map(|tens| Path::Connects(tens * 10)),
         2 => (
-            1u64..150,
+            (1u64..15).prop_map(|tens| tens * 10),
             prop_oneof![
                 Just(ErrorClass::Refused),
                 Just(ErrorClass::Unreachable),
@@ -593,35 +607,34 @@ fn path() -> impl Strategy<Value = Path> {
 
 fn flow_plan() -> impl Strategy<Value = FlowPlan> {
     (
+        (0u64..12, 0u64..4, proptest::option::weighted(0.9, 0u64..8)),
+        (proptest::option::weighted(0.9, 0u64..8), 0u64..300),
+        proptest::collection::vec(path(), 0..3),
+        proptest::collection::vec(path(), 0..3),
         (
-            0u64..120,
-            0u64..4,
-            proptest::option::weighted(0.9, 0u64..80),
+            any::<bool>(),
+            proptest::bool::weighted(0.25),
+            proptest::option::weighted(0.3, 1u64..60),
         ),
-        (proptest::option::weighted(0.9, 0u64..80), 0u64..3_000),
-        proptest::collection::vec(path(), 0..3),
-        proptest::collection::vec(path(), 0..3),
-        (any::<bool>(), proptest::bool::weighted(0.25)),
     )
         .prop_map(
-            |((gap_ms, app, aaaa_ms), (a_ms, lifetime_ms), v6, v4, (moves_bytes, plain))| {
-                FlowPlan {
-                    gap_ms,
-                    app,
-                    aaaa_ms,
-                    a_ms,
-                    v6,
-                    v4,
-                    lifetime_ms,
-                    moves_bytes,
-                    close_without_budget: plain,
-                }
+            |((gap, app, aaaa), (a, lifetime), v6, v4, (moves_bytes, plain, cancel))| FlowPlan {
+                gap_ms: gap * 10,
+                app,
+                aaaa_ms: aaaa.map(|tens| tens * 10),
+                a_ms: a.map(|tens| tens * 10),
+                v6,
+                v4,
+                lifetime_ms: lifetime * 10,
+                moves_bytes,
+                close_without_budget: plain,
+                cancel_ms: cancel.map(|tens| tens * 10),
             },
         )
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn flows_racing_under_a_tight_shared_budget_keep_every_count_consistent(
@@ -653,6 +666,7 @@ fn bursts_under_a_budget_of_four_attempts_and_four_connections() {
         lifetime_ms: 400,
         moves_bytes: true,
         close_without_budget: false,
+        cancel_ms: None,
     };
     let mut plan = Vec::new();
     for burst in 0..4 {
