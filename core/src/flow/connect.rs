@@ -108,6 +108,43 @@ pub enum ConnectAction {
 /// released (a flow closed, a race ended, the budget's timer), poll again the races that wait
 /// for budget ([`HappyEyeballs::is_waiting_for_budget`]). Arm one timer for the earliest of
 /// [`FlowsWithBudget::poll_timeout`] and the races' [`HappyEyeballs::poll_timeout`].
+///
+/// ```
+/// use tidegate_core::{
+///     AddressFamily, Admission, AppId, BudgetConfig, ConnectAction, ConnectionBudget,
+///     DestinationKey, EyeballsConfig, FlowGovernor, FlowInfo, FlowPolicy, FlowSlot,
+///     HappyEyeballs, Instant, Protocol, DEFAULT_FLOW_SLOTS,
+/// };
+///
+/// let mut slots = [FlowSlot::EMPTY; DEFAULT_FLOW_SLOTS];
+/// let mut governor = FlowGovernor::new(Instant::ZERO, &mut slots[..], FlowPolicy::default())
+///     .map_err(|_| "policy")?;
+/// let mut budget = ConnectionBudget::new(BudgetConfig::default()).map_err(|_| "budget")?;
+/// let info = FlowInfo {
+///     app: AppId::from_bytes(b"com.example.browser"),
+///     destination: DestinationKey::from_bytes(b"example.com:443"),
+///     protocol: Protocol::Tcp,
+/// };
+/// let now = Instant::from_millis(1);
+/// let mut flows = governor.with_budget(&mut budget);
+/// let Admission::Accepted { id } = flows.on_new_flow(now, info) else {
+///     return Err("refused: pass the flow on or fail it");
+/// };
+/// let mut race = HappyEyeballs::<4>::new(EyeballsConfig::default(), now);
+/// let addr = "[2001:db8::1]:443".parse().map_err(|_| "addr")?;
+/// race.on_resolved(now, AddressFamily::Ipv6, &[addr]).map_err(|_| "dns")?;
+/// race.on_resolution_done(now).map_err(|_| "dns")?;
+/// while let Some(step) = flows.poll_race(now, id, &mut race).map_err(|_| "flow")? {
+///     if let ConnectAction::StartAttempt { index, .. } = step {
+///         // Open a non-blocking socket to the address; here it connects at once.
+///         race.on_attempt_connected(now, index).map_err(|_| "attempt")?;
+///     }
+/// }
+/// assert_eq!(flows.budget().open_connections(), 1);
+/// flows.on_closed(Instant::from_millis(2), id).map_err(|_| "close")?;
+/// assert_eq!(flows.budget().open_connections(), 0);
+/// # Ok::<(), &str>(())
+/// ```
 #[derive(Debug)]
 pub struct FlowsWithBudget<'a, S> {
     governor: &'a mut FlowGovernor<S>,
