@@ -218,7 +218,6 @@ impl Host {
                         }
                     }
                 }
-                return;
             }
             Admission::Accepted { id } => self.admit(id, plan),
             Admission::AcceptedAfterEvicting { id, evicted } => {
