@@ -709,6 +709,55 @@ typedef uint32_t TidegateFlowState;
 #endif // __cplusplus
 
 /**
+ * What a step of a flow's connect asks of the host.
+ */
+enum TidegateConnectActionKind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Nothing to do until the next input or timer.
+     */
+    TIDEGATE_CONNECT_ACTION_KIND_NONE = 0,
+    /**
+     * Open a socket and connect it to `address`; report its outcome to the race with `index`
+     * (`tidegate_eyeballs_on_attempt_connected` / `_failed`). The flow is connecting.
+     */
+    TIDEGATE_CONNECT_ACTION_KIND_START_ATTEMPT = 1,
+    /**
+     * Close the socket of attempt `index`: a loser (counted as an also-ran attempt), a timed-out
+     * attempt, or an attempt of a race aborted because its flow is no longer open. Its budget
+     * is already released.
+     */
+    TIDEGATE_CONNECT_ACTION_KIND_CANCEL_ATTEMPT = 2,
+    /**
+     * Attempt `index` won: its socket is the flow's remote connection. The flow is established
+     * and the budget counts the connection open until the flow is reported closed with
+     * `tidegate_flow_governor_on_closed_with_budget`.
+     */
+    TIDEGATE_CONNECT_ACTION_KIND_ESTABLISHED = 3,
+    /**
+     * Attempt `index` won, but the flow was no longer open (evicted, timed out or closed):
+     * close the socket. Its budget is already released.
+     */
+    TIDEGATE_CONNECT_ACTION_KIND_DISCARD_WINNER = 4,
+    /**
+     * The race failed (`failure`, `error_class`, `budget_refusal`): the flow is closed in the
+     * governor as `CONNECT_FAILED` and its slot is free. Close the local flow; do not report it
+     * closed again.
+     */
+    TIDEGATE_CONNECT_ACTION_KIND_FAILED = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateConnectActionKind TidegateConnectActionKind;
+#else
+typedef uint32_t TidegateConnectActionKind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * How `tidegate_lifecycle_on_stop` proceeds.
  */
 enum TidegateStopOutcome
@@ -1494,7 +1543,55 @@ typedef struct TidegateFlowStats {
      * The apps holding the most open flows, most first.
      */
     struct TidegateAppFlows top_apps[8];
+    /**
+     * Also-ran attempts: race losers of flows connected with `tidegate_flow_governor_poll_race`,
+     * cancelled because another attempt of the same race connected. Distinct from `also_ran`,
+     * which counts flows.
+     */
+    uint64_t also_ran_attempts;
+    /**
+     * Connection closes the budget rejected (the governor was used with two budgets, or a
+     * flow's connection was also released by hand).
+     */
+    uint64_t budget_mismatches;
+    /**
+     * Flows whose connection the budget counts open now (established through
+     * `tidegate_flow_governor_poll_race`, not yet reported closed).
+     */
+    uint32_t connections_held;
 } TidegateFlowStats;
+
+/**
+ * One step from `tidegate_flow_governor_poll_race`. Fields not named by `kind` are zero.
+ */
+typedef struct TidegateConnectAction {
+    /**
+     * What to do.
+     */
+    TidegateConnectActionKind kind;
+    /**
+     * The attempt, for `START_ATTEMPT`, `CANCEL_ATTEMPT`, `ESTABLISHED` and `DISCARD_WINNER`.
+     */
+    size_t index;
+    /**
+     * Where to connect, for `START_ATTEMPT`.
+     */
+    struct TidegateSocketAddress address;
+    /**
+     * Why the race failed, for `FAILED`.
+     */
+    TidegateRaceFailure failure;
+    /**
+     * For `FAILED`, the class the flow's failure is counted under: the last attempt's class
+     * (`ALL_ATTEMPTS_FAILED`), `UNREACHABLE` (`NO_ADDRESSES`) or `RESOURCE_EXHAUSTED`
+     * (`NO_BUDGET`). An app proxy fails the local flow with an error of this class.
+     */
+    TidegateErrorClass error_class;
+    /**
+     * The budget limit, for `FAILED` with `TIDEGATE_RACE_FAILURE_NO_BUDGET`.
+     */
+    TidegateBudgetRefusal budget_refusal;
+} TidegateConnectAction;
 
 /**
  * Configuration of a `TidegateLifecycle`. Start from `tidegate_lifecycle_config_default()`.
@@ -2420,8 +2517,9 @@ TidegateStatus tidegate_flow_governor_handle_timeout(struct TidegateFlowGovernor
                                                      uint64_t now_us);
 
 /**
- * Sets the connection budget: at most `max_connecting` flows opening or connecting (0 refuses
- * every new flow). The hook a connection budget uses to tighten admission after resource errors.
+ * Sets the connection budget hook: at most `max_connecting` flows opening or connecting (0
+ * refuses every new flow). A host with a `TidegateBudget` admits through
+ * `tidegate_flow_governor_on_new_flow_with_budget` instead, which asks the budget each time.
  *
  * # Safety
  * `governor` must be NULL or a live handle.
@@ -2448,6 +2546,95 @@ TidegateStatus tidegate_flow_governor_state(const struct TidegateFlowGovernor *g
  */
 TidegateStatus tidegate_flow_governor_stats(const struct TidegateFlowGovernor *governor,
                                             struct TidegateFlowStats *out_stats);
+
+/**
+ * Asks to admit a new flow as `tidegate_flow_governor_on_new_flow` does, and also asks the
+ * shared `budget`: the flow is refused with `TIDEGATE_REJECT_REASON_CONNECTION_BUDGET` when the
+ * budget could not start one more connection attempt now. At the attempt limit the refusal is
+ * immediate; at the connection limit an app below its fair share may still be admitted by
+ * evicting a connected flow of the heaviest app (close it as the answer says: its connection
+ * gives the new flow room). The budget is asked on every call, so limits lowered after a
+ * resource error apply at once.
+ *
+ * Writes the answer to `*out_admission` and, to `*out_budget_refusal`, which budget limit
+ * refused the flow (`TIDEGATE_BUDGET_REFUSAL_NONE` unless the decision is `REJECTED` for
+ * `CONNECTION_BUDGET` because of the budget; `NONE` with that reason means the governor's own
+ * `max_connecting` refused). Returns `TIDEGATE_STATUS_INVALID_ARGUMENT` for an unknown protocol.
+ *
+ * A panic inside poisons both handles.
+ *
+ * # Safety
+ * `governor` and `budget` must each be NULL or a live handle, with no other call on either
+ * running; `out_admission` and `out_budget_refusal` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_flow_governor_on_new_flow_with_budget(struct TidegateFlowGovernor *governor,
+                                                              struct TidegateBudget *budget,
+                                                              uint64_t now_us,
+                                                              uint64_t app,
+                                                              uint64_t destination,
+                                                              uint32_t protocol,
+                                                              struct TidegateAdmission *out_admission,
+                                                              TidegateBudgetRefusal *out_budget_refusal);
+
+/**
+ * Writes the next step of `flow`'s outbound connect, run by `race` under `budget`, to
+ * `*out_action` (`kind` `TIDEGATE_CONNECT_ACTION_KIND_NONE` when there is nothing to do). The
+ * governor and the budget are already updated for the step: the first attempt makes the flow
+ * connecting, the winner establishes it and counts as its open connection, losers are counted
+ * as also-ran attempts in the governor's stats, and a failed race fails the flow.
+ *
+ * Poll a flow's race only through this function (never `tidegate_eyeballs_poll_action`), with
+ * the same budget every time, until it reports `NONE`. The race's timers due at `now_us` are
+ * applied first, so a timer only needs to call this. If `flow` is no longer open (evicted,
+ * timed out, closed), the race is aborted: it starts nothing more and its attempts come out as
+ * `CANCEL_ATTEMPT`. Free the race once `tidegate_eyeballs_is_finished` says so.
+ *
+ * Returns `TIDEGATE_STATUS_UNKNOWN_FLOW` for an id the governor never issued; nothing is done.
+ * A panic inside poisons all three handles.
+ *
+ * # Safety
+ * `governor`, `budget` and `race` must each be NULL or a live handle, with no other call on any
+ * of them running; `out_action` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_flow_governor_poll_race(struct TidegateFlowGovernor *governor,
+                                                struct TidegateBudget *budget,
+                                                struct TidegateEyeballs *race,
+                                                uint64_t now_us,
+                                                TidegateFlowId flow,
+                                                struct TidegateConnectAction *out_action);
+
+/**
+ * The host closed `flow`: as `tidegate_flow_governor_on_closed`, and if the flow's connection
+ * is counted by `budget` (it was established by `tidegate_flow_governor_poll_race`), the budget
+ * gets its close now, exactly once, whichever path ended the flow (the host's close, or an
+ * eviction or timeout the host carried out). Also pays closes owed for flows closed with
+ * `tidegate_flow_governor_on_closed`. Writes the flow's outcome to `*out_outcome`.
+ *
+ * A panic inside poisons both handles.
+ *
+ * # Safety
+ * `governor` and `budget` must each be NULL or a live handle, with no other call on either
+ * running; `out_outcome` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_flow_governor_on_closed_with_budget(struct TidegateFlowGovernor *governor,
+                                                            struct TidegateBudget *budget,
+                                                            uint64_t now_us,
+                                                            TidegateFlowId flow,
+                                                            TidegateFlowOutcome *out_outcome);
+
+/**
+ * Gives `budget` the connection closes owed for flows closed with
+ * `tidegate_flow_governor_on_closed` (a callback that had no budget at hand) while their
+ * connection was counted by the budget. The other `_with_budget` calls and `_poll_race` do it
+ * first; call this when none of them is due.
+ *
+ * # Safety
+ * `governor` and `budget` must each be NULL or a live handle, with no other call on either
+ * running.
+ */
+TidegateStatus tidegate_flow_governor_settle_budget(struct TidegateFlowGovernor *governor,
+                                                    struct TidegateBudget *budget,
+                                                    uint64_t now_us);
 
 /**
  * The default configuration: a 250 ms housekeeping deadline (short enough that the user's next

@@ -289,6 +289,13 @@ impl ConnectionBudget {
         self.attempt_refusal().is_none()
     }
 
+    /// Why [`ConnectionBudget::try_start_attempt`] would refuse now, or `None` if it would
+    /// succeed: which limit is reached, with the counts. Recovery steps due since the last call
+    /// that took `now` are not applied; call [`ConnectionBudget::handle_timeout`] first.
+    pub fn refusal(&self) -> Option<BudgetRefusal> {
+        self.attempt_refusal()
+    }
+
     /// Count a new connection attempt, or refuse it at once if an attempt limit or the
     /// connection limit is reached. On success the host must later report exactly one of
     /// [`on_attempt_connected`](Self::on_attempt_connected),

@@ -30,7 +30,7 @@ use crate::status::TidegateStatus;
 /// serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
 pub struct TidegateEyeballs {
     poison: Cell<bool>,
-    engine: HappyEyeballs<DEFAULT_MAX_CANDIDATES>,
+    pub(crate) engine: HappyEyeballs<DEFAULT_MAX_CANDIDATES>,
 }
 
 impl Handle for TidegateEyeballs {
@@ -646,7 +646,7 @@ fn socket_addr_of(a: &TidegateSocketAddress) -> Option<SocketAddr> {
     }
 }
 
-fn address_of(addr: SocketAddr) -> TidegateSocketAddress {
+pub(crate) fn address_of(addr: SocketAddr) -> TidegateSocketAddress {
     match addr {
         SocketAddr::V6(v6) => TidegateSocketAddress {
             ip: v6.ip().octets(),
@@ -706,7 +706,7 @@ fn action_of(action: Option<Action>) -> TidegateEyeballsAction {
     out
 }
 
-fn failure_of(
+pub(crate) fn failure_of(
     reason: RaceFailure,
 ) -> (
     TidegateRaceFailure,
@@ -732,7 +732,7 @@ fn failure_of(
     }
 }
 
-fn refusal_of(refusal: BudgetRefusal) -> TidegateBudgetRefusal {
+pub(crate) fn refusal_of(refusal: BudgetRefusal) -> TidegateBudgetRefusal {
     match refusal {
         BudgetRefusal::AttemptsInFlight { .. } => TidegateBudgetRefusal::AttemptsInFlight,
         BudgetRefusal::Connections { .. } => TidegateBudgetRefusal::Connections,

@@ -25,7 +25,7 @@ use crate::status::TidegateStatus;
 /// serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
 pub struct TidegateFlowGovernor {
     poison: Cell<bool>,
-    engine: FlowGovernor<Box<[FlowSlot]>>,
+    pub(crate) engine: FlowGovernor<Box<[FlowSlot]>>,
 }
 
 impl Handle for TidegateFlowGovernor {
@@ -260,6 +260,16 @@ pub struct TidegateFlowStats {
     pub top_apps_len: u32,
     /// The apps holding the most open flows, most first.
     pub top_apps: [TidegateAppFlows; 8],
+    /// Also-ran attempts: race losers of flows connected with `tidegate_flow_governor_poll_race`,
+    /// cancelled because another attempt of the same race connected. Distinct from `also_ran`,
+    /// which counts flows.
+    pub also_ran_attempts: u64,
+    /// Connection closes the budget rejected (the governor was used with two budgets, or a
+    /// flow's connection was also released by hand).
+    pub budget_mismatches: u64,
+    /// Flows whose connection the budget counts open now (established through
+    /// `tidegate_flow_governor_poll_race`, not yet reported closed).
+    pub connections_held: u32,
 }
 
 const _: () = assert!(TOP_APPS == 8, "TidegateFlowStats.top_apps has 8 entries");
@@ -405,15 +415,7 @@ pub unsafe extern "C" fn tidegate_flow_governor_on_new_flow(
     unsafe {
         call_mut(governor, |g| {
             require_non_null([out_admission.cast_const().cast()])?;
-            let protocol = u8::try_from(protocol)
-                .ok()
-                .and_then(Protocol::from_u8)
-                .ok_or(TidegateStatus::InvalidArgument)?;
-            let info = FlowInfo {
-                app: AppId(app),
-                destination: DestinationKey(destination),
-                protocol,
-            };
+            let info = flow_info_of(app, destination, protocol)?;
             let answer = g.engine.on_new_flow(Instant::from_micros(now_us), info);
             write_out(out_admission, admission_of(answer))
         })
@@ -707,8 +709,9 @@ pub unsafe extern "C" fn tidegate_flow_governor_handle_timeout(
     }
 }
 
-/// Sets the connection budget: at most `max_connecting` flows opening or connecting (0 refuses
-/// every new flow). The hook a connection budget uses to tighten admission after resource errors.
+/// Sets the connection budget hook: at most `max_connecting` flows opening or connecting (0
+/// refuses every new flow). A host with a `TidegateBudget` admits through
+/// `tidegate_flow_governor_on_new_flow_with_budget` instead, which asks the budget each time.
 ///
 /// # Safety
 /// `governor` must be NULL or a live handle.
@@ -804,6 +807,24 @@ unsafe fn relay(
     }
 }
 
+/// The flow of `app` to `destination` over `protocol` (a `TIDEGATE_FLOW_PROTOCOL_*` value), or
+/// `TidegateStatus::InvalidArgument` for an unknown protocol.
+pub(crate) fn flow_info_of(
+    app: u64,
+    destination: u64,
+    protocol: u32,
+) -> Result<FlowInfo, TidegateStatus> {
+    let protocol = u8::try_from(protocol)
+        .ok()
+        .and_then(Protocol::from_u8)
+        .ok_or(TidegateStatus::InvalidArgument)?;
+    Ok(FlowInfo {
+        app: AppId(app),
+        destination: DestinationKey(destination),
+        protocol,
+    })
+}
+
 /// The bytes `tidegate_flow_governor_new` allocates for `slots` slots.
 fn footprint(slots: usize) -> usize {
     slots
@@ -840,7 +861,7 @@ fn status_of_policy(error: PolicyError) -> TidegateStatus {
     }
 }
 
-fn status_of_flow(error: FlowError) -> TidegateStatus {
+pub(crate) fn status_of_flow(error: FlowError) -> TidegateStatus {
     match error {
         FlowError::UnknownFlow => TidegateStatus::UnknownFlow,
         FlowError::StaleFlow => TidegateStatus::StaleFlow,
@@ -849,7 +870,7 @@ fn status_of_flow(error: FlowError) -> TidegateStatus {
     }
 }
 
-fn admission_of(answer: Admission) -> TidegateAdmission {
+pub(crate) fn admission_of(answer: Admission) -> TidegateAdmission {
     match answer {
         Admission::Accepted { id } => TidegateAdmission {
             decision: TidegateAdmissionDecision::Accepted,
@@ -877,7 +898,7 @@ fn admission_of(answer: Admission) -> TidegateAdmission {
     }
 }
 
-fn outcome_of(outcome: FlowOutcome) -> TidegateFlowOutcome {
+pub(crate) fn outcome_of(outcome: FlowOutcome) -> TidegateFlowOutcome {
     match outcome {
         FlowOutcome::Closed => TidegateFlowOutcome::Closed,
         FlowOutcome::AlsoRan => TidegateFlowOutcome::AlsoRan,
@@ -954,6 +975,9 @@ fn stats_of(s: &FlowStats) -> TidegateFlowStats {
         apps: s.apps,
         top_apps_len: s.top_apps().len() as u32,
         top_apps,
+        also_ran_attempts: s.also_ran_attempts,
+        budget_mismatches: s.budget_mismatches,
+        connections_held: s.connections_held,
     }
 }
 

@@ -20,6 +20,7 @@ mod boundary;
 mod budget;
 mod eyeballs;
 mod flow;
+mod flow_connect;
 mod lifecycle;
 mod status;
 mod tunnel;
@@ -74,6 +75,11 @@ pub use flow::{
     tidegate_flow_governor_poll_timeout, tidegate_flow_governor_set_connection_budget,
     tidegate_flow_governor_state, tidegate_flow_governor_stats, tidegate_flow_key,
     tidegate_flow_policy_default,
+};
+pub use flow_connect::{
+    TidegateConnectAction, TidegateConnectActionKind, testing_panic_inside_race,
+    tidegate_flow_governor_on_closed_with_budget, tidegate_flow_governor_on_new_flow_with_budget,
+    tidegate_flow_governor_poll_race, tidegate_flow_governor_settle_budget,
 };
 pub use status::{TidegateStatus, tidegate_status_str, tidegate_version};
 pub use tunnel::{

@@ -57,3 +57,25 @@ fn flow_governor_admits_the_polite_app_shrugs_off_also_rans_and_pauses_slow_read
     assert!(stdout.contains("resumed once"), "{stdout}");
     assert!(stdout.contains("timeouts: 1 idle, 1 connect"), "{stdout}");
 }
+
+#[test]
+fn flow_connect_runs_flows_as_races_under_one_budget_through_the_header() {
+    let stdout = compile_and_run("flow_connect");
+    assert!(
+        stdout.contains("race: IPv4 won at 270 ms, 1 also-ran attempt, 1 connection counted"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("admission: refused at once, attempts in flight"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("refused: one failure, class 1"), "{stdout}");
+    assert!(
+        stdout.contains("back-off: EMFILE lowered the connection limit to 1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("close: connection released once, owed close paid by settle"),
+        "{stdout}"
+    );
+}

@@ -247,6 +247,25 @@ pub enum RaceFailure {
     },
 }
 
+impl RaceFailure {
+    /// The error class a host reports for the connection this race was for (a flow's
+    /// [`FlowGovernor::on_connect_failed`], an app proxy's error to the app): the last attempt's
+    /// class when every attempt failed; [`ErrorClass::Unreachable`] when resolution gave no
+    /// address, since nothing can reach the peer; [`ErrorClass::ResourceExhausted`] when the
+    /// budget never had room, since the host is out of connections. Mapping `NoBudget` to a
+    /// resource class does not feed the budget's back-off: that only follows errors the OS
+    /// reported.
+    ///
+    /// [`FlowGovernor::on_connect_failed`]: crate::FlowGovernor::on_connect_failed
+    pub const fn error_class(&self) -> ErrorClass {
+        match self {
+            RaceFailure::AllAttemptsFailed { last } => *last,
+            RaceFailure::NoAddresses => ErrorClass::Unreachable,
+            RaceFailure::NoBudget { .. } => ErrorClass::ResourceExhausted,
+        }
+    }
+}
+
 impl fmt::Display for RaceFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

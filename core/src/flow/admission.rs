@@ -12,8 +12,8 @@ use core::fmt;
 
 use super::table::{FlowRecord, LinkKind, NIL, pop_front, push_back, unlink};
 use super::{CloseReason, FlowGovernor, FlowId, FlowSlot, FlowState, accounting, edit_count_list};
-use crate::Instant;
 use crate::fmt::{log_debug, log_trace};
+use crate::{BudgetRefusal, Instant};
 
 /// The app a flow belongs to: an opaque value the host derives, for example by hashing the
 /// source app's signing identifier with [`AppId::from_bytes`].
@@ -139,9 +139,18 @@ pub enum RejectReason {
     /// The destination already has its cap of flows. Transparent proxy: pass the flow on. App
     /// proxy: fail the flow; new connections to that destination succeed as old ones close.
     DestinationOverLimit = 2,
-    /// Too many flows are still connecting (the connection budget). Transparent proxy: pass the
-    /// flow on. App proxy: fail the flow, or hold it briefly and ask again after a flow connects;
+    /// Too many flows are still connecting (the governor's [`FlowPolicy::max_connecting`]
+    /// hook), or, for a host admitting through [`FlowsWithBudget`], the shared
+    /// [`ConnectionBudget`] could not start one more attempt now (attempts in flight or
+    /// descriptors at their limit, possibly lowered after resource errors;
+    /// [`FlowsWithBudget::budget_refusal`] says which). Transparent proxy: pass the flow on.
+    /// App proxy: fail the flow, or hold it briefly and ask again after a flow connects;
     /// opening more connections now would only make the system's own limits bite.
+    ///
+    /// [`FlowPolicy::max_connecting`]: crate::FlowPolicy::max_connecting
+    /// [`FlowsWithBudget`]: crate::FlowsWithBudget
+    /// [`FlowsWithBudget::budget_refusal`]: crate::FlowsWithBudget::budget_refusal
+    /// [`ConnectionBudget`]: crate::ConnectionBudget
     ConnectionBudget = 3,
 }
 
@@ -161,7 +170,9 @@ impl fmt::Display for RejectReason {
             RejectReason::TableFull => "flow table full and no flow may be evicted",
             RejectReason::AppOverLimit => "app holds its maximum number of flows",
             RejectReason::DestinationOverLimit => "destination holds its maximum number of flows",
-            RejectReason::ConnectionBudget => "too many flows still connecting",
+            RejectReason::ConnectionBudget => {
+                "no connection budget: too many flows or attempts connecting, or connections open"
+            }
         })
     }
 }
@@ -172,7 +183,18 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     /// rejection counters. O(1).
     pub fn on_new_flow(&mut self, now: Instant, info: FlowInfo) -> Admission {
         let now = self.clock.observe(now);
-        let answer = self.admit(now, info);
+        self.admit_and_count(now, info, None)
+    }
+
+    /// Admit a new flow at `now` (already observed), given the connection budget's current
+    /// refusal if a budget is in use, and count the answer.
+    pub(crate) fn admit_and_count(
+        &mut self,
+        now: Instant,
+        info: FlowInfo,
+        budget: Option<BudgetRefusal>,
+    ) -> Admission {
+        let answer = self.admit(now, info, budget);
         match answer {
             Admission::Accepted { id } => {
                 self.counters.admitted = self.counters.admitted.saturating_add(1);
@@ -194,7 +216,11 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         answer
     }
 
-    fn admit(&mut self, now: Instant, info: FlowInfo) -> Admission {
+    /// The admission decision. `budget` is the connection budget's refusal when the host admits
+    /// through [`FlowsWithBudget`](crate::FlowsWithBudget): a full attempt limit refuses at
+    /// once (it clears within a connect's round trip), and a full connection limit is treated
+    /// like a full table, except that only a victim holding a budget connection frees room.
+    fn admit(&mut self, now: Instant, info: FlowInfo, budget: Option<BudgetRefusal>) -> Admission {
         let app = self.find_app(info.app);
         let app_open = app.and_then(|index| self.app(index)).map_or(0, |r| r.open);
         if app_open >= self.policy.max_flows_per_app {
@@ -211,7 +237,9 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             .by_state
             .opening
             .saturating_add(self.by_state.connecting);
-        if connecting >= self.max_connecting {
+        if connecting >= self.max_connecting
+            || matches!(budget, Some(BudgetRefusal::AttemptsInFlight { .. }))
+        {
             return Admission::Rejected(RejectReason::ConnectionBudget);
         }
         // A free slot is needed even after an eviction: the evicted flow keeps its slot until
@@ -219,10 +247,21 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         if self.free_flows.head == NIL {
             return Admission::Rejected(RejectReason::TableFull);
         }
+        let out_of_connections = matches!(budget, Some(BudgetRefusal::Connections { .. }));
         let mut evicted = None;
-        if self.open_flows() >= self.policy.max_flows {
-            match self.eviction_victim(app, app_open) {
+        if out_of_connections || self.open_flows() >= self.policy.max_flows {
+            // Out of connections, the victim must give one back when the host closes it.
+            let victim = self.eviction_victim(app, app_open).filter(|&victim| {
+                !out_of_connections
+                    || self
+                        .flow_record(victim)
+                        .is_some_and(|flow| flow.holds_connection)
+            });
+            match victim {
                 Some(victim) => evicted = Some(victim),
+                None if out_of_connections => {
+                    return Admission::Rejected(RejectReason::ConnectionBudget);
+                }
                 None => return Admission::Rejected(RejectReason::TableFull),
             }
         }

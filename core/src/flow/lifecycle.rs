@@ -412,6 +412,12 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         if flow.in_wait {
             unlink(rows, &mut self.waiting_for_global, index, LinkKind::Wait);
         }
+        if flow.holds_connection {
+            // The host closed the connection with the flow; the budget learns of it through
+            // `FlowsWithBudget`, now or at its next call.
+            self.connections_held = self.connections_held.saturating_sub(1);
+            self.connection_releases_owed = self.connection_releases_owed.saturating_add(1);
+        }
         self.outbound_pending = self.outbound_pending.saturating_sub(flow.outbound.pending);
         self.inbound_pending = self.inbound_pending.saturating_sub(flow.inbound.pending);
         self.update_global();

@@ -7,7 +7,9 @@
 //! owns the flow table and answers three questions:
 //!
 //! - **May this flow in?** Caps per app, per destination and globally (below Network
-//!   framework's 512 flows per process), a connection budget hook, and the fairness rule: an app
+//!   framework's 512 flows per process), a limit on flows connecting (or, through
+//!   [`FlowsWithBudget`], the process's shared [`ConnectionBudget`](crate::ConnectionBudget)),
+//!   and the fairness rule: an app
 //!   below its fair share is admitted even when the table is full, by evicting the least
 //!   recently active flow (idle ones first) of the app holding the most flows; an app at its cap
 //!   is refused rather than evicting others.
@@ -19,9 +21,13 @@
 //!   connect timeout ([`FlowGovernor::handle_timeout`]).
 //!
 //! [`FlowGovernor`] documents the drain contract, the cost of each operation and a usage sketch.
+//! A host that connects with BSD sockets runs each flow's connect as a Happy Eyeballs race under
+//! the connection budget through [`FlowsWithBudget`] (module `connect`), which keeps the
+//! governor, the races and the budget consistent.
 
 mod accounting;
 mod admission;
+mod connect;
 #[cfg(test)]
 mod differential_tests;
 mod directory;
@@ -32,6 +38,7 @@ mod stats;
 mod table;
 
 pub use admission::{Admission, AppId, DestinationKey, FlowInfo, Protocol, RejectReason};
+pub use connect::{ConnectAction, FlowsWithBudget};
 pub use id::FlowId;
 pub use lifecycle::{CloseReason, FlowError, FlowOutcome, FlowState, FlowView, Notification};
 pub use policy::{DEFAULT_FLOW_SLOTS, FlowPolicy, PolicyError};
@@ -133,6 +140,11 @@ pub struct FlowGovernor<S> {
     /// Global hysteresis: set at the global high watermark, cleared at the low one.
     global_paused: bool,
     max_connecting: u32,
+    /// Flows whose connection a connection budget counts open (see [`FlowsWithBudget`]).
+    connections_held: u32,
+    /// Connection closes owed to the budget: flows that held a connection and were released
+    /// by a call that had no budget at hand. Paid by the next call through [`FlowsWithBudget`].
+    connection_releases_owed: u32,
     counters: Counters,
 }
 
@@ -180,6 +192,8 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             inbound_pending: 0,
             global_paused: false,
             max_connecting: policy.max_connecting,
+            connections_held: 0,
+            connection_releases_owed: 0,
             counters: Counters::default(),
         })
     }

@@ -86,6 +86,10 @@ pub(crate) struct FlowRecord {
     pub(crate) in_wait: bool,
     /// Whether the flow sits in its app's busy list (bytes pending) rather than the idle list.
     pub(crate) in_busy: bool,
+    /// Whether the flow's remote connection is counted open by a [`crate::ConnectionBudget`]
+    /// (it was established by a race under the budget); its slot's release owes the budget
+    /// one connection close.
+    pub(crate) holds_connection: bool,
     /// App record index.
     pub(crate) app: u32,
     /// Destination record index.
@@ -117,6 +121,7 @@ impl FlowRecord {
         in_notify: false,
         in_wait: false,
         in_busy: false,
+        holds_connection: false,
         app: NIL,
         destination: NIL,
         outbound: Direction {

@@ -1,0 +1,740 @@
+//! Flows, races and the connection budget together, with virtual time: a simulated BSD-socket
+//! proxy admits flows through `FlowsWithBudget`, connects each with a Happy Eyeballs race under
+//! one tight shared budget, and closes them (itself, or when the governor evicts or times them
+//! out). The network is scripted per address: connects after a delay, fails with an error class
+//! (resource exhaustion included, so the budget backs off), or swallows the SYN.
+//!
+//! After every step (inputs delivered, notifications and races drained) the test checks:
+//! attempts in flight never exceed the budget; the budget's attempts equal the attempts the
+//! host has open; the budget's open connections equal the governor's connections held and its
+//! established flows; the governor's also-ran attempts equal the losers the host was told to
+//! cancel after a win. At the end: every admitted flow got exactly one outcome, every started
+//! attempt ended exactly once, and nothing is left counted anywhere.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+
+use proptest::prelude::*;
+use tidegate_core::{
+    AddressFamily, Admission, AppId, AttemptError, BudgetConfig, BudgetRefusal, ConnectAction,
+    ConnectionBudget, DestinationKey, ErrorClass, EyeballsConfig, FlowGovernor, FlowId, FlowInfo,
+    FlowOutcome, FlowPolicy, FlowSlot, FlowState, HappyEyeballs, Instant, Notification, Protocol,
+    RejectReason, ResolveError,
+};
+
+type Race = HappyEyeballs<4>;
+type Governor = FlowGovernor<Box<[FlowSlot]>>;
+
+const MS: u64 = 1_000;
+
+/// How the network treats connects to one address.
+#[derive(Clone, Copy, Debug)]
+enum Path {
+    /// The handshake completes after this many milliseconds.
+    Connects(u64),
+    /// The connect fails after this many milliseconds with this class.
+    Fails(u64, ErrorClass),
+    /// Nothing ever comes back.
+    BlackHole,
+}
+
+/// One flow the simulated apps open.
+#[derive(Clone, Debug)]
+struct FlowPlan {
+    /// Milliseconds after the previous flow's arrival.
+    gap_ms: u64,
+    app: u64,
+    /// When the AAAA and A answers arrive, in milliseconds after admission; `None` for a
+    /// failed query.
+    aaaa_ms: Option<u64>,
+    a_ms: Option<u64>,
+    v6: Vec<Path>,
+    v4: Vec<Path>,
+    /// How long the host keeps the flow once established, in milliseconds.
+    lifetime_ms: u64,
+    /// Whether bytes move before the host closes it.
+    moves_bytes: bool,
+    /// When the app gives up on the flow while it is still connecting (closes its side), in
+    /// milliseconds after admission.
+    cancel_ms: Option<u64>,
+    /// Whether the host reports the close through the governor alone (a callback without the
+    /// budget at hand), leaving the release owed until the next call with the budget.
+    close_without_budget: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attempt {
+    Started,
+    Connected,
+    Failed,
+    Cancelled,
+}
+
+/// The host's side of one admitted flow and its race.
+struct FlowSim {
+    plan: FlowPlan,
+    admitted_at: u64,
+    race: Race,
+    attempts: BTreeMap<usize, Attempt>,
+    /// Attempt outcomes the network will deliver: (at, index, failure class or connect).
+    pending: Vec<(u64, usize, Option<ErrorClass>)>,
+    won: bool,
+    /// Losers cancelled after the race was won.
+    cancelled_after_win: u64,
+    /// The flow's one outcome, once the governor has given it.
+    outcome: Option<FlowOutcome>,
+    /// When the host closes the established flow.
+    close_at: Option<u64>,
+    dns_done: [bool; 2],
+}
+
+impl FlowSim {
+    /// When the app gives up on the flow if it is not established by then.
+    fn cancel_at(&self) -> Option<u64> {
+        self.plan.cancel_ms.map(|ms| self.admitted_at + ms * MS)
+    }
+}
+
+struct Host {
+    governor: Governor,
+    budget: ConnectionBudget,
+    race_config: EyeballsConfig,
+    now: u64,
+    flows: HashMap<FlowId, FlowSim>,
+    /// Arrival order of admitted flows, for deterministic iteration.
+    order: Vec<FlowId>,
+    admitted: u64,
+    rejected_by_budget: u64,
+    budget_refusals_seen: u64,
+    evictions: u64,
+    steps: u64,
+}
+
+fn v6(flow: usize, n: usize) -> SocketAddr {
+    SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, flow as u16, n as u16 + 1], 443))
+}
+
+fn v4(flow: usize, n: usize) -> SocketAddr {
+    SocketAddr::from((
+        [10, (flow / 200) as u8, (flow % 200) as u8, n as u8 + 1],
+        443,
+    ))
+}
+
+impl Host {
+    fn new(attempts: u32, connections: u32, max_flows: u32) -> Host {
+        let policy = FlowPolicy {
+            max_flows,
+            max_flows_per_app: max_flows,
+            max_flows_per_destination: max_flows,
+            max_connecting: max_flows,
+            idle_timeout_micros: 2_000 * MS,
+            connect_timeout_micros: 3_000 * MS,
+            ..FlowPolicy::default()
+        };
+        let slots = vec![FlowSlot::EMPTY; policy.min_slots() + 4].into_boxed_slice();
+        let budget = ConnectionBudget::new(BudgetConfig {
+            max_attempts_in_flight: attempts,
+            max_open_connections: connections,
+            fd_limit: 100_000,
+            backoff_floor: 1,
+            recovery_interval_micros: 500 * MS,
+            ..BudgetConfig::default()
+        })
+        .unwrap();
+        Host {
+            governor: FlowGovernor::new(Instant::ZERO, slots, policy).unwrap(),
+            budget,
+            race_config: EyeballsConfig::default(),
+            now: 0,
+            flows: HashMap::new(),
+            order: Vec::new(),
+            admitted: 0,
+            rejected_by_budget: 0,
+            budget_refusals_seen: 0,
+            evictions: 0,
+            steps: 0,
+        }
+    }
+
+    fn at(&self) -> Instant {
+        Instant::from_micros(self.now)
+    }
+
+    /// Run the plan to the end: every flow arrives, and time runs until nothing is left.
+    fn run(&mut self, plan: &[FlowPlan]) {
+        let mut arrivals = Vec::new();
+        let mut t = 0;
+        for (number, flow) in plan.iter().enumerate() {
+            t += flow.gap_ms * MS;
+            arrivals.push((t, number));
+        }
+        let mut next_arrival = 0;
+        loop {
+            while let Some(&(at, number)) = arrivals.get(next_arrival) {
+                if at > self.now {
+                    break;
+                }
+                self.arrive(number, &plan[number]);
+                next_arrival += 1;
+            }
+            self.deliver();
+            self.drain();
+            self.check_step();
+            let next = arrivals.get(next_arrival).map(|(at, _)| *at);
+            match self.next_event().into_iter().chain(next).min() {
+                Some(at) => self.now = at.max(self.now + 1),
+                None => break,
+            }
+            assert!(self.steps < 1_000_000, "the simulation does not settle");
+        }
+        self.check_end();
+    }
+
+    fn arrive(&mut self, number: usize, plan: &FlowPlan) {
+        let info = FlowInfo {
+            app: AppId(plan.app),
+            destination: DestinationKey(number as u64 % 5),
+            protocol: Protocol::Tcp,
+        };
+        let now = self.at();
+        let mut flows = self.governor.with_budget(&mut self.budget);
+        let answer = flows.on_new_flow(now, info);
+        let refusal = flows.budget_refusal();
+        match answer {
+            Admission::Rejected(reason) => {
+                if reason == RejectReason::ConnectionBudget {
+                    self.rejected_by_budget += 1;
+                    // The host sees which budget limit refused (or none: the governor's cap).
+                    if let Some(refusal) = refusal {
+                        self.budget_refusals_seen += 1;
+                        match refusal {
+                            BudgetRefusal::AttemptsInFlight {
+                                in_flight, limit, ..
+                            } => assert!(in_flight >= limit),
+                            BudgetRefusal::Connections { in_use, limit, .. } => {
+                                assert!(in_use >= limit)
+                            }
+                        }
+                    }
+                }
+            }
+            Admission::Accepted { id } => self.admit(id, plan),
+            Admission::AcceptedAfterEvicting { id, evicted } => {
+                self.evictions += 1;
+                self.admit(id, plan);
+                // The host closes the evicted flow at once, as the answer demands.
+                assert!(self.flows[&evicted].outcome.is_none());
+                self.close(evicted, false);
+            }
+        }
+    }
+
+    fn admit(&mut self, id: FlowId, plan: &FlowPlan) {
+        self.admitted += 1;
+        let race = Race::new(self.race_config, self.at());
+        self.flows.insert(
+            id,
+            FlowSim {
+                plan: plan.clone(),
+                admitted_at: self.now,
+                race,
+                attempts: BTreeMap::new(),
+                pending: Vec::new(),
+                won: false,
+                cancelled_after_win: 0,
+                outcome: None,
+                close_at: None,
+                dns_done: [false; 2],
+            },
+        );
+        self.order.push(id);
+    }
+
+    /// The host closes flow `id` (its own close, or the governor's request): through the view
+    /// with the budget, or through the governor alone when the plan says so.
+    fn close(&mut self, id: FlowId, allow_plain: bool) {
+        let now = self.at();
+        let plain = allow_plain && self.flows[&id].plan.close_without_budget;
+        let result = if plain {
+            self.governor.on_closed(now, id)
+        } else {
+            self.governor
+                .with_budget(&mut self.budget)
+                .on_closed(now, id)
+        };
+        let sim = self.flows.get_mut(&id).unwrap();
+        let outcome = result.unwrap_or_else(|e| panic!("close of {id:?} refused: {e}"));
+        assert!(sim.outcome.is_none(), "second outcome for {id:?}");
+        sim.outcome = Some(outcome);
+        sim.close_at = None;
+    }
+
+    /// Deliver DNS answers, attempt outcomes and host closes due now.
+    fn deliver(&mut self) {
+        let now = self.at();
+        let ids = self.order.clone();
+        for id in ids {
+            let sim = self.flows.get_mut(&id).unwrap();
+            let index = self.order.iter().position(|f| *f == id).unwrap();
+            let since = self.now - sim.admitted_at;
+            for (family, answer) in [(0, sim.plan.aaaa_ms), (1, sim.plan.a_ms)] {
+                if sim.dns_done[family] || sim.race.is_finished() {
+                    continue;
+                }
+                let due = answer.unwrap_or(100) * MS;
+                if since < due {
+                    continue;
+                }
+                sim.dns_done[family] = true;
+                let result = match (family, answer) {
+                    (0, Some(_)) => {
+                        let addrs: Vec<_> = (0..sim.plan.v6.len()).map(|n| v6(index, n)).collect();
+                        sim.race
+                            .on_resolved(now, AddressFamily::Ipv6, &addrs)
+                            .map(drop)
+                    }
+                    (_, Some(_)) => {
+                        let addrs: Vec<_> = (0..sim.plan.v4.len()).map(|n| v4(index, n)).collect();
+                        sim.race
+                            .on_resolved(now, AddressFamily::Ipv4, &addrs)
+                            .map(drop)
+                    }
+                    (0, None) => sim.race.on_resolution_failed(now, AddressFamily::Ipv6),
+                    (_, None) => sim.race.on_resolution_failed(now, AddressFamily::Ipv4),
+                };
+                // Only a race already over (won, failed, aborted) may refuse an answer.
+                if let Err(error) = result {
+                    assert_eq!(error, ResolveError::RaceFinished);
+                }
+                if sim.dns_done == [true, true] {
+                    sim.race.on_resolution_done(now).ok();
+                }
+            }
+            let (due, later): (Vec<_>, Vec<_>) = sim
+                .pending
+                .drain(..)
+                .partition(|(at, _, _)| *at <= self.now);
+            sim.pending = later;
+            for (_, attempt, failure) in due {
+                let result = match failure {
+                    None => sim.race.on_attempt_connected(now, attempt),
+                    Some(class) => sim.race.on_attempt_failed(now, attempt, class),
+                };
+                match result {
+                    Ok(()) => {
+                        let life = sim.attempts.get_mut(&attempt).unwrap();
+                        assert_eq!(*life, Attempt::Started);
+                        *life = if failure.is_none() {
+                            Attempt::Connected
+                        } else {
+                            Attempt::Failed
+                        };
+                    }
+                    // The race gave up on it: its CancelAttempt is (or was) in the stream.
+                    Err(AttemptError::NotInFlight { .. }) => {}
+                    Err(error) => panic!("attempt report refused: {error}"),
+                }
+            }
+        }
+        let closes: Vec<FlowId> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|id| {
+                let sim = &self.flows[id];
+                let due = |at: Option<u64>| at.is_some_and(|at| at <= self.now);
+                let established = sim.close_at.is_some();
+                sim.outcome.is_none() && (due(sim.close_at) || !established && due(sim.cancel_at()))
+            })
+            .collect();
+        for id in closes {
+            if self.flows[&id].plan.moves_bytes && self.flows[&id].close_at.is_some() {
+                self.governor.on_local_read(now, id, 1_000).unwrap();
+                self.governor.on_remote_sent(now, id, 1_000).unwrap();
+            }
+            self.close(id, true);
+        }
+        self.governor
+            .with_budget(&mut self.budget)
+            .handle_timeout(now);
+    }
+
+    /// Drain the governor's notifications and every race until nothing moves.
+    fn drain(&mut self) {
+        let now = self.at();
+        loop {
+            let mut moved = false;
+            while let Some(notification) = self.governor.poll_notification() {
+                moved = true;
+                if let Notification::Close { id, .. } = notification {
+                    self.close(id, false);
+                }
+            }
+            let ids = self.order.clone();
+            for id in ids {
+                if self.flows[&id].race.is_finished() {
+                    continue;
+                }
+                loop {
+                    let sim = self.flows.get_mut(&id).unwrap();
+                    let step = self
+                        .governor
+                        .with_budget(&mut self.budget)
+                        .poll_race(now, id, &mut sim.race)
+                        .unwrap();
+                    let Some(step) = step else { break };
+                    moved = true;
+                    self.apply(id, step);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        // Releases owed by closes through the governor alone are paid with the budget.
+        self.governor.with_budget(&mut self.budget).settle(now);
+    }
+
+    fn apply(&mut self, id: FlowId, step: ConnectAction) {
+        let index = self.order.iter().position(|f| *f == id).unwrap();
+        let now = self.now;
+        let sim = self.flows.get_mut(&id).unwrap();
+        match step {
+            ConnectAction::StartAttempt {
+                index: attempt,
+                addr,
+            } => {
+                assert!(
+                    self.budget.attempts_in_flight() <= self.budget.attempt_limit(),
+                    "attempt started beyond the budget's attempt limit"
+                );
+                assert!(
+                    self.budget.attempts_in_flight() + self.budget.open_connections()
+                        <= self.budget.connection_limit(),
+                    "attempt started beyond the budget's connection limit"
+                );
+                assert!(sim.outcome.is_none(), "attempt started for a closed flow");
+                assert!(sim.attempts.insert(attempt, Attempt::Started).is_none());
+                let family = usize::from(addr.is_ipv4());
+                let paths = if family == 0 {
+                    &sim.plan.v6
+                } else {
+                    &sim.plan.v4
+                };
+                let n = (0..paths.len())
+                    .find(|&n| {
+                        addr == if family == 0 {
+                            v6(index, n)
+                        } else {
+                            v4(index, n)
+                        }
+                    })
+                    .expect("the address is one of the flow's");
+                match paths[n] {
+                    Path::Connects(ms) => sim.pending.push((now + ms * MS, attempt, None)),
+                    Path::Fails(ms, class) => {
+                        sim.pending.push((now + ms * MS, attempt, Some(class)))
+                    }
+                    Path::BlackHole => {}
+                }
+            }
+            ConnectAction::CancelAttempt { index: attempt } => {
+                let life = sim
+                    .attempts
+                    .get_mut(&attempt)
+                    .expect("cancel of an unknown attempt");
+                assert_eq!(*life, Attempt::Started, "attempt ended twice");
+                *life = Attempt::Cancelled;
+                sim.pending.retain(|(_, a, _)| *a != attempt);
+                if sim.won {
+                    sim.cancelled_after_win += 1;
+                }
+            }
+            ConnectAction::Established { index: attempt } => {
+                assert_eq!(sim.attempts.get(&attempt), Some(&Attempt::Connected));
+                assert!(!sim.won);
+                sim.won = true;
+                assert_eq!(self.governor.state(id), Ok(FlowState::Established));
+                sim.close_at = Some(now + sim.plan.lifetime_ms * MS);
+            }
+            ConnectAction::DiscardWinner { index: attempt } => {
+                assert_eq!(sim.attempts.get(&attempt), Some(&Attempt::Connected));
+                assert!(!sim.won);
+                sim.won = true;
+                assert!(sim.outcome.is_some() || self.governor.state(id) == Ok(FlowState::Closing));
+            }
+            ConnectAction::Failed { reason, class } => {
+                assert_eq!(reason.error_class(), class);
+                assert!(sim.outcome.is_none(), "race failed for a closed flow");
+                assert_eq!(self.governor.state(id), Ok(FlowState::Closed));
+                sim.outcome = Some(FlowOutcome::ConnectFailed(class));
+            }
+        }
+    }
+
+    fn next_event(&self) -> Option<u64> {
+        let mut next: Option<u64> = None;
+        let mut consider = |at: Option<u64>| {
+            if let Some(at) = at {
+                next = Some(next.map_or(at, |n: u64| n.min(at)));
+            }
+        };
+        for sim in self.flows.values() {
+            if !sim.race.is_finished() {
+                consider(sim.race.poll_timeout().map(Instant::as_micros));
+                for (family, answer) in [(0, sim.plan.aaaa_ms), (1, sim.plan.a_ms)] {
+                    if !sim.dns_done[family] {
+                        consider(Some(sim.admitted_at + answer.unwrap_or(100) * MS));
+                    }
+                }
+            }
+            consider(sim.pending.iter().map(|(at, _, _)| *at).min());
+            if sim.outcome.is_none() {
+                consider(sim.close_at.or(sim.cancel_at()));
+            }
+        }
+        consider(self.governor.poll_timeout().map(Instant::as_micros));
+        consider(self.budget.poll_timeout().map(Instant::as_micros));
+        next.filter(|_| !self.quiet())
+    }
+
+    /// Nothing can happen any more: every flow ended and every race is drained.
+    fn quiet(&self) -> bool {
+        self.flows
+            .values()
+            .all(|sim| sim.outcome.is_some() && sim.race.is_finished())
+            && self.budget.poll_timeout().is_none()
+    }
+
+    fn check_step(&mut self) {
+        self.steps += 1;
+        let stats = self.governor.stats();
+        let attempts_open = self
+            .flows
+            .values()
+            .flat_map(|sim| sim.attempts.values())
+            .filter(|life| **life == Attempt::Started)
+            .count();
+        assert!(self.budget.attempts_in_flight() <= self.budget.config().max_attempts_in_flight);
+        assert_eq!(
+            self.budget.attempts_in_flight() as usize,
+            attempts_open,
+            "the budget counts exactly the attempts the host has open"
+        );
+        assert_eq!(
+            stats.flows.closing, 0,
+            "the host closes every flow it is asked to"
+        );
+        assert_eq!(self.budget.open_connections(), stats.connections_held);
+        assert_eq!(
+            self.budget.open_connections(),
+            stats.flows.established,
+            "the budget counts one connection per established flow"
+        );
+        let established_by_host = self
+            .flows
+            .values()
+            .filter(|sim| sim.outcome.is_none() && sim.close_at.is_some())
+            .count();
+        assert_eq!(stats.flows.established as usize, established_by_host);
+        let losers: u64 = self.flows.values().map(|sim| sim.cancelled_after_win).sum();
+        let race_also_ran: u64 = self
+            .flows
+            .values()
+            .map(|sim| u64::from(sim.race.stats().attempts_also_ran))
+            .sum();
+        assert_eq!(stats.also_ran_attempts, losers);
+        assert_eq!(stats.also_ran_attempts, race_also_ran);
+        assert_eq!(stats.budget_mismatches, 0);
+        assert_eq!(self.budget.stats().unbalanced_releases, 0);
+    }
+
+    fn check_end(&self) {
+        for (id, sim) in &self.flows {
+            assert!(sim.outcome.is_some(), "flow {id:?} never ended");
+            assert!(sim.race.is_finished());
+            for (attempt, life) in &sim.attempts {
+                assert_ne!(
+                    *life,
+                    Attempt::Started,
+                    "attempt {attempt} of {id:?} never ended"
+                );
+            }
+            assert_eq!(
+                self.governor.state(*id),
+                Ok(FlowState::Closed),
+                "every admitted flow is closed in the governor"
+            );
+        }
+        let stats = self.governor.stats();
+        assert_eq!(stats.admitted, self.admitted);
+        assert_eq!(self.governor.open_flows(), 0);
+        assert_eq!(self.budget.attempts_in_flight(), 0);
+        assert_eq!(self.budget.open_connections(), 0);
+        assert_eq!(stats.connections_held, 0);
+        // Exactly one outcome per flow: the governor's outcome counters add up to the flows.
+        let by_governor = stats.closed
+            + stats.also_ran
+            + stats.connect_failures.iter().sum::<u64>()
+            + stats.evicted
+            + stats.idle_timeouts
+            + stats.connect_timeouts;
+        assert_eq!(by_governor, self.admitted);
+        assert_eq!(stats.evicted, self.evictions);
+    }
+}
+
+// Times are whole multiples of 10 ms so that events often coincide (a winner reported in the
+// same instant its flow times out or is evicted, an arrival as an attempt ends).
+fn path() -> impl Strategy<Value = Path> {
+    prop_oneof![
+        4 => (1u64..40).prop_map(|tens| Path::Connects(tens * 10)),
+        2 => (
+            (1u64..15).prop_map(|tens| tens * 10),
+            prop_oneof![
+                Just(ErrorClass::Refused),
+                Just(ErrorClass::Unreachable),
+                Just(ErrorClass::TimedOut),
+                Just(ErrorClass::ResourceExhausted),
+            ]
+        )
+            .prop_map(|(ms, class)| Path::Fails(ms, class)),
+        1 => Just(Path::BlackHole),
+    ]
+}
+
+fn flow_plan() -> impl Strategy<Value = FlowPlan> {
+    (
+        (0u64..12, 0u64..4, proptest::option::weighted(0.9, 0u64..8)),
+        (proptest::option::weighted(0.9, 0u64..8), 0u64..300),
+        proptest::collection::vec(path(), 0..3),
+        proptest::collection::vec(path(), 0..3),
+        (
+            any::<bool>(),
+            proptest::bool::weighted(0.25),
+            proptest::option::weighted(0.3, 1u64..60),
+        ),
+    )
+        .prop_map(
+            |((gap, app, aaaa), (a, lifetime), v6, v4, (moves_bytes, plain, cancel))| FlowPlan {
+                gap_ms: gap * 10,
+                app,
+                aaaa_ms: aaaa.map(|tens| tens * 10),
+                a_ms: a.map(|tens| tens * 10),
+                v6,
+                v4,
+                lifetime_ms: lifetime * 10,
+                moves_bytes,
+                close_without_budget: plain,
+                cancel_ms: cancel.map(|tens| tens * 10),
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn flows_racing_under_a_tight_shared_budget_keep_every_count_consistent(
+        attempts in 1u32..5,
+        connections in 2u32..9,
+        max_flows in 3u32..12,
+        plan in proptest::collection::vec(flow_plan(), 1..40),
+    ) {
+        let mut host = Host::new(attempts, connections, max_flows);
+        host.run(&plan);
+    }
+}
+
+/// A fixed storyline: four bursts of flows against a budget of 4 attempts and 4 connections.
+/// In each burst three flows race an IPv6 black hole against IPv4 (IPv4 starts after 250 ms,
+/// wins, and the IPv6 attempt is an also-ran); a fourth arrives while the attempts are all in
+/// flight and is refused at once; a fifth, if admitted, finds every address refusing; a sixth,
+/// of another app, connects at once over IPv6. In the third burst one IPv4 connect fails with
+/// `EMFILE`, halving the budget, and the later flows of that burst are refused.
+#[test]
+fn bursts_under_a_budget_of_four_attempts_and_four_connections() {
+    let racing = FlowPlan {
+        gap_ms: 2,
+        app: 0,
+        aaaa_ms: Some(0),
+        a_ms: Some(5),
+        v6: vec![Path::BlackHole],
+        v4: vec![Path::Connects(30)],
+        lifetime_ms: 400,
+        moves_bytes: true,
+        close_without_budget: false,
+        cancel_ms: None,
+    };
+    let mut plan = Vec::new();
+    for burst in 0..4 {
+        let mut first = racing.clone();
+        first.gap_ms = if burst == 0 { 0 } else { 1_500 };
+        plan.push(first);
+        let mut second = racing.clone();
+        if burst == 2 {
+            second.v4 = vec![Path::Fails(10, ErrorClass::ResourceExhausted)];
+        }
+        plan.push(second);
+        plan.push(FlowPlan {
+            close_without_budget: true,
+            moves_bytes: false,
+            ..racing.clone()
+        });
+        plan.push(FlowPlan {
+            gap_ms: 256,
+            ..racing.clone()
+        });
+        plan.push(FlowPlan {
+            gap_ms: 90,
+            v6: vec![Path::Fails(20, ErrorClass::Refused)],
+            v4: vec![Path::Fails(20, ErrorClass::Refused)],
+            ..racing.clone()
+        });
+        plan.push(FlowPlan {
+            gap_ms: 50,
+            app: 1,
+            v6: vec![Path::Connects(20)],
+            ..racing.clone()
+        });
+    }
+    let mut host = Host::new(4, 4, 8);
+    host.run(&plan);
+    let stats = host.governor.stats();
+    eprintln!(
+        "admitted {}, refused by the budget {}, also-ran attempts {}, also-ran flows {}, \
+         closed {}, connect failures {:?}, connect timeouts {}, budget {:?}",
+        stats.admitted,
+        host.rejected_by_budget,
+        stats.also_ran_attempts,
+        stats.also_ran,
+        stats.closed,
+        stats.connect_failures,
+        stats.connect_timeouts,
+        host.budget.stats()
+    );
+    // Deterministic figures of this storyline (virtual time).
+    assert_eq!((stats.admitted, host.rejected_by_budget), (16, 8));
+    // Each flow that raced a black hole and won over IPv4 left one also-ran attempt; the
+    // also-ran flows (closed before bytes moved) are counted apart.
+    assert_eq!(stats.also_ran_attempts, 11);
+    assert_eq!(stats.also_ran, 4);
+    // Flows arriving while every attempt was in flight were refused at once, naming the limit.
+    assert_eq!(host.budget_refusals_seen, host.rejected_by_budget);
+    assert_eq!(stats.rejected.connection_budget, host.rejected_by_budget);
+    assert_eq!(stats.connect_failures_of(ErrorClass::Refused), 2);
+    // The flow whose IPv4 connect hit EMFILE kept waiting on its IPv6 black hole until the
+    // governor's connect timeout closed it (and aborted its race).
+    assert_eq!(stats.connect_timeouts, 1);
+    assert_eq!(
+        host.budget.stats().backoffs,
+        1,
+        "the EMFILE lowered the budget once"
+    );
+    assert_eq!(
+        stats.admitted + stats.rejected.total(),
+        plan.len() as u64,
+        "every flow was answered"
+    );
+}
