@@ -234,7 +234,7 @@ fn flood_through_the_kernel_queue(aqm: Aqm) -> (u64, u64, u64) {
                 kernel.push_back((t, false, PACKET));
             }
         }
-        if t % PING_EVERY_US == 0 && kernel.len() < KERNEL_QUEUE {
+        if t.is_multiple_of(PING_EVERY_US) && kernel.len() < KERNEL_QUEUE {
             kernel.push_back((t, true, 84));
         }
         if reading {
