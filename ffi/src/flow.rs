@@ -322,8 +322,9 @@ pub unsafe extern "C" fn tidegate_flow_governor_footprint(
     call_free(|| {
         // SAFETY: `policy` is NULL or valid by the caller's contract.
         let policy = unsafe { policy.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
+        require_non_null([out_bytes.cast_const().cast()])?;
         let (_, slots) = core_policy(policy)?;
-        // SAFETY: `out_bytes` is NULL or valid by the caller's contract.
+        // SAFETY: `out_bytes` was checked non-NULL and is valid by the caller's contract.
         unsafe { write_out(out_bytes, footprint(slots)) }
     })
 }
@@ -980,6 +981,10 @@ mod tests {
         // SAFETY: valid pointers.
         let status = unsafe { tidegate_flow_governor_footprint(&bad, &mut bytes) };
         assert_eq!(status, TidegateStatus::ConfigFlowTooFewSlots);
+        // A NULL out-pointer is reported before what else is wrong.
+        // SAFETY: a valid policy and a NULL out-pointer.
+        let status = unsafe { tidegate_flow_governor_footprint(&bad, ptr::null_mut()) };
+        assert_eq!(status, TidegateStatus::NullArgument);
     }
 
     #[test]

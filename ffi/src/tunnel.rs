@@ -139,8 +139,9 @@ pub unsafe extern "C" fn tidegate_tunnel_footprint(
     call_free(|| {
         // SAFETY: `config` is NULL or valid by the caller's contract.
         let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
+        require_non_null([out_bytes.cast_const().cast()])?;
         let config = TunnelConfig::try_from(*config)?;
-        // SAFETY: `out_bytes` is NULL or valid by the caller's contract.
+        // SAFETY: `out_bytes` was checked non-NULL and is valid by the caller's contract.
         unsafe { write_out(out_bytes, footprint(&config)) }
     })
 }
@@ -558,5 +559,35 @@ fn status_of_packet(error: PacketError) -> TidegateStatus {
         PacketError::Empty => TidegateStatus::PacketEmpty,
         PacketError::TooLong { .. } => TidegateStatus::PacketTooLong,
         PacketError::NoRoom => TidegateStatus::NoRoom,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_null_out_pointer_is_reported_before_an_invalid_config() {
+        let config = TidegateTunnelConfig {
+            outbound_bytes: 0,
+            ..tidegate_tunnel_config_default()
+        };
+        let mut bytes = 0;
+        // SAFETY: a valid config and a valid or NULL out-pointer.
+        unsafe {
+            assert_eq!(
+                tidegate_tunnel_footprint(&config, &mut bytes),
+                TidegateStatus::ConfigZeroCapacity
+            );
+            assert_eq!(
+                tidegate_tunnel_footprint(&config, std::ptr::null_mut()),
+                TidegateStatus::NullArgument
+            );
+            assert_eq!(
+                tidegate_tunnel_new(&config, std::ptr::null_mut()),
+                TidegateStatus::NullArgument
+            );
+        }
+        assert_eq!(bytes, 0);
     }
 }
