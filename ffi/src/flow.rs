@@ -522,7 +522,9 @@ pub unsafe extern "C" fn tidegate_flow_governor_on_closed(
 }
 
 /// The host read `bytes` from the local flow of `flow` (`readData`). Then check
-/// `tidegate_flow_governor_can_read_local` before the next read.
+/// `tidegate_flow_governor_can_read_local` before the next read. Returns
+/// `TIDEGATE_STATUS_INVALID_ARGUMENT`, changing nothing, if the bytes pending (on the flow or
+/// over all flows) cannot count `bytes` more: a corrupted length, such as -1 cast to unsigned.
 ///
 /// # Safety
 /// `governor` must be NULL or a live handle.
@@ -554,7 +556,9 @@ pub unsafe extern "C" fn tidegate_flow_governor_on_remote_sent(
 }
 
 /// The host received `bytes` from the remote of `flow`. Then check
-/// `tidegate_flow_governor_can_read_remote` before the next receive.
+/// `tidegate_flow_governor_can_read_remote` before the next receive. Returns
+/// `TIDEGATE_STATUS_INVALID_ARGUMENT`, changing nothing, if the bytes pending (on the flow or
+/// over all flows) cannot count `bytes` more: a corrupted length, such as -1 cast to unsigned.
 ///
 /// # Safety
 /// `governor` must be NULL or a live handle.
@@ -847,6 +851,7 @@ fn status_of_flow(error: FlowError) -> TidegateStatus {
         FlowError::StaleFlow => TidegateStatus::StaleFlow,
         FlowError::InvalidState { .. } => TidegateStatus::FlowInvalidState,
         FlowError::ExceedsPending { .. } => TidegateStatus::CompletionExceedsPending,
+        FlowError::TooManyBytes { .. } => TidegateStatus::InvalidArgument,
     }
 }
 
