@@ -963,6 +963,23 @@ fn stats_of(s: &FlowStats) -> TidegateFlowStats {
     }
 }
 
+/// Force a panic inside the boundary of `governor`, to test that the panic is caught and the
+/// handle poisoned. Not part of the C API.
+///
+/// # Safety
+/// As for any mutating call: `governor` must be NULL or a live handle.
+#[doc(hidden)]
+pub unsafe fn testing_panic_inside_flow_governor(
+    governor: *mut TidegateFlowGovernor,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(governor, |_| -> Result<(), TidegateStatus> {
+            panic!("forced panic for testing the C boundary")
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -818,6 +818,21 @@ fn status_of_report(error: ReportError) -> TidegateStatus {
     }
 }
 
+/// Force a panic inside the boundary of `lifecycle`, to test that the panic is caught and the
+/// handle poisoned. Not part of the C API.
+///
+/// # Safety
+/// As for any mutating call: `lifecycle` must be NULL or a live handle.
+#[doc(hidden)]
+pub unsafe fn testing_panic_inside_lifecycle(lifecycle: *mut TidegateLifecycle) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(lifecycle, |_| -> Result<(), TidegateStatus> {
+            panic!("forced panic for testing the C boundary")
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -423,6 +423,32 @@ pub unsafe fn testing_panic_inside(tunnel: *mut TidegateTunnel) -> TidegateStatu
     }
 }
 
+/// Force a panic inside the boundary of a read-only call on `tunnel` (the path of
+/// `tidegate_tunnel_stats` and `_can_read_outbound`), to test that the panic is caught and the
+/// handle poisoned through a `const` handle too. Not part of the C API.
+///
+/// # Safety
+/// As for any read-only call: `tunnel` must be NULL or a live handle.
+#[doc(hidden)]
+pub unsafe fn testing_panic_inside_read_only(tunnel: *const TidegateTunnel) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call(tunnel, |_| -> Result<(), TidegateStatus> {
+            panic!("forced panic for testing the C boundary")
+        })
+    }
+}
+
+/// Force a panic inside the boundary of a call that takes no handle (the path of the `_new` and
+/// `_footprint` functions), to test that it returns `TIDEGATE_STATUS_PANIC` instead of unwinding
+/// into C. Not part of the C API.
+#[doc(hidden)]
+pub fn testing_panic_without_handle() -> TidegateStatus {
+    call_free(|| -> Result<(), TidegateStatus> {
+        panic!("forced panic for testing the C boundary")
+    })
+}
+
 /// A view of a packet handed out by a ring; the bytes stay in place until it is completed.
 fn view_of(packet: &[u8]) -> TidegatePacketView {
     TidegatePacketView {

@@ -2,6 +2,7 @@
 
 pub mod c_harness;
 pub mod lab;
+pub mod out_param;
 
 /// The README's Rust code blocks, compiled and run as doctests.
 #[cfg(doctest)]
