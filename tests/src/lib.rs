@@ -3,6 +3,7 @@
 pub mod c_harness;
 pub mod lab;
 pub mod out_param;
+pub mod workload;
 
 /// The README's Rust code blocks, compiled and run as doctests.
 #[cfg(doctest)]
