@@ -38,8 +38,8 @@ pub struct Peaks {
     pub tunnel_packets_high_water: [u64; 2],
     /// The most flows open (opening, connecting, established) seen at a sample.
     pub flows_open: u32,
-    /// The most flows closing seen at a sample.
-    pub flows_closing: u32,
+    /// The most flows in the table (open and closing) seen at a sample.
+    pub flows_in_table: u32,
     /// The most bytes pending over all flows seen at a sample.
     pub flow_bytes_pending: u64,
     /// The most attempts in flight in the budget seen at a sample.
@@ -962,7 +962,7 @@ impl Workload {
             let flows = flows.assume_init();
             let open = flows.opening + flows.connecting + flows.established;
             self.peaks.flows_open = self.peaks.flows_open.max(open);
-            self.peaks.flows_closing = self.peaks.flows_closing.max(flows.closing);
+            self.peaks.flows_in_table = self.peaks.flows_in_table.max(open + flows.closing);
             let pending = flows
                 .bytes_pending_outbound
                 .saturating_add(flows.bytes_pending_inbound);
