@@ -31,10 +31,11 @@ impl<T> Out<T> {
         self.storage.as_mut_ptr()
     }
 
-    /// Whether no byte of the storage was written since [`Out::new`].
+    /// Whether no byte of the storage was written since [`Out::new`]. Meant for calls expected
+    /// to fail: after a successful write, padding bytes of `T` may be uninitialised.
     pub fn untouched(&self) -> bool {
-        // SAFETY: every byte was initialised by `new`; a call that wrote nothing left them so,
-        // and a call that wrote a `T` (the case this detects) replaced them with a value's bytes.
+        // SAFETY: every byte was initialised by `new`; a call that wrote nothing left them so
+        // (the case this is for), and one that wrote a `T` replaced them with a value's bytes.
         let bytes = unsafe {
             std::slice::from_raw_parts(self.storage.as_ptr().cast::<u8>(), size_of::<T>())
         };
