@@ -61,7 +61,8 @@ enum TidegateStatus
      */
     TIDEGATE_STATUS_POISONED = 3,
     /**
-     * An integer argument does not name a known value (an enum from C, for example).
+     * An integer argument does not name a known value (an enum from C, for example) or is out
+     * of range (a byte count the pending counters cannot hold).
      */
     TIDEGATE_STATUS_INVALID_ARGUMENT = 4,
     /**
@@ -2410,7 +2411,9 @@ TidegateStatus tidegate_flow_governor_on_closed(struct TidegateFlowGovernor *gov
 
 /**
  * The host read `bytes` from the local flow of `flow` (`readData`). Then check
- * `tidegate_flow_governor_can_read_local` before the next read.
+ * `tidegate_flow_governor_can_read_local` before the next read. Returns
+ * `TIDEGATE_STATUS_INVALID_ARGUMENT`, changing nothing, if the bytes pending (on the flow or
+ * over all flows) cannot count `bytes` more: a corrupted length, such as -1 cast to unsigned.
  *
  * # Safety
  * `governor` must be NULL or a live handle.
@@ -2434,7 +2437,9 @@ TidegateStatus tidegate_flow_governor_on_remote_sent(struct TidegateFlowGovernor
 
 /**
  * The host received `bytes` from the remote of `flow`. Then check
- * `tidegate_flow_governor_can_read_remote` before the next receive.
+ * `tidegate_flow_governor_can_read_remote` before the next receive. Returns
+ * `TIDEGATE_STATUS_INVALID_ARGUMENT`, changing nothing, if the bytes pending (on the flow or
+ * over all flows) cannot count `bytes` more: a corrupted length, such as -1 cast to unsigned.
  *
  * # Safety
  * `governor` must be NULL or a live handle.

@@ -89,7 +89,8 @@ pub(crate) unsafe fn write_out<T>(out: *mut T, value: T) -> Result<(), TidegateS
 }
 
 /// Check that every out-pointer is non-NULL before a call does any work, so a NULL out-param
-/// never leaves a half-done operation behind.
+/// never leaves a half-done operation behind, and gets `NULL_ARGUMENT` whatever else is wrong
+/// with the call (an invalid configuration, a missing journal): pointer checks come first.
 pub(crate) fn require_non_null<const N: usize>(
     pointers: [*const (); N],
 ) -> Result<(), TidegateStatus> {

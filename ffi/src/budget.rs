@@ -428,3 +428,18 @@ impl From<TidegateBudgetConfig> for BudgetConfig {
         }
     }
 }
+
+/// Force a panic inside the boundary of `budget` alone (not during a race call), to test that
+/// the panic is caught and the handle poisoned. Not part of the C API.
+///
+/// # Safety
+/// As for any mutating call: `budget` must be NULL or a live handle.
+#[doc(hidden)]
+pub unsafe fn testing_panic_inside_budget_only(budget: *mut TidegateBudget) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(budget, |_| -> Result<(), TidegateStatus> {
+            panic!("forced panic for testing the C boundary")
+        })
+    }
+}

@@ -821,3 +821,18 @@ pub unsafe fn testing_panic_inside_budget(
         })
     }
 }
+
+/// Force a panic inside the boundary of `race` alone (no budget involved), to test that the
+/// panic is caught and the handle poisoned. Not part of the C API.
+///
+/// # Safety
+/// As for any mutating call: `race` must be NULL or a live handle.
+#[doc(hidden)]
+pub unsafe fn testing_panic_inside_eyeballs(race: *mut TidegateEyeballs) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(race, |_| -> Result<(), TidegateStatus> {
+            panic!("forced panic for testing the C boundary")
+        })
+    }
+}

@@ -332,8 +332,9 @@ pub unsafe extern "C" fn tidegate_flow_governor_footprint(
     call_free(|| {
         // SAFETY: `policy` is NULL or valid by the caller's contract.
         let policy = unsafe { policy.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
+        require_non_null([out_bytes.cast_const().cast()])?;
         let (_, slots) = core_policy(policy)?;
-        // SAFETY: `out_bytes` is NULL or valid by the caller's contract.
+        // SAFETY: `out_bytes` was checked non-NULL and is valid by the caller's contract.
         unsafe { write_out(out_bytes, footprint(slots)) }
     })
 }
@@ -523,7 +524,9 @@ pub unsafe extern "C" fn tidegate_flow_governor_on_closed(
 }
 
 /// The host read `bytes` from the local flow of `flow` (`readData`). Then check
-/// `tidegate_flow_governor_can_read_local` before the next read.
+/// `tidegate_flow_governor_can_read_local` before the next read. Returns
+/// `TIDEGATE_STATUS_INVALID_ARGUMENT`, changing nothing, if the bytes pending (on the flow or
+/// over all flows) cannot count `bytes` more: a corrupted length, such as -1 cast to unsigned.
 ///
 /// # Safety
 /// `governor` must be NULL or a live handle.
@@ -555,7 +558,9 @@ pub unsafe extern "C" fn tidegate_flow_governor_on_remote_sent(
 }
 
 /// The host received `bytes` from the remote of `flow`. Then check
-/// `tidegate_flow_governor_can_read_remote` before the next receive.
+/// `tidegate_flow_governor_can_read_remote` before the next receive. Returns
+/// `TIDEGATE_STATUS_INVALID_ARGUMENT`, changing nothing, if the bytes pending (on the flow or
+/// over all flows) cannot count `bytes` more: a corrupted length, such as -1 cast to unsigned.
 ///
 /// # Safety
 /// `governor` must be NULL or a live handle.
@@ -867,6 +872,7 @@ pub(crate) fn status_of_flow(error: FlowError) -> TidegateStatus {
         FlowError::StaleFlow => TidegateStatus::StaleFlow,
         FlowError::InvalidState { .. } => TidegateStatus::FlowInvalidState,
         FlowError::ExceedsPending { .. } => TidegateStatus::CompletionExceedsPending,
+        FlowError::TooManyBytes { .. } => TidegateStatus::InvalidArgument,
     }
 }
 
@@ -981,6 +987,23 @@ fn stats_of(s: &FlowStats) -> TidegateFlowStats {
     }
 }
 
+/// Force a panic inside the boundary of `governor`, to test that the panic is caught and the
+/// handle poisoned. Not part of the C API.
+///
+/// # Safety
+/// As for any mutating call: `governor` must be NULL or a live handle.
+#[doc(hidden)]
+pub unsafe fn testing_panic_inside_flow_governor(
+    governor: *mut TidegateFlowGovernor,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(governor, |_| -> Result<(), TidegateStatus> {
+            panic!("forced panic for testing the C boundary")
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1004,6 +1027,10 @@ mod tests {
         // SAFETY: valid pointers.
         let status = unsafe { tidegate_flow_governor_footprint(&bad, &mut bytes) };
         assert_eq!(status, TidegateStatus::ConfigFlowTooFewSlots);
+        // A NULL out-pointer is reported before what else is wrong.
+        // SAFETY: a valid policy and a NULL out-pointer.
+        let status = unsafe { tidegate_flow_governor_footprint(&bad, ptr::null_mut()) };
+        assert_eq!(status, TidegateStatus::NullArgument);
     }
 
     #[test]

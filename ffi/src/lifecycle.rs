@@ -208,8 +208,9 @@ pub unsafe extern "C" fn tidegate_lifecycle_footprint(
     call_free(|| {
         // SAFETY: `config` is NULL or valid by the caller's contract.
         let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
+        require_non_null([out_bytes.cast_const().cast()])?;
         let capacity = task_capacity(config)?;
-        // SAFETY: `out_bytes` is NULL or valid by the caller's contract.
+        // SAFETY: `out_bytes` was checked non-NULL and is valid by the caller's contract.
         unsafe { write_out(out_bytes, footprint(capacity)) }
     })
 }
@@ -547,6 +548,7 @@ pub unsafe extern "C" fn tidegate_lifecycle_journal_len(
     // SAFETY: forwarded caller contract.
     unsafe {
         call(lifecycle, |l| {
+            require_non_null([out_len.cast_const().cast()])?;
             let len = l.engine.journal_len().ok_or(TidegateStatus::JournalNone)?;
             write_out(out_len, len)
         })
@@ -816,9 +818,57 @@ fn status_of_report(error: ReportError) -> TidegateStatus {
     }
 }
 
+/// Force a panic inside the boundary of `lifecycle`, to test that the panic is caught and the
+/// handle poisoned. Not part of the C API.
+///
+/// # Safety
+/// As for any mutating call: `lifecycle` must be NULL or a live handle.
+#[doc(hidden)]
+pub unsafe fn testing_panic_inside_lifecycle(lifecycle: *mut TidegateLifecycle) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(lifecycle, |_| -> Result<(), TidegateStatus> {
+            panic!("forced panic for testing the C boundary")
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_null_out_pointer_is_reported_before_what_else_is_wrong() {
+        let too_large = TidegateLifecycleConfig {
+            task_capacity: TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX + 1,
+            ..tidegate_lifecycle_config_default()
+        };
+        let mut lifecycle = std::ptr::null_mut();
+        // SAFETY: valid pointers or NULL; the handle is freed at the end.
+        unsafe {
+            assert_eq!(
+                tidegate_lifecycle_footprint(&too_large, std::ptr::null_mut()),
+                TidegateStatus::NullArgument
+            );
+            let config = tidegate_lifecycle_config_default();
+            assert_eq!(
+                tidegate_lifecycle_new(&config, &mut lifecycle),
+                TidegateStatus::Ok
+            );
+            // No journal, and nowhere to write its length: the NULL is the error.
+            assert_eq!(
+                tidegate_lifecycle_journal_len(lifecycle, std::ptr::null_mut()),
+                TidegateStatus::NullArgument
+            );
+            let mut len = 7;
+            assert_eq!(
+                tidegate_lifecycle_journal_len(lifecycle, &mut len),
+                TidegateStatus::JournalNone
+            );
+            assert_eq!(len, 7);
+            tidegate_lifecycle_free(lifecycle);
+        }
+    }
 
     #[test]
     fn default_config_matches_the_core_default() {

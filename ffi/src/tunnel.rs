@@ -139,8 +139,9 @@ pub unsafe extern "C" fn tidegate_tunnel_footprint(
     call_free(|| {
         // SAFETY: `config` is NULL or valid by the caller's contract.
         let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
+        require_non_null([out_bytes.cast_const().cast()])?;
         let config = TunnelConfig::try_from(*config)?;
-        // SAFETY: `out_bytes` is NULL or valid by the caller's contract.
+        // SAFETY: `out_bytes` was checked non-NULL and is valid by the caller's contract.
         unsafe { write_out(out_bytes, footprint(&config)) }
     })
 }
@@ -422,6 +423,32 @@ pub unsafe fn testing_panic_inside(tunnel: *mut TidegateTunnel) -> TidegateStatu
     }
 }
 
+/// Force a panic inside the boundary of a read-only call on `tunnel` (the path of
+/// `tidegate_tunnel_stats` and `_can_read_outbound`), to test that the panic is caught and the
+/// handle poisoned through a `const` handle too. Not part of the C API.
+///
+/// # Safety
+/// As for any read-only call: `tunnel` must be NULL or a live handle.
+#[doc(hidden)]
+pub unsafe fn testing_panic_inside_read_only(tunnel: *const TidegateTunnel) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call(tunnel, |_| -> Result<(), TidegateStatus> {
+            panic!("forced panic for testing the C boundary")
+        })
+    }
+}
+
+/// Force a panic inside the boundary of a call that takes no handle (the path of the `_new` and
+/// `_footprint` functions), to test that it returns `TIDEGATE_STATUS_PANIC` instead of unwinding
+/// into C. Not part of the C API.
+#[doc(hidden)]
+pub fn testing_panic_without_handle() -> TidegateStatus {
+    call_free(|| -> Result<(), TidegateStatus> {
+        panic!("forced panic for testing the C boundary")
+    })
+}
+
 /// A view of a packet handed out by a ring; the bytes stay in place until it is completed.
 fn view_of(packet: &[u8]) -> TidegatePacketView {
     TidegatePacketView {
@@ -558,5 +585,35 @@ fn status_of_packet(error: PacketError) -> TidegateStatus {
         PacketError::Empty => TidegateStatus::PacketEmpty,
         PacketError::TooLong { .. } => TidegateStatus::PacketTooLong,
         PacketError::NoRoom => TidegateStatus::NoRoom,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_null_out_pointer_is_reported_before_an_invalid_config() {
+        let config = TidegateTunnelConfig {
+            outbound_bytes: 0,
+            ..tidegate_tunnel_config_default()
+        };
+        let mut bytes = 0;
+        // SAFETY: a valid config and a valid or NULL out-pointer.
+        unsafe {
+            assert_eq!(
+                tidegate_tunnel_footprint(&config, &mut bytes),
+                TidegateStatus::ConfigZeroCapacity
+            );
+            assert_eq!(
+                tidegate_tunnel_footprint(&config, std::ptr::null_mut()),
+                TidegateStatus::NullArgument
+            );
+            assert_eq!(
+                tidegate_tunnel_new(&config, std::ptr::null_mut()),
+                TidegateStatus::NullArgument
+            );
+        }
+        assert_eq!(bytes, 0);
     }
 }

@@ -2,8 +2,10 @@
 
 pub mod c_harness;
 pub mod lab;
+pub mod out_param;
 #[cfg(target_os = "linux")]
 pub mod real_traffic;
+pub mod workload;
 
 /// The README's Rust code blocks, compiled and run as doctests.
 #[cfg(doctest)]

@@ -37,7 +37,9 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     ///
     /// # Errors
     ///
-    /// [`FlowError::UnknownFlow`] or [`FlowError::StaleFlow`] for an id that names no flow.
+    /// [`FlowError::UnknownFlow`] or [`FlowError::StaleFlow`] for an id that names no flow;
+    /// [`FlowError::TooManyBytes`] if the pending counters cannot add `bytes`. Nothing changes
+    /// on error.
     pub fn on_local_read(&mut self, now: Instant, id: FlowId, bytes: u64) -> Result<(), FlowError> {
         self.read(now, id, Side::Outbound, bytes)
     }
@@ -65,7 +67,9 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     ///
     /// # Errors
     ///
-    /// [`FlowError::UnknownFlow`] or [`FlowError::StaleFlow`] for an id that names no flow.
+    /// [`FlowError::UnknownFlow`] or [`FlowError::StaleFlow`] for an id that names no flow;
+    /// [`FlowError::TooManyBytes`] if the pending counters cannot add `bytes`. Nothing changes
+    /// on error.
     pub fn on_remote_read(
         &mut self,
         now: Instant,
@@ -160,8 +164,19 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         if bytes == 0 {
             return Ok(());
         }
+        let total = match side {
+            Side::Outbound => self.outbound_pending,
+            Side::Inbound => self.inbound_pending,
+        };
         let high = self.policy.flow_high_watermark;
         let flow = self.flow_mut(index).ok_or(FlowError::UnknownFlow)?;
+        // Refuse, changing nothing, a read the counters cannot hold exactly: saturating would
+        // make the sums disagree with the flows and the global watermark drift.
+        if direction(flow, side).pending.checked_add(bytes).is_none()
+            || total.checked_add(bytes).is_none()
+        {
+            return Err(FlowError::TooManyBytes { pending: total });
+        }
         flow.moved_bytes = true;
         let dir = direction_mut(flow, side);
         dir.pending = dir.pending.saturating_add(bytes);

@@ -164,6 +164,13 @@ pub enum FlowError {
         /// Bytes pending in that direction.
         pending: u64,
     },
+    /// A read reports more bytes than the pending counters can add (of the flow, or over all
+    /// flows, in that direction): a corrupted length, such as a negative one cast to unsigned.
+    /// Counting it would saturate a counter and lose track of the bytes pending.
+    TooManyBytes {
+        /// Bytes pending in that direction over all flows.
+        pending: u64,
+    },
 }
 
 impl core::error::Error for FlowError {}
@@ -178,6 +185,12 @@ impl fmt::Display for FlowError {
             }
             FlowError::ExceedsPending { pending } => {
                 write!(f, "completion larger than the {pending} bytes pending")
+            }
+            FlowError::TooManyBytes { pending } => {
+                write!(
+                    f,
+                    "read too large to count on top of {pending} bytes pending"
+                )
             }
         }
     }

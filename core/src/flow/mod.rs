@@ -796,6 +796,37 @@ mod tests {
     }
 
     #[test]
+    fn a_read_the_counters_cannot_hold_is_refused_and_changes_nothing() {
+        let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 9], small_policy()).unwrap();
+        let a = accepted(governor.on_new_flow(at(1), info(1, 1)));
+        let b = accepted(governor.on_new_flow(at(1), info(2, 2)));
+        governor.on_local_read(at(2), b, 100).unwrap();
+        // A length of -1 cast to unsigned: saturating it would leave the total at u64::MAX, and
+        // completing it would then forget b's 100 bytes.
+        let before = governor.stats();
+        assert_eq!(
+            governor.on_local_read(at(3), a, u64::MAX),
+            Err(FlowError::TooManyBytes { pending: 100 })
+        );
+        assert_eq!(
+            governor.on_remote_read(at(3), a, u64::MAX),
+            Ok(()),
+            "inbound has room for exactly u64::MAX"
+        );
+        assert_eq!(
+            governor.on_remote_read(at(3), b, 1),
+            Err(FlowError::TooManyBytes { pending: u64::MAX })
+        );
+        governor.on_local_written(at(4), a, u64::MAX).unwrap();
+        let after = governor.stats();
+        assert_eq!(after.bytes_pending_outbound, before.bytes_pending_outbound);
+        assert_eq!(after.bytes_pending_inbound, 0);
+        assert_eq!(governor.flow(a).unwrap().outbound_pending, 0);
+        governor.on_remote_sent(at(5), b, 100).unwrap();
+        assert_eq!(governor.stats().bytes_pending_outbound, 0);
+    }
+
+    #[test]
     fn per_flow_watermark_pauses_and_resumes_once() {
         let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 9], small_policy()).unwrap();
         let id = accepted(governor.on_new_flow(at(1), info(1, 1)));

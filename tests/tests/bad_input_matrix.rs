@@ -1,0 +1,3439 @@
+//! The bad-input matrix: every function the C header exports, against every bad input that
+//! applies to it (NULL handles, NULL out-parameters, NULL data with a length, zero and oversized
+//! lengths, unknown enum integers, invalid configurations, stale and forged ids and generations,
+//! double completions, completions of more than is in flight or pending, clocks going backwards,
+//! calls in the wrong state).
+//!
+//! Each bad call must return its documented status and change nothing: a snapshot of every
+//! observable (stats, levels, states, deadlines) taken before and after is equal, except for the
+//! counters the documentation promises for refused input (the tunnel's empty and oversized packet
+//! counters, the budget's refusal and unbalanced-release counters, the lifecycle's refused and
+//! stale report counters and rejected journals). Out-parameters of a failing call are checked
+//! byte for byte to be untouched (see `tidegate_tests::out_param`). Beyond the snapshot, every
+//! refused call is made on one of two identical engines, and both are then drained of their
+//! outputs (packets, actions, notifications, effects): the two streams must be the same, so a
+//! change the stats do not show is caught too.
+//!
+//! Bad calls are made at the engine's latest time or earlier: an input's `now` is time passing
+//! (timers due by then apply, refused or not), so a later `now` is not a bad input.
+//!
+//! `every_exported_function_has_a_matrix_entry` reads `include/tidegate.h` and fails if a
+//! function there has no entry in [`MATRIX`] (or an entry names a function that is gone).
+
+#![allow(clippy::undocumented_unsafe_blocks)] // every case calls the C ABI with pointers it owns
+
+use std::collections::BTreeSet;
+use std::ffi::CStr;
+use std::fmt::Debug;
+use std::ptr::{null, null_mut};
+
+use tidegate::*;
+use tidegate_core::{BudgetStats, EyeballsStats, TunnelStats};
+use tidegate_tests::out_param::Out;
+
+/// The latest time every fixture has seen, in microseconds.
+const NOW: u64 = 10_000_000;
+/// A time before [`NOW`]: a clock going backwards.
+const EARLIER: u64 = 1_000;
+
+/// One entry per exported function: its C name and the case that runs its bad inputs.
+macro_rules! matrix {
+    ($($case:ident),* $(,)?) => {
+        &[$((concat!("tidegate_", stringify!($case)), $case as fn())),*]
+    };
+}
+
+const MATRIX: &[(&str, fn())] = matrix![
+    status_str,
+    version,
+    // Packet tunnel.
+    tunnel_config_default,
+    tunnel_footprint,
+    tunnel_new,
+    tunnel_free,
+    tunnel_can_read_outbound,
+    tunnel_on_outbound_packet,
+    tunnel_poll_outbound,
+    tunnel_complete_outbound,
+    tunnel_on_inbound_packet,
+    tunnel_poll_inbound,
+    tunnel_complete_inbound,
+    tunnel_stats,
+    // Connection budget.
+    budget_config_default,
+    budget_new,
+    budget_free,
+    budget_footprint,
+    budget_set_fd_limit,
+    budget_can_start_attempt,
+    budget_try_start_attempt,
+    budget_on_attempt_connected,
+    budget_on_attempt_failed,
+    budget_on_attempt_cancelled,
+    budget_try_open_connection,
+    budget_on_connection_closed,
+    budget_on_resource_error,
+    budget_poll_timeout,
+    budget_handle_timeout,
+    budget_levels,
+    budget_stats,
+    // Happy Eyeballs.
+    eyeballs_config_default,
+    eyeballs_footprint,
+    eyeballs_new,
+    eyeballs_free,
+    eyeballs_on_resolved,
+    eyeballs_on_resolution_failed,
+    eyeballs_on_resolution_done,
+    eyeballs_on_attempt_connected,
+    eyeballs_on_attempt_failed,
+    eyeballs_on_abort,
+    eyeballs_poll_timeout,
+    eyeballs_handle_timeout,
+    eyeballs_poll_action,
+    eyeballs_status,
+    eyeballs_is_finished,
+    eyeballs_is_waiting_for_budget,
+    eyeballs_stats,
+    // Flow governor.
+    flow_policy_default,
+    flow_key,
+    flow_governor_footprint,
+    flow_governor_new,
+    flow_governor_free,
+    flow_governor_on_new_flow,
+    flow_governor_on_connecting,
+    flow_governor_on_connected,
+    flow_governor_on_connect_failed,
+    flow_governor_on_closed,
+    flow_governor_on_local_read,
+    flow_governor_on_remote_sent,
+    flow_governor_on_remote_read,
+    flow_governor_on_local_written,
+    flow_governor_can_read_local,
+    flow_governor_can_read_remote,
+    flow_governor_poll_notifications,
+    flow_governor_poll_timeout,
+    flow_governor_handle_timeout,
+    flow_governor_set_connection_budget,
+    flow_governor_state,
+    flow_governor_stats,
+    // Lifecycle.
+    lifecycle_config_default,
+    lifecycle_footprint,
+    lifecycle_new,
+    lifecycle_free,
+    lifecycle_on_start,
+    lifecycle_on_tunnel_started,
+    lifecycle_on_stop,
+    lifecycle_on_cancel,
+    lifecycle_on_torn_down,
+    lifecycle_register_task,
+    lifecycle_on_task_done,
+    lifecycle_on_task_failed,
+    lifecycle_on_journal_persisted,
+    lifecycle_write_journal,
+    lifecycle_journal_len,
+    lifecycle_poll_effect,
+    lifecycle_poll_timeout,
+    lifecycle_handle_timeout,
+    lifecycle_state,
+    lifecycle_stats,
+];
+
+#[test]
+fn every_exported_function_has_a_matrix_entry() {
+    let header = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../include/tidegate.h"),
+    )
+    .expect("read include/tidegate.h");
+    let exported = exported_functions(&header);
+    assert!(exported.len() >= 90, "the header parse found {exported:?}");
+    let covered: BTreeSet<&str> = MATRIX.iter().map(|(name, _)| *name).collect();
+    assert_eq!(covered.len(), MATRIX.len(), "one entry per function");
+    let missing: Vec<_> = exported
+        .iter()
+        .filter(|n| !covered.contains(n.as_str()))
+        .collect();
+    let gone: Vec<_> = covered.iter().filter(|n| !exported.contains(**n)).collect();
+    assert!(
+        missing.is_empty(),
+        "exported functions without a bad-input matrix entry: {missing:?}"
+    );
+    assert!(
+        gone.is_empty(),
+        "matrix entries for functions not in the header: {gone:?}"
+    );
+}
+
+#[test]
+fn every_function_refuses_every_bad_input_and_changes_nothing() {
+    let mut failed = Vec::new();
+    for (name, case) in MATRIX {
+        if std::panic::catch_unwind(case).is_err() {
+            failed.push(*name);
+        }
+    }
+    assert!(failed.is_empty(), "bad-input cases failed for: {failed:?}");
+}
+
+/// The names of the functions `header` declares: `tidegate_*` followed by `(` on a line that is
+/// not part of a comment.
+fn exported_functions(header: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut in_comment = false;
+    for line in header.lines() {
+        let line = line.trim();
+        if in_comment {
+            in_comment = !line.contains("*/");
+            continue;
+        }
+        if line.starts_with("/*") {
+            in_comment = !line.contains("*/");
+            continue;
+        }
+        if line.starts_with("//") || line.starts_with('#') {
+            continue;
+        }
+        let Some(at) = line.find("tidegate_") else {
+            continue;
+        };
+        let rest = &line[at..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        if rest[end..].starts_with('(') {
+            names.insert(rest[..end].to_owned());
+        }
+    }
+    names
+}
+
+// ---- the checking machinery --------------------------------------------------------------------
+
+/// An engine in a known state, built the same way every time.
+trait Fixture {
+    /// Everything observable without changing the engine.
+    type Snapshot: PartialEq + Debug + Clone;
+    fn snapshot(&self) -> Self::Snapshot;
+    /// Take every output the engine has for the host at its latest time, recording it.
+    fn drain(&mut self) -> Vec<String>;
+}
+
+/// `call` on a fresh fixture returns `expected` and changes nothing but what `counted` applies
+/// to the snapshot (the documented counters of refused input): the snapshot after equals the one
+/// before, and draining it gives the same outputs as draining an identical fixture left alone.
+#[track_caller]
+fn refused<F: Fixture>(
+    make: impl Fn() -> F,
+    expected: TidegateStatus,
+    counted: impl Fn(&mut F::Snapshot),
+    call: impl FnOnce(&mut F) -> TidegateStatus,
+) {
+    let mut subject = make();
+    let mut twin = make();
+    let before = subject.snapshot();
+    assert_eq!(before, twin.snapshot(), "fixtures are deterministic");
+    assert_eq!(call(&mut subject), expected);
+    let mut want = before;
+    counted(&mut want);
+    assert_eq!(
+        subject.snapshot(),
+        want,
+        "the refused call changed the engine"
+    );
+    assert_eq!(
+        subject.drain(),
+        twin.drain(),
+        "the refused call changed what the engine does next"
+    );
+    let mut want = twin.snapshot();
+    counted(&mut want);
+    assert_eq!(subject.snapshot(), want);
+}
+
+/// As [`refused`], for a call that changes nothing at all.
+#[track_caller]
+fn unchanged<F: Fixture>(
+    make: impl Fn() -> F,
+    expected: TidegateStatus,
+    call: impl FnOnce(&mut F) -> TidegateStatus,
+) {
+    refused(make, expected, |_| {}, call);
+}
+
+/// `subject` and `reference` on two identical fixtures return the same status and leave them in
+/// the same state, with the same outputs to come (for a `now` in the past, treated as the latest).
+#[track_caller]
+fn same_as<F: Fixture>(
+    make: impl Fn() -> F,
+    subject: impl FnOnce(&mut F) -> TidegateStatus,
+    reference: impl FnOnce(&mut F) -> TidegateStatus,
+) {
+    let mut a = make();
+    let mut b = make();
+    assert_eq!(subject(&mut a), reference(&mut b));
+    assert_eq!(a.snapshot(), b.snapshot());
+    assert_eq!(a.drain(), b.drain());
+    assert_eq!(a.snapshot(), b.snapshot());
+}
+
+/// Run `call` with a fresh out-parameter and check the call left it untouched.
+#[track_caller]
+fn untouched<T>(call: impl FnOnce(*mut T) -> TidegateStatus) -> TidegateStatus {
+    let mut out = Out::<T>::new();
+    let status = call(out.ptr());
+    assert!(
+        out.untouched(),
+        "the failing call ({status:?}) wrote its out-parameter"
+    );
+    status
+}
+
+/// Run `call` with a fresh out-parameter, check it succeeded, and return what it wrote.
+#[track_caller]
+fn written<T: Copy>(call: impl FnOnce(*mut T) -> TidegateStatus) -> T {
+    let mut out = Out::<T>::new();
+    assert_eq!(call(out.ptr()), TidegateStatus::Ok);
+    // SAFETY: the call succeeded, so it wrote a valid `T`.
+    unsafe { out.value() }
+}
+
+/// A NULL handle: `NULL_ARGUMENT`, out-parameter untouched.
+#[track_caller]
+fn null_handle<T>(call: impl FnOnce(*mut T) -> TidegateStatus) {
+    assert_eq!(untouched(call), TidegateStatus::NullArgument);
+}
+
+use TidegateStatus as S;
+
+// ---- status and version ------------------------------------------------------------------------
+
+fn status_str() {
+    for &status in TidegateStatus::ALL {
+        // SAFETY: tidegate_status_str returns a static NUL-terminated string.
+        let message = unsafe { CStr::from_ptr(tidegate_status_str(status as u32)) };
+        assert_ne!(message.to_str().unwrap(), "unknown status");
+    }
+    // Values between, past and far past the known codes.
+    for unknown in [6, 9, 20, 34, 59, 84, 99, 118, 9999, u32::MAX] {
+        let message = tidegate_status_str(unknown);
+        assert!(!message.is_null());
+        // SAFETY: never NULL, static and NUL-terminated.
+        let message = unsafe { CStr::from_ptr(message) };
+        assert_eq!(
+            message.to_str().unwrap(),
+            "unknown status",
+            "code {unknown}"
+        );
+    }
+}
+
+fn version() {
+    // No input applies; the string is static, NUL-terminated and stable.
+    let first = tidegate_version();
+    assert_eq!(first, tidegate_version());
+    // SAFETY: static and NUL-terminated.
+    let version = unsafe { CStr::from_ptr(first) };
+    assert_eq!(version.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+}
+
+// ---- packet tunnel -----------------------------------------------------------------------------
+
+struct Tunnel(*mut TidegateTunnel);
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        unsafe { tidegate_tunnel_free(self.0) }
+    }
+}
+
+fn tunnel_config() -> TidegateTunnelConfig {
+    TidegateTunnelConfig {
+        outbound_bytes: 8192,
+        outbound_packets: 16,
+        inbound_bytes: 4096,
+        inbound_packets: 8,
+        max_packet_len: 1000,
+        outbound_high_watermark_bytes: 4096,
+        outbound_low_watermark_bytes: 2048,
+        outbound_high_watermark_packets: 12,
+        outbound_low_watermark_packets: 4,
+        ..tidegate_tunnel_config_default()
+    }
+}
+
+const PACKET: [u8; 1001] = {
+    let mut packet = [0u8; 1001];
+    let mut i = 0;
+    while i < packet.len() {
+        packet[i] = i as u8;
+        i += 1;
+    }
+    packet
+};
+
+impl Tunnel {
+    /// A tunnel with nothing in it.
+    fn empty() -> Tunnel {
+        let mut handle = null_mut();
+        assert_eq!(
+            unsafe { tidegate_tunnel_new(&tunnel_config(), &mut handle) },
+            S::Ok
+        );
+        Tunnel(handle)
+    }
+
+    /// Reading paused (six 700-byte packets outbound, two of them in flight), three inbound
+    /// packets, one in flight; latest time [`NOW`].
+    fn busy() -> Tunnel {
+        let t = Tunnel::empty();
+        unsafe {
+            for i in 0..6u64 {
+                let packet = PACKET[i as usize..].as_ptr();
+                let status = tidegate_tunnel_on_outbound_packet(t.0, NOW - 1000 + i, packet, 700);
+                assert_eq!(status, S::Ok);
+            }
+            let mut views = [TidegatePacketView {
+                data: null(),
+                len: 0,
+            }; 2];
+            let mut count = 0;
+            tidegate_tunnel_poll_outbound(t.0, NOW - 500, views.as_mut_ptr(), 2, &mut count);
+            assert_eq!(count, 2);
+            for i in 0..3u64 {
+                let mut disposition = TidegateInboundDisposition::DroppedNewest;
+                let packet = PACKET[10 + i as usize..].as_ptr();
+                tidegate_tunnel_on_inbound_packet(t.0, NOW - 400, packet, 500, &mut disposition);
+                assert_eq!(disposition, TidegateInboundDisposition::Queued);
+            }
+            tidegate_tunnel_poll_inbound(t.0, NOW, views.as_mut_ptr(), 1, &mut count);
+            assert_eq!(count, 1);
+        }
+        assert!(!t.snapshot().1, "reading is paused");
+        t
+    }
+
+    /// As [`Tunnel::busy`], with the outbound ring filled until a packet had no room.
+    fn full() -> Tunnel {
+        let t = Tunnel::busy();
+        let status = loop {
+            let status =
+                unsafe { tidegate_tunnel_on_outbound_packet(t.0, NOW, PACKET.as_ptr(), 1000) };
+            if status != S::Ok {
+                break status;
+            }
+        };
+        assert_eq!(status, S::NoRoom);
+        t
+    }
+}
+
+impl Fixture for Tunnel {
+    type Snapshot = (TunnelStats, bool);
+
+    fn snapshot(&self) -> Self::Snapshot {
+        unsafe {
+            let stats = written(|out| tidegate_tunnel_stats(self.0, out));
+            let can_read = written(|out| tidegate_tunnel_can_read_outbound(self.0, out));
+            (stats, can_read)
+        }
+    }
+
+    fn drain(&mut self) -> Vec<String> {
+        let mut log = Vec::new();
+        unsafe {
+            type Poll = unsafe extern "C" fn(
+                *mut TidegateTunnel,
+                u64,
+                *mut TidegatePacketView,
+                usize,
+                *mut usize,
+            ) -> TidegateStatus;
+            for (direction, poll) in [
+                ("out", tidegate_tunnel_poll_outbound as Poll),
+                ("in", tidegate_tunnel_poll_inbound as Poll),
+            ] {
+                let mut views = [TidegatePacketView {
+                    data: null(),
+                    len: 0,
+                }; 4];
+                loop {
+                    let mut count = 0;
+                    assert_eq!(poll(self.0, NOW, views.as_mut_ptr(), 4, &mut count), S::Ok);
+                    if count == 0 {
+                        break;
+                    }
+                    for view in &views[..count] {
+                        let bytes = std::slice::from_raw_parts(view.data, view.len);
+                        log.push(format!("{direction} {} bytes from {}", view.len, bytes[0]));
+                    }
+                }
+            }
+            // Complete everything in flight, oldest first.
+            let (stats, _) = self.snapshot();
+            let mut resume = false;
+            let outbound = stats.outbound.packets_in_flight as usize;
+            let inbound = stats.inbound.packets_in_flight as usize;
+            assert_eq!(
+                tidegate_tunnel_complete_outbound(self.0, NOW, outbound, &mut resume),
+                S::Ok
+            );
+            assert_eq!(
+                tidegate_tunnel_complete_inbound(self.0, NOW, inbound),
+                S::Ok
+            );
+            log.push(format!(
+                "completed {outbound} out, {inbound} in, resume {resume}"
+            ));
+        }
+        log
+    }
+}
+
+/// Configurations `tidegate_tunnel_new` and `_footprint` refuse, with the status for each.
+fn bad_tunnel_configs() -> Vec<(TidegateTunnelConfig, TidegateStatus)> {
+    let good = tunnel_config();
+    let codel = TidegateAqm::Codel as u32;
+    vec![
+        (
+            TidegateTunnelConfig {
+                outbound_bytes: 0,
+                ..good
+            },
+            S::ConfigZeroCapacity,
+        ),
+        (
+            TidegateTunnelConfig {
+                inbound_packets: 0,
+                ..good
+            },
+            S::ConfigZeroCapacity,
+        ),
+        (
+            TidegateTunnelConfig {
+                max_packet_len: 0,
+                ..good
+            },
+            S::ConfigZeroMaxPacketLen,
+        ),
+        (
+            TidegateTunnelConfig {
+                inbound_bytes: u32::MAX,
+                ..good
+            },
+            S::ConfigRingTooLarge,
+        ),
+        (
+            TidegateTunnelConfig {
+                inbound_bytes: 999,
+                ..good
+            },
+            S::ConfigInboundSmallerThanPacket,
+        ),
+        (
+            TidegateTunnelConfig {
+                outbound_low_watermark_bytes: 4096,
+                ..good
+            },
+            S::ConfigWatermarksOutOfOrder,
+        ),
+        (
+            TidegateTunnelConfig {
+                outbound_low_watermark_packets: 13,
+                ..good
+            },
+            S::ConfigWatermarksOutOfOrder,
+        ),
+        (
+            TidegateTunnelConfig {
+                outbound_high_watermark_bytes: 6193,
+                ..good
+            },
+            S::ConfigNoHeadroom,
+        ),
+        (
+            TidegateTunnelConfig {
+                outbound_high_watermark_packets: 16,
+                ..good
+            },
+            S::ConfigNoSlotHeadroom,
+        ),
+        (
+            TidegateTunnelConfig {
+                inbound_drop_policy: 2,
+                ..good
+            },
+            S::ConfigUnknownDropPolicy,
+        ),
+        (
+            TidegateTunnelConfig {
+                inbound_drop_policy: u32::MAX,
+                ..good
+            },
+            S::ConfigUnknownDropPolicy,
+        ),
+        // 256 would read as 0 if the value were truncated to a byte.
+        (
+            TidegateTunnelConfig {
+                inbound_drop_policy: 256,
+                ..good
+            },
+            S::ConfigUnknownDropPolicy,
+        ),
+        (TidegateTunnelConfig { aqm: 2, ..good }, S::ConfigUnknownAqm),
+        (
+            TidegateTunnelConfig {
+                aqm: u32::MAX,
+                ..good
+            },
+            S::ConfigUnknownAqm,
+        ),
+        (
+            TidegateTunnelConfig {
+                aqm: codel,
+                aqm_target_us: 0,
+                ..good
+            },
+            S::ConfigInvalidAqm,
+        ),
+        (
+            TidegateTunnelConfig {
+                aqm: codel,
+                aqm_target_us: 5000,
+                aqm_interval_us: 5000,
+                ..good
+            },
+            S::ConfigInvalidAqm,
+        ),
+    ]
+}
+
+fn tunnel_config_default() {
+    // No input applies: the default is valid and the same on every call.
+    let config = tidegate_tunnel_config_default();
+    assert_eq!(config, tidegate_tunnel_config_default());
+    unsafe { written(|out| tidegate_tunnel_footprint(&config, out)) };
+}
+
+fn tunnel_footprint() {
+    unsafe {
+        let config = tunnel_config();
+        assert_eq!(
+            untouched(|out| tidegate_tunnel_footprint(null(), out)),
+            S::NullArgument
+        );
+        assert_eq!(
+            tidegate_tunnel_footprint(&config, null_mut()),
+            S::NullArgument
+        );
+        for (bad, status) in bad_tunnel_configs() {
+            assert_eq!(
+                untouched(|out| tidegate_tunnel_footprint(&bad, out)),
+                status,
+                "{bad:?}"
+            );
+            assert_eq!(
+                tidegate_tunnel_footprint(&bad, null_mut()),
+                S::NullArgument,
+                "{bad:?}"
+            );
+        }
+    }
+}
+
+fn tunnel_new() {
+    unsafe {
+        let config = tunnel_config();
+        assert_eq!(
+            untouched(|out| tidegate_tunnel_new(null(), out)),
+            S::NullArgument
+        );
+        assert_eq!(tidegate_tunnel_new(&config, null_mut()), S::NullArgument);
+        for (bad, status) in bad_tunnel_configs() {
+            assert_eq!(
+                untouched(|out| tidegate_tunnel_new(&bad, out)),
+                status,
+                "{bad:?}"
+            );
+            assert_eq!(
+                tidegate_tunnel_new(&bad, null_mut()),
+                S::NullArgument,
+                "{bad:?}"
+            );
+        }
+    }
+}
+
+fn tunnel_free() {
+    // NULL is a no-op; a poisoned handle is freed in panic_boundary.rs.
+    unsafe { tidegate_tunnel_free(null_mut()) };
+}
+
+fn tunnel_can_read_outbound() {
+    unsafe {
+        null_handle(|out| tidegate_tunnel_can_read_outbound(null(), out));
+        unchanged(Tunnel::busy, S::NullArgument, |t| {
+            tidegate_tunnel_can_read_outbound(t.0, null_mut())
+        });
+    }
+}
+
+/// The stats change a refused packet makes: its reason's counter, nothing else.
+fn counted_outbound(field: fn(&mut TunnelStats) -> &mut u64) -> impl Fn(&mut (TunnelStats, bool)) {
+    move |(stats, _)| *field(stats) += 1
+}
+
+fn tunnel_on_outbound_packet() {
+    unsafe {
+        let data = PACKET.as_ptr();
+        assert_eq!(
+            tidegate_tunnel_on_outbound_packet(null_mut(), NOW, data, 1),
+            S::NullArgument
+        );
+        for now in [NOW, EARLIER] {
+            unchanged(Tunnel::busy, S::NullArgument, |t| {
+                tidegate_tunnel_on_outbound_packet(t.0, now, null(), 5)
+            });
+            let empty = counted_outbound(|s| &mut s.outbound.empty_packets);
+            refused(Tunnel::busy, S::PacketEmpty, &empty, |t| {
+                tidegate_tunnel_on_outbound_packet(t.0, now, null(), 0)
+            });
+            refused(Tunnel::busy, S::PacketEmpty, &empty, |t| {
+                tidegate_tunnel_on_outbound_packet(t.0, now, data, 0)
+            });
+            let oversized = counted_outbound(|s| &mut s.outbound.oversized_packets);
+            refused(Tunnel::busy, S::PacketTooLong, oversized, |t| {
+                tidegate_tunnel_on_outbound_packet(t.0, now, data, 1001)
+            });
+            let no_room = |(stats, _): &mut (TunnelStats, bool)| {
+                stats.outbound_refused_packets += 1;
+                stats.outbound_refused_bytes += 1000;
+            };
+            refused(Tunnel::full, S::NoRoom, no_room, |t| {
+                tidegate_tunnel_on_outbound_packet(t.0, now, data, 1000)
+            });
+        }
+        // A packet at an earlier time is queued as if at the latest time.
+        same_as(
+            Tunnel::busy,
+            |t| tidegate_tunnel_on_outbound_packet(t.0, EARLIER, data, 100),
+            |t| tidegate_tunnel_on_outbound_packet(t.0, NOW, data, 100),
+        );
+    }
+}
+
+/// Polling a direction: NULL handle, NULL count, NULL views with a capacity, capacity 0.
+unsafe fn tunnel_poll(
+    poll: unsafe extern "C" fn(
+        *mut TidegateTunnel,
+        u64,
+        *mut TidegatePacketView,
+        usize,
+        *mut usize,
+    ) -> TidegateStatus,
+) {
+    unsafe {
+        let mut views = [TidegatePacketView {
+            data: null(),
+            len: 0,
+        }; 4];
+        null_handle(|out| poll(null_mut(), NOW, views.as_mut_ptr(), 4, out));
+        for now in [NOW, EARLIER] {
+            unchanged(Tunnel::busy, S::NullArgument, |t| {
+                let mut views = Out::<[TidegatePacketView; 4]>::new();
+                let status = poll(t.0, now, views.ptr().cast(), 4, null_mut());
+                assert!(views.untouched());
+                status
+            });
+            unchanged(Tunnel::busy, S::NullArgument, |t| {
+                untouched(|out| poll(t.0, now, null_mut(), 3, out))
+            });
+            unchanged(Tunnel::busy, S::Ok, |t| {
+                let count = written(|out| poll(t.0, now, null_mut(), 0, out));
+                assert_eq!(count, 0);
+                S::Ok
+            });
+            unchanged(Tunnel::busy, S::Ok, |t| {
+                let mut views = Out::<[TidegatePacketView; 4]>::new();
+                let count = written(|out| poll(t.0, now, views.ptr().cast(), 0, out));
+                assert_eq!(count, 0);
+                assert!(views.untouched(), "capacity 0 writes no view");
+                S::Ok
+            });
+        }
+        // Polling at an earlier time hands out what polling at the latest time does.
+        let mut other = views;
+        same_as(
+            Tunnel::busy,
+            |t| poll(t.0, EARLIER, views.as_mut_ptr(), 4, &mut 0),
+            |t| poll(t.0, NOW, other.as_mut_ptr(), 4, &mut 0),
+        );
+    }
+}
+
+fn tunnel_poll_outbound() {
+    unsafe { tunnel_poll(tidegate_tunnel_poll_outbound) }
+}
+
+fn tunnel_poll_inbound() {
+    unsafe { tunnel_poll(tidegate_tunnel_poll_inbound) }
+}
+
+fn tunnel_complete_outbound() {
+    unsafe {
+        null_handle(|out| tidegate_tunnel_complete_outbound(null_mut(), NOW, 1, out));
+        let completed_twice = || {
+            let t = Tunnel::busy();
+            assert_eq!(
+                tidegate_tunnel_complete_outbound(t.0, NOW, 2, &mut false),
+                S::Ok
+            );
+            t
+        };
+        for now in [NOW, EARLIER] {
+            unchanged(Tunnel::busy, S::NullArgument, |t| {
+                tidegate_tunnel_complete_outbound(t.0, now, 1, null_mut())
+            });
+            for count in [3, 6, usize::MAX] {
+                unchanged(Tunnel::busy, S::NotInFlight, |t| {
+                    untouched(|out| tidegate_tunnel_complete_outbound(t.0, now, count, out))
+                });
+            }
+            unchanged(completed_twice, S::NotInFlight, |t| {
+                untouched(|out| tidegate_tunnel_complete_outbound(t.0, now, 1, out))
+            });
+            unchanged(Tunnel::empty, S::NotInFlight, |t| {
+                untouched(|out| tidegate_tunnel_complete_outbound(t.0, now, 1, out))
+            });
+            unchanged(Tunnel::busy, S::Ok, |t| {
+                let resume = written(|out| tidegate_tunnel_complete_outbound(t.0, now, 0, out));
+                assert!(!resume);
+                S::Ok
+            });
+        }
+        same_as(
+            Tunnel::busy,
+            |t| tidegate_tunnel_complete_outbound(t.0, EARLIER, 2, &mut false),
+            |t| tidegate_tunnel_complete_outbound(t.0, NOW, 2, &mut false),
+        );
+    }
+}
+
+fn tunnel_on_inbound_packet() {
+    unsafe {
+        let data = PACKET.as_ptr();
+        null_handle(|out| tidegate_tunnel_on_inbound_packet(null_mut(), NOW, data, 1, out));
+        for now in [NOW, EARLIER] {
+            unchanged(Tunnel::busy, S::NullArgument, |t| {
+                tidegate_tunnel_on_inbound_packet(t.0, now, data, 10, null_mut())
+            });
+            unchanged(Tunnel::busy, S::NullArgument, |t| {
+                tidegate_tunnel_on_inbound_packet(t.0, now, data, 0, null_mut())
+            });
+            unchanged(Tunnel::busy, S::NullArgument, |t| {
+                untouched(|out| tidegate_tunnel_on_inbound_packet(t.0, now, null(), 5, out))
+            });
+            let empty = |(stats, _): &mut (TunnelStats, bool)| stats.inbound.empty_packets += 1;
+            refused(Tunnel::busy, S::PacketEmpty, empty, |t| {
+                untouched(|out| tidegate_tunnel_on_inbound_packet(t.0, now, null(), 0, out))
+            });
+            refused(Tunnel::busy, S::PacketEmpty, empty, |t| {
+                untouched(|out| tidegate_tunnel_on_inbound_packet(t.0, now, data, 0, out))
+            });
+            let oversized =
+                |(stats, _): &mut (TunnelStats, bool)| stats.inbound.oversized_packets += 1;
+            refused(Tunnel::busy, S::PacketTooLong, oversized, |t| {
+                untouched(|out| tidegate_tunnel_on_inbound_packet(t.0, now, data, 1001, out))
+            });
+        }
+        same_as(
+            Tunnel::busy,
+            |t| {
+                tidegate_tunnel_on_inbound_packet(
+                    t.0,
+                    EARLIER,
+                    data,
+                    100,
+                    &mut TidegateInboundDisposition::Queued,
+                )
+            },
+            |t| {
+                tidegate_tunnel_on_inbound_packet(
+                    t.0,
+                    NOW,
+                    data,
+                    100,
+                    &mut TidegateInboundDisposition::Queued,
+                )
+            },
+        );
+    }
+}
+
+fn tunnel_complete_inbound() {
+    unsafe {
+        assert_eq!(
+            tidegate_tunnel_complete_inbound(null_mut(), NOW, 1),
+            S::NullArgument
+        );
+        let completed_twice = || {
+            let t = Tunnel::busy();
+            assert_eq!(tidegate_tunnel_complete_inbound(t.0, NOW, 1), S::Ok);
+            t
+        };
+        for now in [NOW, EARLIER] {
+            for count in [2, usize::MAX] {
+                unchanged(Tunnel::busy, S::NotInFlight, |t| {
+                    tidegate_tunnel_complete_inbound(t.0, now, count)
+                });
+            }
+            unchanged(completed_twice, S::NotInFlight, |t| {
+                tidegate_tunnel_complete_inbound(t.0, now, 1)
+            });
+            unchanged(Tunnel::empty, S::NotInFlight, |t| {
+                tidegate_tunnel_complete_inbound(t.0, now, 1)
+            });
+            unchanged(Tunnel::busy, S::Ok, |t| {
+                tidegate_tunnel_complete_inbound(t.0, now, 0)
+            });
+        }
+        same_as(
+            Tunnel::busy,
+            |t| tidegate_tunnel_complete_inbound(t.0, EARLIER, 1),
+            |t| tidegate_tunnel_complete_inbound(t.0, NOW, 1),
+        );
+    }
+}
+
+fn tunnel_stats() {
+    unsafe {
+        null_handle(|out| tidegate_tunnel_stats(null(), out));
+        unchanged(Tunnel::busy, S::NullArgument, |t| {
+            tidegate_tunnel_stats(t.0, null_mut())
+        });
+    }
+}
+
+// ---- connection budget -------------------------------------------------------------------------
+
+struct Budget(*mut TidegateBudget);
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        unsafe { tidegate_budget_free(self.0) }
+    }
+}
+
+fn budget_config() -> TidegateBudgetConfig {
+    TidegateBudgetConfig {
+        max_attempts_in_flight: 4,
+        max_open_connections: 6,
+        fd_limit: 10_000,
+        backoff_floor: 1,
+        ..tidegate_budget_config_default()
+    }
+}
+
+impl Budget {
+    /// A budget with nothing in use.
+    fn empty() -> Budget {
+        let mut handle = null_mut();
+        assert_eq!(
+            unsafe { tidegate_budget_new(&budget_config(), &mut handle) },
+            S::Ok
+        );
+        Budget(handle)
+    }
+
+    /// Two attempts in flight and one connection open, backing off after a resource error
+    /// (limits 2 attempts and 3 connections): full, with a recovery step due.
+    fn full() -> Budget {
+        let b = Budget::empty();
+        unsafe {
+            for _ in 0..3 {
+                assert_eq!(tidegate_budget_try_start_attempt(b.0, NOW - 100), S::Ok);
+            }
+            assert_eq!(tidegate_budget_on_attempt_connected(b.0, NOW - 50), S::Ok);
+            assert_eq!(tidegate_budget_on_resource_error(b.0, NOW), S::Ok);
+        }
+        let (_, levels, _, can_start) = b.snapshot();
+        assert!(levels.backing_off && !can_start && levels.attempt_limit == 2);
+        b
+    }
+}
+
+impl Fixture for Budget {
+    type Snapshot = (BudgetStats, TidegateBudgetLevels, u64, bool);
+
+    fn snapshot(&self) -> Self::Snapshot {
+        unsafe {
+            (
+                written(|out| tidegate_budget_stats(self.0, out)),
+                written(|out| tidegate_budget_levels(self.0, out)),
+                written(|out| tidegate_budget_poll_timeout(self.0, out)),
+                written(|out| tidegate_budget_can_start_attempt(self.0, out)),
+            )
+        }
+    }
+
+    /// The budget has no output queue: probe what it allows next instead, then give it back.
+    fn drain(&mut self) -> Vec<String> {
+        let mut log = Vec::new();
+        unsafe {
+            let mut started = 0;
+            while tidegate_budget_try_start_attempt(self.0, NOW) == S::Ok {
+                started += 1;
+            }
+            let mut opened = 0;
+            while tidegate_budget_try_open_connection(self.0, NOW) == S::Ok {
+                opened += 1;
+            }
+            log.push(format!(
+                "{started} more attempts, {opened} more connections"
+            ));
+            for _ in 0..started {
+                assert_eq!(tidegate_budget_on_attempt_cancelled(self.0, NOW), S::Ok);
+            }
+            for _ in 0..opened {
+                assert_eq!(tidegate_budget_on_connection_closed(self.0, NOW), S::Ok);
+            }
+        }
+        log
+    }
+}
+
+type BudgetSnapshot = (BudgetStats, TidegateBudgetLevels, u64, bool);
+
+fn unbalanced(snapshot: &mut BudgetSnapshot) {
+    snapshot.0.unbalanced_releases += 1;
+}
+
+fn budget_config_default() {
+    let config = tidegate_budget_config_default();
+    assert_eq!(config, tidegate_budget_config_default());
+    let mut handle = null_mut();
+    assert_eq!(unsafe { tidegate_budget_new(&config, &mut handle) }, S::Ok);
+    drop(Budget(handle));
+}
+
+fn budget_footprint() {
+    // No input applies: the size is positive and the same on every call.
+    assert!(tidegate_budget_footprint() > 0);
+    assert_eq!(tidegate_budget_footprint(), tidegate_budget_footprint());
+}
+
+fn budget_new() {
+    unsafe {
+        let good = budget_config();
+        assert_eq!(
+            untouched(|out| tidegate_budget_new(null(), out)),
+            S::NullArgument
+        );
+        assert_eq!(tidegate_budget_new(&good, null_mut()), S::NullArgument);
+        for (bad, status) in [
+            (
+                TidegateBudgetConfig {
+                    max_attempts_in_flight: 0,
+                    ..good
+                },
+                S::ConfigBudgetZeroLimit,
+            ),
+            (
+                TidegateBudgetConfig {
+                    max_open_connections: 0,
+                    ..good
+                },
+                S::ConfigBudgetZeroLimit,
+            ),
+            (
+                TidegateBudgetConfig {
+                    recovery_interval_micros: 0,
+                    ..good
+                },
+                S::ConfigBudgetZeroRecoveryInterval,
+            ),
+        ] {
+            assert_eq!(
+                untouched(|out| tidegate_budget_new(&bad, out)),
+                status,
+                "{bad:?}"
+            );
+            assert_eq!(
+                tidegate_budget_new(&bad, null_mut()),
+                S::NullArgument,
+                "{bad:?}"
+            );
+        }
+        // Out-of-range descriptor numbers are clamped, not refused: no descriptor at all, and a
+        // reserve larger than the limit, leave a budget that refuses every connection.
+        for odd in [
+            TidegateBudgetConfig {
+                fd_limit: 0,
+                ..good
+            },
+            TidegateBudgetConfig {
+                fd_limit: 10,
+                fd_reserve: u64::MAX,
+                backoff_floor: 0,
+                ..good
+            },
+        ] {
+            let mut handle = null_mut();
+            assert_eq!(tidegate_budget_new(&odd, &mut handle), S::Ok);
+            let budget = Budget(handle);
+            let expected = if odd.fd_limit == 0 {
+                S::NoBudgetConnections
+            } else {
+                S::Ok
+            };
+            assert_eq!(tidegate_budget_try_start_attempt(budget.0, NOW), expected);
+        }
+    }
+}
+
+fn budget_free() {
+    unsafe { tidegate_budget_free(null_mut()) };
+}
+
+fn budget_set_fd_limit() {
+    unsafe {
+        assert_eq!(
+            tidegate_budget_set_fd_limit(null_mut(), 100),
+            S::NullArgument
+        );
+        // Every value is a limit: none is refused, none breaks the budget.
+        for limit in [0, 1, u64::MAX] {
+            let b = Budget::full();
+            assert_eq!(tidegate_budget_set_fd_limit(b.0, limit), S::Ok);
+            let (_, levels, _, _) = b.snapshot();
+            assert!(levels.connection_limit <= 6);
+            assert_eq!(tidegate_budget_on_attempt_cancelled(b.0, NOW), S::Ok);
+        }
+    }
+}
+
+fn budget_can_start_attempt() {
+    unsafe {
+        null_handle(|out| tidegate_budget_can_start_attempt(null(), out));
+        unchanged(Budget::full, S::NullArgument, |b| {
+            tidegate_budget_can_start_attempt(b.0, null_mut())
+        });
+    }
+}
+
+fn budget_try_start_attempt() {
+    unsafe {
+        assert_eq!(
+            tidegate_budget_try_start_attempt(null_mut(), NOW),
+            S::NullArgument
+        );
+        for now in [NOW, EARLIER] {
+            refused(
+                Budget::full,
+                S::NoBudgetAttempts,
+                |s| s.0.attempts_refused += 1,
+                |b| tidegate_budget_try_start_attempt(b.0, now),
+            );
+        }
+        same_as(
+            Budget::empty,
+            |b| tidegate_budget_try_start_attempt(b.0, EARLIER),
+            |b| tidegate_budget_try_start_attempt(b.0, NOW),
+        );
+    }
+}
+
+/// An attempt or connection release with nothing to release: refused, counted as unbalanced.
+unsafe fn budget_release(
+    release: unsafe extern "C" fn(*mut TidegateBudget, u64) -> TidegateStatus,
+    status: TidegateStatus,
+) {
+    unsafe {
+        assert_eq!(release(null_mut(), NOW), S::NullArgument);
+        let released_twice = || {
+            let b = Budget::empty();
+            assert_eq!(tidegate_budget_try_start_attempt(b.0, NOW), S::Ok);
+            assert_eq!(tidegate_budget_on_attempt_connected(b.0, NOW), S::Ok);
+            if status == S::BudgetNoOpenConnection {
+                assert_eq!(tidegate_budget_on_connection_closed(b.0, NOW), S::Ok);
+            }
+            b
+        };
+        for now in [NOW, EARLIER] {
+            refused(Budget::empty, status, unbalanced, |b| release(b.0, now));
+            refused(released_twice, status, unbalanced, |b| release(b.0, now));
+        }
+    }
+}
+
+fn budget_on_attempt_connected() {
+    unsafe {
+        budget_release(
+            tidegate_budget_on_attempt_connected,
+            S::BudgetNoAttemptInFlight,
+        )
+    }
+}
+
+fn budget_on_attempt_cancelled() {
+    unsafe {
+        budget_release(
+            tidegate_budget_on_attempt_cancelled,
+            S::BudgetNoAttemptInFlight,
+        )
+    }
+}
+
+fn budget_on_connection_closed() {
+    unsafe {
+        budget_release(
+            tidegate_budget_on_connection_closed,
+            S::BudgetNoOpenConnection,
+        )
+    }
+}
+
+fn budget_on_attempt_failed() {
+    unsafe {
+        assert_eq!(
+            tidegate_budget_on_attempt_failed(null_mut(), NOW, 111),
+            S::NullArgument
+        );
+        for now in [NOW, EARLIER] {
+            for errno in [0, 24, -1, i32::MIN, i32::MAX] {
+                refused(Budget::empty, S::BudgetNoAttemptInFlight, unbalanced, |b| {
+                    tidegate_budget_on_attempt_failed(b.0, now, errno)
+                });
+            }
+        }
+        // Any errno is an error class: unknown numbers are "other", not refused.
+        for errno in [0, -1, i32::MIN, i32::MAX] {
+            let b = Budget::full();
+            assert_eq!(tidegate_budget_on_attempt_failed(b.0, NOW, errno), S::Ok);
+            assert_eq!(
+                b.snapshot().0.resource_errors,
+                1,
+                "errno {errno} is not a resource error"
+            );
+        }
+    }
+}
+
+fn budget_try_open_connection() {
+    unsafe {
+        assert_eq!(
+            tidegate_budget_try_open_connection(null_mut(), NOW),
+            S::NullArgument
+        );
+        for now in [NOW, EARLIER] {
+            refused(
+                Budget::full,
+                S::NoBudgetConnections,
+                |s| s.0.connections_refused += 1,
+                |b| tidegate_budget_try_open_connection(b.0, now),
+            );
+        }
+    }
+}
+
+fn budget_on_resource_error() {
+    unsafe {
+        assert_eq!(
+            tidegate_budget_on_resource_error(null_mut(), NOW),
+            S::NullArgument
+        );
+        same_as(
+            Budget::full,
+            |b| tidegate_budget_on_resource_error(b.0, EARLIER),
+            |b| tidegate_budget_on_resource_error(b.0, NOW),
+        );
+    }
+}
+
+fn budget_poll_timeout() {
+    unsafe {
+        null_handle(|out| tidegate_budget_poll_timeout(null(), out));
+        unchanged(Budget::full, S::NullArgument, |b| {
+            tidegate_budget_poll_timeout(b.0, null_mut())
+        });
+    }
+}
+
+fn budget_handle_timeout() {
+    unsafe {
+        assert_eq!(
+            tidegate_budget_handle_timeout(null_mut(), NOW),
+            S::NullArgument
+        );
+        // Earlier than the latest time, or again at it: nothing is due.
+        unchanged(Budget::full, S::Ok, |b| {
+            tidegate_budget_handle_timeout(b.0, EARLIER)
+        });
+        unchanged(Budget::full, S::Ok, |b| {
+            tidegate_budget_handle_timeout(b.0, NOW)
+        });
+    }
+}
+
+fn budget_levels() {
+    unsafe {
+        null_handle(|out| tidegate_budget_levels(null(), out));
+        unchanged(Budget::full, S::NullArgument, |b| {
+            tidegate_budget_levels(b.0, null_mut())
+        });
+    }
+}
+
+fn budget_stats() {
+    unsafe {
+        null_handle(|out| tidegate_budget_stats(null(), out));
+        unchanged(Budget::full, S::NullArgument, |b| {
+            tidegate_budget_stats(b.0, null_mut())
+        });
+    }
+}
+
+// ---- Happy Eyeballs ----------------------------------------------------------------------------
+
+/// A race and the budget it is polled with.
+struct Race {
+    race: *mut TidegateEyeballs,
+    budget: Budget,
+}
+
+impl Drop for Race {
+    fn drop(&mut self) {
+        unsafe { tidegate_eyeballs_free(self.race) }
+    }
+}
+
+const RACE_START: u64 = NOW - 500_000;
+const IPV4: u32 = TidegateAddressFamily::Ipv4 as u32;
+const IPV6: u32 = TidegateAddressFamily::Ipv6 as u32;
+const ECONNREFUSED: i32 = 111;
+
+fn v6(n: u8) -> TidegateSocketAddress {
+    let mut ip = [0u8; 16];
+    ip[0] = 0x20;
+    ip[1] = 0x01;
+    ip[15] = n;
+    TidegateSocketAddress {
+        ip,
+        port: 443,
+        family: IPV6 as u8,
+        scope_id: 0,
+    }
+}
+
+fn v4(n: u8) -> TidegateSocketAddress {
+    let mut ip = [0u8; 16];
+    ip[..4].copy_from_slice(&[192, 0, 2, n]);
+    TidegateSocketAddress {
+        ip,
+        port: 443,
+        family: IPV4 as u8,
+        scope_id: 0,
+    }
+}
+
+impl Race {
+    /// A race with no input yet.
+    fn fresh() -> Race {
+        let mut race = null_mut();
+        let config = tidegate_eyeballs_config_default();
+        assert_eq!(
+            unsafe { tidegate_eyeballs_new(&config, RACE_START, &mut race) },
+            S::Ok
+        );
+        Race {
+            race,
+            budget: Budget::empty(),
+        }
+    }
+
+    /// Three candidates: attempt 0 failed, attempts 1 and 2 in flight; latest time [`NOW`].
+    fn connecting() -> Race {
+        let mut r = Race::fresh();
+        unsafe {
+            let mut added = 0;
+            let ipv6 = [v6(1), v6(2)];
+            tidegate_eyeballs_on_resolved(r.race, RACE_START, IPV6, ipv6.as_ptr(), 2, &mut added);
+            tidegate_eyeballs_on_resolved(r.race, RACE_START, IPV4, &v4(1), 1, &mut added);
+            assert_eq!(r.drain().len(), 1, "attempt 0 starts");
+            let failed_at = RACE_START + 100_000;
+            assert_eq!(
+                tidegate_eyeballs_on_attempt_failed(r.race, failed_at, 0, ECONNREFUSED),
+                S::Ok
+            );
+            assert_eq!(r.drain().len(), 1, "attempt 1 starts at once");
+            assert_eq!(tidegate_eyeballs_handle_timeout(r.race, NOW), S::Ok);
+            assert_eq!(
+                r.drain().len(),
+                1,
+                "attempt 2 starts after the attempt delay"
+            );
+        }
+        r
+    }
+
+    /// Attempt 1 won and attempt 2 was cancelled; the race is finished and drained.
+    fn won() -> Race {
+        let mut r = Race::connecting();
+        unsafe {
+            assert_eq!(
+                tidegate_eyeballs_on_attempt_connected(r.race, NOW, 1),
+                S::Ok
+            );
+        }
+        assert_eq!(r.drain().len(), 2, "connected, then the loser cancelled");
+        assert!(r.snapshot().2, "finished");
+        r
+    }
+}
+
+type RaceSnapshot = (
+    EyeballsStats,
+    TidegateRaceStatus,
+    bool,
+    bool,
+    u64,
+    BudgetSnapshot,
+);
+
+impl Fixture for Race {
+    type Snapshot = RaceSnapshot;
+
+    fn snapshot(&self) -> RaceSnapshot {
+        unsafe {
+            (
+                written(|out| tidegate_eyeballs_stats(self.race, out)),
+                written(|out| tidegate_eyeballs_status(self.race, out)),
+                written(|out| tidegate_eyeballs_is_finished(self.race, out)),
+                written(|out| tidegate_eyeballs_is_waiting_for_budget(self.race, out)),
+                written(|out| tidegate_eyeballs_poll_timeout(self.race, out)),
+                self.budget.snapshot(),
+            )
+        }
+    }
+
+    fn drain(&mut self) -> Vec<String> {
+        let mut log = Vec::new();
+        loop {
+            let action: TidegateEyeballsAction = unsafe {
+                written(|out| tidegate_eyeballs_poll_action(self.race, self.budget.0, out))
+            };
+            if action.kind == TidegateEyeballsActionKind::None {
+                return log;
+            }
+            log.push(format!("{action:?}"));
+        }
+    }
+}
+
+fn eyeballs_config_default() {
+    let config = tidegate_eyeballs_config_default();
+    assert_eq!(config, tidegate_eyeballs_config_default());
+    let mut race = null_mut();
+    assert_eq!(
+        unsafe { tidegate_eyeballs_new(&config, 0, &mut race) },
+        S::Ok
+    );
+    unsafe { tidegate_eyeballs_free(race) };
+}
+
+fn eyeballs_footprint() {
+    assert!(tidegate_eyeballs_footprint() > 0);
+    assert_eq!(tidegate_eyeballs_footprint(), tidegate_eyeballs_footprint());
+}
+
+fn eyeballs_new() {
+    unsafe {
+        let good = tidegate_eyeballs_config_default();
+        assert_eq!(
+            untouched(|out| tidegate_eyeballs_new(null(), NOW, out)),
+            S::NullArgument
+        );
+        assert_eq!(
+            tidegate_eyeballs_new(&good, NOW, null_mut()),
+            S::NullArgument
+        );
+        for family in [0, 5, 46, 260, u32::MAX] {
+            let bad = TidegateEyeballsConfig {
+                preferred_family: family,
+                ..good
+            };
+            let status = untouched(|out| tidegate_eyeballs_new(&bad, NOW, out));
+            assert_eq!(status, S::ConfigUnknownAddressFamily, "family {family}");
+            assert_eq!(
+                tidegate_eyeballs_new(&bad, NOW, null_mut()),
+                S::NullArgument
+            );
+        }
+        // Out-of-range numbers are clamped, not refused (documented on the config).
+        for odd in [
+            TidegateEyeballsConfig {
+                first_address_family_count: 0,
+                resolution_delay_micros: u64::MAX,
+                connection_attempt_delay_micros: 0,
+                attempt_timeout_micros: u64::MAX,
+                budget_wait_micros: u64::MAX,
+                ..good
+            },
+            TidegateEyeballsConfig {
+                first_address_family_count: u32::MAX,
+                connection_attempt_delay_micros: u64::MAX,
+                ..good
+            },
+        ] {
+            let mut race = null_mut();
+            assert_eq!(tidegate_eyeballs_new(&odd, u64::MAX, &mut race), S::Ok);
+            let mut r = Race {
+                race,
+                budget: Budget::empty(),
+            };
+            let mut added = 0;
+            let status = tidegate_eyeballs_on_resolved(r.race, 0, IPV6, &v6(1), 1, &mut added);
+            assert_eq!((status, added), (S::Ok, 1));
+            assert_eq!(r.drain().len(), 1, "the attempt starts");
+        }
+    }
+}
+
+fn eyeballs_free() {
+    unsafe { tidegate_eyeballs_free(null_mut()) };
+}
+
+fn eyeballs_on_resolved() {
+    unsafe {
+        let ipv6 = [v6(7), v6(8)];
+        null_handle(|out| {
+            tidegate_eyeballs_on_resolved(null_mut(), NOW, IPV6, ipv6.as_ptr(), 2, out)
+        });
+        for make in [Race::fresh as fn() -> Race, Race::connecting] {
+            for now in [NOW, EARLIER] {
+                unchanged(make, S::NullArgument, |r| {
+                    tidegate_eyeballs_on_resolved(r.race, now, IPV6, ipv6.as_ptr(), 2, null_mut())
+                });
+                unchanged(make, S::NullArgument, |r| {
+                    untouched(|out| {
+                        tidegate_eyeballs_on_resolved(r.race, now, IPV6, null(), 3, out)
+                    })
+                });
+                for family in [0, 5, 46, 260, u32::MAX] {
+                    unchanged(make, S::InvalidArgument, |r| {
+                        untouched(|out| {
+                            tidegate_eyeballs_on_resolved(
+                                r.race,
+                                now,
+                                family,
+                                ipv6.as_ptr(),
+                                2,
+                                out,
+                            )
+                        })
+                    });
+                }
+                // An unknown family byte in an address, or an address of the other family, even
+                // after a good one: nothing is fed.
+                let mut bad_family = v6(9);
+                bad_family.family = 5;
+                for (addresses, status) in [
+                    ([v6(9), bad_family], S::InvalidArgument),
+                    ([v6(9), v4(9)], S::AddressFamilyMismatch),
+                ] {
+                    unchanged(make, status, |r| {
+                        untouched(|out| {
+                            tidegate_eyeballs_on_resolved(
+                                r.race,
+                                now,
+                                IPV6,
+                                addresses.as_ptr(),
+                                2,
+                                out,
+                            )
+                        })
+                    });
+                }
+            }
+        }
+        for now in [NOW, EARLIER] {
+            unchanged(Race::won, S::RaceFinished, |r| {
+                untouched(|out| {
+                    tidegate_eyeballs_on_resolved(r.race, now, IPV6, ipv6.as_ptr(), 2, out)
+                })
+            });
+            unchanged(Race::won, S::RaceFinished, |r| {
+                untouched(|out| tidegate_eyeballs_on_resolved(r.race, now, IPV4, null(), 0, out))
+            });
+        }
+        // Oversized answers: addresses past the 16 candidates are dropped and counted.
+        let many: Vec<_> = (0..40).map(v6).collect();
+        let r = Race::fresh();
+        let added =
+            written(|out| tidegate_eyeballs_on_resolved(r.race, NOW, IPV6, many.as_ptr(), 40, out));
+        assert_eq!(added, 16);
+        assert_eq!(r.snapshot().0.candidates_dropped, 24);
+        // An earlier time is the latest time.
+        same_as(
+            Race::connecting,
+            |r| tidegate_eyeballs_on_resolved(r.race, EARLIER, IPV6, ipv6.as_ptr(), 2, &mut 0),
+            |r| tidegate_eyeballs_on_resolved(r.race, NOW, IPV6, ipv6.as_ptr(), 2, &mut 0),
+        );
+    }
+}
+
+fn eyeballs_on_resolution_failed() {
+    unsafe {
+        assert_eq!(
+            tidegate_eyeballs_on_resolution_failed(null_mut(), NOW, IPV4),
+            S::NullArgument
+        );
+        for now in [NOW, EARLIER] {
+            for family in [0, 5, u32::MAX] {
+                unchanged(Race::fresh, S::InvalidArgument, |r| {
+                    tidegate_eyeballs_on_resolution_failed(r.race, now, family)
+                });
+            }
+            unchanged(Race::won, S::RaceFinished, |r| {
+                tidegate_eyeballs_on_resolution_failed(r.race, now, IPV4)
+            });
+        }
+        same_as(
+            Race::fresh,
+            |r| tidegate_eyeballs_on_resolution_failed(r.race, EARLIER, IPV6),
+            |r| tidegate_eyeballs_on_resolution_failed(r.race, RACE_START, IPV6),
+        );
+    }
+}
+
+fn eyeballs_on_resolution_done() {
+    unsafe {
+        assert_eq!(
+            tidegate_eyeballs_on_resolution_done(null_mut(), NOW),
+            S::NullArgument
+        );
+        for now in [NOW, EARLIER] {
+            unchanged(Race::won, S::RaceFinished, |r| {
+                tidegate_eyeballs_on_resolution_done(r.race, now)
+            });
+        }
+        same_as(
+            Race::connecting,
+            |r| tidegate_eyeballs_on_resolution_done(r.race, EARLIER),
+            |r| tidegate_eyeballs_on_resolution_done(r.race, NOW),
+        );
+    }
+}
+
+/// An attempt outcome for attempts never started, no longer in flight, or reported twice.
+unsafe fn eyeballs_attempt_report(
+    report: impl Fn(*mut TidegateEyeballs, u64, usize) -> TidegateStatus,
+) {
+    assert_eq!(report(null_mut(), NOW, 1), S::NullArgument);
+    for now in [NOW, EARLIER] {
+        for index in [3, 16, 17, usize::MAX] {
+            unchanged(Race::connecting, S::UnknownAttempt, |r| {
+                report(r.race, now, index)
+            });
+        }
+        unchanged(Race::fresh, S::UnknownAttempt, |r| report(r.race, now, 0));
+        // Attempt 0 already failed; in the won race 1 connected and 2 was cancelled.
+        unchanged(Race::connecting, S::AttemptNotInFlight, |r| {
+            report(r.race, now, 0)
+        });
+        for index in [0, 1, 2] {
+            unchanged(Race::won, S::AttemptNotInFlight, |r| {
+                report(r.race, now, index)
+            });
+        }
+    }
+    same_as(
+        Race::connecting,
+        |r| report(r.race, EARLIER, 2),
+        |r| report(r.race, NOW, 2),
+    );
+}
+
+fn eyeballs_on_attempt_connected() {
+    unsafe {
+        eyeballs_attempt_report(|race, now, index| {
+            tidegate_eyeballs_on_attempt_connected(race, now, index)
+        })
+    }
+}
+
+fn eyeballs_on_attempt_failed() {
+    unsafe {
+        for errno in [ECONNREFUSED, 0, -1, i32::MIN, i32::MAX] {
+            eyeballs_attempt_report(|race, now, index| {
+                tidegate_eyeballs_on_attempt_failed(race, now, index, errno)
+            })
+        }
+    }
+}
+
+fn eyeballs_on_abort() {
+    unsafe {
+        assert_eq!(tidegate_eyeballs_on_abort(null_mut(), NOW), S::NullArgument);
+        for now in [NOW, EARLIER] {
+            // No effect once the race is over.
+            unchanged(Race::won, S::Ok, |r| {
+                tidegate_eyeballs_on_abort(r.race, now)
+            });
+        }
+        same_as(
+            Race::connecting,
+            |r| tidegate_eyeballs_on_abort(r.race, EARLIER),
+            |r| tidegate_eyeballs_on_abort(r.race, NOW),
+        );
+    }
+}
+
+fn eyeballs_poll_timeout() {
+    unsafe {
+        null_handle(|out| tidegate_eyeballs_poll_timeout(null(), out));
+        unchanged(Race::connecting, S::NullArgument, |r| {
+            tidegate_eyeballs_poll_timeout(r.race, null_mut())
+        });
+    }
+}
+
+fn eyeballs_handle_timeout() {
+    unsafe {
+        assert_eq!(
+            tidegate_eyeballs_handle_timeout(null_mut(), NOW),
+            S::NullArgument
+        );
+        for make in [Race::fresh as fn() -> Race, Race::connecting, Race::won] {
+            unchanged(make, S::Ok, |r| {
+                tidegate_eyeballs_handle_timeout(r.race, EARLIER)
+            });
+        }
+        unchanged(Race::connecting, S::Ok, |r| {
+            tidegate_eyeballs_handle_timeout(r.race, NOW)
+        });
+    }
+}
+
+fn eyeballs_poll_action() {
+    unsafe {
+        let budget = Budget::empty();
+        null_handle(|out| tidegate_eyeballs_poll_action(null_mut(), budget.0, out));
+        // A race with an attempt due: a NULL budget or out-parameter must not start it.
+        let due = || {
+            let r = Race::fresh();
+            let mut added = 0;
+            tidegate_eyeballs_on_resolved(r.race, NOW, IPV6, &v6(1), 1, &mut added);
+            r
+        };
+        unchanged(due, S::NullArgument, |r| {
+            untouched(|out| tidegate_eyeballs_poll_action(r.race, null_mut(), out))
+        });
+        unchanged(due, S::NullArgument, |r| {
+            tidegate_eyeballs_poll_action(r.race, r.budget.0, null_mut())
+        });
+        let won_unreported = || {
+            let r = Race::connecting();
+            tidegate_eyeballs_on_attempt_connected(r.race, NOW, 2);
+            r
+        };
+        unchanged(won_unreported, S::NullArgument, |r| {
+            tidegate_eyeballs_poll_action(r.race, r.budget.0, null_mut())
+        });
+    }
+}
+
+fn eyeballs_status() {
+    unsafe {
+        null_handle(|out| tidegate_eyeballs_status(null(), out));
+        unchanged(Race::connecting, S::NullArgument, |r| {
+            tidegate_eyeballs_status(r.race, null_mut())
+        });
+    }
+}
+
+fn eyeballs_is_finished() {
+    unsafe {
+        null_handle(|out| tidegate_eyeballs_is_finished(null(), out));
+        unchanged(Race::connecting, S::NullArgument, |r| {
+            tidegate_eyeballs_is_finished(r.race, null_mut())
+        });
+    }
+}
+
+fn eyeballs_is_waiting_for_budget() {
+    unsafe {
+        null_handle(|out| tidegate_eyeballs_is_waiting_for_budget(null(), out));
+        unchanged(Race::connecting, S::NullArgument, |r| {
+            tidegate_eyeballs_is_waiting_for_budget(r.race, null_mut())
+        });
+    }
+}
+
+fn eyeballs_stats() {
+    unsafe {
+        null_handle(|out| tidegate_eyeballs_stats(null(), out));
+        unchanged(Race::connecting, S::NullArgument, |r| {
+            tidegate_eyeballs_stats(r.race, null_mut())
+        });
+    }
+}
+
+// ---- flow governor -----------------------------------------------------------------------------
+
+/// A governor with flows in every state, and their ids.
+struct Governor {
+    handle: *mut TidegateFlowGovernor,
+    /// Established, 1500 bytes read locally (over its 1000-byte watermark), 300 from the remote.
+    established: u64,
+    /// Connecting.
+    connecting: u64,
+    /// Opening.
+    opening: u64,
+    /// Closed by the host: a stale id.
+    stale: u64,
+    /// Closing: the governor asked for its close after it idled.
+    closing: u64,
+}
+
+impl Drop for Governor {
+    fn drop(&mut self) {
+        unsafe { tidegate_flow_governor_free(self.handle) }
+    }
+}
+
+const TCP: u32 = TidegateFlowProtocol::Tcp as u32;
+
+fn flow_policy() -> TidegateFlowPolicy {
+    TidegateFlowPolicy {
+        slots: 16,
+        max_flows: 8,
+        max_flows_per_app: 8,
+        max_flows_per_destination: 8,
+        max_connecting: 6,
+        idle_timeout_us: 1_000_000,
+        connect_timeout_us: 60_000_000,
+        flow_high_watermark_bytes: 1000,
+        flow_low_watermark_bytes: 500,
+        global_high_watermark_bytes: 4000,
+        global_low_watermark_bytes: 2000,
+        hash_seed: 7,
+    }
+}
+
+impl Governor {
+    fn new() -> Governor {
+        let start = NOW - 2_000_000;
+        let mut handle = null_mut();
+        assert_eq!(
+            unsafe { tidegate_flow_governor_new(&flow_policy(), start, &mut handle) },
+            S::Ok
+        );
+        unsafe {
+            let admit = |destination: u64| {
+                let admission: TidegateAdmission = written(|out| {
+                    tidegate_flow_governor_on_new_flow(handle, start, 1, destination, TCP, out)
+                });
+                assert_eq!(admission.decision, TidegateAdmissionDecision::Accepted);
+                admission.flow
+            };
+            let (established, connecting, opening, stale, closing) =
+                (admit(1), admit(2), admit(3), admit(4), admit(5));
+            for flow in [established, connecting, stale, closing] {
+                assert_eq!(
+                    tidegate_flow_governor_on_connecting(handle, start, flow),
+                    S::Ok
+                );
+            }
+            for flow in [established, stale, closing] {
+                assert_eq!(
+                    tidegate_flow_governor_on_connected(handle, start, flow),
+                    S::Ok
+                );
+            }
+            let mut outcome = TidegateFlowOutcome::Closed;
+            assert_eq!(
+                tidegate_flow_governor_on_closed(handle, start, stale, &mut outcome),
+                S::Ok
+            );
+            let late = NOW - 100;
+            assert_eq!(
+                tidegate_flow_governor_on_local_read(handle, late, established, 1500),
+                S::Ok
+            );
+            assert_eq!(
+                tidegate_flow_governor_on_remote_read(handle, late, established, 300),
+                S::Ok
+            );
+            // Idle since the start: the timeout closes `closing` only.
+            assert_eq!(tidegate_flow_governor_handle_timeout(handle, NOW), S::Ok);
+            let mut g = Governor {
+                handle,
+                established,
+                connecting,
+                opening,
+                stale,
+                closing,
+            };
+            assert_eq!(g.drain().len(), 1, "one close notification");
+            assert_eq!(g.state(closing), TidegateFlowState::Closing);
+            g
+        }
+    }
+
+    fn state(&self, flow: u64) -> TidegateFlowState {
+        unsafe { written(|out| tidegate_flow_governor_state(self.handle, flow, out)) }
+    }
+
+    fn ids(&self) -> [u64; 5] {
+        [
+            self.established,
+            self.connecting,
+            self.opening,
+            self.stale,
+            self.closing,
+        ]
+    }
+
+    /// Ids the governor never issued: zero, all ones, a slot never used, a slot past the table,
+    /// generation 0 and a future generation of a live slot.
+    fn forged(&self) -> [u64; 6] {
+        let index = self.established & 0xFFFF_FFFF;
+        let generation = self.established >> 32;
+        [
+            0,
+            u64::MAX,
+            (1 << 32) | 15,
+            (1 << 32) | 1000,
+            index,
+            ((generation + 1) << 32) | index,
+        ]
+    }
+}
+
+type GovernorSnapshot = (TidegateFlowStats, u64, Vec<(TidegateFlowState, bool, bool)>);
+
+impl Fixture for Governor {
+    type Snapshot = GovernorSnapshot;
+
+    fn snapshot(&self) -> GovernorSnapshot {
+        unsafe {
+            let flows = self
+                .ids()
+                .iter()
+                .map(|&flow| {
+                    (
+                        self.state(flow),
+                        written(|out| {
+                            tidegate_flow_governor_can_read_local(self.handle, flow, out)
+                        }),
+                        written(|out| {
+                            tidegate_flow_governor_can_read_remote(self.handle, flow, out)
+                        }),
+                    )
+                })
+                .collect();
+            (
+                written(|out| tidegate_flow_governor_stats(self.handle, out)),
+                written(|out| tidegate_flow_governor_poll_timeout(self.handle, out)),
+                flows,
+            )
+        }
+    }
+
+    fn drain(&mut self) -> Vec<String> {
+        let mut log = Vec::new();
+        let mut batch = [TidegateFlowNotification {
+            kind: TidegateFlowNotificationKind::Close,
+            close_reason: TidegateCloseReason::None,
+            flow: 0,
+        }; 2];
+        loop {
+            let count = unsafe {
+                written(|out| {
+                    tidegate_flow_governor_poll_notifications(
+                        self.handle,
+                        batch.as_mut_ptr(),
+                        2,
+                        out,
+                    )
+                })
+            };
+            if count == 0 {
+                return log;
+            }
+            log.extend(batch[..count].iter().map(|n| format!("{n:?}")));
+        }
+    }
+}
+
+fn bad_flow_policies() -> Vec<(TidegateFlowPolicy, TidegateStatus)> {
+    let good = flow_policy();
+    vec![
+        (
+            TidegateFlowPolicy {
+                max_flows: 0,
+                ..good
+            },
+            S::ConfigFlowZeroCap,
+        ),
+        (
+            TidegateFlowPolicy {
+                max_flows_per_app: 0,
+                ..good
+            },
+            S::ConfigFlowZeroCap,
+        ),
+        (
+            TidegateFlowPolicy {
+                max_flows_per_destination: 0,
+                ..good
+            },
+            S::ConfigFlowZeroCap,
+        ),
+        (
+            TidegateFlowPolicy {
+                max_connecting: 0,
+                ..good
+            },
+            S::ConfigFlowZeroCap,
+        ),
+        (
+            TidegateFlowPolicy { slots: 0, ..good },
+            S::ConfigFlowTooFewSlots,
+        ),
+        (
+            TidegateFlowPolicy { slots: 8, ..good },
+            S::ConfigFlowTooFewSlots,
+        ),
+        (
+            TidegateFlowPolicy {
+                slots: u32::MAX,
+                ..good
+            },
+            S::ConfigFlowTooManySlots,
+        ),
+        (
+            TidegateFlowPolicy {
+                flow_low_watermark_bytes: 1000,
+                ..good
+            },
+            S::ConfigWatermarksOutOfOrder,
+        ),
+        (
+            TidegateFlowPolicy {
+                global_low_watermark_bytes: u64::MAX,
+                ..good
+            },
+            S::ConfigWatermarksOutOfOrder,
+        ),
+    ]
+}
+
+fn flow_policy_default() {
+    let policy = tidegate_flow_policy_default();
+    assert_eq!(policy, tidegate_flow_policy_default());
+    unsafe { written(|out| tidegate_flow_governor_footprint(&policy, out)) };
+}
+
+fn flow_key() {
+    unsafe {
+        let data = b"com.example.app";
+        assert_eq!(
+            untouched(|out| tidegate_flow_key(null(), 5, out)),
+            S::NullArgument
+        );
+        assert_eq!(
+            tidegate_flow_key(data.as_ptr(), data.len(), null_mut()),
+            S::NullArgument
+        );
+        assert_eq!(tidegate_flow_key(null(), 0, null_mut()), S::NullArgument);
+        // Zero length, with or without a pointer, is the key of no bytes.
+        let empty = written(|out| tidegate_flow_key(null(), 0, out));
+        assert_eq!(
+            written(|out| tidegate_flow_key(data.as_ptr(), 0, out)),
+            empty
+        );
+        assert_ne!(
+            written(|out| tidegate_flow_key(data.as_ptr(), data.len(), out)),
+            empty
+        );
+    }
+}
+
+fn flow_governor_footprint() {
+    unsafe {
+        let policy = flow_policy();
+        assert_eq!(
+            untouched(|out| tidegate_flow_governor_footprint(null(), out)),
+            S::NullArgument
+        );
+        assert_eq!(
+            tidegate_flow_governor_footprint(&policy, null_mut()),
+            S::NullArgument
+        );
+        for (bad, status) in bad_flow_policies() {
+            assert_eq!(
+                untouched(|out| tidegate_flow_governor_footprint(&bad, out)),
+                status,
+                "{bad:?}"
+            );
+            assert_eq!(
+                tidegate_flow_governor_footprint(&bad, null_mut()),
+                S::NullArgument
+            );
+        }
+    }
+}
+
+fn flow_governor_new() {
+    unsafe {
+        let policy = flow_policy();
+        assert_eq!(
+            untouched(|out| tidegate_flow_governor_new(null(), NOW, out)),
+            S::NullArgument
+        );
+        assert_eq!(
+            tidegate_flow_governor_new(&policy, NOW, null_mut()),
+            S::NullArgument
+        );
+        for (bad, status) in bad_flow_policies() {
+            assert_eq!(
+                untouched(|out| tidegate_flow_governor_new(&bad, NOW, out)),
+                status,
+                "{bad:?}"
+            );
+            assert_eq!(
+                tidegate_flow_governor_new(&bad, NOW, null_mut()),
+                S::NullArgument
+            );
+        }
+    }
+}
+
+fn flow_governor_free() {
+    unsafe { tidegate_flow_governor_free(null_mut()) };
+}
+
+fn flow_governor_on_new_flow() {
+    unsafe {
+        null_handle(|out| tidegate_flow_governor_on_new_flow(null_mut(), NOW, 1, 1, TCP, out));
+        for now in [NOW, EARLIER] {
+            unchanged(Governor::new, S::NullArgument, |g| {
+                tidegate_flow_governor_on_new_flow(g.handle, now, 1, 9, TCP, null_mut())
+            });
+            // 256 would read as TCP if the value were truncated to a byte.
+            for protocol in [2, 17, 256, u32::MAX] {
+                unchanged(Governor::new, S::InvalidArgument, |g| {
+                    untouched(|out| {
+                        tidegate_flow_governor_on_new_flow(g.handle, now, 1, 9, protocol, out)
+                    })
+                });
+            }
+        }
+        // A connection budget of 0 refuses every flow: an answer, counted, not an error.
+        let mut g = Governor::new();
+        assert_eq!(
+            tidegate_flow_governor_set_connection_budget(g.handle, 0),
+            S::Ok
+        );
+        let answer: TidegateAdmission =
+            written(|out| tidegate_flow_governor_on_new_flow(g.handle, NOW, 1, 9, TCP, out));
+        assert_eq!(answer.reject_reason, TidegateRejectReason::ConnectionBudget);
+        assert_eq!((answer.flow, answer.evicted), (0, 0));
+        assert!(g.drain().is_empty());
+        same_as(
+            Governor::new,
+            |g| tidegate_flow_governor_on_new_flow(g.handle, EARLIER, 2, 9, TCP, Out::new().ptr()),
+            |g| tidegate_flow_governor_on_new_flow(g.handle, NOW, 2, 9, TCP, Out::new().ptr()),
+        );
+    }
+}
+
+/// A report about a flow: forged ids, the stale id, and `wrong_state` flows, each refused and
+/// changing nothing.
+unsafe fn flow_report(
+    report: impl Fn(*mut TidegateFlowGovernor, u64, u64) -> TidegateStatus,
+    wrong_state: fn(&Governor) -> Vec<u64>,
+) {
+    assert_eq!(report(null_mut(), NOW, 1), S::NullArgument);
+    let g = Governor::new();
+    for now in [NOW, EARLIER] {
+        for forged in g.forged() {
+            unchanged(Governor::new, S::UnknownFlow, |g| {
+                report(g.handle, now, forged)
+            });
+        }
+        unchanged(Governor::new, S::StaleFlow, |g| {
+            report(g.handle, now, g.stale)
+        });
+        for flow in wrong_state(&g) {
+            unchanged(Governor::new, S::FlowInvalidState, |g| {
+                report(g.handle, now, flow)
+            });
+        }
+    }
+}
+
+fn flow_governor_on_connecting() {
+    unsafe {
+        flow_report(
+            |g, now, flow| tidegate_flow_governor_on_connecting(g, now, flow),
+            |g| vec![g.established, g.connecting, g.closing],
+        );
+        same_as(
+            Governor::new,
+            |g| tidegate_flow_governor_on_connecting(g.handle, EARLIER, g.opening),
+            |g| tidegate_flow_governor_on_connecting(g.handle, NOW, g.opening),
+        );
+    }
+}
+
+fn flow_governor_on_connected() {
+    unsafe {
+        flow_report(
+            |g, now, flow| tidegate_flow_governor_on_connected(g, now, flow),
+            |g| vec![g.established, g.closing],
+        );
+        same_as(
+            Governor::new,
+            |g| tidegate_flow_governor_on_connected(g.handle, EARLIER, g.connecting),
+            |g| tidegate_flow_governor_on_connected(g.handle, NOW, g.connecting),
+        );
+    }
+}
+
+fn flow_governor_on_connect_failed() {
+    unsafe {
+        for errno in [ECONNREFUSED, 0, -1, i32::MIN] {
+            flow_report(
+                |g, now, flow| {
+                    untouched(|out| {
+                        tidegate_flow_governor_on_connect_failed(g, now, flow, errno, out)
+                    })
+                },
+                |g| vec![g.established],
+            );
+        }
+        unchanged(Governor::new, S::NullArgument, |g| {
+            tidegate_flow_governor_on_connect_failed(g.handle, NOW, g.connecting, 111, null_mut())
+        });
+        same_as(
+            Governor::new,
+            |g| {
+                tidegate_flow_governor_on_connect_failed(
+                    g.handle,
+                    EARLIER,
+                    g.connecting,
+                    111,
+                    &mut TidegateFlowOutcome::Closed,
+                )
+            },
+            |g| {
+                tidegate_flow_governor_on_connect_failed(
+                    g.handle,
+                    NOW,
+                    g.connecting,
+                    111,
+                    &mut TidegateFlowOutcome::Closed,
+                )
+            },
+        );
+    }
+}
+
+fn flow_governor_on_closed() {
+    unsafe {
+        flow_report(
+            |g, now, flow| untouched(|out| tidegate_flow_governor_on_closed(g, now, flow, out)),
+            |_| vec![],
+        );
+        for flow in [0, 1, 2, 4] {
+            unchanged(Governor::new, S::NullArgument, |g| {
+                tidegate_flow_governor_on_closed(g.handle, NOW, g.ids()[flow], null_mut())
+            });
+        }
+        same_as(
+            Governor::new,
+            |g| {
+                tidegate_flow_governor_on_closed(
+                    g.handle,
+                    EARLIER,
+                    g.established,
+                    &mut TidegateFlowOutcome::Closed,
+                )
+            },
+            |g| {
+                tidegate_flow_governor_on_closed(
+                    g.handle,
+                    NOW,
+                    g.established,
+                    &mut TidegateFlowOutcome::Closed,
+                )
+            },
+        );
+    }
+}
+
+type Relay = unsafe extern "C" fn(*mut TidegateFlowGovernor, u64, u64, u64) -> TidegateStatus;
+
+/// A read report: bad ids refused; lengths the counters cannot hold refused; zero bytes change
+/// nothing.
+unsafe fn flow_read(read: Relay) {
+    unsafe {
+        for bytes in [1, u64::MAX] {
+            flow_report(|g, now, flow| read(g, now, flow, bytes), |_| vec![]);
+        }
+        // A length no counter can add (-1 cast to unsigned, or enough to overflow the bytes
+        // already pending on the flow, or over all flows): refused as out of range.
+        for now in [NOW, EARLIER] {
+            for bytes in [u64::MAX, u64::MAX - 299] {
+                for flow in [0, 1] {
+                    unchanged(Governor::new, S::InvalidArgument, |g| {
+                        read(g.handle, now, g.ids()[flow], bytes)
+                    });
+                }
+            }
+        }
+        for now in [NOW, EARLIER] {
+            unchanged(Governor::new, S::Ok, |g| {
+                read(g.handle, now, g.established, 0)
+            });
+        }
+        same_as(
+            Governor::new,
+            |g| read(g.handle, EARLIER, g.established, 10),
+            |g| read(g.handle, NOW, g.established, 10),
+        );
+    }
+}
+
+/// A completion: bad ids refused; more than pending refused; zero bytes change nothing.
+unsafe fn flow_completion(complete: Relay, pending: u64) {
+    unsafe {
+        flow_report(|g, now, flow| complete(g, now, flow, 1), |_| vec![]);
+        for now in [NOW, EARLIER] {
+            for bytes in [pending + 1, u64::MAX] {
+                unchanged(Governor::new, S::CompletionExceedsPending, |g| {
+                    complete(g.handle, now, g.established, bytes)
+                });
+            }
+            // Nothing is pending on the other flows; the closing flow's bytes were released.
+            for flow in [1, 2, 4] {
+                unchanged(Governor::new, S::CompletionExceedsPending, |g| {
+                    complete(g.handle, now, g.ids()[flow], 1)
+                });
+            }
+            unchanged(Governor::new, S::Ok, |g| {
+                complete(g.handle, now, g.established, 0)
+            });
+        }
+        // Completing everything, then once more: a double completion.
+        let completed = || {
+            let g = Governor::new();
+            assert_eq!(complete(g.handle, NOW, g.established, pending), S::Ok);
+            g
+        };
+        unchanged(completed, S::CompletionExceedsPending, |g| {
+            complete(g.handle, NOW, g.established, 1)
+        });
+        same_as(
+            Governor::new,
+            |g| complete(g.handle, EARLIER, g.established, pending),
+            |g| complete(g.handle, NOW, g.established, pending),
+        );
+    }
+}
+
+fn flow_governor_on_local_read() {
+    unsafe { flow_read(tidegate_flow_governor_on_local_read) }
+}
+
+fn flow_governor_on_remote_read() {
+    unsafe { flow_read(tidegate_flow_governor_on_remote_read) }
+}
+
+fn flow_governor_on_remote_sent() {
+    unsafe { flow_completion(tidegate_flow_governor_on_remote_sent, 1500) }
+}
+
+fn flow_governor_on_local_written() {
+    unsafe { flow_completion(tidegate_flow_governor_on_local_written, 300) }
+}
+
+type CanRead = unsafe extern "C" fn(*const TidegateFlowGovernor, u64, *mut bool) -> TidegateStatus;
+
+unsafe fn flow_can_read(can_read: CanRead) {
+    unsafe {
+        null_handle(|out| can_read(null(), 1, out));
+        unchanged(Governor::new, S::NullArgument, |g| {
+            can_read(g.handle, g.established, null_mut())
+        });
+        // Unknown and stale flows may not read (documented), and asking changes nothing.
+        let g = Governor::new();
+        for flow in g.forged().into_iter().chain([g.stale, g.closing]) {
+            assert!(
+                !written(|out| can_read(g.handle, flow, out)),
+                "flow {flow:#x}"
+            );
+        }
+    }
+}
+
+fn flow_governor_can_read_local() {
+    unsafe { flow_can_read(tidegate_flow_governor_can_read_local) }
+}
+
+fn flow_governor_can_read_remote() {
+    unsafe { flow_can_read(tidegate_flow_governor_can_read_remote) }
+}
+
+fn flow_governor_poll_notifications() {
+    unsafe {
+        let mut batch = Out::<[TidegateFlowNotification; 4]>::new();
+        null_handle(|out| {
+            tidegate_flow_governor_poll_notifications(null_mut(), batch.ptr().cast(), 4, out)
+        });
+        // A notification waiting: a NULL count or a NULL buffer must not consume it.
+        let waiting = || {
+            let g = Governor::new();
+            assert_eq!(
+                tidegate_flow_governor_on_local_written(g.handle, NOW, g.established, 0),
+                S::Ok
+            );
+            assert_eq!(
+                tidegate_flow_governor_on_remote_sent(g.handle, NOW, g.established, 1400),
+                S::Ok
+            );
+            g
+        };
+        assert_eq!(
+            waiting().drain().len(),
+            1,
+            "a resume notification is waiting"
+        );
+        unchanged(waiting, S::NullArgument, |g| {
+            let mut batch = Out::<[TidegateFlowNotification; 4]>::new();
+            let status = tidegate_flow_governor_poll_notifications(
+                g.handle,
+                batch.ptr().cast(),
+                4,
+                null_mut(),
+            );
+            assert!(batch.untouched());
+            status
+        });
+        unchanged(waiting, S::NullArgument, |g| {
+            untouched(|out| tidegate_flow_governor_poll_notifications(g.handle, null_mut(), 4, out))
+        });
+        unchanged(waiting, S::Ok, |g| {
+            assert_eq!(
+                written(|out| tidegate_flow_governor_poll_notifications(
+                    g.handle,
+                    null_mut(),
+                    0,
+                    out
+                )),
+                0
+            );
+            let mut batch = Out::<[TidegateFlowNotification; 4]>::new();
+            let count = written(|out| {
+                tidegate_flow_governor_poll_notifications(g.handle, batch.ptr().cast(), 0, out)
+            });
+            assert_eq!(count, 0);
+            assert!(batch.untouched());
+            S::Ok
+        });
+    }
+}
+
+fn flow_governor_poll_timeout() {
+    unsafe {
+        null_handle(|out| tidegate_flow_governor_poll_timeout(null(), out));
+        unchanged(Governor::new, S::NullArgument, |g| {
+            tidegate_flow_governor_poll_timeout(g.handle, null_mut())
+        });
+    }
+}
+
+fn flow_governor_handle_timeout() {
+    unsafe {
+        assert_eq!(
+            tidegate_flow_governor_handle_timeout(null_mut(), NOW),
+            S::NullArgument
+        );
+        unchanged(Governor::new, S::Ok, |g| {
+            tidegate_flow_governor_handle_timeout(g.handle, EARLIER)
+        });
+        unchanged(Governor::new, S::Ok, |g| {
+            tidegate_flow_governor_handle_timeout(g.handle, NOW)
+        });
+    }
+}
+
+fn flow_governor_set_connection_budget() {
+    unsafe {
+        assert_eq!(
+            tidegate_flow_governor_set_connection_budget(null_mut(), 1),
+            S::NullArgument
+        );
+        // Every value is a budget (0 refuses every new flow, see on_new_flow); none breaks flows
+        // already admitted.
+        for budget in [0, u32::MAX] {
+            let g = Governor::new();
+            assert_eq!(
+                tidegate_flow_governor_set_connection_budget(g.handle, budget),
+                S::Ok
+            );
+            assert_eq!(
+                tidegate_flow_governor_on_connected(g.handle, NOW, g.connecting),
+                S::Ok
+            );
+        }
+    }
+}
+
+fn flow_governor_state() {
+    unsafe {
+        null_handle(|out| tidegate_flow_governor_state(null(), 1, out));
+        let g = Governor::new();
+        unchanged(Governor::new, S::NullArgument, |g| {
+            tidegate_flow_governor_state(g.handle, g.established, null_mut())
+        });
+        for forged in g.forged() {
+            unchanged(Governor::new, S::UnknownFlow, |g| {
+                untouched(|out| tidegate_flow_governor_state(g.handle, forged, out))
+            });
+        }
+        // A stale id is a flow that closed.
+        assert_eq!(g.state(g.stale), TidegateFlowState::Closed);
+    }
+}
+
+fn flow_governor_stats() {
+    unsafe {
+        null_handle(|out| tidegate_flow_governor_stats(null(), out));
+        unchanged(Governor::new, S::NullArgument, |g| {
+            tidegate_flow_governor_stats(g.handle, null_mut())
+        });
+    }
+}
+
+// ---- lifecycle ---------------------------------------------------------------------------------
+
+/// A function building a lifecycle fixture.
+type MakeLife = fn() -> Life;
+
+struct Life {
+    handle: *mut TidegateLifecycle,
+    /// The journal a stop persisted (for [`Life::stopped`]).
+    journal: Vec<u8>,
+}
+
+impl Drop for Life {
+    fn drop(&mut self) {
+        unsafe { tidegate_lifecycle_free(self.handle) }
+    }
+}
+
+const TASK_CAPACITY: u32 = 4;
+const DEADLINE: u64 = 250_000;
+
+impl Life {
+    fn idle() -> Life {
+        let config = TidegateLifecycleConfig {
+            task_capacity: TASK_CAPACITY,
+            ..tidegate_lifecycle_config_default()
+        };
+        let mut handle = null_mut();
+        assert_eq!(
+            unsafe { tidegate_lifecycle_new(&config, &mut handle) },
+            S::Ok
+        );
+        Life {
+            handle,
+            journal: Vec::new(),
+        }
+    }
+
+    fn expect(&mut self, kind: TidegateLifecycleEffectKind) -> TidegateLifecycleEffect {
+        let effect: TidegateLifecycleEffect =
+            unsafe { written(|out| tidegate_lifecycle_poll_effect(self.handle, NOW, out)) };
+        assert_eq!(effect.kind, kind);
+        effect
+    }
+
+    /// Generation 1 is starting; its `START_TUNNEL` was handed out.
+    fn starting() -> Life {
+        let mut l = Life::idle();
+        let generation = unsafe {
+            written(|out| tidegate_lifecycle_on_start(l.handle, NOW - 10_000, null(), 0, out))
+        };
+        assert_eq!(generation, 1);
+        l.expect(TidegateLifecycleEffectKind::StartTunnel);
+        l
+    }
+
+    /// Running, with tasks 1 and 2 registered.
+    fn running() -> Life {
+        let mut l = Life::starting();
+        unsafe {
+            assert_eq!(
+                tidegate_lifecycle_on_tunnel_started(l.handle, NOW - 5_000, 1),
+                S::Ok
+            );
+            for payload in [&b"one"[..], &b"two"[..]] {
+                let mut id = 0;
+                let status = tidegate_lifecycle_register_task(
+                    l.handle,
+                    NOW,
+                    7,
+                    payload.as_ptr(),
+                    payload.len(),
+                    &mut id,
+                );
+                assert_eq!(status, S::Ok);
+            }
+        }
+        l.expect(TidegateLifecycleEffectKind::None);
+        l
+    }
+
+    /// Running with the task queue full.
+    fn queue_full() -> Life {
+        let l = Life::running();
+        for _ in 2..TASK_CAPACITY {
+            let status =
+                unsafe { tidegate_lifecycle_register_task(l.handle, NOW, 7, null(), 0, &mut 0) };
+            assert_eq!(status, S::Ok);
+        }
+        l
+    }
+
+    /// Stopping: `TEAR_DOWN` handed out.
+    fn tearing_down() -> Life {
+        let mut l = Life::running();
+        let outcome = unsafe { written(|out| tidegate_lifecycle_on_stop(l.handle, NOW, out)) };
+        assert_eq!(outcome, TidegateStopOutcome::Stopping);
+        l.expect(TidegateLifecycleEffectKind::TearDown);
+        l
+    }
+
+    /// Housekeeping until `NOW + DEADLINE`: task 1 running, task 2 pending.
+    fn housekeeping() -> Life {
+        let mut l = Life::tearing_down();
+        assert_eq!(
+            unsafe { tidegate_lifecycle_on_torn_down(l.handle, NOW, 1) },
+            S::Ok
+        );
+        let effect = l.expect(TidegateLifecycleEffectKind::RunTask);
+        assert_eq!(effect.task_id, 1);
+        l.expect(TidegateLifecycleEffectKind::None);
+        l
+    }
+
+    /// The deadline passed: both tasks sealed into a journal, `PERSIST_JOURNAL` handed out.
+    /// Latest time `NOW + DEADLINE`.
+    fn persisting() -> Life {
+        let mut l = Life::housekeeping();
+        assert_eq!(
+            unsafe { tidegate_lifecycle_handle_timeout(l.handle, NOW + DEADLINE) },
+            S::Ok
+        );
+        l.expect(TidegateLifecycleEffectKind::PersistJournal);
+        l
+    }
+
+    /// Stopped after persisting the journal, which [`Life::journal`] holds.
+    fn stopped() -> Life {
+        let mut l = Life::persisting();
+        unsafe {
+            let len = written(|out| tidegate_lifecycle_journal_len(l.handle, out));
+            l.journal = vec![0; len];
+            let written_len = written(|out| {
+                tidegate_lifecycle_write_journal(l.handle, l.journal.as_mut_ptr(), len, out)
+            });
+            assert_eq!(written_len, len);
+            assert_eq!(
+                tidegate_lifecycle_on_journal_persisted(l.handle, NOW, 1),
+                S::Ok
+            );
+        }
+        l.expect(TidegateLifecycleEffectKind::CompleteStop);
+        l
+    }
+}
+
+type LifeSnapshot = (
+    TidegateLifecycleStats,
+    TidegateLifecycleState,
+    u64,
+    u64,
+    Result<usize, TidegateStatus>,
+);
+
+impl Fixture for Life {
+    type Snapshot = LifeSnapshot;
+
+    fn snapshot(&self) -> LifeSnapshot {
+        unsafe {
+            let mut generation = 0;
+            let state = written(|out| tidegate_lifecycle_state(self.handle, out, &mut generation));
+            let mut journal_len = Out::<usize>::new();
+            let journal_len = match tidegate_lifecycle_journal_len(self.handle, journal_len.ptr()) {
+                S::Ok => Ok(journal_len.value()),
+                status => {
+                    assert!(journal_len.untouched());
+                    Err(status)
+                }
+            };
+            (
+                written(|out| tidegate_lifecycle_stats(self.handle, out)),
+                state,
+                generation,
+                written(|out| tidegate_lifecycle_poll_timeout(self.handle, out)),
+                journal_len,
+            )
+        }
+    }
+
+    fn drain(&mut self) -> Vec<String> {
+        let mut log = Vec::new();
+        loop {
+            let effect: TidegateLifecycleEffect =
+                unsafe { written(|out| tidegate_lifecycle_poll_effect(self.handle, NOW, out)) };
+            if effect.kind == TidegateLifecycleEffectKind::None {
+                return log;
+            }
+            log.push(format!("{effect:?}"));
+        }
+    }
+}
+
+/// A report refused because it names another session: counted as stale and as refused.
+fn stale(snapshot: &mut LifeSnapshot) {
+    snapshot.0.stale_reports += 1;
+    snapshot.0.reports_refused += 1;
+}
+
+/// A report refused for another reason: counted as refused.
+fn refused_report(snapshot: &mut LifeSnapshot) {
+    snapshot.0.reports_refused += 1;
+}
+
+fn rejected_journal(snapshot: &mut LifeSnapshot) {
+    snapshot.0.journals_rejected += 1;
+}
+
+/// The lifecycle fixtures with a stop in progress.
+const STOPPING: [MakeLife; 3] = [Life::tearing_down, Life::housekeeping, Life::persisting];
+
+/// CRC-32C, to forge journals whose checksum matches.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Journals `tidegate_lifecycle_on_start` refuses, with the status for each and whether the
+/// refusal counts as a rejected journal.
+fn bad_journals() -> Vec<(&'static str, Vec<u8>, TidegateStatus, bool)> {
+    let good = Life::stopped().journal.clone();
+    let mut bad = Vec::new();
+    bad.push((
+        "truncated",
+        good[..good.len() - 1].to_vec(),
+        S::JournalTruncated,
+        true,
+    ));
+    bad.push((
+        "too short for a header",
+        good[..5].to_vec(),
+        S::JournalTruncated,
+        true,
+    ));
+    let mut magic = good.clone();
+    magic[0] ^= 0x20;
+    bad.push(("bad magic", magic, S::JournalNotAJournal, true));
+    let mut version = good.clone();
+    version[4] = 2;
+    bad.push(("version 2", version, S::JournalUnsupportedVersion, true));
+    let mut longer = good.clone();
+    longer.push(0);
+    bad.push(("a byte too many", longer, S::JournalLengthMismatch, true));
+    let mut flipped = good.clone();
+    flipped[12] ^= 1;
+    bad.push(("a bit flipped", flipped, S::JournalChecksumMismatch, true));
+    // A task whose payload length is past the maximum, under a matching checksum.
+    let mut malformed = Vec::new();
+    malformed.extend_from_slice(b"TGJL\x01");
+    let len = 4 + 1 + 4 + 8 + 2 + 4 + 1 + 40 + 4;
+    malformed.extend_from_slice(&(len as u32).to_le_bytes());
+    malformed.extend_from_slice(&1u64.to_le_bytes());
+    malformed.extend_from_slice(&1u16.to_le_bytes());
+    malformed.extend_from_slice(&7u32.to_le_bytes());
+    malformed.push(40);
+    malformed.extend_from_slice(&[0; 40]);
+    let crc = crc32c(&malformed);
+    malformed.extend_from_slice(&crc.to_le_bytes());
+    bad.push(("payload too long", malformed, S::JournalMalformed, true));
+    let task = tidegate_core::JournalTask {
+        kind: 1,
+        payload: tidegate_core::TaskPayload::EMPTY,
+    };
+    let mut too_large = vec![0; 256];
+    let tasks = std::iter::repeat_n(task, TASK_CAPACITY as usize + 1);
+    let len = tidegate_core::encode_journal(1, tasks, &mut too_large).unwrap();
+    too_large.truncate(len);
+    bad.push((
+        "more tasks than the queue",
+        too_large,
+        S::JournalTooLarge,
+        true,
+    ));
+    let mut last = vec![0; 64];
+    let len = tidegate_core::encode_journal(u64::MAX, std::iter::empty(), &mut last).unwrap();
+    last.truncate(len);
+    bad.push((
+        "the last generation",
+        last,
+        S::LifecycleGenerationExhausted,
+        false,
+    ));
+    bad
+}
+
+fn lifecycle_config_default() {
+    let config = tidegate_lifecycle_config_default();
+    assert_eq!(config, tidegate_lifecycle_config_default());
+    unsafe { written(|out| tidegate_lifecycle_footprint(&config, out)) };
+}
+
+fn bad_lifecycle_configs() -> Vec<TidegateLifecycleConfig> {
+    let good = tidegate_lifecycle_config_default();
+    [TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX + 1, u32::MAX]
+        .map(|task_capacity| TidegateLifecycleConfig {
+            task_capacity,
+            ..good
+        })
+        .to_vec()
+}
+
+fn lifecycle_footprint() {
+    unsafe {
+        let good = tidegate_lifecycle_config_default();
+        assert_eq!(
+            untouched(|out| tidegate_lifecycle_footprint(null(), out)),
+            S::NullArgument
+        );
+        assert_eq!(
+            tidegate_lifecycle_footprint(&good, null_mut()),
+            S::NullArgument
+        );
+        for bad in bad_lifecycle_configs() {
+            let status = untouched(|out| tidegate_lifecycle_footprint(&bad, out));
+            assert_eq!(status, S::ConfigTaskCapacityTooLarge);
+            assert_eq!(
+                tidegate_lifecycle_footprint(&bad, null_mut()),
+                S::NullArgument
+            );
+        }
+    }
+}
+
+fn lifecycle_new() {
+    unsafe {
+        let good = tidegate_lifecycle_config_default();
+        assert_eq!(
+            untouched(|out| tidegate_lifecycle_new(null(), out)),
+            S::NullArgument
+        );
+        assert_eq!(tidegate_lifecycle_new(&good, null_mut()), S::NullArgument);
+        for bad in bad_lifecycle_configs() {
+            let status = untouched(|out| tidegate_lifecycle_new(&bad, out));
+            assert_eq!(status, S::ConfigTaskCapacityTooLarge);
+            assert_eq!(tidegate_lifecycle_new(&bad, null_mut()), S::NullArgument);
+        }
+        // Edge values are accepted: no task slot (every registration refused as a full queue),
+        // no task in flight (treated as one), no deadline or one that never comes.
+        for odd in [
+            TidegateLifecycleConfig {
+                task_capacity: 0,
+                tasks_in_flight_max: 0,
+                housekeeping_deadline_us: 0,
+            },
+            TidegateLifecycleConfig {
+                task_capacity: 1,
+                tasks_in_flight_max: 0,
+                housekeeping_deadline_us: u64::MAX,
+            },
+        ] {
+            let mut handle = null_mut();
+            assert_eq!(tidegate_lifecycle_new(&odd, &mut handle), S::Ok);
+            let l = Life {
+                handle,
+                journal: Vec::new(),
+            };
+            assert_eq!(
+                tidegate_lifecycle_on_start(l.handle, NOW, null(), 0, &mut 0),
+                S::Ok
+            );
+            let expected = if odd.task_capacity == 0 {
+                S::TaskQueueFull
+            } else {
+                S::Ok
+            };
+            assert_eq!(
+                tidegate_lifecycle_register_task(l.handle, NOW, 1, null(), 0, &mut 0),
+                expected
+            );
+        }
+    }
+}
+
+fn lifecycle_free() {
+    unsafe { tidegate_lifecycle_free(null_mut()) };
+}
+
+fn lifecycle_on_start() {
+    unsafe {
+        null_handle(|out| tidegate_lifecycle_on_start(null_mut(), NOW, null(), 0, out));
+        let good = Life::stopped().journal.clone();
+        for now in [NOW, EARLIER] {
+            unchanged(Life::stopped, S::NullArgument, |l| {
+                tidegate_lifecycle_on_start(l.handle, now, good.as_ptr(), good.len(), null_mut())
+            });
+            unchanged(Life::stopped, S::NullArgument, |l| {
+                untouched(|out| tidegate_lifecycle_on_start(l.handle, now, null(), 10, out))
+            });
+            // A pointer with no bytes is a journal of zero bytes: truncated.
+            refused(Life::stopped, S::JournalTruncated, rejected_journal, |l| {
+                untouched(|out| tidegate_lifecycle_on_start(l.handle, now, good.as_ptr(), 0, out))
+            });
+            for (what, journal, status, counted) in bad_journals() {
+                for make in [Life::idle as MakeLife, Life::stopped] {
+                    let count = |s: &mut LifeSnapshot| {
+                        if counted {
+                            rejected_journal(s)
+                        }
+                    };
+                    refused(make, status, count, |l| {
+                        untouched(|out| {
+                            tidegate_lifecycle_on_start(
+                                l.handle,
+                                now,
+                                journal.as_ptr(),
+                                journal.len(),
+                                out,
+                            )
+                        })
+                    });
+                    let _ = what;
+                }
+            }
+            // Starts refused in the wrong state, with or without a journal (good or bad).
+            for (make, status) in [
+                (Life::starting as MakeLife, S::LifecycleAlreadyActive),
+                (Life::running, S::LifecycleAlreadyActive),
+                (Life::tearing_down, S::LifecycleStopInProgress),
+                (Life::housekeeping, S::LifecycleStopInProgress),
+                (Life::persisting, S::LifecycleStopInProgress),
+            ] {
+                unchanged(make, status, |l| {
+                    untouched(|out| tidegate_lifecycle_on_start(l.handle, now, null(), 0, out))
+                });
+                unchanged(make, status, |l| {
+                    untouched(|out| {
+                        tidegate_lifecycle_on_start(l.handle, now, good.as_ptr(), good.len(), out)
+                    })
+                });
+                unchanged(make, status, |l| {
+                    untouched(|out| {
+                        tidegate_lifecycle_on_start(l.handle, now, good.as_ptr(), 3, out)
+                    })
+                });
+            }
+        }
+        same_as(
+            Life::stopped,
+            |l| tidegate_lifecycle_on_start(l.handle, EARLIER, good.as_ptr(), good.len(), &mut 0),
+            |l| {
+                tidegate_lifecycle_on_start(
+                    l.handle,
+                    NOW + DEADLINE,
+                    good.as_ptr(),
+                    good.len(),
+                    &mut 0,
+                )
+            },
+        );
+    }
+}
+
+/// A report naming a generation: other generations are stale; the current one in a state that
+/// does not expect the report is unexpected. Both are counted and change nothing else.
+unsafe fn lifecycle_report(
+    report: impl Fn(*mut TidegateLifecycle, u64, u64) -> TidegateStatus,
+    unexpected: &[(MakeLife, u64)],
+) {
+    assert_eq!(report(null_mut(), NOW, 1), S::NullArgument);
+    for now in [NOW, EARLIER] {
+        for make in [
+            Life::starting as MakeLife,
+            Life::running,
+            Life::tearing_down,
+            Life::housekeeping,
+            Life::persisting,
+            Life::stopped,
+        ] {
+            for generation in [0, 2, u64::MAX] {
+                refused(make, S::ReportStaleGeneration, stale, |l| {
+                    report(l.handle, now, generation)
+                });
+            }
+        }
+        refused(Life::idle, S::ReportStaleGeneration, stale, |l| {
+            report(l.handle, now, 1)
+        });
+        for &(make, generation) in unexpected {
+            refused(make, S::ReportUnexpected, refused_report, |l| {
+                report(l.handle, now, generation)
+            });
+        }
+    }
+}
+
+fn lifecycle_on_tunnel_started() {
+    unsafe {
+        lifecycle_report(
+            |l, now, generation| tidegate_lifecycle_on_tunnel_started(l, now, generation),
+            &[
+                (Life::idle, 0),
+                (Life::running, 1),
+                (Life::tearing_down, 1),
+                (Life::housekeeping, 1),
+                (Life::persisting, 1),
+                (Life::stopped, 1),
+            ],
+        );
+        // A stop during the start abandons it: the late report is refused.
+        let abandoned = || {
+            let l = Life::starting();
+            let outcome = written(|out| tidegate_lifecycle_on_stop(l.handle, NOW, out));
+            assert_eq!(outcome, TidegateStopOutcome::StartAbandoned);
+            l
+        };
+        refused(abandoned, S::ReportUnexpected, refused_report, |l| {
+            tidegate_lifecycle_on_tunnel_started(l.handle, NOW, 1)
+        });
+        same_as(
+            Life::starting,
+            |l| tidegate_lifecycle_on_tunnel_started(l.handle, EARLIER, 1),
+            |l| tidegate_lifecycle_on_tunnel_started(l.handle, NOW, 1),
+        );
+    }
+}
+
+fn lifecycle_on_stop() {
+    unsafe {
+        null_handle(|out| tidegate_lifecycle_on_stop(null_mut(), NOW, out));
+        for now in [NOW, EARLIER] {
+            for make in [Life::starting as MakeLife, Life::running] {
+                unchanged(make, S::NullArgument, |l| {
+                    tidegate_lifecycle_on_stop(l.handle, now, null_mut())
+                });
+            }
+            for make in [Life::idle as MakeLife, Life::stopped] {
+                unchanged(make, S::LifecycleNotActive, |l| {
+                    untouched(|out| tidegate_lifecycle_on_stop(l.handle, now, out))
+                });
+            }
+            for make in STOPPING {
+                unchanged(make, S::LifecycleAlreadyStopping, |l| {
+                    untouched(|out| tidegate_lifecycle_on_stop(l.handle, now, out))
+                });
+            }
+        }
+        same_as(
+            Life::running,
+            |l| tidegate_lifecycle_on_stop(l.handle, EARLIER, &mut TidegateStopOutcome::Stopping),
+            |l| tidegate_lifecycle_on_stop(l.handle, NOW, &mut TidegateStopOutcome::Stopping),
+        );
+    }
+}
+
+fn lifecycle_on_cancel() {
+    unsafe {
+        assert_eq!(
+            tidegate_lifecycle_on_cancel(null_mut(), NOW, 1),
+            S::NullArgument
+        );
+        for now in [NOW, EARLIER] {
+            for code in [0, u32::MAX] {
+                for make in [Life::idle as MakeLife, Life::stopped] {
+                    unchanged(make, S::LifecycleNotActive, |l| {
+                        tidegate_lifecycle_on_cancel(l.handle, now, code)
+                    });
+                }
+                for make in STOPPING {
+                    unchanged(make, S::LifecycleAlreadyStopping, |l| {
+                        tidegate_lifecycle_on_cancel(l.handle, now, code)
+                    });
+                }
+            }
+        }
+        same_as(
+            Life::running,
+            |l| tidegate_lifecycle_on_cancel(l.handle, EARLIER, u32::MAX),
+            |l| tidegate_lifecycle_on_cancel(l.handle, NOW, u32::MAX),
+        );
+    }
+}
+
+fn lifecycle_on_torn_down() {
+    unsafe {
+        lifecycle_report(
+            |l, now, generation| tidegate_lifecycle_on_torn_down(l, now, generation),
+            &[
+                (Life::idle, 0),
+                (Life::starting, 1),
+                (Life::running, 1),
+                (Life::housekeeping, 1),
+                (Life::persisting, 1),
+                (Life::stopped, 1),
+            ],
+        );
+        same_as(
+            Life::tearing_down,
+            |l| tidegate_lifecycle_on_torn_down(l.handle, EARLIER, 1),
+            |l| tidegate_lifecycle_on_torn_down(l.handle, NOW, 1),
+        );
+    }
+}
+
+fn lifecycle_register_task() {
+    unsafe {
+        let payload = [0x5Au8; 33];
+        null_handle(|out| {
+            tidegate_lifecycle_register_task(null_mut(), NOW, 1, payload.as_ptr(), 3, out)
+        });
+        for now in [NOW, EARLIER] {
+            unchanged(Life::running, S::NullArgument, |l| {
+                tidegate_lifecycle_register_task(l.handle, now, 1, payload.as_ptr(), 3, null_mut())
+            });
+            unchanged(Life::running, S::NullArgument, |l| {
+                untouched(|out| tidegate_lifecycle_register_task(l.handle, now, 1, null(), 3, out))
+            });
+            unchanged(Life::running, S::TaskPayloadTooLong, |l| {
+                untouched(|out| {
+                    tidegate_lifecycle_register_task(l.handle, now, 1, payload.as_ptr(), 33, out)
+                })
+            });
+            unchanged(Life::queue_full, S::TaskQueueFull, |l| {
+                untouched(|out| {
+                    tidegate_lifecycle_register_task(l.handle, now, 1, payload.as_ptr(), 3, out)
+                })
+            });
+            for make in [Life::idle as MakeLife, Life::stopped] {
+                unchanged(make, S::LifecycleNotActive, |l| {
+                    untouched(|out| {
+                        tidegate_lifecycle_register_task(l.handle, now, 1, payload.as_ptr(), 3, out)
+                    })
+                });
+            }
+            unchanged(Life::persisting, S::LifecycleHousekeepingOver, |l| {
+                untouched(|out| {
+                    tidegate_lifecycle_register_task(l.handle, now, 1, payload.as_ptr(), 3, out)
+                })
+            });
+        }
+        // Zero bytes, with or without a pointer, and the largest payload are accepted.
+        for (data, len) in [(null(), 0), (payload.as_ptr(), 0), (payload.as_ptr(), 32)] {
+            let l = Life::running();
+            written(|out| {
+                tidegate_lifecycle_register_task(l.handle, NOW, u32::MAX, data, len, out)
+            });
+        }
+        same_as(
+            Life::running,
+            |l| tidegate_lifecycle_register_task(l.handle, EARLIER, 1, payload.as_ptr(), 3, &mut 0),
+            |l| tidegate_lifecycle_register_task(l.handle, NOW, 1, payload.as_ptr(), 3, &mut 0),
+        );
+    }
+}
+
+/// A task report: stale generations, unknown and forged tasks, tasks not running, carried over
+/// or already ended (a double completion).
+unsafe fn lifecycle_task_report(
+    report: unsafe extern "C" fn(*mut TidegateLifecycle, u64, u64, u64) -> TidegateStatus,
+) {
+    unsafe {
+        assert_eq!(report(null_mut(), NOW, 1, 1), S::NullArgument);
+        let ended = || {
+            let l = Life::housekeeping();
+            assert_eq!(report(l.handle, NOW, 1, 1), S::Ok);
+            l
+        };
+        for now in [NOW, EARLIER] {
+            for generation in [0, 2, u64::MAX] {
+                refused(Life::housekeeping, S::ReportStaleGeneration, stale, |l| {
+                    report(l.handle, now, generation, 1)
+                });
+            }
+            for task in [0, 3, 999, u64::MAX] {
+                refused(
+                    Life::housekeeping,
+                    S::ReportUnknownTask,
+                    refused_report,
+                    |l| report(l.handle, now, 1, task),
+                );
+            }
+            refused(Life::idle, S::ReportUnknownTask, refused_report, |l| {
+                report(l.handle, now, 0, 1)
+            });
+            refused(
+                Life::housekeeping,
+                S::ReportTaskNotRunning,
+                refused_report,
+                |l| report(l.handle, now, 1, 2),
+            );
+            refused(
+                Life::running,
+                S::ReportTaskNotRunning,
+                refused_report,
+                |l| report(l.handle, now, 1, 1),
+            );
+            refused(ended, S::ReportTaskAlreadyEnded, refused_report, |l| {
+                report(l.handle, now, 1, 1)
+            });
+            for task in [1, 2] {
+                refused(
+                    Life::persisting,
+                    S::ReportTaskCarriedOver,
+                    refused_report,
+                    |l| report(l.handle, now, 1, task),
+                );
+            }
+            refused(
+                Life::stopped,
+                S::ReportTaskAlreadyEnded,
+                refused_report,
+                |l| report(l.handle, now, 1, 1),
+            );
+        }
+        same_as(
+            Life::housekeeping,
+            |l| report(l.handle, EARLIER, 1, 1),
+            |l| report(l.handle, NOW, 1, 1),
+        );
+    }
+}
+
+fn lifecycle_on_task_done() {
+    unsafe { lifecycle_task_report(tidegate_lifecycle_on_task_done) }
+}
+
+fn lifecycle_on_task_failed() {
+    unsafe { lifecycle_task_report(tidegate_lifecycle_on_task_failed) }
+}
+
+fn lifecycle_on_journal_persisted() {
+    unsafe {
+        let persisted = || {
+            let l = Life::persisting();
+            assert_eq!(
+                tidegate_lifecycle_on_journal_persisted(l.handle, NOW, 1),
+                S::Ok
+            );
+            l
+        };
+        lifecycle_report(
+            |l, now, generation| tidegate_lifecycle_on_journal_persisted(l, now, generation),
+            &[
+                (Life::idle, 0),
+                (Life::starting, 1),
+                (Life::running, 1),
+                (Life::tearing_down, 1),
+                (Life::housekeeping, 1),
+                (persisted, 1),
+                (Life::stopped, 1),
+            ],
+        );
+        same_as(
+            Life::persisting,
+            |l| tidegate_lifecycle_on_journal_persisted(l.handle, EARLIER, 1),
+            |l| tidegate_lifecycle_on_journal_persisted(l.handle, NOW + DEADLINE, 1),
+        );
+    }
+}
+
+fn lifecycle_write_journal() {
+    unsafe {
+        let mut buf = Out::<[u8; 256]>::new();
+        null_handle(|out| tidegate_lifecycle_write_journal(null(), buf.ptr().cast(), 256, out));
+        let len = Life::stopped().journal.len();
+        unchanged(Life::persisting, S::NullArgument, |l| {
+            let mut buf = Out::<[u8; 256]>::new();
+            let status =
+                tidegate_lifecycle_write_journal(l.handle, buf.ptr().cast(), 256, null_mut());
+            assert!(buf.untouched());
+            status
+        });
+        unchanged(Life::persisting, S::NullArgument, |l| {
+            untouched(|out| tidegate_lifecycle_write_journal(l.handle, null_mut(), 256, out))
+        });
+        for size in [0, 1, len - 1] {
+            unchanged(Life::persisting, S::BufferTooSmall, |l| {
+                let mut buf = Out::<[u8; 256]>::new();
+                let status = untouched(|out| {
+                    tidegate_lifecycle_write_journal(l.handle, buf.ptr().cast(), size, out)
+                });
+                assert!(buf.untouched(), "nothing written into a buffer too small");
+                status
+            });
+        }
+        unchanged(Life::persisting, S::BufferTooSmall, |l| {
+            untouched(|out| tidegate_lifecycle_write_journal(l.handle, null_mut(), 0, out))
+        });
+        for make in [
+            Life::idle as MakeLife,
+            Life::running,
+            Life::housekeeping,
+            Life::stopped,
+        ] {
+            unchanged(make, S::JournalNone, |l| {
+                let mut buf = Out::<[u8; 256]>::new();
+                let status = untouched(|out| {
+                    tidegate_lifecycle_write_journal(l.handle, buf.ptr().cast(), 256, out)
+                });
+                assert!(buf.untouched());
+                status
+            });
+        }
+    }
+}
+
+fn lifecycle_journal_len() {
+    unsafe {
+        null_handle(|out| tidegate_lifecycle_journal_len(null(), out));
+        for make in [
+            Life::idle as MakeLife,
+            Life::running,
+            Life::persisting,
+            Life::stopped,
+        ] {
+            unchanged(make, S::NullArgument, |l| {
+                tidegate_lifecycle_journal_len(l.handle, null_mut())
+            });
+        }
+        for make in [
+            Life::idle as MakeLife,
+            Life::running,
+            Life::housekeeping,
+            Life::stopped,
+        ] {
+            unchanged(make, S::JournalNone, |l| {
+                untouched(|out| tidegate_lifecycle_journal_len(l.handle, out))
+            });
+        }
+    }
+}
+
+fn lifecycle_poll_effect() {
+    unsafe {
+        null_handle(|out| tidegate_lifecycle_poll_effect(null_mut(), NOW, out));
+        // Effects waiting: a NULL out-parameter must not consume them.
+        let start_due = || {
+            let l = Life::idle();
+            assert_eq!(
+                tidegate_lifecycle_on_start(l.handle, NOW, null(), 0, &mut 0),
+                S::Ok
+            );
+            l
+        };
+        let tear_down_due = || {
+            let l = Life::running();
+            assert_eq!(
+                tidegate_lifecycle_on_stop(l.handle, NOW, &mut TidegateStopOutcome::Stopping),
+                S::Ok
+            );
+            l
+        };
+        for make in [start_due as MakeLife, tear_down_due, Life::housekeeping] {
+            for now in [NOW, EARLIER, NOW + DEADLINE] {
+                unchanged(make, S::NullArgument, |l| {
+                    tidegate_lifecycle_poll_effect(l.handle, now, null_mut())
+                });
+            }
+        }
+        same_as(
+            tear_down_due,
+            |l| tidegate_lifecycle_poll_effect(l.handle, EARLIER, Out::new().ptr()),
+            |l| tidegate_lifecycle_poll_effect(l.handle, NOW, Out::new().ptr()),
+        );
+    }
+}
+
+fn lifecycle_poll_timeout() {
+    unsafe {
+        null_handle(|out| tidegate_lifecycle_poll_timeout(null(), out));
+        unchanged(Life::housekeeping, S::NullArgument, |l| {
+            tidegate_lifecycle_poll_timeout(l.handle, null_mut())
+        });
+    }
+}
+
+fn lifecycle_handle_timeout() {
+    unsafe {
+        assert_eq!(
+            tidegate_lifecycle_handle_timeout(null_mut(), NOW),
+            S::NullArgument
+        );
+        for make in [
+            Life::idle as MakeLife,
+            Life::running,
+            Life::housekeeping,
+            Life::persisting,
+        ] {
+            unchanged(make, S::Ok, |l| {
+                tidegate_lifecycle_handle_timeout(l.handle, EARLIER)
+            });
+        }
+        unchanged(Life::housekeeping, S::Ok, |l| {
+            tidegate_lifecycle_handle_timeout(l.handle, NOW)
+        });
+    }
+}
+
+fn lifecycle_state() {
+    unsafe {
+        let mut generation = Out::<u64>::new();
+        null_handle(|out| tidegate_lifecycle_state(null(), out, generation.ptr()));
+        assert!(generation.untouched());
+        unchanged(Life::running, S::NullArgument, |l| {
+            untouched(|generation| tidegate_lifecycle_state(l.handle, null_mut(), generation))
+        });
+        unchanged(Life::running, S::NullArgument, |l| {
+            untouched(|state| tidegate_lifecycle_state(l.handle, state, null_mut()))
+        });
+    }
+}
+
+fn lifecycle_stats() {
+    unsafe {
+        null_handle(|out| tidegate_lifecycle_stats(null(), out));
+        unchanged(Life::running, S::NullArgument, |l| {
+            tidegate_lifecycle_stats(l.handle, null_mut())
+        });
+    }
+}
