@@ -172,7 +172,9 @@ pub unsafe extern "C" fn tidegate_flow_governor_poll_race(
 /// eviction or timeout the host carried out). Also pays closes owed for flows closed with
 /// `tidegate_flow_governor_on_closed`. Writes the flow's outcome to `*out_outcome`.
 ///
-/// A panic inside poisons both handles.
+/// Returns `TIDEGATE_STATUS_UNKNOWN_FLOW` for an id the governor never issued and
+/// `TIDEGATE_STATUS_STALE_FLOW` for a flow already closed; nothing changes (closes owed stay
+/// owed). A panic inside poisons both handles.
 ///
 /// # Safety
 /// `governor` and `budget` must each be NULL or a live handle, with no other call on either

@@ -118,6 +118,11 @@ const MATRIX: &[(&str, fn())] = matrix![
     flow_governor_set_connection_budget,
     flow_governor_state,
     flow_governor_stats,
+    // Flows with the connection budget.
+    flow_governor_on_new_flow_with_budget,
+    flow_governor_poll_race,
+    flow_governor_on_closed_with_budget,
+    flow_governor_settle_budget,
     // Lifecycle.
     lifecycle_config_default,
     lifecycle_footprint,
@@ -1943,28 +1948,28 @@ impl Fixture for Governor {
     }
 
     fn drain(&mut self) -> Vec<String> {
-        let mut log = Vec::new();
-        let mut batch = [TidegateFlowNotification {
-            kind: TidegateFlowNotificationKind::Close,
-            close_reason: TidegateCloseReason::None,
-            flow: 0,
-        }; 2];
-        loop {
-            let count = unsafe {
-                written(|out| {
-                    tidegate_flow_governor_poll_notifications(
-                        self.handle,
-                        batch.as_mut_ptr(),
-                        2,
-                        out,
-                    )
-                })
-            };
-            if count == 0 {
-                return log;
-            }
-            log.extend(batch[..count].iter().map(|n| format!("{n:?}")));
+        notifications(self.handle)
+    }
+}
+
+/// Take every notification `governor` has, recording each.
+fn notifications(governor: *mut TidegateFlowGovernor) -> Vec<String> {
+    let mut log = Vec::new();
+    let mut batch = [TidegateFlowNotification {
+        kind: TidegateFlowNotificationKind::Close,
+        close_reason: TidegateCloseReason::None,
+        flow: 0,
+    }; 2];
+    loop {
+        let count = unsafe {
+            written(|out| {
+                tidegate_flow_governor_poll_notifications(governor, batch.as_mut_ptr(), 2, out)
+            })
+        };
+        if count == 0 {
+            return log;
         }
+        log.extend(batch[..count].iter().map(|n| format!("{n:?}")));
     }
 }
 
@@ -2517,6 +2522,673 @@ fn flow_governor_stats() {
         unchanged(Governor::new, S::NullArgument, |g| {
             tidegate_flow_governor_stats(g.handle, null_mut())
         });
+    }
+}
+
+// ---- flows with the connection budget ----------------------------------------------------------
+
+/// A governor and the budget it admits and connects flows under, each flow connected by its own
+/// race polled through the governor, with flows at every step of a connect.
+struct Connect {
+    governor: *mut TidegateFlowGovernor,
+    budget: Budget,
+    /// Established by its race's winner: holds a budget connection.
+    established: u64,
+    /// Connecting: attempt 0 failed, attempts 1 and 2 in flight.
+    connecting: u64,
+    /// Opening: its race has an address and starts an attempt at the next poll.
+    opening: u64,
+    /// Established by its race, then closed with the budget: a stale id, its close paid.
+    stale: u64,
+    /// Established by its race, then closed through the governor alone at [`NOW`]: a stale id,
+    /// and the budget is owed its close.
+    owed: u64,
+    /// The race of each flow, in the order of [`Connect::ids`].
+    races: [*mut TidegateEyeballs; 5],
+}
+
+impl Drop for Connect {
+    fn drop(&mut self) {
+        unsafe {
+            for race in self.races {
+                tidegate_eyeballs_free(race);
+            }
+            tidegate_flow_governor_free(self.governor);
+        }
+    }
+}
+
+impl Connect {
+    /// Latest time [`NOW`]; the budget has 2 attempts in flight and counts 2 connections open,
+    /// one of them owed back by the governor.
+    fn new() -> Connect {
+        let t0 = RACE_START;
+        let mut governor = null_mut();
+        assert_eq!(
+            unsafe { tidegate_flow_governor_new(&flow_policy(), t0, &mut governor) },
+            S::Ok
+        );
+        let budget = Budget::empty();
+        let mut races = [null_mut(); 5];
+        let config = tidegate_eyeballs_config_default();
+        for race in &mut races {
+            assert_eq!(unsafe { tidegate_eyeballs_new(&config, t0, race) }, S::Ok);
+        }
+        let mut c = Connect {
+            governor,
+            budget,
+            established: 0,
+            connecting: 0,
+            opening: 0,
+            stale: 0,
+            owed: 0,
+            races,
+        };
+        unsafe {
+            let mut ids = [0; 5];
+            for (destination, id) in (1..).zip(&mut ids) {
+                let mut admission = Out::<TidegateAdmission>::new();
+                let mut refusal = Out::<TidegateBudgetRefusal>::new();
+                let status = tidegate_flow_governor_on_new_flow_with_budget(
+                    governor,
+                    c.budget.0,
+                    t0,
+                    1,
+                    destination,
+                    TCP,
+                    admission.ptr(),
+                    refusal.ptr(),
+                );
+                assert_eq!(status, S::Ok);
+                let admission = admission.value();
+                assert_eq!(admission.decision, TidegateAdmissionDecision::Accepted);
+                assert_eq!(refusal.value(), TidegateBudgetRefusal::None);
+                *id = admission.flow;
+            }
+            [c.established, c.connecting, c.opening, c.stale, c.owed] = ids;
+            let [established, connecting, opening, stale, owed] = races;
+            for (flow, race) in [
+                (c.established, established),
+                (c.stale, stale),
+                (c.owed, owed),
+            ] {
+                let mut added = 0;
+                tidegate_eyeballs_on_resolved(race, t0, IPV6, &v6(1), 1, &mut added);
+                assert_eq!(tidegate_eyeballs_on_resolution_done(race, t0), S::Ok);
+                let steps = c.poll(t0, flow, race);
+                assert_eq!(kinds(&steps), [TidegateConnectActionKind::StartAttempt]);
+                let won = t0 + 10_000;
+                assert_eq!(tidegate_eyeballs_on_attempt_connected(race, won, 0), S::Ok);
+                let steps = c.poll(won, flow, race);
+                assert_eq!(kinds(&steps), [TidegateConnectActionKind::Established]);
+            }
+            let closed = written(|out| {
+                tidegate_flow_governor_on_closed_with_budget(
+                    governor,
+                    c.budget.0,
+                    t0 + 20_000,
+                    c.stale,
+                    out,
+                )
+            });
+            assert_eq!(closed, TidegateFlowOutcome::AlsoRan);
+            // As in `Race::connecting`: attempt 0 fails, 1 starts at once, 2 after the delay.
+            let mut added = 0;
+            let ipv6 = [v6(1), v6(2)];
+            tidegate_eyeballs_on_resolved(connecting, t0, IPV6, ipv6.as_ptr(), 2, &mut added);
+            tidegate_eyeballs_on_resolved(connecting, t0, IPV4, &v4(1), 1, &mut added);
+            assert_eq!(c.poll(t0, c.connecting, connecting).len(), 1);
+            let failed_at = t0 + 100_000;
+            let status =
+                tidegate_eyeballs_on_attempt_failed(connecting, failed_at, 0, ECONNREFUSED);
+            assert_eq!(status, S::Ok);
+            assert_eq!(c.poll(failed_at, c.connecting, connecting).len(), 1);
+            assert_eq!(c.poll(NOW, c.connecting, connecting).len(), 1);
+            tidegate_eyeballs_on_resolved(opening, NOW, IPV6, &v6(3), 1, &mut added);
+            // Last, so that no call through the budget pays it: a close owed.
+            let closed =
+                written(|out| tidegate_flow_governor_on_closed(governor, NOW, c.owed, out));
+            assert_eq!(closed, TidegateFlowOutcome::AlsoRan);
+        }
+        let (stats, _, states, (_, levels, _, _), _) = c.snapshot();
+        assert_eq!((levels.attempts_in_flight, levels.open_connections), (2, 2));
+        assert_eq!((stats.connections_held, stats.established), (1, 1));
+        let state = |flow: &(TidegateFlowState, bool, bool)| flow.0;
+        assert_eq!(
+            states.iter().map(state).collect::<Vec<_>>(),
+            [
+                TidegateFlowState::Established,
+                TidegateFlowState::Connecting,
+                TidegateFlowState::Opening,
+                TidegateFlowState::Closed,
+                TidegateFlowState::Closed,
+            ]
+        );
+        c
+    }
+
+    /// As [`Connect::new`], with the close owed paid: the budget counts 1 connection open.
+    fn settled() -> Connect {
+        let c = Connect::new();
+        assert_eq!(
+            unsafe { tidegate_flow_governor_settle_budget(c.governor, c.budget.0, NOW) },
+            S::Ok
+        );
+        assert_eq!(c.snapshot().3.1.open_connections, 1);
+        c
+    }
+
+    fn ids(&self) -> [u64; 5] {
+        [
+            self.established,
+            self.connecting,
+            self.opening,
+            self.stale,
+            self.owed,
+        ]
+    }
+
+    /// Ids the governor never issued (as [`Governor::forged`]).
+    fn forged(&self) -> [u64; 6] {
+        let index = self.established & 0xFFFF_FFFF;
+        let generation = self.established >> 32;
+        [
+            0,
+            u64::MAX,
+            (1 << 32) | 15,
+            (1 << 32) | 1000,
+            index,
+            ((generation + 1) << 32) | index,
+        ]
+    }
+
+    /// Poll `flow`'s race at `now` until it has nothing to do.
+    unsafe fn poll(
+        &self,
+        now: u64,
+        flow: u64,
+        race: *mut TidegateEyeballs,
+    ) -> Vec<TidegateConnectAction> {
+        let mut steps = Vec::new();
+        loop {
+            let step: TidegateConnectAction = written(|out| unsafe {
+                tidegate_flow_governor_poll_race(self.governor, self.budget.0, race, now, flow, out)
+            });
+            if step.kind == TidegateConnectActionKind::None {
+                return steps;
+            }
+            steps.push(step);
+        }
+    }
+}
+
+fn kinds(steps: &[TidegateConnectAction]) -> Vec<TidegateConnectActionKind> {
+    steps.iter().map(|step| step.kind).collect()
+}
+
+type RaceView = (EyeballsStats, TidegateRaceStatus, bool, bool, u64);
+
+type ConnectSnapshot = (
+    TidegateFlowStats,
+    u64,
+    Vec<(TidegateFlowState, bool, bool)>,
+    BudgetSnapshot,
+    Vec<RaceView>,
+);
+
+impl Fixture for Connect {
+    type Snapshot = ConnectSnapshot;
+
+    fn snapshot(&self) -> ConnectSnapshot {
+        unsafe {
+            let g = self.governor;
+            let flows = self
+                .ids()
+                .iter()
+                .map(|&flow| {
+                    (
+                        written(|out| tidegate_flow_governor_state(g, flow, out)),
+                        written(|out| tidegate_flow_governor_can_read_local(g, flow, out)),
+                        written(|out| tidegate_flow_governor_can_read_remote(g, flow, out)),
+                    )
+                })
+                .collect();
+            let races = self
+                .races
+                .iter()
+                .map(|&r| {
+                    (
+                        written(|out| tidegate_eyeballs_stats(r, out)),
+                        written(|out| tidegate_eyeballs_status(r, out)),
+                        written(|out| tidegate_eyeballs_is_finished(r, out)),
+                        written(|out| tidegate_eyeballs_is_waiting_for_budget(r, out)),
+                        written(|out| tidegate_eyeballs_poll_timeout(r, out)),
+                    )
+                })
+                .collect();
+            (
+                written(|out| tidegate_flow_governor_stats(g, out)),
+                written(|out| tidegate_flow_governor_poll_timeout(g, out)),
+                flows,
+                self.budget.snapshot(),
+                races,
+            )
+        }
+    }
+
+    /// Every race polled through the governor, then the governor's notifications, then what
+    /// the budget allows next.
+    fn drain(&mut self) -> Vec<String> {
+        let mut log = Vec::new();
+        for (flow, race) in self.ids().into_iter().zip(self.races) {
+            let steps = unsafe { self.poll(NOW, flow, race) };
+            log.extend(steps.iter().map(|step| format!("{flow:#x}: {step:?}")));
+        }
+        log.extend(notifications(self.governor));
+        log.extend(self.budget.drain());
+        log
+    }
+}
+
+/// `tidegate_flow_governor_on_new_flow_with_budget` for a new app and destination, checking
+/// that it left both out-parameters untouched.
+unsafe fn admit_untouched(
+    governor: *mut TidegateFlowGovernor,
+    budget: *mut TidegateBudget,
+    now: u64,
+    protocol: u32,
+) -> TidegateStatus {
+    let mut refusal = Out::<TidegateBudgetRefusal>::new();
+    let status = untouched(|out| unsafe {
+        tidegate_flow_governor_on_new_flow_with_budget(
+            governor,
+            budget,
+            now,
+            2,
+            9,
+            protocol,
+            out,
+            refusal.ptr(),
+        )
+    });
+    assert!(refusal.untouched(), "the refusal was written ({status:?})");
+    status
+}
+
+fn flow_governor_on_new_flow_with_budget() {
+    unsafe {
+        for now in [NOW, EARLIER] {
+            unchanged(Connect::new, S::NullArgument, |c| {
+                admit_untouched(null_mut(), c.budget.0, now, TCP)
+            });
+            unchanged(Connect::new, S::NullArgument, |c| {
+                admit_untouched(c.governor, null_mut(), now, TCP)
+            });
+            // Either out-parameter NULL, or both: the other is untouched, no flow is admitted
+            // and the close owed stays owed.
+            unchanged(Connect::new, S::NullArgument, |c| {
+                untouched(|out| {
+                    tidegate_flow_governor_on_new_flow_with_budget(
+                        c.governor,
+                        c.budget.0,
+                        now,
+                        2,
+                        9,
+                        TCP,
+                        null_mut(),
+                        out,
+                    )
+                })
+            });
+            unchanged(Connect::new, S::NullArgument, |c| {
+                untouched(|out| {
+                    tidegate_flow_governor_on_new_flow_with_budget(
+                        c.governor,
+                        c.budget.0,
+                        now,
+                        2,
+                        9,
+                        TCP,
+                        out,
+                        null_mut(),
+                    )
+                })
+            });
+            unchanged(Connect::new, S::NullArgument, |c| {
+                tidegate_flow_governor_on_new_flow_with_budget(
+                    c.governor,
+                    c.budget.0,
+                    now,
+                    2,
+                    9,
+                    TCP,
+                    null_mut(),
+                    null_mut(),
+                )
+            });
+            for protocol in [2, 17, 256, u32::MAX] {
+                unchanged(Connect::new, S::InvalidArgument, |c| {
+                    admit_untouched(c.governor, c.budget.0, now, protocol)
+                });
+            }
+        }
+        // The attempt limit reached: refused for the budget, an answer (counted), not an error.
+        let c = Connect::settled();
+        for _ in 0..2 {
+            assert_eq!(tidegate_budget_try_start_attempt(c.budget.0, NOW), S::Ok);
+        }
+        let before = c.snapshot();
+        let mut refusal = Out::<TidegateBudgetRefusal>::new();
+        let answer: TidegateAdmission = written(|out| {
+            tidegate_flow_governor_on_new_flow_with_budget(
+                c.governor,
+                c.budget.0,
+                NOW,
+                2,
+                9,
+                TCP,
+                out,
+                refusal.ptr(),
+            )
+        });
+        assert_eq!(answer.decision, TidegateAdmissionDecision::Rejected);
+        assert_eq!(answer.reject_reason, TidegateRejectReason::ConnectionBudget);
+        assert_eq!((answer.flow, answer.evicted), (0, 0));
+        assert_eq!(refusal.value(), TidegateBudgetRefusal::AttemptsInFlight);
+        let mut want = before;
+        want.0.rejected_connection_budget += 1;
+        assert_eq!(c.snapshot(), want);
+        same_as(
+            Connect::new,
+            |c| admit_untouched(c.governor, c.budget.0, EARLIER, 2),
+            |c| admit_untouched(c.governor, c.budget.0, NOW, 2),
+        );
+        same_as(
+            Connect::new,
+            |c| {
+                let mut refusal = TidegateBudgetRefusal::None;
+                let out = Out::<TidegateAdmission>::new().ptr();
+                tidegate_flow_governor_on_new_flow_with_budget(
+                    c.governor,
+                    c.budget.0,
+                    EARLIER,
+                    2,
+                    9,
+                    TCP,
+                    out,
+                    &mut refusal,
+                )
+            },
+            |c| {
+                let mut refusal = TidegateBudgetRefusal::None;
+                let out = Out::<TidegateAdmission>::new().ptr();
+                tidegate_flow_governor_on_new_flow_with_budget(
+                    c.governor,
+                    c.budget.0,
+                    NOW,
+                    2,
+                    9,
+                    TCP,
+                    out,
+                    &mut refusal,
+                )
+            },
+        );
+    }
+}
+
+fn flow_governor_poll_race() {
+    unsafe {
+        for now in [NOW, EARLIER] {
+            // The flows whose races have work: a NULL handle or out-parameter must not do it.
+            for i in [1, 2] {
+                unchanged(Connect::new, S::NullArgument, |c| {
+                    untouched(|out| {
+                        tidegate_flow_governor_poll_race(
+                            null_mut(),
+                            c.budget.0,
+                            c.races[i],
+                            now,
+                            c.ids()[i],
+                            out,
+                        )
+                    })
+                });
+                unchanged(Connect::new, S::NullArgument, |c| {
+                    untouched(|out| {
+                        tidegate_flow_governor_poll_race(
+                            c.governor,
+                            null_mut(),
+                            c.races[i],
+                            now,
+                            c.ids()[i],
+                            out,
+                        )
+                    })
+                });
+                unchanged(Connect::new, S::NullArgument, |c| {
+                    untouched(|out| {
+                        tidegate_flow_governor_poll_race(
+                            c.governor,
+                            c.budget.0,
+                            null_mut(),
+                            now,
+                            c.ids()[i],
+                            out,
+                        )
+                    })
+                });
+                unchanged(Connect::new, S::NullArgument, |c| {
+                    tidegate_flow_governor_poll_race(
+                        c.governor,
+                        c.budget.0,
+                        c.races[i],
+                        now,
+                        c.ids()[i],
+                        null_mut(),
+                    )
+                });
+            }
+            // Ids the governor never issued, with any race: nothing is done (documented), not
+            // even the close owed paid.
+            let c = Connect::new();
+            for forged in c.forged() {
+                for i in 0..5 {
+                    unchanged(Connect::new, S::UnknownFlow, |c| {
+                        untouched(|out| {
+                            tidegate_flow_governor_poll_race(
+                                c.governor, c.budget.0, c.races[i], now, forged, out,
+                            )
+                        })
+                    });
+                }
+            }
+            // Finished races, of an established flow and of closed ones: nothing to do.
+            for i in [0, 3, 4] {
+                unchanged(Connect::settled, S::Ok, |c| {
+                    assert!(c.poll(now, c.ids()[i], c.races[i]).is_empty());
+                    S::Ok
+                });
+            }
+        }
+        // A flow closed while its race runs: the race is aborted, its attempts cancelled with
+        // their budget released, and the flow stays closed.
+        let c = Connect::settled();
+        let closed = written(|out| {
+            tidegate_flow_governor_on_closed_with_budget(
+                c.governor,
+                c.budget.0,
+                NOW,
+                c.connecting,
+                out,
+            )
+        });
+        assert_eq!(closed, TidegateFlowOutcome::AlsoRan);
+        let steps = c.poll(EARLIER, c.connecting, c.races[1]);
+        assert_eq!(
+            steps.iter().map(|s| (s.kind, s.index)).collect::<Vec<_>>(),
+            [
+                (TidegateConnectActionKind::CancelAttempt, 1),
+                (TidegateConnectActionKind::CancelAttempt, 2),
+            ]
+        );
+        let (stats, _, states, (_, levels, _, _), races) = c.snapshot();
+        assert_eq!(states[1].0, TidegateFlowState::Closed);
+        assert_eq!((levels.attempts_in_flight, levels.open_connections), (0, 1));
+        assert_eq!(stats.connections_held, 1);
+        assert!(races[1].2, "the aborted race is finished");
+        same_as(
+            Connect::new,
+            |c| {
+                tidegate_flow_governor_poll_race(
+                    c.governor,
+                    c.budget.0,
+                    c.races[2],
+                    EARLIER,
+                    c.opening,
+                    Out::new().ptr(),
+                )
+            },
+            |c| {
+                tidegate_flow_governor_poll_race(
+                    c.governor,
+                    c.budget.0,
+                    c.races[2],
+                    NOW,
+                    c.opening,
+                    Out::new().ptr(),
+                )
+            },
+        );
+    }
+}
+
+fn flow_governor_on_closed_with_budget() {
+    unsafe {
+        for now in [NOW, EARLIER] {
+            for i in [0, 1, 2] {
+                unchanged(Connect::new, S::NullArgument, |c| {
+                    untouched(|out| {
+                        tidegate_flow_governor_on_closed_with_budget(
+                            null_mut(),
+                            c.budget.0,
+                            now,
+                            c.ids()[i],
+                            out,
+                        )
+                    })
+                });
+                unchanged(Connect::new, S::NullArgument, |c| {
+                    untouched(|out| {
+                        tidegate_flow_governor_on_closed_with_budget(
+                            c.governor,
+                            null_mut(),
+                            now,
+                            c.ids()[i],
+                            out,
+                        )
+                    })
+                });
+                unchanged(Connect::new, S::NullArgument, |c| {
+                    tidegate_flow_governor_on_closed_with_budget(
+                        c.governor,
+                        c.budget.0,
+                        now,
+                        c.ids()[i],
+                        null_mut(),
+                    )
+                });
+            }
+            // Unknown and stale ids (closed with the budget, or through the governor alone
+            // with the close still owed): refused, nothing changes, the close owed stays owed.
+            let c = Connect::new();
+            for (flow, status) in c
+                .forged()
+                .into_iter()
+                .map(|f| (f, S::UnknownFlow))
+                .chain([(c.stale, S::StaleFlow), (c.owed, S::StaleFlow)])
+            {
+                unchanged(Connect::new, status, |c| {
+                    untouched(|out| {
+                        tidegate_flow_governor_on_closed_with_budget(
+                            c.governor, c.budget.0, now, flow, out,
+                        )
+                    })
+                });
+            }
+        }
+        // A second close of a flow holding a connection: stale, the budget released once.
+        let closed_once = || {
+            let c = Connect::settled();
+            let mut outcome = TidegateFlowOutcome::Closed;
+            let status = tidegate_flow_governor_on_closed_with_budget(
+                c.governor,
+                c.budget.0,
+                NOW,
+                c.established,
+                &mut outcome,
+            );
+            assert_eq!(status, S::Ok);
+            assert_eq!(c.snapshot().3.1.open_connections, 0);
+            c
+        };
+        for now in [NOW, EARLIER] {
+            unchanged(closed_once, S::StaleFlow, |c| {
+                untouched(|out| {
+                    tidegate_flow_governor_on_closed_with_budget(
+                        c.governor,
+                        c.budget.0,
+                        now,
+                        c.established,
+                        out,
+                    )
+                })
+            });
+        }
+        same_as(
+            Connect::new,
+            |c| {
+                tidegate_flow_governor_on_closed_with_budget(
+                    c.governor,
+                    c.budget.0,
+                    EARLIER,
+                    c.established,
+                    &mut TidegateFlowOutcome::Closed,
+                )
+            },
+            |c| {
+                tidegate_flow_governor_on_closed_with_budget(
+                    c.governor,
+                    c.budget.0,
+                    NOW,
+                    c.established,
+                    &mut TidegateFlowOutcome::Closed,
+                )
+            },
+        );
+    }
+}
+
+fn flow_governor_settle_budget() {
+    unsafe {
+        for now in [NOW, EARLIER] {
+            // A NULL handle: the close owed stays owed.
+            unchanged(Connect::new, S::NullArgument, |c| {
+                tidegate_flow_governor_settle_budget(null_mut(), c.budget.0, now)
+            });
+            unchanged(Connect::new, S::NullArgument, |c| {
+                tidegate_flow_governor_settle_budget(c.governor, null_mut(), now)
+            });
+            // Nothing owed (settled already): nothing to do.
+            unchanged(Connect::settled, S::Ok, |c| {
+                tidegate_flow_governor_settle_budget(c.governor, c.budget.0, now)
+            });
+        }
+        same_as(
+            Connect::new,
+            |c| tidegate_flow_governor_settle_budget(c.governor, c.budget.0, EARLIER),
+            |c| tidegate_flow_governor_settle_budget(c.governor, c.budget.0, NOW),
+        );
     }
 }
 

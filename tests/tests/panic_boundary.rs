@@ -14,6 +14,7 @@ use std::ptr::{null, null_mut};
 use std::sync::Mutex;
 
 use tidegate::*;
+use tidegate_core::{BudgetStats, EyeballsStats};
 use tidegate_tests::out_param::Out;
 
 use TidegateStatus as S;
@@ -299,6 +300,61 @@ unsafe fn check_poisoned_governor(g: *mut TidegateFlowGovernor, flow: u64) -> Ch
     c
 }
 
+/// Every call that takes a governor and a budget (and a race), with `g` or `b` poisoned (the
+/// other handles healthy or poisoned): refused, out-parameters untouched.
+unsafe fn check_poisoned_with_budget(
+    g: *mut TidegateFlowGovernor,
+    b: *mut TidegateBudget,
+    r: *mut TidegateEyeballs,
+    flow: u64,
+) -> Checked {
+    let mut c = Checked::default();
+    unsafe {
+        c.poisoned_out("tidegate_flow_governor_on_new_flow_with_budget", |out| {
+            let mut refusal = Out::<TidegateBudgetRefusal>::new();
+            let status = tidegate_flow_governor_on_new_flow_with_budget(
+                g,
+                b,
+                1,
+                1,
+                1,
+                0,
+                out,
+                refusal.ptr(),
+            );
+            assert!(refusal.untouched());
+            status
+        });
+        c.poisoned_out("tidegate_flow_governor_poll_race", |out| {
+            tidegate_flow_governor_poll_race(g, b, r, 1, flow, out)
+        });
+        c.poisoned_out("tidegate_flow_governor_on_closed_with_budget", |out| {
+            tidegate_flow_governor_on_closed_with_budget(g, b, 1, flow, out)
+        });
+        c.poisoned(
+            "tidegate_flow_governor_settle_budget",
+            tidegate_flow_governor_settle_budget(g, b, 1),
+        );
+    }
+    c
+}
+
+/// The one call through a governor and a budget that takes a race, with `r` poisoned.
+unsafe fn check_poisoned_race_polled_by_governor(
+    g: *mut TidegateFlowGovernor,
+    b: *mut TidegateBudget,
+    r: *mut TidegateEyeballs,
+    flow: u64,
+) -> Checked {
+    let mut c = Checked::default();
+    unsafe {
+        c.poisoned_out("tidegate_flow_governor_poll_race", |out| {
+            tidegate_flow_governor_poll_race(g, b, r, 1, flow, out)
+        });
+    }
+    c
+}
+
 /// Every call on a poisoned lifecycle (running generation 1 before the panic).
 unsafe fn check_poisoned_lifecycle(l: *mut TidegateLifecycle) -> Checked {
     let mut c = Checked::default();
@@ -517,6 +573,160 @@ fn a_panic_poisons_a_flow_governor_and_free_still_works() {
     }
 }
 
+/// A governor, a budget and a race, with one flow admitted under the budget and its race given
+/// an address: a poll of the race that went through would start an attempt.
+struct Trio {
+    governor: *mut TidegateFlowGovernor,
+    budget: *mut TidegateBudget,
+    race: *mut TidegateEyeballs,
+    flow: u64,
+}
+
+impl Trio {
+    fn new() -> Trio {
+        let (mut governor, mut budget, mut race) = (null_mut(), null_mut(), null_mut());
+        unsafe {
+            let policy = tidegate_flow_policy_default();
+            assert_eq!(tidegate_flow_governor_new(&policy, 0, &mut governor), S::Ok);
+            let config = tidegate_budget_config_default();
+            assert_eq!(tidegate_budget_new(&config, &mut budget), S::Ok);
+            let config = tidegate_eyeballs_config_default();
+            assert_eq!(tidegate_eyeballs_new(&config, 0, &mut race), S::Ok);
+            let mut admission = Out::<TidegateAdmission>::new();
+            let mut refusal = Out::<TidegateBudgetRefusal>::new();
+            assert_eq!(
+                tidegate_flow_governor_on_new_flow_with_budget(
+                    governor,
+                    budget,
+                    0,
+                    1,
+                    1,
+                    0,
+                    admission.ptr(),
+                    refusal.ptr()
+                ),
+                S::Ok
+            );
+            let flow = admission.value().flow;
+            let address = TidegateSocketAddress {
+                ip: [0x20, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                port: 443,
+                family: TidegateAddressFamily::Ipv6 as u8,
+                scope_id: 0,
+            };
+            let mut added = 0;
+            let ipv6 = TidegateAddressFamily::Ipv6 as u32;
+            assert_eq!(
+                tidegate_eyeballs_on_resolved(race, 0, ipv6, &address, 1, &mut added),
+                S::Ok
+            );
+            Trio {
+                governor,
+                budget,
+                race,
+                flow,
+            }
+        }
+    }
+
+    /// What each handle shows, for the handles that are healthy (`None` for a poisoned one).
+    fn view(
+        &self,
+    ) -> (
+        Option<TidegateFlowStats>,
+        Option<BudgetStats>,
+        Option<EyeballsStats>,
+    ) {
+        unsafe {
+            let mut flows = Out::<TidegateFlowStats>::new();
+            let mut budget = Out::<BudgetStats>::new();
+            let mut race = Out::<EyeballsStats>::new();
+            (
+                (tidegate_flow_governor_stats(self.governor, flows.ptr()) == S::Ok)
+                    .then(|| flows.value()),
+                (tidegate_budget_stats(self.budget, budget.ptr()) == S::Ok).then(|| budget.value()),
+                (tidegate_eyeballs_stats(self.race, race.ptr()) == S::Ok).then(|| race.value()),
+            )
+        }
+    }
+}
+
+impl Drop for Trio {
+    fn drop(&mut self) {
+        unsafe {
+            tidegate_eyeballs_free(self.race);
+            tidegate_budget_free(self.budget);
+            tidegate_flow_governor_free(self.governor);
+        }
+    }
+}
+
+#[test]
+fn a_panic_inside_a_flow_race_poisons_all_three_handles() {
+    let t = Trio::new();
+    let healthy = Trio::new();
+    unsafe {
+        force_panic(|| testing_panic_inside_race(t.governor, t.budget, t.race));
+        check_poisoned_with_budget(t.governor, t.budget, t.race, t.flow);
+        check_poisoned_race_polled_by_governor(healthy.governor, healthy.budget, t.race, t.flow);
+        check_poisoned_governor(t.governor, t.flow);
+        check_poisoned_budget(t.budget, healthy.race);
+        check_poisoned_race(t.race, healthy.budget);
+    }
+    assert_eq!(t.view(), (None, None, None));
+}
+
+#[test]
+fn one_poisoned_handle_refuses_the_flow_calls_and_the_healthy_ones_are_unchanged() {
+    type Force = unsafe fn(&Trio) -> TidegateStatus;
+    let poison: [(&str, Force); 3] = [
+        ("governor", |t| unsafe {
+            testing_panic_inside_flow_governor(t.governor)
+        }),
+        ("budget", |t| unsafe {
+            testing_panic_inside_budget_only(t.budget)
+        }),
+        ("race", |t| unsafe { testing_panic_inside_eyeballs(t.race) }),
+    ];
+    for (which, force) in poison {
+        let t = Trio::new();
+        let (flows, budget, race) = t.view();
+        force_panic(|| unsafe { force(&t) });
+        unsafe {
+            if which == "race" {
+                check_poisoned_race_polled_by_governor(t.governor, t.budget, t.race, t.flow);
+            } else {
+                check_poisoned_with_budget(t.governor, t.budget, t.race, t.flow);
+            }
+        }
+        let expected = match which {
+            "governor" => (None, budget, race),
+            "budget" => (flows, None, race),
+            _ => (flows, budget, None),
+        };
+        assert_eq!(t.view(), expected, "with the {which} poisoned");
+        // The healthy handles still work: the governor knows the flow, the budget has room.
+        unsafe {
+            if which != "governor" {
+                let mut state = Out::<TidegateFlowState>::new();
+                assert_eq!(
+                    tidegate_flow_governor_state(t.governor, t.flow, state.ptr()),
+                    S::Ok
+                );
+                assert_eq!(state.value(), TidegateFlowState::Opening, "{which}");
+            }
+            if which != "budget" {
+                let mut can = Out::<bool>::new();
+                assert_eq!(
+                    tidegate_budget_can_start_attempt(t.budget, can.ptr()),
+                    S::Ok
+                );
+                assert!(can.value(), "{which}");
+            }
+        }
+    }
+}
+
 #[test]
 fn a_panic_poisons_a_lifecycle_and_free_still_works() {
     let config = tidegate_lifecycle_config_default();
@@ -633,6 +843,8 @@ fn every_handle_function_is_checked_poisoned() {
         tidegate_flow_governor_new(&tidegate_flow_policy_default(), 0, &mut governor);
         force_panic(|| testing_panic_inside_flow_governor(governor));
         checked.push(check_poisoned_governor(governor, 1).0);
+        let healthy = Trio::new();
+        checked.push(check_poisoned_with_budget(governor, healthy.budget, healthy.race, 1).0);
         tidegate_flow_governor_free(governor);
 
         let mut lifecycle = null_mut();

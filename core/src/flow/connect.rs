@@ -264,12 +264,13 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowsWithBudget<'_, S> {
     ///
     /// # Errors
     ///
-    /// As [`FlowGovernor::on_closed`]; nothing changes.
+    /// As [`FlowGovernor::on_closed`]; nothing changes (closes owed stay owed until the next
+    /// call that succeeds).
     pub fn on_closed(&mut self, now: Instant, id: FlowId) -> Result<FlowOutcome, FlowError> {
-        let result = self.governor.on_closed(now, id);
+        let outcome = self.governor.on_closed(now, id)?;
         let now = self.governor.clock.latest();
         self.settle_at(now);
-        result
+        Ok(outcome)
     }
 
     /// Pay the budget the connection closes owed for flows released through the governor
@@ -687,6 +688,35 @@ mod tests {
         flows.settle(ms(13));
         assert_eq!(flows.budget().open_connections(), 0);
         assert_eq!(flows.governor().stats().budget_mismatches, 0);
+    }
+
+    #[test]
+    fn a_refused_close_changes_nothing_and_leaves_a_close_owed_unpaid() {
+        let mut governor = governor();
+        let mut budget = budget(4, 4);
+        let (owed, closed) = {
+            let mut flows = governor.with_budget(&mut budget);
+            let owed = admit(&mut flows, 0, 1);
+            establish(&mut flows, 0, owed);
+            let closed = admit(&mut flows, 10, 2);
+            establish(&mut flows, 10, closed);
+            assert_eq!(flows.on_closed(ms(20), closed), Ok(FlowOutcome::AlsoRan));
+            (owed, closed)
+        };
+        assert_eq!(governor.on_closed(ms(21), owed), Ok(FlowOutcome::AlsoRan));
+        assert_eq!(budget.open_connections(), 1, "owed, not yet paid");
+        let mut flows = governor.with_budget(&mut budget);
+        for (id, error) in [
+            (owed, FlowError::StaleFlow),
+            (closed, FlowError::StaleFlow),
+            (FlowId::new(3, 9), FlowError::UnknownFlow),
+        ] {
+            assert_eq!(flows.on_closed(ms(22), id), Err(error));
+            assert_eq!(flows.budget().open_connections(), 1, "still owed");
+        }
+        flows.settle(ms(23));
+        assert_eq!(flows.budget().open_connections(), 0);
+        assert_eq!(flows.budget().stats().unbalanced_releases, 0);
     }
 
     #[test]
