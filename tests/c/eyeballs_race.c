@@ -20,25 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "tidegate.h"
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            exit(1);                                                                 \
-        }                                                                            \
-    } while (0)
-
-#define CHECK_OK(call)                                                                 \
-    do {                                                                               \
-        TidegateStatus status_ = (call);                                               \
-        if (status_ != TIDEGATE_STATUS_OK) {                                           \
-            fprintf(stderr, "%s:%d: %s returned %u (%s)\n", __FILE__, __LINE__, #call, \
-                    (unsigned)status_, tidegate_status_str(status_));                  \
-            exit(1);                                                                   \
-        }                                                                              \
-    } while (0)
 
 #define MS 1000u
 #define NEVER UINT64_MAX

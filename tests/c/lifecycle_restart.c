@@ -23,28 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "tidegate.h"
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            exit(1);                                                                 \
-        }                                                                            \
-    } while (0)
-
-#define CHECK_STATUS(call, expected)                                                      \
-    do {                                                                                  \
-        TidegateStatus status_ = (call);                                                  \
-        if (status_ != (expected)) {                                                      \
-            fprintf(stderr, "%s:%d: %s returned %u (%s), expected %u\n", __FILE__, __LINE__, \
-                    #call, (unsigned)status_, tidegate_status_str(status_),              \
-                    (unsigned)(expected));                                                \
-            exit(1);                                                                      \
-        }                                                                                 \
-    } while (0)
-
-#define CHECK_OK(call) CHECK_STATUS(call, TIDEGATE_STATUS_OK)
 
 enum { TASKS = 10, TASK_US = 100000, TEARDOWN_US = 30000, MAX_JOURNAL = 1024 };
 

@@ -18,25 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "tidegate.h"
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            exit(1);                                                                 \
-        }                                                                            \
-    } while (0)
-
-#define CHECK_OK(call)                                                                 \
-    do {                                                                               \
-        TidegateStatus status_ = (call);                                               \
-        if (status_ != TIDEGATE_STATUS_OK) {                                           \
-            fprintf(stderr, "%s:%d: %s returned %u (%s)\n", __FILE__, __LINE__, #call, \
-                    (unsigned)status_, tidegate_status_str(status_));                  \
-            exit(1);                                                                   \
-        }                                                                              \
-    } while (0)
 
 enum { OUTBOUND_PACKETS = 20000, READ_BATCH = 32, SEND_PER_TICK = 6, INBOUND_OFFERED = 5000 };
 
