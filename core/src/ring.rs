@@ -666,7 +666,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(400))]
+        #![proptest_config(crate::proptest_config::with_cases(400))]
 
         /// The ring behaves like `VecDeque<Vec<u8>>` queues, bounded by its arena and slots, and
         /// refuses a packet only when the documented fit guarantee allows it to.
@@ -674,7 +674,7 @@ mod tests {
         fn matches_a_vecdeque_model(
             arena in 1usize..1500,
             slots in 1usize..40,
-            ops in proptest::collection::vec(op(), 1..400),
+            ops in proptest::collection::vec(op(), 1..crate::proptest_config::ops(400)),
         ) {
             let mut r = ring(arena, slots);
             let mut queued: VecDeque<Vec<u8>> = VecDeque::new();
