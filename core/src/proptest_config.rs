@@ -8,10 +8,10 @@
 use proptest::test_runner::Config;
 
 /// Cases each property runs under Miri.
-const MIRI_CASES: u32 = 3;
+const MIRI_CASES: u32 = 2;
 
 /// The longest operation sequence a property generates under Miri.
-const MIRI_OPS: usize = 40;
+const MIRI_OPS: usize = 24;
 
 /// The length bound `normal` of a generated operation sequence, or [`MIRI_OPS`] under Miri.
 pub(crate) const fn ops(normal: usize) -> usize {

@@ -52,6 +52,9 @@ enum Op {
 struct Direction {
     queued: VecDeque<Vec<u8>>,
     in_flight: VecDeque<Vec<u8>>,
+    /// Handed-out packets and packets AQM dropped behind them, in ring order (`true` marks a
+    /// dropped one): dropped bytes stay in the arena until the packets before them complete.
+    handed: VecDeque<(usize, bool)>,
     empty: u64,
     oversized: u64,
 }
@@ -105,7 +108,7 @@ fuzz_target!(|data: &[u8]| {
                         refused = (refused.0 + 1, refused.1 + len as u64);
                     }
                 }
-                let (bytes, packets) = held(&tunnel);
+                let (bytes, packets) = held(&tunnel, &outbound);
                 if bytes >= config.outbound_high_watermark_bytes as usize
                     || packets >= config.outbound_high_watermark_packets as usize
                 {
@@ -178,7 +181,7 @@ fuzz_target!(|data: &[u8]| {
                         let resumed = was_paused && tunnel.can_read_outbound();
                         assert_eq!(done.resume_reading, resumed, "resume edge exactly once");
                         if !tunnel.can_read_outbound() {
-                            let (bytes, packets) = held(&tunnel);
+                            let (bytes, packets) = held(&tunnel, &outbound);
                             assert!(
                                 bytes > config.outbound_low_watermark_bytes as usize
                                     || packets > config.outbound_low_watermark_packets as usize
@@ -250,15 +253,13 @@ fn config_of(setup: &Setup) -> TunnelConfig {
     }
 }
 
-/// Bytes (including dropped-pending ones) and packets the outbound ring holds.
-fn held(tunnel: &Tunnel) -> (usize, usize) {
+/// Bytes the outbound ring holds (queued, in flight, and dropped but not yet reclaimed) and
+/// packets (queued and in flight), as the watermarks count them.
+fn held(tunnel: &Tunnel, model: &Direction) -> (usize, usize) {
     let s = tunnel.stats().outbound;
-    let in_flight_bytes: usize = tunnel.outbound_in_flight().map(<[u8]>::len).sum();
-    assert_eq!(in_flight_bytes as u64, s.bytes_in_flight);
-    // `bytes_high_water` tracks `bytes_used`, which includes dropped-pending bytes; the levels
-    // here give queued and in-flight bytes, and the ring's own check covers the rest.
+    let dropped_pending: usize = model.handed.iter().filter(|h| h.1).map(|h| h.0).sum();
     let packets = (s.packets_queued + s.packets_in_flight) as usize;
-    let bytes = (s.bytes_queued + s.bytes_in_flight) as usize;
+    let bytes = (s.bytes_queued + s.bytes_in_flight) as usize + dropped_pending;
     (bytes, packets)
 }
 
@@ -270,11 +271,14 @@ fn after_poll(
     after: &tidegate_core::DirectionStats,
 ) {
     let dropped = after.aqm_dropped_packets - before.aqm_dropped_packets;
-    let dropped_bytes: u64 = direction
-        .queued
-        .drain(..dropped as usize)
-        .map(|p| p.len() as u64)
-        .sum();
+    let mut dropped_bytes = 0u64;
+    for packet in direction.queued.drain(..dropped as usize) {
+        dropped_bytes += packet.len() as u64;
+        // Dropped behind packets in flight: its bytes stay until those complete.
+        if !direction.handed.is_empty() {
+            direction.handed.push_back((packet.len(), true));
+        }
+    }
     assert_eq!(
         dropped_bytes,
         after.aqm_dropped_bytes - before.aqm_dropped_bytes
@@ -285,11 +289,23 @@ fn after_poll(
     let want = direction.queued.pop_front();
     assert_eq!(got, want, "packets leave in order");
     if let Some(packet) = want {
+        direction.handed.push_back((packet.len(), false));
         direction.in_flight.push_back(packet);
     }
 }
 
 fn complete(direction: &mut Direction, count: usize) -> usize {
+    // As the ring does: release `count` packets, reclaiming dropped ones met at the front.
+    let mut released = 0;
+    while let Some(&(_, dropped)) = direction.handed.front() {
+        if !dropped {
+            if released == count {
+                break;
+            }
+            released += 1;
+        }
+        direction.handed.pop_front();
+    }
     direction.in_flight.drain(..count).map(|p| p.len()).sum()
 }
 

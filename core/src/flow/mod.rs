@@ -692,6 +692,8 @@ mod tests {
     }
 
     #[test]
+    // Slow under Miri (an exhaustive loop of safe arithmetic); the normal run covers it.
+    #[cfg_attr(miri, ignore = "slow under Miri")]
     fn also_ran_flows_free_their_slot_at_once() {
         let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 9], small_policy()).unwrap();
         for i in 0..1_000 {
