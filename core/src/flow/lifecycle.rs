@@ -412,8 +412,9 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         if flow.in_wait {
             unlink(rows, &mut self.waiting_for_global, index, LinkKind::Wait);
         }
-        self.outbound_pending = self.outbound_pending.saturating_sub(flow.outbound.pending);
-        self.inbound_pending = self.inbound_pending.saturating_sub(flow.inbound.pending);
+        let (outbound, inbound) = (flow.outbound.pending, flow.inbound.pending);
+        self.outbound_pending = self.outbound_pending.saturating_sub(u128::from(outbound));
+        self.inbound_pending = self.inbound_pending.saturating_sub(u128::from(inbound));
         self.update_global();
         if let Some(record) = self.app_mut(flow.app) {
             record.references = record.references.saturating_sub(1);
