@@ -350,7 +350,7 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                         aqm_interval_us: config[12],
                     };
                 }
-                let configs: Vec<S> = (10..=19).map(|code| status(code)).collect();
+                let configs: Vec<S> = (10..=19).map(status).collect();
                 let mut footprint = Out::<usize>::new(false);
                 let s = expect(
                     tidegate_tunnel_footprint(&c, footprint.ptr()),
@@ -872,7 +872,7 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                     Some(bytes) => (bytes.as_ptr(), bytes.len()),
                     None => (null(), 0),
                 };
-                let allowed: Vec<S> = (60..=83).map(|code| status(code)).collect();
+                let allowed: Vec<S> = (60..=83).map(status).collect();
                 let mut out = Out::<u64>::new(null_out);
                 let s = tidegate_lifecycle_on_start(lifecycle, now, data, len, out.ptr());
                 if let Some(generation) =
