@@ -108,6 +108,7 @@ fuzz_target!(|data: &[u8]| {
         let Ok(op) = Op::arbitrary(&mut input) else {
             break;
         };
+        let deadline = machine.poll_timeout().map(Instant::as_micros);
         let before = (
             machine.state(),
             machine.generation(),
@@ -207,17 +208,27 @@ fuzz_target!(|data: &[u8]| {
                 let now = Instant::from_micros(clock.tick(tick));
                 let generation = pick(&host, generation);
                 let result = machine.on_tunnel_started(now, generation);
-                refused = check_report(&host, &before.0, generation, result, |state| {
-                    *state == LifecycleState::Starting
-                });
+                refused = check_report(
+                    &host,
+                    &before.0,
+                    passed(deadline, &clock),
+                    generation,
+                    result,
+                    |state| *state == LifecycleState::Starting,
+                );
             }
             Op::TornDown(generation, tick) => {
                 let now = Instant::from_micros(clock.tick(tick));
                 let generation = pick(&host, generation);
                 let result = machine.on_torn_down(now, generation);
-                refused = check_report(&host, &before.0, generation, result, |state| {
-                    *state == LifecycleState::Stopping(StopPhase::TearingDown)
-                });
+                refused = check_report(
+                    &host,
+                    &before.0,
+                    passed(deadline, &clock),
+                    generation,
+                    result,
+                    |state| *state == LifecycleState::Stopping(StopPhase::TearingDown),
+                );
             }
             Op::Register {
                 kind,
@@ -321,9 +332,14 @@ fuzz_target!(|data: &[u8]| {
                 let now = Instant::from_micros(clock.tick(tick));
                 let generation = pick(&host, generation);
                 let result = machine.on_journal_persisted(now, generation);
-                refused = check_report(&host, &before.0, generation, result, |state| {
-                    *state == LifecycleState::Stopping(StopPhase::PersistingJournal)
-                });
+                refused = check_report(
+                    &host,
+                    &before.0,
+                    passed(deadline, &clock),
+                    generation,
+                    result,
+                    |state| *state == LifecycleState::Stopping(StopPhase::PersistingJournal),
+                );
                 // A careless host may report it persisted a journal it never wrote; the
                 // machine cannot tell, and the host then simply has no new journal.
                 if !refused && let Some(sealed) = host.sealed_journal.take() {
@@ -398,6 +414,12 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
+/// Whether the housekeeping deadline `deadline` (read before the call) is at or before the
+/// engine's clock now.
+fn passed(deadline: Option<u64>, clock: &HostClock) -> bool {
+    deadline.is_some_and(|deadline| clock.latest >= deadline)
+}
+
 fn pick(host: &Host, generation: Gen) -> Generation {
     Generation(match generation {
         Gen::Current => host.generation,
@@ -410,6 +432,7 @@ fn pick(host: &Host, generation: Gen) -> Generation {
 fn check_report(
     host: &Host,
     before: &LifecycleState,
+    deadline_passed: bool,
     generation: Generation,
     result: Result<(), ReportError>,
     expected: impl Fn(&LifecycleState) -> bool,
@@ -417,7 +440,16 @@ fn check_report(
     match result {
         Ok(()) => {
             assert_eq!(generation.0, host.generation);
-            assert!(expected(before), "accepted in {before:?}");
+            // Every input applies a housekeeping deadline its `now` reached before anything else.
+            let sealed = [
+                LifecycleState::Stopping(StopPhase::PersistingJournal),
+                LifecycleState::Stopping(StopPhase::Completing),
+            ];
+            let deadline_applied = deadline_passed && sealed.iter().any(&expected);
+            assert!(
+                expected(before) || deadline_applied,
+                "accepted in {before:?}"
+            );
             false
         }
         Err(ReportError::StaleGeneration { .. }) => {
