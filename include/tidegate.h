@@ -1898,6 +1898,16 @@ typedef struct TidegateTunnelStats {
      */
     uint64_t outbound_paused;
     /**
+     * 1 while the outbound ring is in CoDel overload, 0 otherwise. In overload, reading does
+     * not pause at the high watermark and stale packets are dropped at the head instead, so a
+     * push may find the ring full (`NoRoom`) while reading is allowed. See the `aqm` module.
+     */
+    uint64_t outbound_overloaded;
+    /**
+     * Times the outbound ring entered CoDel overload.
+     */
+    uint64_t outbound_overloads;
+    /**
      * Inbound packets dropped on arrival because the ring was full (drop-newest, or drop-oldest
      * while packets were in flight).
      */

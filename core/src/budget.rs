@@ -797,11 +797,14 @@ mod tests {
     }
 
     proptest! {
+
+        #![proptest_config(crate::proptest_config::default_cases())]
+
         #[test]
         fn counters_match_model_and_never_exceed_limits(
             attempts in 1u32..20,
             open in 1u32..40,
-            ops in proptest::collection::vec(op(), 0..200),
+            ops in proptest::collection::vec(op(), 0..crate::proptest_config::ops(200)),
         ) {
             let mut budget = small(attempts, open);
             let mut model = Model::default();

@@ -658,6 +658,8 @@ mod tests {
     }
 
     #[test]
+    // Slow under Miri (an exhaustive loop of safe arithmetic); the normal run covers it.
+    #[cfg_attr(miri, ignore = "slow under Miri")]
     fn every_single_bit_flip_of_valid_journals_is_detected() {
         for bytes in sample_journals() {
             assert!(Journal::decode(&bytes).is_ok());
@@ -674,6 +676,9 @@ mod tests {
     }
 
     proptest! {
+
+        #![proptest_config(crate::proptest_config::default_cases())]
+
         #[test]
         fn decode_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = Journal::decode(&bytes);
@@ -696,6 +701,8 @@ mod tests {
         }
 
         #[test]
+        // Slow under Miri (an exhaustive loop of safe arithmetic); the normal run covers it.
+        #[cfg_attr(miri, ignore = "slow under Miri")]
         fn every_single_bit_flip_of_a_random_journal_is_detected(
             generation in any::<u64>(),
             tasks in proptest::collection::vec(

@@ -36,6 +36,8 @@ mod flow;
 mod fmt;
 mod journal;
 mod lifecycle;
+#[cfg(test)]
+mod proptest_config;
 mod ring;
 mod time;
 mod tunnel;

@@ -308,7 +308,8 @@ pub unsafe extern "C" fn tidegate_eyeballs_on_resolved(
     unsafe {
         call_mut(race, |r| {
             require_non_null([out_added.cast_const().cast()])?;
-            let family = family_of(family).ok_or(TidegateStatus::InvalidArgument)?;
+            // NULL checks come first, as in every function: a NULL array with a count is
+            // NULL_ARGUMENT whatever the other arguments hold.
             let addresses = if addresses.is_null() {
                 if count > 0 {
                     return Err(TidegateStatus::NullArgument);
@@ -318,6 +319,7 @@ pub unsafe extern "C" fn tidegate_eyeballs_on_resolved(
                 // SAFETY: non-NULL and valid for `count` addresses by the caller's contract.
                 std::slice::from_raw_parts(addresses, count)
             };
+            let family = family_of(family).ok_or(TidegateStatus::InvalidArgument)?;
             // Check every address before feeding any, so a refused call changes nothing.
             for address in addresses {
                 let addr = socket_addr_of(address).ok_or(TidegateStatus::InvalidArgument)?;
@@ -834,5 +836,38 @@ pub unsafe fn testing_panic_inside_eyeballs(race: *mut TidegateEyeballs) -> Tide
         call_mut(race, |_| -> Result<(), TidegateStatus> {
             panic!("forced panic for testing the C boundary")
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `c_abi` fuzz target: a NULL address array with a non-zero count and an
+    /// unknown family gave `INVALID_ARGUMENT`; NULL checks come first, so it is `NULL_ARGUMENT`.
+    #[test]
+    fn a_null_address_array_is_a_null_argument_whatever_the_family() {
+        let config = tidegate_eyeballs_config_default();
+        let mut race = std::ptr::null_mut();
+        // SAFETY: valid config and out-pointers; the handle is freed at the end.
+        unsafe {
+            assert_eq!(
+                tidegate_eyeballs_new(&config, 0, &mut race),
+                TidegateStatus::Ok
+            );
+            let mut added = 7usize;
+            for family in [4, 6, 5, u32::MAX] {
+                assert_eq!(
+                    tidegate_eyeballs_on_resolved(race, 1, family, std::ptr::null(), 3, &mut added),
+                    TidegateStatus::NullArgument
+                );
+            }
+            assert_eq!(
+                tidegate_eyeballs_on_resolved(race, 1, 5, std::ptr::null(), 0, &mut added),
+                TidegateStatus::InvalidArgument
+            );
+            assert_eq!(added, 7, "out-param untouched on failure");
+            tidegate_eyeballs_free(race);
+        }
     }
 }

@@ -16,6 +16,7 @@
 //! - `unsafe` lives only in this crate, each block with a `SAFETY:` comment naming the caller's
 //!   contract from the function's `# Safety` section.
 
+mod arena;
 mod boundary;
 mod budget;
 mod eyeballs;

@@ -8,6 +8,7 @@ use tidegate_core::{
     TunnelConfig, TunnelStats, TunnelStorage,
 };
 
+use crate::arena::{Arena, rebase};
 use crate::boundary::{Handle, bytes, call, call_free, call_mut, require_non_null, write_out};
 use crate::status::TidegateStatus;
 
@@ -21,7 +22,10 @@ use crate::status::TidegateStatus;
 /// serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
 pub struct TidegateTunnel {
     poison: Cell<bool>,
-    engine: PacketTunnel<Box<[u8]>, Box<[Slot]>>,
+    engine: PacketTunnel<Arena, Box<[Slot]>>,
+    /// Base pointers of the outbound and inbound arenas, copied before the arenas moved into the
+    /// engine: views are rebased on them so they survive later writes (see `arena.rs`).
+    bases: (*const u8, *const u8),
 }
 
 impl Handle for TidegateTunnel {
@@ -167,16 +171,20 @@ pub unsafe extern "C" fn tidegate_tunnel_new(
         let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
         require_non_null([out_tunnel.cast_const().cast()])?;
         let config = TunnelConfig::try_from(*config)?;
+        let outbound_arena = Arena::new(filled(config.outbound_bytes, 0u8)?);
+        let inbound_arena = Arena::new(filled(config.inbound_bytes, 0u8)?);
+        let bases = (outbound_arena.base(), inbound_arena.base());
         let storage = TunnelStorage {
-            outbound_arena: filled(config.outbound_bytes, 0u8)?,
+            outbound_arena,
             outbound_slots: filled(config.outbound_packets, Slot::EMPTY)?,
-            inbound_arena: filled(config.inbound_bytes, 0u8)?,
+            inbound_arena,
             inbound_slots: filled(config.inbound_packets, Slot::EMPTY)?,
         };
         let engine = PacketTunnel::new(config, storage).map_err(status_of_config)?;
         let handle = Box::new(TidegateTunnel {
             poison: Cell::new(false),
             engine,
+            bases,
         });
         // SAFETY: `out_tunnel` was checked non-NULL and is valid by the caller's contract.
         unsafe { write_out(out_tunnel, Box::into_raw(handle)) }
@@ -273,10 +281,11 @@ pub unsafe extern "C" fn tidegate_tunnel_poll_outbound(
     // SAFETY: forwarded caller contract.
     unsafe {
         call_mut(tunnel, |t| {
+            let base = t.bases.0;
             poll_batch(views, capacity, out_count, || {
                 t.engine
                     .poll_outbound(Instant::from_micros(now_us))
-                    .map(view_of)
+                    .map(|packet| view_of(base, packet))
             })
         })
     }
@@ -364,10 +373,11 @@ pub unsafe extern "C" fn tidegate_tunnel_poll_inbound(
     // SAFETY: forwarded caller contract.
     unsafe {
         call_mut(tunnel, |t| {
+            let base = t.bases.1;
             poll_batch(views, capacity, out_count, || {
                 t.engine
                     .poll_inbound(Instant::from_micros(now_us))
-                    .map(view_of)
+                    .map(|packet| view_of(base, packet))
             })
         })
     }
@@ -449,17 +459,18 @@ pub fn testing_panic_without_handle() -> TidegateStatus {
     })
 }
 
-/// A view of a packet handed out by a ring; the bytes stay in place until it is completed.
-fn view_of(packet: &[u8]) -> TidegatePacketView {
+/// A view of a packet handed out by the ring whose arena starts at `base`; the bytes stay in
+/// place until it is completed. The pointer carries the arena's provenance, not the slice's.
+fn view_of(base: *const u8, packet: &[u8]) -> TidegatePacketView {
     TidegatePacketView {
-        data: packet.as_ptr(),
+        data: rebase(base, packet.as_ptr()),
         len: packet.len(),
     }
 }
 
 /// The bytes `tidegate_tunnel_new` allocates for `config`.
 fn footprint(config: &TunnelConfig) -> usize {
-    PacketTunnel::<Box<[u8]>, Box<[Slot]>>::footprint(config)
+    PacketTunnel::<Arena, Box<[Slot]>>::footprint(config)
         .saturating_add(size_of::<TidegateTunnel>())
 }
 
@@ -615,5 +626,82 @@ mod tests {
             );
         }
         assert_eq!(bytes, 0);
+    }
+
+    fn small_config() -> TidegateTunnelConfig {
+        TidegateTunnelConfig {
+            outbound_bytes: 256,
+            outbound_packets: 8,
+            inbound_bytes: 256,
+            inbound_packets: 8,
+            max_packet_len: 32,
+            outbound_high_watermark_bytes: 128,
+            outbound_low_watermark_bytes: 64,
+            outbound_high_watermark_packets: 6,
+            outbound_low_watermark_packets: 3,
+            ..tidegate_tunnel_config_default()
+        }
+    }
+
+    /// A view handed to C stays readable, with its bytes unchanged, while later calls push into
+    /// and hand out from the same arena. Under Miri this checks that the view's pointer keeps
+    /// its provenance across those calls (no aliasing violation).
+    #[test]
+    fn views_stay_valid_across_later_calls() {
+        let mut tunnel = std::ptr::null_mut();
+        // SAFETY: valid config and out-pointer; the handle is freed at the end.
+        unsafe {
+            assert_eq!(
+                tidegate_tunnel_new(&small_config(), &mut tunnel),
+                TidegateStatus::Ok
+            );
+            let first = [7u8; 20];
+            assert_eq!(
+                tidegate_tunnel_on_outbound_packet(tunnel, 1, first.as_ptr(), first.len()),
+                TidegateStatus::Ok
+            );
+            let mut views = [TidegatePacketView {
+                data: std::ptr::null(),
+                len: 0,
+            }; 4];
+            let mut count = 0;
+            assert_eq!(
+                tidegate_tunnel_poll_outbound(tunnel, 2, views.as_mut_ptr(), 4, &mut count),
+                TidegateStatus::Ok
+            );
+            assert_eq!(count, 1);
+            let held = views[0];
+            for round in 0..4u8 {
+                let packet = [round; 24];
+                let status =
+                    tidegate_tunnel_on_outbound_packet(tunnel, 3, packet.as_ptr(), packet.len());
+                assert_eq!(status, TidegateStatus::Ok);
+                let mut stats = std::mem::MaybeUninit::uninit();
+                assert_eq!(
+                    tidegate_tunnel_stats(tunnel, stats.as_mut_ptr()),
+                    TidegateStatus::Ok
+                );
+                // The view handed out before these calls still reads the first packet.
+                let bytes = std::slice::from_raw_parts(held.data, held.len);
+                assert_eq!(bytes, &first[..]);
+            }
+            assert_eq!(
+                tidegate_tunnel_poll_outbound(tunnel, 4, views.as_mut_ptr(), 4, &mut count),
+                TidegateStatus::Ok
+            );
+            assert_eq!(count, 4);
+            let bytes = std::slice::from_raw_parts(held.data, held.len);
+            assert_eq!(bytes, &first[..]);
+            for (round, view) in views.iter().enumerate() {
+                let bytes = std::slice::from_raw_parts(view.data, view.len);
+                assert!(bytes.iter().all(|&b| usize::from(b) == round));
+            }
+            let mut resume = false;
+            assert_eq!(
+                tidegate_tunnel_complete_outbound(tunnel, 5, 5, &mut resume),
+                TidegateStatus::Ok
+            );
+            tidegate_tunnel_free(tunnel);
+        }
     }
 }

@@ -1362,6 +1362,9 @@ mod tests {
     }
 
     proptest! {
+
+        #![proptest_config(crate::proptest_config::default_cases())]
+
         /// Differential test: with every attempt failing at once, attempts start in the order
         /// a plain interleaved list gives, then the race fails with the last class.
         #[test]

@@ -95,6 +95,9 @@ mod tests {
     }
 
     proptest! {
+
+        #![proptest_config(crate::proptest_config::default_cases())]
+
         #[test]
         fn position_matches_model(
             preferred_count in 0usize..12,

@@ -170,8 +170,10 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         };
         let high = self.policy.flow_high_watermark;
         let flow = self.flow_mut(index).ok_or(FlowError::UnknownFlow)?;
-        // Refuse, changing nothing, a read the counters cannot hold exactly: saturating would
-        // make the sums disagree with the flows and the global watermark drift.
+        // Refuse, changing nothing, a read the counters cannot hold exactly: a flow's counter
+        // and the reported totals are `u64`, and saturating would make the sums disagree with
+        // the flows and the global watermark drift.
+        let total = u64::try_from(total).unwrap_or(u64::MAX);
         if direction(flow, side).pending.checked_add(bytes).is_none()
             || total.checked_add(bytes).is_none()
         {
@@ -179,13 +181,17 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         }
         flow.moved_bytes = true;
         let dir = direction_mut(flow, side);
+        let before = dir.pending;
         dir.pending = dir.pending.saturating_add(bytes);
         if dir.pending >= high {
             dir.over = true;
         }
+        // Add what the flow's counter really took (it saturates), so the totals stay the exact
+        // sum over flows even for absurd counts such as a C host's `(uint64_t)-1`.
+        let added = u128::from(dir.pending.saturating_sub(before));
         match side {
-            Side::Outbound => self.outbound_pending = self.outbound_pending.saturating_add(bytes),
-            Side::Inbound => self.inbound_pending = self.inbound_pending.saturating_add(bytes),
+            Side::Outbound => self.outbound_pending = self.outbound_pending.saturating_add(added),
+            Side::Inbound => self.inbound_pending = self.inbound_pending.saturating_add(added),
         }
         self.update_global();
         self.touch(index, now);
@@ -217,6 +223,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         if dir.pending <= low {
             dir.over = false;
         }
+        let bytes = u128::from(bytes);
         match side {
             Side::Outbound => self.outbound_pending = self.outbound_pending.saturating_sub(bytes),
             Side::Inbound => self.inbound_pending = self.inbound_pending.saturating_sub(bytes),
@@ -343,6 +350,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     /// Apply the global hysteresis after pending bytes changed.
     pub(crate) fn update_global(&mut self) {
         let total = self.outbound_pending.saturating_add(self.inbound_pending);
+        let total = u64::try_from(total).unwrap_or(u64::MAX);
         if !self.global_paused && total >= self.policy.global_high_watermark {
             self.global_paused = true;
             log_debug!("global high watermark reached: {} bytes pending", total);

@@ -672,17 +672,21 @@ fn check_invariants<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(crate::proptest_config::with_cases(512))]
 
     /// Per-app cap below the global cap: the app limit and eviction both come into play.
     #[test]
-    fn governor_matches_model(ops in proptest::collection::vec(op(), 0..250)) {
+    fn governor_matches_model(
+        ops in proptest::collection::vec(op(), 0..crate::proptest_config::ops(250))
+    ) {
         run(ops, 4)?;
     }
 
     /// Per-app cap equal to the global cap: one app can fill the table, so fairness evicts.
     #[test]
-    fn governor_matches_model_with_fair_eviction(ops in proptest::collection::vec(op(), 0..250)) {
+    fn governor_matches_model_with_fair_eviction(
+        ops in proptest::collection::vec(op(), 0..crate::proptest_config::ops(250))
+    ) {
         run(ops, 6)?;
     }
 }

@@ -169,13 +169,19 @@ mod tests {
     }
 
     proptest! {
+
+        #![proptest_config(crate::proptest_config::default_cases())]
+
         /// Each directory behaves like a `HashMap` from key to record under random inserts and
         /// removals, including colliding keys (small key space, 11 buckets).
         #[test]
         fn directory_matches_hashmap(
             apps in any::<bool>(),
             seed: u64,
-            ops in proptest::collection::vec((any::<bool>(), 0u64..20), 0..200),
+            ops in proptest::collection::vec(
+                (any::<bool>(), 0u64..20),
+                0..crate::proptest_config::ops(200),
+            ),
         ) {
             let directory = if apps { Directory::Apps } else { Directory::Destinations };
             let mut rows = [FlowSlot::EMPTY; 11];

@@ -431,8 +431,9 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             self.connections_held = self.connections_held.saturating_sub(1);
             self.connection_releases_owed = self.connection_releases_owed.saturating_add(1);
         }
-        self.outbound_pending = self.outbound_pending.saturating_sub(flow.outbound.pending);
-        self.inbound_pending = self.inbound_pending.saturating_sub(flow.inbound.pending);
+        let (outbound, inbound) = (flow.outbound.pending, flow.inbound.pending);
+        self.outbound_pending = self.outbound_pending.saturating_sub(u128::from(outbound));
+        self.inbound_pending = self.inbound_pending.saturating_sub(u128::from(inbound));
         self.update_global();
         if let Some(record) = self.app_mut(flow.app) {
             record.references = record.references.saturating_sub(1);

@@ -204,8 +204,8 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             budget_mismatches: counters.budget_mismatches,
             connect_failures: counters.connect_failures,
             flows: self.by_state,
-            bytes_pending_outbound: self.outbound_pending,
-            bytes_pending_inbound: self.inbound_pending,
+            bytes_pending_outbound: u64::try_from(self.outbound_pending).unwrap_or(u64::MAX),
+            bytes_pending_inbound: u64::try_from(self.inbound_pending).unwrap_or(u64::MAX),
             reads_paused_globally: self.global_paused,
             apps: self.apps_with_open_flows,
             ..FlowStats::default()

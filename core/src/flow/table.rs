@@ -334,10 +334,16 @@ mod tests {
     }
 
     proptest! {
+
+        #![proptest_config(crate::proptest_config::default_cases())]
+
         /// The intrusive list behaves like a `VecDeque` under random pushes, removals and pops,
         /// on a table whose size is not a power of two.
         #[test]
-        fn list_matches_vecdeque(ops in proptest::collection::vec((0u8..3, 0u32..13), 0..200)) {
+        fn list_matches_vecdeque(ops in proptest::collection::vec(
+            (0u8..3, 0u32..13),
+            0..crate::proptest_config::ops(200),
+        )) {
             let mut rows = [FlowSlot::EMPTY; 13];
             let mut list = ListHead::EMPTY;
             let mut model: VecDeque<u32> = VecDeque::new();

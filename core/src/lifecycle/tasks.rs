@@ -240,6 +240,9 @@ mod tests {
     }
 
     proptest! {
+
+        #![proptest_config(crate::proptest_config::default_cases())]
+
         /// The queue behaves like an ordered map from id to (carried, running), capacity-bound.
         #[test]
         fn queue_matches_ordered_map_model(

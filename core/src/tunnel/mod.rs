@@ -122,6 +122,8 @@ pub struct PacketTunnel<B, S> {
     /// The outbound ring is in overload (see the `aqm` module): CoDel was dropping at the high
     /// watermark, and the ring has not been back down to its low watermarks since.
     overload: bool,
+    /// Times the outbound ring entered overload.
+    overloads: u64,
     /// When outbound reading paused, while it is paused.
     paused_since: Option<Instant>,
     paused_micros: u64,
@@ -172,6 +174,7 @@ where
                 )),
             },
             overload: false,
+            overloads: 0,
             paused_since: None,
             paused_micros: 0,
             pauses: 0,
@@ -247,6 +250,7 @@ where
                 self.paused_since.is_some() || at_high_watermark(&self.outbound, &self.config);
             if codel.is_dropping() && pressed && !self.overload {
                 self.overload = true;
+                self.overloads = self.overloads.saturating_add(1);
                 log_debug!("outbound: overload, dropping stale packets instead of pausing");
             }
             if self.overload && pressed {
@@ -377,6 +381,8 @@ where
             outbound_pauses: self.pauses,
             outbound_paused_micros: self.paused_micros.saturating_add(ongoing),
             outbound_paused: u64::from(self.paused_since.is_some()),
+            outbound_overloaded: u64::from(self.overload),
+            outbound_overloads: self.overloads,
             inbound_dropped_newest_packets: self.dropped_newest.0,
             inbound_dropped_newest_bytes: self.dropped_newest.1,
             inbound_dropped_oldest_packets: self.dropped_oldest.0,
@@ -408,12 +414,10 @@ where
         }
     }
 
+    /// Bytes and slots the outbound ring holds, dropped-pending ones included: both are what
+    /// runs out, so both are what the watermarks compare.
     fn outbound_held(&self) -> (usize, usize) {
-        let levels = self.outbound.levels();
-        let packets = levels
-            .packets_queued
-            .saturating_add(levels.packets_in_flight);
-        (levels.bytes_used(), packets)
+        (self.outbound.bytes_used(), self.outbound.slots_used())
     }
 
     /// Pause reading once a high watermark is reached, unless the ring is in overload: then the
@@ -493,12 +497,8 @@ where
     B: AsRef<[u8]> + AsMut<[u8]>,
     S: AsRef<[Slot]> + AsMut<[Slot]>,
 {
-    let levels = ring.levels();
-    let packets = levels
-        .packets_queued
-        .saturating_add(levels.packets_in_flight);
-    levels.bytes_used() >= config.outbound_high_watermark_bytes as usize
-        || packets >= config.outbound_high_watermark_packets as usize
+    ring.bytes_used() >= config.outbound_high_watermark_bytes as usize
+        || ring.slots_used() >= config.outbound_high_watermark_packets as usize
 }
 
 /// Refuse empty and oversized packets, counting each under its own reason.

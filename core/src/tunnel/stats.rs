@@ -63,6 +63,12 @@ pub struct TunnelStats {
     pub outbound_paused_micros: u64,
     /// 1 while outbound reading is paused, 0 otherwise.
     pub outbound_paused: u64,
+    /// 1 while the outbound ring is in CoDel overload, 0 otherwise. In overload, reading does
+    /// not pause at the high watermark and stale packets are dropped at the head instead, so a
+    /// push may find the ring full (`NoRoom`) while reading is allowed. See the `aqm` module.
+    pub outbound_overloaded: u64,
+    /// Times the outbound ring entered CoDel overload.
+    pub outbound_overloads: u64,
     /// Inbound packets dropped on arrival because the ring was full (drop-newest, or drop-oldest
     /// while packets were in flight).
     pub inbound_dropped_newest_packets: u64,

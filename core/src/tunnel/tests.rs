@@ -391,3 +391,39 @@ fn codel_without_a_pause_drops_one_packet_per_control_law_step() {
     assert!(tun.poll_outbound(t(200_000)).is_some());
     assert_eq!(tun.stats().outbound.aqm_dropped_packets, 1);
 }
+
+/// Found by the `tunnel` fuzz target: packets CoDel dropped behind a packet in flight keep their
+/// slots until it completes, so the packet watermark must count them, or the slots run out while
+/// reading is still allowed and a packet read then is refused.
+#[test]
+fn slots_of_packets_dropped_behind_in_flight_ones_count_toward_the_packet_watermark() {
+    let config = TunnelConfig {
+        outbound_bytes: 10_000,
+        outbound_high_watermark_bytes: 7_000,
+        outbound_low_watermark_bytes: 3_000,
+        aqm: Aqm::CODEL_DEFAULT,
+        ..small()
+    };
+    let mut tun = tunnel(config);
+    for _ in 0..7 {
+        tun.on_outbound_packet(t(0), &[1; 100]).unwrap();
+    }
+    assert!(
+        tun.poll_outbound(t(50_000)).is_some(),
+        "in flight, never completed"
+    );
+    // An interval above target later, CoDel drops one packet behind the in-flight one.
+    assert!(tun.poll_outbound(t(200_000)).is_some());
+    let stats = tun.stats();
+    assert_eq!(stats.outbound.aqm_dropped_packets, 1);
+    assert_eq!(stats.outbound_overloaded, 0, "7 of 8 slots: not pressed");
+    // 2 in flight + 1 dropped-pending + 4 queued = 7 slots; one more reaches the watermark of 8.
+    assert!(tun.can_read_outbound());
+    tun.on_outbound_packet(t(200_000), &[2; 100]).unwrap();
+    assert!(
+        !tun.can_read_outbound(),
+        "8 slots held: the packet watermark pauses reading"
+    );
+    // And the two free slots take a packet read while reading was allowed.
+    tun.on_outbound_packet(t(200_000), &[3; 100]).unwrap();
+}

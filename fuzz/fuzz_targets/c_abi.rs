@@ -1,0 +1,1227 @@
+//! Call sequences through the `extern "C"` functions of `libtidegate`, as a careless C host
+//! would make them: NULL handles, buffers and out-pointers, zero and oversized lengths, stale
+//! and forged flow ids, task ids and generations, double completions, unknown enum integers,
+//! configurations of every shape and clocks running backwards. Checked on every call:
+//!
+//! - the status is one the function documents, and never `PANIC` or `POISONED`;
+//! - a NULL handle or a NULL required pointer gives `NULL_ARGUMENT`;
+//! - out-parameters are written only on success: a refused call leaves them byte for byte;
+//! - packet views stay readable and unchanged until completed (AddressSanitizer checks every
+//!   byte read through them), and every handle is freed, so a leak fails the run too.
+#![no_main]
+
+use std::collections::VecDeque;
+use std::mem::{MaybeUninit, size_of};
+use std::ptr::{null, null_mut};
+
+use arbitrary::{Arbitrary, Unstructured};
+use libfuzzer_sys::fuzz_target;
+use tidegate::*;
+use tidegate_fuzz::{HostClock, MAX_OPS, Tick};
+
+use TidegateStatus as S;
+
+/// Bytes an out-parameter is filled with before a call, to see whether a refused call wrote it.
+const SENTINEL: u8 = 0xa7;
+/// The most memory one handle may take in this target (bigger configurations are only sized).
+const MAX_FOOTPRINT: usize = 4 << 20;
+
+/// An out-parameter: NULL, or a sentinel-filled slot.
+struct Out<T> {
+    slot: MaybeUninit<T>,
+    null: bool,
+}
+
+impl<T> Out<T> {
+    fn new(null: bool) -> Self {
+        let mut slot = MaybeUninit::<T>::uninit();
+        // SAFETY: writing bytes into the slot's own storage.
+        unsafe {
+            slot.as_mut_ptr()
+                .cast::<u8>()
+                .write_bytes(SENTINEL, size_of::<T>())
+        };
+        Out { slot, null }
+    }
+
+    fn ptr(&mut self) -> *mut T {
+        if self.null {
+            null_mut()
+        } else {
+            self.slot.as_mut_ptr()
+        }
+    }
+
+    /// The value written by a successful call; on any other status, check it was not touched.
+    fn after(self, status: S) -> Option<T> {
+        if status == S::Ok {
+            assert!(!self.null, "OK with a NULL out-parameter");
+            // SAFETY: the call succeeded, so it wrote a valid `T`.
+            return Some(unsafe { self.slot.assume_init() });
+        }
+        if !self.null {
+            // SAFETY: the bytes were initialised by `new` and, by the contract checked here,
+            // not written since.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(self.slot.as_ptr().cast::<u8>(), size_of::<T>())
+            };
+            assert!(
+                bytes.iter().all(|&b| b == SENTINEL),
+                "a refused call wrote its out-param"
+            );
+        }
+        None
+    }
+}
+
+/// Assert `status` is one of `allowed` (and NULL_ARGUMENT when a required pointer was NULL).
+fn expect(status: S, null_given: bool, allowed: &[S]) -> S {
+    assert!(status != S::Panic && status != S::Poisoned, "{status:?}");
+    if null_given {
+        assert_eq!(status, S::NullArgument, "a NULL required pointer");
+    } else {
+        assert!(
+            status == S::Ok || allowed.contains(&status),
+            "undocumented status {status:?}, allowed {allowed:?}"
+        );
+    }
+    // SAFETY: a valid status code.
+    let message = tidegate_status_str(status as u32);
+    assert!(!message.is_null());
+    status
+}
+
+#[derive(Debug, Arbitrary)]
+enum Packet {
+    Null { len: u16 },
+    Bytes { len: u16, fill: u8 },
+    Oversized { extra: u16 },
+}
+
+#[derive(Debug, Arbitrary)]
+enum Id {
+    Issued(u8),
+    Forged(u64),
+}
+
+#[derive(Debug, Arbitrary)]
+enum Op {
+    // Tunnel.
+    TunnelNew {
+        config: [u32; 13],
+        preset: bool,
+        null_out: bool,
+    },
+    TunnelFree,
+    Outbound {
+        packet: Packet,
+        null_handle: bool,
+        tick: Tick,
+    },
+    Inbound {
+        packet: Packet,
+        null_out: bool,
+        tick: Tick,
+    },
+    PollOutbound {
+        capacity: u8,
+        null_views: bool,
+        null_count: bool,
+        tick: Tick,
+    },
+    PollInbound {
+        capacity: u8,
+        null_count: bool,
+        tick: Tick,
+    },
+    CompleteOutbound {
+        count: u16,
+        null_out: bool,
+        tick: Tick,
+    },
+    CompleteInbound {
+        count: u16,
+        tick: Tick,
+    },
+    TunnelQueries {
+        null_out: bool,
+    },
+    // Flow governor.
+    GovernorNew {
+        policy: [u64; 12],
+        preset: bool,
+    },
+    GovernorFree,
+    NewFlow {
+        app: u8,
+        destination: u8,
+        protocol: u32,
+        null_out: bool,
+        tick: Tick,
+    },
+    FlowCall {
+        call: u8,
+        flow: Id,
+        bytes: u64,
+        errno: i32,
+        null_out: bool,
+        tick: Tick,
+    },
+    GovernorPoll {
+        capacity: u8,
+        null_out: bool,
+        tick: Tick,
+    },
+    GovernorBudget(u32),
+    FlowKey {
+        data: Option<Vec<u8>>,
+        len_extra: u8,
+    },
+    // Lifecycle.
+    LifecycleNew {
+        deadline_us: u64,
+        capacity: u32,
+        in_flight: u16,
+    },
+    LifecycleFree,
+    LifecycleCall {
+        call: u8,
+        generation: Id,
+        task: Id,
+        code: u32,
+        null_out: bool,
+        tick: Tick,
+    },
+    Register {
+        kind: u32,
+        payload: Packet,
+        null_out: bool,
+        tick: Tick,
+    },
+    Start {
+        journal: Option<Vec<u8>>,
+        use_saved: bool,
+        null_out: bool,
+        tick: Tick,
+    },
+    WriteJournal {
+        short: u8,
+        null_buf: bool,
+    },
+    // Budget and Happy Eyeballs.
+    BudgetCall {
+        call: u8,
+        errno: i32,
+        limit: u64,
+        tick: Tick,
+    },
+    EyeballsNew {
+        family: u32,
+        count: u32,
+        delays: [u16; 4],
+    },
+    EyeballsFree,
+    Resolved {
+        family: u32,
+        addresses: Vec<(u8, u8, u16, u8)>,
+        null_addresses: bool,
+        tick: Tick,
+    },
+    EyeballsCall {
+        call: u8,
+        index: u16,
+        errno: i32,
+        family: u32,
+        tick: Tick,
+    },
+    PollAction {
+        null_budget: bool,
+    },
+}
+
+#[derive(Default)]
+struct Host {
+    tunnel: Option<*mut TidegateTunnel>,
+    max_packet_len: usize,
+    /// Copies of the packets behind the views handed out, with the views, oldest first.
+    outbound_views: VecDeque<(TidegatePacketView, Vec<u8>)>,
+    inbound_views: VecDeque<(TidegatePacketView, Vec<u8>)>,
+    governor: Option<*mut TidegateFlowGovernor>,
+    flows: Vec<u64>,
+    lifecycle: Option<*mut TidegateLifecycle>,
+    generations: Vec<u64>,
+    tasks: Vec<u64>,
+    journal: Vec<u8>,
+    budget: Option<*mut TidegateBudget>,
+    race: Option<*mut TidegateEyeballs>,
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Unstructured::new(data);
+    let mut host = Host::default();
+    let mut clock = HostClock::new(7_000_000);
+    for _ in 0..MAX_OPS {
+        let Ok(op) = Op::arbitrary(&mut input) else {
+            break;
+        };
+        // SAFETY: every pointer passed below is NULL, a live handle of `host`, or a buffer
+        // valid for the length passed with it, as the header requires.
+        unsafe { run(&mut host, &mut clock, op) };
+        check_views(&host);
+    }
+    // SAFETY: the handles are live and freed once.
+    unsafe {
+        free_all(&mut host);
+    }
+});
+
+fn pick(list: &[u64], id: &Id) -> u64 {
+    match *id {
+        Id::Issued(i) if !list.is_empty() => list[usize::from(i) % list.len()],
+        Id::Issued(i) => u64::from(i),
+        Id::Forged(raw) => raw,
+    }
+}
+
+/// The bytes and length of a packet argument (the buffer must outlive the call).
+fn packet_of(packet: &Packet, max: usize, storage: &mut Vec<u8>) -> (*const u8, usize) {
+    match *packet {
+        Packet::Null { len } => (null(), usize::from(len % 3)),
+        Packet::Bytes { len, fill } => {
+            *storage = vec![fill; usize::from(len) % (max + 2)];
+            (storage.as_ptr(), storage.len())
+        }
+        Packet::Oversized { extra } => {
+            *storage = vec![0x42; max + 1 + usize::from(extra % 2048)];
+            (storage.as_ptr(), storage.len())
+        }
+    }
+}
+
+fn check_views(host: &Host) {
+    for (view, copy) in host.outbound_views.iter().chain(&host.inbound_views) {
+        // SAFETY: a view stays valid until its packet is completed, which is the contract
+        // under test; AddressSanitizer reports any byte read outside a live allocation.
+        let bytes = unsafe { std::slice::from_raw_parts(view.data, view.len) };
+        assert_eq!(
+            bytes,
+            &copy[..],
+            "a view's bytes changed before its completion"
+        );
+    }
+}
+
+unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
+    unsafe {
+        match op {
+            Op::TunnelNew {
+                config,
+                preset,
+                null_out,
+            } => {
+                let mut c = tidegate_tunnel_config_default();
+                if preset {
+                    c.outbound_bytes = 4096 + config[0] % 8192;
+                    c.outbound_packets = 8 + config[1] % 64;
+                    c.inbound_bytes = 2048 + config[2] % 8192;
+                    c.inbound_packets = 1 + config[3] % 64;
+                    c.max_packet_len = 1 + config[4] % 1500;
+                    c.outbound_high_watermark_bytes = c.outbound_bytes / 2;
+                    c.outbound_low_watermark_bytes = c.outbound_bytes / 4;
+                    c.outbound_high_watermark_packets = c.outbound_packets / 2;
+                    c.outbound_low_watermark_packets =
+                        config[5] % c.outbound_high_watermark_packets;
+                    c.inbound_drop_policy = config[6] % 3;
+                    c.aqm = config[7] % 3;
+                } else {
+                    c = TidegateTunnelConfig {
+                        outbound_bytes: config[0],
+                        outbound_packets: config[1],
+                        inbound_bytes: config[2],
+                        inbound_packets: config[3],
+                        max_packet_len: config[4],
+                        outbound_high_watermark_bytes: config[5],
+                        outbound_low_watermark_bytes: config[6],
+                        outbound_high_watermark_packets: config[7],
+                        outbound_low_watermark_packets: config[8],
+                        inbound_drop_policy: config[9],
+                        aqm: config[10],
+                        aqm_target_us: config[11],
+                        aqm_interval_us: config[12],
+                    };
+                }
+                let configs: Vec<S> = (10..=19).map(status).collect();
+                let mut footprint = Out::<usize>::new(false);
+                let s = expect(
+                    tidegate_tunnel_footprint(&c, footprint.ptr()),
+                    false,
+                    &configs,
+                );
+                let Some(bytes) = footprint.after(s) else {
+                    return;
+                };
+                if bytes > MAX_FOOTPRINT {
+                    return;
+                }
+                let mut out = Out::<*mut TidegateTunnel>::new(null_out);
+                let s = expect(
+                    tidegate_tunnel_new(&c, out.ptr()),
+                    null_out,
+                    &[S::OutOfMemory],
+                );
+                if let Some(tunnel) = out.after(s) {
+                    free_tunnel(host);
+                    host.tunnel = Some(tunnel);
+                    host.max_packet_len = c.max_packet_len as usize;
+                }
+            }
+            Op::TunnelFree => free_tunnel(host),
+            Op::Outbound {
+                packet,
+                null_handle,
+                tick,
+            } => {
+                let now = clock.tick(tick);
+                let tunnel = handle(host.tunnel, null_handle);
+                let mut storage = Vec::new();
+                let (data, len) = packet_of(&packet, host.max_packet_len, &mut storage);
+                let null_given = tunnel.is_null() || (data.is_null() && len > 0);
+                let allowed = [S::PacketEmpty, S::PacketTooLong, S::NoRoom];
+                let s = tidegate_tunnel_on_outbound_packet(tunnel, now, data, len);
+                expect(s, null_given, &allowed);
+                match s {
+                    S::PacketEmpty => assert_eq!(len, 0),
+                    S::PacketTooLong => assert!(len > host.max_packet_len),
+                    S::Ok => assert!(len > 0 && len <= host.max_packet_len),
+                    _ => {}
+                }
+            }
+            Op::Inbound {
+                packet,
+                null_out,
+                tick,
+            } => {
+                let now = clock.tick(tick);
+                let tunnel = handle(host.tunnel, false);
+                let mut storage = Vec::new();
+                let (data, len) = packet_of(&packet, host.max_packet_len, &mut storage);
+                let null_given = tunnel.is_null() || null_out || (data.is_null() && len > 0);
+                let mut out = Out::<TidegateInboundDisposition>::new(null_out);
+                let s = tidegate_tunnel_on_inbound_packet(tunnel, now, data, len, out.ptr());
+                expect(s, null_given, &[S::PacketEmpty, S::PacketTooLong]);
+                out.after(s);
+            }
+            Op::PollOutbound {
+                capacity,
+                null_views,
+                null_count,
+                tick,
+            } => {
+                let now = clock.tick(tick);
+                poll(host, now, true, capacity, null_views, null_count);
+            }
+            Op::PollInbound {
+                capacity,
+                null_count,
+                tick,
+            } => {
+                let now = clock.tick(tick);
+                poll(host, now, false, capacity, false, null_count);
+            }
+            Op::CompleteOutbound {
+                count,
+                null_out,
+                tick,
+            } => {
+                let now = clock.tick(tick);
+                let tunnel = handle(host.tunnel, false);
+                let count = usize::from(count % 8);
+                let mut out = Out::<bool>::new(null_out);
+                let s = tidegate_tunnel_complete_outbound(tunnel, now, count, out.ptr());
+                expect(s, tunnel.is_null() || null_out, &[S::NotInFlight]);
+                if out.after(s).is_some() {
+                    host.outbound_views.drain(..count);
+                } else if s == S::NotInFlight {
+                    assert!(count > host.outbound_views.len());
+                }
+            }
+            Op::CompleteInbound { count, tick } => {
+                let now = clock.tick(tick);
+                let tunnel = handle(host.tunnel, false);
+                let count = usize::from(count % 8);
+                let s = tidegate_tunnel_complete_inbound(tunnel, now, count);
+                expect(s, tunnel.is_null(), &[S::NotInFlight]);
+                if s == S::Ok {
+                    host.inbound_views.drain(..count);
+                }
+            }
+            Op::TunnelQueries { null_out } => {
+                let tunnel = handle(host.tunnel, false);
+                let mut can_read = Out::<bool>::new(null_out);
+                let s = tidegate_tunnel_can_read_outbound(tunnel, can_read.ptr());
+                can_read.after(expect(s, tunnel.is_null() || null_out, &[]));
+                let mut stats = Out::<tidegate_core::TunnelStats>::new(null_out);
+                let s = tidegate_tunnel_stats(tunnel, stats.ptr());
+                if let Some(stats) = stats.after(expect(s, tunnel.is_null() || null_out, &[])) {
+                    assert_eq!(
+                        stats.outbound.packets_in_flight as usize,
+                        host.outbound_views.len()
+                    );
+                    assert_eq!(
+                        stats.inbound.packets_in_flight as usize,
+                        host.inbound_views.len()
+                    );
+                }
+            }
+            Op::GovernorNew { policy, preset } => {
+                let mut p = tidegate_flow_policy_default();
+                if preset {
+                    p.max_flows = 1 + (policy[0] % 16) as u32;
+                    p.slots = p.max_flows + 1 + (policy[1] % 4) as u32;
+                    p.max_flows_per_app = 1 + (policy[2] % 16) as u32;
+                    p.max_flows_per_destination = 1 + (policy[3] % 16) as u32;
+                    p.max_connecting = (policy[4] % 16) as u32;
+                    p.idle_timeout_us = policy[5] % 10_000_000;
+                    p.connect_timeout_us = policy[6] % 10_000_000;
+                    p.flow_low_watermark_bytes = policy[7] % 70_000;
+                    p.flow_high_watermark_bytes = p.flow_low_watermark_bytes + policy[8] % 100;
+                } else {
+                    p = TidegateFlowPolicy {
+                        slots: policy[0] as u32,
+                        max_flows: policy[1] as u32,
+                        max_flows_per_app: policy[2] as u32,
+                        max_flows_per_destination: policy[3] as u32,
+                        max_connecting: policy[4] as u32,
+                        idle_timeout_us: policy[5],
+                        connect_timeout_us: policy[6],
+                        flow_high_watermark_bytes: policy[7],
+                        flow_low_watermark_bytes: policy[8],
+                        global_high_watermark_bytes: policy[9],
+                        global_low_watermark_bytes: policy[10],
+                        hash_seed: policy[11],
+                    };
+                }
+                let configs = [
+                    S::ConfigFlowZeroCap,
+                    S::ConfigWatermarksOutOfOrder,
+                    S::ConfigFlowTooFewSlots,
+                    S::ConfigFlowTooManySlots,
+                ];
+                let mut footprint = Out::<usize>::new(false);
+                let s = tidegate_flow_governor_footprint(&p, footprint.ptr());
+                let Some(bytes) = footprint.after(expect(s, false, &configs)) else {
+                    return;
+                };
+                if bytes > MAX_FOOTPRINT {
+                    return;
+                }
+                let mut out = Out::<*mut TidegateFlowGovernor>::new(false);
+                let s = tidegate_flow_governor_new(&p, clock.now, out.ptr());
+                if let Some(governor) = out.after(expect(s, false, &[S::OutOfMemory])) {
+                    if let Some(old) = host.governor.replace(governor) {
+                        tidegate_flow_governor_free(old);
+                    }
+                    host.flows.clear();
+                }
+            }
+            Op::GovernorFree => {
+                if let Some(old) = host.governor.take() {
+                    tidegate_flow_governor_free(old);
+                }
+                tidegate_flow_governor_free(null_mut());
+            }
+            Op::NewFlow {
+                app,
+                destination,
+                protocol,
+                null_out,
+                tick,
+            } => {
+                let now = clock.tick(tick);
+                let governor = handle(host.governor, false);
+                let mut out = Out::<TidegateAdmission>::new(null_out);
+                let s = tidegate_flow_governor_on_new_flow(
+                    governor,
+                    now,
+                    u64::from(app % 6),
+                    u64::from(destination % 6),
+                    protocol % 4,
+                    out.ptr(),
+                );
+                expect(s, governor.is_null() || null_out, &[S::InvalidArgument]);
+                if s == S::InvalidArgument {
+                    assert!(protocol % 4 > 1, "TCP and UDP are known protocols");
+                }
+                if let Some(admission) = out.after(s)
+                    && admission.decision != TidegateAdmissionDecision::Rejected
+                {
+                    host.flows.push(admission.flow);
+                }
+            }
+            Op::FlowCall {
+                call,
+                flow,
+                bytes,
+                errno,
+                null_out,
+                tick,
+            } => {
+                let now = clock.tick(tick);
+                let governor = handle(host.governor, false);
+                let flow = pick(&host.flows, &flow);
+                let ids = [S::UnknownFlow, S::StaleFlow, S::FlowInvalidState];
+                let pending = [S::UnknownFlow, S::StaleFlow, S::CompletionExceedsPending];
+                let null_given = governor.is_null();
+                match call % 12 {
+                    0 => {
+                        expect(
+                            tidegate_flow_governor_on_connecting(governor, now, flow),
+                            null_given,
+                            &ids,
+                        );
+                    }
+                    1 => {
+                        expect(
+                            tidegate_flow_governor_on_connected(governor, now, flow),
+                            null_given,
+                            &ids,
+                        );
+                    }
+                    2 => {
+                        let mut out = Out::<TidegateFlowOutcome>::new(null_out);
+                        let s = tidegate_flow_governor_on_connect_failed(
+                            governor,
+                            now,
+                            flow,
+                            errno,
+                            out.ptr(),
+                        );
+                        out.after(expect(s, null_given || null_out, &ids));
+                    }
+                    3 => {
+                        let mut out = Out::<TidegateFlowOutcome>::new(null_out);
+                        let s = tidegate_flow_governor_on_closed(governor, now, flow, out.ptr());
+                        out.after(expect(s, null_given || null_out, &ids));
+                    }
+                    4 => {
+                        let s = tidegate_flow_governor_on_local_read(governor, now, flow, bytes);
+                        expect(s, null_given, &ids);
+                    }
+                    5 => {
+                        let s = tidegate_flow_governor_on_remote_sent(
+                            governor,
+                            now,
+                            flow,
+                            bytes % 5000,
+                        );
+                        expect(s, null_given, &pending);
+                    }
+                    6 => {
+                        let s = tidegate_flow_governor_on_remote_read(
+                            governor,
+                            now,
+                            flow,
+                            bytes % 5000,
+                        );
+                        expect(s, null_given, &ids);
+                    }
+                    7 => {
+                        let s = tidegate_flow_governor_on_local_written(governor, now, flow, bytes);
+                        expect(s, null_given, &pending);
+                    }
+                    8 => {
+                        let mut out = Out::<bool>::new(null_out);
+                        let s = tidegate_flow_governor_can_read_local(governor, flow, out.ptr());
+                        out.after(expect(s, null_given || null_out, &ids));
+                        let mut out = Out::<bool>::new(null_out);
+                        let s = tidegate_flow_governor_can_read_remote(governor, flow, out.ptr());
+                        out.after(expect(s, null_given || null_out, &ids));
+                    }
+                    9 => {
+                        let mut out = Out::<TidegateFlowState>::new(null_out);
+                        let s = tidegate_flow_governor_state(governor, flow, out.ptr());
+                        out.after(expect(s, null_given || null_out, &ids));
+                    }
+                    10 => {
+                        let mut out = Out::<TidegateFlowStats>::new(null_out);
+                        let s = tidegate_flow_governor_stats(governor, out.ptr());
+                        if let Some(stats) = out.after(expect(s, null_given || null_out, &[])) {
+                            assert!(stats.top_apps_len as usize <= stats.top_apps.len());
+                        }
+                        let mut out = Out::<u64>::new(null_out);
+                        let s = tidegate_flow_governor_poll_timeout(governor, out.ptr());
+                        out.after(expect(s, null_given || null_out, &[]));
+                    }
+                    _ => {
+                        expect(
+                            tidegate_flow_governor_handle_timeout(governor, now),
+                            null_given,
+                            &[],
+                        );
+                    }
+                }
+            }
+            Op::GovernorPoll {
+                capacity,
+                null_out,
+                tick,
+            } => {
+                let _ = clock.tick(tick);
+                let governor = handle(host.governor, false);
+                let capacity = usize::from(capacity % 6);
+                let mut buf: Vec<MaybeUninit<TidegateFlowNotification>> =
+                    (0..capacity).map(|_| MaybeUninit::uninit()).collect();
+                let mut count = Out::<usize>::new(null_out);
+                let s = tidegate_flow_governor_poll_notifications(
+                    governor,
+                    buf.as_mut_ptr().cast(),
+                    capacity,
+                    count.ptr(),
+                );
+                if let Some(count) = count.after(expect(s, governor.is_null() || null_out, &[])) {
+                    assert!(count <= capacity);
+                }
+            }
+            Op::GovernorBudget(max) => {
+                let governor = handle(host.governor, false);
+                let s = tidegate_flow_governor_set_connection_budget(governor, max);
+                expect(s, governor.is_null(), &[]);
+            }
+            Op::FlowKey { data, len_extra } => {
+                let (ptr, len) = match &data {
+                    Some(bytes) => (bytes.as_ptr(), bytes.len()),
+                    None => (null(), usize::from(len_extra % 2)),
+                };
+                let mut out = Out::<u64>::new(false);
+                let s = tidegate_flow_key(ptr, len, out.ptr());
+                out.after(expect(s, ptr.is_null() && len > 0, &[]));
+            }
+            Op::LifecycleNew {
+                deadline_us,
+                capacity,
+                in_flight,
+            } => {
+                let config = TidegateLifecycleConfig {
+                    housekeeping_deadline_us: deadline_us,
+                    task_capacity: capacity,
+                    tasks_in_flight_max: in_flight,
+                };
+                let mut footprint = Out::<usize>::new(false);
+                let s = tidegate_lifecycle_footprint(&config, footprint.ptr());
+                let allowed = [S::ConfigTaskCapacityTooLarge, S::ConfigZeroCapacity];
+                let Some(bytes) = footprint.after(expect(s, false, &allowed)) else {
+                    return;
+                };
+                if bytes > MAX_FOOTPRINT {
+                    return;
+                }
+                let mut out = Out::<*mut TidegateLifecycle>::new(false);
+                let s = tidegate_lifecycle_new(&config, out.ptr());
+                if let Some(lifecycle) = out.after(expect(s, false, &[S::OutOfMemory])) {
+                    if let Some(old) = host.lifecycle.replace(lifecycle) {
+                        tidegate_lifecycle_free(old);
+                    }
+                    host.generations.clear();
+                    host.tasks.clear();
+                }
+            }
+            Op::LifecycleFree => {
+                if let Some(old) = host.lifecycle.take() {
+                    tidegate_lifecycle_free(old);
+                }
+                tidegate_lifecycle_free(null_mut());
+            }
+            Op::LifecycleCall {
+                call,
+                generation,
+                task,
+                code,
+                null_out,
+                tick,
+            } => {
+                let now = clock.tick(tick);
+                let lifecycle = handle(host.lifecycle, false);
+                let generation = pick(&host.generations, &generation);
+                let task = pick(&host.tasks, &task);
+                let null_given = lifecycle.is_null();
+                let report = [S::ReportStaleGeneration, S::ReportUnexpected];
+                let task_report = [
+                    S::ReportStaleGeneration,
+                    S::ReportUnexpected,
+                    S::ReportUnknownTask,
+                    S::ReportTaskAlreadyEnded,
+                    S::ReportTaskNotRunning,
+                    S::ReportTaskCarriedOver,
+                ];
+                let stop = [S::LifecycleNotActive, S::LifecycleAlreadyStopping];
+                match call % 11 {
+                    0 => {
+                        let s = tidegate_lifecycle_on_tunnel_started(lifecycle, now, generation);
+                        expect(s, null_given, &report);
+                    }
+                    1 => {
+                        let mut out = Out::<TidegateStopOutcome>::new(null_out);
+                        let s = tidegate_lifecycle_on_stop(lifecycle, now, out.ptr());
+                        out.after(expect(s, null_given || null_out, &stop));
+                    }
+                    2 => {
+                        expect(
+                            tidegate_lifecycle_on_cancel(lifecycle, now, code),
+                            null_given,
+                            &stop,
+                        );
+                    }
+                    3 => {
+                        let s = tidegate_lifecycle_on_torn_down(lifecycle, now, generation);
+                        expect(s, null_given, &report);
+                    }
+                    4 => {
+                        let s = tidegate_lifecycle_on_task_done(lifecycle, now, generation, task);
+                        expect(s, null_given, &task_report);
+                    }
+                    5 => {
+                        let s = tidegate_lifecycle_on_task_failed(lifecycle, now, generation, task);
+                        expect(s, null_given, &task_report);
+                    }
+                    6 => {
+                        let s = tidegate_lifecycle_on_journal_persisted(lifecycle, now, generation);
+                        expect(s, null_given, &report);
+                    }
+                    7 => {
+                        for _ in 0..64 {
+                            let mut out = Out::<TidegateLifecycleEffect>::new(null_out);
+                            let s = tidegate_lifecycle_poll_effect(lifecycle, now, out.ptr());
+                            let Some(effect) = out.after(expect(s, null_given || null_out, &[]))
+                            else {
+                                break;
+                            };
+                            if effect.kind == TidegateLifecycleEffectKind::None {
+                                break;
+                            }
+                            if effect.kind == TidegateLifecycleEffectKind::RunTask {
+                                host.tasks.push(effect.task_id);
+                            }
+                            assert!(usize::from(effect.payload_len) <= TIDEGATE_TASK_PAYLOAD_MAX);
+                            host.generations.push(effect.generation);
+                        }
+                    }
+                    8 => {
+                        let mut out = Out::<u64>::new(null_out);
+                        let s = tidegate_lifecycle_poll_timeout(lifecycle, out.ptr());
+                        out.after(expect(s, null_given || null_out, &[]));
+                        expect(
+                            tidegate_lifecycle_handle_timeout(lifecycle, now),
+                            null_given,
+                            &[],
+                        );
+                    }
+                    9 => {
+                        let mut state = Out::<TidegateLifecycleState>::new(null_out);
+                        let mut generation = Out::<u64>::new(false);
+                        let s = tidegate_lifecycle_state(lifecycle, state.ptr(), generation.ptr());
+                        expect(s, null_given || null_out, &[]);
+                        state.after(s);
+                        generation.after(s);
+                    }
+                    _ => {
+                        let mut out = Out::<TidegateLifecycleStats>::new(null_out);
+                        let s = tidegate_lifecycle_stats(lifecycle, out.ptr());
+                        out.after(expect(s, null_given || null_out, &[]));
+                    }
+                }
+            }
+            Op::Register {
+                kind,
+                payload,
+                null_out,
+                tick,
+            } => {
+                let now = clock.tick(tick);
+                let lifecycle = handle(host.lifecycle, false);
+                let mut storage = Vec::new();
+                let (data, len) = packet_of(&payload, TIDEGATE_TASK_PAYLOAD_MAX, &mut storage);
+                let null_given = lifecycle.is_null() || null_out || (data.is_null() && len > 0);
+                let allowed = [
+                    S::LifecycleNotActive,
+                    S::LifecycleHousekeepingOver,
+                    S::TaskQueueFull,
+                    S::TaskPayloadTooLong,
+                ];
+                let mut out = Out::<u64>::new(null_out);
+                let s =
+                    tidegate_lifecycle_register_task(lifecycle, now, kind, data, len, out.ptr());
+                if let Some(id) = out.after(expect(s, null_given, &allowed)) {
+                    assert!(len <= TIDEGATE_TASK_PAYLOAD_MAX);
+                    host.tasks.push(id);
+                }
+            }
+            Op::Start {
+                journal,
+                use_saved,
+                null_out,
+                tick,
+            } => {
+                let now = clock.tick(tick);
+                let lifecycle = handle(host.lifecycle, false);
+                let journal = if use_saved {
+                    Some(host.journal.clone())
+                } else {
+                    journal
+                };
+                let (data, len) = match &journal {
+                    Some(bytes) => (bytes.as_ptr(), bytes.len()),
+                    None => (null(), 0),
+                };
+                let allowed: Vec<S> = (60..=83).map(status).collect();
+                let mut out = Out::<u64>::new(null_out);
+                let s = tidegate_lifecycle_on_start(lifecycle, now, data, len, out.ptr());
+                if let Some(generation) =
+                    out.after(expect(s, lifecycle.is_null() || null_out, &allowed))
+                {
+                    host.generations.push(generation);
+                }
+            }
+            Op::WriteJournal { short, null_buf } => {
+                let lifecycle = handle(host.lifecycle, false);
+                let mut len = Out::<usize>::new(false);
+                let s = tidegate_lifecycle_journal_len(lifecycle, len.ptr());
+                let want = len.after(expect(s, lifecycle.is_null(), &[S::JournalNone]));
+                let size = want.unwrap_or(40).saturating_sub(usize::from(short % 3));
+                let mut buf = vec![SENTINEL; size];
+                let ptr = if null_buf {
+                    null_mut()
+                } else {
+                    buf.as_mut_ptr()
+                };
+                let mut written = Out::<usize>::new(false);
+                let s = tidegate_lifecycle_write_journal(lifecycle, ptr, size, written.ptr());
+                let null_given = lifecycle.is_null() || (null_buf && size > 0);
+                expect(s, null_given, &[S::JournalNone, S::BufferTooSmall]);
+                match written.after(s) {
+                    Some(n) => {
+                        assert_eq!(Some(n), want);
+                        host.journal = buf[..n].to_vec();
+                    }
+                    None => assert!(buf.iter().all(|&b| b == SENTINEL), "buffer untouched"),
+                }
+            }
+            Op::BudgetCall {
+                call,
+                errno,
+                limit,
+                tick,
+            } => {
+                let now = clock.tick(tick);
+                if host.budget.is_none() {
+                    let config = tidegate_budget_config_default();
+                    let mut out = Out::<*mut TidegateBudget>::new(false);
+                    let s = tidegate_budget_new(&config, out.ptr());
+                    host.budget = out.after(expect(s, false, &[]));
+                }
+                let budget = handle(host.budget, call >= 200);
+                let null_given = budget.is_null();
+                let attempts = [S::BudgetNoAttemptInFlight];
+                let refusals = [S::NoBudgetAttempts, S::NoBudgetConnections];
+                match call % 10 {
+                    0 => {
+                        expect(
+                            tidegate_budget_try_start_attempt(budget, now),
+                            null_given,
+                            &refusals,
+                        );
+                    }
+                    1 => {
+                        expect(
+                            tidegate_budget_on_attempt_connected(budget, now),
+                            null_given,
+                            &attempts,
+                        );
+                    }
+                    2 => {
+                        let s = tidegate_budget_on_attempt_failed(budget, now, errno);
+                        expect(s, null_given, &attempts);
+                    }
+                    3 => {
+                        expect(
+                            tidegate_budget_on_attempt_cancelled(budget, now),
+                            null_given,
+                            &attempts,
+                        );
+                    }
+                    4 => {
+                        expect(
+                            tidegate_budget_try_open_connection(budget, now),
+                            null_given,
+                            &refusals,
+                        );
+                    }
+                    5 => {
+                        let s = tidegate_budget_on_connection_closed(budget, now);
+                        expect(s, null_given, &[S::BudgetNoOpenConnection]);
+                    }
+                    6 => {
+                        expect(
+                            tidegate_budget_on_resource_error(budget, now),
+                            null_given,
+                            &[],
+                        );
+                        expect(tidegate_budget_handle_timeout(budget, now), null_given, &[]);
+                    }
+                    7 => {
+                        expect(tidegate_budget_set_fd_limit(budget, limit), null_given, &[]);
+                    }
+                    8 => {
+                        let mut levels = Out::<TidegateBudgetLevels>::new(false);
+                        let s = tidegate_budget_levels(budget, levels.ptr());
+                        if let Some(levels) = levels.after(expect(s, null_given, &[])) {
+                            assert!(
+                                levels.attempt_limit
+                                    <= levels.connection_limit.max(levels.attempt_limit)
+                            );
+                        }
+                        let mut can = Out::<bool>::new(false);
+                        let s = tidegate_budget_can_start_attempt(budget, can.ptr());
+                        can.after(expect(s, null_given, &[]));
+                    }
+                    _ => {
+                        let mut deadline = Out::<u64>::new(false);
+                        let s = tidegate_budget_poll_timeout(budget, deadline.ptr());
+                        deadline.after(expect(s, null_given, &[]));
+                        let mut stats = Out::<tidegate_core::BudgetStats>::new(false);
+                        let s = tidegate_budget_stats(budget, stats.ptr());
+                        stats.after(expect(s, null_given, &[]));
+                    }
+                }
+            }
+            Op::EyeballsNew {
+                family,
+                count,
+                delays,
+            } => {
+                let mut config = tidegate_eyeballs_config_default();
+                config.preferred_family = family % 8;
+                config.first_address_family_count = count % 5;
+                config.resolution_delay_micros = u64::from(delays[0]) * 10;
+                config.connection_attempt_delay_micros = u64::from(delays[1]) * 10;
+                config.attempt_timeout_micros = u64::from(delays[2]) * 10;
+                config.budget_wait_micros = u64::from(delays[3]) * 10;
+                let mut out = Out::<*mut TidegateEyeballs>::new(false);
+                let s = tidegate_eyeballs_new(&config, clock.now, out.ptr());
+                if let Some(race) = out.after(expect(s, false, &[S::ConfigUnknownAddressFamily])) {
+                    free_race(host);
+                    host.race = Some(race);
+                }
+            }
+            Op::EyeballsFree => free_race(host),
+            Op::Resolved {
+                family,
+                addresses,
+                null_addresses,
+                tick,
+            } => {
+                let now = clock.tick(tick);
+                let race = handle(host.race, false);
+                let addresses: Vec<TidegateSocketAddress> = addresses
+                    .iter()
+                    .take(12)
+                    .map(|&(family, host, port, scope)| {
+                        let mut ip = [0u8; 16];
+                        ip[0] = 0x20;
+                        ip[15] = host;
+                        TidegateSocketAddress {
+                            ip,
+                            port,
+                            family: family % 8,
+                            scope_id: u32::from(scope),
+                        }
+                    })
+                    .collect();
+                let (ptr, count) = if null_addresses {
+                    (null(), addresses.len())
+                } else {
+                    (addresses.as_ptr(), addresses.len())
+                };
+                let mut added = Out::<usize>::new(false);
+                let s =
+                    tidegate_eyeballs_on_resolved(race, now, family % 8, ptr, count, added.ptr());
+                let null_given = race.is_null() || (ptr.is_null() && count > 0);
+                let allowed = [
+                    S::InvalidArgument,
+                    S::RaceFinished,
+                    S::AddressFamilyMismatch,
+                ];
+                if let Some(added) = added.after(expect(s, null_given, &allowed)) {
+                    assert!(added <= count);
+                }
+            }
+            Op::EyeballsCall {
+                call,
+                index,
+                errno,
+                family,
+                tick,
+            } => {
+                let now = clock.tick(tick);
+                let race = handle(host.race, false);
+                let null_given = race.is_null();
+                let attempts = [S::UnknownAttempt, S::AttemptNotInFlight];
+                let index = usize::from(index % 24);
+                match call % 9 {
+                    0 => {
+                        let s = tidegate_eyeballs_on_resolution_failed(race, now, family % 8);
+                        expect(s, null_given, &[S::InvalidArgument, S::RaceFinished]);
+                    }
+                    1 => {
+                        let s = tidegate_eyeballs_on_resolution_done(race, now);
+                        expect(s, null_given, &[S::RaceFinished]);
+                    }
+                    2 => {
+                        let s = tidegate_eyeballs_on_attempt_connected(race, now, index);
+                        expect(s, null_given, &attempts);
+                    }
+                    3 => {
+                        let s = tidegate_eyeballs_on_attempt_failed(race, now, index, errno);
+                        expect(s, null_given, &attempts);
+                    }
+                    4 => {
+                        expect(tidegate_eyeballs_on_abort(race, now), null_given, &[]);
+                    }
+                    5 => {
+                        expect(tidegate_eyeballs_handle_timeout(race, now), null_given, &[]);
+                        let mut deadline = Out::<u64>::new(false);
+                        let s = tidegate_eyeballs_poll_timeout(race, deadline.ptr());
+                        deadline.after(expect(s, null_given, &[]));
+                    }
+                    6 => {
+                        let mut status = Out::<TidegateRaceStatus>::new(false);
+                        let s = tidegate_eyeballs_status(race, status.ptr());
+                        status.after(expect(s, null_given, &[]));
+                    }
+                    7 => {
+                        let mut flag = Out::<bool>::new(false);
+                        let s = tidegate_eyeballs_is_finished(race, flag.ptr());
+                        flag.after(expect(s, null_given, &[]));
+                        let mut flag = Out::<bool>::new(false);
+                        let s = tidegate_eyeballs_is_waiting_for_budget(race, flag.ptr());
+                        flag.after(expect(s, null_given, &[]));
+                    }
+                    _ => {
+                        let mut stats = Out::<tidegate_core::EyeballsStats>::new(false);
+                        let s = tidegate_eyeballs_stats(race, stats.ptr());
+                        stats.after(expect(s, null_given, &[]));
+                    }
+                }
+            }
+            Op::PollAction { null_budget } => {
+                let race = handle(host.race, false);
+                let budget = handle(host.budget, null_budget);
+                for _ in 0..32 {
+                    let mut action = Out::<TidegateEyeballsAction>::new(false);
+                    let s = tidegate_eyeballs_poll_action(race, budget, action.ptr());
+                    expect(s, race.is_null() || budget.is_null(), &[]);
+                    match action.after(s) {
+                        Some(a) if a.kind != TidegateEyeballsActionKind::None => {}
+                        _ => break,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The handle, or NULL when there is none or the operation asks for NULL.
+fn handle<T>(handle: Option<*mut T>, null: bool) -> *mut T {
+    match handle {
+        Some(h) if !null => h,
+        _ => null_mut(),
+    }
+}
+
+fn status(code: u32) -> S {
+    S::ALL
+        .iter()
+        .copied()
+        .find(|s| *s as u32 == code)
+        .unwrap_or(S::Ok)
+}
+
+unsafe fn poll(
+    host: &mut Host,
+    now: u64,
+    outbound: bool,
+    capacity: u8,
+    null_views: bool,
+    null_count: bool,
+) {
+    let tunnel = handle(host.tunnel, false);
+    let capacity = usize::from(capacity % 6);
+    let mut views = vec![
+        TidegatePacketView {
+            data: null(),
+            len: 0
+        };
+        capacity
+    ];
+    let ptr = if null_views {
+        null_mut()
+    } else {
+        views.as_mut_ptr()
+    };
+    let mut count = Out::<usize>::new(null_count);
+    let s = unsafe {
+        if outbound {
+            tidegate_tunnel_poll_outbound(tunnel, now, ptr, capacity, count.ptr())
+        } else {
+            tidegate_tunnel_poll_inbound(tunnel, now, ptr, capacity, count.ptr())
+        }
+    };
+    let null_given = tunnel.is_null() || null_count || (null_views && capacity > 0);
+    expect(s, null_given, &[]);
+    let Some(count) = count.after(s) else {
+        return;
+    };
+    assert!(count <= capacity);
+    let held = if outbound {
+        &mut host.outbound_views
+    } else {
+        &mut host.inbound_views
+    };
+    for view in &views[..count] {
+        assert!(view.len > 0 && view.len <= host.max_packet_len);
+        // SAFETY: a view just handed out is valid for `len` bytes.
+        let copy = unsafe { std::slice::from_raw_parts(view.data, view.len) }.to_vec();
+        held.push_back((*view, copy));
+    }
+}
+
+unsafe fn free_tunnel(host: &mut Host) {
+    if let Some(tunnel) = host.tunnel.take() {
+        unsafe { tidegate_tunnel_free(tunnel) };
+    }
+    unsafe { tidegate_tunnel_free(null_mut()) };
+    host.outbound_views.clear();
+    host.inbound_views.clear();
+}
+
+unsafe fn free_race(host: &mut Host) {
+    if let Some(race) = host.race.take() {
+        unsafe { tidegate_eyeballs_free(race) };
+    }
+    unsafe { tidegate_eyeballs_free(null_mut()) };
+}
+
+unsafe fn free_all(host: &mut Host) {
+    unsafe {
+        free_tunnel(host);
+        free_race(host);
+        if let Some(governor) = host.governor.take() {
+            tidegate_flow_governor_free(governor);
+        }
+        if let Some(lifecycle) = host.lifecycle.take() {
+            tidegate_lifecycle_free(lifecycle);
+        }
+        if let Some(budget) = host.budget.take() {
+            tidegate_budget_free(budget);
+        }
+    }
+}

@@ -1,0 +1,526 @@
+//! `Lifecycle` event sequences: starts with the last journal (intact or corrupted), stops and
+//! cancels at any moment, late and forged reports, task registrations, deadlines and a host
+//! clock running backwards. A host model drives it and checks:
+//!
+//! - every accepted stop or cancel ends with exactly one `CompleteStop` or `CancelWithError`
+//!   (with the cancel's code), and effects always carry the current generation;
+//! - generations only grow; a refused call changes no state, generation or queue;
+//! - tasks: each `RunTask` names a task that is queued, at most `tasks_in_flight_max` run at
+//!   once, each task ends at most once, and at-least-once holds: the journal sealed at the
+//!   deadline holds exactly the tasks that have not ended (their kinds and payloads), it
+//!   decodes, and handing it to the next start carries them all over.
+#![no_main]
+
+use std::collections::HashMap;
+
+use arbitrary::{Arbitrary, Unstructured};
+use libfuzzer_sys::fuzz_target;
+use tidegate_core::{
+    Generation, Instant, Journal, Lifecycle, LifecycleConfig, LifecycleEffect, LifecycleState,
+    ReportError, StartError, StopError, StopPhase, TaskId, TaskRegisterError, TaskSlot,
+    WriteJournalError,
+};
+use tidegate_fuzz::{HostClock, MAX_OPS, Tick};
+
+type Machine = Lifecycle<Vec<TaskSlot>>;
+type Task = (u32, Vec<u8>);
+
+#[derive(Debug, Arbitrary)]
+enum Gen {
+    Current,
+    Previous,
+    Forged(u64),
+}
+
+#[derive(Debug, Arbitrary)]
+enum JournalChoice {
+    None,
+    Persisted,
+    /// The persisted journal with one byte changed.
+    Corrupted(u16, u8),
+    Garbage(Vec<u8>),
+}
+
+#[derive(Debug, Arbitrary)]
+enum Op {
+    Start(JournalChoice, Tick),
+    Stop(Tick),
+    Cancel(u32, Tick),
+    TunnelStarted(Gen, Tick),
+    TornDown(Gen, Tick),
+    Register {
+        kind: u8,
+        payload: u8,
+        tick: Tick,
+    },
+    TaskEnded {
+        task: u8,
+        forged: Option<u64>,
+        done: bool,
+        generation: Gen,
+        tick: Tick,
+    },
+    JournalPersisted(Gen, Tick),
+    WriteJournal {
+        short_by: u8,
+    },
+    Poll(Tick),
+    Timeout(Tick),
+}
+
+#[derive(Default)]
+struct Host {
+    persisted: Option<Vec<u8>>,
+    /// Tasks queued in this session and not ended: their kinds and payloads.
+    outstanding: Vec<Task>,
+    /// Every task id seen in this session (registered or run), with its task.
+    ids: HashMap<u64, Task>,
+    running: Vec<u64>,
+    ended: Vec<u64>,
+    stops_accepted: u64,
+    stops_ended: u64,
+    cancel_code: Option<u32>,
+    generation: u64,
+    previous_generation: u64,
+    journal_due: Option<usize>,
+    carried: usize,
+    sealed_journal: Option<Vec<u8>>,
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Unstructured::new(data);
+    let (Ok(capacity), Ok(in_flight), Ok(deadline_ms)) = (
+        input.int_in_range(1usize..=12),
+        input.int_in_range(0u16..=3),
+        input.int_in_range(0u64..=300),
+    ) else {
+        return;
+    };
+    let config = LifecycleConfig {
+        housekeeping_deadline_micros: deadline_ms * 1_000,
+        tasks_in_flight_max: in_flight,
+    };
+    let max_running = usize::from(in_flight.max(1));
+    let mut machine = Machine::new(config, vec![TaskSlot::EMPTY; capacity]);
+    let mut clock = HostClock::new(5_000_000);
+    let mut host = Host::default();
+    for _ in 0..MAX_OPS {
+        let Ok(op) = Op::arbitrary(&mut input) else {
+            break;
+        };
+        let deadline = machine.poll_timeout().map(Instant::as_micros);
+        let before = (
+            machine.state(),
+            machine.generation(),
+            machine.tasks_queued(),
+        );
+        let mut refused = false;
+        match op {
+            Op::Start(choice, tick) => {
+                let now = Instant::from_micros(clock.tick(tick));
+                let journal = match choice {
+                    JournalChoice::None => None,
+                    JournalChoice::Persisted => host.persisted.clone(),
+                    JournalChoice::Corrupted(at, xor) => host.persisted.clone().map(|mut j| {
+                        let at = usize::from(at) % j.len();
+                        j[at] ^= xor.max(1);
+                        j
+                    }),
+                    JournalChoice::Garbage(bytes) => Some(bytes),
+                };
+                let decoded = journal.as_deref().map(Journal::decode);
+                match machine.on_start(now, journal.as_deref()) {
+                    Ok(generation) => {
+                        assert!(matches!(
+                            before.0,
+                            LifecycleState::Idle | LifecycleState::Stopped
+                        ));
+                        assert!(generation.0 > host.generation, "generations only grow");
+                        host.previous_generation = host.generation;
+                        host.generation = generation.0;
+                        host.outstanding.clear();
+                        host.ids.clear();
+                        host.running.clear();
+                        host.ended.clear();
+                        host.cancel_code = None;
+                        host.sealed_journal = None;
+                        if let Some(decoded) = decoded {
+                            let journal = decoded.expect("an accepted journal decodes");
+                            host.outstanding.extend(
+                                journal
+                                    .tasks()
+                                    .map(|t| (t.kind, t.payload.as_bytes().to_vec())),
+                            );
+                        }
+                        host.carried = host.outstanding.len();
+                    }
+                    Err(StartError::Journal(error)) => {
+                        assert_eq!(decoded, Some(Err(error)));
+                        refused = true;
+                    }
+                    Err(StartError::AlreadyActive) => {
+                        assert!(matches!(
+                            before.0,
+                            LifecycleState::Starting | LifecycleState::Running
+                        ));
+                        refused = true;
+                    }
+                    Err(StartError::StopInProgress) => {
+                        assert!(matches!(before.0, LifecycleState::Stopping(_)));
+                        refused = true;
+                    }
+                    Err(StartError::JournalTooLarge { tasks, capacity: c }) => {
+                        assert!(tasks > c && c == capacity);
+                        refused = true;
+                    }
+                    Err(error) => panic!("unexpected start error {error:?}"),
+                }
+            }
+            Op::Stop(tick) | Op::Cancel(_, tick) => {
+                let now = Instant::from_micros(clock.tick(tick));
+                let result = match op {
+                    Op::Cancel(code, _) => machine.on_cancel(now, code).map(|()| Some(code)),
+                    _ => machine.on_stop(now).map(|_| None),
+                };
+                match result {
+                    Ok(code) => {
+                        assert!(matches!(
+                            before.0,
+                            LifecycleState::Starting | LifecycleState::Running
+                        ));
+                        host.stops_accepted += 1;
+                        host.cancel_code = code;
+                    }
+                    Err(StopError::AlreadyStopping) => {
+                        assert!(matches!(before.0, LifecycleState::Stopping(_)));
+                        refused = true;
+                    }
+                    Err(StopError::NotActive) => {
+                        assert!(matches!(
+                            before.0,
+                            LifecycleState::Idle | LifecycleState::Stopped
+                        ));
+                        refused = true;
+                    }
+                }
+            }
+            Op::TunnelStarted(generation, tick) => {
+                let now = Instant::from_micros(clock.tick(tick));
+                let generation = pick(&host, generation);
+                let result = machine.on_tunnel_started(now, generation);
+                refused = check_report(
+                    &host,
+                    &before.0,
+                    passed(deadline, &clock),
+                    generation,
+                    result,
+                    |state| *state == LifecycleState::Starting,
+                );
+            }
+            Op::TornDown(generation, tick) => {
+                let now = Instant::from_micros(clock.tick(tick));
+                let generation = pick(&host, generation);
+                let result = machine.on_torn_down(now, generation);
+                refused = check_report(
+                    &host,
+                    &before.0,
+                    passed(deadline, &clock),
+                    generation,
+                    result,
+                    |state| *state == LifecycleState::Stopping(StopPhase::TearingDown),
+                );
+            }
+            Op::Register {
+                kind,
+                payload,
+                tick,
+            } => {
+                let now = Instant::from_micros(clock.tick(tick));
+                let payload = vec![kind; usize::from(payload % 40)];
+                let kind = u32::from(kind % 4);
+                match machine.register_task(now, kind, &payload) {
+                    Ok(TaskId(id)) => {
+                        assert!(payload.len() <= tidegate_core::TASK_PAYLOAD_MAX);
+                        assert!(host.ids.insert(id, (kind, payload.clone())).is_none());
+                        host.outstanding.push((kind, payload));
+                    }
+                    Err(TaskRegisterError::PayloadTooLong { len }) => {
+                        assert!(len == payload.len() && len > tidegate_core::TASK_PAYLOAD_MAX);
+                        refused = true;
+                    }
+                    Err(TaskRegisterError::QueueFull { capacity: c }) => {
+                        assert_eq!((c, before.2), (capacity, capacity));
+                        refused = true;
+                    }
+                    Err(TaskRegisterError::NoSession) => {
+                        assert!(matches!(
+                            before.0,
+                            LifecycleState::Idle | LifecycleState::Stopped
+                        ));
+                        refused = true;
+                    }
+                    Err(TaskRegisterError::HousekeepingOver) => {
+                        assert!(matches!(
+                            machine.state(),
+                            LifecycleState::Stopping(
+                                StopPhase::PersistingJournal | StopPhase::Completing
+                            )
+                        ));
+                        refused = true;
+                    }
+                }
+            }
+            Op::TaskEnded {
+                task,
+                forged,
+                done,
+                generation,
+                tick,
+            } => {
+                let now = Instant::from_micros(clock.tick(tick));
+                let generation = pick(&host, generation);
+                let id = match forged {
+                    Some(raw) => raw,
+                    None if host.running.is_empty() => u64::from(task),
+                    None => host.running[usize::from(task) % host.running.len()],
+                };
+                let result = if done {
+                    machine.on_task_done(now, generation, TaskId(id))
+                } else {
+                    machine.on_task_failed(now, generation, TaskId(id))
+                };
+                match result {
+                    Ok(()) => {
+                        assert_eq!(generation.0, host.generation);
+                        let position = host.running.iter().position(|&r| r == id);
+                        let position = position.expect("only a running task can end");
+                        host.running.remove(position);
+                        assert!(!host.ended.contains(&id), "a task ends once");
+                        host.ended.push(id);
+                        let task = &host.ids[&id];
+                        let at = host.outstanding.iter().position(|t| t == task).unwrap();
+                        host.outstanding.remove(at);
+                    }
+                    Err(ReportError::StaleGeneration { reported, current }) => {
+                        assert_eq!(
+                            (reported, current),
+                            (generation, Generation(host.generation))
+                        );
+                        assert_ne!(generation.0, host.generation);
+                        refused = true;
+                    }
+                    Err(error) => {
+                        let taken = matches!(
+                            machine.state(),
+                            LifecycleState::Starting
+                                | LifecycleState::Running
+                                | LifecycleState::Stopping(
+                                    StopPhase::TearingDown | StopPhase::Housekeeping
+                                )
+                        );
+                        if taken && generation.0 == host.generation {
+                            assert!(
+                                !host.running.contains(&id),
+                                "a running task's report is taken, not {error:?}"
+                            );
+                        }
+                        refused = true;
+                    }
+                }
+            }
+            Op::JournalPersisted(generation, tick) => {
+                let now = Instant::from_micros(clock.tick(tick));
+                let generation = pick(&host, generation);
+                let result = machine.on_journal_persisted(now, generation);
+                refused = check_report(
+                    &host,
+                    &before.0,
+                    passed(deadline, &clock),
+                    generation,
+                    result,
+                    |state| *state == LifecycleState::Stopping(StopPhase::PersistingJournal),
+                );
+                // A careless host may report it persisted a journal it never wrote; the
+                // machine cannot tell, and the host then simply has no new journal.
+                if !refused && let Some(sealed) = host.sealed_journal.take() {
+                    host.persisted = Some(sealed);
+                }
+            }
+            Op::WriteJournal { short_by } => {
+                let want = machine.journal_len();
+                let len = want.unwrap_or(64).saturating_sub(usize::from(short_by % 3));
+                let mut buf = vec![0xa5u8; len + 8];
+                let result = machine.write_journal(&mut buf[..len]);
+                match (result, want) {
+                    (Ok(written), Some(want)) => {
+                        assert_eq!(written, want);
+                        let journal = Journal::decode(&buf[..written]).expect("it decodes");
+                        assert_eq!(journal.generation(), host.generation);
+                        let mut tasks: Vec<Task> = journal
+                            .tasks()
+                            .map(|t| (t.kind, t.payload.as_bytes().to_vec()))
+                            .collect();
+                        let mut outstanding = host.outstanding.clone();
+                        tasks.sort();
+                        outstanding.sort();
+                        assert_eq!(tasks, outstanding, "the journal holds every task not ended");
+                        host.sealed_journal = Some(buf[..written].to_vec());
+                    }
+                    (Err(WriteJournalError::BufferTooSmall { required }), Some(want)) => {
+                        assert!(required == want && len < want);
+                    }
+                    (Err(WriteJournalError::NoJournal), None) => {}
+                    (result, want) => panic!("write_journal gave {result:?} with {want:?}"),
+                }
+                assert!(
+                    buf[len..].iter().all(|&b| b == 0xa5),
+                    "nothing past the buffer"
+                );
+            }
+            Op::Poll(tick) => {
+                let now = clock.tick(tick);
+                while let Some(effect) = machine.poll_effect(Instant::from_micros(now)) {
+                    apply(&mut host, &machine, effect, max_running);
+                }
+            }
+            Op::Timeout(tick) => {
+                let now = clock.tick(tick);
+                machine.handle_timeout(Instant::from_micros(now));
+            }
+        }
+        if refused {
+            let after = (
+                machine.state(),
+                machine.generation(),
+                machine.tasks_queued(),
+            );
+            // A refused report may still apply a deadline that `now` reached.
+            if !matches!(before.0, LifecycleState::Stopping(StopPhase::Housekeeping)) {
+                assert_eq!(after, before, "a refused call changes nothing");
+            }
+        }
+        assert!(machine.tasks_queued() <= capacity);
+        assert_eq!(machine.generation().0, host.generation);
+        if matches!(machine.state(), LifecycleState::Stopping(_)) {
+            assert_eq!(host.stops_accepted, host.stops_ended + 1);
+        } else {
+            assert_eq!(
+                host.stops_accepted, host.stops_ended,
+                "each stop ends exactly once"
+            );
+        }
+        let stats = machine.stats();
+        assert!(stats.max_stop_latency_micros <= clock.span());
+    }
+});
+
+/// Whether the housekeeping deadline `deadline` (read before the call) is at or before the
+/// engine's clock now.
+fn passed(deadline: Option<u64>, clock: &HostClock) -> bool {
+    deadline.is_some_and(|deadline| clock.latest >= deadline)
+}
+
+fn pick(host: &Host, generation: Gen) -> Generation {
+    Generation(match generation {
+        Gen::Current => host.generation,
+        Gen::Previous => host.previous_generation,
+        Gen::Forged(g) => g,
+    })
+}
+
+/// A report accepted only in the state `expected` accepts and for the current generation.
+fn check_report(
+    host: &Host,
+    before: &LifecycleState,
+    deadline_passed: bool,
+    generation: Generation,
+    result: Result<(), ReportError>,
+    expected: impl Fn(&LifecycleState) -> bool,
+) -> bool {
+    match result {
+        Ok(()) => {
+            assert_eq!(generation.0, host.generation);
+            // Every input applies a housekeeping deadline its `now` reached before anything else.
+            let sealed = [
+                LifecycleState::Stopping(StopPhase::PersistingJournal),
+                LifecycleState::Stopping(StopPhase::Completing),
+            ];
+            let deadline_applied = deadline_passed && sealed.iter().any(&expected);
+            assert!(
+                expected(before) || deadline_applied,
+                "accepted in {before:?}"
+            );
+            false
+        }
+        Err(ReportError::StaleGeneration { .. }) => {
+            assert_ne!(generation.0, host.generation);
+            true
+        }
+        Err(ReportError::Unexpected { .. }) => {
+            assert_eq!(generation.0, host.generation);
+            true
+        }
+        Err(error) => panic!("unexpected report error {error:?}"),
+    }
+}
+
+fn apply(host: &mut Host, machine: &Machine, effect: LifecycleEffect, max_running: usize) {
+    let generation = match effect {
+        LifecycleEffect::StartTunnel {
+            generation,
+            carried_over_tasks,
+        } => {
+            assert_eq!(usize::from(carried_over_tasks), host.carried);
+            generation
+        }
+        LifecycleEffect::RunTask {
+            generation,
+            task,
+            kind,
+            payload,
+        } => {
+            let run: Task = (kind, payload.as_bytes().to_vec());
+            match host.ids.get(&task.0) {
+                Some(known) => assert_eq!(known, &run, "a task runs with what it was given"),
+                None => {
+                    assert!(host.outstanding.contains(&run), "a carried-over task");
+                    host.ids.insert(task.0, run);
+                }
+            }
+            assert!(!host.running.contains(&task.0) && !host.ended.contains(&task.0));
+            host.running.push(task.0);
+            assert!(host.running.len() <= max_running, "tasks_in_flight_max");
+            generation
+        }
+        LifecycleEffect::TearDown { generation } => generation,
+        LifecycleEffect::PersistJournal { generation, len } => {
+            assert_eq!(machine.journal_len(), Some(len));
+            assert!(
+                !host.outstanding.is_empty(),
+                "a journal only for unfinished tasks"
+            );
+            host.journal_due = Some(len);
+            generation
+        }
+        LifecycleEffect::DiscardJournal { generation } => {
+            host.persisted = None;
+            generation
+        }
+        LifecycleEffect::CompleteStop { generation } => {
+            assert_eq!(host.cancel_code, None);
+            host.stops_ended += 1;
+            host.running.clear();
+            generation
+        }
+        LifecycleEffect::CancelWithError { generation, code } => {
+            assert_eq!(host.cancel_code, Some(code));
+            host.stops_ended += 1;
+            host.running.clear();
+            generation
+        }
+    };
+    assert_eq!(
+        generation.0, host.generation,
+        "effects carry the current generation"
+    );
+}

@@ -1,0 +1,392 @@
+//! `PacketTunnel` call sequences, AQM off or CoDel, with a host clock that jumps and runs
+//! backwards. Checked after every call against a model of both rings:
+//!
+//! - the ceiling: bytes held never exceed a ring's arena, packets never its slots;
+//! - accounting: accepted = queued + in flight + completed + dropped (AQM, drop-oldest), in
+//!   packets and bytes, and every counter of refusals matches the calls made;
+//! - order and content: packets leave in FIFO order (after the AQM drops it reports), in-flight
+//!   bytes stay unchanged until completed;
+//! - flow control: reading pauses at a high watermark, a packet read while reading was allowed
+//!   always fits, and `resume_reading` is reported exactly on the completion that resumes.
+#![no_main]
+
+use std::collections::VecDeque;
+
+use arbitrary::{Arbitrary, Unstructured};
+use libfuzzer_sys::fuzz_target;
+use tidegate_core::{
+    Aqm, DropPolicy, InboundDisposition, Instant, PacketError, PacketTunnel, Slot, TunnelConfig,
+    TunnelStats, TunnelStorage,
+};
+use tidegate_fuzz::{HostClock, MAX_OPS, Tick, stamped_packet};
+
+type Tunnel = PacketTunnel<Vec<u8>, Vec<Slot>>;
+
+#[derive(Debug, Arbitrary)]
+struct Setup {
+    max_packet_len: u8,
+    high_bytes: u16,
+    low_bytes: u16,
+    extra_outbound_bytes: u16,
+    high_packets: u8,
+    low_packets: u8,
+    extra_outbound_packets: u8,
+    inbound_bytes: u16,
+    inbound_packets: u8,
+    drop_oldest: bool,
+    codel: Option<(u16, u16)>,
+}
+
+#[derive(Debug, Arbitrary)]
+enum Op {
+    Outbound { len: u16, tick: Tick },
+    Inbound { len: u16, tick: Tick },
+    PollOutbound { tick: Tick },
+    PollInbound { tick: Tick },
+    CompleteOutbound { count: u8, tick: Tick },
+    CompleteInbound { count: u8, tick: Tick },
+}
+
+/// What the model expects one ring to hold.
+#[derive(Default)]
+struct Direction {
+    queued: VecDeque<Vec<u8>>,
+    in_flight: VecDeque<Vec<u8>>,
+    /// Handed-out packets and packets AQM dropped behind them, in ring order (`true` marks a
+    /// dropped one): dropped bytes stay in the arena until the packets before them complete.
+    handed: VecDeque<(usize, bool)>,
+    empty: u64,
+    oversized: u64,
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Unstructured::new(data);
+    let Ok(setup) = Setup::arbitrary(&mut input) else {
+        return;
+    };
+    let config = config_of(&setup);
+    config.validate().expect("derived configurations are valid");
+    let storage = TunnelStorage {
+        outbound_arena: vec![0u8; config.outbound_bytes as usize],
+        outbound_slots: vec![Slot::EMPTY; config.outbound_packets as usize],
+        inbound_arena: vec![0u8; config.inbound_bytes as usize],
+        inbound_slots: vec![Slot::EMPTY; config.inbound_packets as usize],
+    };
+    let mut tunnel = Tunnel::new(config, storage).unwrap();
+    let mut clock = HostClock::new(1_000_000);
+    let mut outbound = Direction::default();
+    let mut inbound = Direction::default();
+    let mut refused = (0u64, 0u64);
+    let mut seq = 0u32;
+    let mut last = tunnel.stats();
+    for _ in 0..MAX_OPS {
+        let Ok(op) = Op::arbitrary(&mut input) else {
+            break;
+        };
+        match op {
+            Op::Outbound { len, tick } => {
+                let now = Instant::from_micros(clock.tick(tick));
+                let len = usize::from(len) % (config.max_packet_len as usize + 8);
+                seq += 1;
+                let packet = stamped_packet(seq, len);
+                let could_read = tunnel.can_read_outbound();
+                // In CoDel overload reading goes on at the high watermark by design, and stale
+                // packets are dropped at the head instead, so a full ring may refuse a packet.
+                let overloaded = tunnel.stats().outbound_overloaded == 1;
+                match tunnel.on_outbound_packet(now, &packet) {
+                    Ok(()) => outbound.queued.push_back(packet),
+                    Err(PacketError::Empty) => {
+                        assert_eq!(len, 0);
+                        outbound.empty += 1;
+                    }
+                    Err(PacketError::TooLong { len: l, max }) => {
+                        assert!(l == len && len > max && max == config.max_packet_len as usize);
+                        outbound.oversized += 1;
+                    }
+                    Err(PacketError::NoRoom) => {
+                        assert!(
+                            !could_read || overloaded,
+                            "a valid packet read while reading was allowed must fit: {len} bytes, \
+                             {config:?}, held {:?}, {:?}",
+                            held(&tunnel, &outbound),
+                            outbound.handed
+                        );
+                        refused = (refused.0 + 1, refused.1 + len as u64);
+                    }
+                }
+                let (bytes, packets) = held(&tunnel, &outbound);
+                let overloaded = tunnel.stats().outbound_overloaded == 1;
+                if !overloaded
+                    && (bytes >= config.outbound_high_watermark_bytes as usize
+                        || packets >= config.outbound_high_watermark_packets as usize)
+                {
+                    assert!(
+                        !tunnel.can_read_outbound(),
+                        "reading pauses at a high watermark"
+                    );
+                }
+                if !could_read {
+                    assert!(
+                        !tunnel.can_read_outbound(),
+                        "only a completion resumes reading"
+                    );
+                }
+            }
+            Op::Inbound { len, tick } => {
+                let now = Instant::from_micros(clock.tick(tick));
+                let len = usize::from(len) % (config.max_packet_len as usize + 8);
+                seq += 1;
+                let packet = stamped_packet(seq, len);
+                match tunnel.on_inbound_packet(now, &packet) {
+                    Ok(InboundDisposition::Queued) => inbound.queued.push_back(packet),
+                    Ok(InboundDisposition::QueuedAfterDroppingOldest { packets, bytes }) => {
+                        assert_eq!(config.inbound_drop_policy, DropPolicy::DropOldest);
+                        assert!(packets > 0);
+                        let dropped: usize = inbound.queued.drain(..packets).map(|p| p.len()).sum();
+                        assert_eq!(dropped, bytes);
+                        inbound.queued.push_back(packet);
+                    }
+                    Ok(InboundDisposition::DroppedNewest) => {}
+                    Err(PacketError::Empty) => {
+                        assert_eq!(len, 0);
+                        inbound.empty += 1;
+                    }
+                    Err(PacketError::TooLong { .. }) => {
+                        assert!(len > config.max_packet_len as usize);
+                        inbound.oversized += 1;
+                    }
+                    Err(PacketError::NoRoom) => panic!("inbound drops by policy, never NoRoom"),
+                }
+            }
+            Op::PollOutbound { tick } => {
+                let now = Instant::from_micros(clock.tick(tick));
+                let had_queued = !outbound.queued.is_empty();
+                let got = tunnel.poll_outbound(now).map(<[u8]>::to_vec);
+                let stats = tunnel.stats();
+                after_poll(
+                    &mut outbound,
+                    got,
+                    had_queued,
+                    &last.outbound,
+                    &stats.outbound,
+                );
+            }
+            Op::PollInbound { tick } => {
+                let now = Instant::from_micros(clock.tick(tick));
+                let had_queued = !inbound.queued.is_empty();
+                let got = tunnel.poll_inbound(now).map(<[u8]>::to_vec);
+                let stats = tunnel.stats();
+                after_poll(&mut inbound, got, had_queued, &last.inbound, &stats.inbound);
+            }
+            Op::CompleteOutbound { count, tick } => {
+                let now = Instant::from_micros(clock.tick(tick));
+                let count = usize::from(count % 6);
+                let was_paused = !tunnel.can_read_outbound();
+                match tunnel.complete_outbound(now, count) {
+                    Ok(done) => {
+                        let bytes = complete(&mut outbound, count);
+                        assert_eq!((done.released.packets, done.released.bytes), (count, bytes));
+                        let resumed = was_paused && tunnel.can_read_outbound();
+                        assert_eq!(done.resume_reading, resumed, "resume edge exactly once");
+                        if !tunnel.can_read_outbound() {
+                            let (bytes, packets) = held(&tunnel, &outbound);
+                            assert!(
+                                bytes > config.outbound_low_watermark_bytes as usize
+                                    || packets > config.outbound_low_watermark_packets as usize
+                            );
+                        }
+                    }
+                    Err(error) => {
+                        assert!(count > outbound.in_flight.len());
+                        assert_eq!(error.in_flight, outbound.in_flight.len());
+                        assert_eq!(was_paused, !tunnel.can_read_outbound());
+                    }
+                }
+            }
+            Op::CompleteInbound { count, tick } => {
+                let now = Instant::from_micros(clock.tick(tick));
+                let count = usize::from(count % 6);
+                match tunnel.complete_inbound(now, count) {
+                    Ok(released) => {
+                        let bytes = complete(&mut inbound, count);
+                        assert_eq!((released.packets, released.bytes), (count, bytes));
+                    }
+                    Err(_) => assert!(count > inbound.in_flight.len()),
+                }
+            }
+        }
+        let stats = tunnel.stats();
+        check(&tunnel, &config, &stats, &outbound, &inbound, refused);
+        assert!(stats.outbound_paused_micros >= last.outbound_paused_micros);
+        assert!(stats.outbound_paused_micros <= clock.span());
+        for direction in [&stats.outbound, &stats.inbound] {
+            assert!(direction.last_sojourn_micros <= clock.span());
+        }
+        last = stats;
+    }
+});
+
+fn config_of(setup: &Setup) -> TunnelConfig {
+    let max_packet_len = u32::from(setup.max_packet_len) + 1;
+    let high_bytes = u32::from(setup.high_bytes % 4096) + 1;
+    let high_packets = u32::from(setup.high_packets % 40) + 1;
+    let aqm = match setup.codel {
+        None => Aqm::Off,
+        Some((target, interval)) => {
+            let target = u32::from(target % 20_000) + 1;
+            Aqm::Codel {
+                target_micros: target,
+                interval_micros: target + 1 + u32::from(interval) * 4,
+            }
+        }
+    };
+    TunnelConfig {
+        outbound_bytes: high_bytes
+            + 2 * max_packet_len
+            + u32::from(setup.extra_outbound_bytes % 1024),
+        outbound_packets: high_packets + 1 + u32::from(setup.extra_outbound_packets % 8),
+        inbound_bytes: max_packet_len + u32::from(setup.inbound_bytes % 4096),
+        inbound_packets: u32::from(setup.inbound_packets % 48) + 1,
+        max_packet_len,
+        outbound_high_watermark_bytes: high_bytes,
+        outbound_low_watermark_bytes: u32::from(setup.low_bytes) % high_bytes,
+        outbound_high_watermark_packets: high_packets,
+        outbound_low_watermark_packets: u32::from(setup.low_packets) % high_packets,
+        inbound_drop_policy: if setup.drop_oldest {
+            DropPolicy::DropOldest
+        } else {
+            DropPolicy::DropNewest
+        },
+        aqm,
+    }
+}
+
+/// Bytes the outbound ring holds (queued, in flight, and dropped but not yet reclaimed) and
+/// packets (queued and in flight), as the watermarks count them.
+/// Bytes and slots the outbound ring holds, dropped-pending packets included (they keep their
+/// slot and bytes until the packets handed out before them complete).
+fn held(tunnel: &Tunnel, model: &Direction) -> (usize, usize) {
+    let s = tunnel.stats().outbound;
+    let dropped_pending: usize = model.handed.iter().filter(|h| h.1).map(|h| h.0).sum();
+    let dropped_slots = model.handed.iter().filter(|h| h.1).count();
+    let packets = (s.packets_queued + s.packets_in_flight) as usize + dropped_slots;
+    let bytes = (s.bytes_queued + s.bytes_in_flight) as usize + dropped_pending;
+    (bytes, packets)
+}
+
+fn after_poll(
+    direction: &mut Direction,
+    got: Option<Vec<u8>>,
+    had_queued: bool,
+    before: &tidegate_core::DirectionStats,
+    after: &tidegate_core::DirectionStats,
+) {
+    let dropped = after.aqm_dropped_packets - before.aqm_dropped_packets;
+    let mut dropped_bytes = 0u64;
+    for packet in direction.queued.drain(..dropped as usize) {
+        dropped_bytes += packet.len() as u64;
+        // Dropped behind packets in flight: its bytes stay until those complete.
+        if !direction.handed.is_empty() {
+            direction.handed.push_back((packet.len(), true));
+        }
+    }
+    assert_eq!(
+        dropped_bytes,
+        after.aqm_dropped_bytes - before.aqm_dropped_bytes
+    );
+    if had_queued {
+        assert!(got.is_some(), "AQM never drops the last packet queued");
+    }
+    let want = direction.queued.pop_front();
+    assert_eq!(got, want, "packets leave in order");
+    if let Some(packet) = want {
+        direction.handed.push_back((packet.len(), false));
+        direction.in_flight.push_back(packet);
+    }
+}
+
+fn complete(direction: &mut Direction, count: usize) -> usize {
+    // As the ring does: release `count` packets, reclaiming dropped ones met at the front.
+    let mut released = 0;
+    while let Some(&(_, dropped)) = direction.handed.front() {
+        if !dropped {
+            if released == count {
+                break;
+            }
+            released += 1;
+        }
+        direction.handed.pop_front();
+    }
+    direction.in_flight.drain(..count).map(|p| p.len()).sum()
+}
+
+fn check(
+    tunnel: &Tunnel,
+    config: &TunnelConfig,
+    stats: &TunnelStats,
+    outbound: &Direction,
+    inbound: &Direction,
+    refused: (u64, u64),
+) {
+    let sum = |packets: &VecDeque<Vec<u8>>| packets.iter().map(|p| p.len() as u64).sum::<u64>();
+    for (s, model, arena, slots, extra) in [
+        (
+            &stats.outbound,
+            outbound,
+            config.outbound_bytes,
+            config.outbound_packets,
+            (0, 0),
+        ),
+        (
+            &stats.inbound,
+            inbound,
+            config.inbound_bytes,
+            config.inbound_packets,
+            (
+                stats.inbound_dropped_oldest_packets,
+                stats.inbound_dropped_oldest_bytes,
+            ),
+        ),
+    ] {
+        assert_eq!(s.packets_queued, model.queued.len() as u64);
+        assert_eq!(s.bytes_queued, sum(&model.queued));
+        assert_eq!(s.packets_in_flight, model.in_flight.len() as u64);
+        assert_eq!(s.bytes_in_flight, sum(&model.in_flight));
+        assert_eq!(
+            s.packets_accepted,
+            s.packets_queued
+                + s.packets_in_flight
+                + s.packets_completed
+                + s.aqm_dropped_packets
+                + extra.0
+        );
+        assert_eq!(
+            s.bytes_accepted,
+            s.bytes_queued + s.bytes_in_flight + s.bytes_completed + s.aqm_dropped_bytes + extra.1
+        );
+        assert!(s.bytes_high_water <= u64::from(arena), "byte ceiling");
+        assert!(s.packets_high_water <= u64::from(slots), "slot ceiling");
+        assert_eq!(
+            (s.empty_packets, s.oversized_packets),
+            (model.empty, model.oversized)
+        );
+    }
+    assert_eq!(
+        (stats.outbound_refused_packets, stats.outbound_refused_bytes),
+        refused
+    );
+    assert_eq!(
+        stats.outbound_paused,
+        u64::from(!tunnel.can_read_outbound())
+    );
+    let shown: Vec<&[u8]> = tunnel.outbound_in_flight().collect();
+    assert!(
+        shown.iter().eq(outbound.in_flight.iter()),
+        "outbound bytes unchanged in flight"
+    );
+    let shown: Vec<&[u8]> = tunnel.inbound_in_flight().collect();
+    assert!(
+        shown.iter().eq(inbound.in_flight.iter()),
+        "inbound bytes unchanged in flight"
+    );
+}
