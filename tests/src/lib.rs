@@ -5,6 +5,8 @@ pub mod lab;
 pub mod out_param;
 #[cfg(target_os = "linux")]
 pub mod real_traffic;
+#[cfg(target_os = "linux")]
+pub mod relay;
 pub mod workload;
 
 /// The README's Rust code blocks, compiled and run as doctests.
