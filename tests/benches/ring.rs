@@ -19,6 +19,10 @@
 //!   offsets and back out; no bookkeeping beyond two offsets. No queue can do less.
 //! - **tidegate**: [`PacketRing`] over boxed storage; `push`, then `handout` and a copy out for
 //!   each packet, then one `complete` for the batch (the documented `writePackets` pattern).
+//! - **tunnel, AQM off / tunnel, CoDel**: the same ring inside a `PacketTunnel`, through its
+//!   outbound path (`on_outbound_packet`, `poll_outbound`, one `complete_outbound`), with AQM off
+//!   and with CoDel. The clock does not move, so CoDel never drops: the difference between the
+//!   two rows is what AQM's per-packet sojourn bookkeeping costs.
 //! - **VecDeque<Vec<u8>>**: the naive host; one allocation per packet, freed after the copy out.
 //! - **heapless spsc**: `spsc::Queue` of fixed 1500-byte slots; a packet is copied into a
 //!   reusable frame that `enqueue` then moves into its slot, and copied out of `peek` before
@@ -61,7 +65,7 @@ use bbqueue::traits::storage::BoxedSlice;
 use ringbuf::LocalRb;
 use ringbuf::storage::Heap;
 use ringbuf::traits::Observer;
-use tidegate_core::{Instant, PacketRing, Slot};
+use tidegate_core::{Aqm, Instant, PacketRing, PacketTunnel, Slot, TunnelConfig, TunnelStorage};
 
 /// Packets pushed before the batch is drained.
 const BATCH: usize = 32;
@@ -408,6 +412,8 @@ fn candidates(size: usize) -> Vec<Box<dyn Bench>> {
     vec![
         named("memcpy limit", MemcpyLimit::new(size)),
         named("tidegate", Tidegate::new()),
+        named("tunnel, AQM off", TunnelPath::new(Aqm::Off)),
+        named("tunnel, CoDel", TunnelPath::new(Aqm::CODEL_DEFAULT)),
         named("VecDeque<Vec<u8>>", VecDequeOfVecs::new()),
         named("heapless spsc", HeaplessSpsc::new()),
         named("bbqueue framed", BbqueueFramed::new()),
@@ -498,6 +504,66 @@ impl Candidate for Tidegate {
     fn end_batch(&mut self) -> bool {
         let completed = self.ring.complete(self.handed_out);
         let ok = completed.is_ok_and(|released| released.packets == self.handed_out);
+        self.handed_out = 0;
+        ok
+    }
+}
+
+/// The whole outbound path of a `PacketTunnel` (length checks, watermarks, stats and, with
+/// CoDel, its sojourn check at every hand-out) around the same ring. The benchmark's clock does
+/// not move, so CoDel never drops: the difference between the two rows is AQM's bookkeeping.
+struct TunnelPath {
+    tunnel: PacketTunnel<Box<[u8]>, Box<[Slot]>>,
+    handed_out: usize,
+    now: Instant,
+}
+
+impl TunnelPath {
+    fn new(aqm: Aqm) -> Self {
+        let config = TunnelConfig {
+            outbound_bytes: ARENA_BYTES as u32,
+            outbound_packets: SLOTS as u32,
+            outbound_high_watermark_bytes: 60_000,
+            outbound_low_watermark_bytes: 30_000,
+            outbound_high_watermark_packets: 48,
+            outbound_low_watermark_packets: 24,
+            inbound_bytes: 2048,
+            inbound_packets: 4,
+            max_packet_len: MAX_PACKET as u32,
+            aqm,
+            ..TunnelConfig::DEFAULT
+        };
+        let boxed = |len: u32| vec![0u8; len as usize].into_boxed_slice();
+        let slots = |len: u32| vec![Slot::EMPTY; len as usize].into_boxed_slice();
+        let storage = TunnelStorage {
+            outbound_arena: boxed(config.outbound_bytes),
+            outbound_slots: slots(config.outbound_packets),
+            inbound_arena: boxed(config.inbound_bytes),
+            inbound_slots: slots(config.inbound_packets),
+        };
+        TunnelPath {
+            tunnel: PacketTunnel::new(config, storage).expect("valid tunnel configuration"),
+            handed_out: 0,
+            now: Instant::from_micros(1),
+        }
+    }
+}
+
+impl Candidate for TunnelPath {
+    fn push(&mut self, packet: &[u8]) -> bool {
+        self.tunnel.on_outbound_packet(self.now, packet).is_ok()
+    }
+
+    fn pop_into(&mut self, dst: &mut [u8]) -> Option<usize> {
+        let packet = self.tunnel.poll_outbound(self.now)?;
+        dst.get_mut(..packet.len())?.copy_from_slice(packet);
+        self.handed_out += 1;
+        Some(packet.len())
+    }
+
+    fn end_batch(&mut self) -> bool {
+        let done = self.tunnel.complete_outbound(self.now, self.handed_out);
+        let ok = done.is_ok_and(|d| d.released.packets == self.handed_out);
         self.handed_out = 0;
         ok
     }
