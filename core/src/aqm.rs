@@ -32,6 +32,15 @@ use crate::ring::{PacketRing, Slot};
 use crate::time::Instant;
 
 /// The active queue management a tunnel applies to both of its rings.
+///
+/// With CoDel (RFC 8289), a ring drops packets from its head, at hand-out time, once they have
+/// waited longer than `target` for a whole `interval`, so the standing queue, and with it the
+/// latency through the tunnel, stays short; responsive senders back off on those drops. Under an
+/// unresponsive flood the outbound ring enters *overload* (reported in
+/// [`TunnelStats::outbound_overloaded`](crate::TunnelStats::outbound_overloaded)): reading stops
+/// pausing at the high watermark, which would only move the queue into the kernel's utun/TUN
+/// queue out of reach, and every packet older than the target is dropped at hand-out instead,
+/// until the ring is back at its low watermarks. The memory ceiling holds either way.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Aqm {

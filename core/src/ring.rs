@@ -1,29 +1,5 @@
-//! `PacketRing`: a fixed-capacity FIFO of variable-length packets.
-//!
-//! The ring owns two pieces of storage handed in by the host and never grows them:
-//!
-//! - a byte **arena** holding the packets back to back. Each packet is one contiguous slice, so
-//!   the host can pass it to the OS without a copy. A packet that does not fit between the newest
-//!   packet and the end of the arena starts again at offset 0 (the gap left at the end is reused
-//!   once the ring wraps past it), as in a bip buffer;
-//! - a ring of [`Slot`] descriptors (offset, length, enqueue time), one per packet, which bounds
-//!   the packet count and lets the arena and the count have any size, not only powers of two.
-//!
-//! A packet moves through three stages, always in FIFO order: **queued** after
-//! [`PacketRing::push`], **in flight** after [`PacketRing::handout`] (its bytes stay where they
-//! are and stay counted while the host sends them), and released by [`PacketRing::complete`].
-//! A queued packet can also be dropped from the front ([`PacketRing::drop_queued_front`]); if
-//! packets handed out earlier still sit before it in the arena, its bytes are reclaimed when
-//! those complete, and until then they are reported as [`RingLevels::bytes_dropped_pending`].
-//!
-//! Every operation is O(1) (completing `n` packets is O(n)), and nothing here allocates.
-//!
-//! ## Capacity
-//!
-//! The arena is the exact memory ceiling. Because packets are contiguous, a packet of `len`
-//! bytes is guaranteed to fit while `bytes_used() + len + max_len <= byte_capacity()`, where
-//! `max_len` is the largest packet pushed since the ring was last empty; between that and the
-//! full arena it fits as the layout allows. [`PacketRing::fits`] answers exactly.
+//! `PacketRing`: a fixed-capacity FIFO of variable-length packets. The design is documented on
+//! the type, where rustdoc shows it.
 
 use core::fmt;
 
@@ -183,7 +159,32 @@ impl RingLevels {
     }
 }
 
-/// A fixed-capacity FIFO of variable-length, contiguous packets. See the [module docs](self).
+/// A fixed-capacity FIFO of variable-length, contiguous packets.
+///
+/// The ring owns two pieces of storage handed in by the host and never grows them:
+///
+/// - a byte **arena** holding the packets back to back. Each packet is one contiguous slice, so
+///   the host can pass it to the OS without a copy. A packet that does not fit between the newest
+///   packet and the end of the arena starts again at offset 0 (the gap left at the end is reused
+///   once the ring wraps past it), as in a bip buffer;
+/// - a ring of [`Slot`] descriptors (offset, length, enqueue time), one per packet, which bounds
+///   the packet count and lets the arena and the count have any size, not only powers of two.
+///
+/// A packet moves through three stages, always in FIFO order: **queued** after
+/// [`PacketRing::push`], **in flight** after [`PacketRing::handout`] (its bytes stay where they
+/// are and stay counted while the host sends them), and released by [`PacketRing::complete`].
+/// A queued packet can also be dropped from the front ([`PacketRing::drop_queued_front`]); if
+/// packets handed out earlier still sit before it in the arena, its bytes are reclaimed when
+/// those complete, and until then they are reported as [`RingLevels::bytes_dropped_pending`].
+///
+/// Every operation is O(1) (completing `n` packets is O(n)), and nothing here allocates.
+///
+/// ## Capacity
+///
+/// The arena is the exact memory ceiling. Because packets are contiguous, a packet of `len`
+/// bytes is guaranteed to fit while `bytes_used() + len + max_len <= byte_capacity()`, where
+/// `max_len` is the largest packet pushed since the ring was last empty; between that and the
+/// full arena it fits as the layout allows. [`PacketRing::fits`] answers exactly.
 ///
 /// `B` is the byte arena and `S` the slot storage: arrays (`[u8; 8192]`, `[Slot; 64]`),
 /// `&'static mut` slices, or boxed slices on a host with an allocator.

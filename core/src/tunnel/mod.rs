@@ -1,23 +1,4 @@
-//! `PacketTunnel`: the memory governor of a packet tunnel provider.
-//!
-//! Two [`PacketRing`]s with a ceiling fixed at creation:
-//!
-//! - **Outbound** (apps → tunnel). The OS has flow control here: the host reads packets
-//!   (`readPackets`) only while [`PacketTunnel::can_read_outbound`] is true. Reading pauses at a
-//!   high watermark and resumes at a low one (hysteresis, so the host does not flap), and the
-//!   completion that crosses the low watermark returns `resume_reading = true` exactly once, so
-//!   the host knows to call `readPackets` again. A packet that arrives with no room is refused and
-//!   stays with the caller; nothing is lost silently.
-//! - **Inbound** (tunnel → apps). `writePackets` has no flow control, so the tunnel drops IP
-//!   packets by [`DropPolicy`] when the ring is full, says which on every call, and counts drops
-//!   by reason.
-//!
-//! ## Drain contract
-//!
-//! After any input, call [`PacketTunnel::poll_outbound`] (and [`PacketTunnel::poll_inbound`])
-//! until it returns `None`, send or write what it hands out, and report each finished batch with
-//! [`PacketTunnel::complete_outbound`] / [`PacketTunnel::complete_inbound`], oldest first. Handed
-//! out bytes stay valid and in place until they are completed.
+//! `PacketTunnel`: the memory governor of a packet tunnel provider, documented on the type.
 
 mod config;
 mod stats;
@@ -108,7 +89,26 @@ pub struct OutboundCompletion {
     pub resume_reading: bool,
 }
 
-/// The packet tunnel engine. See the [module docs](self).
+/// The packet tunnel engine: the memory governor of a packet tunnel provider.
+///
+/// Two [`PacketRing`]s with a ceiling fixed at creation:
+///
+/// - **Outbound** (apps → tunnel). The OS has flow control here: the host reads packets
+///   (`readPackets`) only while [`PacketTunnel::can_read_outbound`] is true. Reading pauses at a
+///   high watermark and resumes at a low one (hysteresis, so the host does not flap), and the
+///   completion that crosses the low watermark returns `resume_reading = true` exactly once, so
+///   the host knows to call `readPackets` again. A packet that arrives with no room is refused and
+///   stays with the caller; nothing is lost silently.
+/// - **Inbound** (tunnel → apps). `writePackets` has no flow control, so the tunnel drops IP
+///   packets by [`DropPolicy`] when the ring is full, says which on every call, and counts drops
+///   by reason.
+///
+/// ## Drain contract
+///
+/// After any input, call [`PacketTunnel::poll_outbound`] (and [`PacketTunnel::poll_inbound`])
+/// until it returns `None`, send or write what it hands out, and report each finished batch with
+/// [`PacketTunnel::complete_outbound`] / [`PacketTunnel::complete_inbound`], oldest first. Handed
+/// out bytes stay valid and in place until they are completed.
 ///
 /// `B` stores bytes and `S` slots, as for [`PacketRing`]: arrays on an embedded target, boxed
 /// slices on a host with an allocator.
