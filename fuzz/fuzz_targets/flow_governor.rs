@@ -5,7 +5,8 @@
 //! - caps: open flows never above the global, per-app and per-destination caps, and an
 //!   admission never takes the opening and connecting flows above the connection budget;
 //! - pending bytes: each direction's total equals the sum over live flows, a completion larger
-//!   than what is pending is refused with the pending amount and changes nothing;
+//!   than what is pending is refused with the pending amount and changes nothing, and so is a
+//!   read that the flow's or the direction's `u64` counter cannot hold;
 //! - outcomes: every admitted flow gets exactly one terminal outcome (close or connect
 //!   failure), the right one, and every later report on its id is refused as stale;
 //! - a refused call (unknown, stale or forged id, wrong state) changes nothing at all.
@@ -272,6 +273,14 @@ fuzz_target!(|data: &[u8]| {
                 let now = Instant::from_micros(clock.tick(tick));
                 let id = model.resolve(&target);
                 let bytes = bytes_of(bytes);
+                let side = usize::from(inbound);
+                // A read the flow's u64 counter or the direction's u64 total cannot hold is
+                // refused with the total and changes nothing; any other read is taken.
+                let total = model
+                    .flows
+                    .values()
+                    .filter(|f| f.state != ModelState::Closed)
+                    .fold(0u64, |sum, f| sum.saturating_add(f.pending[side]));
                 let result = if inbound {
                     governor.on_remote_read(now, id, bytes)
                 } else {
@@ -280,10 +289,27 @@ fuzz_target!(|data: &[u8]| {
                 match (result, model.flows.get_mut(&id)) {
                     (Ok(()), Some(flow)) => {
                         assert_ne!(flow.state, ModelState::Closed);
-                        let pending = &mut flow.pending[usize::from(inbound)];
-                        *pending = pending.saturating_add(bytes);
+                        let pending = &mut flow.pending[side];
+                        assert!(
+                            bytes == 0
+                                || (pending.checked_add(bytes).is_some()
+                                    && total.checked_add(bytes).is_some()),
+                            "a read past u64 was taken"
+                        );
+                        *pending += bytes;
                         flow.moved |= bytes > 0;
                         false
+                    }
+                    (Err(FlowError::TooManyBytes { pending }), Some(flow))
+                        if flow.state != ModelState::Closed =>
+                    {
+                        assert_eq!(pending, total, "the refusal names the direction's total");
+                        assert!(
+                            flow.pending[side].checked_add(bytes).is_none()
+                                || total.checked_add(bytes).is_none(),
+                            "a read the counters can hold was refused"
+                        );
+                        true
                     }
                     (Ok(()), None) => panic!("a forged id was accepted"),
                     (Err(error), flow) => {
