@@ -319,6 +319,13 @@ where
     /// counted until [`PacketRing::complete`] releases it.
     #[inline]
     pub fn handout(&mut self) -> Option<&[u8]> {
+        self.handout_stamped().map(|(_, packet)| packet)
+    }
+
+    /// [`PacketRing::handout`], also returning when the packet was pushed, from the same slot
+    /// read (the tunnel's sojourn time needs both).
+    #[inline]
+    pub fn handout_stamped(&mut self) -> Option<(Instant, &[u8])> {
         let slot = self.queued_front()?;
         self.handed = self.handed.saturating_add(1);
         let len = slot.payload_len();
@@ -327,7 +334,8 @@ where
         levels.bytes_queued = levels.bytes_queued.saturating_sub(len);
         levels.packets_in_flight = levels.packets_in_flight.saturating_add(1);
         levels.bytes_in_flight = levels.bytes_in_flight.saturating_add(len);
-        self.arena.as_ref().get(slot.range())
+        let packet = self.arena.as_ref().get(slot.range())?;
+        Some((slot.enqueued_at, packet))
     }
 
     /// Drop the oldest queued packet and return its length, or `None` if nothing is queued.
@@ -647,6 +655,8 @@ mod tests {
         r.handout().unwrap();
         assert_eq!(r.queued_front_enqueued_at(), Some(t(20)));
         assert_eq!(r.queued_front_len(), Some(2));
+        assert_eq!(r.handout_stamped(), Some((t(20), &[2u8; 2][..])));
+        assert_eq!(r.handout_stamped(), None);
     }
 
     #[test]

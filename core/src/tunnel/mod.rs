@@ -486,9 +486,9 @@ where
     B: AsRef<[u8]> + AsMut<[u8]>,
     S: AsRef<[Slot]> + AsMut<[Slot]>,
 {
-    let enqueued_at = ring.queued_front_enqueued_at()?;
+    let (enqueued_at, packet) = ring.handout_stamped()?;
     counters.last_sojourn_micros = now.micros_since(enqueued_at);
-    ring.handout()
+    Some(packet)
 }
 
 /// Whether the outbound ring holds bytes or packets at or above their high watermark.
