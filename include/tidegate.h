@@ -111,6 +111,10 @@ enum TidegateStatus
      */
     TIDEGATE_STATUS_CONFIG_INVALID_AQM = 19,
     /**
+     * Configuration: `packet_align` is not a power of two from 1 to 4096.
+     */
+    TIDEGATE_STATUS_CONFIG_BAD_PACKET_ALIGN = 20,
+    /**
      * The packet is empty. It was not queued and is counted as an empty packet.
      */
     TIDEGATE_STATUS_PACKET_EMPTY = 30,
@@ -1726,7 +1730,8 @@ typedef struct TidegateLifecycleStats {
  */
 typedef struct TidegateTunnelConfig {
     /**
-     * Bytes of the outbound ring: the most outbound packet bytes held, queued or in flight.
+     * Bytes of the outbound ring: the most outbound packet bytes held, queued or in flight,
+     * alignment padding included (see `packet_align`).
      */
     uint32_t outbound_bytes;
     /**
@@ -1746,7 +1751,8 @@ typedef struct TidegateTunnelConfig {
      */
     uint32_t max_packet_len;
     /**
-     * Outbound reading pauses when this many bytes are held.
+     * Outbound reading pauses when this many ring bytes are held (packets and their alignment
+     * padding).
      */
     uint32_t outbound_high_watermark_bytes;
     /**
@@ -1777,6 +1783,13 @@ typedef struct TidegateTunnelConfig {
      * CoDel's interval in microseconds (used when `aqm` is CoDel; default 100000).
      */
     uint32_t aqm_interval_us;
+    /**
+     * Packets start at addresses that are multiples of this power of two (1 to 4096) whenever
+     * the padding fits, so copying them in and out runs at full memcpy speed. The padding, at
+     * most `packet_align - 1` bytes per packet, counts against the ring's bytes and the
+     * watermarks. Default 64 (a cache line); 1 packs packets back to back.
+     */
+    uint32_t packet_align;
 } TidegateTunnelConfig;
 
 /**
@@ -1818,7 +1831,7 @@ typedef struct TidegateDirectionStats {
      */
     uint64_t bytes_in_flight;
     /**
-     * The most bytes ever held at once (queued, in flight and dropped-pending).
+     * The most arena bytes ever taken at once: see `arena_bytes_used`.
      */
     uint64_t bytes_high_water;
     /**
@@ -1861,6 +1874,12 @@ typedef struct TidegateDirectionStats {
      * Microseconds the most recently handed-out packet waited in the queue (its sojourn time).
      */
     uint64_t last_sojourn_micros;
+    /**
+     * Arena bytes taken now: packets queued, in flight and dropped but not yet reclaimed, plus
+     * the alignment padding in front of each. At most the ring's byte size; the outbound
+     * watermarks compare this.
+     */
+    uint64_t arena_bytes_used;
 } TidegateDirectionStats;
 
 /**
@@ -2901,8 +2920,8 @@ const char *tidegate_version(void);
  * 1 MiB and 2048 packets per direction; packets up to 1500 bytes (set `max_packet_len` to your
  * tunnel MTU); outbound reading pauses at 768 KiB or 1536 packets and resumes at 512 KiB and
  * 1024 packets; inbound drops the newest packet when full; AQM off, with CoDel's parameters
- * preset to 5 ms and 100 ms so that setting `aqm` to `TIDEGATE_AQM_CODEL` is enough.
- * Footprint: about 2.06 MiB.
+ * preset to 5 ms and 100 ms so that setting `aqm` to `TIDEGATE_AQM_CODEL` is enough; packets
+ * start on 64-byte cache lines. Footprint: about 2.06 MiB.
  */
 struct TidegateTunnelConfig tidegate_tunnel_config_default(void);
 

@@ -70,8 +70,8 @@ pub use lifecycle::{
     TaskId, TaskRegisterError, TaskSlot, WriteJournalError,
 };
 pub use ring::{
-    CompleteError, InFlight, MAX_ARENA_BYTES, PacketRing, PushError, Released, RingError,
-    RingLevels, Slot,
+    CompleteError, DEFAULT_PACKET_ALIGN, InFlight, MAX_ARENA_BYTES, MAX_PACKET_ALIGN, PacketRing,
+    PushError, Released, RingError, RingLevels, Slot,
 };
 pub use time::{Clock, Instant};
 pub use tunnel::{

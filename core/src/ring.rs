@@ -11,6 +11,12 @@ const DROPPED: u32 = 1 << 31;
 /// The largest arena a ring accepts: offsets and lengths are stored in 31 bits.
 pub const MAX_ARENA_BYTES: usize = (DROPPED - 1) as usize;
 
+/// The packet alignment [`PacketRing::new`] uses: a cache line on the CPUs tidegate targets.
+pub const DEFAULT_PACKET_ALIGN: usize = 64;
+
+/// The largest packet alignment a ring accepts: a 4 KiB page.
+pub const MAX_PACKET_ALIGN: usize = 4096;
+
 /// The descriptor of one packet in a [`PacketRing`]: 16 bytes.
 ///
 /// Hosts only create storage for these: `[Slot::EMPTY; N]` on an embedded target, or a boxed
@@ -61,6 +67,11 @@ pub enum RingError {
         /// The arena length that was handed in.
         bytes: usize,
     },
+    /// The packet alignment is not a power of two no larger than [`MAX_PACKET_ALIGN`].
+    BadPacketAlign {
+        /// The alignment that was asked for.
+        align: usize,
+    },
 }
 
 impl core::error::Error for RingError {}
@@ -75,6 +86,10 @@ impl fmt::Display for RingError {
                     "ring arena of {bytes} bytes exceeds the maximum of {MAX_ARENA_BYTES}"
                 )
             }
+            RingError::BadPacketAlign { align } => write!(
+                f,
+                "packet alignment {align} is not a power of two up to {MAX_PACKET_ALIGN}"
+            ),
         }
     }
 }
@@ -151,8 +166,9 @@ pub struct RingLevels {
 }
 
 impl RingLevels {
-    /// Payload bytes occupying the arena: queued, in flight and dropped-pending.
-    pub fn bytes_used(&self) -> usize {
+    /// Payload bytes in the arena: queued, in flight and dropped-pending. The arena bytes those
+    /// packets take, alignment padding included, are [`PacketRing::bytes_used`].
+    pub fn payload_bytes(&self) -> usize {
         self.bytes_queued
             .saturating_add(self.bytes_in_flight)
             .saturating_add(self.bytes_dropped_pending)
@@ -179,12 +195,24 @@ impl RingLevels {
 ///
 /// Every operation is O(1) (completing `n` packets is O(n)), and nothing here allocates.
 ///
+/// ## Alignment
+///
+/// Each packet starts at a memory address that is a multiple of the ring's packet alignment
+/// ([`DEFAULT_PACKET_ALIGN`], a cache line, unless [`PacketRing::with_packet_align`] picks
+/// another), whenever the padding fits; where it does not, the packet starts right after the
+/// previous one instead, so alignment never refuses a packet that would fit unaligned. Copies in
+/// and out of aligned packets run at the memcpy limit; at consecutive unaligned offsets a
+/// 1500-byte packet straddles one cache line more on each side. The padding costs at most
+/// `align - 1` arena bytes per packet and is counted in [`PacketRing::bytes_used`]. The address is taken where the packet is placed, so an arena that
+/// moves with the ring stays correct; packets placed before the move are merely not aligned.
+///
 /// ## Capacity
 ///
 /// The arena is the exact memory ceiling. Because packets are contiguous, a packet of `len`
 /// bytes is guaranteed to fit while `bytes_used() + len + max_len <= byte_capacity()`, where
-/// `max_len` is the largest packet pushed since the ring was last empty; between that and the
-/// full arena it fits as the layout allows. [`PacketRing::fits`] answers exactly.
+/// `bytes_used()` counts the alignment padding and `max_len` is the largest packet pushed since
+/// the ring was last empty; between that and the full arena it fits as the layout allows.
+/// [`PacketRing::fits`] answers exactly.
 ///
 /// `B` is the byte arena and `S` the slot storage: arrays (`[u8; 8192]`, `[Slot; 64]`),
 /// `&'static mut` slices, or boxed slices on a host with an allocator.
@@ -199,6 +227,11 @@ pub struct PacketRing<B, S> {
     handed: usize,
     /// Arena offset just past the newest packet; meaningful only while `live > 0`.
     tail: usize,
+    /// Arena offset just past the newest packet placed before the layout last wrapped to the
+    /// start of the arena; meaningful only while the live packets wrap (head offset >= `tail`).
+    wrap_end: usize,
+    /// Packet start addresses are multiples of this power of two when the padding fits.
+    align: usize,
     levels: RingLevels,
 }
 
@@ -207,14 +240,25 @@ where
     B: AsRef<[u8]> + AsMut<[u8]>,
     S: AsRef<[Slot]> + AsMut<[Slot]>,
 {
-    /// A ring over `arena` (the byte ceiling) and `slots` (the packet-count ceiling).
+    /// A ring over `arena` (the byte ceiling) and `slots` (the packet-count ceiling), starting
+    /// packets on [`DEFAULT_PACKET_ALIGN`]-byte boundaries.
     pub fn new(arena: B, slots: S) -> Result<Self, RingError> {
+        Self::with_packet_align(arena, slots, DEFAULT_PACKET_ALIGN)
+    }
+
+    /// A ring like [`PacketRing::new`] that starts packets on `align`-byte boundaries: a power
+    /// of two up to [`MAX_PACKET_ALIGN`]. `1` packs packets back to back (the densest layout,
+    /// for small arenas on cacheless microcontrollers); see the type's "Alignment" section.
+    pub fn with_packet_align(arena: B, slots: S, align: usize) -> Result<Self, RingError> {
         let bytes = arena.as_ref().len();
         if bytes == 0 || slots.as_ref().is_empty() {
             return Err(RingError::ZeroCapacity);
         }
         if bytes > MAX_ARENA_BYTES {
             return Err(RingError::ArenaTooLarge { bytes });
+        }
+        if !align.is_power_of_two() || align > MAX_PACKET_ALIGN {
+            return Err(RingError::BadPacketAlign { align });
         }
         Ok(PacketRing {
             arena,
@@ -223,8 +267,15 @@ where
             live: 0,
             handed: 0,
             tail: 0,
+            wrap_end: 0,
+            align,
             levels: RingLevels::default(),
         })
+    }
+
+    /// The packet alignment the ring was built with.
+    pub fn packet_align(&self) -> usize {
+        self.align
     }
 
     /// Size of the byte arena: the most payload bytes the ring can ever hold.
@@ -249,9 +300,22 @@ where
         self.live
     }
 
-    /// Payload bytes occupying the arena (queued, in flight and dropped-pending).
+    /// Arena bytes taken: the payload of every live packet (queued, in flight and
+    /// dropped-pending) plus the alignment padding in front of each. This is what the fit
+    /// guarantee and the tunnel's watermarks measure; it never exceeds
+    /// [`PacketRing::byte_capacity`], and exceeds [`RingLevels::payload_bytes`] by at most
+    /// `packet_align() - 1` per live packet.
     pub fn bytes_used(&self) -> usize {
-        self.levels.bytes_used()
+        if self.live == 0 {
+            return 0;
+        }
+        let head = self.slot(self.first).map_or(0, |slot| slot.offset as usize);
+        if head < self.tail {
+            self.tail.saturating_sub(head)
+        } else {
+            // Wrapped: [head, wrap_end) and [0, tail); the gap after wrap_end is free.
+            self.wrap_end.saturating_sub(head).saturating_add(self.tail)
+        }
     }
 
     /// Whether nothing is queued (packets may still be in flight).
@@ -298,6 +362,11 @@ where
             len: len as u32,
             enqueued_at: now,
         };
+        if self.live > 0 && offset < self.tail {
+            // Placed before the tail: the layout wraps, and the bytes after the old tail are
+            // a gap until the ring wraps past it.
+            self.wrap_end = self.tail;
+        }
         self.tail = end;
         self.live = self.live.saturating_add(1);
         self.levels.packets_queued = self.levels.packets_queued.saturating_add(1);
@@ -439,10 +508,11 @@ where
     }
 
     /// Where a packet of `len` bytes would start, if it fits now.
+    #[inline]
     fn place(&self, len: usize) -> Option<usize> {
         let capacity = self.byte_capacity();
         if self.live == 0 {
-            return (len <= capacity).then_some(0);
+            return self.fit_between(0, capacity, len);
         }
         if self.live >= self.packet_capacity() {
             return None;
@@ -450,17 +520,29 @@ where
         let head = self.slot(self.first)?.offset as usize;
         if head < self.tail {
             // Live bytes are [head, tail): room after the tail, or at the start before head.
-            if len <= capacity.saturating_sub(self.tail) {
-                Some(self.tail)
-            } else if len <= head {
-                Some(0)
-            } else {
-                None
-            }
+            self.fit_between(self.tail, capacity, len)
+                .or_else(|| self.fit_between(0, head, len))
         } else {
-            // Wrapped: live bytes are [head, end of data) and [0, tail); room is [tail, head).
-            (len <= head.saturating_sub(self.tail)).then_some(self.tail)
+            // Wrapped: live bytes are [head, wrap_end) and [0, tail); room is [tail, head).
+            self.fit_between(self.tail, head, len)
         }
+    }
+
+    /// Where a packet of `len` bytes starts in the free arena range `[from, to)`: at the first
+    /// aligned address if the padding fits, else at `from`, else nowhere.
+    #[inline]
+    fn fit_between(&self, from: usize, to: usize, len: usize) -> Option<usize> {
+        let room = to.checked_sub(from)?;
+        if len > room {
+            return None;
+        }
+        // The padding that brings `from` to an aligned address (`align` is a power of two).
+        let base = self.arena.as_ref().as_ptr().addr();
+        let pad = base.wrapping_add(from).wrapping_neg() & self.align.wrapping_sub(1);
+        Some(match pad.checked_add(len) {
+            Some(padded) if padded <= room => from.saturating_add(pad),
+            _ => from,
+        })
     }
 
     /// Forget the `count` oldest live slots (at most `live`); their arena bytes become free.
@@ -533,8 +615,18 @@ mod tests {
 
     type TestRing = PacketRing<Vec<u8>, Vec<Slot>>;
 
+    /// A packed ring (alignment 1), so layouts and byte levels are exact sums of lengths.
     fn ring(bytes: usize, slots: usize) -> TestRing {
-        PacketRing::new(vec![0; bytes], vec![Slot::EMPTY; slots]).unwrap()
+        aligned_ring(bytes, slots, 1)
+    }
+
+    fn aligned_ring(bytes: usize, slots: usize, align: usize) -> TestRing {
+        PacketRing::with_packet_align(vec![0; bytes], vec![Slot::EMPTY; slots], align).unwrap()
+    }
+
+    /// Where `packet` sits relative to an `align` boundary.
+    fn misalignment(packet: &[u8], align: usize) -> usize {
+        packet.as_ptr().addr() % align
     }
 
     fn t(micros: u64) -> Instant {
@@ -554,6 +646,67 @@ mod tests {
         let mut r = ring(16, 2);
         assert_eq!(r.push(t(0), &[]), Err(PushError::Empty));
         assert_eq!(r.levels(), RingLevels::default());
+    }
+
+    #[test]
+    fn packet_alignment_must_be_a_power_of_two_up_to_a_page() {
+        for align in [0, 3, 48, 8192] {
+            assert_eq!(
+                PacketRing::with_packet_align([0u8; 8], [Slot::EMPTY; 1], align).unwrap_err(),
+                RingError::BadPacketAlign { align }
+            );
+        }
+        for align in [1, 2, 64, MAX_PACKET_ALIGN] {
+            let r = PacketRing::with_packet_align([0u8; 8], [Slot::EMPTY; 1], align).unwrap();
+            assert_eq!(r.packet_align(), align);
+        }
+        let r = PacketRing::new([0u8; 8], [Slot::EMPTY; 1]).unwrap();
+        assert_eq!(r.packet_align(), DEFAULT_PACKET_ALIGN);
+    }
+
+    #[test]
+    fn packets_start_on_aligned_addresses_and_the_padding_is_counted() {
+        let mut r = aligned_ring(64 * 1024, 64, 64);
+        for round in 0..50usize {
+            let lens = [1500, 40, 576, 1, 1400 + round];
+            for (i, len) in lens.iter().cycle().take(32).enumerate() {
+                r.push(t(0), &vec![i as u8; *len]).unwrap();
+            }
+            let payload = r.levels().payload_bytes();
+            let used = r.bytes_used();
+            assert!(
+                payload <= used && used <= payload + 32 * 63,
+                "padding is counted, at most 63 bytes a packet: {payload} <= {used}"
+            );
+            // Hand out half, complete them, so later rounds start mid-arena and wrap.
+            for _ in 0..16 + round % 16 {
+                let packet = r.handout().unwrap();
+                assert_eq!(misalignment(packet, 64), 0, "round {round}");
+            }
+            r.complete(r.levels().packets_in_flight).unwrap();
+            while let Some(packet) = r.handout() {
+                assert_eq!(misalignment(packet, 64), 0, "round {round}");
+            }
+            r.complete(r.levels().packets_in_flight).unwrap();
+            assert_eq!(r.bytes_used(), 0);
+        }
+    }
+
+    #[test]
+    fn alignment_never_refuses_a_packet_that_fits_unaligned() {
+        // 100 bytes cannot hold two 40-byte packets 64 bytes apart, so the second one is packed
+        // right behind the first instead of being refused.
+        let mut r = aligned_ring(100, 4, 64);
+        r.push(t(0), &[1; 40]).unwrap();
+        assert!(r.fits(40));
+        r.push(t(0), &[2; 40]).unwrap();
+        assert!(r.bytes_used() <= 100);
+        assert_eq!(r.handout(), Some(&[1u8; 40][..]));
+        assert_eq!(r.handout(), Some(&[2u8; 40][..]));
+        r.complete(2).unwrap();
+        // An empty ring takes a packet of its whole size whatever the arena's address.
+        r.push(t(0), &[3; 100]).unwrap();
+        assert_eq!(r.bytes_used(), 100);
     }
 
     #[test]
@@ -663,9 +816,16 @@ mod tests {
     // Slow under Miri (an exhaustive loop of safe arithmetic); the normal run covers it.
     #[cfg_attr(miri, ignore = "slow under Miri")]
     fn fit_guarantee_holds_below_the_documented_bound() {
-        // A packet of `len` always fits while used + len + max_len <= capacity.
+        for align in [1, 8, 64] {
+            fit_guarantee_holds_with_alignment(align);
+        }
+    }
+
+    fn fit_guarantee_holds_with_alignment(align: usize) {
+        // A packet of `len` always fits while used + len + max_len <= capacity, where `used`
+        // counts the alignment padding.
         let (capacity, max_len) = (1000, 97);
-        let mut r = ring(capacity, 1000);
+        let mut r = aligned_ring(capacity, 1000, align);
         let mut model: VecDeque<usize> = VecDeque::new();
         let mut lens = (1..=max_len).cycle();
         for round in 0..20_000usize {
@@ -710,9 +870,11 @@ mod tests {
         fn matches_a_vecdeque_model(
             arena in 1usize..1500,
             slots in 1usize..40,
+            align_log2 in 0u32..8,
             ops in proptest::collection::vec(op(), 1..crate::proptest_config::ops(400)),
         ) {
-            let mut r = ring(arena, slots);
+            let align = 1usize << align_log2;
+            let mut r = aligned_ring(arena, slots, align);
             let mut queued: VecDeque<Vec<u8>> = VecDeque::new();
             // Handed-out packets in arena order; `true` marks one dropped behind in-flight ones.
             let mut handed: VecDeque<(Vec<u8>, bool)> = VecDeque::new();
@@ -805,6 +967,10 @@ mod tests {
                 );
                 prop_assert_eq!(levels.bytes_dropped_pending, pending);
                 prop_assert!(r.bytes_used() <= arena);
+                let live = queued.len() + handed.len();
+                let payload = levels.payload_bytes();
+                prop_assert!(payload <= r.bytes_used());
+                prop_assert!(r.bytes_used() <= payload + live * (align - 1));
                 prop_assert!(queued.len() + handed.len() <= slots);
                 let shown: Vec<Vec<u8>> = r.in_flight().map(<[u8]>::to_vec).collect();
                 prop_assert_eq!(shown, live_in_flight);

@@ -6,28 +6,58 @@
 //! Miri checks) that reborrow invalidates every pointer derived from an earlier shared borrow,
 //! so a view read after a push would be undefined behaviour as far as Rust is concerned.
 //!
-//! `Arena` keeps the allocation as the raw pointer `Box::into_raw` returned. Its `AsRef` and
+//! `Arena` keeps the allocation as the raw pointer the allocator returned. Its `AsRef` and
 //! `AsMut` build slices from that pointer on each call, and [`rebase`] gives a view the
 //! base pointer's own provenance instead of the provenance of the short-lived slice the ring
-//! returned. Writes through the mutable slices never invalidate the base pointer, so views
+//! returned.
+//!
+//! The allocation starts on a boundary of the ring's packet alignment, so packets sit at the
+//! same offsets on every run: the ring aligns packet addresses, and with an aligned base the
+//! layout, and every byte level the tunnel reports, depends on the packets alone. Writes through the mutable slices never invalidate the base pointer, so views
 //! derived from it stay valid until the arena is dropped; the ring itself guarantees that the
 //! bytes a view covers are not written while the packet is in flight.
 
+use std::alloc::Layout;
 use std::ptr::NonNull;
 
-/// A fixed heap arena of bytes, freed on drop. Not `Send` or `Sync` by itself; the handles that
-/// own one are only ever used through raw pointers from C.
+/// A fixed heap arena of zeroed bytes, freed on drop. Not `Send` or `Sync` by itself; the
+/// handles that own one are only ever used through raw pointers from C.
 pub(crate) struct Arena {
     base: NonNull<u8>,
     len: usize,
+    /// The allocation's layout, `None` for an empty arena, which owns no allocation.
+    layout: Option<Layout>,
 }
 
+/// The allocator could not provide an arena.
+#[derive(Debug)]
+pub(crate) struct OutOfMemory;
+
 impl Arena {
-    /// Take ownership of `bytes`.
-    pub(crate) fn new(bytes: Box<[u8]>) -> Arena {
-        let len = bytes.len();
-        let base = NonNull::from(Box::leak(bytes)).cast::<u8>();
-        Arena { base, len }
+    /// Allocate `len` zeroed bytes starting on an `align` boundary (a power of two).
+    pub(crate) fn zeroed(len: usize, align: usize) -> Result<Arena, OutOfMemory> {
+        let layout = Layout::from_size_align(len, align).map_err(|_| OutOfMemory)?;
+        if len == 0 {
+            // No allocation: a dangling, aligned pointer is a valid base for an empty slice.
+            let base = NonNull::new(std::ptr::without_provenance_mut(align)).ok_or(OutOfMemory)?;
+            return Ok(Arena {
+                base,
+                len,
+                layout: None,
+            });
+        }
+        // SAFETY: `layout` has a non-zero size, checked above.
+        let base = NonNull::new(unsafe { std::alloc::alloc(layout) }).ok_or(OutOfMemory)?;
+        // Zero it by writing every byte, not with `alloc_zeroed`: fresh pages from the kernel
+        // would then be left untouched, and the memory would become resident only as packets
+        // arrive, after the provider already looked settled.
+        // SAFETY: `base` is a fresh allocation of `len` bytes.
+        unsafe { base.as_ptr().write_bytes(0, len) };
+        Ok(Arena {
+            base,
+            len,
+            layout: Some(layout),
+        })
     }
 
     /// The arena's base pointer, with the provenance of the whole allocation. Keep a copy to
@@ -61,9 +91,28 @@ impl AsMut<[u8]> for Arena {
 
 impl Drop for Arena {
     fn drop(&mut self) {
-        let slice = std::ptr::slice_from_raw_parts_mut(self.base.as_ptr(), self.len);
-        // SAFETY: `slice` is exactly the pointer and length `Box::leak` gave up in `new`, and it
-        // is reclaimed once, here.
-        drop(unsafe { Box::from_raw(slice) });
+        if let Some(layout) = self.layout {
+            // SAFETY: `base` was returned by `alloc` with exactly this layout in
+            // `zeroed`, and it is freed once, here.
+            unsafe { std::alloc::dealloc(self.base.as_ptr(), layout) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arenas_are_zeroed_and_start_on_their_alignment() {
+        for align in [1, 64, 4096] {
+            let mut arena = Arena::zeroed(1500, align).unwrap();
+            assert_eq!(arena.base().addr() % align, 0);
+            assert!(arena.as_ref().iter().all(|&b| b == 0));
+            arena.as_mut().fill(7);
+            assert_eq!(arena.as_ref().len(), 1500);
+        }
+        let empty = Arena::zeroed(0, 64).unwrap();
+        assert!(empty.as_ref().is_empty());
     }
 }

@@ -45,6 +45,8 @@ pub enum TidegateStatus {
     ConfigUnknownAqm = 18,
     /// Configuration: CoDel needs `0 < aqm_target_us < aqm_interval_us`.
     ConfigInvalidAqm = 19,
+    /// Configuration: `packet_align` is not a power of two from 1 to 4096.
+    ConfigBadPacketAlign = 20,
 
     /// The packet is empty. It was not queued and is counted as an empty packet.
     PacketEmpty = 30,
@@ -169,6 +171,7 @@ impl TidegateStatus {
         TidegateStatus::ConfigUnknownDropPolicy,
         TidegateStatus::ConfigUnknownAqm,
         TidegateStatus::ConfigInvalidAqm,
+        TidegateStatus::ConfigBadPacketAlign,
         TidegateStatus::PacketEmpty,
         TidegateStatus::PacketTooLong,
         TidegateStatus::NoRoom,
@@ -244,6 +247,9 @@ impl TidegateStatus {
             TidegateStatus::ConfigUnknownDropPolicy => "config: unknown inbound drop policy\0",
             TidegateStatus::ConfigUnknownAqm => "config: unknown aqm mode\0",
             TidegateStatus::ConfigInvalidAqm => "config: CoDel needs 0 < target < interval\0",
+            TidegateStatus::ConfigBadPacketAlign => {
+                "config: packet_align is not a power of two from 1 to 4096\0"
+            }
             TidegateStatus::PacketEmpty => "packet is empty\0",
             TidegateStatus::PacketTooLong => "packet exceeds max_packet_len\0",
             TidegateStatus::NoRoom => "no room: the packet stays with the caller\0",

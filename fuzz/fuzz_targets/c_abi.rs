@@ -108,7 +108,7 @@ enum Id {
 enum Op {
     // Tunnel.
     TunnelNew {
-        config: [u32; 13],
+        config: [u32; 14],
         preset: bool,
         null_out: bool,
     },
@@ -333,6 +333,11 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                         config[5] % c.outbound_high_watermark_packets;
                     c.inbound_drop_policy = config[6] % 3;
                     c.aqm = config[7] % 3;
+                    // Mostly valid alignments, now and then one that is not a power of two.
+                    c.packet_align = match config[8] % 16 {
+                        15 => 48,
+                        n => 1 << (n % 8),
+                    };
                 } else {
                     c = TidegateTunnelConfig {
                         outbound_bytes: config[0],
@@ -348,9 +353,10 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                         aqm: config[10],
                         aqm_target_us: config[11],
                         aqm_interval_us: config[12],
+                        packet_align: config[13],
                     };
                 }
-                let configs: Vec<S> = (10..=19).map(status).collect();
+                let configs: Vec<S> = (10..=20).map(status).collect();
                 let mut footprint = Out::<usize>::new(false);
                 let s = expect(
                     tidegate_tunnel_footprint(&c, footprint.ptr()),

@@ -1,5 +1,6 @@
 //! `PacketRing` against a `VecDeque` model: contents, order, levels, the in-flight view, the
-//! byte and slot ceilings, and the documented fit guarantee.
+//! byte and slot ceilings, the alignment padding's bounds, and the documented fit guarantee,
+//! with packet alignments from 1 to 128.
 #![no_main]
 
 use std::collections::VecDeque;
@@ -26,7 +27,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(slots) = input.int_in_range(1usize..=48) else {
         return;
     };
-    let mut ring = PacketRing::new(vec![0u8; arena], vec![Slot::EMPTY; slots]).unwrap();
+    let Ok(align_log2) = input.int_in_range(0u32..=7) else {
+        return;
+    };
+    let align = 1usize << align_log2;
+    let mut ring =
+        PacketRing::with_packet_align(vec![0u8; arena], vec![Slot::EMPTY; slots], align).unwrap();
     let mut queued: VecDeque<Vec<u8>> = VecDeque::new();
     // Handed-out packets in arena order; `true` marks one dropped behind in-flight ones.
     let mut handed: VecDeque<(Vec<u8>, bool)> = VecDeque::new();
@@ -119,7 +125,7 @@ fuzz_target!(|data: &[u8]| {
         if queued.is_empty() && handed.is_empty() {
             largest_since_empty = 0;
         }
-        check_levels(&ring, &queued, &handed, arena, slots);
+        check_levels(&ring, &queued, &handed, arena, slots, align);
     }
 });
 
@@ -129,6 +135,7 @@ fn check_levels(
     handed: &VecDeque<(Vec<u8>, bool)>,
     arena: usize,
     slots: usize,
+    align: usize,
 ) {
     let levels = ring.levels();
     let in_flight: Vec<&Vec<u8>> = handed
@@ -153,6 +160,13 @@ fn check_levels(
     );
     assert_eq!(levels.bytes_dropped_pending, pending);
     assert!(ring.bytes_used() <= arena, "byte ceiling");
+    let live = queued.len() + handed.len();
+    let payload = levels.payload_bytes();
+    assert!(payload <= ring.bytes_used(), "padding is counted, never subtracted");
+    assert!(
+        ring.bytes_used() <= payload + live * (align - 1),
+        "at most align - 1 bytes of padding a packet"
+    );
     assert!(queued.len() + handed.len() <= slots, "slot ceiling");
     assert_eq!(ring.is_queue_empty(), queued.is_empty());
     let shown: Vec<&[u8]> = ring.in_flight().collect();

@@ -35,6 +35,7 @@ struct Setup {
     inbound_packets: u8,
     drop_oldest: bool,
     codel: Option<(u16, u16)>,
+    align_log2: u8,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -258,19 +259,26 @@ fn config_of(setup: &Setup) -> TunnelConfig {
             DropPolicy::DropNewest
         },
         aqm,
+        packet_align: 1 << (setup.align_log2 % 8),
     }
 }
 
-/// Bytes the outbound ring holds (queued, in flight, and dropped but not yet reclaimed) and
-/// packets (queued and in flight), as the watermarks count them.
-/// Bytes and slots the outbound ring holds, dropped-pending packets included (they keep their
-/// slot and bytes until the packets handed out before them complete).
+/// Arena bytes and slots the outbound ring holds, as the watermarks count them: dropped-pending
+/// packets included (they keep their slot and bytes until the packets handed out before them
+/// complete), and the bytes with the alignment padding, which is checked against the model's
+/// payload: at least none, at most `packet_align - 1` per packet.
 fn held(tunnel: &Tunnel, model: &Direction) -> (usize, usize) {
     let s = tunnel.stats().outbound;
     let dropped_pending: usize = model.handed.iter().filter(|h| h.1).map(|h| h.0).sum();
     let dropped_slots = model.handed.iter().filter(|h| h.1).count();
     let packets = (s.packets_queued + s.packets_in_flight) as usize + dropped_slots;
-    let bytes = (s.bytes_queued + s.bytes_in_flight) as usize + dropped_pending;
+    let payload = (s.bytes_queued + s.bytes_in_flight) as usize + dropped_pending;
+    let bytes = s.arena_bytes_used as usize;
+    let align = tunnel.config().packet_align as usize;
+    assert!(
+        payload <= bytes && bytes <= payload + packets * (align - 1),
+        "padding: {payload} payload bytes in {bytes} arena bytes, {packets} packets"
+    );
     (bytes, packets)
 }
 
@@ -365,6 +373,7 @@ fn check(
             s.bytes_queued + s.bytes_in_flight + s.bytes_completed + s.aqm_dropped_bytes + extra.1
         );
         assert!(s.bytes_high_water <= u64::from(arena), "byte ceiling");
+        assert!(s.arena_bytes_used <= s.bytes_high_water, "the high water is the peak");
         assert!(s.packets_high_water <= u64::from(slots), "slot ceiling");
         assert_eq!(
             (s.empty_packets, s.oversized_packets),

@@ -7,6 +7,7 @@ pub mod out_param;
 pub mod real_traffic;
 #[cfg(target_os = "linux")]
 pub mod relay;
+pub mod storage;
 pub mod workload;
 
 /// The README's Rust code blocks, compiled and run as doctests.

@@ -113,6 +113,7 @@ const TUNNEL: TidegateTunnelConfig = TidegateTunnelConfig {
     aqm: TidegateAqm::Codel as u32,
     aqm_target_us: 5_000,
     aqm_interval_us: 100_000,
+    packet_align: 64,
 };
 
 const FLOW_SLOTS: u32 = 64;

@@ -9,7 +9,8 @@
 
 use std::collections::VecDeque;
 
-use tidegate_core::{Aqm, Instant, PacketTunnel, Slot, TunnelConfig, TunnelStorage};
+use tidegate_core::{Aqm, Instant, TunnelConfig};
+use tidegate_tests::storage::{HeapTunnel, heap_tunnel};
 
 const TICK_US: u64 = 100;
 const PACKET: usize = 1400;
@@ -17,20 +18,14 @@ const PACKET: usize = 1400;
 const LINK_PER_TICK: u64 = 50_000_000 / 8 * TICK_US / 1_000_000;
 const BASE_RTT_US: u64 = 20_000;
 
-type Tunnel = PacketTunnel<Vec<u8>, Vec<Slot>>;
+type Tunnel = HeapTunnel;
 
 fn tunnel(aqm: Aqm) -> Tunnel {
     let config = TunnelConfig {
         aqm,
         ..TunnelConfig::DEFAULT
     };
-    let storage = TunnelStorage {
-        outbound_arena: vec![0; config.outbound_bytes as usize],
-        outbound_slots: vec![Slot::EMPTY; config.outbound_packets as usize],
-        inbound_arena: vec![0; config.inbound_bytes as usize],
-        inbound_slots: vec![Slot::EMPTY; config.inbound_packets as usize],
-    };
-    PacketTunnel::new(config, storage).unwrap()
+    heap_tunnel(config).unwrap()
 }
 
 struct Run {
@@ -204,13 +199,7 @@ fn flood_through_the_kernel_queue(aqm: Aqm) -> (u64, u64, u64) {
         aqm,
         ..TunnelConfig::DEFAULT
     };
-    let storage = TunnelStorage {
-        outbound_arena: vec![0; config.outbound_bytes as usize],
-        outbound_slots: vec![Slot::EMPTY; config.outbound_packets as usize],
-        inbound_arena: vec![0; config.inbound_bytes as usize],
-        inbound_slots: vec![Slot::EMPTY; config.inbound_packets as usize],
-    };
-    let mut tun = PacketTunnel::new(config, storage).unwrap();
+    let mut tun = heap_tunnel(config).unwrap();
     // (entered the kernel queue at, is a ping, length)
     let mut kernel: VecDeque<(u64, bool, usize)> = VecDeque::new();
     let (mut flood_credit, mut link_credit) = (0u64, 0i64);

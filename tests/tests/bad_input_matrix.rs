@@ -321,7 +321,7 @@ fn status_str() {
         assert_ne!(message.to_str().unwrap(), "unknown status");
     }
     // Values between, past and far past the known codes.
-    for unknown in [6, 9, 20, 34, 59, 84, 99, 118, 9999, u32::MAX] {
+    for unknown in [6, 9, 21, 29, 34, 59, 84, 99, 118, 9999, u32::MAX] {
         let message = tidegate_status_str(unknown);
         assert!(!message.is_null());
         // SAFETY: never NULL, static and NUL-terminated.
@@ -610,6 +610,27 @@ fn bad_tunnel_configs() -> Vec<(TidegateTunnelConfig, TidegateStatus)> {
                 ..good
             },
             S::ConfigInvalidAqm,
+        ),
+        (
+            TidegateTunnelConfig {
+                packet_align: 0,
+                ..good
+            },
+            S::ConfigBadPacketAlign,
+        ),
+        (
+            TidegateTunnelConfig {
+                packet_align: 96,
+                ..good
+            },
+            S::ConfigBadPacketAlign,
+        ),
+        (
+            TidegateTunnelConfig {
+                packet_align: 8192,
+                ..good
+            },
+            S::ConfigBadPacketAlign,
         ),
     ]
 }

@@ -4,7 +4,7 @@ use core::fmt;
 use core::mem::size_of;
 
 use crate::aqm::Aqm;
-use crate::ring::{MAX_ARENA_BYTES, Slot};
+use crate::ring::{DEFAULT_PACKET_ALIGN, MAX_ARENA_BYTES, MAX_PACKET_ALIGN, Slot};
 
 /// What [`PacketTunnel::on_inbound_packet`](super::PacketTunnel::on_inbound_packet) does when
 /// the inbound ring has no room for a new packet.
@@ -39,7 +39,8 @@ impl DropPolicy {
 /// Capacities and policy of a [`PacketTunnel`](super::PacketTunnel), fixed at creation.
 ///
 /// "Outbound" is apps → tunnel (`readPackets`), "inbound" is tunnel → apps (`writePackets`).
-/// Sizes are in bytes of packet payload; each packet also takes one 16-byte slot.
+/// Sizes are arena bytes: packet payload plus the alignment padding in front of each packet
+/// (at most `packet_align - 1` bytes); each packet also takes one 16-byte slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct TunnelConfig {
@@ -53,7 +54,8 @@ pub struct TunnelConfig {
     pub inbound_packets: u32,
     /// The largest packet accepted in either direction; set it to the tunnel's MTU.
     pub max_packet_len: u32,
-    /// Outbound reading pauses when this many bytes are held (queued plus in flight).
+    /// Outbound reading pauses when this many arena bytes are held (packets queued and in
+    /// flight, with their alignment padding).
     pub outbound_high_watermark_bytes: u32,
     /// Paused outbound reading resumes when held bytes fall to this level (and packets to theirs).
     pub outbound_low_watermark_bytes: u32,
@@ -66,6 +68,12 @@ pub struct TunnelConfig {
     /// Active queue management for both rings: off (the ceiling alone), or CoDel to keep the
     /// standing queue, and so the latency through the tunnel, short.
     pub aqm: Aqm,
+    /// Packets start at addresses that are multiples of this power of two (up to 4096) when the
+    /// padding fits, so copies in and out run at full speed; see [`PacketRing`]'s "Alignment"
+    /// section. 64 (a cache line) by default; 1 packs packets back to back.
+    ///
+    /// [`PacketRing`]: crate::PacketRing
+    pub packet_align: u32,
 }
 
 impl TunnelConfig {
@@ -79,7 +87,7 @@ impl TunnelConfig {
     /// headroom is 170 full-size packets) and the host does not flap between the two states.
     /// `max_packet_len` is 1500: set it to the MTU in `NEPacketTunnelNetworkSettings`. AQM is
     /// off, so packets leave in order unless a ring is full; [`Aqm::CODEL_DEFAULT`] keeps the
-    /// queueing delay near 5 ms under load.
+    /// queueing delay near 5 ms under load. Packets start on 64-byte cache lines.
     pub const DEFAULT: TunnelConfig = TunnelConfig {
         outbound_bytes: 1 << 20,
         outbound_packets: 2048,
@@ -92,13 +100,16 @@ impl TunnelConfig {
         outbound_low_watermark_packets: 1024,
         inbound_drop_policy: DropPolicy::DropNewest,
         aqm: Aqm::Off,
+        packet_align: DEFAULT_PACKET_ALIGN as u32,
     };
 
     /// Check the configuration. [`PacketTunnel::new`](super::PacketTunnel::new) calls this.
     ///
-    /// Beyond non-zero sizes it requires `low < high` for both watermarks, and room for two
-    /// maximum-size packets above the byte high watermark: packets are stored contiguously, so
-    /// that headroom is what guarantees a packet read while reading was allowed always fits.
+    /// Beyond non-zero sizes it requires `low < high` for both watermarks, room for two
+    /// maximum-size packets above the byte high watermark (packets are stored contiguously, so
+    /// that headroom is what guarantees a packet read while reading was allowed always fits;
+    /// alignment padding never takes it away, see [`PacketRing`](crate::PacketRing)), and a
+    /// power-of-two `packet_align` up to 4096.
     pub fn validate(&self) -> Result<(), ConfigError> {
         use ConfigError as E;
         if self.max_packet_len == 0 {
@@ -117,6 +128,11 @@ impl TunnelConfig {
         }
         if self.max_packet_len > self.inbound_bytes {
             return Err(E::InboundSmallerThanPacket);
+        }
+        if !self.packet_align.is_power_of_two() || self.packet_align as usize > MAX_PACKET_ALIGN {
+            return Err(E::BadPacketAlign {
+                align: self.packet_align,
+            });
         }
         if self.outbound_low_watermark_bytes >= self.outbound_high_watermark_bytes
             || self.outbound_low_watermark_packets >= self.outbound_high_watermark_packets
@@ -180,6 +196,11 @@ pub enum ConfigError {
     NoSlotAboveHighWatermark,
     /// CoDel's target is zero or not below its interval.
     InvalidAqm,
+    /// `packet_align` is not a power of two up to 4096.
+    BadPacketAlign {
+        /// The alignment asked for.
+        align: u32,
+    },
     /// The storage handed in does not have the lengths the configuration names.
     StorageMismatch,
 }
@@ -214,6 +235,10 @@ impl fmt::Display for ConfigError {
                 f.write_str("outbound packet high watermark leaves no free slot above it")
             }
             ConfigError::InvalidAqm => f.write_str("CoDel needs 0 < target < interval"),
+            ConfigError::BadPacketAlign { align } => write!(
+                f,
+                "packet_align {align} is not a power of two up to {MAX_PACKET_ALIGN}"
+            ),
             ConfigError::StorageMismatch => {
                 f.write_str("storage lengths differ from the configuration")
             }
@@ -280,6 +305,16 @@ mod tests {
             },
             ConfigError::InvalidAqm,
         );
+        for align in [0, 3, 96, 8192] {
+            let mut c = ok;
+            c.packet_align = align;
+            assert_eq!(c.validate(), Err(ConfigError::BadPacketAlign { align }));
+        }
+        for align in [1, 2, 64, 4096] {
+            let mut c = ok;
+            c.packet_align = align;
+            assert_eq!(c.validate(), Ok(()));
+        }
     }
 
     #[test]

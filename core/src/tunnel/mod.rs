@@ -156,8 +156,10 @@ where
         if lengths.iter().any(|&(have, want)| have != want as usize) {
             return Err(ConfigError::StorageMismatch);
         }
-        let ring =
-            |arena, slots| PacketRing::new(arena, slots).map_err(|_| ConfigError::ZeroCapacity);
+        let ring = |arena, slots| {
+            PacketRing::with_packet_align(arena, slots, config.packet_align as usize)
+                .map_err(|_| ConfigError::ZeroCapacity)
+        };
         Ok(PacketTunnel {
             config,
             clock: Clock::default(),
@@ -315,7 +317,11 @@ where
         }
         match self.inbound.push(now, packet) {
             Ok(()) => {
-                self.inbound_counters.accepted(len, &self.inbound.levels());
+                self.inbound_counters.accepted(
+                    len,
+                    &self.inbound.levels(),
+                    self.inbound.bytes_used(),
+                );
                 Ok(match dropped {
                     (0, _) => InboundDisposition::Queued,
                     (packets, bytes) => {
@@ -374,8 +380,12 @@ where
             .paused_since
             .map_or(0, |since| self.clock.latest().micros_since(since));
         TunnelStats {
-            outbound: self.outbound_counters.snapshot(&self.outbound.levels()),
-            inbound: self.inbound_counters.snapshot(&self.inbound.levels()),
+            outbound: self
+                .outbound_counters
+                .snapshot(&self.outbound.levels(), self.outbound.bytes_used()),
+            inbound: self
+                .inbound_counters
+                .snapshot(&self.inbound.levels(), self.inbound.bytes_used()),
             outbound_refused_packets: self.refused_packets,
             outbound_refused_bytes: self.refused_bytes,
             outbound_pauses: self.pauses,
@@ -400,8 +410,11 @@ where
         check_len(len, self.config.max_packet_len, &mut self.outbound_counters)?;
         match self.outbound.push_with(now, len, write) {
             Ok(()) => {
-                self.outbound_counters
-                    .accepted(len, &self.outbound.levels());
+                self.outbound_counters.accepted(
+                    len,
+                    &self.outbound.levels(),
+                    self.outbound.bytes_used(),
+                );
                 self.update_pause(now);
                 Ok(())
             }
@@ -414,8 +427,9 @@ where
         }
     }
 
-    /// Bytes and slots the outbound ring holds, dropped-pending ones included: both are what
-    /// runs out, so both are what the watermarks compare.
+    /// Arena bytes (alignment padding included) and slots the outbound ring holds,
+    /// dropped-pending ones included: both are what runs out, so both are what the watermarks
+    /// compare.
     fn outbound_held(&self) -> (usize, usize) {
         (self.outbound.bytes_used(), self.outbound.slots_used())
     }

@@ -18,7 +18,7 @@ pub struct DirectionStats {
     pub packets_in_flight: u64,
     /// Bytes handed out and not yet completed now.
     pub bytes_in_flight: u64,
-    /// The most bytes ever held at once (queued, in flight and dropped-pending).
+    /// The most arena bytes ever taken at once: see `arena_bytes_used`.
     pub bytes_high_water: u64,
     /// The most packets ever held at once (queued and in flight).
     pub packets_high_water: u64,
@@ -40,6 +40,10 @@ pub struct DirectionStats {
     pub aqm_dropped_bytes: u64,
     /// Microseconds the most recently handed-out packet waited in the queue (its sojourn time).
     pub last_sojourn_micros: u64,
+    /// Arena bytes taken now: packets queued, in flight and dropped but not yet reclaimed, plus
+    /// the alignment padding in front of each. At most the ring's byte size; the outbound
+    /// watermarks compare this.
+    pub arena_bytes_used: u64,
 }
 
 /// Counters of a [`PacketTunnel`](super::PacketTunnel). Take a snapshot with
@@ -97,14 +101,15 @@ pub(crate) struct DirectionCounters {
 }
 
 impl DirectionCounters {
-    /// Count an accepted packet and raise the high-water marks to the ring's new levels.
-    pub(crate) fn accepted(&mut self, len: usize, levels: &RingLevels) {
+    /// Count an accepted packet and raise the high-water marks to the ring's new levels, where
+    /// `arena_bytes` is what the ring's packets take with their padding.
+    pub(crate) fn accepted(&mut self, len: usize, levels: &RingLevels, arena_bytes: usize) {
         self.packets_accepted = self.packets_accepted.saturating_add(1);
         self.bytes_accepted = self.bytes_accepted.saturating_add(len as u64);
         let packets = levels
             .packets_queued
             .saturating_add(levels.packets_in_flight) as u64;
-        self.bytes_high_water = self.bytes_high_water.max(levels.bytes_used() as u64);
+        self.bytes_high_water = self.bytes_high_water.max(arena_bytes as u64);
         self.packets_high_water = self.packets_high_water.max(packets);
     }
 
@@ -119,7 +124,7 @@ impl DirectionCounters {
         self.bytes_completed = self.bytes_completed.saturating_add(bytes as u64);
     }
 
-    pub(crate) fn snapshot(&self, levels: &RingLevels) -> DirectionStats {
+    pub(crate) fn snapshot(&self, levels: &RingLevels, arena_bytes: usize) -> DirectionStats {
         DirectionStats {
             packets_queued: levels.packets_queued as u64,
             bytes_queued: levels.bytes_queued as u64,
@@ -136,6 +141,7 @@ impl DirectionCounters {
             aqm_dropped_packets: self.aqm_dropped_packets,
             aqm_dropped_bytes: self.aqm_dropped_bytes,
             last_sojourn_micros: self.last_sojourn_micros,
+            arena_bytes_used: arena_bytes as u64,
         }
     }
 }
@@ -163,8 +169,8 @@ mod tests {
             bytes_queued: 100,
             ..RingLevels::default()
         };
-        c.accepted(100, &levels);
-        c.accepted(100, &levels);
+        c.accepted(100, &levels, 100);
+        c.accepted(100, &levels, 100);
         c.completed(5, 5);
         assert_eq!(c.packets_accepted, u64::MAX);
         assert_eq!(c.bytes_accepted, u64::MAX);

@@ -14,7 +14,8 @@ fn tunnel(config: TunnelConfig) -> TestTunnel {
 }
 
 /// Small rings: 1000 bytes / 10 packets each way, packets up to 100 bytes, pause at 700 bytes
-/// or 8 packets, resume at 300 bytes and 4 packets.
+/// or 8 packets, resume at 300 bytes and 4 packets. Packets are packed back to back (alignment
+/// 1), so byte levels are exact sums of packet lengths.
 fn small() -> TunnelConfig {
     TunnelConfig {
         outbound_bytes: 1000,
@@ -28,6 +29,7 @@ fn small() -> TunnelConfig {
         outbound_low_watermark_packets: 4,
         inbound_drop_policy: DropPolicy::DropNewest,
         aqm: Aqm::Off,
+        packet_align: 1,
     }
 }
 
@@ -426,4 +428,47 @@ fn slots_of_packets_dropped_behind_in_flight_ones_count_toward_the_packet_waterm
     );
     // And the two free slots take a packet read while reading was allowed.
     tun.on_outbound_packet(t(200_000), &[3; 100]).unwrap();
+}
+
+#[test]
+fn alignment_padding_counts_toward_the_byte_watermark() {
+    let config = TunnelConfig {
+        outbound_packets: 20,
+        outbound_high_watermark_packets: 16,
+        outbound_low_watermark_packets: 8,
+        packet_align: 64,
+        ..small()
+    };
+    let mut tun = tunnel(config);
+    // Each 40-byte packet after the first starts 64 bytes after the one before it: ten of them
+    // take 40 + 9 * 64 = 616 arena bytes, an eleventh 680, a twelfth 744 (past 700).
+    for i in 0..11u8 {
+        tun.on_outbound_packet(t(1), &[i; 40]).unwrap();
+        assert!(
+            tun.can_read_outbound(),
+            "{} arena bytes",
+            40 + 64 * usize::from(i)
+        );
+    }
+    tun.on_outbound_packet(t(1), &[11; 40]).unwrap();
+    assert!(
+        !tun.can_read_outbound(),
+        "480 payload bytes, but 744 arena bytes"
+    );
+    let stats = tun.stats().outbound;
+    assert_eq!(stats.bytes_queued, 12 * 40);
+    assert_eq!(stats.arena_bytes_used, 40 + 11 * 64);
+    assert_eq!(stats.bytes_high_water, 40 + 11 * 64);
+    for _ in 0..12 {
+        let packet = tun.poll_outbound(t(2)).unwrap();
+        assert_eq!(
+            packet.as_ptr().addr() % 64,
+            0,
+            "every packet on a cache line"
+        );
+    }
+    // Completing 7 leaves 5 packets in 40 + 4 * 64 = 296 arena bytes: at most the low 300.
+    assert!(!tun.complete_outbound(t(3), 6).unwrap().resume_reading);
+    assert!(tun.complete_outbound(t(3), 1).unwrap().resume_reading);
+    assert_eq!(tun.stats().outbound.arena_bytes_used, 40 + 4 * 64);
 }

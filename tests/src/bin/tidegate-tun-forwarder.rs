@@ -55,9 +55,10 @@ mod linux {
     use nix::sys::time::TimeSpec;
     use serde_json::{Value, json};
     use tidegate_core::{
-        Aqm, DirectionStats, DropPolicy, InboundDisposition, Instant, PacketError, PacketTunnel,
-        Slot, TunnelConfig, TunnelStats, TunnelStorage,
+        Aqm, DirectionStats, DropPolicy, InboundDisposition, Instant, PacketError, TunnelConfig,
+        TunnelStats,
     };
+    use tidegate_tests::storage::{HeapTunnel, heap_tunnel};
     use tun_rs::{DeviceBuilder, SyncDevice};
 
     /// Bytes of the sequence number in front of every tunnel datagram.
@@ -244,7 +245,7 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
         })
     }
 
-    type Tunnel = PacketTunnel<Box<[u8]>, Box<[Slot]>>;
+    type Tunnel = HeapTunnel;
 
     /// What the host itself counted, beside the engine's own statistics.
     #[derive(Default)]
@@ -384,13 +385,7 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
         }
 
         let config = options.config;
-        let storage = TunnelStorage {
-            outbound_arena: vec![0; config.outbound_bytes as usize].into_boxed_slice(),
-            outbound_slots: vec![Slot::EMPTY; config.outbound_packets as usize].into_boxed_slice(),
-            inbound_arena: vec![0; config.inbound_bytes as usize].into_boxed_slice(),
-            inbound_slots: vec![Slot::EMPTY; config.inbound_packets as usize].into_boxed_slice(),
-        };
-        let tunnel = PacketTunnel::new(config, storage)
+        let tunnel = heap_tunnel(config)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let started = StdInstant::now();
         let max = config.max_packet_len as usize;

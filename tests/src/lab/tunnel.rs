@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use tidegate_core::{Instant, PacketTunnel, Slot, TunnelConfig, TunnelStorage};
+use tidegate_core::{Instant, TunnelConfig};
 
 use super::{Host, Row, percent};
 
@@ -21,18 +21,11 @@ const fn per_tick(mbit_per_second: u64) -> u64 {
     mbit_per_second * 1_000_000 / 8 / TICKS_PER_SECOND
 }
 
-type Tunnel = PacketTunnel<Box<[u8]>, Box<[Slot]>>;
+use crate::storage::{HeapTunnel as Tunnel, heap_tunnel};
 
 /// A tunnel with the default configuration, as a Rust host builds one.
 pub(super) fn default_tunnel() -> Tunnel {
-    let config = TunnelConfig::DEFAULT;
-    let storage = TunnelStorage {
-        outbound_arena: vec![0; config.outbound_bytes as usize].into_boxed_slice(),
-        outbound_slots: vec![Slot::EMPTY; config.outbound_packets as usize].into_boxed_slice(),
-        inbound_arena: vec![0; config.inbound_bytes as usize].into_boxed_slice(),
-        inbound_slots: vec![Slot::EMPTY; config.inbound_packets as usize].into_boxed_slice(),
-    };
-    PacketTunnel::new(config, storage).expect("the default configuration is valid")
+    heap_tunnel(TunnelConfig::DEFAULT).expect("the default configuration is valid")
 }
 
 /// Apps send 200 Mbit/s into a 50 Mbit/s tunnel for 10 s. The kernel's utun queue holds 512
