@@ -246,3 +246,23 @@ fn the_lab_is_deterministic_and_prints_every_row_and_field() {
         );
     }
 }
+
+/// The README shows the sizing helper's report for 100 Mbit/s at 80 ms; it must be the report
+/// the helper prints today, down to the engine's struct size.
+#[test]
+fn the_readme_shows_the_current_sizing_report() {
+    const COMMAND: &str = "$ cargo run --release -p tidegate-tests --bin tidegate-lab -- size --rate-mbit 100 --rtt-ms 80\n";
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find(COMMAND)
+        .expect("the README shows the sizing command")
+        + COMMAND.len();
+    let shown = &readme[start..start + readme[start..].find("```").expect("the block ends")];
+    let sizing = lab::sizing::recommend(lab::sizing::SizingInput::new(100.0, 80.0)).unwrap();
+    let report = lab::sizing::report(&sizing);
+    assert_eq!(
+        shown.trim_end(),
+        report.trim_end(),
+        "update the README's sizing block"
+    );
+}

@@ -10,8 +10,9 @@
 //!   and at least four maximum-size packets: enough queued and in flight to keep the link busy
 //!   for one round trip.
 //! - **Headroom** above it = one read batch of maximum-size packets (at least two, which
-//!   [`TunnelConfig::validate`] requires), rounded up to KiB: a `readPackets` batch issued while
-//!   reading was still allowed always fits.
+//!   [`TunnelConfig::validate`] requires), each counted with its alignment padding (the MTU
+//!   rounded up to the default 64-byte packet alignment), rounded up to KiB: a `readPackets`
+//!   batch issued while reading was still allowed always fits.
 //! - **Ring bytes** = high watermark + headroom; the inbound ring gets the same size, so it
 //!   absorbs a round trip of burst plus a batch.
 //! - **Low watermark** = half the high one, so a paused reader resumes with half a round trip
@@ -135,7 +136,9 @@ pub fn recommend(input: SizingInput) -> Result<Sizing, SizingError> {
         (input.rate_mbit * 125_000.0 * input.rtt_ms / 1_000.0).ceil() as u64;
     let mtu = u64::from(input.mtu);
     let high = round_up_kib(bandwidth_delay_bytes.max(4 * mtu));
-    let headroom = round_up_kib(u64::from(input.read_batch.max(2)) * mtu);
+    // Full-size packets read back to back each take the MTU rounded up to the packet alignment.
+    let packet_arena = mtu.next_multiple_of(u64::from(TunnelConfig::DEFAULT.packet_align));
+    let headroom = round_up_kib(u64::from(input.read_batch.max(2)) * packet_arena);
     let ring_bytes = high + headroom;
     let average = u64::from(input.average_packet);
     let high_packets = high.div_ceil(average);
@@ -203,8 +206,12 @@ pub fn report(sizing: &Sizing) -> String {
     let _ = writeln!(out, "packet tunnel (TunnelConfig::validate: ok)");
     let _ = writeln!(
         out,
-        "  ring bytes        {:>9} per direction  (high watermark + one read batch of {} x {})",
-        t.outbound_bytes, s.input.read_batch, s.input.mtu
+        "  ring bytes        {:>9} per direction  (high watermark + one read batch of {} x {}, \
+         {} aligned bytes each)",
+        t.outbound_bytes,
+        s.input.read_batch,
+        s.input.mtu,
+        u64::from(s.input.mtu).next_multiple_of(u64::from(t.packet_align))
     );
     let _ = writeln!(
         out,
@@ -304,7 +311,7 @@ mod tests {
         // 1,000,000 rounded up to KiB is 977 KiB.
         assert_eq!(t.outbound_high_watermark_bytes, 977 * 1024);
         assert_eq!(t.outbound_low_watermark_bytes, 977 * 512);
-        // 64 x 1400 = 89,600 bytes of headroom, rounded up to 88 KiB.
+        // 64 x 1408 (1400 rounded up to 64-byte alignment) = 90,112 bytes of headroom: 88 KiB.
         assert_eq!(t.outbound_bytes, (977 + 88) * 1024);
         assert_eq!(t.inbound_bytes, t.outbound_bytes);
         // 1,090,560 / 512 = 2130 slots; the high watermark is 1,000,448 / 512 -> 1954 packets.
@@ -336,7 +343,8 @@ mod tests {
         assert_eq!(sizing.bandwidth_delay_bytes, 125);
         let t = sizing.tunnel;
         assert_eq!(t.outbound_high_watermark_bytes, 6 * 1024); // 4 x 1400 -> 6 KiB
-        assert_eq!(t.outbound_bytes, 6 * 1024 + 3 * 1024); // two packets of headroom -> 3 KiB
+        // Two packets of headroom, 2 x 1408 aligned bytes -> 3 KiB.
+        assert_eq!(t.outbound_bytes, 6 * 1024 + 3 * 1024);
         assert!(t.outbound_high_watermark_packets > t.outbound_low_watermark_packets);
         assert!(t.outbound_packets > t.outbound_high_watermark_packets);
         assert_eq!(sizing.flow_policy.flow_high_watermark, 64 * 1024);
