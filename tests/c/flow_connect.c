@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "addresses.h"
 #include "check.h"
 #include "tidegate.h"
 
@@ -31,31 +32,6 @@
 
 static TidegateFlowGovernor *governor;
 static TidegateBudget *budget;
-
-static TidegateSocketAddress v6(uint8_t last) {
-    TidegateSocketAddress a;
-    memset(&a, 0, sizeof a);
-    a.ip[0] = 0x20;
-    a.ip[1] = 0x01;
-    a.ip[2] = 0x0d;
-    a.ip[3] = 0xb8;
-    a.ip[15] = last;
-    a.port = 443;
-    a.family = TIDEGATE_ADDRESS_FAMILY_IPV6;
-    return a;
-}
-
-static TidegateSocketAddress v4(uint8_t last) {
-    TidegateSocketAddress a;
-    memset(&a, 0, sizeof a);
-    a.ip[0] = 192;
-    a.ip[1] = 0;
-    a.ip[2] = 2;
-    a.ip[3] = last;
-    a.port = 443;
-    a.family = TIDEGATE_ADDRESS_FAMILY_IPV4;
-    return a;
-}
 
 static uint64_t key_of(const char *text) {
     uint64_t key = 0;
