@@ -1801,7 +1801,8 @@ typedef struct TidegateTunnelConfig {
  */
 typedef struct TidegatePacketView {
     /**
-     * First byte of the packet.
+     * First byte of the packet: a multiple of the configuration's `packet_align` whenever the
+     * padding fitted in the ring (it is not guaranteed; a ring near full packs packets).
      */
     const uint8_t *data;
     /**

@@ -116,7 +116,8 @@ pub enum TidegateInboundDisposition {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct TidegatePacketView {
-    /// First byte of the packet.
+    /// First byte of the packet: a multiple of the configuration's `packet_align` whenever the
+    /// padding fitted in the ring (it is not guaranteed; a ring near full packs packets).
     pub data: *const u8,
     /// Length of the packet in bytes (never 0).
     pub len: usize,
