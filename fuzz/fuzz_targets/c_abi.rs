@@ -610,8 +610,10 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                         out.after(expect(s, null_given || null_out, &ids));
                     }
                     4 => {
+                        // Unbounded: a read the pending counters cannot hold is refused with
+                        // INVALID_ARGUMENT, changing nothing (documented in the header).
                         let s = tidegate_flow_governor_on_local_read(governor, now, flow, bytes);
-                        expect(s, null_given, &ids);
+                        expect(s, null_given, &[ids[0], ids[1], ids[2], S::InvalidArgument]);
                     }
                     5 => {
                         let s = tidegate_flow_governor_on_remote_sent(
