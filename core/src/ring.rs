@@ -200,11 +200,18 @@ impl RingLevels {
 /// Each packet starts at a memory address that is a multiple of the ring's packet alignment
 /// ([`DEFAULT_PACKET_ALIGN`], a cache line, unless [`PacketRing::with_packet_align`] picks
 /// another), whenever the padding fits; where it does not, the packet starts right after the
-/// previous one instead, so alignment never refuses a packet that would fit unaligned. Copies in
-/// and out of aligned packets run at the memcpy limit; at consecutive unaligned offsets a
-/// 1500-byte packet straddles one cache line more on each side. The padding costs at most
-/// `align - 1` arena bytes per packet and is counted in [`PacketRing::bytes_used`]. The address is taken where the packet is placed, so an arena that
-/// moves with the ring stays correct; packets placed before the move are merely not aligned.
+/// previous one instead, so a packet is never refused for want of room for its padding, and the
+/// fit guarantee below holds as stated. Copies in and out of aligned packets run at the memcpy
+/// limit; at consecutive unaligned offsets a 1500-byte packet straddles one cache line more on
+/// each side. The padding costs at most `align - 1` arena bytes per packet and is counted in
+/// [`PacketRing::bytes_used`].
+///
+/// The ring aligns addresses, not offsets, so any arena benefits. Where packets sit, and so
+/// `bytes_used`, then depends on the arena's address too (an empty ring places its first packet
+/// at the first aligned address); hand in an arena that starts on an `align` boundary, as the C
+/// library does, for a layout that depends on the packets alone. The address is read where each
+/// packet is placed, so an arena that moves with the ring stays correct; packets placed before
+/// the move are merely not aligned.
 ///
 /// ## Capacity
 ///
@@ -666,7 +673,11 @@ mod tests {
 
     #[test]
     fn packets_start_on_aligned_addresses_and_the_padding_is_counted() {
-        let mut r = aligned_ring(64 * 1024, 64, 64);
+        // An aligned arena, so the layout (and where padding would not fit) is the same on
+        // every run.
+        let mut backing = vec![0u8; 64 * 1024 + 128];
+        let arena = arena_at(&mut backing, 0, 64 * 1024);
+        let mut r = PacketRing::with_packet_align(arena, vec![Slot::EMPTY; 64], 64).unwrap();
         for round in 0..50usize {
             let lens = [1500, 40, 576, 1, 1400 + round];
             for (i, len) in lens.iter().cycle().take(32).enumerate() {
@@ -692,21 +703,52 @@ mod tests {
         }
     }
 
+    /// `len` bytes of `backing` that start `skew` bytes past a 64-byte boundary.
+    fn arena_at(backing: &mut [u8], skew: usize, len: usize) -> &mut [u8] {
+        let start = backing.as_ptr().align_offset(64) + skew;
+        &mut backing[start..start + len]
+    }
+
     #[test]
-    fn alignment_never_refuses_a_packet_that_fits_unaligned() {
-        // 100 bytes cannot hold two 40-byte packets 64 bytes apart, so the second one is packed
-        // right behind the first instead of being refused.
-        let mut r = aligned_ring(100, 4, 64);
+    fn a_packet_without_room_for_its_padding_is_packed_instead_of_refused() {
+        let mut backing = vec![0u8; 100 + 128];
+        let arena = arena_at(&mut backing, 0, 100);
+        let base = arena.as_ptr().addr();
+        let mut r = PacketRing::with_packet_align(arena, vec![Slot::EMPTY; 4], 64).unwrap();
+        // [0, 40), then 64 + 40 would pass the end, so the second packet starts at 40.
         r.push(t(0), &[1; 40]).unwrap();
         assert!(r.fits(40));
         r.push(t(0), &[2; 40]).unwrap();
-        assert!(r.bytes_used() <= 100);
-        assert_eq!(r.handout(), Some(&[1u8; 40][..]));
-        assert_eq!(r.handout(), Some(&[2u8; 40][..]));
+        assert_eq!(r.bytes_used(), 80);
+        let first = r.handout().unwrap().as_ptr().addr();
+        let second = r.handout().unwrap().as_ptr().addr();
+        assert_eq!((first - base, second - base), (0, 40));
         r.complete(2).unwrap();
-        // An empty ring takes a packet of its whole size whatever the arena's address.
+        // An empty ring takes a packet of its whole size.
         r.push(t(0), &[3; 100]).unwrap();
         assert_eq!(r.bytes_used(), 100);
+    }
+
+    #[test]
+    fn a_misaligned_arena_starts_at_its_first_aligned_address() {
+        let mut backing = vec![0u8; 100 + 128];
+        let arena = arena_at(&mut backing, 32, 100);
+        let base = arena.as_ptr().addr();
+        let mut r = PacketRing::with_packet_align(arena, vec![Slot::EMPTY; 4], 64).unwrap();
+        r.push(t(0), &[1; 40]).unwrap();
+        assert_eq!(r.handout().unwrap().as_ptr().addr() - base, 32);
+        assert_eq!(r.bytes_used(), 40);
+        // Neither [72, 100) nor [0, 32) holds 40 bytes: refused, as the fit guarantee allows
+        // (40 used + 40 + 40 > 100). The same ring packed would have taken it.
+        assert!(!r.fits(40));
+        assert!(r.fits(32));
+        r.complete(1).unwrap();
+        r.push(t(0), &[2; 100]).unwrap();
+        assert_eq!(
+            r.bytes_used(),
+            100,
+            "an empty ring still takes its whole size"
+        );
     }
 
     #[test]
