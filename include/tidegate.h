@@ -1396,6 +1396,16 @@ typedef struct TidegateFlowPolicy {
      * choose destinations.
      */
     uint64_t hash_seed;
+    /**
+     * Over one app's flows (both directions), every read of that app pauses at this many
+     * pending bytes. Default 2 MiB: an app whose reader stalls across many flows pauses its own
+     * reads, not every app's at the global watermark.
+     */
+    uint64_t app_high_watermark_bytes;
+    /**
+     * Over one app's flows, its paused reads resume at this many. Default 1 MiB.
+     */
+    uint64_t app_low_watermark_bytes;
 } TidegateFlowPolicy;
 
 /**
@@ -1564,6 +1574,14 @@ typedef struct TidegateFlowStats {
      * `tidegate_flow_governor_poll_race`, not yet reported closed).
      */
     uint32_t connections_held;
+    /**
+     * Apps whose reads their app watermark pauses now.
+     */
+    uint32_t apps_reads_paused;
+    /**
+     * Times an app's reads paused at the app high watermark.
+     */
+    uint64_t app_pauses;
 } TidegateFlowStats;
 
 /**
@@ -2320,7 +2338,7 @@ TidegateStatus tidegate_eyeballs_stats(const struct TidegateEyeballs *race,
 /**
  * The default policy, for an Apple Network Extension proxy: 512 slots, at most 448 open flows,
  * 256 per app, 128 per destination, 128 connecting; idle timeout 10 minutes, connect timeout
- * 30 s; per-flow watermarks 256 KiB / 64 KiB, global 6 MiB / 4 MiB.
+ * 30 s; per-flow watermarks 256 KiB / 64 KiB, per app 2 MiB / 1 MiB, global 6 MiB / 4 MiB.
  */
 struct TidegateFlowPolicy tidegate_flow_policy_default(void);
 
@@ -2492,9 +2510,10 @@ TidegateStatus tidegate_flow_governor_on_local_written(struct TidegateFlowGovern
                                                        uint64_t bytes);
 
 /**
- * Writes to `*out_can_read` whether the host may issue a read on the local flow of `flow`. If
- * it is `false` after a read, stop reading until a `RESUME_READ_LOCAL` notification. `false`
- * for an unknown or stale flow.
+ * Writes to `*out_can_read` whether the host may issue a read on the local flow of `flow`: its
+ * outbound bytes, its app's and all pending bytes are under their watermarks. If it is `false`
+ * after a read, stop reading until a `RESUME_READ_LOCAL` notification. `false` for an unknown
+ * or stale flow.
  *
  * # Safety
  * `governor` must be NULL or a live handle; `out_can_read` must be NULL or valid for writing.
@@ -2504,9 +2523,10 @@ TidegateStatus tidegate_flow_governor_can_read_local(const struct TidegateFlowGo
                                                      bool *out_can_read);
 
 /**
- * Writes to `*out_can_read` whether the host may issue a receive on the remote of `flow`. If
- * it is `false` after a read, stop reading until a `RESUME_READ_REMOTE` notification. `false`
- * for an unknown or stale flow and before the flow is connected.
+ * Writes to `*out_can_read` whether the host may issue a receive on the remote of `flow`: its
+ * inbound bytes, its app's and all pending bytes are under their watermarks. If it is `false`
+ * after a read, stop reading until a `RESUME_READ_REMOTE` notification. `false` for an unknown
+ * or stale flow and before the flow is connected.
  *
  * # Safety
  * `governor` must be NULL or a live handle; `out_can_read` must be NULL or valid for writing.

@@ -73,6 +73,12 @@ pub struct TidegateFlowPolicy {
     /// Seed of the app and destination hash tables; pass a random value at start if attackers
     /// choose destinations.
     pub hash_seed: u64,
+    /// Over one app's flows (both directions), every read of that app pauses at this many
+    /// pending bytes. Default 2 MiB: an app whose reader stalls across many flows pauses its own
+    /// reads, not every app's at the global watermark.
+    pub app_high_watermark_bytes: u64,
+    /// Over one app's flows, its paused reads resume at this many. Default 1 MiB.
+    pub app_low_watermark_bytes: u64,
 }
 
 /// A flow's transport (the `protocol` argument of `tidegate_flow_governor_on_new_flow`).
@@ -270,13 +276,17 @@ pub struct TidegateFlowStats {
     /// Flows whose connection the budget counts open now (established through
     /// `tidegate_flow_governor_poll_race`, not yet reported closed).
     pub connections_held: u32,
+    /// Apps whose reads their app watermark pauses now.
+    pub apps_reads_paused: u32,
+    /// Times an app's reads paused at the app high watermark.
+    pub app_pauses: u64,
 }
 
 const _: () = assert!(TOP_APPS == 8, "TidegateFlowStats.top_apps has 8 entries");
 
 /// The default policy, for an Apple Network Extension proxy: 512 slots, at most 448 open flows,
 /// 256 per app, 128 per destination, 128 connecting; idle timeout 10 minutes, connect timeout
-/// 30 s; per-flow watermarks 256 KiB / 64 KiB, global 6 MiB / 4 MiB.
+/// 30 s; per-flow watermarks 256 KiB / 64 KiB, per app 2 MiB / 1 MiB, global 6 MiB / 4 MiB.
 #[unsafe(no_mangle)]
 pub extern "C" fn tidegate_flow_policy_default() -> TidegateFlowPolicy {
     let p = FlowPolicy::APPLE_DEFAULT;
@@ -293,6 +303,8 @@ pub extern "C" fn tidegate_flow_policy_default() -> TidegateFlowPolicy {
         global_high_watermark_bytes: p.global_high_watermark,
         global_low_watermark_bytes: p.global_low_watermark,
         hash_seed: p.hash_seed,
+        app_high_watermark_bytes: p.app_high_watermark,
+        app_low_watermark_bytes: p.app_low_watermark,
     }
 }
 
@@ -591,9 +603,10 @@ pub unsafe extern "C" fn tidegate_flow_governor_on_local_written(
     unsafe { relay(governor, now_us, flow, bytes, Relay::LocalWritten) }
 }
 
-/// Writes to `*out_can_read` whether the host may issue a read on the local flow of `flow`. If
-/// it is `false` after a read, stop reading until a `RESUME_READ_LOCAL` notification. `false`
-/// for an unknown or stale flow.
+/// Writes to `*out_can_read` whether the host may issue a read on the local flow of `flow`: its
+/// outbound bytes, its app's and all pending bytes are under their watermarks. If it is `false`
+/// after a read, stop reading until a `RESUME_READ_LOCAL` notification. `false` for an unknown
+/// or stale flow.
 ///
 /// # Safety
 /// `governor` must be NULL or a live handle; `out_can_read` must be NULL or valid for writing.
@@ -614,9 +627,10 @@ pub unsafe extern "C" fn tidegate_flow_governor_can_read_local(
     }
 }
 
-/// Writes to `*out_can_read` whether the host may issue a receive on the remote of `flow`. If
-/// it is `false` after a read, stop reading until a `RESUME_READ_REMOTE` notification. `false`
-/// for an unknown or stale flow and before the flow is connected.
+/// Writes to `*out_can_read` whether the host may issue a receive on the remote of `flow`: its
+/// inbound bytes, its app's and all pending bytes are under their watermarks. If it is `false`
+/// after a read, stop reading until a `RESUME_READ_REMOTE` notification. `false` for an unknown
+/// or stale flow and before the flow is connected.
 ///
 /// # Safety
 /// `governor` must be NULL or a live handle; `out_can_read` must be NULL or valid for writing.
@@ -848,6 +862,8 @@ fn core_policy(p: &TidegateFlowPolicy) -> Result<(FlowPolicy, usize), TidegateSt
         connect_timeout_micros: p.connect_timeout_us,
         flow_high_watermark: p.flow_high_watermark_bytes,
         flow_low_watermark: p.flow_low_watermark_bytes,
+        app_high_watermark: p.app_high_watermark_bytes,
+        app_low_watermark: p.app_low_watermark_bytes,
         global_high_watermark: p.global_high_watermark_bytes,
         global_low_watermark: p.global_low_watermark_bytes,
         hash_seed: p.hash_seed,
@@ -984,6 +1000,8 @@ fn stats_of(s: &FlowStats) -> TidegateFlowStats {
         also_ran_attempts: s.also_ran_attempts,
         budget_mismatches: s.budget_mismatches,
         connections_held: s.connections_held,
+        apps_reads_paused: s.apps_reads_paused,
+        app_pauses: s.app_pauses,
     }
 }
 

@@ -148,7 +148,7 @@ enum Op {
     },
     // Flow governor.
     GovernorNew {
-        policy: [u64; 12],
+        policy: [u64; 14],
         preset: bool,
     },
     GovernorFree,
@@ -491,6 +491,9 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                     p.connect_timeout_us = policy[6] % 10_000_000;
                     p.flow_low_watermark_bytes = policy[7] % 70_000;
                     p.flow_high_watermark_bytes = p.flow_low_watermark_bytes + policy[8] % 100;
+                    // Sometimes inverted (low = high), which the policy check refuses.
+                    p.app_low_watermark_bytes = policy[9] % 200_000;
+                    p.app_high_watermark_bytes = p.app_low_watermark_bytes + policy[10] % 1000;
                 } else {
                     p = TidegateFlowPolicy {
                         slots: policy[0] as u32,
@@ -505,6 +508,8 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                         global_high_watermark_bytes: policy[9],
                         global_low_watermark_bytes: policy[10],
                         hash_seed: policy[11],
+                        app_high_watermark_bytes: policy[12],
+                        app_low_watermark_bytes: policy[13],
                     };
                 }
                 let configs = [

@@ -6,7 +6,7 @@
 //!   admission never takes the opening and connecting flows above the connection budget;
 //! - pending bytes: each direction's total equals the sum over live flows, a completion larger
 //!   than what is pending is refused with the pending amount and changes nothing, and so is a
-//!   read that the flow's or the direction's `u64` counter cannot hold;
+//!   read that the flow's, its app's or the direction's `u64` counter cannot hold;
 //! - outcomes: every admitted flow gets exactly one terminal outcome (close or connect
 //!   failure), the right one, and every later report on its id is refused as stale;
 //! - a refused call (unknown, stale or forged id, wrong state) changes nothing at all.
@@ -37,6 +37,8 @@ struct Setup {
     flow_low: u16,
     global_high: u16,
     global_low: u16,
+    app_high: u16,
+    app_low: u16,
     hash_seed: u64,
 }
 
@@ -274,13 +276,23 @@ fuzz_target!(|data: &[u8]| {
                 let id = model.resolve(&target);
                 let bytes = bytes_of(bytes);
                 let side = usize::from(inbound);
-                // A read the flow's u64 counter or the direction's u64 total cannot hold is
-                // refused with the total and changes nothing; any other read is taken.
+                // A read the flow's u64 counter, its app's (both directions) or the direction's
+                // u64 total cannot hold is refused with the total and changes nothing; any other
+                // read is taken.
                 let total = model
                     .flows
                     .values()
                     .filter(|f| f.state != ModelState::Closed)
                     .fold(0u64, |sum, f| sum.saturating_add(f.pending[side]));
+                let app_total = model.flows.get(&id).map_or(0, |flow| {
+                    model
+                        .flows
+                        .values()
+                        .filter(|f| f.state != ModelState::Closed && f.app == flow.app)
+                        .fold(0u64, |sum, f| {
+                            sum.saturating_add(f.pending[0]).saturating_add(f.pending[1])
+                        })
+                });
                 let result = if inbound {
                     governor.on_remote_read(now, id, bytes)
                 } else {
@@ -293,6 +305,7 @@ fuzz_target!(|data: &[u8]| {
                         assert!(
                             bytes == 0
                                 || (pending.checked_add(bytes).is_some()
+                                    && app_total.checked_add(bytes).is_some()
                                     && total.checked_add(bytes).is_some()),
                             "a read past u64 was taken"
                         );
@@ -306,6 +319,7 @@ fuzz_target!(|data: &[u8]| {
                         assert_eq!(pending, total, "the refusal names the direction's total");
                         assert!(
                             flow.pending[side].checked_add(bytes).is_none()
+                                || app_total.checked_add(bytes).is_none()
                                 || total.checked_add(bytes).is_none(),
                             "a read the counters can hold was refused"
                         );
@@ -432,6 +446,7 @@ fuzz_target!(|data: &[u8]| {
 fn policy_of(s: &Setup) -> FlowPolicy {
     let flow_high = u64::from(s.flow_high % 2000) + 1;
     let global_high = u64::from(s.global_high % 8000) + 1;
+    let app_high = u64::from(s.app_high % 8000) + 1;
     FlowPolicy {
         max_flows: u32::from(s.max_flows % 12) + 1,
         max_flows_per_app: u32::from(s.per_app % 12) + 1,
@@ -443,6 +458,8 @@ fn policy_of(s: &Setup) -> FlowPolicy {
         flow_low_watermark: u64::from(s.flow_low) % flow_high,
         global_high_watermark: global_high,
         global_low_watermark: u64::from(s.global_low) % global_high,
+        app_high_watermark: app_high,
+        app_low_watermark: u64::from(s.app_low) % app_high,
         hash_seed: s.hash_seed,
     }
 }

@@ -8,7 +8,10 @@
  *    flows stay, nothing is evicted or refused, and no slot leaks.
  * 3. Backpressure: a flow whose local app stops reading pauses its remote reads at the per-flow
  *    watermark and gets exactly one resume notification when the app catches up.
- * 4. Timeouts and ids: idle flows are reported closed by handle_timeout; stale and forged ids
+ * 4. Stalled app: an app stops taking data on many flows, each under the per-flow watermark;
+ *    its reads pause at the app watermark while another app reads on, and resume once when it
+ *    catches up.
+ * 5. Timeouts and ids: idle flows are reported closed by handle_timeout; stale and forged ids
  *    are refused with their own status and change nothing.
  *
  * Exits 0 on success; prints the failed check and exits 1 otherwise.
@@ -197,6 +200,59 @@ static void backpressure(void) {
     tidegate_flow_governor_free(governor);
 }
 
+static void stalled_app(void) {
+    enum { BROWSER_FLOWS = 16, CHUNK = 192 * 1024 };
+    TidegateFlowPolicy policy = tidegate_flow_policy_default();
+    CHECK(CHUNK < policy.flow_high_watermark_bytes); /* no flow reaches its own watermark */
+    TidegateFlowGovernor *governor = NULL;
+    CHECK_OK(tidegate_flow_governor_new(&policy, 0, &governor));
+    uint64_t browser_app = key_of("com.example.browser");
+    TidegateFlowId browser[BROWSER_FLOWS];
+    for (unsigned i = 0; i < BROWSER_FLOWS; i++) {
+        browser[i] = admit(governor, 1, browser_app, 100 + i);
+        CHECK_OK(tidegate_flow_governor_on_connected(governor, 1, browser[i]));
+    }
+    TidegateFlowId mail = admit(governor, 1, key_of("com.example.mail"), 200);
+    CHECK_OK(tidegate_flow_governor_on_connected(governor, 1, mail));
+
+    /* The browser receives a chunk on one flow after another and never writes any of it. */
+    bool can_read = true;
+    unsigned reads = 0;
+    while (can_read) {
+        CHECK(reads < BROWSER_FLOWS);
+        CHECK_OK(tidegate_flow_governor_on_remote_read(governor, 2, browser[reads], CHUNK));
+        CHECK_OK(tidegate_flow_governor_can_read_remote(governor, browser[reads], &can_read));
+        reads++;
+    }
+    CHECK((uint64_t)reads * CHUNK >= policy.app_high_watermark_bytes);
+    CHECK_OK(tidegate_flow_governor_can_read_remote(governor, browser[reads], &can_read));
+    CHECK(!can_read); /* the whole app is paused, not only the flow that read */
+    CHECK_OK(tidegate_flow_governor_on_remote_read(governor, 2, mail, CHUNK));
+    CHECK_OK(tidegate_flow_governor_can_read_remote(governor, mail, &can_read));
+    CHECK(can_read); /* the other app reads on */
+    TidegateFlowStats stats;
+    CHECK_OK(tidegate_flow_governor_stats(governor, &stats));
+    CHECK(stats.apps_reads_paused == 1 && stats.app_pauses == 1 && !stats.reads_paused_globally);
+    CHECK(drain(governor, 2, NULL) == 0);
+
+    /* The browser catches up flow by flow; at the app's low watermark the paused read resumes. */
+    unsigned written = 0;
+    TidegateFlowId resumed = 0;
+    while (drain(governor, 3, &resumed) == 0) {
+        CHECK(written < reads);
+        CHECK_OK(tidegate_flow_governor_on_local_written(governor, 3, browser[written], CHUNK));
+        written++;
+    }
+    CHECK(resumed == browser[reads - 1]);
+    CHECK((uint64_t)(reads - written) * CHUNK <= policy.app_low_watermark_bytes);
+    CHECK(drain(governor, 3, NULL) == 0);
+    CHECK_OK(tidegate_flow_governor_stats(governor, &stats));
+    CHECK(stats.apps_reads_paused == 0);
+    printf("stalled app: paused after %u flows, the other app read on, resumed once after %u\n",
+           reads, written);
+    tidegate_flow_governor_free(governor);
+}
+
 static void timeouts_and_ids(void) {
     TidegateFlowPolicy policy = tidegate_flow_policy_default();
     TidegateFlowGovernor *governor = NULL;
@@ -268,6 +324,7 @@ int main(void) {
     flood();
     storm();
     backpressure();
+    stalled_app();
     timeouts_and_ids();
     return 0;
 }

@@ -1845,6 +1845,8 @@ fn flow_policy() -> TidegateFlowPolicy {
         global_high_watermark_bytes: 4000,
         global_low_watermark_bytes: 2000,
         hash_seed: 7,
+        app_high_watermark_bytes: 3000,
+        app_low_watermark_bytes: 1500,
     }
 }
 
@@ -2050,6 +2052,13 @@ fn bad_flow_policies() -> Vec<(TidegateFlowPolicy, TidegateStatus)> {
         (
             TidegateFlowPolicy {
                 global_low_watermark_bytes: u64::MAX,
+                ..good
+            },
+            S::ConfigWatermarksOutOfOrder,
+        ),
+        (
+            TidegateFlowPolicy {
+                app_low_watermark_bytes: 3000,
                 ..good
             },
             S::ConfigWatermarksOutOfOrder,

@@ -55,6 +55,12 @@ fn flow_governor_admits_the_polite_app_shrugs_off_also_rans_and_pauses_slow_read
         "{stdout}"
     );
     assert!(stdout.contains("resumed once"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "stalled app: paused after 11 flows, the other app read on, resumed once after 6"
+        ),
+        "{stdout}"
+    );
     assert!(stdout.contains("timeouts: 1 idle, 1 connect"), "{stdout}");
 }
 

@@ -5,11 +5,13 @@
 //! (read from the remote, not yet completed by `writeData` on the local flow). The governor
 //! counts bytes only; it never sees or copies them.
 //!
-//! Reading a direction pauses when the flow's pending bytes reach the per-flow high watermark or
-//! all pending bytes reach the global high watermark, and resumes below the matching low
-//! watermark (hysteresis, so reads do not flap). The host learns of a pause by asking
-//! `can_read_*` after each read; it learns of the resume from an edge-triggered
-//! [`Notification`], queued once per pause.
+//! Reading a direction pauses when the flow's pending bytes reach the per-flow high watermark,
+//! its app's pending bytes (all its flows, both directions) reach the app high watermark, or all
+//! pending bytes reach the global high watermark, and resumes below the matching low watermark
+//! (hysteresis, so reads do not flap). The app watermark keeps one app whose reader stalls
+//! across many flows from pausing every other app's reads at the global watermark. The host
+//! learns of a pause by asking `can_read_*` after each read; it learns of the resume from an
+//! edge-triggered [`Notification`], queued once per pause.
 //!
 //! Reads already in flight when a watermark is crossed still land, so pending bytes can exceed
 //! a high watermark by at most one read per flow that was allowed to read.
@@ -97,8 +99,8 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     }
 
     /// Whether the host may issue a read on the local flow of `id`: the flow is open, its
-    /// outbound bytes are under the per-flow watermark and all pending bytes under the global
-    /// one. False for an unknown or stale id. If a check after a read says no, stop reading
+    /// outbound bytes are under the per-flow watermark, its app's pending bytes under the app
+    /// watermark and all pending bytes under the global one. False for an unknown or stale id. If a check after a read says no, stop reading
     /// until [`Notification::ResumeReadLocal`].
     pub fn can_read_local(&self, id: FlowId) -> bool {
         self.resolve(id)
@@ -106,8 +108,8 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     }
 
     /// Whether the host may issue a receive on the remote connection of `id`: the flow is
-    /// established and under both watermarks for inbound bytes. False for an unknown or stale
-    /// id. If a check after a read says no, stop reading until
+    /// established and its inbound bytes, its app's and all pending bytes are under their
+    /// watermarks. False for an unknown or stale id. If a check after a read says no, stop reading until
     /// [`Notification::ResumeReadRemote`].
     pub fn can_read_remote(&self, id: FlowId) -> bool {
         self.resolve(id)
@@ -169,12 +171,15 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             Side::Inbound => self.inbound_pending,
         };
         let high = self.policy.flow_high_watermark;
+        let app = self.flow_record(index).ok_or(FlowError::UnknownFlow)?.app;
+        let app_pending = self.app(app).map_or(0, |record| record.pending);
         let flow = self.flow_mut(index).ok_or(FlowError::UnknownFlow)?;
-        // Refuse, changing nothing, a read the counters cannot hold exactly: a flow's counter
-        // and the reported totals are `u64`, and saturating would make the sums disagree with
-        // the flows and the global watermark drift.
+        // Refuse, changing nothing, a read the counters cannot hold exactly: a flow's counter,
+        // its app's and the reported totals are `u64`, and saturating would make the sums
+        // disagree with the flows and the watermarks drift.
         let total = u64::try_from(total).unwrap_or(u64::MAX);
         if direction(flow, side).pending.checked_add(bytes).is_none()
+            || app_pending.checked_add(bytes).is_none()
             || total.checked_add(bytes).is_none()
         {
             return Err(FlowError::TooManyBytes { pending: total });
@@ -188,7 +193,12 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         }
         // Add what the flow's counter really took (it saturates), so the totals stay the exact
         // sum over flows even for absurd counts such as a C host's `(uint64_t)-1`.
-        let added = u128::from(dir.pending.saturating_sub(before));
+        let added = dir.pending.saturating_sub(before);
+        if let Some(record) = self.app_mut(app) {
+            record.pending = record.pending.saturating_add(added);
+        }
+        self.update_app(app);
+        let added = u128::from(added);
         match side {
             Side::Outbound => self.outbound_pending = self.outbound_pending.saturating_add(added),
             Side::Inbound => self.inbound_pending = self.inbound_pending.saturating_add(added),
@@ -223,15 +233,77 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         if dir.pending <= low {
             dir.over = false;
         }
-        let bytes = u128::from(bytes);
+        let app = flow.app;
+        let wide = u128::from(bytes);
         match side {
-            Side::Outbound => self.outbound_pending = self.outbound_pending.saturating_sub(bytes),
-            Side::Inbound => self.inbound_pending = self.inbound_pending.saturating_sub(bytes),
+            Side::Outbound => self.outbound_pending = self.outbound_pending.saturating_sub(wide),
+            Side::Inbound => self.inbound_pending = self.inbound_pending.saturating_sub(wide),
         }
         self.update_global();
+        self.release_app_bytes(app, bytes);
         self.touch(index, now);
         self.maybe_resume(index, side);
         Ok(())
+    }
+
+    /// `bytes` pending on a flow of app record `app` completed or were released with the flow:
+    /// lower the app's count and, if that clears its watermark, resume its paused reads.
+    pub(crate) fn release_app_bytes(&mut self, app: u32, bytes: u64) {
+        if let Some(record) = self.app_mut(app) {
+            record.pending = record.pending.saturating_sub(bytes);
+        }
+        if self.update_app(app) {
+            self.resume_app(app);
+        }
+    }
+
+    /// Apply app `app`'s hysteresis after its pending bytes changed; `true` when its reads
+    /// were paused and no longer are.
+    fn update_app(&mut self, app: u32) -> bool {
+        let (high, low) = (
+            self.policy.app_high_watermark,
+            self.policy.app_low_watermark,
+        );
+        let Some(record) = self.app_mut(app) else {
+            return false;
+        };
+        if !record.reads_paused && record.pending >= high {
+            record.reads_paused = true;
+            let pending = record.pending;
+            self.apps_paused = self.apps_paused.saturating_add(1);
+            self.counters.app_pauses = self.counters.app_pauses.saturating_add(1);
+            log_debug!("app high watermark reached: {} bytes pending", pending);
+            false
+        } else if record.reads_paused && record.pending <= low {
+            record.reads_paused = false;
+            self.apps_paused = self.apps_paused.saturating_sub(1);
+            log_debug!("app low watermark reached");
+            true
+        } else {
+            false
+        }
+    }
+
+    /// App `app`'s watermark cleared: resume each of its open flows' paused reads that may now
+    /// restart (or let them wait for the global watermark). O(open flows of the app), once per
+    /// app pause.
+    fn resume_app(&mut self, app: u32) {
+        let Some(record) = self.app(app) else {
+            return;
+        };
+        for list in [record.busy_flows, record.idle_flows] {
+            let mut at = list.head;
+            // A list never holds more than the table; the bound only guards against corruption.
+            for _ in 0..self.slots.as_ref().len() {
+                if at == NIL {
+                    break;
+                }
+                let next = self.flow_record(at).map_or(NIL, |flow| flow.app_link.next);
+                self.maybe_resume(at, Side::Outbound);
+                self.maybe_resume(at, Side::Inbound);
+                at = next;
+            }
+        }
     }
 
     /// Whether open flow `index` may read `side` now.
@@ -243,7 +315,10 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             Side::Outbound => flow.state.is_open(),
             Side::Inbound => flow.state == FlowState::Established,
         };
-        state_allows && !direction(flow, side).over && !self.global_paused
+        state_allows
+            && !direction(flow, side).over
+            && !self.global_paused
+            && !self.app(flow.app).is_some_and(|record| record.reads_paused)
     }
 
     /// After the host checked readiness of `side` (after a read, at admission or connection),

@@ -26,6 +26,8 @@ fn policy(per_app: u32) -> FlowPolicy {
         connect_timeout_micros: 150,
         flow_high_watermark: 100,
         flow_low_watermark: 40,
+        app_high_watermark: 180,
+        app_low_watermark: 90,
         global_high_watermark: 300,
         global_low_watermark: 150,
         hash_seed: 7,
@@ -99,6 +101,8 @@ struct Model {
     issued: Vec<FlowId>,
     outcomes: HashMap<FlowId, FlowOutcome>,
     global_paused: bool,
+    /// Apps whose reads the app watermark pauses.
+    apps_paused: HashSet<u64>,
 }
 
 impl Model {
@@ -117,7 +121,30 @@ impl Model {
             .sum()
     }
 
+    fn app_pending(&self, app: u64) -> u64 {
+        self.flows
+            .values()
+            .filter(|f| f.app == app)
+            .map(|f| f.pending[0] + f.pending[1])
+            .sum()
+    }
+
+    /// The app watermarks' hysteresis, then the global one's.
     fn update_global(&mut self) {
+        let apps: HashSet<u64> = self
+            .flows
+            .values()
+            .map(|f| f.app)
+            .chain(self.apps_paused.iter().copied())
+            .collect();
+        for app in apps {
+            let pending = self.app_pending(app);
+            if pending >= self.policy.app_high_watermark {
+                self.apps_paused.insert(app);
+            } else if pending <= self.policy.app_low_watermark {
+                self.apps_paused.remove(&app);
+            }
+        }
         let total = self.total_pending();
         if !self.global_paused && total >= self.policy.global_high_watermark {
             self.global_paused = true;
@@ -135,7 +162,7 @@ impl Model {
         } else {
             flow.state == FlowState::Established
         };
-        state_ok && !flow.over[side] && !self.global_paused
+        state_ok && !flow.over[side] && !self.global_paused && !self.apps_paused.contains(&flow.app)
     }
 
     fn touch(&mut self, id: FlowId) {
@@ -260,6 +287,7 @@ fn run(ops: Vec<Op>, per_app: u32) -> Result<(), TestCaseError> {
         issued: Vec::new(),
         outcomes: HashMap::new(),
         global_paused: false,
+        apps_paused: HashSet::new(),
     };
     for op in ops {
         step(&mut governor, &mut model, op)?;
@@ -636,6 +664,11 @@ fn check_invariants<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
     prop_assert_eq!(stats.bytes_pending_outbound, outbound);
     prop_assert_eq!(stats.bytes_pending_inbound, inbound);
     prop_assert_eq!(stats.reads_paused_globally, model.global_paused);
+    prop_assert_eq!(stats.apps_reads_paused as usize, model.apps_paused.len());
+    for app in 0..4 {
+        // The host obeys readiness, so an app's watermark is overshot by less than one read.
+        prop_assert!(model.app_pending(app) < policy.app_high_watermark + MAX_READ);
+    }
     // The host obeys readiness, so a watermark is overshot by less than one read.
     prop_assert!(outbound + inbound < policy.global_high_watermark + MAX_READ);
     for (&id, flow) in &model.flows {

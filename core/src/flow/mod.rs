@@ -13,10 +13,11 @@
 //!   below its fair share is admitted even when the table is full, by evicting the least
 //!   recently active flow (idle ones first) of the app holding the most flows; an app at its cap
 //!   is refused rather than evicting others.
-//! - **May I read more on this flow?** Bytes read and not yet completed, per flow and direction
-//!   and over all flows, against high and low watermarks ([`FlowGovernor::can_read_local`],
-//!   [`FlowGovernor::can_read_remote`]); a paused read is resumed by an edge-triggered
-//!   notification.
+//! - **May I read more on this flow?** Bytes read and not yet completed, per flow and direction,
+//!   per app and over all flows, against high and low watermarks
+//!   ([`FlowGovernor::can_read_local`], [`FlowGovernor::can_read_remote`]); a paused read is
+//!   resumed by an edge-triggered notification. The per-app watermark keeps one app that stops
+//!   reading on many flows from pausing every other app at the global watermark.
 //! - **Which flows must close?** Flows idle past the idle timeout or stuck connecting past the
 //!   connect timeout ([`FlowGovernor::handle_timeout`]).
 //!
@@ -78,8 +79,10 @@ pub const fn flow_governor_footprint(slots: usize) -> usize {
 /// many buckets as slots; each app keeps its open flows on intrusive least-recently-active lists
 /// and the apps are bucketed by flow count, so the heaviest app and its victim are list heads;
 /// timers are two lists kept in deadline order (admission order for connecting flows, activity
-/// order for established ones). Nothing scans the table; [`FlowGovernor::stats`] walks the
-/// apps from the heaviest down only as far as its bounded top-apps list needs.
+/// order for established ones). Reads and completions are O(1), except the completion that
+/// brings an app down to its low watermark, which visits that app's open flows once to resume
+/// their paused reads. Nothing scans the table; [`FlowGovernor::stats`] walks the apps from the
+/// heaviest down only as far as its bounded top-apps list needs.
 ///
 /// ## Sketch
 ///
@@ -141,6 +144,8 @@ pub struct FlowGovernor<S> {
     inbound_pending: u128,
     /// Global hysteresis: set at the global high watermark, cleared at the low one.
     global_paused: bool,
+    /// Apps whose reads their app watermark pauses now.
+    apps_paused: u32,
     max_connecting: u32,
     /// Flows whose connection a connection budget counts open (see [`FlowsWithBudget`]).
     connections_held: u32,
@@ -193,6 +198,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             outbound_pending: 0,
             inbound_pending: 0,
             global_paused: false,
+            apps_paused: 0,
             max_connecting: policy.max_connecting,
             connections_held: 0,
             connection_releases_owed: 0,
@@ -461,6 +467,9 @@ mod tests {
             connect_timeout_micros: 50,
             flow_high_watermark: 100,
             flow_low_watermark: 40,
+            // Above the global watermark, so these tests see the per-flow and global ones alone.
+            app_high_watermark: 1000,
+            app_low_watermark: 500,
             global_high_watermark: 300,
             global_low_watermark: 150,
             hash_seed: 1,
@@ -490,6 +499,81 @@ mod tests {
         governor: &mut FlowGovernor<S>,
     ) -> Vec<Notification> {
         std::iter::from_fn(|| governor.poll_notification()).collect()
+    }
+
+    /// One app whose reader stalls across several flows, each under the per-flow watermark,
+    /// pauses its own reads at the app watermark; another app keeps reading, and the global
+    /// watermark is never reached.
+    #[test]
+    fn a_stalled_app_pauses_only_its_own_reads() {
+        let policy = FlowPolicy {
+            app_high_watermark: 150,
+            app_low_watermark: 60,
+            ..small_policy()
+        };
+        let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 9], policy).unwrap();
+        let a1 = accepted(governor.on_new_flow(at(1), info(1, 10)));
+        let a2 = accepted(governor.on_new_flow(at(1), info(1, 11)));
+        let b = accepted(governor.on_new_flow(at(1), info(2, 10)));
+        for id in [a1, a2, b] {
+            governor.on_connected(at(2), id).unwrap();
+        }
+        governor.on_local_read(at(3), a1, 80).unwrap();
+        assert!(governor.can_read_local(a1));
+        // 80 + 80 = 160 pending over app 1: its reads pause, though each flow is under 100.
+        governor.on_local_read(at(3), a2, 80).unwrap();
+        assert!(!governor.can_read_local(a2));
+        assert!(!governor.can_read_remote(a1));
+        // a1's read, allowed before the pause, lands and is told to stop too.
+        governor.on_remote_read(at(4), a1, 10).unwrap();
+        assert!(!governor.can_read_remote(a1));
+        governor.on_local_read(at(4), b, 90).unwrap();
+        assert!(governor.can_read_local(b), "the other app reads on");
+        let stats = governor.stats();
+        assert_eq!((stats.apps_reads_paused, stats.app_pauses), (1, 1));
+        assert!(!stats.reads_paused_globally);
+        assert!(drain(&mut governor).is_empty());
+
+        // Down to 110, then 60: the low watermark resumes both paused reads, once each.
+        governor.on_remote_sent(at(5), a2, 60).unwrap();
+        assert!(drain(&mut governor).is_empty());
+        assert!(!governor.can_read_local(a2));
+        governor.on_local_written(at(6), a1, 10).unwrap();
+        governor.on_remote_sent(at(6), a1, 40).unwrap();
+        assert!(governor.can_read_local(a2));
+        let mut resumed = drain(&mut governor);
+        resumed.sort_by_key(|n| std::format!("{n:?}"));
+        assert_eq!(
+            resumed,
+            [
+                Notification::ResumeReadLocal { id: a2 },
+                Notification::ResumeReadRemote { id: a1 },
+            ]
+        );
+        assert_eq!(governor.stats().apps_reads_paused, 0);
+    }
+
+    /// Closing the flow that held most of a paused app's bytes releases them, and the app's
+    /// other paused reads resume.
+    #[test]
+    fn closing_a_stalled_flow_resumes_its_app() {
+        let policy = FlowPolicy {
+            app_high_watermark: 150,
+            app_low_watermark: 60,
+            ..small_policy()
+        };
+        let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 9], policy).unwrap();
+        let stalled = accepted(governor.on_new_flow(at(1), info(1, 10)));
+        let other = accepted(governor.on_new_flow(at(1), info(1, 11)));
+        governor.on_local_read(at(2), stalled, 99).unwrap();
+        governor.on_local_read(at(2), other, 60).unwrap();
+        assert!(!governor.can_read_local(other));
+        governor.on_closed(at(3), stalled).unwrap();
+        assert!(governor.can_read_local(other));
+        assert_eq!(
+            drain(&mut governor),
+            [Notification::ResumeReadLocal { id: other }]
+        );
     }
 
     /// Found by the `flow_governor` fuzz target: a read of `u64::MAX` bytes (a C host passing

@@ -63,6 +63,14 @@ pub struct FlowPolicy {
     /// Per flow and direction, bytes pending at or below which a paused read resumes. Default 64
     /// KiB, a quarter of the high watermark, so a paused flow resumes with room for several reads.
     pub flow_low_watermark: u64,
+    /// Bytes pending over one app's flows, both directions, at which every read of that app
+    /// pauses. Default 2 MiB, a third of the global watermark: an app whose reader stalls across
+    /// many flows (each under the per-flow watermark) pauses its own reads long before the
+    /// global watermark would pause everyone's; it takes three such apps to reach it.
+    pub app_high_watermark: u64,
+    /// Bytes pending over one app's flows at or below which that app's paused reads resume.
+    /// Default 1 MiB.
+    pub app_low_watermark: u64,
     /// Bytes pending over all flows and both directions at which every read pauses. Default 6 MiB:
     /// an app proxy is killed at 15 MiB, the process itself (runtime, Network framework, the
     /// table) takes about 5 MiB, and reads already issued when the watermark is crossed land on
@@ -86,6 +94,8 @@ impl FlowPolicy {
         connect_timeout_micros: 30 * 1_000_000,
         flow_high_watermark: 256 * 1024,
         flow_low_watermark: 64 * 1024,
+        app_high_watermark: 2 * 1024 * 1024,
+        app_low_watermark: 1024 * 1024,
         global_high_watermark: 6 * 1024 * 1024,
         global_low_watermark: 4 * 1024 * 1024,
         hash_seed: 0x7469_6465_6761_7465,
@@ -112,6 +122,7 @@ impl FlowPolicy {
             return Err(PolicyError::ZeroCap);
         }
         if self.flow_low_watermark >= self.flow_high_watermark
+            || self.app_low_watermark >= self.app_high_watermark
             || self.global_low_watermark >= self.global_high_watermark
         {
             return Err(PolicyError::WatermarksInverted);
@@ -189,6 +200,9 @@ mod tests {
         assert!(policy.max_flows_per_destination < policy.max_flows_per_app);
         // The global watermark leaves room under the 15 MiB app proxy limit.
         assert!(policy.global_high_watermark <= 15 * 1024 * 1024 / 2);
+        // One stalled app pauses its own reads before everyone's.
+        assert!(policy.app_high_watermark < policy.global_high_watermark);
+        assert!(policy.flow_high_watermark < policy.app_high_watermark);
     }
 
     #[test]
@@ -209,6 +223,11 @@ mod tests {
         assert_eq!(zero.validate(512), Err(PolicyError::ZeroCap));
         let inverted = FlowPolicy {
             global_low_watermark: policy.global_high_watermark,
+            ..policy
+        };
+        assert_eq!(inverted.validate(512), Err(PolicyError::WatermarksInverted));
+        let inverted = FlowPolicy {
+            app_low_watermark: policy.app_high_watermark,
             ..policy
         };
         assert_eq!(inverted.validate(512), Err(PolicyError::WatermarksInverted));

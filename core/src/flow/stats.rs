@@ -130,6 +130,10 @@ pub struct FlowStats {
     pub bytes_pending_inbound: u64,
     /// Whether the global high watermark has paused every read.
     pub reads_paused_globally: bool,
+    /// Apps whose reads their app watermark pauses now.
+    pub apps_reads_paused: u32,
+    /// Times an app's reads paused at the app high watermark.
+    pub app_pauses: u64,
     /// Apps with at least one open flow.
     pub apps: u32,
     /// The apps holding the most open flows, most first; `top_apps_len` entries are valid.
@@ -168,6 +172,7 @@ pub(crate) struct Counters {
     pub(crate) also_ran_attempts: u64,
     pub(crate) budget_mismatches: u64,
     pub(crate) connect_failures: [u64; 7],
+    pub(crate) app_pauses: u64,
 }
 
 impl Counters {
@@ -207,6 +212,8 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             bytes_pending_outbound: u64::try_from(self.outbound_pending).unwrap_or(u64::MAX),
             bytes_pending_inbound: u64::try_from(self.inbound_pending).unwrap_or(u64::MAX),
             reads_paused_globally: self.global_paused,
+            apps_reads_paused: self.apps_paused,
+            app_pauses: counters.app_pauses,
             apps: self.apps_with_open_flows,
             ..FlowStats::default()
         };

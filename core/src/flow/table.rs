@@ -164,6 +164,10 @@ pub(crate) struct AppRecord {
     pub(crate) busy_flows: ListHead,
     /// Link in the list of apps holding the same number of open flows.
     pub(crate) count_link: Link,
+    /// Bytes pending over the app's flows (open and closing), both directions.
+    pub(crate) pending: u64,
+    /// App hysteresis: set at the app high watermark, cleared at the low one.
+    pub(crate) reads_paused: bool,
 }
 
 impl AppRecord {
@@ -175,6 +179,8 @@ impl AppRecord {
         idle_flows: ListHead::EMPTY,
         busy_flows: ListHead::EMPTY,
         count_link: Link::EMPTY,
+        pending: 0,
+        reads_paused: false,
     };
 }
 
