@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use tidegate_core::DEFAULT_HOUSEKEEPING_DEADLINE_MICROS;
+use tidegate_core::{DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, FlowPolicy};
 use tidegate_tests::lab::{self, APP_PROXY_LIMIT, Host, Row, STOP_TEARDOWN_US, Scale};
 
 const SCENARIOS: [&str; 7] = [
@@ -28,7 +28,7 @@ fn rows() -> &'static [Row] {
 fn tidegate(id: &str) -> &'static Row {
     let mut matching = rows()
         .iter()
-        .filter(|r| r.id == id && r.host == Host::Tidegate);
+        .filter(|r| r.id == id && r.host == Host::Tidegate && r.variant.is_none());
     let row = matching.next().expect("a tidegate row");
     assert!(matching.next().is_none(), "one tidegate row per scenario");
     row
@@ -100,14 +100,32 @@ fn app_proxy_pauses_only_the_app_that_stopped_reading() {
     // The apps that keep reading get the link: had their flows been paused too (a global pause),
     // they would have lost most of it.
     assert!(row.throughput_percent.is_some_and(|t| t >= 99.0), "{row:?}");
-    // Only the stalled app's four flows hold data: about one per-flow watermark each, far
-    // below the global one.
+    // Only the stalled app's 32 flows hold data, and they stop at its app watermark (2 MiB),
+    // each over by at most the read in flight: far below the global watermark.
+    let app_high = FlowPolicy::APPLE_DEFAULT.app_high_watermark;
     assert!(
         row.memory_high_water
-            .is_some_and(|peak| peak < 2 * 1024 * 1024),
+            .is_some_and(|peak| peak > app_high && peak < app_high + 512 * 1024),
         "{row:?}"
     );
+    assert!(row.outcome.contains("12 of 12 others never"), "{row:?}");
     assert_eq!(row.drops, Some(0), "an app proxy may not drop");
+    // Without the app watermark the 32 stalled flows, each under the per-flow watermark,
+    // reach the global one, which then pauses every other app for good.
+    let unfair = rows()
+        .iter()
+        .find(|r| r.id == "app-proxy-stalled-reader" && r.variant == Some("no app watermark"))
+        .expect("the scenario runs tidegate without the app watermark too");
+    assert_eq!(unfair.host, Host::Tidegate);
+    assert_bounded(unfair);
+    assert!(
+        unfair.outcome.contains("paused all 12 others"),
+        "{unfair:?}"
+    );
+    assert!(
+        unfair.throughput_percent.is_some_and(|t| t < 10.0),
+        "{unfair:?}"
+    );
     for naive in naive("app-proxy-stalled-reader") {
         assert_killed(naive);
         assert!(

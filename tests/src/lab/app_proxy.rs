@@ -1,5 +1,11 @@
-//! App proxy scenario (seed 000): an app stops reading while the proxy relays downloads to it
-//! and to three other apps.
+//! App proxy scenario (seed 000): an app with 32 flows (a browser with many tabs) stops reading
+//! while the proxy relays downloads to it and to three other apps of 4 flows each.
+//!
+//! Each stalled flow stops at the per-flow watermark (256 KiB), but 32 of them would hold 8 MiB,
+//! past the global watermark (6 MiB) that pauses every app's reads; and since the stalled app
+//! never takes its bytes, the global watermark would never clear. The per-app watermark (2 MiB)
+//! pauses the stalled app alone first. A third row runs tidegate with the app watermark turned
+//! off, to show what it prevents.
 //!
 //! An app proxy may not drop data. What it receives from a remote connection it passes to the
 //! app's flow with `writeData`, whose completion arrives once the app has taken the bytes; until
@@ -25,15 +31,30 @@ const STALL_AT_TICK: u64 = 1_000;
 const LINK_BYTES_PER_TICK: u64 = 200_000_000 / 8 / 1_000;
 /// The most one receive on a remote connection returns.
 const MAX_RECEIVE: u64 = 64 * 1024;
-/// Flows per app; app 0 is the one that stops reading.
+/// Flows of the app that stops reading (app 0), and of each other app.
+const STALLED_FLOWS: usize = 32;
 const FLOWS_PER_APP: usize = 4;
 const APPS: usize = 4;
 const STALLED_APP: usize = 0;
+const NO_APP_WATERMARK: &str = "no app watermark";
 
-/// Both hosts relay the same four apps' downloads over one 200 Mbit/s link for 10 s; the first
+/// Every host relays the same four apps' downloads over one 200 Mbit/s link for 10 s; the first
 /// app stops taking data after 1 s.
-pub(super) fn stalled_reader() -> [Row; 2] {
-    [run(Host::Naive), run(Host::Tidegate)]
+pub(super) fn stalled_reader() -> [Row; 3] {
+    let without_app_watermark = FlowPolicy {
+        app_high_watermark: u64::MAX,
+        app_low_watermark: u64::MAX - 1,
+        ..FlowPolicy::APPLE_DEFAULT
+    };
+    [
+        run(Host::Naive, FlowPolicy::APPLE_DEFAULT, None),
+        run(
+            Host::Tidegate,
+            without_app_watermark,
+            Some(NO_APP_WATERMARK),
+        ),
+        run(Host::Tidegate, FlowPolicy::APPLE_DEFAULT, None),
+    ]
 }
 
 /// Everything the run needs to know about one flow.
@@ -48,17 +69,20 @@ struct Flow {
     ever_paused: bool,
 }
 
-fn run(host: Host) -> Row {
-    let policy = FlowPolicy::APPLE_DEFAULT;
+fn run(host: Host, policy: FlowPolicy, variant: Option<&'static str>) -> Row {
     let mut governor = FlowGovernor::new(
         Instant::ZERO,
         vec![FlowSlot::EMPTY; DEFAULT_FLOW_SLOTS].into_boxed_slice(),
         policy,
     )
     .ok();
-    let mut flows: Vec<Flow> = (0..APPS * FLOWS_PER_APP)
-        .map(|index| Flow {
-            app: index / FLOWS_PER_APP,
+    let apps = std::iter::once(STALLED_APP)
+        .cycle()
+        .take(STALLED_FLOWS)
+        .chain((1..APPS).flat_map(|app| std::iter::repeat_n(app, FLOWS_PER_APP)));
+    let mut flows: Vec<Flow> = apps
+        .map(|app| Flow {
+            app,
             id: None,
             pending: 0,
             paused: false,
@@ -76,7 +100,7 @@ fn run(host: Host) -> Row {
                 protocol: Protocol::Tcp,
             };
             let Admission::Accepted { id } = governor.on_new_flow(Instant::ZERO, info) else {
-                unreachable!("an empty table admits 16 flows");
+                unreachable!("an empty table admits 44 flows");
             };
             governor
                 .on_connected(Instant::ZERO, id)
@@ -86,10 +110,12 @@ fn run(host: Host) -> Row {
     }
 
     let mut row = Row::new(ID, SCENARIO, "000", host);
+    row.variant = variant;
     row.platform_limit = Some(APP_PROXY_LIMIT);
     row.drops = Some(0); // an app proxy may not drop; neither host does
     let mut held_high_water = 0u64;
     let mut delivered_to_readers_after_stall = 0u64;
+    let mut others_starved_at = None;
     for tick in 0..TICKS {
         let now = Instant::from_micros(tick * TICK_US);
         // The link's capacity is shared by the connections the host is receiving on.
@@ -106,6 +132,12 @@ fn run(host: Host) -> Row {
                 flow.paused = !governor.can_read_remote(id);
                 flow.ever_paused |= flow.paused;
             }
+        }
+        if others_starved_at.is_none()
+            && tick >= STALL_AT_TICK
+            && flows.iter().all(|f| f.app == STALLED_APP || f.paused)
+        {
+            others_starved_at = Some(tick as f64 * TICK_US as f64 / 1e6);
         }
         let held: u64 = flows.iter().map(|f| f.pending).sum();
         held_high_water = held_high_water.max(held);
@@ -169,10 +201,15 @@ fn run(host: Host) -> Row {
             let table = flow_governor_footprint(DEFAULT_FLOW_SLOTS) as u64;
             row.memory_high_water = Some(held_high_water + table);
             row.ceiling = Some(proxy_ceiling(&policy, flows.len() as u64, MAX_RECEIVE));
-            row.outcome = format!(
-                "stalled app's {stalled_paused} flows paused; \
-                 {others_never_paused} of {others} others never"
-            );
+            row.outcome = match others_starved_at {
+                Some(at) => {
+                    format!("global watermark at {at:.2} s paused all {others} others for good")
+                }
+                None => format!(
+                    "stalled app's {stalled_paused} flows paused; \
+                     {others_never_paused} of {others} others never"
+                ),
+            };
         }
     }
     row

@@ -257,6 +257,11 @@ pub fn report(sizing: &Sizing) -> String {
     );
     let _ = writeln!(
         out,
+        "  per-app           high {} bytes, low {} bytes  (APPLE_DEFAULT: a stalled app pauses alone)",
+        p.app_high_watermark, p.app_low_watermark
+    );
+    let _ = writeln!(
+        out,
         "  global            high {} bytes, low {} bytes  (APPLE_DEFAULT, for the 15 MiB limit)",
         p.global_high_watermark, p.global_low_watermark
     );
