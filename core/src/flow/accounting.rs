@@ -100,8 +100,8 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
 
     /// Whether the host may issue a read on the local flow of `id`: the flow is open, its
     /// outbound bytes are under the per-flow watermark, its app's pending bytes under the app
-    /// watermark and all pending bytes under the global one. False for an unknown or stale id. If a check after a read says no, stop reading
-    /// until [`Notification::ResumeReadLocal`].
+    /// watermark and all pending bytes under the global one. False for an unknown or stale id.
+    /// If a check after a read says no, stop reading until [`Notification::ResumeReadLocal`].
     pub fn can_read_local(&self, id: FlowId) -> bool {
         self.resolve(id)
             .is_ok_and(|index| self.readable(index, Side::Outbound))
@@ -109,8 +109,8 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
 
     /// Whether the host may issue a receive on the remote connection of `id`: the flow is
     /// established and its inbound bytes, its app's and all pending bytes are under their
-    /// watermarks. False for an unknown or stale id. If a check after a read says no, stop reading until
-    /// [`Notification::ResumeReadRemote`].
+    /// watermarks. False for an unknown or stale id. If a check after a read says no, stop
+    /// reading until [`Notification::ResumeReadRemote`].
     pub fn can_read_remote(&self, id: FlowId) -> bool {
         self.resolve(id)
             .is_ok_and(|index| self.readable(index, Side::Inbound))
