@@ -435,8 +435,11 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         self.outbound_pending = self.outbound_pending.saturating_sub(u128::from(outbound));
         self.inbound_pending = self.inbound_pending.saturating_sub(u128::from(inbound));
         self.update_global();
-        // The flow left its app's lists above, so only its siblings can be resumed here.
-        self.release_app_bytes(flow.app, outbound.saturating_add(inbound));
+        let pending = outbound.saturating_add(inbound);
+        if pending > 0 {
+            // The flow left its app's lists above, so only its siblings can be resumed here.
+            self.release_app_bytes(flow.app, pending);
+        }
         if let Some(record) = self.app_mut(flow.app) {
             record.references = record.references.saturating_sub(1);
             if record.references == 0 {
