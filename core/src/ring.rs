@@ -709,12 +709,23 @@ mod tests {
         &mut backing[start..start + len]
     }
 
+    /// A 4-slot ring aligning packets to 64 bytes over `len` bytes of `backing` that start
+    /// `skew` bytes past a 64-byte boundary, and the arena's address.
+    fn ring_at(
+        backing: &mut [u8],
+        skew: usize,
+        len: usize,
+    ) -> (PacketRing<&mut [u8], Vec<Slot>>, usize) {
+        let arena = arena_at(backing, skew, len);
+        let base = arena.as_ptr().addr();
+        let ring = PacketRing::with_packet_align(arena, vec![Slot::EMPTY; 4], 64).unwrap();
+        (ring, base)
+    }
+
     #[test]
     fn a_packet_without_room_for_its_padding_is_packed_instead_of_refused() {
         let mut backing = vec![0u8; 100 + 128];
-        let arena = arena_at(&mut backing, 0, 100);
-        let base = arena.as_ptr().addr();
-        let mut r = PacketRing::with_packet_align(arena, vec![Slot::EMPTY; 4], 64).unwrap();
+        let (mut r, base) = ring_at(&mut backing, 0, 100);
         // [0, 40), then 64 + 40 would pass the end, so the second packet starts at 40.
         r.push(t(0), &[1; 40]).unwrap();
         assert!(r.fits(40));
@@ -732,9 +743,7 @@ mod tests {
     #[test]
     fn a_misaligned_arena_starts_at_its_first_aligned_address() {
         let mut backing = vec![0u8; 100 + 128];
-        let arena = arena_at(&mut backing, 32, 100);
-        let base = arena.as_ptr().addr();
-        let mut r = PacketRing::with_packet_align(arena, vec![Slot::EMPTY; 4], 64).unwrap();
+        let (mut r, base) = ring_at(&mut backing, 32, 100);
         r.push(t(0), &[1; 40]).unwrap();
         assert_eq!(r.handout().unwrap().as_ptr().addr() - base, 32);
         assert_eq!(r.bytes_used(), 40);

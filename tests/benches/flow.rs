@@ -228,7 +228,14 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::FAILURE;
             }
-            cases.push((live, operation, governor, ids, counter, Vec::with_capacity(runs)));
+            cases.push((
+                live,
+                operation,
+                governor,
+                ids,
+                counter,
+                Vec::with_capacity(runs),
+            ));
         }
     }
     for _ in 0..runs {

@@ -501,17 +501,23 @@ mod tests {
         std::iter::from_fn(|| governor.poll_notification()).collect()
     }
 
-    /// One app whose reader stalls across several flows, each under the per-flow watermark,
-    /// pauses its own reads at the app watermark; another app keeps reading, and the global
-    /// watermark is never reached.
-    #[test]
-    fn a_stalled_app_pauses_only_its_own_reads() {
+    /// A governor whose app watermark (150 / 60 bytes) lies between the per-flow (100) and the
+    /// global (300) ones.
+    fn app_watermark_governor() -> FlowGovernor<[FlowSlot; 9]> {
         let policy = FlowPolicy {
             app_high_watermark: 150,
             app_low_watermark: 60,
             ..small_policy()
         };
-        let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 9], policy).unwrap();
+        FlowGovernor::new(at(0), [FlowSlot::EMPTY; 9], policy).unwrap()
+    }
+
+    /// One app whose reader stalls across several flows, each under the per-flow watermark,
+    /// pauses its own reads at the app watermark; another app keeps reading, and the global
+    /// watermark is never reached.
+    #[test]
+    fn a_stalled_app_pauses_only_its_own_reads() {
+        let mut governor = app_watermark_governor();
         let a1 = accepted(governor.on_new_flow(at(1), info(1, 10)));
         let a2 = accepted(governor.on_new_flow(at(1), info(1, 11)));
         let b = accepted(governor.on_new_flow(at(1), info(2, 10)));
@@ -557,12 +563,7 @@ mod tests {
     /// other paused reads resume.
     #[test]
     fn closing_a_stalled_flow_resumes_its_app() {
-        let policy = FlowPolicy {
-            app_high_watermark: 150,
-            app_low_watermark: 60,
-            ..small_policy()
-        };
-        let mut governor = FlowGovernor::new(at(0), [FlowSlot::EMPTY; 9], policy).unwrap();
+        let mut governor = app_watermark_governor();
         let stalled = accepted(governor.on_new_flow(at(1), info(1, 10)));
         let other = accepted(governor.on_new_flow(at(1), info(1, 11)));
         governor.on_local_read(at(2), stalled, 99).unwrap();
