@@ -1456,6 +1456,25 @@ typedef struct TidegateFlowNotification {
 } TidegateFlowNotification;
 
 /**
+ * What the governor holds for one app (`tidegate_flow_governor_app_state`).
+ */
+typedef struct TidegateAppState {
+    /**
+     * Bytes pending over the app's flows, both directions, closing flows included: what the
+     * app watermark compares.
+     */
+    uint64_t bytes_pending;
+    /**
+     * Open flows (opening, connecting or established).
+     */
+    uint32_t open_flows;
+    /**
+     * Whether the app watermark pauses the app's reads now.
+     */
+    bool reads_paused;
+} TidegateAppState;
+
+/**
  * An app and the open flows it holds.
  */
 typedef struct TidegateAppFlows {
@@ -2592,6 +2611,19 @@ TidegateStatus tidegate_flow_governor_set_connection_budget(struct TidegateFlowG
 TidegateStatus tidegate_flow_governor_state(const struct TidegateFlowGovernor *governor,
                                             TidegateFlowId flow,
                                             TidegateFlowState *out_state);
+
+/**
+ * Writes what the governor holds for `app` to `*out_state`: its open flows, the bytes pending
+ * over its flows and whether its app watermark pauses its reads; all zero for an app with no
+ * flow in the table. Ask it for the app behind a paused read to tell a stalled app from a
+ * stalled flow.
+ *
+ * # Safety
+ * `governor` must be NULL or a live handle; `out_state` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_flow_governor_app_state(const struct TidegateFlowGovernor *governor,
+                                                uint64_t app,
+                                                struct TidegateAppState *out_state);
 
 /**
  * Writes a snapshot of the governor's counters and occupancy to `*out_stats`.

@@ -54,10 +54,10 @@ pub use eyeballs::{
     ResolveError,
 };
 pub use flow::{
-    Admission, AppFlows, AppId, CloseReason, ConnectAction, DEFAULT_FLOW_SLOTS, DestinationKey,
-    FlowError, FlowGovernor, FlowId, FlowInfo, FlowOutcome, FlowPolicy, FlowSlot, FlowState,
-    FlowStats, FlowView, FlowsByState, FlowsWithBudget, Notification, PolicyError, Protocol,
-    RejectCounts, RejectReason, TOP_APPS, flow_governor_footprint,
+    Admission, AppFlows, AppId, AppState, CloseReason, ConnectAction, DEFAULT_FLOW_SLOTS,
+    DestinationKey, FlowError, FlowGovernor, FlowId, FlowInfo, FlowOutcome, FlowPolicy, FlowSlot,
+    FlowState, FlowStats, FlowView, FlowsByState, FlowsWithBudget, Notification, PolicyError,
+    Protocol, RejectCounts, RejectReason, TOP_APPS, flow_governor_footprint,
 };
 pub use journal::{
     JOURNAL_EMPTY_LEN, JOURNAL_MAGIC, JOURNAL_TASKS_MAX, JOURNAL_VERSION, Journal,

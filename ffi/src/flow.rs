@@ -219,6 +219,19 @@ pub struct TidegateAppFlows {
     pub flows: u32,
 }
 
+/// What the governor holds for one app (`tidegate_flow_governor_app_state`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TidegateAppState {
+    /// Bytes pending over the app's flows, both directions, closing flows included: what the
+    /// app watermark compares.
+    pub bytes_pending: u64,
+    /// Open flows (opening, connecting or established).
+    pub open_flows: u32,
+    /// Whether the app watermark pauses the app's reads now.
+    pub reads_paused: bool,
+}
+
 /// A snapshot of the governor's counters and occupancy. Counters saturate.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -768,6 +781,35 @@ pub unsafe extern "C" fn tidegate_flow_governor_state(
                 .state(FlowId::from_raw(flow))
                 .map_err(status_of_flow)?;
             write_out(out_state, state_of(state))
+        })
+    }
+}
+
+/// Writes what the governor holds for `app` to `*out_state`: its open flows, the bytes pending
+/// over its flows and whether its app watermark pauses its reads; all zero for an app with no
+/// flow in the table. Ask it for the app behind a paused read to tell a stalled app from a
+/// stalled flow.
+///
+/// # Safety
+/// `governor` must be NULL or a live handle; `out_state` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_flow_governor_app_state(
+    governor: *const TidegateFlowGovernor,
+    app: u64,
+    out_state: *mut TidegateAppState,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call(governor, |g| {
+            let state = g.engine.app_state(AppId(app));
+            write_out(
+                out_state,
+                TidegateAppState {
+                    bytes_pending: state.bytes_pending,
+                    open_flows: state.open_flows,
+                    reads_paused: state.reads_paused,
+                },
+            )
         })
     }
 }

@@ -660,6 +660,22 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                         let s = tidegate_flow_governor_stats(governor, out.ptr());
                         if let Some(stats) = out.after(expect(s, null_given || null_out, &[])) {
                             assert!(stats.top_apps_len as usize <= stats.top_apps.len());
+                            // Every listed app's state agrees with the list, and at most the
+                            // apps the stats count as paused are paused.
+                            let mut paused = 0;
+                            for entry in &stats.top_apps[..stats.top_apps_len as usize] {
+                                let mut state = Out::<TidegateAppState>::new(false);
+                                let s = tidegate_flow_governor_app_state(
+                                    governor,
+                                    entry.app,
+                                    state.ptr(),
+                                );
+                                if let Some(state) = state.after(expect(s, false, &[])) {
+                                    assert_eq!(state.open_flows, entry.flows);
+                                    paused += u32::from(state.reads_paused);
+                                }
+                            }
+                            assert!(paused <= stats.apps_reads_paused);
                         }
                         let mut out = Out::<u64>::new(null_out);
                         let s = tidegate_flow_governor_poll_timeout(governor, out.ptr());

@@ -233,6 +233,10 @@ static void stalled_app(void) {
     TidegateFlowStats stats;
     CHECK_OK(tidegate_flow_governor_stats(governor, &stats));
     CHECK(stats.apps_reads_paused == 1 && stats.app_pauses == 1 && !stats.reads_paused_globally);
+    TidegateAppState app;
+    CHECK_OK(tidegate_flow_governor_app_state(governor, browser_app, &app));
+    CHECK(app.reads_paused && app.open_flows == BROWSER_FLOWS);
+    CHECK(app.bytes_pending == (uint64_t)reads * CHUNK);
     CHECK(drain(governor, 2, NULL) == 0);
 
     /* The browser catches up flow by flow; at the app's low watermark the paused read resumes. */
@@ -248,6 +252,8 @@ static void stalled_app(void) {
     CHECK(drain(governor, 3, NULL) == 0);
     CHECK_OK(tidegate_flow_governor_stats(governor, &stats));
     CHECK(stats.apps_reads_paused == 0);
+    CHECK_OK(tidegate_flow_governor_app_state(governor, browser_app, &app));
+    CHECK(!app.reads_paused && app.bytes_pending == (uint64_t)(reads - written) * CHUNK);
     printf("stalled app: paused after %u flows, the other app read on, resumed once after %u\n",
            reads, written);
     tidegate_flow_governor_free(governor);

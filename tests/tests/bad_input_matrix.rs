@@ -117,6 +117,7 @@ const MATRIX: &[(&str, fn())] = matrix![
     flow_governor_handle_timeout,
     flow_governor_set_connection_budget,
     flow_governor_state,
+    flow_governor_app_state,
     flow_governor_stats,
     // Flows with the connection budget.
     flow_governor_on_new_flow_with_budget,
@@ -2543,6 +2544,34 @@ fn flow_governor_state() {
         }
         // A stale id is a flow that closed.
         assert_eq!(g.state(g.stale), TidegateFlowState::Closed);
+    }
+}
+
+fn flow_governor_app_state() {
+    unsafe {
+        null_handle(|out| tidegate_flow_governor_app_state(null(), 1, out));
+        unchanged(Governor::new, S::NullArgument, |g| {
+            tidegate_flow_governor_app_state(g.handle, 1, null_mut())
+        });
+        // Any u64 names an app; one with no flow in the table holds nothing.
+        let g = Governor::new();
+        for app in [0, 12_345, u64::MAX] {
+            let state: TidegateAppState =
+                written(|out| tidegate_flow_governor_app_state(g.handle, app, out));
+            assert_eq!(state, TidegateAppState::default());
+        }
+        // The fixture's app: three open flows (the timed-out one is closing) and the
+        // established flow's 1,500 + 300 pending bytes, under the 3,000-byte app watermark.
+        let state: TidegateAppState =
+            written(|out| tidegate_flow_governor_app_state(g.handle, 1, out));
+        assert_eq!(
+            state,
+            TidegateAppState {
+                bytes_pending: 1800,
+                open_flows: 3,
+                reads_paused: false
+            }
+        );
     }
 }
 

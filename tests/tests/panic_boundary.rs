@@ -292,6 +292,9 @@ unsafe fn check_poisoned_governor(g: *mut TidegateFlowGovernor, flow: u64) -> Ch
         c.poisoned_out("tidegate_flow_governor_state", |out| {
             tidegate_flow_governor_state(g, flow, out)
         });
+        c.poisoned_out("tidegate_flow_governor_app_state", |out| {
+            tidegate_flow_governor_app_state(g, 1, out)
+        });
         c.poisoned_out("tidegate_flow_governor_stats", |out| {
             tidegate_flow_governor_stats(g, out)
         });

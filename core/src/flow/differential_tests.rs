@@ -668,6 +668,14 @@ fn check_invariants<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
     for app in 0..4 {
         // The host obeys readiness, so an app's watermark is overshot by less than one read.
         prop_assert!(model.app_pending(app) < policy.app_high_watermark + MAX_READ);
+        prop_assert_eq!(
+            governor.app_state(AppId(app)),
+            AppState {
+                open_flows: model.app_open(app),
+                bytes_pending: model.app_pending(app),
+                reads_paused: model.apps_paused.contains(&app),
+            }
+        );
     }
     // The host obeys readiness, so a watermark is overshot by less than one read.
     prop_assert!(outbound + inbound < policy.global_high_watermark + MAX_READ);

@@ -43,7 +43,7 @@ pub use connect::{ConnectAction, FlowsWithBudget};
 pub use id::FlowId;
 pub use lifecycle::{CloseReason, FlowError, FlowOutcome, FlowState, FlowView, Notification};
 pub use policy::{DEFAULT_FLOW_SLOTS, FlowPolicy, PolicyError};
-pub use stats::{AppFlows, FlowStats, FlowsByState, RejectCounts, TOP_APPS};
+pub use stats::{AppFlows, AppState, FlowStats, FlowsByState, RejectCounts, TOP_APPS};
 pub use table::FlowSlot;
 
 use crate::{Clock, Instant};
@@ -321,6 +321,20 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             .map_or(0, |record| record.open)
     }
 
+    /// What the governor holds for `app`: its open flows, the bytes pending over its flows and
+    /// whether its app watermark pauses its reads; all zero for an app with no flow in the
+    /// table. Ask it for the app behind a paused read to tell a stalled app from a stalled flow.
+    /// O(1) on average.
+    pub fn app_state(&self, app: AppId) -> AppState {
+        self.find_app(app)
+            .and_then(|index| self.app(index))
+            .map_or(AppState::default(), |record| AppState {
+                open_flows: record.open,
+                bytes_pending: record.pending,
+                reads_paused: record.reads_paused,
+            })
+    }
+
     /// Open flows to `destination`. O(1) on average.
     pub fn destination_flows(&self, destination: DestinationKey) -> u32 {
         self.find_destination(destination)
@@ -537,6 +551,16 @@ mod tests {
         assert!(governor.can_read_local(b), "the other app reads on");
         let stats = governor.stats();
         assert_eq!((stats.apps_reads_paused, stats.app_pauses), (1, 1));
+        assert_eq!(
+            governor.app_state(AppId(1)),
+            AppState {
+                open_flows: 2,
+                bytes_pending: 170,
+                reads_paused: true
+            }
+        );
+        assert!(!governor.app_state(AppId(2)).reads_paused);
+        assert_eq!(governor.app_state(AppId(9)), AppState::default());
         assert!(!stats.reads_paused_globally);
         assert!(drain(&mut governor).is_empty());
 

@@ -85,6 +85,21 @@ pub struct AppFlows {
     pub flows: u32,
 }
 
+/// What the governor holds for one app; see [`FlowGovernor::app_state`].
+///
+/// [`FlowGovernor::app_state`]: crate::FlowGovernor::app_state
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct AppState {
+    /// Open flows (opening, connecting or established).
+    pub open_flows: u32,
+    /// Bytes pending over the app's flows, both directions, closing flows included: what its
+    /// app watermark compares.
+    pub bytes_pending: u64,
+    /// Whether the app watermark pauses the app's reads now.
+    pub reads_paused: bool,
+}
+
 /// A snapshot of the governor's counters and occupancy. Counters saturate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
