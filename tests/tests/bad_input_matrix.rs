@@ -311,6 +311,30 @@ fn null_handle<T>(call: impl FnOnce(*mut T) -> TidegateStatus) {
     assert_eq!(untouched(call), TidegateStatus::NullArgument);
 }
 
+/// A call that checks a configuration: a NULL configuration or out-parameter is
+/// `NULL_ARGUMENT` with the out-parameter untouched, and each bad configuration gets its status
+/// with the out-parameter untouched, or `NULL_ARGUMENT` with a NULL out-parameter (checked first).
+#[track_caller]
+fn configs_refused<C: Debug, T>(
+    good: &C,
+    bad: impl IntoIterator<Item = (C, TidegateStatus)>,
+    call: impl Fn(*const C, *mut T) -> TidegateStatus,
+) {
+    assert_eq!(
+        untouched(|out| call(null(), out)),
+        TidegateStatus::NullArgument
+    );
+    assert_eq!(call(good, null_mut()), TidegateStatus::NullArgument);
+    for (bad, status) in bad {
+        assert_eq!(untouched(|out| call(&bad, out)), status, "{bad:?}");
+        assert_eq!(
+            call(&bad, null_mut()),
+            TidegateStatus::NullArgument,
+            "{bad:?}"
+        );
+    }
+}
+
 use TidegateStatus as S;
 
 // ---- status and version ------------------------------------------------------------------------
@@ -644,52 +668,19 @@ fn tunnel_config_default() {
 }
 
 fn tunnel_footprint() {
-    unsafe {
-        let config = tunnel_config();
-        assert_eq!(
-            untouched(|out| tidegate_tunnel_footprint(null(), out)),
-            S::NullArgument
-        );
-        assert_eq!(
-            tidegate_tunnel_footprint(&config, null_mut()),
-            S::NullArgument
-        );
-        for (bad, status) in bad_tunnel_configs() {
-            assert_eq!(
-                untouched(|out| tidegate_tunnel_footprint(&bad, out)),
-                status,
-                "{bad:?}"
-            );
-            assert_eq!(
-                tidegate_tunnel_footprint(&bad, null_mut()),
-                S::NullArgument,
-                "{bad:?}"
-            );
-        }
-    }
+    configs_refused(
+        &tunnel_config(),
+        bad_tunnel_configs(),
+        |config, out| unsafe { tidegate_tunnel_footprint(config, out) },
+    );
 }
 
 fn tunnel_new() {
-    unsafe {
-        let config = tunnel_config();
-        assert_eq!(
-            untouched(|out| tidegate_tunnel_new(null(), out)),
-            S::NullArgument
-        );
-        assert_eq!(tidegate_tunnel_new(&config, null_mut()), S::NullArgument);
-        for (bad, status) in bad_tunnel_configs() {
-            assert_eq!(
-                untouched(|out| tidegate_tunnel_new(&bad, out)),
-                status,
-                "{bad:?}"
-            );
-            assert_eq!(
-                tidegate_tunnel_new(&bad, null_mut()),
-                S::NullArgument,
-                "{bad:?}"
-            );
-        }
-    }
+    configs_refused(
+        &tunnel_config(),
+        bad_tunnel_configs(),
+        |config, out| unsafe { tidegate_tunnel_new(config, out) },
+    );
 }
 
 fn tunnel_free() {
@@ -1851,6 +1842,21 @@ fn flow_policy() -> TidegateFlowPolicy {
     }
 }
 
+/// Flow ids a governor holding the live flow `live` never issued: zero, all ones, a slot never
+/// used, a slot past the table, generation 0 and a future generation of `live`'s slot.
+fn forged_flow_ids(live: u64) -> [u64; 6] {
+    let index = live & 0xFFFF_FFFF;
+    let generation = live >> 32;
+    [
+        0,
+        u64::MAX,
+        (1 << 32) | 15,
+        (1 << 32) | 1000,
+        index,
+        ((generation + 1) << 32) | index,
+    ]
+}
+
 impl Governor {
     fn new() -> Governor {
         let start = NOW - 2_000_000;
@@ -1925,19 +1931,9 @@ impl Governor {
         ]
     }
 
-    /// Ids the governor never issued: zero, all ones, a slot never used, a slot past the table,
-    /// generation 0 and a future generation of a live slot.
+    /// Ids the governor never issued (see [`forged_flow_ids`]).
     fn forged(&self) -> [u64; 6] {
-        let index = self.established & 0xFFFF_FFFF;
-        let generation = self.established >> 32;
-        [
-            0,
-            u64::MAX,
-            (1 << 32) | 15,
-            (1 << 32) | 1000,
-            index,
-            ((generation + 1) << 32) | index,
-        ]
+        forged_flow_ids(self.established)
     }
 }
 
@@ -2099,53 +2095,15 @@ fn flow_key() {
 }
 
 fn flow_governor_footprint() {
-    unsafe {
-        let policy = flow_policy();
-        assert_eq!(
-            untouched(|out| tidegate_flow_governor_footprint(null(), out)),
-            S::NullArgument
-        );
-        assert_eq!(
-            tidegate_flow_governor_footprint(&policy, null_mut()),
-            S::NullArgument
-        );
-        for (bad, status) in bad_flow_policies() {
-            assert_eq!(
-                untouched(|out| tidegate_flow_governor_footprint(&bad, out)),
-                status,
-                "{bad:?}"
-            );
-            assert_eq!(
-                tidegate_flow_governor_footprint(&bad, null_mut()),
-                S::NullArgument
-            );
-        }
-    }
+    configs_refused(&flow_policy(), bad_flow_policies(), |policy, out| unsafe {
+        tidegate_flow_governor_footprint(policy, out)
+    });
 }
 
 fn flow_governor_new() {
-    unsafe {
-        let policy = flow_policy();
-        assert_eq!(
-            untouched(|out| tidegate_flow_governor_new(null(), NOW, out)),
-            S::NullArgument
-        );
-        assert_eq!(
-            tidegate_flow_governor_new(&policy, NOW, null_mut()),
-            S::NullArgument
-        );
-        for (bad, status) in bad_flow_policies() {
-            assert_eq!(
-                untouched(|out| tidegate_flow_governor_new(&bad, NOW, out)),
-                status,
-                "{bad:?}"
-            );
-            assert_eq!(
-                tidegate_flow_governor_new(&bad, NOW, null_mut()),
-                S::NullArgument
-            );
-        }
-    }
+    configs_refused(&flow_policy(), bad_flow_policies(), |policy, out| unsafe {
+        tidegate_flow_governor_new(policy, NOW, out)
+    });
 }
 
 fn flow_governor_free() {
@@ -2747,18 +2705,9 @@ impl Connect {
         ]
     }
 
-    /// Ids the governor never issued (as [`Governor::forged`]).
+    /// Ids the governor never issued (see [`forged_flow_ids`]).
     fn forged(&self) -> [u64; 6] {
-        let index = self.established & 0xFFFF_FFFF;
-        let generation = self.established >> 32;
-        [
-            0,
-            u64::MAX,
-            (1 << 32) | 15,
-            (1 << 32) | 1000,
-            index,
-            ((generation + 1) << 32) | index,
-        ]
+        forged_flow_ids(self.established)
     }
 
     /// Poll `flow`'s race at `now` until it has nothing to do.
@@ -3561,40 +3510,24 @@ fn bad_lifecycle_configs() -> Vec<TidegateLifecycleConfig> {
 }
 
 fn lifecycle_footprint() {
-    unsafe {
-        let good = tidegate_lifecycle_config_default();
-        assert_eq!(
-            untouched(|out| tidegate_lifecycle_footprint(null(), out)),
-            S::NullArgument
-        );
-        assert_eq!(
-            tidegate_lifecycle_footprint(&good, null_mut()),
-            S::NullArgument
-        );
-        for bad in bad_lifecycle_configs() {
-            let status = untouched(|out| tidegate_lifecycle_footprint(&bad, out));
-            assert_eq!(status, S::ConfigTaskCapacityTooLarge);
-            assert_eq!(
-                tidegate_lifecycle_footprint(&bad, null_mut()),
-                S::NullArgument
-            );
-        }
-    }
+    let bad = bad_lifecycle_configs()
+        .into_iter()
+        .map(|bad| (bad, S::ConfigTaskCapacityTooLarge));
+    configs_refused(
+        &tidegate_lifecycle_config_default(),
+        bad,
+        |config, out| unsafe { tidegate_lifecycle_footprint(config, out) },
+    );
 }
 
 fn lifecycle_new() {
     unsafe {
-        let good = tidegate_lifecycle_config_default();
-        assert_eq!(
-            untouched(|out| tidegate_lifecycle_new(null(), out)),
-            S::NullArgument
-        );
-        assert_eq!(tidegate_lifecycle_new(&good, null_mut()), S::NullArgument);
-        for bad in bad_lifecycle_configs() {
-            let status = untouched(|out| tidegate_lifecycle_new(&bad, out));
-            assert_eq!(status, S::ConfigTaskCapacityTooLarge);
-            assert_eq!(tidegate_lifecycle_new(&bad, null_mut()), S::NullArgument);
-        }
+        let bad = bad_lifecycle_configs()
+            .into_iter()
+            .map(|bad| (bad, S::ConfigTaskCapacityTooLarge));
+        configs_refused(&tidegate_lifecycle_config_default(), bad, |config, out| {
+            tidegate_lifecycle_new(config, out)
+        });
         // Edge values are accepted: no task slot (every registration refused as a full queue),
         // no task in flight (treated as one), no deadline or one that never comes.
         for odd in [
