@@ -201,9 +201,9 @@ impl RingLevels {
 /// ([`DEFAULT_PACKET_ALIGN`], a cache line, unless [`PacketRing::with_packet_align`] picks
 /// another), whenever the padding fits; where it does not, the packet starts right after the
 /// previous one instead, so a packet is never refused for want of room for its padding, and the
-/// fit guarantee below holds as stated. Copies in and out of aligned packets run at the memcpy
-/// limit; at consecutive unaligned offsets a 1500-byte packet straddles one cache line more on
-/// each side. The padding costs at most `align - 1` arena bytes per packet and is counted in
+/// fit guarantee below holds as stated. At consecutive unaligned offsets a 1500-byte packet
+/// straddles one cache line more on each side, and copying it in and out costs measurably more
+/// (the ring benchmark's "tidegate, packed" row). The padding costs at most `align - 1` arena bytes per packet and is counted in
 /// [`PacketRing::bytes_used`].
 ///
 /// The ring aligns addresses, not offsets, so any arena benefits. Where packets sit, and so
