@@ -76,9 +76,7 @@ fn run(host: Host, policy: FlowPolicy, variant: Option<&'static str>) -> Row {
         policy,
     )
     .ok();
-    let apps = std::iter::once(STALLED_APP)
-        .cycle()
-        .take(STALLED_FLOWS)
+    let apps = std::iter::repeat_n(STALLED_APP, STALLED_FLOWS)
         .chain((1..APPS).flat_map(|app| std::iter::repeat_n(app, FLOWS_PER_APP)));
     let mut flows: Vec<Flow> = apps
         .map(|app| Flow {
