@@ -79,6 +79,14 @@ impl Clock {
         self.latest
     }
 
+    /// The time the engine should use for `now` without recording it: what
+    /// [`Clock::observe`] would return. A call that may still be refused reads the time with
+    /// `peek` and records it with `observe` only once it has succeeded, so a refused call leaves
+    /// the clock where it was.
+    pub fn peek(&self, now: Instant) -> Instant {
+        if now > self.latest { now } else { self.latest }
+    }
+
     /// The latest instant observed.
     pub const fn latest(&self) -> Instant {
         self.latest
@@ -105,6 +113,20 @@ mod tests {
             clock.observe(Instant::from_micros(101)),
             Instant::from_micros(101)
         );
+    }
+
+    #[test]
+    fn peek_clamps_without_recording() {
+        let clock = Clock::new(Instant::from_micros(100));
+        assert_eq!(
+            clock.peek(Instant::from_micros(40)),
+            Instant::from_micros(100)
+        );
+        assert_eq!(
+            clock.peek(Instant::from_micros(500)),
+            Instant::from_micros(500)
+        );
+        assert_eq!(clock.latest(), Instant::from_micros(100));
     }
 
     #[test]

@@ -214,6 +214,9 @@ where
     /// accepted while there is room, even past the high watermark: the headroom above it exists
     /// for exactly that batch. Without room the packet is refused with [`PacketError::NoRoom`]
     /// and stays with the caller.
+    ///
+    /// A refused packet changes nothing but its counter (`empty_packets`, `oversized_packets` or
+    /// `outbound_refused_packets`): not even the tunnel's clock sees its `now`.
     pub fn on_outbound_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), PacketError> {
         self.push_outbound_with(now, packet.len(), |dst| dst.copy_from_slice(packet))
     }
@@ -278,8 +281,8 @@ where
         now: Instant,
         count: usize,
     ) -> Result<OutboundCompletion, CompleteError> {
-        let now = self.clock.observe(now);
         let released = self.outbound.complete(count)?;
+        let now = self.clock.observe(now);
         self.outbound_counters
             .completed(released.packets, released.bytes);
         let resume_reading = self.update_resume(now);
@@ -292,15 +295,16 @@ where
     /// Queue an inbound packet (tunnel → apps), or drop by policy when the ring is full.
     ///
     /// Dropping is what a packet tunnel is allowed to do here: `writePackets` has no flow
-    /// control. Empty and oversized packets are refused with an error and counted.
+    /// control. Empty and oversized packets are refused with an error and counted, and change
+    /// nothing else (not even the tunnel's clock).
     pub fn on_inbound_packet(
         &mut self,
         now: Instant,
         packet: &[u8],
     ) -> Result<InboundDisposition, PacketError> {
-        let now = self.clock.observe(now);
         let len = packet.len();
         check_len(len, self.config.max_packet_len, &mut self.inbound_counters)?;
+        let now = self.clock.observe(now);
         let mut dropped = (0usize, 0usize);
         // Dropping queued packets frees arena only when nothing handed out sits before them.
         if self.config.inbound_drop_policy == DropPolicy::DropOldest
@@ -367,8 +371,8 @@ where
         now: Instant,
         count: usize,
     ) -> Result<Released, CompleteError> {
-        self.clock.observe(now);
         let released = self.inbound.complete(count)?;
+        self.clock.observe(now);
         self.inbound_counters
             .completed(released.packets, released.bytes);
         Ok(released)
@@ -406,24 +410,29 @@ where
         len: usize,
         write: impl FnOnce(&mut [u8]),
     ) -> Result<(), PacketError> {
-        let now = self.clock.observe(now);
         check_len(len, self.config.max_packet_len, &mut self.outbound_counters)?;
-        match self.outbound.push_with(now, len, write) {
+        // The packet's stamp is the time it would be queued at; the clock records it only once
+        // the packet is accepted, so a refusal leaves the tunnel as it was.
+        let stamp = self.clock.peek(now);
+        match self.outbound.push_with(stamp, len, write) {
             Ok(()) => {
+                self.clock.observe(stamp);
                 self.outbound_counters.accepted(
                     len,
                     &self.outbound.levels(),
                     self.outbound.bytes_used(),
                 );
-                self.update_pause(now);
+                self.update_pause(stamp);
                 Ok(())
             }
             Err(PushError::Full) => {
                 count(&mut self.refused_packets, &mut self.refused_bytes, len);
-                self.update_pause(now);
                 Err(PacketError::NoRoom)
             }
-            Err(PushError::Empty) => Err(PacketError::Empty),
+            Err(PushError::Empty) => {
+                debug_assert!(false, "check_len refuses empty packets first");
+                Err(PacketError::Empty)
+            }
         }
     }
 

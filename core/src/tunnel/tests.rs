@@ -472,3 +472,68 @@ fn alignment_padding_counts_toward_the_byte_watermark() {
     assert!(tun.complete_outbound(t(3), 1).unwrap().resume_reading);
     assert_eq!(tun.stats().outbound.arena_bytes_used, 40 + 4 * 64);
 }
+
+/// A refused packet changed the clock: an empty or oversized packet with a later `now` moved the
+/// pause accounting forward although the call did nothing.
+#[test]
+fn a_refused_packet_leaves_the_clock_and_everything_but_its_counter() {
+    let mut tun = tunnel(small());
+    for _ in 0..8 {
+        tun.on_outbound_packet(t(100), &[1; 100]).unwrap();
+    }
+    let later = t(1_000_000_000);
+    let before = tun.stats();
+    assert_eq!(tun.on_outbound_packet(later, &[]), Err(PacketError::Empty));
+    assert_eq!(
+        tun.on_outbound_packet(later, &[0; 101]),
+        Err(PacketError::TooLong { len: 101, max: 100 })
+    );
+    assert_eq!(tun.on_inbound_packet(later, &[]), Err(PacketError::Empty));
+    assert_eq!(
+        tun.on_inbound_packet(later, &[0; 101]),
+        Err(PacketError::TooLong { len: 101, max: 100 })
+    );
+    // Two slots are left: fill them, then one more is refused for room.
+    tun.on_outbound_packet(t(100), &[1; 100]).unwrap();
+    tun.on_outbound_packet(t(100), &[1; 100]).unwrap();
+    let full = tun.stats();
+    assert_eq!(
+        tun.on_outbound_packet(later, &[1; 100]),
+        Err(PacketError::NoRoom)
+    );
+    assert_eq!(
+        tun.complete_outbound(later, 1).map(|_| ()),
+        Err(CompleteError {
+            requested: 1,
+            in_flight: 0
+        })
+    );
+    assert_eq!(
+        tun.complete_inbound(later, 1).map(|_| ()),
+        Err(CompleteError {
+            requested: 1,
+            in_flight: 0
+        })
+    );
+    let after = tun.stats();
+    assert_eq!(after.outbound_paused_micros, 0, "the clock did not move");
+    assert_eq!(
+        after.outbound.empty_packets,
+        before.outbound.empty_packets + 1
+    );
+    assert_eq!(
+        after.outbound.oversized_packets,
+        before.outbound.oversized_packets + 1
+    );
+    assert_eq!(after.inbound.empty_packets, 1);
+    assert_eq!(after.inbound.oversized_packets, 1);
+    assert_eq!(
+        after.outbound_refused_packets,
+        full.outbound_refused_packets + 1
+    );
+    // Apart from those counters nothing changed.
+    let mut expected = full;
+    expected.outbound_refused_packets += 1;
+    expected.outbound_refused_bytes += 100;
+    assert_eq!(after, expected);
+}
