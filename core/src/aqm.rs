@@ -14,17 +14,20 @@
 //!
 //! CoDel's control law raises the drop rate slowly, which suits responsive senders but cannot
 //! keep up with an unresponsive flood at twice the link rate. On the outbound ring that matters
-//! more than the memory: the ring reaches its high watermark, reading pauses, and the standing
-//! queue moves into the kernel's queue in front of the provider (the utun or TUN queue), where
-//! nothing can drop from it and which is often larger than the ring. So the tunnel enters an
-//! *overload* state when CoDel is dropping while the ring is pressed (reading paused, or the ring
-//! at its high watermark): a persistent queue, not a burst. It leaves overload only when the ring
-//! is back down to its low watermarks. In overload, reading does not pause at the high
-//! watermark, and whenever the ring is pressed every queued packet that has waited longer than the target is dropped at hand-out
-//! ([`Codel::drop_stale`]). The host keeps reading, the kernel queue stays empty, and the latency
-//! through the provider stays near the target. The memory ceiling still holds: a push into a
-//! full ring is refused as always. A burst that fills the ring before CoDel starts dropping still
-//! pauses reading (backpressure).
+//! more than the memory: the ring reaches its high watermark, reading pauses, and while it is
+//! paused the queue builds in the kernel's queue in front of the provider (the utun or TUN
+//! queue), where nothing can drop from it. So the tunnel enters an *overload* state when CoDel
+//! is dropping while the ring is pressed (reading paused, or the ring at its high watermark): a
+//! persistent queue, not a burst. In overload, whenever the ring is pressed, every queued packet
+//! that has waited longer than the target is dropped at hand-out ([`Codel::drop_stale`]), so the
+//! ring drains within one hand-out and the pause, and with it the kernel's queue, stays short.
+//! The completion that brings the ring back down to its low watermarks ends the overload (and,
+//! when reading was paused, resumes it: both happen on the same completion).
+//!
+//! Reading still pauses at the high watermark in overload, exactly as without it: the headroom
+//! above the high watermarks is what guarantees that a packet read while reading was allowed
+//! fits, so that guarantee holds in every state. A FIFO cannot keep one flood from taking the
+//! link from every other flow; that takes flow queueing.
 
 use core::fmt;
 
@@ -37,10 +40,10 @@ use crate::time::Instant;
 /// waited longer than `target` for a whole `interval`, so the standing queue, and with it the
 /// latency through the tunnel, stays short; responsive senders back off on those drops. Under an
 /// unresponsive flood the outbound ring enters *overload* (reported in
-/// [`TunnelStats::outbound_overloaded`](crate::TunnelStats::outbound_overloaded)): reading stops
-/// pausing at the high watermark, which would only move the queue into the kernel's utun/TUN
-/// queue out of reach, and every packet older than the target is dropped at hand-out instead,
-/// until the ring is back at its low watermarks. The memory ceiling holds either way.
+/// [`TunnelStats::outbound_overloaded`](crate::TunnelStats::outbound_overloaded)): while the ring
+/// is pressed, every packet older than the target is dropped at hand-out, so a pause (which moves
+/// the queue into the kernel's utun/TUN queue, out of reach) stays short, until a completion
+/// brings the ring back to its low watermarks. The memory ceiling holds either way.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Aqm {

@@ -6,8 +6,10 @@
 //!   packets and bytes, and every counter of refusals matches the calls made;
 //! - order and content: packets leave in FIFO order (after the AQM drops it reports), in-flight
 //!   bytes stay unchanged until completed;
-//! - flow control: reading pauses at a high watermark, a packet read while reading was allowed
-//!   always fits, and `resume_reading` is reported exactly on the completion that resumes.
+//! - flow control, across CoDel overload episodes: reading pauses at a high watermark, a packet
+//!   read while reading was allowed always fits, `resume_reading` is reported exactly on the
+//!   completion that resumes, and the completion that reaches the low watermarks ends overload;
+//! - a refused packet changes nothing but its counter (the clock included).
 #![no_main]
 
 use std::collections::VecDeque;
@@ -91,22 +93,30 @@ fuzz_target!(|data: &[u8]| {
                 seq += 1;
                 let packet = stamped_packet(seq, len);
                 let could_read = tunnel.can_read_outbound();
-                // In CoDel overload reading goes on at the high watermark by design, and stale
-                // packets are dropped at the head instead, so a full ring may refuse a packet.
-                let overloaded = tunnel.stats().outbound_overloaded == 1;
+                let before = tunnel.stats();
                 match tunnel.on_outbound_packet(now, &packet) {
                     Ok(()) => outbound.queued.push_back(packet),
                     Err(PacketError::Empty) => {
                         assert_eq!(len, 0);
                         outbound.empty += 1;
+                        let mut expected = before;
+                        expected.outbound.empty_packets += 1;
+                        assert_eq!(tunnel.stats(), expected, "a refusal changes one counter");
                     }
                     Err(PacketError::TooLong { len: l, max }) => {
                         assert!(l == len && len > max && max == config.max_packet_len as usize);
                         outbound.oversized += 1;
+                        let mut expected = before;
+                        expected.outbound.oversized_packets += 1;
+                        assert_eq!(tunnel.stats(), expected, "a refusal changes one counter");
                     }
                     Err(PacketError::NoRoom) => {
+                        let mut expected = before;
+                        expected.outbound_refused_packets += 1;
+                        expected.outbound_refused_bytes += len as u64;
+                        assert_eq!(tunnel.stats(), expected, "a refusal changes one counter");
                         assert!(
-                            !could_read || overloaded,
+                            !could_read,
                             "a valid packet read while reading was allowed must fit: {len} bytes, \
                              {config:?}, held {:?}, {:?}",
                             held(&tunnel, &outbound),
@@ -116,10 +126,8 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 let (bytes, packets) = held(&tunnel, &outbound);
-                let overloaded = tunnel.stats().outbound_overloaded == 1;
-                if !overloaded
-                    && (bytes >= config.outbound_high_watermark_bytes as usize
-                        || packets >= config.outbound_high_watermark_packets as usize)
+                if bytes >= config.outbound_high_watermark_bytes as usize
+                    || packets >= config.outbound_high_watermark_packets as usize
                 {
                     assert!(
                         !tunnel.can_read_outbound(),
@@ -138,6 +146,7 @@ fuzz_target!(|data: &[u8]| {
                 let len = usize::from(len) % (config.max_packet_len as usize + 8);
                 seq += 1;
                 let packet = stamped_packet(seq, len);
+                let before = tunnel.stats();
                 match tunnel.on_inbound_packet(now, &packet) {
                     Ok(InboundDisposition::Queued) => inbound.queued.push_back(packet),
                     Ok(InboundDisposition::QueuedAfterDroppingOldest { packets, bytes }) => {
@@ -151,10 +160,16 @@ fuzz_target!(|data: &[u8]| {
                     Err(PacketError::Empty) => {
                         assert_eq!(len, 0);
                         inbound.empty += 1;
+                        let mut expected = before;
+                        expected.inbound.empty_packets += 1;
+                        assert_eq!(tunnel.stats(), expected, "a refusal changes one counter");
                     }
                     Err(PacketError::TooLong { .. }) => {
                         assert!(len > config.max_packet_len as usize);
                         inbound.oversized += 1;
+                        let mut expected = before;
+                        expected.inbound.oversized_packets += 1;
+                        assert_eq!(tunnel.stats(), expected, "a refusal changes one counter");
                     }
                     Err(PacketError::NoRoom) => panic!("inbound drops by policy, never NoRoom"),
                 }
@@ -189,11 +204,17 @@ fuzz_target!(|data: &[u8]| {
                         assert_eq!((done.released.packets, done.released.bytes), (count, bytes));
                         let resumed = was_paused && tunnel.can_read_outbound();
                         assert_eq!(done.resume_reading, resumed, "resume edge exactly once");
+                        let (bytes, packets) = held(&tunnel, &outbound);
+                        let at_low = bytes <= config.outbound_low_watermark_bytes as usize
+                            && packets <= config.outbound_low_watermark_packets as usize;
                         if !tunnel.can_read_outbound() {
-                            let (bytes, packets) = held(&tunnel, &outbound);
-                            assert!(
-                                bytes > config.outbound_low_watermark_bytes as usize
-                                    || packets > config.outbound_low_watermark_packets as usize
+                            assert!(!at_low, "a completion at the low watermarks resumes");
+                        }
+                        if at_low {
+                            assert_eq!(
+                                tunnel.stats().outbound_overloaded,
+                                0,
+                                "the completion that reaches the low watermarks ends overload"
                             );
                         }
                     }

@@ -119,8 +119,8 @@ pub struct PacketTunnel<B, S> {
     inbound: PacketRing<B, S>,
     /// One CoDel state per ring when AQM is on.
     codel: Option<(Codel, Codel)>,
-    /// The outbound ring is in overload (see the `aqm` module): CoDel was dropping at the high
-    /// watermark, and the ring has not been back down to its low watermarks since.
+    /// The outbound ring is in overload (see the `aqm` module): CoDel was dropping while the ring
+    /// was pressed, and no completion has brought it back down to its low watermarks since.
     overload: bool,
     /// Times the outbound ring entered overload.
     overloads: u64,
@@ -203,7 +203,9 @@ where
     /// Whether the host should read more outbound packets now (call `readPackets`).
     ///
     /// `false` from the moment held bytes or packets reach a high watermark until a completion
-    /// brings both down to their low watermarks; that completion reports `resume_reading`.
+    /// brings both down to their low watermarks; that completion reports `resume_reading`. A
+    /// valid packet pushed while this is `true` always fits (the configuration reserves the
+    /// headroom above the high watermarks for it).
     pub fn can_read_outbound(&self) -> bool {
         self.paused_since.is_none()
     }
@@ -213,7 +215,8 @@ where
     /// Packets read in a batch that was allowed by [`PacketTunnel::can_read_outbound`] are
     /// accepted while there is room, even past the high watermark: the headroom above it exists
     /// for exactly that batch. Without room the packet is refused with [`PacketError::NoRoom`]
-    /// and stays with the caller.
+    /// and stays with the caller; a packet pushed while [`PacketTunnel::can_read_outbound`] was
+    /// `true` is never refused for room.
     ///
     /// A refused packet changes nothing but its counter (`empty_packets`, `oversized_packets` or
     /// `outbound_refused_packets`): not even the tunnel's clock sees its `now`.
@@ -243,7 +246,8 @@ where
     /// With AQM on, packets that waited too long may be dropped from the head first (counted in
     /// `aqm_dropped_packets`); a packet is still handed out whenever one was queued. While the
     /// ring is at its high watermark and CoDel is dropping, every queued packet older than the
-    /// target is dropped, so a persistent overload empties the ring (see the `aqm` module).
+    /// target is dropped, so a persistent overload empties the ring (see the `aqm` module); the
+    /// completion that brings the ring down to its low watermarks ends the overload.
     pub fn poll_outbound(&mut self, now: Instant) -> Option<&[u8]> {
         let now = self.clock.observe(now);
         if let Some((codel, _)) = self.codel.as_mut() {
@@ -285,7 +289,7 @@ where
         let now = self.clock.observe(now);
         self.outbound_counters
             .completed(released.packets, released.bytes);
-        let resume_reading = self.update_resume(now);
+        let resume_reading = self.settle_at_low_watermarks(now);
         Ok(OutboundCompletion {
             released,
             resume_reading,
@@ -426,6 +430,10 @@ where
                 Ok(())
             }
             Err(PushError::Full) => {
+                debug_assert!(
+                    self.paused_since.is_some(),
+                    "a valid packet pushed while reading was allowed must fit"
+                );
                 count(&mut self.refused_packets, &mut self.refused_bytes, len);
                 Err(PacketError::NoRoom)
             }
@@ -443,14 +451,10 @@ where
         (self.outbound.bytes_used(), self.outbound.slots_used())
     }
 
-    /// Pause reading once a high watermark is reached, unless the ring is in overload: then the
-    /// queue is persistent, and pausing would only move it into the kernel's queue, out of reach
-    /// (see the `aqm` module). The ring's own ceiling still refuses what does not fit.
+    /// Pause reading once a high watermark is reached, in overload too: the headroom above the
+    /// high watermarks is what guarantees that a packet pushed while reading was allowed fits.
     fn update_pause(&mut self, now: Instant) {
-        if self.paused_since.is_none()
-            && !self.overload
-            && at_high_watermark(&self.outbound, &self.config)
-        {
+        if self.paused_since.is_none() && at_high_watermark(&self.outbound, &self.config) {
             let (bytes, packets) = self.outbound_held();
             self.paused_since = Some(now);
             self.pauses = self.pauses.saturating_add(1);
@@ -462,14 +466,26 @@ where
         }
     }
 
-    /// Resume reading once both levels are down to their low watermarks; `true` on that edge.
-    fn update_resume(&mut self, now: Instant) -> bool {
+    /// Once both levels are down to their low watermarks, leave overload and resume reading;
+    /// `true` on the resume edge.
+    fn settle_at_low_watermarks(&mut self, now: Instant) -> bool {
+        let (bytes, packets) = self.outbound_held();
+        if bytes > self.config.outbound_low_watermark_bytes as usize
+            || packets > self.config.outbound_low_watermark_packets as usize
+        {
+            return false;
+        }
+        if self.overload {
+            self.overload = false;
+            log_debug!(
+                "outbound: overload over at {} bytes, {} packets",
+                bytes,
+                packets
+            );
+        }
         let Some(since) = self.paused_since else {
             return false;
         };
-        let (bytes, packets) = self.outbound_held();
-        if bytes <= self.config.outbound_low_watermark_bytes as usize
-            && packets <= self.config.outbound_low_watermark_packets as usize
         {
             self.paused_since = None;
             self.paused_micros = self.paused_micros.saturating_add(now.micros_since(since));

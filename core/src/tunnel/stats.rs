@@ -67,9 +67,9 @@ pub struct TunnelStats {
     pub outbound_paused_micros: u64,
     /// 1 while outbound reading is paused, 0 otherwise.
     pub outbound_paused: u64,
-    /// 1 while the outbound ring is in CoDel overload, 0 otherwise. In overload, reading does
-    /// not pause at the high watermark and stale packets are dropped at the head instead, so a
-    /// push may find the ring full (`NoRoom`) while reading is allowed. See the `aqm` module.
+    /// 1 while the outbound ring is in CoDel overload, 0 otherwise. In overload, while the ring
+    /// is pressed, every packet older than CoDel's target is dropped at hand-out; the completion
+    /// that brings the ring down to its low watermarks ends it. See the `aqm` module.
     pub outbound_overloaded: u64,
     /// Times the outbound ring entered CoDel overload.
     pub outbound_overloads: u64,

@@ -473,6 +473,48 @@ fn alignment_padding_counts_toward_the_byte_watermark() {
     assert_eq!(tun.stats().outbound.arena_bytes_used, 40 + 4 * 64);
 }
 
+/// Found by a host written from the docs: overload was entered but never left, so reading never
+/// paused at the high watermark again and packets read while reading was allowed were refused.
+/// The sequence is the reproducer, step for step.
+#[test]
+fn overload_ends_on_the_completion_that_reaches_the_low_watermarks() {
+    let config = TunnelConfig {
+        aqm: Aqm::CODEL_DEFAULT,
+        ..small()
+    };
+    let mut tun = tunnel(config);
+    for _ in 0..8 {
+        tun.on_outbound_packet(t(0), &[1; 100]).unwrap();
+    }
+    assert!(!tun.can_read_outbound(), "8 packets: paused");
+    assert!(tun.poll_outbound(t(50_000)).is_some());
+    tun.complete_outbound(t(50_000), 1).unwrap();
+    assert!(tun.poll_outbound(t(200_000)).is_some());
+    assert_eq!(
+        tun.stats().outbound_overloaded,
+        1,
+        "CoDel dropped while paused"
+    );
+    let done = tun.complete_outbound(t(200_100), 1).unwrap();
+    assert!(done.resume_reading);
+    let stats = tun.stats();
+    assert_eq!(stats.outbound_overloaded, 0, "back at the low watermarks");
+    assert_eq!(stats.outbound_overloads, 1);
+    // Ten seconds later the ring fills again: reading pauses at the high watermark as before,
+    // and every packet pushed while reading was allowed fits.
+    for i in 0..10 {
+        let could_read = tun.can_read_outbound();
+        tun.on_outbound_packet(t(10_000_000), &[2; 100]).unwrap();
+        assert_eq!(could_read, i < 7, "700 bytes pause reading, packet {i}");
+    }
+    assert!(!tun.can_read_outbound());
+    assert_eq!(
+        tun.on_outbound_packet(t(10_000_000), &[3; 100]),
+        Err(PacketError::NoRoom)
+    );
+    assert_eq!(tun.stats().outbound_pauses, 2);
+}
+
 /// A refused packet changed the clock: an empty or oversized packet with a later `now` moved the
 /// pause accounting forward although the call did nothing.
 #[test]
@@ -536,4 +578,105 @@ fn a_refused_packet_leaves_the_clock_and_everything_but_its_counter() {
     expected.outbound_refused_packets += 1;
     expected.outbound_refused_bytes += 100;
     assert_eq!(after, expected);
+}
+
+mod host_loop {
+    //! A host loop driven by random operations, checking the flow-control promises of the docs
+    //! after every call, across pauses and CoDel overload episodes.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Read a batch of this many packets of these lengths, as `readPackets` does.
+        Read(Vec<u8>),
+        /// Hand out up to this many packets.
+        Send(u8),
+        /// Complete this many of the in-flight packets.
+        Complete(u8),
+        /// Let this many milliseconds pass.
+        Wait(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => proptest::collection::vec(1u8..=100, 1..6).prop_map(Op::Read),
+            3 => (1u8..6).prop_map(Op::Send),
+            3 => (1u8..6).prop_map(Op::Complete),
+            2 => (0u16..300).prop_map(Op::Wait),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config::with_cases(300))]
+
+        /// A packet read while reading was allowed always fits; reading pauses at a high
+        /// watermark; `resume_reading` is reported on exactly the completion that resumes; and
+        /// overload ends on the completion that brings the ring to its low watermarks.
+        #[test]
+        fn flow_control_holds_across_overload_episodes(
+            codel in any::<bool>(),
+            ops in proptest::collection::vec(op(), 1..crate::proptest_config::ops(300)),
+        ) {
+            let config = TunnelConfig {
+                aqm: if codel { Aqm::CODEL_DEFAULT } else { Aqm::Off },
+                ..small()
+            };
+            let mut tun = tunnel(config);
+            let mut now = 0u64;
+            let mut in_flight = 0usize;
+            for op in ops {
+                match op {
+                    Op::Read(lens) => {
+                        // The host reads only when allowed, and keeps pushing the whole batch.
+                        if !tun.can_read_outbound() {
+                            continue;
+                        }
+                        for len in lens {
+                            let allowed = tun.can_read_outbound();
+                            let pushed = tun.on_outbound_packet(t(now), &vec![7; usize::from(len)]);
+                            if allowed {
+                                prop_assert_eq!(pushed, Ok(()), "read while allowed must fit");
+                            }
+                            let (bytes, slots) = tun.outbound_held();
+                            if bytes >= config.outbound_high_watermark_bytes as usize
+                                || slots >= config.outbound_high_watermark_packets as usize
+                            {
+                                prop_assert!(!tun.can_read_outbound(), "paused at a high watermark");
+                            }
+                        }
+                    }
+                    Op::Send(n) => {
+                        for _ in 0..n {
+                            if tun.poll_outbound(t(now)).is_none() {
+                                break;
+                            }
+                            in_flight += 1;
+                        }
+                    }
+                    Op::Complete(n) => {
+                        let n = usize::from(n).min(in_flight);
+                        let was_paused = !tun.can_read_outbound();
+                        let done = tun.complete_outbound(t(now), n).unwrap();
+                        in_flight -= n;
+                        let stats = tun.stats();
+                        let (bytes, slots) = tun.outbound_held();
+                        let at_low = bytes <= config.outbound_low_watermark_bytes as usize
+                            && slots <= config.outbound_low_watermark_packets as usize;
+                        prop_assert_eq!(done.resume_reading, was_paused && at_low);
+                        prop_assert_eq!(tun.can_read_outbound(), !was_paused || at_low);
+                        if at_low {
+                            prop_assert_eq!(stats.outbound_overloaded, 0, "overload ends at low");
+                        }
+                    }
+                    Op::Wait(ms) => now += u64::from(ms) * 1_000,
+                }
+                let stats = tun.stats();
+                if stats.outbound_overloaded == 1 {
+                    prop_assert!(codel, "overload needs CoDel");
+                }
+            }
+        }
+    }
 }
