@@ -216,10 +216,15 @@ impl RingLevels {
 /// ## Capacity
 ///
 /// The arena is the exact memory ceiling. Because packets are contiguous, a packet of `len`
-/// bytes is guaranteed to fit while `bytes_used() + len + max_len <= byte_capacity()`, where
-/// `bytes_used()` counts the alignment padding and `max_len` is the largest packet pushed since
-/// the ring was last empty; between that and the full arena it fits as the layout allows.
-/// [`PacketRing::fits`] answers exactly.
+/// bytes is guaranteed to fit (given a free slot) while
+/// `bytes_used() + len + max(len, largest) <= byte_capacity()`, where `bytes_used()` counts the
+/// alignment padding and `largest` is the longest packet pushed since the ring was last empty
+/// (0 for an empty ring). The `max` matters: a packet longer than every one before it may find
+/// no gap of its size at either end of the arena with less spare room than twice its length.
+/// Between that bound and the full arena a packet fits as the layout allows;
+/// [`PacketRing::fits`] answers exactly. So any packet of at most `max_packet_len` bytes fits
+/// while `bytes_used() + 2 * max_packet_len <= byte_capacity()`, which is what the tunnel's
+/// headroom above its high watermark relies on.
 ///
 /// `B` is the byte arena and `S` the slot storage: arrays (`[u8; 8192]`, `[Slot; 64]`),
 /// `&'static mut` slices, or boxed slices on a host with an allocator.
@@ -873,8 +878,9 @@ mod tests {
     }
 
     fn fit_guarantee_holds_with_alignment(align: usize) {
-        // A packet of `len` always fits while used + len + max_len <= capacity, where `used`
-        // counts the alignment padding.
+        // A packet of `len` always fits while used + len + max(len, largest) <= capacity, where
+        // `used` counts the alignment padding; here every length is at most `max_len`, so the
+        // bound used + len + max_len covers both.
         let (capacity, max_len) = (1000, 97);
         let mut r = aligned_ring(capacity, 1000, align);
         let mut model: VecDeque<usize> = VecDeque::new();
