@@ -483,20 +483,16 @@ where
                 packets
             );
         }
-        let Some(since) = self.paused_since else {
+        let Some(since) = self.paused_since.take() else {
             return false;
         };
-        {
-            self.paused_since = None;
-            self.paused_micros = self.paused_micros.saturating_add(now.micros_since(since));
-            log_debug!(
-                "outbound: resume reading at {} bytes, {} packets",
-                bytes,
-                packets
-            );
-            return true;
-        }
-        false
+        self.paused_micros = self.paused_micros.saturating_add(now.micros_since(since));
+        log_debug!(
+            "outbound: resume reading at {} bytes, {} packets",
+            bytes,
+            packets
+        );
+        true
     }
 }
 
