@@ -2,6 +2,7 @@
 
 pub mod c_harness;
 pub mod lab;
+pub mod order_check;
 pub mod out_param;
 #[cfg(target_os = "linux")]
 pub mod real_traffic;

@@ -40,7 +40,6 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use std::collections::VecDeque;
     use std::io::{self, IoSlice, Write as _};
     use std::net::{SocketAddr, UdpSocket};
     use std::os::fd::{AsFd, AsRawFd};
@@ -58,6 +57,7 @@ mod linux {
         Aqm, DirectionStats, DropPolicy, InboundDisposition, Instant, PacketError, TunnelConfig,
         TunnelStats,
     };
+    use tidegate_tests::order_check::OrderCheck;
     use tidegate_tests::storage::{HeapTunnel, heap_tunnel};
     use tun_rs::{DeviceBuilder, SyncDevice};
 
@@ -266,11 +266,6 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
         /// Datagrams whose sequence number was not larger than the last one seen: reordered (or
         /// duplicated) between the two forwarders, after the sending engine.
         link_reorders: u64,
-        /// Outbound packets handed out by the engine in a different order from the one they
-        /// were pushed in. Always 0.
-        core_reorders_outbound: u64,
-        /// The same for inbound packets (packets dropped by policy are accounted for).
-        core_reorders_inbound: u64,
         /// Sequence numbers skipped: datagrams lost between the two forwarders.
         sequence_gaps: u64,
         tun_packets_written: u64,
@@ -350,11 +345,12 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
         last_sequence: Option<u64>,
         tun_buffer: Box<[u8]>,
         udp_buffer: Box<[u8]>,
-        /// Fingerprints of the outbound packets queued in the engine, oldest first. Allocated
-        /// once for the engine's packet capacity; the engine bounds how many it holds.
-        outbound_order: VecDeque<u64>,
+        /// Fingerprints of the outbound packets queued in the engine, oldest first, allocated
+        /// once for the engine's packet capacity. It forgets the packets the engine reports
+        /// dropping, so it never holds more than the engine does.
+        outbound_order: OrderCheck,
         /// The same for inbound packets.
-        inbound_order: VecDeque<u64>,
+        inbound_order: OrderCheck,
         counters: HostCounters,
     }
 
@@ -408,8 +404,8 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
             // One byte more than the largest packet, so an oversized one is seen as such.
             tun_buffer: vec![0; max + 1].into_boxed_slice(),
             udp_buffer: vec![0; SEQUENCE_LEN + max + 1].into_boxed_slice(),
-            outbound_order: VecDeque::with_capacity(config.outbound_packets as usize),
-            inbound_order: VecDeque::with_capacity(config.inbound_packets as usize),
+            outbound_order: OrderCheck::new(config.outbound_packets as usize),
+            inbound_order: OrderCheck::new(config.inbound_packets as usize),
             counters: HostCounters::default(),
         };
         let deadline = started + options.duration;
@@ -541,11 +537,10 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                 // Drops by policy and malformed packets are counted by the engine; the
                 // fingerprints follow what stays queued.
                 match self.tunnel.on_inbound_packet(now, packet) {
-                    Ok(InboundDisposition::Queued) => self.inbound_order.push_back(fnv1a(packet)),
+                    Ok(InboundDisposition::Queued) => self.inbound_order.pushed(packet),
                     Ok(InboundDisposition::QueuedAfterDroppingOldest { packets, .. }) => {
-                        let dropped = packets.min(self.inbound_order.len());
-                        self.inbound_order.drain(..dropped);
-                        self.inbound_order.push_back(fnv1a(packet));
+                        self.inbound_order.dropped_oldest(packets);
+                        self.inbound_order.pushed(packet);
                     }
                     Ok(InboundDisposition::DroppedNewest) | Err(_) => {}
                 }
@@ -563,13 +558,18 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                 let packet = if self.inbound_unwritten {
                     self.tunnel.inbound_in_flight().next()
                 } else {
-                    let packet = self.tunnel.poll_inbound(now);
-                    if let Some(packet) = packet
-                        && self.inbound_order.pop_front() != Some(fnv1a(packet))
-                    {
-                        self.counters.core_reorders_inbound += 1;
+                    // The drops the engine made before this hand-out are in its stats, so
+                    // the packet is looked up again (the newest in flight) after reading them.
+                    if self.tunnel.poll_inbound(now).is_some() {
+                        let drops = self.tunnel.stats().inbound.aqm_dropped_packets;
+                        let packet = self.tunnel.inbound_in_flight().last();
+                        if let Some(packet) = packet {
+                            self.inbound_order.handed_out(packet, drops);
+                        }
+                        packet
+                    } else {
+                        None
                     }
-                    packet
                 };
                 let Some(packet) = packet else {
                     return Ok(false);
@@ -609,7 +609,7 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                 let now = self.now();
                 let packet = &self.tun_buffer[..len];
                 match self.tunnel.on_outbound_packet(now, packet) {
-                    Ok(()) => self.outbound_order.push_back(fnv1a(packet)),
+                    Ok(()) => self.outbound_order.pushed(packet),
                     Err(PacketError::NoRoom) => self.counters.outbound_refused_by_engine += 1,
                     // Counted by the engine under their own reasons.
                     Err(PacketError::Empty | PacketError::TooLong { .. }) => {}
@@ -637,13 +637,18 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                 let packet = if self.outbound_unsent {
                     self.tunnel.outbound_in_flight().next()
                 } else {
-                    let packet = self.tunnel.poll_outbound(now);
-                    if let Some(packet) = packet
-                        && self.outbound_order.pop_front() != Some(fnv1a(packet))
-                    {
-                        self.counters.core_reorders_outbound += 1;
+                    // The drops the engine made before this hand-out are in its stats, so
+                    // the packet is looked up again (the newest in flight) after reading them.
+                    if self.tunnel.poll_outbound(now).is_some() {
+                        let drops = self.tunnel.stats().outbound.aqm_dropped_packets;
+                        let packet = self.tunnel.outbound_in_flight().last();
+                        if let Some(packet) = packet {
+                            self.outbound_order.handed_out(packet, drops);
+                        }
+                        packet
+                    } else {
+                        None
                     }
-                    packet
                 };
                 let Some(packet) = packet else {
                     return Ok(false);
@@ -743,8 +748,14 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                     "udp_receive_errors": c.udp_receive_errors,
                     "malformed_datagrams": c.malformed_datagrams,
                     "link_reorders": c.link_reorders,
-                    "core_reorders_outbound": c.core_reorders_outbound,
-                    "core_reorders_inbound": c.core_reorders_inbound,
+                    // Packets handed out by the engine in a different order from the one they
+                    // were pushed in, after the drops it reports (CoDel, drop-oldest): always 0.
+                    "core_reorders_outbound": self.outbound_order.mismatches,
+                    "core_reorders_inbound": self.inbound_order.mismatches,
+                    // Fingerprints that found the order check full: always 0, since the check
+                    // holds one per slot of the engine and forgets what the engine drops.
+                    "order_check_overflows":
+                        self.outbound_order.overflows + self.inbound_order.overflows,
                     "sequence_gaps": c.sequence_gaps,
                     "tun_packets_written": c.tun_packets_written,
                     "tun_write_would_block": c.tun_write_would_block,
@@ -755,13 +766,6 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                 },
             })
         }
-    }
-
-    /// FNV-1a, 64 bits: a cheap fingerprint to follow packets through the engine.
-    fn fnv1a(bytes: &[u8]) -> u64 {
-        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        })
     }
 
     fn engine_json(stats: &TunnelStats) -> Value {
