@@ -248,6 +248,9 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             return Admission::Rejected(RejectReason::TableFull);
         }
         let out_of_connections = matches!(budget, Some(BudgetRefusal::Connections { .. }));
+        // Every check that can refuse runs before anything changes. The victim is only chosen
+        // here; it is evicted once the new flow holds its slot, after which nothing can fail, so
+        // a refusal never evicts.
         let mut evicted = None;
         if out_of_connections || self.open_flows() >= self.policy.max_flows {
             // Out of connections, the victim must give one back when the host closes it.
@@ -265,19 +268,31 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
                 None => return Admission::Rejected(RejectReason::TableFull),
             }
         }
-        let evicted_id = evicted.and_then(|victim| {
-            let generation = self.flow_record(victim)?.generation;
-            self.begin_closing(victim, CloseReason::Evicted, false);
-            Some(FlowId::new(victim, generation))
-        });
+        let evicted = match evicted {
+            Some(victim) => match self.flow_record(victim) {
+                Some(flow) => Some(FlowId::new(victim, flow.generation)),
+                None => {
+                    debug_assert!(false, "the eviction victim {victim} is a live flow");
+                    return Admission::Rejected(RejectReason::TableFull);
+                }
+            },
+            None => None,
+        };
         let Some(index) = self.allocate(now, info, app, destination) else {
             // Unreachable while the free lists are consistent: a free slot implies a free app
             // and destination record, since each flow references at most one of each.
+            debug_assert!(
+                false,
+                "a free flow slot implies free app and destination records"
+            );
             return Admission::Rejected(RejectReason::TableFull);
         };
+        if let Some(victim) = evicted {
+            self.begin_closing(victim.index(), CloseReason::Evicted, false);
+        }
         let generation = self.flow_record(index).map_or(0, |flow| flow.generation);
         let id = FlowId::new(index, generation);
-        match evicted_id {
+        match evicted {
             Some(evicted) => Admission::AcceptedAfterEvicting { id, evicted },
             None => Admission::Accepted { id },
         }
@@ -319,7 +334,8 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         (victim != NIL).then_some(victim)
     }
 
-    /// Take a free slot for a new flow in state opening.
+    /// Take a free slot for a new flow in state opening. Fails, changing nothing, when no slot
+    /// or no record for a new app or destination is free.
     fn allocate(
         &mut self,
         now: Instant,
@@ -327,6 +343,12 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         app: Option<u32>,
         destination: Option<u32>,
     ) -> Option<u32> {
+        if self.free_flows.head == NIL
+            || (app.is_none() && self.free_apps == NIL)
+            || (destination.is_none() && self.free_destinations == NIL)
+        {
+            return None;
+        }
         let app = match app {
             Some(app) => app,
             None => self.insert_app(info.app)?,
@@ -433,6 +455,47 @@ mod tests {
             DestinationKey::from_bytes(b"foobar").0,
             0x8594_4171_f739_67e8
         );
+    }
+
+    /// A refusal must never evict. Admission at the global cap chose its victim and evicted it
+    /// before taking the new flow's records; had that failed, the call returned `TableFull`
+    /// with a flow evicted. The failure is unreachable while the free lists are consistent, so
+    /// the test breaks them: no free app record is left for the newcomer's app.
+    #[test]
+    fn a_refused_admission_evicts_nothing() {
+        use crate::flow::{FlowGovernor, FlowPolicy, FlowSlot, FlowState};
+        let policy = FlowPolicy {
+            max_flows: 4,
+            max_flows_per_app: 4,
+            ..crate::flow::tests::small_policy()
+        };
+        let mut governor = FlowGovernor::new(Instant::ZERO, [FlowSlot::EMPTY; 6], policy).unwrap();
+        let heavy: std::vec::Vec<FlowId> = (0..4)
+            .map(|d| {
+                governor
+                    .on_new_flow(Instant::ZERO, crate::flow::tests::info(1, d))
+                    .id()
+                    .unwrap()
+            })
+            .collect();
+        governor.free_apps = NIL;
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            governor.on_new_flow(Instant::ZERO, crate::flow::tests::info(2, 9))
+        }));
+        // Debug builds assert the broken invariant; release builds refuse gracefully.
+        if cfg!(debug_assertions) {
+            assert!(answer.is_err(), "the broken invariant is asserted");
+        } else {
+            assert_eq!(answer.ok(), Some(Admission::Rejected(RejectReason::TableFull)));
+        }
+        for id in heavy {
+            assert_eq!(
+                governor.flow_record(id.index()).map(|flow| flow.state),
+                Some(FlowState::Opening),
+                "no flow was evicted"
+            );
+        }
+        assert_eq!(governor.open_flows(), 4);
     }
 
     #[test]
