@@ -62,7 +62,8 @@ enum TidegateStatus
     TIDEGATE_STATUS_POISONED = 3,
     /**
      * An integer argument does not name a known value (an enum from C, for example) or is out
-     * of range (a byte count the pending counters cannot hold).
+     * of range (a byte count the pending counters cannot hold, or a buffer length no buffer can
+     * have: more than `PTRDIFF_MAX` bytes).
      */
     TIDEGATE_STATUS_INVALID_ARGUMENT = 4,
     /**
@@ -1955,9 +1956,9 @@ typedef struct TidegateTunnelStats {
      */
     uint64_t outbound_paused;
     /**
-     * 1 while the outbound ring is in CoDel overload, 0 otherwise. In overload, reading does
-     * not pause at the high watermark and stale packets are dropped at the head instead, so a
-     * push may find the ring full (`NoRoom`) while reading is allowed. See the `aqm` module.
+     * 1 while the outbound ring is in CoDel overload, 0 otherwise. In overload, while the ring
+     * is pressed, every packet older than CoDel's target is dropped at hand-out; the completion
+     * that brings the ring down to its low watermarks ends it. See the `aqm` module.
      */
     uint64_t outbound_overloaded;
     /**

@@ -112,8 +112,20 @@ pub(crate) unsafe fn bytes<'a>(data: *const u8, len: usize) -> Result<&'a [u8], 
             Err(TidegateStatus::NullArgument)
         };
     }
-    // SAFETY: `data` is non-NULL and valid for `len` bytes by the caller's contract.
+    slice_len_fits::<u8>(len)?;
+    // SAFETY: `data` is non-NULL and valid for `len` bytes by the caller's contract, and `len`
+    // bytes span at most `isize::MAX`.
     Ok(unsafe { std::slice::from_raw_parts(data, len) })
+}
+
+/// Refuse a count of `T`s no buffer can hold: a Rust slice spans at most `isize::MAX` bytes, so a
+/// larger length (`SIZE_MAX`, a negative value cast to `size_t`) is a caller's bug, reported as
+/// `INVALID_ARGUMENT` before any slice is formed instead of being undefined behaviour.
+pub(crate) fn slice_len_fits<T>(count: usize) -> Result<(), TidegateStatus> {
+    match count.checked_mul(size_of::<T>()) {
+        Some(bytes) if bytes <= isize::MAX as usize => Ok(()),
+        _ => Err(TidegateStatus::InvalidArgument),
+    }
 }
 
 fn into_status(result: Result<(), TidegateStatus>) -> TidegateStatus {

@@ -11,7 +11,9 @@ use tidegate_core::{
     ResolveError, classify_errno,
 };
 
-use crate::boundary::{Handle, call, call_free, call_mut, require_non_null, write_out};
+use crate::boundary::{
+    Handle, call, call_free, call_mut, require_non_null, slice_len_fits, write_out,
+};
 use crate::budget::TidegateBudget;
 use crate::status::TidegateStatus;
 
@@ -316,7 +318,9 @@ pub unsafe extern "C" fn tidegate_eyeballs_on_resolved(
                 }
                 &[]
             } else {
-                // SAFETY: non-NULL and valid for `count` addresses by the caller's contract.
+                slice_len_fits::<TidegateSocketAddress>(count)?;
+                // SAFETY: non-NULL and valid for `count` addresses by the caller's contract,
+                // which span at most `isize::MAX` bytes.
                 std::slice::from_raw_parts(addresses, count)
             };
             let family = family_of(family).ok_or(TidegateStatus::InvalidArgument)?;

@@ -9,7 +9,9 @@ use tidegate_core::{
     TASK_PAYLOAD_MAX, TaskId, TaskRegisterError, TaskSlot, WriteJournalError,
 };
 
-use crate::boundary::{Handle, bytes, call, call_free, call_mut, require_non_null, write_out};
+use crate::boundary::{
+    Handle, bytes, call, call_free, call_mut, require_non_null, slice_len_fits, write_out,
+};
 use crate::status::TidegateStatus;
 
 /// The largest payload of a housekeeping task, in bytes.
@@ -522,8 +524,9 @@ pub unsafe extern "C" fn tidegate_lifecycle_write_journal(
                 }
                 &mut []
             } else {
+                slice_len_fits::<u8>(buf_len)?;
                 // SAFETY: `buf` is non-NULL and valid for writing `buf_len` bytes by the
-                // caller's contract, and not aliased during the call.
+                // caller's contract (at most `isize::MAX`), and not aliased during the call.
                 std::slice::from_raw_parts_mut(buf, buf_len)
             };
             let len = l.engine.write_journal(buf).map_err(|error| match error {

@@ -19,7 +19,8 @@ pub enum TidegateStatus {
     /// The handle was poisoned by an earlier panic; only `_free` may be called on it.
     Poisoned = 3,
     /// An integer argument does not name a known value (an enum from C, for example) or is out
-    /// of range (a byte count the pending counters cannot hold).
+    /// of range (a byte count the pending counters cannot hold, or a buffer length no buffer can
+    /// have: more than `PTRDIFF_MAX` bytes).
     InvalidArgument = 4,
     /// The memory for a new engine could not be allocated.
     OutOfMemory = 5,

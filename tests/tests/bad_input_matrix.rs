@@ -1538,6 +1538,18 @@ fn eyeballs_on_resolved() {
                         tidegate_eyeballs_on_resolved(r.race, now, IPV6, null(), 3, out)
                     })
                 });
+                unchanged(make, S::InvalidArgument, |r| {
+                    untouched(|out| {
+                        tidegate_eyeballs_on_resolved(
+                            r.race,
+                            now,
+                            IPV6,
+                            ipv6.as_ptr(),
+                            usize::MAX,
+                            out,
+                        )
+                    })
+                });
                 for family in [0, 5, 46, 260, u32::MAX] {
                     unchanged(make, S::InvalidArgument, |r| {
                         untouched(|out| {
@@ -2081,6 +2093,13 @@ fn flow_key() {
             S::NullArgument
         );
         assert_eq!(tidegate_flow_key(null(), 0, null_mut()), S::NullArgument);
+        // A length no buffer can have is refused before any slice is formed (it crashed).
+        for len in [usize::MAX, isize::MAX as usize + 1] {
+            assert_eq!(
+                untouched(|out| tidegate_flow_key(data.as_ptr(), len, out)),
+                S::InvalidArgument
+            );
+        }
         // Zero length, with or without a pointer, is the key of no bytes.
         let empty = written(|out| tidegate_flow_key(null(), 0, out));
         assert_eq!(
@@ -3803,6 +3822,18 @@ fn lifecycle_register_task() {
                     tidegate_lifecycle_register_task(l.handle, now, 1, payload.as_ptr(), 33, out)
                 })
             });
+            unchanged(Life::running, S::InvalidArgument, |l| {
+                untouched(|out| {
+                    tidegate_lifecycle_register_task(
+                        l.handle,
+                        now,
+                        1,
+                        payload.as_ptr(),
+                        usize::MAX,
+                        out,
+                    )
+                })
+            });
             unchanged(Life::queue_full, S::TaskQueueFull, |l| {
                 untouched(|out| {
                     tidegate_lifecycle_register_task(l.handle, now, 1, payload.as_ptr(), 3, out)
@@ -3968,6 +3999,14 @@ fn lifecycle_write_journal() {
         }
         unchanged(Life::persisting, S::BufferTooSmall, |l| {
             untouched(|out| tidegate_lifecycle_write_journal(l.handle, null_mut(), 0, out))
+        });
+        unchanged(Life::persisting, S::InvalidArgument, |l| {
+            let mut buf = Out::<[u8; 256]>::new();
+            let status = untouched(|out| {
+                tidegate_lifecycle_write_journal(l.handle, buf.ptr().cast(), usize::MAX, out)
+            });
+            assert!(buf.untouched());
+            status
         });
         for make in [
             Life::idle as MakeLife,
