@@ -176,14 +176,20 @@ pub fn compile_and_run(name: &str) -> String {
     if valgrind_available() {
         run_under_valgrind(&release);
     } else {
-        eprintln!("note: valgrind is not installed; the memcheck run of {name} is skipped");
+        crate::skip::skip(
+            &["valgrind"],
+            &format!("valgrind is not installed; the memcheck run of {name} is skipped"),
+        );
     }
     if sanitizers_available() {
         run(&compile(name, Build::Sanitized));
     } else {
-        eprintln!(
-            "note: {} cannot build with -fsanitize; sanitized run skipped",
-            c_compiler()
+        crate::skip::skip(
+            &[],
+            &format!(
+                "{} cannot build with -fsanitize; the sanitized run of {name} is skipped",
+                c_compiler()
+            ),
         );
     }
     String::from_utf8_lossy(&output.stdout).into_owned()

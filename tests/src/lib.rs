@@ -8,6 +8,7 @@ pub mod out_param;
 pub mod real_traffic;
 #[cfg(target_os = "linux")]
 pub mod relay;
+pub mod skip;
 pub mod storage;
 pub mod workload;
 

@@ -128,9 +128,16 @@ mod tests {
                 tunnel.complete_outbound(now, 1).unwrap();
             }
             let queued = tunnel.stats().outbound.packets_queued;
-            assert_eq!(check.len() as u64, queued, "one fingerprint per queued packet");
+            assert_eq!(
+                check.len() as u64,
+                queued,
+                "one fingerprint per queued packet"
+            );
         }
-        assert!(tunnel.stats().outbound.aqm_dropped_packets > 0, "CoDel dropped");
+        assert!(
+            tunnel.stats().outbound.aqm_dropped_packets > 0,
+            "CoDel dropped"
+        );
         assert_eq!((check.mismatches, check.overflows), (0, 0));
         assert_eq!(check.storage_bytes(), storage, "no growth");
     }

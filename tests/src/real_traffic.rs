@@ -274,6 +274,18 @@ impl Lab {
         let mut measured = Measurements::default();
         let use_iperf3 = !load.force_rust_tcp && tool_available("iperf3", &["--version"]);
         let ping_installed = tool_available("ping", &["-V"]);
+        if load.tcp_secs > 0.0 && !use_iperf3 && !load.force_rust_tcp {
+            crate::skip::skip(
+                &["iperf3"],
+                "iperf3 is not installed: kernel TCP via a Rust sender",
+            );
+        }
+        if load.ping && !ping_installed {
+            crate::skip::skip(
+                &["iputils-ping"],
+                "ping is not installed: latency not measured",
+            );
+        }
         if load.tcp_secs > 0.0 && !use_iperf3 {
             measured.notes.push(if load.force_rust_tcp {
                 "TCP: Rust sender and receiver (forced)".to_owned()

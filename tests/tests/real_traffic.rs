@@ -57,7 +57,7 @@ mod linux {
     #[test]
     fn kernel_tcp_through_the_packet_tunnel_stays_under_the_ceiling_at_link_rate() {
         if let Some(reason) = Lab::unavailable() {
-            eprintln!("SKIPPED: {reason}");
+            tidegate_tests::skip::skip(&["iproute2"], &reason);
             return;
         }
         let spec = LabSpec {

