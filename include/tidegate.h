@@ -1313,7 +1313,8 @@ typedef struct TidegateEyeballsStats {
      */
     uint32_t attempts_failed;
     /**
-     * Attempts cancelled: also-ran losers, timed-out attempts and attempts of an aborted race.
+     * Attempts cancelled: also-ran losers, timed-out and traded attempts, and attempts of an
+     * aborted race.
      */
     uint32_t attempts_cancelled;
     /**
@@ -1337,6 +1338,11 @@ typedef struct TidegateEyeballsStats {
      * Budget releases the budget rejected (the race was polled with a different budget).
      */
     uint32_t budget_mismatches;
+    /**
+     * Attempts given up because the budget refused the candidate that was due, so that their
+     * budget started it (included in `attempts_cancelled`; see "Budget" in the module docs).
+     */
+    uint32_t attempts_traded;
 } TidegateEyeballsStats;
 
 /**

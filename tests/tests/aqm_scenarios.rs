@@ -179,16 +179,33 @@ fn a_sender_slower_than_the_link_never_sees_a_drop() {
 }
 
 /// The outbound overload, in virtual time: an unresponsive 100 Mbit/s flood and a ping every
-/// 10 ms enter the kernel's 500-packet utun queue in front of the provider; the provider reads
-/// only while `can_read_outbound` allows (resuming on the completion edge) and the tunnel sends
-/// 50 Mbit/s. Latency is counted from entering the kernel queue to leaving the tunnel, since
-/// that is what a ping sees. With the ceiling alone the provider pauses, the kernel queue fills,
-/// and pings wait over 100 ms; with CoDel the tunnel enters overload, keeps reading and drops
-/// stale packets at its head, so pings wait near the 5 ms target.
-fn flood_through_the_kernel_queue(aqm: Aqm) -> (u64, u64, u64) {
+/// 10 ms enter the kernel's 500-packet utun queue in front of the provider for 10 s, then the
+/// flood stops for 2 s; the provider reads only while `can_read_outbound` allows (resuming on
+/// the completion edge) and the tunnel sends 50 Mbit/s. Latency is counted from entering the
+/// kernel queue to leaving the tunnel, since that is what a ping sees.
+///
+/// A FIFO pauses at its high watermark with or without CoDel, so the kernel queue fills during
+/// the pauses and pings wait behind the flood either way (CoDel's overload drops stale packets
+/// and shortens the pauses; flow queueing is what protects the ping). What must hold is the
+/// contract: the ceiling, no packet refused that was read while reading was allowed, and, with
+/// CoDel, overload ending once the flood is over. The latencies are printed, not judged.
+struct FloodRun {
+    ping_median_us: u64,
+    ping_p90_us: u64,
+    pauses: u64,
+    aqm_drops: u64,
+    refused_while_allowed: u64,
+    /// The tunnel's state two seconds after the flood stopped.
+    overloaded_after: u64,
+    reading_after: bool,
+}
+
+fn flood_through_the_kernel_queue(aqm: Aqm) -> FloodRun {
     const KERNEL_QUEUE: usize = 500;
     const READ_BATCH: usize = 64;
     const PING_EVERY_US: u64 = 10_000;
+    const FLOOD_US: u64 = 10_000_000;
+    const QUIET_US: u64 = 2_000_000;
     let config = TunnelConfig {
         outbound_bytes: 256 * 1024,
         outbound_packets: 256,
@@ -206,8 +223,9 @@ fn flood_through_the_kernel_queue(aqm: Aqm) -> (u64, u64, u64) {
     let mut reading = true;
     let mut sent_last_tick = 0;
     let mut ping_latencies = Vec::new();
+    let mut refused_while_allowed = 0;
     let mut packet = [0u8; PACKET];
-    for tick in 0..10 * 1_000_000 / TICK_US {
+    for tick in 0..(FLOOD_US + QUIET_US) / TICK_US {
         let t = tick * TICK_US;
         let now = Instant::from_micros(t);
         if sent_last_tick > 0 {
@@ -216,7 +234,9 @@ fn flood_through_the_kernel_queue(aqm: Aqm) -> (u64, u64, u64) {
                 .unwrap()
                 .resume_reading;
         }
-        flood_credit += 2 * LINK_PER_TICK;
+        if t < FLOOD_US {
+            flood_credit += 2 * LINK_PER_TICK;
+        }
         while flood_credit >= PACKET as u64 {
             flood_credit -= PACKET as u64;
             if kernel.len() < KERNEL_QUEUE {
@@ -233,8 +253,12 @@ fn flood_through_the_kernel_queue(aqm: Aqm) -> (u64, u64, u64) {
                 };
                 packet[0] = u8::from(ping);
                 packet[1..9].copy_from_slice(&entered.to_le_bytes());
-                // A refusal (ring full) is a drop the host counts; nothing else to do with it.
-                let _ = tun.on_outbound_packet(now, &packet[..len]);
+                // The rest of a batch read before a pause may be refused (the host drops it);
+                // a packet read while reading was allowed never is.
+                let allowed = tun.can_read_outbound();
+                if tun.on_outbound_packet(now, &packet[..len]).is_err() && allowed {
+                    refused_while_allowed += 1;
+                }
             }
             reading = tun.can_read_outbound();
         }
@@ -247,7 +271,7 @@ fn flood_through_the_kernel_queue(aqm: Aqm) -> (u64, u64, u64) {
             link_credit -= p.len() as i64;
             sent_last_tick += 1;
             let entered = u64::from_le_bytes(p[1..9].try_into().unwrap());
-            if p[0] == 1 && t >= 2_000_000 {
+            if p[0] == 1 && (2_000_000..FLOOD_US).contains(&t) {
                 ping_latencies.push(t - entered);
             }
         }
@@ -257,39 +281,34 @@ fn flood_through_the_kernel_queue(aqm: Aqm) -> (u64, u64, u64) {
         );
     }
     let stats = tun.stats();
+    let run = FloodRun {
+        ping_median_us: percentile(&ping_latencies, 0.5),
+        ping_p90_us: percentile(&ping_latencies, 0.9),
+        pauses: stats.outbound_pauses,
+        aqm_drops: stats.outbound.aqm_dropped_packets,
+        refused_while_allowed,
+        overloaded_after: stats.outbound_overloaded,
+        reading_after: tun.can_read_outbound(),
+    };
     eprintln!(
         "flood through the kernel queue, aqm {aqm}: ping latency median {} us, p90 {} us, \
-         pauses {}, aqm drops {}",
-        percentile(&ping_latencies, 0.5),
-        percentile(&ping_latencies, 0.9),
-        stats.outbound_pauses,
-        stats.outbound.aqm_dropped_packets
+         pauses {}, aqm drops {}, overload episodes {}",
+        run.ping_median_us, run.ping_p90_us, run.pauses, run.aqm_drops, stats.outbound_overloads
     );
-    (
-        percentile(&ping_latencies, 0.5),
-        percentile(&ping_latencies, 0.9),
-        stats.outbound_pauses,
-    )
+    run
 }
 
 #[test]
-fn under_an_unresponsive_flood_codel_keeps_reading_and_pings_fast() {
-    let (off_median, _, off_pauses) = flood_through_the_kernel_queue(Aqm::Off);
-    let (median, p90, pauses) = flood_through_the_kernel_queue(Aqm::CODEL_DEFAULT);
-    assert!(
-        off_median > 100_000,
-        "ceiling alone: the kernel queue fills ({off_median} us)"
-    );
-    assert!(
-        off_pauses > 100,
-        "ceiling alone: reading pauses again and again"
-    );
-    assert!(
-        median < 15_000 && p90 < 30_000,
-        "CoDel: median {median} us, p90 {p90} us"
-    );
-    assert!(
-        pauses < off_pauses / 10,
-        "CoDel in overload stops pausing ({pauses} pauses)"
-    );
+fn under_an_unresponsive_flood_the_fifo_keeps_its_contract_and_leaves_overload() {
+    let off = flood_through_the_kernel_queue(Aqm::Off);
+    let codel = flood_through_the_kernel_queue(Aqm::CODEL_DEFAULT);
+    for run in [&off, &codel] {
+        assert_eq!(run.refused_while_allowed, 0, "read while allowed, always fits");
+        assert!(run.pauses > 100, "the FIFO pauses again and again under the flood");
+        assert!(run.reading_after, "the flood is over: reading goes on");
+    }
+    assert_eq!(off.aqm_drops, 0);
+    assert!(codel.aqm_drops > 0, "CoDel dropped stale packets");
+    // Found by a host written from the docs: overload was never left.
+    assert_eq!(codel.overloaded_after, 0, "overload ends once the flood is over");
 }

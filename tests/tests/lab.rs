@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use tidegate_core::{DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, FlowPolicy};
 use tidegate_tests::lab::{self, APP_PROXY_LIMIT, Host, Row, STOP_TEARDOWN_US, Scale};
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "tunnel-outbound-flood",
     "tunnel-inbound-burst",
     "app-proxy-stalled-reader",
@@ -18,6 +18,7 @@ const SCENARIOS: [&str; 7] = [
     "also-ran-storm",
     "slow-stop-restart",
     "ipv6-black-hole",
+    "ipv6-black-hole-burst",
 ];
 
 fn rows() -> &'static [Row] {
@@ -70,7 +71,12 @@ fn assert_killed(row: &Row) {
 fn every_scenario_runs_with_both_hosts() {
     let ids: Vec<&str> = rows().iter().map(|r| r.id).collect();
     for id in SCENARIOS {
-        tidegate(id);
+        assert!(
+            rows()
+                .iter()
+                .any(|r| r.id == id && r.host == Host::Tidegate),
+            "{id} has a tidegate row"
+        );
         naive(id);
     }
     assert!(ids.iter().all(|id| SCENARIOS.contains(id)), "{ids:?}");
@@ -197,6 +203,33 @@ fn a_slow_stop_completes_within_teardown_and_deadline_and_loses_no_task() {
     );
 }
 
+/// The Happy Eyeballs bug found by an independent host: at default settings, 64 or more
+/// concurrent races to IPv6-black-holed servers waited for budget behind their own IPv6 attempts
+/// until the OS's 75 s connect timeout. Each must now be up over IPv4 within 2 s or refused no
+/// later than its 1 s budget wait.
+#[test]
+fn a_burst_of_connects_into_an_ipv6_black_hole_leaves_nothing_hanging() {
+    let rows: Vec<_> = rows()
+        .iter()
+        .filter(|r| r.id == "ipv6-black-hole-burst")
+        .cloned()
+        .collect();
+    let tidegate: Vec<_> = rows.iter().filter(|r| r.host == Host::Tidegate).collect();
+    assert!(tidegate.len() >= 2, "{rows:?}");
+    for row in tidegate {
+        assert_eq!(row.hung_connections, Some(0), "{row:?}");
+        assert_eq!(row.beyond_budget, Some(0), "{row:?}");
+        assert!(row.max_connect_seconds.is_some_and(|m| m <= 2.0), "{row:?}");
+        assert!(
+            row.slowest_refusal_seconds.is_some_and(|s| s <= 1.0 + 0.3),
+            "refused within the budget wait after the attempt fell due: {row:?}"
+        );
+    }
+    for row in rows.iter().filter(|r| r.host == Host::Naive) {
+        assert!(row.hung_connections.is_some_and(|h| h > 0), "{row:?}");
+    }
+}
+
 #[test]
 fn an_ipv6_black_hole_under_a_tight_budget_leaves_nothing_hanging() {
     let row = tidegate("ipv6-black-hole");
@@ -251,6 +284,7 @@ fn the_lab_is_deterministic_and_prints_every_row_and_field() {
         "tasks_lost",
         "median_connect_seconds",
         "max_connect_seconds",
+        "slowest_refusal_seconds",
         "connects_refused",
         "beyond_budget",
         "established_evicted",

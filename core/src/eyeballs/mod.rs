@@ -34,10 +34,22 @@
 //! [`ConnectionBudget::on_connection_closed`] when it closes the winner), fails or is cancelled.
 //! A failure of class [`ErrorClass::ResourceExhausted`] makes the budget back off.
 //!
-//! When an attempt is due and the budget refuses, the race waits for budget, and
-//! [`HappyEyeballs::status`] says so with the refusal. The wait is bounded by
-//! [`EyeballsConfig::budget_wait_micros`]: once it is over and the race has no attempt left in
-//! flight, the race fails with [`RaceFailure::NoBudget`]. A wait of 0 refuses at once.
+//! When an attempt is due and the budget refuses it:
+//!
+//! - a race that holds attempts in flight **trades** the oldest of them for the due candidate:
+//!   it cancels that attempt ([`Action::CancelAttempt`]) and the budget the attempt held starts
+//!   the candidate in the same drain. The oldest attempt has gone at least a Connection Attempt
+//!   Delay without an answer, the mark of a black-holed path (an IPv6 route that drops SYNs);
+//!   waiting behind it for budget would stall the race until the OS gives up on it, 75 s later,
+//!   and under a tight budget every race would. Trading keeps the race within the budget it
+//!   already held, so a race under budget pressure tries its candidates one at a time, each for
+//!   a Connection Attempt Delay, instead of racing two;
+//! - a race that holds none waits for budget, and [`HappyEyeballs::status`] says so with the
+//!   refusal. The wait is bounded by [`EyeballsConfig::budget_wait_micros`]: once it is over the
+//!   race fails with [`RaceFailure::NoBudget`]. A wait of 0 refuses at once.
+//!
+//! So a race never stalls behind its own attempts, and never waits for budget longer than
+//! `budget_wait_micros` after its attempt fell due.
 //!
 //! ## Drain contract
 //!
@@ -368,7 +380,8 @@ pub struct EyeballsStats {
     pub attempts_started: u32,
     /// Attempts the host reported failed.
     pub attempts_failed: u32,
-    /// Attempts cancelled: also-ran losers, timed-out attempts and attempts of an aborted race.
+    /// Attempts cancelled: also-ran losers, timed-out and traded attempts, and attempts of an
+    /// aborted race.
     pub attempts_cancelled: u32,
     /// Also-ran attempts: losers cancelled because another attempt of the race connected
     /// (included in `attempts_cancelled`).
@@ -381,6 +394,9 @@ pub struct EyeballsStats {
     pub budget_refusals: u32,
     /// Budget releases the budget rejected (the race was polled with a different budget).
     pub budget_mismatches: u32,
+    /// Attempts given up because the budget refused the candidate that was due, so that their
+    /// budget started it (included in `attempts_cancelled`; see "Budget" in the module docs).
+    pub attempts_traded: u32,
 }
 
 /// One Happy Eyeballs race over at most `N` candidate addresses.
@@ -557,11 +573,11 @@ impl<const N: usize> HappyEyeballs<N> {
             return None;
         }
         let latest = self.clock.latest();
+        // A race waits for budget only while it holds no attempt, so the end of its wait, when
+        // it fails, is always armed and fires once.
+        let _ = latest;
         let mut earliest = match self.budget_wait_since {
-            Some(since) => {
-                let deadline = since.saturating_add_micros(self.config.budget_wait_micros);
-                (deadline > latest || !self.any_in_flight()).then_some(deadline)
-            }
+            Some(since) => Some(since.saturating_add_micros(self.config.budget_wait_micros)),
             None => self.next_start_at(),
         };
         if self.config.attempt_timeout_micros > 0 {
@@ -641,8 +657,15 @@ impl<const N: usize> HappyEyeballs<N> {
                 Ok(()) => return Some(self.start(index, now)),
                 Err(refusal) => {
                     if self.budget_wait_since.is_none() {
-                        self.budget_wait_since = Some(now);
                         self.stats.budget_refusals = self.stats.budget_refusals.saturating_add(1);
+                    }
+                    if self.trade_oldest_in_flight() {
+                        // The cancel releases the attempt's budget on the next poll, which
+                        // then starts the due candidate with it.
+                        return self.poll_action(budget);
+                    }
+                    if self.budget_wait_since.is_none() {
+                        self.budget_wait_since = Some(now);
                         log_warn!("eyeballs: waiting for budget: {}", refusal);
                     }
                     self.last_refusal = Some(refusal);
@@ -941,6 +964,28 @@ impl<const N: usize> HappyEyeballs<N> {
         self.stats.attempts_started = self.stats.attempts_started.saturating_add(1);
         log_debug!("eyeballs: starting attempt {}", index);
         Action::StartAttempt { index, addr }
+    }
+
+    /// The budget refused a due candidate: give up on the oldest attempt in flight so its budget
+    /// starts the candidate (see the module docs). Returns whether an attempt was traded.
+    fn trade_oldest_in_flight(&mut self) -> bool {
+        let oldest = self
+            .candidates
+            .iter_mut()
+            .take(self.len)
+            .filter_map(|candidate| match candidate.state {
+                AttemptState::InFlight { started_at } => Some((started_at, candidate)),
+                _ => None,
+            })
+            .min_by_key(|(started_at, _)| *started_at);
+        let Some((_, candidate)) = oldest else {
+            return false;
+        };
+        candidate.state = AttemptState::CancelPending;
+        self.failed_since_last_start = true;
+        self.stats.attempts_traded = self.stats.attempts_traded.saturating_add(1);
+        log_debug!("eyeballs: budget wait over, trading the oldest attempt for the next");
+        true
     }
 
     /// Whether the race has failed by `now`, and why.
@@ -1301,6 +1346,56 @@ mod tests {
                 reason: RaceFailure::NoBudget { .. }
             }]
         ));
+    }
+
+    /// Found by a host written from the docs: with one attempt allowed in flight, a race whose
+    /// IPv6 attempt never answers waited for budget behind its own attempt forever (until the
+    /// OS's 75 s connect timeout), with no timer armed. It now trades that attempt for the IPv4
+    /// candidate as soon as the budget refuses it.
+    #[test]
+    fn a_race_refused_budget_trades_its_own_attempt_for_the_due_candidate() {
+        let mut budget = ConnectionBudget::new(BudgetConfig {
+            max_attempts_in_flight: 1,
+            ..BudgetConfig::default()
+        })
+        .unwrap();
+        let mut race = Race::new(EyeballsConfig::default(), ms(0));
+        race.on_resolved(ms(0), AddressFamily::Ipv6, &[v6(1)])
+            .unwrap();
+        race.on_resolved(ms(0), AddressFamily::Ipv4, &[v4(1)])
+            .unwrap();
+        race.on_resolution_done(ms(0)).unwrap();
+        let first = drain(&mut race, &mut budget);
+        assert!(matches!(
+            first.as_slice(),
+            [Action::StartAttempt { index: 0, .. }]
+        ));
+        // 250 ms: IPv4 is due, but the only attempt slot is the race's own IPv6 attempt.
+        assert_eq!(race.poll_timeout(), Some(ms(250)));
+        race.handle_timeout(ms(250));
+        assert_eq!(
+            drain(&mut race, &mut budget),
+            [
+                Action::CancelAttempt { index: 0 },
+                Action::StartAttempt {
+                    index: 1,
+                    addr: v4(1)
+                }
+            ]
+        );
+        assert_eq!(race.status(), RaceStatus::Connecting);
+        assert_eq!(race.stats().attempts_traded, 1);
+        assert_eq!(
+            budget.attempts_in_flight(),
+            1,
+            "the traded attempt's budget was reused"
+        );
+        assert_eq!(race.stats().budget_refusals, 1);
+        race.on_attempt_connected(ms(270), 1).unwrap();
+        assert_eq!(
+            drain(&mut race, &mut budget),
+            [Action::Connected { index: 1 }]
+        );
     }
 
     #[test]

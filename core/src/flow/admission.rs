@@ -486,7 +486,10 @@ mod tests {
         if cfg!(debug_assertions) {
             assert!(answer.is_err(), "the broken invariant is asserted");
         } else {
-            assert_eq!(answer.ok(), Some(Admission::Rejected(RejectReason::TableFull)));
+            assert_eq!(
+                answer.ok(),
+                Some(Admission::Rejected(RejectReason::TableFull))
+            );
         }
         for id in heavy {
             assert_eq!(

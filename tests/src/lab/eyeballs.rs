@@ -276,29 +276,25 @@ impl World {
     }
 }
 
-fn tidegate(connects: u64) -> Row {
+/// Run one default [`HappyEyeballs`] race per request time, all sharing one default
+/// [`ConnectionBudget`], and report what became of each.
+fn run_races(requests: &[u64]) -> (World, Outcomes) {
     let budget = ConnectionBudget::new(BudgetConfig::default()).expect("defaults are valid");
-    // A connect the budget cannot take now fails at once (the default waits up to 1 s).
-    let config = EyeballsConfig {
-        budget_wait_micros: 0,
-        ..EyeballsConfig::default()
-    };
+    let config = EyeballsConfig::default();
     let mut world = World {
         now: 0,
         seq: 0,
         events: BinaryHeap::new(),
         budget,
-        races: (0..connects)
-            .map(|request| {
-                let at = request * REQUEST_EVERY_US;
-                RaceState {
-                    race: Race::new(config, Instant::from_micros(at)),
-                    requested_at: at,
-                    resolved_at: None,
-                    connected: false,
-                    socket_open: [false; 8],
-                    timer: None,
-                }
+        races: requests
+            .iter()
+            .map(|&at| RaceState {
+                race: Race::new(config, Instant::from_micros(at)),
+                requested_at: at,
+                resolved_at: None,
+                connected: false,
+                socket_open: [false; 8],
+                timer: None,
             })
             .collect(),
         active: VecDeque::new(),
@@ -307,7 +303,7 @@ fn tidegate(connects: u64) -> Row {
         beyond_budget: 0,
         also_ran: 0,
     };
-    for r in 0..connects as usize {
+    for r in 0..requests.len() {
         let at = world.races[r].requested_at;
         world.schedule(at, Event::Request(r));
     }
@@ -317,6 +313,19 @@ fn tidegate(connects: u64) -> Row {
         .iter()
         .map(|s| (s.requested_at, s.resolved_at, s.connected))
         .collect();
+    (world, outcomes)
+}
+
+fn tidegate(connects: u64) -> Row {
+    let requests: Vec<u64> = (0..connects).map(|r| r * REQUEST_EVERY_US).collect();
+    let (world, outcomes) = run_races(&requests);
+    let mut row = Row::new(ID, SCENARIO, "002, 003", Host::Tidegate);
+    describe_tidegate(&mut row, &world, &outcomes);
+    row
+}
+
+/// The outcome columns of a tidegate row.
+fn describe_tidegate(row: &mut Row, world: &World, outcomes: &Outcomes) {
     let refused = outcomes.iter().filter(|o| o.1.is_some() && !o.2).count() as u64;
     let slowest_refusal = outcomes
         .iter()
@@ -324,10 +333,10 @@ fn tidegate(connects: u64) -> Row {
         .filter_map(|o| o.1.map(|done| done - o.0))
         .max()
         .unwrap_or(0);
-    let mut row = Row::new(ID, SCENARIO, "002, 003", Host::Tidegate);
     row.connects_refused = Some(refused);
     row.beyond_budget = Some(world.beyond_budget);
-    fill(&mut row, &outcomes);
+    row.slowest_refusal_seconds = Some(slowest_refusal as f64 / 1e6);
+    fill(row, outcomes);
     let refused_when = if slowest_refusal == 0 {
         "at once".to_owned()
     } else {
@@ -340,6 +349,59 @@ fn tidegate(connects: u64) -> Row {
         world.also_ran,
         world.descriptors_peak
     );
+}
+
+const BURST_ID: &str = "ipv6-black-hole-burst";
+const BURST_SCENARIO: &str = "IPv6 black hole, a burst of concurrent connects, default settings";
+
+/// The burst sizes the scenario runs: around the default attempt limit (64) and past the
+/// descriptor budget (224 sockets).
+pub const BURST_SIZES: [u64; 3] = [64, 128, 512];
+
+/// Many connects at once to servers behind an IPv6 black hole, at default settings: a race
+/// waiting for budget behind its own IPv6 attempt trades it for IPv4 when its budget wait ends,
+/// so every connect is up over IPv4 or refused within about a second; the naive host waits for
+/// the socket layer's 75 s timeout on each.
+pub(super) fn ipv6_black_hole_burst(scale: Scale) -> Vec<Row> {
+    // The burst is cheap to simulate, so both scales run every size.
+    let _ = scale;
+    let mut rows = Vec::new();
+    for size in BURST_SIZES {
+        let variant = match size {
+            64 => "64 at once",
+            128 => "128 at once",
+            _ => "512 at once",
+        };
+        let mut naive = naive_burst(size);
+        naive.variant = Some(variant);
+        rows.push(naive);
+        let (world, outcomes) = run_races(&vec![0; size as usize]);
+        let mut row = Row::new(BURST_ID, BURST_SCENARIO, "002, 003", Host::Tidegate);
+        row.variant = Some(variant);
+        describe_tidegate(&mut row, &world, &outcomes);
+        rows.push(row);
+    }
+    rows
+}
+
+/// The naive host for a burst: IPv6 first on every connect, then IPv4 once the socket layer
+/// gives up; every descriptor it cannot get fails at once.
+fn naive_burst(size: u64) -> Row {
+    let mut outcomes: Outcomes = Vec::new();
+    let mut refused = 0u64;
+    for request in 0..size {
+        if request >= SOCKET_DESCRIPTORS {
+            refused += 1;
+            outcomes.push((0, Some(0), false));
+        } else {
+            outcomes.push((0, Some(SOCKET_CONNECT_TIMEOUT_US + IPV4_HANDSHAKE_US), true));
+        }
+    }
+    let mut row = Row::new(BURST_ID, BURST_SCENARIO, "002, 003", Host::Naive);
+    row.connects_refused = Some(refused);
+    fill(&mut row, &outcomes);
+    row.outcome =
+        format!("every connect waits out the 75 s IPv6 timeout; {refused} failed with EMFILE");
     row
 }
 

@@ -99,6 +99,8 @@ pub struct Row {
     pub median_connect_seconds: Option<f64>,
     /// Longest time from a connect request to a usable connection, in seconds.
     pub max_connect_seconds: Option<f64>,
+    /// Longest time from a connect request to its refusal, in seconds.
+    pub slowest_refusal_seconds: Option<f64>,
     /// Connect requests refused at once (budget) or failed for want of a descriptor.
     pub connects_refused: Option<u64>,
     /// Times the host had more attempts or descriptors in use than its budget allows.
@@ -136,6 +138,7 @@ impl Row {
             tasks_lost: None,
             median_connect_seconds: None,
             max_connect_seconds: None,
+            slowest_refusal_seconds: None,
             connects_refused: None,
             beyond_budget: None,
             established_evicted: None,
@@ -163,6 +166,7 @@ pub fn run_all(scale: Scale) -> Vec<Row> {
     rows.extend(storm::also_ran_storm(scale));
     rows.extend(lifecycle::slow_stop_then_restart());
     rows.extend(eyeballs::ipv6_black_hole(scale));
+    rows.extend(eyeballs::ipv6_black_hole_burst(scale));
     rows
 }
 
@@ -247,6 +251,10 @@ pub fn json(rows: &[Row]) -> String {
                 (
                     "max_connect_seconds",
                     json_opt(r.max_connect_seconds, f64_json),
+                ),
+                (
+                    "slowest_refusal_seconds",
+                    json_opt(r.slowest_refusal_seconds, f64_json),
                 ),
                 ("connects_refused", json_opt(r.connects_refused, u64_json)),
                 ("beyond_budget", json_opt(r.beyond_budget, u64_json)),
