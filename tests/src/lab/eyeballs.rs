@@ -356,7 +356,7 @@ const BURST_SCENARIO: &str = "IPv6 black hole, a burst of concurrent connects, d
 
 /// The burst sizes the scenario runs: around the default attempt limit (64) and past the
 /// descriptor budget (224 sockets).
-pub const BURST_SIZES: [u64; 3] = [64, 128, 512];
+const BURST_SIZES: [u64; 3] = [64, 128, 512];
 
 /// Many connects at once to servers behind an IPv6 black hole, at default settings: a race
 /// waiting for budget behind its own IPv6 attempt trades it for IPv4 when its budget wait ends,
