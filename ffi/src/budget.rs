@@ -435,6 +435,7 @@ impl From<TidegateBudgetConfig> for BudgetConfig {
 /// # Safety
 /// As for any mutating call: `budget` must be NULL or a live handle.
 #[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub unsafe fn testing_panic_inside_budget_only(budget: *mut TidegateBudget) -> TidegateStatus {
     // SAFETY: forwarded caller contract.
     unsafe {

@@ -816,6 +816,7 @@ impl From<ErrorClass> for TidegateErrorClass {
 /// # Safety
 /// As for `tidegate_eyeballs_poll_action`: each handle must be NULL or live.
 #[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub unsafe fn testing_panic_inside_budget(
     race: *mut TidegateEyeballs,
     budget: *mut TidegateBudget,
@@ -834,6 +835,7 @@ pub unsafe fn testing_panic_inside_budget(
 /// # Safety
 /// As for any mutating call: `race` must be NULL or a live handle.
 #[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub unsafe fn testing_panic_inside_eyeballs(race: *mut TidegateEyeballs) -> TidegateStatus {
     // SAFETY: forwarded caller contract.
     unsafe {

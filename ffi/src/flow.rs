@@ -1053,6 +1053,7 @@ fn stats_of(s: &FlowStats) -> TidegateFlowStats {
 /// # Safety
 /// As for any mutating call: `governor` must be NULL or a live handle.
 #[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub unsafe fn testing_panic_inside_flow_governor(
     governor: *mut TidegateFlowGovernor,
 ) -> TidegateStatus {

@@ -305,6 +305,7 @@ fn connect_action_of(step: Option<ConnectAction>) -> TidegateConnectAction {
 /// # Safety
 /// As for `tidegate_flow_governor_poll_race`: each handle must be NULL or live.
 #[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub unsafe fn testing_panic_inside_race(
     governor: *mut TidegateFlowGovernor,
     budget: *mut TidegateBudget,

@@ -30,48 +30,45 @@ pub use lifecycle::{
     TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX, TIDEGATE_TASK_PAYLOAD_MAX, TidegateLifecycle,
     TidegateLifecycleConfig, TidegateLifecycleEffect, TidegateLifecycleEffectKind,
     TidegateLifecycleState, TidegateLifecycleStats, TidegateStopOutcome,
-    testing_panic_inside_lifecycle, tidegate_lifecycle_config_default,
-    tidegate_lifecycle_footprint, tidegate_lifecycle_free, tidegate_lifecycle_handle_timeout,
-    tidegate_lifecycle_journal_len, tidegate_lifecycle_new, tidegate_lifecycle_on_cancel,
-    tidegate_lifecycle_on_journal_persisted, tidegate_lifecycle_on_start,
-    tidegate_lifecycle_on_stop, tidegate_lifecycle_on_task_done, tidegate_lifecycle_on_task_failed,
-    tidegate_lifecycle_on_torn_down, tidegate_lifecycle_on_tunnel_started,
-    tidegate_lifecycle_poll_effect, tidegate_lifecycle_poll_timeout,
-    tidegate_lifecycle_register_task, tidegate_lifecycle_state, tidegate_lifecycle_stats,
-    tidegate_lifecycle_write_journal,
+    tidegate_lifecycle_config_default, tidegate_lifecycle_footprint, tidegate_lifecycle_free,
+    tidegate_lifecycle_handle_timeout, tidegate_lifecycle_journal_len, tidegate_lifecycle_new,
+    tidegate_lifecycle_on_cancel, tidegate_lifecycle_on_journal_persisted,
+    tidegate_lifecycle_on_start, tidegate_lifecycle_on_stop, tidegate_lifecycle_on_task_done,
+    tidegate_lifecycle_on_task_failed, tidegate_lifecycle_on_torn_down,
+    tidegate_lifecycle_on_tunnel_started, tidegate_lifecycle_poll_effect,
+    tidegate_lifecycle_poll_timeout, tidegate_lifecycle_register_task, tidegate_lifecycle_state,
+    tidegate_lifecycle_stats, tidegate_lifecycle_write_journal,
 };
 
 pub use budget::{
-    TidegateBudget, TidegateBudgetConfig, TidegateBudgetLevels, testing_panic_inside_budget_only,
-    tidegate_budget_can_start_attempt, tidegate_budget_config_default, tidegate_budget_footprint,
-    tidegate_budget_free, tidegate_budget_handle_timeout, tidegate_budget_levels,
-    tidegate_budget_new, tidegate_budget_on_attempt_cancelled,
-    tidegate_budget_on_attempt_connected, tidegate_budget_on_attempt_failed,
-    tidegate_budget_on_connection_closed, tidegate_budget_on_resource_error,
-    tidegate_budget_poll_timeout, tidegate_budget_set_fd_limit, tidegate_budget_stats,
-    tidegate_budget_try_open_connection, tidegate_budget_try_start_attempt,
+    TidegateBudget, TidegateBudgetConfig, TidegateBudgetLevels, tidegate_budget_can_start_attempt,
+    tidegate_budget_config_default, tidegate_budget_footprint, tidegate_budget_free,
+    tidegate_budget_handle_timeout, tidegate_budget_levels, tidegate_budget_new,
+    tidegate_budget_on_attempt_cancelled, tidegate_budget_on_attempt_connected,
+    tidegate_budget_on_attempt_failed, tidegate_budget_on_connection_closed,
+    tidegate_budget_on_resource_error, tidegate_budget_poll_timeout, tidegate_budget_set_fd_limit,
+    tidegate_budget_stats, tidegate_budget_try_open_connection, tidegate_budget_try_start_attempt,
 };
 pub use eyeballs::{
     TidegateAddressFamily, TidegateBudgetRefusal, TidegateErrorClass, TidegateEyeballs,
     TidegateEyeballsAction, TidegateEyeballsActionKind, TidegateEyeballsConfig,
     TidegateRaceFailure, TidegateRaceState, TidegateRaceStatus, TidegateSocketAddress,
-    testing_panic_inside_budget, testing_panic_inside_eyeballs, tidegate_eyeballs_config_default,
-    tidegate_eyeballs_footprint, tidegate_eyeballs_free, tidegate_eyeballs_handle_timeout,
-    tidegate_eyeballs_is_finished, tidegate_eyeballs_is_waiting_for_budget, tidegate_eyeballs_new,
-    tidegate_eyeballs_on_abort, tidegate_eyeballs_on_attempt_connected,
-    tidegate_eyeballs_on_attempt_failed, tidegate_eyeballs_on_resolution_done,
-    tidegate_eyeballs_on_resolution_failed, tidegate_eyeballs_on_resolved,
-    tidegate_eyeballs_poll_action, tidegate_eyeballs_poll_timeout, tidegate_eyeballs_stats,
-    tidegate_eyeballs_status,
+    tidegate_eyeballs_config_default, tidegate_eyeballs_footprint, tidegate_eyeballs_free,
+    tidegate_eyeballs_handle_timeout, tidegate_eyeballs_is_finished,
+    tidegate_eyeballs_is_waiting_for_budget, tidegate_eyeballs_new, tidegate_eyeballs_on_abort,
+    tidegate_eyeballs_on_attempt_connected, tidegate_eyeballs_on_attempt_failed,
+    tidegate_eyeballs_on_resolution_done, tidegate_eyeballs_on_resolution_failed,
+    tidegate_eyeballs_on_resolved, tidegate_eyeballs_poll_action, tidegate_eyeballs_poll_timeout,
+    tidegate_eyeballs_stats, tidegate_eyeballs_status,
 };
 pub use flow::{
     TidegateAdmission, TidegateAdmissionDecision, TidegateAppFlows, TidegateAppState,
     TidegateCloseReason, TidegateFlowGovernor, TidegateFlowId, TidegateFlowNotification,
     TidegateFlowNotificationKind, TidegateFlowOutcome, TidegateFlowPolicy, TidegateFlowProtocol,
-    TidegateFlowState, TidegateFlowStats, TidegateRejectReason, testing_panic_inside_flow_governor,
-    tidegate_flow_governor_app_state, tidegate_flow_governor_can_read_local,
-    tidegate_flow_governor_can_read_remote, tidegate_flow_governor_footprint,
-    tidegate_flow_governor_free, tidegate_flow_governor_handle_timeout, tidegate_flow_governor_new,
+    TidegateFlowState, TidegateFlowStats, TidegateRejectReason, tidegate_flow_governor_app_state,
+    tidegate_flow_governor_can_read_local, tidegate_flow_governor_can_read_remote,
+    tidegate_flow_governor_footprint, tidegate_flow_governor_free,
+    tidegate_flow_governor_handle_timeout, tidegate_flow_governor_new,
     tidegate_flow_governor_on_closed, tidegate_flow_governor_on_connect_failed,
     tidegate_flow_governor_on_connected, tidegate_flow_governor_on_connecting,
     tidegate_flow_governor_on_local_read, tidegate_flow_governor_on_local_written,
@@ -82,17 +79,29 @@ pub use flow::{
     tidegate_flow_policy_default,
 };
 pub use flow_connect::{
-    TidegateConnectAction, TidegateConnectActionKind, testing_panic_inside_race,
-    tidegate_flow_governor_on_closed_with_budget, tidegate_flow_governor_on_new_flow_with_budget,
-    tidegate_flow_governor_poll_race, tidegate_flow_governor_settle_budget,
+    TidegateConnectAction, TidegateConnectActionKind, tidegate_flow_governor_on_closed_with_budget,
+    tidegate_flow_governor_on_new_flow_with_budget, tidegate_flow_governor_poll_race,
+    tidegate_flow_governor_settle_budget,
 };
 pub use status::{TidegateStatus, tidegate_status_str, tidegate_version};
 pub use tunnel::{
     TidegateAqm, TidegateDropPolicy, TidegateInboundDisposition, TidegatePacketView,
-    TidegateTunnel, TidegateTunnelConfig, testing_panic_inside, testing_panic_inside_read_only,
-    testing_panic_without_handle, tidegate_tunnel_can_read_outbound,
+    TidegateTunnel, TidegateTunnelConfig, tidegate_tunnel_can_read_outbound,
     tidegate_tunnel_complete_inbound, tidegate_tunnel_complete_outbound,
     tidegate_tunnel_config_default, tidegate_tunnel_footprint, tidegate_tunnel_free,
     tidegate_tunnel_new, tidegate_tunnel_on_inbound_packet, tidegate_tunnel_on_outbound_packet,
     tidegate_tunnel_poll_inbound, tidegate_tunnel_poll_outbound, tidegate_tunnel_stats,
+};
+
+/// Entry points that force a panic inside each kind of handle, for the panic-boundary tests.
+/// They are not part of the C ABI and not in the shipped library: only the `testing` feature
+/// (which the workspace's tests turn on) builds them.
+#[cfg(feature = "testing")]
+pub use {
+    budget::testing_panic_inside_budget_only,
+    eyeballs::{testing_panic_inside_budget, testing_panic_inside_eyeballs},
+    flow::testing_panic_inside_flow_governor,
+    flow_connect::testing_panic_inside_race,
+    lifecycle::testing_panic_inside_lifecycle,
+    tunnel::{testing_panic_inside, testing_panic_inside_read_only, testing_panic_without_handle},
 };

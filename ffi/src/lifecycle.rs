@@ -827,6 +827,7 @@ fn status_of_report(error: ReportError) -> TidegateStatus {
 /// # Safety
 /// As for any mutating call: `lifecycle` must be NULL or a live handle.
 #[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub unsafe fn testing_panic_inside_lifecycle(lifecycle: *mut TidegateLifecycle) -> TidegateStatus {
     // SAFETY: forwarded caller contract.
     unsafe {

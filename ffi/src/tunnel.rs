@@ -436,6 +436,7 @@ pub unsafe extern "C" fn tidegate_tunnel_stats(
 /// # Safety
 /// As for any mutating call: `tunnel` must be NULL or a live handle.
 #[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub unsafe fn testing_panic_inside(tunnel: *mut TidegateTunnel) -> TidegateStatus {
     // SAFETY: forwarded caller contract.
     unsafe {
@@ -452,6 +453,7 @@ pub unsafe fn testing_panic_inside(tunnel: *mut TidegateTunnel) -> TidegateStatu
 /// # Safety
 /// As for any read-only call: `tunnel` must be NULL or a live handle.
 #[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub unsafe fn testing_panic_inside_read_only(tunnel: *const TidegateTunnel) -> TidegateStatus {
     // SAFETY: forwarded caller contract.
     unsafe {
@@ -465,6 +467,7 @@ pub unsafe fn testing_panic_inside_read_only(tunnel: *const TidegateTunnel) -> T
 /// `_footprint` functions), to test that it returns `TIDEGATE_STATUS_PANIC` instead of unwinding
 /// into C. Not part of the C API.
 #[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub fn testing_panic_without_handle() -> TidegateStatus {
     call_free(|| -> Result<(), TidegateStatus> {
         panic!("forced panic for testing the C boundary")

@@ -303,12 +303,21 @@ fn under_an_unresponsive_flood_the_fifo_keeps_its_contract_and_leaves_overload()
     let off = flood_through_the_kernel_queue(Aqm::Off);
     let codel = flood_through_the_kernel_queue(Aqm::CODEL_DEFAULT);
     for run in [&off, &codel] {
-        assert_eq!(run.refused_while_allowed, 0, "read while allowed, always fits");
-        assert!(run.pauses > 100, "the FIFO pauses again and again under the flood");
+        assert_eq!(
+            run.refused_while_allowed, 0,
+            "read while allowed, always fits"
+        );
+        assert!(
+            run.pauses > 100,
+            "the FIFO pauses again and again under the flood"
+        );
         assert!(run.reading_after, "the flood is over: reading goes on");
     }
     assert_eq!(off.aqm_drops, 0);
     assert!(codel.aqm_drops > 0, "CoDel dropped stale packets");
     // Found by a host written from the docs: overload was never left.
-    assert_eq!(codel.overloaded_after, 0, "overload ends once the flood is over");
+    assert_eq!(
+        codel.overloaded_after, 0,
+        "overload ends once the flood is over"
+    );
 }

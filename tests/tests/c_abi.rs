@@ -85,3 +85,21 @@ fn flow_connect_runs_flows_as_races_under_one_budget_through_the_header() {
         "{stdout}"
     );
 }
+
+/// The library C hosts link is built without the `testing` feature, so the entry points that
+/// force a panic inside a handle are not in it.
+#[test]
+fn the_shipped_library_has_no_test_only_entry_points() {
+    let library = tidegate_tests::c_harness::static_lib_dir().join("libtidegate.a");
+    let bytes = std::fs::read(&library).expect("read libtidegate.a");
+    let found = bytes
+        .windows(b"testing_panic".len())
+        .any(|window| window == b"testing_panic");
+    assert!(!found, "{library:?} contains a testing_panic symbol");
+    assert!(
+        bytes
+            .windows(b"tidegate_tunnel_new".len())
+            .any(|window| window == b"tidegate_tunnel_new"),
+        "the scan reads the library's symbols"
+    );
+}
