@@ -73,6 +73,10 @@ pub struct LabSpec {
     pub forwarder_args: Vec<String>,
     /// The forwarders stop by themselves after this long even if nobody stops them.
     pub forwarder_max_secs: u32,
+    /// TCP congestion control in both namespaces (`net.ipv4.tcp_congestion_control`). Set
+    /// explicitly because a namespace inherits the machine's default (BBR on some kernels),
+    /// and how TCP fares beside a flood depends on it.
+    pub congestion_control: &'static str,
 }
 
 impl Default for LabSpec {
@@ -87,6 +91,7 @@ impl Default for LabSpec {
             tun_txqueuelen: 500,
             forwarder_args: Vec::new(),
             forwarder_max_secs: 120,
+            congestion_control: "cubic",
         }
     }
 }
@@ -418,6 +423,11 @@ impl Lab {
             run("ip", &["netns", "add", ns])?;
             self.created.push(ns.clone());
             run("ip", &["-n", ns, "link", "set", "lo", "up"])?;
+            let sysctl = format!(
+                "echo {} > /proc/sys/net/ipv4/tcp_congestion_control",
+                self.spec.congestion_control
+            );
+            run("ip", &["netns", "exec", ns, "sh", "-c", &sysctl])?;
         }
         let spec = &self.spec;
         run(

