@@ -1339,8 +1339,8 @@ typedef struct TidegateEyeballsStats {
      */
     uint32_t budget_mismatches;
     /**
-     * Attempts given up because the budget refused the candidate that was due, so that their
-     * budget started it (included in `attempts_cancelled`; see "Budget" in the module docs).
+     * Attempts given up because the budget refused the candidate that was due: each one's
+     * budget started that candidate instead (included in `attempts_cancelled`).
      */
     uint32_t attempts_traded;
 } TidegateEyeballsStats;

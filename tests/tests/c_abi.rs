@@ -103,3 +103,15 @@ fn the_shipped_library_has_no_test_only_entry_points() {
         "the scan reads the library's symbols"
     );
 }
+
+/// The README's C quick start as written, and the Swift quick start's call sequence mirrored
+/// call for call (no Swift toolchain here), driven to the end through pauses and resumes.
+#[test]
+fn the_readme_quick_starts_run_to_the_end() {
+    let stdout = compile_and_run("quickstart");
+    assert!(stdout.contains("C quick start: ok"), "{stdout}");
+    assert!(
+        stdout.contains("Swift quick start: 5000 packets sent in order"),
+        "{stdout}"
+    );
+}

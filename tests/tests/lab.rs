@@ -299,12 +299,12 @@ fn the_lab_is_deterministic_and_prints_every_row_and_field() {
     }
 }
 
-/// The README shows the sizing helper's report for 100 Mbit/s at 80 ms; it must be the report
+/// docs/lab.md shows the sizing helper's report for 100 Mbit/s at 80 ms; it must be the report
 /// the helper prints today, down to the engine's struct size.
 #[test]
-fn the_readme_shows_the_current_sizing_report() {
+fn the_lab_doc_shows_the_current_sizing_report() {
     const COMMAND: &str = "$ cargo run --release -p tidegate-tests --bin tidegate-lab -- size --rate-mbit 100 --rtt-ms 80\n";
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../docs/lab.md");
     let start = readme
         .find(COMMAND)
         .expect("the README shows the sizing command")
@@ -315,6 +315,6 @@ fn the_readme_shows_the_current_sizing_report() {
     assert_eq!(
         shown.trim_end(),
         report.trim_end(),
-        "update the README's sizing block"
+        "update the sizing block of docs/lab.md"
     );
 }

@@ -394,8 +394,8 @@ pub struct EyeballsStats {
     pub budget_refusals: u32,
     /// Budget releases the budget rejected (the race was polled with a different budget).
     pub budget_mismatches: u32,
-    /// Attempts given up because the budget refused the candidate that was due, so that their
-    /// budget started it (included in `attempts_cancelled`; see "Budget" in the module docs).
+    /// Attempts given up because the budget refused the candidate that was due: each one's
+    /// budget started that candidate instead (included in `attempts_cancelled`).
     pub attempts_traded: u32,
 }
 
