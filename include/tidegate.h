@@ -1,6 +1,9 @@
 /*
  * tidegate: a memory, flow and lifecycle governor for VPN, proxy and filter hosts.
  *
+ * Requires C99 or later, or C++11 or later (the tests compile it as C99, C11 and C++11).
+ * TIDEGATE_ABI_VERSION names the ABI this header describes (CHANGELOG.md).
+ *
  * Conventions (see README.md, "API conventions"):
  * - Every fallible function returns a TidegateStatus; TIDEGATE_STATUS_OK is 0. Codes are stable.
  * - Out-parameters are written only when the call returns TIDEGATE_STATUS_OK.
@@ -31,6 +34,14 @@
  * The most tasks a `TidegateLifecycle` can hold (one journal's limit).
  */
 #define TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX 65535
+
+/**
+ * The version of the C ABI this header describes. It changes whenever a function, a type or
+ * a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
+ * change with what to do): compare it at build time, for example
+ * `#if TIDEGATE_ABI_VERSION != 2`, to notice a library update that needs attention.
+ */
+#define TIDEGATE_ABI_VERSION 2
 
 /**
  * The result of a tidegate call. `TIDEGATE_STATUS_OK` (0) is success; every other value says

@@ -83,7 +83,7 @@ pub use flow_connect::{
     tidegate_flow_governor_on_new_flow_with_budget, tidegate_flow_governor_poll_race,
     tidegate_flow_governor_settle_budget,
 };
-pub use status::{TidegateStatus, tidegate_status_str, tidegate_version};
+pub use status::{TIDEGATE_ABI_VERSION, TidegateStatus, tidegate_status_str, tidegate_version};
 pub use tunnel::{
     TidegateAqm, TidegateDropPolicy, TidegateInboundDisposition, TidegatePacketView,
     TidegateTunnel, TidegateTunnelConfig, tidegate_tunnel_can_read_outbound,

@@ -350,6 +350,12 @@ pub extern "C" fn tidegate_status_str(status: u32) -> *const c_char {
     message.as_ptr().cast()
 }
 
+/// The version of the C ABI this header describes. It changes whenever a function, a type or
+/// a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
+/// change with what to do): compare it at build time, for example
+/// `#if TIDEGATE_ABI_VERSION != 2`, to notice a library update that needs attention.
+pub const TIDEGATE_ABI_VERSION: u32 = 2;
+
 /// The library version as a static, NUL-terminated string such as "0.1.0"; do not free it.
 #[unsafe(no_mangle)]
 pub extern "C" fn tidegate_version() -> *const c_char {

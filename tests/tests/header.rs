@@ -81,3 +81,45 @@ fn assert_every_name_is_prefixed(header: &str) {
         "names without the tidegate prefix in the header: {bad:?}"
     );
 }
+
+/// The header states that it needs C99 or C++11: it must compile, warning-free and pedantic, as
+/// C99, C11 and C++11, with every function and type used once.
+#[test]
+fn header_compiles_as_c99_c11_and_cpp11() {
+    use std::process::Command;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = root.join("target").join("header-standards");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let source = "#include \"tidegate.h\"\n\
+        #if TIDEGATE_ABI_VERSION < 1\n#error no ABI version\n#endif\n\
+        int main(void) {\n\
+            TidegateTunnelConfig config = tidegate_tunnel_config_default();\n\
+            size_t bytes = 0;\n\
+            TidegateStatus status = tidegate_tunnel_footprint(&config, &bytes);\n\
+            return tidegate_status_str(status)[0] == 0;\n\
+        }\n";
+    let include = root.join("include");
+    let cases: [(&str, &str, &[&str]); 3] = [
+        ("c99", "c", &["-std=c99"]),
+        ("c11", "c", &["-std=c11"]),
+        ("cpp11", "c++", &["-std=c++11"]),
+    ];
+    for (name, language, flags) in cases {
+        let path = dir.join(format!("use_{name}.src"));
+        std::fs::write(&path, source).expect("write the source");
+        let compiler = if language == "c" { "cc" } else { "c++" };
+        let output = Command::new(compiler)
+            .args(["-x", language])
+            .args(flags)
+            .args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only", "-I"])
+            .arg(&include)
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|error| panic!("run {compiler}: {error}"));
+        assert!(
+            output.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
