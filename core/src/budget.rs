@@ -376,6 +376,7 @@ impl ConnectionBudget {
     }
 
     /// When the next recovery step is due, or `None` when the budget is not backing off.
+    #[must_use = "arm a timer for this instant"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.recovery_due
     }

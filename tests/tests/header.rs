@@ -111,7 +111,14 @@ fn header_compiles_as_c99_c11_and_cpp11() {
         let output = Command::new(compiler)
             .args(["-x", language])
             .args(flags)
-            .args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only", "-I"])
+            .args([
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-pedantic",
+                "-fsyntax-only",
+                "-I",
+            ])
             .arg(&include)
             .arg(&path)
             .output()

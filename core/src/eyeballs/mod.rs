@@ -568,6 +568,7 @@ impl<const N: usize> HappyEyeballs<N> {
     /// When the race next needs [`HappyEyeballs::handle_timeout`] and a poll: the next attempt
     /// start, the end of the Resolution Delay or of the budget wait, or an attempt timeout.
     /// `None` when nothing is timed (the race waits for the host's input or is over).
+    #[must_use = "arm a timer for this instant"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if !self.is_running() {
             return None;
@@ -621,6 +622,7 @@ impl<const N: usize> HappyEyeballs<N> {
     /// The next action for the host, or `None` when there is nothing to do until the next input
     /// or timer. Settles the budget for attempts that ended, and asks `budget` before starting
     /// an attempt. Always pass the same budget.
+    #[must_use = "an action tells the host to open, close or use a socket"]
     pub fn poll_action(&mut self, budget: &mut ConnectionBudget) -> Option<Action> {
         let now = self.clock.latest();
         self.settle(budget, now);

@@ -120,6 +120,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     ///
     /// Closes come before resumes of the same flow; each pause yields at most one resume, and a
     /// resume is only reported while the read may really restart.
+    #[must_use = "a notification tells the host to resume or close a side"]
     pub fn poll_notification(&mut self) -> Option<Notification> {
         let mut budget = self.slots.as_ref().len().saturating_mul(4);
         while budget > 0 {

@@ -283,6 +283,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowsWithBudget<'_, S> {
 
     /// The earliest instant at which [`FlowsWithBudget::handle_timeout`] has work: a flow's
     /// connect or idle deadline or the budget's next recovery step. Races have their own.
+    #[must_use = "arm a timer for this instant"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match (self.governor.poll_timeout(), self.budget.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),

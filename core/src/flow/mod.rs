@@ -209,6 +209,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     /// The earliest instant at which [`FlowGovernor::handle_timeout`] has work: the connect
     /// deadline of the oldest connecting flow or the idle deadline of the least recently active
     /// established flow. `None` when no open flow has a deadline. O(1).
+    #[must_use = "arm a timer for this instant"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let connect = self.flow_record(self.connecting_timers.head).map(|flow| {
             flow.admitted_at

@@ -415,6 +415,7 @@ where
     /// timeout. Poll until `None` after every input (see the drain contract on [`Lifecycle`]).
     ///
     /// `now` also applies the housekeeping deadline, exactly as [`Lifecycle::handle_timeout`].
+    #[must_use = "an effect is work the host must do"]
     pub fn poll_effect(&mut self, now: Instant) -> Option<LifecycleEffect> {
         let now = self.observe(now);
         let generation = self.generation;
@@ -460,6 +461,7 @@ where
 
     /// When [`Lifecycle::handle_timeout`] must next be called: the housekeeping deadline while
     /// housekeeping runs, otherwise `None`.
+    #[must_use = "arm a timer for this instant"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::Stopping(Stop {

@@ -80,6 +80,7 @@ pub enum InboundDisposition {
 
 /// What one [`PacketTunnel::complete_outbound`] call released.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use = "resume_reading is an edge reported once: the host must start reading again on it"]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct OutboundCompletion {
     /// Packets and bytes freed.
@@ -248,6 +249,7 @@ where
     /// ring is at its high watermark and CoDel is dropping, every queued packet older than the
     /// target is dropped, so a persistent overload empties the ring (see the `aqm` module); the
     /// completion that brings the ring down to its low watermarks ends the overload.
+    #[must_use = "the packet handed out is in flight: send it, then complete it"]
     pub fn poll_outbound(&mut self, now: Instant) -> Option<&[u8]> {
         let now = self.clock.observe(now);
         if let Some((codel, _)) = self.codel.as_mut() {
@@ -351,6 +353,7 @@ where
     /// For `writePackets`, hand out a batch, copy it into the call, then complete the batch.
     ///
     /// With AQM on, packets that waited too long may be dropped from the head first.
+    #[must_use = "the packet handed out is in flight: write it, then complete it"]
     pub fn poll_inbound(&mut self, now: Instant) -> Option<&[u8]> {
         let now = self.clock.observe(now);
         // Inbound never pauses (it drops by policy when full), so it has no overload state.

@@ -260,7 +260,7 @@ fn an_ongoing_pause_counts_up_to_the_latest_now() {
     for _ in 0..8 {
         tun.on_outbound_packet(t(100), &[1; 100]).unwrap();
     }
-    tun.poll_outbound(t(350));
+    assert!(tun.poll_outbound(t(350)).is_some());
     assert_eq!(tun.stats().outbound_paused_micros, 250);
 }
 
@@ -389,7 +389,7 @@ fn codel_without_a_pause_drops_one_packet_per_control_law_step() {
         "600 bytes, 6 packets: below the high watermarks"
     );
     assert!(tun.poll_outbound(t(50_000)).is_some());
-    tun.complete_outbound(t(50_000), 1).unwrap();
+    assert!(!tun.complete_outbound(t(50_000), 1).unwrap().resume_reading);
     assert!(tun.poll_outbound(t(200_000)).is_some());
     assert_eq!(tun.stats().outbound.aqm_dropped_packets, 1);
 }
@@ -488,7 +488,7 @@ fn overload_ends_on_the_completion_that_reaches_the_low_watermarks() {
     }
     assert!(!tun.can_read_outbound(), "8 packets: paused");
     assert!(tun.poll_outbound(t(50_000)).is_some());
-    tun.complete_outbound(t(50_000), 1).unwrap();
+    assert!(!tun.complete_outbound(t(50_000), 1).unwrap().resume_reading);
     assert!(tun.poll_outbound(t(200_000)).is_some());
     assert_eq!(
         tun.stats().outbound_overloaded,
