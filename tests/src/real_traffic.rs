@@ -73,9 +73,10 @@ pub struct LabSpec {
     pub forwarder_args: Vec<String>,
     /// The forwarders stop by themselves after this long even if nobody stops them.
     pub forwarder_max_secs: u32,
-    /// TCP congestion control in both namespaces (`net.ipv4.tcp_congestion_control`). Set
-    /// explicitly because a namespace inherits the machine's default (BBR on some kernels),
-    /// and how TCP fares beside a flood depends on it.
+    /// The TCP sender's congestion control (iperf3 `-C`, a per-socket `TCP_CONGESTION`, which
+    /// root may set even where the namespace's default cannot be changed). Explicit because a
+    /// namespace inherits the machine's default (BBR on some kernels) and how TCP fares beside
+    /// a flood depends on it. The Rust fallback sender uses the namespace's default.
     pub congestion_control: &'static str,
 }
 
@@ -423,11 +424,6 @@ impl Lab {
             run("ip", &["netns", "add", ns])?;
             self.created.push(ns.clone());
             run("ip", &["-n", ns, "link", "set", "lo", "up"])?;
-            let sysctl = format!(
-                "echo {} > /proc/sys/net/ipv4/tcp_congestion_control",
-                self.spec.congestion_control
-            );
-            run("ip", &["netns", "exec", ns, "sh", "-c", &sysctl])?;
         }
         let spec = &self.spec;
         run(
@@ -551,7 +547,18 @@ impl Lab {
         let client = Command::new("ip")
             .args(["netns", "exec", &self.namespaces[0]])
             .args([
-                "iperf3", "-c", &bind, "-p", &port, "-t", &time, "-O", &omit, "-J",
+                "iperf3",
+                "-c",
+                &bind,
+                "-p",
+                &port,
+                "-t",
+                &time,
+                "-O",
+                &omit,
+                "-J",
+                "-C",
+                self.spec.congestion_control,
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
