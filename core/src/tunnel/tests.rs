@@ -334,17 +334,22 @@ fn a_chained_buf_is_gathered_into_one_contiguous_packet() {
     assert_eq!(too_long.remaining(), 120, "left untouched on error");
 }
 
-#[test]
-fn codel_overload_empties_a_paused_ring_and_the_resume_edge_still_arrives() {
-    let config = TunnelConfig {
+/// The small tunnel with CoDel, paused by eight 100-byte packets pushed at t = 0.
+fn paused_with_codel() -> TestTunnel {
+    let mut tun = tunnel(TunnelConfig {
         aqm: Aqm::CODEL_DEFAULT,
         ..small()
-    };
-    let mut tun = tunnel(config);
+    });
     for _ in 0..8 {
         tun.on_outbound_packet(t(0), &[1; 100]).unwrap();
     }
-    assert!(!tun.can_read_outbound());
+    assert!(!tun.can_read_outbound(), "8 packets: paused");
+    tun
+}
+
+#[test]
+fn codel_overload_empties_a_paused_ring_and_the_resume_edge_still_arrives() {
+    let mut tun = paused_with_codel();
     // 50 ms later the head has waited 10x the target: CoDel arms its interval, drops nothing.
     assert!(tun.poll_outbound(t(50_000)).is_some());
     assert!(!tun.complete_outbound(t(50_000), 1).unwrap().resume_reading);
@@ -478,15 +483,7 @@ fn alignment_padding_counts_toward_the_byte_watermark() {
 /// The sequence is the reproducer, step for step.
 #[test]
 fn overload_ends_on_the_completion_that_reaches_the_low_watermarks() {
-    let config = TunnelConfig {
-        aqm: Aqm::CODEL_DEFAULT,
-        ..small()
-    };
-    let mut tun = tunnel(config);
-    for _ in 0..8 {
-        tun.on_outbound_packet(t(0), &[1; 100]).unwrap();
-    }
-    assert!(!tun.can_read_outbound(), "8 packets: paused");
+    let mut tun = paused_with_codel();
     assert!(tun.poll_outbound(t(50_000)).is_some());
     assert!(!tun.complete_outbound(t(50_000), 1).unwrap().resume_reading);
     assert!(tun.poll_outbound(t(200_000)).is_some());
