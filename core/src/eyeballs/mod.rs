@@ -573,10 +573,8 @@ impl<const N: usize> HappyEyeballs<N> {
         if !self.is_running() {
             return None;
         }
-        let latest = self.clock.latest();
         // A race waits for budget only while it holds no attempt, so the end of its wait, when
         // it fails, is always armed and fires once.
-        let _ = latest;
         let mut earliest = match self.budget_wait_since {
             Some(since) => Some(since.saturating_add_micros(self.config.budget_wait_micros)),
             None => self.next_start_at(),
@@ -986,7 +984,7 @@ impl<const N: usize> HappyEyeballs<N> {
         candidate.state = AttemptState::CancelPending;
         self.failed_since_last_start = true;
         self.stats.attempts_traded = self.stats.attempts_traded.saturating_add(1);
-        log_debug!("eyeballs: budget wait over, trading the oldest attempt for the next");
+        log_debug!("eyeballs: budget refused, trading the oldest attempt for the due one");
         true
     }
 

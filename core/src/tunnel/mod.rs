@@ -472,6 +472,11 @@ where
     /// Once both levels are down to their low watermarks, leave overload and resume reading;
     /// `true` on the resume edge.
     fn settle_at_low_watermarks(&mut self, now: Instant) -> bool {
+        // Most completions happen while reading runs and the ring is calm: nothing to settle,
+        // and no level to read.
+        if self.paused_since.is_none() && !self.overload {
+            return false;
+        }
         let (bytes, packets) = self.outbound_held();
         if bytes > self.config.outbound_low_watermark_bytes as usize
             || packets > self.config.outbound_low_watermark_packets as usize
