@@ -42,13 +42,3 @@ pub fn skip(needs: &[&str], reason: &str) {
     }
     panic!("under CI=true this check must run, but: {reason} (needs: {needs:?})");
 }
-
-/// Whether `program` can be started (`program --version` or `program -V` runs).
-pub fn have(program: &str) -> bool {
-    ["--version", "-V"].iter().any(|flag| {
-        std::process::Command::new(program)
-            .arg(flag)
-            .output()
-            .is_ok()
-    })
-}

@@ -86,7 +86,7 @@ mod linux {
         };
         let value = json!({
             "aqm": aqm,
-            "congestion_control": "cubic",
+            "congestion_control": LabSpec::default().congestion_control,
             "bulk": {"tcp_goodput_mbit": run.bulk.tcp_goodput_mbit, "ping": ping(&run.bulk),
                      "notes": run.bulk.notes},
             "flood": {"tcp_goodput_mbit": run.flood.tcp_goodput_mbit, "ping": ping(&run.flood),

@@ -166,7 +166,7 @@ pub fn run_all(scale: Scale) -> Vec<Row> {
     rows.extend(storm::also_ran_storm(scale));
     rows.extend(lifecycle::slow_stop_then_restart());
     rows.extend(eyeballs::ipv6_black_hole(scale));
-    rows.extend(eyeballs::ipv6_black_hole_burst(scale));
+    rows.extend(eyeballs::ipv6_black_hole_burst());
     rows
 }
 
