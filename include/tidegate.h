@@ -7,8 +7,14 @@
  * Conventions (see README.md, "API conventions"):
  * - Every fallible function returns a TidegateStatus; TIDEGATE_STATUS_OK is 0. Codes are stable.
  * - Out-parameters are written only when the call returns TIDEGATE_STATUS_OK.
- * - Times are microseconds on a monotonic clock the host picks; an earlier time than one already
- *   passed is treated as the latest one.
+ * - Configurations start from their _config_default(); what an engine cannot honour is refused
+ *   with a TIDEGATE_STATUS_CONFIG_* status, never clamped. Reserved fields are 0.
+ * - Every engine lives in one block: _footprint(config, &size, &align) gives it, _new allocates
+ *   it, _init places the engine in memory of the caller's, _free ends either; nothing allocates
+ *   after creation.
+ * - Times are microseconds (`_us`) on a monotonic clock the host picks; an earlier time than one
+ *   already passed is treated as the latest one. Each duration field says what 0 means.
+ * - Structs have no padding on any target; out-structs are written whole.
  * - A handle is not safe for concurrent use; moving it between threads is fine.
  * - After a call returns TIDEGATE_STATUS_PANIC the handle is poisoned: every call but _free
  *   returns TIDEGATE_STATUS_POISONED.
@@ -39,16 +45,16 @@
  * The version of the C ABI this header describes. It changes whenever a function, a type or
  * a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
  * change with what to do): compare it at build time, for example
- * `#if TIDEGATE_ABI_VERSION != 2`, to notice a library update that needs attention.
+ * `#if TIDEGATE_ABI_VERSION != 3`, to notice a library update that needs attention.
  */
-#define TIDEGATE_ABI_VERSION 2
+#define TIDEGATE_ABI_VERSION 3
 
 /**
  * The result of a tidegate call. `TIDEGATE_STATUS_OK` (0) is success; every other value says
  * why the call did nothing. Codes are stable and never reused; new ones are only appended.
  *
- * Functions return this type, but take status values as `uint32_t` (see
- * `tidegate_status_str`), so an unknown number coming from C is never read as an enum.
+ * In C the type is a `uint32_t`, so a host may hold any number in it; `tidegate_status_str`
+ * takes one and names unknown values as such.
  */
 enum TidegateStatus
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -81,6 +87,11 @@ enum TidegateStatus
      * The memory for a new engine could not be allocated.
      */
     TIDEGATE_STATUS_OUT_OF_MEMORY = 5,
+    /**
+     * The memory given to an `_init` function does not start on the alignment its
+     * `_footprint` gives. Nothing was written.
+     */
+    TIDEGATE_STATUS_MISALIGNED = 6,
     /**
      * Configuration: a ring has zero bytes or zero packets.
      */
@@ -245,11 +256,12 @@ enum TidegateStatus
      */
     TIDEGATE_STATUS_CONFIG_TASK_CAPACITY_TOO_LARGE = 83,
     /**
-     * Budget configuration: `max_attempts_in_flight` or `max_open_connections` is zero.
+     * Budget configuration: `max_attempts_in_flight`, `max_open_connections`, `fd_limit` or
+     * `backoff_floor` is zero.
      */
     TIDEGATE_STATUS_CONFIG_BUDGET_ZERO_LIMIT = 100,
     /**
-     * Budget configuration: `recovery_interval_micros` is zero.
+     * Budget configuration: `recovery_interval_us` is zero.
      */
     TIDEGATE_STATUS_CONFIG_BUDGET_ZERO_RECOVERY_INTERVAL = 101,
     /**
@@ -319,6 +331,20 @@ enum TidegateStatus
      * A completion reports more bytes than are pending on the flow. Nothing changed.
      */
     TIDEGATE_STATUS_COMPLETION_EXCEEDS_PENDING = 117,
+    /**
+     * Configuration: a duration that cannot be zero is zero (each field's documentation says
+     * what zero means for it).
+     */
+    TIDEGATE_STATUS_CONFIG_ZERO_DURATION = 118,
+    /**
+     * Budget configuration: `fd_reserve` is more than half of `fd_limit`.
+     */
+    TIDEGATE_STATUS_CONFIG_BUDGET_RESERVE_TOO_LARGE = 119,
+    /**
+     * Race configuration: a value is outside its range (`first_address_family_count` 1 to 255,
+     * `resolution_delay_us` at most 2 s, `connection_attempt_delay_us` 10 ms to 2 s).
+     */
+    TIDEGATE_STATUS_CONFIG_EYEBALLS_OUT_OF_RANGE = 120,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -387,7 +413,7 @@ enum TidegateRaceFailure
      */
     TIDEGATE_RACE_FAILURE_NO_ADDRESSES = 2,
     /**
-     * An attempt was due but the budget refused it for longer than `budget_wait_micros`;
+     * An attempt was due but the budget refused it for longer than `budget_wait_us`;
      * `budget_refusal` says which limit.
      */
     TIDEGATE_RACE_FAILURE_NO_BUDGET = 3,
@@ -421,7 +447,7 @@ enum TidegateErrorClass
      */
     TIDEGATE_ERROR_CLASS_UNREACHABLE = 2,
     /**
-     * The attempt timed out (`ETIMEDOUT`, or `attempt_timeout_micros`).
+     * The attempt timed out (`ETIMEDOUT`, or `attempt_timeout_us`).
      */
     TIDEGATE_ERROR_CLASS_TIMED_OUT = 3,
     /**
@@ -1039,8 +1065,8 @@ typedef uint32_t TidegateFlowProtocol;
  * `ENOSPC`, `ENOMEM`, `ENOBUFS`) and recovered step by step.
  *
  * Back-off rule: a resource error halves both limits (not below `backoff_floor`; errors within
- * a quarter of `recovery_interval_micros` of the last halving count as the same burst); after
- * each quiet `recovery_interval_micros` both grow by one eighth of their configured value.
+ * a quarter of `recovery_interval_us` of the last halving count as the same burst); after
+ * each quiet `recovery_interval_us` both grow by one eighth of their configured value.
  *
  * Thread safety: not safe for concurrent use. Calls on one handle must not overlap (use one
  * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
@@ -1068,8 +1094,9 @@ typedef struct TidegateEyeballs TidegateEyeballs;
  * A flow governor: the flow table of an app or transparent proxy, with admission, fairness,
  * eviction, timeouts and per-flow backpressure.
  *
- * All its memory is allocated by `tidegate_flow_governor_new` and equals
- * `tidegate_flow_governor_footprint`; nothing is allocated afterwards.
+ * All its memory is one block of `tidegate_flow_governor_footprint` bytes, allocated by
+ * `tidegate_flow_governor_new` or given to `tidegate_flow_governor_init`; nothing is allocated
+ * afterwards.
  *
  * After every input (`_on_*`, `_handle_timeout`), drain `tidegate_flow_governor_poll_notifications`
  * until it returns a count of 0, then arm a timer for `tidegate_flow_governor_poll_timeout`.
@@ -1089,8 +1116,9 @@ typedef struct TidegateFlowGovernor TidegateFlowGovernor;
  * Housekeeping is at-least-once: a task carried over may run again after it had in fact
  * finished, so every task must be idempotent.
  *
- * All its memory is allocated by `tidegate_lifecycle_new` and equals
- * `tidegate_lifecycle_footprint`; nothing is allocated afterwards.
+ * All its memory is one block of `tidegate_lifecycle_footprint` bytes, allocated by
+ * `tidegate_lifecycle_new` or given to `tidegate_lifecycle_init`; nothing is allocated
+ * afterwards.
  *
  * Thread safety: not safe for concurrent use. Calls on one handle must not overlap (use one
  * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
@@ -1110,35 +1138,37 @@ typedef struct TidegateLifecycle TidegateLifecycle;
 typedef struct TidegateTunnel TidegateTunnel;
 
 /**
- * Configuration of a `TidegateBudget`. Start from `tidegate_budget_config_default()`.
+ * Configuration of a `TidegateBudget`. Start from `tidegate_budget_config_default()`; creating
+ * a budget refuses what it cannot honour (a zero limit, a reserve above half the descriptors).
  */
 typedef struct TidegateBudgetConfig {
     /**
-     * Most connection attempts in flight at once (default 64).
+     * Most connection attempts in flight at once (default 64; not 0).
      */
     uint32_t max_attempts_in_flight;
     /**
      * Most descriptors in use by attempts plus open connections (default 400, below the ~500
-     * active flows where NECP starts failing and Network framework's 512 flows per process).
+     * active flows where NECP starts failing and Network framework's 512 flows per process;
+     * not 0).
      */
     uint32_t max_open_connections;
     /**
-     * The process's `RLIMIT_NOFILE` soft limit (default 256, the macOS GUI default); see also
-     * `tidegate_budget_set_fd_limit`.
+     * The process's `RLIMIT_NOFILE` soft limit (default 256, the macOS GUI default; not 0); see
+     * also `tidegate_budget_set_fd_limit`.
      */
     uint64_t fd_limit;
     /**
-     * Descriptors kept for the host itself (default 32; never more than half of `fd_limit`).
+     * Descriptors kept for the host itself (default 32; at most half of `fd_limit`).
      */
-    uint64_t fd_reserve;
+    uint32_t fd_reserve;
     /**
-     * The lowest value back-off pushes each limit to (default 8).
+     * The lowest value back-off pushes each limit to (default 8; not 0).
      */
     uint32_t backoff_floor;
     /**
-     * Quiet time before each recovery step, in microseconds (default 1 s).
+     * Quiet time before each recovery step, in microseconds (default 1 s; not 0).
      */
-    uint64_t recovery_interval_micros;
+    uint64_t recovery_interval_us;
 } TidegateBudgetConfig;
 
 /**
@@ -1165,10 +1195,14 @@ typedef struct TidegateBudgetLevels {
      * Whether a limit is lowered after resource errors.
      */
     bool backing_off;
+    /**
+     * Always 0: keeps the struct free of padding, so every byte is written.
+     */
+    uint8_t reserved[7];
 } TidegateBudgetLevels;
 
 /**
- * Counters a host can export to see how the budget behaves. They saturate.
+ * A snapshot of a budget's counters, from `tidegate_budget_stats`. Counters saturate.
  */
 typedef struct TidegateBudgetStats {
     /**
@@ -1180,7 +1214,7 @@ typedef struct TidegateBudgetStats {
      */
     uint64_t attempts_refused;
     /**
-     * Non-raced connection requests ([`ConnectionBudget::try_open_connection`]) refused.
+     * Connection requests outside an attempt (`tidegate_budget_try_open_connection`) refused.
      */
     uint64_t connections_refused;
     /**
@@ -1198,8 +1232,9 @@ typedef struct TidegateBudgetStats {
 } TidegateBudgetStats;
 
 /**
- * Configuration of a race. Start from `tidegate_eyeballs_config_default()`. Out-of-range
- * values are clamped, not refused.
+ * Configuration of a race. Start from `tidegate_eyeballs_config_default()`. Creating a race
+ * refuses a value outside its range with `TIDEGATE_STATUS_CONFIG_EYEBALLS_OUT_OF_RANGE`; nothing
+ * is clamped.
  */
 typedef struct TidegateEyeballsConfig {
     /**
@@ -1208,29 +1243,30 @@ typedef struct TidegateEyeballsConfig {
     uint32_t preferred_family;
     /**
      * Preferred-family addresses tried before the first of the other family (RFC 8305 "First
-     * Address Family Count"; default 1, at least 1, at most 255).
+     * Address Family Count"; default 1; 1 to 255).
      */
     uint32_t first_address_family_count;
     /**
      * How long to wait for the preferred family's answer when the other arrives first, in
-     * microseconds (RFC 8305 "Resolution Delay"; default 50 ms, at most 2 s).
+     * microseconds (RFC 8305 "Resolution Delay"; default 50 ms; at most 2 s; 0 starts on the
+     * first answer).
      */
-    uint64_t resolution_delay_micros;
+    uint64_t resolution_delay_us;
     /**
      * How long an attempt runs before the next one starts, in microseconds (RFC 8305
-     * "Connection Attempt Delay"; default 250 ms, clamped to 10 ms ..= 2 s).
+     * "Connection Attempt Delay"; default 250 ms; 10 ms to 2 s).
      */
-    uint64_t connection_attempt_delay_micros;
+    uint64_t connection_attempt_delay_us;
     /**
      * How long one attempt may run before the race cancels it as timed out, in microseconds;
-     * 0 (default) leaves timeouts to the socket layer.
+     * 0 (default) means no timeout: the socket layer's own applies.
      */
-    uint64_t attempt_timeout_micros;
+    uint64_t attempt_timeout_us;
     /**
-     * How long the race waits for budget before failing, in microseconds (default 1 s; 0 fails
-     * at once).
+     * How long the race waits for budget before failing, in microseconds (default 1 s); 0 never
+     * waits: a refusal while no attempt is in flight fails the race.
      */
-    uint64_t budget_wait_micros;
+    uint64_t budget_wait_us;
 } TidegateEyeballsConfig;
 
 /**
@@ -1250,6 +1286,10 @@ typedef struct TidegateSocketAddress {
      */
     uint8_t family;
     /**
+     * 0 in addresses tidegate writes; ignored in addresses it reads.
+     */
+    uint8_t reserved;
+    /**
      * The IPv6 scope (interface index) of a link-local address; 0 otherwise.
      */
     uint32_t scope_id;
@@ -1264,9 +1304,9 @@ typedef struct TidegateEyeballsAction {
      */
     TidegateEyeballsActionKind kind;
     /**
-     * The attempt, for `START_ATTEMPT`, `CANCEL_ATTEMPT` and `CONNECTED`.
+     * The attempt, for `START_ATTEMPT`, `CANCEL_ATTEMPT` and `CONNECTED` (below 16).
      */
-    size_t index;
+    uint32_t index;
     /**
      * Where to connect, for `START_ATTEMPT`.
      */
@@ -1296,7 +1336,7 @@ typedef struct TidegateRaceStatus {
     /**
      * The winner, for `CONNECTED`.
      */
-    size_t index;
+    uint32_t index;
     /**
      * Why it failed, for `FAILED`.
      */
@@ -1312,7 +1352,7 @@ typedef struct TidegateRaceStatus {
 } TidegateRaceStatus;
 
 /**
- * Counters of one race. They saturate.
+ * A snapshot of a race's counters, from `tidegate_eyeballs_stats`.
  */
 typedef struct TidegateEyeballsStats {
     /**
@@ -1334,7 +1374,7 @@ typedef struct TidegateEyeballsStats {
      */
     uint32_t attempts_also_ran;
     /**
-     * Attempts cancelled because [`EyeballsConfig::attempt_timeout_micros`] passed.
+     * Attempts cancelled because `attempt_timeout_us` passed.
      */
     uint32_t attempts_timed_out;
     /**
@@ -1384,12 +1424,18 @@ typedef struct TidegateFlowPolicy {
      */
     uint32_t max_connecting;
     /**
+     * Must be 0 (the default is); room for a future field. Anything else is refused with
+     * `TIDEGATE_STATUS_INVALID_ARGUMENT`.
+     */
+    uint32_t reserved;
+    /**
      * A flow with no byte read or completed this long is closed, in microseconds. Default 10
-     * minutes.
+     * minutes. Not 0 (refused: it would close every flow at once); `UINT64_MAX` means never.
      */
     uint64_t idle_timeout_us;
     /**
-     * A flow still connecting this long after admission is closed, in microseconds. Default 30 s.
+     * A flow still connecting this long after admission is closed, in microseconds. Default
+     * 30 s. Not 0; `UINT64_MAX` means never.
      */
     uint64_t connect_timeout_us;
     /**
@@ -1490,6 +1536,10 @@ typedef struct TidegateAppState {
      * Whether the app watermark pauses the app's reads now.
      */
     bool reads_paused;
+    /**
+     * Always 0: keeps the struct free of padding, so every byte is written.
+     */
+    uint8_t reserved[3];
 } TidegateAppState;
 
 /**
@@ -1504,6 +1554,10 @@ typedef struct TidegateAppFlows {
      * Its open flows.
      */
     uint32_t flows;
+    /**
+     * Always 0: keeps the struct free of padding, so every byte is written.
+     */
+    uint32_t reserved;
 } TidegateAppFlows;
 
 /**
@@ -1584,6 +1638,10 @@ typedef struct TidegateFlowStats {
      */
     bool reads_paused_globally;
     /**
+     * Always 0: keeps the struct free of padding, so every byte is written.
+     */
+    uint8_t reserved[7];
+    /**
      * Apps with at least one open flow.
      */
     uint32_t apps;
@@ -1630,9 +1688,10 @@ typedef struct TidegateConnectAction {
      */
     TidegateConnectActionKind kind;
     /**
-     * The attempt, for `START_ATTEMPT`, `CANCEL_ATTEMPT`, `ESTABLISHED` and `DISCARD_WINNER`.
+     * The attempt, for `START_ATTEMPT`, `CANCEL_ATTEMPT`, `ESTABLISHED` and `DISCARD_WINNER`
+     * (below 16).
      */
-    size_t index;
+    uint32_t index;
     /**
      * Where to connect, for `START_ATTEMPT`.
      */
@@ -1659,18 +1718,19 @@ typedef struct TidegateConnectAction {
 typedef struct TidegateLifecycleConfig {
     /**
      * How long housekeeping may run after the teardown is reported, in microseconds. When it
-     * passes, the tasks not yet finished go into the journal and the stop completes.
+     * passes, the tasks not yet finished go into the journal and the stop completes. Default
+     * 250 ms; not 0 (refused with `TIDEGATE_STATUS_CONFIG_ZERO_DURATION`).
      */
     uint64_t housekeeping_deadline_us;
     /**
-     * How many housekeeping tasks the queue holds at once (at most
-     * `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX`).
+     * How many housekeeping tasks the queue holds at once: 1 to
+     * `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX` (default 64).
      */
     uint32_t task_capacity;
     /**
-     * How many `RUN_TASK` effects may be outstanding at once; 0 is treated as 1.
+     * How many `RUN_TASK` effects may be outstanding at once: 1 to 65535 (default 1).
      */
-    uint16_t tasks_in_flight_max;
+    uint32_t tasks_in_flight_max;
 } TidegateLifecycleConfig;
 
 /**
@@ -1683,6 +1743,10 @@ typedef struct TidegateLifecycleEffect {
      */
     TidegateLifecycleEffectKind kind;
     /**
+     * `RUN_TASK`: the host-defined kind of task.
+     */
+    uint32_t task_kind;
+    /**
      * The session the effect belongs to.
      */
     uint64_t generation;
@@ -1693,11 +1757,7 @@ typedef struct TidegateLifecycleEffect {
     /**
      * `PERSIST_JOURNAL`: bytes the journal takes.
      */
-    size_t journal_len;
-    /**
-     * `RUN_TASK`: the host-defined kind of task.
-     */
-    uint32_t task_kind;
+    uint64_t journal_len;
     /**
      * `CANCEL_WITH_ERROR`: the code given to `tidegate_lifecycle_on_cancel`.
      */
@@ -1710,6 +1770,10 @@ typedef struct TidegateLifecycleEffect {
      * `RUN_TASK`: bytes of `payload` in use.
      */
     uint8_t payload_len;
+    /**
+     * Always 0: keeps the struct free of padding, so every byte is written.
+     */
+    uint8_t reserved;
     /**
      * `RUN_TASK`: the task's argument (the first `payload_len` bytes).
      */
@@ -1867,7 +1931,7 @@ typedef struct TidegatePacketView {
 } TidegatePacketView;
 
 /**
- * Counters for one direction of a [`PacketTunnel`](super::PacketTunnel).
+ * Counters of one direction of a tunnel (in `TidegateTunnelStats`). Counters saturate.
  */
 typedef struct TidegateDirectionStats {
     /**
@@ -1887,7 +1951,7 @@ typedef struct TidegateDirectionStats {
      */
     uint64_t bytes_in_flight;
     /**
-     * The most arena bytes ever taken at once: see `arena_bytes_used`.
+     * The most ring bytes ever taken at once: see `arena_bytes_used`.
      */
     uint64_t bytes_high_water;
     /**
@@ -1929,9 +1993,9 @@ typedef struct TidegateDirectionStats {
     /**
      * Microseconds the most recently handed-out packet waited in the queue (its sojourn time).
      */
-    uint64_t last_sojourn_micros;
+    uint64_t last_sojourn_us;
     /**
-     * Arena bytes taken now: packets queued, in flight and dropped but not yet reclaimed, plus
+     * Ring bytes taken now: packets queued, in flight and dropped but not yet reclaimed, plus
      * the alignment padding in front of each. At most the ring's byte size; the outbound
      * watermarks compare this.
      */
@@ -1939,8 +2003,7 @@ typedef struct TidegateDirectionStats {
 } TidegateDirectionStats;
 
 /**
- * Counters of a [`PacketTunnel`](super::PacketTunnel). Take a snapshot with
- * [`PacketTunnel::stats`](super::PacketTunnel::stats).
+ * Counters and levels of a tunnel, from `tidegate_tunnel_stats`. Counters saturate.
  */
 typedef struct TidegateTunnelStats {
     /**
@@ -1965,19 +2028,9 @@ typedef struct TidegateTunnelStats {
     uint64_t outbound_pauses;
     /**
      * Microseconds outbound reading has spent paused, including a pause still going on (up to
-     * the latest `now` the tunnel saw).
+     * the latest `now_us` the tunnel saw).
      */
-    uint64_t outbound_paused_micros;
-    /**
-     * 1 while outbound reading is paused, 0 otherwise.
-     */
-    uint64_t outbound_paused;
-    /**
-     * 1 while the outbound ring is in CoDel overload, 0 otherwise. In overload, while the ring
-     * is pressed, every packet older than CoDel's target is dropped at hand-out; the completion
-     * that brings the ring down to its low watermarks ends it. See the `aqm` module.
-     */
-    uint64_t outbound_overloaded;
+    uint64_t outbound_paused_us;
     /**
      * Times the outbound ring entered CoDel overload.
      */
@@ -1999,25 +2052,21 @@ typedef struct TidegateTunnelStats {
      * Bytes of those packets.
      */
     uint64_t inbound_dropped_oldest_bytes;
+    /**
+     * Whether outbound reading is paused now.
+     */
+    bool outbound_paused;
+    /**
+     * Whether the outbound ring is in CoDel overload now: while the ring is pressed, every
+     * packet older than CoDel's target is dropped at hand-out; the completion that brings the
+     * ring down to its low watermarks ends it.
+     */
+    bool outbound_overloaded;
+    /**
+     * Always 0: keeps the struct free of padding, so every byte is written.
+     */
+    uint8_t reserved[6];
 } TidegateTunnelStats;
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 #ifdef __cplusplus
 extern "C" {
@@ -2031,38 +2080,71 @@ extern "C" {
 struct TidegateBudgetConfig tidegate_budget_config_default(void);
 
 /**
- * Creates a budget with `config` and writes its handle to `*out_budget`. The handle is the only
- * allocation (`sizeof` a few dozen bytes); nothing is allocated afterwards.
+ * Writes to `*out_size` and `*out_align` the size and alignment of the memory a budget with
+ * `config` lives in, in one block. That is all the memory it ever uses:
+ * `tidegate_budget_new` allocates exactly this block, and `tidegate_budget_init` places it in a
+ * block of yours.
  *
- * Returns `TIDEGATE_STATUS_CONFIG_BUDGET_ZERO_LIMIT` or
- * `TIDEGATE_STATUS_CONFIG_BUDGET_ZERO_RECOVERY_INTERVAL` for an invalid configuration.
+ * Returns a `TIDEGATE_STATUS_CONFIG_*` status if the configuration is invalid.
  *
  * # Safety
- * `config` must be NULL or point to a valid `TidegateBudgetConfig`; `out_budget` must be NULL or
- * valid for writing a pointer. Free the handle with `tidegate_budget_free`.
+ * `config` must be NULL or point to a valid `TidegateBudgetConfig`; `out_size` and `out_align` must be
+ * NULL or valid for writing.
+ */
+TidegateStatus tidegate_budget_footprint(const struct TidegateBudgetConfig *config,
+                                         size_t *out_size,
+                                         size_t *out_align);
+
+/**
+ * Creates a budget with `config`, in memory it allocates, and writes its handle to
+ * `*out_budget`. The one allocation is `tidegate_budget_footprint(config)` bytes; nothing is
+ * allocated afterwards. Free the handle with `tidegate_budget_free`.
+ *
+ * Returns a `TIDEGATE_STATUS_CONFIG_*` status for an invalid configuration, or
+ * `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateBudgetConfig`; `out_budget` must be NULL or valid for
+ * writing a pointer.
  */
 TidegateStatus tidegate_budget_new(const struct TidegateBudgetConfig *config,
                                    struct TidegateBudget **out_budget);
 
 /**
- * Frees a budget. `NULL` is a no-op. Works on a poisoned handle too. Free every race that uses
+ * Creates a budget with `config`, in the `len` bytes at `memory`, and writes its
+ * handle (`memory` itself) to `*out_budget`: for hosts that place engines in memory of their own.
+ *
+ * `memory` must hold the size `tidegate_budget_footprint` gives and start on its alignment, or
+ * the call returns `TIDEGATE_STATUS_BUFFER_TOO_SMALL` or `TIDEGATE_STATUS_MISALIGNED`. Nothing
+ * else is ever used. Call `tidegate_budget_free` when done: it ends the handle and leaves the
+ * memory to you.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateBudgetConfig`; `memory` must be NULL or valid for
+ * reading and writing `len` bytes, used by nothing else until the handle is freed; `out_budget`
+ * must be NULL or valid for writing a pointer.
+ */
+TidegateStatus tidegate_budget_init(const struct TidegateBudgetConfig *config,
+                                    void *memory,
+                                    size_t len,
+                                    struct TidegateBudget **out_budget);
+
+/**
+ * Frees a budget: ends it and releases its memory (memory given to `tidegate_budget_init` goes
+ * back to the caller). `NULL` is a no-op. Works on a poisoned handle too. Free every race that uses
  * the budget first.
  *
  * # Safety
- * `budget` must be NULL or a handle from `tidegate_budget_new` that was not freed yet, with no
- * other call on it running.
+ * `budget` must be NULL or a handle from `tidegate_budget_new` or `tidegate_budget_init` that was
+ * not freed yet, with no other call on it running.
  */
 void tidegate_budget_free(struct TidegateBudget *budget);
 
 /**
- * The bytes `tidegate_budget_new` allocates: the handle, nothing else.
- */
-size_t tidegate_budget_footprint(void);
-
-/**
  * Gives the budget the process's real descriptor limit (`getrlimit(RLIMIT_NOFILE)`, soft
  * value; `RLIM_INFINITY` is fine). The connection limit becomes the smaller of
- * `max_open_connections` and `rlimit_nofile` minus the reserve.
+ * `max_open_connections` and `rlimit_nofile` minus the reserve (at most half of it). Returns
+ * `TIDEGATE_STATUS_INVALID_ARGUMENT` for 0, changing nothing.
  *
  * # Safety
  * `budget` must be NULL or a live handle.
@@ -2190,35 +2272,68 @@ TidegateStatus tidegate_budget_stats(const struct TidegateBudget *budget,
 struct TidegateEyeballsConfig tidegate_eyeballs_config_default(void);
 
 /**
- * The exact number of bytes `tidegate_eyeballs_new` allocates: the handle with its 16
- * candidates inline, nothing else.
- */
-size_t tidegate_eyeballs_footprint(void);
-
-/**
- * Creates a race with `config`, started at `now_us`, and writes its handle to `*out_race`.
+ * Writes to `*out_size` and `*out_align` the size and alignment of the memory a race with
+ * `config` lives in, in one block. That is all the memory it ever uses:
+ * `tidegate_eyeballs_new` allocates exactly this block, and `tidegate_eyeballs_init` places it in a
+ * block of yours.
  *
- * Returns `TIDEGATE_STATUS_CONFIG_UNKNOWN_ADDRESS_FAMILY` if `preferred_family` is not a
- * `TIDEGATE_ADDRESS_FAMILY_*` value.
+ * Returns a `TIDEGATE_STATUS_CONFIG_*` status if the configuration is invalid.
  *
  * # Safety
- * `config` must be NULL or point to a valid `TidegateEyeballsConfig`; `out_race` must be NULL or
- * valid for writing a pointer. Free the handle with `tidegate_eyeballs_free`.
+ * `config` must be NULL or point to a valid `TidegateEyeballsConfig`; `out_size` and `out_align` must be
+ * NULL or valid for writing.
+ */
+TidegateStatus tidegate_eyeballs_footprint(const struct TidegateEyeballsConfig *config,
+                                           size_t *out_size,
+                                           size_t *out_align);
+
+/**
+ * Creates a race with `config`, started at `now_us`, in memory it allocates, and writes its handle to
+ * `*out_race`. The one allocation is `tidegate_eyeballs_footprint(config)` bytes; nothing is
+ * allocated afterwards. Free the handle with `tidegate_eyeballs_free`.
+ *
+ * Returns a `TIDEGATE_STATUS_CONFIG_*` status for an invalid configuration, or
+ * `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateEyeballsConfig`; `out_race` must be NULL or valid for
+ * writing a pointer.
  */
 TidegateStatus tidegate_eyeballs_new(const struct TidegateEyeballsConfig *config,
                                      uint64_t now_us,
                                      struct TidegateEyeballs **out_race);
 
 /**
- * Frees a race. `NULL` is a no-op. Works on a poisoned handle too.
+ * Creates a race with `config`, started at `now_us`, in the `len` bytes at `memory`, and writes its
+ * handle (`memory` itself) to `*out_race`: for hosts that place engines in memory of their own.
+ *
+ * `memory` must hold the size `tidegate_eyeballs_footprint` gives and start on its alignment, or
+ * the call returns `TIDEGATE_STATUS_BUFFER_TOO_SMALL` or `TIDEGATE_STATUS_MISALIGNED`. Nothing
+ * else is ever used. Call `tidegate_eyeballs_free` when done: it ends the handle and leaves the
+ * memory to you.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateEyeballsConfig`; `memory` must be NULL or valid for
+ * reading and writing `len` bytes, used by nothing else until the handle is freed; `out_race`
+ * must be NULL or valid for writing a pointer.
+ */
+TidegateStatus tidegate_eyeballs_init(const struct TidegateEyeballsConfig *config,
+                                      uint64_t now_us,
+                                      void *memory,
+                                      size_t len,
+                                      struct TidegateEyeballs **out_race);
+
+/**
+ * Frees a race: ends it and releases its memory (memory given to `tidegate_eyeballs_init` goes
+ * back to the caller). `NULL` is a no-op. Works on a poisoned handle too.
  *
  * Free a race only once `tidegate_eyeballs_is_finished` says so (call `tidegate_eyeballs_on_abort`
  * and drain it first if it is still running): attempts still in flight stay counted in the
  * budget.
  *
  * # Safety
- * `race` must be NULL or a handle from `tidegate_eyeballs_new` that was not freed yet, with no
- * other call on it running.
+ * `race` must be NULL or a handle from `tidegate_eyeballs_new` or `tidegate_eyeballs_init` that was
+ * not freed yet, with no other call on it running.
  */
 void tidegate_eyeballs_free(struct TidegateEyeballs *race);
 
@@ -2276,7 +2391,7 @@ TidegateStatus tidegate_eyeballs_on_resolution_done(struct TidegateEyeballs *rac
  */
 TidegateStatus tidegate_eyeballs_on_attempt_connected(struct TidegateEyeballs *race,
                                                       uint64_t now_us,
-                                                      size_t index);
+                                                      uint32_t index);
 
 /**
  * Attempt `index` failed with `errno_value` (from `connect`, `socket` or `SO_ERROR`). Close its
@@ -2288,7 +2403,7 @@ TidegateStatus tidegate_eyeballs_on_attempt_connected(struct TidegateEyeballs *r
  */
 TidegateStatus tidegate_eyeballs_on_attempt_failed(struct TidegateEyeballs *race,
                                                    uint64_t now_us,
-                                                   size_t index,
+                                                   uint32_t index,
                                                    int32_t errno_value);
 
 /**
@@ -2321,8 +2436,10 @@ TidegateStatus tidegate_eyeballs_handle_timeout(struct TidegateEyeballs *race, u
 
 /**
  * Writes the next action to `*out_action` (`kind` `TIDEGATE_EYEBALLS_ACTION_KIND_NONE` when
- * there is nothing to do). Asks `budget` before every `START_ATTEMPT` and releases each
- * attempt's budget exactly once. Pass the same budget every time.
+ * there is nothing to do). Applies the timers due at `now_us` first (as
+ * `tidegate_eyeballs_handle_timeout` does), so a timer only needs to call this. Asks `budget`
+ * before every `START_ATTEMPT` and releases each attempt's budget exactly once. Pass the same
+ * budget every time.
  *
  * A panic inside poisons both handles.
  *
@@ -2331,6 +2448,7 @@ TidegateStatus tidegate_eyeballs_handle_timeout(struct TidegateEyeballs *race, u
  * `out_action` must be NULL or valid for writing.
  */
 TidegateStatus tidegate_eyeballs_poll_action(struct TidegateEyeballs *race,
+                                             uint64_t now_us,
                                              struct TidegateBudget *budget,
                                              struct TidegateEyeballsAction *out_action);
 
@@ -2390,42 +2508,64 @@ struct TidegateFlowPolicy tidegate_flow_policy_default(void);
 TidegateStatus tidegate_flow_key(const uint8_t *data, size_t len, uint64_t *out_key);
 
 /**
- * Writes to `*out_bytes` the exact number of bytes `tidegate_flow_governor_new` allocates for
- * `policy`: the slots and the handle.
+ * Writes to `*out_size` and `*out_align` the size and alignment of the memory a flow governor with
+ * `policy` lives in, in one block. That is all the memory it ever uses:
+ * `tidegate_flow_governor_new` allocates exactly this block, and `tidegate_flow_governor_init` places it in a
+ * block of yours.
  *
  * Returns a `TIDEGATE_STATUS_CONFIG_*` status if the policy is invalid.
  *
  * # Safety
- * `policy` must be NULL or point to a valid `TidegateFlowPolicy`; `out_bytes` must be NULL or
- * valid for writing.
+ * `policy` must be NULL or point to a valid `TidegateFlowPolicy`; `out_size` and `out_align` must be
+ * NULL or valid for writing.
  */
 TidegateStatus tidegate_flow_governor_footprint(const struct TidegateFlowPolicy *policy,
-                                                size_t *out_bytes);
+                                                size_t *out_size,
+                                                size_t *out_align);
 
 /**
- * Creates a flow governor with `policy` and writes its handle to `*out_governor`. `now_us` is
- * the current time on the host's monotonic clock.
- *
- * All memory the governor will ever use is allocated here: exactly
- * `tidegate_flow_governor_footprint(policy)` bytes.
+ * Creates a flow governor with `policy`, started at `now_us`, in memory it allocates, and writes its handle to
+ * `*out_governor`. The one allocation is `tidegate_flow_governor_footprint(policy)` bytes; nothing is
+ * allocated afterwards. Free the handle with `tidegate_flow_governor_free`.
  *
  * Returns a `TIDEGATE_STATUS_CONFIG_*` status for an invalid policy, or
  * `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
  *
  * # Safety
- * `policy` must be NULL or point to a valid `TidegateFlowPolicy`; `out_governor` must be NULL
- * or valid for writing a pointer. Free the handle with `tidegate_flow_governor_free`.
+ * `policy` must be NULL or point to a valid `TidegateFlowPolicy`; `out_governor` must be NULL or valid for
+ * writing a pointer.
  */
 TidegateStatus tidegate_flow_governor_new(const struct TidegateFlowPolicy *policy,
                                           uint64_t now_us,
                                           struct TidegateFlowGovernor **out_governor);
 
 /**
- * Frees a flow governor and all its memory. `NULL` is a no-op. Works on a poisoned handle too.
+ * Creates a flow governor with `policy`, started at `now_us`, in the `len` bytes at `memory`, and writes its
+ * handle (`memory` itself) to `*out_governor`: for hosts that place engines in memory of their own.
+ *
+ * `memory` must hold the size `tidegate_flow_governor_footprint` gives and start on its alignment, or
+ * the call returns `TIDEGATE_STATUS_BUFFER_TOO_SMALL` or `TIDEGATE_STATUS_MISALIGNED`. Nothing
+ * else is ever used. Call `tidegate_flow_governor_free` when done: it ends the handle and leaves the
+ * memory to you.
  *
  * # Safety
- * `governor` must be NULL or a handle from `tidegate_flow_governor_new` that was not freed yet,
- * with no other call on it running.
+ * `policy` must be NULL or point to a valid `TidegateFlowPolicy`; `memory` must be NULL or valid for
+ * reading and writing `len` bytes, used by nothing else until the handle is freed; `out_governor`
+ * must be NULL or valid for writing a pointer.
+ */
+TidegateStatus tidegate_flow_governor_init(const struct TidegateFlowPolicy *policy,
+                                           uint64_t now_us,
+                                           void *memory,
+                                           size_t len,
+                                           struct TidegateFlowGovernor **out_governor);
+
+/**
+ * Frees a flow governor: ends it and releases its memory (memory given to `tidegate_flow_governor_init` goes
+ * back to the caller). `NULL` is a no-op. Works on a poisoned handle too.
+ *
+ * # Safety
+ * `governor` must be NULL or a handle from `tidegate_flow_governor_new` or `tidegate_flow_governor_init` that was
+ * not freed yet, with no other call on it running.
  */
 void tidegate_flow_governor_free(struct TidegateFlowGovernor *governor);
 
@@ -2750,38 +2890,62 @@ TidegateStatus tidegate_flow_governor_settle_budget(struct TidegateFlowGovernor 
 struct TidegateLifecycleConfig tidegate_lifecycle_config_default(void);
 
 /**
- * Writes to `*out_bytes` the exact number of bytes `tidegate_lifecycle_new` allocates for
- * `config`: the handle and its task slots.
+ * Writes to `*out_size` and `*out_align` the size and alignment of the memory a lifecycle machine (state idle) with
+ * `config` lives in, in one block. That is all the memory it ever uses:
+ * `tidegate_lifecycle_new` allocates exactly this block, and `tidegate_lifecycle_init` places it in a
+ * block of yours.
  *
- * Returns `TIDEGATE_STATUS_CONFIG_TASK_CAPACITY_TOO_LARGE` if `task_capacity` is above
- * `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX`.
+ * Returns a `TIDEGATE_STATUS_CONFIG_*` status if the configuration is invalid.
  *
  * # Safety
- * `config` must be NULL or point to a valid `TidegateLifecycleConfig`; `out_bytes` must be NULL
- * or valid for writing.
+ * `config` must be NULL or point to a valid `TidegateLifecycleConfig`; `out_size` and `out_align` must be
+ * NULL or valid for writing.
  */
 TidegateStatus tidegate_lifecycle_footprint(const struct TidegateLifecycleConfig *config,
-                                            size_t *out_bytes);
+                                            size_t *out_size,
+                                            size_t *out_align);
 
 /**
- * Creates a lifecycle machine (state idle) and writes its handle to `*out_lifecycle`.
+ * Creates a lifecycle machine (state idle) with `config`, in memory it allocates, and writes its handle to
+ * `*out_lifecycle`. The one allocation is `tidegate_lifecycle_footprint(config)` bytes; nothing is
+ * allocated afterwards. Free the handle with `tidegate_lifecycle_free`.
  *
- * Returns `TIDEGATE_STATUS_CONFIG_TASK_CAPACITY_TOO_LARGE` for a capacity above the maximum, or
+ * Returns a `TIDEGATE_STATUS_CONFIG_*` status for an invalid configuration, or
  * `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
  *
  * # Safety
- * `config` must be NULL or point to a valid `TidegateLifecycleConfig`; `out_lifecycle` must be
- * NULL or valid for writing a pointer. Free the handle with `tidegate_lifecycle_free`.
+ * `config` must be NULL or point to a valid `TidegateLifecycleConfig`; `out_lifecycle` must be NULL or valid for
+ * writing a pointer.
  */
 TidegateStatus tidegate_lifecycle_new(const struct TidegateLifecycleConfig *config,
                                       struct TidegateLifecycle **out_lifecycle);
 
 /**
- * Frees a lifecycle machine. `NULL` is a no-op. Works on a poisoned handle too.
+ * Creates a lifecycle machine (state idle) with `config`, in the `len` bytes at `memory`, and writes its
+ * handle (`memory` itself) to `*out_lifecycle`: for hosts that place engines in memory of their own.
+ *
+ * `memory` must hold the size `tidegate_lifecycle_footprint` gives and start on its alignment, or
+ * the call returns `TIDEGATE_STATUS_BUFFER_TOO_SMALL` or `TIDEGATE_STATUS_MISALIGNED`. Nothing
+ * else is ever used. Call `tidegate_lifecycle_free` when done: it ends the handle and leaves the
+ * memory to you.
  *
  * # Safety
- * `lifecycle` must be NULL or a handle from `tidegate_lifecycle_new` that was not freed yet,
- * with no other call on it running.
+ * `config` must be NULL or point to a valid `TidegateLifecycleConfig`; `memory` must be NULL or valid for
+ * reading and writing `len` bytes, used by nothing else until the handle is freed; `out_lifecycle`
+ * must be NULL or valid for writing a pointer.
+ */
+TidegateStatus tidegate_lifecycle_init(const struct TidegateLifecycleConfig *config,
+                                       void *memory,
+                                       size_t len,
+                                       struct TidegateLifecycle **out_lifecycle);
+
+/**
+ * Frees a lifecycle machine (state idle): ends it and releases its memory (memory given to `tidegate_lifecycle_init` goes
+ * back to the caller). `NULL` is a no-op. Works on a poisoned handle too.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a handle from `tidegate_lifecycle_new` or `tidegate_lifecycle_init` that was
+ * not freed yet, with no other call on it running.
  */
 void tidegate_lifecycle_free(struct TidegateLifecycle *lifecycle);
 
@@ -2978,7 +3142,7 @@ TidegateStatus tidegate_lifecycle_stats(const struct TidegateLifecycle *lifecycl
  * A static, NUL-terminated description of `status`, never NULL. Unknown values get
  * "unknown status". The string lives for the whole program; do not free it.
  */
-const char *tidegate_status_str(uint32_t status);
+const char *tidegate_status_str(TidegateStatus status);
 
 /**
  * The library version as a static, NUL-terminated string such as "0.1.0"; do not free it.
@@ -2997,42 +3161,67 @@ const char *tidegate_version(void);
 struct TidegateTunnelConfig tidegate_tunnel_config_default(void);
 
 /**
- * Writes to `*out_bytes` the exact number of bytes `tidegate_tunnel_new` allocates for
- * `config`: both rings, their packet slots and the handle itself.
+ * Writes to `*out_size` and `*out_align` the size and alignment of the memory a tunnel with
+ * `config` lives in: the handle, both rings and their packet slots, in one block. That is all the
+ * memory the tunnel ever uses: `tidegate_tunnel_new` allocates exactly this block, and
+ * `tidegate_tunnel_init` places the tunnel in a block of yours.
  *
  * Returns a `TIDEGATE_STATUS_CONFIG_*` status if the configuration is invalid.
  *
  * # Safety
- * `config` must be NULL or point to a valid `TidegateTunnelConfig`; `out_bytes` must be NULL or
- * valid for writing.
+ * `config` must be NULL or point to a valid `TidegateTunnelConfig`; `out_size` and `out_align`
+ * must be NULL or valid for writing.
  */
 TidegateStatus tidegate_tunnel_footprint(const struct TidegateTunnelConfig *config,
-                                         size_t *out_bytes);
+                                         size_t *out_size,
+                                         size_t *out_align);
 
 /**
- * Creates a tunnel with `config` and writes its handle to `*out_tunnel`.
+ * Creates a tunnel with `config` in memory it allocates, and writes its handle to `*out_tunnel`.
  *
- * All memory the tunnel will ever use is allocated here, and touched once so that it is
- * resident from the start: exactly `tidegate_tunnel_footprint(config)` bytes.
+ * The one allocation is `tidegate_tunnel_footprint(config)` bytes, all touched here so that it is
+ * resident from the start; nothing is allocated afterwards. Free the handle with
+ * `tidegate_tunnel_free`.
  *
  * Returns a `TIDEGATE_STATUS_CONFIG_*` status for an invalid configuration, or
  * `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
  *
  * # Safety
  * `config` must be NULL or point to a valid `TidegateTunnelConfig`; `out_tunnel` must be NULL or
- * valid for writing a pointer. Free the handle with `tidegate_tunnel_free`.
+ * valid for writing a pointer.
  */
 TidegateStatus tidegate_tunnel_new(const struct TidegateTunnelConfig *config,
                                    struct TidegateTunnel **out_tunnel);
 
 /**
- * Frees a tunnel and all its memory. `NULL` is a no-op. Works on a poisoned handle too.
+ * Creates a tunnel with `config` in the `len` bytes at `memory`, and writes its handle to
+ * `*out_tunnel`: for hosts that place engines in memory of their own (a static buffer, a pool).
+ * The handle is `memory` itself.
+ *
+ * `memory` must hold the size `tidegate_tunnel_footprint` gives and start on its alignment, or
+ * the call returns `TIDEGATE_STATUS_BUFFER_TOO_SMALL` or `TIDEGATE_STATUS_MISALIGNED`. Every
+ * byte of it is written here; nothing else is ever used. Call `tidegate_tunnel_free` when done:
+ * it ends the tunnel and leaves the memory to you.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateTunnelConfig`; `memory` must be NULL or
+ * valid for reading and writing `len` bytes, and used by nothing else until the tunnel is
+ * freed; `out_tunnel` must be NULL or valid for writing a pointer.
+ */
+TidegateStatus tidegate_tunnel_init(const struct TidegateTunnelConfig *config,
+                                    void *memory,
+                                    size_t len,
+                                    struct TidegateTunnel **out_tunnel);
+
+/**
+ * Frees a tunnel: ends it and releases its memory (memory given to `tidegate_tunnel_init` goes
+ * back to the caller). `NULL` is a no-op. Works on a poisoned handle too.
  *
  * Views handed out by this tunnel become invalid.
  *
  * # Safety
- * `tunnel` must be NULL or a handle from `tidegate_tunnel_new` that was not freed yet, with no
- * other call on it running.
+ * `tunnel` must be NULL or a handle from `tidegate_tunnel_new` or `tidegate_tunnel_init` that
+ * was not freed yet, with no other call on it running.
  */
 void tidegate_tunnel_free(struct TidegateTunnel *tunnel);
 

@@ -67,7 +67,9 @@ pub struct BudgetConfig {
     /// a macOS GUI process; give the real value with [`ConnectionBudget::set_fd_limit`].
     pub fd_limit: u64,
     /// Descriptors kept back for the host itself (stdio, kqueue, the tunnel, logs, files).
-    /// Default 32. Never more than half of `fd_limit` is reserved.
+    /// Default 32. At most half of `fd_limit` ([`ConnectionBudget::new`] refuses more); when
+    /// [`ConnectionBudget::set_fd_limit`] later lowers the limit, at most half of the new limit
+    /// is kept back.
     pub fd_reserve: u64,
     /// The lowest value back-off may push each effective limit to. Default 8, so a host under
     /// pressure still makes progress.
@@ -92,16 +94,23 @@ impl BudgetConfig {
     pub const DEFAULT_RECOVERY_INTERVAL_MICROS: u64 = 1_000_000;
 }
 
+impl BudgetConfig {
+    /// The documented defaults. Build a configuration as
+    /// `BudgetConfig { field: value, ..BudgetConfig::DEFAULT }`, so that a field added later
+    /// keeps its default without breaking the caller.
+    pub const DEFAULT: BudgetConfig = BudgetConfig {
+        max_attempts_in_flight: Self::DEFAULT_MAX_ATTEMPTS_IN_FLIGHT,
+        max_open_connections: Self::DEFAULT_MAX_OPEN_CONNECTIONS,
+        fd_limit: Self::DEFAULT_FD_LIMIT,
+        fd_reserve: Self::DEFAULT_FD_RESERVE,
+        backoff_floor: Self::DEFAULT_BACKOFF_FLOOR,
+        recovery_interval_micros: Self::DEFAULT_RECOVERY_INTERVAL_MICROS,
+    };
+}
+
 impl Default for BudgetConfig {
     fn default() -> Self {
-        BudgetConfig {
-            max_attempts_in_flight: Self::DEFAULT_MAX_ATTEMPTS_IN_FLIGHT,
-            max_open_connections: Self::DEFAULT_MAX_OPEN_CONNECTIONS,
-            fd_limit: Self::DEFAULT_FD_LIMIT,
-            fd_reserve: Self::DEFAULT_FD_RESERVE,
-            backoff_floor: Self::DEFAULT_BACKOFF_FLOOR,
-            recovery_interval_micros: Self::DEFAULT_RECOVERY_INTERVAL_MICROS,
-        }
+        Self::DEFAULT
     }
 }
 
@@ -109,8 +118,11 @@ impl Default for BudgetConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum BudgetConfigError {
-    /// `max_attempts_in_flight` or `max_open_connections` is zero: nothing could ever connect.
+    /// `max_attempts_in_flight`, `max_open_connections`, `fd_limit` or `backoff_floor` is zero:
+    /// nothing could ever connect (for the floor: once backed off).
     ZeroLimit,
+    /// `fd_reserve` is more than half of `fd_limit`.
+    ReserveAboveHalf,
     /// `recovery_interval_micros` is zero: back-off would recover in no time at all.
     ZeroRecoveryInterval,
 }
@@ -119,6 +131,9 @@ impl fmt::Display for BudgetConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             BudgetConfigError::ZeroLimit => "connection budget limits must be at least 1",
+            BudgetConfigError::ReserveAboveHalf => {
+                "connection budget fd_reserve must be at most half of fd_limit"
+            }
             BudgetConfigError::ZeroRecoveryInterval => {
                 "connection budget recovery interval must not be zero"
             }
@@ -201,7 +216,6 @@ impl fmt::Display for BudgetError {
 /// Counters a host can export to see how the budget behaves. They saturate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[repr(C)]
 pub struct BudgetStats {
     /// Attempts the budget allowed to start.
     pub attempts_started: u64,
@@ -236,8 +250,15 @@ pub struct ConnectionBudget {
 impl ConnectionBudget {
     /// A budget with `config`'s limits, nothing in use and no back-off.
     pub fn new(config: BudgetConfig) -> Result<Self, BudgetConfigError> {
-        if config.max_attempts_in_flight == 0 || config.max_open_connections == 0 {
+        if config.max_attempts_in_flight == 0
+            || config.max_open_connections == 0
+            || config.fd_limit == 0
+            || config.backoff_floor == 0
+        {
             return Err(BudgetConfigError::ZeroLimit);
+        }
+        if config.fd_reserve > config.fd_limit / 2 {
+            return Err(BudgetConfigError::ReserveAboveHalf);
         }
         if config.recovery_interval_micros == 0 {
             return Err(BudgetConfigError::ZeroRecoveryInterval);
@@ -262,7 +283,13 @@ impl ConnectionBudget {
     /// value; `RLIM_INFINITY` is fine). The connection limit becomes the smaller of
     /// `max_open_connections` and `rlimit_nofile` minus the reserve (at most half of it).
     /// A back-off in progress keeps its lowered limits if they are lower.
-    pub fn set_fd_limit(&mut self, rlimit_nofile: u64) {
+    ///
+    /// A limit of zero is refused with [`BudgetConfigError::ZeroLimit`], changing nothing: no
+    /// connection could ever open.
+    pub fn set_fd_limit(&mut self, rlimit_nofile: u64) -> Result<(), BudgetConfigError> {
+        if rlimit_nofile == 0 {
+            return Err(BudgetConfigError::ZeroLimit);
+        }
         let was_backing_off = self.is_backing_off();
         self.config.fd_limit = rlimit_nofile;
         let attempt_ceiling = self.attempt_ceiling();
@@ -282,6 +309,7 @@ impl ConnectionBudget {
             rlimit_nofile,
             self.connection_limit
         );
+        Ok(())
     }
 
     /// Whether [`ConnectionBudget::try_start_attempt`] would succeed now.
@@ -573,24 +601,63 @@ mod tests {
     #[test]
     fn fd_limit_sets_connection_limit_with_reserve() {
         let mut budget = ConnectionBudget::new(BudgetConfig::default()).unwrap();
-        budget.set_fd_limit(10_240);
+        budget.set_fd_limit(10_240).unwrap();
         assert_eq!(
             budget.connection_limit(),
             400,
             "capped by max_open_connections"
         );
-        budget.set_fd_limit(300);
+        budget.set_fd_limit(300).unwrap();
         assert_eq!(budget.connection_limit(), 268);
-        budget.set_fd_limit(20);
+        budget.set_fd_limit(20).unwrap();
         assert_eq!(budget.connection_limit(), 10, "reserve is at most half");
-        budget.set_fd_limit(u64::MAX);
+        budget.set_fd_limit(u64::MAX).unwrap();
         assert_eq!(budget.connection_limit(), 400);
-        budget.set_fd_limit(0);
-        assert_eq!(budget.connection_limit(), 0);
-        assert!(matches!(
-            budget.try_start_attempt(ms(0)),
-            Err(BudgetRefusal::Connections { limit: 0, .. })
-        ));
+        assert_eq!(budget.set_fd_limit(0), Err(BudgetConfigError::ZeroLimit));
+        assert_eq!(
+            budget.connection_limit(),
+            400,
+            "a refused limit changes nothing"
+        );
+        assert!(budget.try_start_attempt(ms(0)).is_ok());
+    }
+
+    #[test]
+    fn a_config_that_can_never_work_is_refused_not_clamped() {
+        let good = BudgetConfig::default();
+        for (bad, error) in [
+            (
+                BudgetConfig {
+                    fd_limit: 0,
+                    fd_reserve: 0,
+                    ..good
+                },
+                BudgetConfigError::ZeroLimit,
+            ),
+            (
+                BudgetConfig {
+                    backoff_floor: 0,
+                    ..good
+                },
+                BudgetConfigError::ZeroLimit,
+            ),
+            (
+                BudgetConfig {
+                    fd_limit: 64,
+                    fd_reserve: 33,
+                    ..good
+                },
+                BudgetConfigError::ReserveAboveHalf,
+            ),
+        ] {
+            assert_eq!(ConnectionBudget::new(bad).err(), Some(error), "{bad:?}");
+        }
+        let half = BudgetConfig {
+            fd_limit: 64,
+            fd_reserve: 32,
+            ..good
+        };
+        assert_eq!(ConnectionBudget::new(half).unwrap().connection_limit(), 32);
     }
 
     #[test]
@@ -860,7 +927,15 @@ mod tests {
                         now += micros;
                         budget.handle_timeout(Instant::from_micros(now));
                     }
-                    Op::FdLimit(limit) => budget.set_fd_limit(limit),
+                    Op::FdLimit(limit) => {
+                        let limits = (budget.attempt_limit(), budget.connection_limit());
+                        let refused = budget.set_fd_limit(limit).is_err();
+                        prop_assert_eq!(refused, limit == 0);
+                        if refused {
+                            let after = (budget.attempt_limit(), budget.connection_limit());
+                            prop_assert_eq!(after, limits, "a refused fd limit changes nothing");
+                        }
+                    }
                 }
                 prop_assert_eq!(budget.attempts_in_flight(), model.attempts);
                 prop_assert_eq!(budget.open_connections(), model.open);

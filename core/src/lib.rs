@@ -48,10 +48,10 @@ pub use budget::{
 };
 pub use error_class::{ErrnoPlatform, ErrorClass, classify_errno, classify_errno_for};
 pub use eyeballs::{
-    Action, AddressFamily, AttemptError, DEFAULT_MAX_CANDIDATES, EyeballsConfig, EyeballsStats,
-    HappyEyeballs, MAX_CONNECTION_ATTEMPT_DELAY_MICROS, MAX_RESOLUTION_DELAY_MICROS,
-    MIN_ATTEMPT_SPACING_MICROS, MIN_CONNECTION_ATTEMPT_DELAY_MICROS, RaceFailure, RaceStatus,
-    ResolveError,
+    Action, AddressFamily, AttemptError, DEFAULT_MAX_CANDIDATES, EyeballsConfig,
+    EyeballsConfigError, EyeballsStats, HappyEyeballs, MAX_CONNECTION_ATTEMPT_DELAY_MICROS,
+    MAX_RESOLUTION_DELAY_MICROS, MIN_ATTEMPT_SPACING_MICROS, MIN_CONNECTION_ATTEMPT_DELAY_MICROS,
+    RaceFailure, RaceStatus, ResolveError,
 };
 pub use flow::{
     Admission, AppFlows, AppId, AppState, CloseReason, ConnectAction, DEFAULT_FLOW_SLOTS,
@@ -65,9 +65,9 @@ pub use journal::{
     TASK_PAYLOAD_MAX, TaskPayload, encode_journal, journal_encoded_len,
 };
 pub use lifecycle::{
-    DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, Generation, Lifecycle, LifecycleConfig, LifecycleEffect,
-    LifecycleState, LifecycleStats, ReportError, StartError, StopError, StopOutcome, StopPhase,
-    TaskId, TaskRegisterError, TaskSlot, WriteJournalError,
+    DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, Generation, Lifecycle, LifecycleConfig,
+    LifecycleConfigError, LifecycleEffect, LifecycleState, LifecycleStats, ReportError, StartError,
+    StopError, StopOutcome, StopPhase, TaskId, TaskRegisterError, TaskSlot, WriteJournalError,
 };
 pub use ring::{
     CompleteError, DEFAULT_PACKET_ALIGN, InFlight, MAX_ARENA_BYTES, MAX_PACKET_ALIGN, PacketRing,

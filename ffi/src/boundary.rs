@@ -16,12 +16,14 @@ use crate::status::TidegateStatus;
 pub(crate) trait Handle {
     /// The poison flag; a `Cell` so that read-only calls can set it too.
     fn poison(&self) -> &Cell<bool>;
+    /// Who owns the handle's block: `_free` deallocates it only if `_new` allocated it.
+    fn memory(&self) -> crate::place::Memory;
 }
 
 /// Run `body` on the handle behind `handle` for a read-only call.
 ///
 /// # Safety
-/// `handle` must be NULL or a pointer returned by the handle's `_new` and not yet freed, with no
+/// `handle` must be NULL or a pointer returned by the handle's `_new` or `_init` and not yet freed, with no
 /// other call on the same handle running concurrently.
 pub(crate) unsafe fn call<H: Handle>(
     handle: *const H,
@@ -46,7 +48,7 @@ pub(crate) unsafe fn call<H: Handle>(
 /// Run `body` on the handle behind `handle` for a mutating call.
 ///
 /// # Safety
-/// `handle` must be NULL or a pointer returned by the handle's `_new` and not yet freed, with no
+/// `handle` must be NULL or a pointer returned by the handle's `_new` or `_init` and not yet freed, with no
 /// other call on the same handle running concurrently.
 pub(crate) unsafe fn call_mut<H: Handle>(
     handle: *mut H,

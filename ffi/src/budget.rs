@@ -1,6 +1,6 @@
 //! C ABI of the connection budget: `TidegateBudget`.
 
-use core::mem::size_of;
+use core::ffi::c_void;
 use std::cell::Cell;
 
 use tidegate_core::{
@@ -9,6 +9,7 @@ use tidegate_core::{
 };
 
 use crate::boundary::{Handle, call, call_free, call_mut, require_non_null, write_out};
+use crate::place::{self, Memory};
 use crate::status::TidegateStatus;
 
 /// The connection budget shared by every race and every flow of the process: at most
@@ -17,13 +18,14 @@ use crate::status::TidegateStatus;
 /// `ENOSPC`, `ENOMEM`, `ENOBUFS`) and recovered step by step.
 ///
 /// Back-off rule: a resource error halves both limits (not below `backoff_floor`; errors within
-/// a quarter of `recovery_interval_micros` of the last halving count as the same burst); after
-/// each quiet `recovery_interval_micros` both grow by one eighth of their configured value.
+/// a quarter of `recovery_interval_us` of the last halving count as the same burst); after
+/// each quiet `recovery_interval_us` both grow by one eighth of their configured value.
 ///
 /// Thread safety: not safe for concurrent use. Calls on one handle must not overlap (use one
 /// serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
 pub struct TidegateBudget {
     poison: Cell<bool>,
+    memory: Memory,
     pub(crate) engine: ConnectionBudget,
 }
 
@@ -31,26 +33,31 @@ impl Handle for TidegateBudget {
     fn poison(&self) -> &Cell<bool> {
         &self.poison
     }
+    fn memory(&self) -> Memory {
+        self.memory
+    }
 }
 
-/// Configuration of a `TidegateBudget`. Start from `tidegate_budget_config_default()`.
+/// Configuration of a `TidegateBudget`. Start from `tidegate_budget_config_default()`; creating
+/// a budget refuses what it cannot honour (a zero limit, a reserve above half the descriptors).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TidegateBudgetConfig {
-    /// Most connection attempts in flight at once (default 64).
+    /// Most connection attempts in flight at once (default 64; not 0).
     pub max_attempts_in_flight: u32,
     /// Most descriptors in use by attempts plus open connections (default 400, below the ~500
-    /// active flows where NECP starts failing and Network framework's 512 flows per process).
+    /// active flows where NECP starts failing and Network framework's 512 flows per process;
+    /// not 0).
     pub max_open_connections: u32,
-    /// The process's `RLIMIT_NOFILE` soft limit (default 256, the macOS GUI default); see also
-    /// `tidegate_budget_set_fd_limit`.
+    /// The process's `RLIMIT_NOFILE` soft limit (default 256, the macOS GUI default; not 0); see
+    /// also `tidegate_budget_set_fd_limit`.
     pub fd_limit: u64,
-    /// Descriptors kept for the host itself (default 32; never more than half of `fd_limit`).
-    pub fd_reserve: u64,
-    /// The lowest value back-off pushes each limit to (default 8).
+    /// Descriptors kept for the host itself (default 32; at most half of `fd_limit`).
+    pub fd_reserve: u32,
+    /// The lowest value back-off pushes each limit to (default 8; not 0).
     pub backoff_floor: u32,
-    /// Quiet time before each recovery step, in microseconds (default 1 s).
-    pub recovery_interval_micros: u64,
+    /// Quiet time before each recovery step, in microseconds (default 1 s; not 0).
+    pub recovery_interval_us: u64,
 }
 
 /// The budget's limits and usage now, from `tidegate_budget_levels`.
@@ -67,6 +74,39 @@ pub struct TidegateBudgetLevels {
     pub connection_limit: u32,
     /// Whether a limit is lowered after resource errors.
     pub backing_off: bool,
+    /// Always 0: keeps the struct free of padding, so every byte is written.
+    pub reserved: [u8; 7],
+}
+
+/// A snapshot of a budget's counters, from `tidegate_budget_stats`. Counters saturate.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TidegateBudgetStats {
+    /// Attempts the budget allowed to start.
+    pub attempts_started: u64,
+    /// Attempt requests refused.
+    pub attempts_refused: u64,
+    /// Connection requests outside an attempt (`tidegate_budget_try_open_connection`) refused.
+    pub connections_refused: u64,
+    /// Resource-exhausted errors reported.
+    pub resource_errors: u64,
+    /// Times the effective limits were halved.
+    pub backoffs: u64,
+    /// Releases reported with nothing to release (a host bookkeeping bug).
+    pub unbalanced_releases: u64,
+}
+
+impl From<BudgetStats> for TidegateBudgetStats {
+    fn from(s: BudgetStats) -> Self {
+        TidegateBudgetStats {
+            attempts_started: s.attempts_started,
+            attempts_refused: s.attempts_refused,
+            connections_refused: s.connections_refused,
+            resource_errors: s.resource_errors,
+            backoffs: s.backoffs,
+            unbalanced_releases: s.unbalanced_releases,
+        }
+    }
 }
 
 /// The default configuration: 64 attempts in flight, 400 connections, `RLIMIT_NOFILE` 256 with 32
@@ -77,15 +117,42 @@ pub extern "C" fn tidegate_budget_config_default() -> TidegateBudgetConfig {
     TidegateBudgetConfig::from(BudgetConfig::default())
 }
 
-/// Creates a budget with `config` and writes its handle to `*out_budget`. The handle is the only
-/// allocation (`sizeof` a few dozen bytes); nothing is allocated afterwards.
+/// Writes to `*out_size` and `*out_align` the size and alignment of the memory a budget with
+/// `config` lives in, in one block. That is all the memory it ever uses:
+/// `tidegate_budget_new` allocates exactly this block, and `tidegate_budget_init` places it in a
+/// block of yours.
 ///
-/// Returns `TIDEGATE_STATUS_CONFIG_BUDGET_ZERO_LIMIT` or
-/// `TIDEGATE_STATUS_CONFIG_BUDGET_ZERO_RECOVERY_INTERVAL` for an invalid configuration.
+/// Returns a `TIDEGATE_STATUS_CONFIG_*` status if the configuration is invalid.
 ///
 /// # Safety
-/// `config` must be NULL or point to a valid `TidegateBudgetConfig`; `out_budget` must be NULL or
-/// valid for writing a pointer. Free the handle with `tidegate_budget_free`.
+/// `config` must be NULL or point to a valid `TidegateBudgetConfig`; `out_size` and `out_align` must be
+/// NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_budget_footprint(
+    config: *const TidegateBudgetConfig,
+    out_size: *mut usize,
+    out_align: *mut usize,
+) -> TidegateStatus {
+    call_free(|| {
+        // SAFETY: `config` is NULL or valid by the caller's contract.
+        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
+        require_non_null([out_size.cast_const().cast(), out_align.cast_const().cast()])?;
+        let config = budget_config(config)?;
+        // SAFETY: both out-pointers are valid by the caller's contract.
+        unsafe { place::footprint::<TidegateBudget, _>(out_size, out_align, |c| walk(&config, c)) }
+    })
+}
+
+/// Creates a budget with `config`, in memory it allocates, and writes its handle to
+/// `*out_budget`. The one allocation is `tidegate_budget_footprint(config)` bytes; nothing is
+/// allocated afterwards. Free the handle with `tidegate_budget_free`.
+///
+/// Returns a `TIDEGATE_STATUS_CONFIG_*` status for an invalid configuration, or
+/// `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
+///
+/// # Safety
+/// `config` must be NULL or point to a valid `TidegateBudgetConfig`; `out_budget` must be NULL or valid for
+/// writing a pointer.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_budget_new(
     config: *const TidegateBudgetConfig,
@@ -95,47 +162,98 @@ pub unsafe extern "C" fn tidegate_budget_new(
         // SAFETY: `config` is NULL or valid by the caller's contract.
         let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
         require_non_null([out_budget.cast_const().cast()])?;
-        let engine = ConnectionBudget::new(BudgetConfig::from(*config)).map_err(|e| match e {
-            BudgetConfigError::ZeroLimit => TidegateStatus::ConfigBudgetZeroLimit,
-            BudgetConfigError::ZeroRecoveryInterval => {
-                TidegateStatus::ConfigBudgetZeroRecoveryInterval
-            }
-        })?;
-        let handle = Box::new(TidegateBudget {
-            poison: Cell::new(false),
-            engine,
-        });
+        let config = budget_config(config)?;
+        let handle = place::allocate(|c| walk(&config, c), |s, m| build(config, s, m))?;
         // SAFETY: `out_budget` was checked non-NULL and is valid by the caller's contract.
-        unsafe { write_out(out_budget, Box::into_raw(handle)) }
+        unsafe { write_out(out_budget, handle.as_ptr()) }
     })
 }
 
-/// Frees a budget. `NULL` is a no-op. Works on a poisoned handle too. Free every race that uses
+/// Creates a budget with `config`, in the `len` bytes at `memory`, and writes its
+/// handle (`memory` itself) to `*out_budget`: for hosts that place engines in memory of their own.
+///
+/// `memory` must hold the size `tidegate_budget_footprint` gives and start on its alignment, or
+/// the call returns `TIDEGATE_STATUS_BUFFER_TOO_SMALL` or `TIDEGATE_STATUS_MISALIGNED`. Nothing
+/// else is ever used. Call `tidegate_budget_free` when done: it ends the handle and leaves the
+/// memory to you.
+///
+/// # Safety
+/// `config` must be NULL or point to a valid `TidegateBudgetConfig`; `memory` must be NULL or valid for
+/// reading and writing `len` bytes, used by nothing else until the handle is freed; `out_budget`
+/// must be NULL or valid for writing a pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_budget_init(
+    config: *const TidegateBudgetConfig,
+    memory: *mut c_void,
+    len: usize,
+    out_budget: *mut *mut TidegateBudget,
+) -> TidegateStatus {
+    call_free(|| {
+        // SAFETY: `config` is NULL or valid by the caller's contract.
+        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
+        require_non_null([out_budget.cast_const().cast()])?;
+        let config = budget_config(config)?;
+        // SAFETY: `memory` is NULL or valid for `len` bytes, by the caller's contract.
+        let handle = unsafe {
+            place::carve(
+                memory.cast(),
+                len,
+                Memory::Caller,
+                |c| walk(&config, c),
+                |s, m| build(config, s, m),
+            )
+        }?;
+        // SAFETY: `out_budget` was checked non-NULL and is valid by the caller's contract.
+        unsafe { write_out(out_budget, handle.as_ptr()) }
+    })
+}
+
+/// Frees a budget: ends it and releases its memory (memory given to `tidegate_budget_init` goes
+/// back to the caller). `NULL` is a no-op. Works on a poisoned handle too. Free every race that uses
 /// the budget first.
 ///
 /// # Safety
-/// `budget` must be NULL or a handle from `tidegate_budget_new` that was not freed yet, with no
-/// other call on it running.
+/// `budget` must be NULL or a handle from `tidegate_budget_new` or `tidegate_budget_init` that was
+/// not freed yet, with no other call on it running.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_budget_free(budget: *mut TidegateBudget) {
-    if budget.is_null() {
-        return;
-    }
-    // SAFETY: a non-NULL `budget` came from `Box::into_raw` in `tidegate_budget_new` and is freed
-    // once, by the caller's contract.
-    let handle = unsafe { Box::from_raw(budget) };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(handle)));
+    // SAFETY: forwarded caller contract.
+    unsafe { place::free(budget) }
 }
 
-/// The bytes `tidegate_budget_new` allocates: the handle, nothing else.
-#[unsafe(no_mangle)]
-pub extern "C" fn tidegate_budget_footprint() -> usize {
-    size_of::<TidegateBudget>()
+/// A budget has no storage beyond its handle.
+fn walk(_: &BudgetConfig, _: &mut place::Carver) -> Result<(), TidegateStatus> {
+    Ok(())
+}
+
+fn build(config: BudgetConfig, (): (), memory: Memory) -> Result<TidegateBudget, TidegateStatus> {
+    let engine = ConnectionBudget::new(config).map_err(status_of_budget_config)?;
+    Ok(TidegateBudget {
+        poison: Cell::new(false),
+        memory,
+        engine,
+    })
+}
+
+/// The core configuration, checked as `ConnectionBudget::new` checks it.
+fn budget_config(config: &TidegateBudgetConfig) -> Result<BudgetConfig, TidegateStatus> {
+    let config = BudgetConfig::from(*config);
+    ConnectionBudget::new(config).map_err(status_of_budget_config)?;
+    Ok(config)
+}
+
+fn status_of_budget_config(error: BudgetConfigError) -> TidegateStatus {
+    match error {
+        BudgetConfigError::ZeroLimit => TidegateStatus::ConfigBudgetZeroLimit,
+        BudgetConfigError::ReserveAboveHalf => TidegateStatus::ConfigBudgetReserveTooLarge,
+        BudgetConfigError::ZeroRecoveryInterval => TidegateStatus::ConfigBudgetZeroRecoveryInterval,
+    }
 }
 
 /// Gives the budget the process's real descriptor limit (`getrlimit(RLIMIT_NOFILE)`, soft
 /// value; `RLIM_INFINITY` is fine). The connection limit becomes the smaller of
-/// `max_open_connections` and `rlimit_nofile` minus the reserve.
+/// `max_open_connections` and `rlimit_nofile` minus the reserve (at most half of it). Returns
+/// `TIDEGATE_STATUS_INVALID_ARGUMENT` for 0, changing nothing.
 ///
 /// # Safety
 /// `budget` must be NULL or a live handle.
@@ -147,8 +265,9 @@ pub unsafe extern "C" fn tidegate_budget_set_fd_limit(
     // SAFETY: forwarded caller contract.
     unsafe {
         call_mut(budget, |b| {
-            b.engine.set_fd_limit(rlimit_nofile);
-            Ok(())
+            b.engine
+                .set_fd_limit(rlimit_nofile)
+                .map_err(|_| TidegateStatus::InvalidArgument)
         })
     }
 }
@@ -370,6 +489,7 @@ pub unsafe extern "C" fn tidegate_budget_levels(
                 attempt_limit: e.attempt_limit(),
                 connection_limit: e.connection_limit(),
                 backing_off: e.is_backing_off(),
+                reserved: [0; 7],
             };
             write_out(out_levels, levels)
         })
@@ -383,10 +503,10 @@ pub unsafe extern "C" fn tidegate_budget_levels(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_budget_stats(
     budget: *const TidegateBudget,
-    out_stats: *mut BudgetStats,
+    out_stats: *mut TidegateBudgetStats,
 ) -> TidegateStatus {
     // SAFETY: forwarded caller contract.
-    unsafe { call(budget, |b| write_out(out_stats, b.engine.stats())) }
+    unsafe { call(budget, |b| write_out(out_stats, b.engine.stats().into())) }
 }
 
 pub(crate) fn status_of_refusal(refusal: BudgetRefusal) -> TidegateStatus {
@@ -409,9 +529,9 @@ impl From<BudgetConfig> for TidegateBudgetConfig {
             max_attempts_in_flight: c.max_attempts_in_flight,
             max_open_connections: c.max_open_connections,
             fd_limit: c.fd_limit,
-            fd_reserve: c.fd_reserve,
+            fd_reserve: u32::try_from(c.fd_reserve).unwrap_or(u32::MAX),
             backoff_floor: c.backoff_floor,
-            recovery_interval_micros: c.recovery_interval_micros,
+            recovery_interval_us: c.recovery_interval_micros,
         }
     }
 }
@@ -422,9 +542,9 @@ impl From<TidegateBudgetConfig> for BudgetConfig {
             max_attempts_in_flight: c.max_attempts_in_flight,
             max_open_connections: c.max_open_connections,
             fd_limit: c.fd_limit,
-            fd_reserve: c.fd_reserve,
+            fd_reserve: u64::from(c.fd_reserve),
             backoff_floor: c.backoff_floor,
-            recovery_interval_micros: c.recovery_interval_micros,
+            recovery_interval_micros: c.recovery_interval_us,
         }
     }
 }

@@ -1,20 +1,21 @@
 //! C ABI of the Happy Eyeballs scheduler: `TidegateEyeballs`.
 
-use core::mem::size_of;
+use core::ffi::c_void;
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::cell::Cell;
 use std::panic::resume_unwind;
 
 use tidegate_core::{
     Action, AddressFamily, AttemptError, BudgetRefusal, ConnectionBudget, DEFAULT_MAX_CANDIDATES,
-    ErrorClass, EyeballsConfig, EyeballsStats, HappyEyeballs, Instant, RaceFailure, RaceStatus,
-    ResolveError, classify_errno,
+    ErrorClass, EyeballsConfig, EyeballsConfigError, EyeballsStats, HappyEyeballs, Instant,
+    RaceFailure, RaceStatus, ResolveError, classify_errno,
 };
 
 use crate::boundary::{
     Handle, call, call_free, call_mut, require_non_null, slice_len_fits, write_out,
 };
 use crate::budget::TidegateBudget;
+use crate::place::{self, Memory};
 use crate::status::TidegateStatus;
 
 /// One Happy Eyeballs v2 race (RFC 8305) over at most 16 candidate addresses, for a host that
@@ -32,12 +33,16 @@ use crate::status::TidegateStatus;
 /// serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
 pub struct TidegateEyeballs {
     poison: Cell<bool>,
+    memory: Memory,
     pub(crate) engine: HappyEyeballs<DEFAULT_MAX_CANDIDATES>,
 }
 
 impl Handle for TidegateEyeballs {
     fn poison(&self) -> &Cell<bool> {
         &self.poison
+    }
+    fn memory(&self) -> Memory {
+        self.memory
     }
 }
 
@@ -61,32 +66,36 @@ pub struct TidegateSocketAddress {
     pub port: u16,
     /// `TIDEGATE_ADDRESS_FAMILY_IPV4` or `TIDEGATE_ADDRESS_FAMILY_IPV6`.
     pub family: u8,
+    /// 0 in addresses tidegate writes; ignored in addresses it reads.
+    pub reserved: u8,
     /// The IPv6 scope (interface index) of a link-local address; 0 otherwise.
     pub scope_id: u32,
 }
 
-/// Configuration of a race. Start from `tidegate_eyeballs_config_default()`. Out-of-range
-/// values are clamped, not refused.
+/// Configuration of a race. Start from `tidegate_eyeballs_config_default()`. Creating a race
+/// refuses a value outside its range with `TIDEGATE_STATUS_CONFIG_EYEBALLS_OUT_OF_RANGE`; nothing
+/// is clamped.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TidegateEyeballsConfig {
     /// The family tried first: a `TIDEGATE_ADDRESS_FAMILY_*` value (default IPv6).
     pub preferred_family: u32,
     /// Preferred-family addresses tried before the first of the other family (RFC 8305 "First
-    /// Address Family Count"; default 1, at least 1, at most 255).
+    /// Address Family Count"; default 1; 1 to 255).
     pub first_address_family_count: u32,
     /// How long to wait for the preferred family's answer when the other arrives first, in
-    /// microseconds (RFC 8305 "Resolution Delay"; default 50 ms, at most 2 s).
-    pub resolution_delay_micros: u64,
+    /// microseconds (RFC 8305 "Resolution Delay"; default 50 ms; at most 2 s; 0 starts on the
+    /// first answer).
+    pub resolution_delay_us: u64,
     /// How long an attempt runs before the next one starts, in microseconds (RFC 8305
-    /// "Connection Attempt Delay"; default 250 ms, clamped to 10 ms ..= 2 s).
-    pub connection_attempt_delay_micros: u64,
+    /// "Connection Attempt Delay"; default 250 ms; 10 ms to 2 s).
+    pub connection_attempt_delay_us: u64,
     /// How long one attempt may run before the race cancels it as timed out, in microseconds;
-    /// 0 (default) leaves timeouts to the socket layer.
-    pub attempt_timeout_micros: u64,
-    /// How long the race waits for budget before failing, in microseconds (default 1 s; 0 fails
-    /// at once).
-    pub budget_wait_micros: u64,
+    /// 0 (default) means no timeout: the socket layer's own applies.
+    pub attempt_timeout_us: u64,
+    /// How long the race waits for budget before failing, in microseconds (default 1 s); 0 never
+    /// waits: a refusal while no attempt is in flight fails the race.
+    pub budget_wait_us: u64,
 }
 
 /// What an action asks of the host.
@@ -116,7 +125,7 @@ pub enum TidegateRaceFailure {
     AllAttemptsFailed = 1,
     /// Resolution gave no usable address.
     NoAddresses = 2,
-    /// An attempt was due but the budget refused it for longer than `budget_wait_micros`;
+    /// An attempt was due but the budget refused it for longer than `budget_wait_us`;
     /// `budget_refusal` says which limit.
     NoBudget = 3,
 }
@@ -143,7 +152,7 @@ pub enum TidegateErrorClass {
     Refused = 1,
     /// No route (`ENETUNREACH`, `EHOSTUNREACH`...).
     Unreachable = 2,
-    /// The attempt timed out (`ETIMEDOUT`, or `attempt_timeout_micros`).
+    /// The attempt timed out (`ETIMEDOUT`, or `attempt_timeout_us`).
     TimedOut = 3,
     /// Reset or aborted (`ECONNRESET`, `ECONNABORTED`, `EPIPE`).
     Reset = 4,
@@ -159,8 +168,8 @@ pub enum TidegateErrorClass {
 pub struct TidegateEyeballsAction {
     /// What to do.
     pub kind: TidegateEyeballsActionKind,
-    /// The attempt, for `START_ATTEMPT`, `CANCEL_ATTEMPT` and `CONNECTED`.
-    pub index: usize,
+    /// The attempt, for `START_ATTEMPT`, `CANCEL_ATTEMPT` and `CONNECTED` (below 16).
+    pub index: u32,
     /// Where to connect, for `START_ATTEMPT`.
     pub address: TidegateSocketAddress,
     /// Why the race failed, for `FAILED`.
@@ -196,7 +205,7 @@ pub struct TidegateRaceStatus {
     /// Where the race stands.
     pub state: TidegateRaceState,
     /// The winner, for `CONNECTED`.
-    pub index: usize,
+    pub index: u32,
     /// Why it failed, for `FAILED`.
     pub failure: TidegateRaceFailure,
     /// The last failure's class, for `FAILED` with `ALL_ATTEMPTS_FAILED`.
@@ -213,28 +222,51 @@ pub extern "C" fn tidegate_eyeballs_config_default() -> TidegateEyeballsConfig {
     TidegateEyeballsConfig {
         preferred_family: TidegateAddressFamily::from(c.preferred_family) as u32,
         first_address_family_count: u32::from(c.first_address_family_count),
-        resolution_delay_micros: c.resolution_delay_micros,
-        connection_attempt_delay_micros: c.connection_attempt_delay_micros,
-        attempt_timeout_micros: c.attempt_timeout_micros,
-        budget_wait_micros: c.budget_wait_micros,
+        resolution_delay_us: c.resolution_delay_micros,
+        connection_attempt_delay_us: c.connection_attempt_delay_micros,
+        attempt_timeout_us: c.attempt_timeout_micros,
+        budget_wait_us: c.budget_wait_micros,
     }
 }
 
-/// The exact number of bytes `tidegate_eyeballs_new` allocates: the handle with its 16
-/// candidates inline, nothing else.
-#[unsafe(no_mangle)]
-pub extern "C" fn tidegate_eyeballs_footprint() -> usize {
-    size_of::<TidegateEyeballs>()
-}
-
-/// Creates a race with `config`, started at `now_us`, and writes its handle to `*out_race`.
+/// Writes to `*out_size` and `*out_align` the size and alignment of the memory a race with
+/// `config` lives in, in one block. That is all the memory it ever uses:
+/// `tidegate_eyeballs_new` allocates exactly this block, and `tidegate_eyeballs_init` places it in a
+/// block of yours.
 ///
-/// Returns `TIDEGATE_STATUS_CONFIG_UNKNOWN_ADDRESS_FAMILY` if `preferred_family` is not a
-/// `TIDEGATE_ADDRESS_FAMILY_*` value.
+/// Returns a `TIDEGATE_STATUS_CONFIG_*` status if the configuration is invalid.
 ///
 /// # Safety
-/// `config` must be NULL or point to a valid `TidegateEyeballsConfig`; `out_race` must be NULL or
-/// valid for writing a pointer. Free the handle with `tidegate_eyeballs_free`.
+/// `config` must be NULL or point to a valid `TidegateEyeballsConfig`; `out_size` and `out_align` must be
+/// NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_eyeballs_footprint(
+    config: *const TidegateEyeballsConfig,
+    out_size: *mut usize,
+    out_align: *mut usize,
+) -> TidegateStatus {
+    call_free(|| {
+        // SAFETY: `config` is NULL or valid by the caller's contract.
+        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
+        require_non_null([out_size.cast_const().cast(), out_align.cast_const().cast()])?;
+        let config = eyeballs_config(config)?;
+        // SAFETY: both out-pointers are valid by the caller's contract.
+        unsafe {
+            place::footprint::<TidegateEyeballs, _>(out_size, out_align, |c| walk(&config, c))
+        }
+    })
+}
+
+/// Creates a race with `config`, started at `now_us`, in memory it allocates, and writes its handle to
+/// `*out_race`. The one allocation is `tidegate_eyeballs_footprint(config)` bytes; nothing is
+/// allocated afterwards. Free the handle with `tidegate_eyeballs_free`.
+///
+/// Returns a `TIDEGATE_STATUS_CONFIG_*` status for an invalid configuration, or
+/// `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
+///
+/// # Safety
+/// `config` must be NULL or point to a valid `TidegateEyeballsConfig`; `out_race` must be NULL or valid for
+/// writing a pointer.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_eyeballs_new(
     config: *const TidegateEyeballsConfig,
@@ -245,44 +277,108 @@ pub unsafe extern "C" fn tidegate_eyeballs_new(
         // SAFETY: `config` is NULL or valid by the caller's contract.
         let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
         require_non_null([out_race.cast_const().cast()])?;
-        let preferred_family =
-            family_of(config.preferred_family).ok_or(TidegateStatus::ConfigUnknownAddressFamily)?;
-        let config = EyeballsConfig {
-            preferred_family,
-            first_address_family_count: u8::try_from(config.first_address_family_count)
-                .unwrap_or(u8::MAX),
-            resolution_delay_micros: config.resolution_delay_micros,
-            connection_attempt_delay_micros: config.connection_attempt_delay_micros,
-            attempt_timeout_micros: config.attempt_timeout_micros,
-            budget_wait_micros: config.budget_wait_micros,
-        };
-        let handle = Box::new(TidegateEyeballs {
-            poison: Cell::new(false),
-            engine: HappyEyeballs::new(config, Instant::from_micros(now_us)),
-        });
+        let config = eyeballs_config(config)?;
+        let handle = place::allocate(|c| walk(&config, c), |s, m| build(config, now_us, s, m))?;
         // SAFETY: `out_race` was checked non-NULL and is valid by the caller's contract.
-        unsafe { write_out(out_race, Box::into_raw(handle)) }
+        unsafe { write_out(out_race, handle.as_ptr()) }
     })
 }
 
-/// Frees a race. `NULL` is a no-op. Works on a poisoned handle too.
+/// Creates a race with `config`, started at `now_us`, in the `len` bytes at `memory`, and writes its
+/// handle (`memory` itself) to `*out_race`: for hosts that place engines in memory of their own.
+///
+/// `memory` must hold the size `tidegate_eyeballs_footprint` gives and start on its alignment, or
+/// the call returns `TIDEGATE_STATUS_BUFFER_TOO_SMALL` or `TIDEGATE_STATUS_MISALIGNED`. Nothing
+/// else is ever used. Call `tidegate_eyeballs_free` when done: it ends the handle and leaves the
+/// memory to you.
+///
+/// # Safety
+/// `config` must be NULL or point to a valid `TidegateEyeballsConfig`; `memory` must be NULL or valid for
+/// reading and writing `len` bytes, used by nothing else until the handle is freed; `out_race`
+/// must be NULL or valid for writing a pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_eyeballs_init(
+    config: *const TidegateEyeballsConfig,
+    now_us: u64,
+    memory: *mut c_void,
+    len: usize,
+    out_race: *mut *mut TidegateEyeballs,
+) -> TidegateStatus {
+    call_free(|| {
+        // SAFETY: `config` is NULL or valid by the caller's contract.
+        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
+        require_non_null([out_race.cast_const().cast()])?;
+        let config = eyeballs_config(config)?;
+        // SAFETY: `memory` is NULL or valid for `len` bytes, by the caller's contract.
+        let handle = unsafe {
+            place::carve(
+                memory.cast(),
+                len,
+                Memory::Caller,
+                |c| walk(&config, c),
+                |s, m| build(config, now_us, s, m),
+            )
+        }?;
+        // SAFETY: `out_race` was checked non-NULL and is valid by the caller's contract.
+        unsafe { write_out(out_race, handle.as_ptr()) }
+    })
+}
+
+/// Frees a race: ends it and releases its memory (memory given to `tidegate_eyeballs_init` goes
+/// back to the caller). `NULL` is a no-op. Works on a poisoned handle too.
 ///
 /// Free a race only once `tidegate_eyeballs_is_finished` says so (call `tidegate_eyeballs_on_abort`
 /// and drain it first if it is still running): attempts still in flight stay counted in the
 /// budget.
 ///
 /// # Safety
-/// `race` must be NULL or a handle from `tidegate_eyeballs_new` that was not freed yet, with no
-/// other call on it running.
+/// `race` must be NULL or a handle from `tidegate_eyeballs_new` or `tidegate_eyeballs_init` that was
+/// not freed yet, with no other call on it running.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_eyeballs_free(race: *mut TidegateEyeballs) {
-    if race.is_null() {
-        return;
-    }
-    // SAFETY: a non-NULL `race` came from `Box::into_raw` in `tidegate_eyeballs_new` and is freed
-    // once, by the caller's contract.
-    let handle = unsafe { Box::from_raw(race) };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(handle)));
+    // SAFETY: forwarded caller contract.
+    unsafe { place::free(race) }
+}
+
+/// A race keeps its candidates inline: no storage beyond its handle.
+fn walk(_: &EyeballsConfig, _: &mut place::Carver) -> Result<(), TidegateStatus> {
+    Ok(())
+}
+
+fn build(
+    config: EyeballsConfig,
+    now_us: u64,
+    (): (),
+    memory: Memory,
+) -> Result<TidegateEyeballs, TidegateStatus> {
+    let engine = HappyEyeballs::new(config, Instant::from_micros(now_us))
+        .map_err(|_| TidegateStatus::ConfigEyeballsOutOfRange)?;
+    Ok(TidegateEyeballs {
+        poison: Cell::new(false),
+        memory,
+        engine,
+    })
+}
+
+/// The core configuration, refused where a value is outside its documented range.
+pub(crate) fn eyeballs_config(
+    config: &TidegateEyeballsConfig,
+) -> Result<EyeballsConfig, TidegateStatus> {
+    let preferred_family =
+        family_of(config.preferred_family).ok_or(TidegateStatus::ConfigUnknownAddressFamily)?;
+    let config = EyeballsConfig {
+        preferred_family,
+        first_address_family_count: u8::try_from(config.first_address_family_count)
+            .map_err(|_| TidegateStatus::ConfigEyeballsOutOfRange)?,
+        resolution_delay_micros: config.resolution_delay_us,
+        connection_attempt_delay_micros: config.connection_attempt_delay_us,
+        attempt_timeout_micros: config.attempt_timeout_us,
+        budget_wait_micros: config.budget_wait_us,
+    };
+    config
+        .validate()
+        .map_err(|_: EyeballsConfigError| TidegateStatus::ConfigEyeballsOutOfRange)?;
+    Ok(config)
 }
 
 /// Feeds (part of) a DNS answer: `family` (a `TIDEGATE_ADDRESS_FAMILY_*` value) says whether it
@@ -417,13 +513,13 @@ pub unsafe extern "C" fn tidegate_eyeballs_on_resolution_done(
 pub unsafe extern "C" fn tidegate_eyeballs_on_attempt_connected(
     race: *mut TidegateEyeballs,
     now_us: u64,
-    index: usize,
+    index: u32,
 ) -> TidegateStatus {
     // SAFETY: forwarded caller contract.
     unsafe {
         call_mut(race, |r| {
             r.engine
-                .on_attempt_connected(Instant::from_micros(now_us), index)
+                .on_attempt_connected(Instant::from_micros(now_us), index as usize)
                 .map_err(status_of_attempt)
         })
     }
@@ -439,7 +535,7 @@ pub unsafe extern "C" fn tidegate_eyeballs_on_attempt_connected(
 pub unsafe extern "C" fn tidegate_eyeballs_on_attempt_failed(
     race: *mut TidegateEyeballs,
     now_us: u64,
-    index: usize,
+    index: u32,
     errno_value: i32,
 ) -> TidegateStatus {
     // SAFETY: forwarded caller contract.
@@ -448,7 +544,7 @@ pub unsafe extern "C" fn tidegate_eyeballs_on_attempt_failed(
             r.engine
                 .on_attempt_failed(
                     Instant::from_micros(now_us),
-                    index,
+                    index as usize,
                     classify_errno(errno_value),
                 )
                 .map_err(status_of_attempt)
@@ -514,8 +610,10 @@ pub unsafe extern "C" fn tidegate_eyeballs_handle_timeout(
 }
 
 /// Writes the next action to `*out_action` (`kind` `TIDEGATE_EYEBALLS_ACTION_KIND_NONE` when
-/// there is nothing to do). Asks `budget` before every `START_ATTEMPT` and releases each
-/// attempt's budget exactly once. Pass the same budget every time.
+/// there is nothing to do). Applies the timers due at `now_us` first (as
+/// `tidegate_eyeballs_handle_timeout` does), so a timer only needs to call this. Asks `budget`
+/// before every `START_ATTEMPT` and releases each attempt's budget exactly once. Pass the same
+/// budget every time.
 ///
 /// A panic inside poisons both handles.
 ///
@@ -525,6 +623,7 @@ pub unsafe extern "C" fn tidegate_eyeballs_handle_timeout(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_eyeballs_poll_action(
     race: *mut TidegateEyeballs,
+    now_us: u64,
     budget: *mut TidegateBudget,
     out_action: *mut TidegateEyeballsAction,
 ) -> TidegateStatus {
@@ -532,6 +631,7 @@ pub unsafe extern "C" fn tidegate_eyeballs_poll_action(
     unsafe {
         with_budget(race, budget, |r, b| {
             require_non_null([out_action.cast_const().cast()])?;
+            r.handle_timeout(Instant::from_micros(now_us));
             let action = action_of(r.poll_action(b));
             write_out(out_action, action)
         })
@@ -594,10 +694,62 @@ pub unsafe extern "C" fn tidegate_eyeballs_is_waiting_for_budget(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_eyeballs_stats(
     race: *const TidegateEyeballs,
-    out_stats: *mut EyeballsStats,
+    out_stats: *mut TidegateEyeballsStats,
 ) -> TidegateStatus {
     // SAFETY: forwarded caller contract.
-    unsafe { call(race, |r| write_out(out_stats, r.engine.stats())) }
+    unsafe { call(race, |r| write_out(out_stats, r.engine.stats().into())) }
+}
+
+/// A snapshot of a race's counters, from `tidegate_eyeballs_stats`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TidegateEyeballsStats {
+    /// Attempts started.
+    pub attempts_started: u32,
+    /// Attempts the host reported failed.
+    pub attempts_failed: u32,
+    /// Attempts cancelled: also-ran losers, timed-out and traded attempts, and attempts of an
+    /// aborted race.
+    pub attempts_cancelled: u32,
+    /// Also-ran attempts: losers cancelled because another attempt of the race connected
+    /// (included in `attempts_cancelled`).
+    pub attempts_also_ran: u32,
+    /// Attempts cancelled because `attempt_timeout_us` passed.
+    pub attempts_timed_out: u32,
+    /// Addresses dropped because the candidate table was full.
+    pub candidates_dropped: u32,
+    /// Times the budget refused an attempt that was due.
+    pub budget_refusals: u32,
+    /// Budget releases the budget rejected (the race was polled with a different budget).
+    pub budget_mismatches: u32,
+    /// Attempts given up because the budget refused the candidate that was due: each one's
+    /// budget started that candidate instead (included in `attempts_cancelled`).
+    pub attempts_traded: u32,
+}
+
+impl From<EyeballsStats> for TidegateEyeballsStats {
+    fn from(s: EyeballsStats) -> Self {
+        TidegateEyeballsStats {
+            attempts_started: s.attempts_started,
+            attempts_failed: s.attempts_failed,
+            attempts_cancelled: s.attempts_cancelled,
+            attempts_also_ran: s.attempts_also_ran,
+            attempts_timed_out: s.attempts_timed_out,
+            candidates_dropped: s.candidates_dropped,
+            budget_refusals: s.budget_refusals,
+            budget_mismatches: s.budget_mismatches,
+            attempts_traded: s.attempts_traded,
+        }
+    }
+}
+
+/// An attempt index for C: below the race's candidate count (16), so it always fits.
+pub(crate) fn index_of(index: usize) -> u32 {
+    debug_assert!(
+        index < DEFAULT_MAX_CANDIDATES,
+        "attempt index {index} out of range"
+    );
+    u32::try_from(index).unwrap_or(u32::MAX)
 }
 
 /// Run `body` on a race and its budget, each inside the boundary: a panic poisons both.
@@ -658,6 +810,7 @@ pub(crate) fn address_of(addr: SocketAddr) -> TidegateSocketAddress {
             ip: v6.ip().octets(),
             port: v6.port(),
             family: TidegateAddressFamily::Ipv6 as u8,
+            reserved: 0,
             scope_id: v6.scope_id(),
         },
         SocketAddr::V4(v4) => {
@@ -667,6 +820,7 @@ pub(crate) fn address_of(addr: SocketAddr) -> TidegateSocketAddress {
                 ip,
                 port: v4.port(),
                 family: TidegateAddressFamily::Ipv4 as u8,
+                reserved: 0,
                 scope_id: 0,
             }
         }
@@ -677,6 +831,7 @@ const NO_ADDRESS: TidegateSocketAddress = TidegateSocketAddress {
     ip: [0; 16],
     port: 0,
     family: 0,
+    reserved: 0,
     scope_id: 0,
 };
 
@@ -693,16 +848,16 @@ fn action_of(action: Option<Action>) -> TidegateEyeballsAction {
         None => {}
         Some(Action::StartAttempt { index, addr }) => {
             out.kind = TidegateEyeballsActionKind::StartAttempt;
-            out.index = index;
+            out.index = index_of(index);
             out.address = address_of(addr);
         }
         Some(Action::CancelAttempt { index }) => {
             out.kind = TidegateEyeballsActionKind::CancelAttempt;
-            out.index = index;
+            out.index = index_of(index);
         }
         Some(Action::Connected { index }) => {
             out.kind = TidegateEyeballsActionKind::Connected;
-            out.index = index;
+            out.index = index_of(index);
         }
         Some(Action::Failed { reason }) => {
             out.kind = TidegateEyeballsActionKind::Failed;
@@ -762,7 +917,7 @@ fn status_of_race(status: RaceStatus) -> TidegateRaceStatus {
         }
         RaceStatus::Connected { index } => {
             out.state = TidegateRaceState::Connected;
-            out.index = index;
+            out.index = index_of(index);
         }
         RaceStatus::Failed { reason } => {
             out.state = TidegateRaceState::Failed;

@@ -1,6 +1,6 @@
 //! C ABI of the flow governor: `TidegateFlowGovernor`.
 
-use core::mem::size_of;
+use core::ffi::c_void;
 use std::cell::Cell;
 
 use tidegate_core::{
@@ -10,13 +10,15 @@ use tidegate_core::{
 };
 
 use crate::boundary::{Handle, bytes, call, call_free, call_mut, require_non_null, write_out};
+use crate::place::{self, Carver, Memory, Region};
 use crate::status::TidegateStatus;
 
 /// A flow governor: the flow table of an app or transparent proxy, with admission, fairness,
 /// eviction, timeouts and per-flow backpressure.
 ///
-/// All its memory is allocated by `tidegate_flow_governor_new` and equals
-/// `tidegate_flow_governor_footprint`; nothing is allocated afterwards.
+/// All its memory is one block of `tidegate_flow_governor_footprint` bytes, allocated by
+/// `tidegate_flow_governor_new` or given to `tidegate_flow_governor_init`; nothing is allocated
+/// afterwards.
 ///
 /// After every input (`_on_*`, `_handle_timeout`), drain `tidegate_flow_governor_poll_notifications`
 /// until it returns a count of 0, then arm a timer for `tidegate_flow_governor_poll_timeout`.
@@ -25,12 +27,16 @@ use crate::status::TidegateStatus;
 /// serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
 pub struct TidegateFlowGovernor {
     poison: Cell<bool>,
-    pub(crate) engine: FlowGovernor<Box<[FlowSlot]>>,
+    memory: Memory,
+    pub(crate) engine: FlowGovernor<Region<FlowSlot>>,
 }
 
 impl Handle for TidegateFlowGovernor {
     fn poison(&self) -> &Cell<bool> {
         &self.poison
+    }
+    fn memory(&self) -> Memory {
+        self.memory
     }
 }
 
@@ -56,10 +62,14 @@ pub struct TidegateFlowPolicy {
     pub max_flows_per_destination: u32,
     /// Connection budget: flows opening or connecting at most. Default 128.
     pub max_connecting: u32,
+    /// Must be 0 (the default is); room for a future field. Anything else is refused with
+    /// `TIDEGATE_STATUS_INVALID_ARGUMENT`.
+    pub reserved: u32,
     /// A flow with no byte read or completed this long is closed, in microseconds. Default 10
-    /// minutes.
+    /// minutes. Not 0 (refused: it would close every flow at once); `UINT64_MAX` means never.
     pub idle_timeout_us: u64,
-    /// A flow still connecting this long after admission is closed, in microseconds. Default 30 s.
+    /// A flow still connecting this long after admission is closed, in microseconds. Default
+    /// 30 s. Not 0; `UINT64_MAX` means never.
     pub connect_timeout_us: u64,
     /// Per flow and direction, reading pauses at this many pending bytes. Default 256 KiB.
     pub flow_high_watermark_bytes: u64,
@@ -217,6 +227,8 @@ pub struct TidegateAppFlows {
     pub app: u64,
     /// Its open flows.
     pub flows: u32,
+    /// Always 0: keeps the struct free of padding, so every byte is written.
+    pub reserved: u32,
 }
 
 /// What the governor holds for one app (`tidegate_flow_governor_app_state`).
@@ -230,6 +242,8 @@ pub struct TidegateAppState {
     pub open_flows: u32,
     /// Whether the app watermark pauses the app's reads now.
     pub reads_paused: bool,
+    /// Always 0: keeps the struct free of padding, so every byte is written.
+    pub reserved: [u8; 3],
 }
 
 /// A snapshot of the governor's counters and occupancy. Counters saturate.
@@ -273,6 +287,8 @@ pub struct TidegateFlowStats {
     pub bytes_pending_inbound: u64,
     /// Whether the global high watermark has paused every read.
     pub reads_paused_globally: bool,
+    /// Always 0: keeps the struct free of padding, so every byte is written.
+    pub reserved: [u8; 7],
     /// Apps with at least one open flow.
     pub apps: u32,
     /// Valid entries in `top_apps`.
@@ -309,6 +325,7 @@ pub extern "C" fn tidegate_flow_policy_default() -> TidegateFlowPolicy {
         max_flows_per_app: p.max_flows_per_app,
         max_flows_per_destination: p.max_flows_per_destination,
         max_connecting: p.max_connecting,
+        reserved: 0,
         idle_timeout_us: p.idle_timeout_micros,
         connect_timeout_us: p.connect_timeout_micros,
         flow_high_watermark_bytes: p.flow_high_watermark,
@@ -341,41 +358,44 @@ pub unsafe extern "C" fn tidegate_flow_key(
     })
 }
 
-/// Writes to `*out_bytes` the exact number of bytes `tidegate_flow_governor_new` allocates for
-/// `policy`: the slots and the handle.
+/// Writes to `*out_size` and `*out_align` the size and alignment of the memory a flow governor with
+/// `policy` lives in, in one block. That is all the memory it ever uses:
+/// `tidegate_flow_governor_new` allocates exactly this block, and `tidegate_flow_governor_init` places it in a
+/// block of yours.
 ///
 /// Returns a `TIDEGATE_STATUS_CONFIG_*` status if the policy is invalid.
 ///
 /// # Safety
-/// `policy` must be NULL or point to a valid `TidegateFlowPolicy`; `out_bytes` must be NULL or
-/// valid for writing.
+/// `policy` must be NULL or point to a valid `TidegateFlowPolicy`; `out_size` and `out_align` must be
+/// NULL or valid for writing.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_flow_governor_footprint(
     policy: *const TidegateFlowPolicy,
-    out_bytes: *mut usize,
+    out_size: *mut usize,
+    out_align: *mut usize,
 ) -> TidegateStatus {
     call_free(|| {
         // SAFETY: `policy` is NULL or valid by the caller's contract.
         let policy = unsafe { policy.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
-        require_non_null([out_bytes.cast_const().cast()])?;
-        let (_, slots) = core_policy(policy)?;
-        // SAFETY: `out_bytes` was checked non-NULL and is valid by the caller's contract.
-        unsafe { write_out(out_bytes, footprint(slots)) }
+        require_non_null([out_size.cast_const().cast(), out_align.cast_const().cast()])?;
+        let policy = core_policy(policy)?;
+        // SAFETY: both out-pointers are valid by the caller's contract.
+        unsafe {
+            place::footprint::<TidegateFlowGovernor, _>(out_size, out_align, |c| walk(policy.1, c))
+        }
     })
 }
 
-/// Creates a flow governor with `policy` and writes its handle to `*out_governor`. `now_us` is
-/// the current time on the host's monotonic clock.
-///
-/// All memory the governor will ever use is allocated here: exactly
-/// `tidegate_flow_governor_footprint(policy)` bytes.
+/// Creates a flow governor with `policy`, started at `now_us`, in memory it allocates, and writes its handle to
+/// `*out_governor`. The one allocation is `tidegate_flow_governor_footprint(policy)` bytes; nothing is
+/// allocated afterwards. Free the handle with `tidegate_flow_governor_free`.
 ///
 /// Returns a `TIDEGATE_STATUS_CONFIG_*` status for an invalid policy, or
 /// `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
 ///
 /// # Safety
-/// `policy` must be NULL or point to a valid `TidegateFlowPolicy`; `out_governor` must be NULL
-/// or valid for writing a pointer. Free the handle with `tidegate_flow_governor_free`.
+/// `policy` must be NULL or point to a valid `TidegateFlowPolicy`; `out_governor` must be NULL or valid for
+/// writing a pointer.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_flow_governor_new(
     policy: *const TidegateFlowPolicy,
@@ -386,39 +406,63 @@ pub unsafe extern "C" fn tidegate_flow_governor_new(
         // SAFETY: `policy` is NULL or valid by the caller's contract.
         let policy = unsafe { policy.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
         require_non_null([out_governor.cast_const().cast()])?;
-        let (policy, slots) = core_policy(policy)?;
-        let mut storage = Vec::new();
-        storage
-            .try_reserve_exact(slots)
-            .map_err(|_| TidegateStatus::OutOfMemory)?;
-        storage.resize(slots, FlowSlot::EMPTY);
-        let now = Instant::from_micros(now_us);
-        let engine =
-            FlowGovernor::new(now, storage.into_boxed_slice(), policy).map_err(status_of_policy)?;
-        let handle = Box::new(TidegateFlowGovernor {
-            poison: Cell::new(false),
-            engine,
-        });
+        let policy = core_policy(policy)?;
+        let handle = place::allocate(|c| walk(policy.1, c), |s, m| build(policy.0, now_us, s, m))?;
         // SAFETY: `out_governor` was checked non-NULL and is valid by the caller's contract.
-        unsafe { write_out(out_governor, Box::into_raw(handle)) }
+        unsafe { write_out(out_governor, handle.as_ptr()) }
     })
 }
 
-/// Frees a flow governor and all its memory. `NULL` is a no-op. Works on a poisoned handle too.
+/// Creates a flow governor with `policy`, started at `now_us`, in the `len` bytes at `memory`, and writes its
+/// handle (`memory` itself) to `*out_governor`: for hosts that place engines in memory of their own.
+///
+/// `memory` must hold the size `tidegate_flow_governor_footprint` gives and start on its alignment, or
+/// the call returns `TIDEGATE_STATUS_BUFFER_TOO_SMALL` or `TIDEGATE_STATUS_MISALIGNED`. Nothing
+/// else is ever used. Call `tidegate_flow_governor_free` when done: it ends the handle and leaves the
+/// memory to you.
 ///
 /// # Safety
-/// `governor` must be NULL or a handle from `tidegate_flow_governor_new` that was not freed yet,
-/// with no other call on it running.
+/// `policy` must be NULL or point to a valid `TidegateFlowPolicy`; `memory` must be NULL or valid for
+/// reading and writing `len` bytes, used by nothing else until the handle is freed; `out_governor`
+/// must be NULL or valid for writing a pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_flow_governor_init(
+    policy: *const TidegateFlowPolicy,
+    now_us: u64,
+    memory: *mut c_void,
+    len: usize,
+    out_governor: *mut *mut TidegateFlowGovernor,
+) -> TidegateStatus {
+    call_free(|| {
+        // SAFETY: `policy` is NULL or valid by the caller's contract.
+        let policy = unsafe { policy.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
+        require_non_null([out_governor.cast_const().cast()])?;
+        let policy = core_policy(policy)?;
+        // SAFETY: `memory` is NULL or valid for `len` bytes, by the caller's contract.
+        let handle = unsafe {
+            place::carve(
+                memory.cast(),
+                len,
+                Memory::Caller,
+                |c| walk(policy.1, c),
+                |s, m| build(policy.0, now_us, s, m),
+            )
+        }?;
+        // SAFETY: `out_governor` was checked non-NULL and is valid by the caller's contract.
+        unsafe { write_out(out_governor, handle.as_ptr()) }
+    })
+}
+
+/// Frees a flow governor: ends it and releases its memory (memory given to `tidegate_flow_governor_init` goes
+/// back to the caller). `NULL` is a no-op. Works on a poisoned handle too.
+///
+/// # Safety
+/// `governor` must be NULL or a handle from `tidegate_flow_governor_new` or `tidegate_flow_governor_init` that was
+/// not freed yet, with no other call on it running.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_flow_governor_free(governor: *mut TidegateFlowGovernor) {
-    if governor.is_null() {
-        return;
-    }
-    // SAFETY: a non-NULL `governor` came from `Box::into_raw` in `tidegate_flow_governor_new`
-    // and is freed once, by the caller's contract.
-    let handle = unsafe { Box::from_raw(governor) };
-    // Dropping boxed slices cannot panic, but a panic must never cross into C.
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(handle)));
+    // SAFETY: forwarded caller contract.
+    unsafe { place::free(governor) }
 }
 
 /// Asks to admit a new flow of `app` to `destination` over `protocol` (a
@@ -808,6 +852,7 @@ pub unsafe extern "C" fn tidegate_flow_governor_app_state(
                     bytes_pending: state.bytes_pending,
                     open_flows: state.open_flows,
                     reads_paused: state.reads_paused,
+                    reserved: [0; 3],
                 },
             )
         })
@@ -887,14 +932,31 @@ pub(crate) fn flow_info_of(
 }
 
 /// The bytes `tidegate_flow_governor_new` allocates for `slots` slots.
-fn footprint(slots: usize) -> usize {
-    slots
-        .saturating_mul(size_of::<FlowSlot>())
-        .saturating_add(size_of::<TidegateFlowGovernor>())
+/// The governor's storage after its handle: the flow slots.
+fn walk(slots: usize, carver: &mut Carver) -> Result<Region<FlowSlot>, TidegateStatus> {
+    carver.array(slots, FlowSlot::EMPTY)
+}
+
+fn build(
+    policy: FlowPolicy,
+    now_us: u64,
+    slots: Region<FlowSlot>,
+    memory: Memory,
+) -> Result<TidegateFlowGovernor, TidegateStatus> {
+    let engine =
+        FlowGovernor::new(Instant::from_micros(now_us), slots, policy).map_err(status_of_policy)?;
+    Ok(TidegateFlowGovernor {
+        poison: Cell::new(false),
+        memory,
+        engine,
+    })
 }
 
 /// The core policy and slot count of a C policy, validated.
 fn core_policy(p: &TidegateFlowPolicy) -> Result<(FlowPolicy, usize), TidegateStatus> {
+    if p.reserved != 0 {
+        return Err(TidegateStatus::InvalidArgument);
+    }
     let policy = FlowPolicy {
         max_flows: p.max_flows,
         max_flows_per_app: p.max_flows_per_app,
@@ -918,6 +980,7 @@ fn core_policy(p: &TidegateFlowPolicy) -> Result<(FlowPolicy, usize), TidegateSt
 fn status_of_policy(error: PolicyError) -> TidegateStatus {
     match error {
         PolicyError::ZeroCap => TidegateStatus::ConfigFlowZeroCap,
+        PolicyError::ZeroTimeout => TidegateStatus::ConfigZeroDuration,
         PolicyError::WatermarksInverted => TidegateStatus::ConfigWatermarksOutOfOrder,
         PolicyError::TooFewSlots { .. } => TidegateStatus::ConfigFlowTooFewSlots,
         PolicyError::TooManySlots { .. } => TidegateStatus::ConfigFlowTooManySlots,
@@ -1015,6 +1078,7 @@ fn stats_of(s: &FlowStats) -> TidegateFlowStats {
         *out = TidegateAppFlows {
             app: entry.app.0,
             flows: entry.flows,
+            reserved: 0,
         };
     }
     TidegateFlowStats {
@@ -1036,6 +1100,7 @@ fn stats_of(s: &FlowStats) -> TidegateFlowStats {
         bytes_pending_outbound: s.bytes_pending_outbound,
         bytes_pending_inbound: s.bytes_pending_inbound,
         reads_paused_globally: s.reads_paused_globally,
+        reserved: [0; 7],
         apps: s.apps,
         top_apps_len: s.top_apps().len() as u32,
         top_apps,
@@ -1068,6 +1133,7 @@ pub unsafe fn testing_panic_inside_flow_governor(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::mem::{align_of, size_of};
     use std::ptr;
 
     #[test]
@@ -1076,21 +1142,24 @@ mod tests {
         let (core, slots) = core_policy(&policy).unwrap();
         assert_eq!(core, FlowPolicy::APPLE_DEFAULT);
         assert_eq!(slots, 512);
-        let mut bytes = 0;
+        let (mut bytes, mut align) = (0, 0);
         // SAFETY: valid pointers.
-        let status = unsafe { tidegate_flow_governor_footprint(&policy, &mut bytes) };
+        let status = unsafe { tidegate_flow_governor_footprint(&policy, &mut bytes, &mut align) };
         assert_eq!(status, TidegateStatus::Ok);
-        assert_eq!(bytes, footprint(512));
+        // The handle, then the slots on their alignment: nothing else.
+        let slots_at = size_of::<TidegateFlowGovernor>().next_multiple_of(align_of::<FlowSlot>());
+        let end = slots_at + 512 * size_of::<FlowSlot>();
+        assert_eq!(bytes, end.next_multiple_of(align));
         let bad = TidegateFlowPolicy {
             slots: 100,
             ..policy
         };
         // SAFETY: valid pointers.
-        let status = unsafe { tidegate_flow_governor_footprint(&bad, &mut bytes) };
+        let status = unsafe { tidegate_flow_governor_footprint(&bad, &mut bytes, &mut align) };
         assert_eq!(status, TidegateStatus::ConfigFlowTooFewSlots);
         // A NULL out-pointer is reported before what else is wrong.
         // SAFETY: a valid policy and a NULL out-pointer.
-        let status = unsafe { tidegate_flow_governor_footprint(&bad, ptr::null_mut()) };
+        let status = unsafe { tidegate_flow_governor_footprint(&bad, ptr::null_mut(), &mut align) };
         assert_eq!(status, TidegateStatus::NullArgument);
     }
 

@@ -16,12 +16,13 @@ use crate::boundary::{call_mut, require_non_null, write_out};
 use crate::budget::TidegateBudget;
 use crate::eyeballs::{
     TidegateBudgetRefusal, TidegateErrorClass, TidegateEyeballs, TidegateRaceFailure,
-    TidegateSocketAddress, address_of, failure_of, refusal_of,
+    TidegateSocketAddress, address_of, failure_of, index_of, refusal_of,
 };
 use crate::flow::{
     TidegateAdmission, TidegateFlowGovernor, TidegateFlowId, TidegateFlowOutcome, admission_of,
     flow_info_of, outcome_of, status_of_flow,
 };
+use crate::place::Region;
 use crate::status::TidegateStatus;
 
 /// What a step of a flow's connect asks of the host.
@@ -56,8 +57,9 @@ pub enum TidegateConnectActionKind {
 pub struct TidegateConnectAction {
     /// What to do.
     pub kind: TidegateConnectActionKind,
-    /// The attempt, for `START_ATTEMPT`, `CANCEL_ATTEMPT`, `ESTABLISHED` and `DISCARD_WINNER`.
-    pub index: usize,
+    /// The attempt, for `START_ATTEMPT`, `CANCEL_ATTEMPT`, `ESTABLISHED` and `DISCARD_WINNER`
+    /// (below 16).
+    pub index: u32,
     /// Where to connect, for `START_ATTEMPT`.
     pub address: TidegateSocketAddress,
     /// Why the race failed, for `FAILED`.
@@ -222,7 +224,7 @@ pub unsafe extern "C" fn tidegate_flow_governor_settle_budget(
     }
 }
 
-type Flows<'a> = FlowsWithBudget<'a, Box<[FlowSlot]>>;
+type Flows<'a> = FlowsWithBudget<'a, Region<FlowSlot>>;
 
 /// Run `body` on the governor and the budget borrowed together, each inside the boundary: a
 /// panic poisons both (and a handle `body` enters itself).
@@ -237,7 +239,7 @@ unsafe fn with_budget(
     // SAFETY: forwarded caller contract.
     unsafe {
         call_mut(governor, |g| {
-            let engine: &mut FlowGovernor<Box<[FlowSlot]>> = &mut g.engine;
+            let engine: &mut FlowGovernor<Region<FlowSlot>> = &mut g.engine;
             let status = call_mut(budget, |b| {
                 let budget: &mut ConnectionBudget = &mut b.engine;
                 body(&mut engine.with_budget(budget))
@@ -265,6 +267,7 @@ fn connect_action_of(step: Option<ConnectAction>) -> TidegateConnectAction {
             ip: [0; 16],
             port: 0,
             family: 0,
+            reserved: 0,
             scope_id: 0,
         },
         failure: TidegateRaceFailure::None,
@@ -275,20 +278,20 @@ fn connect_action_of(step: Option<ConnectAction>) -> TidegateConnectAction {
         None => {}
         Some(ConnectAction::StartAttempt { index, addr }) => {
             out.kind = TidegateConnectActionKind::StartAttempt;
-            out.index = index;
+            out.index = index_of(index);
             out.address = address_of(addr);
         }
         Some(ConnectAction::CancelAttempt { index }) => {
             out.kind = TidegateConnectActionKind::CancelAttempt;
-            out.index = index;
+            out.index = index_of(index);
         }
         Some(ConnectAction::Established { index }) => {
             out.kind = TidegateConnectActionKind::Established;
-            out.index = index;
+            out.index = index_of(index);
         }
         Some(ConnectAction::DiscardWinner { index }) => {
             out.kind = TidegateConnectActionKind::DiscardWinner;
-            out.index = index;
+            out.index = index_of(index);
         }
         Some(ConnectAction::Failed { reason, class }) => {
             out.kind = TidegateConnectActionKind::Failed;

@@ -8,7 +8,8 @@
 //!
 //! - Functions are `tidegate_<object>_<verb>`; types `Tidegate<Object>`; constants
 //!   `TIDEGATE_<ENUM>_<VARIANT>`.
-//! - Handles are opaque, made by `_new` and released by `_free`; `_free(NULL)` does nothing.
+//! - Handles are opaque, made by `_new` (memory it allocates) or `_init` (memory the caller
+//!   gives, sized by `_footprint`) and released by `_free`; `_free(NULL)` does nothing.
 //! - Every fallible function returns [`TidegateStatus`]; out-parameters are written only on
 //!   success; integers coming from C are mapped to enums with unknown values refused.
 //! - Every body runs inside the boundary helpers of `boundary.rs`: NULL checks, panics caught and
@@ -16,13 +17,13 @@
 //! - `unsafe` lives only in this crate, each block with a `SAFETY:` comment naming the caller's
 //!   contract from the function's `# Safety` section.
 
-mod arena;
 mod boundary;
 mod budget;
 mod eyeballs;
 mod flow;
 mod flow_connect;
 mod lifecycle;
+mod place;
 mod status;
 mod tunnel;
 
@@ -31,8 +32,8 @@ pub use lifecycle::{
     TidegateLifecycleConfig, TidegateLifecycleEffect, TidegateLifecycleEffectKind,
     TidegateLifecycleState, TidegateLifecycleStats, TidegateStopOutcome,
     tidegate_lifecycle_config_default, tidegate_lifecycle_footprint, tidegate_lifecycle_free,
-    tidegate_lifecycle_handle_timeout, tidegate_lifecycle_journal_len, tidegate_lifecycle_new,
-    tidegate_lifecycle_on_cancel, tidegate_lifecycle_on_journal_persisted,
+    tidegate_lifecycle_handle_timeout, tidegate_lifecycle_init, tidegate_lifecycle_journal_len,
+    tidegate_lifecycle_new, tidegate_lifecycle_on_cancel, tidegate_lifecycle_on_journal_persisted,
     tidegate_lifecycle_on_start, tidegate_lifecycle_on_stop, tidegate_lifecycle_on_task_done,
     tidegate_lifecycle_on_task_failed, tidegate_lifecycle_on_torn_down,
     tidegate_lifecycle_on_tunnel_started, tidegate_lifecycle_poll_effect,
@@ -41,25 +42,27 @@ pub use lifecycle::{
 };
 
 pub use budget::{
-    TidegateBudget, TidegateBudgetConfig, TidegateBudgetLevels, tidegate_budget_can_start_attempt,
-    tidegate_budget_config_default, tidegate_budget_footprint, tidegate_budget_free,
-    tidegate_budget_handle_timeout, tidegate_budget_levels, tidegate_budget_new,
-    tidegate_budget_on_attempt_cancelled, tidegate_budget_on_attempt_connected,
-    tidegate_budget_on_attempt_failed, tidegate_budget_on_connection_closed,
-    tidegate_budget_on_resource_error, tidegate_budget_poll_timeout, tidegate_budget_set_fd_limit,
-    tidegate_budget_stats, tidegate_budget_try_open_connection, tidegate_budget_try_start_attempt,
+    TidegateBudget, TidegateBudgetConfig, TidegateBudgetLevels, TidegateBudgetStats,
+    tidegate_budget_can_start_attempt, tidegate_budget_config_default, tidegate_budget_footprint,
+    tidegate_budget_free, tidegate_budget_handle_timeout, tidegate_budget_init,
+    tidegate_budget_levels, tidegate_budget_new, tidegate_budget_on_attempt_cancelled,
+    tidegate_budget_on_attempt_connected, tidegate_budget_on_attempt_failed,
+    tidegate_budget_on_connection_closed, tidegate_budget_on_resource_error,
+    tidegate_budget_poll_timeout, tidegate_budget_set_fd_limit, tidegate_budget_stats,
+    tidegate_budget_try_open_connection, tidegate_budget_try_start_attempt,
 };
 pub use eyeballs::{
     TidegateAddressFamily, TidegateBudgetRefusal, TidegateErrorClass, TidegateEyeballs,
     TidegateEyeballsAction, TidegateEyeballsActionKind, TidegateEyeballsConfig,
-    TidegateRaceFailure, TidegateRaceState, TidegateRaceStatus, TidegateSocketAddress,
-    tidegate_eyeballs_config_default, tidegate_eyeballs_footprint, tidegate_eyeballs_free,
-    tidegate_eyeballs_handle_timeout, tidegate_eyeballs_is_finished,
-    tidegate_eyeballs_is_waiting_for_budget, tidegate_eyeballs_new, tidegate_eyeballs_on_abort,
-    tidegate_eyeballs_on_attempt_connected, tidegate_eyeballs_on_attempt_failed,
-    tidegate_eyeballs_on_resolution_done, tidegate_eyeballs_on_resolution_failed,
-    tidegate_eyeballs_on_resolved, tidegate_eyeballs_poll_action, tidegate_eyeballs_poll_timeout,
-    tidegate_eyeballs_stats, tidegate_eyeballs_status,
+    TidegateEyeballsStats, TidegateRaceFailure, TidegateRaceState, TidegateRaceStatus,
+    TidegateSocketAddress, tidegate_eyeballs_config_default, tidegate_eyeballs_footprint,
+    tidegate_eyeballs_free, tidegate_eyeballs_handle_timeout, tidegate_eyeballs_init,
+    tidegate_eyeballs_is_finished, tidegate_eyeballs_is_waiting_for_budget, tidegate_eyeballs_new,
+    tidegate_eyeballs_on_abort, tidegate_eyeballs_on_attempt_connected,
+    tidegate_eyeballs_on_attempt_failed, tidegate_eyeballs_on_resolution_done,
+    tidegate_eyeballs_on_resolution_failed, tidegate_eyeballs_on_resolved,
+    tidegate_eyeballs_poll_action, tidegate_eyeballs_poll_timeout, tidegate_eyeballs_stats,
+    tidegate_eyeballs_status,
 };
 pub use flow::{
     TidegateAdmission, TidegateAdmissionDecision, TidegateAppFlows, TidegateAppState,
@@ -68,7 +71,7 @@ pub use flow::{
     TidegateFlowState, TidegateFlowStats, TidegateRejectReason, tidegate_flow_governor_app_state,
     tidegate_flow_governor_can_read_local, tidegate_flow_governor_can_read_remote,
     tidegate_flow_governor_footprint, tidegate_flow_governor_free,
-    tidegate_flow_governor_handle_timeout, tidegate_flow_governor_new,
+    tidegate_flow_governor_handle_timeout, tidegate_flow_governor_init, tidegate_flow_governor_new,
     tidegate_flow_governor_on_closed, tidegate_flow_governor_on_connect_failed,
     tidegate_flow_governor_on_connected, tidegate_flow_governor_on_connecting,
     tidegate_flow_governor_on_local_read, tidegate_flow_governor_on_local_written,
@@ -85,11 +88,12 @@ pub use flow_connect::{
 };
 pub use status::{TIDEGATE_ABI_VERSION, TidegateStatus, tidegate_status_str, tidegate_version};
 pub use tunnel::{
-    TidegateAqm, TidegateDropPolicy, TidegateInboundDisposition, TidegatePacketView,
-    TidegateTunnel, TidegateTunnelConfig, tidegate_tunnel_can_read_outbound,
-    tidegate_tunnel_complete_inbound, tidegate_tunnel_complete_outbound,
-    tidegate_tunnel_config_default, tidegate_tunnel_footprint, tidegate_tunnel_free,
-    tidegate_tunnel_new, tidegate_tunnel_on_inbound_packet, tidegate_tunnel_on_outbound_packet,
+    TidegateAqm, TidegateDirectionStats, TidegateDropPolicy, TidegateInboundDisposition,
+    TidegatePacketView, TidegateTunnel, TidegateTunnelConfig, TidegateTunnelStats,
+    tidegate_tunnel_can_read_outbound, tidegate_tunnel_complete_inbound,
+    tidegate_tunnel_complete_outbound, tidegate_tunnel_config_default, tidegate_tunnel_footprint,
+    tidegate_tunnel_free, tidegate_tunnel_init, tidegate_tunnel_new,
+    tidegate_tunnel_on_inbound_packet, tidegate_tunnel_on_outbound_packet,
     tidegate_tunnel_poll_inbound, tidegate_tunnel_poll_outbound, tidegate_tunnel_stats,
 };
 

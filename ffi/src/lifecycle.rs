@@ -1,17 +1,19 @@
 //! C ABI of the session lifecycle machine: `TidegateLifecycle`.
 
-use core::mem::size_of;
+use core::ffi::c_void;
 use std::cell::Cell;
 
 use tidegate_core::{
-    Generation, Instant, JournalDecodeError, Lifecycle, LifecycleConfig, LifecycleEffect,
-    LifecycleState, LifecycleStats, ReportError, StartError, StopError, StopOutcome, StopPhase,
-    TASK_PAYLOAD_MAX, TaskId, TaskRegisterError, TaskSlot, WriteJournalError,
+    Generation, Instant, JournalDecodeError, Lifecycle, LifecycleConfig, LifecycleConfigError,
+    LifecycleEffect, LifecycleState, LifecycleStats, ReportError, StartError, StopError,
+    StopOutcome, StopPhase, TASK_PAYLOAD_MAX, TaskId, TaskRegisterError, TaskSlot,
+    WriteJournalError,
 };
 
 use crate::boundary::{
     Handle, bytes, call, call_free, call_mut, require_non_null, slice_len_fits, write_out,
 };
+use crate::place::{self, Carver, Memory, Region};
 use crate::status::TidegateStatus;
 
 /// The largest payload of a housekeeping task, in bytes.
@@ -33,19 +35,24 @@ const _: () =
 /// Housekeeping is at-least-once: a task carried over may run again after it had in fact
 /// finished, so every task must be idempotent.
 ///
-/// All its memory is allocated by `tidegate_lifecycle_new` and equals
-/// `tidegate_lifecycle_footprint`; nothing is allocated afterwards.
+/// All its memory is one block of `tidegate_lifecycle_footprint` bytes, allocated by
+/// `tidegate_lifecycle_new` or given to `tidegate_lifecycle_init`; nothing is allocated
+/// afterwards.
 ///
 /// Thread safety: not safe for concurrent use. Calls on one handle must not overlap (use one
 /// serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
 pub struct TidegateLifecycle {
     poison: Cell<bool>,
-    engine: Lifecycle<Box<[TaskSlot]>>,
+    memory: Memory,
+    engine: Lifecycle<Region<TaskSlot>>,
 }
 
 impl Handle for TidegateLifecycle {
     fn poison(&self) -> &Cell<bool> {
         &self.poison
+    }
+    fn memory(&self) -> Memory {
+        self.memory
     }
 }
 
@@ -54,13 +61,14 @@ impl Handle for TidegateLifecycle {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TidegateLifecycleConfig {
     /// How long housekeeping may run after the teardown is reported, in microseconds. When it
-    /// passes, the tasks not yet finished go into the journal and the stop completes.
+    /// passes, the tasks not yet finished go into the journal and the stop completes. Default
+    /// 250 ms; not 0 (refused with `TIDEGATE_STATUS_CONFIG_ZERO_DURATION`).
     pub housekeeping_deadline_us: u64,
-    /// How many housekeeping tasks the queue holds at once (at most
-    /// `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX`).
+    /// How many housekeeping tasks the queue holds at once: 1 to
+    /// `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX` (default 64).
     pub task_capacity: u32,
-    /// How many `RUN_TASK` effects may be outstanding at once; 0 is treated as 1.
-    pub tasks_in_flight_max: u16,
+    /// How many `RUN_TASK` effects may be outstanding at once: 1 to 65535 (default 1).
+    pub tasks_in_flight_max: u32,
 }
 
 /// The state of a `TidegateLifecycle`; the stopping state is split into its phases.
@@ -128,20 +136,22 @@ pub enum TidegateLifecycleEffectKind {
 pub struct TidegateLifecycleEffect {
     /// What to do; `TIDEGATE_LIFECYCLE_EFFECT_KIND_NONE` when there is nothing.
     pub kind: TidegateLifecycleEffectKind,
+    /// `RUN_TASK`: the host-defined kind of task.
+    pub task_kind: u32,
     /// The session the effect belongs to.
     pub generation: u64,
     /// `RUN_TASK`: the task to run and report.
     pub task_id: u64,
     /// `PERSIST_JOURNAL`: bytes the journal takes.
-    pub journal_len: usize,
-    /// `RUN_TASK`: the host-defined kind of task.
-    pub task_kind: u32,
+    pub journal_len: u64,
     /// `CANCEL_WITH_ERROR`: the code given to `tidegate_lifecycle_on_cancel`.
     pub error_code: u32,
     /// `START_TUNNEL`: tasks read back from the journal.
     pub carried_over_tasks: u16,
     /// `RUN_TASK`: bytes of `payload` in use.
     pub payload_len: u8,
+    /// Always 0: keeps the struct free of padding, so every byte is written.
+    pub reserved: u8,
     /// `RUN_TASK`: the task's argument (the first `payload_len` bytes).
     pub payload: [u8; TIDEGATE_TASK_PAYLOAD_MAX],
 }
@@ -189,42 +199,48 @@ pub extern "C" fn tidegate_lifecycle_config_default() -> TidegateLifecycleConfig
     TidegateLifecycleConfig {
         housekeeping_deadline_us: core.housekeeping_deadline_micros,
         task_capacity: 64,
-        tasks_in_flight_max: core.tasks_in_flight_max,
+        tasks_in_flight_max: u32::from(core.tasks_in_flight_max),
     }
 }
 
-/// Writes to `*out_bytes` the exact number of bytes `tidegate_lifecycle_new` allocates for
-/// `config`: the handle and its task slots.
+/// Writes to `*out_size` and `*out_align` the size and alignment of the memory a lifecycle machine (state idle) with
+/// `config` lives in, in one block. That is all the memory it ever uses:
+/// `tidegate_lifecycle_new` allocates exactly this block, and `tidegate_lifecycle_init` places it in a
+/// block of yours.
 ///
-/// Returns `TIDEGATE_STATUS_CONFIG_TASK_CAPACITY_TOO_LARGE` if `task_capacity` is above
-/// `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX`.
+/// Returns a `TIDEGATE_STATUS_CONFIG_*` status if the configuration is invalid.
 ///
 /// # Safety
-/// `config` must be NULL or point to a valid `TidegateLifecycleConfig`; `out_bytes` must be NULL
-/// or valid for writing.
+/// `config` must be NULL or point to a valid `TidegateLifecycleConfig`; `out_size` and `out_align` must be
+/// NULL or valid for writing.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_lifecycle_footprint(
     config: *const TidegateLifecycleConfig,
-    out_bytes: *mut usize,
+    out_size: *mut usize,
+    out_align: *mut usize,
 ) -> TidegateStatus {
     call_free(|| {
         // SAFETY: `config` is NULL or valid by the caller's contract.
         let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
-        require_non_null([out_bytes.cast_const().cast()])?;
-        let capacity = task_capacity(config)?;
-        // SAFETY: `out_bytes` was checked non-NULL and is valid by the caller's contract.
-        unsafe { write_out(out_bytes, footprint(capacity)) }
+        require_non_null([out_size.cast_const().cast(), out_align.cast_const().cast()])?;
+        let config = lifecycle_config(config)?;
+        // SAFETY: both out-pointers are valid by the caller's contract.
+        unsafe {
+            place::footprint::<TidegateLifecycle, _>(out_size, out_align, |c| walk(&config, c))
+        }
     })
 }
 
-/// Creates a lifecycle machine (state idle) and writes its handle to `*out_lifecycle`.
+/// Creates a lifecycle machine (state idle) with `config`, in memory it allocates, and writes its handle to
+/// `*out_lifecycle`. The one allocation is `tidegate_lifecycle_footprint(config)` bytes; nothing is
+/// allocated afterwards. Free the handle with `tidegate_lifecycle_free`.
 ///
-/// Returns `TIDEGATE_STATUS_CONFIG_TASK_CAPACITY_TOO_LARGE` for a capacity above the maximum, or
+/// Returns a `TIDEGATE_STATUS_CONFIG_*` status for an invalid configuration, or
 /// `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
 ///
 /// # Safety
-/// `config` must be NULL or point to a valid `TidegateLifecycleConfig`; `out_lifecycle` must be
-/// NULL or valid for writing a pointer. Free the handle with `tidegate_lifecycle_free`.
+/// `config` must be NULL or point to a valid `TidegateLifecycleConfig`; `out_lifecycle` must be NULL or valid for
+/// writing a pointer.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_lifecycle_new(
     config: *const TidegateLifecycleConfig,
@@ -234,40 +250,62 @@ pub unsafe extern "C" fn tidegate_lifecycle_new(
         // SAFETY: `config` is NULL or valid by the caller's contract.
         let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
         require_non_null([out_lifecycle.cast_const().cast()])?;
-        let capacity = task_capacity(config)?;
-        let mut slots = Vec::new();
-        slots
-            .try_reserve_exact(capacity)
-            .map_err(|_| TidegateStatus::OutOfMemory)?;
-        slots.resize(capacity, TaskSlot::EMPTY);
-        let core_config = LifecycleConfig {
-            housekeeping_deadline_micros: config.housekeeping_deadline_us,
-            tasks_in_flight_max: config.tasks_in_flight_max,
-        };
-        let handle = Box::new(TidegateLifecycle {
-            poison: Cell::new(false),
-            engine: Lifecycle::new(core_config, slots.into_boxed_slice()),
-        });
+        let config = lifecycle_config(config)?;
+        let handle = place::allocate(|c| walk(&config, c), |s, m| build(config, s, m))?;
         // SAFETY: `out_lifecycle` was checked non-NULL and is valid by the caller's contract.
-        unsafe { write_out(out_lifecycle, Box::into_raw(handle)) }
+        unsafe { write_out(out_lifecycle, handle.as_ptr()) }
     })
 }
 
-/// Frees a lifecycle machine. `NULL` is a no-op. Works on a poisoned handle too.
+/// Creates a lifecycle machine (state idle) with `config`, in the `len` bytes at `memory`, and writes its
+/// handle (`memory` itself) to `*out_lifecycle`: for hosts that place engines in memory of their own.
+///
+/// `memory` must hold the size `tidegate_lifecycle_footprint` gives and start on its alignment, or
+/// the call returns `TIDEGATE_STATUS_BUFFER_TOO_SMALL` or `TIDEGATE_STATUS_MISALIGNED`. Nothing
+/// else is ever used. Call `tidegate_lifecycle_free` when done: it ends the handle and leaves the
+/// memory to you.
 ///
 /// # Safety
-/// `lifecycle` must be NULL or a handle from `tidegate_lifecycle_new` that was not freed yet,
-/// with no other call on it running.
+/// `config` must be NULL or point to a valid `TidegateLifecycleConfig`; `memory` must be NULL or valid for
+/// reading and writing `len` bytes, used by nothing else until the handle is freed; `out_lifecycle`
+/// must be NULL or valid for writing a pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_init(
+    config: *const TidegateLifecycleConfig,
+    memory: *mut c_void,
+    len: usize,
+    out_lifecycle: *mut *mut TidegateLifecycle,
+) -> TidegateStatus {
+    call_free(|| {
+        // SAFETY: `config` is NULL or valid by the caller's contract.
+        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
+        require_non_null([out_lifecycle.cast_const().cast()])?;
+        let config = lifecycle_config(config)?;
+        // SAFETY: `memory` is NULL or valid for `len` bytes, by the caller's contract.
+        let handle = unsafe {
+            place::carve(
+                memory.cast(),
+                len,
+                Memory::Caller,
+                |c| walk(&config, c),
+                |s, m| build(config, s, m),
+            )
+        }?;
+        // SAFETY: `out_lifecycle` was checked non-NULL and is valid by the caller's contract.
+        unsafe { write_out(out_lifecycle, handle.as_ptr()) }
+    })
+}
+
+/// Frees a lifecycle machine (state idle): ends it and releases its memory (memory given to `tidegate_lifecycle_init` goes
+/// back to the caller). `NULL` is a no-op. Works on a poisoned handle too.
+///
+/// # Safety
+/// `lifecycle` must be NULL or a handle from `tidegate_lifecycle_new` or `tidegate_lifecycle_init` that was
+/// not freed yet, with no other call on it running.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_lifecycle_free(lifecycle: *mut TidegateLifecycle) {
-    if lifecycle.is_null() {
-        return;
-    }
-    // SAFETY: a non-NULL `lifecycle` came from `Box::into_raw` in `tidegate_lifecycle_new` and is
-    // freed once, by the caller's contract.
-    let handle = unsafe { Box::from_raw(lifecycle) };
-    // Dropping a boxed slice cannot panic, but a panic must never cross into C.
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(handle)));
+    // SAFETY: forwarded caller contract.
+    unsafe { place::free(lifecycle) }
 }
 
 /// Starts a session (from idle or stopped) and writes its generation to `*out_generation`.
@@ -660,27 +698,80 @@ pub unsafe extern "C" fn tidegate_lifecycle_stats(
 }
 
 /// The bytes `tidegate_lifecycle_new` allocates for `capacity` task slots.
-fn footprint(capacity: usize) -> usize {
-    size_of::<TidegateLifecycle>().saturating_add(capacity.saturating_mul(size_of::<TaskSlot>()))
+/// The machine's storage after its handle: the task slots.
+fn walk(config: &Checked, carver: &mut Carver) -> Result<Region<TaskSlot>, TidegateStatus> {
+    carver.array(config.task_capacity, TaskSlot::EMPTY)
 }
 
-fn task_capacity(config: &TidegateLifecycleConfig) -> Result<usize, TidegateStatus> {
+fn build(
+    config: Checked,
+    slots: Region<TaskSlot>,
+    memory: Memory,
+) -> Result<TidegateLifecycle, TidegateStatus> {
+    let engine = Lifecycle::new(config.core, slots).map_err(status_of_lifecycle_config)?;
+    Ok(TidegateLifecycle {
+        poison: Cell::new(false),
+        memory,
+        engine,
+    })
+}
+
+/// A C configuration checked as `Lifecycle::new` checks it.
+#[derive(Clone, Copy)]
+struct Checked {
+    core: LifecycleConfig,
+    task_capacity: usize,
+}
+
+fn lifecycle_config(config: &TidegateLifecycleConfig) -> Result<Checked, TidegateStatus> {
+    if config.task_capacity == 0 {
+        return Err(TidegateStatus::ConfigZeroCapacity);
+    }
     if config.task_capacity > TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX {
         return Err(TidegateStatus::ConfigTaskCapacityTooLarge);
     }
-    Ok(config.task_capacity as usize)
+    let tasks_in_flight_max =
+        u16::try_from(config.tasks_in_flight_max).map_err(|_| TidegateStatus::InvalidArgument)?;
+    if tasks_in_flight_max == 0 {
+        return Err(TidegateStatus::ConfigZeroCapacity);
+    }
+    if config.housekeeping_deadline_us == 0 {
+        return Err(TidegateStatus::ConfigZeroDuration);
+    }
+    Ok(Checked {
+        core: LifecycleConfig {
+            housekeeping_deadline_micros: config.housekeeping_deadline_us,
+            tasks_in_flight_max,
+        },
+        task_capacity: config.task_capacity as usize,
+    })
+}
+
+fn status_of_lifecycle_config(error: LifecycleConfigError) -> TidegateStatus {
+    debug_assert!(
+        false,
+        "lifecycle_config checks what Lifecycle::new refuses: {error:?}"
+    );
+    match error {
+        LifecycleConfigError::ZeroTaskCapacity | LifecycleConfigError::ZeroTasksInFlight => {
+            TidegateStatus::ConfigZeroCapacity
+        }
+        LifecycleConfigError::TooManyTasks => TidegateStatus::ConfigTaskCapacityTooLarge,
+        LifecycleConfigError::ZeroHousekeepingDeadline => TidegateStatus::ConfigZeroDuration,
+    }
 }
 
 fn effect_of(effect: Option<LifecycleEffect>) -> TidegateLifecycleEffect {
     let mut out = TidegateLifecycleEffect {
         kind: TidegateLifecycleEffectKind::None,
+        task_kind: 0,
         generation: 0,
         task_id: 0,
         journal_len: 0,
-        task_kind: 0,
         error_code: 0,
         carried_over_tasks: 0,
         payload_len: 0,
+        reserved: 0,
         payload: [0; TIDEGATE_TASK_PAYLOAD_MAX],
     };
     let Some(effect) = effect else { return out };
@@ -716,7 +807,7 @@ fn effect_of(effect: Option<LifecycleEffect>) -> TidegateLifecycleEffect {
         LifecycleEffect::PersistJournal { generation, len } => {
             out.kind = TidegateLifecycleEffectKind::PersistJournal;
             out.generation = generation.0;
-            out.journal_len = len;
+            out.journal_len = len as u64;
         }
         LifecycleEffect::DiscardJournal { generation } => {
             out.kind = TidegateLifecycleEffectKind::DiscardJournal;
@@ -840,6 +931,7 @@ pub unsafe fn testing_panic_inside_lifecycle(lifecycle: *mut TidegateLifecycle) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::mem::{align_of, size_of};
 
     #[test]
     fn a_null_out_pointer_is_reported_before_what_else_is_wrong() {
@@ -851,7 +943,7 @@ mod tests {
         // SAFETY: valid pointers or NULL; the handle is freed at the end.
         unsafe {
             assert_eq!(
-                tidegate_lifecycle_footprint(&too_large, std::ptr::null_mut()),
+                tidegate_lifecycle_footprint(&too_large, std::ptr::null_mut(), &mut 0),
                 TidegateStatus::NullArgument
             );
             let config = tidegate_lifecycle_config_default();
@@ -879,13 +971,14 @@ mod tests {
         let config = tidegate_lifecycle_config_default();
         assert_eq!(config.housekeeping_deadline_us, 250_000);
         assert_eq!(config.tasks_in_flight_max, 1);
-        let mut bytes = 0;
+        let (mut bytes, mut align) = (0, 0);
         // SAFETY: valid pointers to locals.
-        let status = unsafe { tidegate_lifecycle_footprint(&config, &mut bytes) };
+        let status = unsafe { tidegate_lifecycle_footprint(&config, &mut bytes, &mut align) };
         assert_eq!(status, TidegateStatus::Ok);
+        let slots_at = size_of::<TidegateLifecycle>().next_multiple_of(align_of::<TaskSlot>());
         assert_eq!(
             bytes,
-            size_of::<TidegateLifecycle>() + 64 * size_of::<TaskSlot>()
+            (slots_at + 64 * size_of::<TaskSlot>()).next_multiple_of(align)
         );
     }
 }

@@ -5,8 +5,8 @@ use core::ffi::c_char;
 /// The result of a tidegate call. `TIDEGATE_STATUS_OK` (0) is success; every other value says
 /// why the call did nothing. Codes are stable and never reused; new ones are only appended.
 ///
-/// Functions return this type, but take status values as `uint32_t` (see
-/// `tidegate_status_str`), so an unknown number coming from C is never read as an enum.
+/// In C the type is a `uint32_t`, so a host may hold any number in it; `tidegate_status_str`
+/// takes one and names unknown values as such.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TidegateStatus {
@@ -24,6 +24,9 @@ pub enum TidegateStatus {
     InvalidArgument = 4,
     /// The memory for a new engine could not be allocated.
     OutOfMemory = 5,
+    /// The memory given to an `_init` function does not start on the alignment its
+    /// `_footprint` gives. Nothing was written.
+    Misaligned = 6,
 
     /// Configuration: a ring has zero bytes or zero packets.
     ConfigZeroCapacity = 10,
@@ -112,9 +115,10 @@ pub enum TidegateStatus {
     BufferTooSmall = 82,
     /// Configuration: `task_capacity` is above `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX`.
     ConfigTaskCapacityTooLarge = 83,
-    /// Budget configuration: `max_attempts_in_flight` or `max_open_connections` is zero.
+    /// Budget configuration: `max_attempts_in_flight`, `max_open_connections`, `fd_limit` or
+    /// `backoff_floor` is zero.
     ConfigBudgetZeroLimit = 100,
-    /// Budget configuration: `recovery_interval_micros` is zero.
+    /// Budget configuration: `recovery_interval_us` is zero.
     ConfigBudgetZeroRecoveryInterval = 101,
     /// Race configuration: `preferred_family` is not a `TIDEGATE_ADDRESS_FAMILY_*` value.
     ConfigUnknownAddressFamily = 102,
@@ -151,6 +155,14 @@ pub enum TidegateStatus {
     FlowInvalidState = 116,
     /// A completion reports more bytes than are pending on the flow. Nothing changed.
     CompletionExceedsPending = 117,
+    /// Configuration: a duration that cannot be zero is zero (each field's documentation says
+    /// what zero means for it).
+    ConfigZeroDuration = 118,
+    /// Budget configuration: `fd_reserve` is more than half of `fd_limit`.
+    ConfigBudgetReserveTooLarge = 119,
+    /// Race configuration: a value is outside its range (`first_address_family_count` 1 to 255,
+    /// `resolution_delay_us` at most 2 s, `connection_attempt_delay_us` 10 ms to 2 s).
+    ConfigEyeballsOutOfRange = 120,
 }
 
 impl TidegateStatus {
@@ -162,6 +174,7 @@ impl TidegateStatus {
         TidegateStatus::Poisoned,
         TidegateStatus::InvalidArgument,
         TidegateStatus::OutOfMemory,
+        TidegateStatus::Misaligned,
         TidegateStatus::ConfigZeroCapacity,
         TidegateStatus::ConfigZeroMaxPacketLen,
         TidegateStatus::ConfigRingTooLarge,
@@ -219,6 +232,9 @@ impl TidegateStatus {
         TidegateStatus::StaleFlow,
         TidegateStatus::FlowInvalidState,
         TidegateStatus::CompletionExceedsPending,
+        TidegateStatus::ConfigZeroDuration,
+        TidegateStatus::ConfigBudgetReserveTooLarge,
+        TidegateStatus::ConfigEyeballsOutOfRange,
     ];
 
     /// A static, NUL-terminated English description.
@@ -329,6 +345,14 @@ impl TidegateStatus {
             TidegateStatus::CompletionExceedsPending => {
                 "completion larger than the bytes pending on the flow\0"
             }
+            TidegateStatus::Misaligned => "memory not on the footprint's alignment\0",
+            TidegateStatus::ConfigZeroDuration => "config: a duration is zero\0",
+            TidegateStatus::ConfigBudgetReserveTooLarge => {
+                "config: budget fd_reserve above half of fd_limit\0"
+            }
+            TidegateStatus::ConfigEyeballsOutOfRange => {
+                "config: a race parameter is out of range\0"
+            }
         }
     }
 
@@ -341,10 +365,15 @@ impl TidegateStatus {
     }
 }
 
+/// A status as C passes it in: `TidegateStatus` in the header (a `uint32_t` there, see
+/// `cbindgen.toml`), read here as the integer it is, so an unknown value from C is never
+/// undefined behaviour.
+pub(crate) type StatusCode = u32;
+
 /// A static, NUL-terminated description of `status`, never NULL. Unknown values get
 /// "unknown status". The string lives for the whole program; do not free it.
 #[unsafe(no_mangle)]
-pub extern "C" fn tidegate_status_str(status: u32) -> *const c_char {
+pub extern "C" fn tidegate_status_str(status: StatusCode) -> *const c_char {
     let message =
         TidegateStatus::from_u32(status).map_or("unknown status\0", TidegateStatus::message);
     message.as_ptr().cast()
@@ -353,8 +382,8 @@ pub extern "C" fn tidegate_status_str(status: u32) -> *const c_char {
 /// The version of the C ABI this header describes. It changes whenever a function, a type or
 /// a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
 /// change with what to do): compare it at build time, for example
-/// `#if TIDEGATE_ABI_VERSION != 2`, to notice a library update that needs attention.
-pub const TIDEGATE_ABI_VERSION: u32 = 2;
+/// `#if TIDEGATE_ABI_VERSION != 3`, to notice a library update that needs attention.
+pub const TIDEGATE_ABI_VERSION: u32 = 3;
 
 /// The library version as a static, NUL-terminated string such as "0.1.0"; do not free it.
 #[unsafe(no_mangle)]

@@ -1,15 +1,15 @@
 //! C ABI of the packet tunnel engine: `TidegateTunnel`.
 
-use core::mem::size_of;
+use core::ffi::c_void;
 use std::cell::Cell;
 
 use tidegate_core::{
-    Aqm, ConfigError, DropPolicy, InboundDisposition, Instant, PacketError, PacketTunnel, Slot,
-    TunnelConfig, TunnelStats, TunnelStorage,
+    Aqm, ConfigError, DirectionStats, DropPolicy, InboundDisposition, Instant, PacketError,
+    PacketTunnel, Slot, TunnelConfig, TunnelStats, TunnelStorage,
 };
 
-use crate::arena::{Arena, rebase};
 use crate::boundary::{Handle, bytes, call, call_free, call_mut, require_non_null, write_out};
+use crate::place::{self, Carver, Memory, Region, rebase};
 use crate::status::TidegateStatus;
 
 /// A packet tunnel engine: two fixed rings that bound the memory of a packet tunnel provider.
@@ -22,15 +22,19 @@ use crate::status::TidegateStatus;
 /// serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
 pub struct TidegateTunnel {
     poison: Cell<bool>,
-    engine: PacketTunnel<Arena, Box<[Slot]>>,
+    memory: Memory,
+    engine: PacketTunnel<Region<u8>, Region<Slot>>,
     /// Base pointers of the outbound and inbound arenas, copied before the arenas moved into the
-    /// engine: views are rebased on them so they survive later writes (see `arena.rs`).
+    /// engine: views are rebased on them so they survive later writes (see `place.rs`).
     bases: (*const u8, *const u8),
 }
 
 impl Handle for TidegateTunnel {
     fn poison(&self) -> &Cell<bool> {
         &self.poison
+    }
+    fn memory(&self) -> Memory {
+        self.memory
     }
 }
 
@@ -123,6 +127,128 @@ pub struct TidegatePacketView {
     pub len: usize,
 }
 
+/// Counters of one direction of a tunnel (in `TidegateTunnelStats`). Counters saturate.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TidegateDirectionStats {
+    /// Packets waiting to be handed out now.
+    pub packets_queued: u64,
+    /// Bytes waiting to be handed out now.
+    pub bytes_queued: u64,
+    /// Packets handed out and not yet completed now.
+    pub packets_in_flight: u64,
+    /// Bytes handed out and not yet completed now.
+    pub bytes_in_flight: u64,
+    /// The most ring bytes ever taken at once: see `arena_bytes_used`.
+    pub bytes_high_water: u64,
+    /// The most packets ever held at once (queued and in flight).
+    pub packets_high_water: u64,
+    /// Packets accepted into the ring.
+    pub packets_accepted: u64,
+    /// Bytes accepted into the ring.
+    pub bytes_accepted: u64,
+    /// Packets the host completed after they were handed out.
+    pub packets_completed: u64,
+    /// Bytes the host completed after they were handed out.
+    pub bytes_completed: u64,
+    /// Zero-length packets refused.
+    pub empty_packets: u64,
+    /// Packets longer than `max_packet_len` refused.
+    pub oversized_packets: u64,
+    /// Packets CoDel dropped at the head of the queue because they waited too long.
+    pub aqm_dropped_packets: u64,
+    /// Bytes of those packets.
+    pub aqm_dropped_bytes: u64,
+    /// Microseconds the most recently handed-out packet waited in the queue (its sojourn time).
+    pub last_sojourn_us: u64,
+    /// Ring bytes taken now: packets queued, in flight and dropped but not yet reclaimed, plus
+    /// the alignment padding in front of each. At most the ring's byte size; the outbound
+    /// watermarks compare this.
+    pub arena_bytes_used: u64,
+}
+
+/// Counters and levels of a tunnel, from `tidegate_tunnel_stats`. Counters saturate.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TidegateTunnelStats {
+    /// Apps → tunnel.
+    pub outbound: TidegateDirectionStats,
+    /// Tunnel → apps.
+    pub inbound: TidegateDirectionStats,
+    /// Outbound packets refused because the ring had no room; each was left with the caller.
+    pub outbound_refused_packets: u64,
+    /// Bytes of the refused outbound packets.
+    pub outbound_refused_bytes: u64,
+    /// Times outbound reading paused at a high watermark.
+    pub outbound_pauses: u64,
+    /// Microseconds outbound reading has spent paused, including a pause still going on (up to
+    /// the latest `now_us` the tunnel saw).
+    pub outbound_paused_us: u64,
+    /// Times the outbound ring entered CoDel overload.
+    pub outbound_overloads: u64,
+    /// Inbound packets dropped on arrival because the ring was full (drop-newest, or drop-oldest
+    /// while packets were in flight).
+    pub inbound_dropped_newest_packets: u64,
+    /// Bytes of those packets.
+    pub inbound_dropped_newest_bytes: u64,
+    /// Queued inbound packets dropped to make room for newer ones (drop-oldest).
+    pub inbound_dropped_oldest_packets: u64,
+    /// Bytes of those packets.
+    pub inbound_dropped_oldest_bytes: u64,
+    /// Whether outbound reading is paused now.
+    pub outbound_paused: bool,
+    /// Whether the outbound ring is in CoDel overload now: while the ring is pressed, every
+    /// packet older than CoDel's target is dropped at hand-out; the completion that brings the
+    /// ring down to its low watermarks ends it.
+    pub outbound_overloaded: bool,
+    /// Always 0: keeps the struct free of padding, so every byte is written.
+    pub reserved: [u8; 6],
+}
+
+impl From<DirectionStats> for TidegateDirectionStats {
+    fn from(s: DirectionStats) -> Self {
+        TidegateDirectionStats {
+            packets_queued: s.packets_queued,
+            bytes_queued: s.bytes_queued,
+            packets_in_flight: s.packets_in_flight,
+            bytes_in_flight: s.bytes_in_flight,
+            bytes_high_water: s.bytes_high_water,
+            packets_high_water: s.packets_high_water,
+            packets_accepted: s.packets_accepted,
+            bytes_accepted: s.bytes_accepted,
+            packets_completed: s.packets_completed,
+            bytes_completed: s.bytes_completed,
+            empty_packets: s.empty_packets,
+            oversized_packets: s.oversized_packets,
+            aqm_dropped_packets: s.aqm_dropped_packets,
+            aqm_dropped_bytes: s.aqm_dropped_bytes,
+            last_sojourn_us: s.last_sojourn_micros,
+            arena_bytes_used: s.arena_bytes_used,
+        }
+    }
+}
+
+impl From<TunnelStats> for TidegateTunnelStats {
+    fn from(s: TunnelStats) -> Self {
+        TidegateTunnelStats {
+            outbound: s.outbound.into(),
+            inbound: s.inbound.into(),
+            outbound_refused_packets: s.outbound_refused_packets,
+            outbound_refused_bytes: s.outbound_refused_bytes,
+            outbound_pauses: s.outbound_pauses,
+            outbound_paused_us: s.outbound_paused_micros,
+            outbound_overloads: s.outbound_overloads,
+            inbound_dropped_newest_packets: s.inbound_dropped_newest_packets,
+            inbound_dropped_newest_bytes: s.inbound_dropped_newest_bytes,
+            inbound_dropped_oldest_packets: s.inbound_dropped_oldest_packets,
+            inbound_dropped_oldest_bytes: s.inbound_dropped_oldest_bytes,
+            outbound_paused: s.outbound_paused,
+            outbound_overloaded: s.outbound_overloaded,
+            reserved: [0; 6],
+        }
+    }
+}
+
 /// The default configuration, for an iOS or macOS packet tunnel provider (killed at 50 MiB).
 ///
 /// 1 MiB and 2048 packets per direction; packets up to 1500 bytes (set `max_packet_len` to your
@@ -135,40 +261,44 @@ pub extern "C" fn tidegate_tunnel_config_default() -> TidegateTunnelConfig {
     TidegateTunnelConfig::from(TunnelConfig::DEFAULT)
 }
 
-/// Writes to `*out_bytes` the exact number of bytes `tidegate_tunnel_new` allocates for
-/// `config`: both rings, their packet slots and the handle itself.
+/// Writes to `*out_size` and `*out_align` the size and alignment of the memory a tunnel with
+/// `config` lives in: the handle, both rings and their packet slots, in one block. That is all the
+/// memory the tunnel ever uses: `tidegate_tunnel_new` allocates exactly this block, and
+/// `tidegate_tunnel_init` places the tunnel in a block of yours.
 ///
 /// Returns a `TIDEGATE_STATUS_CONFIG_*` status if the configuration is invalid.
 ///
 /// # Safety
-/// `config` must be NULL or point to a valid `TidegateTunnelConfig`; `out_bytes` must be NULL or
-/// valid for writing.
+/// `config` must be NULL or point to a valid `TidegateTunnelConfig`; `out_size` and `out_align`
+/// must be NULL or valid for writing.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_tunnel_footprint(
     config: *const TidegateTunnelConfig,
-    out_bytes: *mut usize,
+    out_size: *mut usize,
+    out_align: *mut usize,
 ) -> TidegateStatus {
     call_free(|| {
         // SAFETY: `config` is NULL or valid by the caller's contract.
         let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
-        require_non_null([out_bytes.cast_const().cast()])?;
+        require_non_null([out_size.cast_const().cast(), out_align.cast_const().cast()])?;
         let config = TunnelConfig::try_from(*config)?;
-        // SAFETY: `out_bytes` was checked non-NULL and is valid by the caller's contract.
-        unsafe { write_out(out_bytes, footprint(&config)) }
+        // SAFETY: both out-pointers are valid by the caller's contract.
+        unsafe { place::footprint::<TidegateTunnel, _>(out_size, out_align, |c| walk(&config, c)) }
     })
 }
 
-/// Creates a tunnel with `config` and writes its handle to `*out_tunnel`.
+/// Creates a tunnel with `config` in memory it allocates, and writes its handle to `*out_tunnel`.
 ///
-/// All memory the tunnel will ever use is allocated here, and touched once so that it is
-/// resident from the start: exactly `tidegate_tunnel_footprint(config)` bytes.
+/// The one allocation is `tidegate_tunnel_footprint(config)` bytes, all touched here so that it is
+/// resident from the start; nothing is allocated afterwards. Free the handle with
+/// `tidegate_tunnel_free`.
 ///
 /// Returns a `TIDEGATE_STATUS_CONFIG_*` status for an invalid configuration, or
 /// `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
 ///
 /// # Safety
 /// `config` must be NULL or point to a valid `TidegateTunnelConfig`; `out_tunnel` must be NULL or
-/// valid for writing a pointer. Free the handle with `tidegate_tunnel_free`.
+/// valid for writing a pointer.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_tunnel_new(
     config: *const TidegateTunnelConfig,
@@ -179,47 +309,64 @@ pub unsafe extern "C" fn tidegate_tunnel_new(
         let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
         require_non_null([out_tunnel.cast_const().cast()])?;
         let config = TunnelConfig::try_from(*config)?;
-        let arena = |bytes: u32| {
-            Arena::zeroed(bytes as usize, config.packet_align as usize)
-                .map_err(|_| TidegateStatus::OutOfMemory)
-        };
-        let outbound_arena = arena(config.outbound_bytes)?;
-        let inbound_arena = arena(config.inbound_bytes)?;
-        let bases = (outbound_arena.base(), inbound_arena.base());
-        let storage = TunnelStorage {
-            outbound_arena,
-            outbound_slots: filled(config.outbound_packets, Slot::EMPTY)?,
-            inbound_arena,
-            inbound_slots: filled(config.inbound_packets, Slot::EMPTY)?,
-        };
-        let engine = PacketTunnel::new(config, storage).map_err(status_of_config)?;
-        let handle = Box::new(TidegateTunnel {
-            poison: Cell::new(false),
-            engine,
-            bases,
-        });
+        let handle = place::allocate(|c| walk(&config, c), |s, m| build(config, s, m))?;
         // SAFETY: `out_tunnel` was checked non-NULL and is valid by the caller's contract.
-        unsafe { write_out(out_tunnel, Box::into_raw(handle)) }
+        unsafe { write_out(out_tunnel, handle.as_ptr()) }
     })
 }
 
-/// Frees a tunnel and all its memory. `NULL` is a no-op. Works on a poisoned handle too.
+/// Creates a tunnel with `config` in the `len` bytes at `memory`, and writes its handle to
+/// `*out_tunnel`: for hosts that place engines in memory of their own (a static buffer, a pool).
+/// The handle is `memory` itself.
+///
+/// `memory` must hold the size `tidegate_tunnel_footprint` gives and start on its alignment, or
+/// the call returns `TIDEGATE_STATUS_BUFFER_TOO_SMALL` or `TIDEGATE_STATUS_MISALIGNED`. Every
+/// byte of it is written here; nothing else is ever used. Call `tidegate_tunnel_free` when done:
+/// it ends the tunnel and leaves the memory to you.
+///
+/// # Safety
+/// `config` must be NULL or point to a valid `TidegateTunnelConfig`; `memory` must be NULL or
+/// valid for reading and writing `len` bytes, and used by nothing else until the tunnel is
+/// freed; `out_tunnel` must be NULL or valid for writing a pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_tunnel_init(
+    config: *const TidegateTunnelConfig,
+    memory: *mut c_void,
+    len: usize,
+    out_tunnel: *mut *mut TidegateTunnel,
+) -> TidegateStatus {
+    call_free(|| {
+        // SAFETY: `config` is NULL or valid by the caller's contract.
+        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
+        require_non_null([out_tunnel.cast_const().cast()])?;
+        let config = TunnelConfig::try_from(*config)?;
+        // SAFETY: `memory` is NULL or valid for `len` bytes, by the caller's contract.
+        let handle = unsafe {
+            place::carve(
+                memory.cast(),
+                len,
+                Memory::Caller,
+                |c| walk(&config, c),
+                |s, m| build(config, s, m),
+            )
+        }?;
+        // SAFETY: `out_tunnel` was checked non-NULL and is valid by the caller's contract.
+        unsafe { write_out(out_tunnel, handle.as_ptr()) }
+    })
+}
+
+/// Frees a tunnel: ends it and releases its memory (memory given to `tidegate_tunnel_init` goes
+/// back to the caller). `NULL` is a no-op. Works on a poisoned handle too.
 ///
 /// Views handed out by this tunnel become invalid.
 ///
 /// # Safety
-/// `tunnel` must be NULL or a handle from `tidegate_tunnel_new` that was not freed yet, with no
-/// other call on it running.
+/// `tunnel` must be NULL or a handle from `tidegate_tunnel_new` or `tidegate_tunnel_init` that
+/// was not freed yet, with no other call on it running.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_tunnel_free(tunnel: *mut TidegateTunnel) {
-    if tunnel.is_null() {
-        return;
-    }
-    // SAFETY: a non-NULL `tunnel` came from `Box::into_raw` in `tidegate_tunnel_new` and is freed
-    // once, by the caller's contract.
-    let handle = unsafe { Box::from_raw(tunnel) };
-    // Dropping boxed slices cannot panic, but a panic must never cross into C.
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(handle)));
+    // SAFETY: forwarded caller contract.
+    unsafe { place::free(tunnel) }
 }
 
 /// Writes to `*out_can_read` whether the host should read more outbound packets now (call
@@ -424,10 +571,10 @@ pub unsafe extern "C" fn tidegate_tunnel_complete_inbound(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_tunnel_stats(
     tunnel: *const TidegateTunnel,
-    out_stats: *mut TunnelStats,
+    out_stats: *mut TidegateTunnelStats,
 ) -> TidegateStatus {
     // SAFETY: forwarded caller contract.
-    unsafe { call(tunnel, |t| write_out(out_stats, t.engine.stats())) }
+    unsafe { call(tunnel, |t| write_out(out_stats, t.engine.stats().into())) }
 }
 
 /// Force a panic inside the boundary of `tunnel`, to test that the panic is caught and the handle
@@ -483,21 +630,34 @@ fn view_of(base: *const u8, packet: &[u8]) -> TidegatePacketView {
     }
 }
 
-/// The bytes `tidegate_tunnel_new` allocates for `config`.
-fn footprint(config: &TunnelConfig) -> usize {
-    PacketTunnel::<Arena, Box<[Slot]>>::footprint(config)
-        .saturating_add(size_of::<TidegateTunnel>())
+/// The tunnel's storage after its handle: both arenas on the packet alignment, and the slots.
+fn walk(
+    config: &TunnelConfig,
+    carver: &mut Carver,
+) -> Result<TunnelStorage<Region<u8>, Region<Slot>>, TidegateStatus> {
+    let align = config.packet_align as usize;
+    Ok(TunnelStorage {
+        outbound_arena: carver.bytes(config.outbound_bytes as usize, align)?,
+        outbound_slots: carver.array(config.outbound_packets as usize, Slot::EMPTY)?,
+        inbound_arena: carver.bytes(config.inbound_bytes as usize, align)?,
+        inbound_slots: carver.array(config.inbound_packets as usize, Slot::EMPTY)?,
+    })
 }
 
-/// A boxed slice of `len` copies of `value`, or `OutOfMemory` instead of aborting.
-fn filled<T: Clone>(len: u32, value: T) -> Result<Box<[T]>, TidegateStatus> {
-    let len = len as usize;
-    let mut storage = Vec::new();
-    storage
-        .try_reserve_exact(len)
-        .map_err(|_| TidegateStatus::OutOfMemory)?;
-    storage.resize(len, value);
-    Ok(storage.into_boxed_slice())
+/// The handle over `storage`, carved for `config` and owned as `memory` says.
+fn build(
+    config: TunnelConfig,
+    storage: TunnelStorage<Region<u8>, Region<Slot>>,
+    memory: Memory,
+) -> Result<TidegateTunnel, TidegateStatus> {
+    let bases = (storage.outbound_arena.base(), storage.inbound_arena.base());
+    let engine = PacketTunnel::new(config, storage).map_err(status_of_config)?;
+    Ok(TidegateTunnel {
+        poison: Cell::new(false),
+        memory,
+        engine,
+        bases,
+    })
 }
 
 /// Fill `views` with up to `capacity` packets from `next` and write their number.
@@ -631,11 +791,11 @@ mod tests {
         // SAFETY: a valid config and a valid or NULL out-pointer.
         unsafe {
             assert_eq!(
-                tidegate_tunnel_footprint(&config, &mut bytes),
+                tidegate_tunnel_footprint(&config, &mut bytes, &mut 0),
                 TidegateStatus::ConfigZeroCapacity
             );
             assert_eq!(
-                tidegate_tunnel_footprint(&config, std::ptr::null_mut()),
+                tidegate_tunnel_footprint(&config, std::ptr::null_mut(), &mut 0),
                 TidegateStatus::NullArgument
             );
             assert_eq!(

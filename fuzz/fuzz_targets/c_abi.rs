@@ -358,8 +358,9 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                 }
                 let configs: Vec<S> = (10..=20).map(status).collect();
                 let mut footprint = Out::<usize>::new(false);
+                let mut align = 0;
                 let s = expect(
-                    tidegate_tunnel_footprint(&c, footprint.ptr()),
+                    tidegate_tunnel_footprint(&c, footprint.ptr(), &mut align),
                     false,
                     &configs,
                 );
@@ -466,7 +467,7 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                 let mut can_read = Out::<bool>::new(null_out);
                 let s = tidegate_tunnel_can_read_outbound(tunnel, can_read.ptr());
                 can_read.after(expect(s, tunnel.is_null() || null_out, &[]));
-                let mut stats = Out::<tidegate_core::TunnelStats>::new(null_out);
+                let mut stats = Out::<TidegateTunnelStats>::new(null_out);
                 let s = tidegate_tunnel_stats(tunnel, stats.ptr());
                 if let Some(stats) = stats.after(expect(s, tunnel.is_null() || null_out, &[])) {
                     assert_eq!(
@@ -501,6 +502,7 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                         max_flows_per_app: policy[2] as u32,
                         max_flows_per_destination: policy[3] as u32,
                         max_connecting: policy[4] as u32,
+                        reserved: 0,
                         idle_timeout_us: policy[5],
                         connect_timeout_us: policy[6],
                         flow_high_watermark_bytes: policy[7],
@@ -517,9 +519,10 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                     S::ConfigWatermarksOutOfOrder,
                     S::ConfigFlowTooFewSlots,
                     S::ConfigFlowTooManySlots,
+                    S::ConfigZeroDuration,
                 ];
                 let mut footprint = Out::<usize>::new(false);
-                let s = tidegate_flow_governor_footprint(&p, footprint.ptr());
+                let s = tidegate_flow_governor_footprint(&p, footprint.ptr(), &mut 0);
                 let Some(bytes) = footprint.after(expect(s, false, &configs)) else {
                     return;
                 };
@@ -733,11 +736,15 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                 let config = TidegateLifecycleConfig {
                     housekeeping_deadline_us: deadline_us,
                     task_capacity: capacity,
-                    tasks_in_flight_max: in_flight,
+                    tasks_in_flight_max: u32::from(in_flight),
                 };
                 let mut footprint = Out::<usize>::new(false);
-                let s = tidegate_lifecycle_footprint(&config, footprint.ptr());
-                let allowed = [S::ConfigTaskCapacityTooLarge, S::ConfigZeroCapacity];
+                let s = tidegate_lifecycle_footprint(&config, footprint.ptr(), &mut 0);
+                let allowed = [
+                    S::ConfigTaskCapacityTooLarge,
+                    S::ConfigZeroCapacity,
+                    S::ConfigZeroDuration,
+                ];
                 let Some(bytes) = footprint.after(expect(s, false, &allowed)) else {
                     return;
                 };
@@ -997,7 +1004,11 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                         expect(tidegate_budget_handle_timeout(budget, now), null_given, &[]);
                     }
                     7 => {
-                        expect(tidegate_budget_set_fd_limit(budget, limit), null_given, &[]);
+                        let s = tidegate_budget_set_fd_limit(budget, limit);
+                        let s = expect(s, null_given, &[S::InvalidArgument]);
+                        if !null_given {
+                            assert_eq!(s == S::InvalidArgument, limit == 0, "only 0 is refused");
+                        }
                     }
                     8 => {
                         let mut levels = Out::<TidegateBudgetLevels>::new(false);
@@ -1016,7 +1027,7 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                         let mut deadline = Out::<u64>::new(false);
                         let s = tidegate_budget_poll_timeout(budget, deadline.ptr());
                         deadline.after(expect(s, null_given, &[]));
-                        let mut stats = Out::<tidegate_core::BudgetStats>::new(false);
+                        let mut stats = Out::<TidegateBudgetStats>::new(false);
                         let s = tidegate_budget_stats(budget, stats.ptr());
                         stats.after(expect(s, null_given, &[]));
                     }
@@ -1029,14 +1040,23 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
             } => {
                 let mut config = tidegate_eyeballs_config_default();
                 config.preferred_family = family % 8;
+                // Values around the edges of each range: a few are refused, most run.
                 config.first_address_family_count = count % 5;
-                config.resolution_delay_micros = u64::from(delays[0]) * 10;
-                config.connection_attempt_delay_micros = u64::from(delays[1]) * 10;
-                config.attempt_timeout_micros = u64::from(delays[2]) * 10;
-                config.budget_wait_micros = u64::from(delays[3]) * 10;
+                config.resolution_delay_us = u64::from(delays[0]) * 40;
+                config.connection_attempt_delay_us = 9_000 + u64::from(delays[1]) * 10;
+                config.attempt_timeout_us = u64::from(delays[2]) * 10;
+                config.budget_wait_us = u64::from(delays[3]) * 10;
                 let mut out = Out::<*mut TidegateEyeballs>::new(false);
                 let s = tidegate_eyeballs_new(&config, clock.now, out.ptr());
-                if let Some(race) = out.after(expect(s, false, &[S::ConfigUnknownAddressFamily])) {
+                let allowed = [S::ConfigUnknownAddressFamily, S::ConfigEyeballsOutOfRange];
+                let s = expect(s, false, &allowed);
+                let in_range = config.first_address_family_count > 0
+                    && config.resolution_delay_us <= 2_000_000
+                    && config.connection_attempt_delay_us >= 10_000;
+                if s != S::ConfigUnknownAddressFamily {
+                    assert_eq!(s == S::Ok, in_range, "refused exactly out of range");
+                }
+                if let Some(race) = out.after(s) {
                     free_race(host);
                     host.race = Some(race);
                 }
@@ -1061,6 +1081,7 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                             ip,
                             port,
                             family: family % 8,
+                            reserved: 0,
                             scope_id: u32::from(scope),
                         }
                     })
@@ -1094,7 +1115,7 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                 let race = handle(host.race, false);
                 let null_given = race.is_null();
                 let attempts = [S::UnknownAttempt, S::AttemptNotInFlight];
-                let index = usize::from(index % 24);
+                let index = u32::from(index % 24);
                 match call % 9 {
                     0 => {
                         let s = tidegate_eyeballs_on_resolution_failed(race, now, family % 8);
@@ -1135,7 +1156,7 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                         flag.after(expect(s, null_given, &[]));
                     }
                     _ => {
-                        let mut stats = Out::<tidegate_core::EyeballsStats>::new(false);
+                        let mut stats = Out::<TidegateEyeballsStats>::new(false);
                         let s = tidegate_eyeballs_stats(race, stats.ptr());
                         stats.after(expect(s, null_given, &[]));
                     }
@@ -1146,7 +1167,7 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                 let budget = handle(host.budget, null_budget);
                 for _ in 0..32 {
                     let mut action = Out::<TidegateEyeballsAction>::new(false);
-                    let s = tidegate_eyeballs_poll_action(race, budget, action.ptr());
+                    let s = tidegate_eyeballs_poll_action(race, 0, budget, action.ptr());
                     expect(s, race.is_null() || budget.is_null(), &[]);
                     match action.after(s) {
                         Some(a) if a.kind != TidegateEyeballsActionKind::None => {}

@@ -18,7 +18,8 @@ use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use tidegate_core::{
     Action, AddressFamily, BudgetConfig, ConnectionBudget, EyeballsConfig, HappyEyeballs, Instant,
-    RaceStatus, classify_errno,
+    MAX_CONNECTION_ATTEMPT_DELAY_MICROS, MIN_CONNECTION_ATTEMPT_DELAY_MICROS, RaceStatus,
+    classify_errno,
 };
 use tidegate_fuzz::{HostClock, MAX_OPS, Tick};
 
@@ -125,16 +126,25 @@ fuzz_target!(|data: &[u8]| {
         } else {
             AddressFamily::Ipv6
         },
-        first_address_family_count: setup.first_family_count % 4,
+        // The host keeps each value in its documented range (the race refuses others).
+        first_address_family_count: setup.first_family_count % 4 + 1,
         resolution_delay_micros: u64::from(setup.resolution_delay_ms) * 1_000,
-        connection_attempt_delay_micros: u64::from(setup.attempt_delay_ms) * 100,
+        connection_attempt_delay_micros: (u64::from(setup.attempt_delay_ms) * 100).clamp(
+            MIN_CONNECTION_ATTEMPT_DELAY_MICROS,
+            MAX_CONNECTION_ATTEMPT_DELAY_MICROS,
+        ),
         attempt_timeout_micros: u64::from(setup.attempt_timeout_ms) * 5_000,
         budget_wait_micros: u64::from(setup.budget_wait_ms) * 100,
     };
     let mut clock = HostClock::new(3_000_000);
     let start = Instant::from_micros(clock.now);
     let mut races: Vec<(Race, HostRace)> = (0..RACES)
-        .map(|_| (Race::new(config, start), HostRace::default()))
+        .map(|_| {
+            (
+                Race::new(config, start).expect("an in-range config"),
+                HostRace::default(),
+            )
+        })
         .collect();
     let mut winners_open = 0u32;
     let mut direct_open = 0u32;
@@ -275,13 +285,16 @@ fuzz_target!(|data: &[u8]| {
             Op::ResourceError { tick } => {
                 budget.on_resource_error(Instant::from_micros(clock.tick(tick)));
             }
-            Op::FdLimit(limit) => budget.set_fd_limit(u64::from(limit)),
+            Op::FdLimit(limit) => {
+                let refused = budget.set_fd_limit(u64::from(limit)).is_err();
+                assert_eq!(refused, limit == 0, "only a limit of 0 is refused");
+            }
             Op::Replace { race, tick } => {
                 let now = Instant::from_micros(clock.tick(tick));
                 let (race, host) = &mut races[usize::from(race) % RACES];
                 if race.is_finished() {
                     assert!(host.in_flight.is_empty() && race.attempts_in_flight() == 0);
-                    *race = Race::new(config, now);
+                    *race = Race::new(config, now).expect("an in-range config");
                     *host = HostRace::default();
                 }
             }

@@ -290,7 +290,8 @@ fuzz_target!(|data: &[u8]| {
                         .values()
                         .filter(|f| f.state != ModelState::Closed && f.app == flow.app)
                         .fold(0u64, |sum, f| {
-                            sum.saturating_add(f.pending[0]).saturating_add(f.pending[1])
+                            sum.saturating_add(f.pending[0])
+                                .saturating_add(f.pending[1])
                         })
                 });
                 let result = if inbound {

@@ -100,8 +100,22 @@ fuzz_target!(|data: &[u8]| {
         housekeeping_deadline_micros: deadline_ms * 1_000,
         tasks_in_flight_max: in_flight,
     };
-    let max_running = usize::from(in_flight.max(1));
-    let mut machine = Machine::new(config, vec![TaskSlot::EMPTY; capacity]);
+    let max_running = usize::from(in_flight);
+    let mut machine = match Machine::new(config, vec![TaskSlot::EMPTY; capacity]) {
+        Ok(machine) => machine,
+        Err(error) => {
+            // Refused exactly when a value can never work, nothing clamped.
+            assert!(
+                in_flight == 0 || deadline_ms == 0,
+                "{error:?} for a valid config"
+            );
+            return;
+        }
+    };
+    assert!(
+        in_flight > 0 && deadline_ms > 0,
+        "a config that cannot work was accepted"
+    );
     let mut clock = HostClock::new(5_000_000);
     let mut host = Host::default();
     for _ in 0..MAX_OPS {

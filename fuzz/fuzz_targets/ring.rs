@@ -162,7 +162,10 @@ fn check_levels(
     assert!(ring.bytes_used() <= arena, "byte ceiling");
     let live = queued.len() + handed.len();
     let payload = levels.payload_bytes();
-    assert!(payload <= ring.bytes_used(), "padding is counted, never subtracted");
+    assert!(
+        payload <= ring.bytes_used(),
+        "padding is counted, never subtracted"
+    );
     assert!(
         ring.bytes_used() <= payload + live * (align - 1),
         "at most align - 1 bytes of padding a packet"

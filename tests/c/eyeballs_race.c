@@ -80,7 +80,7 @@ static void host_init(Host *host, TidegateEyeballs *race, const Path *paths, siz
     for (size_t i = 0; i < MAX_ATTEMPTS; i++) host->outcome_at[i] = NEVER;
 }
 
-static void end_attempt(Host *host, size_t index) {
+static void end_attempt(Host *host, uint32_t index) {
     CHECK(index < MAX_ATTEMPTS);
     CHECK(host->life[index] == STARTED); /* ends exactly once */
     host->life[index] = ENDED;
@@ -91,7 +91,7 @@ static void end_attempt(Host *host, size_t index) {
 static void drain(Host *host, TidegateBudget *budget, uint64_t now) {
     for (;;) {
         TidegateEyeballsAction action;
-        CHECK_OK(tidegate_eyeballs_poll_action(host->race, budget, &action));
+        CHECK_OK(tidegate_eyeballs_poll_action(host->race, now, budget, &action));
         switch (action.kind) {
         case TIDEGATE_EYEBALLS_ACTION_KIND_NONE:
             return;
@@ -281,7 +281,7 @@ static void budget_exhaustion(void) {
     CHECK(host.starts == 1);
 
     /* A race that may not wait is refused at once, clearly. */
-    config.budget_wait_micros = 0;
+    config.budget_wait_us = 0;
     TidegateEyeballs *impatient = new_race(&config, 100 * MS);
     TidegateSocketAddress a[] = {v4(9)};
     size_t added = 0;
@@ -289,7 +289,7 @@ static void budget_exhaustion(void) {
                                            &added));
     CHECK_OK(tidegate_eyeballs_on_resolution_done(impatient, 100 * MS));
     TidegateEyeballsAction action;
-    CHECK_OK(tidegate_eyeballs_poll_action(impatient, budget, &action));
+    CHECK_OK(tidegate_eyeballs_poll_action(impatient, 100 * MS, budget, &action));
     CHECK(action.kind == TIDEGATE_EYEBALLS_ACTION_KIND_FAILED);
     CHECK(action.failure == TIDEGATE_RACE_FAILURE_NO_BUDGET);
     CHECK(action.budget_refusal == TIDEGATE_BUDGET_REFUSAL_ATTEMPTS_IN_FLIGHT);
@@ -382,15 +382,15 @@ static void bad_input(void) {
     CHECK(tidegate_eyeballs_on_attempt_failed(race, 0, 3, ECONNREFUSED) ==
           TIDEGATE_STATUS_UNKNOWN_ATTEMPT);
     TidegateEyeballsAction action;
-    CHECK(tidegate_eyeballs_poll_action(race, NULL, &action) == TIDEGATE_STATUS_NULL_ARGUMENT);
-    CHECK(tidegate_eyeballs_poll_action(NULL, budget, &action) == TIDEGATE_STATUS_NULL_ARGUMENT);
+    CHECK(tidegate_eyeballs_poll_action(race, 0, NULL, &action) == TIDEGATE_STATUS_NULL_ARGUMENT);
+    CHECK(tidegate_eyeballs_poll_action(NULL, 0, budget, &action) == TIDEGATE_STATUS_NULL_ARGUMENT);
     TidegateRaceStatus status;
     CHECK_OK(tidegate_eyeballs_status(race, &status));
     CHECK(status.state == TIDEGATE_RACE_STATE_RESOLVING);
     /* Both queries fail: one clear failure, no addresses. */
     CHECK_OK(tidegate_eyeballs_on_resolution_failed(race, 1, TIDEGATE_ADDRESS_FAMILY_IPV6));
     CHECK_OK(tidegate_eyeballs_on_resolution_failed(race, 1, TIDEGATE_ADDRESS_FAMILY_IPV4));
-    CHECK_OK(tidegate_eyeballs_poll_action(race, budget, &action));
+    CHECK_OK(tidegate_eyeballs_poll_action(race, 1, budget, &action));
     CHECK(action.kind == TIDEGATE_EYEBALLS_ACTION_KIND_FAILED);
     CHECK(action.failure == TIDEGATE_RACE_FAILURE_NO_ADDRESSES);
     CHECK(tidegate_eyeballs_on_resolution_done(race, 2) == TIDEGATE_STATUS_RACE_FINISHED);
@@ -401,8 +401,19 @@ static void bad_input(void) {
     tidegate_budget_free(NULL);
     CHECK(strcmp(tidegate_status_str(TIDEGATE_STATUS_RACE_FINISHED),
                  "the race is already finished") == 0);
-    CHECK(tidegate_eyeballs_footprint() > 16 * sizeof(TidegateSocketAddress));
-    CHECK(tidegate_budget_footprint() > 0);
+    TidegateEyeballsConfig race_config = tidegate_eyeballs_config_default();
+    budget_config = tidegate_budget_config_default();
+    size_t size = 0, align = 0;
+    CHECK_OK(tidegate_eyeballs_footprint(&race_config, &size, &align));
+    CHECK(size > 16 * sizeof(TidegateSocketAddress) && align > 0);
+    CHECK_OK(tidegate_budget_footprint(&budget_config, &size, &align));
+    CHECK(size > 0 && align > 0);
+    race_config.connection_attempt_delay_us = 5000; /* below the RFC's 10 ms floor */
+    CHECK(tidegate_eyeballs_footprint(&race_config, &size, &align) ==
+          TIDEGATE_STATUS_CONFIG_EYEBALLS_OUT_OF_RANGE);
+    budget_config.fd_limit = 0;
+    CHECK(tidegate_budget_footprint(&budget_config, &size, &align) ==
+          TIDEGATE_STATUS_CONFIG_BUDGET_ZERO_LIMIT);
 }
 
 int main(void) {
@@ -417,7 +428,10 @@ int main(void) {
 
     budget_exhaustion();
     back_off_and_recover();
-    printf("footprint: race %zu bytes, budget %zu bytes\n", tidegate_eyeballs_footprint(),
-           tidegate_budget_footprint());
+    TidegateEyeballsConfig race_config = tidegate_eyeballs_config_default();
+    size_t race_bytes = 0, budget_bytes = 0, align = 0;
+    CHECK_OK(tidegate_eyeballs_footprint(&race_config, &race_bytes, &align));
+    CHECK_OK(tidegate_budget_footprint(&config, &budget_bytes, &align));
+    printf("footprint: race %zu bytes, budget %zu bytes\n", race_bytes, budget_bytes);
     return 0;
 }

@@ -318,9 +318,9 @@ static void timeouts_and_ids(void) {
     bad.flow_low_watermark_bytes = bad.flow_high_watermark_bytes;
     CHECK(tidegate_flow_governor_new(&bad, 0, &none) ==
           TIDEGATE_STATUS_CONFIG_WATERMARKS_OUT_OF_ORDER);
-    size_t bytes = 0;
-    CHECK_OK(tidegate_flow_governor_footprint(&policy, &bytes));
-    CHECK(bytes > 0);
+    size_t bytes = 0, align = 0;
+    CHECK_OK(tidegate_flow_governor_footprint(&policy, &bytes, &align));
+    CHECK(bytes > 0 && align > 0);
     printf("timeouts: 1 idle, 1 connect; footprint %zu bytes\n", bytes);
     tidegate_flow_governor_free(governor);
     tidegate_flow_governor_free(NULL);

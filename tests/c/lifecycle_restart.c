@@ -66,14 +66,14 @@ static TidegateLifecycleState state_of(const TidegateLifecycle *lc, uint64_t *ge
 static void bad_input(void) {
     TidegateLifecycleConfig config = tidegate_lifecycle_config_default();
     TidegateLifecycle *lc = NULL;
-    size_t bytes = 0;
+    size_t bytes = 0, align = 0;
     CHECK(config.housekeeping_deadline_us == 250000);
     CHECK(tidegate_lifecycle_new(NULL, &lc) == TIDEGATE_STATUS_NULL_ARGUMENT);
     CHECK(tidegate_lifecycle_new(&config, NULL) == TIDEGATE_STATUS_NULL_ARGUMENT);
     config.task_capacity = TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX + 1u;
     CHECK(tidegate_lifecycle_new(&config, &lc) ==
           TIDEGATE_STATUS_CONFIG_TASK_CAPACITY_TOO_LARGE);
-    CHECK(tidegate_lifecycle_footprint(&config, &bytes) ==
+    CHECK(tidegate_lifecycle_footprint(&config, &bytes, &align) ==
           TIDEGATE_STATUS_CONFIG_TASK_CAPACITY_TOO_LARGE);
     CHECK(lc == NULL && bytes == 0); /* out-params are written only on success */
     CHECK(tidegate_lifecycle_poll_effect(NULL, 0, NULL) == TIDEGATE_STATUS_NULL_ARGUMENT);

@@ -205,8 +205,9 @@ int main(void) {
     config.inbound_bytes = 32 * 1024;
     config.inbound_packets = 64;
 
-    size_t footprint = 0;
-    CHECK_OK(tidegate_tunnel_footprint(&config, &footprint));
+    size_t footprint = 0, align = 0;
+    CHECK_OK(tidegate_tunnel_footprint(&config, &footprint, &align));
+    CHECK(align == config.packet_align);
     CHECK(footprint >= 96 * 1024 + 320 * 16);
 
     TidegateTunnel *tunnel = NULL;

@@ -54,13 +54,13 @@ pub struct Peaks {
 #[derive(Clone, Copy, Debug)]
 pub struct EngineStats {
     /// The packet tunnel's.
-    pub tunnel: tidegate_core::TunnelStats,
+    pub tunnel: TidegateTunnelStats,
     /// The flow governor's.
     pub flows: TidegateFlowStats,
     /// The lifecycle machine's.
     pub lifecycle: TidegateLifecycleStats,
     /// The connection budget's.
-    pub budget: tidegate_core::BudgetStats,
+    pub budget: TidegateBudgetStats,
 }
 
 /// The ceilings [`Peaks`] must stay under, from the workload's configurations.
@@ -183,6 +183,7 @@ impl Workload {
                 ip,
                 port: 443,
                 family: family as u8,
+                reserved: 0,
                 scope_id: 0,
             }
         };
@@ -229,8 +230,9 @@ impl Workload {
         // SAFETY: every pointer is to a local or a field that outlives the call.
         unsafe {
             let mut bytes = 0;
+            let mut align = 0;
             assert_eq!(
-                tidegate_tunnel_footprint(&TUNNEL, &mut bytes),
+                tidegate_tunnel_footprint(&TUNNEL, &mut bytes, &mut align),
                 TidegateStatus::Ok
             );
             let creation = Creation {
@@ -246,7 +248,7 @@ impl Workload {
 
             let policy = flow_policy();
             assert_eq!(
-                tidegate_flow_governor_footprint(&policy, &mut bytes),
+                tidegate_flow_governor_footprint(&policy, &mut bytes, &mut align),
                 TidegateStatus::Ok
             );
             let creation = Creation {
@@ -260,7 +262,7 @@ impl Workload {
 
             let config = lifecycle_config();
             assert_eq!(
-                tidegate_lifecycle_footprint(&config, &mut bytes),
+                tidegate_lifecycle_footprint(&config, &mut bytes, &mut align),
                 TidegateStatus::Ok
             );
             let creation = Creation {
@@ -275,9 +277,13 @@ impl Workload {
             });
 
             let config = budget_config();
+            assert_eq!(
+                tidegate_budget_footprint(&config, &mut bytes, &mut align),
+                TidegateStatus::Ok
+            );
             let creation = Creation {
                 function: "tidegate_budget_new",
-                footprint: tidegate_budget_footprint(),
+                footprint: bytes,
             };
             around(creation, &mut || {
                 assert_eq!(
@@ -287,7 +293,11 @@ impl Workload {
             });
 
             let config = race_config();
-            let footprint = tidegate_eyeballs_footprint();
+            assert_eq!(
+                tidegate_eyeballs_footprint(&config, &mut bytes, &mut align),
+                TidegateStatus::Ok
+            );
+            let footprint = bytes;
             for race in &mut w.races {
                 let creation = Creation {
                     function: "tidegate_eyeballs_new",
@@ -814,7 +824,7 @@ impl Workload {
         let slot = self.race_slot(r);
         let race = self.races[slot];
         let budget = self.budget;
-        let index = (r >> 8) as usize % 20;
+        let index = (r >> 8) as u32 % 20;
         // SAFETY: the handles are live and every pointer is to a field of `self` or a local.
         unsafe {
             match (r >> 16) % 12 {
@@ -901,7 +911,8 @@ impl Workload {
             let mut action = std::mem::MaybeUninit::<TidegateEyeballsAction>::uninit();
             // SAFETY: both handles are live; `action` is a local written on success.
             let action = unsafe {
-                let status = tidegate_eyeballs_poll_action(race, self.budget, action.as_mut_ptr());
+                let status =
+                    tidegate_eyeballs_poll_action(race, self.now, self.budget, action.as_mut_ptr());
                 assert_eq!(self.call(status), TidegateStatus::Ok);
                 action.assume_init()
             };
@@ -942,7 +953,7 @@ impl Workload {
     fn sample(&mut self) {
         // SAFETY: the handles are live; every out-pointer is a local.
         unsafe {
-            let mut stats = std::mem::MaybeUninit::<tidegate_core::TunnelStats>::uninit();
+            let mut stats = std::mem::MaybeUninit::<TidegateTunnelStats>::uninit();
             assert_eq!(
                 self.call(tidegate_tunnel_stats(self.tunnel, stats.as_mut_ptr())),
                 TidegateStatus::Ok
@@ -1021,15 +1032,15 @@ fn budget_config() -> TidegateBudgetConfig {
         max_open_connections: BUDGET_CONNECTIONS,
         fd_limit: 10_000,
         backoff_floor: 2,
-        recovery_interval_micros: 100_000,
+        recovery_interval_us: 100_000,
         ..tidegate_budget_config_default()
     }
 }
 
 fn race_config() -> TidegateEyeballsConfig {
     TidegateEyeballsConfig {
-        attempt_timeout_micros: 400_000,
-        budget_wait_micros: 2_000_000,
+        attempt_timeout_us: 400_000,
+        budget_wait_us: 2_000_000,
         ..tidegate_eyeballs_config_default()
     }
 }

@@ -196,7 +196,7 @@ struct FloodRun {
     aqm_drops: u64,
     refused_while_allowed: u64,
     /// The tunnel's state two seconds after the flood stopped.
-    overloaded_after: u64,
+    overloaded_after: bool,
     reading_after: bool,
 }
 
@@ -316,8 +316,8 @@ fn under_an_unresponsive_flood_the_fifo_keeps_its_contract_and_leaves_overload()
     assert_eq!(off.aqm_drops, 0);
     assert!(codel.aqm_drops > 0, "CoDel dropped stale packets");
     // Found by a host written from the docs: overload was never left.
-    assert_eq!(
-        codel.overloaded_after, 0,
+    assert!(
+        !codel.overloaded_after,
         "overload ends once the flood is over"
     );
 }

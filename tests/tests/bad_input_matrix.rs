@@ -28,7 +28,6 @@ use std::fmt::Debug;
 use std::ptr::{null, null_mut};
 
 use tidegate::*;
-use tidegate_core::{BudgetStats, EyeballsStats, TunnelStats};
 use tidegate_tests::out_param::Out;
 
 /// The latest time every fixture has seen, in microseconds.
@@ -50,6 +49,7 @@ const MATRIX: &[(&str, fn())] = matrix![
     tunnel_config_default,
     tunnel_footprint,
     tunnel_new,
+    tunnel_init,
     tunnel_free,
     tunnel_can_read_outbound,
     tunnel_on_outbound_packet,
@@ -62,6 +62,7 @@ const MATRIX: &[(&str, fn())] = matrix![
     // Connection budget.
     budget_config_default,
     budget_new,
+    budget_init,
     budget_free,
     budget_footprint,
     budget_set_fd_limit,
@@ -81,6 +82,7 @@ const MATRIX: &[(&str, fn())] = matrix![
     eyeballs_config_default,
     eyeballs_footprint,
     eyeballs_new,
+    eyeballs_init,
     eyeballs_free,
     eyeballs_on_resolved,
     eyeballs_on_resolution_failed,
@@ -100,6 +102,7 @@ const MATRIX: &[(&str, fn())] = matrix![
     flow_key,
     flow_governor_footprint,
     flow_governor_new,
+    flow_governor_init,
     flow_governor_free,
     flow_governor_on_new_flow,
     flow_governor_on_connecting,
@@ -128,6 +131,7 @@ const MATRIX: &[(&str, fn())] = matrix![
     lifecycle_config_default,
     lifecycle_footprint,
     lifecycle_new,
+    lifecycle_init,
     lifecycle_free,
     lifecycle_on_start,
     lifecycle_on_tunnel_started,
@@ -337,6 +341,52 @@ fn configs_refused<C: Debug, T>(
 
 use TidegateStatus as S;
 
+/// An `_init` function: bad configurations are refused as `_new` refuses them; then NULL memory
+/// (`NULL_ARGUMENT`), memory one byte short (`BUFFER_TOO_SMALL`) and memory one byte past the
+/// alignment (`MISALIGNED`) are refused with the memory and the out-parameter untouched, and
+/// memory of the footprint's size and alignment holds an engine whose handle is the memory.
+#[track_caller]
+fn init_refuses<C: Debug, H>(
+    good: &C,
+    bad: impl IntoIterator<Item = (C, TidegateStatus)>,
+    footprint: impl Fn(*const C, *mut usize, *mut usize) -> TidegateStatus,
+    init: impl Fn(*const C, *mut std::ffi::c_void, usize, *mut *mut H) -> TidegateStatus,
+    free: unsafe extern "C" fn(*mut H),
+) {
+    let (mut size, mut align) = (0, 0);
+    assert_eq!(footprint(good, &mut size, &mut align), S::Ok);
+    assert!(size > 0 && align.is_power_of_two());
+    let mut buffer = vec![0xAA_u8; size + 2 * align];
+    let start = buffer.as_ptr().align_offset(align);
+    let aligned = buffer[start..].as_mut_ptr().cast::<std::ffi::c_void>();
+    configs_refused(good, bad, |config, out| init(config, aligned, size, out));
+    let cases: [(*mut std::ffi::c_void, usize, TidegateStatus); 3] = [
+        (null_mut(), size, S::NullArgument),
+        (aligned, size - 1, S::BufferTooSmall),
+        // SAFETY: one byte into the buffer, which has `2 * align` bytes to spare.
+        (unsafe { aligned.byte_add(1) }, size, S::Misaligned),
+    ];
+    for (memory, len, status) in cases {
+        if status == S::Misaligned && align == 1 {
+            continue;
+        }
+        assert_eq!(untouched(|out| init(good, memory, len, out)), status);
+        assert!(
+            buffer.iter().all(|&b| b == 0xAA),
+            "a refused _init wrote the memory ({status:?})"
+        );
+    }
+    assert_eq!(
+        init(good, aligned, size, null_mut()),
+        S::NullArgument,
+        "the out-pointer is checked first"
+    );
+    let handle = written(|out| init(good, aligned, size, out));
+    assert_eq!(handle.cast::<std::ffi::c_void>(), aligned);
+    // SAFETY: a live handle placed in `buffer`, freed once; `buffer` outlives it.
+    unsafe { free(handle) };
+}
+
 // ---- status and version ------------------------------------------------------------------------
 
 fn status_str() {
@@ -346,7 +396,7 @@ fn status_str() {
         assert_ne!(message.to_str().unwrap(), "unknown status");
     }
     // Values between, past and far past the known codes.
-    for unknown in [6, 9, 21, 29, 34, 59, 84, 99, 118, 9999, u32::MAX] {
+    for unknown in [7, 9, 21, 29, 34, 59, 84, 99, 121, 9999, u32::MAX] {
         let message = tidegate_status_str(unknown);
         assert!(!message.is_null());
         // SAFETY: never NULL, static and NUL-terminated.
@@ -460,7 +510,7 @@ impl Tunnel {
 }
 
 impl Fixture for Tunnel {
-    type Snapshot = (TunnelStats, bool);
+    type Snapshot = (TidegateTunnelStats, bool);
 
     fn snapshot(&self) -> Self::Snapshot {
         unsafe {
@@ -664,14 +714,14 @@ fn tunnel_config_default() {
     // No input applies: the default is valid and the same on every call.
     let config = tidegate_tunnel_config_default();
     assert_eq!(config, tidegate_tunnel_config_default());
-    unsafe { written(|out| tidegate_tunnel_footprint(&config, out)) };
+    unsafe { written(|out| tidegate_tunnel_footprint(&config, out, &mut 0)) };
 }
 
 fn tunnel_footprint() {
     configs_refused(
         &tunnel_config(),
         bad_tunnel_configs(),
-        |config, out| unsafe { tidegate_tunnel_footprint(config, out) },
+        |config, out| unsafe { tidegate_tunnel_footprint(config, out, &mut 0) },
     );
 }
 
@@ -680,6 +730,16 @@ fn tunnel_new() {
         &tunnel_config(),
         bad_tunnel_configs(),
         |config, out| unsafe { tidegate_tunnel_new(config, out) },
+    );
+}
+
+fn tunnel_init() {
+    init_refuses(
+        &tunnel_config(),
+        bad_tunnel_configs(),
+        |config, size, align| unsafe { tidegate_tunnel_footprint(config, size, align) },
+        |config, memory, len, out| unsafe { tidegate_tunnel_init(config, memory, len, out) },
+        tidegate_tunnel_free,
     );
 }
 
@@ -698,7 +758,9 @@ fn tunnel_can_read_outbound() {
 }
 
 /// The stats change a refused packet makes: its reason's counter, nothing else.
-fn counted_outbound(field: fn(&mut TunnelStats) -> &mut u64) -> impl Fn(&mut (TunnelStats, bool)) {
+fn counted_outbound(
+    field: fn(&mut TidegateTunnelStats) -> &mut u64,
+) -> impl Fn(&mut (TidegateTunnelStats, bool)) {
     move |(stats, _)| *field(stats) += 1
 }
 
@@ -724,7 +786,7 @@ fn tunnel_on_outbound_packet() {
             refused(Tunnel::busy, S::PacketTooLong, oversized, |t| {
                 tidegate_tunnel_on_outbound_packet(t.0, now, data, 1001)
             });
-            let no_room = |(stats, _): &mut (TunnelStats, bool)| {
+            let no_room = |(stats, _): &mut (TidegateTunnelStats, bool)| {
                 stats.outbound_refused_packets += 1;
                 stats.outbound_refused_bytes += 1000;
             };
@@ -852,7 +914,8 @@ fn tunnel_on_inbound_packet() {
             unchanged(Tunnel::busy, S::NullArgument, |t| {
                 untouched(|out| tidegate_tunnel_on_inbound_packet(t.0, now, null(), 5, out))
             });
-            let empty = |(stats, _): &mut (TunnelStats, bool)| stats.inbound.empty_packets += 1;
+            let empty =
+                |(stats, _): &mut (TidegateTunnelStats, bool)| stats.inbound.empty_packets += 1;
             refused(Tunnel::busy, S::PacketEmpty, empty, |t| {
                 untouched(|out| tidegate_tunnel_on_inbound_packet(t.0, now, null(), 0, out))
             });
@@ -860,7 +923,7 @@ fn tunnel_on_inbound_packet() {
                 untouched(|out| tidegate_tunnel_on_inbound_packet(t.0, now, data, 0, out))
             });
             let oversized =
-                |(stats, _): &mut (TunnelStats, bool)| stats.inbound.oversized_packets += 1;
+                |(stats, _): &mut (TidegateTunnelStats, bool)| stats.inbound.oversized_packets += 1;
             refused(Tunnel::busy, S::PacketTooLong, oversized, |t| {
                 untouched(|out| tidegate_tunnel_on_inbound_packet(t.0, now, data, 1001, out))
             });
@@ -982,7 +1045,7 @@ impl Budget {
 }
 
 impl Fixture for Budget {
-    type Snapshot = (BudgetStats, TidegateBudgetLevels, u64, bool);
+    type Snapshot = (TidegateBudgetStats, TidegateBudgetLevels, u64, bool);
 
     fn snapshot(&self) -> Self::Snapshot {
         unsafe {
@@ -1021,7 +1084,7 @@ impl Fixture for Budget {
     }
 }
 
-type BudgetSnapshot = (BudgetStats, TidegateBudgetLevels, u64, bool);
+type BudgetSnapshot = (TidegateBudgetStats, TidegateBudgetLevels, u64, bool);
 
 fn unbalanced(snapshot: &mut BudgetSnapshot) {
     snapshot.0.unbalanced_releases += 1;
@@ -1036,78 +1099,113 @@ fn budget_config_default() {
 }
 
 fn budget_footprint() {
-    // No input applies: the size is positive and the same on every call.
-    assert!(tidegate_budget_footprint() > 0);
-    assert_eq!(tidegate_budget_footprint(), tidegate_budget_footprint());
+    configs_refused(
+        &budget_config(),
+        bad_budget_configs(),
+        |config, out| unsafe { tidegate_budget_footprint(config, out, &mut 0) },
+    );
 }
 
-fn budget_new() {
-    unsafe {
-        let good = budget_config();
-        assert_eq!(
-            untouched(|out| tidegate_budget_new(null(), out)),
-            S::NullArgument
-        );
-        assert_eq!(tidegate_budget_new(&good, null_mut()), S::NullArgument);
-        for (bad, status) in [
-            (
-                TidegateBudgetConfig {
-                    max_attempts_in_flight: 0,
-                    ..good
-                },
-                S::ConfigBudgetZeroLimit,
-            ),
-            (
-                TidegateBudgetConfig {
-                    max_open_connections: 0,
-                    ..good
-                },
-                S::ConfigBudgetZeroLimit,
-            ),
-            (
-                TidegateBudgetConfig {
-                    recovery_interval_micros: 0,
-                    ..good
-                },
-                S::ConfigBudgetZeroRecoveryInterval,
-            ),
-        ] {
-            assert_eq!(
-                untouched(|out| tidegate_budget_new(&bad, out)),
-                status,
-                "{bad:?}"
-            );
-            assert_eq!(
-                tidegate_budget_new(&bad, null_mut()),
-                S::NullArgument,
-                "{bad:?}"
-            );
-        }
-        // Out-of-range descriptor numbers are clamped, not refused: no descriptor at all, and a
-        // reserve larger than the limit, leave a budget that refuses every connection.
-        for odd in [
+/// Every budget configuration that can never work, with its status: each is refused, none is
+/// clamped.
+fn bad_budget_configs() -> Vec<(TidegateBudgetConfig, TidegateStatus)> {
+    let good = budget_config();
+    vec![
+        (
             TidegateBudgetConfig {
-                fd_limit: 0,
+                max_attempts_in_flight: 0,
                 ..good
             },
+            S::ConfigBudgetZeroLimit,
+        ),
+        (
             TidegateBudgetConfig {
-                fd_limit: 10,
-                fd_reserve: u64::MAX,
+                max_open_connections: 0,
+                ..good
+            },
+            S::ConfigBudgetZeroLimit,
+        ),
+        (
+            TidegateBudgetConfig {
+                fd_limit: 0,
+                fd_reserve: 0,
+                ..good
+            },
+            S::ConfigBudgetZeroLimit,
+        ),
+        (
+            TidegateBudgetConfig {
                 backoff_floor: 0,
                 ..good
             },
-        ] {
-            let mut handle = null_mut();
-            assert_eq!(tidegate_budget_new(&odd, &mut handle), S::Ok);
-            let budget = Budget(handle);
-            let expected = if odd.fd_limit == 0 {
-                S::NoBudgetConnections
-            } else {
-                S::Ok
-            };
-            assert_eq!(tidegate_budget_try_start_attempt(budget.0, NOW), expected);
-        }
+            S::ConfigBudgetZeroLimit,
+        ),
+        (
+            TidegateBudgetConfig {
+                fd_limit: 10,
+                fd_reserve: 6,
+                ..good
+            },
+            S::ConfigBudgetReserveTooLarge,
+        ),
+        (
+            TidegateBudgetConfig {
+                fd_limit: 10,
+                fd_reserve: u32::MAX,
+                ..good
+            },
+            S::ConfigBudgetReserveTooLarge,
+        ),
+        (
+            TidegateBudgetConfig {
+                recovery_interval_us: 0,
+                ..good
+            },
+            S::ConfigBudgetZeroRecoveryInterval,
+        ),
+    ]
+}
+
+fn budget_new() {
+    configs_refused(
+        &budget_config(),
+        bad_budget_configs(),
+        |config, out| unsafe { tidegate_budget_new(config, out) },
+    );
+    // The edges that can work are accepted: one descriptor with none reserved, a reserve of
+    // exactly half, a floor of one.
+    for edge in [
+        TidegateBudgetConfig {
+            fd_limit: 1,
+            fd_reserve: 0,
+            backoff_floor: 1,
+            ..budget_config()
+        },
+        TidegateBudgetConfig {
+            fd_limit: 10,
+            fd_reserve: 5,
+            ..budget_config()
+        },
+    ] {
+        let mut handle = null_mut();
+        assert_eq!(unsafe { tidegate_budget_new(&edge, &mut handle) }, S::Ok);
+        let budget = Budget(handle);
+        assert_eq!(
+            unsafe { tidegate_budget_try_start_attempt(budget.0, NOW) },
+            S::Ok,
+            "{edge:?}"
+        );
     }
+}
+
+fn budget_init() {
+    init_refuses(
+        &budget_config(),
+        bad_budget_configs(),
+        |config, size, align| unsafe { tidegate_budget_footprint(config, size, align) },
+        |config, memory, len, out| unsafe { tidegate_budget_init(config, memory, len, out) },
+        tidegate_budget_free,
+    );
 }
 
 fn budget_free() {
@@ -1120,8 +1218,12 @@ fn budget_set_fd_limit() {
             tidegate_budget_set_fd_limit(null_mut(), 100),
             S::NullArgument
         );
-        // Every value is a limit: none is refused, none breaks the budget.
-        for limit in [0, 1, u64::MAX] {
+        // No descriptor at all is refused, changing nothing.
+        unchanged(Budget::full, S::InvalidArgument, |b| {
+            tidegate_budget_set_fd_limit(b.0, 0)
+        });
+        // Every other value is a limit; none breaks the budget.
+        for limit in [1, u64::MAX] {
             let b = Budget::full();
             assert_eq!(tidegate_budget_set_fd_limit(b.0, limit), S::Ok);
             let (_, levels, _, _) = b.snapshot();
@@ -1340,6 +1442,7 @@ fn v6(n: u8) -> TidegateSocketAddress {
         ip,
         port: 443,
         family: IPV6 as u8,
+        reserved: 0,
         scope_id: 0,
     }
 }
@@ -1351,6 +1454,7 @@ fn v4(n: u8) -> TidegateSocketAddress {
         ip,
         port: 443,
         family: IPV4 as u8,
+        reserved: 0,
         scope_id: 0,
     }
 }
@@ -1411,7 +1515,7 @@ impl Race {
 }
 
 type RaceSnapshot = (
-    EyeballsStats,
+    TidegateEyeballsStats,
     TidegateRaceStatus,
     bool,
     bool,
@@ -1439,7 +1543,7 @@ impl Fixture for Race {
         let mut log = Vec::new();
         loop {
             let action: TidegateEyeballsAction = unsafe {
-                written(|out| tidegate_eyeballs_poll_action(self.race, self.budget.0, out))
+                written(|out| tidegate_eyeballs_poll_action(self.race, 0, self.budget.0, out))
             };
             if action.kind == TidegateEyeballsActionKind::None {
                 return log;
@@ -1461,51 +1565,91 @@ fn eyeballs_config_default() {
 }
 
 fn eyeballs_footprint() {
-    assert!(tidegate_eyeballs_footprint() > 0);
-    assert_eq!(tidegate_eyeballs_footprint(), tidegate_eyeballs_footprint());
+    configs_refused(
+        &tidegate_eyeballs_config_default(),
+        bad_eyeballs_configs(),
+        |config, out| unsafe { tidegate_eyeballs_footprint(config, out, &mut 0) },
+    );
+}
+
+/// Race configurations outside their documented ranges: each is refused, none is clamped.
+fn bad_eyeballs_configs() -> Vec<(TidegateEyeballsConfig, TidegateStatus)> {
+    let good = tidegate_eyeballs_config_default();
+    let mut bad: Vec<_> = [0, 5, 46, 260, u32::MAX]
+        .map(|family| {
+            let config = TidegateEyeballsConfig {
+                preferred_family: family,
+                ..good
+            };
+            (config, S::ConfigUnknownAddressFamily)
+        })
+        .to_vec();
+    for config in [
+        TidegateEyeballsConfig {
+            first_address_family_count: 0,
+            ..good
+        },
+        TidegateEyeballsConfig {
+            first_address_family_count: 256,
+            ..good
+        },
+        TidegateEyeballsConfig {
+            first_address_family_count: u32::MAX,
+            ..good
+        },
+        TidegateEyeballsConfig {
+            resolution_delay_us: 2_000_001,
+            ..good
+        },
+        TidegateEyeballsConfig {
+            resolution_delay_us: u64::MAX,
+            ..good
+        },
+        TidegateEyeballsConfig {
+            connection_attempt_delay_us: 0,
+            ..good
+        },
+        TidegateEyeballsConfig {
+            connection_attempt_delay_us: 9_999,
+            ..good
+        },
+        TidegateEyeballsConfig {
+            connection_attempt_delay_us: 2_000_001,
+            ..good
+        },
+    ] {
+        bad.push((config, S::ConfigEyeballsOutOfRange));
+    }
+    bad
 }
 
 fn eyeballs_new() {
     unsafe {
-        let good = tidegate_eyeballs_config_default();
-        assert_eq!(
-            untouched(|out| tidegate_eyeballs_new(null(), NOW, out)),
-            S::NullArgument
+        configs_refused(
+            &tidegate_eyeballs_config_default(),
+            bad_eyeballs_configs(),
+            |config, out| tidegate_eyeballs_new(config, NOW, out),
         );
-        assert_eq!(
-            tidegate_eyeballs_new(&good, NOW, null_mut()),
-            S::NullArgument
-        );
-        for family in [0, 5, 46, 260, u32::MAX] {
-            let bad = TidegateEyeballsConfig {
-                preferred_family: family,
-                ..good
-            };
-            let status = untouched(|out| tidegate_eyeballs_new(&bad, NOW, out));
-            assert_eq!(status, S::ConfigUnknownAddressFamily, "family {family}");
-            assert_eq!(
-                tidegate_eyeballs_new(&bad, NOW, null_mut()),
-                S::NullArgument
-            );
-        }
-        // Out-of-range numbers are clamped, not refused (documented on the config).
-        for odd in [
+        // Every edge of every range is accepted, and the race runs.
+        for edge in [
             TidegateEyeballsConfig {
-                first_address_family_count: 0,
-                resolution_delay_micros: u64::MAX,
-                connection_attempt_delay_micros: 0,
-                attempt_timeout_micros: u64::MAX,
-                budget_wait_micros: u64::MAX,
-                ..good
+                first_address_family_count: 1,
+                resolution_delay_us: 0,
+                connection_attempt_delay_us: 10_000,
+                attempt_timeout_us: u64::MAX,
+                budget_wait_us: u64::MAX,
+                ..tidegate_eyeballs_config_default()
             },
             TidegateEyeballsConfig {
-                first_address_family_count: u32::MAX,
-                connection_attempt_delay_micros: u64::MAX,
-                ..good
+                first_address_family_count: 255,
+                resolution_delay_us: 2_000_000,
+                connection_attempt_delay_us: 2_000_000,
+                budget_wait_us: 0,
+                ..tidegate_eyeballs_config_default()
             },
         ] {
             let mut race = null_mut();
-            assert_eq!(tidegate_eyeballs_new(&odd, u64::MAX, &mut race), S::Ok);
+            assert_eq!(tidegate_eyeballs_new(&edge, u64::MAX, &mut race), S::Ok);
             let mut r = Race {
                 race,
                 budget: Budget::empty(),
@@ -1516,6 +1660,16 @@ fn eyeballs_new() {
             assert_eq!(r.drain().len(), 1, "the attempt starts");
         }
     }
+}
+
+fn eyeballs_init() {
+    init_refuses(
+        &tidegate_eyeballs_config_default(),
+        bad_eyeballs_configs(),
+        |config, size, align| unsafe { tidegate_eyeballs_footprint(config, size, align) },
+        |config, memory, len, out| unsafe { tidegate_eyeballs_init(config, NOW, memory, len, out) },
+        tidegate_eyeballs_free,
+    );
 }
 
 fn eyeballs_free() {
@@ -1658,11 +1812,11 @@ fn eyeballs_on_resolution_done() {
 
 /// An attempt outcome for attempts never started, no longer in flight, or reported twice.
 unsafe fn eyeballs_attempt_report(
-    report: impl Fn(*mut TidegateEyeballs, u64, usize) -> TidegateStatus,
+    report: impl Fn(*mut TidegateEyeballs, u64, u32) -> TidegateStatus,
 ) {
     assert_eq!(report(null_mut(), NOW, 1), S::NullArgument);
     for now in [NOW, EARLIER] {
-        for index in [3, 16, 17, usize::MAX] {
+        for index in [3, 16, 17, u32::MAX] {
             unchanged(Race::connecting, S::UnknownAttempt, |r| {
                 report(r.race, now, index)
             });
@@ -1749,7 +1903,7 @@ fn eyeballs_handle_timeout() {
 fn eyeballs_poll_action() {
     unsafe {
         let budget = Budget::empty();
-        null_handle(|out| tidegate_eyeballs_poll_action(null_mut(), budget.0, out));
+        null_handle(|out| tidegate_eyeballs_poll_action(null_mut(), NOW, budget.0, out));
         // A race with an attempt due: a NULL budget or out-parameter must not start it.
         let due = || {
             let r = Race::fresh();
@@ -1758,10 +1912,10 @@ fn eyeballs_poll_action() {
             r
         };
         unchanged(due, S::NullArgument, |r| {
-            untouched(|out| tidegate_eyeballs_poll_action(r.race, null_mut(), out))
+            untouched(|out| tidegate_eyeballs_poll_action(r.race, NOW, null_mut(), out))
         });
         unchanged(due, S::NullArgument, |r| {
-            tidegate_eyeballs_poll_action(r.race, r.budget.0, null_mut())
+            tidegate_eyeballs_poll_action(r.race, NOW, r.budget.0, null_mut())
         });
         let won_unreported = || {
             let r = Race::connecting();
@@ -1769,7 +1923,7 @@ fn eyeballs_poll_action() {
             r
         };
         unchanged(won_unreported, S::NullArgument, |r| {
-            tidegate_eyeballs_poll_action(r.race, r.budget.0, null_mut())
+            tidegate_eyeballs_poll_action(r.race, NOW, r.budget.0, null_mut())
         });
     }
 }
@@ -1842,6 +1996,7 @@ fn flow_policy() -> TidegateFlowPolicy {
         max_flows_per_app: 8,
         max_flows_per_destination: 8,
         max_connecting: 6,
+        reserved: 0,
         idle_timeout_us: 1_000_000,
         connect_timeout_us: 60_000_000,
         flow_high_watermark_bytes: 1000,
@@ -2072,13 +2227,34 @@ fn bad_flow_policies() -> Vec<(TidegateFlowPolicy, TidegateStatus)> {
             },
             S::ConfigWatermarksOutOfOrder,
         ),
+        (
+            TidegateFlowPolicy {
+                idle_timeout_us: 0,
+                ..good
+            },
+            S::ConfigZeroDuration,
+        ),
+        (
+            TidegateFlowPolicy {
+                connect_timeout_us: 0,
+                ..good
+            },
+            S::ConfigZeroDuration,
+        ),
+        (
+            TidegateFlowPolicy {
+                reserved: 1,
+                ..good
+            },
+            S::InvalidArgument,
+        ),
     ]
 }
 
 fn flow_policy_default() {
     let policy = tidegate_flow_policy_default();
     assert_eq!(policy, tidegate_flow_policy_default());
-    unsafe { written(|out| tidegate_flow_governor_footprint(&policy, out)) };
+    unsafe { written(|out| tidegate_flow_governor_footprint(&policy, out, &mut 0)) };
 }
 
 fn flow_key() {
@@ -2115,7 +2291,7 @@ fn flow_key() {
 
 fn flow_governor_footprint() {
     configs_refused(&flow_policy(), bad_flow_policies(), |policy, out| unsafe {
-        tidegate_flow_governor_footprint(policy, out)
+        tidegate_flow_governor_footprint(policy, out, &mut 0)
     });
 }
 
@@ -2123,6 +2299,18 @@ fn flow_governor_new() {
     configs_refused(&flow_policy(), bad_flow_policies(), |policy, out| unsafe {
         tidegate_flow_governor_new(policy, NOW, out)
     });
+}
+
+fn flow_governor_init() {
+    init_refuses(
+        &flow_policy(),
+        bad_flow_policies(),
+        |policy, size, align| unsafe { tidegate_flow_governor_footprint(policy, size, align) },
+        |policy, memory, len, out| unsafe {
+            tidegate_flow_governor_init(policy, NOW, memory, len, out)
+        },
+        tidegate_flow_governor_free,
+    );
 }
 
 fn flow_governor_free() {
@@ -2546,7 +2734,8 @@ fn flow_governor_app_state() {
             TidegateAppState {
                 bytes_pending: 1800,
                 open_flows: 3,
-                reads_paused: false
+                reads_paused: false,
+                reserved: [0; 3],
             }
         );
     }
@@ -2753,7 +2942,7 @@ fn kinds(steps: &[TidegateConnectAction]) -> Vec<TidegateConnectActionKind> {
     steps.iter().map(|step| step.kind).collect()
 }
 
-type RaceView = (EyeballsStats, TidegateRaceStatus, bool, bool, u64);
+type RaceView = (TidegateEyeballsStats, TidegateRaceStatus, bool, bool, u64);
 
 type ConnectSnapshot = (
     TidegateFlowStats,
@@ -3515,49 +3704,80 @@ fn bad_journals() -> Vec<(&'static str, Vec<u8>, TidegateStatus, bool)> {
 fn lifecycle_config_default() {
     let config = tidegate_lifecycle_config_default();
     assert_eq!(config, tidegate_lifecycle_config_default());
-    unsafe { written(|out| tidegate_lifecycle_footprint(&config, out)) };
+    unsafe { written(|out| tidegate_lifecycle_footprint(&config, out, &mut 0)) };
 }
 
-fn bad_lifecycle_configs() -> Vec<TidegateLifecycleConfig> {
+/// Lifecycle configurations that cannot work, with their status: each is refused, none clamped.
+fn bad_lifecycle_configs() -> Vec<(TidegateLifecycleConfig, TidegateStatus)> {
     let good = tidegate_lifecycle_config_default();
-    [TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX + 1, u32::MAX]
-        .map(|task_capacity| TidegateLifecycleConfig {
-            task_capacity,
-            ..good
+    let mut bad: Vec<_> = [TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX + 1, u32::MAX]
+        .map(|task_capacity| {
+            let config = TidegateLifecycleConfig {
+                task_capacity,
+                ..good
+            };
+            (config, S::ConfigTaskCapacityTooLarge)
         })
-        .to_vec()
+        .to_vec();
+    bad.extend([
+        (
+            TidegateLifecycleConfig {
+                task_capacity: 0,
+                ..good
+            },
+            S::ConfigZeroCapacity,
+        ),
+        (
+            TidegateLifecycleConfig {
+                tasks_in_flight_max: 0,
+                ..good
+            },
+            S::ConfigZeroCapacity,
+        ),
+        (
+            TidegateLifecycleConfig {
+                tasks_in_flight_max: 65_536,
+                ..good
+            },
+            S::InvalidArgument,
+        ),
+        (
+            TidegateLifecycleConfig {
+                housekeeping_deadline_us: 0,
+                ..good
+            },
+            S::ConfigZeroDuration,
+        ),
+    ]);
+    bad
 }
 
 fn lifecycle_footprint() {
-    let bad = bad_lifecycle_configs()
-        .into_iter()
-        .map(|bad| (bad, S::ConfigTaskCapacityTooLarge));
     configs_refused(
         &tidegate_lifecycle_config_default(),
-        bad,
-        |config, out| unsafe { tidegate_lifecycle_footprint(config, out) },
+        bad_lifecycle_configs(),
+        |config, out| unsafe { tidegate_lifecycle_footprint(config, out, &mut 0) },
     );
 }
 
 fn lifecycle_new() {
     unsafe {
-        let bad = bad_lifecycle_configs()
-            .into_iter()
-            .map(|bad| (bad, S::ConfigTaskCapacityTooLarge));
-        configs_refused(&tidegate_lifecycle_config_default(), bad, |config, out| {
-            tidegate_lifecycle_new(config, out)
-        });
-        // Edge values are accepted: no task slot (every registration refused as a full queue),
-        // no task in flight (treated as one), no deadline or one that never comes.
+        configs_refused(
+            &tidegate_lifecycle_config_default(),
+            bad_lifecycle_configs(),
+            |config, out| tidegate_lifecycle_new(config, out),
+        );
+        // The edges are accepted: one task slot, one or 65535 tasks in flight, the shortest
+        // deadline and one that never comes.
         for odd in [
             TidegateLifecycleConfig {
-                task_capacity: 0,
-                tasks_in_flight_max: 0,
-                housekeeping_deadline_us: 0,
+                task_capacity: 1,
+                tasks_in_flight_max: 1,
+                housekeeping_deadline_us: 1,
             },
             TidegateLifecycleConfig {
-                task_capacity: 1,
-                tasks_in_flight_max: 0,
+                task_capacity: TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX,
+                tasks_in_flight_max: 65_535,
                 housekeeping_deadline_us: u64::MAX,
             },
         ] {
@@ -3571,17 +3791,22 @@ fn lifecycle_new() {
                 tidegate_lifecycle_on_start(l.handle, NOW, null(), 0, &mut 0),
                 S::Ok
             );
-            let expected = if odd.task_capacity == 0 {
-                S::TaskQueueFull
-            } else {
-                S::Ok
-            };
             assert_eq!(
                 tidegate_lifecycle_register_task(l.handle, NOW, 1, null(), 0, &mut 0),
-                expected
+                S::Ok
             );
         }
     }
+}
+
+fn lifecycle_init() {
+    init_refuses(
+        &tidegate_lifecycle_config_default(),
+        bad_lifecycle_configs(),
+        |config, size, align| unsafe { tidegate_lifecycle_footprint(config, size, align) },
+        |config, memory, len, out| unsafe { tidegate_lifecycle_init(config, memory, len, out) },
+        tidegate_lifecycle_free,
+    );
 }
 
 fn lifecycle_free() {

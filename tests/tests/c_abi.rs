@@ -115,3 +115,18 @@ fn the_readme_quick_starts_run_to_the_end() {
         "{stdout}"
     );
 }
+
+/// Every engine placed in caller memory through `_footprint` and `_init`, refusals leaving the
+/// memory unwritten; every out-struct written whole (0xAA and 0x55 fills give equal bytes).
+#[test]
+fn engines_live_in_caller_memory_and_out_structs_are_written_whole() {
+    let stdout = compile_and_run("abi_bytes");
+    assert!(
+        stdout.contains("placement: 5 engines placed in caller memory"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("out-structs: every byte written"),
+        "{stdout}"
+    );
+}

@@ -69,7 +69,7 @@ struct RaceSim {
 impl RaceSim {
     fn new(config: EyeballsConfig, start: u64) -> Self {
         RaceSim {
-            race: Race::new(config, Instant::from_micros(start)),
+            race: Race::new(config, Instant::from_micros(start)).expect("a valid race config"),
             paths: HashMap::new(),
             dns: Vec::new(),
             outcomes: Vec::new(),

@@ -232,7 +232,7 @@ impl Host {
 
     fn admit(&mut self, id: FlowId, plan: &FlowPlan) {
         self.admitted += 1;
-        let race = Race::new(self.race_config, self.at());
+        let race = Race::new(self.race_config, self.at()).expect("a valid race config");
         self.flows.insert(
             id,
             FlowSim {

@@ -94,8 +94,8 @@ fn header_compiles_as_c99_c11_and_cpp11() {
         #if TIDEGATE_ABI_VERSION < 1\n#error no ABI version\n#endif\n\
         int main(void) {\n\
             TidegateTunnelConfig config = tidegate_tunnel_config_default();\n\
-            size_t bytes = 0;\n\
-            TidegateStatus status = tidegate_tunnel_footprint(&config, &bytes);\n\
+            size_t bytes = 0, align = 0;\n\
+            TidegateStatus status = tidegate_tunnel_footprint(&config, &bytes, &align);\n\
             return tidegate_status_str(status)[0] == 0;\n\
         }\n";
     let include = root.join("include");
@@ -129,4 +129,85 @@ fn header_compiles_as_c99_c11_and_cpp11() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// Out-structs are written whole: a host may `memcmp` two snapshots, and valgrind must see every
+/// byte defined. So no struct in the header has padding, on a 64-bit host (x86-64, arm64 iOS)
+/// or on the 32-bit embedded layout (thumbv7em): any gap is an explicit `reserved` field that
+/// the library zeroes. clang computes each layout (`-Wpadded`), forced by a `sizeof` of every
+/// struct the header defines.
+#[test]
+fn no_struct_in_the_header_has_padding_on_any_target() {
+    use std::process::Command;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let include = root.join("include");
+    let header = std::fs::read_to_string(include.join("tidegate.h")).expect("read the header");
+    let structs: Vec<&str> = header
+        .lines()
+        .filter_map(|line| line.strip_prefix("typedef struct "))
+        .filter_map(|rest| rest.strip_suffix(" {"))
+        .collect();
+    assert!(structs.len() > 20, "found only {structs:?} in the header");
+    let mut source = String::from("#include \"tidegate.h\"\n");
+    for (index, name) in structs.iter().enumerate() {
+        source.push_str(&format!(
+            "extern char tidegate_size_{index}[sizeof(struct {name})];\n"
+        ));
+    }
+    let dir = root.join("target").join("header-padding");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let path = dir.join("sizes.c");
+    std::fs::write(&path, source).expect("write the source");
+    for target in [
+        "x86_64-unknown-linux-gnu",
+        "aarch64-apple-ios",
+        "thumbv7em-none-eabihf",
+    ] {
+        let output = match Command::new("clang")
+            .arg(format!("--target={target}"))
+            .args([
+                "-ffreestanding",
+                "-std=c99",
+                "-Wpadded",
+                "-Werror",
+                "-fsyntax-only",
+                "-I",
+            ])
+            .arg(&include)
+            .arg(&path)
+            .output()
+        {
+            Ok(output) => output,
+            Err(error) => {
+                tidegate_tests::skip::skip(&["clang"], &format!("cannot run clang: {error}"));
+                return;
+            }
+        };
+        assert!(
+            output.status.success(),
+            "{target}: structs with padding:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// The C ABI spells time one way (`_us`, microseconds) and carries no Rust doc syntax.
+#[test]
+fn header_spells_time_one_way_and_has_no_rust_doc_links() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let header = std::fs::read_to_string(root.join("include").join("tidegate.h")).expect("header");
+    let offending: Vec<(usize, &str)> = header
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            line.contains("_micros")
+                || line.contains("_millis")
+                || line.contains("_ms")
+                || line.contains("[`")
+                || line.contains("::")
+                || line.contains("Option<")
+        })
+        .map(|(index, line)| (index + 1, line.trim()))
+        .collect();
+    assert!(offending.is_empty(), "lines of the header: {offending:#?}");
 }

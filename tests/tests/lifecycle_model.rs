@@ -448,7 +448,7 @@ fn apply(
             // The process dies once the stop completed (or before any start): the engine goes,
             // the disk stays.
             if matches!(model.phase, Phase::Idle | Phase::Stopped) {
-                *machine = Lifecycle::new(config, vec![TaskSlot::EMPTY; model.capacity]);
+                *machine = Lifecycle::new(config, vec![TaskSlot::EMPTY; model.capacity]).unwrap();
                 model.phase = Phase::Idle;
                 model.running.clear();
             }
@@ -472,7 +472,7 @@ proptest! {
             housekeeping_deadline_micros: deadline_millis * 1_000,
             tasks_in_flight_max: in_flight_max,
         };
-        let mut machine: Machine = Lifecycle::new(config, vec![TaskSlot::EMPTY; capacity]);
+        let mut machine: Machine = Lifecycle::new(config, vec![TaskSlot::EMPTY; capacity]).unwrap();
         let mut model = Model {
             capacity,
             in_flight_max: usize::from(in_flight_max),

@@ -20,6 +20,7 @@ fn machine(capacity: usize) -> Machine {
         LifecycleConfig::default(),
         vec![TaskSlot::EMPTY; capacity].into_boxed_slice(),
     )
+    .expect("a valid lifecycle config")
 }
 
 /// A provider host on virtual time. Each task kind takes `kind` milliseconds to run; teardown

@@ -24,8 +24,8 @@ fn objective_c_can_import_the_tidegate_module() {
         "@import Tidegate;\n\
          int main(void) {\n\
              TidegateTunnelConfig config = tidegate_tunnel_config_default();\n\
-             size_t bytes = 0;\n\
-             return tidegate_tunnel_footprint(&config, &bytes) == TIDEGATE_STATUS_OK ? 0 : 1;\n\
+             size_t bytes = 0, align = 0;\n\
+             return tidegate_tunnel_footprint(&config, &bytes, &align) == TIDEGATE_STATUS_OK ? 0 : 1;\n\
          }\n",
     )
     .unwrap();

@@ -14,7 +14,6 @@ use std::ptr::{null, null_mut};
 use std::sync::Mutex;
 
 use tidegate::*;
-use tidegate_core::{BudgetStats, EyeballsStats};
 use tidegate_tests::out_param::Out;
 
 use TidegateStatus as S;
@@ -153,7 +152,7 @@ unsafe fn check_poisoned_budget(
         c.poisoned_out("tidegate_budget_stats", |out| tidegate_budget_stats(b, out));
         // A healthy race polled with the poisoned budget: refused, and the race stays healthy.
         c.poisoned_out("tidegate_eyeballs_poll_action", |out| {
-            tidegate_eyeballs_poll_action(healthy_race, b, out)
+            tidegate_eyeballs_poll_action(healthy_race, 0, b, out)
         });
         let mut finished = false;
         assert_eq!(
@@ -175,6 +174,7 @@ unsafe fn check_poisoned_race(
         ip: [0x20, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
         port: 443,
         family: TidegateAddressFamily::Ipv6 as u8,
+        reserved: 0,
         scope_id: 0,
     }];
     let ipv6 = TidegateAddressFamily::Ipv6 as u32;
@@ -210,7 +210,7 @@ unsafe fn check_poisoned_race(
             tidegate_eyeballs_handle_timeout(r, 1),
         );
         c.poisoned_out("tidegate_eyeballs_poll_action", |out| {
-            tidegate_eyeballs_poll_action(r, healthy_budget, out)
+            tidegate_eyeballs_poll_action(r, 0, healthy_budget, out)
         });
         c.poisoned_out("tidegate_eyeballs_status", |out| {
             tidegate_eyeballs_status(r, out)
@@ -463,7 +463,7 @@ fn a_panic_without_a_handle_returns_the_panic_status() {
     let config = tidegate_tunnel_config_default();
     let mut bytes = 0;
     assert_eq!(
-        unsafe { tidegate_tunnel_footprint(&config, &mut bytes) },
+        unsafe { tidegate_tunnel_footprint(&config, &mut bytes, &mut 0) },
         S::Ok
     );
 }
@@ -492,7 +492,7 @@ fn a_panic_poisons_a_budget_alone_and_free_still_works() {
         // The race was not poisoned by the budget's refusal.
         let mut action = Out::<TidegateEyeballsAction>::new();
         assert_eq!(
-            tidegate_eyeballs_poll_action(race, other_budget, action.ptr()),
+            tidegate_eyeballs_poll_action(race, 0, other_budget, action.ptr()),
             S::Ok
         );
         tidegate_budget_free(budget);
@@ -615,6 +615,7 @@ impl Trio {
                 ip: [0x20, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
                 port: 443,
                 family: TidegateAddressFamily::Ipv6 as u8,
+                reserved: 0,
                 scope_id: 0,
             };
             let mut added = 0;
@@ -637,13 +638,13 @@ impl Trio {
         &self,
     ) -> (
         Option<TidegateFlowStats>,
-        Option<BudgetStats>,
-        Option<EyeballsStats>,
+        Option<TidegateBudgetStats>,
+        Option<TidegateEyeballsStats>,
     ) {
         unsafe {
             let mut flows = Out::<TidegateFlowStats>::new();
-            let mut budget = Out::<BudgetStats>::new();
-            let mut race = Out::<EyeballsStats>::new();
+            let mut budget = Out::<TidegateBudgetStats>::new();
+            let mut race = Out::<TidegateEyeballsStats>::new();
             (
                 (tidegate_flow_governor_stats(self.governor, flows.ptr()) == S::Ok)
                     .then(|| flows.value()),

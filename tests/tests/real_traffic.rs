@@ -157,7 +157,7 @@ mod linux {
         let a = &after_bulk.a;
         let pauses = a["engine"]["outbound_pauses"].as_u64().expect("pauses");
         let edges = a["host"]["resume_edges"].as_u64().expect("edges");
-        let paused_now = a["engine"]["outbound_paused"].as_u64().expect("paused");
+        let paused_now = u64::from(a["engine"]["outbound_paused"].as_bool().expect("paused"));
         assert!(pauses > 0, "the link never pushed back: {a}");
         assert_eq!(
             edges + paused_now,

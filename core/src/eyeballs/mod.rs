@@ -113,22 +113,23 @@ impl AddressFamily {
     }
 }
 
-/// Parameters of a race. Out-of-range values are clamped by [`HappyEyeballs::new`] (see
-/// [`EyeballsConfig::clamped`]), never rejected.
+/// Parameters of a race. [`HappyEyeballs::new`] refuses a value outside its documented range
+/// ([`EyeballsConfig::validate`]); nothing is clamped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct EyeballsConfig {
     /// The family tried first. Default IPv6, as RFC 8305 recommends.
     pub preferred_family: AddressFamily,
     /// How many preferred-family addresses are tried before the first of the other family
-    /// (RFC 8305 "First Address Family Count"). Default 1; values below 1 are taken as 1.
+    /// (RFC 8305 "First Address Family Count"). Default 1; at least 1.
     pub first_address_family_count: u8,
     /// How long to wait for the preferred family's answer when the other family's answer
-    /// arrives first, in microseconds (RFC 8305 "Resolution Delay"). Default 50 ms; at most 2 s.
+    /// arrives first, in microseconds (RFC 8305 "Resolution Delay"). Default 50 ms; at most 2 s;
+    /// 0 starts on the first answer without waiting for the preferred family.
     pub resolution_delay_micros: u64,
     /// How long an attempt may stay pending before the next one starts, in microseconds
-    /// (RFC 8305 "Connection Attempt Delay"). Default 250 ms, clamped to
-    /// [`MIN_CONNECTION_ATTEMPT_DELAY_MICROS`] (10 ms, the RFC's hard floor) ..=
+    /// (RFC 8305 "Connection Attempt Delay"). Default 250 ms; from
+    /// [`MIN_CONNECTION_ATTEMPT_DELAY_MICROS`] (10 ms, the RFC's hard floor) to
     /// [`MAX_CONNECTION_ATTEMPT_DELAY_MICROS`] (2 s, the RFC's recommended maximum). The RFC
     /// recommends at least 100 ms unless the host has round-trip measurements to the
     /// destination; going below that is the host's informed choice.
@@ -138,7 +139,7 @@ pub struct EyeballsConfig {
     pub attempt_timeout_micros: u64,
     /// How long a race may wait for budget when an attempt is due and the budget refuses, in
     /// microseconds, before it fails with [`RaceFailure::NoBudget`] (once it has no attempt in
-    /// flight). Default 1 s; 0 fails at once.
+    /// flight). Default 1 s; 0 never waits: a refusal with no attempt in flight fails the race.
     pub budget_wait_micros: u64,
 }
 
@@ -160,32 +161,67 @@ impl EyeballsConfig {
     /// Default [`EyeballsConfig::budget_wait_micros`]: 1 s.
     pub const DEFAULT_BUDGET_WAIT_MICROS: u64 = 1_000_000;
 
-    /// This configuration with every value brought into its documented range.
-    pub fn clamped(self) -> EyeballsConfig {
-        EyeballsConfig {
-            first_address_family_count: self.first_address_family_count.max(1),
-            resolution_delay_micros: self
-                .resolution_delay_micros
-                .min(MAX_RESOLUTION_DELAY_MICROS),
-            connection_attempt_delay_micros: self.connection_attempt_delay_micros.clamp(
-                MIN_CONNECTION_ATTEMPT_DELAY_MICROS,
-                MAX_CONNECTION_ATTEMPT_DELAY_MICROS,
-            ),
-            ..self
+    /// Check every value against its documented range.
+    pub const fn validate(&self) -> Result<(), EyeballsConfigError> {
+        if self.first_address_family_count == 0 {
+            return Err(EyeballsConfigError::ZeroFirstAddressFamilyCount);
         }
+        if self.resolution_delay_micros > MAX_RESOLUTION_DELAY_MICROS {
+            return Err(EyeballsConfigError::ResolutionDelayTooLong);
+        }
+        if self.connection_attempt_delay_micros < MIN_CONNECTION_ATTEMPT_DELAY_MICROS
+            || self.connection_attempt_delay_micros > MAX_CONNECTION_ATTEMPT_DELAY_MICROS
+        {
+            return Err(EyeballsConfigError::AttemptDelayOutOfRange);
+        }
+        Ok(())
     }
+}
+
+/// Why [`HappyEyeballs::new`] refused an [`EyeballsConfig`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum EyeballsConfigError {
+    /// `first_address_family_count` is 0.
+    ZeroFirstAddressFamilyCount,
+    /// `resolution_delay_micros` is above [`MAX_RESOLUTION_DELAY_MICROS`].
+    ResolutionDelayTooLong,
+    /// `connection_attempt_delay_micros` is outside [`MIN_CONNECTION_ATTEMPT_DELAY_MICROS`] ..=
+    /// [`MAX_CONNECTION_ATTEMPT_DELAY_MICROS`].
+    AttemptDelayOutOfRange,
+}
+
+impl core::fmt::Display for EyeballsConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            EyeballsConfigError::ZeroFirstAddressFamilyCount => {
+                "first address family count must be at least 1"
+            }
+            EyeballsConfigError::ResolutionDelayTooLong => "resolution delay above 2 s",
+            EyeballsConfigError::AttemptDelayOutOfRange => {
+                "connection attempt delay outside 10 ms ..= 2 s"
+            }
+        })
+    }
+}
+
+impl EyeballsConfig {
+    /// The documented defaults (RFC 8305's values). Build a configuration as
+    /// `EyeballsConfig { field: value, ..EyeballsConfig::DEFAULT }`, so that a field added later
+    /// keeps its default without breaking the caller.
+    pub const DEFAULT: EyeballsConfig = EyeballsConfig {
+        preferred_family: AddressFamily::Ipv6,
+        first_address_family_count: 1,
+        resolution_delay_micros: Self::DEFAULT_RESOLUTION_DELAY_MICROS,
+        connection_attempt_delay_micros: Self::DEFAULT_CONNECTION_ATTEMPT_DELAY_MICROS,
+        attempt_timeout_micros: 0,
+        budget_wait_micros: Self::DEFAULT_BUDGET_WAIT_MICROS,
+    };
 }
 
 impl Default for EyeballsConfig {
     fn default() -> Self {
-        EyeballsConfig {
-            preferred_family: AddressFamily::Ipv6,
-            first_address_family_count: 1,
-            resolution_delay_micros: Self::DEFAULT_RESOLUTION_DELAY_MICROS,
-            connection_attempt_delay_micros: Self::DEFAULT_CONNECTION_ATTEMPT_DELAY_MICROS,
-            attempt_timeout_micros: 0,
-            budget_wait_micros: Self::DEFAULT_BUDGET_WAIT_MICROS,
-        }
+        Self::DEFAULT
     }
 }
 
@@ -374,7 +410,6 @@ impl fmt::Display for AttemptError {
 /// Counters of one race. They saturate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[repr(C)]
 pub struct EyeballsStats {
     /// Attempts started.
     pub attempts_started: u32,
@@ -435,10 +470,12 @@ impl<const N: usize> HappyEyeballs<N> {
     /// The exact size of a race in bytes; it owns no other memory.
     pub const FOOTPRINT: usize = core::mem::size_of::<Self>();
 
-    /// A race with `config` (clamped), started at `now`, with no address yet.
-    pub fn new(config: EyeballsConfig, now: Instant) -> Self {
-        HappyEyeballs {
-            config: config.clamped(),
+    /// A race with `config`, started at `now`, with no address yet; a value outside its
+    /// documented range is refused.
+    pub fn new(config: EyeballsConfig, now: Instant) -> Result<Self, EyeballsConfigError> {
+        config.validate()?;
+        Ok(HappyEyeballs {
+            config,
             clock: Clock::new(now),
             candidates: [Candidate::EMPTY; N],
             len: 0,
@@ -453,7 +490,7 @@ impl<const N: usize> HappyEyeballs<N> {
             outcome: Outcome::Running,
             needs_settle: false,
             stats: EyeballsStats::default(),
-        }
+        })
     }
 
     /// Feed (part of) a DNS answer: `family` says whether it is the AAAA or the A answer, and
@@ -739,7 +776,7 @@ impl<const N: usize> HappyEyeballs<N> {
             .count()
     }
 
-    /// The configuration in force (after clamping).
+    /// The configuration the race was built with.
     pub fn config(&self) -> &EyeballsConfig {
         &self.config
     }
@@ -1097,22 +1134,52 @@ mod tests {
     }
 
     #[test]
-    fn config_is_clamped() {
-        let config = EyeballsConfig {
-            first_address_family_count: 0,
-            resolution_delay_micros: u64::MAX,
-            connection_attempt_delay_micros: 1,
-            ..EyeballsConfig::default()
+    fn a_config_out_of_range_is_refused_not_clamped() {
+        let base = EyeballsConfig::default();
+        let refused = [
+            (
+                EyeballsConfig {
+                    first_address_family_count: 0,
+                    ..base
+                },
+                EyeballsConfigError::ZeroFirstAddressFamilyCount,
+            ),
+            (
+                EyeballsConfig {
+                    resolution_delay_micros: MAX_RESOLUTION_DELAY_MICROS + 1,
+                    ..base
+                },
+                EyeballsConfigError::ResolutionDelayTooLong,
+            ),
+            (
+                EyeballsConfig {
+                    connection_attempt_delay_micros: MIN_CONNECTION_ATTEMPT_DELAY_MICROS - 1,
+                    ..base
+                },
+                EyeballsConfigError::AttemptDelayOutOfRange,
+            ),
+            (
+                EyeballsConfig {
+                    connection_attempt_delay_micros: MAX_CONNECTION_ATTEMPT_DELAY_MICROS + 1,
+                    ..base
+                },
+                EyeballsConfigError::AttemptDelayOutOfRange,
+            ),
+        ];
+        for (config, error) in refused {
+            assert_eq!(Race::new(config, ms(0)).err(), Some(error));
         }
-        .clamped();
-        assert_eq!(config.first_address_family_count, 1);
-        assert_eq!(config.resolution_delay_micros, 2_000_000);
-        assert_eq!(config.connection_attempt_delay_micros, 10_000);
+        let edges = EyeballsConfig {
+            resolution_delay_micros: MAX_RESOLUTION_DELAY_MICROS,
+            connection_attempt_delay_micros: MIN_CONNECTION_ATTEMPT_DELAY_MICROS,
+            ..base
+        };
+        assert_eq!(Race::new(edges, ms(0)).unwrap().config(), &edges);
         let slow = EyeballsConfig {
-            connection_attempt_delay_micros: 60_000_000,
+            connection_attempt_delay_micros: MAX_CONNECTION_ATTEMPT_DELAY_MICROS,
             ..EyeballsConfig::default()
         };
-        let race = Race::new(slow, ms(0));
+        let race = Race::new(slow, ms(0)).unwrap();
         assert_eq!(race.config().connection_attempt_delay_micros, 2_000_000);
         assert_eq!(Race::FOOTPRINT, core::mem::size_of::<Race>());
     }
@@ -1120,7 +1187,7 @@ mod tests {
     #[test]
     fn rejected_inputs_change_nothing() {
         let mut budget = budget();
-        let mut race = Race::new(EyeballsConfig::default(), ms(0));
+        let mut race = Race::new(EyeballsConfig::default(), ms(0)).unwrap();
         assert_eq!(
             race.on_resolved(ms(0), AddressFamily::Ipv6, &[v6(1), v4(1)]),
             Err(ResolveError::FamilyMismatch { position: 1 })
@@ -1158,7 +1225,7 @@ mod tests {
     #[test]
     fn second_connect_loses_and_is_cancelled() {
         let mut budget = budget();
-        let mut race = Race::new(EyeballsConfig::default(), ms(0));
+        let mut race = Race::new(EyeballsConfig::default(), ms(0)).unwrap();
         race.on_resolved(ms(0), AddressFamily::Ipv6, &[v6(1)])
             .unwrap();
         race.on_resolved(ms(0), AddressFamily::Ipv4, &[v4(1)])
@@ -1193,7 +1260,7 @@ mod tests {
 
     #[test]
     fn full_table_makes_room_for_the_smaller_family() {
-        let mut race = HappyEyeballs::<4>::new(EyeballsConfig::default(), ms(0));
+        let mut race = HappyEyeballs::<4>::new(EyeballsConfig::default(), ms(0)).unwrap();
         let a: Vec<SocketAddr> = (1..=6).map(v4).collect();
         assert_eq!(race.on_resolved(ms(0), AddressFamily::Ipv4, &a), Ok(4));
         assert_eq!(race.stats().candidates_dropped, 2);
@@ -1222,7 +1289,7 @@ mod tests {
             attempt_timeout_micros: 100_000,
             ..EyeballsConfig::default()
         };
-        let mut race = Race::new(config, ms(0));
+        let mut race = Race::new(config, ms(0)).unwrap();
         race.on_resolved(ms(0), AddressFamily::Ipv6, &[v6(1)])
             .unwrap();
         race.on_resolution_done(ms(0)).unwrap();
@@ -1248,7 +1315,7 @@ mod tests {
     #[test]
     fn abort_cancels_every_attempt_once() {
         let mut budget = budget();
-        let mut race = Race::new(EyeballsConfig::default(), ms(0));
+        let mut race = Race::new(EyeballsConfig::default(), ms(0)).unwrap();
         race.on_resolved(ms(0), AddressFamily::Ipv6, &[v6(1), v6(2)])
             .unwrap();
         drain(&mut race, &mut budget);
@@ -1283,7 +1350,7 @@ mod tests {
             budget_wait_micros: 0,
             ..EyeballsConfig::default()
         };
-        let mut race = Race::new(config, ms(0));
+        let mut race = Race::new(config, ms(0)).unwrap();
         race.on_resolved(ms(0), AddressFamily::Ipv6, &[v6(1)])
             .unwrap();
         let refusal = BudgetRefusal::AttemptsInFlight {
@@ -1309,7 +1376,7 @@ mod tests {
         })
         .unwrap();
         budget.try_start_attempt(ms(0)).unwrap();
-        let mut race = Race::new(EyeballsConfig::default(), ms(0));
+        let mut race = Race::new(EyeballsConfig::default(), ms(0)).unwrap();
         race.on_resolved(ms(0), AddressFamily::Ipv6, &[v6(1)])
             .unwrap();
         assert_eq!(drain(&mut race, &mut budget), []);
@@ -1330,7 +1397,7 @@ mod tests {
         assert_eq!(race.status(), RaceStatus::Connecting);
 
         // A second race never gets budget: it fails at its deadline.
-        let mut starved = Race::new(EyeballsConfig::default(), ms(500));
+        let mut starved = Race::new(EyeballsConfig::default(), ms(500)).unwrap();
         starved
             .on_resolved(ms(500), AddressFamily::Ipv4, &[v4(1)])
             .unwrap();
@@ -1359,7 +1426,7 @@ mod tests {
             ..BudgetConfig::default()
         })
         .unwrap();
-        let mut race = Race::new(EyeballsConfig::default(), ms(0));
+        let mut race = Race::new(EyeballsConfig::default(), ms(0)).unwrap();
         race.on_resolved(ms(0), AddressFamily::Ipv6, &[v6(1)])
             .unwrap();
         race.on_resolved(ms(0), AddressFamily::Ipv4, &[v4(1)])
@@ -1401,7 +1468,7 @@ mod tests {
     #[test]
     fn resolution_failure_of_both_families_fails_without_addresses() {
         let mut budget = budget();
-        let mut race = Race::new(EyeballsConfig::default(), ms(0));
+        let mut race = Race::new(EyeballsConfig::default(), ms(0)).unwrap();
         race.on_resolution_failed(ms(0), AddressFamily::Ipv6)
             .unwrap();
         assert_eq!(drain(&mut race, &mut budget), []);
@@ -1421,7 +1488,7 @@ mod tests {
     #[test]
     fn failure_starts_next_after_minimum_spacing() {
         let mut budget = budget();
-        let mut race = Race::new(EyeballsConfig::default(), ms(100));
+        let mut race = Race::new(EyeballsConfig::default(), ms(100)).unwrap();
         race.on_resolved(ms(100), AddressFamily::Ipv6, &[v6(1), v6(2)])
             .unwrap();
         drain(&mut race, &mut budget);
@@ -1466,7 +1533,7 @@ mod tests {
         fn start_order_matches_interleaved_model(
             aaaa_count in 0u16..5,
             a_count in 0u8..5,
-            first in 0u8..4,
+            first in 1u8..4,
             a_first in any::<bool>(),
         ) {
             let aaaa: Vec<SocketAddr> = (1..=aaaa_count).map(v6).collect();
@@ -1475,7 +1542,7 @@ mod tests {
                 first_address_family_count: first,
                 ..EyeballsConfig::default()
             };
-            let mut race = Race::new(config, ms(0));
+            let mut race = Race::new(config, ms(0)).unwrap();
             let mut budget = budget();
             if a_first {
                 race.on_resolved(ms(0), AddressFamily::Ipv4, &a).unwrap();

@@ -130,7 +130,7 @@ pub enum ConnectAction {
 /// let Admission::Accepted { id } = flows.on_new_flow(now, info) else {
 ///     return Err("refused: pass the flow on or fail it");
 /// };
-/// let mut race = HappyEyeballs::<4>::new(EyeballsConfig::default(), now);
+/// let mut race = HappyEyeballs::<4>::new(EyeballsConfig::default(), now).unwrap();
 /// let addr = "[2001:db8::1]:443".parse().map_err(|_| "addr")?;
 /// race.on_resolved(now, AddressFamily::Ipv6, &[addr]).map_err(|_| "dns")?;
 /// race.on_resolution_done(now).map_err(|_| "dns")?;
@@ -403,7 +403,7 @@ mod tests {
 
     /// A race at `at` that has both answers: one IPv6 and one IPv4 candidate.
     fn new_race(at: u64) -> Race {
-        let mut race = Race::new(EyeballsConfig::default(), ms(at));
+        let mut race = Race::new(EyeballsConfig::default(), ms(at)).unwrap();
         race.on_resolved(ms(at), AddressFamily::Ipv6, &[v6(1)])
             .unwrap();
         race.on_resolved(ms(at), AddressFamily::Ipv4, &[v4(1)])

@@ -50,12 +50,13 @@ pub struct FlowPolicy {
     /// A flow with no byte read or completed for this long is closed, in microseconds. Default 10
     /// minutes: longer than the heartbeat of push channels and websockets (30 s to 5 minutes) so
     /// live connections survive, short enough that abandoned ones give their slot back within
-    /// minutes. Under pressure, eviction reclaims idle flows first anyway.
+    /// minutes. Under pressure, eviction reclaims idle flows first anyway. Not 0 (it would close
+    /// every flow at once); `u64::MAX` means never.
     pub idle_timeout_micros: u64,
     /// A flow still opening or connecting this long after admission is closed, in microseconds.
     /// Default 30 s: Happy Eyeballs on a slow mobile path settles within a few seconds, while a
     /// connection stuck in Network framework's "waiting" state (the `ENOMEM` hang past the flow
-    /// limit) never completes and must give its slot back.
+    /// limit) never completes and must give its slot back. Not 0; `u64::MAX` means never.
     pub connect_timeout_micros: u64,
     /// Per flow and direction, bytes pending at which reading that direction pauses. Default 256
     /// KiB: keeps one flow at about 20 Mbit/s over a 100 ms round trip.
@@ -84,6 +85,11 @@ pub struct FlowPolicy {
 }
 
 impl FlowPolicy {
+    /// The documented defaults: [`FlowPolicy::APPLE_DEFAULT`]. Build a policy as
+    /// `FlowPolicy { field: value, ..FlowPolicy::DEFAULT }`, so that a field added later keeps
+    /// its default without breaking the caller.
+    pub const DEFAULT: FlowPolicy = FlowPolicy::APPLE_DEFAULT;
+
     /// The defaults for an Apple Network Extension proxy, as documented on each field.
     pub const APPLE_DEFAULT: FlowPolicy = FlowPolicy {
         max_flows: 448,
@@ -121,6 +127,9 @@ impl FlowPolicy {
         {
             return Err(PolicyError::ZeroCap);
         }
+        if self.idle_timeout_micros == 0 || self.connect_timeout_micros == 0 {
+            return Err(PolicyError::ZeroTimeout);
+        }
         if self.flow_low_watermark >= self.flow_high_watermark
             || self.app_low_watermark >= self.app_high_watermark
             || self.global_low_watermark >= self.global_high_watermark
@@ -154,6 +163,9 @@ pub(crate) const MAX_SLOTS: usize = (u32::MAX - 1) as usize;
 pub enum PolicyError {
     /// A cap (global, per app, per destination, connecting) is 0, which would refuse every flow.
     ZeroCap,
+    /// `idle_timeout_micros` or `connect_timeout_micros` is 0, which would close every flow at
+    /// once. For no timeout, use `u64::MAX`.
+    ZeroTimeout,
     /// A low watermark is not below its high watermark, so a paused read could never resume.
     WatermarksInverted,
     /// The storage has fewer slots than the policy needs: `max_flows + 1`.
@@ -174,6 +186,7 @@ impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PolicyError::ZeroCap => f.write_str("a flow cap is 0"),
+            PolicyError::ZeroTimeout => f.write_str("a flow timeout is 0"),
             PolicyError::WatermarksInverted => {
                 f.write_str("a low watermark is not below its high watermark")
             }

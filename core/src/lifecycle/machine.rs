@@ -8,8 +8,9 @@ use crate::time::{Clock, Instant};
 
 use super::tasks::{Status, TaskQueue, TaskSlot};
 use super::{
-    Generation, LifecycleConfig, LifecycleEffect, LifecycleState, LifecycleStats, ReportError,
-    StartError, StopError, StopOutcome, StopPhase, TaskId, TaskRegisterError, WriteJournalError,
+    Generation, LifecycleConfig, LifecycleConfigError, LifecycleEffect, LifecycleState,
+    LifecycleStats, ReportError, StartError, StopError, StopOutcome, StopPhase, TaskId,
+    TaskRegisterError, WriteJournalError,
 };
 
 /// The session lifecycle machine of one provider process.
@@ -95,14 +96,24 @@ impl<S> Lifecycle<S>
 where
     S: AsRef<[TaskSlot]> + AsMut<[TaskSlot]>,
 {
-    /// A machine in [`LifecycleState::Idle`] whose task queue holds `task_slots.len()` tasks
-    /// (at most [`crate::JOURNAL_TASKS_MAX`]; extra slots are left unused).
-    pub fn new(config: LifecycleConfig, task_slots: S) -> Self {
-        let config = LifecycleConfig {
-            tasks_in_flight_max: config.tasks_in_flight_max.max(1),
-            ..config
-        };
-        Lifecycle {
+    /// A machine in [`LifecycleState::Idle`] whose task queue holds `task_slots.len()` tasks:
+    /// at least 1 and at most [`crate::JOURNAL_TASKS_MAX`]. A configuration it cannot honour is
+    /// refused.
+    pub fn new(config: LifecycleConfig, task_slots: S) -> Result<Self, LifecycleConfigError> {
+        let capacity = task_slots.as_ref().len();
+        if capacity == 0 {
+            return Err(LifecycleConfigError::ZeroTaskCapacity);
+        }
+        if capacity > crate::JOURNAL_TASKS_MAX {
+            return Err(LifecycleConfigError::TooManyTasks);
+        }
+        if config.tasks_in_flight_max == 0 {
+            return Err(LifecycleConfigError::ZeroTasksInFlight);
+        }
+        if config.housekeeping_deadline_micros == 0 {
+            return Err(LifecycleConfigError::ZeroHousekeepingDeadline);
+        }
+        Ok(Lifecycle {
             config,
             clock: Clock::default(),
             phase: Phase::Idle,
@@ -114,7 +125,7 @@ where
             discard_due: false,
             sealed_journal_len: None,
             stats: LifecycleStats::default(),
-        }
+        })
     }
 
     /// Bytes a machine with `task_capacity` slots takes when its slots are held out of line (a
@@ -644,7 +655,7 @@ mod tests {
     type Machine = Lifecycle<[TaskSlot; 4]>;
 
     fn machine() -> Machine {
-        Lifecycle::new(LifecycleConfig::default(), [TaskSlot::EMPTY; 4])
+        Lifecycle::new(LifecycleConfig::default(), [TaskSlot::EMPTY; 4]).unwrap()
     }
 
     fn at(millis: u64) -> Instant {
@@ -990,7 +1001,7 @@ mod tests {
             tasks_in_flight_max: 3,
             ..LifecycleConfig::default()
         };
-        let mut machine = Lifecycle::new(config, [TaskSlot::EMPTY; 4]);
+        let mut machine = Lifecycle::new(config, [TaskSlot::EMPTY; 4]).unwrap();
         let generation = machine.on_start(at(0), None).unwrap();
         drain(&mut machine, at(0));
         machine.on_tunnel_started(at(0), generation).unwrap();

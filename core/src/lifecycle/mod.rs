@@ -59,20 +59,51 @@ pub const DEFAULT_HOUSEKEEPING_DEADLINE_MICROS: u64 = 250_000;
 pub struct LifecycleConfig {
     /// How long housekeeping may run after the host reports the teardown done, in microseconds.
     /// When it passes, the tasks not yet finished are written into the journal and the stop
-    /// completes. Default [`DEFAULT_HOUSEKEEPING_DEADLINE_MICROS`].
+    /// completes. Default [`DEFAULT_HOUSEKEEPING_DEADLINE_MICROS`]. Not 0 (refused: no task
+    /// could ever run before the stop completes).
     pub housekeeping_deadline_micros: u64,
     /// How many `RunTask` effects may be outstanding at once. 1 runs tasks one after another,
-    /// which is what a provider doing cleanup on one serial queue wants. 0 is treated as 1.
+    /// which is what a provider doing cleanup on one serial queue wants. Not 0 (refused).
     pub tasks_in_flight_max: u16,
 }
 
+/// Why [`Lifecycle::new`] refused a configuration or its task storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum LifecycleConfigError {
+    /// The task storage has no slot: no task could ever be registered.
+    ZeroTaskCapacity,
+    /// The task storage has more slots than a journal can carry ([`crate::JOURNAL_TASKS_MAX`]).
+    TooManyTasks,
+    /// `tasks_in_flight_max` is 0: no task could ever run.
+    ZeroTasksInFlight,
+    /// `housekeeping_deadline_micros` is 0.
+    ZeroHousekeepingDeadline,
+}
+
+impl core::fmt::Display for LifecycleConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            LifecycleConfigError::ZeroTaskCapacity => "task storage has no slot",
+            LifecycleConfigError::TooManyTasks => "task storage larger than a journal can carry",
+            LifecycleConfigError::ZeroTasksInFlight => "tasks_in_flight_max is 0",
+            LifecycleConfigError::ZeroHousekeepingDeadline => "housekeeping deadline is 0",
+        })
+    }
+}
+
 impl LifecycleConfig {
-    /// The default settings: a 250 ms housekeeping deadline and one task at a time.
+    /// The documented defaults: a 250 ms housekeeping deadline and one task at a time. Build a
+    /// configuration as `LifecycleConfig { field: value, ..LifecycleConfig::DEFAULT }`, so that a
+    /// field added later keeps its default without breaking the caller.
+    pub const DEFAULT: LifecycleConfig = LifecycleConfig {
+        housekeeping_deadline_micros: DEFAULT_HOUSEKEEPING_DEADLINE_MICROS,
+        tasks_in_flight_max: 1,
+    };
+
+    /// The default settings, [`LifecycleConfig::DEFAULT`].
     pub const fn new() -> Self {
-        LifecycleConfig {
-            housekeeping_deadline_micros: DEFAULT_HOUSEKEEPING_DEADLINE_MICROS,
-            tasks_in_flight_max: 1,
-        }
+        Self::DEFAULT
     }
 }
 

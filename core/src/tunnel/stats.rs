@@ -1,6 +1,5 @@
 //! Counters a packet tunnel keeps: levels, high-water marks, drops by reason, refusals, pauses.
 //!
-//! The structs are `#[repr(C)]` with only `u64` fields so the C ABI hands them out unchanged.
 //! Every counter saturates at `u64::MAX` instead of wrapping.
 
 use crate::ring::RingLevels;
@@ -8,7 +7,6 @@ use crate::ring::RingLevels;
 /// Counters for one direction of a [`PacketTunnel`](super::PacketTunnel).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[repr(C)]
 pub struct DirectionStats {
     /// Packets waiting to be handed out now.
     pub packets_queued: u64,
@@ -50,7 +48,6 @@ pub struct DirectionStats {
 /// [`PacketTunnel::stats`](super::PacketTunnel::stats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[repr(C)]
 pub struct TunnelStats {
     /// Apps → tunnel.
     pub outbound: DirectionStats,
@@ -65,12 +62,12 @@ pub struct TunnelStats {
     /// Microseconds outbound reading has spent paused, including a pause still going on (up to
     /// the latest `now` the tunnel saw).
     pub outbound_paused_micros: u64,
-    /// 1 while outbound reading is paused, 0 otherwise.
-    pub outbound_paused: u64,
-    /// 1 while the outbound ring is in CoDel overload, 0 otherwise. In overload, while the ring
+    /// Whether outbound reading is paused now.
+    pub outbound_paused: bool,
+    /// Whether the outbound ring is in CoDel overload now. In overload, while the ring
     /// is pressed, every packet older than CoDel's target is dropped at hand-out; the completion
     /// that brings the ring down to its low watermarks ends it. See the `aqm` module.
-    pub outbound_overloaded: u64,
+    pub outbound_overloaded: bool,
     /// Times the outbound ring entered CoDel overload.
     pub outbound_overloads: u64,
     /// Inbound packets dropped on arrival because the ring was full (drop-newest, or drop-oldest

@@ -241,7 +241,7 @@ fn time_going_backwards_is_clamped() {
     for _ in 0..8 {
         tun.on_outbound_packet(t(1_000), &[1; 100]).unwrap();
     }
-    assert_eq!(tun.stats().outbound_paused, 1);
+    assert!(tun.stats().outbound_paused);
     for _ in 0..8 {
         tun.poll_outbound(t(500)).unwrap();
     }
@@ -423,7 +423,7 @@ fn slots_of_packets_dropped_behind_in_flight_ones_count_toward_the_packet_waterm
     assert!(tun.poll_outbound(t(200_000)).is_some());
     let stats = tun.stats();
     assert_eq!(stats.outbound.aqm_dropped_packets, 1);
-    assert_eq!(stats.outbound_overloaded, 0, "7 of 8 slots: not pressed");
+    assert!(!stats.outbound_overloaded, "7 of 8 slots: not pressed");
     // 2 in flight + 1 dropped-pending + 4 queued = 7 slots; one more reaches the watermark of 8.
     assert!(tun.can_read_outbound());
     tun.on_outbound_packet(t(200_000), &[2; 100]).unwrap();
@@ -487,15 +487,14 @@ fn overload_ends_on_the_completion_that_reaches_the_low_watermarks() {
     assert!(tun.poll_outbound(t(50_000)).is_some());
     assert!(!tun.complete_outbound(t(50_000), 1).unwrap().resume_reading);
     assert!(tun.poll_outbound(t(200_000)).is_some());
-    assert_eq!(
+    assert!(
         tun.stats().outbound_overloaded,
-        1,
         "CoDel dropped while paused"
     );
     let done = tun.complete_outbound(t(200_100), 1).unwrap();
     assert!(done.resume_reading);
     let stats = tun.stats();
-    assert_eq!(stats.outbound_overloaded, 0, "back at the low watermarks");
+    assert!(!stats.outbound_overloaded, "back at the low watermarks");
     assert_eq!(stats.outbound_overloads, 1);
     // Ten seconds later the ring fills again: reading pauses at the high watermark as before,
     // and every packet pushed while reading was allowed fits.
@@ -664,13 +663,13 @@ mod host_loop {
                         prop_assert_eq!(done.resume_reading, was_paused && at_low);
                         prop_assert_eq!(tun.can_read_outbound(), !was_paused || at_low);
                         if at_low {
-                            prop_assert_eq!(stats.outbound_overloaded, 0, "overload ends at low");
+                            prop_assert!(!stats.outbound_overloaded, "overload ends at low");
                         }
                     }
                     Op::Wait(ms) => now += u64::from(ms) * 1_000,
                 }
                 let stats = tun.stats();
-                if stats.outbound_overloaded == 1 {
+                if stats.outbound_overloaded {
                     prop_assert!(codel, "overload needs CoDel");
                 }
             }

@@ -289,7 +289,8 @@ fn run_races(requests: &[u64]) -> (World, Outcomes) {
         races: requests
             .iter()
             .map(|&at| RaceState {
-                race: Race::new(config, Instant::from_micros(at)),
+                race: Race::new(config, Instant::from_micros(at))
+                    .expect("the lab races use valid configs"),
                 requested_at: at,
                 resolved_at: None,
                 connected: false,

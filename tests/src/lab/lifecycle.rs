@@ -155,6 +155,7 @@ fn machine() -> Machine {
         },
         vec![TaskSlot::EMPTY; 32].into_boxed_slice(),
     )
+    .expect("the lab's lifecycle config is valid")
 }
 
 /// A provider on virtual time: runs what the machine asks, one event at a time. A task of kind
