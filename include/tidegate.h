@@ -1895,11 +1895,13 @@ typedef struct TidegateTunnelConfig {
      */
     uint32_t aqm;
     /**
-     * CoDel's target sojourn time in microseconds (used when `aqm` is CoDel; default 5000).
+     * CoDel's target sojourn time in microseconds (used when `aqm` is CoDel; default 5000). Not 0
+     * and below `aqm_interval_us` (refused with `TIDEGATE_STATUS_CONFIG_INVALID_AQM`).
      */
     uint32_t aqm_target_us;
     /**
-     * CoDel's interval in microseconds (used when `aqm` is CoDel; default 100000).
+     * CoDel's interval in microseconds (used when `aqm` is CoDel; default 100000); above
+     * `aqm_target_us`. Ignored when `aqm` is off.
      */
     uint32_t aqm_interval_us;
     /**

@@ -67,9 +67,11 @@ pub struct TidegateTunnelConfig {
     pub inbound_drop_policy: u32,
     /// Active queue management for both rings: a `TIDEGATE_AQM_*` value.
     pub aqm: u32,
-    /// CoDel's target sojourn time in microseconds (used when `aqm` is CoDel; default 5000).
+    /// CoDel's target sojourn time in microseconds (used when `aqm` is CoDel; default 5000). Not 0
+    /// and below `aqm_interval_us` (refused with `TIDEGATE_STATUS_CONFIG_INVALID_AQM`).
     pub aqm_target_us: u32,
-    /// CoDel's interval in microseconds (used when `aqm` is CoDel; default 100000).
+    /// CoDel's interval in microseconds (used when `aqm` is CoDel; default 100000); above
+    /// `aqm_target_us`. Ignored when `aqm` is off.
     pub aqm_interval_us: u32,
     /// Packets start at addresses that are multiples of this power of two (1 to 4096) whenever
     /// the padding fits, so copying them in and out runs at full memcpy speed. The padding, at
