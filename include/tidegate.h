@@ -345,6 +345,11 @@ enum TidegateStatus
      * `resolution_delay_us` at most 2 s, `connection_attempt_delay_us` 10 ms to 2 s).
      */
     TIDEGATE_STATUS_CONFIG_EYEBALLS_OUT_OF_RANGE = 120,
+    /**
+     * No tunnel configuration fits the memory ceiling given; `tidegate_tunnel_min_ceiling` gives
+     * the smallest that does. Nothing was written.
+     */
+    TIDEGATE_STATUS_CEILING_TOO_SMALL = 121,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -3163,6 +3168,44 @@ const char *tidegate_version(void);
 struct TidegateTunnelConfig tidegate_tunnel_config_default(void);
 
 /**
+ * Writes to `*out_config` a valid configuration whose whole memory (what
+ * `tidegate_tunnel_footprint` reports) is at most `ceiling_bytes`, for packets of up to
+ * `max_packet_len` bytes (the tunnel MTU) and `aqm` (a `TIDEGATE_AQM_*` value; CoDel gets its
+ * default 5 ms / 100 ms).
+ *
+ * The rule: 4096 bytes are set aside for the handle; the rest is split evenly between the two
+ * directions; each direction gives one 33rd to packet slots (one slot per 512 ring bytes) and the
+ * rest to its ring, up to the largest ring a tunnel can hold (a larger ceiling is not used up).
+ * Reading pauses at three quarters of the ring and of the slots (lowered where needed to keep two
+ * maximum-size packets of room above it) and resumes at two thirds of that level and half the
+ * slots. Inbound drops the newest packet when full; packets start on 64-byte lines.
+ *
+ * Returns `TIDEGATE_STATUS_CEILING_TOO_SMALL` when no configuration fits (ask
+ * `tidegate_tunnel_min_ceiling` for the smallest ceiling that does),
+ * `TIDEGATE_STATUS_CONFIG_ZERO_MAX_PACKET_LEN` for a zero `max_packet_len`, or
+ * `TIDEGATE_STATUS_CONFIG_UNKNOWN_AQM`.
+ *
+ * # Safety
+ * `out_config` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_tunnel_config_for_ceiling(uint64_t ceiling_bytes,
+                                                  uint32_t max_packet_len,
+                                                  uint32_t aqm,
+                                                  struct TidegateTunnelConfig *out_config);
+
+/**
+ * Writes to `*out_ceiling_bytes` the smallest ceiling `tidegate_tunnel_config_for_ceiling`
+ * accepts for `max_packet_len` and `aqm`. Same errors as that function, except that a
+ * `max_packet_len` larger than any ring can hold gives `TIDEGATE_STATUS_CONFIG_RING_TOO_LARGE`.
+ *
+ * # Safety
+ * `out_ceiling_bytes` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_tunnel_min_ceiling(uint32_t max_packet_len,
+                                           uint32_t aqm,
+                                           uint64_t *out_ceiling_bytes);
+
+/**
  * Writes to `*out_size` and `*out_align` the size and alignment of the memory a tunnel with
  * `config` lives in: the handle, both rings and their packet slots, in one block. That is all the
  * memory the tunnel ever uses: `tidegate_tunnel_new` allocates exactly this block, and
@@ -3256,6 +3299,30 @@ TidegateStatus tidegate_tunnel_on_outbound_packet(struct TidegateTunnel *tunnel,
                                                   uint64_t now_us,
                                                   const uint8_t *data,
                                                   size_t len);
+
+/**
+ * Queues copies of a batch of outbound packets (a `readPacketObjects` array), `packets[0..count]`
+ * in order, stopping at the first packet the tunnel cannot take.
+ *
+ * Writes to `*out_accepted` how many packets from the start of the batch were queued, and to
+ * `*out_stopped` why the packet at that index was refused (`TIDEGATE_STATUS_NO_ROOM`,
+ * `_PACKET_EMPTY` or `_PACKET_TOO_LONG`), or `TIDEGATE_STATUS_OK` if the whole batch was queued.
+ * The refused packet and those after it stay with the caller (keep them for after a completion,
+ * or drop them). Each packet is handled exactly as by `tidegate_tunnel_on_outbound_packet`; the
+ * call itself returns `TIDEGATE_STATUS_OK` unless an argument is bad, in which case nothing is
+ * queued.
+ *
+ * # Safety
+ * `tunnel` must be NULL or a live handle; `packets` must be valid for reading `count` views (NULL
+ * only if `count` is 0), each valid for reading `len` bytes at `data` (NULL only if `len` is 0);
+ * `out_accepted` and `out_stopped` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_tunnel_on_outbound_batch(struct TidegateTunnel *tunnel,
+                                                 uint64_t now_us,
+                                                 const struct TidegatePacketView *packets,
+                                                 size_t count,
+                                                 size_t *out_accepted,
+                                                 TidegateStatus *out_stopped);
 
 /**
  * Hands out up to `capacity` queued outbound packets to send down the tunnel, writing a view of

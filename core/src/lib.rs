@@ -75,6 +75,6 @@ pub use ring::{
 };
 pub use time::{Clock, Instant};
 pub use tunnel::{
-    ConfigError, DirectionStats, DropPolicy, InboundDisposition, OutboundCompletion, PacketError,
-    PacketTunnel, TunnelConfig, TunnelStats, TunnelStorage,
+    BatchPush, CeilingTooSmall, ConfigError, DirectionStats, DropPolicy, InboundDisposition,
+    OutboundCompletion, PacketError, PacketTunnel, TunnelConfig, TunnelStats, TunnelStorage,
 };

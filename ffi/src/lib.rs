@@ -91,10 +91,12 @@ pub use tunnel::{
     TidegateAqm, TidegateDirectionStats, TidegateDropPolicy, TidegateInboundDisposition,
     TidegatePacketView, TidegateTunnel, TidegateTunnelConfig, TidegateTunnelStats,
     tidegate_tunnel_can_read_outbound, tidegate_tunnel_complete_inbound,
-    tidegate_tunnel_complete_outbound, tidegate_tunnel_config_default, tidegate_tunnel_footprint,
-    tidegate_tunnel_free, tidegate_tunnel_init, tidegate_tunnel_new,
-    tidegate_tunnel_on_inbound_packet, tidegate_tunnel_on_outbound_packet,
-    tidegate_tunnel_poll_inbound, tidegate_tunnel_poll_outbound, tidegate_tunnel_stats,
+    tidegate_tunnel_complete_outbound, tidegate_tunnel_config_default,
+    tidegate_tunnel_config_for_ceiling, tidegate_tunnel_footprint, tidegate_tunnel_free,
+    tidegate_tunnel_init, tidegate_tunnel_min_ceiling, tidegate_tunnel_new,
+    tidegate_tunnel_on_inbound_packet, tidegate_tunnel_on_outbound_batch,
+    tidegate_tunnel_on_outbound_packet, tidegate_tunnel_poll_inbound,
+    tidegate_tunnel_poll_outbound, tidegate_tunnel_stats,
 };
 
 /// Entry points that force a panic inside each kind of handle, for the panic-boundary tests.

@@ -163,6 +163,9 @@ pub enum TidegateStatus {
     /// Race configuration: a value is outside its range (`first_address_family_count` 1 to 255,
     /// `resolution_delay_us` at most 2 s, `connection_attempt_delay_us` 10 ms to 2 s).
     ConfigEyeballsOutOfRange = 120,
+    /// No tunnel configuration fits the memory ceiling given; `tidegate_tunnel_min_ceiling` gives
+    /// the smallest that does. Nothing was written.
+    CeilingTooSmall = 121,
 }
 
 impl TidegateStatus {
@@ -235,6 +238,7 @@ impl TidegateStatus {
         TidegateStatus::ConfigZeroDuration,
         TidegateStatus::ConfigBudgetReserveTooLarge,
         TidegateStatus::ConfigEyeballsOutOfRange,
+        TidegateStatus::CeilingTooSmall,
     ];
 
     /// A static, NUL-terminated English description.
@@ -353,6 +357,7 @@ impl TidegateStatus {
             TidegateStatus::ConfigEyeballsOutOfRange => {
                 "config: a race parameter is out of range\0"
             }
+            TidegateStatus::CeilingTooSmall => "no tunnel configuration fits the memory ceiling\0",
         }
     }
 

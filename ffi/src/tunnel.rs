@@ -4,11 +4,13 @@ use core::ffi::c_void;
 use std::cell::Cell;
 
 use tidegate_core::{
-    Aqm, ConfigError, DirectionStats, DropPolicy, InboundDisposition, Instant, PacketError,
-    PacketTunnel, Slot, TunnelConfig, TunnelStats, TunnelStorage,
+    Aqm, CeilingTooSmall, ConfigError, DirectionStats, DropPolicy, InboundDisposition, Instant,
+    PacketError, PacketTunnel, Slot, TunnelConfig, TunnelStats, TunnelStorage,
 };
 
-use crate::boundary::{Handle, bytes, call, call_free, call_mut, require_non_null, write_out};
+use crate::boundary::{
+    Handle, bytes, call, call_free, call_mut, require_non_null, slice_len_fits, write_out,
+};
 use crate::place::{self, Carver, Memory, Region, rebase};
 use crate::status::TidegateStatus;
 
@@ -263,6 +265,76 @@ pub extern "C" fn tidegate_tunnel_config_default() -> TidegateTunnelConfig {
     TidegateTunnelConfig::from(TunnelConfig::DEFAULT)
 }
 
+/// Writes to `*out_config` a valid configuration whose whole memory (what
+/// `tidegate_tunnel_footprint` reports) is at most `ceiling_bytes`, for packets of up to
+/// `max_packet_len` bytes (the tunnel MTU) and `aqm` (a `TIDEGATE_AQM_*` value; CoDel gets its
+/// default 5 ms / 100 ms).
+///
+/// The rule: 4096 bytes are set aside for the handle; the rest is split evenly between the two
+/// directions; each direction gives one 33rd to packet slots (one slot per 512 ring bytes) and the
+/// rest to its ring, up to the largest ring a tunnel can hold (a larger ceiling is not used up).
+/// Reading pauses at three quarters of the ring and of the slots (lowered where needed to keep two
+/// maximum-size packets of room above it) and resumes at two thirds of that level and half the
+/// slots. Inbound drops the newest packet when full; packets start on 64-byte lines.
+///
+/// Returns `TIDEGATE_STATUS_CEILING_TOO_SMALL` when no configuration fits (ask
+/// `tidegate_tunnel_min_ceiling` for the smallest ceiling that does),
+/// `TIDEGATE_STATUS_CONFIG_ZERO_MAX_PACKET_LEN` for a zero `max_packet_len`, or
+/// `TIDEGATE_STATUS_CONFIG_UNKNOWN_AQM`.
+///
+/// # Safety
+/// `out_config` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_tunnel_config_for_ceiling(
+    ceiling_bytes: u64,
+    max_packet_len: u32,
+    aqm: u32,
+    out_config: *mut TidegateTunnelConfig,
+) -> TidegateStatus {
+    call_free(|| {
+        require_non_null([out_config.cast_const().cast()])?;
+        let aqm = sizing_aqm(max_packet_len, aqm)?;
+        let config = TunnelConfig::for_ceiling(ceiling_bytes, max_packet_len, aqm)
+            .map_err(|_: CeilingTooSmall| TidegateStatus::CeilingTooSmall)?;
+        // SAFETY: checked non-NULL above and valid by the caller's contract.
+        unsafe { write_out(out_config, TidegateTunnelConfig::from(config)) }
+    })
+}
+
+/// Writes to `*out_ceiling_bytes` the smallest ceiling `tidegate_tunnel_config_for_ceiling`
+/// accepts for `max_packet_len` and `aqm`. Same errors as that function, except that a
+/// `max_packet_len` larger than any ring can hold gives `TIDEGATE_STATUS_CONFIG_RING_TOO_LARGE`.
+///
+/// # Safety
+/// `out_ceiling_bytes` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_tunnel_min_ceiling(
+    max_packet_len: u32,
+    aqm: u32,
+    out_ceiling_bytes: *mut u64,
+) -> TidegateStatus {
+    call_free(|| {
+        require_non_null([out_ceiling_bytes.cast_const().cast()])?;
+        let aqm = sizing_aqm(max_packet_len, aqm)?;
+        let min = TunnelConfig::min_ceiling(max_packet_len, aqm)
+            .ok_or(TidegateStatus::ConfigRingTooLarge)?;
+        // SAFETY: checked non-NULL above and valid by the caller's contract.
+        unsafe { write_out(out_ceiling_bytes, min) }
+    })
+}
+
+/// The AQM a sizing call asks for, after the checks every sizing call shares.
+fn sizing_aqm(max_packet_len: u32, aqm: u32) -> Result<Aqm, TidegateStatus> {
+    if max_packet_len == 0 {
+        return Err(TidegateStatus::ConfigZeroMaxPacketLen);
+    }
+    match aqm {
+        0 => Ok(Aqm::Off),
+        1 => Ok(Aqm::CODEL_DEFAULT),
+        _ => Err(TidegateStatus::ConfigUnknownAqm),
+    }
+}
+
 /// Writes to `*out_size` and `*out_align` the size and alignment of the memory a tunnel with
 /// `config` lives in: the handle, both rings and their packet slots, in one block. That is all the
 /// memory the tunnel ever uses: `tidegate_tunnel_new` allocates exactly this block, and
@@ -417,6 +489,70 @@ pub unsafe extern "C" fn tidegate_tunnel_on_outbound_packet(
             t.engine
                 .on_outbound_packet(now, packet)
                 .map_err(status_of_packet)
+        })
+    }
+}
+
+/// Queues copies of a batch of outbound packets (a `readPacketObjects` array), `packets[0..count]`
+/// in order, stopping at the first packet the tunnel cannot take.
+///
+/// Writes to `*out_accepted` how many packets from the start of the batch were queued, and to
+/// `*out_stopped` why the packet at that index was refused (`TIDEGATE_STATUS_NO_ROOM`,
+/// `_PACKET_EMPTY` or `_PACKET_TOO_LONG`), or `TIDEGATE_STATUS_OK` if the whole batch was queued.
+/// The refused packet and those after it stay with the caller (keep them for after a completion,
+/// or drop them). Each packet is handled exactly as by `tidegate_tunnel_on_outbound_packet`; the
+/// call itself returns `TIDEGATE_STATUS_OK` unless an argument is bad, in which case nothing is
+/// queued.
+///
+/// # Safety
+/// `tunnel` must be NULL or a live handle; `packets` must be valid for reading `count` views (NULL
+/// only if `count` is 0), each valid for reading `len` bytes at `data` (NULL only if `len` is 0);
+/// `out_accepted` and `out_stopped` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_tunnel_on_outbound_batch(
+    tunnel: *mut TidegateTunnel,
+    now_us: u64,
+    packets: *const TidegatePacketView,
+    count: usize,
+    out_accepted: *mut usize,
+    out_stopped: *mut TidegateStatus,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(tunnel, |t| {
+            require_non_null([
+                out_accepted.cast_const().cast(),
+                out_stopped.cast_const().cast(),
+            ])?;
+            let views: &[TidegatePacketView] = if packets.is_null() {
+                if count > 0 {
+                    return Err(TidegateStatus::NullArgument);
+                }
+                &[]
+            } else {
+                slice_len_fits::<TidegatePacketView>(count)?;
+                // SAFETY: non-NULL and valid for `count` views by the caller's contract, which
+                // span at most `isize::MAX` bytes.
+                std::slice::from_raw_parts(packets, count)
+            };
+            // Check every view before queuing any, so a bad argument queues nothing.
+            for view in views {
+                bytes(view.data, view.len)?;
+            }
+            let packets = views.iter().map(|view| {
+                // SAFETY: valid for `len` bytes by the caller's contract, checked above.
+                let packet = bytes(view.data, view.len);
+                debug_assert!(packet.is_ok(), "every view was checked before the batch");
+                packet.unwrap_or_default()
+            });
+            let batch = t
+                .engine
+                .on_outbound_batch(Instant::from_micros(now_us), packets);
+            let stopped = batch
+                .stopped_by
+                .map_or(TidegateStatus::Ok, status_of_packet);
+            write_out(out_accepted, batch.accepted)?;
+            write_out(out_stopped, stopped)
         })
     }
 }

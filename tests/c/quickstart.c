@@ -21,29 +21,39 @@
 /* ---- the C quick start, as the README shows it ---- */
 
 static void c_quick_start(void) {
-    uint8_t packet[100];
-    memset(packet, 7, sizeof packet);
-    const uint8_t *packet_ptr = packet;
-    size_t packet_len = sizeof packet;
+    uint8_t packets[3][100];
+    memset(packets, 7, sizeof packets);
+    const TidegatePacketView batch[3] = {
+        {packets[0], 100}, {packets[1], 100}, {packets[2], 100}};
+    size_t batch_len = 3;
     uint64_t now_us = 1000;
 
-    TidegateTunnelConfig config = tidegate_tunnel_config_default();
-    config.max_packet_len = 1400; /* the tunnel MTU */
+    TidegateTunnelConfig config;
+    if (tidegate_tunnel_config_for_ceiling(4 << 20, 1400, TIDEGATE_AQM_CODEL, &config) !=
+        TIDEGATE_STATUS_OK) {
+        CHECK(false);
+    }
     TidegateTunnel *tunnel = NULL;
     if (tidegate_tunnel_new(&config, &tunnel) != TIDEGATE_STATUS_OK) {
         CHECK(false);
     }
+    size_t footprint = 0, align = 0;
+    CHECK_OK(tidegate_tunnel_footprint(&config, &footprint, &align));
+    CHECK(footprint <= 4 << 20);
 
     bool can_read = false;
     CHECK_OK(tidegate_tunnel_can_read_outbound(tunnel, &can_read));
     CHECK(can_read);
-    TidegateStatus s = tidegate_tunnel_on_outbound_packet(tunnel, now_us, packet_ptr, packet_len);
-    CHECK(s == TIDEGATE_STATUS_OK);
+    size_t accepted = 0;
+    TidegateStatus stopped = TIDEGATE_STATUS_OK;
+    CHECK_OK(tidegate_tunnel_on_outbound_batch(tunnel, now_us, batch, batch_len, &accepted,
+                                               &stopped));
+    CHECK(accepted == 3 && stopped == TIDEGATE_STATUS_OK);
 
     TidegatePacketView views[32];
     size_t count = 0;
     CHECK_OK(tidegate_tunnel_poll_outbound(tunnel, now_us, views, 32, &count));
-    CHECK(count == 1 && views[0].len == packet_len);
+    CHECK(count == 3 && views[0].len == 100);
     bool resume = false;
     CHECK_OK(tidegate_tunnel_complete_outbound(tunnel, now_us, count, &resume));
     CHECK(!resume);

@@ -47,12 +47,15 @@ const MATRIX: &[(&str, fn())] = matrix![
     version,
     // Packet tunnel.
     tunnel_config_default,
+    tunnel_config_for_ceiling,
+    tunnel_min_ceiling,
     tunnel_footprint,
     tunnel_new,
     tunnel_init,
     tunnel_free,
     tunnel_can_read_outbound,
     tunnel_on_outbound_packet,
+    tunnel_on_outbound_batch,
     tunnel_poll_outbound,
     tunnel_complete_outbound,
     tunnel_on_inbound_packet,
@@ -396,7 +399,7 @@ fn status_str() {
         assert_ne!(message.to_str().unwrap(), "unknown status");
     }
     // Values between, past and far past the known codes.
-    for unknown in [7, 9, 21, 29, 34, 59, 84, 99, 121, 9999, u32::MAX] {
+    for unknown in [7, 9, 21, 29, 34, 59, 84, 99, 122, 9999, u32::MAX] {
         let message = tidegate_status_str(unknown);
         assert!(!message.is_null());
         // SAFETY: never NULL, static and NUL-terminated.
@@ -717,6 +720,70 @@ fn tunnel_config_default() {
     unsafe { written(|out| tidegate_tunnel_footprint(&config, out, &mut 0)) };
 }
 
+/// The C footprint of `config`, which the sizing calls promise stays within the ceiling.
+fn c_footprint(config: &TidegateTunnelConfig) -> usize {
+    unsafe { written(|out| tidegate_tunnel_footprint(config, out, &mut 0)) }
+}
+
+fn tunnel_config_for_ceiling() {
+    unsafe {
+        let ceiling = 64 * 1024;
+        assert_eq!(
+            tidegate_tunnel_config_for_ceiling(ceiling, 1500, 0, null_mut()),
+            S::NullArgument
+        );
+        let bad = [
+            (1500, 1500, 0, S::CeilingTooSmall),
+            (0, 1500, 0, S::CeilingTooSmall),
+            (ceiling, 0, 0, S::ConfigZeroMaxPacketLen),
+            (ceiling, 1500, 2, S::ConfigUnknownAqm),
+            (ceiling, 1500, u32::MAX, S::ConfigUnknownAqm),
+            (u64::MAX, u32::MAX, 0, S::CeilingTooSmall),
+        ];
+        for (ceiling, mtu, aqm, status) in bad {
+            let got = untouched(|out| tidegate_tunnel_config_for_ceiling(ceiling, mtu, aqm, out));
+            assert_eq!(got, status, "{ceiling} {mtu} {aqm}");
+        }
+        // What it gives builds a tunnel whose whole memory is within the ceiling.
+        for (ceiling, mtu, aqm) in [(ceiling, 1500, 0), (50 << 20, 9000, 1), (u64::MAX, 1280, 1)] {
+            let config = written(|out| tidegate_tunnel_config_for_ceiling(ceiling, mtu, aqm, out));
+            assert!(c_footprint(&config) as u64 <= ceiling, "{config:?}");
+            assert_eq!((config.max_packet_len, config.aqm), (mtu, aqm));
+            let mut handle = null_mut();
+            assert_eq!(tidegate_tunnel_new(&config, &mut handle), S::Ok);
+            drop(Tunnel(handle));
+        }
+    }
+}
+
+fn tunnel_min_ceiling() {
+    unsafe {
+        assert_eq!(
+            tidegate_tunnel_min_ceiling(1500, 0, null_mut()),
+            S::NullArgument
+        );
+        for (mtu, aqm, status) in [
+            (0, 0, S::ConfigZeroMaxPacketLen),
+            (1500, 7, S::ConfigUnknownAqm),
+            (u32::MAX, 0, S::ConfigRingTooLarge),
+        ] {
+            assert_eq!(
+                untouched(|out| tidegate_tunnel_min_ceiling(mtu, aqm, out)),
+                status
+            );
+        }
+        for mtu in [1, 576, 1500, 9000, 65_535] {
+            let min = written(|out| tidegate_tunnel_min_ceiling(mtu, 1, out));
+            let config = written(|out| tidegate_tunnel_config_for_ceiling(min, mtu, 1, out));
+            assert!(c_footprint(&config) as u64 <= min);
+            assert_eq!(
+                untouched(|out| tidegate_tunnel_config_for_ceiling(min - 1, mtu, 1, out)),
+                S::CeilingTooSmall
+            );
+        }
+    }
+}
+
 fn tunnel_footprint() {
     configs_refused(
         &tunnel_config(),
@@ -800,6 +867,162 @@ fn tunnel_on_outbound_packet() {
             |t| tidegate_tunnel_on_outbound_packet(t.0, EARLIER, data, 100),
             |t| tidegate_tunnel_on_outbound_packet(t.0, NOW, data, 100),
         );
+    }
+}
+
+fn tunnel_on_outbound_batch() {
+    unsafe {
+        let view = |offset: usize, len: usize| TidegatePacketView {
+            data: PACKET[offset..].as_ptr(),
+            len,
+        };
+        let (mut accepted, mut stopped) = (0, S::Ok);
+        let good = [view(0, 100), view(1, 200)];
+        assert_eq!(
+            tidegate_tunnel_on_outbound_batch(
+                null_mut(),
+                NOW,
+                good.as_ptr(),
+                2,
+                &mut accepted,
+                &mut stopped
+            ),
+            S::NullArgument
+        );
+        for now in [NOW, EARLIER] {
+            unchanged(Tunnel::busy, S::NullArgument, |t| {
+                tidegate_tunnel_on_outbound_batch(
+                    t.0,
+                    now,
+                    good.as_ptr(),
+                    2,
+                    null_mut(),
+                    &mut stopped,
+                )
+            });
+            unchanged(Tunnel::busy, S::NullArgument, |t| {
+                tidegate_tunnel_on_outbound_batch(
+                    t.0,
+                    now,
+                    good.as_ptr(),
+                    2,
+                    &mut accepted,
+                    null_mut(),
+                )
+            });
+            unchanged(Tunnel::busy, S::NullArgument, |t| {
+                tidegate_tunnel_on_outbound_batch(t.0, now, null(), 2, &mut accepted, &mut stopped)
+            });
+            // A bad view anywhere in the batch queues nothing, not even the packets before it.
+            let holed = [
+                view(0, 100),
+                TidegatePacketView {
+                    data: null(),
+                    len: 5,
+                },
+            ];
+            unchanged(Tunnel::busy, S::NullArgument, |t| {
+                tidegate_tunnel_on_outbound_batch(
+                    t.0,
+                    now,
+                    holed.as_ptr(),
+                    2,
+                    &mut accepted,
+                    &mut stopped,
+                )
+            });
+            let endless = [TidegatePacketView {
+                data: PACKET.as_ptr(),
+                len: usize::MAX,
+            }];
+            unchanged(Tunnel::busy, S::InvalidArgument, |t| {
+                tidegate_tunnel_on_outbound_batch(
+                    t.0,
+                    now,
+                    endless.as_ptr(),
+                    1,
+                    &mut accepted,
+                    &mut stopped,
+                )
+            });
+            unchanged(Tunnel::busy, S::InvalidArgument, |t| {
+                tidegate_tunnel_on_outbound_batch(
+                    t.0,
+                    now,
+                    good.as_ptr(),
+                    usize::MAX,
+                    &mut accepted,
+                    &mut stopped,
+                )
+            });
+        }
+        // An empty batch queues nothing and stops at nothing.
+        unchanged(Tunnel::busy, S::Ok, |t| {
+            tidegate_tunnel_on_outbound_batch(t.0, NOW, null(), 0, &mut accepted, &mut stopped)
+        });
+        assert_eq!((accepted, stopped), (0, S::Ok));
+        // The batch stops at its first refused packet: the prefix is queued exactly as one call
+        // per packet would queue it, and the refused packet counts once.
+        let batch = [view(0, 100), view(1, 200), view(2, 0), view(3, 300)];
+        same_as(
+            Tunnel::busy,
+            |t| {
+                let s = tidegate_tunnel_on_outbound_batch(
+                    t.0,
+                    NOW,
+                    batch.as_ptr(),
+                    4,
+                    &mut accepted,
+                    &mut stopped,
+                );
+                assert_eq!((s, accepted, stopped), (S::Ok, 2, S::PacketEmpty));
+                s
+            },
+            |t| {
+                assert_eq!(
+                    tidegate_tunnel_on_outbound_packet(t.0, NOW, PACKET.as_ptr(), 100),
+                    S::Ok
+                );
+                assert_eq!(
+                    tidegate_tunnel_on_outbound_packet(t.0, NOW, PACKET[1..].as_ptr(), 200),
+                    S::Ok
+                );
+                assert_eq!(
+                    tidegate_tunnel_on_outbound_packet(t.0, NOW, PACKET.as_ptr(), 0),
+                    S::PacketEmpty
+                );
+                S::Ok
+            },
+        );
+        let too_long = [view(0, 100), view(0, 1001)];
+        let t = Tunnel::busy();
+        assert_eq!(
+            tidegate_tunnel_on_outbound_batch(
+                t.0,
+                NOW,
+                too_long.as_ptr(),
+                2,
+                &mut accepted,
+                &mut stopped
+            ),
+            S::Ok
+        );
+        assert_eq!((accepted, stopped), (1, S::PacketTooLong));
+        // A full ring takes none of the batch and says so.
+        let good = [view(0, 1000), view(1, 1000)];
+        let t = Tunnel::full();
+        assert_eq!(
+            tidegate_tunnel_on_outbound_batch(
+                t.0,
+                NOW,
+                good.as_ptr(),
+                2,
+                &mut accepted,
+                &mut stopped
+            ),
+            S::Ok
+        );
+        assert_eq!((accepted, stopped), (0, S::NoRoom));
     }
 }
 

@@ -68,6 +68,17 @@ unsafe fn check_poisoned_tunnel(t: *mut TidegateTunnel) -> Checked {
             "tidegate_tunnel_on_outbound_packet",
             tidegate_tunnel_on_outbound_packet(t, 1, data.as_ptr(), 64),
         );
+        c.poisoned_out("tidegate_tunnel_on_outbound_batch", |out| {
+            let batch = [TidegatePacketView {
+                data: data.as_ptr(),
+                len: 64,
+            }];
+            let mut stopped = Out::<TidegateStatus>::new();
+            let status =
+                tidegate_tunnel_on_outbound_batch(t, 1, batch.as_ptr(), 1, out, stopped.ptr());
+            assert!(stopped.untouched());
+            status
+        });
         c.poisoned_out("tidegate_tunnel_poll_outbound", |out| {
             let mut views = Out::<[TidegatePacketView; 4]>::new();
             let status = tidegate_tunnel_poll_outbound(t, 1, views.ptr().cast(), 4, out);

@@ -155,6 +155,95 @@ impl TunnelConfig {
         Ok(())
     }
 
+    /// A valid configuration whose whole memory stays within `ceiling_bytes`, for packets of
+    /// up to `max_packet_len` bytes and the queue management `aqm`; or, when no configuration
+    /// fits, [`CeilingTooSmall`] with the smallest ceiling that would.
+    ///
+    /// The rule, so a host can predict it: [`TunnelConfig::CEILING_OVERHEAD`] bytes are set
+    /// aside for the engine itself (the C handle and its alignment included); the rest is split
+    /// evenly between the two directions, since a tunnel carries bulk both ways. Each direction
+    /// gives one 33rd to 16-byte slots (one slot per 512 arena bytes, the default's ratio: an
+    /// average packet of 512 bytes), at least 4 slots, and the rest to the arena, up to
+    /// [`MAX_ARENA_BYTES`] (a larger ceiling is not used up). Outbound reading pauses at three quarters of the arena and of the slots,
+    /// lowered where needed to keep two maximum-size packets of room above it, and resumes at two
+    /// thirds of that (half the slots). Inbound drops the newest packet when full; packets start
+    /// on 64-byte lines. The footprint of the result is at most `ceiling_bytes`.
+    pub fn for_ceiling(
+        ceiling_bytes: u64,
+        max_packet_len: u32,
+        aqm: Aqm,
+    ) -> Result<TunnelConfig, CeilingTooSmall> {
+        match Self::derive(ceiling_bytes, max_packet_len, aqm) {
+            Some(config) if config.validate().is_ok() => Ok(config),
+            _ => Err(CeilingTooSmall {
+                min_ceiling_bytes: Self::min_ceiling(max_packet_len, aqm),
+            }),
+        }
+    }
+
+    /// The smallest ceiling [`TunnelConfig::for_ceiling`] accepts for these packets and AQM, or
+    /// `None` if none does (`max_packet_len` 0 or larger than a ring can hold, an invalid AQM).
+    pub fn min_ceiling(max_packet_len: u32, aqm: Aqm) -> Option<u64> {
+        let fits = |ceiling: u64| {
+            Self::derive(ceiling, max_packet_len, aqm).is_some_and(|c| c.validate().is_ok())
+        };
+        // Past two full arenas a larger ceiling changes nothing, so this bounds the search.
+        let mut high = Self::CEILING_OVERHEAD + 2 * (MAX_ARENA_BYTES as u64 + 16 * (1 << 24));
+        if !fits(high) {
+            return None;
+        }
+        let mut low = Self::CEILING_OVERHEAD;
+        // Invariant: `fits(high)`, and every ceiling up to `low` does not fit.
+        while high - low > 1 {
+            let mid = low + (high - low) / 2;
+            if fits(mid) {
+                high = mid;
+            } else {
+                low = mid;
+            }
+        }
+        Some(high)
+    }
+
+    /// Bytes of a ceiling [`TunnelConfig::for_ceiling`] sets aside for the engine itself: its
+    /// struct, or the C handle, and the alignment padding of its block.
+    pub const CEILING_OVERHEAD: u64 = 4096;
+
+    fn derive(ceiling_bytes: u64, max_packet_len: u32, aqm: Aqm) -> Option<TunnelConfig> {
+        // Every quantity below grows with the ceiling (never shrinks), so once a ceiling fits,
+        // every larger one does too: `min_ceiling` relies on it, and a test checks it.
+        const BYTES_PER_SLOT: u64 = 512;
+        let slot = size_of::<Slot>() as u64;
+        let per_direction = ceiling_bytes.checked_sub(Self::CEILING_OVERHEAD)? / 2;
+        // Of each `BYTES_PER_SLOT + slot` bytes, `slot` go to slots and the rest to the arena.
+        let slot_share = per_direction.div_ceil(BYTES_PER_SLOT / slot + 1);
+        let packets = (slot_share / slot).clamp(4, 1 << 24);
+        let bytes = (per_direction - slot_share)
+            .min(per_direction.checked_sub(packets * slot)?)
+            .min(MAX_ARENA_BYTES as u64);
+        let headroom = 2 * u64::from(max_packet_len);
+        let high_bytes = (bytes * 3 / 4).min(bytes.checked_sub(headroom)?);
+        let low_bytes = high_bytes * 2 / 3;
+        let high_packets = packets * 3 / 4;
+        let low_packets = packets / 2;
+        let bytes = u32::try_from(bytes).ok()?;
+        let packets = u32::try_from(packets).ok()?;
+        Some(TunnelConfig {
+            outbound_bytes: bytes,
+            outbound_packets: packets,
+            inbound_bytes: bytes,
+            inbound_packets: packets,
+            max_packet_len,
+            outbound_high_watermark_bytes: u32::try_from(high_bytes).ok()?,
+            outbound_low_watermark_bytes: u32::try_from(low_bytes).ok()?,
+            outbound_high_watermark_packets: u32::try_from(high_packets).ok()?,
+            outbound_low_watermark_packets: u32::try_from(low_packets).ok()?,
+            inbound_drop_policy: DropPolicy::DropNewest,
+            aqm,
+            packet_align: DEFAULT_PACKET_ALIGN as u32,
+        })
+    }
+
     /// Bytes of storage a tunnel with this configuration holds: both arenas plus both slot
     /// arrays. This is the engine's whole memory apart from its fixed-size struct.
     pub const fn storage_bytes(&self) -> usize {
@@ -167,6 +256,14 @@ impl Default for TunnelConfig {
     fn default() -> Self {
         TunnelConfig::DEFAULT
     }
+}
+
+/// No configuration fits the ceiling given to [`TunnelConfig::for_ceiling`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct CeilingTooSmall {
+    /// The smallest ceiling that works for the same packets and AQM, or `None` if none does.
+    pub min_ceiling_bytes: Option<u64>,
 }
 
 /// Why a [`TunnelConfig`] or the storage handed in with it was refused.
@@ -249,6 +346,57 @@ impl fmt::Display for ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ring::Slot;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::proptest_config::default_cases())]
+
+        /// A configuration for a ceiling is valid and stays within it (the engine's own struct
+        /// included); the smallest ceiling reported is the smallest that works, and every larger
+        /// one works too.
+        #[test]
+        fn config_for_a_ceiling_fits_it_and_the_minimum_is_exact(
+            max_packet_len in 1u32..=65_535,
+            codel in any::<bool>(),
+            extra in 0u64..(64 << 20),
+        ) {
+            let aqm = if codel { Aqm::CODEL_DEFAULT } else { Aqm::Off };
+            let min = TunnelConfig::min_ceiling(max_packet_len, aqm).expect("some ceiling fits");
+            let below = TunnelConfig::for_ceiling(min - 1, max_packet_len, aqm);
+            prop_assert_eq!(below, Err(CeilingTooSmall { min_ceiling_bytes: Some(min) }));
+            for ceiling in [min, min + extra] {
+                let config = TunnelConfig::for_ceiling(ceiling, max_packet_len, aqm).unwrap();
+                prop_assert_eq!(config.validate(), Ok(()));
+                prop_assert_eq!(config.max_packet_len, max_packet_len);
+                prop_assert_eq!(config.aqm, aqm);
+                let engine = size_of::<crate::PacketTunnel<&mut [u8], &mut [Slot]>>() as u64;
+                prop_assert!(engine <= TunnelConfig::CEILING_OVERHEAD);
+                let footprint = config.storage_bytes() as u64 + TunnelConfig::CEILING_OVERHEAD;
+                prop_assert!(footprint <= ceiling, "{footprint} > {ceiling}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_ceiling_no_config_can_meet_says_so() {
+        assert_eq!(TunnelConfig::min_ceiling(0, Aqm::Off), None);
+        let bad_aqm = Aqm::Codel {
+            target_micros: 0,
+            interval_micros: 1,
+        };
+        assert_eq!(TunnelConfig::min_ceiling(1500, bad_aqm), None);
+        assert_eq!(
+            TunnelConfig::for_ceiling(u64::MAX, 0, Aqm::Off),
+            Err(CeilingTooSmall {
+                min_ceiling_bytes: None
+            })
+        );
+        // The default tunnel's ceiling gives a configuration close to the default.
+        let config = TunnelConfig::for_ceiling(2_166_784 + 4096, 1500, Aqm::Off).unwrap();
+        assert_eq!(config.outbound_bytes, config.inbound_bytes);
+        assert!(config.outbound_bytes >= 1_040_000 && config.outbound_packets >= 2000);
+    }
 
     #[test]
     fn default_is_valid_and_its_footprint_is_exact() {

@@ -3,7 +3,7 @@
 mod config;
 mod stats;
 
-pub use config::{ConfigError, DropPolicy, TunnelConfig};
+pub use config::{CeilingTooSmall, ConfigError, DropPolicy, TunnelConfig};
 pub use stats::{DirectionStats, TunnelStats};
 
 use core::fmt;
@@ -26,6 +26,18 @@ pub struct TunnelStorage<B, S> {
     pub inbound_arena: B,
     /// `config.inbound_packets` slots.
     pub inbound_slots: S,
+}
+
+/// What [`PacketTunnel::on_outbound_batch`] did with a batch: the first `accepted` packets are
+/// queued; if `stopped_by` is set, the packet at index `accepted` was refused for that reason and
+/// it and the packets after it were not looked at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "the packets after the accepted prefix are still the caller's"]
+pub struct BatchPush {
+    /// Packets queued, from the start of the batch.
+    pub accepted: usize,
+    /// Why the packet at index `accepted` was refused, or `None` if the whole batch was queued.
+    pub stopped_by: Option<PacketError>,
 }
 
 /// Why a packet was refused. The tunnel is unchanged apart from the counter of that reason.
@@ -223,6 +235,32 @@ where
     /// `outbound_refused_packets`): not even the tunnel's clock sees its `now`.
     pub fn on_outbound_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), PacketError> {
         self.push_outbound_with(now, packet.len(), |dst| dst.copy_from_slice(packet))
+    }
+
+    /// Queue a batch of outbound packets (a `readPacketObjects` array), in order, stopping at the
+    /// first packet the tunnel cannot take. The packets before it are queued; it and the rest stay
+    /// with the caller, and the returned [`BatchPush`] says how many were taken and why the
+    /// batch stopped. Each packet is handled exactly as [`PacketTunnel::on_outbound_packet`]
+    /// would handle it, so a refused packet changes nothing but its counter.
+    pub fn on_outbound_batch<'p>(
+        &mut self,
+        now: Instant,
+        packets: impl IntoIterator<Item = &'p [u8]>,
+    ) -> BatchPush {
+        let mut accepted = 0;
+        for packet in packets {
+            if let Err(error) = self.on_outbound_packet(now, packet) {
+                return BatchPush {
+                    accepted,
+                    stopped_by: Some(error),
+                };
+            }
+            accepted += 1;
+        }
+        BatchPush {
+            accepted,
+            stopped_by: None,
+        }
     }
 
     /// Queue an outbound packet gathered from a [`bytes::Buf`] (for example a chain of

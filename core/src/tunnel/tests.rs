@@ -99,6 +99,51 @@ fn the_packet_watermark_pauses_small_packets() {
 }
 
 #[test]
+fn a_batch_is_the_prefix_one_push_at_a_time_would_take() {
+    let packets: [&[u8]; 5] = [&[1; 100], &[2; 100], &[], &[3; 10], &[4; 200]];
+    for start in 0..packets.len() {
+        let mut batched = tunnel(small());
+        let mut single = tunnel(small());
+        let batch = batched.on_outbound_batch(t(5), packets[start..].iter().copied());
+        let mut accepted = 0;
+        let mut stopped_by = None;
+        for packet in &packets[start..] {
+            match single.on_outbound_packet(t(5), packet) {
+                Ok(()) => accepted += 1,
+                Err(error) => {
+                    stopped_by = Some(error);
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            batch,
+            BatchPush {
+                accepted,
+                stopped_by
+            }
+        );
+        assert_eq!(batched.stats(), single.stats());
+    }
+    // A full ring stops the batch at the first packet without room.
+    let mut tun = tunnel(small());
+    let full: [&[u8]; 12] = [&[9; 100]; 12];
+    let batch = tun.on_outbound_batch(t(0), full);
+    assert_eq!(
+        batch,
+        BatchPush {
+            accepted: 10,
+            stopped_by: Some(PacketError::NoRoom)
+        }
+    );
+    assert_eq!(
+        tun.stats().outbound_refused_packets,
+        1,
+        "only the first refusal counts"
+    );
+}
+
+#[test]
 fn no_room_leaves_the_packet_with_the_caller_and_counts_it() {
     let mut tun = tunnel(small());
     for _ in 0..10 {
