@@ -360,6 +360,52 @@ typedef uint32_t TidegateStatus;
 #endif // __cplusplus
 
 /**
+ * The class of a connect failure, by what the host should do about it.
+ */
+enum TidegateErrorClass
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Out of descriptors, flows, memory or ports: `EMFILE`, `ENFILE`, `ENOSPC`, `ENOMEM`, `ENOBUFS`, `EADDRNOTAVAIL`, `EAGAIN`
+     * (numbered as on the platform the library was built for). Back off.
+     */
+    TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED = 0,
+    /**
+     * The peer refused the connection (`ECONNREFUSED`).
+     */
+    TIDEGATE_ERROR_CLASS_REFUSED = 1,
+    /**
+     * No route (`ENETUNREACH`, `EHOSTUNREACH`...).
+     */
+    TIDEGATE_ERROR_CLASS_UNREACHABLE = 2,
+    /**
+     * The attempt timed out (`ETIMEDOUT`, or `attempt_timeout_us`).
+     */
+    TIDEGATE_ERROR_CLASS_TIMED_OUT = 3,
+    /**
+     * Reset or aborted (`ECONNRESET`, `ECONNABORTED`, `EPIPE`).
+     */
+    TIDEGATE_ERROR_CLASS_RESET = 4,
+    /**
+     * Local policy forbids it (`EACCES`, `EPERM`).
+     */
+    TIDEGATE_ERROR_CLASS_DENIED = 5,
+    /**
+     * Anything else.
+     */
+    TIDEGATE_ERROR_CLASS_OTHER = 6,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateErrorClass TidegateErrorClass;
+#else
+typedef uint32_t TidegateErrorClass;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * What an action asks of the host.
  */
 enum TidegateEyeballsActionKind
@@ -428,51 +474,6 @@ enum TidegateRaceFailure
 typedef enum TidegateRaceFailure TidegateRaceFailure;
 #else
 typedef uint32_t TidegateRaceFailure;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-/**
- * The class of a connect failure, by what the host should do about it.
- */
-enum TidegateErrorClass
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-    /**
-     * Out of descriptors, flows, memory or ports (`EMFILE`, `ENOSPC`, `ENOMEM`...): back off.
-     */
-    TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED = 0,
-    /**
-     * The peer refused the connection (`ECONNREFUSED`).
-     */
-    TIDEGATE_ERROR_CLASS_REFUSED = 1,
-    /**
-     * No route (`ENETUNREACH`, `EHOSTUNREACH`...).
-     */
-    TIDEGATE_ERROR_CLASS_UNREACHABLE = 2,
-    /**
-     * The attempt timed out (`ETIMEDOUT`, or `attempt_timeout_us`).
-     */
-    TIDEGATE_ERROR_CLASS_TIMED_OUT = 3,
-    /**
-     * Reset or aborted (`ECONNRESET`, `ECONNABORTED`, `EPIPE`).
-     */
-    TIDEGATE_ERROR_CLASS_RESET = 4,
-    /**
-     * Local policy forbids it (`EACCES`, `EPERM`).
-     */
-    TIDEGATE_ERROR_CLASS_DENIED = 5,
-    /**
-     * Anything else.
-     */
-    TIDEGATE_ERROR_CLASS_OTHER = 6,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum TidegateErrorClass TidegateErrorClass;
-#else
-typedef uint32_t TidegateErrorClass;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -1066,8 +1067,9 @@ typedef uint32_t TidegateFlowProtocol;
 /**
  * The connection budget shared by every race and every flow of the process: at most
  * `max_attempts_in_flight` connects in flight, at most `connection_limit` descriptors in use by
- * attempts and open connections, lowered for a while after resource errors (`EMFILE`,
- * `ENOSPC`, `ENOMEM`, `ENOBUFS`) and recovered step by step.
+ * attempts and open connections, lowered for a while after resource errors (the errnos of
+ * `TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED`; `tidegate_errno_class` tells them) and recovered
+ * step by step.
  *
  * Back-off rule: a resource error halves both limits (not below `backoff_floor`; errors within
  * a quarter of `recovery_interval_us` of the last halving count as the same burst); after
@@ -2189,8 +2191,8 @@ TidegateStatus tidegate_budget_on_attempt_connected(struct TidegateBudget *budge
 
 /**
  * An attempt started with `tidegate_budget_try_start_attempt` failed with `errno_value` (the
- * `errno` of `connect`, `socket` or `SO_ERROR`); a resource error (`EMFILE`, `ENFILE`,
- * `ENOSPC`, `ENOMEM`, `ENOBUFS`, `EAGAIN`, `EADDRNOTAVAIL`) makes the budget back off.
+ * `errno` of `connect`, `socket` or `SO_ERROR`); a resource error (the errnos of
+ * `TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED`) makes the budget back off.
  *
  * # Safety
  * `budget` must be NULL or a live handle.
@@ -2271,6 +2273,14 @@ TidegateStatus tidegate_budget_levels(const struct TidegateBudget *budget,
  */
 TidegateStatus tidegate_budget_stats(const struct TidegateBudget *budget,
                                      struct TidegateBudgetStats *out_stats);
+
+/**
+ * The class of `errno_value` (from `connect`, `socket`, `accept` or `SO_ERROR`), numbered as on
+ * the platform the library was built for: what the budget and the races do with it, and what a
+ * host should do. `TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED` is the one list of resource errors
+ * that make the budget back off. Unknown values are `TIDEGATE_ERROR_CLASS_OTHER`.
+ */
+TidegateErrorClass tidegate_errno_class(int32_t errno_value);
 
 /**
  * The default race configuration: IPv6 first, First Address Family Count 1, Resolution Delay

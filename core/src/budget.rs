@@ -21,8 +21,8 @@
 //!
 //! ## Back-off after resource errors
 //!
-//! When the OS reports that it ran out of a resource ([`ErrorClass::ResourceExhausted`]: `EMFILE`,
-//! `ENFILE`, `ENOSPC`, `ENOMEM`, `ENOBUFS`, ...), the real limit is lower than the budget
+//! When the OS reports that it ran out of a resource ([`ErrorClass::ResourceExhausted`], the one
+//! list of such errnos: `EMFILE`, `ENFILE`, `ENOSPC`, `ENOMEM`, `ENOBUFS`, `EADDRNOTAVAIL`, `EAGAIN`), the real limit is lower than the budget
 //! thought. The budget then lowers its effective limits (multiplicative decrease, additive
 //! increase, as TCP does for its window):
 //!

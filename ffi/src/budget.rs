@@ -14,8 +14,9 @@ use crate::status::TidegateStatus;
 
 /// The connection budget shared by every race and every flow of the process: at most
 /// `max_attempts_in_flight` connects in flight, at most `connection_limit` descriptors in use by
-/// attempts and open connections, lowered for a while after resource errors (`EMFILE`,
-/// `ENOSPC`, `ENOMEM`, `ENOBUFS`) and recovered step by step.
+/// attempts and open connections, lowered for a while after resource errors (the errnos of
+/// `TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED`; `tidegate_errno_class` tells them) and recovered
+/// step by step.
 ///
 /// Back-off rule: a resource error halves both limits (not below `backoff_floor`; errors within
 /// a quarter of `recovery_interval_us` of the last halving count as the same burst); after
@@ -332,8 +333,8 @@ pub unsafe extern "C" fn tidegate_budget_on_attempt_connected(
 }
 
 /// An attempt started with `tidegate_budget_try_start_attempt` failed with `errno_value` (the
-/// `errno` of `connect`, `socket` or `SO_ERROR`); a resource error (`EMFILE`, `ENFILE`,
-/// `ENOSPC`, `ENOMEM`, `ENOBUFS`, `EAGAIN`, `EADDRNOTAVAIL`) makes the budget back off.
+/// `errno` of `connect`, `socket` or `SO_ERROR`); a resource error (the errnos of
+/// `TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED`) makes the budget back off.
 ///
 /// # Safety
 /// `budget` must be NULL or a live handle.

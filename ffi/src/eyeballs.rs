@@ -146,7 +146,8 @@ pub enum TidegateBudgetRefusal {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TidegateErrorClass {
-    /// Out of descriptors, flows, memory or ports (`EMFILE`, `ENOSPC`, `ENOMEM`...): back off.
+    /// Out of descriptors, flows, memory or ports: `EMFILE`, `ENFILE`, `ENOSPC`, `ENOMEM`, `ENOBUFS`, `EADDRNOTAVAIL`, `EAGAIN`
+    /// (numbered as on the platform the library was built for). Back off.
     ResourceExhausted = 0,
     /// The peer refused the connection (`ECONNREFUSED`).
     Refused = 1,
@@ -160,6 +161,15 @@ pub enum TidegateErrorClass {
     Denied = 5,
     /// Anything else.
     Other = 6,
+}
+
+/// The class of `errno_value` (from `connect`, `socket`, `accept` or `SO_ERROR`), numbered as on
+/// the platform the library was built for: what the budget and the races do with it, and what a
+/// host should do. `TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED` is the one list of resource errors
+/// that make the budget back off. Unknown values are `TIDEGATE_ERROR_CLASS_OTHER`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tidegate_errno_class(errno_value: i32) -> TidegateErrorClass {
+    TidegateErrorClass::from(classify_errno(errno_value))
 }
 
 /// One action from `tidegate_eyeballs_poll_action`. Fields not named by `kind` are zero.

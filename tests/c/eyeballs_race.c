@@ -401,6 +401,8 @@ static void bad_input(void) {
     tidegate_budget_free(NULL);
     CHECK(strcmp(tidegate_status_str(TIDEGATE_STATUS_RACE_FINISHED),
                  "the race is already finished") == 0);
+    CHECK(tidegate_errno_class(EMFILE) == TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED);
+    CHECK(tidegate_errno_class(ECONNREFUSED) == TIDEGATE_ERROR_CLASS_REFUSED);
     TidegateEyeballsConfig race_config = tidegate_eyeballs_config_default();
     budget_config = tidegate_budget_config_default();
     size_t size = 0, align = 0;

@@ -82,6 +82,7 @@ const MATRIX: &[(&str, fn())] = matrix![
     budget_levels,
     budget_stats,
     // Happy Eyeballs.
+    errno_class,
     eyeballs_config_default,
     eyeballs_footprint,
     eyeballs_new,
@@ -1785,6 +1786,25 @@ fn eyeballs_config_default() {
         S::Ok
     );
     unsafe { tidegate_eyeballs_free(race) };
+}
+
+fn errno_class() {
+    // Every value has a class; the seven resource errors (Linux numbers here) are one class.
+    for errno in [24, 23, 28, 12, 105, 99, 11] {
+        assert_eq!(
+            tidegate_errno_class(errno),
+            TidegateErrorClass::ResourceExhausted,
+            "errno {errno}"
+        );
+    }
+    assert_eq!(tidegate_errno_class(111), TidegateErrorClass::Refused);
+    for errno in [0, -1, i32::MIN, i32::MAX, 4096] {
+        assert_eq!(
+            tidegate_errno_class(errno),
+            TidegateErrorClass::Other,
+            "errno {errno}"
+        );
+    }
 }
 
 fn eyeballs_footprint() {
