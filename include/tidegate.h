@@ -6,7 +6,9 @@
  *
  * Conventions (see README.md, "API conventions"):
  * - Every fallible function returns a TidegateStatus; TIDEGATE_STATUS_OK is 0. Codes are stable.
- * - Out-parameters are written only when the call returns TIDEGATE_STATUS_OK.
+ * - Out-parameters are written only when the call returns TIDEGATE_STATUS_OK, with one exception:
+ *   a call that fills a caller's buffer writes the size it needs when it returns
+ *   TIDEGATE_STATUS_BUFFER_TOO_SMALL.
  * - Configurations start from their _config_default(); what an engine cannot honour is refused
  *   with a TIDEGATE_STATUS_CONFIG_* status, never clamped. Reserved fields are 0.
  * - Every engine lives in one block: _footprint(config, &size, &align) gives it, _new allocates
@@ -247,8 +249,9 @@ enum TidegateStatus
      */
     TIDEGATE_STATUS_JOURNAL_NONE = 81,
     /**
-     * The buffer is too small; nothing was written. The size required is given alongside (for
-     * the journal: `journal_len` of the effect, or `tidegate_lifecycle_journal_len`).
+     * The buffer is too small; nothing was written into it. A call that fills a caller's buffer
+     * writes the size required to its length out-parameter (`tidegate_lifecycle_write_journal`);
+     * for `_init`, `_footprint` gives the size.
      */
     TIDEGATE_STATUS_BUFFER_TOO_SMALL = 82,
     /**
@@ -350,6 +353,11 @@ enum TidegateStatus
      * the smallest that does. Nothing was written.
      */
     TIDEGATE_STATUS_CEILING_TOO_SMALL = 121,
+    /**
+     * The report names a generation this lifecycle never issued (0, or above the current one):
+     * a host bug, unlike `REPORT_STALE_GENERATION`. Nothing changed.
+     */
+    TIDEGATE_STATUS_REPORT_UNKNOWN_GENERATION = 122,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -3081,8 +3089,10 @@ TidegateStatus tidegate_lifecycle_on_journal_persisted(struct TidegateLifecycle 
  * Writes the sealed journal into `buf` (`buf_len` bytes) and its length to `*out_len`.
  *
  * Available from the `PERSIST_JOURNAL` effect until the stop completes; otherwise
- * `TIDEGATE_STATUS_JOURNAL_NONE`. `TIDEGATE_STATUS_BUFFER_TOO_SMALL` writes nothing; the size
- * required is the effect's `journal_len`, also given by `tidegate_lifecycle_journal_len`.
+ * `TIDEGATE_STATUS_JOURNAL_NONE`. When `buf` is too small the call returns
+ * `TIDEGATE_STATUS_BUFFER_TOO_SMALL`, writes nothing into `buf`, and writes the size required to
+ * `*out_len` (the one out-parameter written on failure, as the README's conventions say; it is
+ * also the effect's `journal_len`). Calling with `buf` NULL and `buf_len` 0 asks for the size.
  *
  * # Safety
  * `lifecycle` must be NULL or a live handle; `buf` must be valid for writing `buf_len` bytes

@@ -539,8 +539,10 @@ pub unsafe extern "C" fn tidegate_lifecycle_on_journal_persisted(
 /// Writes the sealed journal into `buf` (`buf_len` bytes) and its length to `*out_len`.
 ///
 /// Available from the `PERSIST_JOURNAL` effect until the stop completes; otherwise
-/// `TIDEGATE_STATUS_JOURNAL_NONE`. `TIDEGATE_STATUS_BUFFER_TOO_SMALL` writes nothing; the size
-/// required is the effect's `journal_len`, also given by `tidegate_lifecycle_journal_len`.
+/// `TIDEGATE_STATUS_JOURNAL_NONE`. When `buf` is too small the call returns
+/// `TIDEGATE_STATUS_BUFFER_TOO_SMALL`, writes nothing into `buf`, and writes the size required to
+/// `*out_len` (the one out-parameter written on failure, as the README's conventions say; it is
+/// also the effect's `journal_len`). Calling with `buf` NULL and `buf_len` 0 asks for the size.
 ///
 /// # Safety
 /// `lifecycle` must be NULL or a live handle; `buf` must be valid for writing `buf_len` bytes
@@ -567,11 +569,14 @@ pub unsafe extern "C" fn tidegate_lifecycle_write_journal(
                 // caller's contract (at most `isize::MAX`), and not aliased during the call.
                 std::slice::from_raw_parts_mut(buf, buf_len)
             };
-            let len = l.engine.write_journal(buf).map_err(|error| match error {
-                WriteJournalError::NoJournal => TidegateStatus::JournalNone,
-                WriteJournalError::BufferTooSmall { .. } => TidegateStatus::BufferTooSmall,
-            })?;
-            write_out(out_len, len)
+            match l.engine.write_journal(buf) {
+                Ok(len) => write_out(out_len, len),
+                Err(WriteJournalError::NoJournal) => Err(TidegateStatus::JournalNone),
+                Err(WriteJournalError::BufferTooSmall { required }) => {
+                    write_out(out_len, required)?;
+                    Err(TidegateStatus::BufferTooSmall)
+                }
+            }
         })
     }
 }
@@ -904,6 +909,7 @@ fn status_of_register(error: TaskRegisterError) -> TidegateStatus {
 fn status_of_report(error: ReportError) -> TidegateStatus {
     match error {
         ReportError::StaleGeneration { .. } => TidegateStatus::ReportStaleGeneration,
+        ReportError::UnknownGeneration { .. } => TidegateStatus::ReportUnknownGeneration,
         ReportError::Unexpected { .. } => TidegateStatus::ReportUnexpected,
         ReportError::UnknownTask { .. } => TidegateStatus::ReportUnknownTask,
         ReportError::TaskAlreadyEnded { .. } => TidegateStatus::ReportTaskAlreadyEnded,

@@ -110,8 +110,9 @@ pub enum TidegateStatus {
     JournalTooLarge = 80,
     /// Journal: there is no sealed journal to write (only after `PERSIST_JOURNAL`).
     JournalNone = 81,
-    /// The buffer is too small; nothing was written. The size required is given alongside (for
-    /// the journal: `journal_len` of the effect, or `tidegate_lifecycle_journal_len`).
+    /// The buffer is too small; nothing was written into it. A call that fills a caller's buffer
+    /// writes the size required to its length out-parameter (`tidegate_lifecycle_write_journal`);
+    /// for `_init`, `_footprint` gives the size.
     BufferTooSmall = 82,
     /// Configuration: `task_capacity` is above `TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX`.
     ConfigTaskCapacityTooLarge = 83,
@@ -166,6 +167,9 @@ pub enum TidegateStatus {
     /// No tunnel configuration fits the memory ceiling given; `tidegate_tunnel_min_ceiling` gives
     /// the smallest that does. Nothing was written.
     CeilingTooSmall = 121,
+    /// The report names a generation this lifecycle never issued (0, or above the current one):
+    /// a host bug, unlike `REPORT_STALE_GENERATION`. Nothing changed.
+    ReportUnknownGeneration = 122,
 }
 
 impl TidegateStatus {
@@ -239,6 +243,7 @@ impl TidegateStatus {
         TidegateStatus::ConfigBudgetReserveTooLarge,
         TidegateStatus::ConfigEyeballsOutOfRange,
         TidegateStatus::CeilingTooSmall,
+        TidegateStatus::ReportUnknownGeneration,
     ];
 
     /// A static, NUL-terminated English description.
@@ -358,6 +363,9 @@ impl TidegateStatus {
                 "config: a race parameter is out of range\0"
             }
             TidegateStatus::CeilingTooSmall => "no tunnel configuration fits the memory ceiling\0",
+            TidegateStatus::ReportUnknownGeneration => {
+                "report names a generation never issued (a host bug)\0"
+            }
         }
     }
 

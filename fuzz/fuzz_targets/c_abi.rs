@@ -780,9 +780,14 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                 let generation = pick(&host.generations, &generation);
                 let task = pick(&host.tasks, &task);
                 let null_given = lifecycle.is_null();
-                let report = [S::ReportStaleGeneration, S::ReportUnexpected];
+                let report = [
+                    S::ReportStaleGeneration,
+                    S::ReportUnknownGeneration,
+                    S::ReportUnexpected,
+                ];
                 let task_report = [
                     S::ReportStaleGeneration,
+                    S::ReportUnknownGeneration,
                     S::ReportUnexpected,
                     S::ReportUnknownTask,
                     S::ReportTaskAlreadyEnded,
@@ -933,12 +938,20 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                 let s = tidegate_lifecycle_write_journal(lifecycle, ptr, size, written.ptr());
                 let null_given = lifecycle.is_null() || (null_buf && size > 0);
                 expect(s, null_given, &[S::JournalNone, S::BufferTooSmall]);
-                match written.after(s) {
-                    Some(n) => {
-                        assert_eq!(Some(n), want);
-                        host.journal = buf[..n].to_vec();
+                if s == S::BufferTooSmall {
+                    // The one out-parameter written on failure: the size required.
+                    // SAFETY: written by the call, as its documentation says.
+                    let required = unsafe { written.slot.assume_init() };
+                    assert_eq!(Some(required), want, "BUFFER_TOO_SMALL gives the size");
+                    assert!(buf.iter().all(|&b| b == SENTINEL), "buffer untouched");
+                } else {
+                    match written.after(s) {
+                        Some(n) => {
+                            assert_eq!(Some(n), want);
+                            host.journal = buf[..n].to_vec();
+                        }
+                        None => assert!(buf.iter().all(|&b| b == SENTINEL), "buffer untouched"),
                     }
-                    None => assert!(buf.iter().all(|&b| b == SENTINEL), "buffer untouched"),
                 }
             }
             Op::BudgetCall {

@@ -320,7 +320,15 @@ fuzz_target!(|data: &[u8]| {
                             (reported, current),
                             (generation, Generation(host.generation))
                         );
-                        assert_ne!(generation.0, host.generation);
+                        assert!(0 < generation.0 && generation.0 < host.generation);
+                        refused = true;
+                    }
+                    Err(ReportError::UnknownGeneration { reported, current }) => {
+                        assert_eq!(
+                            (reported, current),
+                            (generation, Generation(host.generation))
+                        );
+                        assert!(generation.0 == 0 || generation.0 > host.generation);
                         refused = true;
                     }
                     Err(error) => {
@@ -467,7 +475,11 @@ fn check_report(
             false
         }
         Err(ReportError::StaleGeneration { .. }) => {
-            assert_ne!(generation.0, host.generation);
+            assert!(0 < generation.0 && generation.0 < host.generation);
+            true
+        }
+        Err(ReportError::UnknownGeneration { .. }) => {
+            assert!(generation.0 == 0 || generation.0 > host.generation);
             true
         }
         Err(ReportError::Unexpected { .. }) => {

@@ -162,7 +162,7 @@ static uint64_t first_session(void) {
             size_t len = 0, required = 0;
             CHECK(tidegate_lifecycle_write_journal(lc, small, sizeof small, &len) ==
                   TIDEGATE_STATUS_BUFFER_TOO_SMALL);
-            CHECK(len == 0);
+            CHECK(len == effect.journal_len); /* the size required */
             CHECK_OK(tidegate_lifecycle_journal_len(lc, &required));
             CHECK(required == effect.journal_len && required <= MAX_JOURNAL);
             CHECK_OK(tidegate_lifecycle_write_journal(lc, disk, sizeof disk, &disk_len));

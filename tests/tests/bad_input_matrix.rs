@@ -400,7 +400,7 @@ fn status_str() {
         assert_ne!(message.to_str().unwrap(), "unknown status");
     }
     // Values between, past and far past the known codes.
-    for unknown in [7, 9, 21, 29, 34, 59, 84, 99, 122, 9999, u32::MAX] {
+    for unknown in [7, 9, 21, 29, 34, 59, 84, 99, 123, 9999, u32::MAX] {
         let message = tidegate_status_str(unknown);
         assert!(!message.is_null());
         // SAFETY: never NULL, static and NUL-terminated.
@@ -3794,6 +3794,16 @@ impl Life {
         l.expect(TidegateLifecycleEffectKind::CompleteStop);
         l
     }
+
+    /// A second session starting (generation 2) without the journal: reports naming
+    /// generation 1 are stale.
+    fn restarted() -> Life {
+        let l = Life::stopped();
+        let generation =
+            unsafe { written(|out| tidegate_lifecycle_on_start(l.handle, NOW, null(), 0, out)) };
+        assert_eq!(generation, 2);
+        l
+    }
 }
 
 type LifeSnapshot = (
@@ -4131,8 +4141,9 @@ fn lifecycle_on_start() {
     }
 }
 
-/// A report naming a generation: other generations are stale; the current one in a state that
-/// does not expect the report is unexpected. Both are counted and change nothing else.
+/// A report naming a generation: an earlier generation is stale, one never issued (0, or above
+/// the current one) is unknown; the current one in a state that does not expect the report is
+/// unexpected. Each is counted and changes nothing else.
 unsafe fn lifecycle_report(
     report: impl Fn(*mut TidegateLifecycle, u64, u64) -> TidegateStatus,
     unexpected: &[(MakeLife, u64)],
@@ -4148,12 +4159,18 @@ unsafe fn lifecycle_report(
             Life::stopped,
         ] {
             for generation in [0, 2, u64::MAX] {
-                refused(make, S::ReportStaleGeneration, stale, |l| {
+                refused(make, S::ReportUnknownGeneration, refused_report, |l| {
                     report(l.handle, now, generation)
                 });
             }
         }
-        refused(Life::idle, S::ReportStaleGeneration, stale, |l| {
+        refused(
+            Life::idle,
+            S::ReportUnknownGeneration,
+            refused_report,
+            |l| report(l.handle, now, 1),
+        );
+        refused(Life::restarted, S::ReportStaleGeneration, stale, |l| {
             report(l.handle, now, 1)
         });
         for &(make, generation) in unexpected {
@@ -4349,9 +4366,12 @@ unsafe fn lifecycle_task_report(
         };
         for now in [NOW, EARLIER] {
             for generation in [0, 2, u64::MAX] {
-                refused(Life::housekeeping, S::ReportStaleGeneration, stale, |l| {
-                    report(l.handle, now, generation, 1)
-                });
+                refused(
+                    Life::housekeeping,
+                    S::ReportUnknownGeneration,
+                    refused_report,
+                    |l| report(l.handle, now, generation, 1),
+                );
             }
             for task in [0, 3, 999, u64::MAX] {
                 refused(
@@ -4455,18 +4475,28 @@ fn lifecycle_write_journal() {
         unchanged(Life::persisting, S::NullArgument, |l| {
             untouched(|out| tidegate_lifecycle_write_journal(l.handle, null_mut(), 256, out))
         });
+        // A buffer too small gets nothing, and the length out-parameter gets the size required
+        // (the one documented exception to "written only on success").
         for size in [0, 1, len - 1] {
             unchanged(Life::persisting, S::BufferTooSmall, |l| {
                 let mut buf = Out::<[u8; 256]>::new();
-                let status = untouched(|out| {
-                    tidegate_lifecycle_write_journal(l.handle, buf.ptr().cast(), size, out)
-                });
+                let mut required = 7;
+                let status = tidegate_lifecycle_write_journal(
+                    l.handle,
+                    buf.ptr().cast(),
+                    size,
+                    &mut required,
+                );
                 assert!(buf.untouched(), "nothing written into a buffer too small");
+                assert_eq!(required, len, "the size required");
                 status
             });
         }
         unchanged(Life::persisting, S::BufferTooSmall, |l| {
-            untouched(|out| tidegate_lifecycle_write_journal(l.handle, null_mut(), 0, out))
+            let mut required = 7;
+            let status = tidegate_lifecycle_write_journal(l.handle, null_mut(), 0, &mut required);
+            assert_eq!(required, len, "a NULL, empty buffer asks for the size");
+            status
         });
         unchanged(Life::persisting, S::InvalidArgument, |l| {
             let mut buf = Out::<[u8; 256]>::new();

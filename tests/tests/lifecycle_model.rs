@@ -434,13 +434,19 @@ fn apply(
             let queued = machine.tasks_queued();
             let state = machine.state();
             let result = machine.on_task_done(now, stale, TaskId(u64::from(pick)));
-            prop_assert_eq!(
-                result,
-                Err(ReportError::StaleGeneration {
+            // From the docs: 0 and generations above the current one were never issued.
+            let expected = if stale.0 == 0 || stale.0 > generation.0 {
+                ReportError::UnknownGeneration {
                     reported: stale,
-                    current: generation
-                })
-            );
+                    current: generation,
+                }
+            } else {
+                ReportError::StaleGeneration {
+                    reported: stale,
+                    current: generation,
+                }
+            };
+            prop_assert_eq!(result, Err(expected));
             prop_assert_eq!(machine.tasks_queued(), queued);
             prop_assert_eq!(machine.state(), state);
         }

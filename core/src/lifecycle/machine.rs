@@ -628,6 +628,14 @@ where
         if generation == self.generation {
             return Ok(());
         }
+        // Generations start at 1 and grow by one per start: 0 and anything above the current
+        // one were never issued, a host bug rather than a late callback.
+        if generation.0 == 0 || generation.0 > self.generation.0 {
+            return Err(self.refuse(ReportError::UnknownGeneration {
+                reported: generation,
+                current: self.generation,
+            }));
+        }
         self.stats.stale_reports = self.stats.stale_reports.saturating_add(1);
         Err(self.refuse(ReportError::StaleGeneration {
             reported: generation,
@@ -799,15 +807,18 @@ mod tests {
         assert!(
             matches!(effects.as_slice(), [LifecycleEffect::RunTask { task, .. }] if *task == first)
         );
-        let stale = Generation(generation.0 - 1);
+        // Generation 0 and the next one were never issued: a host bug, not a late report.
         let before = machine.tasks_queued();
-        assert_eq!(
-            machine.on_task_done(at(5), stale, first),
-            Err(ReportError::StaleGeneration {
-                reported: stale,
-                current: generation
-            })
-        );
+        for never in [Generation(0), Generation(generation.0 + 1)] {
+            assert_eq!(
+                machine.on_task_done(at(5), never, first),
+                Err(ReportError::UnknownGeneration {
+                    reported: never,
+                    current: generation
+                })
+            );
+        }
+        assert_eq!(machine.stats().stale_reports, 0, "no report was stale");
         assert_eq!(machine.tasks_queued(), before);
         machine.on_task_done(at(5), generation, first).unwrap();
         assert_eq!(
@@ -824,8 +835,8 @@ mod tests {
                 state: LifecycleState::Stopping(StopPhase::Housekeeping)
             })
         );
-        assert_eq!(machine.stats().stale_reports, 1);
-        assert_eq!(machine.stats().reports_refused, 5);
+        assert_eq!(machine.stats().stale_reports, 0);
+        assert_eq!(machine.stats().reports_refused, 6);
         assert_eq!(machine.tasks_queued(), 1);
         let effects = drain(&mut machine, at(6));
         assert!(

@@ -355,8 +355,16 @@ impl fmt::Display for TaskRegisterError {
 /// Why a host report was refused. Nothing changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReportError {
-    /// The report names another session than the current one: a late callback.
+    /// The report names an earlier session than the current one: a late callback. Ignore it.
     StaleGeneration {
+        /// The generation in the report.
+        reported: Generation,
+        /// The current generation.
+        current: Generation,
+    },
+    /// The report names a generation this machine never issued (0, or above the current one):
+    /// a host bug, such as a generation from another machine or a corrupted value.
+    UnknownGeneration {
         /// The generation in the report.
         reported: Generation,
         /// The current generation.
@@ -398,6 +406,12 @@ impl fmt::Display for ReportError {
         match self {
             ReportError::StaleGeneration { reported, current } => {
                 write!(f, "stale report for {reported} (current is {current})")
+            }
+            ReportError::UnknownGeneration { reported, current } => {
+                write!(
+                    f,
+                    "report for {reported}, never issued (current is {current})"
+                )
             }
             ReportError::Unexpected { state } => {
                 write!(f, "report not expected in state {state:?}")
