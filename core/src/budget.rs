@@ -95,6 +95,24 @@ impl BudgetConfig {
 }
 
 impl BudgetConfig {
+    /// Check the configuration: [`ConnectionBudget::new`] refuses what this refuses.
+    pub const fn validate(&self) -> Result<(), BudgetConfigError> {
+        if self.max_attempts_in_flight == 0
+            || self.max_open_connections == 0
+            || self.fd_limit == 0
+            || self.backoff_floor == 0
+        {
+            return Err(BudgetConfigError::ZeroLimit);
+        }
+        if self.fd_reserve > self.fd_limit / 2 {
+            return Err(BudgetConfigError::ReserveAboveHalf);
+        }
+        if self.recovery_interval_micros == 0 {
+            return Err(BudgetConfigError::ZeroRecoveryInterval);
+        }
+        Ok(())
+    }
+
     /// The documented defaults. Build a configuration as
     /// `BudgetConfig { field: value, ..BudgetConfig::DEFAULT }`, so that a field added later
     /// keeps its default without breaking the caller.
@@ -250,19 +268,7 @@ pub struct ConnectionBudget {
 impl ConnectionBudget {
     /// A budget with `config`'s limits, nothing in use and no back-off.
     pub fn new(config: BudgetConfig) -> Result<Self, BudgetConfigError> {
-        if config.max_attempts_in_flight == 0
-            || config.max_open_connections == 0
-            || config.fd_limit == 0
-            || config.backoff_floor == 0
-        {
-            return Err(BudgetConfigError::ZeroLimit);
-        }
-        if config.fd_reserve > config.fd_limit / 2 {
-            return Err(BudgetConfigError::ReserveAboveHalf);
-        }
-        if config.recovery_interval_micros == 0 {
-            return Err(BudgetConfigError::ZeroRecoveryInterval);
-        }
+        config.validate()?;
         let mut budget = ConnectionBudget {
             config,
             clock: Clock::default(),

@@ -8,7 +8,7 @@ use tidegate_core::{
     Instant, classify_errno,
 };
 
-use crate::boundary::{Handle, call, call_free, call_mut, require_non_null, write_out};
+use crate::boundary::{Handle, call, call_mut, write_out};
 use crate::place::{self, Memory};
 use crate::status::TidegateStatus;
 
@@ -134,14 +134,8 @@ pub unsafe extern "C" fn tidegate_budget_footprint(
     out_size: *mut usize,
     out_align: *mut usize,
 ) -> TidegateStatus {
-    call_free(|| {
-        // SAFETY: `config` is NULL or valid by the caller's contract.
-        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
-        require_non_null([out_size.cast_const().cast(), out_align.cast_const().cast()])?;
-        let config = budget_config(config)?;
-        // SAFETY: both out-pointers are valid by the caller's contract.
-        unsafe { place::footprint::<TidegateBudget, _>(out_size, out_align, |c| walk(&config, c)) }
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { place::footprint::<TidegateBudget>(config, out_size, out_align) }
 }
 
 /// Creates a budget with `config`, in memory it allocates, and writes its handle to
@@ -159,15 +153,8 @@ pub unsafe extern "C" fn tidegate_budget_new(
     config: *const TidegateBudgetConfig,
     out_budget: *mut *mut TidegateBudget,
 ) -> TidegateStatus {
-    call_free(|| {
-        // SAFETY: `config` is NULL or valid by the caller's contract.
-        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
-        require_non_null([out_budget.cast_const().cast()])?;
-        let config = budget_config(config)?;
-        let handle = place::allocate(|c| walk(&config, c), |s, m| build(config, s, m))?;
-        // SAFETY: `out_budget` was checked non-NULL and is valid by the caller's contract.
-        unsafe { write_out(out_budget, handle.as_ptr()) }
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { place::new(config, 0, out_budget) }
 }
 
 /// Creates a budget with `config`, in the `len` bytes at `memory`, and writes its
@@ -189,24 +176,8 @@ pub unsafe extern "C" fn tidegate_budget_init(
     len: usize,
     out_budget: *mut *mut TidegateBudget,
 ) -> TidegateStatus {
-    call_free(|| {
-        // SAFETY: `config` is NULL or valid by the caller's contract.
-        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
-        require_non_null([out_budget.cast_const().cast()])?;
-        let config = budget_config(config)?;
-        // SAFETY: `memory` is NULL or valid for `len` bytes, by the caller's contract.
-        let handle = unsafe {
-            place::carve(
-                memory.cast(),
-                len,
-                Memory::Caller,
-                |c| walk(&config, c),
-                |s, m| build(config, s, m),
-            )
-        }?;
-        // SAFETY: `out_budget` was checked non-NULL and is valid by the caller's contract.
-        unsafe { write_out(out_budget, handle.as_ptr()) }
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { place::init(config, 0, memory, len, out_budget) }
 }
 
 /// Frees a budget: ends it and releases its memory (memory given to `tidegate_budget_init` goes
@@ -222,25 +193,30 @@ pub unsafe extern "C" fn tidegate_budget_free(budget: *mut TidegateBudget) {
     unsafe { place::free(budget) }
 }
 
-/// A budget has no storage beyond its handle.
-fn walk(_: &BudgetConfig, _: &mut place::Carver) -> Result<(), TidegateStatus> {
-    Ok(())
-}
+impl place::Placed for TidegateBudget {
+    type CConfig = TidegateBudgetConfig;
+    type Config = BudgetConfig;
+    /// A budget has no storage beyond its handle.
+    type Storage = ();
 
-fn build(config: BudgetConfig, (): (), memory: Memory) -> Result<TidegateBudget, TidegateStatus> {
-    let engine = ConnectionBudget::new(config).map_err(status_of_budget_config)?;
-    Ok(TidegateBudget {
-        poison: Cell::new(false),
-        memory,
-        engine,
-    })
-}
+    fn check(config: &TidegateBudgetConfig) -> Result<BudgetConfig, TidegateStatus> {
+        let config = BudgetConfig::from(*config);
+        config.validate().map_err(status_of_budget_config)?;
+        Ok(config)
+    }
 
-/// The core configuration, checked as `ConnectionBudget::new` checks it.
-fn budget_config(config: &TidegateBudgetConfig) -> Result<BudgetConfig, TidegateStatus> {
-    let config = BudgetConfig::from(*config);
-    ConnectionBudget::new(config).map_err(status_of_budget_config)?;
-    Ok(config)
+    fn walk(_: &BudgetConfig, _: &mut place::Carver) -> Result<(), TidegateStatus> {
+        Ok(())
+    }
+
+    fn build(config: BudgetConfig, _: u64, (): (), memory: Memory) -> Result<Self, TidegateStatus> {
+        let engine = ConnectionBudget::new(config).map_err(status_of_budget_config)?;
+        Ok(TidegateBudget {
+            poison: Cell::new(false),
+            memory,
+            engine,
+        })
+    }
 }
 
 fn status_of_budget_config(error: BudgetConfigError) -> TidegateStatus {

@@ -11,9 +11,7 @@ use tidegate_core::{
     RaceFailure, RaceStatus, ResolveError, classify_errno,
 };
 
-use crate::boundary::{
-    Handle, call, call_free, call_mut, require_non_null, slice_len_fits, write_out,
-};
+use crate::boundary::{Handle, call, call_mut, require_non_null, slice_len_fits, write_out};
 use crate::budget::TidegateBudget;
 use crate::place::{self, Memory};
 use crate::status::TidegateStatus;
@@ -255,16 +253,8 @@ pub unsafe extern "C" fn tidegate_eyeballs_footprint(
     out_size: *mut usize,
     out_align: *mut usize,
 ) -> TidegateStatus {
-    call_free(|| {
-        // SAFETY: `config` is NULL or valid by the caller's contract.
-        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
-        require_non_null([out_size.cast_const().cast(), out_align.cast_const().cast()])?;
-        let config = eyeballs_config(config)?;
-        // SAFETY: both out-pointers are valid by the caller's contract.
-        unsafe {
-            place::footprint::<TidegateEyeballs, _>(out_size, out_align, |c| walk(&config, c))
-        }
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { place::footprint::<TidegateEyeballs>(config, out_size, out_align) }
 }
 
 /// Creates a race with `config`, started at `now_us`, in memory it allocates, and writes its handle to
@@ -283,15 +273,8 @@ pub unsafe extern "C" fn tidegate_eyeballs_new(
     now_us: u64,
     out_race: *mut *mut TidegateEyeballs,
 ) -> TidegateStatus {
-    call_free(|| {
-        // SAFETY: `config` is NULL or valid by the caller's contract.
-        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
-        require_non_null([out_race.cast_const().cast()])?;
-        let config = eyeballs_config(config)?;
-        let handle = place::allocate(|c| walk(&config, c), |s, m| build(config, now_us, s, m))?;
-        // SAFETY: `out_race` was checked non-NULL and is valid by the caller's contract.
-        unsafe { write_out(out_race, handle.as_ptr()) }
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { place::new(config, now_us, out_race) }
 }
 
 /// Creates a race with `config`, started at `now_us`, in the `len` bytes at `memory`, and writes its
@@ -314,24 +297,8 @@ pub unsafe extern "C" fn tidegate_eyeballs_init(
     len: usize,
     out_race: *mut *mut TidegateEyeballs,
 ) -> TidegateStatus {
-    call_free(|| {
-        // SAFETY: `config` is NULL or valid by the caller's contract.
-        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
-        require_non_null([out_race.cast_const().cast()])?;
-        let config = eyeballs_config(config)?;
-        // SAFETY: `memory` is NULL or valid for `len` bytes, by the caller's contract.
-        let handle = unsafe {
-            place::carve(
-                memory.cast(),
-                len,
-                Memory::Caller,
-                |c| walk(&config, c),
-                |s, m| build(config, now_us, s, m),
-            )
-        }?;
-        // SAFETY: `out_race` was checked non-NULL and is valid by the caller's contract.
-        unsafe { write_out(out_race, handle.as_ptr()) }
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { place::init(config, now_us, memory, len, out_race) }
 }
 
 /// Frees a race: ends it and releases its memory (memory given to `tidegate_eyeballs_init` goes
@@ -350,24 +317,34 @@ pub unsafe extern "C" fn tidegate_eyeballs_free(race: *mut TidegateEyeballs) {
     unsafe { place::free(race) }
 }
 
-/// A race keeps its candidates inline: no storage beyond its handle.
-fn walk(_: &EyeballsConfig, _: &mut place::Carver) -> Result<(), TidegateStatus> {
-    Ok(())
-}
+impl place::Placed for TidegateEyeballs {
+    type CConfig = TidegateEyeballsConfig;
+    type Config = EyeballsConfig;
+    /// A race keeps its candidates inline: no storage beyond its handle.
+    type Storage = ();
 
-fn build(
-    config: EyeballsConfig,
-    now_us: u64,
-    (): (),
-    memory: Memory,
-) -> Result<TidegateEyeballs, TidegateStatus> {
-    let engine = HappyEyeballs::new(config, Instant::from_micros(now_us))
-        .map_err(|_| TidegateStatus::ConfigEyeballsOutOfRange)?;
-    Ok(TidegateEyeballs {
-        poison: Cell::new(false),
-        memory,
-        engine,
-    })
+    fn check(config: &TidegateEyeballsConfig) -> Result<EyeballsConfig, TidegateStatus> {
+        eyeballs_config(config)
+    }
+
+    fn walk(_: &EyeballsConfig, _: &mut place::Carver) -> Result<(), TidegateStatus> {
+        Ok(())
+    }
+
+    fn build(
+        config: EyeballsConfig,
+        now_us: u64,
+        (): (),
+        memory: Memory,
+    ) -> Result<Self, TidegateStatus> {
+        let engine = HappyEyeballs::new(config, Instant::from_micros(now_us))
+            .map_err(|_| TidegateStatus::ConfigEyeballsOutOfRange)?;
+        Ok(TidegateEyeballs {
+            poison: Cell::new(false),
+            memory,
+            engine,
+        })
+    }
 }
 
 /// The core configuration, refused where a value is outside its documented range.

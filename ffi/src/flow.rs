@@ -374,16 +374,8 @@ pub unsafe extern "C" fn tidegate_flow_governor_footprint(
     out_size: *mut usize,
     out_align: *mut usize,
 ) -> TidegateStatus {
-    call_free(|| {
-        // SAFETY: `policy` is NULL or valid by the caller's contract.
-        let policy = unsafe { policy.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
-        require_non_null([out_size.cast_const().cast(), out_align.cast_const().cast()])?;
-        let policy = core_policy(policy)?;
-        // SAFETY: both out-pointers are valid by the caller's contract.
-        unsafe {
-            place::footprint::<TidegateFlowGovernor, _>(out_size, out_align, |c| walk(policy.1, c))
-        }
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { place::footprint::<TidegateFlowGovernor>(policy, out_size, out_align) }
 }
 
 /// Creates a flow governor with `policy`, started at `now_us`, in memory it allocates, and writes its handle to
@@ -402,15 +394,8 @@ pub unsafe extern "C" fn tidegate_flow_governor_new(
     now_us: u64,
     out_governor: *mut *mut TidegateFlowGovernor,
 ) -> TidegateStatus {
-    call_free(|| {
-        // SAFETY: `policy` is NULL or valid by the caller's contract.
-        let policy = unsafe { policy.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
-        require_non_null([out_governor.cast_const().cast()])?;
-        let policy = core_policy(policy)?;
-        let handle = place::allocate(|c| walk(policy.1, c), |s, m| build(policy.0, now_us, s, m))?;
-        // SAFETY: `out_governor` was checked non-NULL and is valid by the caller's contract.
-        unsafe { write_out(out_governor, handle.as_ptr()) }
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { place::new(policy, now_us, out_governor) }
 }
 
 /// Creates a flow governor with `policy`, started at `now_us`, in the `len` bytes at `memory`, and writes its
@@ -433,24 +418,8 @@ pub unsafe extern "C" fn tidegate_flow_governor_init(
     len: usize,
     out_governor: *mut *mut TidegateFlowGovernor,
 ) -> TidegateStatus {
-    call_free(|| {
-        // SAFETY: `policy` is NULL or valid by the caller's contract.
-        let policy = unsafe { policy.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
-        require_non_null([out_governor.cast_const().cast()])?;
-        let policy = core_policy(policy)?;
-        // SAFETY: `memory` is NULL or valid for `len` bytes, by the caller's contract.
-        let handle = unsafe {
-            place::carve(
-                memory.cast(),
-                len,
-                Memory::Caller,
-                |c| walk(policy.1, c),
-                |s, m| build(policy.0, now_us, s, m),
-            )
-        }?;
-        // SAFETY: `out_governor` was checked non-NULL and is valid by the caller's contract.
-        unsafe { write_out(out_governor, handle.as_ptr()) }
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { place::init(policy, now_us, memory, len, out_governor) }
 }
 
 /// Frees a flow governor: ends it and releases its memory (memory given to `tidegate_flow_governor_init` goes
@@ -932,24 +901,38 @@ pub(crate) fn flow_info_of(
 }
 
 /// The bytes `tidegate_flow_governor_new` allocates for `slots` slots.
-/// The governor's storage after its handle: the flow slots.
-fn walk(slots: usize, carver: &mut Carver) -> Result<Region<FlowSlot>, TidegateStatus> {
-    carver.array(slots, FlowSlot::EMPTY)
-}
+impl place::Placed for TidegateFlowGovernor {
+    type CConfig = TidegateFlowPolicy;
+    /// The core policy and the slot count.
+    type Config = (FlowPolicy, usize);
+    /// The flow slots.
+    type Storage = Region<FlowSlot>;
 
-fn build(
-    policy: FlowPolicy,
-    now_us: u64,
-    slots: Region<FlowSlot>,
-    memory: Memory,
-) -> Result<TidegateFlowGovernor, TidegateStatus> {
-    let engine =
-        FlowGovernor::new(Instant::from_micros(now_us), slots, policy).map_err(status_of_policy)?;
-    Ok(TidegateFlowGovernor {
-        poison: Cell::new(false),
-        memory,
-        engine,
-    })
+    fn check(policy: &TidegateFlowPolicy) -> Result<(FlowPolicy, usize), TidegateStatus> {
+        core_policy(policy)
+    }
+
+    fn walk(
+        &(_, slots): &(FlowPolicy, usize),
+        carver: &mut Carver,
+    ) -> Result<Region<FlowSlot>, TidegateStatus> {
+        carver.array(slots, FlowSlot::EMPTY)
+    }
+
+    fn build(
+        (policy, _): (FlowPolicy, usize),
+        now_us: u64,
+        slots: Region<FlowSlot>,
+        memory: Memory,
+    ) -> Result<Self, TidegateStatus> {
+        let engine = FlowGovernor::new(Instant::from_micros(now_us), slots, policy)
+            .map_err(status_of_policy)?;
+        Ok(TidegateFlowGovernor {
+            poison: Cell::new(false),
+            memory,
+            engine,
+        })
+    }
 }
 
 /// The core policy and slot count of a C policy, validated.

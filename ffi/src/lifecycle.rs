@@ -10,9 +10,7 @@ use tidegate_core::{
     WriteJournalError,
 };
 
-use crate::boundary::{
-    Handle, bytes, call, call_free, call_mut, require_non_null, slice_len_fits, write_out,
-};
+use crate::boundary::{Handle, bytes, call, call_mut, require_non_null, slice_len_fits, write_out};
 use crate::place::{self, Carver, Memory, Region};
 use crate::status::TidegateStatus;
 
@@ -219,16 +217,8 @@ pub unsafe extern "C" fn tidegate_lifecycle_footprint(
     out_size: *mut usize,
     out_align: *mut usize,
 ) -> TidegateStatus {
-    call_free(|| {
-        // SAFETY: `config` is NULL or valid by the caller's contract.
-        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
-        require_non_null([out_size.cast_const().cast(), out_align.cast_const().cast()])?;
-        let config = lifecycle_config(config)?;
-        // SAFETY: both out-pointers are valid by the caller's contract.
-        unsafe {
-            place::footprint::<TidegateLifecycle, _>(out_size, out_align, |c| walk(&config, c))
-        }
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { place::footprint::<TidegateLifecycle>(config, out_size, out_align) }
 }
 
 /// Creates a lifecycle machine (state idle) with `config`, in memory it allocates, and writes its handle to
@@ -246,15 +236,8 @@ pub unsafe extern "C" fn tidegate_lifecycle_new(
     config: *const TidegateLifecycleConfig,
     out_lifecycle: *mut *mut TidegateLifecycle,
 ) -> TidegateStatus {
-    call_free(|| {
-        // SAFETY: `config` is NULL or valid by the caller's contract.
-        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
-        require_non_null([out_lifecycle.cast_const().cast()])?;
-        let config = lifecycle_config(config)?;
-        let handle = place::allocate(|c| walk(&config, c), |s, m| build(config, s, m))?;
-        // SAFETY: `out_lifecycle` was checked non-NULL and is valid by the caller's contract.
-        unsafe { write_out(out_lifecycle, handle.as_ptr()) }
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { place::new(config, 0, out_lifecycle) }
 }
 
 /// Creates a lifecycle machine (state idle) with `config`, in the `len` bytes at `memory`, and writes its
@@ -276,24 +259,8 @@ pub unsafe extern "C" fn tidegate_lifecycle_init(
     len: usize,
     out_lifecycle: *mut *mut TidegateLifecycle,
 ) -> TidegateStatus {
-    call_free(|| {
-        // SAFETY: `config` is NULL or valid by the caller's contract.
-        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
-        require_non_null([out_lifecycle.cast_const().cast()])?;
-        let config = lifecycle_config(config)?;
-        // SAFETY: `memory` is NULL or valid for `len` bytes, by the caller's contract.
-        let handle = unsafe {
-            place::carve(
-                memory.cast(),
-                len,
-                Memory::Caller,
-                |c| walk(&config, c),
-                |s, m| build(config, s, m),
-            )
-        }?;
-        // SAFETY: `out_lifecycle` was checked non-NULL and is valid by the caller's contract.
-        unsafe { write_out(out_lifecycle, handle.as_ptr()) }
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { place::init(config, 0, memory, len, out_lifecycle) }
 }
 
 /// Frees a lifecycle machine (state idle): ends it and releases its memory (memory given to `tidegate_lifecycle_init` goes
@@ -703,60 +670,49 @@ pub unsafe extern "C" fn tidegate_lifecycle_stats(
 }
 
 /// The bytes `tidegate_lifecycle_new` allocates for `capacity` task slots.
-/// The machine's storage after its handle: the task slots.
-fn walk(config: &Checked, carver: &mut Carver) -> Result<Region<TaskSlot>, TidegateStatus> {
-    carver.array(config.task_capacity, TaskSlot::EMPTY)
-}
+impl place::Placed for TidegateLifecycle {
+    type CConfig = TidegateLifecycleConfig;
+    /// The core configuration and the task capacity.
+    type Config = (LifecycleConfig, usize);
+    /// The task slots.
+    type Storage = Region<TaskSlot>;
 
-fn build(
-    config: Checked,
-    slots: Region<TaskSlot>,
-    memory: Memory,
-) -> Result<TidegateLifecycle, TidegateStatus> {
-    let engine = Lifecycle::new(config.core, slots).map_err(status_of_lifecycle_config)?;
-    Ok(TidegateLifecycle {
-        poison: Cell::new(false),
-        memory,
-        engine,
-    })
-}
-
-/// A C configuration checked as `Lifecycle::new` checks it.
-#[derive(Clone, Copy)]
-struct Checked {
-    core: LifecycleConfig,
-    task_capacity: usize,
-}
-
-fn lifecycle_config(config: &TidegateLifecycleConfig) -> Result<Checked, TidegateStatus> {
-    if config.task_capacity == 0 {
-        return Err(TidegateStatus::ConfigZeroCapacity);
-    }
-    if config.task_capacity > TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX {
-        return Err(TidegateStatus::ConfigTaskCapacityTooLarge);
-    }
-    let tasks_in_flight_max =
-        u16::try_from(config.tasks_in_flight_max).map_err(|_| TidegateStatus::InvalidArgument)?;
-    if tasks_in_flight_max == 0 {
-        return Err(TidegateStatus::ConfigZeroCapacity);
-    }
-    if config.housekeeping_deadline_us == 0 {
-        return Err(TidegateStatus::ConfigZeroDuration);
-    }
-    Ok(Checked {
-        core: LifecycleConfig {
+    fn check(config: &TidegateLifecycleConfig) -> Result<(LifecycleConfig, usize), TidegateStatus> {
+        let tasks_in_flight_max = u16::try_from(config.tasks_in_flight_max)
+            .map_err(|_| TidegateStatus::InvalidArgument)?;
+        let core = LifecycleConfig {
             housekeeping_deadline_micros: config.housekeeping_deadline_us,
             tasks_in_flight_max,
-        },
-        task_capacity: config.task_capacity as usize,
-    })
+        };
+        let capacity = config.task_capacity as usize;
+        core.validate(capacity)
+            .map_err(status_of_lifecycle_config)?;
+        Ok((core, capacity))
+    }
+
+    fn walk(
+        &(_, capacity): &(LifecycleConfig, usize),
+        carver: &mut Carver,
+    ) -> Result<Region<TaskSlot>, TidegateStatus> {
+        carver.array(capacity, TaskSlot::EMPTY)
+    }
+
+    fn build(
+        (config, _): (LifecycleConfig, usize),
+        _: u64,
+        slots: Region<TaskSlot>,
+        memory: Memory,
+    ) -> Result<Self, TidegateStatus> {
+        let engine = Lifecycle::new(config, slots).map_err(status_of_lifecycle_config)?;
+        Ok(TidegateLifecycle {
+            poison: Cell::new(false),
+            memory,
+            engine,
+        })
+    }
 }
 
 fn status_of_lifecycle_config(error: LifecycleConfigError) -> TidegateStatus {
-    debug_assert!(
-        false,
-        "lifecycle_config checks what Lifecycle::new refuses: {error:?}"
-    );
     match error {
         LifecycleConfigError::ZeroTaskCapacity | LifecycleConfigError::ZeroTasksInFlight => {
             TidegateStatus::ConfigZeroCapacity

@@ -2,9 +2,9 @@
 //! (arenas, slot tables) after it, and the block is either allocated by `_new` or given by the
 //! caller to `_init`.
 //!
-//! One [`Carver`] walk per engine both measures the block (`_footprint`) and carves it (`_init`),
-//! so the size `_footprint` reports is the size `_init` uses, by construction. `_new` is
-//! `_init` on a fresh heap block of that size.
+//! One [`Carver`] walk per engine ([`Placed::walk`]) both measures the block (`_footprint`) and
+//! carves it (`_init`), so the size `_footprint` reports is the size `_init` uses, by
+//! construction. `_new` places the handle the same way in a fresh heap block of that size.
 //!
 //! # Regions and provenance
 //!
@@ -23,7 +23,9 @@ use std::alloc::Layout;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-use crate::boundary::{Handle, write_out};
+use core::ffi::c_void;
+
+use crate::boundary::{Handle, call_free, require_non_null, write_out};
 use crate::status::TidegateStatus;
 
 /// Who owns a handle's block: `_free` deallocates an owned one and leaves the caller's alone.
@@ -147,99 +149,161 @@ impl Carver {
     }
 }
 
-/// The size and alignment of the block `walk` carves, written to the out-parameters of a
-/// `_footprint` function.
-///
-/// # Safety
-/// `out_size` and `out_align` must be NULL or valid for writing.
-pub(crate) unsafe fn footprint<H, S>(
-    out_size: *mut usize,
-    out_align: *mut usize,
-    walk: impl FnOnce(&mut Carver) -> Result<S, TidegateStatus>,
-) -> Result<(), TidegateStatus> {
-    crate::boundary::require_non_null([
-        out_size.cast_const().cast(),
-        out_align.cast_const().cast(),
-    ])?;
-    let mut carver = Carver::measure::<H>();
-    walk(&mut carver)?;
-    let layout = carver.layout();
-    // SAFETY: both checked non-NULL above and valid by the caller's contract.
-    unsafe {
-        write_out(out_size, layout.size())?;
-        write_out(out_align, layout.align())
-    }
+/// An engine handle the C ABI places in one block. Each engine says how its C configuration is
+/// checked, what storage it carves after the handle, and how the handle is built; the bodies of
+/// every `_footprint`, `_new` and `_init` are [`footprint`], [`new`] and [`init`].
+pub(crate) trait Placed: Handle + Sized {
+    /// The configuration struct C passes in.
+    type CConfig;
+    /// The checked configuration.
+    type Config;
+    /// The storage carved after the handle.
+    type Storage;
+
+    /// Check the C configuration, naming the first problem in its status.
+    fn check(config: &Self::CConfig) -> Result<Self::Config, TidegateStatus>;
+
+    /// Carve (or, while measuring, only size) the storage a handle with `config` needs.
+    fn walk(config: &Self::Config, carver: &mut Carver) -> Result<Self::Storage, TidegateStatus>;
+
+    /// The handle over `storage`, created at `now_us` (engines without a clock ignore it), owned
+    /// as `memory` says.
+    fn build(
+        config: Self::Config,
+        now_us: u64,
+        storage: Self::Storage,
+        memory: Memory,
+    ) -> Result<Self, TidegateStatus>;
 }
 
-/// Place a handle in `len` bytes at `memory` (`_init`): measure with `walk`, refuse memory that
-/// is too small or misaligned, then walk again carving the block and write the handle `build`
-/// makes from the storage at its start. Returns the handle; nothing is written on error.
+/// The body of every `_footprint`: the size and alignment of the block a handle with `config`
+/// lives in.
 ///
 /// # Safety
-/// `memory` must be NULL or valid for reading and writing `len` bytes, not used by anything else
-/// until the handle is freed.
-pub(crate) unsafe fn carve<H, S>(
-    memory: *mut u8,
+/// `config` must be NULL or valid for reading; `out_size` and `out_align` must be NULL or valid
+/// for writing.
+pub(crate) unsafe fn footprint<H: Placed>(
+    config: *const H::CConfig,
+    out_size: *mut usize,
+    out_align: *mut usize,
+) -> TidegateStatus {
+    call_free(|| {
+        // SAFETY: NULL or valid by the caller's contract.
+        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
+        require_non_null([out_size.cast_const().cast(), out_align.cast_const().cast()])?;
+        let layout = measure::<H>(&H::check(config)?)?;
+        // SAFETY: both checked non-NULL above and valid by the caller's contract.
+        unsafe {
+            write_out(out_size, layout.size())?;
+            write_out(out_align, layout.align())
+        }
+    })
+}
+
+/// The body of every `_new`: allocate a block of the footprint and place a handle in it.
+///
+/// # Safety
+/// `config` must be NULL or valid for reading; `out` must be NULL or valid for writing.
+pub(crate) unsafe fn new<H: Placed>(
+    config: *const H::CConfig,
+    now_us: u64,
+    out: *mut *mut H,
+) -> TidegateStatus {
+    call_free(|| {
+        // SAFETY: NULL or valid by the caller's contract.
+        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
+        require_non_null([out.cast_const().cast()])?;
+        let config = H::check(config)?;
+        let layout = measure::<H>(&config)?;
+        // The layout starts with `H`, which is never zero-sized (it holds the poison flag).
+        debug_assert!(layout.size() > 0);
+        // SAFETY: `layout` has a non-zero size.
+        let block = NonNull::new(unsafe { std::alloc::alloc(layout) })
+            .ok_or(TidegateStatus::OutOfMemory)?;
+        // SAFETY: a fresh allocation of `layout`, used by nothing else.
+        let placed = unsafe { place(block, layout, Memory::Owned(layout), config, now_us) };
+        match placed {
+            // SAFETY: `out` was checked non-NULL and is valid by the caller's contract.
+            Ok(handle) => unsafe { write_out(out, handle.as_ptr()) },
+            Err(status) => {
+                // SAFETY: allocated above with `layout`, and no handle was placed in it.
+                unsafe { std::alloc::dealloc(block.as_ptr(), layout) };
+                Err(status)
+            }
+        }
+    })
+}
+
+/// The body of every `_init`: place a handle in the caller's `len` bytes at `memory`, refusing
+/// memory that is too small or misaligned without writing it.
+///
+/// # Safety
+/// `config` must be NULL or valid for reading; `memory` must be NULL or valid for reading and
+/// writing `len` bytes, used by nothing else until the handle is freed; `out` must be NULL or
+/// valid for writing.
+pub(crate) unsafe fn init<H: Placed>(
+    config: *const H::CConfig,
+    now_us: u64,
+    memory: *mut c_void,
     len: usize,
-    owner: Memory,
-    walk: impl Fn(&mut Carver) -> Result<S, TidegateStatus>,
-    build: impl FnOnce(S, Memory) -> Result<H, TidegateStatus>,
+    out: *mut *mut H,
+) -> TidegateStatus {
+    call_free(|| {
+        // SAFETY: NULL or valid by the caller's contract.
+        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
+        require_non_null([out.cast_const().cast()])?;
+        let config = H::check(config)?;
+        let block = NonNull::new(memory.cast::<u8>()).ok_or(TidegateStatus::NullArgument)?;
+        let layout = measure::<H>(&config)?;
+        if len < layout.size() {
+            return Err(TidegateStatus::BufferTooSmall);
+        }
+        if block.as_ptr().addr() % layout.align() != 0 {
+            return Err(TidegateStatus::Misaligned);
+        }
+        // SAFETY: the caller's memory, large enough and aligned for `layout`.
+        let handle = unsafe { place(block, layout, Memory::Caller, config, now_us) }?;
+        // SAFETY: `out` was checked non-NULL and is valid by the caller's contract.
+        unsafe { write_out(out, handle.as_ptr()) }
+    })
+}
+
+/// The block a handle with `config` lives in: the handle, then its storage.
+fn measure<H: Placed>(config: &H::Config) -> Result<Layout, TidegateStatus> {
+    let mut carver = Carver::measure::<H>();
+    H::walk(config, &mut carver)?;
+    Ok(carver.layout())
+}
+
+/// Carve `block` (measured as `layout`) for `config` and write the handle at its start.
+///
+/// # Safety
+/// `block` must be valid for reading and writing `layout.size()` bytes, aligned to
+/// `layout.align()`, and used by nothing else until the handle is freed.
+unsafe fn place<H: Placed>(
+    block: NonNull<u8>,
+    layout: Layout,
+    memory: Memory,
+    config: H::Config,
+    now_us: u64,
 ) -> Result<NonNull<H>, TidegateStatus> {
-    let block = NonNull::new(memory).ok_or(TidegateStatus::NullArgument)?;
-    let mut measure = Carver::measure::<H>();
-    walk(&mut measure)?;
-    let layout = measure.layout();
-    if len < layout.size() {
-        return Err(TidegateStatus::BufferTooSmall);
-    }
-    if block.as_ptr().addr() % layout.align() != 0 {
-        return Err(TidegateStatus::Misaligned);
-    }
     let mut carver = Carver {
         layout: Layout::new::<H>(),
         block: Some(block),
     };
-    let storage = walk(&mut carver)?;
-    debug_assert_eq!(
-        carver.layout(),
-        layout,
-        "the two walks of one config carve alike"
-    );
-    let handle = build(storage, owner)?;
+    let storage = H::walk(&config, &mut carver)?;
+    debug_assert_eq!(carver.layout(), layout, "measuring and carving walk alike");
+    let handle = H::build(config, now_us, storage, memory)?;
     let at = block.cast::<H>();
     // SAFETY: the block is large enough and aligned for `layout`, which starts with `H`.
     unsafe { at.as_ptr().write(handle) };
     Ok(at)
 }
 
-/// `_new`: allocate a block of the measured size and [`carve`] it.
-pub(crate) fn allocate<H, S>(
-    walk: impl Fn(&mut Carver) -> Result<S, TidegateStatus>,
-    build: impl FnOnce(S, Memory) -> Result<H, TidegateStatus>,
-) -> Result<NonNull<H>, TidegateStatus> {
-    let mut measure = Carver::measure::<H>();
-    walk(&mut measure)?;
-    let layout = measure.layout();
-    // The layout starts with `H`, which is never zero-sized (it holds at least the poison flag).
-    debug_assert!(layout.size() > 0);
-    // SAFETY: `layout` has a non-zero size.
-    let memory = unsafe { std::alloc::alloc(layout) };
-    if memory.is_null() {
-        return Err(TidegateStatus::OutOfMemory);
-    }
-    // SAFETY: `memory` is a fresh allocation of `layout`, used by nothing else.
-    let placed = unsafe { carve(memory, layout.size(), Memory::Owned(layout), walk, build) };
-    if placed.is_err() {
-        // SAFETY: allocated above with `layout`, and no handle was placed in it.
-        unsafe { std::alloc::dealloc(memory, layout) };
-    }
-    placed
-}
-
 /// `_free`: drop the handle at `handle` and deallocate its block if `_new` allocated it.
 ///
 /// # Safety
-/// `handle` must be a live handle placed by [`carve`], not used afterwards; `memory` must be the
+/// `handle` must be a live handle placed by [`place`], not used afterwards; `memory` must be the
 /// [`Memory`] it was placed with.
 pub(crate) unsafe fn release<H>(handle: NonNull<H>, memory: Memory) {
     // Handles own no resources beyond their block, but a panic must never cross into C.
@@ -271,54 +335,97 @@ pub(crate) unsafe fn free<H: Handle>(handle: *mut H) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    /// A handle with a 1500-byte arena on 64 bytes and seven `u32` slots after it.
+    struct Probe {
+        poison: Cell<bool>,
+        memory: Memory,
+        storage: (Region<u8>, Region<u32>),
+    }
+
+    impl Handle for Probe {
+        fn poison(&self) -> &Cell<bool> {
+            &self.poison
+        }
+        fn memory(&self) -> Memory {
+            self.memory
+        }
+    }
+
+    impl Placed for Probe {
+        type CConfig = u32;
+        type Config = u32;
+        type Storage = (Region<u8>, Region<u32>);
+        fn check(config: &u32) -> Result<u32, TidegateStatus> {
+            Ok(*config)
+        }
+        fn walk(fill: &u32, c: &mut Carver) -> Result<Self::Storage, TidegateStatus> {
+            Ok((c.bytes(1500, 64)?, c.array(7, *fill)?))
+        }
+        fn build(
+            _: u32,
+            _: u64,
+            storage: Self::Storage,
+            memory: Memory,
+        ) -> Result<Self, TidegateStatus> {
+            Ok(Probe {
+                poison: Cell::new(false),
+                memory,
+                storage,
+            })
+        }
+    }
 
     #[test]
     fn measuring_and_carving_agree_and_regions_are_aligned_and_initialised() {
-        #[repr(C)]
-        struct Handle(u8);
-        let walk = |c: &mut Carver| {
-            let bytes = c.bytes(1500, 64)?;
-            let slots = c.array(7, 0xABCD_u32)?;
-            Ok((bytes, slots))
-        };
-        let mut size = 0;
-        let mut align = 0;
-        // SAFETY: valid out-pointers.
-        unsafe { footprint::<Handle, _>(&mut size, &mut align, walk) }.unwrap();
+        let (mut size, mut align) = (0, 0);
+        // SAFETY: valid pointers.
+        let status = unsafe { footprint::<Probe>(&0xABCD, &mut size, &mut align) };
+        assert_eq!(status, TidegateStatus::Ok);
         assert_eq!(align, 64);
-        assert_eq!(size, (64 + 1500 + 4 * 7_usize).next_multiple_of(64));
+        let handle = size_of::<Probe>().next_multiple_of(64);
+        assert_eq!(size, (handle + 1500 + 4 * 7_usize).next_multiple_of(64));
         let mut memory = vec![0xAAu8; size + 64];
         let offset = memory.as_ptr().align_offset(64);
-        let start = memory[offset..].as_mut_ptr();
-        // SAFETY: `start` has `size` bytes, used by nothing else until the end of the test.
-        let placed = unsafe {
-            carve(start, size, Memory::Caller, walk, |(bytes, slots), _| {
-                assert_eq!(bytes.base().addr() % 64, 0);
-                assert!(bytes.as_ref().iter().all(|&b| b == 0));
-                assert!(slots.as_ref().iter().all(|&s| s == 0xABCD));
-                Ok(Handle(7))
-            })
+        let start = memory[offset..].as_mut_ptr().cast::<c_void>();
+        let mut probe: *mut Probe = std::ptr::null_mut();
+        // SAFETY: `start + 1` has `size - 1` bytes after it inside `memory`: refused before use.
+        unsafe {
+            let skewed = start.byte_add(1);
+            assert_eq!(
+                init(&0xABCD, 0, start, size - 1, &mut probe),
+                TidegateStatus::BufferTooSmall
+            );
+            assert_eq!(
+                init(&0xABCD, 0, skewed, size - 1, &mut probe),
+                TidegateStatus::BufferTooSmall
+            );
         }
-        .unwrap();
-        // SAFETY: placed above in live memory.
-        assert_eq!(unsafe { placed.as_ref() }.0, 7);
-        // SAFETY: as above; the memory is the caller's.
-        unsafe { release(placed, Memory::Caller) };
-        // SAFETY: `start + 1` is inside `memory`, with `size - 1` bytes after it.
-        let small = unsafe { carve(start, size - 1, Memory::Caller, walk, |_, _| Ok(Handle(1))) };
-        assert_eq!(small.err(), Some(TidegateStatus::BufferTooSmall));
-        // SAFETY: `start + 1` has `size - 1` bytes after it inside `memory`; refused before use.
-        let skewed = unsafe {
-            carve(start.add(1), size - 1, Memory::Caller, walk, |_, _| {
-                Ok(Handle(1))
-            })
-        };
-        assert_eq!(skewed.err(), Some(TidegateStatus::BufferTooSmall));
+        assert!(probe.is_null());
+        assert!(memory[offset..offset + size].iter().all(|&b| b == 0xAA));
         let mut big = vec![0u8; size + 128];
         let offset = big.as_ptr().align_offset(64) + 1;
-        let misaligned = big[offset..].as_mut_ptr();
+        let misaligned = big[offset..].as_mut_ptr().cast::<c_void>();
         // SAFETY: `misaligned` has more than `size` bytes after it inside `big`.
-        let skewed = unsafe { carve(misaligned, size, Memory::Caller, walk, |_, _| Ok(Handle(1))) };
-        assert_eq!(skewed.err(), Some(TidegateStatus::Misaligned));
+        let status = unsafe { init(&0xABCD, 0, misaligned, size, &mut probe) };
+        assert_eq!(status, TidegateStatus::Misaligned);
+        // SAFETY: `start` has `size` bytes, used by nothing else until the end of the test.
+        let status = unsafe { init(&0xABCD, 0, start, size, &mut probe) };
+        assert_eq!(status, TidegateStatus::Ok);
+        assert_eq!(probe.cast::<c_void>(), start);
+        // SAFETY: placed above in live memory.
+        let (bytes, slots) = unsafe { &(*probe).storage };
+        assert_eq!(bytes.base().addr() % 64, 0);
+        assert!(bytes.as_ref().iter().all(|&b| b == 0));
+        assert!(slots.as_ref().iter().all(|&s| s == 0xABCD));
+        // SAFETY: live; the memory is the caller's, which `free` leaves alone.
+        unsafe { free(probe) };
+        let mut owned: *mut Probe = std::ptr::null_mut();
+        // SAFETY: valid pointers; freed once below.
+        unsafe {
+            assert_eq!(new(&7, 0, &mut owned), TidegateStatus::Ok);
+            free(owned);
+        }
     }
 }

@@ -351,14 +351,8 @@ pub unsafe extern "C" fn tidegate_tunnel_footprint(
     out_size: *mut usize,
     out_align: *mut usize,
 ) -> TidegateStatus {
-    call_free(|| {
-        // SAFETY: `config` is NULL or valid by the caller's contract.
-        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
-        require_non_null([out_size.cast_const().cast(), out_align.cast_const().cast()])?;
-        let config = TunnelConfig::try_from(*config)?;
-        // SAFETY: both out-pointers are valid by the caller's contract.
-        unsafe { place::footprint::<TidegateTunnel, _>(out_size, out_align, |c| walk(&config, c)) }
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { place::footprint::<TidegateTunnel>(config, out_size, out_align) }
 }
 
 /// Creates a tunnel with `config` in memory it allocates, and writes its handle to `*out_tunnel`.
@@ -378,15 +372,8 @@ pub unsafe extern "C" fn tidegate_tunnel_new(
     config: *const TidegateTunnelConfig,
     out_tunnel: *mut *mut TidegateTunnel,
 ) -> TidegateStatus {
-    call_free(|| {
-        // SAFETY: `config` is NULL or valid by the caller's contract.
-        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
-        require_non_null([out_tunnel.cast_const().cast()])?;
-        let config = TunnelConfig::try_from(*config)?;
-        let handle = place::allocate(|c| walk(&config, c), |s, m| build(config, s, m))?;
-        // SAFETY: `out_tunnel` was checked non-NULL and is valid by the caller's contract.
-        unsafe { write_out(out_tunnel, handle.as_ptr()) }
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { place::new(config, 0, out_tunnel) }
 }
 
 /// Creates a tunnel with `config` in the `len` bytes at `memory`, and writes its handle to
@@ -409,24 +396,8 @@ pub unsafe extern "C" fn tidegate_tunnel_init(
     len: usize,
     out_tunnel: *mut *mut TidegateTunnel,
 ) -> TidegateStatus {
-    call_free(|| {
-        // SAFETY: `config` is NULL or valid by the caller's contract.
-        let config = unsafe { config.as_ref() }.ok_or(TidegateStatus::NullArgument)?;
-        require_non_null([out_tunnel.cast_const().cast()])?;
-        let config = TunnelConfig::try_from(*config)?;
-        // SAFETY: `memory` is NULL or valid for `len` bytes, by the caller's contract.
-        let handle = unsafe {
-            place::carve(
-                memory.cast(),
-                len,
-                Memory::Caller,
-                |c| walk(&config, c),
-                |s, m| build(config, s, m),
-            )
-        }?;
-        // SAFETY: `out_tunnel` was checked non-NULL and is valid by the caller's contract.
-        unsafe { write_out(out_tunnel, handle.as_ptr()) }
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { place::init(config, 0, memory, len, out_tunnel) }
 }
 
 /// Frees a tunnel: ends it and releases its memory (memory given to `tidegate_tunnel_init` goes
@@ -768,34 +739,41 @@ fn view_of(base: *const u8, packet: &[u8]) -> TidegatePacketView {
     }
 }
 
-/// The tunnel's storage after its handle: both arenas on the packet alignment, and the slots.
-fn walk(
-    config: &TunnelConfig,
-    carver: &mut Carver,
-) -> Result<TunnelStorage<Region<u8>, Region<Slot>>, TidegateStatus> {
-    let align = config.packet_align as usize;
-    Ok(TunnelStorage {
-        outbound_arena: carver.bytes(config.outbound_bytes as usize, align)?,
-        outbound_slots: carver.array(config.outbound_packets as usize, Slot::EMPTY)?,
-        inbound_arena: carver.bytes(config.inbound_bytes as usize, align)?,
-        inbound_slots: carver.array(config.inbound_packets as usize, Slot::EMPTY)?,
-    })
-}
+impl place::Placed for TidegateTunnel {
+    type CConfig = TidegateTunnelConfig;
+    type Config = TunnelConfig;
+    /// Both arenas on the packet alignment, and the slots.
+    type Storage = TunnelStorage<Region<u8>, Region<Slot>>;
 
-/// The handle over `storage`, carved for `config` and owned as `memory` says.
-fn build(
-    config: TunnelConfig,
-    storage: TunnelStorage<Region<u8>, Region<Slot>>,
-    memory: Memory,
-) -> Result<TidegateTunnel, TidegateStatus> {
-    let bases = (storage.outbound_arena.base(), storage.inbound_arena.base());
-    let engine = PacketTunnel::new(config, storage).map_err(status_of_config)?;
-    Ok(TidegateTunnel {
-        poison: Cell::new(false),
-        memory,
-        engine,
-        bases,
-    })
+    fn check(config: &TidegateTunnelConfig) -> Result<TunnelConfig, TidegateStatus> {
+        TunnelConfig::try_from(*config)
+    }
+
+    fn walk(config: &TunnelConfig, carver: &mut Carver) -> Result<Self::Storage, TidegateStatus> {
+        let align = config.packet_align as usize;
+        Ok(TunnelStorage {
+            outbound_arena: carver.bytes(config.outbound_bytes as usize, align)?,
+            outbound_slots: carver.array(config.outbound_packets as usize, Slot::EMPTY)?,
+            inbound_arena: carver.bytes(config.inbound_bytes as usize, align)?,
+            inbound_slots: carver.array(config.inbound_packets as usize, Slot::EMPTY)?,
+        })
+    }
+
+    fn build(
+        config: TunnelConfig,
+        _: u64,
+        storage: Self::Storage,
+        memory: Memory,
+    ) -> Result<Self, TidegateStatus> {
+        let bases = (storage.outbound_arena.base(), storage.inbound_arena.base());
+        let engine = PacketTunnel::new(config, storage).map_err(status_of_config)?;
+        Ok(TidegateTunnel {
+            poison: Cell::new(false),
+            memory,
+            engine,
+            bases,
+        })
+    }
 }
 
 /// Fill `views` with up to `capacity` packets from `next` and write their number.

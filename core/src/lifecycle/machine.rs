@@ -100,19 +100,7 @@ where
     /// at least 1 and at most [`crate::JOURNAL_TASKS_MAX`]. A configuration it cannot honour is
     /// refused.
     pub fn new(config: LifecycleConfig, task_slots: S) -> Result<Self, LifecycleConfigError> {
-        let capacity = task_slots.as_ref().len();
-        if capacity == 0 {
-            return Err(LifecycleConfigError::ZeroTaskCapacity);
-        }
-        if capacity > crate::JOURNAL_TASKS_MAX {
-            return Err(LifecycleConfigError::TooManyTasks);
-        }
-        if config.tasks_in_flight_max == 0 {
-            return Err(LifecycleConfigError::ZeroTasksInFlight);
-        }
-        if config.housekeeping_deadline_micros == 0 {
-            return Err(LifecycleConfigError::ZeroHousekeepingDeadline);
-        }
+        config.validate(task_slots.as_ref().len())?;
         Ok(Lifecycle {
             config,
             clock: Clock::default(),

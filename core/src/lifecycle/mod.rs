@@ -101,6 +101,24 @@ impl LifecycleConfig {
         tasks_in_flight_max: 1,
     };
 
+    /// Check the configuration for a queue of `task_capacity` slots: [`Lifecycle::new`] refuses
+    /// what this refuses.
+    pub const fn validate(&self, task_capacity: usize) -> Result<(), LifecycleConfigError> {
+        if task_capacity == 0 {
+            return Err(LifecycleConfigError::ZeroTaskCapacity);
+        }
+        if task_capacity > crate::JOURNAL_TASKS_MAX {
+            return Err(LifecycleConfigError::TooManyTasks);
+        }
+        if self.tasks_in_flight_max == 0 {
+            return Err(LifecycleConfigError::ZeroTasksInFlight);
+        }
+        if self.housekeeping_deadline_micros == 0 {
+            return Err(LifecycleConfigError::ZeroHousekeepingDeadline);
+        }
+        Ok(())
+    }
+
     /// The default settings, [`LifecycleConfig::DEFAULT`].
     pub const fn new() -> Self {
         Self::DEFAULT
