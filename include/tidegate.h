@@ -47,9 +47,9 @@
  * The version of the C ABI this header describes. It changes whenever a function, a type or
  * a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
  * change with what to do): compare it at build time, for example
- * `#if TIDEGATE_ABI_VERSION != 3`, to notice a library update that needs attention.
+ * `#if TIDEGATE_ABI_VERSION != 4`, to notice a library update that needs attention.
  */
-#define TIDEGATE_ABI_VERSION 3
+#define TIDEGATE_ABI_VERSION 4
 
 /**
  * The result of a tidegate call. `TIDEGATE_STATUS_OK` (0) is success; every other value says
@@ -358,6 +358,11 @@ enum TidegateStatus
      * a host bug, unlike `REPORT_STALE_GENERATION`. Nothing changed.
      */
     TIDEGATE_STATUS_REPORT_UNKNOWN_GENERATION = 122,
+    /**
+     * Tunnel configuration with flow queues: a ring's bytes are not its packets times the cell
+     * size (`max_packet_len` rounded up to `packet_align`).
+     */
+    TIDEGATE_STATUS_CONFIG_ARENA_NOT_WHOLE_CELLS = 123,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -958,9 +963,15 @@ enum TidegateInboundDisposition
      */
     TIDEGATE_INBOUND_DISPOSITION_QUEUED_AFTER_DROPPING_OLDEST = 1,
     /**
-     * The ring was full; the packet was dropped.
+     * The ring was full; the packet was dropped. With flow queues, only while every inbound
+     * cell is in flight.
      */
     TIDEGATE_INBOUND_DISPOSITION_DROPPED_NEWEST = 2,
+    /**
+     * With flow queues: the packet was queued after dropping from the head of the fattest flow
+     * queue (possibly the packet's own).
+     */
+    TIDEGATE_INBOUND_DISPOSITION_QUEUED_AFTER_DROPPING_FROM_FATTEST = 3,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -1013,6 +1024,16 @@ enum TidegateAqm
      * for a whole `aqm_interval_us`, keeping the queueing delay through the tunnel short.
      */
     TIDEGATE_AQM_CODEL = 1,
+    /**
+     * Flow queueing with CoDel per queue (the class of Linux's fq_codel, RFC 8290): packets are
+     * hashed by 5-tuple (IPv4 and IPv6; fragments by address pair) into `flow_queues` queues per
+     * direction, served by deficit round robin with new flows first, each queue with its own
+     * CoDel. A full ring drops from the head of the fattest queue instead of refusing, so one
+     * flow's flood cannot take the link or the latency from the others. Each ring is cut into
+     * cells of one packet each; order is kept within a flow, not across flows. Outbound reading
+     * pauses only while every cell is in flight (see `tidegate_tunnel_can_read_outbound`).
+     */
+    TIDEGATE_AQM_FQ_CODEL = 2,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -1865,7 +1886,8 @@ typedef struct TidegateLifecycleStats {
 typedef struct TidegateTunnelConfig {
     /**
      * Bytes of the outbound ring: the most outbound packet bytes held, queued or in flight,
-     * alignment padding included (see `packet_align`).
+     * alignment padding included (see `packet_align`). With `TIDEGATE_AQM_FQ_CODEL`, exactly
+     * `outbound_packets` times the cell size (`max_packet_len` rounded up to `packet_align`).
      */
     uint32_t outbound_bytes;
     /**
@@ -1886,7 +1908,8 @@ typedef struct TidegateTunnelConfig {
     uint32_t max_packet_len;
     /**
      * Outbound reading pauses when this many ring bytes are held (packets and their alignment
-     * padding).
+     * padding). This and the three other watermarks are not used with `TIDEGATE_AQM_FQ_CODEL`,
+     * where reading pauses only while every outbound cell is in flight.
      */
     uint32_t outbound_high_watermark_bytes;
     /**
@@ -1902,7 +1925,8 @@ typedef struct TidegateTunnelConfig {
      */
     uint32_t outbound_low_watermark_packets;
     /**
-     * What to drop when the inbound ring is full: a `TIDEGATE_DROP_POLICY_*` value.
+     * What to drop when the inbound ring is full: a `TIDEGATE_DROP_POLICY_*` value. Not used
+     * with `TIDEGATE_AQM_FQ_CODEL`, which drops from the fattest flow queue.
      */
     uint32_t inbound_drop_policy;
     /**
@@ -1910,13 +1934,14 @@ typedef struct TidegateTunnelConfig {
      */
     uint32_t aqm;
     /**
-     * CoDel's target sojourn time in microseconds (used when `aqm` is CoDel; default 5000). Not 0
-     * and below `aqm_interval_us` (refused with `TIDEGATE_STATUS_CONFIG_INVALID_AQM`).
+     * CoDel's target sojourn time in microseconds (used when `aqm` is CoDel or FQ-CoDel, per
+     * queue; default 5000). Not 0 and below `aqm_interval_us` (refused with
+     * `TIDEGATE_STATUS_CONFIG_INVALID_AQM`).
      */
     uint32_t aqm_target_us;
     /**
-     * CoDel's interval in microseconds (used when `aqm` is CoDel; default 100000); above
-     * `aqm_target_us`. Ignored when `aqm` is off.
+     * CoDel's interval in microseconds (used when `aqm` is CoDel or FQ-CoDel; default 100000);
+     * above `aqm_target_us`. Ignored when `aqm` is off.
      */
     uint32_t aqm_interval_us;
     /**
@@ -1926,6 +1951,25 @@ typedef struct TidegateTunnelConfig {
      * watermarks. Default 64 (a cache line); 1 packs packets back to back.
      */
     uint32_t packet_align;
+    /**
+     * Flow queues per direction with `TIDEGATE_AQM_FQ_CODEL`: 1 to 65536, 64 bytes each (default
+     * 1024); must be 0 otherwise (refused with `TIDEGATE_STATUS_CONFIG_INVALID_AQM`). Two flows
+     * whose hashes pick the same queue share it; more queues make that rarer.
+     */
+    uint32_t flow_queues;
+    /**
+     * Bytes a flow queue may send per round of deficit round robin with
+     * `TIDEGATE_AQM_FQ_CODEL`: at least 256 (default 1500, one full-size packet). Ignored
+     * otherwise.
+     */
+    uint32_t flow_quantum_bytes;
+    /**
+     * Random bytes keying the flow hash with `TIDEGATE_AQM_FQ_CODEL`, so that no sender can
+     * choose addresses or ports that land in another flow's queue. Fill them at start from the
+     * platform's random source (`SecRandomCopyBytes`, `getrandom`); the default is all zeros,
+     * which an attacker can predict. Ignored otherwise.
+     */
+    uint8_t flow_hash_seed[16];
 } TidegateTunnelConfig;
 
 /**
@@ -2007,6 +2051,15 @@ typedef struct TidegateDirectionStats {
      * Bytes of those packets.
      */
     uint64_t aqm_dropped_bytes;
+    /**
+     * With flow queues: packets dropped from the head of the fattest flow queue to make room
+     * for an arriving packet when every cell was taken.
+     */
+    uint64_t overflow_dropped_packets;
+    /**
+     * Bytes of those packets.
+     */
+    uint64_t overflow_dropped_bytes;
     /**
      * Microseconds the most recently handed-out packet waited in the queue (its sojourn time).
      */
@@ -3199,6 +3252,12 @@ struct TidegateTunnelConfig tidegate_tunnel_config_default(void);
  * Reading pauses at three quarters of the ring and of the slots (lowered where needed to keep two
  * maximum-size packets of room above it) and resumes at two thirds of that level and half the
  * slots. Inbound drops the newest packet when full; packets start on 64-byte lines.
+ *
+ * With `TIDEGATE_AQM_FQ_CODEL`, each direction holds 1024 flow queues (64 KiB) and as many cells
+ * (a 64-byte-aligned cell of `max_packet_len` and a 16-byte slot each) as the rest allows, at
+ * least 4; the quantum is 1500 bytes and the hash seed all zeros: fill `flow_hash_seed` with
+ * random bytes before creating the tunnel. Changing the seed or the quantum, or lowering
+ * `flow_queues`, keeps the footprint within the ceiling.
  *
  * Returns `TIDEGATE_STATUS_CEILING_TOO_SMALL` when no configuration fits (ask
  * `tidegate_tunnel_min_ceiling` for the smallest ceiling that does),

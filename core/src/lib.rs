@@ -34,6 +34,7 @@ mod error_class;
 mod eyeballs;
 mod flow;
 mod fmt;
+mod fq;
 mod journal;
 mod lifecycle;
 #[cfg(test)]
@@ -59,6 +60,7 @@ pub use flow::{
     FlowState, FlowStats, FlowView, FlowsByState, FlowsWithBudget, Notification, PolicyError,
     Protocol, RejectCounts, RejectReason, TOP_APPS, flow_governor_footprint,
 };
+pub use fq::{FlowQueue, MAX_FLOW_QUEUES, MIN_FLOW_QUANTUM};
 pub use journal::{
     JOURNAL_EMPTY_LEN, JOURNAL_MAGIC, JOURNAL_TASKS_MAX, JOURNAL_VERSION, Journal,
     JournalDecodeError, JournalEncodeError, JournalTask, JournalTasks, PayloadTooLong,

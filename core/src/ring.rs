@@ -23,9 +23,11 @@ pub const MAX_PACKET_ALIGN: usize = 4096;
 /// slice on a host with an allocator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot {
-    offset: u32,
-    len: u32,
-    enqueued_at: Instant,
+    /// Where the packet starts in the arena. In flow-queue mode, where a cell's place in the arena
+    /// follows from its index, the index of the next cell on the same list instead.
+    pub(crate) offset: u32,
+    pub(crate) len: u32,
+    pub(crate) enqueued_at: Instant,
 }
 
 impl Slot {
@@ -500,6 +502,7 @@ where
             slots: self.slots.as_ref(),
             next: self.first,
             remaining: self.handed,
+            cell_stride: 0,
         }
     }
 
@@ -590,12 +593,44 @@ pub struct InFlight<'a> {
     slots: &'a [Slot],
     next: usize,
     remaining: usize,
+    /// 0 for a ring, whose slots follow each other; else the cell size of flow queues, whose
+    /// in-flight cells are a list linked through [`Slot::offset`].
+    cell_stride: usize,
+}
+
+impl<'a> InFlight<'a> {
+    /// The `count` in-flight cells of flow queues, linked from `head`.
+    pub(crate) fn linked(
+        arena: &'a [u8],
+        cells: &'a [Slot],
+        head: usize,
+        count: usize,
+        cell_stride: usize,
+    ) -> Self {
+        InFlight {
+            arena,
+            slots: cells,
+            next: head,
+            remaining: count,
+            cell_stride,
+        }
+    }
 }
 
 impl<'a> Iterator for InFlight<'a> {
     type Item = &'a [u8];
 
     fn next(&mut self) -> Option<&'a [u8]> {
+        if self.cell_stride != 0 {
+            if self.remaining == 0 {
+                return None;
+            }
+            let cell = *self.slots.get(self.next)?;
+            let start = self.next.checked_mul(self.cell_stride)?;
+            self.next = cell.offset as usize;
+            self.remaining = self.remaining.saturating_sub(1);
+            return self.arena.get(start..start.checked_add(cell.len as usize)?);
+        }
         while self.remaining > 0 {
             let slot = *self.slots.get(self.next)?;
             self.next = wrap_index(self.next, 1, self.slots.len());

@@ -170,6 +170,9 @@ pub enum TidegateStatus {
     /// The report names a generation this lifecycle never issued (0, or above the current one):
     /// a host bug, unlike `REPORT_STALE_GENERATION`. Nothing changed.
     ReportUnknownGeneration = 122,
+    /// Tunnel configuration with flow queues: a ring's bytes are not its packets times the cell
+    /// size (`max_packet_len` rounded up to `packet_align`).
+    ConfigArenaNotWholeCells = 123,
 }
 
 impl TidegateStatus {
@@ -244,6 +247,7 @@ impl TidegateStatus {
         TidegateStatus::ConfigEyeballsOutOfRange,
         TidegateStatus::CeilingTooSmall,
         TidegateStatus::ReportUnknownGeneration,
+        TidegateStatus::ConfigArenaNotWholeCells,
     ];
 
     /// A static, NUL-terminated English description.
@@ -366,6 +370,9 @@ impl TidegateStatus {
             TidegateStatus::ReportUnknownGeneration => {
                 "report names a generation never issued (a host bug)\0"
             }
+            TidegateStatus::ConfigArenaNotWholeCells => {
+                "config: with flow queues, ring bytes must be packets times the cell size\0"
+            }
         }
     }
 
@@ -395,8 +402,8 @@ pub extern "C" fn tidegate_status_str(status: StatusCode) -> *const c_char {
 /// The version of the C ABI this header describes. It changes whenever a function, a type or
 /// a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
 /// change with what to do): compare it at build time, for example
-/// `#if TIDEGATE_ABI_VERSION != 3`, to notice a library update that needs attention.
-pub const TIDEGATE_ABI_VERSION: u32 = 3;
+/// `#if TIDEGATE_ABI_VERSION != 4`, to notice a library update that needs attention.
+pub const TIDEGATE_ABI_VERSION: u32 = 4;
 
 /// The library version as a static, NUL-terminated string such as "0.1.0"; do not free it.
 #[unsafe(no_mangle)]

@@ -4,8 +4,8 @@ use core::ffi::c_void;
 use std::cell::Cell;
 
 use tidegate_core::{
-    Aqm, CeilingTooSmall, ConfigError, DirectionStats, DropPolicy, InboundDisposition, Instant,
-    PacketError, PacketTunnel, Slot, TunnelConfig, TunnelStats, TunnelStorage,
+    Aqm, CeilingTooSmall, ConfigError, DirectionStats, DropPolicy, FlowQueue, InboundDisposition,
+    Instant, PacketError, PacketTunnel, Slot, TunnelConfig, TunnelStats, TunnelStorage,
 };
 
 use crate::boundary::{
@@ -25,7 +25,7 @@ use crate::status::TidegateStatus;
 pub struct TidegateTunnel {
     poison: Cell<bool>,
     memory: Memory,
-    engine: PacketTunnel<Region<u8>, Region<Slot>>,
+    engine: PacketTunnel<Region<u8>, Region<Slot>, Region<FlowQueue>>,
     /// Base pointers of the outbound and inbound arenas, copied before the arenas moved into the
     /// engine: views are rebased on them so they survive later writes (see `place.rs`).
     bases: (*const u8, *const u8),
@@ -46,7 +46,8 @@ impl Handle for TidegateTunnel {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TidegateTunnelConfig {
     /// Bytes of the outbound ring: the most outbound packet bytes held, queued or in flight,
-    /// alignment padding included (see `packet_align`).
+    /// alignment padding included (see `packet_align`). With `TIDEGATE_AQM_FQ_CODEL`, exactly
+    /// `outbound_packets` times the cell size (`max_packet_len` rounded up to `packet_align`).
     pub outbound_bytes: u32,
     /// Packets the outbound ring can hold.
     pub outbound_packets: u32,
@@ -57,7 +58,8 @@ pub struct TidegateTunnelConfig {
     /// The largest packet accepted in either direction; set it to the tunnel MTU.
     pub max_packet_len: u32,
     /// Outbound reading pauses when this many ring bytes are held (packets and their alignment
-    /// padding).
+    /// padding). This and the three other watermarks are not used with `TIDEGATE_AQM_FQ_CODEL`,
+    /// where reading pauses only while every outbound cell is in flight.
     pub outbound_high_watermark_bytes: u32,
     /// Paused reading resumes when held bytes are at most this (and packets at most theirs).
     pub outbound_low_watermark_bytes: u32,
@@ -65,21 +67,36 @@ pub struct TidegateTunnelConfig {
     pub outbound_high_watermark_packets: u32,
     /// Paused reading resumes when held packets are at most this (and bytes at most theirs).
     pub outbound_low_watermark_packets: u32,
-    /// What to drop when the inbound ring is full: a `TIDEGATE_DROP_POLICY_*` value.
+    /// What to drop when the inbound ring is full: a `TIDEGATE_DROP_POLICY_*` value. Not used
+    /// with `TIDEGATE_AQM_FQ_CODEL`, which drops from the fattest flow queue.
     pub inbound_drop_policy: u32,
     /// Active queue management for both rings: a `TIDEGATE_AQM_*` value.
     pub aqm: u32,
-    /// CoDel's target sojourn time in microseconds (used when `aqm` is CoDel; default 5000). Not 0
-    /// and below `aqm_interval_us` (refused with `TIDEGATE_STATUS_CONFIG_INVALID_AQM`).
+    /// CoDel's target sojourn time in microseconds (used when `aqm` is CoDel or FQ-CoDel, per
+    /// queue; default 5000). Not 0 and below `aqm_interval_us` (refused with
+    /// `TIDEGATE_STATUS_CONFIG_INVALID_AQM`).
     pub aqm_target_us: u32,
-    /// CoDel's interval in microseconds (used when `aqm` is CoDel; default 100000); above
-    /// `aqm_target_us`. Ignored when `aqm` is off.
+    /// CoDel's interval in microseconds (used when `aqm` is CoDel or FQ-CoDel; default 100000);
+    /// above `aqm_target_us`. Ignored when `aqm` is off.
     pub aqm_interval_us: u32,
     /// Packets start at addresses that are multiples of this power of two (1 to 4096) whenever
     /// the padding fits, so copying them in and out runs at full memcpy speed. The padding, at
     /// most `packet_align - 1` bytes per packet, counts against the ring's bytes and the
     /// watermarks. Default 64 (a cache line); 1 packs packets back to back.
     pub packet_align: u32,
+    /// Flow queues per direction with `TIDEGATE_AQM_FQ_CODEL`: 1 to 65536, 64 bytes each (default
+    /// 1024); must be 0 otherwise (refused with `TIDEGATE_STATUS_CONFIG_INVALID_AQM`). Two flows
+    /// whose hashes pick the same queue share it; more queues make that rarer.
+    pub flow_queues: u32,
+    /// Bytes a flow queue may send per round of deficit round robin with
+    /// `TIDEGATE_AQM_FQ_CODEL`: at least 256 (default 1500, one full-size packet). Ignored
+    /// otherwise.
+    pub flow_quantum_bytes: u32,
+    /// Random bytes keying the flow hash with `TIDEGATE_AQM_FQ_CODEL`, so that no sender can
+    /// choose addresses or ports that land in another flow's queue. Fill them at start from the
+    /// platform's random source (`SecRandomCopyBytes`, `getrandom`); the default is all zeros,
+    /// which an attacker can predict. Ignored otherwise.
+    pub flow_hash_seed: [u8; 16],
 }
 
 /// Active queue management (the `aqm` config field).
@@ -91,6 +108,14 @@ pub enum TidegateAqm {
     /// CoDel (RFC 8289): drop from the head when packets have waited more than `aqm_target_us`
     /// for a whole `aqm_interval_us`, keeping the queueing delay through the tunnel short.
     Codel = 1,
+    /// Flow queueing with CoDel per queue (the class of Linux's fq_codel, RFC 8290): packets are
+    /// hashed by 5-tuple (IPv4 and IPv6; fragments by address pair) into `flow_queues` queues per
+    /// direction, served by deficit round robin with new flows first, each queue with its own
+    /// CoDel. A full ring drops from the head of the fattest queue instead of refusing, so one
+    /// flow's flood cannot take the link or the latency from the others. Each ring is cut into
+    /// cells of one packet each; order is kept within a flow, not across flows. Outbound reading
+    /// pauses only while every cell is in flight (see `tidegate_tunnel_can_read_outbound`).
+    FqCodel = 2,
 }
 
 /// What to drop when the inbound ring is full (the `inbound_drop_policy` config field).
@@ -112,8 +137,12 @@ pub enum TidegateInboundDisposition {
     Queued = 0,
     /// The packet was queued after dropping the oldest queued packets.
     QueuedAfterDroppingOldest = 1,
-    /// The ring was full; the packet was dropped.
+    /// The ring was full; the packet was dropped. With flow queues, only while every inbound
+    /// cell is in flight.
     DroppedNewest = 2,
+    /// With flow queues: the packet was queued after dropping from the head of the fattest flow
+    /// queue (possibly the packet's own).
+    QueuedAfterDroppingFromFattest = 3,
 }
 
 /// A view of one packet inside a ring: `len` bytes at `data`.
@@ -163,6 +192,11 @@ pub struct TidegateDirectionStats {
     pub aqm_dropped_packets: u64,
     /// Bytes of those packets.
     pub aqm_dropped_bytes: u64,
+    /// With flow queues: packets dropped from the head of the fattest flow queue to make room
+    /// for an arriving packet when every cell was taken.
+    pub overflow_dropped_packets: u64,
+    /// Bytes of those packets.
+    pub overflow_dropped_bytes: u64,
     /// Microseconds the most recently handed-out packet waited in the queue (its sojourn time).
     pub last_sojourn_us: u64,
     /// Ring bytes taken now: packets queued, in flight and dropped but not yet reclaimed, plus
@@ -226,6 +260,8 @@ impl From<DirectionStats> for TidegateDirectionStats {
             oversized_packets: s.oversized_packets,
             aqm_dropped_packets: s.aqm_dropped_packets,
             aqm_dropped_bytes: s.aqm_dropped_bytes,
+            overflow_dropped_packets: s.overflow_dropped_packets,
+            overflow_dropped_bytes: s.overflow_dropped_bytes,
             last_sojourn_us: s.last_sojourn_micros,
             arena_bytes_used: s.arena_bytes_used,
         }
@@ -276,6 +312,12 @@ pub extern "C" fn tidegate_tunnel_config_default() -> TidegateTunnelConfig {
 /// Reading pauses at three quarters of the ring and of the slots (lowered where needed to keep two
 /// maximum-size packets of room above it) and resumes at two thirds of that level and half the
 /// slots. Inbound drops the newest packet when full; packets start on 64-byte lines.
+///
+/// With `TIDEGATE_AQM_FQ_CODEL`, each direction holds 1024 flow queues (64 KiB) and as many cells
+/// (a 64-byte-aligned cell of `max_packet_len` and a 16-byte slot each) as the rest allows, at
+/// least 4; the quantum is 1500 bytes and the hash seed all zeros: fill `flow_hash_seed` with
+/// random bytes before creating the tunnel. Changing the seed or the quantum, or lowering
+/// `flow_queues`, keeps the footprint within the ceiling.
 ///
 /// Returns `TIDEGATE_STATUS_CEILING_TOO_SMALL` when no configuration fits (ask
 /// `tidegate_tunnel_min_ceiling` for the smallest ceiling that does),
@@ -331,6 +373,7 @@ fn sizing_aqm(max_packet_len: u32, aqm: u32) -> Result<Aqm, TidegateStatus> {
     match aqm {
         0 => Ok(Aqm::Off),
         1 => Ok(Aqm::CODEL_DEFAULT),
+        2 => Ok(Aqm::fq_codel(Aqm::FQ_DEFAULT_FLOW_QUEUES, [0; 16])),
         _ => Err(TidegateStatus::ConfigUnknownAqm),
     }
 }
@@ -616,6 +659,13 @@ pub unsafe extern "C" fn tidegate_tunnel_on_inbound_packet(
                     TidegateInboundDisposition::QueuedAfterDroppingOldest
                 }
                 Ok(InboundDisposition::DroppedNewest) => TidegateInboundDisposition::DroppedNewest,
+                Ok(InboundDisposition::QueuedAfterDroppingFromFattest { .. }) => {
+                    TidegateInboundDisposition::QueuedAfterDroppingFromFattest
+                }
+                Ok(other) => {
+                    debug_assert!(false, "a disposition the C ABI does not know: {other:?}");
+                    return Err(TidegateStatus::InvalidArgument);
+                }
                 Err(error) => return Err(status_of_packet(error)),
             };
             write_out(out_disposition, disposition)
@@ -742,8 +792,8 @@ fn view_of(base: *const u8, packet: &[u8]) -> TidegatePacketView {
 impl place::Placed for TidegateTunnel {
     type CConfig = TidegateTunnelConfig;
     type Config = TunnelConfig;
-    /// Both arenas on the packet alignment, and the slots.
-    type Storage = TunnelStorage<Region<u8>, Region<Slot>>;
+    /// Both arenas on the packet alignment, the slots, and the flow queues (none in FIFO mode).
+    type Storage = TunnelStorage<Region<u8>, Region<Slot>, Region<FlowQueue>>;
 
     fn check(config: &TidegateTunnelConfig) -> Result<TunnelConfig, TidegateStatus> {
         TunnelConfig::try_from(*config)
@@ -756,6 +806,8 @@ impl place::Placed for TidegateTunnel {
             outbound_slots: carver.array(config.outbound_packets as usize, Slot::EMPTY)?,
             inbound_arena: carver.bytes(config.inbound_bytes as usize, align)?,
             inbound_slots: carver.array(config.inbound_packets as usize, Slot::EMPTY)?,
+            outbound_queues: carver.array(config.aqm.flow_queues() as usize, FlowQueue::EMPTY)?,
+            inbound_queues: carver.array(config.aqm.flow_queues() as usize, FlowQueue::EMPTY)?,
         })
     }
 
@@ -804,6 +856,8 @@ unsafe fn poll_batch(
 
 impl From<TunnelConfig> for TidegateTunnelConfig {
     fn from(c: TunnelConfig) -> Self {
+        let (mut flow_queues, mut flow_quantum_bytes, mut flow_hash_seed) =
+            (0, Aqm::FQ_DEFAULT_QUANTUM_BYTES, [0; 16]);
         let (aqm, target_micros, interval_micros) = match c.aqm {
             Aqm::Off => (
                 TidegateAqm::Off,
@@ -814,6 +868,17 @@ impl From<TunnelConfig> for TidegateTunnelConfig {
                 target_micros,
                 interval_micros,
             } => (TidegateAqm::Codel, target_micros, interval_micros),
+            Aqm::FqCodel {
+                target_micros,
+                interval_micros,
+                flow_queues: queues,
+                quantum_bytes,
+                hash_seed,
+            } => {
+                (flow_queues, flow_quantum_bytes, flow_hash_seed) =
+                    (queues, quantum_bytes, hash_seed);
+                (TidegateAqm::FqCodel, target_micros, interval_micros)
+            }
         };
         TidegateTunnelConfig {
             outbound_bytes: c.outbound_bytes,
@@ -830,6 +895,9 @@ impl From<TunnelConfig> for TidegateTunnelConfig {
             aqm_target_us: target_micros,
             aqm_interval_us: interval_micros,
             packet_align: c.packet_align,
+            flow_queues,
+            flow_quantum_bytes,
+            flow_hash_seed,
         }
     }
 }
@@ -848,8 +916,18 @@ impl TryFrom<TidegateTunnelConfig> for TunnelConfig {
                 target_micros: c.aqm_target_us,
                 interval_micros: c.aqm_interval_us,
             },
+            2 => Aqm::FqCodel {
+                target_micros: c.aqm_target_us,
+                interval_micros: c.aqm_interval_us,
+                flow_queues: c.flow_queues,
+                quantum_bytes: c.flow_quantum_bytes,
+                hash_seed: c.flow_hash_seed,
+            },
             _ => return Err(TidegateStatus::ConfigUnknownAqm),
         };
+        if c.aqm != 2 && c.flow_queues != 0 {
+            return Err(TidegateStatus::ConfigInvalidAqm);
+        }
         let config = TunnelConfig {
             outbound_bytes: c.outbound_bytes,
             outbound_packets: c.outbound_packets,
@@ -882,6 +960,7 @@ fn status_of_config(error: ConfigError) -> TidegateStatus {
         ConfigError::NoSlotAboveHighWatermark => TidegateStatus::ConfigNoSlotHeadroom,
         ConfigError::InvalidAqm => TidegateStatus::ConfigInvalidAqm,
         ConfigError::BadPacketAlign { .. } => TidegateStatus::ConfigBadPacketAlign,
+        ConfigError::ArenaNotWholeCells { .. } => TidegateStatus::ConfigArenaNotWholeCells,
     }
 }
 

@@ -332,12 +332,21 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                     c.outbound_low_watermark_packets =
                         config[5] % c.outbound_high_watermark_packets;
                     c.inbound_drop_policy = config[6] % 3;
-                    c.aqm = config[7] % 3;
+                    c.aqm = config[7] % 4;
                     // Mostly valid alignments, now and then one that is not a power of two.
                     c.packet_align = match config[8] % 16 {
                         15 => 48,
                         n => 1 << (n % 8),
                     };
+                    if c.aqm == 2 {
+                        // Flow queues: whole cells, and now and then a quantum too small.
+                        c.flow_queues = 1 + config[9] % 64;
+                        c.flow_quantum_bytes = 200 + config[10] % 2000;
+                        c.flow_hash_seed = [config[11] as u8; 16];
+                        let cell = c.max_packet_len.next_multiple_of(c.packet_align);
+                        c.outbound_bytes = c.outbound_packets * cell;
+                        c.inbound_bytes = c.inbound_packets * cell;
+                    }
                 } else {
                     c = TidegateTunnelConfig {
                         outbound_bytes: config[0],
@@ -354,9 +363,13 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                         aqm_target_us: config[11],
                         aqm_interval_us: config[12],
                         packet_align: config[13],
+                        flow_queues: config[0] ^ config[1],
+                        flow_quantum_bytes: config[2] ^ config[3],
+                        flow_hash_seed: [config[4] as u8; 16],
                     };
                 }
-                let configs: Vec<S> = (10..=20).map(status).collect();
+                let mut configs: Vec<S> = (10..=20).map(status).collect();
+                configs.push(S::ConfigArenaNotWholeCells);
                 let mut footprint = Out::<usize>::new(false);
                 let mut align = 0;
                 let s = expect(

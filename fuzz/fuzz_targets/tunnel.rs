@@ -74,6 +74,8 @@ fuzz_target!(|data: &[u8]| {
         outbound_slots: vec![Slot::EMPTY; config.outbound_packets as usize],
         inbound_arena: vec![0u8; config.inbound_bytes as usize],
         inbound_slots: vec![Slot::EMPTY; config.inbound_packets as usize],
+        outbound_queues: [],
+        inbound_queues: [],
     };
     let mut tunnel = Tunnel::new(config, storage).unwrap();
     let mut clock = HostClock::new(1_000_000);
@@ -157,6 +159,7 @@ fuzz_target!(|data: &[u8]| {
                         inbound.queued.push_back(packet);
                     }
                     Ok(InboundDisposition::DroppedNewest) => {}
+                    Ok(other) => panic!("FIFO mode never reports {other:?}"),
                     Err(PacketError::Empty) => {
                         assert_eq!(len, 0);
                         inbound.empty += 1;

@@ -76,7 +76,9 @@ use bbqueue::traits::storage::BoxedSlice;
 use ringbuf::LocalRb;
 use ringbuf::storage::Heap;
 use ringbuf::traits::Observer;
-use tidegate_core::{Aqm, Instant, PacketRing, PacketTunnel, Slot, TunnelConfig, TunnelStorage};
+use tidegate_core::{
+    Aqm, FlowQueue, Instant, PacketRing, PacketTunnel, Slot, TunnelConfig, TunnelStorage,
+};
 use tidegate_tests::storage::AlignedBytes;
 
 /// Packets pushed before the batch is drained.
@@ -552,14 +554,17 @@ impl Candidate for Tidegate {
 /// CoDel, its sojourn check at every hand-out) around the same ring. The benchmark's clock does
 /// not move, so CoDel never drops: the difference between the two rows is AQM's bookkeeping.
 struct TunnelPath {
-    tunnel: PacketTunnel<Box<[u8]>, Box<[Slot]>>,
+    tunnel: BoxedTunnel,
     handed_out: usize,
     now: Instant,
 }
 
+/// A tunnel over boxed storage.
+type BoxedTunnel = PacketTunnel<Box<[u8]>, Box<[Slot]>, Box<[FlowQueue]>>;
+
 impl TunnelPath {
     fn new(aqm: Aqm) -> Self {
-        let config = TunnelConfig {
+        let mut config = TunnelConfig {
             outbound_bytes: ARENA_BYTES as u32,
             outbound_packets: SLOTS as u32,
             outbound_high_watermark_bytes: 60_000,
@@ -572,13 +577,22 @@ impl TunnelPath {
             aqm,
             ..TunnelConfig::DEFAULT
         };
+        if aqm.flow_queues() > 0 {
+            // Flow queues: as many cells as the FIFO ring has slots.
+            let cell = config.cell_bytes();
+            config.outbound_bytes = SLOTS as u32 * cell;
+            config.inbound_bytes = 4 * cell;
+        }
         let boxed = |len: u32| vec![0u8; len as usize].into_boxed_slice();
         let slots = |len: u32| vec![Slot::EMPTY; len as usize].into_boxed_slice();
+        let queues = || vec![FlowQueue::EMPTY; aqm.flow_queues() as usize].into_boxed_slice();
         let storage = TunnelStorage {
             outbound_arena: boxed(config.outbound_bytes),
             outbound_slots: slots(config.outbound_packets),
             inbound_arena: boxed(config.inbound_bytes),
             inbound_slots: slots(config.inbound_packets),
+            outbound_queues: queues(),
+            inbound_queues: queues(),
         };
         TunnelPath {
             tunnel: PacketTunnel::new(config, storage).expect("valid tunnel configuration"),

@@ -8,7 +8,12 @@
 //! look. It holds at most one fingerprint per slot of the ring, allocated once: a host that must
 //! keep a memory ceiling cannot keep an order check that grows with the traffic.
 
-use std::collections::VecDeque;
+//!
+//! In flow-queue mode the engine keeps order within a flow only, and drops from any flow's head
+//! without saying which, so [`FlowOrderCheck`] checks that instead: each packet handed out must
+//! have been pushed after the last packet of its flow handed out before it.
+
+use std::collections::{HashMap, VecDeque};
 
 /// Fingerprints of the packets queued in one direction of a tunnel, in push order.
 #[derive(Debug)]
@@ -81,6 +86,131 @@ impl OrderCheck {
     }
 }
 
+/// The per-flow order check for flow-queue mode, in bounded memory allocated once.
+///
+/// It remembers the push index of the last `window` packets pushed (by fingerprint) and, per
+/// flow, the push index of the last packet handed out. A packet handed out whose index is not
+/// above its flow's last is a mismatch. A packet pushed more than `window` pushes ago is no
+/// longer remembered and is counted as `unverified` instead (a window of four times the engine's
+/// cells makes that rare: the engine holds at most its cells). Two byte-identical packets of one
+/// flow are told apart by nothing, so the later push is the one remembered.
+#[derive(Debug)]
+pub struct FlowOrderCheck {
+    window: VecDeque<(u64, u64)>,
+    capacity: usize,
+    next_index: u64,
+    by_fingerprint: HashMap<u64, u64>,
+    last_by_flow: HashMap<FlowKey, u64>,
+    /// Packets handed out before a packet of the same flow pushed earlier: always 0.
+    pub mismatches: u64,
+    /// Packets handed out that had left the window, so could not be checked.
+    pub unverified: u64,
+}
+
+/// A flow as the host sees it: IP version, addresses, protocol and ports; fragments by address
+/// pair (the engine's documented key, parsed here independently).
+pub type FlowKey = [u8; 38];
+
+impl FlowOrderCheck {
+    /// A check remembering the last `window` pushes.
+    pub fn new(window: usize) -> Self {
+        let window = window.max(1);
+        FlowOrderCheck {
+            window: VecDeque::with_capacity(window),
+            capacity: window,
+            next_index: 0,
+            by_fingerprint: HashMap::with_capacity(window),
+            last_by_flow: HashMap::with_capacity(window),
+            mismatches: 0,
+            unverified: 0,
+        }
+    }
+
+    /// The engine accepted `packet`.
+    pub fn pushed(&mut self, packet: &[u8]) {
+        if self.window.len() == self.capacity
+            && let Some((fingerprint, index)) = self.window.pop_front()
+            && self.by_fingerprint.get(&fingerprint) == Some(&index)
+        {
+            self.by_fingerprint.remove(&fingerprint);
+        }
+        let fingerprint = fnv1a(packet);
+        self.window.push_back((fingerprint, self.next_index));
+        self.by_fingerprint.insert(fingerprint, self.next_index);
+        self.next_index += 1;
+        // Flows whose last hand-out is older than the window cannot see a mismatch any more:
+        // every packet of theirs still to come was pushed later. Forget them now and then.
+        if self.next_index.is_multiple_of(self.capacity as u64) {
+            let start = self.next_index.saturating_sub(self.capacity as u64);
+            self.last_by_flow.retain(|_, last| *last >= start);
+        }
+    }
+
+    /// The engine handed out `packet`; whether it kept its flow's order.
+    pub fn handed_out(&mut self, packet: &[u8]) -> bool {
+        let Some(index) = self.by_fingerprint.remove(&fnv1a(packet)) else {
+            self.unverified += 1;
+            return true;
+        };
+        let last = self.last_by_flow.entry(flow_key(packet)).or_insert(index);
+        let in_order = *last <= index;
+        if in_order {
+            *last = index;
+        } else {
+            self.mismatches += 1;
+        }
+        in_order
+    }
+
+    /// Bytes the check may hold at most, fixed at creation.
+    pub fn storage_bytes(&self) -> usize {
+        self.window.capacity() * 16
+            + self.by_fingerprint.capacity() * 16
+            + self.last_by_flow.capacity() * (size_of::<FlowKey>() + 8)
+    }
+}
+
+/// The flow key of an IP packet: version, addresses, protocol, and ports for TCP and UDP;
+/// fragments by address pair; anything unparsable maps to one key.
+pub fn flow_key(packet: &[u8]) -> FlowKey {
+    let mut key = [0u8; 38];
+    let (header, src, dst, protocol, fragment) = match packet.first().map(|b| b >> 4) {
+        Some(4) if packet.len() >= 20 => {
+            let header = usize::from(packet[0] & 0x0f) * 4;
+            let fragment = u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff != 0;
+            (
+                header,
+                &packet[12..16],
+                &packet[16..20],
+                packet[9],
+                fragment,
+            )
+        }
+        Some(6) if packet.len() >= 40 => (
+            40,
+            &packet[8..24],
+            &packet[24..40],
+            packet[6],
+            packet[6] == 44,
+        ),
+        _ => return key,
+    };
+    key[0] = packet[0] >> 4;
+    key[1..1 + src.len()].copy_from_slice(src);
+    key[17..17 + dst.len()].copy_from_slice(dst);
+    if fragment {
+        key[33] = 0xff;
+        return key;
+    }
+    key[33] = protocol;
+    if matches!(protocol, 6 | 17)
+        && let Some(ports) = packet.get(header..header + 4)
+    {
+        key[34..38].copy_from_slice(ports);
+    }
+    key
+}
+
 /// FNV-1a, 64 bits: a cheap fingerprint to follow packets through the engine.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
@@ -141,6 +271,45 @@ mod tests {
         );
         assert_eq!((check.mismatches, check.overflows), (0, 0));
         assert_eq!(check.storage_bytes(), storage, "no growth");
+    }
+
+    #[test]
+    fn per_flow_order_allows_flows_to_pass_each_other_but_not_themselves() {
+        let udp = |sport: u8, seq: u8| {
+            let mut p = vec![
+                0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+            ];
+            p.extend_from_slice(&[0, sport, 0, 9, 0, 0, 0, 0, seq]);
+            p
+        };
+        let mut check = FlowOrderCheck::new(16);
+        for packet in [udp(1, 0), udp(1, 1), udp(2, 0)] {
+            check.pushed(&packet);
+        }
+        assert!(check.handed_out(&udp(2, 0)), "another flow may pass");
+        assert!(check.handed_out(&udp(1, 1)), "a drop of (1, 0) is allowed");
+        check.pushed(&udp(1, 0));
+        check.pushed(&udp(1, 2));
+        assert!(check.handed_out(&udp(1, 2)));
+        // A packet of flow 1 pushed before (1, 2) and handed out after it: reordered.
+        let mut late = FlowOrderCheck::new(16);
+        late.pushed(&udp(1, 5));
+        late.pushed(&udp(1, 6));
+        assert!(late.handed_out(&udp(1, 6)));
+        assert!(!late.handed_out(&udp(1, 5)));
+        assert_eq!(late.mismatches, 1);
+        // Bounded: 100,000 pushes leave the storage as it was.
+        let storage = check.storage_bytes();
+        for i in 0..100_000u32 {
+            let mut p = udp((i % 7) as u8, 0);
+            p.extend_from_slice(&i.to_be_bytes());
+            check.pushed(&p);
+            if i % 3 == 0 {
+                check.handed_out(&p);
+            }
+        }
+        assert_eq!(check.storage_bytes(), storage);
+        assert_eq!(check.mismatches, 0);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! deterministic lab and the scenario tests rely on. The C library allocates its arenas the same
 //! way.
 
-use tidegate_core::{ConfigError, PacketTunnel, Slot, TunnelConfig, TunnelStorage};
+use tidegate_core::{ConfigError, FlowQueue, PacketTunnel, Slot, TunnelConfig, TunnelStorage};
 
 /// `len` zeroed bytes starting on an `align` boundary, in safe code: a boxed slice `align - 1`
 /// bytes longer, viewed from its first aligned byte.
@@ -44,17 +44,24 @@ impl AsMut<[u8]> for AlignedBytes {
 }
 
 /// A tunnel over heap storage built by [`tunnel_storage`].
-pub type HeapTunnel = PacketTunnel<AlignedBytes, Box<[Slot]>>;
+pub type HeapTunnel = PacketTunnel<AlignedBytes, Box<[Slot]>, Box<[FlowQueue]>>;
 
-/// Storage for a tunnel with `config`: arenas on `config.packet_align` boundaries, boxed slots.
-pub fn tunnel_storage(config: &TunnelConfig) -> TunnelStorage<AlignedBytes, Box<[Slot]>> {
+/// Heap storage for a tunnel.
+pub type HeapStorage = TunnelStorage<AlignedBytes, Box<[Slot]>, Box<[FlowQueue]>>;
+
+/// Storage for a tunnel with `config`: arenas on `config.packet_align` boundaries, boxed slots
+/// and, in flow-queue mode, boxed queue tables.
+pub fn tunnel_storage(config: &TunnelConfig) -> HeapStorage {
     let align = (config.packet_align as usize).max(1);
     let slots = |count: u32| vec![Slot::EMPTY; count as usize].into_boxed_slice();
+    let queues = || vec![FlowQueue::EMPTY; config.aqm.flow_queues() as usize].into_boxed_slice();
     TunnelStorage {
         outbound_arena: AlignedBytes::zeroed(config.outbound_bytes as usize, align),
         outbound_slots: slots(config.outbound_packets),
         inbound_arena: AlignedBytes::zeroed(config.inbound_bytes as usize, align),
         inbound_slots: slots(config.inbound_packets),
+        outbound_queues: queues(),
+        inbound_queues: queues(),
     }
 }
 

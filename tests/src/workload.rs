@@ -114,6 +114,9 @@ const TUNNEL: TidegateTunnelConfig = TidegateTunnelConfig {
     aqm_target_us: 5_000,
     aqm_interval_us: 100_000,
     packet_align: 64,
+    flow_queues: 0,
+    flow_quantum_bytes: 1500,
+    flow_hash_seed: [0; 16],
 };
 
 const FLOW_SLOTS: u32 = 64;

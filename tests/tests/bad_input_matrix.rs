@@ -400,7 +400,7 @@ fn status_str() {
         assert_ne!(message.to_str().unwrap(), "unknown status");
     }
     // Values between, past and far past the known codes.
-    for unknown in [7, 9, 21, 29, 34, 59, 84, 99, 123, 9999, u32::MAX] {
+    for unknown in [7, 9, 21, 29, 34, 59, 84, 99, 124, 9999, u32::MAX] {
         let message = tidegate_status_str(unknown);
         assert!(!message.is_null());
         // SAFETY: never NULL, static and NUL-terminated.
@@ -576,6 +576,23 @@ impl Fixture for Tunnel {
 }
 
 /// Configurations `tidegate_tunnel_new` and `_footprint` refuse, with the status for each.
+/// A valid flow-queue configuration: `tunnel_config()`'s sizes in whole 1024-byte cells.
+fn fq_good() -> TidegateTunnelConfig {
+    let good = tunnel_config();
+    let fq = TidegateTunnelConfig {
+        aqm: TidegateAqm::FqCodel as u32,
+        flow_queues: 8,
+        outbound_bytes: good.outbound_packets * 1024,
+        inbound_bytes: good.inbound_packets * 1024,
+        ..good
+    };
+    let mut size = 0;
+    // SAFETY: valid pointers to locals.
+    let status = unsafe { tidegate_tunnel_footprint(&fq, &mut size, &mut 0) };
+    assert_eq!(status, S::Ok, "the flow-queue base case is valid");
+    fq
+}
+
 fn bad_tunnel_configs() -> Vec<(TidegateTunnelConfig, TidegateStatus)> {
     let good = tunnel_config();
     let codel = TidegateAqm::Codel as u32;
@@ -665,7 +682,50 @@ fn bad_tunnel_configs() -> Vec<(TidegateTunnelConfig, TidegateStatus)> {
             },
             S::ConfigUnknownDropPolicy,
         ),
-        (TidegateTunnelConfig { aqm: 2, ..good }, S::ConfigUnknownAqm),
+        (TidegateTunnelConfig { aqm: 3, ..good }, S::ConfigUnknownAqm),
+        // Flow queues only with FQ-CoDel, and FQ-CoDel's own rules.
+        (
+            TidegateTunnelConfig {
+                flow_queues: 8,
+                ..good
+            },
+            S::ConfigInvalidAqm,
+        ),
+        (
+            TidegateTunnelConfig {
+                flow_queues: 0,
+                ..fq_good()
+            },
+            S::ConfigInvalidAqm,
+        ),
+        (
+            TidegateTunnelConfig {
+                flow_queues: 65_537,
+                ..fq_good()
+            },
+            S::ConfigInvalidAqm,
+        ),
+        (
+            TidegateTunnelConfig {
+                flow_quantum_bytes: 255,
+                ..fq_good()
+            },
+            S::ConfigInvalidAqm,
+        ),
+        (
+            TidegateTunnelConfig {
+                outbound_bytes: 16 * 1024 - 1,
+                ..fq_good()
+            },
+            S::ConfigArenaNotWholeCells,
+        ),
+        (
+            TidegateTunnelConfig {
+                inbound_packets: 9,
+                ..fq_good()
+            },
+            S::ConfigArenaNotWholeCells,
+        ),
         (
             TidegateTunnelConfig {
                 aqm: u32::MAX,
@@ -737,7 +797,9 @@ fn tunnel_config_for_ceiling() {
             (1500, 1500, 0, S::CeilingTooSmall),
             (0, 1500, 0, S::CeilingTooSmall),
             (ceiling, 0, 0, S::ConfigZeroMaxPacketLen),
-            (ceiling, 1500, 2, S::ConfigUnknownAqm),
+            (ceiling, 1500, 3, S::ConfigUnknownAqm),
+            // Flow queues: 1024 queues of 64 bytes per direction do not fit 64 KiB.
+            (ceiling, 1500, 2, S::CeilingTooSmall),
             (ceiling, 1500, u32::MAX, S::ConfigUnknownAqm),
             (u64::MAX, u32::MAX, 0, S::CeilingTooSmall),
         ];
@@ -746,7 +808,14 @@ fn tunnel_config_for_ceiling() {
             assert_eq!(got, status, "{ceiling} {mtu} {aqm}");
         }
         // What it gives builds a tunnel whose whole memory is within the ceiling.
-        for (ceiling, mtu, aqm) in [(ceiling, 1500, 0), (50 << 20, 9000, 1), (u64::MAX, 1280, 1)] {
+        let cases = [
+            (ceiling, 1500, 0),
+            (50 << 20, 9000, 1),
+            (u64::MAX, 1280, 1),
+            (4 << 20, 1500, 2),
+            (u64::MAX, 1280, 2),
+        ];
+        for (ceiling, mtu, aqm) in cases {
             let config = written(|out| tidegate_tunnel_config_for_ceiling(ceiling, mtu, aqm, out));
             assert!(c_footprint(&config) as u64 <= ceiling, "{config:?}");
             assert_eq!((config.max_packet_len, config.aqm), (mtu, aqm));

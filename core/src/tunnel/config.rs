@@ -4,6 +4,7 @@ use core::fmt;
 use core::mem::size_of;
 
 use crate::aqm::Aqm;
+use crate::fq::FlowQueue;
 use crate::ring::{DEFAULT_PACKET_ALIGN, MAX_ARENA_BYTES, MAX_PACKET_ALIGN, Slot};
 
 /// What [`PacketTunnel::on_inbound_packet`](super::PacketTunnel::on_inbound_packet) does when
@@ -41,6 +42,13 @@ impl DropPolicy {
 /// "Outbound" is apps → tunnel (`readPackets`), "inbound" is tunnel → apps (`writePackets`).
 /// Sizes are arena bytes: packet payload plus the alignment padding in front of each packet
 /// (at most `packet_align - 1` bytes); each packet also takes one 16-byte slot.
+///
+/// With [`Aqm::FqCodel`] each ring is cut into cells of [`TunnelConfig::cell_bytes`] (the
+/// largest packet rounded up to `packet_align`), one per packet: a ring's bytes must then be
+/// exactly its packets times the cell size, and the outbound watermarks are not used (reading
+/// pauses only when every outbound cell is in flight; see
+/// [`PacketTunnel::can_read_outbound`](super::PacketTunnel::can_read_outbound)). The inbound
+/// drop policy is not used either: a full ring drops from the fattest flow queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct TunnelConfig {
@@ -110,8 +118,14 @@ impl TunnelConfig {
     /// that headroom is what guarantees a packet read while reading was allowed always fits;
     /// alignment padding never takes it away, see [`PacketRing`](crate::PacketRing)), and a
     /// power-of-two `packet_align` up to 4096.
+    ///
+    /// In flow-queue mode the watermark rules are replaced by one: each ring's bytes are its
+    /// packets times [`TunnelConfig::cell_bytes`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         use ConfigError as E;
+        if !self.aqm.is_valid() {
+            return Err(E::InvalidAqm);
+        }
         if self.max_packet_len == 0 {
             return Err(E::ZeroMaxPacketLen);
         }
@@ -134,6 +148,20 @@ impl TunnelConfig {
                 align: self.packet_align,
             });
         }
+        if self.aqm.flow_queues() > 0 {
+            let cell = u64::from(self.cell_bytes());
+            for (bytes, packets) in [
+                (self.outbound_bytes, self.outbound_packets),
+                (self.inbound_bytes, self.inbound_packets),
+            ] {
+                if u64::from(bytes) != u64::from(packets) * cell {
+                    return Err(E::ArenaNotWholeCells {
+                        cell_bytes: self.cell_bytes(),
+                    });
+                }
+            }
+            return Ok(());
+        }
         if self.outbound_low_watermark_bytes >= self.outbound_high_watermark_bytes
             || self.outbound_low_watermark_packets >= self.outbound_high_watermark_packets
         {
@@ -148,9 +176,6 @@ impl TunnelConfig {
         }
         if self.outbound_high_watermark_packets >= self.outbound_packets {
             return Err(E::NoSlotAboveHighWatermark);
-        }
-        if !self.aqm.is_valid() {
-            return Err(E::InvalidAqm);
         }
         Ok(())
     }
@@ -215,6 +240,9 @@ impl TunnelConfig {
         const BYTES_PER_SLOT: u64 = 512;
         let slot = size_of::<Slot>() as u64;
         let per_direction = ceiling_bytes.checked_sub(Self::CEILING_OVERHEAD)? / 2;
+        if aqm.flow_queues() > 0 {
+            return Self::derive_cells(per_direction, max_packet_len, aqm);
+        }
         // Of each `BYTES_PER_SLOT + slot` bytes, `slot` go to slots and the rest to the arena.
         let slot_share = per_direction.div_ceil(BYTES_PER_SLOT / slot + 1);
         let packets = (slot_share / slot).clamp(4, 1 << 24);
@@ -244,11 +272,62 @@ impl TunnelConfig {
         })
     }
 
-    /// Bytes of storage a tunnel with this configuration holds: both arenas plus both slot
-    /// arrays. This is the engine's whole memory apart from its fixed-size struct.
+    /// Flow-queue mode: each direction holds its queue table, and as many cells (a cell and its
+    /// 16-byte descriptor each) as the rest allows, at least 4.
+    fn derive_cells(per_direction: u64, max_packet_len: u32, aqm: Aqm) -> Option<TunnelConfig> {
+        let mut config = TunnelConfig {
+            max_packet_len,
+            aqm,
+            packet_align: DEFAULT_PACKET_ALIGN as u32,
+            inbound_drop_policy: DropPolicy::DropNewest,
+            ..TunnelConfig::DEFAULT
+        };
+        let cell = u64::from(config.cell_bytes());
+        let table = u64::from(aqm.flow_queues()) * size_of::<FlowQueue>() as u64;
+        let cells = (per_direction.checked_sub(table)? / (cell + size_of::<Slot>() as u64))
+            .min(MAX_ARENA_BYTES as u64 / cell);
+        if cells < 4 {
+            return None;
+        }
+        let bytes = u32::try_from(cells * cell).ok()?;
+        let packets = u32::try_from(cells).ok()?;
+        // Not used in this mode, but kept valid for a host that switches the mode off.
+        let high_bytes = (u64::from(bytes) * 3 / 4).min(u64::from(bytes).saturating_sub(2 * cell));
+        config.outbound_bytes = bytes;
+        config.outbound_packets = packets;
+        config.inbound_bytes = bytes;
+        config.inbound_packets = packets;
+        config.outbound_high_watermark_bytes = u32::try_from(high_bytes).ok()?;
+        config.outbound_low_watermark_bytes = u32::try_from(high_bytes * 2 / 3).ok()?;
+        config.outbound_high_watermark_packets = packets * 3 / 4;
+        config.outbound_low_watermark_packets = packets / 2;
+        Some(config)
+    }
+
+    /// Bytes of storage a tunnel with this configuration holds: both arenas, both slot arrays
+    /// and, in flow-queue mode, both queue tables. This is the engine's whole memory apart from
+    /// its fixed-size struct.
     pub const fn storage_bytes(&self) -> usize {
         let slots = self.outbound_packets as usize + self.inbound_packets as usize;
-        self.outbound_bytes as usize + self.inbound_bytes as usize + slots * size_of::<Slot>()
+        let queues = 2 * self.aqm.flow_queues() as usize;
+        self.outbound_bytes as usize
+            + self.inbound_bytes as usize
+            + slots * size_of::<Slot>()
+            + queues * size_of::<FlowQueue>()
+    }
+
+    /// Arena bytes of one cell in flow-queue mode: `max_packet_len` rounded up to `packet_align`
+    /// (saturating at `u32::MAX`, which no valid ring reaches).
+    pub const fn cell_bytes(&self) -> u32 {
+        let align = if self.packet_align == 0 {
+            1
+        } else {
+            self.packet_align
+        };
+        match self.max_packet_len.checked_next_multiple_of(align) {
+            Some(cell) => cell,
+            None => u32::MAX,
+        }
     }
 }
 
@@ -300,6 +379,11 @@ pub enum ConfigError {
     },
     /// The storage handed in does not have the lengths the configuration names.
     StorageMismatch,
+    /// Flow-queue mode: a ring's bytes are not its packets times the cell size.
+    ArenaNotWholeCells {
+        /// Bytes of one cell: `max_packet_len` rounded up to `packet_align`.
+        cell_bytes: u32,
+    },
 }
 
 impl core::error::Error for ConfigError {}
@@ -339,6 +423,10 @@ impl fmt::Display for ConfigError {
             ConfigError::StorageMismatch => {
                 f.write_str("storage lengths differ from the configuration")
             }
+            ConfigError::ArenaNotWholeCells { cell_bytes } => write!(
+                f,
+                "with flow queues, each ring's bytes must be its packets times the {cell_bytes}-byte cell"
+            ),
         }
     }
 }

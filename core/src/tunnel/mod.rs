@@ -9,15 +9,19 @@ pub use stats::{DirectionStats, TunnelStats};
 use core::fmt;
 
 use self::stats::{DirectionCounters, count};
-use crate::aqm::{Aqm, Codel};
+use crate::aqm::{Aqm, Codel, CodelParams, Dropped};
 use crate::fmt::{log_debug, log_trace};
-use crate::ring::{CompleteError, InFlight, PacketRing, PushError, Released, Slot};
+use crate::fq::{FlowQueue, FlowQueues, FlowSettings};
+use crate::ring::{CompleteError, InFlight, PacketRing, PushError, Released, RingLevels, Slot};
 use crate::time::{Clock, Instant};
 
 /// The storage a [`PacketTunnel`] runs in, handed over at creation. Lengths must equal the
 /// configuration's sizes. Named fields keep the two rings from being swapped by mistake.
+///
+/// The queue tables are used in flow-queue mode ([`Aqm::FqCodel`]) and must be empty otherwise
+/// (`[FlowQueue; 0]`, the default type, or an empty slice).
 #[derive(Debug)]
-pub struct TunnelStorage<B, S> {
+pub struct TunnelStorage<B, S, F = [FlowQueue; 0]> {
     /// `config.outbound_bytes` bytes.
     pub outbound_arena: B,
     /// `config.outbound_packets` slots.
@@ -26,6 +30,10 @@ pub struct TunnelStorage<B, S> {
     pub inbound_arena: B,
     /// `config.inbound_packets` slots.
     pub inbound_slots: S,
+    /// `config.aqm.flow_queues()` queues.
+    pub outbound_queues: F,
+    /// `config.aqm.flow_queues()` queues.
+    pub inbound_queues: F,
 }
 
 /// What [`PacketTunnel::on_outbound_batch`] did with a batch: the first `accepted` packets are
@@ -76,6 +84,7 @@ impl fmt::Display for PacketError {
 /// What [`PacketTunnel::on_inbound_packet`] did with a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum InboundDisposition {
     /// The packet was queued.
     Queued,
@@ -86,8 +95,17 @@ pub enum InboundDisposition {
         /// Bytes dropped.
         bytes: usize,
     },
-    /// The ring was full and the packet was dropped.
+    /// The ring was full and the packet was dropped. In flow-queue mode this happens only while
+    /// every inbound cell is in flight.
     DroppedNewest,
+    /// Flow-queue mode: the packet was queued after dropping from the head of the fattest flow
+    /// queue (the one holding the most cells), which may be the packet's own.
+    QueuedAfterDroppingFromFattest {
+        /// Packets dropped.
+        packets: usize,
+        /// Bytes dropped.
+        bytes: usize,
+    },
 }
 
 /// What one [`PacketTunnel::complete_outbound`] call released.
@@ -123,15 +141,25 @@ pub struct OutboundCompletion {
 /// [`PacketTunnel::complete_outbound`] / [`PacketTunnel::complete_inbound`], oldest first. Handed
 /// out bytes stay valid and in place until they are completed.
 ///
-/// `B` stores bytes and `S` slots, as for [`PacketRing`]: arrays on an embedded target, boxed
-/// slices on a host with an allocator.
-pub struct PacketTunnel<B, S> {
+/// ## Flow-queue mode
+///
+/// With [`Aqm::FqCodel`] each direction hashes packets by flow into queues served fairly (see
+/// the `fq` module): one flow's flood no longer takes the link and the latency from the others.
+/// Reading then pauses only when no room can be made, i.e. every outbound cell is in flight:
+/// while any cell holds a queued packet, an arriving packet is queued after dropping from the
+/// fattest queue, because pausing would only move the flood into the kernel's TUN queue, a FIFO
+/// nobody manages, and with it the isolation. The resume edge is reported exactly once, on the
+/// completion that frees a cell. Packets keep their order within a flow, not across flows.
+///
+/// `B` stores bytes, `S` slots and `F` flow queues (only in flow-queue mode), as for
+/// [`PacketRing`]: arrays on an embedded target, boxed slices on a host with an allocator.
+pub struct PacketTunnel<B, S, F = [FlowQueue; 0]> {
     config: TunnelConfig,
     clock: Clock,
-    outbound: PacketRing<B, S>,
-    inbound: PacketRing<B, S>,
-    /// One CoDel state per ring when AQM is on.
-    codel: Option<(Codel, Codel)>,
+    outbound: Queue<B, S, F>,
+    inbound: Queue<B, S, F>,
+    /// FIFO mode with CoDel: its parameters and one state per ring.
+    codel: Option<(CodelParams, Codel, Codel)>,
     /// The outbound ring is in overload (see the `aqm` module): CoDel was dropping while the ring
     /// was pressed, and no completion has brought it back down to its low watermarks since.
     overload: bool,
@@ -149,15 +177,25 @@ pub struct PacketTunnel<B, S> {
     dropped_oldest: (u64, u64),
 }
 
-impl<B, S> PacketTunnel<B, S>
+/// One direction's queue: a FIFO ring, or flow queues.
+enum Queue<B, S, F> {
+    Fifo(PacketRing<B, S>),
+    Flows(FlowQueues<B, S, F>),
+}
+
+impl<B, S, F> PacketTunnel<B, S, F>
 where
     B: AsRef<[u8]> + AsMut<[u8]>,
     S: AsRef<[Slot]> + AsMut<[Slot]>,
+    F: AsRef<[FlowQueue]> + AsMut<[FlowQueue]>,
 {
     /// A tunnel with `config`, running in `storage`, whose lengths must match the config.
-    pub fn new(config: TunnelConfig, storage: TunnelStorage<B, S>) -> Result<Self, ConfigError> {
+    pub fn new(config: TunnelConfig, storage: TunnelStorage<B, S, F>) -> Result<Self, ConfigError> {
         config.validate()?;
+        let queues = config.aqm.flow_queues();
         let lengths = [
+            (storage.outbound_queues.as_ref().len(), queues),
+            (storage.inbound_queues.as_ref().len(), queues),
             (storage.outbound_arena.as_ref().len(), config.outbound_bytes),
             (
                 storage.outbound_slots.as_ref().len(),
@@ -169,24 +207,54 @@ where
         if lengths.iter().any(|&(have, want)| have != want as usize) {
             return Err(ConfigError::StorageMismatch);
         }
-        let ring = |arena, slots| {
-            PacketRing::with_packet_align(arena, slots, config.packet_align as usize)
-                .map_err(|_| ConfigError::ZeroCapacity)
+        let queue = |arena, slots, queues| match config.aqm {
+            Aqm::FqCodel {
+                target_micros,
+                interval_micros,
+                quantum_bytes,
+                hash_seed,
+                ..
+            } => {
+                let settings = FlowSettings {
+                    cell_size: config.cell_bytes() as usize,
+                    max_packet: config.max_packet_len as usize,
+                    quantum: quantum_bytes,
+                    seed: hash_seed,
+                    codel: CodelParams::new(target_micros, interval_micros),
+                };
+                FlowQueues::new(arena, slots, queues, settings)
+                    .map(Queue::Flows)
+                    .ok_or(ConfigError::StorageMismatch)
+            }
+            Aqm::Off | Aqm::Codel { .. } => {
+                PacketRing::with_packet_align(arena, slots, config.packet_align as usize)
+                    .map(Queue::Fifo)
+                    .map_err(|_| ConfigError::ZeroCapacity)
+            }
         };
         Ok(PacketTunnel {
             config,
             clock: Clock::default(),
-            outbound: ring(storage.outbound_arena, storage.outbound_slots)?,
-            inbound: ring(storage.inbound_arena, storage.inbound_slots)?,
+            outbound: queue(
+                storage.outbound_arena,
+                storage.outbound_slots,
+                storage.outbound_queues,
+            )?,
+            inbound: queue(
+                storage.inbound_arena,
+                storage.inbound_slots,
+                storage.inbound_queues,
+            )?,
             codel: match config.aqm {
-                Aqm::Off => None,
                 Aqm::Codel {
                     target_micros,
                     interval_micros,
                 } => Some((
-                    Codel::new(target_micros, interval_micros),
-                    Codel::new(target_micros, interval_micros),
+                    CodelParams::new(target_micros, interval_micros),
+                    Codel::IDLE,
+                    Codel::IDLE,
                 )),
+                Aqm::Off | Aqm::FqCodel { .. } => None,
             },
             overload: false,
             overloads: 0,
@@ -202,8 +270,9 @@ where
         })
     }
 
-    /// Bytes of storage a tunnel with `config` needs (both arenas and both slot arrays). The
-    /// engine holds nothing else apart from its own fixed-size struct.
+    /// Bytes of storage a tunnel with `config` needs (both arenas, both slot arrays and, in
+    /// flow-queue mode, both queue tables). The engine holds nothing else apart from its own
+    /// fixed-size struct.
     pub const fn footprint(config: &TunnelConfig) -> usize {
         config.storage_bytes()
     }
@@ -215,10 +284,14 @@ where
 
     /// Whether the host should read more outbound packets now (call `readPackets`).
     ///
-    /// `false` from the moment held bytes or packets reach a high watermark until a completion
-    /// brings both down to their low watermarks; that completion reports `resume_reading`. A
-    /// valid packet pushed while this is `true` always fits (the configuration reserves the
-    /// headroom above the high watermarks for it).
+    /// FIFO mode: `false` from the moment held bytes or packets reach a high watermark until a
+    /// completion brings both down to their low watermarks; that completion reports
+    /// `resume_reading`. Flow-queue mode: `false` only while every outbound cell is in flight
+    /// (from the hand-out that took the last one to the completion that frees one).
+    ///
+    /// Either way, a valid packet pushed while this is `true` is never refused for room (in FIFO
+    /// mode the configuration reserves the headroom above the high watermarks for it; in
+    /// flow-queue mode room is made by dropping from the fattest queue).
     pub fn can_read_outbound(&self) -> bool {
         self.paused_since.is_none()
     }
@@ -290,26 +363,40 @@ where
     #[must_use = "the packet handed out is in flight: send it, then complete it"]
     pub fn poll_outbound(&mut self, now: Instant) -> Option<&[u8]> {
         let now = self.clock.observe(now);
-        if let Some((codel, _)) = self.codel.as_mut() {
-            let mut dropped =
-                codel.before_handout(now, &mut self.outbound, self.config.max_packet_len as usize);
-            // Paused, or at the high watermark: the ring is pressed, and a persistent queue here
-            // would otherwise move into the kernel's queue (see the `aqm` module).
-            let pressed =
-                self.paused_since.is_some() || at_high_watermark(&self.outbound, &self.config);
-            if codel.is_dropping() && pressed && !self.overload {
-                self.overload = true;
-                self.overloads = self.overloads.saturating_add(1);
-                log_debug!("outbound: overload, dropping stale packets instead of pausing");
+        let max_packet = self.config.max_packet_len as usize;
+        match &mut self.outbound {
+            Queue::Fifo(ring) => {
+                if let Some((params, codel, _)) = self.codel.as_mut() {
+                    let mut dropped = codel.before_handout(params, now, ring, max_packet);
+                    // Paused, or at the high watermark: the ring is pressed, and a persistent
+                    // queue here would otherwise move into the kernel's queue (see `aqm`).
+                    let pressed =
+                        self.paused_since.is_some() || at_high_watermark(ring, &self.config);
+                    if codel.is_dropping() && pressed && !self.overload {
+                        self.overload = true;
+                        self.overloads = self.overloads.saturating_add(1);
+                        log_debug!("outbound: overload, dropping stale packets instead of pausing");
+                    }
+                    if self.overload && pressed {
+                        dropped.merge(Codel::drop_stale(params, now, ring));
+                    }
+                    self.outbound_counters.count_aqm_drops(dropped);
+                }
+                handout(now, ring.handout_stamped(), &mut self.outbound_counters)
             }
-            if self.overload && pressed {
-                let stale = codel.drop_stale(now, &mut self.outbound);
-                dropped.packets = dropped.packets.saturating_add(stale.packets);
-                dropped.bytes = dropped.bytes.saturating_add(stale.bytes);
+            Queue::Flows(flows) => {
+                // Handing out the last cell that is not in flight leaves no room to make: pause.
+                let takes_last = flows.levels().packets_in_flight + 1 >= flows.capacity();
+                let (dropped, packet) = flows.handout(now);
+                self.outbound_counters.count_aqm_drops(dropped);
+                if packet.is_some() && takes_last && self.paused_since.is_none() {
+                    self.paused_since = Some(now);
+                    self.pauses = self.pauses.saturating_add(1);
+                    log_debug!("outbound: every cell in flight, pause reading");
+                }
+                handout(now, packet, &mut self.outbound_counters)
             }
-            self.outbound_counters.count_aqm_drops(dropped);
         }
-        handout(now, &mut self.outbound, &mut self.outbound_counters)
     }
 
     /// The outbound packets handed out and not yet completed, oldest first.
@@ -329,7 +416,11 @@ where
         let now = self.clock.observe(now);
         self.outbound_counters
             .completed(released.packets, released.bytes);
-        let resume_reading = self.settle_at_low_watermarks(now);
+        let resume_reading = match &self.outbound {
+            Queue::Fifo(_) => self.settle_at_low_watermarks(now),
+            Queue::Flows(flows) if flows.can_take() => self.resume(now),
+            Queue::Flows(_) => false,
+        };
         Ok(OutboundCompletion {
             released,
             resume_reading,
@@ -349,27 +440,54 @@ where
         let len = packet.len();
         check_len(len, self.config.max_packet_len, &mut self.inbound_counters)?;
         let now = self.clock.observe(now);
+        let ring = match &mut self.inbound {
+            Queue::Fifo(ring) => ring,
+            Queue::Flows(flows) => {
+                return Ok(
+                    match flows.push_with(now, len, |d| d.copy_from_slice(packet)) {
+                        Ok(dropped) => {
+                            self.inbound_counters.accepted(
+                                len,
+                                &flows.levels(),
+                                flows.bytes_used(),
+                            );
+                            self.inbound_counters.count_overflow_drops(dropped);
+                            match dropped {
+                                Dropped { packets: 0, .. } => InboundDisposition::Queued,
+                                Dropped { packets, bytes } => {
+                                    InboundDisposition::QueuedAfterDroppingFromFattest {
+                                        packets: packets as usize,
+                                        bytes: bytes as usize,
+                                    }
+                                }
+                            }
+                        }
+                        Err(_) => {
+                            count(&mut self.dropped_newest.0, &mut self.dropped_newest.1, len);
+                            InboundDisposition::DroppedNewest
+                        }
+                    },
+                );
+            }
+        };
         let mut dropped = (0usize, 0usize);
         // Dropping queued packets frees arena only when nothing handed out sits before them.
         if self.config.inbound_drop_policy == DropPolicy::DropOldest
-            && self.inbound.levels().packets_in_flight == 0
-            && self.inbound.levels().bytes_dropped_pending == 0
+            && ring.levels().packets_in_flight == 0
+            && ring.levels().bytes_dropped_pending == 0
         {
-            while !self.inbound.fits(len) {
-                let Some(old) = self.inbound.drop_queued_front() else {
+            while !ring.fits(len) {
+                let Some(old) = ring.drop_queued_front() else {
                     break;
                 };
                 dropped = (dropped.0.saturating_add(1), dropped.1.saturating_add(old));
                 count(&mut self.dropped_oldest.0, &mut self.dropped_oldest.1, old);
             }
         }
-        match self.inbound.push(now, packet) {
+        match ring.push(now, packet) {
             Ok(()) => {
-                self.inbound_counters.accepted(
-                    len,
-                    &self.inbound.levels(),
-                    self.inbound.bytes_used(),
-                );
+                self.inbound_counters
+                    .accepted(len, &ring.levels(), ring.bytes_used());
                 Ok(match dropped {
                     (0, _) => InboundDisposition::Queued,
                     (packets, bytes) => {
@@ -394,13 +512,22 @@ where
     #[must_use = "the packet handed out is in flight: write it, then complete it"]
     pub fn poll_inbound(&mut self, now: Instant) -> Option<&[u8]> {
         let now = self.clock.observe(now);
-        // Inbound never pauses (it drops by policy when full), so it has no overload state.
-        if let Some((_, codel)) = self.codel.as_mut() {
-            let dropped =
-                codel.before_handout(now, &mut self.inbound, self.config.max_packet_len as usize);
-            self.inbound_counters.count_aqm_drops(dropped);
+        let max_packet = self.config.max_packet_len as usize;
+        // Inbound never pauses (it drops when full), so it has no overload state.
+        match &mut self.inbound {
+            Queue::Fifo(ring) => {
+                if let Some((params, _, codel)) = self.codel.as_mut() {
+                    let dropped = codel.before_handout(params, now, ring, max_packet);
+                    self.inbound_counters.count_aqm_drops(dropped);
+                }
+                handout(now, ring.handout_stamped(), &mut self.inbound_counters)
+            }
+            Queue::Flows(flows) => {
+                let (dropped, packet) = flows.handout(now);
+                self.inbound_counters.count_aqm_drops(dropped);
+                handout(now, packet, &mut self.inbound_counters)
+            }
         }
-        handout(now, &mut self.inbound, &mut self.inbound_counters)
     }
 
     /// The inbound packets handed out and not yet completed, oldest first.
@@ -459,15 +586,24 @@ where
         // The packet's stamp is the time it would be queued at; the clock records it only once
         // the packet is accepted, so a refusal leaves the tunnel as it was.
         let stamp = self.clock.peek(now);
-        match self.outbound.push_with(stamp, len, write) {
-            Ok(()) => {
+        let pushed = match &mut self.outbound {
+            Queue::Fifo(ring) => ring
+                .push_with(stamp, len, write)
+                .map(|()| Dropped::default()),
+            Queue::Flows(flows) => flows.push_with(stamp, len, write),
+        };
+        match pushed {
+            Ok(dropped) => {
                 self.clock.observe(stamp);
                 self.outbound_counters.accepted(
                     len,
                     &self.outbound.levels(),
                     self.outbound.bytes_used(),
                 );
-                self.update_pause(stamp);
+                self.outbound_counters.count_overflow_drops(dropped);
+                if matches!(self.outbound, Queue::Fifo(_)) {
+                    self.update_pause(stamp);
+                }
                 Ok(())
             }
             Err(PushError::Full) => {
@@ -529,57 +665,124 @@ where
                 packets
             );
         }
+        self.resume(now)
+    }
+
+    /// End a pause, if reading is paused; `true` on that edge.
+    fn resume(&mut self, now: Instant) -> bool {
         let Some(since) = self.paused_since.take() else {
             return false;
         };
         self.paused_micros = self.paused_micros.saturating_add(now.micros_since(since));
         log_debug!(
             "outbound: resume reading at {} bytes, {} packets",
-            bytes,
-            packets
+            self.outbound.bytes_used(),
+            self.outbound.slots_used()
         );
         true
     }
 }
 
-impl<B, S> fmt::Debug for PacketTunnel<B, S>
+impl<B, S, F> fmt::Debug for PacketTunnel<B, S, F>
 where
     B: AsRef<[u8]>,
     S: AsRef<[Slot]>,
+    F: AsRef<[FlowQueue]>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PacketTunnel")
             .field("config", &self.config)
-            .field("outbound", &self.outbound)
-            .field("inbound", &self.inbound)
             .field("paused", &self.paused_since.is_some())
             .finish_non_exhaustive()
     }
 }
 
-/// Hand out the head of `ring`, recording how long it waited.
-fn handout<'r, B, S>(
-    now: Instant,
-    ring: &'r mut PacketRing<B, S>,
-    counters: &mut DirectionCounters,
-) -> Option<&'r [u8]>
+impl<B, S, F> Queue<B, S, F>
 where
     B: AsRef<[u8]> + AsMut<[u8]>,
     S: AsRef<[Slot]> + AsMut<[Slot]>,
+    F: AsRef<[FlowQueue]> + AsMut<[FlowQueue]>,
 {
-    let (enqueued_at, packet) = ring.handout_stamped()?;
+    fn levels(&self) -> RingLevels {
+        match self {
+            Queue::Fifo(ring) => ring.levels(),
+            Queue::Flows(flows) => flows.levels(),
+        }
+    }
+
+    /// Arena bytes taken, alignment padding (FIFO) or whole cells (flow queues) included.
+    fn bytes_used(&self) -> usize {
+        match self {
+            Queue::Fifo(ring) => ring.bytes_used(),
+            Queue::Flows(flows) => flows.bytes_used(),
+        }
+    }
+
+    /// Slots (FIFO) or cells (flow queues) in use.
+    fn slots_used(&self) -> usize {
+        match self {
+            Queue::Fifo(ring) => ring.slots_used(),
+            Queue::Flows(flows) => flows.cells_used(),
+        }
+    }
+
+    fn in_flight(&self) -> InFlight<'_> {
+        match self {
+            Queue::Fifo(ring) => ring.in_flight(),
+            Queue::Flows(flows) => flows.in_flight(),
+        }
+    }
+
+    fn complete(&mut self, count: usize) -> Result<Released, CompleteError> {
+        match self {
+            Queue::Fifo(ring) => ring.complete(count),
+            Queue::Flows(flows) => flows.complete(count),
+        }
+    }
+}
+
+/// Pass on a packet handed out, recording how long it waited.
+fn handout<'p>(
+    now: Instant,
+    packet: Option<(Instant, &'p [u8])>,
+    counters: &mut DirectionCounters,
+) -> Option<&'p [u8]> {
+    let (enqueued_at, packet) = packet?;
     counters.last_sojourn_micros = now.micros_since(enqueued_at);
     Some(packet)
 }
 
-/// Whether the outbound ring holds bytes or packets at or above their high watermark.
-fn at_high_watermark<B, S>(ring: &PacketRing<B, S>, config: &TunnelConfig) -> bool
+/// Whether the outbound queue holds bytes or packets at or above their high watermark.
+fn at_high_watermark<Q: Held>(queue: &Q, config: &TunnelConfig) -> bool {
+    let (bytes, packets) = queue.held();
+    bytes >= config.outbound_high_watermark_bytes as usize
+        || packets >= config.outbound_high_watermark_packets as usize
+}
+
+/// Arena bytes and slots held, for the watermarks.
+trait Held {
+    fn held(&self) -> (usize, usize);
+}
+
+impl<B, S> Held for PacketRing<B, S>
 where
     B: AsRef<[u8]> + AsMut<[u8]>,
     S: AsRef<[Slot]> + AsMut<[Slot]>,
 {
-    ring.bytes_used() >= config.outbound_high_watermark_bytes as usize
-        || ring.slots_used() >= config.outbound_high_watermark_packets as usize
+    fn held(&self) -> (usize, usize) {
+        (self.bytes_used(), self.slots_used())
+    }
+}
+
+impl<B, S, F> Held for Queue<B, S, F>
+where
+    B: AsRef<[u8]> + AsMut<[u8]>,
+    S: AsRef<[Slot]> + AsMut<[Slot]>,
+    F: AsRef<[FlowQueue]> + AsMut<[FlowQueue]>,
+{
+    fn held(&self) -> (usize, usize) {
+        (self.bytes_used(), self.slots_used())
+    }
 }
 
 /// Refuse empty and oversized packets, counting each under its own reason.

@@ -36,6 +36,11 @@ pub struct DirectionStats {
     pub aqm_dropped_packets: u64,
     /// Bytes of those packets.
     pub aqm_dropped_bytes: u64,
+    /// Flow-queue mode only: packets dropped from the head of the fattest flow queue to make
+    /// room for an arriving packet when every cell was taken.
+    pub overflow_dropped_packets: u64,
+    /// Bytes of those packets.
+    pub overflow_dropped_bytes: u64,
     /// Microseconds the most recently handed-out packet waited in the queue (its sojourn time).
     pub last_sojourn_micros: u64,
     /// Arena bytes taken now: packets queued, in flight and dropped but not yet reclaimed, plus
@@ -94,6 +99,8 @@ pub(crate) struct DirectionCounters {
     pub(crate) oversized_packets: u64,
     pub(crate) aqm_dropped_packets: u64,
     pub(crate) aqm_dropped_bytes: u64,
+    pub(crate) overflow_dropped_packets: u64,
+    pub(crate) overflow_dropped_bytes: u64,
     pub(crate) last_sojourn_micros: u64,
 }
 
@@ -114,6 +121,14 @@ impl DirectionCounters {
     pub(crate) fn count_aqm_drops(&mut self, dropped: crate::aqm::Dropped) {
         self.aqm_dropped_packets = self.aqm_dropped_packets.saturating_add(dropped.packets);
         self.aqm_dropped_bytes = self.aqm_dropped_bytes.saturating_add(dropped.bytes);
+    }
+
+    /// Count packets dropped from the fattest flow queue.
+    pub(crate) fn count_overflow_drops(&mut self, dropped: crate::aqm::Dropped) {
+        self.overflow_dropped_packets = self
+            .overflow_dropped_packets
+            .saturating_add(dropped.packets);
+        self.overflow_dropped_bytes = self.overflow_dropped_bytes.saturating_add(dropped.bytes);
     }
 
     pub(crate) fn completed(&mut self, packets: usize, bytes: usize) {
@@ -137,6 +152,8 @@ impl DirectionCounters {
             oversized_packets: self.oversized_packets,
             aqm_dropped_packets: self.aqm_dropped_packets,
             aqm_dropped_bytes: self.aqm_dropped_bytes,
+            overflow_dropped_packets: self.overflow_dropped_packets,
+            overflow_dropped_bytes: self.overflow_dropped_bytes,
             last_sojourn_micros: self.last_sojourn_micros,
             arena_bytes_used: arena_bytes as u64,
         }

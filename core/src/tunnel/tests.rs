@@ -1,7 +1,7 @@
 use super::*;
 use crate::aqm::Aqm;
 
-type TestTunnel = PacketTunnel<Vec<u8>, Vec<Slot>>;
+type TestTunnel = PacketTunnel<Vec<u8>, Vec<Slot>, Vec<FlowQueue>>;
 
 fn tunnel(config: TunnelConfig) -> TestTunnel {
     let storage = TunnelStorage {
@@ -9,6 +9,8 @@ fn tunnel(config: TunnelConfig) -> TestTunnel {
         outbound_slots: vec![Slot::EMPTY; config.outbound_packets as usize],
         inbound_arena: vec![0; config.inbound_bytes as usize],
         inbound_slots: vec![Slot::EMPTY; config.inbound_packets as usize],
+        outbound_queues: vec![FlowQueue::EMPTY; config.aqm.flow_queues() as usize],
+        inbound_queues: vec![FlowQueue::EMPTY; config.aqm.flow_queues() as usize],
     };
     PacketTunnel::new(config, storage).unwrap()
 }
@@ -340,6 +342,8 @@ fn storage_must_match_the_config() {
         outbound_slots: vec![Slot::EMPTY; 10],
         inbound_arena: vec![0; 1000],
         inbound_slots: vec![Slot::EMPTY; 10],
+        outbound_queues: vec![],
+        inbound_queues: vec![],
     };
     assert_eq!(
         PacketTunnel::new(config, storage).unwrap_err(),
@@ -356,6 +360,8 @@ fn works_in_fixed_arrays_without_an_allocator() {
         outbound_slots: [Slot::EMPTY; 10],
         inbound_arena: [0u8; 1000],
         inbound_slots: [Slot::EMPTY; 10],
+        outbound_queues: [],
+        inbound_queues: [],
     };
     let mut tun = PacketTunnel::new(config, storage).unwrap();
     tun.on_outbound_packet(t(0), b"hello").unwrap();
@@ -720,4 +726,158 @@ mod host_loop {
             }
         }
     }
+}
+
+/// Flow-queue mode: 8 cells of 128 bytes each way, 16 queues, packets up to 100 bytes.
+fn fq_small() -> TunnelConfig {
+    let mut config = TunnelConfig {
+        aqm: Aqm::fq_codel(16, [3; 16]),
+        packet_align: 64,
+        ..small()
+    };
+    config.outbound_packets = 8;
+    config.inbound_packets = 8;
+    config.outbound_bytes = 8 * config.cell_bytes();
+    config.inbound_bytes = 8 * config.cell_bytes();
+    config
+}
+
+/// A UDP/IPv4 packet of flow `port` with `seq` at the end, 33 bytes.
+fn flow_packet(port: u16, seq: u8) -> Vec<u8> {
+    let mut p = crate::fq::udp4([10, 0, 0, 1], port, [10, 0, 0, 2], 9, 4);
+    p.push(seq);
+    p
+}
+
+#[test]
+fn flow_queue_config_needs_whole_cells_and_counts_its_tables() {
+    let config = fq_small();
+    assert_eq!(config.cell_bytes(), 128);
+    config.validate().unwrap();
+    assert_eq!(
+        PacketTunnel::<Vec<u8>, Vec<Slot>, Vec<FlowQueue>>::footprint(&config),
+        2 * 8 * 128 + 16 * 16 + 2 * 16 * 64,
+        "arenas, slots and two queue tables of 64-byte queues"
+    );
+    assert_eq!(core::mem::size_of::<FlowQueue>(), 64);
+    let mut bad = config;
+    bad.inbound_bytes -= 1;
+    assert_eq!(
+        bad.validate(),
+        Err(ConfigError::ArenaNotWholeCells { cell_bytes: 128 })
+    );
+    let mut bad = config;
+    bad.aqm = Aqm::fq_codel(0, [0; 16]);
+    assert_eq!(bad.validate(), Err(ConfigError::InvalidAqm));
+    // The queue tables must be there, and only in this mode.
+    let storage = TunnelStorage {
+        outbound_arena: vec![0; 1024],
+        outbound_slots: vec![Slot::EMPTY; 8],
+        inbound_arena: vec![0; 1024],
+        inbound_slots: vec![Slot::EMPTY; 8],
+        outbound_queues: vec![FlowQueue::EMPTY; 15],
+        inbound_queues: vec![FlowQueue::EMPTY; 16],
+    };
+    assert_eq!(
+        PacketTunnel::new(config, storage).unwrap_err(),
+        ConfigError::StorageMismatch
+    );
+}
+
+#[test]
+fn flow_queues_drop_from_the_fattest_instead_of_pausing() {
+    let mut tun = tunnel(fq_small());
+    for seq in 0..8 {
+        tun.on_outbound_packet(t(0), &flow_packet(1000, seq))
+            .unwrap();
+    }
+    // Every cell is taken, but none is in flight: reading goes on and the flood pays.
+    assert!(tun.can_read_outbound());
+    tun.on_outbound_packet(t(1), &flow_packet(2000, 0)).unwrap();
+    let stats = tun.stats();
+    assert_eq!(
+        stats.outbound.overflow_dropped_packets, 4,
+        "half of the fattest"
+    );
+    assert_eq!(stats.outbound.packets_queued, 5);
+    assert_eq!(stats.outbound_pauses, 0);
+    assert_eq!(stats.outbound_refused_packets, 0);
+    // The four oldest of the flood went; both flows are new, so each gets a quantum in turn.
+    for seq in 4..8 {
+        assert_eq!(
+            tun.poll_outbound(t(2)).unwrap(),
+            &flow_packet(1000, seq)[..]
+        );
+    }
+    assert_eq!(tun.poll_outbound(t(2)).unwrap(), &flow_packet(2000, 0)[..]);
+}
+
+#[test]
+fn flow_queues_pause_only_when_every_cell_is_in_flight_and_resume_once() {
+    let mut tun = tunnel(fq_small());
+    for seq in 0..8 {
+        tun.on_outbound_packet(t(0), &flow_packet(1000 + u16::from(seq), seq))
+            .unwrap();
+    }
+    for _ in 0..7 {
+        assert!(tun.poll_outbound(t(1)).is_some());
+        assert!(tun.can_read_outbound(), "a cell is still queued");
+    }
+    assert!(tun.poll_outbound(t(1)).is_some());
+    assert!(!tun.can_read_outbound(), "the last cell went in flight");
+    let before = tun.stats();
+    assert_eq!(
+        tun.on_outbound_packet(t(2), &flow_packet(9, 0)),
+        Err(PacketError::NoRoom)
+    );
+    let mut expected = before;
+    expected.outbound_refused_packets += 1;
+    expected.outbound_refused_bytes += 33;
+    assert_eq!(tun.stats(), expected, "a refusal changes its counter only");
+    assert_eq!(tun.stats().outbound_pauses, 1);
+    let first = tun.complete_outbound(t(3), 1).unwrap();
+    assert!(
+        first.resume_reading,
+        "the completion that frees a cell resumes"
+    );
+    assert!(tun.can_read_outbound());
+    let second = tun.complete_outbound(t(4), 7).unwrap();
+    assert!(!second.resume_reading, "exactly once");
+    assert_eq!(tun.stats().outbound_paused_micros, 2);
+}
+
+#[test]
+fn flow_queues_inbound_says_it_dropped_from_the_fattest() {
+    let mut tun = tunnel(fq_small());
+    for seq in 0..8 {
+        assert_eq!(
+            tun.on_inbound_packet(t(0), &flow_packet(7, seq)),
+            Ok(InboundDisposition::Queued)
+        );
+    }
+    assert_eq!(
+        tun.on_inbound_packet(t(0), &flow_packet(8, 0)),
+        Ok(InboundDisposition::QueuedAfterDroppingFromFattest {
+            packets: 4,
+            bytes: 4 * 33
+        })
+    );
+    for _ in 0..5 {
+        assert!(tun.poll_inbound(t(1)).is_some());
+    }
+    // Five in flight, none queued: a new packet has room in a free cell.
+    assert_eq!(
+        tun.on_inbound_packet(t(1), &flow_packet(8, 1)),
+        Ok(InboundDisposition::Queued)
+    );
+    for seq in 2..5 {
+        let _ = tun.on_inbound_packet(t(1), &flow_packet(8, seq)).unwrap();
+    }
+    while tun.poll_inbound(t(2)).is_some() {}
+    assert_eq!(
+        tun.on_inbound_packet(t(2), &flow_packet(8, 9)),
+        Ok(InboundDisposition::DroppedNewest),
+        "every cell in flight: nothing to drop from"
+    );
+    assert_eq!(tun.stats().inbound_dropped_newest_packets, 1);
 }

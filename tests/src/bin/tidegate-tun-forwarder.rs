@@ -19,7 +19,10 @@
 //! (veth delivery through per-CPU backlogs can swap two packets now and then). What the engine
 //! itself did is checked directly: the host keeps a fingerprint (FNV-1a) of every packet it
 //! pushes, in push order, and compares each packet handed out with the oldest fingerprint;
-//! `core_reorders_outbound` and `core_reorders_inbound` count mismatches and must stay 0.
+//! `core_reorders_outbound` and `core_reorders_inbound` count mismatches and must stay 0. With
+//! `--aqm fq-codel` the engine keeps order within each flow only, so the check is per flow
+//! (`FlowOrderCheck`): a packet handed out must have been pushed after the last packet of its
+//! flow handed out before it.
 //!
 //! Sends can also be paced in the host (`--pace-mbit`, a token bucket) instead of, or on top
 //! of, a `tc tbf` qdisc. On SIGTERM, SIGINT or when `--duration-secs` runs out it prints one
@@ -57,7 +60,7 @@ mod linux {
         Aqm, DirectionStats, DropPolicy, InboundDisposition, Instant, PacketError, TunnelConfig,
         TunnelStats,
     };
-    use tidegate_tests::order_check::OrderCheck;
+    use tidegate_tests::order_check::{FlowOrderCheck, OrderCheck};
     use tidegate_tests::storage::{HeapTunnel, heap_tunnel};
     use tun_rs::{DeviceBuilder, SyncDevice};
 
@@ -91,7 +94,10 @@ engine (TunnelConfig; defaults are TunnelConfig::DEFAULT):
   --outbound-high-bytes N  --outbound-low-bytes N
   --outbound-high-packets N  --outbound-low-packets N
   --max-packet-len N  --inbound-drop-policy newest|oldest
-  --aqm off|codel  --aqm-target-us N (default 5000)  --aqm-interval-us N (default 100000)
+  --aqm off|codel|fq-codel  --aqm-target-us N (default 5000)  --aqm-interval-us N (default 100000)
+  --flow-queues N (fq-codel: queues per direction, default 1024)
+    with fq-codel each direction holds min(packets, bytes / cell) cells of max-packet-len
+    rounded up to 64 bytes, and the hash seed comes from /dev/urandom
 signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1 prints the
   same line and carries on
 ";
@@ -154,7 +160,8 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
         let mut duration_secs: f64 = 60.0;
         let mut config = TunnelConfig::DEFAULT;
         let mut max_packet_len = None;
-        let mut aqm_on = false;
+        let mut aqm_mode = "off";
+        let mut flow_queues = Aqm::FQ_DEFAULT_FLOW_QUEUES;
         let mut aqm_target = Aqm::CODEL_DEFAULT_TARGET_MICROS;
         let mut aqm_interval = Aqm::CODEL_DEFAULT_INTERVAL_MICROS;
 
@@ -194,12 +201,12 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                 "--outbound-low-packets" => config.outbound_low_watermark_packets = number()?,
                 "--max-packet-len" => max_packet_len = Some(number()?),
                 "--aqm" => {
-                    aqm_on = match value {
-                        "off" => false,
-                        "codel" => true,
-                        _ => return Err(bad(&"expected off or codel")),
+                    aqm_mode = match value {
+                        "off" | "codel" | "fq-codel" => value,
+                        _ => return Err(bad(&"expected off, codel or fq-codel")),
                     }
                 }
+                "--flow-queues" => flow_queues = number()?,
                 "--aqm-target-us" => aqm_target = number()?,
                 "--aqm-interval-us" => aqm_interval = number()?,
                 "--inbound-drop-policy" => {
@@ -213,11 +220,33 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
             }
         }
         config.max_packet_len = max_packet_len.unwrap_or(u32::from(mtu));
-        if aqm_on {
-            config.aqm = Aqm::Codel {
-                target_micros: aqm_target,
-                interval_micros: aqm_interval,
-            };
+        match aqm_mode {
+            "codel" => {
+                config.aqm = Aqm::Codel {
+                    target_micros: aqm_target,
+                    interval_micros: aqm_interval,
+                }
+            }
+            "fq-codel" => {
+                let mut hash_seed = [0u8; 16];
+                std::fs::File::open("/dev/urandom")
+                    .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut hash_seed))
+                    .map_err(|e| format!("reading a hash seed from /dev/urandom: {e}"))?;
+                config.aqm = Aqm::FqCodel {
+                    target_micros: aqm_target,
+                    interval_micros: aqm_interval,
+                    flow_queues,
+                    quantum_bytes: Aqm::FQ_DEFAULT_QUANTUM_BYTES,
+                    hash_seed,
+                };
+                let cell = config.cell_bytes();
+                let cells = |bytes: u32, packets: u32| packets.min(bytes / cell.max(1));
+                config.outbound_packets = cells(config.outbound_bytes, config.outbound_packets);
+                config.outbound_bytes = config.outbound_packets * cell;
+                config.inbound_packets = cells(config.inbound_bytes, config.inbound_packets);
+                config.inbound_bytes = config.inbound_packets * cell;
+            }
+            _ => {}
         }
         config
             .validate()
@@ -348,9 +377,9 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
         /// Fingerprints of the outbound packets queued in the engine, oldest first, allocated
         /// once for the engine's packet capacity. It forgets the packets the engine reports
         /// dropping, so it never holds more than the engine does.
-        outbound_order: OrderCheck,
+        outbound_order: Order,
         /// The same for inbound packets.
-        inbound_order: OrderCheck,
+        inbound_order: Order,
         counters: HostCounters,
     }
 
@@ -404,8 +433,8 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
             // One byte more than the largest packet, so an oversized one is seen as such.
             tun_buffer: vec![0; max + 1].into_boxed_slice(),
             udp_buffer: vec![0; SEQUENCE_LEN + max + 1].into_boxed_slice(),
-            outbound_order: OrderCheck::new(config.outbound_packets as usize),
-            inbound_order: OrderCheck::new(config.inbound_packets as usize),
+            outbound_order: Order::new(&config, config.outbound_packets as usize),
+            inbound_order: Order::new(&config, config.inbound_packets as usize),
             counters: HostCounters::default(),
         };
         let deadline = started + options.duration;
@@ -542,7 +571,11 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                         self.inbound_order.dropped_oldest(packets);
                         self.inbound_order.pushed(packet);
                     }
+                    Ok(InboundDisposition::QueuedAfterDroppingFromFattest { .. }) => {
+                        self.inbound_order.pushed(packet)
+                    }
                     Ok(InboundDisposition::DroppedNewest) | Err(_) => {}
+                    Ok(other) => unreachable!("a disposition this host does not know: {other:?}"),
                 }
             }
             Ok(true)
@@ -750,12 +783,16 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                     "link_reorders": c.link_reorders,
                     // Packets handed out by the engine in a different order from the one they
                     // were pushed in, after the drops it reports (CoDel, drop-oldest): always 0.
-                    "core_reorders_outbound": self.outbound_order.mismatches,
-                    "core_reorders_inbound": self.inbound_order.mismatches,
+                    // With flow queues, within each flow.
+                    "core_reorders_outbound": self.outbound_order.mismatches(),
+                    "core_reorders_inbound": self.inbound_order.mismatches(),
                     // Fingerprints that found the order check full: always 0, since the check
                     // holds one per slot of the engine and forgets what the engine drops.
                     "order_check_overflows":
-                        self.outbound_order.overflows + self.inbound_order.overflows,
+                        self.outbound_order.overflows() + self.inbound_order.overflows(),
+                    // Flow queues: packets handed out after leaving the per-flow check's window.
+                    "order_check_unverified":
+                        self.outbound_order.unverified() + self.inbound_order.unverified(),
                     "sequence_gaps": c.sequence_gaps,
                     "tun_packets_written": c.tun_packets_written,
                     "tun_write_would_block": c.tun_write_would_block,
@@ -800,7 +837,71 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
             "oversized_packets": stats.oversized_packets,
             "aqm_dropped_packets": stats.aqm_dropped_packets,
             "aqm_dropped_bytes": stats.aqm_dropped_bytes,
+            "overflow_dropped_packets": stats.overflow_dropped_packets,
+            "overflow_dropped_bytes": stats.overflow_dropped_bytes,
             "last_sojourn_micros": stats.last_sojourn_micros,
         })
+    }
+
+    /// The order check of one direction: in push order (FIFO), or within each flow (flow
+    /// queues).
+    enum Order {
+        Fifo(OrderCheck),
+        Flows(FlowOrderCheck),
+    }
+
+    impl Order {
+        fn new(config: &TunnelConfig, packets: usize) -> Order {
+            if config.aqm.flow_queues() > 0 {
+                Order::Flows(FlowOrderCheck::new(4 * packets))
+            } else {
+                Order::Fifo(OrderCheck::new(packets))
+            }
+        }
+
+        fn pushed(&mut self, packet: &[u8]) {
+            match self {
+                Order::Fifo(check) => check.pushed(packet),
+                Order::Flows(check) => check.pushed(packet),
+            }
+        }
+
+        fn dropped_oldest(&mut self, count: usize) {
+            if let Order::Fifo(check) = self {
+                check.dropped_oldest(count);
+            }
+        }
+
+        fn handed_out(&mut self, packet: &[u8], total_drops: u64) {
+            match self {
+                Order::Fifo(check) => {
+                    check.handed_out(packet, total_drops);
+                }
+                Order::Flows(check) => {
+                    check.handed_out(packet);
+                }
+            }
+        }
+
+        fn mismatches(&self) -> u64 {
+            match self {
+                Order::Fifo(check) => check.mismatches,
+                Order::Flows(check) => check.mismatches,
+            }
+        }
+
+        fn overflows(&self) -> u64 {
+            match self {
+                Order::Fifo(check) => check.overflows,
+                Order::Flows(_) => 0,
+            }
+        }
+
+        fn unverified(&self) -> u64 {
+            match self {
+                Order::Fifo(_) => 0,
+                Order::Flows(check) => check.unverified,
+            }
+        }
     }
 }
