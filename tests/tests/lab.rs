@@ -10,9 +10,10 @@ use std::sync::OnceLock;
 use tidegate_core::{DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, FlowPolicy};
 use tidegate_tests::lab::{self, APP_PROXY_LIMIT, Host, Row, STOP_TEARDOWN_US, Scale};
 
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 9] = [
     "tunnel-outbound-flood",
     "tunnel-inbound-burst",
+    "flood-beside-tcp",
     "app-proxy-stalled-reader",
     "flow-flood",
     "also-ran-storm",
@@ -95,6 +96,35 @@ fn packet_tunnel_stays_under_its_ceiling_and_keeps_the_link_busy() {
                 "{naive:?}"
             );
         }
+    }
+}
+
+/// Flow queueing: beside an unresponsive flood at twice the link rate, the TCP flow keeps at
+/// least 40% of the link (fair share is half) and a ping's median round trip stays within 5 ms,
+/// within the ceiling; FIFO with CoDel does neither, and the naive host dies.
+#[test]
+fn flow_queues_keep_tcp_its_share_and_ping_its_latency_beside_a_flood() {
+    let fq = tidegate("flood-beside-tcp");
+    assert_bounded(fq);
+    let share = fq.tcp_share_percent.expect("TCP share");
+    let ping = fq.ping_median_ms.expect("ping median");
+    assert!(share >= 40.0, "{fq:?}");
+    assert!(ping <= 5.0, "{fq:?}");
+    let fifo = rows()
+        .iter()
+        .find(|r| r.id == "flood-beside-tcp" && r.variant == Some("fifo-codel"))
+        .expect("a FIFO + CoDel row");
+    assert_bounded(fifo);
+    assert!(
+        fifo.tcp_share_percent.expect("TCP share") < share / 4.0,
+        "{fifo:?}"
+    );
+    assert!(
+        fifo.ping_median_ms.expect("ping median") > 4.0 * ping,
+        "{fifo:?}"
+    );
+    for row in naive("flood-beside-tcp") {
+        assert_killed(row);
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod app_proxy;
 mod eyeballs;
+mod fairness;
 mod flood;
 mod lifecycle;
 pub mod sizing;
@@ -105,6 +106,10 @@ pub struct Row {
     pub connects_refused: Option<u64>,
     /// Times the host had more attempts or descriptors in use than its budget allows.
     pub beyond_budget: Option<u64>,
+    /// Goodput of the TCP flow sharing the link with a flood, in percent of the link.
+    pub tcp_share_percent: Option<f64>,
+    /// Median round trip of a ping sharing the link with the traffic, in milliseconds.
+    pub ping_median_ms: Option<f64>,
     /// Established flows closed to make room for others.
     pub established_evicted: Option<u64>,
     /// Flow slots still held by flows that had already closed when the run ended.
@@ -141,6 +146,8 @@ impl Row {
             slowest_refusal_seconds: None,
             connects_refused: None,
             beyond_budget: None,
+            tcp_share_percent: None,
+            ping_median_ms: None,
             established_evicted: None,
             slots_leaked: None,
             outcome: String::new(),
@@ -160,6 +167,7 @@ impl Row {
 pub fn run_all(scale: Scale) -> Vec<Row> {
     let mut rows = Vec::new();
     rows.extend(tunnel::outbound_flood());
+    rows.extend(fairness::flood_beside_tcp());
     rows.extend(tunnel::inbound_burst());
     rows.extend(app_proxy::stalled_reader());
     rows.extend(flood::flood_beside_well_behaved_app());
@@ -263,6 +271,8 @@ pub fn json(rows: &[Row]) -> String {
                     json_opt(r.established_evicted, u64_json),
                 ),
                 ("slots_leaked", json_opt(r.slots_leaked, u64_json)),
+                ("tcp_share_percent", json_opt(r.tcp_share_percent, f64_json)),
+                ("ping_median_ms", json_opt(r.ping_median_ms, f64_json)),
                 ("outcome", json_string(&r.outcome)),
             ];
             let body: Vec<String> = fields
