@@ -233,7 +233,7 @@ fn run(host: Host, config: Option<TunnelConfig>, seconds: u64) -> Row {
             flood_seq += 1;
             next_flood_us += flood_gap_us;
         }
-        if now_us % PING_EVERY_US == 0 {
+        if now_us.is_multiple_of(PING_EVERY_US) {
             offer(Packet::new(ICMP, PING, ping_seq, now_us), &mut tun_queue);
             ping_seq += 1;
         }
