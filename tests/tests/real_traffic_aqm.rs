@@ -3,13 +3,14 @@
 //!
 //! The engine holds 256 KiB outbound: a full FIFO of that size is about 40 ms of standing queue
 //! at 50 Mbit/s, with the kernel's TUN queue behind it. Each run measures ping round trips during
-//! bulk TCP, then during bulk TCP plus an unresponsive 100 Mbit/s UDP flood, once with AQM off
-//! and once with CoDel (5 ms target, 100 ms interval).
+//! bulk TCP, then during bulk TCP plus an unresponsive 100 Mbit/s UDP flood, once with AQM off,
+//! once with CoDel (5 ms target, 100 ms interval) and once with flow queues (FQ-CoDel, 1024
+//! queues; the forwarder cuts the same 256 KiB into 1408-byte cells).
 //!
 //! What is asserted holds on any machine: the ceiling, no packet refused that was read while
 //! reading was allowed (the flood drives the tunnel through CoDel overload episodes, where that
-//! once failed by the tens of thousands), no reordering by the engine, a bounded order check in
-//! the host. Goodput and latency are figures, written to `target/real-traffic/aqm.json` and
+//! once failed by the tens of thousands), no reordering by the engine (within each flow for flow
+//! queues), a bounded order check in the host. Goodput and latency are figures, written to `target/real-traffic/aqm.json` and
 //! reported in `docs/real-traffic.md`, never thresholds.
 //!
 //! Without root or `ip netns` the test prints `SKIPPED: <reason>` and passes, except under
@@ -110,12 +111,17 @@ mod linux {
         }
         let off = run("off");
         let codel = run("codel");
-        let report = json!([describe("off", &off), describe("codel", &codel)]);
+        let fq = run("fq-codel");
+        let report = json!([
+            describe("off", &off),
+            describe("codel", &codel),
+            describe("fq-codel", &fq)
+        ]);
         let dir = report_dir(Path::new(env!("CARGO_TARGET_TMPDIR")));
         std::fs::create_dir_all(&dir).expect("target/real-traffic");
         std::fs::write(dir.join("aqm.json"), report.to_string()).expect("write the report");
 
-        for (name, run) in [("off", &off), ("codel", &codel)] {
+        for (name, run) in [("off", &off), ("codel", &codel), ("fq-codel", &fq)] {
             let engine = &run.forwarder_a["engine"];
             let host = &run.forwarder_a["host"];
             let count = |value: &serde_json::Value, key: &str| {
@@ -144,5 +150,14 @@ mod linux {
             .as_u64()
             .unwrap_or(0);
         assert!(aqm_drops > 0, "the flood made CoDel drop outbound packets");
+        let fq_outbound = &fq.forwarder_a["engine"]["outbound"];
+        let fq_drops = fq_outbound["aqm_dropped_packets"].as_u64().unwrap_or(0)
+            + fq_outbound["overflow_dropped_packets"]
+                .as_u64()
+                .unwrap_or(0);
+        assert!(
+            fq_drops > 0,
+            "the flood made the flow queues drop outbound packets"
+        );
     }
 }
