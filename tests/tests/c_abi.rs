@@ -16,6 +16,19 @@ fn tunnel_flood_keeps_the_ceiling_and_delivers_every_packet_in_order() {
 }
 
 #[test]
+fn tunnel_flow_queues_keep_a_sparse_flow_ahead_of_a_flood() {
+    let stdout = compile_and_run("tunnel_fq");
+    assert!(
+        stdout.contains("outbound: 400 of 400 sparse packets, each within"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("inbound: 200 of 200 sparse packets delivered"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn lifecycle_stop_and_restart_resume_carried_over_tasks_through_the_header() {
     let stdout = compile_and_run("lifecycle_restart");
     assert!(
