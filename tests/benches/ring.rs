@@ -30,6 +30,10 @@
 //!   outbound path (`on_outbound_packet`, `poll_outbound`, one `complete_outbound`), with AQM off
 //!   and with CoDel. The clock does not move, so CoDel never drops: the difference between the
 //!   two rows is what AQM's per-packet sojourn bookkeeping costs.
+//! - **tunnel, FQ-CoDel**: the same outbound path in flow-queue mode (1024 queues, one cell of
+//!   1536 bytes per packet, as many cells as the ring has slots): each packet is classified from
+//!   its IPv4/UDP header (every source packet starts with one, of a single flow) and hashed with
+//!   SipHash, then served by deficit round robin with per-queue CoDel.
 //! - **VecDeque<Vec<u8>>**: the naive host; one allocation per packet, freed after the copy out.
 //! - **heapless spsc**: `spsc::Queue` of fixed 1500-byte slots; a packet is copied into a
 //!   reusable frame that `enqueue` then moves into its slot, and copied out of `peek` before
@@ -424,6 +428,13 @@ fn packets(size: usize, set: usize) -> Vec<AlignedBytes> {
             for (byte, value) in packet.as_mut().iter_mut().enumerate() {
                 *value = (byte * 7 + index * 31 + set * 101 + 1) as u8;
             }
+            // An IPv4/UDP header of one flow, so the flow-queue row classifies real headers.
+            let header = [
+                0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 0x13, 0x88,
+                0x14, 0x51, 0, 0, 0, 0,
+            ];
+            let n = header.len().min(size);
+            packet.as_mut()[..n].copy_from_slice(&header[..n]);
             packet
         })
         .collect()
@@ -450,6 +461,10 @@ fn candidates(size: usize) -> Vec<Box<dyn Bench>> {
         named("tidegate, packed", Tidegate::new(1)),
         named("tunnel, AQM off", TunnelPath::new(Aqm::Off)),
         named("tunnel, CoDel", TunnelPath::new(Aqm::CODEL_DEFAULT)),
+        named(
+            "tunnel, FQ-CoDel",
+            TunnelPath::new(Aqm::fq_codel(Aqm::FQ_DEFAULT_FLOW_QUEUES, [7; 16])),
+        ),
         named("VecDeque<Vec<u8>>", VecDequeOfVecs::new()),
         named("heapless spsc", HeaplessSpsc::new()),
         named("bbqueue framed", BbqueueFramed::new()),
