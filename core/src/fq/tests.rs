@@ -99,6 +99,51 @@ fn a_sparse_flow_passes_a_backlogged_one() {
     assert_eq!(take(&mut q, 3), Some((1000, 2)));
 }
 
+/// RFC 8290, section 4.2: a queue that empties while on the new list goes behind the old ones,
+/// so a flow that keeps going idle and active again cannot claim new-flow priority every time
+/// and take more than its share from backlogged flows.
+#[test]
+fn a_flow_that_keeps_reactivating_gets_no_more_than_its_share() {
+    let mut q = queues(1024, 1024, NO_CODEL);
+    let (bulk, bouncer) = ([1001u16, 1002, 1003], 2000u16);
+    let mut seen = std::collections::HashSet::new();
+    for port in bulk.iter().chain([&bouncer]) {
+        let queue = classify::queue_of(classify::flow_hash(&packet(*port, 0, 1400), &SEED), 1024);
+        assert!(seen.insert(queue), "the test needs four distinct queues");
+    }
+    for seq in 0..200 {
+        for port in bulk {
+            push(&mut q, 0, &packet(port, seq, 1400)).unwrap();
+        }
+    }
+    // Serve each bulk flow its first quantum, so all three are on the old list.
+    for _ in 0..12 {
+        assert_ne!(
+            q.handout(Instant::ZERO).1.map(|(_, p)| decode(p).0),
+            Some(bouncer)
+        );
+        q.complete(1).unwrap();
+    }
+    let mut bouncer_out = 0;
+    for seq in 0..200 {
+        // One packet, then two hand-outs: the bouncer's queue is empty at the second.
+        push(&mut q, 1, &packet(bouncer, seq, 1400)).unwrap();
+        for _ in 0..2 {
+            let (_, Some((_, p))) = q.handout(Instant::from_micros(1)) else {
+                panic!("backlogged")
+            };
+            bouncer_out += usize::from(decode(p).0 == bouncer);
+            q.complete(1).unwrap();
+        }
+    }
+    // Four flows of equal packets: a fair share is a quarter of 400. Claiming new-flow priority
+    // at every packet would give the bouncer every other hand-out, 200.
+    assert!(
+        bouncer_out <= 120,
+        "the bouncer took {bouncer_out} of 400 hand-outs"
+    );
+}
+
 #[test]
 fn deficit_round_robin_shares_bytes_not_packets() {
     let mut q = queues(1024, 64, NO_CODEL);
