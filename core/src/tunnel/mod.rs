@@ -370,8 +370,8 @@ where
                     let mut dropped = codel.before_handout(params, now, ring, max_packet);
                     // Paused, or at the high watermark: the ring is pressed, and a persistent
                     // queue here would otherwise move into the kernel's queue (see `aqm`).
-                    let pressed =
-                        self.paused_since.is_some() || at_high_watermark(ring, &self.config);
+                    let pressed = self.paused_since.is_some()
+                        || at_high_watermark((ring.bytes_used(), ring.slots_used()), &self.config);
                     if codel.is_dropping() && pressed && !self.overload {
                         self.overload = true;
                         self.overloads = self.overloads.saturating_add(1);
@@ -631,8 +631,8 @@ where
     /// Pause reading once a high watermark is reached, in overload too: the headroom above the
     /// high watermarks is what guarantees that a packet pushed while reading was allowed fits.
     fn update_pause(&mut self, now: Instant) {
-        if self.paused_since.is_none() && at_high_watermark(&self.outbound, &self.config) {
-            let (bytes, packets) = self.outbound_held();
+        let (bytes, packets) = self.outbound_held();
+        if self.paused_since.is_none() && at_high_watermark((bytes, packets), &self.config) {
             self.paused_since = Some(now);
             self.pauses = self.pauses.saturating_add(1);
             log_debug!(
@@ -752,37 +752,10 @@ fn handout<'p>(
     Some(packet)
 }
 
-/// Whether the outbound queue holds bytes or packets at or above their high watermark.
-fn at_high_watermark<Q: Held>(queue: &Q, config: &TunnelConfig) -> bool {
-    let (bytes, packets) = queue.held();
+/// Whether `held` arena bytes and slots reach either outbound high watermark.
+fn at_high_watermark((bytes, packets): (usize, usize), config: &TunnelConfig) -> bool {
     bytes >= config.outbound_high_watermark_bytes as usize
         || packets >= config.outbound_high_watermark_packets as usize
-}
-
-/// Arena bytes and slots held, for the watermarks.
-trait Held {
-    fn held(&self) -> (usize, usize);
-}
-
-impl<B, S> Held for PacketRing<B, S>
-where
-    B: AsRef<[u8]> + AsMut<[u8]>,
-    S: AsRef<[Slot]> + AsMut<[Slot]>,
-{
-    fn held(&self) -> (usize, usize) {
-        (self.bytes_used(), self.slots_used())
-    }
-}
-
-impl<B, S, F> Held for Queue<B, S, F>
-where
-    B: AsRef<[u8]> + AsMut<[u8]>,
-    S: AsRef<[Slot]> + AsMut<[Slot]>,
-    F: AsRef<[FlowQueue]> + AsMut<[FlowQueue]>,
-{
-    fn held(&self) -> (usize, usize) {
-        (self.bytes_used(), self.slots_used())
-    }
 }
 
 /// Refuse empty and oversized packets, counting each under its own reason.
