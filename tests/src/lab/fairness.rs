@@ -53,7 +53,6 @@ const SECONDS: u64 = 10;
 
 /// Naive, tidegate FIFO + CoDel (a `variant`), tidegate FQ-CoDel.
 pub(super) fn flood_beside_tcp() -> [Row; 3] {
-    let seconds = SECONDS;
     let fifo = TunnelConfig {
         aqm: Aqm::CODEL_DEFAULT,
         max_packet_len: 1500,
@@ -65,11 +64,7 @@ pub(super) fn flood_beside_tcp() -> [Row; 3] {
         Aqm::fq_codel(Aqm::FQ_DEFAULT_FLOW_QUEUES, *b"lab seed, fixed!"),
     )
     .expect("2 MiB fits a flow-queue tunnel");
-    [
-        run(Host::Naive, None, seconds),
-        run(Host::Tidegate, Some(fifo), seconds),
-        run(Host::Tidegate, Some(fq), seconds),
-    ]
+    [run(None), run(Some(fifo)), run(Some(fq))]
 }
 
 /// A packet as the simulation follows it: its IP bytes, and who sent it when.
@@ -192,7 +187,13 @@ enum Queue {
     Tunnel(Box<HeapTunnel>),
 }
 
-fn run(host: Host, config: Option<TunnelConfig>, seconds: u64) -> Row {
+/// The naive host without a configuration, tidegate with one.
+fn run(config: Option<TunnelConfig>) -> Row {
+    let host = if config.is_some() {
+        Host::Tidegate
+    } else {
+        Host::Naive
+    };
     let mut queue = match config {
         None => Queue::Unbounded {
             packets: VecDeque::new(),
@@ -200,7 +201,7 @@ fn run(host: Host, config: Option<TunnelConfig>, seconds: u64) -> Row {
         },
         Some(config) => Queue::Tunnel(Box::new(heap_tunnel(config).expect("valid config"))),
     };
-    let end_us = seconds * 1_000_000;
+    let end_us = SECONDS * 1_000_000;
     let mut tun_queue: VecDeque<Vec<u8>> = VecDeque::new();
     let mut tun_drops = 0u64;
     let mut tcp = Tcp::new();
@@ -320,10 +321,10 @@ fn run(host: Host, config: Option<TunnelConfig>, seconds: u64) -> Row {
     let tcp_share = super::percent(tcp.goodput_segments, capacity_segments.max(1));
     pings_ms.sort_by(f64::total_cmp);
     let ping_median = pings_ms.get(pings_ms.len() / 2).copied();
-    let (variant, label) = match (&config, host) {
-        (None, _) => (None, "unbounded FIFO"),
-        (Some(c), _) if c.aqm.flow_queues() > 0 => (None, "FQ-CoDel, 1024 queues"),
-        (Some(_), _) => (Some("fifo-codel"), "FIFO + CoDel"),
+    let (variant, label) = match &config {
+        None => (None, "unbounded FIFO"),
+        Some(c) if c.aqm.flow_queues() > 0 => (None, "FQ-CoDel, 1024 queues"),
+        Some(_) => (Some("fifo-codel"), "FIFO + CoDel"),
     };
     let mut row = Row::new(ID, SCENARIO, "000", host);
     row.variant = variant;
