@@ -120,7 +120,9 @@ impl FlowOrderCheck {
             capacity: window,
             next_index: 0,
             by_fingerprint: HashMap::with_capacity(window),
-            last_by_flow: HashMap::with_capacity(window),
+            // Pruned every `window` pushes to the flows handed out in the last window, so it
+            // holds at most the flows of two windows between prunes.
+            last_by_flow: HashMap::with_capacity(2 * window),
             mismatches: 0,
             unverified: 0,
         }
