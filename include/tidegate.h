@@ -47,9 +47,9 @@
  * The version of the C ABI this header describes. It changes whenever a function, a type or
  * a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
  * change with what to do): compare it at build time, for example
- * `#if TIDEGATE_ABI_VERSION != 4`, to notice a library update that needs attention.
+ * `#if TIDEGATE_ABI_VERSION != 5`, to notice a library update that needs attention.
  */
-#define TIDEGATE_ABI_VERSION 4
+#define TIDEGATE_ABI_VERSION 5
 
 /**
  * The result of a tidegate call. `TIDEGATE_STATUS_OK` (0) is success; every other value says
@@ -363,6 +363,12 @@ enum TidegateStatus
      * size (`max_packet_len` rounded up to `packet_align`).
      */
     TIDEGATE_STATUS_CONFIG_ARENA_NOT_WHOLE_CELLS = 123,
+    /**
+     * Tunnel configuration with a byte queue limit (`queue_limit_max_bytes` not 0):
+     * `queue_limit_min_bytes` is below `max_packet_len` or above `queue_limit_max_bytes`, or
+     * `queue_limit_max_bytes` is above 1 GiB.
+     */
+    TIDEGATE_STATUS_CONFIG_INVALID_QUEUE_LIMIT = 124,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -1970,6 +1976,30 @@ typedef struct TidegateTunnelConfig {
      * which an attacker can predict. Ignored otherwise.
      */
     uint8_t flow_hash_seed[16];
+    /**
+     * The byte queue limit: the most outbound bytes the host may have sent down (completed)
+     * that the layer below has not yet reported transmitted, through
+     * `tidegate_tunnel_on_outbound_transmitted` or `tidegate_tunnel_on_outbound_queued_below`.
+     * While they reach the limit, `tidegate_tunnel_poll_outbound` hands nothing out and the
+     * packets wait in the tunnel, where queue management acts on them, instead of in a socket
+     * buffer the host cannot size (`NWConnection`). 0 (the default) turns the limit off. The
+     * limit sizes itself between `queue_limit_min_bytes` and this: it grows when the layer below
+     * ran dry while a packet waited on the limit, and shrinks by half the smallest queue that
+     * stood below for a whole `queue_limit_hold_us`. At most 1 GiB.
+     */
+    uint32_t queue_limit_max_bytes;
+    /**
+     * The smallest byte queue limit, and the one it starts at: at least `max_packet_len` and at
+     * most `queue_limit_max_bytes` (default 3000, two full-size packets). Equal to the maximum,
+     * the limit is fixed. Ignored when the limit is off.
+     */
+    uint32_t queue_limit_min_bytes;
+    /**
+     * How long a queue must stand below the tunnel before the limit shrinks, in microseconds
+     * (default 1000000, Linux BQL's second). 0 is refused with
+     * `TIDEGATE_STATUS_CONFIG_ZERO_DURATION` when the limit is on; ignored when it is off.
+     */
+    uint32_t queue_limit_hold_us;
 } TidegateTunnelConfig;
 
 /**
@@ -2122,6 +2152,28 @@ typedef struct TidegateTunnelStats {
      * Bytes of those packets.
      */
     uint64_t inbound_dropped_oldest_bytes;
+    /**
+     * The byte queue limit now (`queue_limit_max_bytes`), or 0 when it is off.
+     */
+    uint64_t outbound_queue_limit_bytes;
+    /**
+     * Outbound bytes completed (sent down) and not yet reported transmitted by the layer below;
+     * 0 when the limit is off.
+     */
+    uint64_t outbound_bytes_below;
+    /**
+     * Polls that found packets queued and handed none out because the bytes below had reached
+     * the limit.
+     */
+    uint64_t outbound_limit_holds;
+    /**
+     * Times the limit grew: the layer below ran dry while a packet waited on the limit.
+     */
+    uint64_t outbound_limit_grows;
+    /**
+     * Times the limit shrank: a queue stood below the tunnel for a whole hold time.
+     */
+    uint64_t outbound_limit_shrinks;
     /**
      * Whether outbound reading is paused now.
      */
@@ -3436,6 +3488,35 @@ TidegateStatus tidegate_tunnel_complete_outbound(struct TidegateTunnel *tunnel,
                                                  uint64_t now_us,
                                                  size_t count,
                                                  bool *out_resume_reading);
+
+/**
+ * Reports that the layer below the tunnel (the socket, `NWConnection`) transmitted `bytes` of
+ * the outbound packets the host completed: call it from a send completion. Feeds the byte
+ * queue limit (`queue_limit_max_bytes`); more bytes than were sent count as all of them, and
+ * without a limit only `now_us` is recorded. Afterwards, drain `tidegate_tunnel_poll_outbound`
+ * again: the limit may have let packets go.
+ *
+ * # Safety
+ * `tunnel` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_tunnel_on_outbound_transmitted(struct TidegateTunnel *tunnel,
+                                                       uint64_t now_us,
+                                                       uint64_t bytes);
+
+/**
+ * Reports that `bytes` are still queued in the layer below the tunnel: the socket's unsent
+ * bytes, read after the sends (`ioctl(fd, SIOCOUTQ)` on Linux, `getsockopt(SO_NWRITE)` on
+ * Darwin). What the tunnel sent and is no longer there counts as transmitted; bytes beyond
+ * what it sent (another sender's, or the platform's accounting: Linux counts a UDP socket's
+ * buffers at their true size) are not counted as the tunnel's. Otherwise as
+ * `tidegate_tunnel_on_outbound_transmitted`.
+ *
+ * # Safety
+ * `tunnel` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_tunnel_on_outbound_queued_below(struct TidegateTunnel *tunnel,
+                                                        uint64_t now_us,
+                                                        uint64_t bytes);
 
 /**
  * Queues a copy of one inbound packet (tunnel → apps), or drops a packet by the configured

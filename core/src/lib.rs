@@ -29,6 +29,7 @@
 )]
 
 mod aqm;
+mod bql;
 mod budget;
 mod error_class;
 mod eyeballs;
@@ -44,6 +45,7 @@ mod time;
 mod tunnel;
 
 pub use aqm::Aqm;
+pub use bql::{ByteQueueLimit, MAX_BYTE_QUEUE_LIMIT};
 pub use budget::{
     BudgetConfig, BudgetConfigError, BudgetError, BudgetRefusal, BudgetStats, ConnectionBudget,
 };

@@ -95,7 +95,8 @@ pub use tunnel::{
     tidegate_tunnel_config_for_ceiling, tidegate_tunnel_footprint, tidegate_tunnel_free,
     tidegate_tunnel_init, tidegate_tunnel_min_ceiling, tidegate_tunnel_new,
     tidegate_tunnel_on_inbound_packet, tidegate_tunnel_on_outbound_batch,
-    tidegate_tunnel_on_outbound_packet, tidegate_tunnel_poll_inbound,
+    tidegate_tunnel_on_outbound_packet, tidegate_tunnel_on_outbound_queued_below,
+    tidegate_tunnel_on_outbound_transmitted, tidegate_tunnel_poll_inbound,
     tidegate_tunnel_poll_outbound, tidegate_tunnel_stats,
 };
 

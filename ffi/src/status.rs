@@ -173,6 +173,10 @@ pub enum TidegateStatus {
     /// Tunnel configuration with flow queues: a ring's bytes are not its packets times the cell
     /// size (`max_packet_len` rounded up to `packet_align`).
     ConfigArenaNotWholeCells = 123,
+    /// Tunnel configuration with a byte queue limit (`queue_limit_max_bytes` not 0):
+    /// `queue_limit_min_bytes` is below `max_packet_len` or above `queue_limit_max_bytes`, or
+    /// `queue_limit_max_bytes` is above 1 GiB.
+    ConfigInvalidQueueLimit = 124,
 }
 
 impl TidegateStatus {
@@ -248,6 +252,7 @@ impl TidegateStatus {
         TidegateStatus::CeilingTooSmall,
         TidegateStatus::ReportUnknownGeneration,
         TidegateStatus::ConfigArenaNotWholeCells,
+        TidegateStatus::ConfigInvalidQueueLimit,
     ];
 
     /// A static, NUL-terminated English description.
@@ -373,6 +378,9 @@ impl TidegateStatus {
             TidegateStatus::ConfigArenaNotWholeCells => {
                 "config: with flow queues, ring bytes must be packets times the cell size\0"
             }
+            TidegateStatus::ConfigInvalidQueueLimit => {
+                "config: byte queue limit needs max_packet_len <= min <= max <= 1 GiB\0"
+            }
         }
     }
 
@@ -402,8 +410,8 @@ pub extern "C" fn tidegate_status_str(status: StatusCode) -> *const c_char {
 /// The version of the C ABI this header describes. It changes whenever a function, a type or
 /// a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
 /// change with what to do): compare it at build time, for example
-/// `#if TIDEGATE_ABI_VERSION != 4`, to notice a library update that needs attention.
-pub const TIDEGATE_ABI_VERSION: u32 = 4;
+/// `#if TIDEGATE_ABI_VERSION != 5`, to notice a library update that needs attention.
+pub const TIDEGATE_ABI_VERSION: u32 = 5;
 
 /// The library version as a static, NUL-terminated string such as "0.1.0"; do not free it.
 #[unsafe(no_mangle)]

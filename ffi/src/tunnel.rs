@@ -4,8 +4,9 @@ use core::ffi::c_void;
 use std::cell::Cell;
 
 use tidegate_core::{
-    Aqm, CeilingTooSmall, ConfigError, DirectionStats, DropPolicy, FlowQueue, InboundDisposition,
-    Instant, PacketError, PacketTunnel, Slot, TunnelConfig, TunnelStats, TunnelStorage,
+    Aqm, ByteQueueLimit, CeilingTooSmall, ConfigError, DirectionStats, DropPolicy, FlowQueue,
+    InboundDisposition, Instant, PacketError, PacketTunnel, Slot, TunnelConfig, TunnelStats,
+    TunnelStorage,
 };
 
 use crate::boundary::{
@@ -97,6 +98,24 @@ pub struct TidegateTunnelConfig {
     /// platform's random source (`SecRandomCopyBytes`, `getrandom`); the default is all zeros,
     /// which an attacker can predict. Ignored otherwise.
     pub flow_hash_seed: [u8; 16],
+    /// The byte queue limit: the most outbound bytes the host may have sent down (completed)
+    /// that the layer below has not yet reported transmitted, through
+    /// `tidegate_tunnel_on_outbound_transmitted` or `tidegate_tunnel_on_outbound_queued_below`.
+    /// While they reach the limit, `tidegate_tunnel_poll_outbound` hands nothing out and the
+    /// packets wait in the tunnel, where queue management acts on them, instead of in a socket
+    /// buffer the host cannot size (`NWConnection`). 0 (the default) turns the limit off. The
+    /// limit sizes itself between `queue_limit_min_bytes` and this: it grows when the layer below
+    /// ran dry while a packet waited on the limit, and shrinks by half the smallest queue that
+    /// stood below for a whole `queue_limit_hold_us`. At most 1 GiB.
+    pub queue_limit_max_bytes: u32,
+    /// The smallest byte queue limit, and the one it starts at: at least `max_packet_len` and at
+    /// most `queue_limit_max_bytes` (default 3000, two full-size packets). Equal to the maximum,
+    /// the limit is fixed. Ignored when the limit is off.
+    pub queue_limit_min_bytes: u32,
+    /// How long a queue must stand below the tunnel before the limit shrinks, in microseconds
+    /// (default 1000000, Linux BQL's second). 0 is refused with
+    /// `TIDEGATE_STATUS_CONFIG_ZERO_DURATION` when the limit is on; ignored when it is off.
+    pub queue_limit_hold_us: u32,
 }
 
 /// Active queue management (the `aqm` config field).
@@ -233,6 +252,18 @@ pub struct TidegateTunnelStats {
     pub inbound_dropped_oldest_packets: u64,
     /// Bytes of those packets.
     pub inbound_dropped_oldest_bytes: u64,
+    /// The byte queue limit now (`queue_limit_max_bytes`), or 0 when it is off.
+    pub outbound_queue_limit_bytes: u64,
+    /// Outbound bytes completed (sent down) and not yet reported transmitted by the layer below;
+    /// 0 when the limit is off.
+    pub outbound_bytes_below: u64,
+    /// Polls that found packets queued and handed none out because the bytes below had reached
+    /// the limit.
+    pub outbound_limit_holds: u64,
+    /// Times the limit grew: the layer below ran dry while a packet waited on the limit.
+    pub outbound_limit_grows: u64,
+    /// Times the limit shrank: a queue stood below the tunnel for a whole hold time.
+    pub outbound_limit_shrinks: u64,
     /// Whether outbound reading is paused now.
     pub outbound_paused: bool,
     /// Whether the outbound ring is in CoDel overload now: while the ring is pressed, every
@@ -282,6 +313,11 @@ impl From<TunnelStats> for TidegateTunnelStats {
             inbound_dropped_newest_bytes: s.inbound_dropped_newest_bytes,
             inbound_dropped_oldest_packets: s.inbound_dropped_oldest_packets,
             inbound_dropped_oldest_bytes: s.inbound_dropped_oldest_bytes,
+            outbound_queue_limit_bytes: s.outbound_queue_limit_bytes,
+            outbound_bytes_below: s.outbound_bytes_below,
+            outbound_limit_holds: s.outbound_limit_holds,
+            outbound_limit_grows: s.outbound_limit_grows,
+            outbound_limit_shrinks: s.outbound_limit_shrinks,
             outbound_paused: s.outbound_paused,
             outbound_overloaded: s.outbound_overloaded,
             reserved: [0; 6],
@@ -631,6 +667,55 @@ pub unsafe extern "C" fn tidegate_tunnel_complete_outbound(
     }
 }
 
+/// Reports that the layer below the tunnel (the socket, `NWConnection`) transmitted `bytes` of
+/// the outbound packets the host completed: call it from a send completion. Feeds the byte
+/// queue limit (`queue_limit_max_bytes`); more bytes than were sent count as all of them, and
+/// without a limit only `now_us` is recorded. Afterwards, drain `tidegate_tunnel_poll_outbound`
+/// again: the limit may have let packets go.
+///
+/// # Safety
+/// `tunnel` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_tunnel_on_outbound_transmitted(
+    tunnel: *mut TidegateTunnel,
+    now_us: u64,
+    bytes: u64,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(tunnel, |t| {
+            t.engine
+                .on_outbound_transmitted(Instant::from_micros(now_us), bytes);
+            Ok(())
+        })
+    }
+}
+
+/// Reports that `bytes` are still queued in the layer below the tunnel: the socket's unsent
+/// bytes, read after the sends (`ioctl(fd, SIOCOUTQ)` on Linux, `getsockopt(SO_NWRITE)` on
+/// Darwin). What the tunnel sent and is no longer there counts as transmitted; bytes beyond
+/// what it sent (another sender's, or the platform's accounting: Linux counts a UDP socket's
+/// buffers at their true size) are not counted as the tunnel's. Otherwise as
+/// `tidegate_tunnel_on_outbound_transmitted`.
+///
+/// # Safety
+/// `tunnel` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_tunnel_on_outbound_queued_below(
+    tunnel: *mut TidegateTunnel,
+    now_us: u64,
+    bytes: u64,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(tunnel, |t| {
+            t.engine
+                .on_outbound_queued_below(Instant::from_micros(now_us), bytes);
+            Ok(())
+        })
+    }
+}
+
 /// Queues a copy of one inbound packet (tunnel → apps), or drops a packet by the configured
 /// policy when the ring is full, and writes what happened to `*out_disposition` (a
 /// `TIDEGATE_INBOUND_DISPOSITION_*` value). Dropping is not an error: `writePackets` has no flow
@@ -858,6 +943,19 @@ impl From<TunnelConfig> for TidegateTunnelConfig {
     fn from(c: TunnelConfig) -> Self {
         let (mut flow_queues, mut flow_quantum_bytes, mut flow_hash_seed) =
             (0, Aqm::FQ_DEFAULT_QUANTUM_BYTES, [0; 16]);
+        let (queue_limit_max_bytes, queue_limit_min_bytes, queue_limit_hold_us) =
+            match c.byte_queue_limit {
+                ByteQueueLimit::Off => (
+                    0,
+                    c.max_packet_len.saturating_mul(2),
+                    ByteQueueLimit::DEFAULT_HOLD_MICROS,
+                ),
+                ByteQueueLimit::Auto {
+                    min_bytes,
+                    max_bytes,
+                    hold_micros,
+                } => (max_bytes, min_bytes, hold_micros),
+            };
         let (aqm, target_micros, interval_micros) = match c.aqm {
             Aqm::Off => (
                 TidegateAqm::Off,
@@ -898,6 +996,9 @@ impl From<TunnelConfig> for TidegateTunnelConfig {
             flow_queues,
             flow_quantum_bytes,
             flow_hash_seed,
+            queue_limit_max_bytes,
+            queue_limit_min_bytes,
+            queue_limit_hold_us,
         }
     }
 }
@@ -928,6 +1029,15 @@ impl TryFrom<TidegateTunnelConfig> for TunnelConfig {
         if c.aqm != 2 && c.flow_queues != 0 {
             return Err(TidegateStatus::ConfigInvalidAqm);
         }
+        let byte_queue_limit = match c.queue_limit_max_bytes {
+            0 => ByteQueueLimit::Off,
+            _ if c.queue_limit_hold_us == 0 => return Err(TidegateStatus::ConfigZeroDuration),
+            max_bytes => ByteQueueLimit::Auto {
+                min_bytes: c.queue_limit_min_bytes,
+                max_bytes,
+                hold_micros: c.queue_limit_hold_us,
+            },
+        };
         let config = TunnelConfig {
             outbound_bytes: c.outbound_bytes,
             outbound_packets: c.outbound_packets,
@@ -941,6 +1051,7 @@ impl TryFrom<TidegateTunnelConfig> for TunnelConfig {
             inbound_drop_policy: policy,
             aqm,
             packet_align: c.packet_align,
+            byte_queue_limit,
         };
         config.validate().map_err(status_of_config)?;
         Ok(config)
@@ -961,6 +1072,7 @@ fn status_of_config(error: ConfigError) -> TidegateStatus {
         ConfigError::InvalidAqm => TidegateStatus::ConfigInvalidAqm,
         ConfigError::BadPacketAlign { .. } => TidegateStatus::ConfigBadPacketAlign,
         ConfigError::ArenaNotWholeCells { .. } => TidegateStatus::ConfigArenaNotWholeCells,
+        ConfigError::InvalidByteQueueLimit => TidegateStatus::ConfigInvalidQueueLimit,
     }
 }
 

@@ -9,7 +9,10 @@
 //! - flow control, across CoDel overload episodes: reading pauses at a high watermark, a packet
 //!   read while reading was allowed always fits, `resume_reading` is reported exactly on the
 //!   completion that resumes, and the completion that reaches the low watermarks ends overload;
-//! - a refused packet changes nothing but its counter (the clock included).
+//! - a refused packet changes nothing but its counter (the clock included);
+//! - the byte queue limit: the bytes below match completions minus the reports of the layer
+//!   below, a poll hands nothing out exactly while they reach the limit (and changes nothing but
+//!   the hold counter), and the limit stays within its bounds.
 #![no_main]
 
 use std::collections::VecDeque;
@@ -17,8 +20,8 @@ use std::collections::VecDeque;
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use tidegate_core::{
-    Aqm, DropPolicy, InboundDisposition, Instant, PacketError, PacketTunnel, Slot, TunnelConfig,
-    TunnelStats, TunnelStorage,
+    Aqm, ByteQueueLimit, DropPolicy, InboundDisposition, Instant, PacketError, PacketTunnel, Slot,
+    TunnelConfig, TunnelStats, TunnelStorage,
 };
 use tidegate_fuzz::{HostClock, MAX_OPS, Tick, stamped_packet};
 
@@ -38,6 +41,7 @@ struct Setup {
     drop_oldest: bool,
     codel: Option<(u16, u16)>,
     align_log2: u8,
+    queue_limit: Option<(u16, u16, u16)>,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -48,6 +52,8 @@ enum Op {
     PollInbound { tick: Tick },
     CompleteOutbound { count: u8, tick: Tick },
     CompleteInbound { count: u8, tick: Tick },
+    Transmitted { bytes: u16, tick: Tick },
+    QueuedBelow { bytes: u16, tick: Tick },
 }
 
 /// What the model expects one ring to hold.
@@ -84,6 +90,9 @@ fuzz_target!(|data: &[u8]| {
     let mut refused = (0u64, 0u64);
     let mut seq = 0u32;
     let mut last = tunnel.stats();
+    // Bytes completed outbound and not yet reported transmitted, while the limit is on.
+    let limit_on = config.byte_queue_limit != ByteQueueLimit::Off;
+    let mut below = 0u64;
     for _ in 0..MAX_OPS {
         let Ok(op) = Op::arbitrary(&mut input) else {
             break;
@@ -180,8 +189,20 @@ fuzz_target!(|data: &[u8]| {
             Op::PollOutbound { tick } => {
                 let now = Instant::from_micros(clock.tick(tick));
                 let had_queued = !outbound.queued.is_empty();
+                let before = tunnel.stats();
                 let got = tunnel.poll_outbound(now).map(<[u8]>::to_vec);
                 let stats = tunnel.stats();
+                if limit_on && had_queued && below >= before.outbound_queue_limit_bytes {
+                    assert_eq!(got, None, "held by the limit");
+                    let mut expected = before;
+                    expected.outbound_limit_holds += 1;
+                    expected.outbound_paused_micros = stats.outbound_paused_micros;
+                    assert_eq!(stats, expected, "a held poll changes one counter");
+                    continue_checks(
+                        &tunnel, &config, &mut last, &outbound, &inbound, refused, &clock, below,
+                    );
+                    continue;
+                }
                 after_poll(
                     &mut outbound,
                     got,
@@ -204,6 +225,9 @@ fuzz_target!(|data: &[u8]| {
                 match tunnel.complete_outbound(now, count) {
                     Ok(done) => {
                         let bytes = complete(&mut outbound, count);
+                        if limit_on {
+                            below += bytes as u64;
+                        }
                         assert_eq!((done.released.packets, done.released.bytes), (count, bytes));
                         let resumed = was_paused && tunnel.can_read_outbound();
                         assert_eq!(done.resume_reading, resumed, "resume edge exactly once");
@@ -238,17 +262,57 @@ fuzz_target!(|data: &[u8]| {
                     Err(_) => assert!(count > inbound.in_flight.len()),
                 }
             }
+            Op::Transmitted { bytes, tick } => {
+                let now = Instant::from_micros(clock.tick(tick));
+                tunnel.on_outbound_transmitted(now, u64::from(bytes));
+                below -= below.min(u64::from(bytes));
+            }
+            Op::QueuedBelow { bytes, tick } => {
+                let now = Instant::from_micros(clock.tick(tick));
+                tunnel.on_outbound_queued_below(now, u64::from(bytes));
+                below = below.min(u64::from(bytes));
+            }
         }
-        let stats = tunnel.stats();
-        check(&tunnel, &config, &stats, &outbound, &inbound, refused);
-        assert!(stats.outbound_paused_micros >= last.outbound_paused_micros);
-        assert!(stats.outbound_paused_micros <= clock.span());
-        for direction in [&stats.outbound, &stats.inbound] {
-            assert!(direction.last_sojourn_micros <= clock.span());
-        }
-        last = stats;
+        continue_checks(
+            &tunnel, &config, &mut last, &outbound, &inbound, refused, &clock, below,
+        );
     }
 });
+
+/// The checks after every call; `last` becomes the stats now.
+#[allow(clippy::too_many_arguments)]
+fn continue_checks(
+    tunnel: &Tunnel,
+    config: &TunnelConfig,
+    last: &mut TunnelStats,
+    outbound: &Direction,
+    inbound: &Direction,
+    refused: (u64, u64),
+    clock: &HostClock,
+    below: u64,
+) {
+    let stats = tunnel.stats();
+    check(tunnel, config, &stats, outbound, inbound, refused);
+    assert!(stats.outbound_paused_micros >= last.outbound_paused_micros);
+    assert!(stats.outbound_paused_micros <= clock.span());
+    for direction in [&stats.outbound, &stats.inbound] {
+        assert!(direction.last_sojourn_micros <= clock.span());
+    }
+    assert_eq!(stats.outbound_bytes_below, below, "bytes below");
+    match config.byte_queue_limit {
+        ByteQueueLimit::Off => assert_eq!(stats.outbound_queue_limit_bytes, 0),
+        ByteQueueLimit::Auto {
+            min_bytes,
+            max_bytes,
+            ..
+        } => assert!(
+            (u64::from(min_bytes)..=u64::from(max_bytes))
+                .contains(&stats.outbound_queue_limit_bytes),
+            "limit within its bounds"
+        ),
+    }
+    *last = stats;
+}
 
 fn config_of(setup: &Setup) -> TunnelConfig {
     let max_packet_len = u32::from(setup.max_packet_len) + 1;
@@ -283,6 +347,17 @@ fn config_of(setup: &Setup) -> TunnelConfig {
         },
         aqm,
         packet_align: 1 << (setup.align_log2 % 8),
+        byte_queue_limit: match setup.queue_limit {
+            None => ByteQueueLimit::Off,
+            Some((min, extra, hold)) => {
+                let min_bytes = max_packet_len + u32::from(min % 2048);
+                ByteQueueLimit::Auto {
+                    min_bytes,
+                    max_bytes: min_bytes + u32::from(extra % 8192),
+                    hold_micros: u32::from(hold) + 1,
+                }
+            }
+        },
     }
 }
 

@@ -58,7 +58,9 @@ struct Direction {
 
 /// A UDP/IPv4 packet of flow `flow` (its source port) carrying `seq`, `len` bytes at least 32.
 fn packet(flow: u8, seq: u32, len: usize) -> Vec<u8> {
-    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+    let mut p = vec![
+        0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+    ];
     p.extend_from_slice(&[0, flow, 0, 9, 0, 0, 0, 0]);
     p.extend_from_slice(&seq.to_be_bytes());
     p.resize(len.max(32), flow);
@@ -253,11 +255,19 @@ fn check(tunnel: &Tunnel, config: &TunnelConfig, outbound: &Direction, inbound: 
     let stats = tunnel.stats();
     let cell = u64::from(config.cell_bytes());
     for (name, s, d, cells) in [
-        ("outbound", &stats.outbound, outbound, config.outbound_packets),
+        (
+            "outbound",
+            &stats.outbound,
+            outbound,
+            config.outbound_packets,
+        ),
         ("inbound", &stats.inbound, inbound, config.inbound_packets),
     ] {
         let held = s.packets_queued + s.packets_in_flight;
-        assert!(held <= u64::from(cells), "{name}: {held} packets in {cells} cells");
+        assert!(
+            held <= u64::from(cells),
+            "{name}: {held} packets in {cells} cells"
+        );
         assert_eq!(s.arena_bytes_used, held * cell, "{name}: whole cells");
         assert_eq!(s.packets_in_flight, d.in_flight.len() as u64, "{name}");
         assert_eq!(s.packets_accepted, d.accepted, "{name}");
@@ -273,7 +283,15 @@ fn check(tunnel: &Tunnel, config: &TunnelConfig, outbound: &Direction, inbound: 
         );
     }
     let out: Vec<&[u8]> = tunnel.outbound_in_flight().collect();
-    assert!(out.iter().copied().eq(outbound.in_flight.iter().map(Vec::as_slice)));
+    assert!(
+        out.iter()
+            .copied()
+            .eq(outbound.in_flight.iter().map(Vec::as_slice))
+    );
     let inb: Vec<&[u8]> = tunnel.inbound_in_flight().collect();
-    assert!(inb.iter().copied().eq(inbound.in_flight.iter().map(Vec::as_slice)));
+    assert!(
+        inb.iter()
+            .copied()
+            .eq(inbound.in_flight.iter().map(Vec::as_slice))
+    );
 }

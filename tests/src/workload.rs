@@ -117,6 +117,9 @@ const TUNNEL: TidegateTunnelConfig = TidegateTunnelConfig {
     flow_queues: 0,
     flow_quantum_bytes: 1500,
     flow_hash_seed: [0; 16],
+    queue_limit_max_bytes: 0,
+    queue_limit_min_bytes: 3000,
+    queue_limit_hold_us: 1_000_000,
 };
 
 const FLOW_SLOTS: u32 = 64;

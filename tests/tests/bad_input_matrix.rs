@@ -58,6 +58,8 @@ const MATRIX: &[(&str, fn())] = matrix![
     tunnel_on_outbound_batch,
     tunnel_poll_outbound,
     tunnel_complete_outbound,
+    tunnel_on_outbound_transmitted,
+    tunnel_on_outbound_queued_below,
     tunnel_on_inbound_packet,
     tunnel_poll_inbound,
     tunnel_complete_inbound,
@@ -400,7 +402,7 @@ fn status_str() {
         assert_ne!(message.to_str().unwrap(), "unknown status");
     }
     // Values between, past and far past the known codes.
-    for unknown in [7, 9, 21, 29, 34, 59, 84, 99, 124, 9999, u32::MAX] {
+    for unknown in [7, 9, 21, 29, 34, 59, 84, 99, 125, 9999, u32::MAX] {
         let message = tidegate_status_str(unknown);
         assert!(!message.is_null());
         // SAFETY: never NULL, static and NUL-terminated.
@@ -732,6 +734,37 @@ fn bad_tunnel_configs() -> Vec<(TidegateTunnelConfig, TidegateStatus)> {
                 ..good
             },
             S::ConfigUnknownAqm,
+        ),
+        (
+            TidegateTunnelConfig {
+                queue_limit_max_bytes: 64 * 1024,
+                queue_limit_min_bytes: 999,
+                ..good
+            },
+            S::ConfigInvalidQueueLimit,
+        ),
+        (
+            TidegateTunnelConfig {
+                queue_limit_max_bytes: 2000,
+                queue_limit_min_bytes: 3000,
+                ..good
+            },
+            S::ConfigInvalidQueueLimit,
+        ),
+        (
+            TidegateTunnelConfig {
+                queue_limit_max_bytes: (1 << 30) + 1,
+                ..good
+            },
+            S::ConfigInvalidQueueLimit,
+        ),
+        (
+            TidegateTunnelConfig {
+                queue_limit_max_bytes: 64 * 1024,
+                queue_limit_hold_us: 0,
+                ..good
+            },
+            S::ConfigZeroDuration,
         ),
         (
             TidegateTunnelConfig {
@@ -1189,6 +1222,35 @@ fn tunnel_complete_outbound() {
             Tunnel::busy,
             |t| tidegate_tunnel_complete_outbound(t.0, EARLIER, 2, &mut false),
             |t| tidegate_tunnel_complete_outbound(t.0, NOW, 2, &mut false),
+        );
+    }
+}
+
+fn tunnel_on_outbound_transmitted() {
+    unsafe {
+        assert_eq!(
+            tidegate_tunnel_on_outbound_transmitted(null_mut(), NOW, 1),
+            S::NullArgument
+        );
+        // Any byte count is a valid report; a `now` in the past counts as the latest.
+        same_as(
+            Tunnel::busy,
+            |t| tidegate_tunnel_on_outbound_transmitted(t.0, EARLIER, u64::MAX),
+            |t| tidegate_tunnel_on_outbound_transmitted(t.0, NOW, u64::MAX),
+        );
+    }
+}
+
+fn tunnel_on_outbound_queued_below() {
+    unsafe {
+        assert_eq!(
+            tidegate_tunnel_on_outbound_queued_below(null_mut(), NOW, 1),
+            S::NullArgument
+        );
+        same_as(
+            Tunnel::busy,
+            |t| tidegate_tunnel_on_outbound_queued_below(t.0, EARLIER, u64::MAX),
+            |t| tidegate_tunnel_on_outbound_queued_below(t.0, NOW, u64::MAX),
         );
     }
 }

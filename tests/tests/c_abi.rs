@@ -29,6 +29,15 @@ fn tunnel_flow_queues_keep_a_sparse_flow_ahead_of_a_flood() {
 }
 
 #[test]
+fn the_byte_queue_limit_keeps_the_link_busy_with_a_short_queue_below() {
+    let stdout = compile_and_run("tunnel_queue_limit");
+    assert!(
+        stdout.contains("with the limit: link idle 0 ticks"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn lifecycle_stop_and_restart_resume_carried_over_tasks_through_the_header() {
     let stdout = compile_and_run("lifecycle_restart");
     assert!(

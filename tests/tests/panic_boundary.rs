@@ -88,6 +88,14 @@ unsafe fn check_poisoned_tunnel(t: *mut TidegateTunnel) -> Checked {
         c.poisoned_out("tidegate_tunnel_complete_outbound", |out| {
             tidegate_tunnel_complete_outbound(t, 1, 1, out)
         });
+        c.poisoned(
+            "tidegate_tunnel_on_outbound_transmitted",
+            tidegate_tunnel_on_outbound_transmitted(t, 1, 1),
+        );
+        c.poisoned(
+            "tidegate_tunnel_on_outbound_queued_below",
+            tidegate_tunnel_on_outbound_queued_below(t, 1, 1),
+        );
         c.poisoned_out("tidegate_tunnel_on_inbound_packet", |out| {
             tidegate_tunnel_on_inbound_packet(t, 1, data.as_ptr(), 64, out)
         });

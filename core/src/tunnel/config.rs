@@ -4,6 +4,7 @@ use core::fmt;
 use core::mem::size_of;
 
 use crate::aqm::Aqm;
+use crate::bql::ByteQueueLimit;
 use crate::fq::FlowQueue;
 use crate::ring::{DEFAULT_PACKET_ALIGN, MAX_ARENA_BYTES, MAX_PACKET_ALIGN, Slot};
 
@@ -82,6 +83,11 @@ pub struct TunnelConfig {
     ///
     /// [`PacketRing`]: crate::PacketRing
     pub packet_align: u32,
+    /// A cap on the outbound bytes the host has sent down and the layer below has not yet
+    /// transmitted, so the standing queue stays in the tunnel, where queue management acts on
+    /// it, instead of in a socket buffer the host cannot size (see [`ByteQueueLimit`]). Off by
+    /// default.
+    pub byte_queue_limit: ByteQueueLimit,
 }
 
 impl TunnelConfig {
@@ -109,6 +115,7 @@ impl TunnelConfig {
         inbound_drop_policy: DropPolicy::DropNewest,
         aqm: Aqm::Off,
         packet_align: DEFAULT_PACKET_ALIGN as u32,
+        byte_queue_limit: ByteQueueLimit::Off,
     };
 
     /// Check the configuration. [`PacketTunnel::new`](super::PacketTunnel::new) calls this.
@@ -128,6 +135,9 @@ impl TunnelConfig {
         }
         if self.max_packet_len == 0 {
             return Err(E::ZeroMaxPacketLen);
+        }
+        if !self.byte_queue_limit.is_valid(self.max_packet_len) {
+            return Err(E::InvalidByteQueueLimit);
         }
         for (bytes, packets) in [
             (self.outbound_bytes, self.outbound_packets),
@@ -269,6 +279,7 @@ impl TunnelConfig {
             inbound_drop_policy: DropPolicy::DropNewest,
             aqm,
             packet_align: DEFAULT_PACKET_ALIGN as u32,
+            byte_queue_limit: ByteQueueLimit::Off,
         })
     }
 
@@ -384,6 +395,9 @@ pub enum ConfigError {
         /// Bytes of one cell: `max_packet_len` rounded up to `packet_align`.
         cell_bytes: u32,
     },
+    /// The byte queue limit's minimum is below `max_packet_len` or above its maximum, its
+    /// maximum above [`MAX_BYTE_QUEUE_LIMIT`](crate::MAX_BYTE_QUEUE_LIMIT), or its hold time zero.
+    InvalidByteQueueLimit,
 }
 
 impl core::error::Error for ConfigError {}
@@ -426,6 +440,9 @@ impl fmt::Display for ConfigError {
             ConfigError::ArenaNotWholeCells { cell_bytes } => write!(
                 f,
                 "with flow queues, each ring's bytes must be its packets times the {cell_bytes}-byte cell"
+            ),
+            ConfigError::InvalidByteQueueLimit => f.write_str(
+                "byte queue limit needs max_packet_len <= min <= max <= 1 GiB and a hold time",
             ),
         }
     }

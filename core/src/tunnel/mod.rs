@@ -10,6 +10,7 @@ use core::fmt;
 
 use self::stats::{DirectionCounters, count};
 use crate::aqm::{Aqm, Codel, CodelParams, Dropped};
+use crate::bql::Bql;
 use crate::fmt::{log_debug, log_trace};
 use crate::fq::{FlowQueue, FlowQueues, FlowSettings};
 use crate::ring::{CompleteError, InFlight, PacketRing, PushError, Released, RingLevels, Slot};
@@ -175,6 +176,10 @@ pub struct PacketTunnel<B, S, F = [FlowQueue; 0]> {
     refused_bytes: u64,
     dropped_newest: (u64, u64),
     dropped_oldest: (u64, u64),
+    /// The byte queue limit on what the host has sent below the tunnel.
+    bql: Bql,
+    /// Hand-outs the byte queue limit held back.
+    limit_holds: u64,
 }
 
 /// One direction's queue: a FIFO ring, or flow queues.
@@ -267,6 +272,8 @@ where
             refused_bytes: 0,
             dropped_newest: (0, 0),
             dropped_oldest: (0, 0),
+            bql: Bql::new(config.byte_queue_limit),
+            limit_holds: 0,
         })
     }
 
@@ -360,9 +367,19 @@ where
     /// ring is at its high watermark and CoDel is dropping, every queued packet older than the
     /// target is dropped, so a persistent overload empties the ring (see the `aqm` module); the
     /// completion that brings the ring down to its low watermarks ends the overload.
+    ///
+    /// With a [`ByteQueueLimit`](crate::ByteQueueLimit), nothing is handed out while the bytes
+    /// sent below the tunnel (completed, and not yet reported transmitted) reach the limit; the
+    /// packets wait in the queue, where queue management acts on them. Report progress below
+    /// with [`PacketTunnel::on_outbound_transmitted`] or
+    /// [`PacketTunnel::on_outbound_queued_below`], then drain this again.
     #[must_use = "the packet handed out is in flight: send it, then complete it"]
     pub fn poll_outbound(&mut self, now: Instant) -> Option<&[u8]> {
         let now = self.clock.observe(now);
+        if self.outbound.levels().packets_queued > 0 && !self.bql.admit() {
+            self.limit_holds = self.limit_holds.saturating_add(1);
+            return None;
+        }
         let max_packet = self.config.max_packet_len as usize;
         match &mut self.outbound {
             Queue::Fifo(ring) => {
@@ -416,6 +433,7 @@ where
         let now = self.clock.observe(now);
         self.outbound_counters
             .completed(released.packets, released.bytes);
+        self.bql.sent(released.bytes);
         let resume_reading = match &self.outbound {
             Queue::Fifo(_) => self.settle_at_low_watermarks(now),
             Queue::Flows(flows) if flows.can_take() => self.resume(now),
@@ -425,6 +443,26 @@ where
             released,
             resume_reading,
         })
+    }
+
+    /// The layer below the tunnel (the socket, the driver) reports `bytes` of completed
+    /// outbound packets transmitted: a send completion. Feeds the byte queue limit (see
+    /// [`ByteQueueLimit`](crate::ByteQueueLimit)); without one it only records `now`. Reports
+    /// beyond what was sent count as what was sent. Drain
+    /// [`PacketTunnel::poll_outbound`] afterwards: the limit may have opened.
+    pub fn on_outbound_transmitted(&mut self, now: Instant, bytes: u64) {
+        let now = self.clock.observe(now);
+        self.bql.transmitted(now, bytes);
+    }
+
+    /// The layer below the tunnel reports `bytes` still queued in it: `SIOCOUTQ` on Linux,
+    /// `SO_NWRITE` on Darwin, read after the sends. Bytes it holds beyond what the tunnel sent
+    /// (another sender's, or its own accounting: Linux counts a UDP socket's buffers at their
+    /// true size) are not counted as the tunnel's. Otherwise as
+    /// [`PacketTunnel::on_outbound_transmitted`].
+    pub fn on_outbound_queued_below(&mut self, now: Instant, bytes: u64) {
+        let now = self.clock.observe(now);
+        self.bql.queued_below(now, bytes);
     }
 
     /// Queue an inbound packet (tunnel → apps), or drop by policy when the ring is full.
@@ -573,6 +611,11 @@ where
             inbound_dropped_newest_bytes: self.dropped_newest.1,
             inbound_dropped_oldest_packets: self.dropped_oldest.0,
             inbound_dropped_oldest_bytes: self.dropped_oldest.1,
+            outbound_queue_limit_bytes: u64::from(self.bql.limit()),
+            outbound_bytes_below: u64::from(self.bql.below()),
+            outbound_limit_holds: self.limit_holds,
+            outbound_limit_grows: self.bql.grows,
+            outbound_limit_shrinks: self.bql.shrinks,
         }
     }
 

@@ -84,6 +84,19 @@ pub struct TunnelStats {
     pub inbound_dropped_oldest_packets: u64,
     /// Bytes of those packets.
     pub inbound_dropped_oldest_bytes: u64,
+    /// The byte queue limit now, or 0 without one (see
+    /// [`ByteQueueLimit`](crate::ByteQueueLimit)).
+    pub outbound_queue_limit_bytes: u64,
+    /// Outbound bytes completed (sent below the tunnel) and not yet reported transmitted by the
+    /// layer below; 0 without a byte queue limit.
+    pub outbound_bytes_below: u64,
+    /// Calls to `poll_outbound` that found packets queued and handed none out because the bytes
+    /// below had reached the limit.
+    pub outbound_limit_holds: u64,
+    /// Times the limit grew: the layer below ran dry while a packet waited on the limit.
+    pub outbound_limit_grows: u64,
+    /// Times the limit shrank: a queue stood below the tunnel for a whole hold time.
+    pub outbound_limit_shrinks: u64,
 }
 
 /// The running counters of one direction; levels come from the ring when a snapshot is taken.

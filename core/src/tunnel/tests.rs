@@ -32,6 +32,7 @@ fn small() -> TunnelConfig {
         inbound_drop_policy: DropPolicy::DropNewest,
         aqm: Aqm::Off,
         packet_align: 1,
+        byte_queue_limit: crate::ByteQueueLimit::Off,
     }
 }
 
@@ -880,4 +881,128 @@ fn flow_queues_inbound_says_it_dropped_from_the_fattest() {
         "every cell in flight: nothing to drop from"
     );
     assert_eq!(tun.stats().inbound_dropped_newest_packets, 1);
+}
+
+/// A limit of 300 bytes below: 100-byte packets.
+fn limited() -> TunnelConfig {
+    TunnelConfig {
+        byte_queue_limit: crate::ByteQueueLimit::Auto {
+            min_bytes: 300,
+            max_bytes: 600,
+            hold_micros: 1000,
+        },
+        ..small()
+    }
+}
+
+#[test]
+fn the_byte_queue_limit_keeps_packets_in_the_tunnel_until_the_layer_below_drains() {
+    let mut tun = tunnel(limited());
+    for i in 0..5u8 {
+        tun.on_outbound_packet(t(0), &[i; 100]).unwrap();
+    }
+    for i in 0..3u8 {
+        assert_eq!(tun.poll_outbound(t(1)).unwrap()[0], i);
+        let _ = tun.complete_outbound(t(1), 1).unwrap();
+    }
+    assert_eq!(tun.poll_outbound(t(1)), None, "300 bytes below: held");
+    let stats = tun.stats();
+    assert_eq!(stats.outbound_bytes_below, 300);
+    assert_eq!(stats.outbound_limit_holds, 1);
+    assert_eq!(
+        stats.outbound.packets_queued, 2,
+        "the rest waits in the tunnel"
+    );
+    tun.on_outbound_transmitted(t(2), 100);
+    assert_eq!(tun.poll_outbound(t(2)).unwrap()[0], 3, "the limit opened");
+    let _ = tun.complete_outbound(t(2), 1).unwrap();
+    // A queue level reported by the socket: 100 bytes of ours still there.
+    tun.on_outbound_queued_below(t(3), 100);
+    assert_eq!(tun.stats().outbound_bytes_below, 100);
+    assert_eq!(tun.poll_outbound(t(3)).unwrap()[0], 4);
+    assert_eq!(
+        tun.stats().outbound_limit_grows,
+        0,
+        "never ran dry while held"
+    );
+}
+
+#[test]
+fn with_nothing_queued_an_empty_poll_is_not_a_hold() {
+    let mut tun = tunnel(limited());
+    assert_eq!(tun.poll_outbound(t(1)), None);
+    assert_eq!(tun.stats().outbound_limit_holds, 0);
+}
+
+#[test]
+fn the_limit_is_off_by_default_and_counts_nothing_below() {
+    let mut tun = tunnel(small());
+    for i in 0..5u8 {
+        tun.on_outbound_packet(t(0), &[i; 100]).unwrap();
+        let _ = tun.poll_outbound(t(0)).unwrap();
+        let _ = tun.complete_outbound(t(0), 1).unwrap();
+    }
+    let stats = tun.stats();
+    assert_eq!(
+        (stats.outbound_queue_limit_bytes, stats.outbound_bytes_below),
+        (0, 0)
+    );
+}
+
+/// A host loop over a link that drains `rate` bytes per tick and keeps what it was given in a
+/// queue below the tunnel (a socket buffer nobody can size), reporting its level every tick. A
+/// sender keeps the tunnel full. Returns the link's idle ticks after warm-up and the most bytes
+/// below seen after warm-up.
+fn drive_link(config: TunnelConfig, rate: u64, ticks: u64) -> (u64, u64, TunnelStats) {
+    let mut tun = tunnel(config);
+    let mut below: u64 = 0;
+    let (mut idle, mut most_below) = (0, 0);
+    let warm_up = ticks / 2;
+    for tick in 0..ticks {
+        let now = t(tick * 100);
+        while tun.can_read_outbound() && tun.on_outbound_packet(now, &[0; 100]).is_ok() {}
+        while let Some(packet) = tun.poll_outbound(now) {
+            below += packet.len() as u64;
+            let _ = tun.complete_outbound(now, 1).unwrap();
+        }
+        if tick >= warm_up {
+            most_below = most_below.max(below);
+            if below == 0 {
+                idle += 1;
+            }
+        }
+        below = below.saturating_sub(rate);
+        tun.on_outbound_queued_below(now, below);
+    }
+    (idle, most_below, tun.stats())
+}
+
+#[test]
+fn the_limit_sizes_itself_to_keep_the_link_busy_with_a_short_queue_below() {
+    let auto = TunnelConfig {
+        byte_queue_limit: crate::ByteQueueLimit::Auto {
+            min_bytes: 100,
+            max_bytes: 100_000,
+            hold_micros: 5_000,
+        },
+        ..small()
+    };
+    // Fewer ticks under Miri, still eight hold times.
+    let ticks = if cfg!(miri) { 800 } else { 4000 };
+    // Unlimited, everything the tunnel holds moves below it at once and waits there.
+    let (idle, most_below, _) = drive_link(small(), 150, ticks);
+    assert_eq!(idle, 0);
+    assert!(
+        most_below >= 600,
+        "{most_below} bytes below without a limit"
+    );
+    // Limited, the link still never idles, and what waits below stays within two ticks of
+    // drain and one packet (the limit is checked before a packet, which may overshoot it).
+    let (idle, most_below, stats) = drive_link(auto, 150, ticks);
+    assert_eq!(idle, 0, "{stats:?}");
+    assert!(
+        most_below <= 2 * 150 + 100,
+        "{most_below} bytes below with the limit: {stats:?}"
+    );
+    assert!(stats.outbound_limit_grows > 0 && stats.outbound_limit_shrinks > 0);
 }
