@@ -113,7 +113,8 @@ pub struct TidegateTunnelConfig {
     /// the limit is fixed. Ignored when the limit is off.
     pub queue_limit_min_bytes: u32,
     /// How long a queue must stand below the tunnel before the limit shrinks, in microseconds
-    /// (default 1000000, Linux BQL's second). 0 is refused with
+    /// (default 100000: shorter than Linux BQL's second, because a host that polls the socket's
+    /// queue sees its own scheduling delays as the link running dry). 0 is refused with
     /// `TIDEGATE_STATUS_CONFIG_ZERO_DURATION` when the limit is on; ignored when it is off.
     pub queue_limit_hold_us: u32,
 }

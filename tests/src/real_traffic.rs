@@ -13,12 +13,19 @@
 //! [`Lab::snapshot`] reads the forwarders' statistics between phases and [`Lab::stop`] stops
 //! them and returns their final statistics.
 //!
+//! The tunnel also carries IPv6 (fd77:1::/64), and a load can take the veth link itself
+//! ([`Route::Link`], the raw link) instead of the tunnel. [`Lab::start_wireguard`] builds the
+//! same link with wireguard-go on both ends (10.77.2.0/24) in place of the forwarders, for a
+//! side-by-side comparison. While a load runs, the qdisc backlog of each device in namespace A
+//! is sampled every 100 ms, so a report can say where the queue sat.
+//!
 //! Every address used lives only inside the two namespaces (10.77.0.0/30 on the veth link,
-//! 10.77.1.0/24 in the tunnel); nothing is sent anywhere else.
+//! 10.77.1.0/24 and fd77:1::/64 in the tunnel, 10.77.2.0/24 in WireGuard); nothing is sent
+//! anywhere else.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -34,8 +41,18 @@ use serde_json::Value;
 pub const TUNNEL_A: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 1);
 /// Tunnel address of namespace B: the target of every load.
 pub const TUNNEL_B: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 2);
+/// IPv6 tunnel address of namespace A.
+pub const TUNNEL6_A: Ipv6Addr = Ipv6Addr::new(0xfd77, 1, 0, 0, 0, 0, 0, 1);
+/// IPv6 tunnel address of namespace B.
+pub const TUNNEL6_B: Ipv6Addr = Ipv6Addr::new(0xfd77, 1, 0, 0, 0, 0, 0, 2);
 const LINK_A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const LINK_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const WIREGUARD_A: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 1);
+const WIREGUARD_B: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 2);
+const WIREGUARD_PORT: u16 = 51820;
+/// Interface names of the two wireguard-go instances: distinct, since their control sockets
+/// share one directory (`/var/run/wireguard`).
+const WIREGUARD_DEVICES: [&str; 2] = ["tgwg-a", "tgwg-b"];
 const FORWARDER_PORT: u16 = 7000;
 const TCP_PORT: u16 = 5201;
 const FLOOD_PORT: u16 = 5202;
@@ -66,7 +83,8 @@ pub struct LabSpec {
     /// `SO_SNDBUF` of each forwarder's UDP socket (the kernel doubles it). Small, so a slow link
     /// pushes back into the engine (`EAGAIN`) after a few packets instead of queueing in the
     /// socket.
-    pub udp_sndbuf: u32,
+    /// `None` keeps the kernel's default, as on a platform that cannot set it.
+    pub udp_sndbuf: Option<u32>,
     /// Kernel queue of each TUN device, in packets.
     pub tun_txqueuelen: u32,
     /// Extra forwarder flags, for example engine capacities or a queue management policy.
@@ -88,7 +106,7 @@ impl Default for LabSpec {
             tbf_limit_bytes: 512 * 1024,
             veth_mtu: 1500,
             tunnel_mtu: 1400,
-            udp_sndbuf: 16 * 1024,
+            udp_sndbuf: Some(16 * 1024),
             tun_txqueuelen: 500,
             forwarder_args: Vec::new(),
             forwarder_max_secs: 120,
@@ -104,6 +122,32 @@ impl LabSpec {
     pub fn max_goodput_mbit(&self) -> f64 {
         f64::from(self.link_mbit) * f64::from(self.tunnel_mtu - TCP_IP_HEADERS)
             / f64::from(self.tunnel_mtu + TUNNEL_OVERHEAD)
+    }
+}
+
+/// Which path a load takes from A to B.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Route {
+    /// Through the tunnel, over IPv4.
+    #[default]
+    Tunnel,
+    /// Through the tunnel, over IPv6.
+    Tunnel6,
+    /// The veth link itself, no tunnel: the raw link.
+    Link,
+    /// Through wireguard-go (a lab from [`Lab::start_wireguard`]).
+    WireGuard,
+}
+
+impl Route {
+    /// Source and destination addresses.
+    pub fn addresses(self) -> (IpAddr, IpAddr) {
+        match self {
+            Route::Tunnel => (TUNNEL_A.into(), TUNNEL_B.into()),
+            Route::Tunnel6 => (TUNNEL6_A.into(), TUNNEL6_B.into()),
+            Route::Link => (LINK_A.into(), LINK_B.into()),
+            Route::WireGuard => (WIREGUARD_A.into(), WIREGUARD_B.into()),
+        }
     }
 }
 
@@ -123,6 +167,8 @@ pub struct Load {
     pub udp_flood_mbit: Option<f64>,
     /// Force the Rust TCP sender even when iperf3 is installed.
     pub force_rust_tcp: bool,
+    /// The path from A to B.
+    pub route: Route,
 }
 
 impl Load {
@@ -135,6 +181,7 @@ impl Load {
             ping_interval_secs: 0.1,
             udp_flood_mbit: None,
             force_rust_tcp: false,
+            route: Route::Tunnel,
         }
     }
 }
@@ -152,8 +199,26 @@ pub struct Measurements {
     pub ping: Option<PingSummary>,
     /// The UDP flood, when one ran.
     pub udp_flood: Option<FloodSummary>,
+    /// Backlog of each qdisc in namespace A during the load (the TUN device's kernel queue, the
+    /// `tbf` bottleneck on the veth link), sampled every 100 ms.
+    pub backlogs: Vec<Backlog>,
     /// What was skipped and why.
     pub notes: Vec<String>,
+}
+
+/// The backlog of one device's qdisc during a load, in bytes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Backlog {
+    /// The device.
+    pub dev: String,
+    /// The qdisc kind (`tbf`, `pfifo_fast`, ...).
+    pub kind: String,
+    /// Median of the samples.
+    pub median_bytes: u64,
+    /// Largest sample.
+    pub max_bytes: u64,
+    /// Samples taken.
+    pub samples: usize,
 }
 
 /// Round-trip times seen by ping, in milliseconds.
@@ -188,6 +253,8 @@ pub struct Lab {
     spec: LabSpec,
     namespaces: [String; 2],
     forwarders: Vec<Forwarder>,
+    /// wireguard-go instances, in a lab from [`Lab::start_wireguard`].
+    wireguard: Vec<Child>,
     /// The namespaces that exist and must be deleted.
     created: Vec<String>,
 }
@@ -249,11 +316,148 @@ impl Lab {
             spec,
             namespaces: [format!("tidegate-a-{pid}"), format!("tidegate-b-{pid}")],
             forwarders: Vec::new(),
+            wireguard: Vec::new(),
             created: Vec::new(),
         };
         lab.build_network()?;
         lab.start_forwarders(forwarder)?;
+        lab.add_tunnel_ipv6()?;
         Ok(lab)
+    }
+
+    /// Why wireguard-go cannot run here, or `None` if it can (it and `wg` are installed).
+    pub fn wireguard_unavailable() -> Option<String> {
+        if !tool_available("wireguard-go", &["--version"]) {
+            return Some("wireguard-go is not installed".to_owned());
+        }
+        if !tool_available("wg", &["--version"]) {
+            return Some("wg (wireguard-tools) is not installed".to_owned());
+        }
+        None
+    }
+
+    /// The same namespaces and link with wireguard-go on both ends instead of the forwarders:
+    /// interfaces `tgwg-a` and `tgwg-b` with the tunnel MTU, 10.77.2.1 and 10.77.2.2, run in
+    /// the foreground (`-f`) so the lab owns the processes. Loads take [`Route::WireGuard`].
+    pub fn start_wireguard(spec: LabSpec) -> Result<Lab, String> {
+        let pid = std::process::id();
+        let mut lab = Lab {
+            spec,
+            namespaces: [format!("tidegate-wa-{pid}"), format!("tidegate-wb-{pid}")],
+            forwarders: Vec::new(),
+            wireguard: Vec::new(),
+            created: Vec::new(),
+        };
+        lab.build_network()?;
+        let key = |args: &[&str], input: Option<&str>| -> Result<String, String> {
+            let mut child = Command::new("wg")
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("wg: {e}"))?;
+            if let (Some(input), Some(stdin)) = (input, child.stdin.as_mut()) {
+                stdin
+                    .write_all(input.as_bytes())
+                    .map_err(|e| format!("wg: {e}"))?;
+            }
+            drop(child.stdin.take());
+            let out = child.wait_with_output().map_err(|e| format!("wg: {e}"))?;
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        };
+        let private = [key(&["genkey"], None)?, key(&["genkey"], None)?];
+        let public = [
+            key(&["pubkey"], Some(&private[0]))?,
+            key(&["pubkey"], Some(&private[1]))?,
+        ];
+        let dir = std::env::temp_dir().join(format!("tidegate-wg-{pid}"));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let mtu = lab.spec.tunnel_mtu.to_string();
+        let sides = [
+            (0, WIREGUARD_A, LINK_B, 1usize),
+            (1, WIREGUARD_B, LINK_A, 0usize),
+        ];
+        for (side, address, peer_link, peer) in sides {
+            let ns = lab.namespaces[side].clone();
+            let dev = WIREGUARD_DEVICES[side];
+            let child = Command::new("ip")
+                .args(["netns", "exec", &ns, "wireguard-go", "-f", dev])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("starting wireguard-go: {e}"))?;
+            lab.wireguard.push(child);
+            // wireguard-go creates the device, then its control socket.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while run("ip", &["-n", &ns, "link", "show", dev]).is_err()
+                || run("ip", &["netns", "exec", &ns, "wg", "show", dev]).is_err()
+            {
+                if Instant::now() > deadline {
+                    return Err(format!("wireguard-go made no {dev} in {ns} within 5 s"));
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let key_file = dir.join(format!("key-{side}"));
+            std::fs::write(&key_file, &private[side]).map_err(|e| e.to_string())?;
+            let key_path = key_file.to_string_lossy().into_owned();
+            let port = WIREGUARD_PORT.to_string();
+            let endpoint = format!("{peer_link}:{WIREGUARD_PORT}");
+            let peer_address = if side == 0 { WIREGUARD_B } else { WIREGUARD_A };
+            let allowed = format!("{peer_address}/32");
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &ns,
+                    "wg",
+                    "set",
+                    dev,
+                    "private-key",
+                    &key_path,
+                    "listen-port",
+                    &port,
+                    "peer",
+                    &public[peer],
+                    "endpoint",
+                    &endpoint,
+                    "allowed-ips",
+                    &allowed,
+                ],
+            )?;
+            let cidr = format!("{address}/24");
+            run("ip", &["-n", &ns, "addr", "add", &cidr, "dev", dev])?;
+            run("ip", &["-n", &ns, "link", "set", dev, "mtu", &mtu, "up"])?;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(lab)
+    }
+
+    /// The process ids of the forwarders (A, then B).
+    pub fn forwarder_pids(&self) -> Vec<u32> {
+        self.forwarders.iter().map(|f| f.child.id()).collect()
+    }
+
+    /// The process ids of the wireguard-go instances (A, then B).
+    pub fn wireguard_pids(&self) -> Vec<u32> {
+        self.wireguard.iter().map(Child::id).collect()
+    }
+
+    /// Give both TUN devices their IPv6 address (no duplicate detection, so it is usable at
+    /// once).
+    fn add_tunnel_ipv6(&self) -> Result<(), String> {
+        for (ns, address) in [
+            (&self.namespaces[0], TUNNEL6_A),
+            (&self.namespaces[1], TUNNEL6_B),
+        ] {
+            let cidr = format!("{address}/64");
+            run(
+                "ip",
+                &["-n", ns, "addr", "add", &cidr, "dev", TUN_NAME, "nodad"],
+            )?;
+        }
+        Ok(())
     }
 
     /// The namespace names, A then B.
@@ -271,7 +475,7 @@ impl Lab {
         if !tool_available("ping", &["-V"]) {
             return Ok(None);
         }
-        let child = self.spawn_ping(secs, interval_secs)?;
+        let child = self.spawn_ping(Route::Tunnel, secs, interval_secs)?;
         finish_ping(child).map(Some)
     }
 
@@ -306,10 +510,11 @@ impl Lab {
         }
 
         // Start everything that runs alongside the transfer.
+        let sampler = BacklogSampler::start(&self.namespaces[0]);
         let flood = load.udp_flood_mbit.map(|mbit| {
             // Cover the whole transfer, which starts a moment after the flood.
             let secs = load.tcp_secs.max(1.0) + 1.0;
-            (mbit, self.start_flood(mbit, secs))
+            (mbit, self.start_flood(load.route, mbit, secs))
         });
         let tcp = if load.tcp_secs <= 0.0 {
             None
@@ -322,7 +527,7 @@ impl Lab {
             // Sample latency under load: after the omitted start, until the transfer ends.
             thread::sleep(Duration::from_secs_f64(load.tcp_omit_secs));
             let secs = (load.tcp_secs - load.tcp_omit_secs).max(1.0);
-            Some(self.spawn_ping(secs, load.ping_interval_secs)?)
+            Some(self.spawn_ping(load.route, secs, load.ping_interval_secs)?)
         } else {
             None
         };
@@ -343,6 +548,7 @@ impl Lab {
         if let Some(child) = ping {
             measured.ping = Some(finish_ping(child)?);
         }
+        measured.backlogs = sampler.finish();
         if let Some((offered_mbit, (sender, receiver))) = flood {
             let sent = join(sender)?;
             let received = join(receiver)?;
@@ -469,7 +675,12 @@ impl Lab {
                 .args(["--tun-txqueuelen", &spec.tun_txqueuelen.to_string()])
                 .args(["--local", &format!("{local}:{FORWARDER_PORT}")])
                 .args(["--peer", &format!("{peer}:{FORWARDER_PORT}")])
-                .args(["--udp-sndbuf", &spec.udp_sndbuf.to_string()])
+                .args(
+                    spec.udp_sndbuf
+                        .map(|bytes| ["--udp-sndbuf".to_owned(), bytes.to_string()])
+                        .iter()
+                        .flatten(),
+                )
                 .args(["--duration-secs", &spec.forwarder_max_secs.to_string()])
                 .args(&spec.forwarder_args)
                 .stdin(Stdio::null())
@@ -507,10 +718,10 @@ impl Lab {
         Ok(())
     }
 
-    fn spawn_ping(&self, secs: f64, interval_secs: f64) -> Result<Child, String> {
+    fn spawn_ping(&self, route: Route, secs: f64, interval_secs: f64) -> Result<Child, String> {
         let deadline = (secs.ceil() as u64).max(1).to_string();
         let interval = format!("{interval_secs:.3}");
-        let target = TUNNEL_B.to_string();
+        let target = route.addresses().1.to_string();
         Command::new("ip")
             .args(["netns", "exec", &self.namespaces[0]])
             .args(["ping", "-n", "-i", &interval, "-w", &deadline, &target])
@@ -522,7 +733,7 @@ impl Lab {
     }
 
     fn start_iperf3(&self, load: &Load) -> Result<Iperf3Run, String> {
-        let bind = TUNNEL_B.to_string();
+        let bind = load.route.addresses().1.to_string();
         let port = TCP_PORT.to_string();
         let server = Command::new("ip")
             .args(["netns", "exec", &self.namespaces[1]])
@@ -572,35 +783,41 @@ impl Lab {
     fn start_rust_tcp(&self, load: &Load) -> RustTcpRun {
         let secs = load.tcp_secs;
         let omit = load.tcp_omit_secs;
+        let target = load.route.addresses().1;
         let listener_ready = std::sync::Arc::new(std::sync::Barrier::new(2));
         let ready = listener_ready.clone();
         let receiver = in_namespace(&self.namespaces[1], move || {
-            let listener = TcpListener::bind((TUNNEL_B, TCP_PORT));
+            let listener = TcpListener::bind((target, TCP_PORT));
             ready.wait();
             receive_tcp(listener?, secs, omit)
         });
         listener_ready.wait();
-        let sender = in_namespace(&self.namespaces[0], move || send_tcp(secs));
+        let sender = in_namespace(&self.namespaces[0], move || send_tcp(target, secs));
         RustTcpRun { sender, receiver }
     }
 
     fn start_flood(
         &self,
+        route: Route,
         mbit: f64,
         secs: f64,
     ) -> (JoinHandle<io::Result<Rate>>, JoinHandle<io::Result<Rate>>) {
+        let (source, target) = route.addresses();
         let bound = std::sync::Arc::new(std::sync::Barrier::new(2));
         let ready = bound.clone();
         let receiver = in_namespace(&self.namespaces[1], move || {
-            let socket = UdpSocket::bind((TUNNEL_B, FLOOD_PORT));
+            let socket = UdpSocket::bind((target, FLOOD_PORT));
             ready.wait();
             receive_udp(socket?, secs + 0.5)
         });
         bound.wait();
-        let payload = (self.spec.tunnel_mtu - 28) as usize;
+        // Full-size datagrams: the tunnel MTU less the IP and UDP headers.
+        let ip_udp = if target.is_ipv6() { 48 } else { 28 };
+        let payload = (self.spec.tunnel_mtu - ip_udp) as usize;
         let sender = in_namespace(&self.namespaces[0], move || {
             blast_udp(
-                SocketAddr::from((TUNNEL_B, FLOOD_PORT)),
+                source,
+                SocketAddr::from((target, FLOOD_PORT)),
                 mbit,
                 secs,
                 payload,
@@ -616,6 +833,10 @@ impl Drop for Lab {
             // Our own children, by their handles.
             let _ = forwarder.child.kill();
             let _ = forwarder.child.wait();
+        }
+        for child in &mut self.wireguard {
+            let _ = child.kill();
+            let _ = child.wait();
         }
         for ns in self.created.drain(..) {
             // Deleting a namespace removes its veth end, its TUN device and its qdiscs.
@@ -779,9 +1000,9 @@ fn join<T>(handle: JoinHandle<io::Result<T>>) -> Result<T, String> {
 }
 
 /// Write as fast as TCP takes it for `secs` seconds; the bytes written.
-fn send_tcp(secs: f64) -> io::Result<u64> {
+fn send_tcp(target: IpAddr, secs: f64) -> io::Result<u64> {
     let mut stream = TcpStream::connect_timeout(
-        &SocketAddr::from((TUNNEL_B, TCP_PORT)),
+        &SocketAddr::from((target, TCP_PORT)),
         Duration::from_secs(5),
     )?;
     // Short timeouts keep the loop on its clock even when the tunnel starves this connection.
@@ -847,8 +1068,14 @@ fn receive_tcp(listener: TcpListener, secs: f64, omit: f64) -> io::Result<f64> {
 
 /// Send `payload`-byte UDP datagrams to `to` at `mbit` Mbit/s for `secs` seconds, whatever
 /// happens to them (no congestion control).
-fn blast_udp(to: SocketAddr, mbit: f64, secs: f64, payload: usize) -> io::Result<Rate> {
-    let socket = UdpSocket::bind((TUNNEL_A, 0))?;
+fn blast_udp(
+    from: IpAddr,
+    to: SocketAddr,
+    mbit: f64,
+    secs: f64,
+    payload: usize,
+) -> io::Result<Rate> {
+    let socket = UdpSocket::bind((from, 0))?;
     socket.connect(to)?;
     socket.set_nonblocking(true)?;
     let datagram = vec![0xa5_u8; payload];
@@ -901,6 +1128,83 @@ fn receive_udp(socket: UdpSocket, secs: f64) -> io::Result<Rate> {
         bytes: received,
         secs,
     })
+}
+
+/// Samples the backlog of every qdisc in a namespace every 100 ms on a thread, until finished.
+struct BacklogSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: JoinHandle<Vec<(String, String, u64)>>,
+}
+
+impl BacklogSampler {
+    fn start(ns: &str) -> BacklogSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let ns = ns.to_owned();
+        let thread = thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(out) = run("tc", &["-n", &ns, "-s", "-j", "qdisc", "show"])
+                    && let Ok(Value::Array(qdiscs)) = serde_json::from_slice(&out.stdout)
+                {
+                    for q in qdiscs {
+                        // Root qdiscs only: a child's backlog is in its parent's.
+                        if q["root"] != Value::Bool(true) {
+                            continue;
+                        }
+                        let dev = q["dev"].as_str().unwrap_or_default().to_owned();
+                        if dev == "lo" {
+                            continue;
+                        }
+                        let kind = q["kind"].as_str().unwrap_or_default().to_owned();
+                        samples.push((dev, kind, q["backlog"].as_u64().unwrap_or(0)));
+                    }
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            samples
+        });
+        BacklogSampler { stop, thread }
+    }
+
+    fn finish(self) -> Vec<Backlog> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let samples = self.thread.join().unwrap_or_default();
+        let mut devices: Vec<(String, String)> = samples
+            .iter()
+            .map(|(dev, kind, _)| (dev.clone(), kind.clone()))
+            .collect();
+        devices.sort();
+        devices.dedup();
+        devices
+            .into_iter()
+            .map(|(dev, kind)| {
+                let mut bytes: Vec<u64> = samples
+                    .iter()
+                    .filter(|s| s.0 == dev && s.1 == kind)
+                    .map(|s| s.2)
+                    .collect();
+                bytes.sort_unstable();
+                Backlog {
+                    median_bytes: bytes.get(bytes.len() / 2).copied().unwrap_or(0),
+                    max_bytes: bytes.last().copied().unwrap_or(0),
+                    samples: bytes.len(),
+                    dev,
+                    kind,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The resident set of process `pid` in KiB (`VmRSS`), or `None` if it is gone.
+pub fn resident_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
 }
 
 /// Wait until something listens on TCP `port` in namespace `ns`.

@@ -119,7 +119,7 @@ const TUNNEL: TidegateTunnelConfig = TidegateTunnelConfig {
     flow_hash_seed: [0; 16],
     queue_limit_max_bytes: 0,
     queue_limit_min_bytes: 3000,
-    queue_limit_hold_us: 1_000_000,
+    queue_limit_hold_us: 100_000,
 };
 
 const FLOW_SLOTS: u32 = 64;

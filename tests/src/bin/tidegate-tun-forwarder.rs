@@ -24,6 +24,13 @@
 //! (`FlowOrderCheck`): a packet handed out must have been pushed after the last packet of its
 //! flow handed out before it.
 //!
+//! With `--queue-limit-max-bytes N` the engine's byte queue limit is on: the forwarder reads the
+//! socket's unsent bytes (`SIOCOUTQ`) before each send pass and reports them with
+//! `on_outbound_queued_below`, and while the limit holds packets back it wakes every
+//! half millisecond to look again (no readiness event says the socket drained). Every 100 ms it
+//! samples where its outbound queue sits, the engine's held bytes and the socket's unsent bytes,
+//! and each report carries the median and maximum of the samples since the previous report.
+//!
 //! Sends can also be paced in the host (`--pace-mbit`, a token bucket) instead of, or on top
 //! of, a `tc tbf` qdisc. On SIGTERM, SIGINT or when `--duration-secs` runs out it prints one
 //! JSON line of statistics on stdout and exits 0; SIGUSR1 prints the same line (with
@@ -57,8 +64,8 @@ mod linux {
     use nix::sys::time::TimeSpec;
     use serde_json::{Value, json};
     use tidegate_core::{
-        Aqm, DirectionStats, DropPolicy, InboundDisposition, Instant, PacketError, TunnelConfig,
-        TunnelStats,
+        Aqm, ByteQueueLimit, DirectionStats, DropPolicy, InboundDisposition, Instant, PacketError,
+        TunnelConfig, TunnelStats,
     };
     use tidegate_tests::order_check::{FlowOrderCheck, OrderCheck};
     use tidegate_tests::storage::{HeapTunnel, heap_tunnel};
@@ -73,6 +80,13 @@ mod linux {
     /// How long to wait before retrying a send refused with `ENOBUFS` (no readiness event
     /// announces that the condition is over).
     const ENOBUFS_RETRY: Duration = Duration::from_millis(1);
+    /// How often, while the byte queue limit holds packets back, the loop reads the socket's
+    /// queue again.
+    const BELOW_POLL: Duration = Duration::from_micros(500);
+    /// How often the outbound queue's place is sampled.
+    const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+    /// Samples kept between two reports (the oldest are overwritten): 102 s at 10 Hz.
+    const SAMPLES: usize = 1024;
     /// The longest run allowed, so a forgotten forwarder always stops by itself.
     const MAX_DURATION_SECS: f64 = 3600.0;
 
@@ -96,6 +110,8 @@ engine (TunnelConfig; defaults are TunnelConfig::DEFAULT):
   --max-packet-len N  --inbound-drop-policy newest|oldest
   --aqm off|codel|fq-codel  --aqm-target-us N (default 5000)  --aqm-interval-us N (default 100000)
   --flow-queues N (fq-codel: queues per direction, default 1024)
+  --queue-limit-max-bytes N (byte queue limit, fed from SIOCOUTQ; default 0: off)
+  --queue-limit-hold-us N (default 100000)
     with fq-codel each direction holds min(packets, bytes / cell) cells of max-packet-len
     rounded up to 64 bytes, and the hash seed comes from /dev/urandom
 signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1 prints the
@@ -164,6 +180,8 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
         let mut flow_queues = Aqm::FQ_DEFAULT_FLOW_QUEUES;
         let mut aqm_target = Aqm::CODEL_DEFAULT_TARGET_MICROS;
         let mut aqm_interval = Aqm::CODEL_DEFAULT_INTERVAL_MICROS;
+        let mut queue_limit_max = 0;
+        let mut queue_limit_hold = ByteQueueLimit::DEFAULT_HOLD_MICROS;
 
         let mut rest = args.iter();
         while let Some(flag) = rest.next() {
@@ -207,6 +225,8 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                     }
                 }
                 "--flow-queues" => flow_queues = number()?,
+                "--queue-limit-max-bytes" => queue_limit_max = number()?,
+                "--queue-limit-hold-us" => queue_limit_hold = number()?,
                 "--aqm-target-us" => aqm_target = number()?,
                 "--aqm-interval-us" => aqm_interval = number()?,
                 "--inbound-drop-policy" => {
@@ -220,6 +240,13 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
             }
         }
         config.max_packet_len = max_packet_len.unwrap_or(u32::from(mtu));
+        if queue_limit_max > 0 {
+            config.byte_queue_limit = ByteQueueLimit::Auto {
+                min_bytes: config.max_packet_len * 2,
+                max_bytes: queue_limit_max,
+                hold_micros: queue_limit_hold,
+            };
+        }
         match aqm_mode {
             "codel" => {
                 config.aqm = Aqm::Codel {
@@ -309,6 +336,66 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
         poll_wakeups: u64,
     }
 
+    /// Where the outbound queue sat, sampled every [`SAMPLE_EVERY`]: fixed arrays, so sampling
+    /// allocates nothing.
+    struct QueueSamples {
+        engine: Box<[u32]>,
+        socket: Box<[u32]>,
+        count: usize,
+        next_at: StdInstant,
+    }
+
+    impl QueueSamples {
+        fn new(now: StdInstant) -> QueueSamples {
+            QueueSamples {
+                engine: vec![0; SAMPLES].into_boxed_slice(),
+                socket: vec![0; SAMPLES].into_boxed_slice(),
+                count: 0,
+                next_at: now + SAMPLE_EVERY,
+            }
+        }
+
+        fn record(&mut self, engine: u64, socket: u64) {
+            let at = self.count % SAMPLES;
+            self.engine[at] = u32::try_from(engine).unwrap_or(u32::MAX);
+            self.socket[at] = u32::try_from(socket).unwrap_or(u32::MAX);
+            self.count += 1;
+        }
+
+        /// Median and maximum of each kind, then forget them.
+        fn take(&mut self) -> Value {
+            let n = self.count.min(SAMPLES);
+            let summary = |samples: &mut [u32]| {
+                let samples = &mut samples[..n];
+                samples.sort_unstable();
+                json!({
+                    "median": samples.get(n / 2),
+                    "max": samples.last(),
+                })
+            };
+            let value = json!({
+                "samples": n,
+                "engine_bytes": summary(&mut self.engine),
+                "socket_bytes": summary(&mut self.socket),
+            });
+            self.count = 0;
+            value
+        }
+    }
+
+    /// The socket's bytes not yet sent (`SIOCOUTQ`; for UDP, its buffers at their true size).
+    fn socket_unsent(socket: &UdpSocket) -> u64 {
+        let mut value: nix::libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int through the pointer, which is valid.
+        let status =
+            unsafe { nix::libc::ioctl(socket.as_raw_fd(), nix::libc::TIOCOUTQ, &mut value) };
+        if status == 0 {
+            u64::try_from(value).unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
     /// A token bucket in bytes, refilled from the monotonic clock.
     struct Pacer {
         bytes_per_second: f64,
@@ -381,6 +468,9 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
         /// The same for inbound packets.
         inbound_order: Order,
         counters: HostCounters,
+        samples: QueueSamples,
+        /// The byte queue limit is on: report the socket's queue to the engine.
+        queue_limit: bool,
     }
 
     fn run(options: &Options) -> io::Result<Value> {
@@ -436,10 +526,12 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
             outbound_order: Order::new(&config, config.outbound_packets as usize),
             inbound_order: Order::new(&config, config.inbound_packets as usize),
             counters: HostCounters::default(),
+            samples: QueueSamples::new(started),
+            queue_limit: config.byte_queue_limit != ByteQueueLimit::Off,
         };
         let deadline = started + options.duration;
         let stop = host.run_until(deadline, &signal_fd, options)?;
-        Ok(host.report(options, stop))
+        Ok(host.report_and_reset(options, stop))
     }
 
     impl Host {
@@ -461,7 +553,7 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                         return Ok(Stop::Signal(signal));
                     }
                     let mut stdout = io::stdout().lock();
-                    writeln!(stdout, "{}", self.report(options, Stop::Running))?;
+                    writeln!(stdout, "{}", self.report_and_reset(options, Stop::Running))?;
                     stdout.flush()?;
                 }
                 let now = StdInstant::now();
@@ -470,6 +562,12 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                 }
                 if self.retry_at.is_some_and(|at| now >= at) {
                     self.retry_at = None;
+                }
+                if now >= self.samples.next_at {
+                    let held = self.tunnel.stats().outbound;
+                    let engine = held.bytes_queued + held.bytes_in_flight;
+                    self.samples.record(engine, socket_unsent(&self.udp));
+                    self.samples.next_at = now + SAMPLE_EVERY;
                 }
                 let mut busy = self.receive_inbound()?;
                 busy |= self.write_inbound()?;
@@ -490,9 +588,13 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
         /// arrives.
         fn wait(&mut self, deadline: StdInstant, signal_fd: &SignalFd) -> io::Result<()> {
             let now = StdInstant::now();
-            let mut wake = deadline;
+            let mut wake = deadline.min(self.samples.next_at);
             if let Some(at) = self.retry_at {
                 wake = wake.min(at);
+            }
+            if self.queue_limit && self.tunnel.stats().outbound.packets_queued > 0 {
+                // Held by the limit: look at the socket's queue again soon.
+                wake = wake.min(now + BELOW_POLL);
             }
             if let Some(wait) = self.pacer_wait(now) {
                 wake = wake.min(now + wait);
@@ -658,6 +760,11 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
 
         /// Engine → UDP. `true` if the batch ran out with packets left.
         fn send_outbound(&mut self) -> io::Result<bool> {
+            if self.queue_limit {
+                let now = self.now();
+                let unsent = socket_unsent(&self.udp);
+                self.tunnel.on_outbound_queued_below(now, unsent);
+            }
             for _ in 0..BATCH {
                 if self.udp_blocked || self.retry_at.is_some() {
                     return Ok(false);
@@ -803,6 +910,13 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
                 },
             })
         }
+
+        /// The report, with the queue samples since the previous one (which it forgets).
+        fn report_and_reset(&mut self, options: &Options, stop: Stop) -> Value {
+            let mut report = self.report(options, stop);
+            report["queue_samples"] = self.samples.take();
+            report
+        }
     }
 
     fn engine_json(stats: &TunnelStats) -> Value {
@@ -818,6 +932,11 @@ signals: SIGTERM or SIGINT print one JSON line of statistics and exit 0; SIGUSR1
             "inbound_dropped_newest_bytes": stats.inbound_dropped_newest_bytes,
             "inbound_dropped_oldest_packets": stats.inbound_dropped_oldest_packets,
             "inbound_dropped_oldest_bytes": stats.inbound_dropped_oldest_bytes,
+            "outbound_queue_limit_bytes": stats.outbound_queue_limit_bytes,
+            "outbound_bytes_below": stats.outbound_bytes_below,
+            "outbound_limit_holds": stats.outbound_limit_holds,
+            "outbound_limit_grows": stats.outbound_limit_grows,
+            "outbound_limit_shrinks": stats.outbound_limit_shrinks,
         })
     }
 
