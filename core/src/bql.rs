@@ -145,13 +145,26 @@ impl Bql {
         self.below
     }
 
-    /// Whether a packet may be handed out now; if not, remembers that one was held back.
-    pub(crate) fn admit(&mut self) -> bool {
-        if !self.is_on() || self.below < self.limit {
-            return true;
-        }
+    /// Whether the limit is on and reached: a packet may not be handed out now. Off, this is
+    /// one compare.
+    #[inline]
+    pub(crate) fn is_reached(&self) -> bool {
+        self.limit != 0 && self.below >= self.limit
+    }
+
+    /// Remember that a packet was held back by the limit since the last report.
+    pub(crate) fn note_held(&mut self) {
         self.held = true;
-        false
+    }
+
+    /// Whether a packet may be handed out now; if not, remembers that one was held back.
+    #[cfg(test)]
+    fn admit(&mut self) -> bool {
+        if self.is_reached() {
+            self.note_held();
+            return false;
+        }
+        true
     }
 
     /// The host completed (sent down) `bytes`.

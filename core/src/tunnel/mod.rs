@@ -376,7 +376,8 @@ where
     #[must_use = "the packet handed out is in flight: send it, then complete it"]
     pub fn poll_outbound(&mut self, now: Instant) -> Option<&[u8]> {
         let now = self.clock.observe(now);
-        if self.outbound.levels().packets_queued > 0 && !self.bql.admit() {
+        if self.bql.is_reached() && self.outbound.levels().packets_queued > 0 {
+            self.bql.note_held();
             self.limit_holds = self.limit_holds.saturating_add(1);
             return None;
         }
