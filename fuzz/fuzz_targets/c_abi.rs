@@ -143,6 +143,12 @@ enum Op {
         count: u16,
         tick: Tick,
     },
+    /// A report from the layer below: transmitted bytes, or (`level`) its queue level.
+    Below {
+        bytes: u32,
+        level: bool,
+        tick: Tick,
+    },
     TunnelQueries {
         null_out: bool,
     },
@@ -347,6 +353,12 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                         c.outbound_bytes = c.outbound_packets * cell;
                         c.inbound_bytes = c.inbound_packets * cell;
                     }
+                    if config[12] % 3 == 0 {
+                        // A byte queue limit; now and then a minimum below a packet.
+                        c.queue_limit_min_bytes = c.max_packet_len - u32::from(config[13] % 5 == 0);
+                        c.queue_limit_max_bytes = c.max_packet_len * (1 + config[13] % 8);
+                        c.queue_limit_hold_us = config[11] % 200_000;
+                    }
                 } else {
                     c = TidegateTunnelConfig {
                         outbound_bytes: config[0],
@@ -366,10 +378,15 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                         flow_queues: config[0] ^ config[1],
                         flow_quantum_bytes: config[2] ^ config[3],
                         flow_hash_seed: [config[4] as u8; 16],
+                        queue_limit_max_bytes: config[5] ^ config[6],
+                        queue_limit_min_bytes: config[7] ^ config[8],
+                        queue_limit_hold_us: config[9] ^ config[10],
                     };
                 }
                 let mut configs: Vec<S> = (10..=20).map(status).collect();
                 configs.push(S::ConfigArenaNotWholeCells);
+                configs.push(S::ConfigInvalidQueueLimit);
+                configs.push(S::ConfigZeroDuration);
                 let mut footprint = Out::<usize>::new(false);
                 let mut align = 0;
                 let s = expect(
@@ -464,6 +481,16 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                 } else if s == S::NotInFlight {
                     assert!(count > host.outbound_views.len());
                 }
+            }
+            Op::Below { bytes, level, tick } => {
+                let now = clock.tick(tick);
+                let tunnel = handle(host.tunnel, false);
+                let s = if level {
+                    tidegate_tunnel_on_outbound_queued_below(tunnel, now, u64::from(bytes))
+                } else {
+                    tidegate_tunnel_on_outbound_transmitted(tunnel, now, u64::from(bytes))
+                };
+                expect(s, tunnel.is_null(), &[]);
             }
             Op::CompleteInbound { count, tick } => {
                 let now = clock.tick(tick);
@@ -954,7 +981,7 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                 if s == S::BufferTooSmall {
                     // The one out-parameter written on failure: the size required.
                     // SAFETY: written by the call, as its documentation says.
-                    let required = unsafe { written.slot.assume_init() };
+                    let required = written.slot.assume_init();
                     assert_eq!(Some(required), want, "BUFFER_TOO_SMALL gives the size");
                     assert!(buf.iter().all(|&b| b == SENTINEL), "buffer untouched");
                 } else {
