@@ -930,8 +930,18 @@ fn the_byte_queue_limit_keeps_packets_in_the_tunnel_until_the_layer_below_drains
 #[test]
 fn with_nothing_queued_an_empty_poll_is_not_a_hold() {
     let mut tun = tunnel(limited());
+    for i in 0..3u8 {
+        tun.on_outbound_packet(t(0), &[i; 100]).unwrap();
+        let _ = tun.poll_outbound(t(0)).unwrap();
+        let _ = tun.complete_outbound(t(0), 1).unwrap();
+    }
+    // The limit is reached, but there is nothing to hold back.
+    assert_eq!(tun.stats().outbound_bytes_below, 300);
     assert_eq!(tun.poll_outbound(t(1)), None);
     assert_eq!(tun.stats().outbound_limit_holds, 0);
+    // A report that the link ran dry is no starvation either: nothing waited.
+    tun.on_outbound_transmitted(t(2), 300);
+    assert_eq!(tun.stats().outbound_limit_grows, 0);
 }
 
 #[test]
