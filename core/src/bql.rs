@@ -55,8 +55,7 @@ impl ByteQueueLimit {
     /// The default hold time: 100 ms. Linux BQL holds for a second, but it learns of every
     /// completion from the driver's interrupt; a host that polls the socket's queue sees its own
     /// scheduling delays as the link running dry, grows the limit on them, and needs the shrink
-    /// to catch up sooner. On the real-traffic test (docs/real-traffic.md) a second let the
-    /// ping median under a flood reach 7.1 ms; 100 ms kept it at 2.4 ms, at the same goodput.
+    /// to catch up sooner; docs/real-traffic.md measures the result.
     pub const DEFAULT_HOLD_MICROS: u32 = 100_000;
 
     /// A self-sizing limit for packets of up to `max_packet_len` bytes: from two packets up to

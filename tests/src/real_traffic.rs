@@ -66,6 +66,28 @@ pub const TCP_IP_HEADERS: u32 = 52;
 /// number 8, UDP 8, IPv4 20, Ethernet 14 (a veth qdisc sees the Ethernet header).
 pub const TUNNEL_OVERHEAD: u32 = 50;
 
+/// Forwarder flags for the queue-management tests: 256 KiB and 256 packets each way, reading
+/// pausing at 192 KiB or 192 packets and resuming at 128 KiB and 128 packets. A full FIFO of
+/// that size is about 40 ms of standing queue at 50 Mbit/s.
+pub const ENGINE_256K: &[&str] = &[
+    "--outbound-bytes",
+    "262144",
+    "--outbound-packets",
+    "256",
+    "--outbound-high-bytes",
+    "196608",
+    "--outbound-low-bytes",
+    "131072",
+    "--outbound-high-packets",
+    "192",
+    "--outbound-low-packets",
+    "128",
+    "--inbound-bytes",
+    "262144",
+    "--inbound-packets",
+    "256",
+];
+
 /// The link and the forwarders.
 #[derive(Clone, Debug)]
 pub struct LabSpec {

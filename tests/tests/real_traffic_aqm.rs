@@ -28,28 +28,10 @@ mod linux {
 
     use serde_json::{Value, json};
     use tidegate_tests::real_traffic::{
-        Lab, LabSpec, Load, Measurements, Route, TUNNEL_OVERHEAD, report_dir,
+        ENGINE_256K, Lab, LabSpec, Load, Measurements, Route, TUNNEL_OVERHEAD, report_dir,
     };
 
     const BULK_SECS: f64 = 8.0;
-    const ENGINE: &[&str] = &[
-        "--outbound-bytes",
-        "262144",
-        "--outbound-packets",
-        "256",
-        "--outbound-high-bytes",
-        "196608",
-        "--outbound-low-bytes",
-        "131072",
-        "--outbound-high-packets",
-        "192",
-        "--outbound-low-packets",
-        "128",
-        "--inbound-bytes",
-        "262144",
-        "--inbound-packets",
-        "256",
-    ];
 
     /// One phase: what the load measured, and the forwarder's queue samples over it.
     struct Phase {
@@ -84,7 +66,7 @@ mod linux {
 
     /// A tunnel run: each route's bulk then flood phase, a snapshot after each.
     fn run(name: &'static str, args: &[&str], udp_sndbuf: Option<u32>, routes: &[Route]) -> Run {
-        let mut forwarder_args: Vec<String> = ENGINE.iter().map(|&a| a.to_owned()).collect();
+        let mut forwarder_args: Vec<String> = ENGINE_256K.iter().map(|&a| a.to_owned()).collect();
         forwarder_args.extend(args.iter().map(|&a| a.to_owned()));
         let spec = LabSpec {
             forwarder_args,
@@ -94,7 +76,6 @@ mod linux {
         let forwarder = Path::new(env!("CARGO_BIN_EXE_tidegate-tun-forwarder"));
         let mut lab = Lab::start(spec, forwarder).expect("the lab starts");
         let mut phases = Vec::new();
-        let mut last = None;
         for &route in routes {
             for flood in [false, true] {
                 let measured = measure(&lab, route, flood);
@@ -105,17 +86,13 @@ mod linux {
                     measured,
                     forwarder_samples: reports.a["queue_samples"].clone(),
                 });
-                last = Some(reports.a);
             }
         }
         let reports = lab.stop().expect("the forwarders stop and report");
-        let mut forwarder_a = reports.a;
-        // The final report's counters include everything; its samples cover nothing new.
-        forwarder_a["queue_samples"] = last.map_or(Value::Null, |a| a["queue_samples"].clone());
         Run {
             name,
             phases,
-            forwarder_a,
+            forwarder_a: reports.a,
         }
     }
 

@@ -20,7 +20,7 @@ mod linux {
     use std::time::{Duration, Instant};
 
     use serde_json::json;
-    use tidegate_tests::real_traffic::{Lab, LabSpec, Load, report_dir, resident_kib};
+    use tidegate_tests::real_traffic::{ENGINE_256K, Lab, LabSpec, Load, report_dir, resident_kib};
 
     const SECS: f64 = 60.0;
     const SETTLE_SECS: usize = 5;
@@ -28,28 +28,12 @@ mod linux {
 
     /// Seconds since start and each forwarder's resident set in KiB, once a second.
     fn flood_and_sample(aqm: &str) -> Vec<(f64, Vec<u64>)> {
-        let args = [
-            "--outbound-bytes",
-            "262144",
-            "--outbound-packets",
-            "256",
-            "--outbound-high-bytes",
-            "196608",
-            "--outbound-low-bytes",
-            "131072",
-            "--outbound-high-packets",
-            "192",
-            "--outbound-low-packets",
-            "128",
-            "--inbound-bytes",
-            "262144",
-            "--inbound-packets",
-            "256",
-            "--aqm",
-            aqm,
-        ];
         let spec = LabSpec {
-            forwarder_args: args.iter().map(|&a| a.to_owned()).collect(),
+            forwarder_args: ENGINE_256K
+                .iter()
+                .chain(&["--aqm", aqm])
+                .map(|&a| a.to_owned())
+                .collect(),
             ..LabSpec::default()
         };
         let forwarder = Path::new(env!("CARGO_BIN_EXE_tidegate-tun-forwarder"));
