@@ -15,7 +15,8 @@
 //! What is asserted holds on any machine: the ceiling, no packet refused that was read while
 //! reading was allowed (the flood drives the tunnel through CoDel overload episodes, where that
 //! once failed by the tens of thousands), no reordering by the engine (within each flow for flow
-//! queues), a bounded order check in the host, TCP moving data on every path. Goodput, latency
+//! queues), a bounded order check in the host, TCP moving data on every path without the flood
+//! and, with flow queues, beside it too. Goodput, latency
 //! and queue places are figures, written to `target/real-traffic/aqm.json` and reported in
 //! `docs/real-traffic.md`, never thresholds.
 //!
@@ -256,8 +257,11 @@ mod linux {
         for run in [&off, &codel, &fq, &limited] {
             check_tunnel(run);
         }
+        // Beside the flood a single FIFO may leave TCP nothing at all (a figure, not a bug);
+        // flow queues keep it a share, so there every phase must move data.
+        let isolated = |run: &Run| std::ptr::eq(run, &fq) || std::ptr::eq(run, &limited);
         for run in [&off, &codel, &fq, &limited].into_iter().chain(&wireguard) {
-            for phase in &run.phases {
+            for phase in run.phases.iter().filter(|p| !p.flood || isolated(run)) {
                 assert!(
                     phase
                         .measured
