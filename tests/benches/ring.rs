@@ -6,6 +6,7 @@
 //! cargo bench -p tidegate-tests --bench ring
 //! cargo bench -p tidegate-tests --bench ring -- --quick      # short smoke run, e.g. in CI
 //! cargo bench -p tidegate-tests --bench ring -- tidegate    # only candidates matching a name
+//! tests/bench-instructions.sh                                # instructions per packet (callgrind)
 //! ```
 //!
 //! # Method
@@ -120,16 +121,30 @@ impl Plan {
     };
 }
 
+/// Batches one `--instructions` run pushes and drains.
+const COUNTED_BATCHES: u64 = 2_000;
+
+const USAGE: &str = "usage: ring [--quick] [CANDIDATE...] | ring --instructions NAME SIZE";
+
 fn main() -> ExitCode {
     let mut plan = &Plan::FULL;
     let mut filters = Vec::new();
-    for arg in std::env::args().skip(1) {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => plan = &Plan::QUICK,
+            "--instructions" => {
+                let (Some(name), Some(Ok(size))) = (args.next(), args.next().map(|s| s.parse()))
+                else {
+                    eprintln!("{USAGE}");
+                    return ExitCode::from(2);
+                };
+                return count_instructions(&name, size);
+            }
             // `cargo bench` passes `--bench` to every harness.
             "--bench" => {}
             flag if flag.starts_with('-') => {
-                eprintln!("unknown flag {flag:?}; usage: ring [--quick] [CANDIDATE...]");
+                eprintln!("unknown flag {flag:?}; {USAGE}");
                 return ExitCode::from(2);
             }
             name => filters.push(name.to_owned()),
@@ -199,6 +214,32 @@ fn main() -> ExitCode {
         for failure in &failures {
             eprintln!("CORRECTNESS FAILURE: {failure}");
         }
+        ExitCode::FAILURE
+    }
+}
+
+/// The `--instructions` mode: check the candidate named exactly `name`, then push and drain
+/// [`COUNTED_BATCHES`] batches of `size`-byte packets through [`run_batches`], untimed.
+/// `tests/bench-instructions.sh` runs this under callgrind, counting only inside `run_batches`,
+/// so the count per packet is the candidate's alone: no timer, warm-up or check is in it.
+fn count_instructions(name: &str, size: usize) -> ExitCode {
+    let sources = [packets(size, 0), packets(size, 1)];
+    let Some(mut candidate) = candidates(size).into_iter().find(|c| c.name() == name) else {
+        eprintln!("no candidate named {name:?}");
+        return ExitCode::from(2);
+    };
+    if let Err(problem) = candidate.verify(&sources) {
+        eprintln!("CORRECTNESS FAILURE: {name} at {size} bytes: {problem}");
+        return ExitCode::FAILURE;
+    }
+    let mut dst = AlignedBytes::zeroed(MAX_PACKET, HOST_ALIGN);
+    let drained = candidate.run(COUNTED_BATCHES, &sources[0], dst.as_mut());
+    let pushed = COUNTED_BATCHES * BATCH as u64;
+    println!("packets {drained}");
+    if drained == pushed {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("CORRECTNESS FAILURE: {name} at {size} bytes: drained {drained} of {pushed}");
         ExitCode::FAILURE
     }
 }
