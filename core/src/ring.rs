@@ -239,14 +239,21 @@ pub struct PacketRing<B, S> {
     live: usize,
     /// The oldest `handed` live slots have been handed out or dropped behind in-flight packets.
     handed: usize,
+    /// Arena offset of the oldest live packet (the `first` slot's offset, kept here so that
+    /// placing a packet and measuring the ring read no slot); meaningful only while `live > 0`.
+    head: usize,
     /// Arena offset just past the newest packet; meaningful only while `live > 0`.
     tail: usize,
     /// Arena offset just past the newest packet placed before the layout last wrapped to the
-    /// start of the arena; meaningful only while the live packets wrap (head offset >= `tail`).
+    /// start of the arena; meaningful only while the live packets wrap (`head >= tail`).
     wrap_end: usize,
     /// Packet start addresses are multiples of this power of two when the padding fits.
     align: usize,
-    levels: RingLevels,
+    /// Of the `handed` slots, those dropped behind in-flight packets.
+    dropped_pending: usize,
+    bytes_queued: usize,
+    bytes_in_flight: usize,
+    bytes_dropped_pending: usize,
 }
 
 impl<B, S> PacketRing<B, S>
@@ -280,10 +287,14 @@ where
             first: 0,
             live: 0,
             handed: 0,
+            head: 0,
             tail: 0,
             wrap_end: 0,
             align,
-            levels: RingLevels::default(),
+            dropped_pending: 0,
+            bytes_queued: 0,
+            bytes_in_flight: 0,
+            bytes_dropped_pending: 0,
         })
     }
 
@@ -304,7 +315,19 @@ where
 
     /// What the ring holds now.
     pub fn levels(&self) -> RingLevels {
-        self.levels
+        RingLevels {
+            packets_queued: self.packets_queued(),
+            bytes_queued: self.bytes_queued,
+            packets_in_flight: self.packets_in_flight(),
+            bytes_in_flight: self.bytes_in_flight,
+            bytes_dropped_pending: self.bytes_dropped_pending,
+        }
+    }
+
+    /// Packets queued or in flight: what the ring holds for the host, dropped-pending slots
+    /// aside.
+    pub fn packets_held(&self) -> usize {
+        self.live - self.dropped_pending
     }
 
     /// Slots in use: packets queued, in flight, and dropped but not yet reclaimed (see
@@ -319,22 +342,21 @@ where
     /// guarantee and the tunnel's watermarks measure; it never exceeds
     /// [`PacketRing::byte_capacity`], and exceeds [`RingLevels::payload_bytes`] by at most
     /// `packet_align() - 1` per live packet.
+    #[inline]
     pub fn bytes_used(&self) -> usize {
         if self.live == 0 {
-            return 0;
-        }
-        let head = self.slot(self.first).map_or(0, |slot| slot.offset as usize);
-        if head < self.tail {
-            self.tail.saturating_sub(head)
+            0
+        } else if self.head < self.tail {
+            self.tail - self.head
         } else {
             // Wrapped: [head, wrap_end) and [0, tail); the gap after wrap_end is free.
-            self.wrap_end.saturating_sub(head).saturating_add(self.tail)
+            self.wrap_end - self.head + self.tail
         }
     }
 
     /// Whether nothing is queued (packets may still be in flight).
     pub fn is_queue_empty(&self) -> bool {
-        self.levels.packets_queued == 0
+        self.live == self.handed
     }
 
     /// Whether a packet of `len` bytes would be accepted by [`PacketRing::push`] right now.
@@ -361,7 +383,8 @@ where
             return Err(PushError::Empty);
         }
         let offset = self.place(len).ok_or(PushError::Full)?;
-        let end = offset.saturating_add(len);
+        // `place` bounds `offset + len` by the arena, which is at most `MAX_ARENA_BYTES`.
+        let end = offset + len;
         let slot_index = self.slot_index(self.live);
         let (Some(dst), Some(slot)) = (
             self.arena.as_mut().get_mut(offset..end),
@@ -370,21 +393,23 @@ where
             return Err(PushError::Full);
         };
         write(dst);
-        // `place` bounds `offset + len` by the arena, which is at most `MAX_ARENA_BYTES`.
         *slot = Slot {
             offset: offset as u32,
             len: len as u32,
             enqueued_at: now,
         };
-        if self.live > 0 && offset < self.tail {
+        if self.live == 0 {
+            self.head = offset;
+        } else if offset < self.tail {
             // Placed before the tail: the layout wraps, and the bytes after the old tail are
             // a gap until the ring wraps past it.
             self.wrap_end = self.tail;
         }
         self.tail = end;
-        self.live = self.live.saturating_add(1);
-        self.levels.packets_queued = self.levels.packets_queued.saturating_add(1);
-        self.levels.bytes_queued = self.levels.bytes_queued.saturating_add(len);
+        // Levels are bounded by the slot count and the arena (at most `MAX_ARENA_BYTES`), so
+        // plain arithmetic cannot overflow; debug builds check it anyway.
+        self.live += 1;
+        self.bytes_queued += len;
         Ok(())
     }
 
@@ -410,14 +435,14 @@ where
     #[inline]
     pub fn handout_stamped(&mut self) -> Option<(Instant, &[u8])> {
         let slot = self.queued_front()?;
-        self.handed = self.handed.saturating_add(1);
-        let len = slot.payload_len();
-        let levels = &mut self.levels;
-        levels.packets_queued = levels.packets_queued.saturating_sub(1);
-        levels.bytes_queued = levels.bytes_queued.saturating_sub(len);
-        levels.packets_in_flight = levels.packets_in_flight.saturating_add(1);
-        levels.bytes_in_flight = levels.bytes_in_flight.saturating_add(len);
-        let packet = self.arena.as_ref().get(slot.range())?;
+        // A queued slot is never dropped: only `drop_queued_front` marks one, as it hands it.
+        debug_assert!(!slot.is_dropped(), "a queued slot is not marked dropped");
+        let len = slot.len as usize;
+        let start = slot.offset as usize;
+        let packet = self.arena.as_ref().get(start..start + len)?;
+        self.handed += 1;
+        self.bytes_queued -= len;
+        self.bytes_in_flight += len;
         Some((slot.enqueued_at, packet))
     }
 
@@ -428,8 +453,7 @@ where
     pub fn drop_queued_front(&mut self) -> Option<usize> {
         let slot = self.queued_front()?;
         let len = slot.payload_len();
-        self.levels.packets_queued = self.levels.packets_queued.saturating_sub(1);
-        self.levels.bytes_queued = self.levels.bytes_queued.saturating_sub(len);
+        self.bytes_queued -= len;
         if self.handed == 0 {
             self.release_front(1);
         } else {
@@ -437,9 +461,9 @@ where
             if let Some(stored) = self.slots.as_mut().get_mut(index) {
                 stored.len |= DROPPED;
             }
-            self.handed = self.handed.saturating_add(1);
-            self.levels.bytes_dropped_pending =
-                self.levels.bytes_dropped_pending.saturating_add(len);
+            self.handed += 1;
+            self.dropped_pending += 1;
+            self.bytes_dropped_pending += len;
         }
         Some(len)
     }
@@ -448,24 +472,23 @@ where
     ///
     /// Fails without changing anything if fewer than `count` packets are in flight.
     pub fn complete(&mut self, count: usize) -> Result<Released, CompleteError> {
-        let in_flight = self.levels.packets_in_flight;
+        let in_flight = self.packets_in_flight();
         if count > in_flight {
             return Err(CompleteError {
                 requested: count,
                 in_flight,
             });
         }
-        if count == in_flight && self.levels.bytes_dropped_pending == 0 {
+        if count == in_flight && self.dropped_pending == 0 {
             // The batch pattern: everything handed out completes and no dropped packet sits
             // among it, so the released bytes are the in-flight bytes and no slot is visited.
             let released = Released {
                 packets: count,
-                bytes: self.levels.bytes_in_flight,
+                bytes: self.bytes_in_flight,
             };
             self.release_front(self.handed);
             self.handed = 0;
-            self.levels.packets_in_flight = 0;
-            self.levels.bytes_in_flight = 0;
+            self.bytes_in_flight = 0;
             return Ok(released);
         }
         let mut released = Released::default();
@@ -477,20 +500,16 @@ where
                 if released.packets == count {
                     break;
                 }
-                released.packets = released.packets.saturating_add(1);
-                released.bytes = released.bytes.saturating_add(slot.payload_len());
+                released.packets += 1;
+                released.bytes += slot.payload_len();
             } else {
-                self.levels.bytes_dropped_pending = self
-                    .levels
-                    .bytes_dropped_pending
-                    .saturating_sub(slot.payload_len());
+                self.dropped_pending -= 1;
+                self.bytes_dropped_pending -= slot.payload_len();
             }
-            self.handed = self.handed.saturating_sub(1);
+            self.handed -= 1;
             self.release_front(1);
         }
-        let levels = &mut self.levels;
-        levels.packets_in_flight = levels.packets_in_flight.saturating_sub(released.packets);
-        levels.bytes_in_flight = levels.bytes_in_flight.saturating_sub(released.bytes);
+        self.bytes_in_flight -= released.bytes;
         Ok(released)
     }
 
@@ -516,59 +535,86 @@ where
     }
 
     fn queued_front(&self) -> Option<Slot> {
-        if self.levels.packets_queued == 0 {
+        if self.live == self.handed {
             return None;
         }
         self.slot(self.slot_index(self.handed))
     }
 
+    fn packets_queued(&self) -> usize {
+        self.live - self.handed
+    }
+
+    fn packets_in_flight(&self) -> usize {
+        self.handed - self.dropped_pending
+    }
+
     /// Where a packet of `len` bytes would start, if it fits now.
     #[inline]
     fn place(&self, len: usize) -> Option<usize> {
-        let capacity = self.byte_capacity();
-        if self.live == 0 {
-            return self.fit_between(0, capacity, len);
-        }
         if self.live >= self.packet_capacity() {
             return None;
         }
-        let head = self.slot(self.first)?.offset as usize;
-        if head < self.tail {
-            // Live bytes are [head, tail): room after the tail, or at the start before head.
-            self.fit_between(self.tail, capacity, len)
-                .or_else(|| self.fit_between(0, head, len))
+        let capacity = self.byte_capacity();
+        // The free room after the newest packet: the rest of the arena, or, once the live packets
+        // wrap ([head, wrap_end) and [0, tail)), the gap up to the oldest one.
+        let (from, to) = if self.live == 0 {
+            (0, capacity)
+        } else if self.head < self.tail {
+            (self.tail, capacity)
         } else {
-            // Wrapped: live bytes are [head, wrap_end) and [0, tail); room is [tail, head).
-            self.fit_between(self.tail, head, len)
+            (self.tail, self.head)
+        };
+        // The common case: aligned, right there. `from <= to <= MAX_ARENA_BYTES` and the padding
+        // is below `MAX_PACKET_ALIGN`, so the sum cannot overflow.
+        let aligned = from + self.padding_at(from);
+        if aligned <= to && len <= to - aligned {
+            return Some(aligned);
         }
+        self.place_unaligned_or_wrapped(len, from, to)
     }
 
-    /// Where a packet of `len` bytes starts in the free arena range `[from, to)`: at the first
-    /// aligned address if the padding fits, else at `from`, else nowhere.
-    #[inline]
-    fn fit_between(&self, from: usize, to: usize, len: usize) -> Option<usize> {
-        let room = to.checked_sub(from)?;
-        if len > room {
-            return None;
+    /// [`PacketRing::place`] when the packet does not fit aligned after the newest one: there
+    /// unaligned, or else at the start of the arena if the live packets do not wrap yet.
+    #[cold]
+    fn place_unaligned_or_wrapped(&self, len: usize, from: usize, to: usize) -> Option<usize> {
+        if len <= to - from {
+            return Some(from);
         }
-        // The padding that brings `from` to an aligned address (`align` is a power of two).
+        if self.live > 0 && self.head < self.tail {
+            // Live bytes are [head, tail): the room before head, at the start of the arena.
+            let aligned = self.padding_at(0);
+            if aligned <= self.head && len <= self.head - aligned {
+                return Some(aligned);
+            }
+            if len <= self.head {
+                return Some(0);
+            }
+        }
+        None
+    }
+
+    /// The padding that brings arena offset `from` to an aligned address (`align` is a power of
+    /// two).
+    #[inline]
+    fn padding_at(&self, from: usize) -> usize {
         let base = self.arena.as_ref().as_ptr().addr();
-        let pad = base.wrapping_add(from).wrapping_neg() & self.align.wrapping_sub(1);
-        Some(match pad.checked_add(len) {
-            Some(padded) if padded <= room => from.saturating_add(pad),
-            _ => from,
-        })
+        base.wrapping_add(from).wrapping_neg() & (self.align - 1)
     }
 
     /// Forget the `count` oldest live slots (at most `live`); their arena bytes become free.
     fn release_front(&mut self, count: usize) {
-        self.first = self.slot_index(count);
-        self.live = self.live.saturating_sub(count);
+        self.live -= count;
         if self.live == 0 {
             // Empty: restart at offset 0 so the whole arena is one contiguous region again.
             self.first = 0;
             self.tail = 0;
+            return;
         }
+        self.first = self.slot_index(count);
+        let head = self.slot(self.first).map(|slot| slot.offset as usize);
+        debug_assert!(head.is_some(), "the first live slot is in the slot storage");
+        self.head = head.unwrap_or(0);
     }
 }
 
@@ -581,7 +627,10 @@ where
         f.debug_struct("PacketRing")
             .field("byte_capacity", &self.arena.as_ref().len())
             .field("packet_capacity", &self.slots.as_ref().len())
-            .field("levels", &self.levels)
+            .field("live", &self.live)
+            .field("handed", &self.handed)
+            .field("bytes_queued", &self.bytes_queued)
+            .field("bytes_in_flight", &self.bytes_in_flight)
             .finish_non_exhaustive()
     }
 }
@@ -644,11 +693,12 @@ impl<'a> Iterator for InFlight<'a> {
 }
 
 /// `(start + steps) % capacity` for `start < capacity` and `steps <= capacity`, without a
-/// division on the hot path.
+/// division on the hot path. Slot counts are slice lengths, so the sum cannot overflow.
+#[inline]
 fn wrap_index(start: usize, steps: usize, capacity: usize) -> usize {
-    let index = start.saturating_add(steps);
+    let index = start + steps;
     if index >= capacity {
-        index.saturating_sub(capacity)
+        index - capacity
     } else {
         index
     }

@@ -193,6 +193,11 @@ where
             .saturating_add(self.levels.packets_in_flight)
     }
 
+    /// Packets queued or in flight: each holds one cell.
+    pub(crate) fn packets_held(&self) -> usize {
+        self.cells_used()
+    }
+
     /// Arena bytes of the cells in use.
     pub(crate) fn bytes_used(&self) -> usize {
         self.cells_used().saturating_mul(self.settings.cell_size)

@@ -313,6 +313,7 @@ where
     ///
     /// A refused packet changes nothing but its counter (`empty_packets`, `oversized_packets` or
     /// `outbound_refused_packets`): not even the tunnel's clock sees its `now`.
+    #[inline]
     pub fn on_outbound_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), PacketError> {
         self.push_outbound_with(now, packet.len(), |dst| dst.copy_from_slice(packet))
     }
@@ -374,9 +375,10 @@ where
     /// with [`PacketTunnel::on_outbound_transmitted`] or
     /// [`PacketTunnel::on_outbound_queued_below`], then drain this again.
     #[must_use = "the packet handed out is in flight: send it, then complete it"]
+    #[inline]
     pub fn poll_outbound(&mut self, now: Instant) -> Option<&[u8]> {
         let now = self.clock.observe(now);
-        if self.bql.is_reached() && self.outbound.levels().packets_queued > 0 {
+        if self.bql.is_reached() && !self.outbound.is_queue_empty() {
             self.bql.note_held();
             self.limit_holds = self.limit_holds.saturating_add(1);
             return None;
@@ -487,7 +489,7 @@ where
                         Ok(dropped) => {
                             self.inbound_counters.accepted(
                                 len,
-                                &flows.levels(),
+                                flows.packets_held(),
                                 flows.bytes_used(),
                             );
                             self.inbound_counters.count_overflow_drops(dropped);
@@ -526,7 +528,7 @@ where
         match ring.push(now, packet) {
             Ok(()) => {
                 self.inbound_counters
-                    .accepted(len, &ring.levels(), ring.bytes_used());
+                    .accepted(len, ring.packets_held(), ring.bytes_used());
                 Ok(match dropped {
                     (0, _) => InboundDisposition::Queued,
                     (packets, bytes) => {
@@ -620,6 +622,7 @@ where
         }
     }
 
+    #[inline]
     fn push_outbound_with(
         &mut self,
         now: Instant,
@@ -631,22 +634,25 @@ where
         // the packet is accepted, so a refusal leaves the tunnel as it was.
         let stamp = self.clock.peek(now);
         let pushed = match &mut self.outbound {
-            Queue::Fifo(ring) => ring
-                .push_with(stamp, len, write)
-                .map(|()| Dropped::default()),
-            Queue::Flows(flows) => flows.push_with(stamp, len, write),
+            Queue::Fifo(ring) => ring.push_with(stamp, len, write).map(|()| {
+                // The levels are read once and serve the statistics and the pause check.
+                let held = (ring.bytes_used(), ring.slots_used());
+                self.outbound_counters
+                    .accepted(len, ring.packets_held(), held.0);
+                Some(held)
+            }),
+            Queue::Flows(flows) => flows.push_with(stamp, len, write).map(|dropped| {
+                self.outbound_counters
+                    .accepted(len, flows.packets_held(), flows.bytes_used());
+                self.outbound_counters.count_overflow_drops(dropped);
+                None
+            }),
         };
         match pushed {
-            Ok(dropped) => {
+            Ok(fifo_held) => {
                 self.clock.observe(stamp);
-                self.outbound_counters.accepted(
-                    len,
-                    &self.outbound.levels(),
-                    self.outbound.bytes_used(),
-                );
-                self.outbound_counters.count_overflow_drops(dropped);
-                if matches!(self.outbound, Queue::Fifo(_)) {
-                    self.update_pause(stamp);
+                if let Some(held) = fifo_held {
+                    self.update_pause(stamp, held);
                 }
                 Ok(())
             }
@@ -674,8 +680,8 @@ where
 
     /// Pause reading once a high watermark is reached, in overload too: the headroom above the
     /// high watermarks is what guarantees that a packet pushed while reading was allowed fits.
-    fn update_pause(&mut self, now: Instant) {
-        let (bytes, packets) = self.outbound_held();
+    #[inline]
+    fn update_pause(&mut self, now: Instant, (bytes, packets): (usize, usize)) {
         if self.paused_since.is_none() && at_high_watermark((bytes, packets), &self.config) {
             self.paused_since = Some(now);
             self.pauses = self.pauses.saturating_add(1);
@@ -751,6 +757,13 @@ where
         match self {
             Queue::Fifo(ring) => ring.levels(),
             Queue::Flows(flows) => flows.levels(),
+        }
+    }
+
+    fn is_queue_empty(&self) -> bool {
+        match self {
+            Queue::Fifo(ring) => ring.is_queue_empty(),
+            Queue::Flows(flows) => flows.levels().packets_queued == 0,
         }
     }
 

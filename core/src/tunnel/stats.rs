@@ -120,14 +120,13 @@ pub(crate) struct DirectionCounters {
 impl DirectionCounters {
     /// Count an accepted packet and raise the high-water marks to the ring's new levels, where
     /// `arena_bytes` is what the ring's packets take with their padding.
-    pub(crate) fn accepted(&mut self, len: usize, levels: &RingLevels, arena_bytes: usize) {
+    /// `packets_held` counts the packets queued and in flight.
+    #[inline]
+    pub(crate) fn accepted(&mut self, len: usize, packets_held: usize, arena_bytes: usize) {
         self.packets_accepted = self.packets_accepted.saturating_add(1);
         self.bytes_accepted = self.bytes_accepted.saturating_add(len as u64);
-        let packets = levels
-            .packets_queued
-            .saturating_add(levels.packets_in_flight) as u64;
         self.bytes_high_water = self.bytes_high_water.max(arena_bytes as u64);
-        self.packets_high_water = self.packets_high_water.max(packets);
+        self.packets_high_water = self.packets_high_water.max(packets_held as u64);
     }
 
     /// Count packets CoDel dropped.
@@ -191,13 +190,8 @@ mod tests {
             packets_completed: u64::MAX,
             ..DirectionCounters::default()
         };
-        let levels = RingLevels {
-            packets_queued: 1,
-            bytes_queued: 100,
-            ..RingLevels::default()
-        };
-        c.accepted(100, &levels, 100);
-        c.accepted(100, &levels, 100);
+        c.accepted(100, 1, 100);
+        c.accepted(100, 1, 100);
         c.completed(5, 5);
         assert_eq!(c.packets_accepted, u64::MAX);
         assert_eq!(c.bytes_accepted, u64::MAX);
