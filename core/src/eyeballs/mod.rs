@@ -451,8 +451,8 @@ pub struct EyeballsStats {
 pub struct HappyEyeballs<const N: usize> {
     config: EyeballsConfig,
     clock: Clock,
-    candidates: [Candidate; N],
-    len: usize,
+    /// The candidates received, in arrival order; an index is an attempt's index.
+    candidates: heapless::Vec<Candidate, N>,
     ipv6: FamilyResolution,
     ipv4: FamilyResolution,
     resolution_done: bool,
@@ -477,8 +477,7 @@ impl<const N: usize> HappyEyeballs<N> {
         Ok(HappyEyeballs {
             config,
             clock: Clock::new(now),
-            candidates: [Candidate::EMPTY; N],
-            len: 0,
+            candidates: heapless::Vec::new(),
             ipv6: FamilyResolution::default(),
             ipv4: FamilyResolution::default(),
             resolution_done: false,
@@ -638,7 +637,7 @@ impl<const N: usize> HappyEyeballs<N> {
             return;
         }
         let mut timed_out = 0u32;
-        for candidate in self.candidates.iter_mut().take(self.len) {
+        for candidate in self.candidates.iter_mut() {
             if let AttemptState::InFlight { started_at } = candidate.state
                 && now.micros_since(started_at) >= timeout
             {
@@ -760,7 +759,7 @@ impl<const N: usize> HappyEyeballs<N> {
 
     /// How many candidates the race holds.
     pub fn candidate_count(&self) -> usize {
-        self.len
+        self.candidates.len()
     }
 
     /// Attempts started and not yet ended (including those whose cancellation is pending).
@@ -791,7 +790,7 @@ impl<const N: usize> HappyEyeballs<N> {
     }
 
     fn candidates(&self) -> &[Candidate] {
-        self.candidates.get(..self.len).unwrap_or(&[])
+        &self.candidates
     }
 
     fn family(&self, family: AddressFamily) -> &FamilyResolution {
@@ -828,9 +827,7 @@ impl<const N: usize> HappyEyeballs<N> {
             rank,
             state: AttemptState::Unstarted,
         };
-        if let Some(slot) = self.candidates.get_mut(self.len) {
-            *slot = fresh;
-            self.len += 1;
+        if self.candidates.push(fresh).is_ok() {
             self.family_mut(family).count += 1;
             return true;
         }
@@ -843,7 +840,6 @@ impl<const N: usize> HappyEyeballs<N> {
             let victim = self
                 .candidates
                 .iter_mut()
-                .take(self.len)
                 .find(|c| c.family == other && c.rank == last_rank);
             if let Some(victim) = victim
                 && victim.state == AttemptState::Unstarted
@@ -872,7 +868,7 @@ impl<const N: usize> HappyEyeballs<N> {
     /// Mark every attempt in flight for cancellation; returns how many.
     fn cancel_in_flight(&mut self) -> u32 {
         let mut cancelled = 0u32;
-        for candidate in self.candidates.iter_mut().take(self.len) {
+        for candidate in self.candidates.iter_mut() {
             if matches!(candidate.state, AttemptState::InFlight { .. }) {
                 candidate.state = AttemptState::CancelPending;
                 cancelled = cancelled.saturating_add(1);
@@ -888,7 +884,7 @@ impl<const N: usize> HappyEyeballs<N> {
         }
         self.needs_settle = false;
         let mut mismatches = 0u32;
-        for candidate in self.candidates.iter_mut().take(self.len) {
+        for candidate in self.candidates.iter_mut() {
             let result = match candidate.state {
                 AttemptState::Connected { settled: false } => {
                     candidate.state = AttemptState::Connected { settled: true };
@@ -1009,7 +1005,6 @@ impl<const N: usize> HappyEyeballs<N> {
         let oldest = self
             .candidates
             .iter_mut()
-            .take(self.len)
             .filter_map(|candidate| match candidate.state {
                 AttemptState::InFlight { started_at } => Some((started_at, candidate)),
                 _ => None,
@@ -1070,18 +1065,6 @@ struct Candidate {
     /// Index within its family, in the order received.
     rank: usize,
     state: AttemptState,
-}
-
-impl Candidate {
-    const EMPTY: Candidate = Candidate {
-        addr: SocketAddr::V4(core::net::SocketAddrV4::new(
-            core::net::Ipv4Addr::UNSPECIFIED,
-            0,
-        )),
-        family: AddressFamily::Ipv4,
-        rank: 0,
-        state: AttemptState::Unstarted,
-    };
 }
 
 /// The life of one attempt. Every attempt that leaves `Unstarted` ends exactly once: in
