@@ -237,29 +237,6 @@ impl Candidate for CAbi {
                     return 0;
                 }
             }
-            loop {
-                let mut count = 0;
-                // SAFETY: a live handle; `views` has room for one view; `count` is writable.
-                let status = unsafe {
-                    tidegate_tunnel_poll_outbound(
-                        self.tunnel,
-                        self.now_us,
-                        self.views.as_mut_ptr(),
-                        1,
-                        &mut count,
-                    )
-                };
-                if status != TidegateStatus::Ok {
-                    return 0;
-                }
-                if count == 0 {
-                    break;
-                }
-                if !Self::copy_out(&self.views[..count], dst, seen) {
-                    return 0;
-                }
-                drained += count;
-            }
         } else {
             for (view, packet) in self.views.iter_mut().zip(packets) {
                 *view = TidegatePacketView {
@@ -283,30 +260,32 @@ impl Candidate for CAbi {
             if status != TidegateStatus::Ok || accepted != packets.len() {
                 return 0;
             }
-            loop {
-                let mut count = 0;
-                // SAFETY: a live handle; `views` has room for `views.len()` views; `count` is
-                // writable.
-                let status = unsafe {
-                    tidegate_tunnel_poll_outbound(
-                        self.tunnel,
-                        self.now_us,
-                        self.views.as_mut_ptr(),
-                        self.views.len(),
-                        &mut count,
-                    )
-                };
-                if status != TidegateStatus::Ok {
-                    return 0;
-                }
-                if count == 0 {
-                    break;
-                }
-                if !Self::copy_out(&self.views[..count], dst, seen) {
-                    return 0;
-                }
-                drained += count;
+        }
+        // One view per poll call, or room for the whole batch.
+        let capacity = if self.per_packet { 1 } else { self.views.len() };
+        loop {
+            let mut count = 0;
+            // SAFETY: a live handle; `views` has room for `capacity <= views.len()` views;
+            // `count` is writable.
+            let status = unsafe {
+                tidegate_tunnel_poll_outbound(
+                    self.tunnel,
+                    self.now_us,
+                    self.views.as_mut_ptr(),
+                    capacity,
+                    &mut count,
+                )
+            };
+            if status != TidegateStatus::Ok {
+                return 0;
             }
+            if count == 0 {
+                break;
+            }
+            if !Self::copy_out(&self.views[..count], dst, seen) {
+                return 0;
+            }
+            drained += count;
         }
         let mut resume = false;
         // SAFETY: a live handle; `resume` is writable.
