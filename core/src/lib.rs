@@ -40,6 +40,7 @@ mod journal;
 mod lifecycle;
 #[cfg(test)]
 mod proptest_config;
+mod proxy;
 mod ring;
 mod time;
 mod tunnel;
@@ -72,6 +73,10 @@ pub use lifecycle::{
     DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, Generation, Lifecycle, LifecycleConfig,
     LifecycleConfigError, LifecycleEffect, LifecycleState, LifecycleStats, ReportError, StartError,
     StopError, StopOutcome, StopPhase, TaskId, TaskRegisterError, TaskSlot, WriteJournalError,
+};
+pub use proxy::{
+    DEFAULT_RACE_SLOTS, ProxyConfig, ProxyConfigError, ProxyEngine, ProxyError, ProxyEvent,
+    ProxyStats, RaceSlot, RaceStats, Side, proxy_engine_footprint,
 };
 pub use ring::{
     CompleteError, DEFAULT_PACKET_ALIGN, InFlight, MAX_ARENA_BYTES, MAX_PACKET_ALIGN, PacketRing,

@@ -183,18 +183,20 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     /// rejection counters. O(1).
     pub fn on_new_flow(&mut self, now: Instant, info: FlowInfo) -> Admission {
         let now = self.clock.observe(now);
-        self.admit_and_count(now, info, None)
+        self.admit_and_count(now, info, None, false)
     }
 
     /// Admit a new flow at `now` (already observed), given the connection budget's current
-    /// refusal if a budget is in use, and count the answer.
+    /// refusal if a budget is in use, and count the answer. With `notify_evicted`, an evicted
+    /// flow is also reported by [`FlowGovernor::poll_notification`] as a close.
     pub(crate) fn admit_and_count(
         &mut self,
         now: Instant,
         info: FlowInfo,
         budget: Option<BudgetRefusal>,
+        notify_evicted: bool,
     ) -> Admission {
-        let answer = self.admit(now, info, budget);
+        let answer = self.admit(now, info, budget, notify_evicted);
         match answer {
             Admission::Accepted { id } => {
                 self.counters.admitted = self.counters.admitted.saturating_add(1);
@@ -220,7 +222,13 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     /// through [`FlowsWithBudget`](crate::FlowsWithBudget): a full attempt limit refuses at
     /// once (it clears within a connect's round trip), and a full connection limit is treated
     /// like a full table, except that only a victim holding a budget connection frees room.
-    fn admit(&mut self, now: Instant, info: FlowInfo, budget: Option<BudgetRefusal>) -> Admission {
+    fn admit(
+        &mut self,
+        now: Instant,
+        info: FlowInfo,
+        budget: Option<BudgetRefusal>,
+        notify_evicted: bool,
+    ) -> Admission {
         let app = self.find_app(info.app);
         let app_open = app.and_then(|index| self.app(index)).map_or(0, |r| r.open);
         if app_open >= self.policy.max_flows_per_app {
@@ -288,7 +296,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             return Admission::Rejected(RejectReason::TableFull);
         };
         if let Some(victim) = evicted {
-            self.begin_closing(victim.index(), CloseReason::Evicted, false);
+            self.begin_closing(victim.index(), CloseReason::Evicted, notify_evicted);
         }
         let generation = self.flow_record(index).map_or(0, |flow| flow.generation);
         let id = FlowId::new(index, generation);

@@ -184,7 +184,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowsWithBudget<'_, S> {
         self.budget.handle_timeout(now);
         self.settle_at(now);
         let refusal = self.budget.refusal();
-        self.governor.admit_and_count(now, info, refusal)
+        self.governor.admit_and_count(now, info, refusal, false)
     }
 
     /// Why the budget would refuse an attempt now (the limit and counts), or `None` if it has

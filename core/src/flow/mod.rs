@@ -29,6 +29,7 @@
 mod accounting;
 mod admission;
 mod connect;
+mod connection;
 #[cfg(test)]
 mod differential_tests;
 mod directory;
@@ -467,7 +468,7 @@ fn edit_count_list(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ErrorClass;
     use std::vec::Vec;

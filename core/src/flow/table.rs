@@ -90,6 +90,8 @@ pub(crate) struct FlowRecord {
     /// (it was established by a race under the budget); its slot's release owes the budget
     /// one connection close.
     pub(crate) holds_connection: bool,
+    /// The proxy engine's race slot connecting this flow, or `NIL`.
+    pub(crate) race: u32,
     /// App record index.
     pub(crate) app: u32,
     /// Destination record index.
@@ -122,6 +124,7 @@ impl FlowRecord {
         in_wait: false,
         in_busy: false,
         holds_connection: false,
+        race: NIL,
         app: NIL,
         destination: NIL,
         outbound: Direction {
