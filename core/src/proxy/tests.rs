@@ -567,3 +567,32 @@ fn footprint_counts_the_slots() {
         base + 512 * core::mem::size_of::<FlowSlot>() + 128 * core::mem::size_of::<RaceSlot>()
     );
 }
+
+#[test]
+fn a_cancelled_attempt_hands_its_budget_to_a_waiting_race_in_the_same_drain() {
+    let mut proxy = engine(1);
+    let first = admit(&mut proxy, 0, 1);
+    let second = admit(&mut proxy, 0, 2);
+    for (id, host) in [(first, 1), (second, 2)] {
+        proxy
+            .on_resolved(ms(0), id, AddressFamily::Ipv4, &[v4(host)])
+            .unwrap();
+        proxy.on_resolution_done(ms(0), id).unwrap();
+    }
+    let _ = drain(&mut proxy);
+    proxy.on_closed(ms(100), first).unwrap();
+    assert_eq!(
+        drain(&mut proxy),
+        [
+            ProxyEvent::CancelAttempt {
+                id: first,
+                attempt: 0
+            },
+            ProxyEvent::StartAttempt {
+                id: second,
+                attempt: 0,
+                addr: v4(2)
+            },
+        ]
+    );
+}
