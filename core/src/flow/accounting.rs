@@ -162,9 +162,11 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
 // Accounting helpers shared with the lifecycle code in `mod.rs`.
 impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     fn read(&mut self, now: Instant, id: FlowId, side: Side, bytes: u64) -> Result<(), FlowError> {
-        let now = self.clock.observe(now);
+        // A refused read leaves the clock where it was: observed only once nothing can fail.
+        let now = self.clock.peek(now);
         let index = self.resolve(id)?;
         if bytes == 0 {
+            self.clock.observe(now);
             return Ok(());
         }
         let total = match side {
@@ -207,6 +209,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         self.update_global();
         self.touch(index, now);
         self.record_pause(index, side);
+        self.clock.observe(now);
         Ok(())
     }
 
@@ -217,19 +220,21 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         side: Side,
         bytes: u64,
     ) -> Result<(), FlowError> {
-        let now = self.clock.observe(now);
+        let now = self.clock.peek(now);
         let index = self.resolve(id)?;
         let low = self.policy.flow_low_watermark;
-        let flow = self.flow_mut(index).ok_or(FlowError::UnknownFlow)?;
-        let dir = direction_mut(flow, side);
-        if bytes > dir.pending {
-            return Err(FlowError::ExceedsPending {
-                pending: dir.pending,
-            });
+        let pending = self
+            .flow_record(index)
+            .map_or(0, |flow| direction(flow, side).pending);
+        if bytes > pending {
+            return Err(FlowError::ExceedsPending { pending });
         }
+        self.clock.observe(now);
         if bytes == 0 {
             return Ok(());
         }
+        let flow = self.flow_mut(index).ok_or(FlowError::UnknownFlow)?;
+        let dir = direction_mut(flow, side);
         dir.pending -= bytes;
         if dir.pending <= low {
             dir.over = false;

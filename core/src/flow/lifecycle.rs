@@ -204,12 +204,14 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     /// [`FlowError::UnknownFlow`] or [`FlowError::StaleFlow`] for an id that names no open
     /// flow; [`FlowError::InvalidState`] unless the flow is opening.
     pub fn on_connecting(&mut self, now: Instant, id: FlowId) -> Result<(), FlowError> {
-        self.clock.observe(now);
         let index = self.resolve(id)?;
-        let flow = self.flow_mut(index).ok_or(FlowError::UnknownFlow)?;
-        if flow.state != FlowState::Opening {
-            return Err(FlowError::InvalidState { state: flow.state });
+        let state = self.flow_record(index).ok_or(FlowError::UnknownFlow)?.state;
+        if state != FlowState::Opening {
+            return Err(FlowError::InvalidState { state });
         }
+        // Observed only once nothing can fail: a refused report leaves the clock where it was.
+        self.clock.observe(now);
+        let flow = self.flow_mut(index).ok_or(FlowError::UnknownFlow)?;
         flow.state = FlowState::Connecting;
         self.by_state.opening = self.by_state.opening.saturating_sub(1);
         self.by_state.connecting = self.by_state.connecting.saturating_add(1);
@@ -226,9 +228,12 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     /// flow; [`FlowError::InvalidState`] unless the flow is opening or connecting (a flow the
     /// governor asked to close stays closing).
     pub fn on_connected(&mut self, now: Instant, id: FlowId) -> Result<(), FlowError> {
-        let now = self.clock.observe(now);
         let index = self.resolve(id)?;
         let state = self.flow_record(index).ok_or(FlowError::UnknownFlow)?.state;
+        if !matches!(state, FlowState::Opening | FlowState::Connecting) {
+            return Err(FlowError::InvalidState { state });
+        }
+        let now = self.clock.observe(now);
         match state {
             FlowState::Opening => {
                 self.by_state.opening = self.by_state.opening.saturating_sub(1);
@@ -267,7 +272,6 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         id: FlowId,
         class: ErrorClass,
     ) -> Result<FlowOutcome, FlowError> {
-        self.clock.observe(now);
         let index = self.resolve(id)?;
         let flow = self.flow_record(index).ok_or(FlowError::UnknownFlow)?;
         let outcome = match flow.state {
@@ -277,6 +281,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             }
             state => return Err(FlowError::InvalidState { state }),
         };
+        self.clock.observe(now);
         self.release(index, outcome);
         Ok(outcome)
     }
@@ -292,8 +297,8 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     /// [`FlowError::UnknownFlow`] or [`FlowError::StaleFlow`] for an id that names no flow (a
     /// flow closed twice); nothing changes.
     pub fn on_closed(&mut self, now: Instant, id: FlowId) -> Result<FlowOutcome, FlowError> {
-        self.clock.observe(now);
         let index = self.resolve(id)?;
+        self.clock.observe(now);
         let flow = self.flow_record(index).ok_or(FlowError::UnknownFlow)?;
         let outcome = if flow.state == FlowState::Closing {
             FlowOutcome::ClosedByGovernor(flow.close_reason.unwrap_or(CloseReason::Evicted))
