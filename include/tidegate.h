@@ -49,7 +49,7 @@
  * change with what to do): compare it at build time, for example
  * `#if TIDEGATE_ABI_VERSION != 5`, to notice a library update that needs attention.
  */
-#define TIDEGATE_ABI_VERSION 5
+#define TIDEGATE_ABI_VERSION 6
 
 /**
  * The result of a tidegate call. `TIDEGATE_STATUS_OK` (0) is success; every other value says
@@ -369,6 +369,22 @@ enum TidegateStatus
      * `queue_limit_max_bytes` is above 1 GiB.
      */
     TIDEGATE_STATUS_CONFIG_INVALID_QUEUE_LIMIT = 124,
+    /**
+     * Every race slot of the proxy engine is in use (`race_slots`). Races of closed flows free
+     * theirs once their cancellations are drained: drain the events and retry, or fail the
+     * flow. Nothing changed.
+     */
+    TIDEGATE_STATUS_NO_RACE_SLOT = 125,
+    /**
+     * The flow has no race: an attempt report for a flow the host's system connects, or for a
+     * race already over (its `CANCEL_ATTEMPT` closes the socket). Nothing changed.
+     */
+    TIDEGATE_STATUS_NO_RACE = 126,
+    /**
+     * The flow is connected by a race: the host's own connect reports
+     * (`tidegate_proxy_on_connecting` and the like) do not apply to it. Nothing changed.
+     */
+    TIDEGATE_STATUS_RACE_RUNNING = 127,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -727,7 +743,8 @@ enum TidegateCloseReason
      */
     TIDEGATE_CLOSE_REASON_CONNECT_TIMEOUT = 2,
     /**
-     * Evicted (reported by the admission answer, never as a notification).
+     * Evicted to admit a flow of an app below its fair share: reported by the admission
+     * answer (and, by `TidegateProxy`, as a `CLOSE_FLOW` event too).
      */
     TIDEGATE_CLOSE_REASON_EVICTED = 3,
 };
@@ -953,6 +970,106 @@ typedef uint32_t TidegateLifecycleState;
 #endif // __cplusplus
 
 /**
+ * What an event asks of the host.
+ */
+enum TidegateProxyEventKind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Close `flow` (its local flow and its remote connection, if any), then report it with
+     * `tidegate_proxy_on_closed`. `close_reason` says why. Its race, if one was running, is
+     * aborted: its attempts come out as `CANCEL_ATTEMPT`.
+     */
+    TIDEGATE_PROXY_EVENT_KIND_CLOSE_FLOW = 0,
+    /**
+     * Reading the local side of `flow` may restart: issue the next `readData`.
+     */
+    TIDEGATE_PROXY_EVENT_KIND_RESUME_READ_LOCAL = 1,
+    /**
+     * Reading the remote side of `flow` may restart: issue the next receive.
+     */
+    TIDEGATE_PROXY_EVENT_KIND_RESUME_READ_REMOTE = 2,
+    /**
+     * Open a non-blocking socket and connect it to `address`; report the outcome with
+     * `tidegate_proxy_on_attempt_connected` or `_failed`, naming `flow` and `attempt`. The
+     * budget counts the attempt; the flow is connecting.
+     */
+    TIDEGATE_PROXY_EVENT_KIND_START_ATTEMPT = 3,
+    /**
+     * Close the socket of `attempt` of `flow`: it lost, timed out, was traded for the next
+     * candidate under budget pressure, or connected for a flow no longer open. Its budget is
+     * already released; `flow` may already be closed.
+     */
+    TIDEGATE_PROXY_EVENT_KIND_CANCEL_ATTEMPT = 4,
+    /**
+     * `attempt` won: its socket is `flow`'s remote connection. The flow is established and the
+     * budget counts the connection open until the flow is reported closed.
+     */
+    TIDEGATE_PROXY_EVENT_KIND_ESTABLISHED = 5,
+    /**
+     * `flow`'s connect failed (`failure`, `error_class`, `budget_refusal`): the flow is
+     * closed and its id is stale. Close the local flow (an app proxy fails it with an error of
+     * `error_class`); do not report it closed.
+     */
+    TIDEGATE_PROXY_EVENT_KIND_CONNECT_FAILED = 6,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateProxyEventKind TidegateProxyEventKind;
+#else
+typedef uint32_t TidegateProxyEventKind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Where a flow's race stands (`race_state` of `TidegateProxyFlow`).
+ */
+enum TidegateProxyRaceState
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * The flow has no race: no DNS input yet, connected by the host's system, or its race
+     * is over and drained.
+     */
+    TIDEGATE_PROXY_RACE_STATE_NONE = 0,
+    /**
+     * No attempt started yet: waiting for addresses or the Resolution Delay.
+     */
+    TIDEGATE_PROXY_RACE_STATE_RESOLVING = 1,
+    /**
+     * Attempts in flight, or the next waiting for its delay.
+     */
+    TIDEGATE_PROXY_RACE_STATE_CONNECTING = 2,
+    /**
+     * An attempt is due but the budget refuses it (`budget_refusal` says which limit).
+     */
+    TIDEGATE_PROXY_RACE_STATE_WAITING_FOR_BUDGET = 3,
+    /**
+     * Won; the winner comes out (or came out) as `ESTABLISHED`.
+     */
+    TIDEGATE_PROXY_RACE_STATE_CONNECTED = 4,
+    /**
+     * Failed; the failure comes out (or came out) as `CONNECT_FAILED`.
+     */
+    TIDEGATE_PROXY_RACE_STATE_FAILED = 5,
+    /**
+     * Aborted because the flow stopped being open.
+     */
+    TIDEGATE_PROXY_RACE_STATE_ABORTED = 6,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateProxyRaceState TidegateProxyRaceState;
+#else
+typedef uint32_t TidegateProxyRaceState;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * What `tidegate_tunnel_on_inbound_packet` did with a packet.
  */
 enum TidegateInboundDisposition
@@ -1100,6 +1217,64 @@ typedef uint32_t TidegateFlowProtocol;
 #endif // __cplusplus
 
 /**
+ * What `tidegate_proxy_on_bytes` reports (its `what` argument).
+ */
+enum TidegateRelayStep
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Bytes read from the local flow (now pending toward the remote).
+     */
+    TIDEGATE_RELAY_STEP_LOCAL_READ = 0,
+    /**
+     * The remote send of that many bytes completed.
+     */
+    TIDEGATE_RELAY_STEP_REMOTE_SENT = 1,
+    /**
+     * Bytes read from the remote (now pending toward the app).
+     */
+    TIDEGATE_RELAY_STEP_REMOTE_READ = 2,
+    /**
+     * The local write of that many bytes completed.
+     */
+    TIDEGATE_RELAY_STEP_LOCAL_WRITTEN = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateRelayStep TidegateRelayStep;
+#else
+typedef uint32_t TidegateRelayStep;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * A side of a flow (the `side` argument of `tidegate_proxy_can_read`).
+ */
+enum TidegateProxySide
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * The local flow (the app's socket): bytes toward the remote.
+     */
+    TIDEGATE_PROXY_SIDE_LOCAL = 0,
+    /**
+     * The remote connection: bytes toward the app.
+     */
+    TIDEGATE_PROXY_SIDE_REMOTE = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateProxySide TidegateProxySide;
+#else
+typedef uint32_t TidegateProxySide;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * The connection budget shared by every race and every flow of the process: at most
  * `max_attempts_in_flight` connects in flight, at most `connection_limit` descriptors in use by
  * attempts and open connections, lowered for a while after resource errors (the errnos of
@@ -1166,6 +1341,31 @@ typedef struct TidegateFlowGovernor TidegateFlowGovernor;
  * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
  */
 typedef struct TidegateLifecycle TidegateLifecycle;
+
+/**
+ * A proxy engine: the flow table of an app or transparent proxy (admission, fairness,
+ * eviction, timeouts, per-flow backpressure), the process's connection budget, and a Happy
+ * Eyeballs race (RFC 8305) for each flow the host connects with BSD sockets.
+ *
+ * The host feeds in what happens (`tidegate_proxy_on_*`: a new flow, DNS answers, attempt
+ * outcomes, bytes read and written, closes) and the time, and drains one queue of events
+ * (`tidegate_proxy_poll_events`): close a flow, resume a read, open or close an attempt's
+ * socket, use the winner, a failed connect. Every event is already accounted for when it comes
+ * out. After every input, drain until the count is 0, then arm one timer for
+ * `tidegate_proxy_poll_timeout` and call `tidegate_proxy_handle_timeout` when it fires. Events
+ * wait in the engine's tables, so none is lost however late the host drains.
+ *
+ * A host whose system connects for it (Network framework) reports
+ * `tidegate_proxy_on_connecting`, `_on_connected` and `_on_connect_failed` instead of DNS
+ * answers; the budget then counts only the host's own connections.
+ *
+ * All its memory is one block of `tidegate_proxy_footprint` bytes, allocated by
+ * `tidegate_proxy_new` or given to `tidegate_proxy_init`; nothing is allocated afterwards.
+ *
+ * Thread safety: not safe for concurrent use. Calls on one handle must not overlap (use one
+ * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
+ */
+typedef struct TidegateProxy TidegateProxy;
 
 /**
  * A packet tunnel engine: two fixed rings that bound the memory of a packet tunnel provider.
@@ -1541,6 +1741,15 @@ typedef struct TidegateAdmission {
      * The flow the host must close; 0 unless the decision is `ACCEPTED_AFTER_EVICTING`.
      */
     TidegateFlowId evicted;
+    /**
+     * For `REJECTED` with `CONNECTION_BUDGET` from `tidegate_proxy_on_new_flow`, the budget
+     * limit that refused (`NONE` there means `max_connecting` refused); `NONE` otherwise.
+     */
+    TidegateBudgetRefusal budget_refusal;
+    /**
+     * Always 0: keeps the struct free of padding, so every byte is written.
+     */
+    uint32_t reserved;
 } TidegateAdmission;
 
 /**
@@ -1884,6 +2093,184 @@ typedef struct TidegateLifecycleStats {
      */
     uint64_t stale_reports;
 } TidegateLifecycleStats;
+
+/**
+ * Configuration of a `TidegateProxy`. Start from `tidegate_proxy_config_default()` and change
+ * what you need; `tidegate_proxy_footprint`, `_new` and `_init` check it and name the first
+ * problem in their status.
+ */
+typedef struct TidegateProxyConfig {
+    /**
+     * The flow table: slots, caps, timeouts, watermarks.
+     */
+    struct TidegateFlowPolicy flows;
+    /**
+     * The connection budget shared by every race and the host's own connections.
+     */
+    struct TidegateBudgetConfig budget;
+    /**
+     * The parameters of every race.
+     */
+    struct TidegateEyeballsConfig race;
+    /**
+     * Races that may run at once: flows connecting through DNS answers, and races of closed
+     * flows until their cancellations are drained. Default 128, the default `max_connecting`;
+     * 1 to `UINT32_MAX - 1`. A DNS answer for a flow that would need one more is refused with
+     * `TIDEGATE_STATUS_NO_RACE_SLOT`.
+     */
+    uint32_t race_slots;
+    /**
+     * Must be 0 (the default is); room for a future field. Anything else is refused with
+     * `TIDEGATE_STATUS_INVALID_ARGUMENT`.
+     */
+    uint32_t reserved;
+} TidegateProxyConfig;
+
+/**
+ * One event from `tidegate_proxy_poll_events`. Fields not named by `kind` are zero.
+ */
+typedef struct TidegateProxyEvent {
+    /**
+     * What to do.
+     */
+    TidegateProxyEventKind kind;
+    /**
+     * The attempt, for `START_ATTEMPT`, `CANCEL_ATTEMPT` and `ESTABLISHED` (below 16).
+     */
+    uint32_t attempt;
+    /**
+     * The flow concerned.
+     */
+    TidegateFlowId flow;
+    /**
+     * Where to connect, for `START_ATTEMPT`.
+     */
+    struct TidegateSocketAddress address;
+    /**
+     * Why, for `CLOSE_FLOW`; `TIDEGATE_CLOSE_REASON_NONE` otherwise.
+     */
+    TidegateCloseReason close_reason;
+    /**
+     * Why the race failed, for `CONNECT_FAILED`.
+     */
+    TidegateRaceFailure failure;
+    /**
+     * For `CONNECT_FAILED`, the class the flow's failure is counted under: the last attempt's
+     * class (`ALL_ATTEMPTS_FAILED`), `UNREACHABLE` (`NO_ADDRESSES`) or `RESOURCE_EXHAUSTED`
+     * (`NO_BUDGET`); 0 otherwise.
+     */
+    TidegateErrorClass error_class;
+    /**
+     * The budget limit, for `CONNECT_FAILED` with `TIDEGATE_RACE_FAILURE_NO_BUDGET`.
+     */
+    TidegateBudgetRefusal budget_refusal;
+} TidegateProxyEvent;
+
+/**
+ * One flow, from `tidegate_proxy_flow`.
+ */
+typedef struct TidegateProxyFlow {
+    /**
+     * Bytes read from the local flow and not yet acknowledged by the remote send.
+     */
+    uint64_t bytes_pending_outbound;
+    /**
+     * Bytes read from the remote and not yet written to the local flow.
+     */
+    uint64_t bytes_pending_inbound;
+    /**
+     * When the flow was admitted, in microseconds.
+     */
+    uint64_t admitted_at_us;
+    /**
+     * The last time bytes moved on it (or it was admitted or connected), in microseconds.
+     */
+    uint64_t last_active_us;
+    /**
+     * Where the flow is in its life.
+     */
+    TidegateFlowState state;
+    /**
+     * Where its race stands.
+     */
+    TidegateProxyRaceState race_state;
+    /**
+     * For `race_state` `WAITING_FOR_BUDGET`, the limit that refuses.
+     */
+    TidegateBudgetRefusal budget_refusal;
+    /**
+     * Attempts of its race in flight.
+     */
+    uint32_t attempts_in_flight;
+} TidegateProxyFlow;
+
+/**
+ * Counters and occupancy of the races, in `TidegateProxyStats`. Counters saturate.
+ */
+typedef struct TidegateRaceStats {
+    /**
+     * Races started (a flow's first DNS input).
+     */
+    uint64_t started;
+    /**
+     * Races won: flows established by an attempt.
+     */
+    uint64_t won;
+    /**
+     * Races failed: flows closed with a connect failure.
+     */
+    uint64_t failed;
+    /**
+     * Races aborted because their flow stopped being open.
+     */
+    uint64_t aborted;
+    /**
+     * DNS inputs refused with `TIDEGATE_STATUS_NO_RACE_SLOT`.
+     */
+    uint64_t no_slot;
+    /**
+     * Races in their slots now (running, or draining their cancellations).
+     */
+    uint32_t running;
+    /**
+     * Always 0: keeps the struct free of padding, so every byte is written.
+     */
+    uint32_t reserved;
+} TidegateRaceStats;
+
+/**
+ * A snapshot of the engine, from `tidegate_proxy_stats`.
+ */
+typedef struct TidegateProxyStats {
+    /**
+     * The flow table.
+     */
+    struct TidegateFlowStats flows;
+    /**
+     * The connection budget's counters.
+     */
+    struct TidegateBudgetStats budget;
+    /**
+     * The races.
+     */
+    struct TidegateRaceStats races;
+    /**
+     * Connection attempts in flight now.
+     */
+    uint32_t attempts_in_flight;
+    /**
+     * Connections the budget counts open now: races' winners and the host's own.
+     */
+    uint32_t open_connections;
+    /**
+     * The budget's effective attempt limit now (lower than configured while backing off).
+     */
+    uint32_t attempt_limit;
+    /**
+     * The budget's effective limit on attempts plus open connections now.
+     */
+    uint32_t connection_limit;
+} TidegateProxyStats;
 
 /**
  * Configuration of a `TidegateTunnel`. Start from `tidegate_tunnel_config_default()` and change
@@ -3270,6 +3657,411 @@ TidegateStatus tidegate_lifecycle_state(const struct TidegateLifecycle *lifecycl
  */
 TidegateStatus tidegate_lifecycle_stats(const struct TidegateLifecycle *lifecycle,
                                         struct TidegateLifecycleStats *out_stats);
+
+/**
+ * The default configuration, for an Apple Network Extension proxy: the flow policy of
+ * `tidegate_flow_policy_default()` (512 slots, at most 448 open flows, 128 connecting), a
+ * budget of 64 attempts in flight and 400 connections with `RLIMIT_NOFILE` 256 (32 kept back),
+ * the races of RFC 8305 (IPv6 first, 50 ms Resolution Delay, 250 ms Connection Attempt Delay,
+ * 1 s budget wait), and 128 race slots.
+ */
+struct TidegateProxyConfig tidegate_proxy_config_default(void);
+
+/**
+ * Writes to `*out_size` and `*out_align` the size and alignment of the memory a proxy engine
+ * with `config` lives in, in one block: the engine, its flow slots and its race slots. That is
+ * all the memory it ever uses: `tidegate_proxy_new` allocates exactly this block, and
+ * `tidegate_proxy_init` places it in a block of yours.
+ *
+ * Returns a `TIDEGATE_STATUS_CONFIG_*` status if the configuration is invalid.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateProxyConfig`; `out_size` and `out_align`
+ * must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_proxy_footprint(const struct TidegateProxyConfig *config,
+                                        size_t *out_size,
+                                        size_t *out_align);
+
+/**
+ * Creates a proxy engine with `config`, started at `now_us`, in memory it allocates, and
+ * writes its handle to `*out_proxy`. The one allocation is `tidegate_proxy_footprint(config)`
+ * bytes; nothing is allocated afterwards. Free the handle with `tidegate_proxy_free`.
+ *
+ * Returns a `TIDEGATE_STATUS_CONFIG_*` status for an invalid configuration, or
+ * `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateProxyConfig`; `out_proxy` must be NULL or
+ * valid for writing a pointer.
+ */
+TidegateStatus tidegate_proxy_new(const struct TidegateProxyConfig *config,
+                                  uint64_t now_us,
+                                  struct TidegateProxy **out_proxy);
+
+/**
+ * Creates a proxy engine with `config`, started at `now_us`, in the `len` bytes at `memory`,
+ * and writes its handle (`memory` itself) to `*out_proxy`: for hosts that place engines in
+ * memory of their own.
+ *
+ * `memory` must hold the size `tidegate_proxy_footprint` gives and start on its alignment, or
+ * the call returns `TIDEGATE_STATUS_BUFFER_TOO_SMALL` or `TIDEGATE_STATUS_MISALIGNED`. Nothing
+ * else is ever used. Call `tidegate_proxy_free` when done: it ends the handle and leaves the
+ * memory to you.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateProxyConfig`; `memory` must be NULL or
+ * valid for reading and writing `len` bytes, used by nothing else until the handle is freed;
+ * `out_proxy` must be NULL or valid for writing a pointer.
+ */
+TidegateStatus tidegate_proxy_init(const struct TidegateProxyConfig *config,
+                                   uint64_t now_us,
+                                   void *memory,
+                                   size_t len,
+                                   struct TidegateProxy **out_proxy);
+
+/**
+ * Frees a proxy engine: ends it and releases its memory (memory given to `tidegate_proxy_init`
+ * goes back to the caller). `NULL` is a no-op. Works on a poisoned handle too. Close the
+ * sockets you hold first: the engine forgets them.
+ *
+ * # Safety
+ * `proxy` must be NULL or a handle from `tidegate_proxy_new` or `tidegate_proxy_init` that was
+ * not freed yet, with no other call on it running.
+ */
+void tidegate_proxy_free(struct TidegateProxy *proxy);
+
+/**
+ * Asks to admit a new flow of `app` to `destination` over `protocol` (a
+ * `TIDEGATE_FLOW_PROTOCOL_*` value), under the caps, the fairness rule and the connection
+ * budget, and writes the answer to `*out_admission`. A refusal is an answer, not an error:
+ * the status is `TIDEGATE_STATUS_OK` and the decision says `REJECTED`, with `budget_refusal`
+ * naming the budget limit when the reason is `CONNECTION_BUDGET` (`NONE` there means
+ * `max_connecting` refused). A flow evicted to admit this one also comes out of
+ * `tidegate_proxy_poll_events` as `CLOSE_FLOW`: close it there. O(1).
+ *
+ * Returns `TIDEGATE_STATUS_INVALID_ARGUMENT` for an unknown protocol; nothing changes.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle; `out_admission` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_proxy_on_new_flow(struct TidegateProxy *proxy,
+                                          uint64_t now_us,
+                                          uint64_t app,
+                                          uint64_t destination,
+                                          uint32_t protocol,
+                                          struct TidegateAdmission *out_admission);
+
+/**
+ * The host's system started connecting `flow` (a host that does not connect through DNS
+ * answers and races): opening becomes connecting.
+ *
+ * Returns `TIDEGATE_STATUS_UNKNOWN_FLOW` or `_STALE_FLOW` for an id that names no open flow,
+ * `TIDEGATE_STATUS_FLOW_INVALID_STATE` unless the flow is opening, and
+ * `TIDEGATE_STATUS_RACE_RUNNING` for a flow a race connects; nothing changes.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_proxy_on_connecting(struct TidegateProxy *proxy,
+                                            uint64_t now_us,
+                                            TidegateFlowId flow);
+
+/**
+ * The host's system connected `flow`: it is established and may read from the remote. The
+ * budget does not count the connection (the system made it).
+ *
+ * Returns as `tidegate_proxy_on_connecting` (`FLOW_INVALID_STATE` unless opening or
+ * connecting); nothing changes then.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_proxy_on_connected(struct TidegateProxy *proxy,
+                                           uint64_t now_us,
+                                           TidegateFlowId flow);
+
+/**
+ * The host's system failed to connect `flow` with `errno_value` (classified as
+ * `tidegate_errno_class` does); close the local flow. The slot is freed; writes the flow's
+ * outcome to `*out_outcome`.
+ *
+ * Returns as `tidegate_proxy_on_connecting` (`FLOW_INVALID_STATE` for an established flow:
+ * report its end with `tidegate_proxy_on_closed`); nothing changes then.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle; `out_outcome` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_proxy_on_connect_failed(struct TidegateProxy *proxy,
+                                                uint64_t now_us,
+                                                TidegateFlowId flow,
+                                                int32_t errno_value,
+                                                TidegateFlowOutcome *out_outcome);
+
+/**
+ * The host closed `flow` (either side ended, or the engine asked). The slot is freed and the
+ * id becomes stale; a race still running for it is aborted (its attempts come out as
+ * `CANCEL_ATTEMPT`); the connection it held goes back to the budget. Writes the flow's one
+ * outcome to `*out_outcome`.
+ *
+ * Returns `TIDEGATE_STATUS_UNKNOWN_FLOW` for an id never issued and
+ * `TIDEGATE_STATUS_STALE_FLOW` for a flow already closed; nothing changes.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle; `out_outcome` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_proxy_on_closed(struct TidegateProxy *proxy,
+                                        uint64_t now_us,
+                                        TidegateFlowId flow,
+                                        TidegateFlowOutcome *out_outcome);
+
+/**
+ * Reports `bytes` moved on `flow`: read from a side (`LOCAL_READ`, `REMOTE_READ`) or
+ * completed toward the other (`REMOTE_SENT`, `LOCAL_WRITTEN`), a `TIDEGATE_RELAY_STEP_*`
+ * value. Writes to `*out_can_read` whether the side this step concerns may be read now (the
+ * local side for `LOCAL_READ` and `REMOTE_SENT`, the remote side for the others): when it is
+ * false, stop reading that side until `RESUME_READ_*` comes out of the event queue. O(1).
+ *
+ * Returns `TIDEGATE_STATUS_UNKNOWN_FLOW` or `_STALE_FLOW` for an id that names no flow,
+ * `TIDEGATE_STATUS_COMPLETION_EXCEEDS_PENDING` for a completion larger than the bytes pending,
+ * `TIDEGATE_STATUS_INVALID_ARGUMENT` for an unknown step or a read too large to count;
+ * nothing changes then.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle; `out_can_read` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_proxy_on_bytes(struct TidegateProxy *proxy,
+                                       uint64_t now_us,
+                                       TidegateFlowId flow,
+                                       uint32_t what,
+                                       uint64_t bytes,
+                                       bool *out_can_read);
+
+/**
+ * Writes to `*out_can_read` whether `side` (a `TIDEGATE_PROXY_SIDE_*` value) of `flow` may be
+ * read now: false for a side paused by a watermark, and for an id that names no open flow.
+ *
+ * Returns `TIDEGATE_STATUS_INVALID_ARGUMENT` for an unknown side.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle; `out_can_read` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_proxy_can_read(const struct TidegateProxy *proxy,
+                                       TidegateFlowId flow,
+                                       uint32_t side,
+                                       bool *out_can_read);
+
+/**
+ * Feeds (part of) `flow`'s DNS answer: `family` (a `TIDEGATE_ADDRESS_FAMILY_*` value) says
+ * whether it is the AAAA or the A answer; `addresses[0..count]` are its addresses with the
+ * port to connect to, in the resolver's order; `count` 0 is an answer without records. The
+ * flow's first DNS input starts its race. Writes how many addresses became candidates to
+ * `*out_added` (duplicates and addresses past 16 do not).
+ *
+ * Returns `TIDEGATE_STATUS_UNKNOWN_FLOW` or `_STALE_FLOW` for an id that names no flow,
+ * `TIDEGATE_STATUS_FLOW_INVALID_STATE` for a flow neither opening nor connected by a race,
+ * `TIDEGATE_STATUS_NO_RACE_SLOT` when every race slot is in use (drain the events and retry,
+ * or fail the flow), `TIDEGATE_STATUS_INVALID_ARGUMENT` for an unknown family (in the argument
+ * or an address), `TIDEGATE_STATUS_ADDRESS_FAMILY_MISMATCH` if an address is not of `family`,
+ * `TIDEGATE_STATUS_RACE_FINISHED` once the race is over; nothing is fed then.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle; `addresses` must be valid for reading `count`
+ * addresses (NULL only if `count` is 0); `out_added` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_proxy_on_resolved(struct TidegateProxy *proxy,
+                                          uint64_t now_us,
+                                          TidegateFlowId flow,
+                                          uint32_t family,
+                                          const struct TidegateSocketAddress *addresses,
+                                          size_t count,
+                                          size_t *out_added);
+
+/**
+ * `flow`'s DNS query of `family` (a `TIDEGATE_ADDRESS_FAMILY_*` value) failed or timed out.
+ * Starts the flow's race if this is its first DNS input.
+ *
+ * Returns as `tidegate_proxy_on_resolved`; nothing changes then.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_proxy_on_resolution_failed(struct TidegateProxy *proxy,
+                                                   uint64_t now_us,
+                                                   TidegateFlowId flow,
+                                                   uint32_t family);
+
+/**
+ * Resolution of `flow` is over: no more addresses will come. A race left without a candidate
+ * fails (`CONNECT_FAILED` with `NO_ADDRESSES`).
+ *
+ * Returns as `tidegate_proxy_on_resolved`; nothing changes then.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_proxy_on_resolution_done(struct TidegateProxy *proxy,
+                                                 uint64_t now_us,
+                                                 TidegateFlowId flow);
+
+/**
+ * `attempt` of `flow` connected. The race picks the winner on the next poll of the events.
+ *
+ * Returns `TIDEGATE_STATUS_UNKNOWN_FLOW` or `_STALE_FLOW` for an id that names no open flow,
+ * `TIDEGATE_STATUS_NO_RACE` if the flow's race is over, `TIDEGATE_STATUS_UNKNOWN_ATTEMPT` for
+ * an attempt never started, `TIDEGATE_STATUS_ATTEMPT_NOT_IN_FLIGHT` for one the race gave up
+ * (its `CANCEL_ATTEMPT` closes the socket); nothing changes then.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_proxy_on_attempt_connected(struct TidegateProxy *proxy,
+                                                   uint64_t now_us,
+                                                   TidegateFlowId flow,
+                                                   uint32_t attempt);
+
+/**
+ * `attempt` of `flow` failed with `errno_value` (from `connect` or `SO_ERROR`, classified as
+ * `tidegate_errno_class` does); close its socket. A resource error makes the budget back off.
+ * The next candidate starts at once (no sooner than 10 ms after the previous start).
+ *
+ * Returns as `tidegate_proxy_on_attempt_connected`; nothing changes then.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_proxy_on_attempt_failed(struct TidegateProxy *proxy,
+                                                uint64_t now_us,
+                                                TidegateFlowId flow,
+                                                uint32_t attempt,
+                                                int32_t errno_value);
+
+/**
+ * Writes up to `capacity` events to `events[0..]` and their number to `*out_count`. Call it
+ * after every input until the count is 0. See `TidegateProxyEventKind` for what each asks.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle; `events` must be valid for writing `capacity`
+ * entries (NULL only if `capacity` is 0); `out_count` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_proxy_poll_events(struct TidegateProxy *proxy,
+                                          struct TidegateProxyEvent *events,
+                                          size_t capacity,
+                                          size_t *out_count);
+
+/**
+ * Writes to `*out_deadline_us` when `tidegate_proxy_handle_timeout` next has work (a flow's
+ * connect or idle deadline, a race's next attempt or budget wait, the budget's recovery), or
+ * `UINT64_MAX` if nothing is timed.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle; `out_deadline_us` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_proxy_poll_timeout(const struct TidegateProxy *proxy,
+                                           uint64_t *out_deadline_us);
+
+/**
+ * Applies everything due at `now_us`: flows past their connect or idle deadline become
+ * `CLOSE_FLOW` events, races whose timers are due act, the budget recovers. Idempotent. Then
+ * drain `tidegate_proxy_poll_events`.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_proxy_handle_timeout(struct TidegateProxy *proxy, uint64_t now_us);
+
+/**
+ * Writes what the engine holds for `flow` to `*out_flow`: its state, bytes pending, times and
+ * race.
+ *
+ * Returns `TIDEGATE_STATUS_UNKNOWN_FLOW` for an id never issued and
+ * `TIDEGATE_STATUS_STALE_FLOW` for a flow that has closed.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle; `out_flow` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_proxy_flow(const struct TidegateProxy *proxy,
+                                   TidegateFlowId flow,
+                                   struct TidegateProxyFlow *out_flow);
+
+/**
+ * Writes what the engine holds for `app` to `*out_state`: its open flows, the bytes pending
+ * over its flows and whether its app watermark pauses its reads; all zero for an app with no
+ * flow. Ask it for the app behind a paused read to tell a stalled app from a stalled flow.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle; `out_state` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_proxy_app_state(const struct TidegateProxy *proxy,
+                                        uint64_t app,
+                                        struct TidegateAppState *out_state);
+
+/**
+ * Writes a snapshot of the engine's counters and occupancy (flows, budget, races) to
+ * `*out_stats`.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle; `out_stats` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_proxy_stats(const struct TidegateProxy *proxy,
+                                    struct TidegateProxyStats *out_stats);
+
+/**
+ * Sets the limit on flows admitted but not yet connected (opening or connecting): lower it
+ * under pressure, raise it back after. Flows already admitted are not touched; 0 refuses every
+ * new flow with `CONNECTION_BUDGET`.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_proxy_set_max_connecting(struct TidegateProxy *proxy,
+                                                 uint32_t max_connecting);
+
+/**
+ * Gives the budget the process's real descriptor limit (`getrlimit(RLIMIT_NOFILE)`, soft
+ * value): connections are then capped at that limit less a reserve (the configured
+ * `fd_reserve`, at most half the new limit).
+ *
+ * Returns `TIDEGATE_STATUS_CONFIG_BUDGET_ZERO_LIMIT` for 0; nothing changes.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_proxy_set_fd_limit(struct TidegateProxy *proxy, uint64_t rlimit_nofile);
+
+/**
+ * The OS reported a resource error (`EMFILE`, `ENOBUFS`...) outside a race, on a connection of
+ * the host's own: the budget backs off. Attempt failures reported with
+ * `tidegate_proxy_on_attempt_failed` do this themselves.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_proxy_on_resource_error(struct TidegateProxy *proxy, uint64_t now_us);
+
+/**
+ * Counts a connection of the host's own (a control channel, a DNS-over-HTTPS connection)
+ * against the budget before the host opens it; give it back with
+ * `tidegate_proxy_on_connection_closed`.
+ *
+ * Returns `TIDEGATE_STATUS_NO_BUDGET_ATTEMPTS` or `_NO_BUDGET_CONNECTIONS` when the budget has
+ * no room (do not open it); nothing is counted then.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_proxy_try_open_connection(struct TidegateProxy *proxy, uint64_t now_us);
+
+/**
+ * A connection of the host's own (`tidegate_proxy_try_open_connection`) closed: the budget
+ * gets it back, and races waiting for budget may start.
+ *
+ * Returns `TIDEGATE_STATUS_BUDGET_NO_OPEN_CONNECTION` if none is open; nothing changes.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_proxy_on_connection_closed(struct TidegateProxy *proxy, uint64_t now_us);
 
 /**
  * A static, NUL-terminated description of `status`, never NULL. Unknown values get

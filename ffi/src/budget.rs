@@ -219,7 +219,7 @@ impl place::Placed for TidegateBudget {
     }
 }
 
-fn status_of_budget_config(error: BudgetConfigError) -> TidegateStatus {
+pub(crate) fn status_of_budget_config(error: BudgetConfigError) -> TidegateStatus {
     match error {
         BudgetConfigError::ZeroLimit => TidegateStatus::ConfigBudgetZeroLimit,
         BudgetConfigError::ReserveAboveHalf => TidegateStatus::ConfigBudgetReserveTooLarge,
@@ -493,7 +493,7 @@ pub(crate) fn status_of_refusal(refusal: BudgetRefusal) -> TidegateStatus {
     }
 }
 
-fn status_of_budget_error(error: BudgetError) -> TidegateStatus {
+pub(crate) fn status_of_budget_error(error: BudgetError) -> TidegateStatus {
     match error {
         BudgetError::NoAttemptInFlight => TidegateStatus::BudgetNoAttemptInFlight,
         BudgetError::NoOpenConnection => TidegateStatus::BudgetNoOpenConnection,

@@ -765,7 +765,7 @@ unsafe fn with_budget(
     }
 }
 
-fn family_of(value: u32) -> Option<AddressFamily> {
+pub(crate) fn family_of(value: u32) -> Option<AddressFamily> {
     match value {
         4 => Some(AddressFamily::Ipv4),
         6 => Some(AddressFamily::Ipv6),
@@ -773,7 +773,7 @@ fn family_of(value: u32) -> Option<AddressFamily> {
     }
 }
 
-fn socket_addr_of(a: &TidegateSocketAddress) -> Option<SocketAddr> {
+pub(crate) fn socket_addr_of(a: &TidegateSocketAddress) -> Option<SocketAddr> {
     match family_of(u32::from(a.family))? {
         AddressFamily::Ipv6 => Some(SocketAddr::V6(SocketAddrV6::new(
             Ipv6Addr::from(a.ip),
@@ -814,7 +814,7 @@ pub(crate) fn address_of(addr: SocketAddr) -> TidegateSocketAddress {
     }
 }
 
-const NO_ADDRESS: TidegateSocketAddress = TidegateSocketAddress {
+pub(crate) const NO_ADDRESS: TidegateSocketAddress = TidegateSocketAddress {
     ip: [0; 16],
     port: 0,
     family: 0,
@@ -915,14 +915,14 @@ fn status_of_race(status: RaceStatus) -> TidegateRaceStatus {
     out
 }
 
-fn status_of_resolve(error: ResolveError) -> TidegateStatus {
+pub(crate) fn status_of_resolve(error: ResolveError) -> TidegateStatus {
     match error {
         ResolveError::RaceFinished => TidegateStatus::RaceFinished,
         ResolveError::FamilyMismatch { .. } => TidegateStatus::AddressFamilyMismatch,
     }
 }
 
-fn status_of_attempt(error: AttemptError) -> TidegateStatus {
+pub(crate) fn status_of_attempt(error: AttemptError) -> TidegateStatus {
     match error {
         AttemptError::UnknownAttempt { .. } => TidegateStatus::UnknownAttempt,
         AttemptError::NotInFlight { .. } => TidegateStatus::AttemptNotInFlight,

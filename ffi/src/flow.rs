@@ -4,12 +4,13 @@ use core::ffi::c_void;
 use std::cell::Cell;
 
 use tidegate_core::{
-    Admission, AppId, CloseReason, DestinationKey, FlowError, FlowGovernor, FlowId, FlowInfo,
-    FlowOutcome, FlowPolicy, FlowSlot, FlowState, FlowStats, Instant, Notification, PolicyError,
-    Protocol, RejectReason, TOP_APPS, classify_errno,
+    Admission, AppId, AppState, CloseReason, DestinationKey, FlowError, FlowGovernor, FlowId,
+    FlowInfo, FlowOutcome, FlowPolicy, FlowSlot, FlowState, FlowStats, Instant, Notification,
+    PolicyError, Protocol, RejectReason, TOP_APPS, classify_errno,
 };
 
 use crate::boundary::{Handle, bytes, call, call_free, call_mut, require_non_null, write_out};
+use crate::eyeballs::TidegateBudgetRefusal;
 use crate::place::{self, Carver, Memory, Region};
 use crate::status::TidegateStatus;
 
@@ -144,6 +145,11 @@ pub struct TidegateAdmission {
     pub flow: TidegateFlowId,
     /// The flow the host must close; 0 unless the decision is `ACCEPTED_AFTER_EVICTING`.
     pub evicted: TidegateFlowId,
+    /// For `REJECTED` with `CONNECTION_BUDGET` from `tidegate_proxy_on_new_flow`, the budget
+    /// limit that refused (`NONE` there means `max_connecting` refused); `NONE` otherwise.
+    pub budget_refusal: TidegateBudgetRefusal,
+    /// Always 0: keeps the struct free of padding, so every byte is written.
+    pub reserved: u32,
 }
 
 /// Where a flow is in its life.
@@ -203,7 +209,8 @@ pub enum TidegateCloseReason {
     IdleTimeout = 1,
     /// Still connecting after the connect timeout.
     ConnectTimeout = 2,
-    /// Evicted (reported by the admission answer, never as a notification).
+    /// Evicted to admit a flow of an app below its fair share: reported by the admission
+    /// answer (and, by `TidegateProxy`, as a `CLOSE_FLOW` event too).
     Evicted = 3,
 }
 
@@ -815,15 +822,7 @@ pub unsafe extern "C" fn tidegate_flow_governor_app_state(
     unsafe {
         call(governor, |g| {
             let state = g.engine.app_state(AppId(app));
-            write_out(
-                out_state,
-                TidegateAppState {
-                    bytes_pending: state.bytes_pending,
-                    open_flows: state.open_flows,
-                    reads_paused: state.reads_paused,
-                    reserved: [0; 3],
-                },
-            )
+            write_out(out_state, app_state_of(state))
         })
     }
 }
@@ -936,7 +935,7 @@ impl place::Placed for TidegateFlowGovernor {
 }
 
 /// The core policy and slot count of a C policy, validated.
-fn core_policy(p: &TidegateFlowPolicy) -> Result<(FlowPolicy, usize), TidegateStatus> {
+pub(crate) fn core_policy(p: &TidegateFlowPolicy) -> Result<(FlowPolicy, usize), TidegateStatus> {
     if p.reserved != 0 {
         return Err(TidegateStatus::InvalidArgument);
     }
@@ -960,7 +959,7 @@ fn core_policy(p: &TidegateFlowPolicy) -> Result<(FlowPolicy, usize), TidegateSt
     Ok((policy, slots))
 }
 
-fn status_of_policy(error: PolicyError) -> TidegateStatus {
+pub(crate) fn status_of_policy(error: PolicyError) -> TidegateStatus {
     match error {
         PolicyError::ZeroCap => TidegateStatus::ConfigFlowZeroCap,
         PolicyError::ZeroTimeout => TidegateStatus::ConfigZeroDuration,
@@ -987,12 +986,16 @@ pub(crate) fn admission_of(answer: Admission) -> TidegateAdmission {
             reject_reason: TidegateRejectReason::None,
             flow: id.to_raw(),
             evicted: 0,
+            budget_refusal: TidegateBudgetRefusal::None,
+            reserved: 0,
         },
         Admission::AcceptedAfterEvicting { id, evicted } => TidegateAdmission {
             decision: TidegateAdmissionDecision::AcceptedAfterEvicting,
             reject_reason: TidegateRejectReason::None,
             flow: id.to_raw(),
             evicted: evicted.to_raw(),
+            budget_refusal: TidegateBudgetRefusal::None,
+            reserved: 0,
         },
         Admission::Rejected(reason) => TidegateAdmission {
             decision: TidegateAdmissionDecision::Rejected,
@@ -1004,6 +1007,8 @@ pub(crate) fn admission_of(answer: Admission) -> TidegateAdmission {
             },
             flow: 0,
             evicted: 0,
+            budget_refusal: TidegateBudgetRefusal::None,
+            reserved: 0,
         },
     }
 }
@@ -1021,7 +1026,7 @@ pub(crate) fn outcome_of(outcome: FlowOutcome) -> TidegateFlowOutcome {
     }
 }
 
-fn state_of(state: FlowState) -> TidegateFlowState {
+pub(crate) fn state_of(state: FlowState) -> TidegateFlowState {
     match state {
         FlowState::Opening => TidegateFlowState::Opening,
         FlowState::Connecting => TidegateFlowState::Connecting,
@@ -1031,15 +1036,28 @@ fn state_of(state: FlowState) -> TidegateFlowState {
     }
 }
 
+pub(crate) fn close_reason_of(reason: CloseReason) -> TidegateCloseReason {
+    match reason {
+        CloseReason::Evicted => TidegateCloseReason::Evicted,
+        CloseReason::IdleTimeout => TidegateCloseReason::IdleTimeout,
+        CloseReason::ConnectTimeout => TidegateCloseReason::ConnectTimeout,
+    }
+}
+
+pub(crate) fn app_state_of(state: AppState) -> TidegateAppState {
+    TidegateAppState {
+        bytes_pending: state.bytes_pending,
+        open_flows: state.open_flows,
+        reads_paused: state.reads_paused,
+        reserved: [0; 3],
+    }
+}
+
 fn notification_of(notification: Notification) -> TidegateFlowNotification {
     match notification {
         Notification::Close { id, reason } => TidegateFlowNotification {
             kind: TidegateFlowNotificationKind::Close,
-            close_reason: match reason {
-                CloseReason::Evicted => TidegateCloseReason::Evicted,
-                CloseReason::IdleTimeout => TidegateCloseReason::IdleTimeout,
-                CloseReason::ConnectTimeout => TidegateCloseReason::ConnectTimeout,
-            },
+            close_reason: close_reason_of(reason),
             flow: id.to_raw(),
         },
         Notification::ResumeReadLocal { id } => TidegateFlowNotification {
@@ -1055,7 +1073,7 @@ fn notification_of(notification: Notification) -> TidegateFlowNotification {
     }
 }
 
-fn stats_of(s: &FlowStats) -> TidegateFlowStats {
+pub(crate) fn stats_of(s: &FlowStats) -> TidegateFlowStats {
     let mut top_apps = [TidegateAppFlows::default(); 8];
     for (out, entry) in top_apps.iter_mut().zip(s.top_apps()) {
         *out = TidegateAppFlows {

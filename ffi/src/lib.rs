@@ -24,6 +24,7 @@ mod flow;
 mod flow_connect;
 mod lifecycle;
 mod place;
+mod proxy;
 mod status;
 mod tunnel;
 
@@ -86,6 +87,20 @@ pub use flow_connect::{
     tidegate_flow_governor_on_new_flow_with_budget, tidegate_flow_governor_poll_race,
     tidegate_flow_governor_settle_budget,
 };
+pub use proxy::{
+    TidegateProxy, TidegateProxyConfig, TidegateProxyEvent, TidegateProxyEventKind,
+    TidegateProxyFlow, TidegateProxyRaceState, TidegateProxySide, TidegateProxyStats,
+    TidegateRaceStats, TidegateRelayStep, tidegate_proxy_app_state, tidegate_proxy_can_read,
+    tidegate_proxy_config_default, tidegate_proxy_flow, tidegate_proxy_footprint,
+    tidegate_proxy_free, tidegate_proxy_handle_timeout, tidegate_proxy_init, tidegate_proxy_new,
+    tidegate_proxy_on_attempt_connected, tidegate_proxy_on_attempt_failed, tidegate_proxy_on_bytes,
+    tidegate_proxy_on_closed, tidegate_proxy_on_connect_failed, tidegate_proxy_on_connected,
+    tidegate_proxy_on_connecting, tidegate_proxy_on_connection_closed, tidegate_proxy_on_new_flow,
+    tidegate_proxy_on_resolution_done, tidegate_proxy_on_resolution_failed,
+    tidegate_proxy_on_resolved, tidegate_proxy_on_resource_error, tidegate_proxy_poll_events,
+    tidegate_proxy_poll_timeout, tidegate_proxy_set_fd_limit, tidegate_proxy_set_max_connecting,
+    tidegate_proxy_stats, tidegate_proxy_try_open_connection,
+};
 pub use status::{TIDEGATE_ABI_VERSION, TidegateStatus, tidegate_status_str, tidegate_version};
 pub use tunnel::{
     TidegateAqm, TidegateDirectionStats, TidegateDropPolicy, TidegateInboundDisposition,
@@ -110,5 +125,6 @@ pub use {
     flow::testing_panic_inside_flow_governor,
     flow_connect::testing_panic_inside_race,
     lifecycle::testing_panic_inside_lifecycle,
+    proxy::testing_panic_inside_proxy,
     tunnel::{testing_panic_inside, testing_panic_inside_read_only, testing_panic_without_handle},
 };

@@ -92,7 +92,7 @@ impl Carver {
     }
 
     /// A `len`-element region, every element set to `fill`; a dangling one while measuring.
-    pub(crate) fn array<T: Copy>(
+    pub(crate) fn array<T: Clone>(
         &mut self,
         len: usize,
         fill: T,
@@ -103,7 +103,7 @@ impl Carver {
             for index in 0..len {
                 // SAFETY: `ptr` starts `len` properly aligned `T`s inside the caller's block
                 // (checked by `carve` against the measured layout).
-                unsafe { ptr.as_ptr().add(index).write(fill) };
+                unsafe { ptr.as_ptr().add(index).write(fill.clone()) };
             }
         }
         Ok(Region {

@@ -177,6 +177,16 @@ pub enum TidegateStatus {
     /// `queue_limit_min_bytes` is below `max_packet_len` or above `queue_limit_max_bytes`, or
     /// `queue_limit_max_bytes` is above 1 GiB.
     ConfigInvalidQueueLimit = 124,
+    /// Every race slot of the proxy engine is in use (`race_slots`). Races of closed flows free
+    /// theirs once their cancellations are drained: drain the events and retry, or fail the
+    /// flow. Nothing changed.
+    NoRaceSlot = 125,
+    /// The flow has no race: an attempt report for a flow the host's system connects, or for a
+    /// race already over (its `CANCEL_ATTEMPT` closes the socket). Nothing changed.
+    NoRace = 126,
+    /// The flow is connected by a race: the host's own connect reports
+    /// (`tidegate_proxy_on_connecting` and the like) do not apply to it. Nothing changed.
+    RaceRunning = 127,
 }
 
 impl TidegateStatus {
@@ -253,6 +263,9 @@ impl TidegateStatus {
         TidegateStatus::ReportUnknownGeneration,
         TidegateStatus::ConfigArenaNotWholeCells,
         TidegateStatus::ConfigInvalidQueueLimit,
+        TidegateStatus::NoRaceSlot,
+        TidegateStatus::NoRace,
+        TidegateStatus::RaceRunning,
     ];
 
     /// A static, NUL-terminated English description.
@@ -381,6 +394,9 @@ impl TidegateStatus {
             TidegateStatus::ConfigInvalidQueueLimit => {
                 "config: byte queue limit needs max_packet_len <= min <= max <= 1 GiB\0"
             }
+            TidegateStatus::NoRaceSlot => "every race slot is in use; drain the events\0",
+            TidegateStatus::NoRace => "the flow has no race running\0",
+            TidegateStatus::RaceRunning => "the flow is connected by a race\0",
         }
     }
 
@@ -411,7 +427,7 @@ pub extern "C" fn tidegate_status_str(status: StatusCode) -> *const c_char {
 /// a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
 /// change with what to do): compare it at build time, for example
 /// `#if TIDEGATE_ABI_VERSION != 5`, to notice a library update that needs attention.
-pub const TIDEGATE_ABI_VERSION: u32 = 5;
+pub const TIDEGATE_ABI_VERSION: u32 = 6;
 
 /// The library version as a static, NUL-terminated string such as "0.1.0"; do not free it.
 #[unsafe(no_mangle)]

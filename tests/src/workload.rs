@@ -443,6 +443,8 @@ impl Workload {
                         reject_reason: TidegateRejectReason::None,
                         flow: 0,
                         evicted: 0,
+                        budget_refusal: TidegateBudgetRefusal::None,
+                        reserved: 0,
                     };
                     let app = (r >> 8) % 5;
                     let status = tidegate_flow_governor_on_new_flow(
@@ -617,6 +619,8 @@ impl Workload {
                         reject_reason: TidegateRejectReason::None,
                         flow: 0,
                         evicted: 0,
+                        budget_refusal: TidegateBudgetRefusal::None,
+                        reserved: 0,
                     };
                     let status = tidegate_flow_governor_on_new_flow(
                         g,

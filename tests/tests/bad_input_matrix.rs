@@ -133,6 +133,35 @@ const MATRIX: &[(&str, fn())] = matrix![
     flow_governor_poll_race,
     flow_governor_on_closed_with_budget,
     flow_governor_settle_budget,
+    // Proxy engine.
+    proxy_config_default,
+    proxy_footprint,
+    proxy_new,
+    proxy_init,
+    proxy_free,
+    proxy_on_new_flow,
+    proxy_on_connecting,
+    proxy_on_connected,
+    proxy_on_connect_failed,
+    proxy_on_closed,
+    proxy_on_bytes,
+    proxy_can_read,
+    proxy_on_resolved,
+    proxy_on_resolution_failed,
+    proxy_on_resolution_done,
+    proxy_on_attempt_connected,
+    proxy_on_attempt_failed,
+    proxy_poll_events,
+    proxy_poll_timeout,
+    proxy_handle_timeout,
+    proxy_flow,
+    proxy_app_state,
+    proxy_stats,
+    proxy_set_max_connecting,
+    proxy_set_fd_limit,
+    proxy_on_resource_error,
+    proxy_try_open_connection,
+    proxy_on_connection_closed,
     // Lifecycle.
     lifecycle_config_default,
     lifecycle_footprint,
@@ -402,7 +431,7 @@ fn status_str() {
         assert_ne!(message.to_str().unwrap(), "unknown status");
     }
     // Values between, past and far past the known codes.
-    for unknown in [7, 9, 21, 29, 34, 59, 84, 99, 125, 9999, u32::MAX] {
+    for unknown in [7, 9, 21, 29, 34, 59, 84, 99, 128, 9999, u32::MAX] {
         let message = tidegate_status_str(unknown);
         assert!(!message.is_null());
         // SAFETY: never NULL, static and NUL-terminated.
@@ -4767,5 +4796,734 @@ fn lifecycle_stats() {
         unchanged(Life::running, S::NullArgument, |l| {
             tidegate_lifecycle_stats(l.handle, null_mut())
         });
+    }
+}
+
+// ---- proxy engine -------------------------------------------------------------------------------
+
+/// A proxy engine with flows in every state a call can meet, and their ids. Two race slots, both
+/// taken, so a DNS answer for a third flow finds none.
+struct Proxy {
+    handle: *mut TidegateProxy,
+    /// Established by a race (it holds a budget connection), 1500 bytes read locally (over its
+    /// 1000-byte watermark).
+    won: u64,
+    /// Racing: one IPv6 attempt in flight.
+    racing: u64,
+    /// Racing: resolved, waiting for its Resolution Delay.
+    resolving: u64,
+    /// Opening, no race.
+    opening: u64,
+    /// Established by the host's system.
+    system: u64,
+    /// Closed by the host: a stale id.
+    stale: u64,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        unsafe { tidegate_proxy_free(self.handle) }
+    }
+}
+
+fn proxy_config() -> TidegateProxyConfig {
+    TidegateProxyConfig {
+        flows: flow_policy(),
+        race_slots: 2,
+        ..tidegate_proxy_config_default()
+    }
+}
+
+fn ipv4(last: u8) -> TidegateSocketAddress {
+    TidegateSocketAddress {
+        ip: [192, 0, 2, last, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        port: 443,
+        family: TidegateAddressFamily::Ipv4 as u8,
+        reserved: 0,
+        scope_id: 0,
+    }
+}
+
+fn ipv6(last: u8) -> TidegateSocketAddress {
+    let mut ip = [0; 16];
+    ip[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    ip[15] = last;
+    TidegateSocketAddress {
+        ip,
+        port: 443,
+        family: TidegateAddressFamily::Ipv6 as u8,
+        reserved: 0,
+        scope_id: 0,
+    }
+}
+
+const V4: u32 = TidegateAddressFamily::Ipv4 as u32;
+const V6: u32 = TidegateAddressFamily::Ipv6 as u32;
+
+impl Proxy {
+    fn new() -> Proxy {
+        let start = NOW - 2_000_000;
+        let mut handle = null_mut();
+        assert_eq!(
+            unsafe { tidegate_proxy_new(&proxy_config(), start, &mut handle) },
+            S::Ok
+        );
+        unsafe {
+            let admit = |destination: u64| {
+                let admission: TidegateAdmission = written(|out| {
+                    tidegate_proxy_on_new_flow(handle, start, 1, destination, TCP, out)
+                });
+                assert_eq!(admission.decision, TidegateAdmissionDecision::Accepted);
+                admission.flow
+            };
+            let (won, opening, system, stale) = (admit(1), admit(2), admit(3), admit(4));
+            let added: usize =
+                written(|out| tidegate_proxy_on_resolved(handle, start, won, V4, &ipv4(1), 1, out));
+            assert_eq!(added, 1);
+            assert_eq!(tidegate_proxy_on_resolution_done(handle, start, won), S::Ok);
+            let mut p = Proxy {
+                handle,
+                won,
+                racing: 0,
+                resolving: 0,
+                opening,
+                system,
+                stale,
+            };
+            proxy_events(handle);
+            assert_eq!(
+                tidegate_proxy_on_attempt_connected(handle, start, won, 0),
+                S::Ok
+            );
+            let log = proxy_events(handle);
+            assert_eq!(log.len(), 1, "established: {log:?}");
+            let late = NOW - 100;
+            let racing = admit(5);
+            let resolving = admit(6);
+            let _: usize = written(|out| {
+                tidegate_proxy_on_resolved(handle, late, racing, V6, &ipv6(2), 1, out)
+            });
+            let _: usize = written(|out| {
+                tidegate_proxy_on_resolved(handle, late, resolving, V4, &ipv4(3), 1, out)
+            });
+            assert_eq!(proxy_events(handle).len(), 1, "the IPv6 attempt starts");
+            assert_eq!(tidegate_proxy_on_connecting(handle, start, system), S::Ok);
+            assert_eq!(tidegate_proxy_on_connected(handle, start, system), S::Ok);
+            let mut outcome = TidegateFlowOutcome::Closed;
+            assert_eq!(
+                tidegate_proxy_on_closed(handle, start, stale, &mut outcome),
+                S::Ok
+            );
+            let mut can_read = true;
+            assert_eq!(
+                tidegate_proxy_on_bytes(handle, late, won, 0, 1500, &mut can_read),
+                S::Ok
+            );
+            assert!(!can_read);
+            p.racing = racing;
+            p.resolving = resolving;
+            p
+        }
+    }
+
+    fn ids(&self) -> [u64; 6] {
+        [
+            self.won,
+            self.racing,
+            self.resolving,
+            self.opening,
+            self.system,
+            self.stale,
+        ]
+    }
+
+    fn forged(&self) -> [u64; 6] {
+        forged_flow_ids(self.won)
+    }
+}
+
+type ProxySnapshot = (
+    TidegateProxyStats,
+    u64,
+    Vec<(TidegateStatus, Option<TidegateProxyFlow>, bool, bool)>,
+);
+
+impl Fixture for Proxy {
+    type Snapshot = ProxySnapshot;
+
+    fn snapshot(&self) -> ProxySnapshot {
+        unsafe {
+            let flows = self
+                .ids()
+                .iter()
+                .map(|&flow| {
+                    let mut view = Out::<TidegateProxyFlow>::new();
+                    let status = tidegate_proxy_flow(self.handle, flow, view.ptr());
+                    let view = (status == S::Ok).then(|| view.value());
+                    (
+                        status,
+                        view,
+                        written(|out| tidegate_proxy_can_read(self.handle, flow, 0, out)),
+                        written(|out| tidegate_proxy_can_read(self.handle, flow, 1, out)),
+                    )
+                })
+                .collect();
+            (
+                written(|out| tidegate_proxy_stats(self.handle, out)),
+                written(|out| tidegate_proxy_poll_timeout(self.handle, out)),
+                flows,
+            )
+        }
+    }
+
+    /// The events due now and at the next timer: a refused call that moved the clock would
+    /// fire the races' timers early and show here.
+    fn drain(&mut self) -> Vec<String> {
+        let mut log = proxy_events(self.handle);
+        unsafe {
+            let deadline: u64 = written(|out| tidegate_proxy_poll_timeout(self.handle, out));
+            if deadline != u64::MAX {
+                assert_eq!(tidegate_proxy_handle_timeout(self.handle, NOW), S::Ok);
+                log.push("timer at NOW".into());
+                log.extend(proxy_events(self.handle));
+            }
+        }
+        log
+    }
+}
+
+/// Take every event `proxy` has, recording each.
+fn proxy_events(proxy: *mut TidegateProxy) -> Vec<String> {
+    let mut log = Vec::new();
+    let mut batch = [Out::<TidegateProxyEvent>::new(), Out::new()];
+    loop {
+        let count: usize =
+            unsafe { written(|out| tidegate_proxy_poll_events(proxy, batch[0].ptr(), 1, out)) };
+        if count == 0 {
+            return log;
+        }
+        log.push(format!("{:?}", unsafe { batch[0].value() }));
+        let _ = &mut batch[1];
+    }
+}
+
+fn bad_proxy_configs() -> Vec<(TidegateProxyConfig, TidegateStatus)> {
+    let good = proxy_config();
+    let mut bad: Vec<_> = bad_flow_policies()
+        .into_iter()
+        .map(|(flows, status)| (TidegateProxyConfig { flows, ..good }, status))
+        .collect();
+    let mut budget = good.budget;
+    budget.max_attempts_in_flight = 0;
+    bad.push((
+        TidegateProxyConfig { budget, ..good },
+        S::ConfigBudgetZeroLimit,
+    ));
+    let mut budget = good.budget;
+    budget.fd_reserve = u32::try_from(budget.fd_limit).unwrap();
+    bad.push((
+        TidegateProxyConfig { budget, ..good },
+        S::ConfigBudgetReserveTooLarge,
+    ));
+    let mut race = good.race;
+    race.connection_attempt_delay_us = 1;
+    bad.push((
+        TidegateProxyConfig { race, ..good },
+        S::ConfigEyeballsOutOfRange,
+    ));
+    let mut race = good.race;
+    race.preferred_family = 5;
+    bad.push((
+        TidegateProxyConfig { race, ..good },
+        S::ConfigUnknownAddressFamily,
+    ));
+    bad.push((
+        TidegateProxyConfig {
+            race_slots: 0,
+            ..good
+        },
+        S::ConfigZeroCapacity,
+    ));
+    bad.push((
+        TidegateProxyConfig {
+            race_slots: u32::MAX,
+            ..good
+        },
+        S::ConfigZeroCapacity,
+    ));
+    bad.push((
+        TidegateProxyConfig {
+            reserved: 1,
+            ..good
+        },
+        S::InvalidArgument,
+    ));
+    bad
+}
+
+fn proxy_config_default() {
+    let c = tidegate_proxy_config_default();
+    assert_eq!(c.flows, tidegate_flow_policy_default());
+    assert_eq!(c.race, tidegate_eyeballs_config_default());
+    assert_eq!(c.race_slots, 128);
+    assert_eq!(c.reserved, 0);
+    let _: usize = written(|out| unsafe { tidegate_proxy_footprint(&c, out, &mut 0) });
+}
+
+fn proxy_footprint() {
+    configs_refused(&proxy_config(), bad_proxy_configs(), |config, out| unsafe {
+        tidegate_proxy_footprint(config, out, &mut 0)
+    });
+}
+
+fn proxy_new() {
+    configs_refused(&proxy_config(), bad_proxy_configs(), |config, out| unsafe {
+        tidegate_proxy_new(config, NOW, out)
+    });
+}
+
+fn proxy_init() {
+    init_refuses(
+        &proxy_config(),
+        bad_proxy_configs(),
+        |config, size, align| unsafe { tidegate_proxy_footprint(config, size, align) },
+        |config, memory, len, out| unsafe { tidegate_proxy_init(config, NOW, memory, len, out) },
+        tidegate_proxy_free,
+    );
+}
+
+fn proxy_free() {
+    unsafe { tidegate_proxy_free(null_mut()) };
+}
+
+/// Times every per-flow call is tried at: now, a `now` earlier than one seen, and one far
+/// later (a refused call must not move the clock there).
+const PROXY_TIMES: [u64; 3] = [NOW, EARLIER, NOW + 60_000_000];
+
+fn proxy_on_new_flow() {
+    unsafe {
+        null_handle(|out| tidegate_proxy_on_new_flow(null_mut(), NOW, 1, 1, TCP, out));
+        for now in PROXY_TIMES {
+            unchanged(Proxy::new, S::NullArgument, |p| {
+                tidegate_proxy_on_new_flow(p.handle, now, 1, 9, TCP, null_mut())
+            });
+            for protocol in [2, 17, 256, u32::MAX] {
+                unchanged(Proxy::new, S::InvalidArgument, |p| {
+                    untouched(|out| tidegate_proxy_on_new_flow(p.handle, now, 1, 9, protocol, out))
+                });
+            }
+        }
+        // Every attempt in flight: a refusal is an answer that names the limit.
+        let p = Proxy::new();
+        let answer: TidegateAdmission =
+            written(|out| tidegate_proxy_on_new_flow(p.handle, NOW, 2, 9, TCP, out));
+        assert_eq!(answer.decision, TidegateAdmissionDecision::Accepted);
+        same_as(
+            Proxy::new,
+            |p| tidegate_proxy_on_new_flow(p.handle, EARLIER, 2, 9, TCP, Out::new().ptr()),
+            |p| tidegate_proxy_on_new_flow(p.handle, NOW, 2, 9, TCP, Out::new().ptr()),
+        );
+    }
+}
+
+/// Picks one flow of a [`Proxy`] fixture.
+type PickFlow = fn(&Proxy) -> u64;
+
+/// A report about one flow: NULL handle, forged ids and the stale id, each refused and changing
+/// nothing; then each of `wrong` (a flow picked from the fixture, and the status it gets).
+unsafe fn proxy_report(
+    report: impl Fn(*mut TidegateProxy, u64, u64) -> TidegateStatus,
+    wrong: &[(PickFlow, TidegateStatus)],
+) {
+    assert_eq!(report(null_mut(), NOW, 1), S::NullArgument);
+    let p = Proxy::new();
+    for now in PROXY_TIMES {
+        for forged in p.forged() {
+            unchanged(Proxy::new, S::UnknownFlow, |q| {
+                report(q.handle, now, forged)
+            });
+        }
+        unchanged(Proxy::new, S::StaleFlow, |q| report(q.handle, now, q.stale));
+        for &(pick, status) in wrong {
+            // A DNS input refused for want of a race slot is counted, and changes nothing else.
+            let counted = |(stats, _, _): &mut ProxySnapshot| {
+                if status == S::NoRaceSlot {
+                    stats.races.no_slot += 1;
+                }
+            };
+            refused(Proxy::new, status, counted, |q| {
+                report(q.handle, now, pick(q))
+            });
+        }
+    }
+}
+
+fn proxy_on_connecting() {
+    unsafe {
+        proxy_report(
+            |p, now, flow| tidegate_proxy_on_connecting(p, now, flow),
+            &[
+                (|p| p.racing, S::RaceRunning),
+                (|p| p.system, S::FlowInvalidState),
+                (|p| p.won, S::FlowInvalidState),
+            ],
+        );
+    }
+}
+
+fn proxy_on_connected() {
+    unsafe {
+        proxy_report(
+            |p, now, flow| tidegate_proxy_on_connected(p, now, flow),
+            &[
+                (|p| p.racing, S::RaceRunning),
+                (|p| p.resolving, S::RaceRunning),
+                (|p| p.system, S::FlowInvalidState),
+            ],
+        );
+    }
+}
+
+fn proxy_on_connect_failed() {
+    unsafe {
+        proxy_report(
+            |p, now, flow| untouched(|out| tidegate_proxy_on_connect_failed(p, now, flow, 61, out)),
+            &[
+                (|p| p.racing, S::RaceRunning),
+                (|p| p.system, S::FlowInvalidState),
+            ],
+        );
+        unchanged(Proxy::new, S::NullArgument, |p| {
+            tidegate_proxy_on_connect_failed(p.handle, NOW, p.opening, 61, null_mut())
+        });
+    }
+}
+
+fn proxy_on_closed() {
+    unsafe {
+        proxy_report(
+            |p, now, flow| untouched(|out| tidegate_proxy_on_closed(p, now, flow, out)),
+            &[],
+        );
+        unchanged(Proxy::new, S::NullArgument, |p| {
+            tidegate_proxy_on_closed(p.handle, NOW, p.won, null_mut())
+        });
+    }
+}
+
+fn proxy_on_bytes() {
+    unsafe {
+        proxy_report(
+            |p, now, flow| untouched(|out| tidegate_proxy_on_bytes(p, now, flow, 0, 10, out)),
+            &[],
+        );
+        for now in PROXY_TIMES {
+            unchanged(Proxy::new, S::NullArgument, |p| {
+                tidegate_proxy_on_bytes(p.handle, now, p.won, 0, 10, null_mut())
+            });
+            for what in [4, 256, u32::MAX] {
+                unchanged(Proxy::new, S::InvalidArgument, |p| {
+                    untouched(|out| tidegate_proxy_on_bytes(p.handle, now, p.won, what, 10, out))
+                });
+            }
+            // More completed than pending, each direction.
+            for (what, bytes) in [(1, 1501), (3, 1)] {
+                unchanged(Proxy::new, S::CompletionExceedsPending, |p| {
+                    untouched(|out| tidegate_proxy_on_bytes(p.handle, now, p.won, what, bytes, out))
+                });
+            }
+            // A read too large to count.
+            unchanged(Proxy::new, S::InvalidArgument, |p| {
+                untouched(|out| tidegate_proxy_on_bytes(p.handle, now, p.won, 0, u64::MAX, out))
+            });
+        }
+    }
+}
+
+fn proxy_can_read() {
+    unsafe {
+        null_handle(|out| tidegate_proxy_can_read(null_mut(), 1, 0, out));
+        unchanged(Proxy::new, S::NullArgument, |p| {
+            tidegate_proxy_can_read(p.handle, p.won, 0, null_mut())
+        });
+        for side in [2, 256, u32::MAX] {
+            unchanged(Proxy::new, S::InvalidArgument, |p| {
+                untouched(|out| tidegate_proxy_can_read(p.handle, p.won, side, out))
+            });
+        }
+        // Forged and stale ids name no open flow: not readable.
+        let p = Proxy::new();
+        for flow in p.forged().into_iter().chain([p.stale]) {
+            assert!(!written(|out| tidegate_proxy_can_read(
+                p.handle, flow, 0, out
+            )));
+        }
+    }
+}
+
+fn proxy_on_resolved() {
+    unsafe {
+        let one = ipv4(7);
+        proxy_report(
+            |p, now, flow| {
+                untouched(|out| tidegate_proxy_on_resolved(p, now, flow, V4, &one, 1, out))
+            },
+            &[
+                (|p| p.won, S::FlowInvalidState),
+                (|p| p.system, S::FlowInvalidState),
+                // Both race slots are taken.
+                (|p| p.opening, S::NoRaceSlot),
+            ],
+        );
+        for now in PROXY_TIMES {
+            unchanged(Proxy::new, S::NullArgument, |p| {
+                tidegate_proxy_on_resolved(p.handle, now, p.racing, V4, &one, 1, null_mut())
+            });
+            unchanged(Proxy::new, S::NullArgument, |p| {
+                untouched(|out| {
+                    tidegate_proxy_on_resolved(p.handle, now, p.racing, V4, null(), 1, out)
+                })
+            });
+            for family in [0, 5, 256, u32::MAX] {
+                unchanged(Proxy::new, S::InvalidArgument, |p| {
+                    untouched(|out| {
+                        tidegate_proxy_on_resolved(p.handle, now, p.racing, family, &one, 1, out)
+                    })
+                });
+            }
+            // An IPv4 address in an AAAA answer, after a good one: nothing is fed.
+            let mixed = [ipv6(9), ipv4(9)];
+            unchanged(Proxy::new, S::AddressFamilyMismatch, |p| {
+                untouched(|out| {
+                    tidegate_proxy_on_resolved(p.handle, now, p.racing, V6, mixed.as_ptr(), 2, out)
+                })
+            });
+            let mut unknown = ipv4(9);
+            unknown.family = 5;
+            unchanged(Proxy::new, S::InvalidArgument, |p| {
+                untouched(|out| {
+                    tidegate_proxy_on_resolved(p.handle, now, p.racing, V4, &unknown, 1, out)
+                })
+            });
+            // A count whose bytes overflow the address space.
+            unchanged(Proxy::new, S::InvalidArgument, |p| {
+                untouched(|out| {
+                    tidegate_proxy_on_resolved(p.handle, now, p.racing, V4, &one, usize::MAX, out)
+                })
+            });
+        }
+    }
+}
+
+fn proxy_on_resolution_failed() {
+    unsafe {
+        proxy_report(
+            |p, now, flow| tidegate_proxy_on_resolution_failed(p, now, flow, V4),
+            &[
+                (|p| p.system, S::FlowInvalidState),
+                (|p| p.opening, S::NoRaceSlot),
+            ],
+        );
+        for family in [0, 5, u32::MAX] {
+            unchanged(Proxy::new, S::InvalidArgument, |p| {
+                tidegate_proxy_on_resolution_failed(p.handle, NOW, p.racing, family)
+            });
+        }
+    }
+}
+
+fn proxy_on_resolution_done() {
+    unsafe {
+        proxy_report(
+            |p, now, flow| tidegate_proxy_on_resolution_done(p, now, flow),
+            &[
+                (|p| p.won, S::FlowInvalidState),
+                (|p| p.opening, S::NoRaceSlot),
+            ],
+        );
+    }
+}
+
+fn proxy_on_attempt_connected() {
+    unsafe {
+        proxy_report(
+            |p, now, flow| tidegate_proxy_on_attempt_connected(p, now, flow, 0),
+            &[
+                (|p| p.won, S::NoRace),
+                (|p| p.opening, S::NoRace),
+                (|p| p.system, S::NoRace),
+                (|p| p.resolving, S::UnknownAttempt),
+            ],
+        );
+        for attempt in [1, 16, u32::MAX] {
+            unchanged(Proxy::new, S::UnknownAttempt, |p| {
+                tidegate_proxy_on_attempt_connected(p.handle, NOW, p.racing, attempt)
+            });
+        }
+    }
+}
+
+fn proxy_on_attempt_failed() {
+    unsafe {
+        proxy_report(
+            |p, now, flow| tidegate_proxy_on_attempt_failed(p, now, flow, 0, 61),
+            &[
+                (|p| p.won, S::NoRace),
+                (|p| p.opening, S::NoRace),
+                (|p| p.resolving, S::UnknownAttempt),
+            ],
+        );
+        for attempt in [1, 16, u32::MAX] {
+            unchanged(Proxy::new, S::UnknownAttempt, |p| {
+                tidegate_proxy_on_attempt_failed(p.handle, NOW, p.racing, attempt, 24)
+            });
+        }
+    }
+}
+
+fn proxy_poll_events() {
+    unsafe {
+        null_handle(|out| tidegate_proxy_poll_events(null_mut(), null_mut(), 0, out));
+        unchanged(Proxy::new, S::NullArgument, |p| {
+            untouched(|out| tidegate_proxy_poll_events(p.handle, null_mut(), 4, out))
+        });
+        unchanged(Proxy::new, S::NullArgument, |p| {
+            let mut batch = Out::<TidegateProxyEvent>::new();
+            tidegate_proxy_poll_events(p.handle, batch.ptr(), 1, null_mut())
+        });
+    }
+}
+
+fn proxy_poll_timeout() {
+    unsafe {
+        null_handle(|out| tidegate_proxy_poll_timeout(null_mut(), out));
+        unchanged(Proxy::new, S::NullArgument, |p| {
+            tidegate_proxy_poll_timeout(p.handle, null_mut())
+        });
+    }
+}
+
+fn proxy_handle_timeout() {
+    unsafe {
+        assert_eq!(
+            tidegate_proxy_handle_timeout(null_mut(), NOW),
+            S::NullArgument
+        );
+        same_as(
+            Proxy::new,
+            |p| tidegate_proxy_handle_timeout(p.handle, EARLIER),
+            |p| tidegate_proxy_handle_timeout(p.handle, NOW - 100),
+        );
+    }
+}
+
+fn proxy_flow() {
+    unsafe {
+        null_handle(|out| tidegate_proxy_flow(null_mut(), 1, out));
+        unchanged(Proxy::new, S::NullArgument, |p| {
+            tidegate_proxy_flow(p.handle, p.won, null_mut())
+        });
+        let p = Proxy::new();
+        for flow in p.forged() {
+            assert_eq!(
+                untouched(|out| tidegate_proxy_flow(p.handle, flow, out)),
+                S::UnknownFlow
+            );
+        }
+        assert_eq!(
+            untouched(|out| tidegate_proxy_flow(p.handle, p.stale, out)),
+            S::StaleFlow
+        );
+    }
+}
+
+fn proxy_app_state() {
+    unsafe {
+        null_handle(|out| tidegate_proxy_app_state(null_mut(), 1, out));
+        unchanged(Proxy::new, S::NullArgument, |p| {
+            tidegate_proxy_app_state(p.handle, 1, null_mut())
+        });
+    }
+}
+
+fn proxy_stats() {
+    unsafe {
+        null_handle(|out| tidegate_proxy_stats(null_mut(), out));
+        unchanged(Proxy::new, S::NullArgument, |p| {
+            tidegate_proxy_stats(p.handle, null_mut())
+        });
+    }
+}
+
+fn proxy_set_max_connecting() {
+    unsafe {
+        assert_eq!(
+            tidegate_proxy_set_max_connecting(null_mut(), 1),
+            S::NullArgument
+        );
+        // 0 is a documented value: every new flow is refused, counted, no error.
+        let p = Proxy::new();
+        assert_eq!(tidegate_proxy_set_max_connecting(p.handle, 0), S::Ok);
+        let answer: TidegateAdmission =
+            written(|out| tidegate_proxy_on_new_flow(p.handle, NOW, 2, 9, TCP, out));
+        assert_eq!(answer.reject_reason, TidegateRejectReason::ConnectionBudget);
+        assert_eq!(answer.budget_refusal, TidegateBudgetRefusal::None);
+    }
+}
+
+fn proxy_set_fd_limit() {
+    unsafe {
+        assert_eq!(
+            tidegate_proxy_set_fd_limit(null_mut(), 1024),
+            S::NullArgument
+        );
+        unchanged(Proxy::new, S::ConfigBudgetZeroLimit, |p| {
+            tidegate_proxy_set_fd_limit(p.handle, 0)
+        });
+    }
+}
+
+fn proxy_on_resource_error() {
+    unsafe {
+        assert_eq!(
+            tidegate_proxy_on_resource_error(null_mut(), NOW),
+            S::NullArgument
+        );
+    }
+}
+
+fn proxy_try_open_connection() {
+    unsafe {
+        assert_eq!(
+            tidegate_proxy_try_open_connection(null_mut(), NOW),
+            S::NullArgument
+        );
+        // At the connection limit: refused, counted as a refused connection, nothing opened.
+        let make = || {
+            let p = Proxy::new();
+            while tidegate_proxy_try_open_connection(p.handle, NOW) == S::Ok {}
+            p
+        };
+        refused(
+            make,
+            S::NoBudgetConnections,
+            |(stats, _, _)| stats.budget.connections_refused += 1,
+            |p| tidegate_proxy_try_open_connection(p.handle, NOW),
+        );
+    }
+}
+
+fn proxy_on_connection_closed() {
+    unsafe {
+        assert_eq!(
+            tidegate_proxy_on_connection_closed(null_mut(), NOW),
+            S::NullArgument
+        );
+        // The one open connection is the raced flow's, not the host's own.
+        for now in PROXY_TIMES {
+            unchanged(Proxy::new, S::BudgetNoOpenConnection, |p| {
+                tidegate_proxy_on_connection_closed(p.handle, now)
+            });
+        }
     }
 }

@@ -51,6 +51,22 @@ fn lifecycle_stop_and_restart_resume_carried_over_tasks_through_the_header() {
 }
 
 #[test]
+fn a_proxy_host_loop_from_the_header_alone_races_relays_and_refuses_bad_input() {
+    let stdout = compile_and_run("proxy_host");
+    for line in [
+        "black hole: IPv4 started at 250 ms and won at 270 ms, IPv6 cancelled",
+        "admission: refused at once, attempts in flight",
+        "refused: one failure, class REFUSED, flow already closed",
+        "relay: paused at the flow watermark, resumed by one event",
+        "system connect: no race, no budget; a raced flow refuses it; a close aborts the race",
+        "close: the connection went back to the budget once",
+        "bad input: 11 calls refused, nothing changed",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in {stdout}");
+    }
+}
+
+#[test]
 fn eyeballs_race_runs_through_the_header_within_the_budget() {
     let stdout = compile_and_run("eyeballs_race");
     assert!(

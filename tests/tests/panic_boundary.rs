@@ -322,6 +322,122 @@ unsafe fn check_poisoned_governor(g: *mut TidegateFlowGovernor, flow: u64) -> Ch
     c
 }
 
+/// Every call on a poisoned proxy engine.
+unsafe fn check_poisoned_proxy(p: *mut TidegateProxy, flow: u64) -> Checked {
+    let mut c = Checked::default();
+    let address = TidegateSocketAddress {
+        ip: [192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        port: 443,
+        family: TidegateAddressFamily::Ipv4 as u8,
+        reserved: 0,
+        scope_id: 0,
+    };
+    unsafe {
+        c.poisoned_out("tidegate_proxy_on_new_flow", |out| {
+            tidegate_proxy_on_new_flow(p, 1, 1, 1, 0, out)
+        });
+        c.poisoned(
+            "tidegate_proxy_on_connecting",
+            tidegate_proxy_on_connecting(p, 1, flow),
+        );
+        c.poisoned(
+            "tidegate_proxy_on_connected",
+            tidegate_proxy_on_connected(p, 1, flow),
+        );
+        c.poisoned_out("tidegate_proxy_on_connect_failed", |out| {
+            tidegate_proxy_on_connect_failed(p, 1, flow, 111, out)
+        });
+        c.poisoned_out("tidegate_proxy_on_closed", |out| {
+            tidegate_proxy_on_closed(p, 1, flow, out)
+        });
+        c.poisoned_out("tidegate_proxy_on_bytes", |out| {
+            tidegate_proxy_on_bytes(p, 1, flow, 0, 10, out)
+        });
+        c.poisoned_out("tidegate_proxy_can_read", |out| {
+            tidegate_proxy_can_read(p, flow, 0, out)
+        });
+        c.poisoned_out("tidegate_proxy_on_resolved", |out| {
+            tidegate_proxy_on_resolved(p, 1, flow, 4, &address, 1, out)
+        });
+        c.poisoned(
+            "tidegate_proxy_on_resolution_failed",
+            tidegate_proxy_on_resolution_failed(p, 1, flow, 6),
+        );
+        c.poisoned(
+            "tidegate_proxy_on_resolution_done",
+            tidegate_proxy_on_resolution_done(p, 1, flow),
+        );
+        c.poisoned(
+            "tidegate_proxy_on_attempt_connected",
+            tidegate_proxy_on_attempt_connected(p, 1, flow, 0),
+        );
+        c.poisoned(
+            "tidegate_proxy_on_attempt_failed",
+            tidegate_proxy_on_attempt_failed(p, 1, flow, 0, 111),
+        );
+        c.poisoned_out("tidegate_proxy_poll_events", |out| {
+            let mut batch = Out::<[TidegateProxyEvent; 4]>::new();
+            let status = tidegate_proxy_poll_events(p, batch.ptr().cast(), 4, out);
+            assert!(batch.untouched());
+            status
+        });
+        c.poisoned_out("tidegate_proxy_poll_timeout", |out| {
+            tidegate_proxy_poll_timeout(p, out)
+        });
+        c.poisoned(
+            "tidegate_proxy_handle_timeout",
+            tidegate_proxy_handle_timeout(p, 1),
+        );
+        c.poisoned_out("tidegate_proxy_flow", |out| {
+            tidegate_proxy_flow(p, flow, out)
+        });
+        c.poisoned_out("tidegate_proxy_app_state", |out| {
+            tidegate_proxy_app_state(p, 1, out)
+        });
+        c.poisoned_out("tidegate_proxy_stats", |out| tidegate_proxy_stats(p, out));
+        c.poisoned(
+            "tidegate_proxy_set_max_connecting",
+            tidegate_proxy_set_max_connecting(p, 1),
+        );
+        c.poisoned(
+            "tidegate_proxy_set_fd_limit",
+            tidegate_proxy_set_fd_limit(p, 1024),
+        );
+        c.poisoned(
+            "tidegate_proxy_on_resource_error",
+            tidegate_proxy_on_resource_error(p, 1),
+        );
+        c.poisoned(
+            "tidegate_proxy_try_open_connection",
+            tidegate_proxy_try_open_connection(p, 1),
+        );
+        c.poisoned(
+            "tidegate_proxy_on_connection_closed",
+            tidegate_proxy_on_connection_closed(p, 1),
+        );
+        assert_eq!(testing_panic_inside_proxy(p), S::Poisoned);
+    }
+    c
+}
+
+#[test]
+fn a_panic_poisons_a_proxy_engine_and_free_still_works() {
+    let config = tidegate_proxy_config_default();
+    let mut proxy = null_mut();
+    unsafe {
+        assert_eq!(tidegate_proxy_new(&config, 0, &mut proxy), S::Ok);
+        let mut admission = Out::<TidegateAdmission>::new();
+        assert_eq!(
+            tidegate_proxy_on_new_flow(proxy, 0, 1, 1, 0, admission.ptr()),
+            S::Ok
+        );
+        let flow = admission.value().flow;
+        force_panic(|| testing_panic_inside_proxy(proxy));
+        check_poisoned_proxy(proxy, flow);
+        tidegate_proxy_free(proxy);
+    }
+}
+
 /// Every call that takes a governor and a budget (and a race), with `g` or `b` poisoned (the
 /// other handles healthy or poisoned): refused, out-parameters untouched.
 unsafe fn check_poisoned_with_budget(
@@ -794,6 +910,7 @@ fn handle_functions(header: &str) -> Vec<(String, BTreeSet<String>)> {
         "TidegateEyeballs",
         "TidegateFlowGovernor",
         "TidegateLifecycle",
+        "TidegateProxy",
     ];
     let mut by_handle: Vec<(String, BTreeSet<String>)> = handles
         .iter()
@@ -869,6 +986,12 @@ fn every_handle_function_is_checked_poisoned() {
         let healthy = Trio::new();
         checked.push(check_poisoned_with_budget(governor, healthy.budget, healthy.race, 1).0);
         tidegate_flow_governor_free(governor);
+
+        let mut proxy = null_mut();
+        tidegate_proxy_new(&tidegate_proxy_config_default(), 0, &mut proxy);
+        force_panic(|| testing_panic_inside_proxy(proxy));
+        checked.push(check_poisoned_proxy(proxy, 1).0);
+        tidegate_proxy_free(proxy);
 
         let mut lifecycle = null_mut();
         tidegate_lifecycle_new(&tidegate_lifecycle_config_default(), &mut lifecycle);

@@ -566,6 +566,13 @@ where
         Ok(())
     }
 
+    /// Set the limit on flows admitted but not yet connected (opening or connecting), as
+    /// [`FlowGovernor::set_connection_budget`]: a host lowers it under pressure and raises it
+    /// back. Flows already admitted are not touched; 0 refuses every new flow.
+    pub fn set_max_connecting(&mut self, max_connecting: u32) {
+        self.flows.set_connection_budget(max_connecting);
+    }
+
     /// The next thing the host must do, or `None` when there is nothing until the next input or
     /// timer. See [`ProxyEvent`]; every event is already accounted for.
     ///
