@@ -47,7 +47,7 @@
  * The version of the C ABI this header describes. It changes whenever a function, a type or
  * a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
  * change with what to do): compare it at build time, for example
- * `#if TIDEGATE_ABI_VERSION != 5`, to notice a library update that needs attention.
+ * `#if TIDEGATE_ABI_VERSION != 6`, to notice a library update that needs attention.
  */
 #define TIDEGATE_ABI_VERSION 6
 

@@ -37,7 +37,7 @@
 //! bounds flows in flight.
 //!
 //! Invariants, with a host that opens connections only through flow races and drains after
-//! every input (checked by `tests/tests/flow_race_budget.rs`): attempts in flight never exceed
+//! every input (checked, through the proxy engine, by `tests/tests/proxy_engine_sim.rs`): attempts in flight never exceed
 //! the budget's limit; every started attempt ends once (connected, failed or cancelled); every
 //! admitted flow gets exactly one outcome; the budget's open connections equal
 //! [`FlowStats::connections_held`], which equals the established flows plus the closing flows
