@@ -29,7 +29,6 @@ pub enum Side {
 /// [`ProxyEngine::poll_event`]: crate::ProxyEngine::poll_event
 /// [`DEFAULT_MAX_CANDIDATES`]: crate::DEFAULT_MAX_CANDIDATES
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum ProxyEvent {
     /// Close flow `id` (its local flow and its remote connection, if any), then report it with
@@ -96,6 +95,47 @@ pub enum ProxyEvent {
         /// The class of the failure ([`RaceFailure::error_class`]).
         class: ErrorClass,
     },
+}
+
+// `SocketAddr` has no `defmt::Format`: the address is logged through its `Display`.
+#[cfg(feature = "defmt")]
+impl defmt::Format for ProxyEvent {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        match self {
+            ProxyEvent::CloseFlow { id, reason } => {
+                defmt::write!(f, "CloseFlow {{ id: {}, reason: {} }}", id.to_raw(), reason)
+            }
+            ProxyEvent::ResumeRead { id, side } => {
+                defmt::write!(f, "ResumeRead {{ id: {}, side: {} }}", id.to_raw(), side)
+            }
+            ProxyEvent::StartAttempt { id, attempt, addr } => defmt::write!(
+                f,
+                "StartAttempt {{ id: {}, attempt: {}, addr: {} }}",
+                id.to_raw(),
+                attempt,
+                defmt::Display2Format(addr)
+            ),
+            ProxyEvent::CancelAttempt { id, attempt } => defmt::write!(
+                f,
+                "CancelAttempt {{ id: {}, attempt: {} }}",
+                id.to_raw(),
+                attempt
+            ),
+            ProxyEvent::Established { id, attempt } => defmt::write!(
+                f,
+                "Established {{ id: {}, attempt: {} }}",
+                id.to_raw(),
+                attempt
+            ),
+            ProxyEvent::ConnectFailed { id, reason, class } => defmt::write!(
+                f,
+                "ConnectFailed {{ id: {}, reason: {}, class: {} }}",
+                id.to_raw(),
+                reason,
+                class
+            ),
+        }
+    }
 }
 
 /// Why the engine refused a call; a refused call changes nothing.
