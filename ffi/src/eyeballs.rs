@@ -393,55 +393,77 @@ pub unsafe extern "C" fn tidegate_eyeballs_on_resolved(
     unsafe {
         call_mut(race, |r| {
             require_non_null([out_added.cast_const().cast()])?;
-            // NULL checks come first, as in every function: a NULL array with a count is
-            // NULL_ARGUMENT whatever the other arguments hold.
-            let addresses = if addresses.is_null() {
-                if count > 0 {
-                    return Err(TidegateStatus::NullArgument);
-                }
-                &[]
-            } else {
-                slice_len_fits::<TidegateSocketAddress>(count)?;
-                // SAFETY: non-NULL and valid for `count` addresses by the caller's contract,
-                // which span at most `isize::MAX` bytes.
-                std::slice::from_raw_parts(addresses, count)
-            };
-            let family = family_of(family).ok_or(TidegateStatus::InvalidArgument)?;
-            // Check every address before feeding any, so a refused call changes nothing.
-            for address in addresses {
-                let addr = socket_addr_of(address).ok_or(TidegateStatus::InvalidArgument)?;
-                if AddressFamily::of(&addr) != family {
-                    return Err(TidegateStatus::AddressFamilyMismatch);
-                }
-            }
+            let (family, addresses) = dns_answer(family, addresses, count)?;
             let now = Instant::from_micros(now_us);
-            let mut added = 0usize;
-            // Feed in chunks through a stack buffer: nothing is allocated.
-            let mut chunk = [SocketAddr::from(([0, 0, 0, 0], 0)); DEFAULT_MAX_CANDIDATES];
-            let mut fed_any = false;
-            for part in addresses.chunks(DEFAULT_MAX_CANDIDATES) {
-                let mut len = 0;
-                for (slot, address) in chunk.iter_mut().zip(part) {
-                    if let Some(addr) = socket_addr_of(address) {
-                        *slot = addr;
-                        len += 1;
-                    }
-                }
-                let part = chunk.get(..len).unwrap_or(&[]);
-                added += r
-                    .engine
-                    .on_resolved(now, family, part)
-                    .map_err(status_of_resolve)?;
-                fed_any = true;
-            }
-            if !fed_any {
-                // An answer without records still counts as the family's answer.
+            let added = feed_in_chunks(addresses, |part| {
                 r.engine
-                    .on_resolved(now, family, &[])
-                    .map_err(status_of_resolve)?;
-            }
+                    .on_resolved(now, family, part)
+                    .map_err(status_of_resolve)
+            })?;
             write_out(out_added, added)
         })
+    }
+}
+
+/// The family and the addresses of a DNS answer as C passes them (`family` a
+/// `TIDEGATE_ADDRESS_FAMILY_*` value, `addresses[0..count]`), every address checked before any
+/// is fed, so a refused answer changes nothing: `NULL_ARGUMENT` for a NULL array with a count
+/// (checked first, as in every function), `INVALID_ARGUMENT` for an unknown family or a count
+/// whose bytes overflow, `ADDRESS_FAMILY_MISMATCH` for an address of the other family.
+///
+/// # Safety
+/// `addresses` must be NULL or valid for reading `count` addresses.
+pub(crate) unsafe fn dns_answer<'a>(
+    family: u32,
+    addresses: *const TidegateSocketAddress,
+    count: usize,
+) -> Result<(AddressFamily, &'a [TidegateSocketAddress]), TidegateStatus> {
+    let addresses = if addresses.is_null() {
+        if count > 0 {
+            return Err(TidegateStatus::NullArgument);
+        }
+        &[]
+    } else {
+        slice_len_fits::<TidegateSocketAddress>(count)?;
+        // SAFETY: non-NULL and valid for `count` addresses by the caller's contract, which
+        // span at most `isize::MAX` bytes (checked just above).
+        unsafe { std::slice::from_raw_parts(addresses, count) }
+    };
+    let family = family_of(family).ok_or(TidegateStatus::InvalidArgument)?;
+    for address in addresses {
+        let addr = socket_addr_of(address).ok_or(TidegateStatus::InvalidArgument)?;
+        if AddressFamily::of(&addr) != family {
+            return Err(TidegateStatus::AddressFamilyMismatch);
+        }
+    }
+    Ok((family, addresses))
+}
+
+/// Feed checked `addresses` to `feed` through a stack buffer of [`DEFAULT_MAX_CANDIDATES`]
+/// addresses (nothing is allocated), once even for an empty answer (an answer without records
+/// still counts as the family's answer); the sum of what each chunk added. Only the first
+/// chunk may be refused without anything fed.
+pub(crate) fn feed_in_chunks(
+    addresses: &[TidegateSocketAddress],
+    mut feed: impl FnMut(&[SocketAddr]) -> Result<usize, TidegateStatus>,
+) -> Result<usize, TidegateStatus> {
+    let mut chunk = [SocketAddr::from(([0, 0, 0, 0], 0)); DEFAULT_MAX_CANDIDATES];
+    let mut parts = addresses.chunks(DEFAULT_MAX_CANDIDATES);
+    let mut part = parts.next().unwrap_or(&[]);
+    let mut added = 0usize;
+    loop {
+        let mut len = 0;
+        for (slot, address) in chunk.iter_mut().zip(part) {
+            if let Some(addr) = socket_addr_of(address) {
+                *slot = addr;
+                len += 1;
+            }
+        }
+        added += feed(chunk.get(..len).unwrap_or(&[]))?;
+        match parts.next() {
+            Some(next) => part = next,
+            None => return Ok(added),
+        }
     }
 }
 

@@ -2,25 +2,24 @@
 //! races behind one loop.
 
 use core::ffi::c_void;
-use core::net::SocketAddr;
 use std::cell::Cell;
 
 use tidegate_core::{
-    AddressFamily, AppId, BudgetConfig, DEFAULT_MAX_CANDIDATES, DEFAULT_RACE_SLOTS, FlowId,
-    FlowSlot, Instant, ProxyConfig, ProxyConfigError, ProxyEngine, ProxyError, ProxyEvent,
-    RaceSlot, RaceStatus, Side, classify_errno,
+    AppId, BudgetConfig, DEFAULT_RACE_SLOTS, FlowId, FlowSlot, Instant, ProxyConfig,
+    ProxyConfigError, ProxyEngine, ProxyError, ProxyEvent, RaceSlot, RaceStatus, Side,
+    classify_errno,
 };
 
-use crate::boundary::{Handle, call, call_mut, require_non_null, slice_len_fits, write_out};
+use crate::boundary::{Handle, call, call_mut, require_non_null, write_out};
 use crate::budget::{
     TidegateBudgetConfig, TidegateBudgetStats, status_of_budget_config, status_of_budget_error,
     status_of_refusal,
 };
 use crate::eyeballs::{
     NO_ADDRESS, TidegateBudgetRefusal, TidegateErrorClass, TidegateEyeballsConfig,
-    TidegateRaceFailure, TidegateSocketAddress, address_of, eyeballs_config, failure_of, family_of,
-    index_of, refusal_of, socket_addr_of, status_of_attempt, status_of_resolve,
-    tidegate_eyeballs_config_default,
+    TidegateRaceFailure, TidegateSocketAddress, address_of, dns_answer, eyeballs_config,
+    failure_of, family_of, feed_in_chunks, index_of, refusal_of, status_of_attempt,
+    status_of_resolve, tidegate_eyeballs_config_default,
 };
 use crate::flow::{
     TidegateAdmission, TidegateAppState, TidegateCloseReason, TidegateFlowId, TidegateFlowOutcome,
@@ -617,54 +616,14 @@ pub unsafe extern "C" fn tidegate_proxy_on_resolved(
     unsafe {
         call_mut(proxy, |p| {
             require_non_null([out_added.cast_const().cast()])?;
-            // NULL checks come first, as in every function: a NULL array with a count is
-            // NULL_ARGUMENT whatever the other arguments hold.
-            let addresses = if addresses.is_null() {
-                if count > 0 {
-                    return Err(TidegateStatus::NullArgument);
-                }
-                &[]
-            } else {
-                slice_len_fits::<TidegateSocketAddress>(count)?;
-                // SAFETY: non-NULL and valid for `count` addresses by the caller's contract,
-                // which span at most `isize::MAX` bytes.
-                std::slice::from_raw_parts(addresses, count)
-            };
-            let family = family_of(family).ok_or(TidegateStatus::InvalidArgument)?;
-            // Check every address before feeding any, so a refused call changes nothing.
-            for address in addresses {
-                let addr = socket_addr_of(address).ok_or(TidegateStatus::InvalidArgument)?;
-                if AddressFamily::of(&addr) != family {
-                    return Err(TidegateStatus::AddressFamilyMismatch);
-                }
-            }
+            let (family, addresses) = dns_answer(family, addresses, count)?;
             let now = Instant::from_micros(now_us);
             let id = FlowId::from_raw(flow);
-            // Feed in chunks through a stack buffer: nothing is allocated. Only the first
-            // chunk can be refused (the flow, the race slot, a finished race), and then nothing
-            // was fed.
-            let mut chunk = [SocketAddr::from(([0, 0, 0, 0], 0)); DEFAULT_MAX_CANDIDATES];
-            let mut added = 0usize;
-            let mut parts = addresses.chunks(DEFAULT_MAX_CANDIDATES);
-            let mut part = parts.next().unwrap_or(&[]);
-            loop {
-                let mut len = 0;
-                for (slot, address) in chunk.iter_mut().zip(part) {
-                    if let Some(addr) = socket_addr_of(address) {
-                        *slot = addr;
-                        len += 1;
-                    }
-                }
-                let addrs = chunk.get(..len).unwrap_or(&[]);
-                added += p
-                    .engine
-                    .on_resolved(now, id, family, addrs)
-                    .map_err(status_of_proxy)?;
-                match parts.next() {
-                    Some(next) => part = next,
-                    None => break,
-                }
-            }
+            let added = feed_in_chunks(addresses, |part| {
+                p.engine
+                    .on_resolved(now, id, family, part)
+                    .map_err(status_of_proxy)
+            })?;
             write_out(out_added, added)
         })
     }
@@ -1125,8 +1084,10 @@ fn status_of_config(error: ProxyConfigError) -> TidegateStatus {
         ProxyConfigError::Flows(error) => status_of_policy(error),
         ProxyConfigError::Budget(error) => status_of_budget_config(error),
         ProxyConfigError::Race(_) => TidegateStatus::ConfigEyeballsOutOfRange,
-        // Checked before building; a variant added later maps to the generic refusal.
-        _ => TidegateStatus::ConfigZeroCapacity,
+        // Checked before building, as a zero capacity.
+        ProxyConfigError::RaceSlots => TidegateStatus::ConfigZeroCapacity,
+        // A refusal added to the core later still refuses, with the generic status.
+        _ => TidegateStatus::InvalidArgument,
     }
 }
 
