@@ -5113,7 +5113,7 @@ fn proxy_on_new_flow() {
                 });
             }
         }
-        // Every attempt in flight: a refusal is an answer that names the limit.
+        // The budget has room: the flow is admitted.
         let p = Proxy::new();
         let answer: TidegateAdmission =
             written(|out| tidegate_proxy_on_new_flow(p.handle, NOW, 2, 9, TCP, out));

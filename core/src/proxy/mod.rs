@@ -43,8 +43,8 @@
 //!
 //! Admission, close, relay accounting and every per-flow input are O(1) (a close that resumes
 //! an app's paused reads visits that app's flows once). [`ProxyEngine::poll_timeout`] and
-//! [`ProxyEngine::handle_timeout`] visit the races running, and a budget release while races
-//! wait for budget visits the race table once; neither depends on the number of flows.
+//! [`ProxyEngine::handle_timeout`] visit the race table, and a budget release while races wait
+//! for budget visits it once; none of them depends on the number of flows.
 
 mod event;
 mod races;
@@ -611,7 +611,7 @@ where
 
     /// The earliest instant at which [`ProxyEngine::handle_timeout`] has work: a flow's connect
     /// or idle deadline, the budget's next recovery step, or a race's timer (next attempt,
-    /// Resolution Delay, end of a budget wait, attempt timeout). O(races running).
+    /// Resolution Delay, end of a budget wait, attempt timeout). O(race slots).
     #[must_use = "arm a timer for this instant"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut earliest = earliest(self.flows.poll_timeout(), self.budget.poll_timeout());

@@ -596,3 +596,40 @@ fn a_cancelled_attempt_hands_its_budget_to_a_waiting_race_in_the_same_drain() {
         ]
     );
 }
+
+#[test]
+fn a_won_flow_forgets_its_race_slot_so_the_next_race_there_is_not_its_own() {
+    let mut proxy = engine(4);
+    let won = admit(&mut proxy, 0, 1);
+    proxy
+        .on_resolved(ms(0), won, AddressFamily::Ipv4, &[v4(1)])
+        .unwrap();
+    proxy.on_resolution_done(ms(0), won).unwrap();
+    let _ = drain(&mut proxy);
+    proxy.on_attempt_connected(ms(10), won, 0).unwrap();
+    let _ = drain(&mut proxy);
+    // The freed slot goes to the next race, of another flow.
+    let next = admit(&mut proxy, 20, 2);
+    proxy
+        .on_resolved(ms(20), next, AddressFamily::Ipv4, &[v4(2)])
+        .unwrap();
+    proxy.on_resolution_done(ms(20), next).unwrap();
+    let _ = drain(&mut proxy);
+    assert!(
+        proxy.race(won).is_none(),
+        "the established flow has no race"
+    );
+    assert_eq!(
+        proxy.on_attempt_failed(ms(30), won, 0, ErrorClass::Refused),
+        Err(ProxyError::NoRace),
+        "a report for the won flow never reaches another flow's race"
+    );
+    assert_eq!(
+        proxy.on_resolved(ms(30), won, AddressFamily::Ipv4, &[v4(3)]),
+        Err(ProxyError::Flow(FlowError::InvalidState {
+            state: FlowState::Established
+        }))
+    );
+    assert_eq!(proxy.race(next).unwrap().attempts_in_flight(), 1);
+    assert_eq!(proxy.stats().attempts_in_flight, 1);
+}
