@@ -2,19 +2,20 @@
 //! of the all-engine allocation audit (`tests/tests/alloc_audit_all.rs`) and of the soak
 //! (`tests/tests/soak.rs`).
 //!
-//! One [`Workload`] holds a packet tunnel, a flow governor, a lifecycle machine, a connection
-//! budget and a pool of Happy Eyeballs races, made with small capacities so the run keeps hitting
-//! their limits: full rings, full flow tables, evictions, timeouts, stops past their deadline,
-//! races waiting for budget. [`Workload::step`] makes one operation, chosen by a xorshift
-//! generator from the seed: an input, a drain of outputs, a query, or a bad call (empty and
-//! oversized packets, forged ids, NULL out-parameters, double completions). Now and then a burst
-//! floods one engine for a few hundred operations without draining it.
+//! One [`Workload`] holds a packet tunnel, a proxy engine (flows, connection budget, Happy
+//! Eyeballs races) and a lifecycle machine, made with small capacities so the run keeps hitting
+//! their limits: full rings, full flow tables and race tables, evictions, timeouts, stops past
+//! their deadline, races waiting for budget. [`Workload::step`] makes one operation, chosen by a
+//! xorshift generator from the seed: an input, a drain of outputs, a query, or a bad call (empty
+//! and oversized packets, forged ids, NULL out-parameters, double completions). Now and then a
+//! burst floods one engine for a few hundred operations without draining it. The proxy's events
+//! are drained after every proxy operation, as a host does; the attempts it starts are answered
+//! later by a scripted network (connected, refused, unreachable, out of descriptors).
 //!
 //! Every buffer the workload uses is allocated in [`Workload::new`], so a step allocates nothing
-//! on the Rust side; only the library could. With `recycle_races` off a finished race stays
-//! finished and the workload moves on to the next fresh race of its pool (so nothing is created
-//! after construction); with it on, a finished race is freed and a new one created in its place,
-//! as a host does per connection.
+//! on the Rust side; only the library could. With `restart_proxy` on, the proxy engine is freed
+//! and a new one created every [`PROXY_RESTART_OPERATIONS`] operations, as a host does when its
+//! provider restarts, so the soak sees the allocator reuse its block.
 
 use std::ptr::{null, null_mut};
 
@@ -46,21 +47,21 @@ pub struct Peaks {
     pub budget_attempts: u32,
     /// The most attempts plus connections in the budget seen at a sample.
     pub budget_in_use: u32,
+    /// The most races in their slots seen at a sample.
+    pub races_running: u32,
     /// The longest journal a stop sealed, in bytes.
     pub journal_len: usize,
 }
 
-/// The counters of every engine but the races (whose activity is in [`Activity`]).
+/// The counters of every engine.
 #[derive(Clone, Copy, Debug)]
 pub struct EngineStats {
     /// The packet tunnel's.
     pub tunnel: TidegateTunnelStats,
-    /// The flow governor's.
-    pub flows: TidegateFlowStats,
+    /// The proxy engine's: its flows, budget and races.
+    pub proxy: TidegateProxyStats,
     /// The lifecycle machine's.
     pub lifecycle: TidegateLifecycleStats,
-    /// The connection budget's.
-    pub budget: TidegateBudgetStats,
 }
 
 /// The ceilings [`Peaks`] must stay under, from the workload's configurations.
@@ -78,6 +79,8 @@ pub struct Ceilings {
     pub budget_attempts: u32,
     /// The budget's configured connection limit.
     pub budget_in_use: u32,
+    /// The proxy's race slots.
+    pub race_slots: u32,
     /// The longest journal the lifecycle's task queue can seal.
     pub journal_len: usize,
 }
@@ -91,12 +94,14 @@ pub struct Activity {
     pub calls: u64,
     /// Bursts started.
     pub bursts: u64,
-    /// Races created after construction (recycling) or moved past (pool).
+    /// Races that ended, won or failed (from the events the host drained).
     pub races_finished: u64,
     /// Attempts the races asked the host to start.
     pub attempts_started: u64,
     /// Races won.
     pub races_won: u64,
+    /// Proxy engines freed and created again (`restart_proxy`).
+    pub proxy_restarts: u64,
 }
 
 const TUNNEL: TidegateTunnelConfig = TidegateTunnelConfig {
@@ -127,34 +132,35 @@ const MAX_FLOWS: u32 = 48;
 const TASK_CAPACITY: u32 = 40;
 const BUDGET_ATTEMPTS: u32 = 8;
 const BUDGET_CONNECTIONS: u32 = 24;
-/// Races polled at once; the others wait their turn in the pool.
-const RACE_WINDOW: usize = 8;
+const RACE_SLOTS: u32 = 16;
 /// Flow ids the workload remembers to act on.
 const FLOWS_REMEMBERED: usize = 256;
+/// Attempts in flight the scripted network remembers to answer.
+const ATTEMPTS_REMEMBERED: usize = 64;
+/// With `restart_proxy`, operations between two restarts of the proxy engine.
+pub const PROXY_RESTART_OPERATIONS: u64 = 100_000;
 
 /// The workload: every engine, its scratch buffers and its generator.
 pub struct Workload {
     state: u64,
     now: u64,
     tunnel: *mut TidegateTunnel,
-    governor: *mut TidegateFlowGovernor,
+    proxy: *mut TidegateProxy,
     lifecycle: *mut TidegateLifecycle,
-    budget: *mut TidegateBudget,
-    races: Vec<*mut TidegateEyeballs>,
-    race_cursor: usize,
-    recycle_races: bool,
+    restart_proxy: bool,
     packet: Vec<u8>,
     views: Vec<TidegatePacketView>,
-    notifications: Vec<TidegateFlowNotification>,
+    events: Vec<TidegateProxyEvent>,
     flows: Vec<u64>,
+    /// Attempts in flight: flow, attempt, whether to IPv6.
+    attempts: Vec<(u64, u32, bool)>,
     journal: Vec<u8>,
     journal_len: usize,
     generation: u64,
     running_tasks: [u64; 4],
     ipv6: Vec<TidegateSocketAddress>,
     ipv4: Vec<TidegateSocketAddress>,
-    race_connections: u32,
-    direct_attempts: u32,
+    own_connections: u32,
     burst_left: u32,
     burst_engine: u64,
     peaks: Peaks,
@@ -163,15 +169,13 @@ pub struct Workload {
 
 impl Workload {
     /// Create every engine, calling `around` for each creation with what it is and the creation
-    /// itself to run (so an allocation audit can count just that). `races` is the size of the
-    /// race pool (at least [`RACE_WINDOW`]).
+    /// itself to run (so an allocation audit can count just that). With `restart_proxy`, the
+    /// proxy engine is freed and created again every [`PROXY_RESTART_OPERATIONS`] operations.
     pub fn new(
         seed: u64,
-        races: usize,
-        recycle_races: bool,
+        restart_proxy: bool,
         mut around: impl FnMut(Creation, &mut dyn FnMut()),
     ) -> Workload {
-        let races = races.max(RACE_WINDOW);
         let address = |n: usize, v6: bool| {
             let mut ip = [0u8; 16];
             if v6 {
@@ -197,12 +201,9 @@ impl Workload {
             state: seed | 1,
             now: 1,
             tunnel: null_mut(),
-            governor: null_mut(),
+            proxy: null_mut(),
             lifecycle: null_mut(),
-            budget: null_mut(),
-            races: vec![null_mut(); races],
-            race_cursor: 0,
-            recycle_races,
+            restart_proxy,
             packet: (0..2048).map(|i| i as u8).collect(),
             views: vec![
                 TidegatePacketView {
@@ -211,23 +212,28 @@ impl Workload {
                 };
                 64
             ],
-            notifications: vec![
-                TidegateFlowNotification {
-                    kind: TidegateFlowNotificationKind::Close,
-                    close_reason: TidegateCloseReason::None,
+            events: vec![
+                TidegateProxyEvent {
+                    kind: TidegateProxyEventKind::CloseFlow,
+                    attempt: 0,
                     flow: 0,
+                    address: address(0, false),
+                    close_reason: TidegateCloseReason::None,
+                    failure: TidegateRaceFailure::AllAttemptsFailed,
+                    error_class: TidegateErrorClass::Other,
+                    budget_refusal: TidegateBudgetRefusal::None,
                 };
-                32
+                8
             ],
             flows: Vec::with_capacity(FLOWS_REMEMBERED),
+            attempts: Vec::with_capacity(ATTEMPTS_REMEMBERED),
             journal: vec![0; 4096],
             journal_len: 0,
             generation: 0,
             running_tasks: [0; 4],
             ipv6: (0..20).map(|n| address(n, true)).collect(),
             ipv4: (0..20).map(|n| address(n, false)).collect(),
-            race_connections: 0,
-            direct_attempts: 0,
+            own_connections: 0,
             burst_left: 0,
             burst_engine: 0,
             peaks: Peaks::default(),
@@ -252,17 +258,17 @@ impl Workload {
                 );
             });
 
-            let policy = flow_policy();
+            let config = proxy_config();
             assert_eq!(
-                tidegate_flow_governor_footprint(&policy, &mut bytes, &mut align),
+                tidegate_proxy_footprint(&config, &mut bytes, &mut align),
                 TidegateStatus::Ok
             );
             let creation = Creation {
-                function: "tidegate_flow_governor_new",
+                function: "tidegate_proxy_new",
                 footprint: bytes,
             };
             around(creation, &mut || {
-                let status = tidegate_flow_governor_new(&policy, 0, &mut w.governor);
+                let status = tidegate_proxy_new(&config, 0, &mut w.proxy);
                 assert_eq!(status, TidegateStatus::Ok);
             });
 
@@ -281,38 +287,6 @@ impl Workload {
                     TidegateStatus::Ok
                 );
             });
-
-            let config = budget_config();
-            assert_eq!(
-                tidegate_budget_footprint(&config, &mut bytes, &mut align),
-                TidegateStatus::Ok
-            );
-            let creation = Creation {
-                function: "tidegate_budget_new",
-                footprint: bytes,
-            };
-            around(creation, &mut || {
-                assert_eq!(
-                    tidegate_budget_new(&config, &mut w.budget),
-                    TidegateStatus::Ok
-                );
-            });
-
-            let config = race_config();
-            assert_eq!(
-                tidegate_eyeballs_footprint(&config, &mut bytes, &mut align),
-                TidegateStatus::Ok
-            );
-            let footprint = bytes;
-            for race in &mut w.races {
-                let creation = Creation {
-                    function: "tidegate_eyeballs_new",
-                    footprint,
-                };
-                around(creation, &mut || {
-                    assert_eq!(tidegate_eyeballs_new(&config, 0, race), TidegateStatus::Ok);
-                });
-            }
         }
         w
     }
@@ -332,6 +306,7 @@ impl Workload {
             flow_slots: FLOW_SLOTS,
             budget_attempts: BUDGET_ATTEMPTS,
             budget_in_use: BUDGET_CONNECTIONS,
+            race_slots: RACE_SLOTS,
             // Header, checksum, and per task a kind, a length byte and a full payload.
             journal_len: 23 + TASK_CAPACITY as usize * (4 + 1 + TIDEGATE_TASK_PAYLOAD_MAX),
         }
@@ -359,9 +334,8 @@ impl Workload {
         unsafe {
             EngineStats {
                 tunnel: written(|out| tidegate_tunnel_stats(self.tunnel, out)),
-                flows: written(|out| tidegate_flow_governor_stats(self.governor, out)),
+                proxy: written(|out| tidegate_proxy_stats(self.proxy, out)),
                 lifecycle: written(|out| tidegate_lifecycle_stats(self.lifecycle, out)),
-                budget: written(|out| tidegate_budget_stats(self.budget, out)),
             }
         }
     }
@@ -388,13 +362,20 @@ impl Workload {
         } else {
             match (r >> 8) % 20 {
                 0..=6 => self.tunnel_step(r >> 16),
-                7..=13 => self.governor_step(r >> 16),
-                14..=16 => self.lifecycle_step(r >> 16),
-                _ => self.race_step(r >> 16),
+                7..=16 => self.proxy_step(r >> 16),
+                _ => self.lifecycle_step(r >> 16),
             }
         }
         if self.activity.operations.is_multiple_of(1024) {
             self.sample();
+        }
+        if self.restart_proxy
+            && self
+                .activity
+                .operations
+                .is_multiple_of(PROXY_RESTART_OPERATIONS)
+        {
+            self.restart_proxy_engine();
         }
     }
 
@@ -438,40 +419,46 @@ impl Workload {
                     self.call(status);
                 }
                 1 => {
-                    let mut admission = TidegateAdmission {
-                        decision: TidegateAdmissionDecision::Rejected,
-                        reject_reason: TidegateRejectReason::None,
-                        flow: 0,
-                        evicted: 0,
-                        budget_refusal: TidegateBudgetRefusal::None,
-                        reserved: 0,
-                    };
+                    // A reconnect storm: new flows, each reading at once, events not drained.
                     let app = (r >> 8) % 5;
-                    let status = tidegate_flow_governor_on_new_flow(
-                        self.governor,
-                        now,
-                        app,
-                        (r >> 16) % 40,
-                        ((r >> 4) % 2) as u32,
-                        &mut admission,
-                    );
-                    self.call(status);
-                    self.admitted(admission);
+                    let admission = self.new_flow(app, (r >> 16) % 40, ((r >> 4) % 2) as u32);
                     if admission.flow != 0 {
-                        let status = tidegate_flow_governor_on_local_read(
-                            self.governor,
+                        let mut can_read = false;
+                        let status = tidegate_proxy_on_bytes(
+                            self.proxy,
                             now,
                             admission.flow,
+                            TidegateRelayStep::LocalRead as u32,
                             (r >> 24) % 300_000,
+                            &mut can_read,
                         );
                         self.call(status);
                     }
                 }
                 2 => {
-                    let status = tidegate_budget_try_start_attempt(self.budget, now);
-                    if self.call(status) == TidegateStatus::Ok {
-                        self.direct_attempts += 1;
-                    }
+                    // DNS answers for many flows at once: races fill the race table.
+                    let pick = self
+                        .flows
+                        .get((r >> 32) as usize % self.flows.len().max(1))
+                        .copied()
+                        .unwrap_or(0);
+                    let list = if r & 2 == 0 { &self.ipv6 } else { &self.ipv4 };
+                    let family = if r & 2 == 0 {
+                        TidegateAddressFamily::Ipv6
+                    } else {
+                        TidegateAddressFamily::Ipv4
+                    };
+                    let mut added = 0;
+                    let status = tidegate_proxy_on_resolved(
+                        self.proxy,
+                        now,
+                        pick,
+                        family as u32,
+                        list.as_ptr(),
+                        2,
+                        &mut added,
+                    );
+                    self.call(status);
                 }
                 _ => {
                     let len = (r >> 8) as usize % 40;
@@ -564,19 +551,7 @@ impl Workload {
     }
 
     fn admitted(&mut self, admission: TidegateAdmission) {
-        if admission.evicted != 0 {
-            let mut outcome = TidegateFlowOutcome::Closed;
-            // SAFETY: the handle is live; `outcome` is a local.
-            let status = unsafe {
-                tidegate_flow_governor_on_closed(
-                    self.governor,
-                    self.now,
-                    admission.evicted,
-                    &mut outcome,
-                )
-            };
-            self.call(status);
-        }
+        // An eviction also comes out as a CLOSE_FLOW event: the drain reports it closed.
         if admission.flow != 0 {
             if self.flows.len() == self.flows.capacity() {
                 self.forget_closed_flows();
@@ -588,21 +563,45 @@ impl Workload {
     }
 
     fn forget_closed_flows(&mut self) {
-        let governor = self.governor;
+        let proxy = self.proxy;
         let mut calls = 0;
         self.flows.retain(|&flow| {
-            let mut state = TidegateFlowState::Closed;
+            let mut info = std::mem::MaybeUninit::uninit();
             calls += 1;
-            // SAFETY: the handle is live; `state` is a local.
-            unsafe { tidegate_flow_governor_state(governor, flow, &mut state) };
-            state != TidegateFlowState::Closed
+            // SAFETY: the handle is live; `info` is a local.
+            unsafe { tidegate_proxy_flow(proxy, flow, info.as_mut_ptr()) == TidegateStatus::Ok }
         });
         self.activity.calls += calls;
     }
 
-    fn governor_step(&mut self, r: u64) {
+    fn new_flow(&mut self, app: u64, destination: u64, protocol: u32) -> TidegateAdmission {
+        let mut admission = TidegateAdmission {
+            decision: TidegateAdmissionDecision::Rejected,
+            reject_reason: TidegateRejectReason::None,
+            flow: 0,
+            evicted: 0,
+            budget_refusal: TidegateBudgetRefusal::None,
+            reserved: 0,
+        };
+        // SAFETY: the handle is live; `admission` is a local.
+        let status = unsafe {
+            tidegate_proxy_on_new_flow(
+                self.proxy,
+                self.now,
+                app,
+                destination,
+                protocol,
+                &mut admission,
+            )
+        };
+        assert_eq!(self.call(status), TidegateStatus::Ok);
+        self.admitted(admission);
+        admission
+    }
+
+    fn proxy_step(&mut self, r: u64) {
         let now = self.now;
-        let g = self.governor;
+        let p = self.proxy;
         let pick = self
             .flows
             .get((r >> 32) as usize % self.flows.len().max(1))
@@ -610,116 +609,244 @@ impl Workload {
             .unwrap_or(0);
         let bytes = (r >> 12) % 70_000;
         let mut outcome = TidegateFlowOutcome::Closed;
+        let mut can_read = false;
         // SAFETY: the handle is live and every pointer is to a field of `self` or a local.
         unsafe {
-            match r % 11 {
+            match r % 16 {
                 0 | 1 => {
-                    let mut admission = TidegateAdmission {
-                        decision: TidegateAdmissionDecision::Rejected,
-                        reject_reason: TidegateRejectReason::None,
-                        flow: 0,
-                        evicted: 0,
-                        budget_refusal: TidegateBudgetRefusal::None,
-                        reserved: 0,
-                    };
-                    let status = tidegate_flow_governor_on_new_flow(
-                        g,
-                        now,
-                        (r >> 8) % 6,
-                        (r >> 40) % 300,
-                        ((r >> 4) % 2) as u32,
-                        &mut admission,
-                    );
-                    assert_eq!(self.call(status), TidegateStatus::Ok);
-                    self.admitted(admission);
+                    self.new_flow((r >> 8) % 6, (r >> 40) % 300, ((r >> 4) % 2) as u32);
                 }
                 2 => {
-                    self.call(tidegate_flow_governor_on_connecting(g, now, pick));
-                    self.call(tidegate_flow_governor_on_connected(g, now, pick));
+                    // A flow the host's system connects.
+                    self.call(tidegate_proxy_on_connecting(p, now, pick));
+                    self.call(tidegate_proxy_on_connected(p, now, pick));
                 }
-                3 => {
-                    self.call(tidegate_flow_governor_on_local_read(g, now, pick, bytes));
-                    self.call(tidegate_flow_governor_on_remote_read(
-                        g,
-                        now,
-                        pick,
-                        bytes / 2,
-                    ));
-                }
-                4 => {
-                    self.call(tidegate_flow_governor_on_remote_sent(g, now, pick, bytes));
-                    self.call(tidegate_flow_governor_on_local_written(
-                        g,
-                        now,
-                        pick,
-                        bytes / 3,
-                    ));
-                }
-                5 => {
-                    let status = if r & 0x100 == 0 {
-                        tidegate_flow_governor_on_closed(g, now, pick, &mut outcome)
+                3 | 4 => {
+                    // DNS answers for a flow the host connects itself: mostly records, now and
+                    // then an empty answer, a failed family or the end of resolution.
+                    let count = ((r >> 24) as usize % 10) | usize::from(r & 0x80 != 0);
+                    let start = (r >> 40) as usize % 10;
+                    let (family, list) = if r & 0x20 == 0 {
+                        (TidegateAddressFamily::Ipv6, &self.ipv6)
                     } else {
-                        tidegate_flow_governor_on_connect_failed(g, now, pick, 111, &mut outcome)
+                        (TidegateAddressFamily::Ipv4, &self.ipv4)
+                    };
+                    let list = &list[start..start + count];
+                    let mut added = 0;
+                    self.call(tidegate_proxy_on_resolved(
+                        p,
+                        now,
+                        pick,
+                        family as u32,
+                        list.as_ptr(),
+                        list.len(),
+                        &mut added,
+                    ));
+                    match (r >> 56) % 8 {
+                        0 => self.call(tidegate_proxy_on_resolution_done(p, now, pick)),
+                        1 => self.call(tidegate_proxy_on_resolution_failed(
+                            p,
+                            now,
+                            pick,
+                            family as u32 ^ 1,
+                        )),
+                        _ => TidegateStatus::Ok,
+                    };
+                }
+                5 | 6 => {
+                    // The network answers one attempt in flight: connected, or ECONNREFUSED,
+                    // ENETUNREACH, EMFILE (a resource error) on Linux. IPv6 is mostly a black
+                    // hole: its attempts stay in flight until the race times them out.
+                    let i = (r >> 8) as usize % self.attempts.len().max(1);
+                    let answers = match self.attempts.get(i) {
+                        Some(&(_, _, ipv6)) => !ipv6 || r & 0x7000 == 0,
+                        None => false,
+                    };
+                    if answers {
+                        let (flow, attempt, _) = self.attempts.swap_remove(i);
+                        let status = match (r >> 24) % 32 {
+                            0..=15 => tidegate_proxy_on_attempt_connected(p, now, flow, attempt),
+                            16..=23 => tidegate_proxy_on_attempt_failed(p, now, flow, attempt, 111),
+                            24..=30 => tidegate_proxy_on_attempt_failed(p, now, flow, attempt, 101),
+                            _ => tidegate_proxy_on_attempt_failed(p, now, flow, attempt, 24),
+                        };
+                        self.call(status);
+                    }
+                }
+                7 => {
+                    self.call(tidegate_proxy_on_bytes(
+                        p,
+                        now,
+                        pick,
+                        TidegateRelayStep::LocalRead as u32,
+                        bytes,
+                        &mut can_read,
+                    ));
+                    self.call(tidegate_proxy_on_bytes(
+                        p,
+                        now,
+                        pick,
+                        TidegateRelayStep::RemoteRead as u32,
+                        bytes / 2,
+                        &mut can_read,
+                    ));
+                }
+                8 => {
+                    self.call(tidegate_proxy_on_bytes(
+                        p,
+                        now,
+                        pick,
+                        TidegateRelayStep::RemoteSent as u32,
+                        bytes,
+                        &mut can_read,
+                    ));
+                    self.call(tidegate_proxy_on_bytes(
+                        p,
+                        now,
+                        pick,
+                        TidegateRelayStep::LocalWritten as u32,
+                        bytes / 3,
+                        &mut can_read,
+                    ));
+                }
+                9 => {
+                    let status = if r & 0x100 == 0 {
+                        tidegate_proxy_on_closed(p, now, pick, &mut outcome)
+                    } else {
+                        tidegate_proxy_on_connect_failed(p, now, pick, 111, &mut outcome)
                     };
                     self.call(status);
                 }
-                6 => {
-                    self.call(tidegate_flow_governor_handle_timeout(g, now));
+                10 => {
+                    self.call(tidegate_proxy_handle_timeout(p, now));
                     let mut deadline = 0;
-                    self.call(tidegate_flow_governor_poll_timeout(g, &mut deadline));
+                    self.call(tidegate_proxy_poll_timeout(p, &mut deadline));
                 }
-                7 | 8 => loop {
-                    let mut count = 0;
-                    let batch = self.notifications.as_mut_ptr();
-                    let capacity = self.notifications.len();
-                    let status =
-                        tidegate_flow_governor_poll_notifications(g, batch, capacity, &mut count);
-                    assert_eq!(self.call(status), TidegateStatus::Ok);
-                    if count == 0 {
-                        break;
-                    }
-                    for i in 0..count {
-                        let notification = self.notifications[i];
-                        if notification.kind == TidegateFlowNotificationKind::Close {
-                            let flow = notification.flow;
-                            self.call(tidegate_flow_governor_on_closed(g, now, flow, &mut outcome));
+                11 => {
+                    // The host's own connections, and a resource error now and then.
+                    if r & 0x100 == 0 {
+                        if self.call(tidegate_proxy_try_open_connection(p, now))
+                            == TidegateStatus::Ok
+                        {
+                            self.own_connections += 1;
                         }
+                    } else if self.own_connections > 0
+                        && self.call(tidegate_proxy_on_connection_closed(p, now))
+                            == TidegateStatus::Ok
+                    {
+                        self.own_connections -= 1;
                     }
-                },
-                9 => {
-                    let mut can_read = false;
-                    self.call(tidegate_flow_governor_can_read_local(
-                        g,
-                        pick,
-                        &mut can_read,
-                    ));
-                    self.call(tidegate_flow_governor_can_read_remote(
-                        g,
-                        pick,
-                        &mut can_read,
-                    ));
+                    if r & 0xFF000 == 0 {
+                        self.call(tidegate_proxy_on_resource_error(p, now));
+                    }
                 }
-                _ => {
-                    // Bad input: forged and stale ids, NULL out-params, an unknown protocol,
-                    // completions past what is pending, a read no counter can hold.
-                    self.call(tidegate_flow_governor_on_connected(g, now, r));
-                    self.call(tidegate_flow_governor_on_closed(g, now, pick, null_mut()));
+                12 => {
+                    self.call(tidegate_proxy_can_read(
+                        p,
+                        pick,
+                        TidegateProxySide::Local as u32,
+                        &mut can_read,
+                    ));
+                    self.call(tidegate_proxy_can_read(
+                        p,
+                        pick,
+                        TidegateProxySide::Remote as u32,
+                        &mut can_read,
+                    ));
+                    let mut info = std::mem::MaybeUninit::uninit();
+                    self.call(tidegate_proxy_flow(p, pick, info.as_mut_ptr()));
+                    let mut app = std::mem::MaybeUninit::uninit();
+                    self.call(tidegate_proxy_app_state(p, (r >> 8) % 6, app.as_mut_ptr()));
+                }
+                13 => {
+                    // Bad input: forged and stale ids, NULL out-parameters, an unknown protocol,
+                    // relay step, side and family, completions past what is pending, a read no
+                    // counter can hold, a report for an attempt never started.
+                    self.call(tidegate_proxy_on_connected(p, now, r));
+                    self.call(tidegate_proxy_on_closed(p, now, pick, null_mut()));
                     let mut admission = std::mem::MaybeUninit::uninit();
-                    self.call(tidegate_flow_governor_on_new_flow(
-                        g,
+                    self.call(tidegate_proxy_on_new_flow(
+                        p,
                         now,
                         1,
                         1,
                         9,
                         admission.as_mut_ptr(),
                     ));
-                    self.call(tidegate_flow_governor_on_remote_sent(
-                        g,
+                    self.call(tidegate_proxy_on_bytes(
+                        p,
                         now,
                         pick,
+                        TidegateRelayStep::RemoteSent as u32,
                         u64::MAX,
+                        &mut can_read,
                     ));
-                    self.call(tidegate_flow_governor_on_local_read(g, 0, pick, u64::MAX));
+                    self.call(tidegate_proxy_on_bytes(
+                        p,
+                        0,
+                        pick,
+                        TidegateRelayStep::LocalRead as u32,
+                        u64::MAX,
+                        &mut can_read,
+                    ));
+                    self.call(tidegate_proxy_on_bytes(p, now, pick, 4, 1, &mut can_read));
+                    self.call(tidegate_proxy_can_read(p, pick, 2, &mut can_read));
+                    let mut added = 0;
+                    let list = self.ipv4.as_ptr();
+                    self.call(tidegate_proxy_on_resolved(
+                        p, now, pick, 5, list, 1, &mut added,
+                    ));
+                    self.call(tidegate_proxy_on_attempt_connected(p, now, pick, 15));
+                    self.call(tidegate_proxy_on_attempt_failed(p, now, pick, 16, 111));
+                }
+                _ => {}
+            }
+        }
+        self.drain_proxy();
+    }
+
+    /// Drain the proxy's events, a few at a time, acting on each as a host does.
+    fn drain_proxy(&mut self) {
+        let now = self.now;
+        let p = self.proxy;
+        loop {
+            let mut count = 0;
+            let batch = self.events.as_mut_ptr();
+            let capacity = self.events.len();
+            // SAFETY: the handle is live; the batch is a field of `self` of `capacity` events.
+            let status = unsafe { tidegate_proxy_poll_events(p, batch, capacity, &mut count) };
+            assert_eq!(self.call(status), TidegateStatus::Ok);
+            if count == 0 {
+                break;
+            }
+            for i in 0..count {
+                let event = self.events[i];
+                match event.kind {
+                    TidegateProxyEventKind::CloseFlow => {
+                        let mut outcome = TidegateFlowOutcome::Closed;
+                        // SAFETY: the handle is live; `outcome` is a local.
+                        let status =
+                            unsafe { tidegate_proxy_on_closed(p, now, event.flow, &mut outcome) };
+                        assert_eq!(self.call(status), TidegateStatus::Ok);
+                    }
+                    TidegateProxyEventKind::StartAttempt => {
+                        self.activity.attempts_started += 1;
+                        let ipv6 = event.address.family == TidegateAddressFamily::Ipv6 as u8;
+                        if self.attempts.len() < self.attempts.capacity() {
+                            self.attempts.push((event.flow, event.attempt, ipv6));
+                        }
+                    }
+                    TidegateProxyEventKind::CancelAttempt => {
+                        let key = (event.flow, event.attempt);
+                        self.attempts
+                            .retain(|&(flow, attempt, _)| (flow, attempt) != key);
+                    }
+                    TidegateProxyEventKind::Established => {
+                        self.activity.races_won += 1;
+                        self.activity.races_finished += 1;
+                    }
+                    TidegateProxyEventKind::ConnectFailed => self.activity.races_finished += 1,
+                    _ => {}
                 }
             }
         }
@@ -824,141 +951,6 @@ impl Workload {
         }
     }
 
-    /// The race of the window that `r` picks.
-    fn race_slot(&self, r: u64) -> usize {
-        (self.race_cursor + (r as usize % RACE_WINDOW)) % self.races.len()
-    }
-
-    fn race_step(&mut self, r: u64) {
-        let now = self.now;
-        let slot = self.race_slot(r);
-        let race = self.races[slot];
-        let budget = self.budget;
-        let index = (r >> 8) as u32 % 20;
-        // SAFETY: the handles are live and every pointer is to a field of `self` or a local.
-        unsafe {
-            match (r >> 16) % 12 {
-                0 | 1 => {
-                    // Mostly answers with records; now and then an empty one.
-                    let count = ((r >> 24) as usize % 10) | usize::from(r & 0x80 != 0);
-                    let start = (r >> 32) as usize % 10;
-                    let (family, list) = if r & 0x20 == 0 {
-                        (TidegateAddressFamily::Ipv6, &self.ipv6)
-                    } else {
-                        (TidegateAddressFamily::Ipv4, &self.ipv4)
-                    };
-                    let list = &list[start..start + count];
-                    let mut added = 0;
-                    let status = tidegate_eyeballs_on_resolved(
-                        race,
-                        now,
-                        family as u32,
-                        list.as_ptr(),
-                        list.len(),
-                        &mut added,
-                    );
-                    self.call(status);
-                }
-                2 if r & 0x300 == 0 => {
-                    self.call(tidegate_eyeballs_on_resolution_done(race, now));
-                }
-                3 => {
-                    self.call(tidegate_eyeballs_on_attempt_connected(race, now, index));
-                }
-                4 | 5 => {
-                    // ECONNREFUSED, ENETUNREACH, EMFILE on Linux.
-                    let errno = [111, 101, 24][(r >> 24) as usize % 3];
-                    self.call(tidegate_eyeballs_on_attempt_failed(race, now, index, errno));
-                }
-                6 => {
-                    self.call(tidegate_eyeballs_handle_timeout(race, now));
-                    self.call(tidegate_budget_handle_timeout(budget, now));
-                }
-                7 => {
-                    if self.race_connections > 0
-                        && self.call(tidegate_budget_on_connection_closed(budget, now))
-                            == TidegateStatus::Ok
-                    {
-                        self.race_connections -= 1;
-                    }
-                }
-                2 | 8 => {
-                    // Attempts the host makes outside races, started in bursts.
-                    if self.direct_attempts > 0 {
-                        let status = if r & 0x40 == 0 {
-                            tidegate_budget_on_attempt_cancelled(budget, now)
-                        } else {
-                            tidegate_budget_on_attempt_failed(budget, now, 24)
-                        };
-                        if self.call(status) == TidegateStatus::Ok {
-                            self.direct_attempts -= 1;
-                        }
-                    }
-                }
-                9 if r & 0x7F00 == 0 => {
-                    self.call(tidegate_eyeballs_on_abort(race, now));
-                }
-                10 => {
-                    // Bad input: releases with nothing to release, an unknown family.
-                    self.call(tidegate_budget_on_connection_closed(budget, 0));
-                    self.call(tidegate_eyeballs_on_resolution_failed(race, now, 5));
-                }
-                _ => {
-                    let mut deadline = 0;
-                    self.call(tidegate_eyeballs_poll_timeout(race, &mut deadline));
-                    let mut status = std::mem::MaybeUninit::uninit();
-                    self.call(tidegate_eyeballs_status(race, status.as_mut_ptr()));
-                }
-            }
-        }
-        self.drain_race(slot);
-    }
-
-    /// Poll race `slot` until it has nothing to do; replace it (or move past it) once finished.
-    fn drain_race(&mut self, slot: usize) {
-        let race = self.races[slot];
-        loop {
-            let mut action = std::mem::MaybeUninit::<TidegateEyeballsAction>::uninit();
-            // SAFETY: both handles are live; `action` is a local written on success.
-            let action = unsafe {
-                let status =
-                    tidegate_eyeballs_poll_action(race, self.now, self.budget, action.as_mut_ptr());
-                assert_eq!(self.call(status), TidegateStatus::Ok);
-                action.assume_init()
-            };
-            match action.kind {
-                TidegateEyeballsActionKind::None => break,
-                TidegateEyeballsActionKind::StartAttempt => self.activity.attempts_started += 1,
-                TidegateEyeballsActionKind::Connected => {
-                    self.activity.races_won += 1;
-                    self.race_connections += 1;
-                }
-                _ => {}
-            }
-        }
-        let mut finished = false;
-        // SAFETY: the handle is live; `finished` is a local.
-        let status = unsafe { tidegate_eyeballs_is_finished(race, &mut finished) };
-        self.call(status);
-        if !finished {
-            return;
-        }
-        self.activity.races_finished += 1;
-        if self.recycle_races {
-            // SAFETY: the race is finished and freed once; its slot gets the new handle.
-            unsafe {
-                tidegate_eyeballs_free(race);
-                let status = tidegate_eyeballs_new(&race_config(), self.now, &mut self.races[slot]);
-                assert_eq!(self.call(status), TidegateStatus::Ok);
-            }
-        } else if self.race_cursor + RACE_WINDOW < self.races.len() {
-            // Move the finished race out of the window (to its front, which the window leaves)
-            // and take in the next fresh race of the pool.
-            self.races.swap(slot, self.race_cursor);
-            self.race_cursor += 1;
-        }
-    }
-
     /// Record the engines' levels.
     fn sample(&mut self) {
         // SAFETY: the handles are live; every out-pointer is a local.
@@ -978,10 +970,11 @@ impl Workload {
                 stats.inbound.packets_high_water,
             ];
 
-            let mut flows = std::mem::MaybeUninit::<TidegateFlowStats>::uninit();
-            let status = tidegate_flow_governor_stats(self.governor, flows.as_mut_ptr());
+            let mut proxy = std::mem::MaybeUninit::<TidegateProxyStats>::uninit();
+            let status = tidegate_proxy_stats(self.proxy, proxy.as_mut_ptr());
             assert_eq!(self.call(status), TidegateStatus::Ok);
-            let flows = flows.assume_init();
+            let proxy = proxy.assume_init();
+            let flows = proxy.flows;
             let open = flows.opening + flows.connecting + flows.established;
             self.peaks.flows_open = self.peaks.flows_open.max(open);
             self.peaks.flows_in_table = self.peaks.flows_in_table.max(open + flows.closing);
@@ -989,15 +982,28 @@ impl Workload {
                 .bytes_pending_outbound
                 .saturating_add(flows.bytes_pending_inbound);
             self.peaks.flow_bytes_pending = self.peaks.flow_bytes_pending.max(pending);
-
-            let mut levels = std::mem::MaybeUninit::<TidegateBudgetLevels>::uninit();
-            let status = tidegate_budget_levels(self.budget, levels.as_mut_ptr());
-            assert_eq!(self.call(status), TidegateStatus::Ok);
-            let levels = levels.assume_init();
-            self.peaks.budget_attempts = self.peaks.budget_attempts.max(levels.attempts_in_flight);
-            let in_use = levels.attempts_in_flight + levels.open_connections;
+            let attempts = proxy.attempts_in_flight;
+            self.peaks.budget_attempts = self.peaks.budget_attempts.max(attempts);
+            let in_use = attempts + proxy.open_connections;
             self.peaks.budget_in_use = self.peaks.budget_in_use.max(in_use);
+            self.peaks.races_running = self.peaks.races_running.max(proxy.races.running);
         }
+    }
+
+    /// Free the proxy engine and create a new one, as a host does when its provider restarts:
+    /// every flow, attempt and connection of the old engine is gone with it.
+    fn restart_proxy_engine(&mut self) {
+        // SAFETY: the handle came from `_new` and is freed once; the field gets the new one.
+        unsafe {
+            tidegate_proxy_free(self.proxy);
+            self.proxy = null_mut();
+            let status = tidegate_proxy_new(&proxy_config(), self.now, &mut self.proxy);
+            assert_eq!(self.call(status), TidegateStatus::Ok);
+        }
+        self.flows.clear();
+        self.attempts.clear();
+        self.own_connections = 0;
+        self.activity.proxy_restarts += 1;
     }
 }
 
@@ -1006,51 +1012,44 @@ impl Drop for Workload {
         // SAFETY: every handle came from its `_new` and is freed once.
         unsafe {
             tidegate_tunnel_free(self.tunnel);
-            tidegate_flow_governor_free(self.governor);
+            tidegate_proxy_free(self.proxy);
             tidegate_lifecycle_free(self.lifecycle);
-            for &race in &self.races {
-                tidegate_eyeballs_free(race);
-            }
-            tidegate_budget_free(self.budget);
         }
     }
 }
 
-fn flow_policy() -> TidegateFlowPolicy {
-    TidegateFlowPolicy {
+fn proxy_config() -> TidegateProxyConfig {
+    let mut config = tidegate_proxy_config_default();
+    config.flows = TidegateFlowPolicy {
         slots: FLOW_SLOTS,
         max_flows: MAX_FLOWS,
         max_flows_per_app: MAX_FLOWS,
         max_flows_per_destination: MAX_FLOWS,
         max_connecting: MAX_FLOWS,
         idle_timeout_us: 200_000,
-        connect_timeout_us: 50_000,
-        ..tidegate_flow_policy_default()
-    }
+        connect_timeout_us: 300_000,
+        ..config.flows
+    };
+    config.budget = TidegateBudgetConfig {
+        max_attempts_in_flight: BUDGET_ATTEMPTS,
+        max_open_connections: BUDGET_CONNECTIONS,
+        fd_limit: 10_000,
+        backoff_floor: 2,
+        recovery_interval_us: 100_000,
+        ..config.budget
+    };
+    config.race = TidegateEyeballsConfig {
+        attempt_timeout_us: 400_000,
+        budget_wait_us: 2_000_000,
+        ..config.race
+    };
+    config.race_slots = RACE_SLOTS;
+    config
 }
 
 fn lifecycle_config() -> TidegateLifecycleConfig {
     TidegateLifecycleConfig {
         task_capacity: TASK_CAPACITY,
         ..tidegate_lifecycle_config_default()
-    }
-}
-
-fn budget_config() -> TidegateBudgetConfig {
-    TidegateBudgetConfig {
-        max_attempts_in_flight: BUDGET_ATTEMPTS,
-        max_open_connections: BUDGET_CONNECTIONS,
-        fd_limit: 10_000,
-        backoff_floor: 2,
-        recovery_interval_us: 100_000,
-        ..tidegate_budget_config_default()
-    }
-}
-
-fn race_config() -> TidegateEyeballsConfig {
-    TidegateEyeballsConfig {
-        attempt_timeout_us: 400_000,
-        budget_wait_us: 2_000_000,
-        ..tidegate_eyeballs_config_default()
     }
 }
