@@ -104,25 +104,35 @@ static void place_tunnel(void) {
     free(b.base);
 }
 
-static TidegateFlowPolicy flow_policy;
-#define FLOW_INIT(mem, len, out) \
-    tidegate_flow_governor_init(&flow_policy, 0, (mem), (len), (TidegateFlowGovernor **)(out))
+static TidegateProxyConfig proxy_config;
+#define PROXY_INIT(mem, len, out) \
+    tidegate_proxy_init(&proxy_config, 0, (mem), (len), (TidegateProxy **)(out))
 
-static void place_flow_governor(void) {
-    flow_policy = tidegate_flow_policy_default();
+static void place_proxy(void) {
+    proxy_config = tidegate_proxy_config_default();
     size_t size = 0, align = 0;
-    CHECK_OK(tidegate_flow_governor_footprint(&flow_policy, &size, &align));
-    CHECK(size > flow_policy.slots);
-    CHECK_INIT_REFUSALS(FLOW_INIT);
+    CHECK_OK(tidegate_proxy_footprint(&proxy_config, &size, &align));
+    CHECK(size > proxy_config.flows.slots + proxy_config.race_slots);
+    CHECK_INIT_REFUSALS(PROXY_INIT);
     Block b = block(size, align, 0);
-    TidegateFlowGovernor *governor = NULL;
-    CHECK_OK(tidegate_flow_governor_init(&flow_policy, 0, b.at, b.len, &governor));
-    CHECK((void *)governor == (void *)b.at);
+    TidegateProxy *proxy = NULL;
+    CHECK_OK(tidegate_proxy_init(&proxy_config, 0, b.at, b.len, &proxy));
+    CHECK((void *)proxy == (void *)b.at);
     TidegateAdmission admission;
-    CHECK_OK(tidegate_flow_governor_on_new_flow(governor, 1, 7, 9, TIDEGATE_FLOW_PROTOCOL_TCP,
-                                                &admission));
+    CHECK_OK(tidegate_proxy_on_new_flow(proxy, 1, 7, 9, TIDEGATE_FLOW_PROTOCOL_TCP, &admission));
     CHECK(admission.decision == TIDEGATE_ADMISSION_DECISION_ACCEPTED);
-    tidegate_flow_governor_free(governor);
+    TidegateSocketAddress address = v6(1);
+    size_t added = 0;
+    CHECK_OK(tidegate_proxy_on_resolved(proxy, 1, admission.flow, TIDEGATE_ADDRESS_FAMILY_IPV6,
+                                        &address, 1, &added));
+    TidegateProxyEvent event;
+    size_t count = 0;
+    CHECK_OK(tidegate_proxy_poll_events(proxy, &event, 1, &count));
+    CHECK(count == 1 && event.kind == TIDEGATE_PROXY_EVENT_KIND_START_ATTEMPT);
+    tidegate_proxy_free(proxy);
+    /* The memory is the caller's again: a second engine fits in it. */
+    CHECK_OK(tidegate_proxy_init(&proxy_config, 0, b.at, b.len, &proxy));
+    tidegate_proxy_free(proxy);
     free(b.base);
 }
 
@@ -146,46 +156,6 @@ static void place_lifecycle(void) {
     free(b.base);
 }
 
-static TidegateBudgetConfig budget_config;
-#define BUDGET_INIT(mem, len, out) \
-    tidegate_budget_init(&budget_config, (mem), (len), (TidegateBudget **)(out))
-static TidegateEyeballsConfig race_config;
-#define RACE_INIT(mem, len, out) \
-    tidegate_eyeballs_init(&race_config, 0, (mem), (len), (TidegateEyeballs **)(out))
-
-static void place_budget_and_race(void) {
-    budget_config = tidegate_budget_config_default();
-    race_config = tidegate_eyeballs_config_default();
-    size_t size = 0, align = 0;
-    CHECK_OK(tidegate_budget_footprint(&budget_config, &size, &align));
-    CHECK_INIT_REFUSALS(BUDGET_INIT);
-    Block budget_memory = block(size, align, 0);
-    TidegateBudget *budget = NULL;
-    CHECK_OK(tidegate_budget_init(&budget_config, budget_memory.at, size, &budget));
-
-    CHECK_OK(tidegate_eyeballs_footprint(&race_config, &size, &align));
-    CHECK_INIT_REFUSALS(RACE_INIT);
-    Block race_memory = block(size, align, 0);
-    TidegateEyeballs *race = NULL;
-    CHECK_OK(tidegate_eyeballs_init(&race_config, 0, race_memory.at, size, &race));
-    CHECK((void *)race == (void *)race_memory.at);
-    TidegateSocketAddress address = v6(1);
-    size_t added = 0;
-    CHECK_OK(tidegate_eyeballs_on_resolved(race, 0, TIDEGATE_ADDRESS_FAMILY_IPV6, &address, 1,
-                                           &added));
-    TidegateEyeballsAction action;
-    CHECK_OK(tidegate_eyeballs_poll_action(race, 0, budget, &action));
-    CHECK(action.kind == TIDEGATE_EYEBALLS_ACTION_KIND_START_ATTEMPT && action.index == 0);
-    CHECK_OK(tidegate_eyeballs_on_abort(race, 1));
-    do {
-        CHECK_OK(tidegate_eyeballs_poll_action(race, 1, budget, &action));
-    } while (action.kind != TIDEGATE_EYEBALLS_ACTION_KIND_NONE);
-    tidegate_eyeballs_free(race);
-    tidegate_budget_free(budget);
-    free(race_memory.base);
-    free(budget_memory.base);
-}
-
 /* ---- whole out-structs ------------------------------------------------------------------ */
 
 /* Call `fill_and_call` into a struct filled with 0xAA and into one filled with 0x55; the two
@@ -204,30 +174,38 @@ static void place_budget_and_race(void) {
     } while (0)
 
 static TidegateTunnel *tunnel;
-static TidegateBudget *budget;
-static TidegateEyeballs *race;
-static TidegateFlowGovernor *governor;
+static TidegateProxy *proxy;
 static TidegateLifecycle *lifecycle;
+static TidegateFlowId raced;
 
 #define TUNNEL_STATS(out) tidegate_tunnel_stats(tunnel, (out))
-#define BUDGET_LEVELS(out) tidegate_budget_levels(budget, (out))
-#define BUDGET_STATS(out) tidegate_budget_stats(budget, (out))
-#define RACE_STATS(out) tidegate_eyeballs_stats(race, (out))
-#define RACE_STATUS(out) tidegate_eyeballs_status(race, (out))
-#define FLOW_STATS(out) tidegate_flow_governor_stats(governor, (out))
-#define APP_STATE(out) tidegate_flow_governor_app_state(governor, 7, (out))
+#define PROXY_STATS(out) tidegate_proxy_stats(proxy, (out))
+#define PROXY_FLOW(out) tidegate_proxy_flow(proxy, raced, (out))
+#define APP_STATE(out) tidegate_proxy_app_state(proxy, 7, (out))
 #define LIFECYCLE_STATS(out) tidegate_lifecycle_stats(lifecycle, (out))
+
+/* A proxy engine with three flows of app 7, the first racing two IPv6 addresses. */
+static TidegateProxy *busy_proxy(const TidegateProxyConfig *config, TidegateFlowId *first) {
+    TidegateProxy *p = NULL;
+    CHECK_OK(tidegate_proxy_new(config, 0, &p));
+    TidegateAdmission admission;
+    for (uint64_t dst = 1; dst <= 3; dst++) {
+        CHECK_OK(tidegate_proxy_on_new_flow(p, 1, 7, dst, TIDEGATE_FLOW_PROTOCOL_TCP, &admission));
+        if (dst == 1) *first = admission.flow;
+    }
+    TidegateSocketAddress addresses[2] = {v6(1), v6(2)};
+    size_t added = 0;
+    CHECK_OK(tidegate_proxy_on_resolved(p, 1, *first, TIDEGATE_ADDRESS_FAMILY_IPV6, addresses, 2,
+                                        &added));
+    return p;
+}
 
 static void out_structs_are_written_whole(void) {
     TidegateTunnelConfig tc = tidegate_tunnel_config_default();
-    TidegateBudgetConfig bc = tidegate_budget_config_default();
-    TidegateEyeballsConfig ec = tidegate_eyeballs_config_default();
-    TidegateFlowPolicy fp = tidegate_flow_policy_default();
+    TidegateProxyConfig pc = tidegate_proxy_config_default();
     TidegateLifecycleConfig lc = tidegate_lifecycle_config_default();
     CHECK_OK(tidegate_tunnel_new(&tc, &tunnel));
-    CHECK_OK(tidegate_budget_new(&bc, &budget));
-    CHECK_OK(tidegate_eyeballs_new(&ec, 0, &race));
-    CHECK_OK(tidegate_flow_governor_new(&fp, 0, &governor));
+    proxy = busy_proxy(&pc, &raced);
     CHECK_OK(tidegate_lifecycle_new(&lc, &lifecycle));
 
     /* Some activity, so that flags and counters are set. */
@@ -235,24 +213,12 @@ static void out_structs_are_written_whole(void) {
     for (int i = 0; i < 40; i++) {
         CHECK_OK(tidegate_tunnel_on_outbound_packet(tunnel, 1, packet, sizeof packet));
     }
-    TidegateAdmission admission;
-    for (uint64_t dst = 1; dst <= 3; dst++) {
-        CHECK_OK(tidegate_flow_governor_on_new_flow(governor, 1, 7, dst,
-                                                    TIDEGATE_FLOW_PROTOCOL_TCP, &admission));
-    }
-    TidegateSocketAddress addresses[2] = {v6(1), v6(2)};
-    size_t added = 0;
-    CHECK_OK(tidegate_eyeballs_on_resolved(race, 0, TIDEGATE_ADDRESS_FAMILY_IPV6, addresses, 2,
-                                           &added));
     uint64_t generation = 0;
     CHECK_OK(tidegate_lifecycle_on_start(lifecycle, 1, NULL, 0, &generation));
 
     CHECK_WRITTEN_WHOLE(TidegateTunnelStats, TUNNEL_STATS);
-    CHECK_WRITTEN_WHOLE(TidegateBudgetLevels, BUDGET_LEVELS);
-    CHECK_WRITTEN_WHOLE(TidegateBudgetStats, BUDGET_STATS);
-    CHECK_WRITTEN_WHOLE(TidegateEyeballsStats, RACE_STATS);
-    CHECK_WRITTEN_WHOLE(TidegateRaceStatus, RACE_STATUS);
-    CHECK_WRITTEN_WHOLE(TidegateFlowStats, FLOW_STATS);
+    CHECK_WRITTEN_WHOLE(TidegateProxyStats, PROXY_STATS);
+    CHECK_WRITTEN_WHOLE(TidegateProxyFlow, PROXY_FLOW);
     CHECK_WRITTEN_WHOLE(TidegateAppState, APP_STATE);
     CHECK_WRITTEN_WHOLE(TidegateLifecycleStats, LIFECYCLE_STATS);
 
@@ -261,30 +227,36 @@ static void out_structs_are_written_whole(void) {
     memset(&ts, 0xAA, sizeof ts);
     CHECK_OK(tidegate_tunnel_stats(tunnel, &ts));
     CHECK(all_bytes(ts.reserved, sizeof ts.reserved, 0));
-    TidegateFlowStats fs;
-    memset(&fs, 0xAA, sizeof fs);
-    CHECK_OK(tidegate_flow_governor_stats(governor, &fs));
-    CHECK(all_bytes(fs.reserved, sizeof fs.reserved, 0));
-    for (size_t i = 0; i < 8; i++) CHECK(fs.top_apps[i].reserved == 0);
+    TidegateProxyStats ps;
+    memset(&ps, 0xAA, sizeof ps);
+    CHECK_OK(tidegate_proxy_stats(proxy, &ps));
+    CHECK(all_bytes(ps.flows.reserved, sizeof ps.flows.reserved, 0));
+    CHECK(ps.races.reserved == 0 && ps.races.running == 1);
+    for (size_t i = 0; i < 8; i++) CHECK(ps.flows.top_apps[i].reserved == 0);
 
-    /* Actions and effects: two polls of the same state give equal bytes. A race polled twice
-     * moves on, so each kind is compared across two races fed alike. */
-    TidegateEyeballsAction first, second;
-    TidegateEyeballs *twin = NULL;
-    CHECK_OK(tidegate_eyeballs_new(&ec, 0, &twin));
-    CHECK_OK(tidegate_eyeballs_on_resolved(twin, 0, TIDEGATE_ADDRESS_FAMILY_IPV6, addresses, 2,
-                                           &added));
+    /* Events and effects: two polls of the same state give equal bytes. A poll moves the
+     * engine on, so each kind is compared across two engines fed alike. */
+    TidegateFlowId twin_raced = 0;
+    TidegateProxy *twin = busy_proxy(&pc, &twin_raced);
+    CHECK(twin_raced == raced);
+    TidegateProxyEvent first, second;
+    size_t count_a = 0, count_b = 0;
     memset(&first, 0xAA, sizeof first);
     memset(&second, 0x55, sizeof second);
-    CHECK_OK(tidegate_eyeballs_poll_action(race, 0, budget, &first));
-    CHECK_OK(tidegate_eyeballs_poll_action(twin, 0, budget, &second));
-    CHECK(first.kind == TIDEGATE_EYEBALLS_ACTION_KIND_START_ATTEMPT);
+    CHECK_OK(tidegate_proxy_poll_events(proxy, &first, 1, &count_a));
+    CHECK_OK(tidegate_proxy_poll_events(twin, &second, 1, &count_b));
+    CHECK(count_a == 1 && count_b == 1);
+    CHECK(first.kind == TIDEGATE_PROXY_EVENT_KIND_START_ATTEMPT);
     CHECK(memcmp(&first, &second, sizeof first) == 0 && first.address.reserved == 0);
+    /* A close asks for the attempt's cancellation: another kind, other fields. */
+    TidegateFlowOutcome outcome;
+    CHECK_OK(tidegate_proxy_on_closed(proxy, 2, raced, &outcome));
+    CHECK_OK(tidegate_proxy_on_closed(twin, 2, raced, &outcome));
     memset(&first, 0xAA, sizeof first);
     memset(&second, 0x55, sizeof second);
-    CHECK_OK(tidegate_eyeballs_poll_action(race, 0, budget, &first));
-    CHECK_OK(tidegate_eyeballs_poll_action(twin, 0, budget, &second));
-    CHECK(first.kind == TIDEGATE_EYEBALLS_ACTION_KIND_NONE);
+    CHECK_OK(tidegate_proxy_poll_events(proxy, &first, 1, &count_a));
+    CHECK_OK(tidegate_proxy_poll_events(twin, &second, 1, &count_b));
+    CHECK(first.kind == TIDEGATE_PROXY_EVENT_KIND_CANCEL_ATTEMPT);
     CHECK(memcmp(&first, &second, sizeof first) == 0);
 
     TidegateLifecycleEffect effect_a, effect_b;
@@ -298,35 +270,22 @@ static void out_structs_are_written_whole(void) {
     CHECK(effect_a.kind == TIDEGATE_LIFECYCLE_EFFECT_KIND_START_TUNNEL);
     CHECK(memcmp(&effect_a, &effect_b, sizeof effect_a) == 0 && effect_a.reserved == 0);
 
-    TidegateFlowNotification notes_a[2], notes_b[2];
-    size_t count = 0;
-    memset(notes_a, 0xAA, sizeof notes_a);
-    memset(notes_b, 0x55, sizeof notes_b);
-    CHECK_OK(tidegate_flow_governor_poll_notifications(governor, notes_a, 2, &count));
-    CHECK_OK(tidegate_flow_governor_poll_notifications(governor, notes_b, 2, &count));
-    CHECK(count == 0);
-
     /* Configurations returned by value: padding-free, so two copies compare equal. */
-    TidegateFlowPolicy fp2 = tidegate_flow_policy_default();
-    CHECK(memcmp(&fp, &fp2, sizeof fp) == 0 && fp.reserved == 0);
-    TidegateBudgetConfig bc2 = tidegate_budget_config_default();
-    CHECK(memcmp(&bc, &bc2, sizeof bc) == 0);
+    TidegateProxyConfig pc2 = tidegate_proxy_config_default();
+    CHECK(memcmp(&pc, &pc2, sizeof pc) == 0 && pc.reserved == 0 && pc.flows.reserved == 0);
 
-    tidegate_eyeballs_free(twin);
+    tidegate_proxy_free(twin);
     tidegate_lifecycle_free(lifecycle_twin);
     tidegate_tunnel_free(tunnel);
-    tidegate_eyeballs_free(race);
-    tidegate_budget_free(budget);
-    tidegate_flow_governor_free(governor);
+    tidegate_proxy_free(proxy);
     tidegate_lifecycle_free(lifecycle);
 }
 
 int main(void) {
     place_tunnel();
-    place_flow_governor();
+    place_proxy();
     place_lifecycle();
-    place_budget_and_race();
-    printf("placement: 5 engines placed in caller memory\n");
+    printf("placement: 3 engines placed in caller memory\n");
     out_structs_are_written_whole();
     printf("out-structs: every byte written\n");
     return 0;

@@ -17,6 +17,9 @@
  * 6. Closing gives the connection back exactly once (a second close is STALE_FLOW).
  * 7. Bad input (NULL out-parameters, a forged id, unknown enums) gets a status and changes
  *    nothing (the stats are byte-for-byte the same).
+ * 8. EMFILE: the race fails with RESOURCE_EXHAUSTED, the budget halves its limits, a flow that
+ *    would pass the lowered connection limit is refused at once naming it, and quiet time
+ *    brings the configured limits back.
  *
  * Exits 0 on success; prints the failed check and exits 1 otherwise.
  */
@@ -308,6 +311,31 @@ int main(void) {
     TidegateProxyStats after = stats();
     CHECK(memcmp(&before, &after, sizeof before) == 0);
     printf("bad input: 11 calls refused, nothing changed\n");
+
+    /* 8. EMFILE backs the budget off; quiet time restores it. */
+    ipv6_error = EMFILE;
+    ipv4_error = EMFILE;
+    unsigned failed_before = failed;
+    TidegateAdmission starved = admit("com.example.mail");
+    CHECK(starved.decision == TIDEGATE_ADMISSION_DECISION_ACCEPTED);
+    resolve(starved.flow, 4);
+    run_until(now + 100 * MS);
+    CHECK(failed == failed_before + 1 && last_failure.flow == starved.flow);
+    CHECK(last_failure.error_class == TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED);
+    s = stats();
+    CHECK(s.budget.backoffs >= 1);
+    CHECK(s.attempt_limit == 1 && s.connection_limit == 1);
+    CHECK_OK(tidegate_proxy_try_open_connection(proxy, now)); /* the host's own: 1 of 1 */
+    TidegateAdmission over = admit("com.example.mail");
+    CHECK(over.decision == TIDEGATE_ADMISSION_DECISION_REJECTED);
+    CHECK(over.reject_reason == TIDEGATE_REJECT_REASON_CONNECTION_BUDGET);
+    CHECK(over.budget_refusal == TIDEGATE_BUDGET_REFUSAL_CONNECTIONS);
+    CHECK_OK(tidegate_proxy_on_connection_closed(proxy, now));
+    run_until(now + 10000 * MS);
+    s = stats();
+    CHECK(s.attempt_limit == 2 && s.connection_limit == 3);
+    printf("back-off: EMFILE halved the limits, the next flow was refused at once, quiet time "
+           "restored them\n");
 
     CHECK_OK(tidegate_proxy_on_closed(proxy, now, system.flow, &outcome));
     tidegate_proxy_free(proxy);
