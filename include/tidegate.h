@@ -47,9 +47,55 @@
  * The version of the C ABI this header describes. It changes whenever a function, a type or
  * a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
  * change with what to do): compare it at build time, for example
- * `#if TIDEGATE_ABI_VERSION != 6`, to notice a library update that needs attention.
+ * `#if TIDEGATE_ABI_VERSION != 7`, to notice a library update that needs attention.
  */
-#define TIDEGATE_ABI_VERSION 6
+#define TIDEGATE_ABI_VERSION 7
+
+/**
+ * The class of a connect failure, by what the host should do about it.
+ */
+enum TidegateErrorClass
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Out of descriptors, flows, memory or ports: `EMFILE`, `ENFILE`, `ENOSPC`, `ENOMEM`, `ENOBUFS`, `EADDRNOTAVAIL`, `EAGAIN`
+     * (numbered as on the platform the library was built for). Back off.
+     */
+    TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED = 0,
+    /**
+     * The peer refused the connection (`ECONNREFUSED`).
+     */
+    TIDEGATE_ERROR_CLASS_REFUSED = 1,
+    /**
+     * No route (`ENETUNREACH`, `EHOSTUNREACH`...).
+     */
+    TIDEGATE_ERROR_CLASS_UNREACHABLE = 2,
+    /**
+     * The attempt timed out (`ETIMEDOUT`, or `attempt_timeout_us`).
+     */
+    TIDEGATE_ERROR_CLASS_TIMED_OUT = 3,
+    /**
+     * Reset or aborted (`ECONNRESET`, `ECONNABORTED`, `EPIPE`).
+     */
+    TIDEGATE_ERROR_CLASS_RESET = 4,
+    /**
+     * Local policy forbids it (`EACCES`, `EPERM`).
+     */
+    TIDEGATE_ERROR_CLASS_DENIED = 5,
+    /**
+     * Anything else.
+     */
+    TIDEGATE_ERROR_CLASS_OTHER = 6,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateErrorClass TidegateErrorClass;
+#else
+typedef uint32_t TidegateErrorClass;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
 
 /**
  * The result of a tidegate call. `TIDEGATE_STATUS_OK` (0) is success; every other value says
@@ -395,454 +441,6 @@ typedef uint32_t TidegateStatus;
 #endif // __cplusplus
 
 /**
- * The class of a connect failure, by what the host should do about it.
- */
-enum TidegateErrorClass
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-    /**
-     * Out of descriptors, flows, memory or ports: `EMFILE`, `ENFILE`, `ENOSPC`, `ENOMEM`, `ENOBUFS`, `EADDRNOTAVAIL`, `EAGAIN`
-     * (numbered as on the platform the library was built for). Back off.
-     */
-    TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED = 0,
-    /**
-     * The peer refused the connection (`ECONNREFUSED`).
-     */
-    TIDEGATE_ERROR_CLASS_REFUSED = 1,
-    /**
-     * No route (`ENETUNREACH`, `EHOSTUNREACH`...).
-     */
-    TIDEGATE_ERROR_CLASS_UNREACHABLE = 2,
-    /**
-     * The attempt timed out (`ETIMEDOUT`, or `attempt_timeout_us`).
-     */
-    TIDEGATE_ERROR_CLASS_TIMED_OUT = 3,
-    /**
-     * Reset or aborted (`ECONNRESET`, `ECONNABORTED`, `EPIPE`).
-     */
-    TIDEGATE_ERROR_CLASS_RESET = 4,
-    /**
-     * Local policy forbids it (`EACCES`, `EPERM`).
-     */
-    TIDEGATE_ERROR_CLASS_DENIED = 5,
-    /**
-     * Anything else.
-     */
-    TIDEGATE_ERROR_CLASS_OTHER = 6,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum TidegateErrorClass TidegateErrorClass;
-#else
-typedef uint32_t TidegateErrorClass;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-/**
- * What an action asks of the host.
- */
-enum TidegateEyeballsActionKind
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-    /**
-     * Nothing to do until the next input or timer.
-     */
-    TIDEGATE_EYEBALLS_ACTION_KIND_NONE = 0,
-    /**
-     * Open a socket and connect it to `address`; report its outcome with `index`.
-     */
-    TIDEGATE_EYEBALLS_ACTION_KIND_START_ATTEMPT = 1,
-    /**
-     * Close the socket of attempt `index`; its budget is already released.
-     */
-    TIDEGATE_EYEBALLS_ACTION_KIND_CANCEL_ATTEMPT = 2,
-    /**
-     * Attempt `index` won: use its socket. It now counts as an open connection; call
-     * `tidegate_budget_on_connection_closed` when you close it.
-     */
-    TIDEGATE_EYEBALLS_ACTION_KIND_CONNECTED = 3,
-    /**
-     * The race failed (see `failure`); nothing else will come out of it.
-     */
-    TIDEGATE_EYEBALLS_ACTION_KIND_FAILED = 4,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum TidegateEyeballsActionKind TidegateEyeballsActionKind;
-#else
-typedef uint32_t TidegateEyeballsActionKind;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-/**
- * Why a race failed.
- */
-enum TidegateRaceFailure
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-    /**
-     * The race has not failed.
-     */
-    TIDEGATE_RACE_FAILURE_NONE = 0,
-    /**
-     * Every candidate failed; `last_error_class` is the class of the last failure.
-     */
-    TIDEGATE_RACE_FAILURE_ALL_ATTEMPTS_FAILED = 1,
-    /**
-     * Resolution gave no usable address.
-     */
-    TIDEGATE_RACE_FAILURE_NO_ADDRESSES = 2,
-    /**
-     * An attempt was due but the budget refused it for longer than `budget_wait_us`;
-     * `budget_refusal` says which limit.
-     */
-    TIDEGATE_RACE_FAILURE_NO_BUDGET = 3,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum TidegateRaceFailure TidegateRaceFailure;
-#else
-typedef uint32_t TidegateRaceFailure;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-/**
- * Which budget limit refused an attempt.
- */
-enum TidegateBudgetRefusal
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-    /**
-     * No refusal.
-     */
-    TIDEGATE_BUDGET_REFUSAL_NONE = 0,
-    /**
-     * Too many connection attempts in flight.
-     */
-    TIDEGATE_BUDGET_REFUSAL_ATTEMPTS_IN_FLIGHT = 1,
-    /**
-     * Too many descriptors in use by attempts and open connections.
-     */
-    TIDEGATE_BUDGET_REFUSAL_CONNECTIONS = 2,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum TidegateBudgetRefusal TidegateBudgetRefusal;
-#else
-typedef uint32_t TidegateBudgetRefusal;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-/**
- * Where a race stands.
- */
-enum TidegateRaceState
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-    /**
-     * No attempt started yet: waiting for addresses or the Resolution Delay.
-     */
-    TIDEGATE_RACE_STATE_RESOLVING = 0,
-    /**
-     * Attempts in flight, or the next waiting for its delay.
-     */
-    TIDEGATE_RACE_STATE_CONNECTING = 1,
-    /**
-     * An attempt is due but the budget refuses it (`budget_refusal` says which limit).
-     */
-    TIDEGATE_RACE_STATE_WAITING_FOR_BUDGET = 2,
-    /**
-     * Attempt `index` won.
-     */
-    TIDEGATE_RACE_STATE_CONNECTED = 3,
-    /**
-     * The race failed (`failure` says why).
-     */
-    TIDEGATE_RACE_STATE_FAILED = 4,
-    /**
-     * The host aborted the race.
-     */
-    TIDEGATE_RACE_STATE_ABORTED = 5,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum TidegateRaceState TidegateRaceState;
-#else
-typedef uint32_t TidegateRaceState;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-/**
- * The governor's answer to a new flow (the `decision` field of `TidegateAdmission`).
- */
-enum TidegateAdmissionDecision
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-    /**
-     * Admitted as `flow`.
-     */
-    TIDEGATE_ADMISSION_DECISION_ACCEPTED = 0,
-    /**
-     * Admitted as `flow` after evicting `evicted`: close `evicted` now, then report it with
-     * `tidegate_flow_governor_on_closed`. This answer is the only notice of the eviction.
-     */
-    TIDEGATE_ADMISSION_DECISION_ACCEPTED_AFTER_EVICTING = 1,
-    /**
-     * Refused for `reject_reason`; nothing changed.
-     */
-    TIDEGATE_ADMISSION_DECISION_REJECTED = 2,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum TidegateAdmissionDecision TidegateAdmissionDecision;
-#else
-typedef uint32_t TidegateAdmissionDecision;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-/**
- * Why a flow was refused. A transparent proxy returns `false` from `handleNewFlow` for every
- * reason, so the flow goes direct; an app proxy fails the flow.
- */
-enum TidegateRejectReason
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-    /**
-     * Not refused (the decision is an acceptance).
-     */
-    TIDEGATE_REJECT_REASON_NONE = 0,
-    /**
-     * The table is full and the app is not below its fair share (or the host has not closed
-     * evicted flows). App proxy: fail with a resource error; a retry works once flows close.
-     */
-    TIDEGATE_REJECT_REASON_TABLE_FULL = 1,
-    /**
-     * The app holds its cap of flows. App proxy: fail the flow.
-     */
-    TIDEGATE_REJECT_REASON_APP_OVER_LIMIT = 2,
-    /**
-     * The destination holds its cap of flows. App proxy: fail the flow.
-     */
-    TIDEGATE_REJECT_REASON_DESTINATION_OVER_LIMIT = 3,
-    /**
-     * Too many flows are still connecting. App proxy: fail, or retry after a flow connects.
-     */
-    TIDEGATE_REJECT_REASON_CONNECTION_BUDGET = 4,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum TidegateRejectReason TidegateRejectReason;
-#else
-typedef uint32_t TidegateRejectReason;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-/**
- * How a flow ended: exactly one per admitted flow.
- */
-enum TidegateFlowOutcome
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-    /**
-     * Closed by the host after bytes moved.
-     */
-    TIDEGATE_FLOW_OUTCOME_CLOSED = 0,
-    /**
-     * Closed by the host before any byte moved (a Happy Eyeballs loser, a port scan).
-     */
-    TIDEGATE_FLOW_OUTCOME_ALSO_RAN = 1,
-    /**
-     * The remote connection failed.
-     */
-    TIDEGATE_FLOW_OUTCOME_CONNECT_FAILED = 2,
-    /**
-     * Closed after the governor evicted it.
-     */
-    TIDEGATE_FLOW_OUTCOME_EVICTED = 3,
-    /**
-     * Closed after the governor found it idle too long.
-     */
-    TIDEGATE_FLOW_OUTCOME_IDLE_TIMEOUT = 4,
-    /**
-     * Closed after the governor found it connecting too long.
-     */
-    TIDEGATE_FLOW_OUTCOME_CONNECT_TIMEOUT = 5,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum TidegateFlowOutcome TidegateFlowOutcome;
-#else
-typedef uint32_t TidegateFlowOutcome;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-/**
- * What a notification asks of the host.
- */
-enum TidegateFlowNotificationKind
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-    /**
-     * Close `flow` (reason in `close_reason`), then report it with
-     * `tidegate_flow_governor_on_closed`.
-     */
-    TIDEGATE_FLOW_NOTIFICATION_KIND_CLOSE = 0,
-    /**
-     * Reading from the local flow of `flow` may restart: issue the next `readData`.
-     */
-    TIDEGATE_FLOW_NOTIFICATION_KIND_RESUME_READ_LOCAL = 1,
-    /**
-     * Reading from the remote of `flow` may restart: issue the next receive.
-     */
-    TIDEGATE_FLOW_NOTIFICATION_KIND_RESUME_READ_REMOTE = 2,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum TidegateFlowNotificationKind TidegateFlowNotificationKind;
-#else
-typedef uint32_t TidegateFlowNotificationKind;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-/**
- * Why the governor asks for a close.
- */
-enum TidegateCloseReason
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-    /**
-     * Not a close notification.
-     */
-    TIDEGATE_CLOSE_REASON_NONE = 0,
-    /**
-     * Idle for longer than the idle timeout.
-     */
-    TIDEGATE_CLOSE_REASON_IDLE_TIMEOUT = 1,
-    /**
-     * Still connecting after the connect timeout.
-     */
-    TIDEGATE_CLOSE_REASON_CONNECT_TIMEOUT = 2,
-    /**
-     * Evicted to admit a flow of an app below its fair share: reported by the admission
-     * answer (and, by `TidegateProxy`, as a `CLOSE_FLOW` event too).
-     */
-    TIDEGATE_CLOSE_REASON_EVICTED = 3,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum TidegateCloseReason TidegateCloseReason;
-#else
-typedef uint32_t TidegateCloseReason;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-/**
- * Where a flow is in its life.
- */
-enum TidegateFlowState
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-    /**
-     * Admitted; the remote connection is not started.
-     */
-    TIDEGATE_FLOW_STATE_OPENING = 0,
-    /**
-     * The remote connection is being set up.
-     */
-    TIDEGATE_FLOW_STATE_CONNECTING = 1,
-    /**
-     * Relaying.
-     */
-    TIDEGATE_FLOW_STATE_ESTABLISHED = 2,
-    /**
-     * The governor asked for the close; waiting for `tidegate_flow_governor_on_closed`.
-     */
-    TIDEGATE_FLOW_STATE_CLOSING = 3,
-    /**
-     * The flow is gone; its id is stale.
-     */
-    TIDEGATE_FLOW_STATE_CLOSED = 4,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum TidegateFlowState TidegateFlowState;
-#else
-typedef uint32_t TidegateFlowState;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-/**
- * What a step of a flow's connect asks of the host.
- */
-enum TidegateConnectActionKind
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-    /**
-     * Nothing to do until the next input or timer.
-     */
-    TIDEGATE_CONNECT_ACTION_KIND_NONE = 0,
-    /**
-     * Open a socket and connect it to `address`; report its outcome to the race with `index`
-     * (`tidegate_eyeballs_on_attempt_connected` / `_failed`). The flow is connecting.
-     */
-    TIDEGATE_CONNECT_ACTION_KIND_START_ATTEMPT = 1,
-    /**
-     * Close the socket of attempt `index`: a loser (counted as an also-ran attempt), a timed-out
-     * attempt, or an attempt of a race aborted because its flow is no longer open. Its budget
-     * is already released.
-     */
-    TIDEGATE_CONNECT_ACTION_KIND_CANCEL_ATTEMPT = 2,
-    /**
-     * Attempt `index` won: its socket is the flow's remote connection. The flow is established
-     * and the budget counts the connection open until the flow is reported closed with
-     * `tidegate_flow_governor_on_closed_with_budget`.
-     */
-    TIDEGATE_CONNECT_ACTION_KIND_ESTABLISHED = 3,
-    /**
-     * Attempt `index` won, but the flow was no longer open (evicted, timed out or closed):
-     * close the socket. Its budget is already released.
-     */
-    TIDEGATE_CONNECT_ACTION_KIND_DISCARD_WINNER = 4,
-    /**
-     * The race failed (`failure`, `error_class`, `budget_refusal`): the flow is closed in the
-     * governor as `CONNECT_FAILED` and its slot is free. Close the local flow; do not report it
-     * closed again.
-     */
-    TIDEGATE_CONNECT_ACTION_KIND_FAILED = 5,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum TidegateConnectActionKind TidegateConnectActionKind;
-#else
-typedef uint32_t TidegateConnectActionKind;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-/**
  * How `tidegate_lifecycle_on_stop` proceeds.
  */
 enum TidegateStopOutcome
@@ -970,6 +568,146 @@ typedef uint32_t TidegateLifecycleState;
 #endif // __cplusplus
 
 /**
+ * The engine's answer to a new flow (the `decision` field of `TidegateAdmission`).
+ */
+enum TidegateAdmissionDecision
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Admitted as `flow`.
+     */
+    TIDEGATE_ADMISSION_DECISION_ACCEPTED = 0,
+    /**
+     * Admitted as `flow` after evicting `evicted`. The eviction also comes out of
+     * `tidegate_proxy_poll_events` as `CLOSE_FLOW`: close `evicted` there, then report it with
+     * `tidegate_proxy_on_closed`.
+     */
+    TIDEGATE_ADMISSION_DECISION_ACCEPTED_AFTER_EVICTING = 1,
+    /**
+     * Refused for `reject_reason`; nothing changed.
+     */
+    TIDEGATE_ADMISSION_DECISION_REJECTED = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateAdmissionDecision TidegateAdmissionDecision;
+#else
+typedef uint32_t TidegateAdmissionDecision;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Why a flow was refused. A transparent proxy returns `false` from `handleNewFlow` for every
+ * reason, so the flow goes direct; an app proxy fails the flow.
+ */
+enum TidegateRejectReason
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Not refused (the decision is an acceptance).
+     */
+    TIDEGATE_REJECT_REASON_NONE = 0,
+    /**
+     * The table is full and the app is not below its fair share (or the host has not closed
+     * evicted flows). App proxy: fail with a resource error; a retry works once flows close.
+     */
+    TIDEGATE_REJECT_REASON_TABLE_FULL = 1,
+    /**
+     * The app holds its cap of flows. App proxy: fail the flow.
+     */
+    TIDEGATE_REJECT_REASON_APP_OVER_LIMIT = 2,
+    /**
+     * The destination holds its cap of flows. App proxy: fail the flow.
+     */
+    TIDEGATE_REJECT_REASON_DESTINATION_OVER_LIMIT = 3,
+    /**
+     * Too many flows are still connecting. App proxy: fail, or retry after a flow connects.
+     */
+    TIDEGATE_REJECT_REASON_CONNECTION_BUDGET = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateRejectReason TidegateRejectReason;
+#else
+typedef uint32_t TidegateRejectReason;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Which budget limit refused an attempt.
+ */
+enum TidegateBudgetRefusal
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * No refusal.
+     */
+    TIDEGATE_BUDGET_REFUSAL_NONE = 0,
+    /**
+     * Too many connection attempts in flight.
+     */
+    TIDEGATE_BUDGET_REFUSAL_ATTEMPTS_IN_FLIGHT = 1,
+    /**
+     * Too many descriptors in use by attempts and open connections.
+     */
+    TIDEGATE_BUDGET_REFUSAL_CONNECTIONS = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateBudgetRefusal TidegateBudgetRefusal;
+#else
+typedef uint32_t TidegateBudgetRefusal;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * How a flow ended: exactly one per admitted flow.
+ */
+enum TidegateFlowOutcome
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Closed by the host after bytes moved.
+     */
+    TIDEGATE_FLOW_OUTCOME_CLOSED = 0,
+    /**
+     * Closed by the host before any byte moved (a Happy Eyeballs loser, a port scan).
+     */
+    TIDEGATE_FLOW_OUTCOME_ALSO_RAN = 1,
+    /**
+     * The remote connection failed.
+     */
+    TIDEGATE_FLOW_OUTCOME_CONNECT_FAILED = 2,
+    /**
+     * Closed after the governor evicted it.
+     */
+    TIDEGATE_FLOW_OUTCOME_EVICTED = 3,
+    /**
+     * Closed after the governor found it idle too long.
+     */
+    TIDEGATE_FLOW_OUTCOME_IDLE_TIMEOUT = 4,
+    /**
+     * Closed after the governor found it connecting too long.
+     */
+    TIDEGATE_FLOW_OUTCOME_CONNECT_TIMEOUT = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateFlowOutcome TidegateFlowOutcome;
+#else
+typedef uint32_t TidegateFlowOutcome;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * What an event asks of the host.
  */
 enum TidegateProxyEventKind
@@ -1020,6 +758,111 @@ enum TidegateProxyEventKind
 typedef enum TidegateProxyEventKind TidegateProxyEventKind;
 #else
 typedef uint32_t TidegateProxyEventKind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Why the governor asks for a close.
+ */
+enum TidegateCloseReason
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Not a close notification.
+     */
+    TIDEGATE_CLOSE_REASON_NONE = 0,
+    /**
+     * Idle for longer than the idle timeout.
+     */
+    TIDEGATE_CLOSE_REASON_IDLE_TIMEOUT = 1,
+    /**
+     * Still connecting after the connect timeout.
+     */
+    TIDEGATE_CLOSE_REASON_CONNECT_TIMEOUT = 2,
+    /**
+     * Evicted to admit a flow of an app below its fair share: reported by the admission
+     * answer (and, by `TidegateProxy`, as a `CLOSE_FLOW` event too).
+     */
+    TIDEGATE_CLOSE_REASON_EVICTED = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateCloseReason TidegateCloseReason;
+#else
+typedef uint32_t TidegateCloseReason;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Why a race failed.
+ */
+enum TidegateRaceFailure
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * The race has not failed.
+     */
+    TIDEGATE_RACE_FAILURE_NONE = 0,
+    /**
+     * Every candidate failed; `last_error_class` is the class of the last failure.
+     */
+    TIDEGATE_RACE_FAILURE_ALL_ATTEMPTS_FAILED = 1,
+    /**
+     * Resolution gave no usable address.
+     */
+    TIDEGATE_RACE_FAILURE_NO_ADDRESSES = 2,
+    /**
+     * An attempt was due but the budget refused it for longer than `budget_wait_us`;
+     * `budget_refusal` says which limit.
+     */
+    TIDEGATE_RACE_FAILURE_NO_BUDGET = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateRaceFailure TidegateRaceFailure;
+#else
+typedef uint32_t TidegateRaceFailure;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Where a flow is in its life.
+ */
+enum TidegateFlowState
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Admitted; the remote connection is not started.
+     */
+    TIDEGATE_FLOW_STATE_OPENING = 0,
+    /**
+     * The remote connection is being set up.
+     */
+    TIDEGATE_FLOW_STATE_CONNECTING = 1,
+    /**
+     * Relaying.
+     */
+    TIDEGATE_FLOW_STATE_ESTABLISHED = 2,
+    /**
+     * The engine asked for the close; waiting for `tidegate_proxy_on_closed`.
+     */
+    TIDEGATE_FLOW_STATE_CLOSING = 3,
+    /**
+     * The flow is gone; its id is stale.
+     */
+    TIDEGATE_FLOW_STATE_CLOSED = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateFlowState TidegateFlowState;
+#else
+typedef uint32_t TidegateFlowState;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -1192,7 +1035,7 @@ typedef uint32_t TidegateAddressFamily;
 #endif // __cplusplus
 
 /**
- * A flow's transport (the `protocol` argument of `tidegate_flow_governor_on_new_flow`).
+ * A flow's transport (the `protocol` argument of `tidegate_proxy_on_new_flow`).
  */
 enum TidegateFlowProtocol
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -1275,55 +1118,6 @@ typedef uint32_t TidegateProxySide;
 #endif // __cplusplus
 
 /**
- * The connection budget shared by every race and every flow of the process: at most
- * `max_attempts_in_flight` connects in flight, at most `connection_limit` descriptors in use by
- * attempts and open connections, lowered for a while after resource errors (the errnos of
- * `TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED`; `tidegate_errno_class` tells them) and recovered
- * step by step.
- *
- * Back-off rule: a resource error halves both limits (not below `backoff_floor`; errors within
- * a quarter of `recovery_interval_us` of the last halving count as the same burst); after
- * each quiet `recovery_interval_us` both grow by one eighth of their configured value.
- *
- * Thread safety: not safe for concurrent use. Calls on one handle must not overlap (use one
- * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
- */
-typedef struct TidegateBudget TidegateBudget;
-
-/**
- * One Happy Eyeballs v2 race (RFC 8305) over at most 16 candidate addresses, for a host that
- * connects with BSD sockets.
- *
- * The host feeds DNS answers and connect outcomes and polls actions: open socket `i` to an
- * address, close socket `i`, attempt `i` won, or the race failed. Every attempt is counted by
- * the `TidegateBudget` passed to `tidegate_eyeballs_poll_action` (always the same one).
- *
- * Drain contract: after any input, call `tidegate_eyeballs_poll_action` until it reports
- * `TIDEGATE_EYEBALLS_ACTION_KIND_NONE`, then arm a timer for `tidegate_eyeballs_poll_timeout`.
- * A race waiting for budget retries on every poll: poll it again when budget is released.
- *
- * Thread safety: not safe for concurrent use. Calls on one handle must not overlap (use one
- * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
- */
-typedef struct TidegateEyeballs TidegateEyeballs;
-
-/**
- * A flow governor: the flow table of an app or transparent proxy, with admission, fairness,
- * eviction, timeouts and per-flow backpressure.
- *
- * All its memory is one block of `tidegate_flow_governor_footprint` bytes, allocated by
- * `tidegate_flow_governor_new` or given to `tidegate_flow_governor_init`; nothing is allocated
- * afterwards.
- *
- * After every input (`_on_*`, `_handle_timeout`), drain `tidegate_flow_governor_poll_notifications`
- * until it returns a count of 0, then arm a timer for `tidegate_flow_governor_poll_timeout`.
- *
- * Thread safety: not safe for concurrent use. Calls on one handle must not overlap (use one
- * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
- */
-typedef struct TidegateFlowGovernor TidegateFlowGovernor;
-
-/**
  * The session lifecycle of one provider process: start, stop and cancel in the order Apple
  * requires (tear down, housekeeping, then the completion handler), with housekeeping bounded by
  * a deadline and the unfinished tasks carried to the next start in a journal the host persists.
@@ -1378,590 +1172,6 @@ typedef struct TidegateProxy TidegateProxy;
  * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
  */
 typedef struct TidegateTunnel TidegateTunnel;
-
-/**
- * Configuration of a `TidegateBudget`. Start from `tidegate_budget_config_default()`; creating
- * a budget refuses what it cannot honour (a zero limit, a reserve above half the descriptors).
- */
-typedef struct TidegateBudgetConfig {
-    /**
-     * Most connection attempts in flight at once (default 64; not 0).
-     */
-    uint32_t max_attempts_in_flight;
-    /**
-     * Most descriptors in use by attempts plus open connections (default 400, below the ~500
-     * active flows where NECP starts failing and Network framework's 512 flows per process;
-     * not 0).
-     */
-    uint32_t max_open_connections;
-    /**
-     * The process's `RLIMIT_NOFILE` soft limit (default 256, the macOS GUI default; not 0); see
-     * also `tidegate_budget_set_fd_limit`.
-     */
-    uint64_t fd_limit;
-    /**
-     * Descriptors kept for the host itself (default 32; at most half of `fd_limit`).
-     */
-    uint32_t fd_reserve;
-    /**
-     * The lowest value back-off pushes each limit to (default 8; not 0).
-     */
-    uint32_t backoff_floor;
-    /**
-     * Quiet time before each recovery step, in microseconds (default 1 s; not 0).
-     */
-    uint64_t recovery_interval_us;
-} TidegateBudgetConfig;
-
-/**
- * The budget's limits and usage now, from `tidegate_budget_levels`.
- */
-typedef struct TidegateBudgetLevels {
-    /**
-     * Connection attempts in flight.
-     */
-    uint32_t attempts_in_flight;
-    /**
-     * Open connections (not counting attempts).
-     */
-    uint32_t open_connections;
-    /**
-     * Effective limit on attempts in flight (lowered while backing off).
-     */
-    uint32_t attempt_limit;
-    /**
-     * Effective limit on attempts plus open connections (lowered while backing off).
-     */
-    uint32_t connection_limit;
-    /**
-     * Whether a limit is lowered after resource errors.
-     */
-    bool backing_off;
-    /**
-     * Always 0: keeps the struct free of padding, so every byte is written.
-     */
-    uint8_t reserved[7];
-} TidegateBudgetLevels;
-
-/**
- * A snapshot of a budget's counters, from `tidegate_budget_stats`. Counters saturate.
- */
-typedef struct TidegateBudgetStats {
-    /**
-     * Attempts the budget allowed to start.
-     */
-    uint64_t attempts_started;
-    /**
-     * Attempt requests refused.
-     */
-    uint64_t attempts_refused;
-    /**
-     * Connection requests outside an attempt (`tidegate_budget_try_open_connection`) refused.
-     */
-    uint64_t connections_refused;
-    /**
-     * Resource-exhausted errors reported.
-     */
-    uint64_t resource_errors;
-    /**
-     * Times the effective limits were halved.
-     */
-    uint64_t backoffs;
-    /**
-     * Releases reported with nothing to release (a host bookkeeping bug).
-     */
-    uint64_t unbalanced_releases;
-} TidegateBudgetStats;
-
-/**
- * Configuration of a race. Start from `tidegate_eyeballs_config_default()`. Creating a race
- * refuses a value outside its range with `TIDEGATE_STATUS_CONFIG_EYEBALLS_OUT_OF_RANGE`; nothing
- * is clamped.
- */
-typedef struct TidegateEyeballsConfig {
-    /**
-     * The family tried first: a `TIDEGATE_ADDRESS_FAMILY_*` value (default IPv6).
-     */
-    uint32_t preferred_family;
-    /**
-     * Preferred-family addresses tried before the first of the other family (RFC 8305 "First
-     * Address Family Count"; default 1; 1 to 255).
-     */
-    uint32_t first_address_family_count;
-    /**
-     * How long to wait for the preferred family's answer when the other arrives first, in
-     * microseconds (RFC 8305 "Resolution Delay"; default 50 ms; at most 2 s; 0 starts on the
-     * first answer).
-     */
-    uint64_t resolution_delay_us;
-    /**
-     * How long an attempt runs before the next one starts, in microseconds (RFC 8305
-     * "Connection Attempt Delay"; default 250 ms; 10 ms to 2 s).
-     */
-    uint64_t connection_attempt_delay_us;
-    /**
-     * How long one attempt may run before the race cancels it as timed out, in microseconds;
-     * 0 (default) means no timeout: the socket layer's own applies.
-     */
-    uint64_t attempt_timeout_us;
-    /**
-     * How long the race waits for budget before failing, in microseconds (default 1 s); 0 never
-     * waits: a refusal while no attempt is in flight fails the race.
-     */
-    uint64_t budget_wait_us;
-} TidegateEyeballsConfig;
-
-/**
- * An IP address and port to connect to.
- */
-typedef struct TidegateSocketAddress {
-    /**
-     * The address in network byte order: 16 bytes for IPv6, the first 4 for IPv4 (the rest 0).
-     */
-    uint8_t ip[16];
-    /**
-     * The port, in host byte order.
-     */
-    uint16_t port;
-    /**
-     * `TIDEGATE_ADDRESS_FAMILY_IPV4` or `TIDEGATE_ADDRESS_FAMILY_IPV6`.
-     */
-    uint8_t family;
-    /**
-     * 0 in addresses tidegate writes; ignored in addresses it reads.
-     */
-    uint8_t reserved;
-    /**
-     * The IPv6 scope (interface index) of a link-local address; 0 otherwise.
-     */
-    uint32_t scope_id;
-} TidegateSocketAddress;
-
-/**
- * One action from `tidegate_eyeballs_poll_action`. Fields not named by `kind` are zero.
- */
-typedef struct TidegateEyeballsAction {
-    /**
-     * What to do.
-     */
-    TidegateEyeballsActionKind kind;
-    /**
-     * The attempt, for `START_ATTEMPT`, `CANCEL_ATTEMPT` and `CONNECTED` (below 16).
-     */
-    uint32_t index;
-    /**
-     * Where to connect, for `START_ATTEMPT`.
-     */
-    struct TidegateSocketAddress address;
-    /**
-     * Why the race failed, for `FAILED`.
-     */
-    TidegateRaceFailure failure;
-    /**
-     * The last failure's class, for `FAILED` with `TIDEGATE_RACE_FAILURE_ALL_ATTEMPTS_FAILED`.
-     */
-    TidegateErrorClass last_error_class;
-    /**
-     * The budget limit, for `FAILED` with `TIDEGATE_RACE_FAILURE_NO_BUDGET`.
-     */
-    TidegateBudgetRefusal budget_refusal;
-} TidegateEyeballsAction;
-
-/**
- * A race's state, from `tidegate_eyeballs_status`. Fields not named by `state` are zero.
- */
-typedef struct TidegateRaceStatus {
-    /**
-     * Where the race stands.
-     */
-    TidegateRaceState state;
-    /**
-     * The winner, for `CONNECTED`.
-     */
-    uint32_t index;
-    /**
-     * Why it failed, for `FAILED`.
-     */
-    TidegateRaceFailure failure;
-    /**
-     * The last failure's class, for `FAILED` with `ALL_ATTEMPTS_FAILED`.
-     */
-    TidegateErrorClass last_error_class;
-    /**
-     * The budget limit, for `WAITING_FOR_BUDGET` and `FAILED` with `NO_BUDGET`.
-     */
-    TidegateBudgetRefusal budget_refusal;
-} TidegateRaceStatus;
-
-/**
- * A snapshot of a race's counters, from `tidegate_eyeballs_stats`.
- */
-typedef struct TidegateEyeballsStats {
-    /**
-     * Attempts started.
-     */
-    uint32_t attempts_started;
-    /**
-     * Attempts the host reported failed.
-     */
-    uint32_t attempts_failed;
-    /**
-     * Attempts cancelled: also-ran losers, timed-out and traded attempts, and attempts of an
-     * aborted race.
-     */
-    uint32_t attempts_cancelled;
-    /**
-     * Also-ran attempts: losers cancelled because another attempt of the race connected
-     * (included in `attempts_cancelled`).
-     */
-    uint32_t attempts_also_ran;
-    /**
-     * Attempts cancelled because `attempt_timeout_us` passed.
-     */
-    uint32_t attempts_timed_out;
-    /**
-     * Addresses dropped because the candidate table was full.
-     */
-    uint32_t candidates_dropped;
-    /**
-     * Times the budget refused an attempt that was due.
-     */
-    uint32_t budget_refusals;
-    /**
-     * Budget releases the budget rejected (the race was polled with a different budget).
-     */
-    uint32_t budget_mismatches;
-    /**
-     * Attempts given up because the budget refused the candidate that was due: each one's
-     * budget started that candidate instead (included in `attempts_cancelled`).
-     */
-    uint32_t attempts_traded;
-} TidegateEyeballsStats;
-
-/**
- * Policy of a `TidegateFlowGovernor`. Start from `tidegate_flow_policy_default()` and change
- * what you need; `tidegate_flow_governor_new` checks it and names the first problem.
- */
-typedef struct TidegateFlowPolicy {
-    /**
-     * Slots in the table: open flows plus flows being closed. At least `max_flows + 1`. Default
-     * 512, Network framework's per-process flow limit.
-     */
-    uint32_t slots;
-    /**
-     * Global cap on open flows (opening, connecting, established). Default 448: 512 less
-     * headroom for flows being closed and the provider's own connections.
-     */
-    uint32_t max_flows;
-    /**
-     * Cap on open flows per app. Default 256.
-     */
-    uint32_t max_flows_per_app;
-    /**
-     * Cap on open flows per destination. Default 128.
-     */
-    uint32_t max_flows_per_destination;
-    /**
-     * Connection budget: flows opening or connecting at most. Default 128.
-     */
-    uint32_t max_connecting;
-    /**
-     * Must be 0 (the default is); room for a future field. Anything else is refused with
-     * `TIDEGATE_STATUS_INVALID_ARGUMENT`.
-     */
-    uint32_t reserved;
-    /**
-     * A flow with no byte read or completed this long is closed, in microseconds. Default 10
-     * minutes. Not 0 (refused: it would close every flow at once); `UINT64_MAX` means never.
-     */
-    uint64_t idle_timeout_us;
-    /**
-     * A flow still connecting this long after admission is closed, in microseconds. Default
-     * 30 s. Not 0; `UINT64_MAX` means never.
-     */
-    uint64_t connect_timeout_us;
-    /**
-     * Per flow and direction, reading pauses at this many pending bytes. Default 256 KiB.
-     */
-    uint64_t flow_high_watermark_bytes;
-    /**
-     * Per flow and direction, paused reading resumes at this many. Default 64 KiB.
-     */
-    uint64_t flow_low_watermark_bytes;
-    /**
-     * Over all flows, every read pauses at this many pending bytes. Default 6 MiB, sized for
-     * the 15 MiB app proxy limit.
-     */
-    uint64_t global_high_watermark_bytes;
-    /**
-     * Over all flows, paused reads resume at this many. Default 4 MiB.
-     */
-    uint64_t global_low_watermark_bytes;
-    /**
-     * Seed of the app and destination hash tables; pass a random value at start if attackers
-     * choose destinations.
-     */
-    uint64_t hash_seed;
-    /**
-     * Over one app's flows (both directions), every read of that app pauses at this many
-     * pending bytes. Default 2 MiB: an app whose reader stalls across many flows pauses its own
-     * reads, not every app's at the global watermark.
-     */
-    uint64_t app_high_watermark_bytes;
-    /**
-     * Over one app's flows, its paused reads resume at this many. Default 1 MiB.
-     */
-    uint64_t app_low_watermark_bytes;
-} TidegateFlowPolicy;
-
-/**
- * A flow id: a slot index (low 32 bits) and the slot's generation (high 32 bits). 0 is never a
- * valid id. A stale or forged id is refused with `TIDEGATE_STATUS_STALE_FLOW` or
- * `TIDEGATE_STATUS_UNKNOWN_FLOW` and touches no other flow.
- */
-typedef uint64_t TidegateFlowId;
-
-/**
- * The answer of `tidegate_flow_governor_on_new_flow`.
- */
-typedef struct TidegateAdmission {
-    /**
-     * What the governor decided.
-     */
-    TidegateAdmissionDecision decision;
-    /**
-     * Why the flow was refused; `TIDEGATE_REJECT_REASON_NONE` when admitted.
-     */
-    TidegateRejectReason reject_reason;
-    /**
-     * The new flow's id; 0 when refused.
-     */
-    TidegateFlowId flow;
-    /**
-     * The flow the host must close; 0 unless the decision is `ACCEPTED_AFTER_EVICTING`.
-     */
-    TidegateFlowId evicted;
-    /**
-     * For `REJECTED` with `CONNECTION_BUDGET` from `tidegate_proxy_on_new_flow`, the budget
-     * limit that refused (`NONE` there means `max_connecting` refused); `NONE` otherwise.
-     */
-    TidegateBudgetRefusal budget_refusal;
-    /**
-     * Always 0: keeps the struct free of padding, so every byte is written.
-     */
-    uint32_t reserved;
-} TidegateAdmission;
-
-/**
- * One notification from `tidegate_flow_governor_poll_notifications`.
- */
-typedef struct TidegateFlowNotification {
-    /**
-     * What to do.
-     */
-    TidegateFlowNotificationKind kind;
-    /**
-     * For `CLOSE`, why; otherwise `TIDEGATE_CLOSE_REASON_NONE`.
-     */
-    TidegateCloseReason close_reason;
-    /**
-     * The flow concerned.
-     */
-    TidegateFlowId flow;
-} TidegateFlowNotification;
-
-/**
- * What the governor holds for one app (`tidegate_flow_governor_app_state`).
- */
-typedef struct TidegateAppState {
-    /**
-     * Bytes pending over the app's flows, both directions, closing flows included: what the
-     * app watermark compares.
-     */
-    uint64_t bytes_pending;
-    /**
-     * Open flows (opening, connecting or established).
-     */
-    uint32_t open_flows;
-    /**
-     * Whether the app watermark pauses the app's reads now.
-     */
-    bool reads_paused;
-    /**
-     * Always 0: keeps the struct free of padding, so every byte is written.
-     */
-    uint8_t reserved[3];
-} TidegateAppState;
-
-/**
- * An app and the open flows it holds.
- */
-typedef struct TidegateAppFlows {
-    /**
-     * The app id the host passed in.
-     */
-    uint64_t app;
-    /**
-     * Its open flows.
-     */
-    uint32_t flows;
-    /**
-     * Always 0: keeps the struct free of padding, so every byte is written.
-     */
-    uint32_t reserved;
-} TidegateAppFlows;
-
-/**
- * A snapshot of the governor's counters and occupancy. Counters saturate.
- */
-typedef struct TidegateFlowStats {
-    /**
-     * Flows admitted, with or without an eviction.
-     */
-    uint64_t admitted;
-    /**
-     * Flows refused because the table was full.
-     */
-    uint64_t rejected_table_full;
-    /**
-     * Flows refused because their app held its cap.
-     */
-    uint64_t rejected_app_over_limit;
-    /**
-     * Flows refused because their destination held its cap.
-     */
-    uint64_t rejected_destination_over_limit;
-    /**
-     * Flows refused by the connection budget.
-     */
-    uint64_t rejected_connection_budget;
-    /**
-     * Flows evicted to admit others.
-     */
-    uint64_t evicted;
-    /**
-     * Flows closed for idling past the idle timeout.
-     */
-    uint64_t idle_timeouts;
-    /**
-     * Flows closed for connecting past the connect timeout.
-     */
-    uint64_t connect_timeouts;
-    /**
-     * Flows closed before any byte moved.
-     */
-    uint64_t also_ran;
-    /**
-     * Flows closed after bytes moved.
-     */
-    uint64_t closed;
-    /**
-     * Failed connections, indexed by `TidegateErrorClass` (resource exhausted, refused,
-     * unreachable, timed out, reset, denied, other).
-     */
-    uint64_t connect_failures[7];
-    /**
-     * Flows opening now.
-     */
-    uint32_t opening;
-    /**
-     * Flows connecting now.
-     */
-    uint32_t connecting;
-    /**
-     * Flows established now.
-     */
-    uint32_t established;
-    /**
-     * Flows the host has been asked to close and has not reported closed.
-     */
-    uint32_t closing;
-    /**
-     * Bytes read from local flows and not yet acknowledged by the remote, over all flows.
-     */
-    uint64_t bytes_pending_outbound;
-    /**
-     * Bytes read from remotes and not yet written to the local flows, over all flows.
-     */
-    uint64_t bytes_pending_inbound;
-    /**
-     * Whether the global high watermark has paused every read.
-     */
-    bool reads_paused_globally;
-    /**
-     * Always 0: keeps the struct free of padding, so every byte is written.
-     */
-    uint8_t reserved[7];
-    /**
-     * Apps with at least one open flow.
-     */
-    uint32_t apps;
-    /**
-     * Valid entries in `top_apps`.
-     */
-    uint32_t top_apps_len;
-    /**
-     * The apps holding the most open flows, most first.
-     */
-    struct TidegateAppFlows top_apps[8];
-    /**
-     * Also-ran attempts: race losers of flows connected with `tidegate_flow_governor_poll_race`,
-     * cancelled because another attempt of the same race connected. Distinct from `also_ran`,
-     * which counts flows.
-     */
-    uint64_t also_ran_attempts;
-    /**
-     * Connection closes the budget rejected (the governor was used with two budgets, or a
-     * flow's connection was also released by hand).
-     */
-    uint64_t budget_mismatches;
-    /**
-     * Flows whose connection the budget counts open now (established through
-     * `tidegate_flow_governor_poll_race`, not yet reported closed).
-     */
-    uint32_t connections_held;
-    /**
-     * Apps whose reads their app watermark pauses now.
-     */
-    uint32_t apps_reads_paused;
-    /**
-     * Times an app's reads paused at the app high watermark.
-     */
-    uint64_t app_pauses;
-} TidegateFlowStats;
-
-/**
- * One step from `tidegate_flow_governor_poll_race`. Fields not named by `kind` are zero.
- */
-typedef struct TidegateConnectAction {
-    /**
-     * What to do.
-     */
-    TidegateConnectActionKind kind;
-    /**
-     * The attempt, for `START_ATTEMPT`, `CANCEL_ATTEMPT`, `ESTABLISHED` and `DISCARD_WINNER`
-     * (below 16).
-     */
-    uint32_t index;
-    /**
-     * Where to connect, for `START_ATTEMPT`.
-     */
-    struct TidegateSocketAddress address;
-    /**
-     * Why the race failed, for `FAILED`.
-     */
-    TidegateRaceFailure failure;
-    /**
-     * For `FAILED`, the class the flow's failure is counted under: the last attempt's class
-     * (`ALL_ATTEMPTS_FAILED`), `UNREACHABLE` (`NO_ADDRESSES`) or `RESOURCE_EXHAUSTED`
-     * (`NO_BUDGET`). An app proxy fails the local flow with an error of this class.
-     */
-    TidegateErrorClass error_class;
-    /**
-     * The budget limit, for `FAILED` with `TIDEGATE_RACE_FAILURE_NO_BUDGET`.
-     */
-    TidegateBudgetRefusal budget_refusal;
-} TidegateConnectAction;
 
 /**
  * Configuration of a `TidegateLifecycle`. Start from `tidegate_lifecycle_config_default()`.
@@ -2095,6 +1305,155 @@ typedef struct TidegateLifecycleStats {
 } TidegateLifecycleStats;
 
 /**
+ * The flow table's policy (the `flows` field of `TidegateProxyConfig`): caps, timeouts,
+ * watermarks. `tidegate_proxy_new` checks it and names the first problem.
+ */
+typedef struct TidegateFlowPolicy {
+    /**
+     * Slots in the table: open flows plus flows being closed. At least `max_flows + 1`. Default
+     * 512, Network framework's per-process flow limit.
+     */
+    uint32_t slots;
+    /**
+     * Global cap on open flows (opening, connecting, established). Default 448: 512 less
+     * headroom for flows being closed and the provider's own connections.
+     */
+    uint32_t max_flows;
+    /**
+     * Cap on open flows per app. Default 256.
+     */
+    uint32_t max_flows_per_app;
+    /**
+     * Cap on open flows per destination. Default 128.
+     */
+    uint32_t max_flows_per_destination;
+    /**
+     * Connection budget: flows opening or connecting at most. Default 128.
+     */
+    uint32_t max_connecting;
+    /**
+     * Must be 0 (the default is); room for a future field. Anything else is refused with
+     * `TIDEGATE_STATUS_INVALID_ARGUMENT`.
+     */
+    uint32_t reserved;
+    /**
+     * A flow with no byte read or completed this long is closed, in microseconds. Default 10
+     * minutes. Not 0 (refused: it would close every flow at once); `UINT64_MAX` means never.
+     */
+    uint64_t idle_timeout_us;
+    /**
+     * A flow still connecting this long after admission is closed, in microseconds. Default
+     * 30 s. Not 0; `UINT64_MAX` means never.
+     */
+    uint64_t connect_timeout_us;
+    /**
+     * Per flow and direction, reading pauses at this many pending bytes. Default 256 KiB.
+     */
+    uint64_t flow_high_watermark_bytes;
+    /**
+     * Per flow and direction, paused reading resumes at this many. Default 64 KiB.
+     */
+    uint64_t flow_low_watermark_bytes;
+    /**
+     * Over all flows, every read pauses at this many pending bytes. Default 6 MiB, sized for
+     * the 15 MiB app proxy limit.
+     */
+    uint64_t global_high_watermark_bytes;
+    /**
+     * Over all flows, paused reads resume at this many. Default 4 MiB.
+     */
+    uint64_t global_low_watermark_bytes;
+    /**
+     * Seed of the app and destination hash tables; pass a random value at start if attackers
+     * choose destinations.
+     */
+    uint64_t hash_seed;
+    /**
+     * Over one app's flows (both directions), every read of that app pauses at this many
+     * pending bytes. Default 2 MiB: an app whose reader stalls across many flows pauses its own
+     * reads, not every app's at the global watermark.
+     */
+    uint64_t app_high_watermark_bytes;
+    /**
+     * Over one app's flows, its paused reads resume at this many. Default 1 MiB.
+     */
+    uint64_t app_low_watermark_bytes;
+} TidegateFlowPolicy;
+
+/**
+ * Configuration of the connection budget (the `budget` field of `TidegateProxyConfig`);
+ * `tidegate_proxy_new` refuses what it cannot honour (a zero limit, a reserve above half the
+ * descriptors).
+ */
+typedef struct TidegateBudgetConfig {
+    /**
+     * Most connection attempts in flight at once (default 64; not 0).
+     */
+    uint32_t max_attempts_in_flight;
+    /**
+     * Most descriptors in use by attempts plus open connections (default 400, below the ~500
+     * active flows where NECP starts failing and Network framework's 512 flows per process;
+     * not 0).
+     */
+    uint32_t max_open_connections;
+    /**
+     * The process's `RLIMIT_NOFILE` soft limit (default 256, the macOS GUI default; not 0); see
+     * also `tidegate_proxy_set_fd_limit`.
+     */
+    uint64_t fd_limit;
+    /**
+     * Descriptors kept for the host itself (default 32; at most half of `fd_limit`).
+     */
+    uint32_t fd_reserve;
+    /**
+     * The lowest value back-off pushes each limit to (default 8; not 0).
+     */
+    uint32_t backoff_floor;
+    /**
+     * Quiet time before each recovery step, in microseconds (default 1 s; not 0).
+     */
+    uint64_t recovery_interval_us;
+} TidegateBudgetConfig;
+
+/**
+ * Configuration of every race of a proxy engine (the `race` field of `TidegateProxyConfig`).
+ * A value outside its range is refused with `TIDEGATE_STATUS_CONFIG_EYEBALLS_OUT_OF_RANGE`;
+ * nothing is clamped.
+ */
+typedef struct TidegateEyeballsConfig {
+    /**
+     * The family tried first: a `TIDEGATE_ADDRESS_FAMILY_*` value (default IPv6).
+     */
+    uint32_t preferred_family;
+    /**
+     * Preferred-family addresses tried before the first of the other family (RFC 8305 "First
+     * Address Family Count"; default 1; 1 to 255).
+     */
+    uint32_t first_address_family_count;
+    /**
+     * How long to wait for the preferred family's answer when the other arrives first, in
+     * microseconds (RFC 8305 "Resolution Delay"; default 50 ms; at most 2 s; 0 starts on the
+     * first answer).
+     */
+    uint64_t resolution_delay_us;
+    /**
+     * How long an attempt runs before the next one starts, in microseconds (RFC 8305
+     * "Connection Attempt Delay"; default 250 ms; 10 ms to 2 s).
+     */
+    uint64_t connection_attempt_delay_us;
+    /**
+     * How long one attempt may run before the race cancels it as timed out, in microseconds;
+     * 0 (default) means no timeout: the socket layer's own applies.
+     */
+    uint64_t attempt_timeout_us;
+    /**
+     * How long the race waits for budget before failing, in microseconds (default 1 s); 0 never
+     * waits: a refusal while no attempt is in flight fails the race.
+     */
+    uint64_t budget_wait_us;
+} TidegateEyeballsConfig;
+
+/**
  * Configuration of a `TidegateProxy`. Start from `tidegate_proxy_config_default()` and change
  * what you need; `tidegate_proxy_footprint`, `_new` and `_init` check it and name the first
  * problem in their status.
@@ -2125,6 +1484,70 @@ typedef struct TidegateProxyConfig {
      */
     uint32_t reserved;
 } TidegateProxyConfig;
+
+/**
+ * A flow id: a slot index (low 32 bits) and the slot's generation (high 32 bits). 0 is never a
+ * valid id. A stale or forged id is refused with `TIDEGATE_STATUS_STALE_FLOW` or
+ * `TIDEGATE_STATUS_UNKNOWN_FLOW` and touches no other flow.
+ */
+typedef uint64_t TidegateFlowId;
+
+/**
+ * The answer of `tidegate_proxy_on_new_flow`.
+ */
+typedef struct TidegateAdmission {
+    /**
+     * What the governor decided.
+     */
+    TidegateAdmissionDecision decision;
+    /**
+     * Why the flow was refused; `TIDEGATE_REJECT_REASON_NONE` when admitted.
+     */
+    TidegateRejectReason reject_reason;
+    /**
+     * The new flow's id; 0 when refused.
+     */
+    TidegateFlowId flow;
+    /**
+     * The flow the host must close; 0 unless the decision is `ACCEPTED_AFTER_EVICTING`.
+     */
+    TidegateFlowId evicted;
+    /**
+     * For `REJECTED` with `CONNECTION_BUDGET` from `tidegate_proxy_on_new_flow`, the budget
+     * limit that refused (`NONE` there means `max_connecting` refused); `NONE` otherwise.
+     */
+    TidegateBudgetRefusal budget_refusal;
+    /**
+     * Always 0: keeps the struct free of padding, so every byte is written.
+     */
+    uint32_t reserved;
+} TidegateAdmission;
+
+/**
+ * An IP address and port to connect to.
+ */
+typedef struct TidegateSocketAddress {
+    /**
+     * The address in network byte order: 16 bytes for IPv6, the first 4 for IPv4 (the rest 0).
+     */
+    uint8_t ip[16];
+    /**
+     * The port, in host byte order.
+     */
+    uint16_t port;
+    /**
+     * `TIDEGATE_ADDRESS_FAMILY_IPV4` or `TIDEGATE_ADDRESS_FAMILY_IPV6`.
+     */
+    uint8_t family;
+    /**
+     * 0 in addresses tidegate writes; ignored in addresses it reads.
+     */
+    uint8_t reserved;
+    /**
+     * The IPv6 scope (interface index) of a link-local address; 0 otherwise.
+     */
+    uint32_t scope_id;
+} TidegateSocketAddress;
 
 /**
  * One event from `tidegate_proxy_poll_events`. Fields not named by `kind` are zero.
@@ -2203,6 +1626,193 @@ typedef struct TidegateProxyFlow {
      */
     uint32_t attempts_in_flight;
 } TidegateProxyFlow;
+
+/**
+ * What the flow table holds for one app (`tidegate_proxy_app_state`).
+ */
+typedef struct TidegateAppState {
+    /**
+     * Bytes pending over the app's flows, both directions, closing flows included: what the
+     * app watermark compares.
+     */
+    uint64_t bytes_pending;
+    /**
+     * Open flows (opening, connecting or established).
+     */
+    uint32_t open_flows;
+    /**
+     * Whether the app watermark pauses the app's reads now.
+     */
+    bool reads_paused;
+    /**
+     * Always 0: keeps the struct free of padding, so every byte is written.
+     */
+    uint8_t reserved[3];
+} TidegateAppState;
+
+/**
+ * An app and the open flows it holds.
+ */
+typedef struct TidegateAppFlows {
+    /**
+     * The app id the host passed in.
+     */
+    uint64_t app;
+    /**
+     * Its open flows.
+     */
+    uint32_t flows;
+    /**
+     * Always 0: keeps the struct free of padding, so every byte is written.
+     */
+    uint32_t reserved;
+} TidegateAppFlows;
+
+/**
+ * A snapshot of the flow table's counters and occupancy (the `flows` field of
+ * `TidegateProxyStats`). Counters saturate.
+ */
+typedef struct TidegateFlowStats {
+    /**
+     * Flows admitted, with or without an eviction.
+     */
+    uint64_t admitted;
+    /**
+     * Flows refused because the table was full.
+     */
+    uint64_t rejected_table_full;
+    /**
+     * Flows refused because their app held its cap.
+     */
+    uint64_t rejected_app_over_limit;
+    /**
+     * Flows refused because their destination held its cap.
+     */
+    uint64_t rejected_destination_over_limit;
+    /**
+     * Flows refused by the connection budget.
+     */
+    uint64_t rejected_connection_budget;
+    /**
+     * Flows evicted to admit others.
+     */
+    uint64_t evicted;
+    /**
+     * Flows closed for idling past the idle timeout.
+     */
+    uint64_t idle_timeouts;
+    /**
+     * Flows closed for connecting past the connect timeout.
+     */
+    uint64_t connect_timeouts;
+    /**
+     * Flows closed before any byte moved.
+     */
+    uint64_t also_ran;
+    /**
+     * Flows closed after bytes moved.
+     */
+    uint64_t closed;
+    /**
+     * Failed connections, indexed by `TidegateErrorClass` (resource exhausted, refused,
+     * unreachable, timed out, reset, denied, other).
+     */
+    uint64_t connect_failures[7];
+    /**
+     * Flows opening now.
+     */
+    uint32_t opening;
+    /**
+     * Flows connecting now.
+     */
+    uint32_t connecting;
+    /**
+     * Flows established now.
+     */
+    uint32_t established;
+    /**
+     * Flows the host has been asked to close and has not reported closed.
+     */
+    uint32_t closing;
+    /**
+     * Bytes read from local flows and not yet acknowledged by the remote, over all flows.
+     */
+    uint64_t bytes_pending_outbound;
+    /**
+     * Bytes read from remotes and not yet written to the local flows, over all flows.
+     */
+    uint64_t bytes_pending_inbound;
+    /**
+     * Whether the global high watermark has paused every read.
+     */
+    bool reads_paused_globally;
+    /**
+     * Always 0: keeps the struct free of padding, so every byte is written.
+     */
+    uint8_t reserved[7];
+    /**
+     * Apps with at least one open flow.
+     */
+    uint32_t apps;
+    /**
+     * Valid entries in `top_apps`.
+     */
+    uint32_t top_apps_len;
+    /**
+     * The apps holding the most open flows, most first.
+     */
+    struct TidegateAppFlows top_apps[8];
+    /**
+     * Also-ran attempts: race losers, cancelled because another attempt of the same race
+     * connected. Distinct from `also_ran`,
+     * which counts flows.
+     */
+    uint64_t also_ran_attempts;
+    /**
+     * Flows whose connection the budget counts open now (established by a race, not yet
+     * reported closed).
+     */
+    uint32_t connections_held;
+    /**
+     * Apps whose reads their app watermark pauses now.
+     */
+    uint32_t apps_reads_paused;
+    /**
+     * Times an app's reads paused at the app high watermark.
+     */
+    uint64_t app_pauses;
+} TidegateFlowStats;
+
+/**
+ * A snapshot of the budget's counters (the `budget` field of `TidegateProxyStats`). Counters
+ * saturate.
+ */
+typedef struct TidegateBudgetStats {
+    /**
+     * Attempts the budget allowed to start.
+     */
+    uint64_t attempts_started;
+    /**
+     * Attempt requests refused.
+     */
+    uint64_t attempts_refused;
+    /**
+     * Connection requests outside an attempt (`tidegate_proxy_try_open_connection`) refused.
+     */
+    uint64_t connections_refused;
+    /**
+     * Resource-exhausted errors reported.
+     */
+    uint64_t resource_errors;
+    /**
+     * Times the effective limits were halved.
+     */
+    uint64_t backoffs;
+    /**
+     * Releases reported with nothing to release (a host bookkeeping bug).
+     */
+    uint64_t unbalanced_releases;
+} TidegateBudgetStats;
 
 /**
  * Counters and occupancy of the races, in `TidegateProxyStats`. Counters saturate.
@@ -2583,437 +2193,12 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * The default configuration: 64 attempts in flight, 400 connections, `RLIMIT_NOFILE` 256 with 32
- * descriptors reserved (so 224 connections until `tidegate_budget_set_fd_limit`), back-off floor
- * 8, recovery step every second.
- */
-struct TidegateBudgetConfig tidegate_budget_config_default(void);
-
-/**
- * Writes to `*out_size` and `*out_align` the size and alignment of the memory a budget with
- * `config` lives in, in one block. That is all the memory it ever uses:
- * `tidegate_budget_new` allocates exactly this block, and `tidegate_budget_init` places it in a
- * block of yours.
- *
- * Returns a `TIDEGATE_STATUS_CONFIG_*` status if the configuration is invalid.
- *
- * # Safety
- * `config` must be NULL or point to a valid `TidegateBudgetConfig`; `out_size` and `out_align` must be
- * NULL or valid for writing.
- */
-TidegateStatus tidegate_budget_footprint(const struct TidegateBudgetConfig *config,
-                                         size_t *out_size,
-                                         size_t *out_align);
-
-/**
- * Creates a budget with `config`, in memory it allocates, and writes its handle to
- * `*out_budget`. The one allocation is `tidegate_budget_footprint(config)` bytes; nothing is
- * allocated afterwards. Free the handle with `tidegate_budget_free`.
- *
- * Returns a `TIDEGATE_STATUS_CONFIG_*` status for an invalid configuration, or
- * `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
- *
- * # Safety
- * `config` must be NULL or point to a valid `TidegateBudgetConfig`; `out_budget` must be NULL or valid for
- * writing a pointer.
- */
-TidegateStatus tidegate_budget_new(const struct TidegateBudgetConfig *config,
-                                   struct TidegateBudget **out_budget);
-
-/**
- * Creates a budget with `config`, in the `len` bytes at `memory`, and writes its
- * handle (`memory` itself) to `*out_budget`: for hosts that place engines in memory of their own.
- *
- * `memory` must hold the size `tidegate_budget_footprint` gives and start on its alignment, or
- * the call returns `TIDEGATE_STATUS_BUFFER_TOO_SMALL` or `TIDEGATE_STATUS_MISALIGNED`. Nothing
- * else is ever used. Call `tidegate_budget_free` when done: it ends the handle and leaves the
- * memory to you.
- *
- * # Safety
- * `config` must be NULL or point to a valid `TidegateBudgetConfig`; `memory` must be NULL or valid for
- * reading and writing `len` bytes, used by nothing else until the handle is freed; `out_budget`
- * must be NULL or valid for writing a pointer.
- */
-TidegateStatus tidegate_budget_init(const struct TidegateBudgetConfig *config,
-                                    void *memory,
-                                    size_t len,
-                                    struct TidegateBudget **out_budget);
-
-/**
- * Frees a budget: ends it and releases its memory (memory given to `tidegate_budget_init` goes
- * back to the caller). `NULL` is a no-op. Works on a poisoned handle too. Free every race that uses
- * the budget first.
- *
- * # Safety
- * `budget` must be NULL or a handle from `tidegate_budget_new` or `tidegate_budget_init` that was
- * not freed yet, with no other call on it running.
- */
-void tidegate_budget_free(struct TidegateBudget *budget);
-
-/**
- * Gives the budget the process's real descriptor limit (`getrlimit(RLIMIT_NOFILE)`, soft
- * value; `RLIM_INFINITY` is fine). The connection limit becomes the smaller of
- * `max_open_connections` and `rlimit_nofile` minus the reserve (at most half of it). Returns
- * `TIDEGATE_STATUS_INVALID_ARGUMENT` for 0, changing nothing.
- *
- * # Safety
- * `budget` must be NULL or a live handle.
- */
-TidegateStatus tidegate_budget_set_fd_limit(struct TidegateBudget *budget, uint64_t rlimit_nofile);
-
-/**
- * Writes to `*out_can_start` whether `tidegate_budget_try_start_attempt` would succeed now.
- *
- * # Safety
- * `budget` must be NULL or a live handle; `out_can_start` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_budget_can_start_attempt(const struct TidegateBudget *budget,
-                                                 bool *out_can_start);
-
-/**
- * Counts a connection attempt made outside a race (a single connect), or refuses it at once
- * with `TIDEGATE_STATUS_NO_BUDGET_ATTEMPTS` or `TIDEGATE_STATUS_NO_BUDGET_CONNECTIONS`, counting
- * nothing. On success report exactly one of `tidegate_budget_on_attempt_connected`,
- * `_on_attempt_failed` or `_on_attempt_cancelled` later. Races do this themselves.
- *
- * # Safety
- * `budget` must be NULL or a live handle.
- */
-TidegateStatus tidegate_budget_try_start_attempt(struct TidegateBudget *budget, uint64_t now_us);
-
-/**
- * An attempt started with `tidegate_budget_try_start_attempt` connected: it now counts as an
- * open connection. Returns `TIDEGATE_STATUS_BUDGET_NO_ATTEMPT_IN_FLIGHT` if none is counted.
- *
- * # Safety
- * `budget` must be NULL or a live handle.
- */
-TidegateStatus tidegate_budget_on_attempt_connected(struct TidegateBudget *budget, uint64_t now_us);
-
-/**
- * An attempt started with `tidegate_budget_try_start_attempt` failed with `errno_value` (the
- * `errno` of `connect`, `socket` or `SO_ERROR`); a resource error (the errnos of
- * `TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED`) makes the budget back off.
- *
- * # Safety
- * `budget` must be NULL or a live handle.
- */
-TidegateStatus tidegate_budget_on_attempt_failed(struct TidegateBudget *budget,
-                                                 uint64_t now_us,
-                                                 int32_t errno_value);
-
-/**
- * An attempt started with `tidegate_budget_try_start_attempt` was abandoned by the host.
- *
- * # Safety
- * `budget` must be NULL or a live handle.
- */
-TidegateStatus tidegate_budget_on_attempt_cancelled(struct TidegateBudget *budget, uint64_t now_us);
-
-/**
- * Counts a connection that did not go through an attempt (an accepted socket), or refuses it
- * at once with `TIDEGATE_STATUS_NO_BUDGET_CONNECTIONS`.
- *
- * # Safety
- * `budget` must be NULL or a live handle.
- */
-TidegateStatus tidegate_budget_try_open_connection(struct TidegateBudget *budget, uint64_t now_us);
-
-/**
- * An open connection closed (a race's winner, or one counted by
- * `tidegate_budget_try_open_connection`). Returns `TIDEGATE_STATUS_BUDGET_NO_OPEN_CONNECTION`
- * if none is counted. Poll races waiting for budget afterwards.
- *
- * # Safety
- * `budget` must be NULL or a live handle.
- */
-TidegateStatus tidegate_budget_on_connection_closed(struct TidegateBudget *budget, uint64_t now_us);
-
-/**
- * The OS reported a resource shortage outside an attempt (`accept` failing with `EMFILE`, a
- * flow refused with `ENOSPC`): the budget backs off as for a failed attempt.
- *
- * # Safety
- * `budget` must be NULL or a live handle.
- */
-TidegateStatus tidegate_budget_on_resource_error(struct TidegateBudget *budget, uint64_t now_us);
-
-/**
- * Writes to `*out_deadline_us` when the next recovery step is due, or `UINT64_MAX` when the
- * budget is not backing off.
- *
- * # Safety
- * `budget` must be NULL or a live handle; `out_deadline_us` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_budget_poll_timeout(const struct TidegateBudget *budget,
-                                            uint64_t *out_deadline_us);
-
-/**
- * Applies the recovery steps due at `now_us`. Idempotent. Poll races waiting for budget
- * afterwards.
- *
- * # Safety
- * `budget` must be NULL or a live handle.
- */
-TidegateStatus tidegate_budget_handle_timeout(struct TidegateBudget *budget, uint64_t now_us);
-
-/**
- * Writes the budget's limits and usage now to `*out_levels`.
- *
- * # Safety
- * `budget` must be NULL or a live handle; `out_levels` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_budget_levels(const struct TidegateBudget *budget,
-                                      struct TidegateBudgetLevels *out_levels);
-
-/**
- * Writes a snapshot of the budget's counters to `*out_stats`.
- *
- * # Safety
- * `budget` must be NULL or a live handle; `out_stats` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_budget_stats(const struct TidegateBudget *budget,
-                                     struct TidegateBudgetStats *out_stats);
-
-/**
  * The class of `errno_value` (from `connect`, `socket`, `accept` or `SO_ERROR`), numbered as on
  * the platform the library was built for: what the budget and the races do with it, and what a
  * host should do. `TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED` is the one list of resource errors
  * that make the budget back off. Unknown values are `TIDEGATE_ERROR_CLASS_OTHER`.
  */
 TidegateErrorClass tidegate_errno_class(int32_t errno_value);
-
-/**
- * The default race configuration: IPv6 first, First Address Family Count 1, Resolution Delay
- * 50 ms, Connection Attempt Delay 250 ms (RFC 8305), no attempt timeout, 1 s budget wait.
- */
-struct TidegateEyeballsConfig tidegate_eyeballs_config_default(void);
-
-/**
- * Writes to `*out_size` and `*out_align` the size and alignment of the memory a race with
- * `config` lives in, in one block. That is all the memory it ever uses:
- * `tidegate_eyeballs_new` allocates exactly this block, and `tidegate_eyeballs_init` places it in a
- * block of yours.
- *
- * Returns a `TIDEGATE_STATUS_CONFIG_*` status if the configuration is invalid.
- *
- * # Safety
- * `config` must be NULL or point to a valid `TidegateEyeballsConfig`; `out_size` and `out_align` must be
- * NULL or valid for writing.
- */
-TidegateStatus tidegate_eyeballs_footprint(const struct TidegateEyeballsConfig *config,
-                                           size_t *out_size,
-                                           size_t *out_align);
-
-/**
- * Creates a race with `config`, started at `now_us`, in memory it allocates, and writes its handle to
- * `*out_race`. The one allocation is `tidegate_eyeballs_footprint(config)` bytes; nothing is
- * allocated afterwards. Free the handle with `tidegate_eyeballs_free`.
- *
- * Returns a `TIDEGATE_STATUS_CONFIG_*` status for an invalid configuration, or
- * `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
- *
- * # Safety
- * `config` must be NULL or point to a valid `TidegateEyeballsConfig`; `out_race` must be NULL or valid for
- * writing a pointer.
- */
-TidegateStatus tidegate_eyeballs_new(const struct TidegateEyeballsConfig *config,
-                                     uint64_t now_us,
-                                     struct TidegateEyeballs **out_race);
-
-/**
- * Creates a race with `config`, started at `now_us`, in the `len` bytes at `memory`, and writes its
- * handle (`memory` itself) to `*out_race`: for hosts that place engines in memory of their own.
- *
- * `memory` must hold the size `tidegate_eyeballs_footprint` gives and start on its alignment, or
- * the call returns `TIDEGATE_STATUS_BUFFER_TOO_SMALL` or `TIDEGATE_STATUS_MISALIGNED`. Nothing
- * else is ever used. Call `tidegate_eyeballs_free` when done: it ends the handle and leaves the
- * memory to you.
- *
- * # Safety
- * `config` must be NULL or point to a valid `TidegateEyeballsConfig`; `memory` must be NULL or valid for
- * reading and writing `len` bytes, used by nothing else until the handle is freed; `out_race`
- * must be NULL or valid for writing a pointer.
- */
-TidegateStatus tidegate_eyeballs_init(const struct TidegateEyeballsConfig *config,
-                                      uint64_t now_us,
-                                      void *memory,
-                                      size_t len,
-                                      struct TidegateEyeballs **out_race);
-
-/**
- * Frees a race: ends it and releases its memory (memory given to `tidegate_eyeballs_init` goes
- * back to the caller). `NULL` is a no-op. Works on a poisoned handle too.
- *
- * Free a race only once `tidegate_eyeballs_is_finished` says so (call `tidegate_eyeballs_on_abort`
- * and drain it first if it is still running): attempts still in flight stay counted in the
- * budget.
- *
- * # Safety
- * `race` must be NULL or a handle from `tidegate_eyeballs_new` or `tidegate_eyeballs_init` that was
- * not freed yet, with no other call on it running.
- */
-void tidegate_eyeballs_free(struct TidegateEyeballs *race);
-
-/**
- * Feeds (part of) a DNS answer: `family` (a `TIDEGATE_ADDRESS_FAMILY_*` value) says whether it
- * is the AAAA or the A answer; `addresses[0..count]` are its addresses with the port, in the
- * resolver's order. `count` 0 is an answer without records. Writes how many addresses became
- * candidates to `*out_added` (duplicates and addresses past 16 are not).
- *
- * Returns `TIDEGATE_STATUS_INVALID_ARGUMENT` for an unknown family value (in the argument or
- * an address), `TIDEGATE_STATUS_ADDRESS_FAMILY_MISMATCH` if an address is not of `family`,
- * `TIDEGATE_STATUS_RACE_FINISHED` once the race is over; nothing is fed then.
- *
- * # Safety
- * `race` must be NULL or a live handle; `addresses` must be valid for reading `count`
- * addresses (NULL only if `count` is 0); `out_added` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_eyeballs_on_resolved(struct TidegateEyeballs *race,
-                                             uint64_t now_us,
-                                             uint32_t family,
-                                             const struct TidegateSocketAddress *addresses,
-                                             size_t count,
-                                             size_t *out_added);
-
-/**
- * The query for `family` (a `TIDEGATE_ADDRESS_FAMILY_*` value) failed or timed out: no address
- * of that family will come. Ends the Resolution Delay if it was waiting for this family.
- *
- * # Safety
- * `race` must be NULL or a live handle.
- */
-TidegateStatus tidegate_eyeballs_on_resolution_failed(struct TidegateEyeballs *race,
-                                                      uint64_t now_us,
-                                                      uint32_t family);
-
-/**
- * Resolution is over: no address of any family will come (after feeding `getaddrinfo`'s
- * results, for example).
- *
- * # Safety
- * `race` must be NULL or a live handle.
- */
-TidegateStatus tidegate_eyeballs_on_resolution_done(struct TidegateEyeballs *race, uint64_t now_us);
-
-/**
- * Attempt `index` connected (its socket became writable with `SO_ERROR` 0). The first attempt
- * to connect wins; the others are cancelled.
- *
- * Returns `TIDEGATE_STATUS_UNKNOWN_ATTEMPT` for an index never started, or
- * `TIDEGATE_STATUS_ATTEMPT_NOT_IN_FLIGHT` if the race already gave up on it: then its
- * `CANCEL_ATTEMPT` action is (or was) in the action stream; close the socket there.
- *
- * # Safety
- * `race` must be NULL or a live handle.
- */
-TidegateStatus tidegate_eyeballs_on_attempt_connected(struct TidegateEyeballs *race,
-                                                      uint64_t now_us,
-                                                      uint32_t index);
-
-/**
- * Attempt `index` failed with `errno_value` (from `connect`, `socket` or `SO_ERROR`). Close its
- * socket after this returns `TIDEGATE_STATUS_OK`; the next candidate starts at once. Resource
- * errors make the budget back off. Same errors as `tidegate_eyeballs_on_attempt_connected`.
- *
- * # Safety
- * `race` must be NULL or a live handle.
- */
-TidegateStatus tidegate_eyeballs_on_attempt_failed(struct TidegateEyeballs *race,
-                                                   uint64_t now_us,
-                                                   uint32_t index,
-                                                   int32_t errno_value);
-
-/**
- * Gives up the race: every attempt in flight is cancelled (drain the `CANCEL_ATTEMPT` actions).
- * No effect once the race is over.
- *
- * # Safety
- * `race` must be NULL or a live handle.
- */
-TidegateStatus tidegate_eyeballs_on_abort(struct TidegateEyeballs *race, uint64_t now_us);
-
-/**
- * Writes to `*out_deadline_us` when the race next needs `tidegate_eyeballs_handle_timeout` and
- * a poll, or `UINT64_MAX` when nothing is timed.
- *
- * # Safety
- * `race` must be NULL or a live handle; `out_deadline_us` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_eyeballs_poll_timeout(const struct TidegateEyeballs *race,
-                                              uint64_t *out_deadline_us);
-
-/**
- * Applies the timers due at `now_us` (attempt timeouts); attempt starts happen in the next
- * poll. Idempotent.
- *
- * # Safety
- * `race` must be NULL or a live handle.
- */
-TidegateStatus tidegate_eyeballs_handle_timeout(struct TidegateEyeballs *race, uint64_t now_us);
-
-/**
- * Writes the next action to `*out_action` (`kind` `TIDEGATE_EYEBALLS_ACTION_KIND_NONE` when
- * there is nothing to do). Applies the timers due at `now_us` first (as
- * `tidegate_eyeballs_handle_timeout` does), so a timer only needs to call this. Asks `budget`
- * before every `START_ATTEMPT` and releases each attempt's budget exactly once. Pass the same
- * budget every time.
- *
- * A panic inside poisons both handles.
- *
- * # Safety
- * `race` and `budget` must each be NULL or a live handle, with no other call on either running;
- * `out_action` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_eyeballs_poll_action(struct TidegateEyeballs *race,
-                                             uint64_t now_us,
-                                             struct TidegateBudget *budget,
-                                             struct TidegateEyeballsAction *out_action);
-
-/**
- * Writes where the race stands to `*out_status`.
- *
- * # Safety
- * `race` must be NULL or a live handle; `out_status` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_eyeballs_status(const struct TidegateEyeballs *race,
-                                        struct TidegateRaceStatus *out_status);
-
-/**
- * Writes to `*out_finished` whether the race is over and drained: nothing more will come out
- * of it and it holds no budget. It may then be freed.
- *
- * # Safety
- * `race` must be NULL or a live handle; `out_finished` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_eyeballs_is_finished(const struct TidegateEyeballs *race,
-                                             bool *out_finished);
-
-/**
- * Writes to `*out_waiting` whether the race waits for budget: poll it again when budget is
- * released.
- *
- * # Safety
- * `race` must be NULL or a live handle; `out_waiting` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_eyeballs_is_waiting_for_budget(const struct TidegateEyeballs *race,
-                                                       bool *out_waiting);
-
-/**
- * Writes a snapshot of the race's counters to `*out_stats`.
- *
- * # Safety
- * `race` must be NULL or a live handle; `out_stats` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_eyeballs_stats(const struct TidegateEyeballs *race,
-                                       struct TidegateEyeballsStats *out_stats);
-
-/**
- * The default policy, for an Apple Network Extension proxy: 512 slots, at most 448 open flows,
- * 256 per app, 128 per destination, 128 connecting; idle timeout 10 minutes, connect timeout
- * 30 s; per-flow watermarks 256 KiB / 64 KiB, per app 2 MiB / 1 MiB, global 6 MiB / 4 MiB.
- */
-struct TidegateFlowPolicy tidegate_flow_policy_default(void);
 
 /**
  * Writes to `*out_key` a stable 64-bit key (FNV-1a) of the `len` bytes at `data`: derive app
@@ -3024,382 +2209,6 @@ struct TidegateFlowPolicy tidegate_flow_policy_default(void);
  * NULL or valid for writing.
  */
 TidegateStatus tidegate_flow_key(const uint8_t *data, size_t len, uint64_t *out_key);
-
-/**
- * Writes to `*out_size` and `*out_align` the size and alignment of the memory a flow governor with
- * `policy` lives in, in one block. That is all the memory it ever uses:
- * `tidegate_flow_governor_new` allocates exactly this block, and `tidegate_flow_governor_init` places it in a
- * block of yours.
- *
- * Returns a `TIDEGATE_STATUS_CONFIG_*` status if the policy is invalid.
- *
- * # Safety
- * `policy` must be NULL or point to a valid `TidegateFlowPolicy`; `out_size` and `out_align` must be
- * NULL or valid for writing.
- */
-TidegateStatus tidegate_flow_governor_footprint(const struct TidegateFlowPolicy *policy,
-                                                size_t *out_size,
-                                                size_t *out_align);
-
-/**
- * Creates a flow governor with `policy`, started at `now_us`, in memory it allocates, and writes its handle to
- * `*out_governor`. The one allocation is `tidegate_flow_governor_footprint(policy)` bytes; nothing is
- * allocated afterwards. Free the handle with `tidegate_flow_governor_free`.
- *
- * Returns a `TIDEGATE_STATUS_CONFIG_*` status for an invalid policy, or
- * `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
- *
- * # Safety
- * `policy` must be NULL or point to a valid `TidegateFlowPolicy`; `out_governor` must be NULL or valid for
- * writing a pointer.
- */
-TidegateStatus tidegate_flow_governor_new(const struct TidegateFlowPolicy *policy,
-                                          uint64_t now_us,
-                                          struct TidegateFlowGovernor **out_governor);
-
-/**
- * Creates a flow governor with `policy`, started at `now_us`, in the `len` bytes at `memory`, and writes its
- * handle (`memory` itself) to `*out_governor`: for hosts that place engines in memory of their own.
- *
- * `memory` must hold the size `tidegate_flow_governor_footprint` gives and start on its alignment, or
- * the call returns `TIDEGATE_STATUS_BUFFER_TOO_SMALL` or `TIDEGATE_STATUS_MISALIGNED`. Nothing
- * else is ever used. Call `tidegate_flow_governor_free` when done: it ends the handle and leaves the
- * memory to you.
- *
- * # Safety
- * `policy` must be NULL or point to a valid `TidegateFlowPolicy`; `memory` must be NULL or valid for
- * reading and writing `len` bytes, used by nothing else until the handle is freed; `out_governor`
- * must be NULL or valid for writing a pointer.
- */
-TidegateStatus tidegate_flow_governor_init(const struct TidegateFlowPolicy *policy,
-                                           uint64_t now_us,
-                                           void *memory,
-                                           size_t len,
-                                           struct TidegateFlowGovernor **out_governor);
-
-/**
- * Frees a flow governor: ends it and releases its memory (memory given to `tidegate_flow_governor_init` goes
- * back to the caller). `NULL` is a no-op. Works on a poisoned handle too.
- *
- * # Safety
- * `governor` must be NULL or a handle from `tidegate_flow_governor_new` or `tidegate_flow_governor_init` that was
- * not freed yet, with no other call on it running.
- */
-void tidegate_flow_governor_free(struct TidegateFlowGovernor *governor);
-
-/**
- * Asks to admit a new flow of `app` to `destination` over `protocol` (a
- * `TIDEGATE_FLOW_PROTOCOL_*` value) and writes the answer to `*out_admission`. A refusal is an
- * answer, not an error: the status is `TIDEGATE_STATUS_OK` and the decision says
- * `REJECTED`. O(1).
- *
- * # Safety
- * `governor` must be NULL or a live handle; `out_admission` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_flow_governor_on_new_flow(struct TidegateFlowGovernor *governor,
-                                                  uint64_t now_us,
-                                                  uint64_t app,
-                                                  uint64_t destination,
-                                                  uint32_t protocol,
-                                                  struct TidegateAdmission *out_admission);
-
-/**
- * The host started the remote connection of `flow`: opening becomes connecting.
- *
- * # Safety
- * `governor` must be NULL or a live handle.
- */
-TidegateStatus tidegate_flow_governor_on_connecting(struct TidegateFlowGovernor *governor,
-                                                    uint64_t now_us,
-                                                    TidegateFlowId flow);
-
-/**
- * The remote connection of `flow` is up. Check `tidegate_flow_governor_can_read_local` and
- * `_can_read_remote` before the first reads.
- *
- * # Safety
- * `governor` must be NULL or a live handle.
- */
-TidegateStatus tidegate_flow_governor_on_connected(struct TidegateFlowGovernor *governor,
-                                                   uint64_t now_us,
-                                                   TidegateFlowId flow);
-
-/**
- * The remote connection of `flow` failed with `errno_value` (the POSIX errno, for example
- * from `NWError.posix`, classified as a `TidegateErrorClass`); the host closes the local flow. The slot is freed at once and the
- * outcome written to `*out_outcome`: `CONNECT_FAILED`, or the governor's close reason if it
- * had already asked for the close. The failure is counted by its class in the stats.
- *
- * # Safety
- * `governor` must be NULL or a live handle; `out_outcome` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_flow_governor_on_connect_failed(struct TidegateFlowGovernor *governor,
-                                                        uint64_t now_us,
-                                                        TidegateFlowId flow,
-                                                        int32_t errno_value,
-                                                        TidegateFlowOutcome *out_outcome);
-
-/**
- * The host closed `flow`. The slot is freed at once, pending bytes are released, and the
- * flow's one outcome is written to `*out_outcome`. A second close returns
- * `TIDEGATE_STATUS_STALE_FLOW`.
- *
- * # Safety
- * `governor` must be NULL or a live handle; `out_outcome` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_flow_governor_on_closed(struct TidegateFlowGovernor *governor,
-                                                uint64_t now_us,
-                                                TidegateFlowId flow,
-                                                TidegateFlowOutcome *out_outcome);
-
-/**
- * The host read `bytes` from the local flow of `flow` (`readData`). Then check
- * `tidegate_flow_governor_can_read_local` before the next read. Returns
- * `TIDEGATE_STATUS_INVALID_ARGUMENT`, changing nothing, if the bytes pending (on the flow or
- * over all flows) cannot count `bytes` more: a corrupted length, such as -1 cast to unsigned.
- *
- * # Safety
- * `governor` must be NULL or a live handle.
- */
-TidegateStatus tidegate_flow_governor_on_local_read(struct TidegateFlowGovernor *governor,
-                                                    uint64_t now_us,
-                                                    TidegateFlowId flow,
-                                                    uint64_t bytes);
-
-/**
- * The remote send completion of `flow` acknowledged `bytes` read from the local flow. Returns
- * `TIDEGATE_STATUS_COMPLETION_EXCEEDS_PENDING`, changing nothing, if fewer bytes are pending.
- *
- * # Safety
- * `governor` must be NULL or a live handle.
- */
-TidegateStatus tidegate_flow_governor_on_remote_sent(struct TidegateFlowGovernor *governor,
-                                                     uint64_t now_us,
-                                                     TidegateFlowId flow,
-                                                     uint64_t bytes);
-
-/**
- * The host received `bytes` from the remote of `flow`. Then check
- * `tidegate_flow_governor_can_read_remote` before the next receive. Returns
- * `TIDEGATE_STATUS_INVALID_ARGUMENT`, changing nothing, if the bytes pending (on the flow or
- * over all flows) cannot count `bytes` more: a corrupted length, such as -1 cast to unsigned.
- *
- * # Safety
- * `governor` must be NULL or a live handle.
- */
-TidegateStatus tidegate_flow_governor_on_remote_read(struct TidegateFlowGovernor *governor,
-                                                     uint64_t now_us,
-                                                     TidegateFlowId flow,
-                                                     uint64_t bytes);
-
-/**
- * The `writeData` completion of `flow` handed `bytes` to the local app. Returns
- * `TIDEGATE_STATUS_COMPLETION_EXCEEDS_PENDING`, changing nothing, if fewer bytes are pending.
- *
- * # Safety
- * `governor` must be NULL or a live handle.
- */
-TidegateStatus tidegate_flow_governor_on_local_written(struct TidegateFlowGovernor *governor,
-                                                       uint64_t now_us,
-                                                       TidegateFlowId flow,
-                                                       uint64_t bytes);
-
-/**
- * Writes to `*out_can_read` whether the host may issue a read on the local flow of `flow`: its
- * outbound bytes, its app's and all pending bytes are under their watermarks. If it is `false`
- * after a read, stop reading until a `RESUME_READ_LOCAL` notification. `false` for an unknown
- * or stale flow.
- *
- * # Safety
- * `governor` must be NULL or a live handle; `out_can_read` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_flow_governor_can_read_local(const struct TidegateFlowGovernor *governor,
-                                                     TidegateFlowId flow,
-                                                     bool *out_can_read);
-
-/**
- * Writes to `*out_can_read` whether the host may issue a receive on the remote of `flow`: its
- * inbound bytes, its app's and all pending bytes are under their watermarks. If it is `false`
- * after a read, stop reading until a `RESUME_READ_REMOTE` notification. `false` for an unknown
- * or stale flow and before the flow is connected.
- *
- * # Safety
- * `governor` must be NULL or a live handle; `out_can_read` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_flow_governor_can_read_remote(const struct TidegateFlowGovernor *governor,
-                                                      TidegateFlowId flow,
-                                                      bool *out_can_read);
-
-/**
- * Writes up to `capacity` notifications to `notifications[0..]` and their number to
- * `*out_count`. Call it after every input until the count is 0. Notifications wait in the
- * table itself, so none is ever lost, however late you drain.
- *
- * # Safety
- * `governor` must be NULL or a live handle; `notifications` must be valid for writing
- * `capacity` entries (NULL only if `capacity` is 0); `out_count` must be NULL or valid for
- * writing.
- */
-TidegateStatus tidegate_flow_governor_poll_notifications(struct TidegateFlowGovernor *governor,
-                                                         struct TidegateFlowNotification *notifications,
-                                                         size_t capacity,
-                                                         size_t *out_count);
-
-/**
- * Writes to `*out_deadline_us` when `tidegate_flow_governor_handle_timeout` next has work, or
- * `UINT64_MAX` if no flow has a deadline.
- *
- * # Safety
- * `governor` must be NULL or a live handle; `out_deadline_us` must be NULL or valid for
- * writing.
- */
-TidegateStatus tidegate_flow_governor_poll_timeout(const struct TidegateFlowGovernor *governor,
-                                                   uint64_t *out_deadline_us);
-
-/**
- * Closes every flow whose connect or idle deadline has passed: each becomes a `CLOSE`
- * notification. Idempotent.
- *
- * # Safety
- * `governor` must be NULL or a live handle.
- */
-TidegateStatus tidegate_flow_governor_handle_timeout(struct TidegateFlowGovernor *governor,
-                                                     uint64_t now_us);
-
-/**
- * Sets the connection budget hook: at most `max_connecting` flows opening or connecting (0
- * refuses every new flow). A host with a `TidegateBudget` admits through
- * `tidegate_flow_governor_on_new_flow_with_budget` instead, which asks the budget each time.
- *
- * # Safety
- * `governor` must be NULL or a live handle.
- */
-TidegateStatus tidegate_flow_governor_set_connection_budget(struct TidegateFlowGovernor *governor,
-                                                            uint32_t max_connecting);
-
-/**
- * Writes the state of `flow` to `*out_state`: `CLOSED` for a flow that has closed. Returns
- * `TIDEGATE_STATUS_UNKNOWN_FLOW` for an id the governor never issued.
- *
- * # Safety
- * `governor` must be NULL or a live handle; `out_state` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_flow_governor_state(const struct TidegateFlowGovernor *governor,
-                                            TidegateFlowId flow,
-                                            TidegateFlowState *out_state);
-
-/**
- * Writes what the governor holds for `app` to `*out_state`: its open flows, the bytes pending
- * over its flows and whether its app watermark pauses its reads; all zero for an app with no
- * flow in the table. Ask it for the app behind a paused read to tell a stalled app from a
- * stalled flow.
- *
- * # Safety
- * `governor` must be NULL or a live handle; `out_state` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_flow_governor_app_state(const struct TidegateFlowGovernor *governor,
-                                                uint64_t app,
-                                                struct TidegateAppState *out_state);
-
-/**
- * Writes a snapshot of the governor's counters and occupancy to `*out_stats`.
- *
- * # Safety
- * `governor` must be NULL or a live handle; `out_stats` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_flow_governor_stats(const struct TidegateFlowGovernor *governor,
-                                            struct TidegateFlowStats *out_stats);
-
-/**
- * Asks to admit a new flow as `tidegate_flow_governor_on_new_flow` does, and also asks the
- * shared `budget`: the flow is refused with `TIDEGATE_REJECT_REASON_CONNECTION_BUDGET` when the
- * budget could not start one more connection attempt now. At the attempt limit the refusal is
- * immediate; at the connection limit an app below its fair share may still be admitted by
- * evicting a connected flow of the heaviest app (close it as the answer says: its connection
- * gives the new flow room). The budget is asked on every call, so limits lowered after a
- * resource error apply at once.
- *
- * Writes the answer to `*out_admission` and, to `*out_budget_refusal`, which budget limit
- * refused the flow (`TIDEGATE_BUDGET_REFUSAL_NONE` unless the decision is `REJECTED` for
- * `CONNECTION_BUDGET` because of the budget; `NONE` with that reason means the governor's own
- * `max_connecting` refused). Returns `TIDEGATE_STATUS_INVALID_ARGUMENT` for an unknown protocol.
- *
- * A panic inside poisons both handles.
- *
- * # Safety
- * `governor` and `budget` must each be NULL or a live handle, with no other call on either
- * running; `out_admission` and `out_budget_refusal` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_flow_governor_on_new_flow_with_budget(struct TidegateFlowGovernor *governor,
-                                                              struct TidegateBudget *budget,
-                                                              uint64_t now_us,
-                                                              uint64_t app,
-                                                              uint64_t destination,
-                                                              uint32_t protocol,
-                                                              struct TidegateAdmission *out_admission,
-                                                              TidegateBudgetRefusal *out_budget_refusal);
-
-/**
- * Writes the next step of `flow`'s outbound connect, run by `race` under `budget`, to
- * `*out_action` (`kind` `TIDEGATE_CONNECT_ACTION_KIND_NONE` when there is nothing to do). The
- * governor and the budget are already updated for the step: the first attempt makes the flow
- * connecting, the winner establishes it and counts as its open connection, losers are counted
- * as also-ran attempts in the governor's stats, and a failed race fails the flow.
- *
- * Poll a flow's race only through this function (never `tidegate_eyeballs_poll_action`), with
- * the same budget every time, until it reports `NONE`. The race's timers due at `now_us` are
- * applied first, so a timer only needs to call this. If `flow` is no longer open (evicted,
- * timed out, closed), the race is aborted: it starts nothing more and its attempts come out as
- * `CANCEL_ATTEMPT`. Free the race once `tidegate_eyeballs_is_finished` says so.
- *
- * Returns `TIDEGATE_STATUS_UNKNOWN_FLOW` for an id the governor never issued; nothing is done.
- * A panic inside poisons all three handles.
- *
- * # Safety
- * `governor`, `budget` and `race` must each be NULL or a live handle, with no other call on any
- * of them running; `out_action` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_flow_governor_poll_race(struct TidegateFlowGovernor *governor,
-                                                struct TidegateBudget *budget,
-                                                struct TidegateEyeballs *race,
-                                                uint64_t now_us,
-                                                TidegateFlowId flow,
-                                                struct TidegateConnectAction *out_action);
-
-/**
- * The host closed `flow`: as `tidegate_flow_governor_on_closed`, and if the flow's connection
- * is counted by `budget` (it was established by `tidegate_flow_governor_poll_race`), the budget
- * gets its close now, exactly once, whichever path ended the flow (the host's close, or an
- * eviction or timeout the host carried out). Also pays closes owed for flows closed with
- * `tidegate_flow_governor_on_closed`. Writes the flow's outcome to `*out_outcome`.
- *
- * Returns `TIDEGATE_STATUS_UNKNOWN_FLOW` for an id the governor never issued and
- * `TIDEGATE_STATUS_STALE_FLOW` for a flow already closed; nothing changes (closes owed stay
- * owed). A panic inside poisons both handles.
- *
- * # Safety
- * `governor` and `budget` must each be NULL or a live handle, with no other call on either
- * running; `out_outcome` must be NULL or valid for writing.
- */
-TidegateStatus tidegate_flow_governor_on_closed_with_budget(struct TidegateFlowGovernor *governor,
-                                                            struct TidegateBudget *budget,
-                                                            uint64_t now_us,
-                                                            TidegateFlowId flow,
-                                                            TidegateFlowOutcome *out_outcome);
-
-/**
- * Gives `budget` the connection closes owed for flows closed with
- * `tidegate_flow_governor_on_closed` (a callback that had no budget at hand) while their
- * connection was counted by the budget. The other `_with_budget` calls and `_poll_race` do it
- * first; call this when none of them is due.
- *
- * # Safety
- * `governor` and `budget` must each be NULL or a live handle, with no other call on either
- * running.
- */
-TidegateStatus tidegate_flow_governor_settle_budget(struct TidegateFlowGovernor *governor,
-                                                    struct TidegateBudget *budget,
-                                                    uint64_t now_us);
 
 /**
  * The default configuration: a 250 ms housekeeping deadline (short enough that the user's next

@@ -58,10 +58,10 @@ pub use eyeballs::{
     RaceFailure, RaceStatus, ResolveError,
 };
 pub use flow::{
-    Admission, AppFlows, AppId, AppState, CloseReason, ConnectAction, DEFAULT_FLOW_SLOTS,
-    DestinationKey, FlowError, FlowGovernor, FlowId, FlowInfo, FlowOutcome, FlowPolicy, FlowSlot,
-    FlowState, FlowStats, FlowView, FlowsByState, FlowsWithBudget, Notification, PolicyError,
-    Protocol, RejectCounts, RejectReason, TOP_APPS, flow_governor_footprint,
+    Admission, AppFlows, AppId, AppState, CloseReason, DEFAULT_FLOW_SLOTS, DestinationKey,
+    FlowError, FlowGovernor, FlowId, FlowInfo, FlowOutcome, FlowPolicy, FlowSlot, FlowState,
+    FlowStats, FlowView, FlowsByState, Notification, PolicyError, Protocol, RejectCounts,
+    RejectReason, TOP_APPS, flow_governor_footprint,
 };
 pub use fq::{FlowQueue, MAX_FLOW_QUEUES, MIN_FLOW_QUANTUM};
 pub use journal::{

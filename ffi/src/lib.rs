@@ -21,7 +21,6 @@ mod boundary;
 mod budget;
 mod eyeballs;
 mod flow;
-mod flow_connect;
 mod lifecycle;
 mod place;
 mod proxy;
@@ -42,50 +41,16 @@ pub use lifecycle::{
     tidegate_lifecycle_stats, tidegate_lifecycle_write_journal,
 };
 
-pub use budget::{
-    TidegateBudget, TidegateBudgetConfig, TidegateBudgetLevels, TidegateBudgetStats,
-    tidegate_budget_can_start_attempt, tidegate_budget_config_default, tidegate_budget_footprint,
-    tidegate_budget_free, tidegate_budget_handle_timeout, tidegate_budget_init,
-    tidegate_budget_levels, tidegate_budget_new, tidegate_budget_on_attempt_cancelled,
-    tidegate_budget_on_attempt_connected, tidegate_budget_on_attempt_failed,
-    tidegate_budget_on_connection_closed, tidegate_budget_on_resource_error,
-    tidegate_budget_poll_timeout, tidegate_budget_set_fd_limit, tidegate_budget_stats,
-    tidegate_budget_try_open_connection, tidegate_budget_try_start_attempt,
-};
+pub use budget::{TidegateBudgetConfig, TidegateBudgetStats};
 pub use eyeballs::{
-    TidegateAddressFamily, TidegateBudgetRefusal, TidegateErrorClass, TidegateEyeballs,
-    TidegateEyeballsAction, TidegateEyeballsActionKind, TidegateEyeballsConfig,
-    TidegateEyeballsStats, TidegateRaceFailure, TidegateRaceState, TidegateRaceStatus,
-    TidegateSocketAddress, tidegate_errno_class, tidegate_eyeballs_config_default,
-    tidegate_eyeballs_footprint, tidegate_eyeballs_free, tidegate_eyeballs_handle_timeout,
-    tidegate_eyeballs_init, tidegate_eyeballs_is_finished, tidegate_eyeballs_is_waiting_for_budget,
-    tidegate_eyeballs_new, tidegate_eyeballs_on_abort, tidegate_eyeballs_on_attempt_connected,
-    tidegate_eyeballs_on_attempt_failed, tidegate_eyeballs_on_resolution_done,
-    tidegate_eyeballs_on_resolution_failed, tidegate_eyeballs_on_resolved,
-    tidegate_eyeballs_poll_action, tidegate_eyeballs_poll_timeout, tidegate_eyeballs_stats,
-    tidegate_eyeballs_status,
+    TidegateAddressFamily, TidegateBudgetRefusal, TidegateErrorClass, TidegateEyeballsConfig,
+    TidegateRaceFailure, TidegateSocketAddress, tidegate_errno_class,
 };
 pub use flow::{
     TidegateAdmission, TidegateAdmissionDecision, TidegateAppFlows, TidegateAppState,
-    TidegateCloseReason, TidegateFlowGovernor, TidegateFlowId, TidegateFlowNotification,
-    TidegateFlowNotificationKind, TidegateFlowOutcome, TidegateFlowPolicy, TidegateFlowProtocol,
-    TidegateFlowState, TidegateFlowStats, TidegateRejectReason, tidegate_flow_governor_app_state,
-    tidegate_flow_governor_can_read_local, tidegate_flow_governor_can_read_remote,
-    tidegate_flow_governor_footprint, tidegate_flow_governor_free,
-    tidegate_flow_governor_handle_timeout, tidegate_flow_governor_init, tidegate_flow_governor_new,
-    tidegate_flow_governor_on_closed, tidegate_flow_governor_on_connect_failed,
-    tidegate_flow_governor_on_connected, tidegate_flow_governor_on_connecting,
-    tidegate_flow_governor_on_local_read, tidegate_flow_governor_on_local_written,
-    tidegate_flow_governor_on_new_flow, tidegate_flow_governor_on_remote_read,
-    tidegate_flow_governor_on_remote_sent, tidegate_flow_governor_poll_notifications,
-    tidegate_flow_governor_poll_timeout, tidegate_flow_governor_set_connection_budget,
-    tidegate_flow_governor_state, tidegate_flow_governor_stats, tidegate_flow_key,
-    tidegate_flow_policy_default,
-};
-pub use flow_connect::{
-    TidegateConnectAction, TidegateConnectActionKind, tidegate_flow_governor_on_closed_with_budget,
-    tidegate_flow_governor_on_new_flow_with_budget, tidegate_flow_governor_poll_race,
-    tidegate_flow_governor_settle_budget,
+    TidegateCloseReason, TidegateFlowId, TidegateFlowOutcome, TidegateFlowPolicy,
+    TidegateFlowProtocol, TidegateFlowState, TidegateFlowStats, TidegateRejectReason,
+    tidegate_flow_key,
 };
 pub use proxy::{
     TidegateProxy, TidegateProxyConfig, TidegateProxyEvent, TidegateProxyEventKind,
@@ -120,10 +85,6 @@ pub use tunnel::{
 /// (which the workspace's tests turn on) builds them.
 #[cfg(feature = "testing")]
 pub use {
-    budget::testing_panic_inside_budget_only,
-    eyeballs::{testing_panic_inside_budget, testing_panic_inside_eyeballs},
-    flow::testing_panic_inside_flow_governor,
-    flow_connect::testing_panic_inside_race,
     lifecycle::testing_panic_inside_lifecycle,
     proxy::testing_panic_inside_proxy,
     tunnel::{testing_panic_inside, testing_panic_inside_read_only, testing_panic_without_handle},

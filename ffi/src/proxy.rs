@@ -18,14 +18,14 @@ use crate::budget::{
 use crate::eyeballs::{
     NO_ADDRESS, TidegateBudgetRefusal, TidegateErrorClass, TidegateEyeballsConfig,
     TidegateRaceFailure, TidegateSocketAddress, address_of, dns_answer, eyeballs_config,
-    failure_of, family_of, feed_in_chunks, index_of, refusal_of, status_of_attempt,
-    status_of_resolve, tidegate_eyeballs_config_default,
+    failure_of, family_of, feed_in_chunks, index_of, race_config_default, refusal_of,
+    status_of_attempt, status_of_resolve,
 };
 use crate::flow::{
     TidegateAdmission, TidegateAppState, TidegateCloseReason, TidegateFlowId, TidegateFlowOutcome,
     TidegateFlowPolicy, TidegateFlowState, TidegateFlowStats, admission_of, app_state_of,
-    close_reason_of, core_policy, flow_info_of, outcome_of, state_of, stats_of, status_of_flow,
-    status_of_policy, tidegate_flow_policy_default,
+    close_reason_of, core_policy, flow_info_of, flow_policy_default, outcome_of, state_of,
+    stats_of, status_of_flow, status_of_policy,
 };
 use crate::place::{self, Carver, Memory, Region};
 use crate::status::TidegateStatus;
@@ -256,9 +256,9 @@ pub struct TidegateProxyStats {
 #[unsafe(no_mangle)]
 pub extern "C" fn tidegate_proxy_config_default() -> TidegateProxyConfig {
     TidegateProxyConfig {
-        flows: tidegate_flow_policy_default(),
+        flows: flow_policy_default(),
         budget: TidegateBudgetConfig::from(BudgetConfig::DEFAULT),
-        race: tidegate_eyeballs_config_default(),
+        race: race_config_default(),
         race_slots: DEFAULT_RACE_SLOTS as u32,
         reserved: 0,
     }

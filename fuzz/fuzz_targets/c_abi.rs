@@ -152,12 +152,15 @@ enum Op {
     TunnelQueries {
         null_out: bool,
     },
-    // Flow governor.
-    GovernorNew {
+    // Proxy engine.
+    ProxyNew {
         policy: [u64; 14],
         preset: bool,
+        budget: [u16; 4],
+        race: (u32, u32, [u16; 4]),
+        race_slots: u8,
     },
-    GovernorFree,
+    ProxyFree,
     NewFlow {
         app: u8,
         destination: u8,
@@ -170,15 +173,34 @@ enum Op {
         flow: Id,
         bytes: u64,
         errno: i32,
+        what: u32,
         null_out: bool,
         tick: Tick,
     },
-    GovernorPoll {
+    ProxyPoll {
         capacity: u8,
         null_out: bool,
+    },
+    BudgetCall {
+        call: u8,
+        value: u64,
         tick: Tick,
     },
-    GovernorBudget(u32),
+    Resolved {
+        flow: Id,
+        family: u32,
+        addresses: Vec<(u8, u8, u16, u8)>,
+        null_addresses: bool,
+        tick: Tick,
+    },
+    RaceCall {
+        call: u8,
+        flow: Id,
+        attempt: Id,
+        errno: i32,
+        family: u32,
+        tick: Tick,
+    },
     FlowKey {
         data: Option<Vec<u8>>,
         len_extra: u8,
@@ -214,35 +236,6 @@ enum Op {
         short: u8,
         null_buf: bool,
     },
-    // Budget and Happy Eyeballs.
-    BudgetCall {
-        call: u8,
-        errno: i32,
-        limit: u64,
-        tick: Tick,
-    },
-    EyeballsNew {
-        family: u32,
-        count: u32,
-        delays: [u16; 4],
-    },
-    EyeballsFree,
-    Resolved {
-        family: u32,
-        addresses: Vec<(u8, u8, u16, u8)>,
-        null_addresses: bool,
-        tick: Tick,
-    },
-    EyeballsCall {
-        call: u8,
-        index: u16,
-        errno: i32,
-        family: u32,
-        tick: Tick,
-    },
-    PollAction {
-        null_budget: bool,
-    },
 }
 
 #[derive(Default)]
@@ -252,14 +245,14 @@ struct Host {
     /// Copies of the packets behind the views handed out, with the views, oldest first.
     outbound_views: VecDeque<(TidegatePacketView, Vec<u8>)>,
     inbound_views: VecDeque<(TidegatePacketView, Vec<u8>)>,
-    governor: Option<*mut TidegateFlowGovernor>,
+    proxy: Option<*mut TidegateProxy>,
     flows: Vec<u64>,
+    /// Attempts the proxy asked to start: flow and attempt.
+    attempts: Vec<(u64, u32)>,
     lifecycle: Option<*mut TidegateLifecycle>,
     generations: Vec<u64>,
     tasks: Vec<u64>,
     journal: Vec<u8>,
-    budget: Option<*mut TidegateBudget>,
-    race: Option<*mut TidegateEyeballs>,
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -520,8 +513,15 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                     );
                 }
             }
-            Op::GovernorNew { policy, preset } => {
-                let mut p = tidegate_flow_policy_default();
+            Op::ProxyNew {
+                policy,
+                preset,
+                budget,
+                race,
+                race_slots,
+            } => {
+                let mut config = tidegate_proxy_config_default();
+                let p = &mut config.flows;
                 if preset {
                     p.max_flows = 1 + (policy[0] % 16) as u32;
                     p.slots = p.max_flows + 1 + (policy[1] % 4) as u32;
@@ -536,7 +536,7 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                     p.app_low_watermark_bytes = policy[9] % 200_000;
                     p.app_high_watermark_bytes = p.app_low_watermark_bytes + policy[10] % 1000;
                 } else {
-                    p = TidegateFlowPolicy {
+                    *p = TidegateFlowPolicy {
                         slots: policy[0] as u32,
                         max_flows: policy[1] as u32,
                         max_flows_per_app: policy[2] as u32,
@@ -554,35 +554,64 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                         app_low_watermark_bytes: policy[13],
                     };
                 }
+                // Small budgets (0 refused), and race parameters around the edges of each
+                // range: a few are refused, most run.
+                config.budget.max_attempts_in_flight = u32::from(budget[0] % 9);
+                config.budget.max_open_connections = u32::from(budget[1] % 17);
+                config.budget.fd_limit = u64::from(budget[2] % 300);
+                config.budget.backoff_floor = 1 + u32::from(budget[3] % 4);
+                let (family, count, delays) = race;
+                config.race.preferred_family = family % 8;
+                config.race.first_address_family_count = count % 5;
+                config.race.resolution_delay_us = u64::from(delays[0]) * 40;
+                config.race.connection_attempt_delay_us = 9_000 + u64::from(delays[1]) * 10;
+                config.race.attempt_timeout_us = u64::from(delays[2]) * 10;
+                config.race.budget_wait_us = u64::from(delays[3]) * 10;
+                config.race_slots = u32::from(race_slots % 9);
                 let configs = [
                     S::ConfigFlowZeroCap,
                     S::ConfigWatermarksOutOfOrder,
                     S::ConfigFlowTooFewSlots,
                     S::ConfigFlowTooManySlots,
                     S::ConfigZeroDuration,
+                    S::ConfigBudgetZeroLimit,
+                    S::ConfigBudgetReserveTooLarge,
+                    S::ConfigUnknownAddressFamily,
+                    S::ConfigEyeballsOutOfRange,
+                    S::ConfigZeroCapacity,
                 ];
                 let mut footprint = Out::<usize>::new(false);
-                let s = tidegate_flow_governor_footprint(&p, footprint.ptr(), &mut 0);
-                let Some(bytes) = footprint.after(expect(s, false, &configs)) else {
+                let s = tidegate_proxy_footprint(&config, footprint.ptr(), &mut 0);
+                let s = expect(s, false, &configs);
+                let race_in_range = config.race.first_address_family_count > 0
+                    && config.race.resolution_delay_us <= 2_000_000
+                    && config.race.connection_attempt_delay_us >= 10_000;
+                if s == S::ConfigEyeballsOutOfRange {
+                    assert!(!race_in_range, "refused exactly out of range");
+                }
+                let Some(bytes) = footprint.after(s) else {
                     return;
                 };
+                assert!(race_in_range, "accepted only in range");
                 if bytes > MAX_FOOTPRINT {
                     return;
                 }
-                let mut out = Out::<*mut TidegateFlowGovernor>::new(false);
-                let s = tidegate_flow_governor_new(&p, clock.now, out.ptr());
-                if let Some(governor) = out.after(expect(s, false, &[S::OutOfMemory])) {
-                    if let Some(old) = host.governor.replace(governor) {
-                        tidegate_flow_governor_free(old);
+                let mut out = Out::<*mut TidegateProxy>::new(false);
+                let s = tidegate_proxy_new(&config, clock.now, out.ptr());
+                if let Some(proxy) = out.after(expect(s, false, &[S::OutOfMemory])) {
+                    if let Some(old) = host.proxy.replace(proxy) {
+                        tidegate_proxy_free(old);
                     }
                     host.flows.clear();
+                    host.attempts.clear();
                 }
             }
-            Op::GovernorFree => {
-                if let Some(old) = host.governor.take() {
-                    tidegate_flow_governor_free(old);
+            Op::ProxyFree => {
+                if let Some(old) = host.proxy.take() {
+                    tidegate_proxy_free(old);
                 }
-                tidegate_flow_governor_free(null_mut());
+                tidegate_proxy_free(null_mut());
+                host.attempts.clear();
             }
             Op::NewFlow {
                 app,
@@ -592,17 +621,17 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                 tick,
             } => {
                 let now = clock.tick(tick);
-                let governor = handle(host.governor, false);
+                let proxy = handle(host.proxy, false);
                 let mut out = Out::<TidegateAdmission>::new(null_out);
-                let s = tidegate_flow_governor_on_new_flow(
-                    governor,
+                let s = tidegate_proxy_on_new_flow(
+                    proxy,
                     now,
                     u64::from(app % 6),
                     u64::from(destination % 6),
                     protocol % 4,
                     out.ptr(),
                 );
-                expect(s, governor.is_null() || null_out, &[S::InvalidArgument]);
+                expect(s, proxy.is_null() || null_out, &[S::InvalidArgument]);
                 if s == S::InvalidArgument {
                     assert!(protocol % 4 > 1, "TCP and UDP are known protocols");
                 }
@@ -617,147 +646,263 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                 flow,
                 bytes,
                 errno,
+                what,
                 null_out,
                 tick,
             } => {
                 let now = clock.tick(tick);
-                let governor = handle(host.governor, false);
+                let proxy = handle(host.proxy, false);
                 let flow = pick(&host.flows, &flow);
                 let ids = [S::UnknownFlow, S::StaleFlow, S::FlowInvalidState];
-                let pending = [S::UnknownFlow, S::StaleFlow, S::CompletionExceedsPending];
-                let null_given = governor.is_null();
-                match call % 12 {
+                let system = [ids[0], ids[1], ids[2], S::RaceRunning];
+                let null_given = proxy.is_null();
+                match call % 9 {
                     0 => {
-                        expect(
-                            tidegate_flow_governor_on_connecting(governor, now, flow),
-                            null_given,
-                            &ids,
-                        );
+                        let s = tidegate_proxy_on_connecting(proxy, now, flow);
+                        expect(s, null_given, &system);
                     }
                     1 => {
-                        expect(
-                            tidegate_flow_governor_on_connected(governor, now, flow),
-                            null_given,
-                            &ids,
-                        );
+                        let s = tidegate_proxy_on_connected(proxy, now, flow);
+                        expect(s, null_given, &system);
                     }
                     2 => {
                         let mut out = Out::<TidegateFlowOutcome>::new(null_out);
-                        let s = tidegate_flow_governor_on_connect_failed(
-                            governor,
-                            now,
-                            flow,
-                            errno,
-                            out.ptr(),
-                        );
-                        out.after(expect(s, null_given || null_out, &ids));
+                        let s = tidegate_proxy_on_connect_failed(proxy, now, flow, errno, out.ptr());
+                        out.after(expect(s, null_given || null_out, &system));
                     }
                     3 => {
                         let mut out = Out::<TidegateFlowOutcome>::new(null_out);
-                        let s = tidegate_flow_governor_on_closed(governor, now, flow, out.ptr());
+                        let s = tidegate_proxy_on_closed(proxy, now, flow, out.ptr());
                         out.after(expect(s, null_given || null_out, &ids));
                     }
                     4 => {
-                        // Unbounded: a read the pending counters cannot hold is refused with
-                        // INVALID_ARGUMENT, changing nothing (documented in the header).
-                        let s = tidegate_flow_governor_on_local_read(governor, now, flow, bytes);
-                        expect(s, null_given, &[ids[0], ids[1], ids[2], S::InvalidArgument]);
+                        // Any step, known or not, and any count: a read the pending counters
+                        // cannot hold and an unknown step are INVALID_ARGUMENT, changing nothing.
+                        let what = what % 6;
+                        let mut out = Out::<bool>::new(null_out);
+                        let s = tidegate_proxy_on_bytes(proxy, now, flow, what, bytes, out.ptr());
+                        let allowed = [
+                            S::UnknownFlow,
+                            S::StaleFlow,
+                            S::FlowInvalidState,
+                            S::CompletionExceedsPending,
+                            S::InvalidArgument,
+                        ];
+                        let s = expect(s, null_given || null_out, &allowed);
+                        if what > 3 && !null_given && !null_out {
+                            assert_eq!(s, S::InvalidArgument, "unknown relay step");
+                        }
+                        out.after(s);
                     }
                     5 => {
-                        let s = tidegate_flow_governor_on_remote_sent(
-                            governor,
-                            now,
-                            flow,
-                            bytes % 5000,
-                        );
-                        expect(s, null_given, &pending);
+                        let side = what % 3;
+                        let mut out = Out::<bool>::new(null_out);
+                        let s = tidegate_proxy_can_read(proxy, flow, side, out.ptr());
+                        let s = expect(s, null_given || null_out, &[S::InvalidArgument]);
+                        if !null_given && !null_out {
+                            assert_eq!(s == S::InvalidArgument, side > 1, "unknown side");
+                        }
+                        out.after(s);
                     }
                     6 => {
-                        let s = tidegate_flow_governor_on_remote_read(
-                            governor,
-                            now,
-                            flow,
-                            bytes % 5000,
-                        );
-                        expect(s, null_given, &ids);
+                        let mut out = Out::<TidegateProxyFlow>::new(null_out);
+                        let s = tidegate_proxy_flow(proxy, flow, out.ptr());
+                        if let Some(view) = out.after(expect(s, null_given || null_out, &ids)) {
+                            assert!(view.attempts_in_flight <= 16);
+                        }
                     }
                     7 => {
-                        let s = tidegate_flow_governor_on_local_written(governor, now, flow, bytes);
-                        expect(s, null_given, &pending);
-                    }
-                    8 => {
-                        let mut out = Out::<bool>::new(null_out);
-                        let s = tidegate_flow_governor_can_read_local(governor, flow, out.ptr());
-                        out.after(expect(s, null_given || null_out, &ids));
-                        let mut out = Out::<bool>::new(null_out);
-                        let s = tidegate_flow_governor_can_read_remote(governor, flow, out.ptr());
-                        out.after(expect(s, null_given || null_out, &ids));
-                    }
-                    9 => {
-                        let mut out = Out::<TidegateFlowState>::new(null_out);
-                        let s = tidegate_flow_governor_state(governor, flow, out.ptr());
-                        out.after(expect(s, null_given || null_out, &ids));
-                    }
-                    10 => {
-                        let mut out = Out::<TidegateFlowStats>::new(null_out);
-                        let s = tidegate_flow_governor_stats(governor, out.ptr());
+                        let mut out = Out::<TidegateProxyStats>::new(null_out);
+                        let s = tidegate_proxy_stats(proxy, out.ptr());
                         if let Some(stats) = out.after(expect(s, null_given || null_out, &[])) {
-                            assert!(stats.top_apps_len as usize <= stats.top_apps.len());
+                            let flows = stats.flows;
+                            assert!(flows.top_apps_len as usize <= flows.top_apps.len());
+                            assert!(stats.attempts_in_flight <= stats.attempt_limit.max(1) * 2);
                             // Every listed app's state agrees with the list, and at most the
                             // apps the stats count as paused are paused.
                             let mut paused = 0;
-                            for entry in &stats.top_apps[..stats.top_apps_len as usize] {
+                            for entry in &flows.top_apps[..flows.top_apps_len as usize] {
                                 let mut state = Out::<TidegateAppState>::new(false);
-                                let s = tidegate_flow_governor_app_state(
-                                    governor,
-                                    entry.app,
-                                    state.ptr(),
-                                );
+                                let s = tidegate_proxy_app_state(proxy, entry.app, state.ptr());
                                 if let Some(state) = state.after(expect(s, false, &[])) {
                                     assert_eq!(state.open_flows, entry.flows);
                                     paused += u32::from(state.reads_paused);
                                 }
                             }
-                            assert!(paused <= stats.apps_reads_paused);
+                            assert!(paused <= flows.apps_reads_paused);
                         }
                         let mut out = Out::<u64>::new(null_out);
-                        let s = tidegate_flow_governor_poll_timeout(governor, out.ptr());
+                        let s = tidegate_proxy_poll_timeout(proxy, out.ptr());
                         out.after(expect(s, null_given || null_out, &[]));
                     }
                     _ => {
-                        expect(
-                            tidegate_flow_governor_handle_timeout(governor, now),
-                            null_given,
-                            &[],
-                        );
+                        let s = tidegate_proxy_handle_timeout(proxy, now);
+                        expect(s, null_given, &[]);
                     }
                 }
             }
-            Op::GovernorPoll {
-                capacity,
-                null_out,
-                tick,
-            } => {
-                let _ = clock.tick(tick);
-                let governor = handle(host.governor, false);
+            Op::ProxyPoll { capacity, null_out } => {
+                let proxy = handle(host.proxy, false);
                 let capacity = usize::from(capacity % 6);
-                let mut buf: Vec<MaybeUninit<TidegateFlowNotification>> =
+                let mut buf: Vec<MaybeUninit<TidegateProxyEvent>> =
                     (0..capacity).map(|_| MaybeUninit::uninit()).collect();
                 let mut count = Out::<usize>::new(null_out);
-                let s = tidegate_flow_governor_poll_notifications(
-                    governor,
+                let s = tidegate_proxy_poll_events(
+                    proxy,
                     buf.as_mut_ptr().cast(),
                     capacity,
                     count.ptr(),
                 );
-                if let Some(count) = count.after(expect(s, governor.is_null() || null_out, &[])) {
+                if let Some(count) = count.after(expect(s, proxy.is_null() || null_out, &[])) {
                     assert!(count <= capacity);
+                    for event in &buf[..count] {
+                        // The first `count` events were written (the enclosing SAFETY covers it).
+                        let event = event.assume_init();
+                        match event.kind {
+                            TidegateProxyEventKind::StartAttempt => {
+                                assert!(event.attempt < 16);
+                                host.attempts.push((event.flow, event.attempt));
+                            }
+                            TidegateProxyEventKind::CancelAttempt => {
+                                let key = (event.flow, event.attempt);
+                                host.attempts.retain(|a| *a != key);
+                            }
+                            _ => {}
+                        }
+                    }
                 }
             }
-            Op::GovernorBudget(max) => {
-                let governor = handle(host.governor, false);
-                let s = tidegate_flow_governor_set_connection_budget(governor, max);
-                expect(s, governor.is_null(), &[]);
+            Op::BudgetCall { call, value, tick } => {
+                let now = clock.tick(tick);
+                let proxy = handle(host.proxy, call >= 200);
+                let null_given = proxy.is_null();
+                let refusals = [S::NoBudgetAttempts, S::NoBudgetConnections];
+                match call % 5 {
+                    0 => {
+                        let s = tidegate_proxy_try_open_connection(proxy, now);
+                        expect(s, null_given, &refusals);
+                    }
+                    1 => {
+                        let s = tidegate_proxy_on_connection_closed(proxy, now);
+                        expect(s, null_given, &[S::BudgetNoOpenConnection]);
+                    }
+                    2 => {
+                        let s = tidegate_proxy_on_resource_error(proxy, now);
+                        expect(s, null_given, &[]);
+                    }
+                    3 => {
+                        let s = tidegate_proxy_set_fd_limit(proxy, value);
+                        let s = expect(s, null_given, &[S::ConfigBudgetZeroLimit]);
+                        if !null_given {
+                            assert_eq!(s != S::Ok, value == 0, "only 0 is refused");
+                        }
+                    }
+                    _ => {
+                        let s = tidegate_proxy_set_max_connecting(proxy, value as u32);
+                        expect(s, null_given, &[]);
+                    }
+                }
+            }
+            Op::Resolved {
+                flow,
+                family,
+                addresses,
+                null_addresses,
+                tick,
+            } => {
+                let now = clock.tick(tick);
+                let proxy = handle(host.proxy, false);
+                let flow = pick(&host.flows, &flow);
+                let addresses: Vec<TidegateSocketAddress> = addresses
+                    .iter()
+                    .take(20)
+                    .map(|&(family, host, port, scope)| {
+                        let mut ip = [0u8; 16];
+                        ip[0] = 0x20;
+                        ip[15] = host;
+                        TidegateSocketAddress {
+                            ip,
+                            port,
+                            family: family % 8,
+                            reserved: 0,
+                            scope_id: u32::from(scope),
+                        }
+                    })
+                    .collect();
+                let (ptr, count) = if null_addresses {
+                    (null(), addresses.len())
+                } else {
+                    (addresses.as_ptr(), addresses.len())
+                };
+                let mut added = Out::<usize>::new(false);
+                let s =
+                    tidegate_proxy_on_resolved(proxy, now, flow, family % 8, ptr, count, added.ptr());
+                let null_given = proxy.is_null() || (ptr.is_null() && count > 0);
+                let allowed = [
+                    S::UnknownFlow,
+                    S::StaleFlow,
+                    S::FlowInvalidState,
+                    S::NoRaceSlot,
+                    S::InvalidArgument,
+                    S::RaceFinished,
+                    S::AddressFamilyMismatch,
+                ];
+                if let Some(added) = added.after(expect(s, null_given, &allowed)) {
+                    assert!(added <= count);
+                }
+            }
+            Op::RaceCall {
+                call,
+                flow,
+                attempt,
+                errno,
+                family,
+                tick,
+            } => {
+                let now = clock.tick(tick);
+                let proxy = handle(host.proxy, false);
+                let null_given = proxy.is_null();
+                // Mostly an attempt the engine started; else any flow and index.
+                let (flow, index) = match attempt {
+                    Id::Issued(i) if !host.attempts.is_empty() => {
+                        host.attempts[usize::from(i) % host.attempts.len()]
+                    }
+                    Id::Issued(i) => (pick(&host.flows, &flow), u32::from(i % 24)),
+                    Id::Forged(raw) => (pick(&host.flows, &flow), raw as u32),
+                };
+                let resolve = [
+                    S::UnknownFlow,
+                    S::StaleFlow,
+                    S::FlowInvalidState,
+                    S::NoRaceSlot,
+                    S::InvalidArgument,
+                    S::RaceFinished,
+                ];
+                let attempts = [
+                    S::UnknownFlow,
+                    S::StaleFlow,
+                    S::NoRace,
+                    S::UnknownAttempt,
+                    S::AttemptNotInFlight,
+                ];
+                match call % 4 {
+                    0 => {
+                        let s = tidegate_proxy_on_resolution_failed(proxy, now, flow, family % 8);
+                        expect(s, null_given, &resolve);
+                    }
+                    1 => {
+                        let s = tidegate_proxy_on_resolution_done(proxy, now, flow);
+                        expect(s, null_given, &resolve);
+                    }
+                    2 => {
+                        let s = tidegate_proxy_on_attempt_connected(proxy, now, flow, index);
+                        expect(s, null_given, &attempts);
+                    }
+                    _ => {
+                        let s = tidegate_proxy_on_attempt_failed(proxy, now, flow, index, errno);
+                        expect(s, null_given, &attempts);
+                    }
+                }
             }
             Op::FlowKey { data, len_extra } => {
                 let (ptr, len) = match &data {
@@ -994,240 +1139,6 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                     }
                 }
             }
-            Op::BudgetCall {
-                call,
-                errno,
-                limit,
-                tick,
-            } => {
-                let now = clock.tick(tick);
-                if host.budget.is_none() {
-                    let config = tidegate_budget_config_default();
-                    let mut out = Out::<*mut TidegateBudget>::new(false);
-                    let s = tidegate_budget_new(&config, out.ptr());
-                    host.budget = out.after(expect(s, false, &[]));
-                }
-                let budget = handle(host.budget, call >= 200);
-                let null_given = budget.is_null();
-                let attempts = [S::BudgetNoAttemptInFlight];
-                let refusals = [S::NoBudgetAttempts, S::NoBudgetConnections];
-                match call % 10 {
-                    0 => {
-                        expect(
-                            tidegate_budget_try_start_attempt(budget, now),
-                            null_given,
-                            &refusals,
-                        );
-                    }
-                    1 => {
-                        expect(
-                            tidegate_budget_on_attempt_connected(budget, now),
-                            null_given,
-                            &attempts,
-                        );
-                    }
-                    2 => {
-                        let s = tidegate_budget_on_attempt_failed(budget, now, errno);
-                        expect(s, null_given, &attempts);
-                    }
-                    3 => {
-                        expect(
-                            tidegate_budget_on_attempt_cancelled(budget, now),
-                            null_given,
-                            &attempts,
-                        );
-                    }
-                    4 => {
-                        expect(
-                            tidegate_budget_try_open_connection(budget, now),
-                            null_given,
-                            &refusals,
-                        );
-                    }
-                    5 => {
-                        let s = tidegate_budget_on_connection_closed(budget, now);
-                        expect(s, null_given, &[S::BudgetNoOpenConnection]);
-                    }
-                    6 => {
-                        expect(
-                            tidegate_budget_on_resource_error(budget, now),
-                            null_given,
-                            &[],
-                        );
-                        expect(tidegate_budget_handle_timeout(budget, now), null_given, &[]);
-                    }
-                    7 => {
-                        let s = tidegate_budget_set_fd_limit(budget, limit);
-                        let s = expect(s, null_given, &[S::InvalidArgument]);
-                        if !null_given {
-                            assert_eq!(s == S::InvalidArgument, limit == 0, "only 0 is refused");
-                        }
-                    }
-                    8 => {
-                        let mut levels = Out::<TidegateBudgetLevels>::new(false);
-                        let s = tidegate_budget_levels(budget, levels.ptr());
-                        if let Some(levels) = levels.after(expect(s, null_given, &[])) {
-                            assert!(
-                                levels.attempt_limit
-                                    <= levels.connection_limit.max(levels.attempt_limit)
-                            );
-                        }
-                        let mut can = Out::<bool>::new(false);
-                        let s = tidegate_budget_can_start_attempt(budget, can.ptr());
-                        can.after(expect(s, null_given, &[]));
-                    }
-                    _ => {
-                        let mut deadline = Out::<u64>::new(false);
-                        let s = tidegate_budget_poll_timeout(budget, deadline.ptr());
-                        deadline.after(expect(s, null_given, &[]));
-                        let mut stats = Out::<TidegateBudgetStats>::new(false);
-                        let s = tidegate_budget_stats(budget, stats.ptr());
-                        stats.after(expect(s, null_given, &[]));
-                    }
-                }
-            }
-            Op::EyeballsNew {
-                family,
-                count,
-                delays,
-            } => {
-                let mut config = tidegate_eyeballs_config_default();
-                config.preferred_family = family % 8;
-                // Values around the edges of each range: a few are refused, most run.
-                config.first_address_family_count = count % 5;
-                config.resolution_delay_us = u64::from(delays[0]) * 40;
-                config.connection_attempt_delay_us = 9_000 + u64::from(delays[1]) * 10;
-                config.attempt_timeout_us = u64::from(delays[2]) * 10;
-                config.budget_wait_us = u64::from(delays[3]) * 10;
-                let mut out = Out::<*mut TidegateEyeballs>::new(false);
-                let s = tidegate_eyeballs_new(&config, clock.now, out.ptr());
-                let allowed = [S::ConfigUnknownAddressFamily, S::ConfigEyeballsOutOfRange];
-                let s = expect(s, false, &allowed);
-                let in_range = config.first_address_family_count > 0
-                    && config.resolution_delay_us <= 2_000_000
-                    && config.connection_attempt_delay_us >= 10_000;
-                if s != S::ConfigUnknownAddressFamily {
-                    assert_eq!(s == S::Ok, in_range, "refused exactly out of range");
-                }
-                if let Some(race) = out.after(s) {
-                    free_race(host);
-                    host.race = Some(race);
-                }
-            }
-            Op::EyeballsFree => free_race(host),
-            Op::Resolved {
-                family,
-                addresses,
-                null_addresses,
-                tick,
-            } => {
-                let now = clock.tick(tick);
-                let race = handle(host.race, false);
-                let addresses: Vec<TidegateSocketAddress> = addresses
-                    .iter()
-                    .take(12)
-                    .map(|&(family, host, port, scope)| {
-                        let mut ip = [0u8; 16];
-                        ip[0] = 0x20;
-                        ip[15] = host;
-                        TidegateSocketAddress {
-                            ip,
-                            port,
-                            family: family % 8,
-                            reserved: 0,
-                            scope_id: u32::from(scope),
-                        }
-                    })
-                    .collect();
-                let (ptr, count) = if null_addresses {
-                    (null(), addresses.len())
-                } else {
-                    (addresses.as_ptr(), addresses.len())
-                };
-                let mut added = Out::<usize>::new(false);
-                let s =
-                    tidegate_eyeballs_on_resolved(race, now, family % 8, ptr, count, added.ptr());
-                let null_given = race.is_null() || (ptr.is_null() && count > 0);
-                let allowed = [
-                    S::InvalidArgument,
-                    S::RaceFinished,
-                    S::AddressFamilyMismatch,
-                ];
-                if let Some(added) = added.after(expect(s, null_given, &allowed)) {
-                    assert!(added <= count);
-                }
-            }
-            Op::EyeballsCall {
-                call,
-                index,
-                errno,
-                family,
-                tick,
-            } => {
-                let now = clock.tick(tick);
-                let race = handle(host.race, false);
-                let null_given = race.is_null();
-                let attempts = [S::UnknownAttempt, S::AttemptNotInFlight];
-                let index = u32::from(index % 24);
-                match call % 9 {
-                    0 => {
-                        let s = tidegate_eyeballs_on_resolution_failed(race, now, family % 8);
-                        expect(s, null_given, &[S::InvalidArgument, S::RaceFinished]);
-                    }
-                    1 => {
-                        let s = tidegate_eyeballs_on_resolution_done(race, now);
-                        expect(s, null_given, &[S::RaceFinished]);
-                    }
-                    2 => {
-                        let s = tidegate_eyeballs_on_attempt_connected(race, now, index);
-                        expect(s, null_given, &attempts);
-                    }
-                    3 => {
-                        let s = tidegate_eyeballs_on_attempt_failed(race, now, index, errno);
-                        expect(s, null_given, &attempts);
-                    }
-                    4 => {
-                        expect(tidegate_eyeballs_on_abort(race, now), null_given, &[]);
-                    }
-                    5 => {
-                        expect(tidegate_eyeballs_handle_timeout(race, now), null_given, &[]);
-                        let mut deadline = Out::<u64>::new(false);
-                        let s = tidegate_eyeballs_poll_timeout(race, deadline.ptr());
-                        deadline.after(expect(s, null_given, &[]));
-                    }
-                    6 => {
-                        let mut status = Out::<TidegateRaceStatus>::new(false);
-                        let s = tidegate_eyeballs_status(race, status.ptr());
-                        status.after(expect(s, null_given, &[]));
-                    }
-                    7 => {
-                        let mut flag = Out::<bool>::new(false);
-                        let s = tidegate_eyeballs_is_finished(race, flag.ptr());
-                        flag.after(expect(s, null_given, &[]));
-                        let mut flag = Out::<bool>::new(false);
-                        let s = tidegate_eyeballs_is_waiting_for_budget(race, flag.ptr());
-                        flag.after(expect(s, null_given, &[]));
-                    }
-                    _ => {
-                        let mut stats = Out::<TidegateEyeballsStats>::new(false);
-                        let s = tidegate_eyeballs_stats(race, stats.ptr());
-                        stats.after(expect(s, null_given, &[]));
-                    }
-                }
-            }
-            Op::PollAction { null_budget } => {
-                let race = handle(host.race, false);
-                let budget = handle(host.budget, null_budget);
-                for _ in 0..32 {
-                    let mut action = Out::<TidegateEyeballsAction>::new(false);
-                    let s = tidegate_eyeballs_poll_action(race, 0, budget, action.ptr());
-                    expect(s, race.is_null() || budget.is_null(), &[]);
-                    match action.after(s) {
-                        Some(a) if a.kind != TidegateEyeballsActionKind::None => {}
-                        _ => break,
-                    }
-                }
-            }
         }
     }
 }
@@ -1306,25 +1217,14 @@ unsafe fn free_tunnel(host: &mut Host) {
     host.inbound_views.clear();
 }
 
-unsafe fn free_race(host: &mut Host) {
-    if let Some(race) = host.race.take() {
-        unsafe { tidegate_eyeballs_free(race) };
-    }
-    unsafe { tidegate_eyeballs_free(null_mut()) };
-}
-
 unsafe fn free_all(host: &mut Host) {
     unsafe {
         free_tunnel(host);
-        free_race(host);
-        if let Some(governor) = host.governor.take() {
-            tidegate_flow_governor_free(governor);
+        if let Some(proxy) = host.proxy.take() {
+            tidegate_proxy_free(proxy);
         }
         if let Some(lifecycle) = host.lifecycle.take() {
             tidegate_lifecycle_free(lifecycle);
-        }
-        if let Some(budget) = host.budget.take() {
-            tidegate_budget_free(budget);
         }
     }
 }

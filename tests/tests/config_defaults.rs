@@ -1,12 +1,14 @@
 //! One way to build a configuration, for every engine, from outside the core crate: start from
 //! the documented `DEFAULT` and change fields (`Config { field, ..Config::DEFAULT }`), so a
-//! field added later keeps its default. The C defaults (`tidegate_*_config_default`) are the
-//! same values, and every default builds its engine.
+//! field added later keeps its default. The C defaults (`tidegate_*_config_default`, and the
+//! flow, budget and race parts of `tidegate_proxy_config_default`) are the same values, and
+//! every default builds its engine.
 
 use tidegate::*;
 use tidegate_core::{
-    BudgetConfig, ConnectionBudget, EyeballsConfig, FlowGovernor, FlowPolicy, FlowSlot,
-    HappyEyeballs, Instant, Lifecycle, LifecycleConfig, TaskSlot, TunnelConfig,
+    BudgetConfig, ConnectionBudget, DEFAULT_RACE_SLOTS, EyeballsConfig, FlowGovernor, FlowPolicy,
+    FlowSlot, HappyEyeballs, Instant, Lifecycle, LifecycleConfig, ProxyConfig, ProxyEngine,
+    RaceSlot, TaskSlot, TunnelConfig,
 };
 
 #[test]
@@ -41,11 +43,20 @@ fn every_config_is_built_from_its_default_and_the_default_builds_the_engine() {
     };
     assert!(Lifecycle::new(lifecycle, vec![TaskSlot::EMPTY; 4]).is_ok());
     assert_eq!(LifecycleConfig::DEFAULT, LifecycleConfig::default());
+    let proxy = ProxyConfig {
+        flows: policy,
+        ..ProxyConfig::DEFAULT
+    };
+    let (flows, races) = (vec![FlowSlot::EMPTY; 128], vec![RaceSlot::EMPTY; 8]);
+    assert!(ProxyEngine::new(Instant::from_micros(0), flows, races, proxy).is_ok());
+    assert_eq!(ProxyConfig::DEFAULT, ProxyConfig::default());
 }
 
 #[test]
 fn the_c_defaults_are_the_rust_defaults() {
-    let c = tidegate_budget_config_default();
+    let proxy = tidegate_proxy_config_default();
+    assert_eq!(proxy.race_slots as usize, DEFAULT_RACE_SLOTS);
+    let c = proxy.budget;
     let r = BudgetConfig::DEFAULT;
     assert_eq!(
         (c.max_attempts_in_flight, c.max_open_connections, c.fd_limit),
@@ -59,7 +70,7 @@ fn the_c_defaults_are_the_rust_defaults() {
         ),
         (r.fd_reserve, r.backoff_floor, r.recovery_interval_micros)
     );
-    let c = tidegate_eyeballs_config_default();
+    let c = proxy.race;
     let r = EyeballsConfig::DEFAULT;
     assert_eq!(
         (
@@ -75,7 +86,7 @@ fn the_c_defaults_are_the_rust_defaults() {
             r.budget_wait_micros
         )
     );
-    let c = tidegate_flow_policy_default();
+    let c = proxy.flows;
     let r = FlowPolicy::DEFAULT;
     assert_eq!(
         (c.max_flows, c.idle_timeout_us, c.connect_timeout_us),

@@ -140,16 +140,16 @@ pub enum RejectReason {
     /// proxy: fail the flow; new connections to that destination succeed as old ones close.
     DestinationOverLimit = 2,
     /// Too many flows are still connecting (the governor's [`FlowPolicy::max_connecting`]
-    /// hook), or, for a host admitting through [`FlowsWithBudget`], the shared
-    /// [`ConnectionBudget`] could not start one more attempt now (attempts in flight or
-    /// descriptors at their limit, possibly lowered after resource errors;
-    /// [`FlowsWithBudget::budget_refusal`] says which). Transparent proxy: pass the flow on.
+    /// hook), or, in the [`ProxyEngine`], its [`ConnectionBudget`] could not start one more
+    /// attempt now (attempts in flight or descriptors at their limit, possibly lowered after
+    /// resource errors; [`ProxyEngine::budget_refusal`] says which). Transparent proxy: pass the
+    /// flow on.
     /// App proxy: fail the flow, or hold it briefly and ask again after a flow connects;
     /// opening more connections now would only make the system's own limits bite.
     ///
     /// [`FlowPolicy::max_connecting`]: crate::FlowPolicy::max_connecting
-    /// [`FlowsWithBudget`]: crate::FlowsWithBudget
-    /// [`FlowsWithBudget::budget_refusal`]: crate::FlowsWithBudget::budget_refusal
+    /// [`ProxyEngine`]: crate::ProxyEngine
+    /// [`ProxyEngine::budget_refusal`]: crate::ProxyEngine::budget_refusal
     /// [`ConnectionBudget`]: crate::ConnectionBudget
     ConnectionBudget = 3,
 }
@@ -218,8 +218,8 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         answer
     }
 
-    /// The admission decision. `budget` is the connection budget's refusal when the host admits
-    /// through [`FlowsWithBudget`](crate::FlowsWithBudget): a full attempt limit refuses at
+    /// The admission decision. `budget` is the connection budget's refusal when the
+    /// [`ProxyEngine`](crate::ProxyEngine) admits: a full attempt limit refuses at
     /// once (it clears within a connect's round trip), and a full connection limit is treated
     /// like a full table, except that only a victim holding a budget connection frees room.
     fn admit(

@@ -431,8 +431,8 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             unlink(rows, &mut self.waiting_for_global, index, LinkKind::Wait);
         }
         if flow.holds_connection {
-            // The host closed the connection with the flow; the budget learns of it through
-            // `FlowsWithBudget`, now or at its next call.
+            // The host closed the connection with the flow; the proxy engine gives it back to
+            // its budget before the call returns (`take_connection_releases`).
             self.connections_held = self.connections_held.saturating_sub(1);
             self.connection_releases_owed = self.connection_releases_owed.saturating_add(1);
         }

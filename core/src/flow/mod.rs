@@ -7,10 +7,10 @@
 //! owns the flow table and answers three questions:
 //!
 //! - **May this flow in?** Caps per app, per destination and globally (below Network
-//!   framework's 512 flows per process), a limit on flows connecting (or, through
-//!   [`FlowsWithBudget`], the process's shared [`ConnectionBudget`](crate::ConnectionBudget)),
-//!   and the fairness rule: an app
-//!   below its fair share is admitted even when the table is full, by evicting the least
+//!   framework's 512 flows per process), a limit on flows connecting (and, in the
+//!   [`ProxyEngine`](crate::ProxyEngine), the process's
+//!   [`ConnectionBudget`](crate::ConnectionBudget)), and the fairness rule: an app below its
+//!   fair share is admitted even when the table is full, by evicting the least
 //!   recently active flow (idle ones first) of the app holding the most flows; an app at its cap
 //!   is refused rather than evicting others.
 //! - **May I read more on this flow?** Bytes read and not yet completed, per flow and direction,
@@ -22,13 +22,12 @@
 //!   connect timeout ([`FlowGovernor::handle_timeout`]).
 //!
 //! [`FlowGovernor`] documents the drain contract, the cost of each operation and a usage sketch.
-//! A host that connects with BSD sockets runs each flow's connect as a Happy Eyeballs race under
-//! the connection budget through [`FlowsWithBudget`] (module `connect`), which keeps the
-//! governor, the races and the budget consistent.
+//! A proxy host uses it through the [`ProxyEngine`](crate::ProxyEngine), which adds the
+//! connection budget and a Happy Eyeballs race per flow behind one event loop; module
+//! `connection` holds what the engine needs from the governor beyond its public calls.
 
 mod accounting;
 mod admission;
-mod connect;
 mod connection;
 #[cfg(test)]
 mod differential_tests;
@@ -40,7 +39,6 @@ mod stats;
 mod table;
 
 pub use admission::{Admission, AppId, DestinationKey, FlowInfo, Protocol, RejectReason};
-pub use connect::{ConnectAction, FlowsWithBudget};
 pub use id::FlowId;
 pub use lifecycle::{CloseReason, FlowError, FlowOutcome, FlowState, FlowView, Notification};
 pub use policy::{DEFAULT_FLOW_SLOTS, FlowPolicy, PolicyError};
@@ -148,10 +146,10 @@ pub struct FlowGovernor<S> {
     /// Apps whose reads their app watermark pauses now.
     apps_paused: u32,
     max_connecting: u32,
-    /// Flows whose connection a connection budget counts open (see [`FlowsWithBudget`]).
+    /// Flows whose connection the proxy engine's budget counts open.
     connections_held: u32,
-    /// Connection closes owed to the budget: flows that held a connection and were released
-    /// by a call that had no budget at hand. Paid by the next call through [`FlowsWithBudget`].
+    /// Connections released with their flows' slots since the proxy engine last took the count;
+    /// the engine gives them back to its budget in the same call, so none is ever left owed.
     connection_releases_owed: u32,
     counters: Counters,
 }

@@ -39,13 +39,13 @@ pub struct FlowPolicy {
     /// most. Default 128: bounds a burst of simultaneous connects (Happy Eyeballs races, a
     /// reconnect storm after a network change) so the system's own limits are not hit by
     /// half-open connections; the host may adjust it through
-    /// [`FlowGovernor::set_connection_budget`]. A host that counts its sockets with a
-    /// [`ConnectionBudget`] admits through [`FlowsWithBudget`], which asks the budget as well;
-    /// this cap then bounds how many admitted flows may wait for attempt budget.
+    /// [`FlowGovernor::set_connection_budget`]. The [`ProxyEngine`] asks its
+    /// [`ConnectionBudget`] as well; this cap then bounds how many admitted flows may wait for
+    /// attempt budget.
     ///
     /// [`FlowGovernor::set_connection_budget`]: crate::FlowGovernor::set_connection_budget
     /// [`ConnectionBudget`]: crate::ConnectionBudget
-    /// [`FlowsWithBudget`]: crate::FlowsWithBudget
+    /// [`ProxyEngine`]: crate::ProxyEngine
     pub max_connecting: u32,
     /// A flow with no byte read or completed for this long is closed, in microseconds. Default 10
     /// minutes: longer than the heartbeat of push channels and websockets (30 s to 5 minutes) so

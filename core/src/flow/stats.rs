@@ -119,22 +119,15 @@ pub struct FlowStats {
     /// Flows the host closed after bytes moved.
     pub closed: u64,
     /// Also-ran attempts: connection attempts of a flow's Happy Eyeballs race cancelled because
-    /// another attempt of the same race connected first (counted by
-    /// [`FlowsWithBudget::poll_race`]). Distinct from [`FlowStats::also_ran`], which counts
+    /// another attempt of the same race connected first (counted by the
+    /// [`ProxyEngine`](crate::ProxyEngine)). Distinct from [`FlowStats::also_ran`], which counts
     /// flows: a flow whose race had two losers and which then carried bytes adds 2 here and
     /// nothing there.
-    ///
-    /// [`FlowsWithBudget::poll_race`]: crate::FlowsWithBudget::poll_race
     pub also_ran_attempts: u64,
-    /// Flows whose connection a connection budget counts open now: established by a race under
-    /// the budget and not yet reported closed. After [`FlowsWithBudget::settle`] it equals the
-    /// budget's open connections when the host opens connections only through flow races.
-    ///
-    /// [`FlowsWithBudget::settle`]: crate::FlowsWithBudget::settle
+    /// Flows whose connection the proxy engine's budget counts open now: established by a race
+    /// and not yet reported closed. It equals the budget's open connections less the host's own
+    /// ([`ProxyEngine::try_open_connection`](crate::ProxyEngine::try_open_connection)).
     pub connections_held: u32,
-    /// Budget releases the budget rejected: a flow's connection close it had no open connection
-    /// for (the governor was used with two budgets, or the host also released it by hand).
-    pub budget_mismatches: u64,
     /// Failed remote connections, indexed by [`ErrorClass`] as `u8`.
     pub connect_failures: [u64; 7],
     /// Flows in each live state now.
@@ -185,7 +178,6 @@ pub(crate) struct Counters {
     pub(crate) also_ran: u64,
     pub(crate) closed: u64,
     pub(crate) also_ran_attempts: u64,
-    pub(crate) budget_mismatches: u64,
     pub(crate) connect_failures: [u64; 7],
     pub(crate) app_pauses: u64,
 }
@@ -221,7 +213,6 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             closed: counters.closed,
             also_ran_attempts: counters.also_ran_attempts,
             connections_held: self.connections_held,
-            budget_mismatches: counters.budget_mismatches,
             connect_failures: counters.connect_failures,
             flows: self.by_state,
             bytes_pending_outbound: u64::try_from(self.outbound_pending).unwrap_or(u64::MAX),

@@ -633,3 +633,94 @@ fn a_won_flow_forgets_its_race_slot_so_the_next_race_there_is_not_its_own() {
     assert_eq!(proxy.race(next).unwrap().attempts_in_flight(), 1);
     assert_eq!(proxy.stats().attempts_in_flight, 1);
 }
+
+fn engine_with_connections(attempts: u32, connections: u32) -> Engine {
+    let mut config = config(attempts);
+    config.budget.max_open_connections = connections;
+    let races = [const { RaceSlot::EMPTY }; 4];
+    ProxyEngine::new(ms(0), [FlowSlot::EMPTY; 8], races, config).unwrap()
+}
+
+/// Race flow `id` to a win by its IPv6 attempt, 5 ms after `at`.
+fn establish(proxy: &mut Engine, at: u64, id: FlowId) {
+    resolve_both(proxy, at, id, 1);
+    let events = drain(proxy);
+    let [ProxyEvent::StartAttempt { attempt, .. }] = events[..] else {
+        panic!("expected one attempt, got {events:?}");
+    };
+    proxy.on_attempt_connected(ms(at + 5), id, attempt).unwrap();
+    assert_eq!(drain(proxy), [ProxyEvent::Established { id, attempt }]);
+}
+
+#[test]
+fn out_of_connections_a_polite_app_evicts_a_connected_flow_of_the_heaviest() {
+    let mut proxy = engine_with_connections(4, 3);
+    let greedy: Vec<FlowId> = (0..3)
+        .map(|step| {
+            let id = admit(&mut proxy, step * 10, 1);
+            establish(&mut proxy, step * 10, id);
+            id
+        })
+        .collect();
+    let answer = proxy.on_new_flow(ms(100), info(2, 8));
+    let Admission::AcceptedAfterEvicting { id, evicted } = answer else {
+        panic!("expected an eviction, got {answer:?}");
+    };
+    assert_eq!(evicted, greedy[0], "least recently active first");
+    assert_eq!(
+        drain(&mut proxy),
+        [ProxyEvent::CloseFlow {
+            id: evicted,
+            reason: CloseReason::Evicted
+        }]
+    );
+    // The greedy app cannot evict for itself: it is the heaviest.
+    assert_eq!(
+        proxy.on_new_flow(ms(101), info(1, 8)),
+        Admission::Rejected(RejectReason::ConnectionBudget)
+    );
+    // The host closes the evicted flow; its connection gives the polite flow room.
+    assert_eq!(
+        proxy.on_closed(ms(102), evicted),
+        Ok(FlowOutcome::ClosedByGovernor(CloseReason::Evicted))
+    );
+    assert_eq!(proxy.stats().open_connections, 2);
+    establish(&mut proxy, 103, id);
+    assert_eq!(proxy.stats().open_connections, 3);
+    assert_eq!(proxy.stats().flows.connections_held, 3);
+}
+
+#[test]
+fn out_of_connections_a_victim_without_a_connection_frees_nothing() {
+    let mut proxy = engine_with_connections(4, 2);
+    let first = admit(&mut proxy, 0, 1);
+    establish(&mut proxy, 0, first);
+    // Bytes pending make the established flow busy, so the idle racing flow is the victim.
+    proxy.on_local_read(ms(5), first, 100).unwrap();
+    // The heaviest app's other flow is still racing: it holds an attempt, no connection.
+    let racing = admit(&mut proxy, 10, 1);
+    resolve_both(&mut proxy, 10, racing, 2);
+    assert_eq!(drain(&mut proxy).len(), 1);
+    assert_eq!(
+        proxy.on_new_flow(ms(20), info(2, 8)),
+        Admission::Rejected(RejectReason::ConnectionBudget)
+    );
+    assert_eq!(proxy.flow(racing).unwrap().state, FlowState::Connecting);
+    // Once the race has failed, the budget has room and the same request is admitted.
+    proxy
+        .on_attempt_failed(ms(21), racing, 0, ErrorClass::Refused)
+        .unwrap();
+    drain(&mut proxy);
+    proxy
+        .on_attempt_failed(ms(22), racing, 1, ErrorClass::Refused)
+        .unwrap();
+    assert!(matches!(
+        drain(&mut proxy)[..],
+        [ProxyEvent::ConnectFailed { .. }]
+    ));
+    assert!(proxy.budget_refusal().is_none());
+    assert!(matches!(
+        proxy.on_new_flow(ms(22), info(2, 8)),
+        Admission::Accepted { .. }
+    ));
+}
