@@ -8,12 +8,13 @@
 //! gives up after 75 s (the macOS TCP connect timeout).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 
 use tidegate_core::{
-    Action, AddressFamily, BudgetConfig, ConnectionBudget, ErrorClass, EyeballsConfig,
-    HappyEyeballs, Instant,
+    AddressFamily, AppId, BudgetConfig, DEFAULT_FLOW_SLOTS, DEFAULT_RACE_SLOTS, DestinationKey,
+    ErrorClass, FlowId, FlowInfo, FlowSlot, Instant, Protocol, ProxyConfig, ProxyEngine,
+    ProxyError, ProxyEvent, RaceSlot,
 };
 
 use super::{HUNG_AFTER_SECONDS, Host, Row, Scale};
@@ -33,7 +34,8 @@ const SOCKET_DESCRIPTORS: u64 = BudgetConfig::DEFAULT_FD_LIMIT - BudgetConfig::D
 const HUNG_AFTER_US: u64 = (HUNG_AFTER_SECONDS * 1e6) as u64;
 
 /// The naive host connects to IPv6, then IPv4, one after the other, with no budget; the tidegate
-/// host runs a [`HappyEyeballs`] race per connect, all sharing one default [`ConnectionBudget`].
+/// host runs every connect as a flow of one default [`ProxyEngine`]: a Happy Eyeballs race per
+/// flow, all under the engine's one connection budget.
 pub(super) fn ipv6_black_hole(scale: Scale) -> [Row; 2] {
     let connects = match scale {
         Scale::Full => 1_000,
@@ -88,37 +90,39 @@ fn naive(connects: u64) -> Row {
     row
 }
 
-type Race = HappyEyeballs<8>;
+/// The engine of the tidegate host: the default flow table and race table, on the heap.
+type Engine = ProxyEngine<Vec<FlowSlot>, Vec<RaceSlot>>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     Request(usize),
     Aaaa(usize),
     A(usize),
-    /// Attempt `index` of a race connected (true) or timed out (false).
+    /// Attempt `attempt` of request `r`'s race connected (true) or timed out (false).
     Attempt(usize, usize, bool),
-    Close,
-    Timer(usize),
+    Close(usize),
+    Timer,
 }
 
-struct RaceState {
-    race: Race,
+/// What the host knows of one connect request.
+struct Request {
     requested_at: u64,
     resolved_at: Option<u64>,
     connected: bool,
+    /// The flow the engine admitted for it, while it is open.
+    flow: Option<FlowId>,
     /// Sockets the host holds open for the race's attempts, by attempt index.
-    socket_open: [bool; 8],
-    timer: Option<u64>,
+    socket_open: [bool; 16],
 }
 
 struct World {
     now: u64,
     seq: u64,
     events: BinaryHeap<Reverse<(u64, u64, Event)>>,
-    budget: ConnectionBudget,
-    races: Vec<RaceState>,
-    /// Races still running or holding budget, in the order they were requested.
-    active: VecDeque<usize>,
+    engine: Engine,
+    requests: Vec<Request>,
+    by_flow: HashMap<FlowId, usize>,
+    timer: Option<u64>,
     descriptors: u64,
     descriptors_peak: u64,
     beyond_budget: u64,
@@ -131,119 +135,158 @@ impl World {
         self.events.push(Reverse((at, self.seq, event)));
     }
 
-    /// Poll race `r` until it has nothing left; true if it did anything.
-    fn drain(&mut self, r: usize) -> bool {
+    /// The request flow `id` was admitted for.
+    fn request_of(&self, id: FlowId) -> usize {
+        *self
+            .by_flow
+            .get(&id)
+            .expect("the engine names flows it admitted")
+    }
+
+    /// A request ends without a connection now (refused, failed or closed by the engine).
+    fn refuse(&mut self, r: usize) {
+        let request = &mut self.requests[r];
+        request.resolved_at.get_or_insert(self.now);
+        if let Some(id) = request.flow.take() {
+            self.by_flow.remove(&id);
+        }
+    }
+
+    /// Drain the engine's events, acting on each as a BSD-socket host does, then re-arm the
+    /// one timer.
+    fn drain(&mut self) {
         let now = self.now;
         let t = Instant::from_micros(now);
-        let mut progressed = false;
-        loop {
-            let state = &mut self.races[r];
-            state.race.handle_timeout(t);
-            let Some(action) = state.race.poll_action(&mut self.budget) else {
-                break;
-            };
-            progressed = true;
-            match action {
-                Action::StartAttempt { index, addr } => {
-                    state.socket_open[index] = true;
+        while let Some(event) = self.engine.poll_event() {
+            match event {
+                ProxyEvent::StartAttempt { id, attempt, addr } => {
+                    let r = self.request_of(id);
+                    self.requests[r].socket_open[attempt] = true;
                     self.descriptors += 1;
                     self.descriptors_peak = self.descriptors_peak.max(self.descriptors);
-                    let attempts = self.budget.attempts_in_flight();
-                    let in_use = attempts + self.budget.open_connections();
-                    if attempts > self.budget.attempt_limit()
-                        || in_use > self.budget.connection_limit()
+                    let stats = self.engine.stats();
+                    let in_use = stats.attempts_in_flight + stats.open_connections;
+                    if stats.attempts_in_flight > stats.attempt_limit
+                        || in_use > stats.connection_limit
                         || self.descriptors > SOCKET_DESCRIPTORS
                     {
                         self.beyond_budget += 1;
                     }
-                    match AddressFamily::of(&addr) {
-                        AddressFamily::Ipv4 => {
-                            self.schedule(now + IPV4_HANDSHAKE_US, Event::Attempt(r, index, true))
-                        }
-                        AddressFamily::Ipv6 => self.schedule(
-                            now + SOCKET_CONNECT_TIMEOUT_US,
-                            Event::Attempt(r, index, false),
-                        ),
-                    }
+                    let (after, connects) = match AddressFamily::of(&addr) {
+                        AddressFamily::Ipv4 => (IPV4_HANDSHAKE_US, true),
+                        AddressFamily::Ipv6 => (SOCKET_CONNECT_TIMEOUT_US, false),
+                    };
+                    self.schedule(now + after, Event::Attempt(r, attempt, connects));
                 }
-                Action::CancelAttempt { index } => {
-                    if std::mem::take(&mut state.socket_open[index]) {
+                ProxyEvent::CancelAttempt { id, attempt } => {
+                    if let Some(&r) = self.by_flow.get(&id)
+                        && std::mem::take(&mut self.requests[r].socket_open[attempt])
+                    {
                         self.descriptors -= 1;
                     }
                     self.also_ran += 1;
                 }
-                Action::Connected { index } => {
-                    // The socket stays open as the connection.
-                    state.socket_open[index] = false;
-                    state.connected = true;
-                    state.resolved_at = Some(now);
-                    self.schedule(now + CONNECTION_HOLD_US, Event::Close);
+                ProxyEvent::Established { id, attempt } => {
+                    // The socket stays open as the flow's connection.
+                    let r = self.request_of(id);
+                    let request = &mut self.requests[r];
+                    request.socket_open[attempt] = false;
+                    request.connected = true;
+                    request.resolved_at = Some(now);
+                    self.schedule(now + CONNECTION_HOLD_US, Event::Close(r));
                 }
-                Action::Failed { .. } => {
-                    state.resolved_at = Some(now);
+                ProxyEvent::ConnectFailed { id, .. } => {
+                    let r = self.request_of(id);
+                    self.refuse(r);
                 }
+                ProxyEvent::CloseFlow { id, .. } => {
+                    let r = self.request_of(id);
+                    self.engine
+                        .on_closed(t, id)
+                        .expect("the engine asked for it");
+                    self.refuse(r);
+                }
+                // Nothing is relayed here.
+                _ => {}
             }
         }
-        let state = &mut self.races[r];
-        if let Some(at) = state.race.poll_timeout().map(Instant::as_micros)
-            && at > now
-            && state.timer != Some(at)
+        if let Some(at) = self.engine.poll_timeout().map(Instant::as_micros)
+            && self.timer.is_none_or(|armed| at < armed)
         {
-            state.timer = Some(at);
-            self.schedule(at, Event::Timer(r));
+            self.timer = Some(at);
+            self.schedule(at.max(now), Event::Timer);
         }
-        progressed
     }
 
-    fn deliver(&mut self, event: Event) -> Option<usize> {
+    fn deliver(&mut self, event: Event) {
         let t = Instant::from_micros(self.now);
-        self.budget.handle_timeout(t);
         match event {
             Event::Request(r) => {
-                self.active.push_back(r);
-                self.schedule(self.now, Event::Aaaa(r));
-                self.schedule(self.now + A_AFTER_AAAA_US, Event::A(r));
-                None
+                // Each connect is a flow of its own app and server, so only the connecting
+                // cap and the budget can refuse it.
+                let info = FlowInfo {
+                    app: AppId(r as u64),
+                    destination: DestinationKey(r as u64),
+                    protocol: Protocol::Tcp,
+                };
+                match self.engine.on_new_flow(t, info).id() {
+                    Some(id) => {
+                        self.requests[r].flow = Some(id);
+                        self.by_flow.insert(id, r);
+                        self.schedule(self.now, Event::Aaaa(r));
+                        self.schedule(self.now + A_AFTER_AAAA_US, Event::A(r));
+                    }
+                    None => self.refuse(r),
+                }
             }
-            Event::Aaaa(r) => {
-                let _ = self.races[r]
-                    .race
-                    .on_resolved(t, AddressFamily::Ipv6, &[v6(r as u64)]);
-                Some(r)
+            Event::Aaaa(r) | Event::A(r) => {
+                let Some(id) = self.requests[r].flow else {
+                    return;
+                };
+                let answer = if matches!(event, Event::Aaaa(_)) {
+                    self.engine
+                        .on_resolved(t, id, AddressFamily::Ipv6, &[v6(r as u64)])
+                } else {
+                    self.engine
+                        .on_resolved(t, id, AddressFamily::Ipv4, &[v4(r as u64)])
+                        .and_then(|_| self.engine.on_resolution_done(t, id).map(|()| 1))
+                };
+                if answer == Err(ProxyError::NoRaceSlot) {
+                    // No race slot for it now: the host fails the connect at once.
+                    self.engine.on_closed(t, id).expect("an open flow closes");
+                    self.refuse(r);
+                }
             }
-            Event::A(r) => {
-                let race = &mut self.races[r].race;
-                let _ = race.on_resolved(t, AddressFamily::Ipv4, &[v4(r as u64)]);
-                let _ = race.on_resolution_done(t);
-                Some(r)
-            }
-            Event::Attempt(r, index, connected) => {
-                let state = &mut self.races[r];
-                if !state.socket_open[index] {
-                    return None; // cancelled earlier: the socket is closed
+            Event::Attempt(r, attempt, connected) => {
+                let request = &mut self.requests[r];
+                let Some(id) = request.flow else {
+                    return;
+                };
+                if !request.socket_open[attempt] {
+                    return; // cancelled earlier: the socket is closed
                 }
                 if connected {
-                    let _ = state.race.on_attempt_connected(t, index);
-                } else if state
-                    .race
-                    .on_attempt_failed(t, index, ErrorClass::TimedOut)
+                    let _ = self.engine.on_attempt_connected(t, id, attempt);
+                } else if self
+                    .engine
+                    .on_attempt_failed(t, id, attempt, ErrorClass::TimedOut)
                     .is_ok()
                 {
-                    state.socket_open[index] = false;
+                    self.requests[r].socket_open[attempt] = false;
                     self.descriptors -= 1;
                 }
-                Some(r)
             }
-            Event::Close => {
-                self.budget
-                    .on_connection_closed(t)
-                    .expect("a connection is open");
+            Event::Close(r) => {
+                let id = self.requests[r].flow.take().expect("a connected flow");
+                self.by_flow.remove(&id);
+                self.engine
+                    .on_closed(t, id)
+                    .expect("an established flow closes");
                 self.descriptors -= 1;
-                None
             }
-            Event::Timer(r) => {
-                self.races[r].timer = None;
-                Some(r)
+            Event::Timer => {
+                self.timer = None;
+                self.engine.handle_timeout(t);
             }
         }
     }
@@ -251,66 +294,48 @@ impl World {
     fn run(&mut self) {
         while let Some(Reverse((at, _, event))) = self.events.pop() {
             self.now = self.now.max(at);
-            if let Some(r) = self.deliver(event) {
-                self.drain(r);
-            }
-            // Released budget may let waiting races go: oldest first, until nothing moves.
-            loop {
-                let waiting: Vec<usize> = self
-                    .active
-                    .iter()
-                    .copied()
-                    .filter(|&r| self.races[r].race.is_waiting_for_budget())
-                    .collect();
-                let mut progressed = false;
-                for r in waiting {
-                    progressed |= self.drain(r);
-                }
-                if !progressed {
-                    break;
-                }
-            }
-            let races = &self.races;
-            self.active.retain(|&r| !races[r].race.is_finished());
+            self.deliver(event);
+            self.drain();
         }
     }
 }
 
-/// Run one default [`HappyEyeballs`] race per request time, all sharing one default
-/// [`ConnectionBudget`], and report what became of each.
+/// Run one connect per request time through one [`ProxyEngine`] at default settings (flow
+/// table, connection budget and races), and report what became of each.
 fn run_races(requests: &[u64]) -> (World, Outcomes) {
-    let budget = ConnectionBudget::new(BudgetConfig::default()).expect("defaults are valid");
-    let config = EyeballsConfig::default();
+    let config = ProxyConfig::DEFAULT;
+    let flows = vec![FlowSlot::EMPTY; DEFAULT_FLOW_SLOTS];
+    let races = vec![RaceSlot::EMPTY; DEFAULT_RACE_SLOTS];
+    let engine = ProxyEngine::new(Instant::from_micros(0), flows, races, config)
+        .expect("defaults are valid");
     let mut world = World {
         now: 0,
         seq: 0,
         events: BinaryHeap::new(),
-        budget,
-        races: requests
+        engine,
+        requests: requests
             .iter()
-            .map(|&at| RaceState {
-                race: Race::new(config, Instant::from_micros(at))
-                    .expect("the lab races use valid configs"),
+            .map(|&at| Request {
                 requested_at: at,
                 resolved_at: None,
                 connected: false,
-                socket_open: [false; 8],
-                timer: None,
+                flow: None,
+                socket_open: [false; 16],
             })
             .collect(),
-        active: VecDeque::new(),
+        by_flow: HashMap::new(),
+        timer: None,
         descriptors: 0,
         descriptors_peak: 0,
         beyond_budget: 0,
         also_ran: 0,
     };
-    for r in 0..requests.len() {
-        let at = world.races[r].requested_at;
+    for (r, &at) in requests.iter().enumerate() {
         world.schedule(at, Event::Request(r));
     }
     world.run();
     let outcomes: Outcomes = world
-        .races
+        .requests
         .iter()
         .map(|s| (s.requested_at, s.resolved_at, s.connected))
         .collect();
