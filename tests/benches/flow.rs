@@ -1,5 +1,7 @@
-//! Flow governor benchmark: the cost of one admission plus one close, and of the relay
-//! accounting of one read, with few and with many live flows in the table.
+//! Flow table benchmark: the cost of one admission plus one close, and of the relay accounting
+//! of one read, with few and with many live flows in the table, through the flow governor alone
+//! and through the proxy engine a host drives (which adds its connection budget, its race table
+//! and one event queue, drained after every operation as a host does).
 //!
 //! ```text
 //! cargo bench -p tidegate-tests --bench flow
@@ -8,7 +10,7 @@
 //!
 //! # Method
 //!
-//! A governor with 2048 slots (policy caps raised so that no cap refuses) is filled with `live`
+//! A table with 2048 slots (policy caps raised so that no cap refuses) is filled with `live`
 //! long-lived, established flows spread over 16 apps and 512 destinations. Each operation then
 //! admits a new flow for one of those apps to a rotating destination (`on_new_flow`) and closes
 //! it (`on_closed`), touching the app and destination hash tables, the per-app recency lists and
@@ -20,8 +22,11 @@
 //! (`can_read_remote`) and the write completed (`on_local_written`); it updates the flow's, its
 //! app's and the global counters against their watermarks. Time is the benchmark thread's own
 //! CPU time; each case runs 11 times for about 50 ms, interleaved across cases, and the median is
-//! shown. The issue's target: under 100 ns per admit+close, and the 1024-flow cost at most 1.3
-//! times the 64-flow cost.
+//! shown. The proxy engine's flows are connected by the host's system (`on_connecting`,
+//! `on_connected`), so no race runs: the rows measure what the engine adds to the governor's
+//! path (a budget check at admission, the race-slot and event-queue bookkeeping, the drain). The
+//! issue's target: under 100 ns per admit+close through the engine, and the 1024-flow cost at
+//! most 1.3 times the 64-flow cost.
 //!
 //! Before timing, every admission is checked to be `Accepted` and every close to free the slot;
 //! any other answer exits non-zero. That is a correctness check; no speed makes it fail.
@@ -32,8 +37,8 @@ use std::time::{Duration, Instant as WallClock};
 
 use cpu_time::ThreadTime;
 use tidegate_core::{
-    Admission, AppId, DestinationKey, FlowGovernor, FlowId, FlowInfo, FlowPolicy, FlowSlot,
-    Instant, Protocol,
+    Admission, AppId, DEFAULT_RACE_SLOTS, DestinationKey, FlowGovernor, FlowId, FlowInfo,
+    FlowPolicy, FlowSlot, Instant, Protocol, ProxyConfig, ProxyEngine, RaceSlot, Side,
 };
 
 const SLOTS: usize = 2048;
@@ -43,6 +48,98 @@ const DESTINATIONS: u64 = 512;
 const RUNS: usize = 11;
 
 type Governor = FlowGovernor<Box<[FlowSlot]>>;
+type Proxy = ProxyEngine<Box<[FlowSlot]>, Box<[RaceSlot]>>;
+
+/// The calls the benchmark makes, on the governor alone or through the proxy engine.
+trait Table: Sized {
+    const NAME: &'static str;
+    fn make() -> Result<Self, String>;
+    fn admit(&mut self, now: Instant, info: FlowInfo) -> Admission;
+    fn connect(&mut self, now: Instant, id: FlowId) -> Result<(), String>;
+    fn close(&mut self, now: Instant, id: FlowId) -> Result<(), String>;
+    fn remote_read(&mut self, now: Instant, id: FlowId, bytes: u64) -> Result<(), String>;
+    fn can_read_remote(&self, id: FlowId) -> bool;
+    fn local_written(&mut self, now: Instant, id: FlowId, bytes: u64) -> Result<(), String>;
+    /// Drain the outputs, as a host does after every input; how many there were.
+    fn drain(&mut self) -> usize;
+    /// Open flows and bytes pending.
+    fn levels(&self) -> (usize, u64);
+}
+
+impl Table for Governor {
+    const NAME: &'static str = "governor";
+    fn make() -> Result<Self, String> {
+        let slots = vec![FlowSlot::EMPTY; SLOTS].into_boxed_slice();
+        Governor::new(Instant::ZERO, slots, policy()).map_err(|e| e.to_string())
+    }
+    fn admit(&mut self, now: Instant, info: FlowInfo) -> Admission {
+        self.on_new_flow(now, info)
+    }
+    fn connect(&mut self, now: Instant, id: FlowId) -> Result<(), String> {
+        self.on_connected(now, id).map_err(|e| e.to_string())
+    }
+    fn close(&mut self, now: Instant, id: FlowId) -> Result<(), String> {
+        self.on_closed(now, id).map(drop).map_err(|e| e.to_string())
+    }
+    fn remote_read(&mut self, now: Instant, id: FlowId, bytes: u64) -> Result<(), String> {
+        self.on_remote_read(now, id, bytes)
+            .map_err(|e| e.to_string())
+    }
+    fn can_read_remote(&self, id: FlowId) -> bool {
+        FlowGovernor::can_read_remote(self, id)
+    }
+    fn local_written(&mut self, now: Instant, id: FlowId, bytes: u64) -> Result<(), String> {
+        self.on_local_written(now, id, bytes)
+            .map_err(|e| e.to_string())
+    }
+    fn drain(&mut self) -> usize {
+        std::iter::from_fn(|| self.poll_notification()).count()
+    }
+    fn levels(&self) -> (usize, u64) {
+        let stats = self.stats();
+        let pending = stats.bytes_pending_inbound + stats.bytes_pending_outbound;
+        (self.open_flows() as usize, pending)
+    }
+}
+
+impl Table for Proxy {
+    const NAME: &'static str = "proxy engine";
+    fn make() -> Result<Self, String> {
+        let slots = vec![FlowSlot::EMPTY; SLOTS].into_boxed_slice();
+        let races = vec![RaceSlot::EMPTY; DEFAULT_RACE_SLOTS].into_boxed_slice();
+        let config = ProxyConfig {
+            flows: policy(),
+            ..ProxyConfig::DEFAULT
+        };
+        Proxy::new(Instant::ZERO, slots, races, config).map_err(|e| e.to_string())
+    }
+    fn admit(&mut self, now: Instant, info: FlowInfo) -> Admission {
+        self.on_new_flow(now, info)
+    }
+    fn connect(&mut self, now: Instant, id: FlowId) -> Result<(), String> {
+        self.on_connected(now, id).map_err(|e| e.to_string())
+    }
+    fn close(&mut self, now: Instant, id: FlowId) -> Result<(), String> {
+        self.on_closed(now, id).map(drop).map_err(|e| e.to_string())
+    }
+    fn remote_read(&mut self, now: Instant, id: FlowId, bytes: u64) -> Result<(), String> {
+        self.on_remote_read(now, id, bytes)
+            .map_err(|e| e.to_string())
+    }
+    fn can_read_remote(&self, id: FlowId) -> bool {
+        self.can_read(id, Side::Remote)
+    }
+    fn local_written(&mut self, now: Instant, id: FlowId, bytes: u64) -> Result<(), String> {
+        self.on_local_written(now, id, bytes)
+            .map_err(|e| e.to_string())
+    }
+    fn drain(&mut self) -> usize {
+        std::iter::from_fn(|| self.poll_event()).count()
+    }
+    fn levels(&self) -> (usize, u64) {
+        self.flows().levels()
+    }
+}
 
 fn policy() -> FlowPolicy {
     FlowPolicy {
@@ -86,72 +183,80 @@ impl Operation {
     }
 }
 
-/// A governor holding `live` established flows, and their ids.
-fn filled(live: usize) -> Result<(Governor, Vec<FlowId>), String> {
-    let slots = vec![FlowSlot::EMPTY; SLOTS].into_boxed_slice();
-    let mut governor = Governor::new(Instant::ZERO, slots, policy()).map_err(|e| e.to_string())?;
+/// A table holding `live` established flows, and their ids.
+fn filled<T: Table>(live: usize) -> Result<(T, Vec<FlowId>), String> {
+    let mut table = T::make()?;
     let mut ids = Vec::with_capacity(live);
     for i in 0..live as u64 {
         let now = Instant::from_micros(i);
-        match governor.on_new_flow(now, info(i % APPS, i % DESTINATIONS)) {
+        match table.admit(now, info(i % APPS, i % DESTINATIONS)) {
             Admission::Accepted { id } => {
-                governor.on_connected(now, id).map_err(|e| e.to_string())?;
+                table.connect(now, id)?;
                 ids.push(id);
             }
             other => return Err(format!("filling flow {i}: {other:?}")),
         }
     }
-    Ok((governor, ids))
+    if table.drain() != 0 {
+        return Err("filling the table produced outputs".to_owned());
+    }
+    Ok((table, ids))
 }
 
 /// One operation, the `n`th.
-fn operate(
-    governor: &mut Governor,
+fn operate<T: Table>(
+    table: &mut T,
     live: &[FlowId],
     n: u64,
     operation: Operation,
 ) -> Result<FlowId, String> {
     match operation {
-        Operation::AdmitClose => admit_and_close(governor, n, false),
-        Operation::AdmitConnectClose => admit_and_close(governor, n, true),
-        Operation::ReadComplete => read_and_complete(governor, live, n),
+        Operation::AdmitClose => admit_and_close(table, n, false),
+        Operation::AdmitConnectClose => admit_and_close(table, n, true),
+        Operation::ReadComplete => read_and_complete(table, live, n),
     }
 }
 
-/// One admission, connect and close; returns the admitted id.
-fn admit_and_close(governor: &mut Governor, n: u64, connect: bool) -> Result<FlowId, String> {
+/// The host's drain after an operation, which finds nothing: these operations have no output.
+fn drained<T: Table>(table: &mut T, n: u64) -> Result<(), String> {
+    match table.drain() {
+        0 => Ok(()),
+        outputs => Err(format!("operation {n}: {outputs} outputs")),
+    }
+}
+
+/// One admission, connect and close, then the host's drain; returns the admitted id.
+fn admit_and_close<T: Table>(table: &mut T, n: u64, connect: bool) -> Result<FlowId, String> {
     let now = Instant::from_micros(1_000_000 + n);
-    let id = match governor.on_new_flow(now, black_box(info(n % APPS, (n * 7) % DESTINATIONS))) {
+    let id = match table.admit(now, black_box(info(n % APPS, (n * 7) % DESTINATIONS))) {
         Admission::Accepted { id } => id,
         other => return Err(format!("operation {n}: {other:?}")),
     };
     if connect {
-        governor.on_connected(now, id).map_err(|e| e.to_string())?;
+        table.connect(now, id)?;
     }
-    governor.on_closed(now, id).map_err(|e| e.to_string())?;
+    table.close(now, id)?;
+    drained(table, n)?;
     Ok(id)
 }
 
 /// A 1500-byte receive on the `n`th live flow (in rotation), its readiness check and its write
-/// completion; returns the flow's id.
-fn read_and_complete(governor: &mut Governor, live: &[FlowId], n: u64) -> Result<FlowId, String> {
+/// completion, then the host's drain; returns the flow's id.
+fn read_and_complete<T: Table>(table: &mut T, live: &[FlowId], n: u64) -> Result<FlowId, String> {
     let now = Instant::from_micros(1_000_000 + n);
     let id = live[n as usize % live.len()];
-    governor
-        .on_remote_read(now, id, black_box(1500))
-        .map_err(|e| e.to_string())?;
-    if !governor.can_read_remote(id) {
+    table.remote_read(now, id, black_box(1500))?;
+    if !table.can_read_remote(id) {
         return Err(format!("operation {n}: a 1500-byte read paused the flow"));
     }
-    governor
-        .on_local_written(now, id, black_box(1500))
-        .map_err(|e| e.to_string())?;
+    table.local_written(now, id, black_box(1500))?;
+    drained(table, n)?;
     Ok(id)
 }
 
 /// Run operations for about `budget` of CPU time; return ns per operation.
-fn timed_run(
-    governor: &mut Governor,
+fn timed_run<T: Table>(
+    governor: &mut T,
     live: &[FlowId],
     counter: &mut u64,
     operation: Operation,
@@ -187,6 +292,52 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
+/// One table's samples: for each operation and live count, the ns per operation of each run.
+type Samples = Vec<(usize, Operation, Vec<f64>)>;
+
+/// Fill one table per operation and live count, check it, then time `runs` rounds of
+/// `budget` each, interleaved across the cases.
+fn measure<T: Table>(runs: usize, budget: Duration) -> Result<Samples, String> {
+    let mut cases = Vec::new();
+    for operation in Operation::ALL {
+        for live in LIVE {
+            let (mut table, ids) = filled::<T>(live)?;
+            // Correctness check and warm-up: every admission is accepted, every read taken and
+            // completed, and the table stays at `live` flows with nothing left pending.
+            let mut counter = 0u64;
+            for _ in 0..20_000 {
+                operate(&mut table, &ids, counter, operation)
+                    .map_err(|e| format!("check failed with {live} live flows: {e}"))?;
+                counter += 1;
+            }
+            let (open, pending) = table.levels();
+            if open != live || pending != 0 {
+                return Err(format!(
+                    "table drifted: {open} open flows, {pending} bytes pending; \
+                     expected {live} and none"
+                ));
+            }
+            cases.push((
+                live,
+                operation,
+                table,
+                ids,
+                counter,
+                Vec::with_capacity(runs),
+            ));
+        }
+    }
+    for _ in 0..runs {
+        for (_, operation, table, ids, counter, samples) in &mut cases {
+            samples.push(timed_run(table, ids, counter, *operation, budget)?);
+        }
+    }
+    Ok(cases
+        .into_iter()
+        .map(|(live, operation, _, _, _, samples)| (live, operation, samples))
+        .collect())
+}
+
 fn main() -> ExitCode {
     let quick = std::env::args().any(|a| a == "--quick");
     let (runs, budget) = if quick {
@@ -196,89 +347,50 @@ fn main() -> ExitCode {
     };
     let wall = WallClock::now();
     let cpu = ThreadTime::now();
-
-    let mut cases = Vec::new();
-    for operation in Operation::ALL {
-        for live in LIVE {
-            let (mut governor, ids) = match filled(live) {
-                Ok(filled) => filled,
-                Err(e) => {
-                    eprintln!("setup failed: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            // Correctness check and warm-up: every admission is accepted, every read taken and
-            // completed, and the table stays at `live` flows with nothing left pending.
-            let mut counter = 0u64;
-            for _ in 0..20_000 {
-                if let Err(e) = operate(&mut governor, &ids, counter, operation) {
-                    eprintln!("check failed with {live} live flows: {e}");
-                    return ExitCode::FAILURE;
-                }
-                counter += 1;
-            }
-            let stats = governor.stats();
-            if governor.open_flows() as usize != live
-                || stats.bytes_pending_inbound + stats.bytes_pending_outbound != 0
-            {
-                eprintln!(
-                    "table drifted: {} open flows, {} bytes pending; expected {live} and none",
-                    governor.open_flows(),
-                    stats.bytes_pending_inbound + stats.bytes_pending_outbound
-                );
-                return ExitCode::FAILURE;
-            }
-            cases.push((
-                live,
-                operation,
-                governor,
-                ids,
-                counter,
-                Vec::with_capacity(runs),
-            ));
+    let measured = measure::<Governor>(runs, budget)
+        .map(|samples| (Governor::NAME, samples))
+        .and_then(|governor| {
+            measure::<Proxy>(runs, budget).map(|proxy| [governor, (Proxy::NAME, proxy)])
+        });
+    let tables = match measured {
+        Ok(tables) => tables,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
         }
-    }
-    for _ in 0..runs {
-        for (_, operation, governor, ids, counter, samples) in &mut cases {
-            match timed_run(governor, ids, counter, *operation, budget) {
-                Ok(ns) => samples.push(ns),
-                Err(e) => {
-                    eprintln!("timed run failed: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
-    }
+    };
 
-    println!("flow governor cost per flow: {runs} runs, median of thread CPU time\n");
+    println!("flow table cost per flow: {runs} runs, median of thread CPU time\n");
     println!(
-        "{:<22} {:>11} {:>10} {:>18}",
-        "operation", "live flows", "ns/flow", "spread (min-max)"
+        "{:<13} {:<22} {:>11} {:>10} {:>18}",
+        "through", "operation", "live flows", "ns/flow", "spread (min-max)"
     );
-    let mut medians = Vec::new();
-    for (live, operation, _, _, _, samples) in &mut cases {
-        let (min, max) = samples
+    let mut ratios = Vec::new();
+    for (name, mut cases) in tables {
+        let mut medians = Vec::new();
+        for (live, operation, samples) in &mut cases {
+            let (min, max) = samples
+                .iter()
+                .fold((f64::MAX, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            let med = median(samples);
+            medians.push(med);
+            println!(
+                "{name:<13} {:<22} {live:>11} {med:>10.1} {:>18}",
+                operation.name(),
+                format!("{min:.1}-{max:.1}")
+            );
+        }
+        let these: Vec<String> = Operation::ALL
             .iter()
-            .fold((f64::MAX, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        let med = median(samples);
-        medians.push(med);
-        println!(
-            "{:<22} {live:>11} {med:>10.1} {:>18}",
-            operation.name(),
-            format!("{min:.1}-{max:.1}")
-        );
+            .zip(medians.chunks(2))
+            .map(|(operation, pair)| format!("{} {:.2}x", operation.name(), pair[1] / pair[0]))
+            .collect();
+        ratios.push(format!("{name}: {}", these.join(", ")));
     }
-    let ratios: Vec<String> = Operation::ALL
-        .iter()
-        .zip(medians.chunks(2))
-        .map(|(operation, pair)| format!("{} {:.2}x", operation.name(), pair[1] / pair[0]))
-        .collect();
-    println!(
-        "\nratio {} / {} live flows: {}",
-        LIVE[1],
-        LIVE[0],
-        ratios.join(", ")
-    );
+    println!("\nratio {} / {} live flows:", LIVE[1], LIVE[0]);
+    for line in ratios {
+        println!("  {line}");
+    }
     let share = cpu.elapsed().as_secs_f64() / wall.elapsed().as_secs_f64();
     println!("CPU share: {:.0}% of wall-clock time", share * 100.0);
     ExitCode::SUCCESS
