@@ -135,6 +135,7 @@ impl Default for BudgetConfig {
 /// Why a [`BudgetConfig`] was rejected by [`ConnectionBudget::new`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum BudgetConfigError {
     /// `max_attempts_in_flight`, `max_open_connections`, `fd_limit` or `backoff_floor` is zero:
     /// nothing could ever connect (for the floor: once backed off).
@@ -215,6 +216,7 @@ impl fmt::Display for BudgetRefusal {
 /// starts. The counters are left unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum BudgetError {
     /// No attempt is in flight, so none can connect, fail or be cancelled.
     NoAttemptInFlight,

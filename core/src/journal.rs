@@ -190,6 +190,7 @@ where
 
 /// Why a journal could not be written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum JournalEncodeError {
     /// The buffer is shorter than the journal; `required` is the size that fits it.
     BufferTooSmall {
@@ -360,6 +361,7 @@ impl Iterator for JournalTasks<'_> {
 
 /// Why bytes handed back as a journal were refused. Refusing a journal changes nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum JournalDecodeError {
     /// Fewer bytes than the record needs: `len` were given, `required` are needed. The write was
     /// probably interrupted.

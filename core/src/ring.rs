@@ -61,6 +61,7 @@ impl Default for Slot {
 /// Why [`PacketRing::new`] refused its storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum RingError {
     /// The byte arena or the slot storage is empty.
     ZeroCapacity,
@@ -99,6 +100,7 @@ impl fmt::Display for RingError {
 /// Why [`PacketRing::push`] refused a packet. The ring is unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum PushError {
     /// The packet has no bytes; a ring never stores empty packets.
     Empty,

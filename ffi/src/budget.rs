@@ -64,6 +64,8 @@ pub(crate) fn status_of_budget_config(error: BudgetConfigError) -> TidegateStatu
         BudgetConfigError::ZeroLimit => TidegateStatus::ConfigBudgetZeroLimit,
         BudgetConfigError::ReserveAboveHalf => TidegateStatus::ConfigBudgetReserveTooLarge,
         BudgetConfigError::ZeroRecoveryInterval => TidegateStatus::ConfigBudgetZeroRecoveryInterval,
+        // A refusal added to the core later still refuses, with the generic status.
+        _ => TidegateStatus::InvalidArgument,
     }
 }
 
@@ -78,6 +80,8 @@ pub(crate) fn status_of_budget_error(error: BudgetError) -> TidegateStatus {
     match error {
         BudgetError::NoAttemptInFlight => TidegateStatus::BudgetNoAttemptInFlight,
         BudgetError::NoOpenConnection => TidegateStatus::BudgetNoOpenConnection,
+        // A refusal added to the core later still refuses, with the generic status.
+        _ => TidegateStatus::InvalidArgument,
     }
 }
 

@@ -320,6 +320,8 @@ pub(crate) fn status_of_resolve(error: ResolveError) -> TidegateStatus {
     match error {
         ResolveError::RaceFinished => TidegateStatus::RaceFinished,
         ResolveError::FamilyMismatch { .. } => TidegateStatus::AddressFamilyMismatch,
+        // A refusal added to the core later still refuses, with the generic status.
+        _ => TidegateStatus::InvalidArgument,
     }
 }
 
@@ -327,6 +329,8 @@ pub(crate) fn status_of_attempt(error: AttemptError) -> TidegateStatus {
     match error {
         AttemptError::UnknownAttempt { .. } => TidegateStatus::UnknownAttempt,
         AttemptError::NotInFlight { .. } => TidegateStatus::AttemptNotInFlight,
+        // A refusal added to the core later still refuses, with the generic status.
+        _ => TidegateStatus::InvalidArgument,
     }
 }
 

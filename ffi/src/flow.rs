@@ -357,6 +357,8 @@ pub(crate) fn status_of_policy(error: PolicyError) -> TidegateStatus {
         PolicyError::WatermarksInverted => TidegateStatus::ConfigWatermarksOutOfOrder,
         PolicyError::TooFewSlots { .. } => TidegateStatus::ConfigFlowTooFewSlots,
         PolicyError::TooManySlots { .. } => TidegateStatus::ConfigFlowTooManySlots,
+        // A refusal added to the core later still refuses, with the generic status.
+        _ => TidegateStatus::InvalidArgument,
     }
 }
 
@@ -367,6 +369,8 @@ pub(crate) fn status_of_flow(error: FlowError) -> TidegateStatus {
         FlowError::InvalidState { .. } => TidegateStatus::FlowInvalidState,
         FlowError::ExceedsPending { .. } => TidegateStatus::CompletionExceedsPending,
         FlowError::TooManyBytes { .. } => TidegateStatus::InvalidArgument,
+        // A refusal added to the core later still refuses, with the generic status.
+        _ => TidegateStatus::InvalidArgument,
     }
 }
 

@@ -543,6 +543,8 @@ pub unsafe extern "C" fn tidegate_lifecycle_write_journal(
                     write_out(out_len, required)?;
                     Err(TidegateStatus::BufferTooSmall)
                 }
+                // A refusal added to the core later still refuses, with the generic status.
+                Err(_) => Err(TidegateStatus::InvalidArgument),
             }
         })
     }
@@ -719,6 +721,8 @@ fn status_of_lifecycle_config(error: LifecycleConfigError) -> TidegateStatus {
         }
         LifecycleConfigError::TooManyTasks => TidegateStatus::ConfigTaskCapacityTooLarge,
         LifecycleConfigError::ZeroHousekeepingDeadline => TidegateStatus::ConfigZeroDuration,
+        // A refusal added to the core later still refuses, with the generic status.
+        _ => TidegateStatus::InvalidArgument,
     }
 }
 
@@ -840,9 +844,13 @@ fn status_of_start(error: StartError) -> TidegateStatus {
             JournalDecodeError::LengthMismatch { .. } => TidegateStatus::JournalLengthMismatch,
             JournalDecodeError::ChecksumMismatch { .. } => TidegateStatus::JournalChecksumMismatch,
             JournalDecodeError::Malformed => TidegateStatus::JournalMalformed,
+            // A refusal added to the core later still refuses, with the generic status.
+            _ => TidegateStatus::InvalidArgument,
         },
         StartError::JournalTooLarge { .. } => TidegateStatus::JournalTooLarge,
         StartError::GenerationExhausted => TidegateStatus::LifecycleGenerationExhausted,
+        // A refusal added to the core later still refuses, with the generic status.
+        _ => TidegateStatus::InvalidArgument,
     }
 }
 
@@ -850,6 +858,8 @@ fn status_of_stop(error: StopError) -> TidegateStatus {
     match error {
         StopError::NotActive => TidegateStatus::LifecycleNotActive,
         StopError::AlreadyStopping => TidegateStatus::LifecycleAlreadyStopping,
+        // A refusal added to the core later still refuses, with the generic status.
+        _ => TidegateStatus::InvalidArgument,
     }
 }
 
@@ -859,6 +869,8 @@ fn status_of_register(error: TaskRegisterError) -> TidegateStatus {
         TaskRegisterError::HousekeepingOver => TidegateStatus::LifecycleHousekeepingOver,
         TaskRegisterError::QueueFull { .. } => TidegateStatus::TaskQueueFull,
         TaskRegisterError::PayloadTooLong { .. } => TidegateStatus::TaskPayloadTooLong,
+        // A refusal added to the core later still refuses, with the generic status.
+        _ => TidegateStatus::InvalidArgument,
     }
 }
 
@@ -871,6 +883,8 @@ fn status_of_report(error: ReportError) -> TidegateStatus {
         ReportError::TaskAlreadyEnded { .. } => TidegateStatus::ReportTaskAlreadyEnded,
         ReportError::TaskNotRunning { .. } => TidegateStatus::ReportTaskNotRunning,
         ReportError::TaskCarriedOver { .. } => TidegateStatus::ReportTaskCarriedOver,
+        // A refusal added to the core later still refuses, with the generic status.
+        _ => TidegateStatus::InvalidArgument,
     }
 }
 

@@ -1074,6 +1074,8 @@ fn status_of_config(error: ConfigError) -> TidegateStatus {
         ConfigError::BadPacketAlign { .. } => TidegateStatus::ConfigBadPacketAlign,
         ConfigError::ArenaNotWholeCells { .. } => TidegateStatus::ConfigArenaNotWholeCells,
         ConfigError::InvalidByteQueueLimit => TidegateStatus::ConfigInvalidQueueLimit,
+        // A refusal added to the core later still refuses, with the generic status.
+        _ => TidegateStatus::InvalidArgument,
     }
 }
 
@@ -1082,6 +1084,8 @@ fn status_of_packet(error: PacketError) -> TidegateStatus {
         PacketError::Empty => TidegateStatus::PacketEmpty,
         PacketError::TooLong { .. } => TidegateStatus::PacketTooLong,
         PacketError::NoRoom => TidegateStatus::NoRoom,
+        // A refusal added to the core later still refuses, with the generic status.
+        _ => TidegateStatus::InvalidArgument,
     }
 }
 

@@ -667,7 +667,8 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                     }
                     2 => {
                         let mut out = Out::<TidegateFlowOutcome>::new(null_out);
-                        let s = tidegate_proxy_on_connect_failed(proxy, now, flow, errno, out.ptr());
+                        let s =
+                            tidegate_proxy_on_connect_failed(proxy, now, flow, errno, out.ptr());
                         out.after(expect(s, null_given || null_out, &system));
                     }
                     3 => {
@@ -835,8 +836,15 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                     (addresses.as_ptr(), addresses.len())
                 };
                 let mut added = Out::<usize>::new(false);
-                let s =
-                    tidegate_proxy_on_resolved(proxy, now, flow, family % 8, ptr, count, added.ptr());
+                let s = tidegate_proxy_on_resolved(
+                    proxy,
+                    now,
+                    flow,
+                    family % 8,
+                    ptr,
+                    count,
+                    added.ptr(),
+                );
                 let null_given = proxy.is_null() || (ptr.is_null() && count > 0);
                 let allowed = [
                     S::UnknownFlow,

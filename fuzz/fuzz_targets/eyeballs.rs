@@ -184,6 +184,7 @@ fuzz_target!(|data: &[u8]| {
                         assert!(running && mixed && position == addrs.len() - 1);
                     }
                     Err(tidegate_core::ResolveError::RaceFinished) => assert!(!running),
+                    Err(other) => panic!("an undocumented refusal: {other:?}"),
                 }
             }
             Op::ResolutionFailed { race, ipv6, tick } => {

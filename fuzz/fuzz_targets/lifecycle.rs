@@ -216,6 +216,7 @@ fuzz_target!(|data: &[u8]| {
                         ));
                         refused = true;
                     }
+                    Err(other) => panic!("an undocumented refusal: {other:?}"),
                 }
             }
             Op::TunnelStarted(generation, tick) => {
@@ -282,6 +283,7 @@ fuzz_target!(|data: &[u8]| {
                         ));
                         refused = true;
                     }
+                    Err(other) => panic!("an undocumented refusal: {other:?}"),
                 }
             }
             Op::TaskEnded {

@@ -63,6 +63,7 @@ fuzz_target!(|data: &[u8]| {
                         let bound = len.max(largest_since_empty);
                         assert!(live >= slots || used + len + bound > arena);
                     }
+                    Err(other) => panic!("an undocumented refusal: {other:?}"),
                 }
             }
             Op::Handout => {

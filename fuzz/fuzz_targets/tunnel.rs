@@ -135,6 +135,7 @@ fuzz_target!(|data: &[u8]| {
                         );
                         refused = (refused.0 + 1, refused.1 + len as u64);
                     }
+                    Err(other) => panic!("an undocumented refusal: {other:?}"),
                 }
                 let (bytes, packets) = held(&tunnel, &outbound);
                 if bytes >= config.outbound_high_watermark_bytes as usize
@@ -184,6 +185,7 @@ fuzz_target!(|data: &[u8]| {
                         assert_eq!(tunnel.stats(), expected, "a refusal changes one counter");
                     }
                     Err(PacketError::NoRoom) => panic!("inbound drops by policy, never NoRoom"),
+                    Err(other) => panic!("an undocumented refusal: {other:?}"),
                 }
             }
             Op::PollOutbound { tick } => {

@@ -181,6 +181,7 @@ impl EyeballsConfig {
 /// Why [`HappyEyeballs::new`] refused an [`EyeballsConfig`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum EyeballsConfigError {
     /// `first_address_family_count` is 0.
     ZeroFirstAddressFamilyCount,
@@ -356,6 +357,7 @@ pub enum RaceStatus {
 /// Why a DNS input was rejected; the race is unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum ResolveError {
     /// The race is already won, failed or aborted; the answer is not needed.
     RaceFinished,
@@ -380,6 +382,7 @@ impl fmt::Display for ResolveError {
 /// Why an attempt report was rejected; the race is unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum AttemptError {
     /// No attempt with this index was ever started.
     UnknownAttempt {

@@ -48,6 +48,7 @@ impl DestinationKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum Protocol {
     /// A TCP flow (`NEAppProxyTCPFlow`, a stream socket).
     Tcp = 0,

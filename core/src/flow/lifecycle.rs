@@ -146,6 +146,7 @@ pub struct FlowView {
 /// Why a call about one flow was refused; a refused call changes nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum FlowError {
     /// The id was never issued by this governor: index out of range or a generation the slot
     /// has not reached (a forged or corrupted id).

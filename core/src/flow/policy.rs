@@ -160,6 +160,7 @@ pub(crate) const MAX_SLOTS: usize = (u32::MAX - 1) as usize;
 /// Why a [`FlowPolicy`] cannot drive a table; nothing is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum PolicyError {
     /// A cap (global, per app, per destination, connecting) is 0, which would refuse every flow.
     ZeroCap,

@@ -70,6 +70,7 @@ pub struct LifecycleConfig {
 /// Why [`Lifecycle::new`] refused a configuration or its task storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum LifecycleConfigError {
     /// The task storage has no slot: no task could ever be registered.
     ZeroTaskCapacity,
@@ -273,6 +274,7 @@ pub struct LifecycleStats {
 /// Why a start was refused. Nothing changed (except the `journals_rejected` counter for a bad
 /// journal).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StartError {
     /// A session is already starting or running.
     AlreadyActive,
@@ -313,6 +315,7 @@ impl fmt::Display for StartError {
 
 /// Why a stop or cancel request was refused. Nothing changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StopError {
     /// No session is starting or running.
     NotActive,
@@ -333,6 +336,7 @@ impl fmt::Display for StopError {
 
 /// Why a task could not be registered. Nothing changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TaskRegisterError {
     /// No session is active (idle or stopped).
     NoSession,
@@ -372,6 +376,7 @@ impl fmt::Display for TaskRegisterError {
 
 /// Why a host report was refused. Nothing changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReportError {
     /// The report names an earlier session than the current one: a late callback. Ignore it.
     StaleGeneration {
@@ -446,6 +451,7 @@ impl fmt::Display for ReportError {
 
 /// Why the journal could not be written. Nothing was written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WriteJournalError {
     /// No journal is sealed: only after a `PersistJournal` effect (until the stop completes)
     /// is there one to write.

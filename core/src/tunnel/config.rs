@@ -359,6 +359,7 @@ pub struct CeilingTooSmall {
 /// Why a [`TunnelConfig`] or the storage handed in with it was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A ring has zero bytes or zero slots.
     ZeroCapacity,

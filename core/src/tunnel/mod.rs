@@ -52,6 +52,7 @@ pub struct BatchPush {
 /// Why a packet was refused. The tunnel is unchanged apart from the counter of that reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum PacketError {
     /// The packet has no bytes.
     Empty,
