@@ -724,3 +724,31 @@ fn out_of_connections_a_victim_without_a_connection_frees_nothing() {
         Admission::Accepted { .. }
     ));
 }
+
+/// Found by the proxy simulation: a DNS answer for a flow the engine evicted, fed before the
+/// host drained its close, is refused as a flow no longer open, and changes nothing.
+#[test]
+fn a_dns_answer_for_a_flow_waiting_to_be_closed_is_refused() {
+    let mut proxy = engine(4);
+    let greedy: Vec<FlowId> = (0..6).map(|i| admit(&mut proxy, i, 1)).collect();
+    let Admission::AcceptedAfterEvicting { evicted, .. } = proxy.on_new_flow(ms(10), info(2, 8))
+    else {
+        panic!("expected an eviction");
+    };
+    assert!(greedy.contains(&evicted));
+    let before = proxy.stats();
+    assert_eq!(
+        proxy.on_resolved(ms(11), evicted, AddressFamily::Ipv6, &[v6(1)]),
+        Err(ProxyError::Flow(FlowError::InvalidState {
+            state: FlowState::Closing
+        }))
+    );
+    assert_eq!(proxy.stats(), before, "nothing changed");
+    assert_eq!(
+        drain(&mut proxy),
+        [ProxyEvent::CloseFlow {
+            id: evicted,
+            reason: CloseReason::Evicted
+        }]
+    );
+}
