@@ -304,8 +304,9 @@ fn no_address_fails_the_flow_as_unreachable() {
     );
 }
 
-#[test]
-fn a_race_waiting_for_budget_starts_when_another_race_releases_it() {
+/// An engine allowing one attempt in flight, and two flows of different apps resolved to one
+/// IPv4 address each at 0 ms: the first race takes the attempt, the second waits for budget.
+fn two_races_for_one_attempt() -> (Engine, FlowId, FlowId) {
     let mut proxy = engine(1);
     let first = admit(&mut proxy, 0, 1);
     let second = admit(&mut proxy, 0, 2);
@@ -315,6 +316,12 @@ fn a_race_waiting_for_budget_starts_when_another_race_releases_it() {
             .unwrap();
         proxy.on_resolution_done(ms(0), id).unwrap();
     }
+    (proxy, first, second)
+}
+
+#[test]
+fn a_race_waiting_for_budget_starts_when_another_race_releases_it() {
+    let (mut proxy, first, second) = two_races_for_one_attempt();
     let events = drain(&mut proxy);
     assert_eq!(
         events,
@@ -570,15 +577,7 @@ fn footprint_counts_the_slots() {
 
 #[test]
 fn a_cancelled_attempt_hands_its_budget_to_a_waiting_race_in_the_same_drain() {
-    let mut proxy = engine(1);
-    let first = admit(&mut proxy, 0, 1);
-    let second = admit(&mut proxy, 0, 2);
-    for (id, host) in [(first, 1), (second, 2)] {
-        proxy
-            .on_resolved(ms(0), id, AddressFamily::Ipv4, &[v4(host)])
-            .unwrap();
-        proxy.on_resolution_done(ms(0), id).unwrap();
-    }
+    let (mut proxy, first, second) = two_races_for_one_attempt();
     let _ = drain(&mut proxy);
     proxy.on_closed(ms(100), first).unwrap();
     assert_eq!(
