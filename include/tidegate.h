@@ -47,9 +47,9 @@
  * The version of the C ABI this header describes. It changes whenever a function, a type or
  * a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
  * change with what to do): compare it at build time, for example
- * `#if TIDEGATE_ABI_VERSION != 7`, to notice a library update that needs attention.
+ * `#if TIDEGATE_ABI_VERSION != 8`, to notice a library update that needs attention.
  */
-#define TIDEGATE_ABI_VERSION 7
+#define TIDEGATE_ABI_VERSION 8
 
 /**
  * The class of a connect failure, by what the host should do about it.
@@ -628,6 +628,22 @@ enum TidegateRejectReason
      * Too many flows are still connecting. App proxy: fail, or retry after a flow connects.
      */
     TIDEGATE_REJECT_REASON_CONNECTION_BUDGET = 4,
+    /**
+     * A UDP flow, and `max_datagram_flows` are open. App proxy: fail the flow; idle UDP
+     * sessions give their slots back within `datagram_idle_timeout_us`.
+     */
+    TIDEGATE_REJECT_REASON_DATAGRAM_OVER_LIMIT = 5,
+    /**
+     * A DNS flow, and `max_dns_in_flight` DNS flows are open, or the app holds
+     * `max_dns_in_flight_per_app`. Refused at once: the app's resolver retries or fails fast.
+     */
+    TIDEGATE_REJECT_REASON_DNS_OVER_LIMIT = 6,
+    /**
+     * Admission pacing has no token for the app: its new flows arrive faster than
+     * `app_admission_rate_per_second` beyond its burst. Hold the flow and ask again at
+     * `retry_at_us`, or pass it on / fail it.
+     */
+    TIDEGATE_REJECT_REASON_PACED = 7,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -698,6 +714,14 @@ enum TidegateFlowOutcome
      * Closed after the governor found it connecting too long.
      */
     TIDEGATE_FLOW_OUTCOME_CONNECT_TIMEOUT = 5,
+    /**
+     * Closed after the UDP flow reached its maximum lifetime.
+     */
+    TIDEGATE_FLOW_OUTCOME_LIFETIME_EXCEEDED = 6,
+    /**
+     * Closed after a read stayed paused for the maximum paused time.
+     */
+    TIDEGATE_FLOW_OUTCOME_PAUSED_TOO_LONG = 7,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -786,6 +810,14 @@ enum TidegateCloseReason
      * answer (and, by `TidegateProxy`, as a `CLOSE_FLOW` event too).
      */
     TIDEGATE_CLOSE_REASON_EVICTED = 3,
+    /**
+     * The UDP flow reached `datagram_max_lifetime_us`.
+     */
+    TIDEGATE_CLOSE_REASON_LIFETIME_EXCEEDED = 4,
+    /**
+     * A read stayed paused for `max_paused_us`: its peer stopped draining.
+     */
+    TIDEGATE_CLOSE_REASON_PAUSED_TOO_LONG = 5,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -1031,6 +1063,40 @@ enum TidegateAddressFamily
 typedef enum TidegateAddressFamily TidegateAddressFamily;
 #else
 typedef uint32_t TidegateAddressFamily;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Which caps and timers apply to a flow (the `flow_class` argument of
+ * `tidegate_proxy_on_new_flow`). The host declares it: `DNS` for flows carrying DNS queries
+ * (UDP or TCP port 53, DNS-over-TLS on 853, DNS-over-HTTPS to a resolver it knows), `DATAGRAM`
+ * for other UDP flows, `STREAM` otherwise.
+ */
+enum TidegateFlowClass
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * TCP, or any flow not declared otherwise: the general caps and idle timeout.
+     */
+    TIDEGATE_FLOW_CLASS_STREAM = 0,
+    /**
+     * A UDP session: `max_datagram_flows`, `datagram_idle_timeout_us` and
+     * `datagram_max_lifetime_us` apply.
+     */
+    TIDEGATE_FLOW_CLASS_DATAGRAM = 1,
+    /**
+     * DNS queries: `max_dns_in_flight`, `max_dns_in_flight_per_app` and `dns_idle_timeout_us`
+     * apply, and admission pacing does not.
+     */
+    TIDEGATE_FLOW_CLASS_DNS = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateFlowClass TidegateFlowClass;
+#else
+typedef uint32_t TidegateFlowClass;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -1306,7 +1372,9 @@ typedef struct TidegateLifecycleStats {
 
 /**
  * The flow table's policy (the `flows` field of `TidegateProxyConfig`): caps, timeouts,
- * watermarks. `tidegate_proxy_new` checks it and names the first problem.
+ * watermarks, the UDP and DNS classes' caps and timers, and admission pacing.
+ * `tidegate_proxy_new` checks it and names the first problem: a cap or pacing value of 0 is
+ * `TIDEGATE_STATUS_CONFIG_FLOW_ZERO_CAP`, a duration of 0 `TIDEGATE_STATUS_CONFIG_ZERO_DURATION`.
  */
 typedef struct TidegateFlowPolicy {
     /**
@@ -1332,10 +1400,11 @@ typedef struct TidegateFlowPolicy {
      */
     uint32_t max_connecting;
     /**
-     * Must be 0 (the default is); room for a future field. Anything else is refused with
-     * `TIDEGATE_STATUS_INVALID_ARGUMENT`.
+     * Cap on open UDP flows (class `DATAGRAM`). Default 128: a storm of hundreds of UDP
+     * sessions stops at under a third of the table and leaves the rest to TCP; beyond it a UDP
+     * flow is refused with `TIDEGATE_REJECT_REASON_DATAGRAM_OVER_LIMIT`.
      */
-    uint32_t reserved;
+    uint32_t max_datagram_flows;
     /**
      * A flow with no byte read or completed this long is closed, in microseconds. Default 10
      * minutes. Not 0 (refused: it would close every flow at once); `UINT64_MAX` means never.
@@ -1378,6 +1447,50 @@ typedef struct TidegateFlowPolicy {
      * Over one app's flows, its paused reads resume at this many. Default 1 MiB.
      */
     uint64_t app_low_watermark_bytes;
+    /**
+     * Cap on open DNS flows (class `DNS`), each a query in flight until it closes. Default
+     * 64, Tailscale's figure for iOS; beyond it a query is refused at once with
+     * `TIDEGATE_REJECT_REASON_DNS_OVER_LIMIT`.
+     */
+    uint32_t max_dns_in_flight;
+    /**
+     * Cap on one app's open DNS flows. Default 32, half the budget: one app's burst leaves the
+     * other apps their lookups.
+     */
+    uint32_t max_dns_in_flight_per_app;
+    /**
+     * Admission pacing, per app: new flows one app may open at once after a quiet period (its
+     * token bucket's size). Default 128: a page load or a session restore fits, one app's
+     * reconnect storm of hundreds of flows is spread over time. DNS flows are not paced.
+     */
+    uint32_t app_admission_burst;
+    /**
+     * Admission pacing, per app: new flows one app may open per second once its burst is
+     * spent. Default 64; `UINT32_MAX` with a burst of `UINT32_MAX` makes pacing inert. A flow
+     * that finds no token is refused with `TIDEGATE_REJECT_REASON_PACED` and `retry_at_us`
+     * says when to ask again.
+     */
+    uint32_t app_admission_rate_per_second;
+    /**
+     * An established UDP flow idle this long is closed, in microseconds. Default 60 s. Not 0;
+     * `UINT64_MAX` means never.
+     */
+    uint64_t datagram_idle_timeout_us;
+    /**
+     * A UDP flow open this long is closed however busy, in microseconds. Default `UINT64_MAX`
+     * (never: QUIC connections and calls live long). Not 0.
+     */
+    uint64_t datagram_max_lifetime_us;
+    /**
+     * An established DNS flow idle this long is closed, in microseconds. Default 10 s. Not 0;
+     * `UINT64_MAX` means never.
+     */
+    uint64_t dns_idle_timeout_us;
+    /**
+     * A flow with a read paused this long without a resume is closed, in microseconds.
+     * Default 60 s. Not 0; `UINT64_MAX` means never.
+     */
+    uint64_t max_paused_us;
 } TidegateFlowPolicy;
 
 /**
@@ -1521,6 +1634,11 @@ typedef struct TidegateAdmission {
      * Always 0: keeps the struct free of padding, so every byte is written.
      */
     uint32_t reserved;
+    /**
+     * For `REJECTED` with `PACED`, the time (in the host's `now_us` clock) from which asking
+     * again admits the flow if nothing else refuses it; 0 otherwise.
+     */
+    uint64_t retry_at_us;
 } TidegateAdmission;
 
 /**
@@ -1648,6 +1766,15 @@ typedef struct TidegateAppState {
      * Always 0: keeps the struct free of padding, so every byte is written.
      */
     uint8_t reserved[3];
+    /**
+     * Open DNS flows of the app: its queries in flight.
+     */
+    uint32_t dns_in_flight;
+    /**
+     * Admission pacing tokens the app has as of the latest `now_us` given: new flows it may
+     * open at once (`app_admission_burst` for an app holding no flow).
+     */
+    uint32_t admission_tokens;
 } TidegateAppState;
 
 /**
@@ -1781,6 +1908,42 @@ typedef struct TidegateFlowStats {
      * Times an app's reads paused at the app high watermark.
      */
     uint64_t app_pauses;
+    /**
+     * Flows refused because `max_datagram_flows` UDP flows were open.
+     */
+    uint64_t rejected_datagram_over_limit;
+    /**
+     * DNS flows refused by the DNS budget (overall or the app's share).
+     */
+    uint64_t rejected_dns_over_limit;
+    /**
+     * Flows refused by admission pacing.
+     */
+    uint64_t rejected_paced;
+    /**
+     * UDP flows closed at their maximum lifetime.
+     */
+    uint64_t lifetime_closes;
+    /**
+     * Flows closed for a read paused past the maximum paused time.
+     */
+    uint64_t paused_closes;
+    /**
+     * Open UDP flows now.
+     */
+    uint32_t datagram_flows;
+    /**
+     * Open DNS flows now: the queries in flight.
+     */
+    uint32_t dns_in_flight;
+    /**
+     * Open flows with a read paused now.
+     */
+    uint32_t flows_paused;
+    /**
+     * Always 0: keeps the struct free of padding, so every byte is written.
+     */
+    uint32_t reserved2;
 } TidegateFlowStats;
 
 /**
@@ -2542,14 +2705,18 @@ void tidegate_proxy_free(struct TidegateProxy *proxy);
 
 /**
  * Asks to admit a new flow of `app` to `destination` over `protocol` (a
- * `TIDEGATE_FLOW_PROTOCOL_*` value), under the caps, the fairness rule and the connection
- * budget, and writes the answer to `*out_admission`. A refusal is an answer, not an error:
- * the status is `TIDEGATE_STATUS_OK` and the decision says `REJECTED`, with `budget_refusal`
- * naming the budget limit when the reason is `CONNECTION_BUDGET` (`NONE` there means
- * `max_connecting` refused). A flow evicted to admit this one also comes out of
- * `tidegate_proxy_poll_events` as `CLOSE_FLOW`: close it there. O(1).
+ * `TIDEGATE_FLOW_PROTOCOL_*` value) of class `flow_class` (a `TIDEGATE_FLOW_CLASS_*` value:
+ * `DNS` for DNS queries, `DATAGRAM` for other UDP, `STREAM` otherwise), under the caps, the
+ * class's caps, admission pacing, the fairness rule and the connection budget, and writes the
+ * answer to `*out_admission`. A refusal is an answer, not an error: the status is
+ * `TIDEGATE_STATUS_OK` and the decision says `REJECTED`, with `budget_refusal` naming the
+ * budget limit when the reason is `CONNECTION_BUDGET` (`NONE` there means `max_connecting`
+ * refused) and `retry_at_us` the time to ask again when it is `PACED`. A flow evicted to
+ * admit this one also comes out of `tidegate_proxy_poll_events` as `CLOSE_FLOW`: close it
+ * there. O(1).
  *
- * Returns `TIDEGATE_STATUS_INVALID_ARGUMENT` for an unknown protocol; nothing changes.
+ * Returns `TIDEGATE_STATUS_INVALID_ARGUMENT` for an unknown protocol or class; nothing
+ * changes.
  *
  * # Safety
  * `proxy` must be NULL or a live handle; `out_admission` must be NULL or valid for writing.
@@ -2559,6 +2726,7 @@ TidegateStatus tidegate_proxy_on_new_flow(struct TidegateProxy *proxy,
                                           uint64_t app,
                                           uint64_t destination,
                                           uint32_t protocol,
+                                          uint32_t flow_class,
                                           struct TidegateAdmission *out_admission);
 
 /**

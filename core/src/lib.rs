@@ -59,9 +59,9 @@ pub use eyeballs::{
 };
 pub use flow::{
     Admission, AppFlows, AppId, AppState, CloseReason, DEFAULT_FLOW_SLOTS, DestinationKey,
-    FlowError, FlowGovernor, FlowId, FlowInfo, FlowOutcome, FlowPolicy, FlowSlot, FlowState,
-    FlowStats, FlowView, FlowsByState, Notification, PolicyError, Protocol, RejectCounts,
-    RejectReason, TOP_APPS, flow_governor_footprint,
+    FlowClass, FlowError, FlowGovernor, FlowId, FlowInfo, FlowOutcome, FlowPolicy, FlowSlot,
+    FlowState, FlowStats, FlowView, FlowsByState, Notification, PolicyError, Protocol,
+    RejectCounts, RejectReason, TOP_APPS, flow_governor_footprint,
 };
 pub use fq::{FlowQueue, MAX_FLOW_QUEUES, MIN_FLOW_QUANTUM};
 pub use journal::{

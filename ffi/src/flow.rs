@@ -2,8 +2,8 @@
 //! close reasons, app state and stats; and `tidegate_flow_key`.
 
 use tidegate_core::{
-    Admission, AppId, AppState, CloseReason, DestinationKey, FlowError, FlowInfo, FlowOutcome,
-    FlowPolicy, FlowState, FlowStats, PolicyError, Protocol, RejectReason, TOP_APPS,
+    Admission, AppId, AppState, CloseReason, DestinationKey, FlowClass, FlowError, FlowInfo,
+    FlowOutcome, FlowPolicy, FlowState, FlowStats, PolicyError, Protocol, RejectReason, TOP_APPS,
 };
 
 use crate::boundary::{bytes, call_free, write_out};
@@ -16,7 +16,9 @@ use crate::status::TidegateStatus;
 pub type TidegateFlowId = u64;
 
 /// The flow table's policy (the `flows` field of `TidegateProxyConfig`): caps, timeouts,
-/// watermarks. `tidegate_proxy_new` checks it and names the first problem.
+/// watermarks, the UDP and DNS classes' caps and timers, and admission pacing.
+/// `tidegate_proxy_new` checks it and names the first problem: a cap or pacing value of 0 is
+/// `TIDEGATE_STATUS_CONFIG_FLOW_ZERO_CAP`, a duration of 0 `TIDEGATE_STATUS_CONFIG_ZERO_DURATION`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TidegateFlowPolicy {
@@ -32,9 +34,10 @@ pub struct TidegateFlowPolicy {
     pub max_flows_per_destination: u32,
     /// Connection budget: flows opening or connecting at most. Default 128.
     pub max_connecting: u32,
-    /// Must be 0 (the default is); room for a future field. Anything else is refused with
-    /// `TIDEGATE_STATUS_INVALID_ARGUMENT`.
-    pub reserved: u32,
+    /// Cap on open UDP flows (class `DATAGRAM`). Default 128: a storm of hundreds of UDP
+    /// sessions stops at under a third of the table and leaves the rest to TCP; beyond it a UDP
+    /// flow is refused with `TIDEGATE_REJECT_REASON_DATAGRAM_OVER_LIMIT`.
+    pub max_datagram_flows: u32,
     /// A flow with no byte read or completed this long is closed, in microseconds. Default 10
     /// minutes. Not 0 (refused: it would close every flow at once); `UINT64_MAX` means never.
     pub idle_timeout_us: u64,
@@ -59,6 +62,51 @@ pub struct TidegateFlowPolicy {
     pub app_high_watermark_bytes: u64,
     /// Over one app's flows, its paused reads resume at this many. Default 1 MiB.
     pub app_low_watermark_bytes: u64,
+    /// Cap on open DNS flows (class `DNS`), each a query in flight until it closes. Default
+    /// 64, Tailscale's figure for iOS; beyond it a query is refused at once with
+    /// `TIDEGATE_REJECT_REASON_DNS_OVER_LIMIT`.
+    pub max_dns_in_flight: u32,
+    /// Cap on one app's open DNS flows. Default 32, half the budget: one app's burst leaves the
+    /// other apps their lookups.
+    pub max_dns_in_flight_per_app: u32,
+    /// Admission pacing, per app: new flows one app may open at once after a quiet period (its
+    /// token bucket's size). Default 128: a page load or a session restore fits, one app's
+    /// reconnect storm of hundreds of flows is spread over time. DNS flows are not paced.
+    pub app_admission_burst: u32,
+    /// Admission pacing, per app: new flows one app may open per second once its burst is
+    /// spent. Default 64; `UINT32_MAX` with a burst of `UINT32_MAX` makes pacing inert. A flow
+    /// that finds no token is refused with `TIDEGATE_REJECT_REASON_PACED` and `retry_at_us`
+    /// says when to ask again.
+    pub app_admission_rate_per_second: u32,
+    /// An established UDP flow idle this long is closed, in microseconds. Default 60 s. Not 0;
+    /// `UINT64_MAX` means never.
+    pub datagram_idle_timeout_us: u64,
+    /// A UDP flow open this long is closed however busy, in microseconds. Default `UINT64_MAX`
+    /// (never: QUIC connections and calls live long). Not 0.
+    pub datagram_max_lifetime_us: u64,
+    /// An established DNS flow idle this long is closed, in microseconds. Default 10 s. Not 0;
+    /// `UINT64_MAX` means never.
+    pub dns_idle_timeout_us: u64,
+    /// A flow with a read paused this long without a resume is closed, in microseconds.
+    /// Default 60 s. Not 0; `UINT64_MAX` means never.
+    pub max_paused_us: u64,
+}
+
+/// Which caps and timers apply to a flow (the `flow_class` argument of
+/// `tidegate_proxy_on_new_flow`). The host declares it: `DNS` for flows carrying DNS queries
+/// (UDP or TCP port 53, DNS-over-TLS on 853, DNS-over-HTTPS to a resolver it knows), `DATAGRAM`
+/// for other UDP flows, `STREAM` otherwise.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TidegateFlowClass {
+    /// TCP, or any flow not declared otherwise: the general caps and idle timeout.
+    Stream = 0,
+    /// A UDP session: `max_datagram_flows`, `datagram_idle_timeout_us` and
+    /// `datagram_max_lifetime_us` apply.
+    Datagram = 1,
+    /// DNS queries: `max_dns_in_flight`, `max_dns_in_flight_per_app` and `dns_idle_timeout_us`
+    /// apply, and admission pacing does not.
+    Dns = 2,
 }
 
 /// A flow's transport (the `protocol` argument of `tidegate_proxy_on_new_flow`).
@@ -101,6 +149,16 @@ pub enum TidegateRejectReason {
     DestinationOverLimit = 3,
     /// Too many flows are still connecting. App proxy: fail, or retry after a flow connects.
     ConnectionBudget = 4,
+    /// A UDP flow, and `max_datagram_flows` are open. App proxy: fail the flow; idle UDP
+    /// sessions give their slots back within `datagram_idle_timeout_us`.
+    DatagramOverLimit = 5,
+    /// A DNS flow, and `max_dns_in_flight` DNS flows are open, or the app holds
+    /// `max_dns_in_flight_per_app`. Refused at once: the app's resolver retries or fails fast.
+    DnsOverLimit = 6,
+    /// Admission pacing has no token for the app: its new flows arrive faster than
+    /// `app_admission_rate_per_second` beyond its burst. Hold the flow and ask again at
+    /// `retry_at_us`, or pass it on / fail it.
+    Paced = 7,
 }
 
 /// The answer of `tidegate_proxy_on_new_flow`.
@@ -120,6 +178,9 @@ pub struct TidegateAdmission {
     pub budget_refusal: TidegateBudgetRefusal,
     /// Always 0: keeps the struct free of padding, so every byte is written.
     pub reserved: u32,
+    /// For `REJECTED` with `PACED`, the time (in the host's `now_us` clock) from which asking
+    /// again admits the flow if nothing else refuses it; 0 otherwise.
+    pub retry_at_us: u64,
 }
 
 /// Where a flow is in its life.
@@ -154,6 +215,10 @@ pub enum TidegateFlowOutcome {
     IdleTimeout = 4,
     /// Closed after the governor found it connecting too long.
     ConnectTimeout = 5,
+    /// Closed after the UDP flow reached its maximum lifetime.
+    LifetimeExceeded = 6,
+    /// Closed after a read stayed paused for the maximum paused time.
+    PausedTooLong = 7,
 }
 
 /// Why the governor asks for a close.
@@ -169,6 +234,10 @@ pub enum TidegateCloseReason {
     /// Evicted to admit a flow of an app below its fair share: reported by the admission
     /// answer (and, by `TidegateProxy`, as a `CLOSE_FLOW` event too).
     Evicted = 3,
+    /// The UDP flow reached `datagram_max_lifetime_us`.
+    LifetimeExceeded = 4,
+    /// A read stayed paused for `max_paused_us`: its peer stopped draining.
+    PausedTooLong = 5,
 }
 
 /// An app and the open flows it holds.
@@ -196,6 +265,11 @@ pub struct TidegateAppState {
     pub reads_paused: bool,
     /// Always 0: keeps the struct free of padding, so every byte is written.
     pub reserved: [u8; 3],
+    /// Open DNS flows of the app: its queries in flight.
+    pub dns_in_flight: u32,
+    /// Admission pacing tokens the app has as of the latest `now_us` given: new flows it may
+    /// open at once (`app_admission_burst` for an app holding no flow).
+    pub admission_tokens: u32,
 }
 
 /// A snapshot of the flow table's counters and occupancy (the `flows` field of
@@ -259,13 +333,34 @@ pub struct TidegateFlowStats {
     pub apps_reads_paused: u32,
     /// Times an app's reads paused at the app high watermark.
     pub app_pauses: u64,
+    /// Flows refused because `max_datagram_flows` UDP flows were open.
+    pub rejected_datagram_over_limit: u64,
+    /// DNS flows refused by the DNS budget (overall or the app's share).
+    pub rejected_dns_over_limit: u64,
+    /// Flows refused by admission pacing.
+    pub rejected_paced: u64,
+    /// UDP flows closed at their maximum lifetime.
+    pub lifetime_closes: u64,
+    /// Flows closed for a read paused past the maximum paused time.
+    pub paused_closes: u64,
+    /// Open UDP flows now.
+    pub datagram_flows: u32,
+    /// Open DNS flows now: the queries in flight.
+    pub dns_in_flight: u32,
+    /// Open flows with a read paused now.
+    pub flows_paused: u32,
+    /// Always 0: keeps the struct free of padding, so every byte is written.
+    pub reserved2: u32,
 }
 
 const _: () = assert!(TOP_APPS == 8, "TidegateFlowStats.top_apps has 8 entries");
 
 /// The default policy, for an Apple Network Extension proxy: 512 slots, at most 448 open flows,
 /// 256 per app, 128 per destination, 128 connecting; idle timeout 10 minutes, connect timeout
-/// 30 s; per-flow watermarks 256 KiB / 64 KiB, per app 2 MiB / 1 MiB, global 6 MiB / 4 MiB.
+/// 30 s; per-flow watermarks 256 KiB / 64 KiB, per app 2 MiB / 1 MiB, global 6 MiB / 4 MiB;
+/// 128 UDP flows idle out after 60 s; 64 DNS queries in flight, 32 per app, idle out after
+/// 10 s; reads paused for 60 s close their flow; pacing admits a burst of 128 per app, then
+/// 64/s.
 pub(crate) fn flow_policy_default() -> TidegateFlowPolicy {
     let p = FlowPolicy::APPLE_DEFAULT;
     TidegateFlowPolicy {
@@ -274,7 +369,7 @@ pub(crate) fn flow_policy_default() -> TidegateFlowPolicy {
         max_flows_per_app: p.max_flows_per_app,
         max_flows_per_destination: p.max_flows_per_destination,
         max_connecting: p.max_connecting,
-        reserved: 0,
+        max_datagram_flows: p.max_datagram_flows,
         idle_timeout_us: p.idle_timeout_micros,
         connect_timeout_us: p.connect_timeout_micros,
         flow_high_watermark_bytes: p.flow_high_watermark,
@@ -284,6 +379,14 @@ pub(crate) fn flow_policy_default() -> TidegateFlowPolicy {
         hash_seed: p.hash_seed,
         app_high_watermark_bytes: p.app_high_watermark,
         app_low_watermark_bytes: p.app_low_watermark,
+        max_dns_in_flight: p.max_dns_in_flight,
+        max_dns_in_flight_per_app: p.max_dns_in_flight_per_app,
+        app_admission_burst: p.app_admission_burst,
+        app_admission_rate_per_second: p.app_admission_rate_per_second,
+        datagram_idle_timeout_us: p.datagram_idle_timeout_micros,
+        datagram_max_lifetime_us: p.datagram_max_lifetime_micros,
+        dns_idle_timeout_us: p.dns_idle_timeout_micros,
+        max_paused_us: p.max_paused_micros,
     }
 }
 
@@ -307,29 +410,33 @@ pub unsafe extern "C" fn tidegate_flow_key(
     })
 }
 
-/// The flow of `app` to `destination` over `protocol` (a `TIDEGATE_FLOW_PROTOCOL_*` value), or
-/// `TidegateStatus::InvalidArgument` for an unknown protocol.
+/// The flow of `app` to `destination` over `protocol` (a `TIDEGATE_FLOW_PROTOCOL_*` value) of
+/// class `class` (a `TIDEGATE_FLOW_CLASS_*` value), or `TidegateStatus::InvalidArgument` for an
+/// unknown protocol or class.
 pub(crate) fn flow_info_of(
     app: u64,
     destination: u64,
     protocol: u32,
+    class: u32,
 ) -> Result<FlowInfo, TidegateStatus> {
     let protocol = u8::try_from(protocol)
         .ok()
         .and_then(Protocol::from_u8)
         .ok_or(TidegateStatus::InvalidArgument)?;
+    let class = u8::try_from(class)
+        .ok()
+        .and_then(FlowClass::from_u8)
+        .ok_or(TidegateStatus::InvalidArgument)?;
     Ok(FlowInfo {
         app: AppId(app),
         destination: DestinationKey(destination),
         protocol,
+        class,
     })
 }
 
 /// The core policy and slot count of a C policy, validated.
 pub(crate) fn core_policy(p: &TidegateFlowPolicy) -> Result<(FlowPolicy, usize), TidegateStatus> {
-    if p.reserved != 0 {
-        return Err(TidegateStatus::InvalidArgument);
-    }
     let policy = FlowPolicy {
         max_flows: p.max_flows,
         max_flows_per_app: p.max_flows_per_app,
@@ -344,6 +451,15 @@ pub(crate) fn core_policy(p: &TidegateFlowPolicy) -> Result<(FlowPolicy, usize),
         global_high_watermark: p.global_high_watermark_bytes,
         global_low_watermark: p.global_low_watermark_bytes,
         hash_seed: p.hash_seed,
+        max_datagram_flows: p.max_datagram_flows,
+        datagram_idle_timeout_micros: p.datagram_idle_timeout_us,
+        datagram_max_lifetime_micros: p.datagram_max_lifetime_us,
+        max_dns_in_flight: p.max_dns_in_flight,
+        max_dns_in_flight_per_app: p.max_dns_in_flight_per_app,
+        dns_idle_timeout_micros: p.dns_idle_timeout_us,
+        max_paused_micros: p.max_paused_us,
+        app_admission_burst: p.app_admission_burst,
+        app_admission_rate_per_second: p.app_admission_rate_per_second,
     };
     let slots = p.slots as usize;
     policy.validate(slots).map_err(status_of_policy)?;
@@ -383,6 +499,7 @@ pub(crate) fn admission_of(answer: Admission) -> TidegateAdmission {
             evicted: 0,
             budget_refusal: TidegateBudgetRefusal::None,
             reserved: 0,
+            retry_at_us: 0,
         },
         Admission::AcceptedAfterEvicting { id, evicted } => TidegateAdmission {
             decision: TidegateAdmissionDecision::AcceptedAfterEvicting,
@@ -391,6 +508,7 @@ pub(crate) fn admission_of(answer: Admission) -> TidegateAdmission {
             evicted: evicted.to_raw(),
             budget_refusal: TidegateBudgetRefusal::None,
             reserved: 0,
+            retry_at_us: 0,
         },
         Admission::Rejected(reason) => TidegateAdmission {
             decision: TidegateAdmissionDecision::Rejected,
@@ -399,11 +517,15 @@ pub(crate) fn admission_of(answer: Admission) -> TidegateAdmission {
                 RejectReason::AppOverLimit => TidegateRejectReason::AppOverLimit,
                 RejectReason::DestinationOverLimit => TidegateRejectReason::DestinationOverLimit,
                 RejectReason::ConnectionBudget => TidegateRejectReason::ConnectionBudget,
+                RejectReason::DatagramOverLimit => TidegateRejectReason::DatagramOverLimit,
+                RejectReason::DnsOverLimit => TidegateRejectReason::DnsOverLimit,
+                RejectReason::Paced => TidegateRejectReason::Paced,
             },
             flow: 0,
             evicted: 0,
             budget_refusal: TidegateBudgetRefusal::None,
             reserved: 0,
+            retry_at_us: 0,
         },
     }
 }
@@ -417,6 +539,12 @@ pub(crate) fn outcome_of(outcome: FlowOutcome) -> TidegateFlowOutcome {
         FlowOutcome::ClosedByGovernor(CloseReason::IdleTimeout) => TidegateFlowOutcome::IdleTimeout,
         FlowOutcome::ClosedByGovernor(CloseReason::ConnectTimeout) => {
             TidegateFlowOutcome::ConnectTimeout
+        }
+        FlowOutcome::ClosedByGovernor(CloseReason::LifetimeExceeded) => {
+            TidegateFlowOutcome::LifetimeExceeded
+        }
+        FlowOutcome::ClosedByGovernor(CloseReason::PausedTooLong) => {
+            TidegateFlowOutcome::PausedTooLong
         }
     }
 }
@@ -436,6 +564,8 @@ pub(crate) fn close_reason_of(reason: CloseReason) -> TidegateCloseReason {
         CloseReason::Evicted => TidegateCloseReason::Evicted,
         CloseReason::IdleTimeout => TidegateCloseReason::IdleTimeout,
         CloseReason::ConnectTimeout => TidegateCloseReason::ConnectTimeout,
+        CloseReason::LifetimeExceeded => TidegateCloseReason::LifetimeExceeded,
+        CloseReason::PausedTooLong => TidegateCloseReason::PausedTooLong,
     }
 }
 
@@ -445,6 +575,8 @@ pub(crate) fn app_state_of(state: AppState) -> TidegateAppState {
         open_flows: state.open_flows,
         reads_paused: state.reads_paused,
         reserved: [0; 3],
+        dns_in_flight: state.dns_in_flight,
+        admission_tokens: state.admission_tokens,
     }
 }
 
@@ -484,5 +616,14 @@ pub(crate) fn stats_of(s: &FlowStats) -> TidegateFlowStats {
         connections_held: s.connections_held,
         apps_reads_paused: s.apps_reads_paused,
         app_pauses: s.app_pauses,
+        rejected_datagram_over_limit: s.rejected.datagram_over_limit,
+        rejected_dns_over_limit: s.rejected.dns_over_limit,
+        rejected_paced: s.rejected.paced,
+        lifetime_closes: s.lifetime_closes,
+        paused_closes: s.paused_closes,
+        datagram_flows: s.datagram_flows,
+        dns_in_flight: s.dns_in_flight,
+        flows_paused: s.flows_paused,
+        reserved2: 0,
     }
 }

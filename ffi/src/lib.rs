@@ -48,9 +48,9 @@ pub use eyeballs::{
 };
 pub use flow::{
     TidegateAdmission, TidegateAdmissionDecision, TidegateAppFlows, TidegateAppState,
-    TidegateCloseReason, TidegateFlowId, TidegateFlowOutcome, TidegateFlowPolicy,
-    TidegateFlowProtocol, TidegateFlowState, TidegateFlowStats, TidegateRejectReason,
-    tidegate_flow_key,
+    TidegateCloseReason, TidegateFlowClass, TidegateFlowId, TidegateFlowOutcome,
+    TidegateFlowPolicy, TidegateFlowProtocol, TidegateFlowState, TidegateFlowStats,
+    TidegateRejectReason, tidegate_flow_key,
 };
 pub use proxy::{
     TidegateProxy, TidegateProxyConfig, TidegateProxyEvent, TidegateProxyEventKind,

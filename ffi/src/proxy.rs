@@ -5,9 +5,9 @@ use core::ffi::c_void;
 use std::cell::Cell;
 
 use tidegate_core::{
-    AppId, BudgetConfig, DEFAULT_RACE_SLOTS, FlowId, FlowSlot, Instant, ProxyConfig,
-    ProxyConfigError, ProxyEngine, ProxyError, ProxyEvent, RaceSlot, RaceStatus, Side,
-    classify_errno,
+    Admission, AppId, BudgetConfig, DEFAULT_RACE_SLOTS, FlowId, FlowSlot, Instant, ProxyConfig,
+    ProxyConfigError, ProxyEngine, ProxyError, ProxyEvent, RaceSlot, RaceStatus, RejectReason,
+    Side, classify_errno,
 };
 
 use crate::boundary::{Handle, call, call_mut, require_non_null, write_out};
@@ -343,14 +343,18 @@ pub unsafe extern "C" fn tidegate_proxy_free(proxy: *mut TidegateProxy) {
 }
 
 /// Asks to admit a new flow of `app` to `destination` over `protocol` (a
-/// `TIDEGATE_FLOW_PROTOCOL_*` value), under the caps, the fairness rule and the connection
-/// budget, and writes the answer to `*out_admission`. A refusal is an answer, not an error:
-/// the status is `TIDEGATE_STATUS_OK` and the decision says `REJECTED`, with `budget_refusal`
-/// naming the budget limit when the reason is `CONNECTION_BUDGET` (`NONE` there means
-/// `max_connecting` refused). A flow evicted to admit this one also comes out of
-/// `tidegate_proxy_poll_events` as `CLOSE_FLOW`: close it there. O(1).
+/// `TIDEGATE_FLOW_PROTOCOL_*` value) of class `flow_class` (a `TIDEGATE_FLOW_CLASS_*` value:
+/// `DNS` for DNS queries, `DATAGRAM` for other UDP, `STREAM` otherwise), under the caps, the
+/// class's caps, admission pacing, the fairness rule and the connection budget, and writes the
+/// answer to `*out_admission`. A refusal is an answer, not an error: the status is
+/// `TIDEGATE_STATUS_OK` and the decision says `REJECTED`, with `budget_refusal` naming the
+/// budget limit when the reason is `CONNECTION_BUDGET` (`NONE` there means `max_connecting`
+/// refused) and `retry_at_us` the time to ask again when it is `PACED`. A flow evicted to
+/// admit this one also comes out of `tidegate_proxy_poll_events` as `CLOSE_FLOW`: close it
+/// there. O(1).
 ///
-/// Returns `TIDEGATE_STATUS_INVALID_ARGUMENT` for an unknown protocol; nothing changes.
+/// Returns `TIDEGATE_STATUS_INVALID_ARGUMENT` for an unknown protocol or class; nothing
+/// changes.
 ///
 /// # Safety
 /// `proxy` must be NULL or a live handle; `out_admission` must be NULL or valid for writing.
@@ -361,20 +365,31 @@ pub unsafe extern "C" fn tidegate_proxy_on_new_flow(
     app: u64,
     destination: u64,
     protocol: u32,
+    flow_class: u32,
     out_admission: *mut TidegateAdmission,
 ) -> TidegateStatus {
     // SAFETY: forwarded caller contract.
     unsafe {
         call_mut(proxy, |p| {
             require_non_null([out_admission.cast_const().cast()])?;
-            let info = flow_info_of(app, destination, protocol)?;
+            let info = flow_info_of(app, destination, protocol, flow_class)?;
             let answer = p.engine.on_new_flow(Instant::from_micros(now_us), info);
             let mut admission = admission_of(answer);
-            if answer.id().is_none() {
-                admission.budget_refusal = p
-                    .engine
-                    .budget_refusal()
-                    .map_or(TidegateBudgetRefusal::None, refusal_of);
+            match answer {
+                Admission::Rejected(RejectReason::ConnectionBudget) => {
+                    admission.budget_refusal = p
+                        .engine
+                        .budget_refusal()
+                        .map_or(TidegateBudgetRefusal::None, refusal_of);
+                }
+                Admission::Rejected(RejectReason::Paced) => {
+                    admission.retry_at_us = p
+                        .engine
+                        .flows()
+                        .paced_until(AppId(app))
+                        .map_or(0, Instant::as_micros);
+                }
+                _ => {}
             }
             write_out(out_admission, admission)
         })

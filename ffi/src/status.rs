@@ -426,8 +426,8 @@ pub extern "C" fn tidegate_status_str(status: StatusCode) -> *const c_char {
 /// The version of the C ABI this header describes. It changes whenever a function, a type or
 /// a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
 /// change with what to do): compare it at build time, for example
-/// `#if TIDEGATE_ABI_VERSION != 7`, to notice a library update that needs attention.
-pub const TIDEGATE_ABI_VERSION: u32 = 7;
+/// `#if TIDEGATE_ABI_VERSION != 8`, to notice a library update that needs attention.
+pub const TIDEGATE_ABI_VERSION: u32 = 8;
 
 /// The library version as a static, NUL-terminated string such as "0.1.0"; do not free it.
 #[unsafe(no_mangle)]

@@ -165,6 +165,7 @@ enum Op {
         app: u8,
         destination: u8,
         protocol: u32,
+        class: u32,
         null_out: bool,
         tick: Tick,
     },
@@ -542,7 +543,7 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                         max_flows_per_app: policy[2] as u32,
                         max_flows_per_destination: policy[3] as u32,
                         max_connecting: policy[4] as u32,
-                        reserved: 0,
+                        max_datagram_flows: (policy[4] >> 32) as u32,
                         idle_timeout_us: policy[5],
                         connect_timeout_us: policy[6],
                         flow_high_watermark_bytes: policy[7],
@@ -552,6 +553,16 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                         hash_seed: policy[11],
                         app_high_watermark_bytes: policy[12],
                         app_low_watermark_bytes: policy[13],
+                        // The class and pacing fields from the seed's bits: 0 sometimes (a
+                        // refusal), small or huge otherwise.
+                        max_dns_in_flight: (policy[11] % 9) as u32,
+                        max_dns_in_flight_per_app: (policy[11] >> 8 & 7) as u32,
+                        app_admission_burst: (policy[11] >> 16 & 31) as u32,
+                        app_admission_rate_per_second: (policy[11] >> 24) as u32,
+                        datagram_idle_timeout_us: policy[5] >> 1,
+                        datagram_max_lifetime_us: policy[6].rotate_left(7),
+                        dns_idle_timeout_us: policy[5] >> 2,
+                        max_paused_us: policy[6] >> 3,
                     };
                 }
                 // Small budgets (0 refused), and race parameters around the edges of each
@@ -617,6 +628,7 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                 app,
                 destination,
                 protocol,
+                class,
                 null_out,
                 tick,
             } => {
@@ -629,16 +641,26 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                     u64::from(app % 6),
                     u64::from(destination % 6),
                     protocol % 4,
+                    class % 5,
                     out.ptr(),
                 );
                 expect(s, proxy.is_null() || null_out, &[S::InvalidArgument]);
                 if s == S::InvalidArgument {
-                    assert!(protocol % 4 > 1, "TCP and UDP are known protocols");
+                    assert!(
+                        protocol % 4 > 1 || class % 5 > 2,
+                        "TCP and UDP are known protocols, and the three classes known classes"
+                    );
                 }
-                if let Some(admission) = out.after(s)
-                    && admission.decision != TidegateAdmissionDecision::Rejected
-                {
-                    host.flows.push(admission.flow);
+                if let Some(admission) = out.after(s) {
+                    let paced = admission.reject_reason == TidegateRejectReason::Paced;
+                    assert_eq!(
+                        paced,
+                        admission.retry_at_us > now,
+                        "a paced refusal, and only it, says when to ask again"
+                    );
+                    if admission.decision != TidegateAdmissionDecision::Rejected {
+                        host.flows.push(admission.flow);
+                    }
                 }
             }
             Op::FlowCall {

@@ -18,7 +18,8 @@ use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use tidegate_core::{
     Admission, AppId, CloseReason, DestinationKey, ErrorClass, FlowError, FlowGovernor, FlowId,
-    FlowInfo, FlowOutcome, FlowPolicy, FlowSlot, FlowState, Instant, Notification, Protocol,
+    FlowClass, FlowInfo, FlowOutcome, FlowPolicy, FlowSlot, FlowState, Instant, Notification,
+    Protocol,
 };
 use tidegate_fuzz::{HostClock, MAX_OPS, Tick};
 
@@ -40,6 +41,15 @@ struct Setup {
     app_high: u16,
     app_low: u16,
     hash_seed: u64,
+    datagram_cap: u8,
+    dns_cap: u8,
+    dns_per_app: u8,
+    datagram_idle_ms: u8,
+    datagram_lifetime_ms: u8,
+    dns_idle_ms: u8,
+    paused_ms: u8,
+    burst: u8,
+    rate: u16,
 }
 
 /// A flow named by an operation: one the governor issued (picked by position), or a forged id.
@@ -61,6 +71,8 @@ enum Op {
         app: u8,
         destination: u8,
         udp: bool,
+        /// 0 stream, 1 datagram, 2 DNS; anything else the default for the transport.
+        class: u8,
         tick: Tick,
     },
     Connecting(Target, Tick),
@@ -95,6 +107,7 @@ enum ModelState {
 struct ModelFlow {
     app: u64,
     destination: u64,
+    class: FlowClass,
     state: ModelState,
     /// Opening, connecting, established (meaningful while open).
     phase: FlowState,
@@ -156,14 +169,19 @@ fuzz_target!(|data: &[u8]| {
                 app,
                 destination,
                 udp,
+                class,
                 tick,
             } => {
                 let now = Instant::from_micros(clock.tick(tick));
                 let (app, destination) = (u64::from(app % 5), u64::from(destination % 5));
+                let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
+                let class = FlowClass::from_u8(class)
+                    .unwrap_or(FlowClass::default_for(protocol, 443));
                 let info = FlowInfo {
                     app: AppId(app),
                     destination: DestinationKey(destination),
-                    protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
+                    protocol,
+                    class,
                 };
                 let admission = governor.on_new_flow(now, info);
                 if let Admission::AcceptedAfterEvicting { evicted, .. } = admission {
@@ -183,6 +201,7 @@ fuzz_target!(|data: &[u8]| {
                             ModelFlow {
                                 app,
                                 destination,
+                                class,
                                 state: ModelState::Open,
                                 phase: FlowState::Opening,
                                 pending: [0; 2],
@@ -462,6 +481,19 @@ fn policy_of(s: &Setup) -> FlowPolicy {
         app_high_watermark: app_high,
         app_low_watermark: u64::from(s.app_low) % app_high,
         hash_seed: s.hash_seed,
+        max_datagram_flows: u32::from(s.datagram_cap % 12) + 1,
+        datagram_idle_timeout_micros: (u64::from(s.datagram_idle_ms) + 1) * 1_000,
+        // Off (the default) for a quarter of the runs.
+        datagram_max_lifetime_micros: match s.datagram_lifetime_ms {
+            0..64 => u64::MAX,
+            ms => u64::from(ms) * 1_000,
+        },
+        max_dns_in_flight: u32::from(s.dns_cap % 12) + 1,
+        max_dns_in_flight_per_app: u32::from(s.dns_per_app % 12) + 1,
+        dns_idle_timeout_micros: (u64::from(s.dns_idle_ms) + 1) * 1_000,
+        max_paused_micros: (u64::from(s.paused_ms) + 1) * 1_000,
+        app_admission_burst: u32::from(s.burst % 16) + 1,
+        app_admission_rate_per_second: u32::from(s.rate) + 1,
     }
 }
 
@@ -544,7 +576,16 @@ fn check(governor: &Governor, model: &Model, policy: &FlowPolicy) {
             destination <= policy.max_flows_per_destination,
             "per-destination cap"
         );
+        let dns = model.open_count(|f| f.app == key && f.class == FlowClass::Dns);
+        assert_eq!(governor.app_state(AppId(key)).dns_in_flight, dns);
+        assert!(dns <= policy.max_dns_in_flight_per_app, "per-app DNS cap");
     }
+    let datagram = model.open_count(|f| f.class == FlowClass::Datagram);
+    assert_eq!(stats.datagram_flows, datagram);
+    assert!(datagram <= policy.max_datagram_flows, "UDP cap");
+    let dns = model.open_count(|f| f.class == FlowClass::Dns);
+    assert_eq!(stats.dns_in_flight, dns);
+    assert!(dns <= policy.max_dns_in_flight, "DNS cap");
     let live = || {
         model
             .flows

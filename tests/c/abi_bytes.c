@@ -119,7 +119,8 @@ static void place_proxy(void) {
     CHECK_OK(tidegate_proxy_init(&proxy_config, 0, b.at, b.len, &proxy));
     CHECK((void *)proxy == (void *)b.at);
     TidegateAdmission admission;
-    CHECK_OK(tidegate_proxy_on_new_flow(proxy, 1, 7, 9, TIDEGATE_FLOW_PROTOCOL_TCP, &admission));
+    CHECK_OK(tidegate_proxy_on_new_flow(proxy, 1, 7, 9, TIDEGATE_FLOW_PROTOCOL_TCP,
+                                        TIDEGATE_FLOW_CLASS_STREAM, &admission));
     CHECK(admission.decision == TIDEGATE_ADMISSION_DECISION_ACCEPTED);
     TidegateSocketAddress address = v6(1);
     size_t added = 0;
@@ -190,7 +191,8 @@ static TidegateProxy *busy_proxy(const TidegateProxyConfig *config, TidegateFlow
     CHECK_OK(tidegate_proxy_new(config, 0, &p));
     TidegateAdmission admission;
     for (uint64_t dst = 1; dst <= 3; dst++) {
-        CHECK_OK(tidegate_proxy_on_new_flow(p, 1, 7, dst, TIDEGATE_FLOW_PROTOCOL_TCP, &admission));
+        CHECK_OK(tidegate_proxy_on_new_flow(p, 1, 7, dst, TIDEGATE_FLOW_PROTOCOL_TCP,
+                                        TIDEGATE_FLOW_CLASS_STREAM, &admission));
         if (dst == 1) *first = admission.flow;
     }
     TidegateSocketAddress addresses[2] = {v6(1), v6(2)};
@@ -272,7 +274,7 @@ static void out_structs_are_written_whole(void) {
 
     /* Configurations returned by value: padding-free, so two copies compare equal. */
     TidegateProxyConfig pc2 = tidegate_proxy_config_default();
-    CHECK(memcmp(&pc, &pc2, sizeof pc) == 0 && pc.reserved == 0 && pc.flows.reserved == 0);
+    CHECK(memcmp(&pc, &pc2, sizeof pc) == 0 && pc.reserved == 0);
 
     tidegate_proxy_free(twin);
     tidegate_lifecycle_free(lifecycle_twin);

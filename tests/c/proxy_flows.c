@@ -17,6 +17,11 @@
  * 5. Timeouts and ids: idle flows are reported closed by handle_timeout; stale and forged ids
  *    are refused with their own status and change nothing; invalid configurations name their
  *    problem.
+ * 6. Classes and pacing, at the default policy: one app's DNS burst stops at its share of the
+ *    DNS budget while another app's queries get in; a UDP storm stops at the UDP cap while TCP
+ *    gets in, and its sessions idle out after the UDP idle timeout; one app's reconnect storm
+ *    is paced at its burst, told when to ask again, and admitted then; a flow whose peer stops
+ *    draining is closed at the maximum paused time.
  *
  * Exits 0 on success; prints the failed check and exits 1 otherwise.
  */
@@ -51,7 +56,8 @@ static TidegateFlowId admit(TidegateProxy *proxy, uint64_t now, uint64_t app,
                             uint64_t destination) {
     TidegateAdmission admission;
     CHECK_OK(tidegate_proxy_on_new_flow(proxy, now, app, destination,
-                                        TIDEGATE_FLOW_PROTOCOL_TCP, &admission));
+                                        TIDEGATE_FLOW_PROTOCOL_TCP,
+                                        TIDEGATE_FLOW_CLASS_STREAM, &admission));
     if (admission.decision == TIDEGATE_ADMISSION_DECISION_REJECTED) {
         CHECK(admission.flow == 0);
         CHECK(admission.reject_reason != TIDEGATE_REJECT_REASON_NONE);
@@ -114,6 +120,9 @@ static void flood(void) {
     TidegateFlowPolicy policy = tidegate_proxy_config_default().flows;
     policy.max_flows_per_app = policy.max_flows; /* only fairness protects the second app */
     policy.max_flows_per_destination = policy.max_flows;
+    /* Pacing would slow the flooder before it fills the table: this section shows eviction. */
+    policy.app_admission_burst = UINT32_MAX;
+    policy.app_admission_rate_per_second = UINT32_MAX;
     TidegateProxy *proxy = make(&policy);
     uint64_t flooder = key_of("com.example.flooder");
     uint64_t polite = key_of("com.example.polite");
@@ -345,8 +354,8 @@ static void timeouts_and_ids(void) {
     CHECK(tidegate_proxy_on_connected(proxy, 2, idle) == TIDEGATE_STATUS_STALE_FLOW);
     CHECK(tidegate_proxy_on_connected(NULL, 2, idle) == TIDEGATE_STATUS_NULL_ARGUMENT);
     TidegateAdmission admission;
-    CHECK(tidegate_proxy_on_new_flow(proxy, 2, 1, 1, 7, &admission) ==
-          TIDEGATE_STATUS_INVALID_ARGUMENT);
+    CHECK(tidegate_proxy_on_new_flow(proxy, 2, 1, 1, 7, TIDEGATE_FLOW_CLASS_STREAM,
+                                     &admission) == TIDEGATE_STATUS_INVALID_ARGUMENT);
     TidegateProxyStats proxy_stats;
     TidegateFlowStats stats;
     CHECK_OK(tidegate_proxy_stats(proxy, &proxy_stats));
@@ -372,11 +381,146 @@ static void timeouts_and_ids(void) {
     tidegate_proxy_free(NULL);
 }
 
+/* Ask to admit a flow of `app` with the given protocol and class; returns the answer. */
+static TidegateAdmission ask(TidegateProxy *proxy, uint64_t now, uint64_t app,
+                             uint64_t destination, TidegateFlowProtocol protocol,
+                             TidegateFlowClass flow_class) {
+    TidegateAdmission admission;
+    CHECK_OK(tidegate_proxy_on_new_flow(proxy, now, app, destination, protocol, flow_class,
+                                        &admission));
+    CHECK((admission.flow != 0) == (admission.decision != TIDEGATE_ADMISSION_DECISION_REJECTED));
+    return admission;
+}
+
+/* Ask `count` flows of one class at once, from `apps` apps numbered from `app`, to destinations
+ * numbered from `destination`; each admitted flow is connected, each refusal must be `refusal`.
+ * Returns how many were admitted. */
+static unsigned burst(TidegateProxy *proxy, uint64_t now, uint64_t app, unsigned apps,
+                      uint64_t destination, unsigned count, TidegateFlowProtocol protocol,
+                      TidegateFlowClass flow_class, TidegateRejectReason refusal) {
+    unsigned admitted = 0;
+    for (unsigned i = 0; i < count; i++) {
+        TidegateAdmission a = ask(proxy, now, app + i % apps, destination + i, protocol, flow_class);
+        if (a.decision == TIDEGATE_ADMISSION_DECISION_REJECTED) {
+            CHECK(a.reject_reason == refusal);
+        } else {
+            admitted++;
+            CHECK_OK(tidegate_proxy_on_connected(proxy, now, a.flow));
+        }
+    }
+    return admitted;
+}
+
+static void classes_and_pacing(void) {
+    TidegateFlowPolicy policy = tidegate_proxy_config_default().flows;
+    TidegateProxy *proxy = make(&policy);
+    uint64_t now = 1;
+    uint64_t chatty = key_of("com.example.chatty"), quiet = key_of("com.example.quiet");
+
+    /* One app's DNS burst: its share, then refused at once; another app still resolves. */
+    unsigned dns = burst(proxy, now, chatty, 1, 53000, 100, TIDEGATE_FLOW_PROTOCOL_UDP,
+                         TIDEGATE_FLOW_CLASS_DNS, TIDEGATE_REJECT_REASON_DNS_OVER_LIMIT);
+    CHECK(dns == policy.max_dns_in_flight_per_app);
+    TidegateAdmission other =
+        ask(proxy, now, quiet, 53999, TIDEGATE_FLOW_PROTOCOL_UDP, TIDEGATE_FLOW_CLASS_DNS);
+    CHECK(other.decision == TIDEGATE_ADMISSION_DECISION_ACCEPTED);
+    CHECK_OK(tidegate_proxy_on_connected(proxy, now, other.flow));
+    TidegateAppState app;
+    CHECK_OK(tidegate_proxy_app_state(proxy, chatty, &app));
+    CHECK(app.dns_in_flight == policy.max_dns_in_flight_per_app);
+
+    /* A UDP storm from many apps stops at the UDP cap; TCP still gets in. */
+    unsigned udp = burst(proxy, now, 1000, 40, 60000, 400, TIDEGATE_FLOW_PROTOCOL_UDP,
+                         TIDEGATE_FLOW_CLASS_DATAGRAM, TIDEGATE_REJECT_REASON_DATAGRAM_OVER_LIMIT);
+    CHECK(udp == policy.max_datagram_flows);
+    TidegateAdmission tcp =
+        ask(proxy, now, quiet, 443, TIDEGATE_FLOW_PROTOCOL_TCP, TIDEGATE_FLOW_CLASS_STREAM);
+    CHECK(tcp.decision == TIDEGATE_ADMISSION_DECISION_ACCEPTED);
+    CHECK_OK(tidegate_proxy_on_connected(proxy, now, tcp.flow));
+    TidegateProxyStats stats;
+    CHECK_OK(tidegate_proxy_stats(proxy, &stats));
+    CHECK(stats.flows.datagram_flows == policy.max_datagram_flows);
+    CHECK(stats.flows.dns_in_flight == policy.max_dns_in_flight_per_app + 1);
+    CHECK(stats.flows.rejected_datagram_over_limit == 400 - udp);
+    CHECK(stats.flows.rejected_dns_over_limit == 100 - dns);
+
+    /* The DNS flows idle out first, then the UDP sessions; the TCP flow stays. */
+    uint64_t deadline = 0;
+    CHECK_OK(tidegate_proxy_poll_timeout(proxy, &deadline));
+    CHECK(deadline == now + policy.dns_idle_timeout_us);
+    now += policy.datagram_idle_timeout_us;
+    CHECK_OK(tidegate_proxy_handle_timeout(proxy, now));
+    drain(proxy, now, NULL);
+    CHECK_OK(tidegate_proxy_stats(proxy, &stats));
+    CHECK(stats.flows.datagram_flows == 0 && stats.flows.dns_in_flight == 0);
+    CHECK(stats.flows.established == 1);
+    CHECK(stats.flows.idle_timeouts == udp + dns + 1);
+
+    /* One app's reconnect storm: its burst at once, then refused with a time to ask again. */
+    uint64_t storm = key_of("com.example.storm");
+    unsigned admitted = 0;
+    TidegateAdmission paced = {0};
+    uint64_t storm_at = now;
+    for (unsigned f = 0; f < 200; f++) {
+        TidegateAdmission a =
+            ask(proxy, now, storm, 70000 + f, TIDEGATE_FLOW_PROTOCOL_TCP, TIDEGATE_FLOW_CLASS_STREAM);
+        if (a.decision == TIDEGATE_ADMISSION_DECISION_REJECTED) {
+            CHECK(a.reject_reason == TIDEGATE_REJECT_REASON_PACED);
+            CHECK(a.retry_at_us > now);
+            paced = a;
+        } else {
+            admitted++;
+            CHECK(a.retry_at_us == 0);
+            CHECK_OK(tidegate_proxy_on_connected(proxy, now, a.flow));
+        }
+    }
+    CHECK(admitted == policy.app_admission_burst);
+    CHECK(paced.retry_at_us == now + (1000000 + policy.app_admission_rate_per_second - 1) /
+                                         policy.app_admission_rate_per_second);
+    /* The quiet app is not paced by the storm. */
+    TidegateAdmission unpaced =
+        ask(proxy, now, quiet, 444, TIDEGATE_FLOW_PROTOCOL_TCP, TIDEGATE_FLOW_CLASS_STREAM);
+    CHECK(unpaced.decision == TIDEGATE_ADMISSION_DECISION_ACCEPTED);
+    TidegateFlowOutcome outcome;
+    CHECK_OK(tidegate_proxy_on_closed(proxy, now, unpaced.flow, &outcome));
+    CHECK(ask(proxy, paced.retry_at_us - 1, storm, 79999, TIDEGATE_FLOW_PROTOCOL_TCP,
+              TIDEGATE_FLOW_CLASS_STREAM)
+              .reject_reason == TIDEGATE_REJECT_REASON_PACED);
+    TidegateAdmission retried = ask(proxy, paced.retry_at_us, storm, 79999,
+                                    TIDEGATE_FLOW_PROTOCOL_TCP, TIDEGATE_FLOW_CLASS_STREAM);
+    CHECK(retried.decision == TIDEGATE_ADMISSION_DECISION_ACCEPTED);
+    now = paced.retry_at_us;
+    uint64_t retried_at = now;
+    CHECK_OK(tidegate_proxy_on_connected(proxy, now, retried.flow));
+
+    /* A peer that stops draining: the read pauses, and the flow closes at the paused limit. */
+    bool can_read = bytes(proxy, now, tcp.flow, TIDEGATE_RELAY_STEP_REMOTE_READ,
+                          policy.flow_high_watermark_bytes);
+    CHECK(!can_read);
+    CHECK_OK(tidegate_proxy_stats(proxy, &stats));
+    CHECK(stats.flows.flows_paused == 1);
+    CHECK_OK(tidegate_proxy_handle_timeout(proxy, now + policy.max_paused_us));
+    TidegateProxyEvent event;
+    size_t count = 0;
+    CHECK_OK(tidegate_proxy_poll_events(proxy, &event, 1, &count));
+    CHECK(count == 1 && event.flow == tcp.flow);
+    CHECK(event.close_reason == TIDEGATE_CLOSE_REASON_PAUSED_TOO_LONG);
+    CHECK_OK(tidegate_proxy_on_closed(proxy, now + policy.max_paused_us, tcp.flow, &outcome));
+    CHECK(outcome == TIDEGATE_FLOW_OUTCOME_PAUSED_TOO_LONG);
+    CHECK_OK(tidegate_proxy_stats(proxy, &stats));
+    CHECK(stats.flows.paused_closes == 1 && stats.flows.flows_paused == 0);
+    printf("classes: %u DNS queries of one app, %u UDP sessions, %u flows of a storm at once, "
+           "the next at +%llu us\n",
+           dns, udp, admitted, (unsigned long long)(retried_at - storm_at));
+    tidegate_proxy_free(proxy);
+}
+
 int main(void) {
     flood();
     storm();
     backpressure();
     stalled_app();
     timeouts_and_ids();
+    classes_and_pacing();
     return 0;
 }

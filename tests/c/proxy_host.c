@@ -153,7 +153,8 @@ static void run_until(uint64_t until) {
 static TidegateAdmission admit(const char *app) {
     TidegateAdmission admission;
     CHECK_OK(tidegate_proxy_on_new_flow(proxy, now, key_of(app), key_of("example.com:443"),
-                                        TIDEGATE_FLOW_PROTOCOL_TCP, &admission));
+                                        TIDEGATE_FLOW_PROTOCOL_TCP,
+                                        TIDEGATE_FLOW_CLASS_STREAM, &admission));
     return admission;
 }
 
@@ -283,9 +284,13 @@ int main(void) {
     TidegateAdmission admission;
     size_t added;
     TidegateSocketAddress a4 = v4(9);
-    CHECK_STATUS(tidegate_proxy_on_new_flow(proxy, now, 1, 2, 7, &admission),
-                 TIDEGATE_STATUS_INVALID_ARGUMENT);
-    CHECK_STATUS(tidegate_proxy_on_new_flow(proxy, now, 1, 2, 0, NULL),
+    CHECK_STATUS(
+        tidegate_proxy_on_new_flow(proxy, now, 1, 2, 7, TIDEGATE_FLOW_CLASS_STREAM, &admission),
+        TIDEGATE_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(
+        tidegate_proxy_on_new_flow(proxy, now, 1, 2, TIDEGATE_FLOW_PROTOCOL_TCP, 3, &admission),
+        TIDEGATE_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(tidegate_proxy_on_new_flow(proxy, now, 1, 2, 0, TIDEGATE_FLOW_CLASS_STREAM, NULL),
                  TIDEGATE_STATUS_NULL_ARGUMENT);
     CHECK_STATUS(tidegate_proxy_on_bytes(proxy, now, system.flow, 9, 1, &can_read),
                  TIDEGATE_STATUS_INVALID_ARGUMENT);

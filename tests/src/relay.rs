@@ -56,9 +56,9 @@ use nix::sys::socket::{
     AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, setsockopt, socket, sockopt,
 };
 use tidegate_core::{
-    Admission, AppId, CloseReason, DestinationKey, FlowError, FlowGovernor, FlowId, FlowInfo,
-    FlowOutcome, FlowPolicy, FlowSlot, FlowStats, Instant, Notification, Protocol, RejectReason,
-    classify_errno,
+    Admission, AppId, CloseReason, DestinationKey, FlowClass, FlowError, FlowGovernor, FlowId,
+    FlowInfo, FlowOutcome, FlowPolicy, FlowSlot, FlowStats, Instant, Notification, Protocol,
+    RejectReason, classify_errno,
 };
 
 /// How long the relay's inline connect to the upstream may take before the flow fails.
@@ -590,6 +590,7 @@ impl RelayLoop {
             app: app_id(app_address),
             destination: self.destination,
             protocol: Protocol::Tcp,
+            class: FlowClass::Stream,
         };
         let answer = self.governor.on_new_flow(now, info);
         self.report.apps.entry(app_address).or_default();

@@ -575,6 +575,15 @@ impl Workload {
     }
 
     fn new_flow(&mut self, app: u64, destination: u64, protocol: u32) -> TidegateAdmission {
+        // Every eighth destination is a resolver: its flows are DNS queries, the other UDP
+        // flows sessions of the datagram class.
+        let class = if destination.is_multiple_of(8) {
+            TidegateFlowClass::Dns
+        } else if protocol == TidegateFlowProtocol::Udp as u32 {
+            TidegateFlowClass::Datagram
+        } else {
+            TidegateFlowClass::Stream
+        } as u32;
         let mut admission = TidegateAdmission {
             decision: TidegateAdmissionDecision::Rejected,
             reject_reason: TidegateRejectReason::None,
@@ -582,6 +591,7 @@ impl Workload {
             evicted: 0,
             budget_refusal: TidegateBudgetRefusal::None,
             reserved: 0,
+            retry_at_us: 0,
         };
         // SAFETY: the handle is live; `admission` is a local.
         let status = unsafe {
@@ -591,6 +601,7 @@ impl Workload {
                 app,
                 destination,
                 protocol,
+                class,
                 &mut admission,
             )
         };
@@ -771,6 +782,16 @@ impl Workload {
                         1,
                         1,
                         9,
+                        TidegateFlowClass::Stream as u32,
+                        admission.as_mut_ptr(),
+                    ));
+                    self.call(tidegate_proxy_on_new_flow(
+                        p,
+                        now,
+                        1,
+                        1,
+                        TidegateFlowProtocol::Tcp as u32,
+                        3,
                         admission.as_mut_ptr(),
                     ));
                     self.call(tidegate_proxy_on_bytes(

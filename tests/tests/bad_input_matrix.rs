@@ -1336,6 +1336,7 @@ fn errno_class() {
 }
 
 const TCP: u32 = TidegateFlowProtocol::Tcp as u32;
+const STREAM: u32 = TidegateFlowClass::Stream as u32;
 
 fn flow_policy() -> TidegateFlowPolicy {
     TidegateFlowPolicy {
@@ -1344,7 +1345,7 @@ fn flow_policy() -> TidegateFlowPolicy {
         max_flows_per_app: 8,
         max_flows_per_destination: 8,
         max_connecting: 6,
-        reserved: 0,
+        max_datagram_flows: 4,
         idle_timeout_us: 1_000_000,
         connect_timeout_us: 60_000_000,
         flow_high_watermark_bytes: 1000,
@@ -1354,6 +1355,14 @@ fn flow_policy() -> TidegateFlowPolicy {
         hash_seed: 7,
         app_high_watermark_bytes: 3000,
         app_low_watermark_bytes: 1500,
+        max_dns_in_flight: 4,
+        max_dns_in_flight_per_app: 2,
+        app_admission_burst: 64,
+        app_admission_rate_per_second: 1_000,
+        datagram_idle_timeout_us: 1_000_000,
+        datagram_max_lifetime_us: u64::MAX,
+        dns_idle_timeout_us: 1_000_000,
+        max_paused_us: 60_000_000,
     }
 }
 
@@ -1455,10 +1464,66 @@ fn bad_flow_policies() -> Vec<(TidegateFlowPolicy, TidegateStatus)> {
         ),
         (
             TidegateFlowPolicy {
-                reserved: 1,
+                max_datagram_flows: 0,
                 ..good
             },
-            S::InvalidArgument,
+            S::ConfigFlowZeroCap,
+        ),
+        (
+            TidegateFlowPolicy {
+                max_dns_in_flight: 0,
+                ..good
+            },
+            S::ConfigFlowZeroCap,
+        ),
+        (
+            TidegateFlowPolicy {
+                max_dns_in_flight_per_app: 0,
+                ..good
+            },
+            S::ConfigFlowZeroCap,
+        ),
+        (
+            TidegateFlowPolicy {
+                app_admission_burst: 0,
+                ..good
+            },
+            S::ConfigFlowZeroCap,
+        ),
+        (
+            TidegateFlowPolicy {
+                app_admission_rate_per_second: 0,
+                ..good
+            },
+            S::ConfigFlowZeroCap,
+        ),
+        (
+            TidegateFlowPolicy {
+                datagram_idle_timeout_us: 0,
+                ..good
+            },
+            S::ConfigZeroDuration,
+        ),
+        (
+            TidegateFlowPolicy {
+                datagram_max_lifetime_us: 0,
+                ..good
+            },
+            S::ConfigZeroDuration,
+        ),
+        (
+            TidegateFlowPolicy {
+                dns_idle_timeout_us: 0,
+                ..good
+            },
+            S::ConfigZeroDuration,
+        ),
+        (
+            TidegateFlowPolicy {
+                max_paused_us: 0,
+                ..good
+            },
+            S::ConfigZeroDuration,
         ),
     ]
 }
@@ -2666,7 +2731,7 @@ impl Proxy {
         unsafe {
             let admit = |destination: u64| {
                 let admission: TidegateAdmission = written(|out| {
-                    tidegate_proxy_on_new_flow(handle, start, 1, destination, TCP, out)
+                    tidegate_proxy_on_new_flow(handle, start, 1, destination, TCP, STREAM, out)
                 });
                 assert_eq!(admission.decision, TidegateAdmissionDecision::Accepted);
                 admission.flow
@@ -2882,26 +2947,35 @@ const PROXY_TIMES: [u64; 3] = [NOW, EARLIER, NOW + 60_000_000];
 
 fn proxy_on_new_flow() {
     unsafe {
-        null_handle(|out| tidegate_proxy_on_new_flow(null_mut(), NOW, 1, 1, TCP, out));
+        null_handle(|out| tidegate_proxy_on_new_flow(null_mut(), NOW, 1, 1, TCP, STREAM, out));
         for now in PROXY_TIMES {
             unchanged(Proxy::new, S::NullArgument, |p| {
-                tidegate_proxy_on_new_flow(p.handle, now, 1, 9, TCP, null_mut())
+                tidegate_proxy_on_new_flow(p.handle, now, 1, 9, TCP, STREAM, null_mut())
             });
             for protocol in [2, 17, 256, u32::MAX] {
                 unchanged(Proxy::new, S::InvalidArgument, |p| {
-                    untouched(|out| tidegate_proxy_on_new_flow(p.handle, now, 1, 9, protocol, out))
+                    untouched(|out| {
+                        tidegate_proxy_on_new_flow(p.handle, now, 1, 9, protocol, STREAM, out)
+                    })
+                });
+            }
+            for class in [3, 53, 256, u32::MAX] {
+                unchanged(Proxy::new, S::InvalidArgument, |p| {
+                    untouched(|out| {
+                        tidegate_proxy_on_new_flow(p.handle, now, 1, 9, TCP, class, out)
+                    })
                 });
             }
         }
         // The budget has room: the flow is admitted.
         let p = Proxy::new();
         let answer: TidegateAdmission =
-            written(|out| tidegate_proxy_on_new_flow(p.handle, NOW, 2, 9, TCP, out));
+            written(|out| tidegate_proxy_on_new_flow(p.handle, NOW, 2, 9, TCP, STREAM, out));
         assert_eq!(answer.decision, TidegateAdmissionDecision::Accepted);
         same_as(
             Proxy::new,
-            |p| tidegate_proxy_on_new_flow(p.handle, EARLIER, 2, 9, TCP, Out::new().ptr()),
-            |p| tidegate_proxy_on_new_flow(p.handle, NOW, 2, 9, TCP, Out::new().ptr()),
+            |p| tidegate_proxy_on_new_flow(p.handle, EARLIER, 2, 9, TCP, STREAM, Out::new().ptr()),
+            |p| tidegate_proxy_on_new_flow(p.handle, NOW, 2, 9, TCP, STREAM, Out::new().ptr()),
         );
     }
 }
@@ -3245,7 +3319,7 @@ fn proxy_set_max_connecting() {
         let p = Proxy::new();
         assert_eq!(tidegate_proxy_set_max_connecting(p.handle, 0), S::Ok);
         let answer: TidegateAdmission =
-            written(|out| tidegate_proxy_on_new_flow(p.handle, NOW, 2, 9, TCP, out));
+            written(|out| tidegate_proxy_on_new_flow(p.handle, NOW, 2, 9, TCP, STREAM, out));
         assert_eq!(answer.reject_reason, TidegateRejectReason::ConnectionBudget);
         assert_eq!(answer.budget_refusal, TidegateBudgetRefusal::None);
     }

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use tidegate_core::{
-    Admission, AppId, DEFAULT_FLOW_SLOTS, DestinationKey, FlowGovernor, FlowId, FlowInfo,
-    FlowOutcome, FlowPolicy, FlowSlot, FlowState, Instant, Notification, Protocol,
+    Admission, AppId, DEFAULT_FLOW_SLOTS, DestinationKey, FlowClass, FlowGovernor, FlowId,
+    FlowInfo, FlowOutcome, FlowPolicy, FlowSlot, FlowState, Instant, Notification, Protocol,
 };
 
 type Governor = FlowGovernor<Box<[FlowSlot]>>;
@@ -25,6 +25,7 @@ fn flow(app: u64, destination: u64) -> FlowInfo {
         app: AppId(app),
         destination: DestinationKey(destination),
         protocol: Protocol::Tcp,
+        class: FlowClass::default_for(Protocol::Tcp, 443),
     }
 }
 
@@ -104,9 +105,16 @@ fn flood_with_well_behaved_app(policy: FlowPolicy) {
     }
     let stats = governor.stats();
     assert_eq!(admitted_mine, flood_attempts.div_ceil(4));
-    // The flood really held all it could (the table less the second app's four flows, or its
-    // own cap) and was refused beyond that.
-    let flood_limit = policy.max_flows_per_app.min(policy.max_flows - 4);
+    // The flood really held all it could (the table less the second app's four flows, its own
+    // cap, or what pacing let its open flows grow to in the run's time) and was refused beyond
+    // that.
+    let paced = u64::from(policy.app_admission_burst)
+        .saturating_add(u64::from(policy.app_admission_rate_per_second) * micros / 1_000_000);
+    let paced = u32::try_from(paced).unwrap_or(u32::MAX);
+    let flood_limit = policy
+        .max_flows_per_app
+        .min(policy.max_flows - 4)
+        .min(paced);
     assert!(governor.app_flows(AppId(FLOODER)) >= flood_limit - 1);
     assert!(stats.rejected.total() > 0);
     if policy.max_flows_per_app >= policy.max_flows {
@@ -124,6 +132,10 @@ fn flood_cannot_lock_out_a_well_behaved_app_even_without_a_per_app_cap() {
     let policy = FlowPolicy {
         max_flows_per_app: FlowPolicy::APPLE_DEFAULT.max_flows,
         max_flows_per_destination: FlowPolicy::APPLE_DEFAULT.max_flows,
+        // Pacing would keep the flooder from filling the table in the run's second; here only
+        // fairness eviction stands between it and the second app.
+        app_admission_burst: u32::MAX,
+        app_admission_rate_per_second: u32::MAX,
         ..FlowPolicy::APPLE_DEFAULT
     };
     flood_with_well_behaved_app(policy);
@@ -138,6 +150,9 @@ fn flood_cannot_lock_out_a_well_behaved_app_with_default_caps() {
 fn eviction_under_a_flood_takes_the_flooders_idle_flows_first() {
     let policy = FlowPolicy {
         max_flows_per_app: FlowPolicy::APPLE_DEFAULT.max_flows,
+        // The flooder fills the table in one instant, which pacing would spread over seconds.
+        app_admission_burst: u32::MAX,
+        app_admission_rate_per_second: u32::MAX,
         ..FlowPolicy::APPLE_DEFAULT
     };
     let mut governor = governor(policy);

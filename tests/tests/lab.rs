@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use tidegate_core::{DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, FlowPolicy};
 use tidegate_tests::lab::{self, APP_PROXY_LIMIT, Host, Row, STOP_TEARDOWN_US, Scale};
 
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 11] = [
     "tunnel-outbound-flood",
     "tunnel-inbound-burst",
     "flood-beside-tcp",
@@ -20,6 +20,8 @@ const SCENARIOS: [&str; 9] = [
     "slow-stop-restart",
     "ipv6-black-hole",
     "ipv6-black-hole-burst",
+    "dns-burst",
+    "udp-session-storm",
 ];
 
 fn rows() -> &'static [Row] {
@@ -47,6 +49,38 @@ fn naive(id: &str) -> Vec<&'static Row> {
 
 /// Memory: the tidegate host stays under the ceiling it was built with, which is itself under
 /// the platform's limit, and is never killed.
+/// One app's burst of DNS queries: the naive proxy buffers every query in flight and is killed;
+/// the tidegate proxy holds the app to its share of the DNS budget, refuses the rest at once,
+/// and every other app's query is answered.
+#[test]
+fn a_dns_burst_from_one_app_leaves_the_others_their_lookups() {
+    let row = tidegate("dns-burst");
+    assert_bounded(row);
+    assert_eq!(row.admitted_percent, Some(100.0), "{row:?}");
+    assert!(row.connects_refused.is_some_and(|r| r > 1_000), "{row:?}");
+    assert_eq!(row.hung_connections, Some(0), "{row:?}");
+    for row in naive("dns-burst") {
+        assert_killed(row);
+        assert!(row.admitted_percent.is_some_and(|p| p < 100.0), "{row:?}");
+    }
+}
+
+/// A storm of abandoned UDP sessions: the naive proxy keeps each until the general idle
+/// timeout and is killed; the tidegate proxy holds UDP to its cap, idles the sessions out after
+/// a minute and admits every one of the browser's TCP flows, none of them evicted.
+#[test]
+fn a_udp_session_storm_stops_at_its_cap_and_leaves_tcp_alone() {
+    let row = tidegate("udp-session-storm");
+    assert_bounded(row);
+    assert_eq!(row.admitted_percent, Some(100.0), "{row:?}");
+    assert_eq!(row.established_evicted, Some(0), "{row:?}");
+    assert!(row.connects_refused.is_some_and(|r| r > 0), "{row:?}");
+    assert_eq!(row.hung_connections, Some(0), "{row:?}");
+    for row in naive("udp-session-storm") {
+        assert_killed(row);
+    }
+}
+
 fn assert_bounded(row: &Row) {
     let ceiling = row.ceiling.expect("tidegate rows report their ceiling");
     let limit = row.platform_limit.expect("memory scenarios name the limit");

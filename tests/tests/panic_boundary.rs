@@ -128,7 +128,7 @@ unsafe fn check_poisoned_proxy(p: *mut TidegateProxy, flow: u64) -> Checked {
     };
     unsafe {
         c.poisoned_out("tidegate_proxy_on_new_flow", |out| {
-            tidegate_proxy_on_new_flow(p, 1, 1, 1, 0, out)
+            tidegate_proxy_on_new_flow(p, 1, 1, 1, 0, 0, out)
         });
         c.poisoned(
             "tidegate_proxy_on_connecting",
@@ -222,7 +222,7 @@ fn a_panic_poisons_a_proxy_engine_and_free_still_works() {
         assert_eq!(tidegate_proxy_new(&config, 0, &mut proxy), S::Ok);
         let mut admission = Out::<TidegateAdmission>::new();
         assert_eq!(
-            tidegate_proxy_on_new_flow(proxy, 0, 1, 1, 0, admission.ptr()),
+            tidegate_proxy_on_new_flow(proxy, 0, 1, 1, 0, 0, admission.ptr()),
             S::Ok
         );
         let flow = admission.value().flow;

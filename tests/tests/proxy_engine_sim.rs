@@ -17,9 +17,9 @@ use std::net::SocketAddr;
 use proptest::prelude::*;
 use tidegate_core::{
     AddressFamily, Admission, AppId, AttemptError, BudgetConfig, BudgetRefusal, DestinationKey,
-    ErrorClass, EyeballsConfig, FlowError, FlowId, FlowInfo, FlowOutcome, FlowPolicy, FlowSlot,
-    FlowState, Instant, Protocol, ProxyConfig, ProxyEngine, ProxyError, ProxyEvent, RaceSlot,
-    RejectReason, ResolveError,
+    ErrorClass, EyeballsConfig, FlowClass, FlowError, FlowId, FlowInfo, FlowOutcome, FlowPolicy,
+    FlowSlot, FlowState, Instant, Protocol, ProxyConfig, ProxyEngine, ProxyError, ProxyEvent,
+    RaceSlot, RejectReason, ResolveError,
 };
 
 type Engine = ProxyEngine<Box<[FlowSlot]>, Box<[RaceSlot]>>;
@@ -195,6 +195,7 @@ impl Host {
             app: AppId(plan.app),
             destination: DestinationKey(number as u64 % 5),
             protocol: Protocol::Tcp,
+            class: FlowClass::default_for(Protocol::Tcp, 443),
         };
         let now = self.at();
         let answer = self.proxy.on_new_flow(now, info);

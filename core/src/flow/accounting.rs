@@ -207,9 +207,9 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             Side::Inbound => self.inbound_pending = self.inbound_pending.saturating_add(added),
         }
         self.update_global();
+        self.clock.observe(now);
         self.touch(index, now);
         self.record_pause(index, side);
-        self.clock.observe(now);
         Ok(())
     }
 
@@ -338,6 +338,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         };
         let open = flow.state.is_open();
         direction_mut(flow, side).paused = !readable && open;
+        self.update_paused_timer(index);
         if !readable && open && global_paused {
             self.wait_for_global(index);
         }
@@ -425,6 +426,9 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             let rows = self.slots.as_mut();
             unlink(rows, &mut self.notifications, index, LinkKind::Notify);
         }
+        if result.is_some() {
+            self.update_paused_timer(index);
+        }
         result
     }
 
@@ -445,18 +449,28 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     /// of its app (in the idle or busy list by whether bytes are pending) and, if established,
     /// of the idle timer list.
     pub(crate) fn touch(&mut self, index: u32, now: Instant) {
-        let Some(flow) = self.flow_record(index).copied() else {
+        // Only the fields needed, not a copy of the whole record: this runs on every read.
+        let Some(flow) = self.flow_mut(index).map(|record| {
+            record.last_active = now;
+            Touched {
+                state: record.state,
+                class: record.class,
+                app: record.app,
+                in_busy: record.in_busy,
+                busy: record.pending() > 0,
+            }
+        }) else {
             return;
         };
-        if let Some(record) = self.flow_mut(index) {
-            record.last_active = now;
-        }
         if !flow.state.is_open() {
             return;
         }
-        let busy = flow.pending() > 0;
+        let busy = flow.busy;
         let rows = self.slots.as_mut();
-        if let Some(app) = rows.get(flow.app as usize).map(|row| row.app) {
+        if let Some(app) = rows.get(flow.app as usize).map(|row| AppLists {
+            busy_flows: row.app.busy_flows,
+            idle_flows: row.app.idle_flows,
+        }) {
             let mut from = if flow.in_busy {
                 app.busy_flows
             } else {
@@ -486,14 +500,27 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             }
         }
         if flow.state == FlowState::Established {
-            let rows = self.slots.as_mut();
-            unlink(rows, &mut self.established_timers, index, LinkKind::Timer);
-            push_back(rows, &mut self.established_timers, index, LinkKind::Timer);
+            self.move_to_idle_tail(index, flow.class);
         }
         if let Some(record) = self.flow_mut(index) {
             record.in_busy = busy;
         }
     }
+}
+
+/// What [`FlowGovernor::touch`] needs of a flow.
+struct Touched {
+    state: FlowState,
+    class: super::FlowClass,
+    app: u32,
+    in_busy: bool,
+    busy: bool,
+}
+
+/// An app's two activity lists.
+struct AppLists {
+    busy_flows: super::table::ListHead,
+    idle_flows: super::table::ListHead,
 }
 
 fn direction(flow: &super::table::FlowRecord, side: Side) -> Direction {

@@ -10,8 +10,11 @@
 
 use core::fmt;
 
+use super::pacing::Pacer;
 use super::table::{FlowRecord, LinkKind, NIL, pop_front, push_back, unlink};
-use super::{CloseReason, FlowGovernor, FlowId, FlowSlot, FlowState, accounting, edit_count_list};
+use super::{
+    CloseReason, FlowClass, FlowGovernor, FlowId, FlowSlot, FlowState, accounting, edit_count_list,
+};
 use crate::fmt::{log_debug, log_trace};
 use crate::{BudgetRefusal, Instant};
 
@@ -79,6 +82,27 @@ pub struct FlowInfo {
     pub destination: DestinationKey,
     /// The flow's transport.
     pub protocol: Protocol,
+    /// Which caps and timers apply: the host declares it, knowing which flows carry DNS;
+    /// [`FlowClass::default_for`] gives the default from the transport and remote port.
+    pub class: FlowClass,
+}
+
+impl FlowInfo {
+    /// A flow of `app` to `destination` over `protocol`, of the class
+    /// [`FlowClass::default_for`] gives for `remote_port`.
+    pub const fn new(
+        app: AppId,
+        destination: DestinationKey,
+        protocol: Protocol,
+        remote_port: u16,
+    ) -> FlowInfo {
+        FlowInfo {
+            app,
+            destination,
+            protocol,
+            class: FlowClass::default_for(protocol, remote_port),
+        }
+    }
 }
 
 /// The governor's answer to a new flow.
@@ -153,15 +177,40 @@ pub enum RejectReason {
     /// [`ProxyEngine::budget_refusal`]: crate::ProxyEngine::budget_refusal
     /// [`ConnectionBudget`]: crate::ConnectionBudget
     ConnectionBudget = 3,
+    /// A UDP flow, and [`FlowPolicy::max_datagram_flows`] UDP flows are open. Transparent
+    /// proxy: pass the flow on. App proxy: fail the flow; idle UDP sessions give their slots
+    /// back within [`FlowPolicy::datagram_idle_timeout_micros`].
+    ///
+    /// [`FlowPolicy::max_datagram_flows`]: crate::FlowPolicy::max_datagram_flows
+    /// [`FlowPolicy::datagram_idle_timeout_micros`]: crate::FlowPolicy::datagram_idle_timeout_micros
+    DatagramOverLimit = 4,
+    /// A DNS flow, and [`FlowPolicy::max_dns_in_flight`] DNS flows are open, or the app holds
+    /// its [`FlowPolicy::max_dns_in_flight_per_app`]. Refused at once so the app's resolver
+    /// retries or fails fast: transparent proxy, pass the query on; app proxy, fail it.
+    ///
+    /// [`FlowPolicy::max_dns_in_flight`]: crate::FlowPolicy::max_dns_in_flight
+    /// [`FlowPolicy::max_dns_in_flight_per_app`]: crate::FlowPolicy::max_dns_in_flight_per_app
+    DnsOverLimit = 5,
+    /// Admission pacing has no token left for the app: its open flows grow faster than
+    /// [`FlowPolicy::app_admission_rate_per_second`] beyond its burst (a reconnect storm).
+    /// Hold the flow and ask again at [`FlowGovernor::paced_until`] (an app proxy may delay
+    /// its answer to `handleNewFlow`), or pass it on / fail it as for the other reasons.
+    ///
+    /// [`FlowPolicy::app_admission_rate_per_second`]: crate::FlowPolicy::app_admission_rate_per_second
+    /// [`FlowGovernor::paced_until`]: crate::FlowGovernor::paced_until
+    Paced = 6,
 }
 
 impl RejectReason {
     /// Every reason, in numeric order.
-    pub const ALL: [RejectReason; 4] = [
+    pub const ALL: [RejectReason; 7] = [
         RejectReason::TableFull,
         RejectReason::AppOverLimit,
         RejectReason::DestinationOverLimit,
         RejectReason::ConnectionBudget,
+        RejectReason::DatagramOverLimit,
+        RejectReason::DnsOverLimit,
+        RejectReason::Paced,
     ];
 }
 
@@ -174,6 +223,9 @@ impl fmt::Display for RejectReason {
             RejectReason::ConnectionBudget => {
                 "no connection budget: too many flows or attempts connecting, or connections open"
             }
+            RejectReason::DatagramOverLimit => "the UDP flow cap is reached",
+            RejectReason::DnsOverLimit => "too many DNS queries in flight, overall or for the app",
+            RejectReason::Paced => "admission pacing: new flows arrive faster than the rate",
         })
     }
 }
@@ -242,6 +294,18 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         if destination_open >= self.policy.max_flows_per_destination {
             return Admission::Rejected(RejectReason::DestinationOverLimit);
         }
+        if let Some(reason) = self.class_refusal(info.class, app) {
+            return Admission::Rejected(reason);
+        }
+        // An app without a record starts with a full bucket, which holds at least one token.
+        let paced = info.class != FlowClass::Dns;
+        if paced && let Some(record) = app.and_then(|index| self.app(index)) {
+            let mut pacer = record.pacer;
+            pacer.refill(now, &self.policy);
+            if !pacer.has_token() {
+                return Admission::Rejected(RejectReason::Paced);
+            }
+        }
         let connecting = self
             .by_state
             .opening
@@ -296,6 +360,9 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             );
             return Admission::Rejected(RejectReason::TableFull);
         };
+        if paced {
+            self.take_token(index, now);
+        }
         if let Some(victim) = evicted {
             self.begin_closing(victim.index(), CloseReason::Evicted, notify_evicted);
         }
@@ -304,6 +371,85 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         match evicted {
             Some(evicted) => Admission::AcceptedAfterEvicting { id, evicted },
             None => Admission::Accepted { id },
+        }
+    }
+
+    /// Open flows of `class`.
+    pub(crate) fn class_open(&self, class: FlowClass) -> u32 {
+        self.open_by_class.get(class.index()).copied().unwrap_or(0)
+    }
+
+    /// Why the caps of `class` refuse one more flow of app record `app` (`None` for a new
+    /// app), if they do.
+    fn class_refusal(&self, class: FlowClass, app: Option<u32>) -> Option<RejectReason> {
+        let open = self.class_open(class);
+        match class {
+            FlowClass::Stream => None,
+            FlowClass::Datagram => {
+                (open >= self.policy.max_datagram_flows).then_some(RejectReason::DatagramOverLimit)
+            }
+            FlowClass::Dns => {
+                let app_dns = app
+                    .and_then(|index| self.app(index))
+                    .map_or(0, |r| r.dns_open);
+                (open >= self.policy.max_dns_in_flight
+                    || app_dns >= self.policy.max_dns_in_flight_per_app)
+                    .then_some(RejectReason::DnsOverLimit)
+            }
+        }
+    }
+
+    /// Count an open flow of `class` and app record `app` in (`opened`) or out.
+    pub(crate) fn count_class(&mut self, app: u32, class: FlowClass, opened: bool) {
+        let step = |count: u32| {
+            if opened {
+                count.saturating_add(1)
+            } else {
+                debug_assert!(count > 0, "a class count never goes below zero");
+                count.saturating_sub(1)
+            }
+        };
+        if let Some(count) = self.open_by_class.get_mut(class.index()) {
+            *count = step(*count);
+        }
+        if class == FlowClass::Dns
+            && let Some(record) = self.app_mut(app)
+        {
+            record.dns_open = step(record.dns_open);
+        }
+    }
+
+    /// When admission pacing has a token again for a new flow of `app`, or `None` if it has
+    /// one now (an app holding no flow always has). Ask after a [`RejectReason::Paced`]
+    /// refusal: holding the flow until then and asking again admits it (if nothing else
+    /// refuses), where asking earlier is refused again. O(1) on average.
+    pub fn paced_until(&self, app: AppId) -> Option<Instant> {
+        let mut pacer = self.find_app(app).and_then(|index| self.app(index))?.pacer;
+        pacer.refill(self.clock.latest(), &self.policy);
+        pacer.next_token_at(&self.policy)
+    }
+
+    /// A paced flow of app record `app` stopped being open: its token goes back to the app's
+    /// bucket (never above the burst), so pacing bounds how fast an app's open flows grow, not
+    /// how many short flows it opens and closes.
+    pub(crate) fn give_back_token(&mut self, app: u32) {
+        let now = self.clock.latest();
+        let policy = self.policy;
+        if let Some(record) = self.app_mut(app) {
+            record.pacer.refill(now, &policy);
+            record.pacer.give_back(&policy);
+        }
+    }
+
+    /// Take a pacing token for the flow just admitted in slot `index`, from its app's bucket.
+    fn take_token(&mut self, index: u32, now: Instant) {
+        let Some(app) = self.flow_record(index).map(|flow| flow.app) else {
+            return;
+        };
+        let policy = self.policy;
+        if let Some(record) = self.app_mut(app) {
+            record.pacer.refill(now, &policy);
+            record.pacer.take();
         }
     }
 
@@ -360,7 +506,14 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         }
         let app = match app {
             Some(app) => app,
-            None => self.insert_app(info.app)?,
+            None => {
+                let app = self.insert_app(info.app)?;
+                let pacer = Pacer::new(now, &self.policy);
+                if let Some(record) = self.app_mut(app) {
+                    record.pacer = pacer;
+                }
+                app
+            }
         };
         let destination = match destination {
             Some(destination) => destination,
@@ -373,6 +526,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             generation: flow.generation,
             state: FlowState::Opening,
             protocol: info.protocol,
+            class: info.class,
             app,
             destination,
             admitted_at: now,
@@ -380,6 +534,9 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             ..FlowRecord::EMPTY
         };
         push_back(rows, &mut self.connecting_timers, index, LinkKind::Timer);
+        if info.class == FlowClass::Datagram {
+            push_back(rows, &mut self.lifetime_timers, index, LinkKind::Lifetime);
+        }
         let record = &mut rows.get_mut(app as usize)?.app;
         record.references = record.references.saturating_add(1);
         let mut idle = record.idle_flows;
@@ -393,6 +550,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             record.open = record.open.saturating_add(1);
         }
         self.by_state.opening = self.by_state.opening.saturating_add(1);
+        self.count_class(app, info.class, true);
         self.record_pause(index, accounting::Side::Outbound);
         Some(index)
     }

@@ -1,11 +1,14 @@
 //! Differential property test: the governor against a plain `HashMap` model over random
 //! sequences of new / connecting / connected / failed / read / complete / close / timeout.
 //!
-//! The model predicts every admission answer (except which of several equally heavy apps loses
-//! a flow), every error, every outcome and every close notification, and checks the invariants
-//! the governor exists for: caps never exceeded, pending bytes never negative and never above
-//! the watermark plus one read when the host obeys readiness, no resume lost or spurious, and
-//! exactly one terminal outcome per admitted flow.
+//! The model is written from the documentation: the caps (global, per app, per destination,
+//! UDP, DNS in flight overall and per app), admission pacing's token bucket, the deadlines of
+//! every kind (connect, idle per class, UDP lifetime, paused time) and the watermarks. It
+//! predicts every admission answer (except which of several equally heavy apps loses a flow),
+//! every error, every outcome, every close notification and its reason, and the next timeout,
+//! and checks the invariants the governor exists for: caps never exceeded, pending bytes never
+//! negative and never above the watermark plus one read when the host obeys readiness, no
+//! resume lost or spurious, and exactly one terminal outcome per admitted flow.
 
 use super::*;
 use crate::ErrorClass;
@@ -31,14 +34,28 @@ fn policy(per_app: u32) -> FlowPolicy {
         global_high_watermark: 300,
         global_low_watermark: 150,
         hash_seed: 7,
+        max_datagram_flows: 3,
+        datagram_idle_timeout_micros: 120,
+        datagram_max_lifetime_micros: 400,
+        max_dns_in_flight: 3,
+        max_dns_in_flight_per_app: 2,
+        dns_idle_timeout_micros: 80,
+        max_paused_micros: 200,
+        app_admission_burst: 4,
+        // One token per 40 µs.
+        app_admission_rate_per_second: 25_000,
     }
 }
+
+/// One token of the pacing bucket, in the millionths the documentation counts in.
+const TOKEN: u128 = 1_000_000;
 
 #[derive(Clone, Debug)]
 enum Op {
     New {
         app: u64,
         destination: u64,
+        class: u8,
     },
     Connecting(usize),
     Connected(usize),
@@ -55,12 +72,15 @@ enum Op {
     },
     Close(usize),
     Advance(u64),
+    /// Time passes without a timer firing: the next input carries a later `now`.
+    Tick(u64),
     Forged(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0u64..4, 0u64..4).prop_map(|(app, destination)| Op::New { app, destination }),
+        3 => (0u64..4, 0u64..4, 0u8..3)
+            .prop_map(|(app, destination, class)| Op::New { app, destination, class }),
         1 => any::<usize>().prop_map(Op::Connecting),
         3 => any::<usize>().prop_map(Op::Connected),
         1 => (any::<usize>(), 0u8..7).prop_map(|(flow, class)| Op::ConnectFailed(flow, class)),
@@ -70,6 +90,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(flow, inbound, bytes)| Op::Complete { flow, inbound, bytes }),
         2 => any::<usize>().prop_map(Op::Close),
         2 => (0u64..60).prop_map(Op::Advance),
+        1 => (0u64..30).prop_map(Op::Tick),
         1 => any::<u64>().prop_map(Op::Forged),
     ]
 }
@@ -78,6 +99,9 @@ fn op() -> impl Strategy<Value = Op> {
 struct ModelFlow {
     app: u64,
     destination: u64,
+    class: FlowClass,
+    /// Since when a read has been paused (the host waits for a resume), while one is.
+    paused_since: Option<u64>,
     state: FlowState,
     reason: Option<CloseReason>,
     pending: [u64; 2],
@@ -103,11 +127,83 @@ struct Model {
     global_paused: bool,
     /// Apps whose reads the app watermark pauses.
     apps_paused: HashSet<u64>,
+    /// Each app's pacing bucket, while the app has a flow in the table: tokens in millionths
+    /// and when they were counted.
+    buckets: HashMap<u64, (u128, u64)>,
 }
 
 impl Model {
     fn open(&self) -> impl Iterator<Item = (&FlowId, &ModelFlow)> {
         self.flows.iter().filter(|(_, f)| f.state.is_open())
+    }
+
+    fn class_open(&self, class: FlowClass, app: Option<u64>) -> u32 {
+        self.open()
+            .filter(|(_, f)| f.class == class && app.is_none_or(|app| f.app == app))
+            .count() as u32
+    }
+
+    /// App `app`'s pacing bucket brought up to now: it refills at the rate, up to the burst,
+    /// and an app with no flow in the table has a full one.
+    fn tokens_now(&self, app: u64) -> u128 {
+        let full = u128::from(self.policy.app_admission_burst) * TOKEN;
+        let Some(&(tokens, at)) = self.buckets.get(&app) else {
+            return full;
+        };
+        let refill =
+            u128::from(self.now - at) * u128::from(self.policy.app_admission_rate_per_second);
+        (tokens + refill).min(full)
+    }
+
+    /// Keep a flow's pause start in step with its paused reads.
+    fn sync_paused(&mut self, id: FlowId) {
+        let now = self.now;
+        if let Some(flow) = self.flows.get_mut(&id) {
+            let paused = flow.state.is_open() && flow.host_paused.iter().any(|&p| p);
+            flow.paused_since = match (paused, flow.paused_since) {
+                (true, Some(since)) => Some(since),
+                (true, None) => Some(now),
+                (false, _) => None,
+            };
+        }
+    }
+
+    /// The deadlines of an open flow, in the order the governor's sweep tries them.
+    fn deadlines(&self, flow: &ModelFlow) -> Vec<(u64, CloseReason)> {
+        let policy = self.policy;
+        let mut out = Vec::new();
+        match flow.state {
+            FlowState::Opening | FlowState::Connecting => out.push((
+                flow.admitted.saturating_add(policy.connect_timeout_micros),
+                CloseReason::ConnectTimeout,
+            )),
+            FlowState::Established => {
+                let idle = match flow.class {
+                    FlowClass::Stream => policy.idle_timeout_micros,
+                    FlowClass::Datagram => policy.datagram_idle_timeout_micros,
+                    FlowClass::Dns => policy.dns_idle_timeout_micros,
+                };
+                out.push((
+                    flow.last_active.saturating_add(idle),
+                    CloseReason::IdleTimeout,
+                ));
+            }
+            _ => return out,
+        }
+        if flow.class == FlowClass::Datagram {
+            out.push((
+                flow.admitted
+                    .saturating_add(policy.datagram_max_lifetime_micros),
+                CloseReason::LifetimeExceeded,
+            ));
+        }
+        if let Some(since) = flow.paused_since {
+            out.push((
+                since.saturating_add(policy.max_paused_micros),
+                CloseReason::PausedTooLong,
+            ));
+        }
+        out
     }
 
     fn app_open(&self, app: u64) -> u32 {
@@ -175,7 +271,12 @@ impl Model {
     }
 
     /// The answer the governor must give, with the eviction victim's app when it evicts.
-    fn expected_admission(&self, app: u64, destination: u64) -> Result<Option<()>, RejectReason> {
+    fn expected_admission(
+        &self,
+        app: u64,
+        destination: u64,
+        class: FlowClass,
+    ) -> Result<Option<()>, RejectReason> {
         let policy = self.policy;
         let app_open = self.app_open(app);
         if app_open >= policy.max_flows_per_app {
@@ -187,6 +288,24 @@ impl Model {
             .count() as u32;
         if destination_open >= policy.max_flows_per_destination {
             return Err(RejectReason::DestinationOverLimit);
+        }
+        match class {
+            FlowClass::Stream => {}
+            FlowClass::Datagram => {
+                if self.class_open(class, None) >= policy.max_datagram_flows {
+                    return Err(RejectReason::DatagramOverLimit);
+                }
+            }
+            FlowClass::Dns => {
+                if self.class_open(class, None) >= policy.max_dns_in_flight
+                    || self.class_open(class, Some(app)) >= policy.max_dns_in_flight_per_app
+                {
+                    return Err(RejectReason::DnsOverLimit);
+                }
+            }
+        }
+        if class != FlowClass::Dns && self.tokens_now(app) < TOKEN {
+            return Err(RejectReason::Paced);
         }
         let connecting = self
             .open()
@@ -240,8 +359,28 @@ impl Model {
         Ok(())
     }
 
+    /// A paced flow of `app` stopped being open: its token goes back, up to the burst.
+    fn give_back(&mut self, app: u64, class: FlowClass) {
+        if class == FlowClass::Dns {
+            return;
+        }
+        let full = u128::from(self.policy.app_admission_burst) * TOKEN;
+        let tokens = (self.tokens_now(app) + TOKEN).min(full);
+        self.buckets.insert(app, (tokens, self.now));
+    }
+
     fn release(&mut self, id: FlowId, outcome: FlowOutcome) {
-        self.flows.remove(&id);
+        if let Some(flow) = self.flows.get(&id)
+            && flow.state.is_open()
+        {
+            self.give_back(flow.app, flow.class);
+        }
+        if let Some(flow) = self.flows.remove(&id)
+            && !self.flows.values().any(|f| f.app == flow.app)
+        {
+            // The app's record, and its bucket with it, is freed with its last flow.
+            self.buckets.remove(&flow.app);
+        }
         let previous = self.outcomes.insert(id, outcome);
         assert!(previous.is_none(), "second outcome for {id}");
         self.update_global();
@@ -288,6 +427,7 @@ fn run(ops: Vec<Op>, per_app: u32) -> Result<(), TestCaseError> {
         outcomes: HashMap::new(),
         global_paused: false,
         apps_paused: HashSet::new(),
+        buckets: HashMap::new(),
     };
     for op in ops {
         step(&mut governor, &mut model, op)?;
@@ -314,6 +454,8 @@ fn run(ops: Vec<Op>, per_app: u32) -> Result<(), TestCaseError> {
             + stats.evicted
             + stats.idle_timeouts
             + stats.connect_timeouts
+            + stats.lifetime_closes
+            + stats.paused_closes
     );
     prop_assert_eq!(governor.free_slots() as usize, SLOTS);
     prop_assert_eq!(stats.apps, 0);
@@ -332,26 +474,42 @@ fn step<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
 ) -> Result<(), TestCaseError> {
     let now = Instant::from_micros(model.now);
     match op {
-        Op::New { app, destination } => {
-            let expected = model.expected_admission(app, destination);
+        Op::New {
+            app,
+            destination,
+            class,
+        } => {
+            let class = FlowClass::from_u8(class).unwrap();
+            let expected = model.expected_admission(app, destination, class);
             let info = FlowInfo {
                 app: AppId(app),
                 destination: DestinationKey(destination),
                 protocol: Protocol::Udp,
+                class,
             };
+            let tokens = model.tokens_now(app);
             let answer = governor.on_new_flow(now, info);
             let id = match (expected, answer) {
                 (Err(reason), Admission::Rejected(got)) => {
                     prop_assert_eq!(reason, got);
+                    // Admission observed `now`: the tokens reported are the model's now.
+                    prop_assert_eq!(
+                        u128::from(governor.app_state(AppId(app)).admission_tokens),
+                        model.tokens_now(app) / TOKEN
+                    );
                     return Ok(());
                 }
                 (Ok(None), Admission::Accepted { id }) => id,
                 (Ok(Some(())), Admission::AcceptedAfterEvicting { id, evicted }) => {
                     model.check_victim(evicted)?;
+                    if let Some(&ModelFlow { app, class, .. }) = model.flows.get(&evicted) {
+                        model.give_back(app, class);
+                    }
                     if let Some(flow) = model.flows.get_mut(&evicted) {
                         flow.state = FlowState::Closing;
                         flow.reason = Some(CloseReason::Evicted);
                         flow.host_paused = [false, false];
+                        flow.paused_since = None;
                         // Reported by the answer, never as a notification.
                         flow.close_notified = true;
                     }
@@ -363,11 +521,23 @@ fn step<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
             };
             prop_assert!(!model.issued.contains(&id), "id reused: {}", id);
             model.issued.push(id);
+            let after = if class == FlowClass::Dns {
+                tokens
+            } else {
+                tokens - TOKEN
+            };
+            model.buckets.insert(app, (after, model.now));
+            prop_assert_eq!(
+                u128::from(governor.app_state(AppId(app)).admission_tokens),
+                model.tokens_now(app) / TOKEN
+            );
             model.flows.insert(
                 id,
                 ModelFlow {
                     app,
                     destination,
+                    class,
+                    paused_since: None,
                     state: FlowState::Opening,
                     reason: None,
                     pending: [0, 0],
@@ -386,6 +556,7 @@ fn step<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
             if let Some(flow) = model.flows.get_mut(&id) {
                 flow.host_paused[0] = !readable;
             }
+            model.sync_paused(id);
         }
         Op::Connecting(index) => {
             let id = pick(model, index);
@@ -418,6 +589,7 @@ fn step<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
                 prop_assert_eq!(readable, [model.readable(id, 0), model.readable(id, 1)]);
                 let flow = model.flows.get_mut(&id).unwrap();
                 flow.host_paused = [!readable[0], !readable[1]];
+                model.sync_paused(id);
             } else {
                 prop_assert_eq!(result, Err(FlowError::InvalidState { state }));
             }
@@ -483,6 +655,7 @@ fn step<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
                 };
                 prop_assert_eq!(readable, model.readable(id, side));
                 model.flows.get_mut(&id).unwrap().host_paused[side] = !readable;
+                model.sync_paused(id);
             }
         }
         Op::Complete {
@@ -544,26 +717,29 @@ fn step<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
             model.now += micros;
             let now = model.now;
             governor.handle_timeout(Instant::from_micros(now));
-            let policy = model.policy;
-            for flow in model.flows.values_mut() {
-                let reason = match flow.state {
-                    FlowState::Opening | FlowState::Connecting
-                        if flow.admitted + policy.connect_timeout_micros <= now =>
-                    {
-                        CloseReason::ConnectTimeout
-                    }
-                    FlowState::Established
-                        if flow.last_active + policy.idle_timeout_micros <= now =>
-                    {
-                        CloseReason::IdleTimeout
-                    }
-                    _ => continue,
-                };
+            let due: Vec<(FlowId, CloseReason)> = model
+                .flows
+                .iter()
+                .filter_map(|(&id, flow)| {
+                    let deadlines = model.deadlines(flow);
+                    // The first due deadline in the sweep's order names the reason.
+                    deadlines
+                        .into_iter()
+                        .find(|&(deadline, _)| deadline <= now)
+                        .map(|(_, reason)| (id, reason))
+                })
+                .collect();
+            for (id, reason) in due {
+                let (app, class) = (model.flows[&id].app, model.flows[&id].class);
+                model.give_back(app, class);
+                let flow = model.flows.get_mut(&id).unwrap();
                 flow.state = FlowState::Closing;
                 flow.reason = Some(reason);
                 flow.host_paused = [false, false];
+                flow.paused_since = None;
             }
         }
+        Op::Tick(micros) => model.now += micros,
         Op::Forged(raw) => {
             let id = FlowId::from_raw(raw | (1 << 63));
             prop_assert_eq!(governor.on_closed(now, id), Err(FlowError::UnknownFlow));
@@ -604,6 +780,7 @@ fn drain_and_check<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
                     .ok_or_else(|| fail("resume of unknown"))?;
                 prop_assert!(flow.host_paused[side], "spurious resume");
                 flow.host_paused[side] = false;
+                model.sync_paused(id);
             }
         }
     }
@@ -668,13 +845,18 @@ fn check_invariants<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
     for app in 0..4 {
         // The host obeys readiness, so an app's watermark is overshot by less than one read.
         prop_assert!(model.app_pending(app) < policy.app_high_watermark + MAX_READ);
+        let state = governor.app_state(AppId(app));
         prop_assert_eq!(
-            governor.app_state(AppId(app)),
-            AppState {
-                open_flows: model.app_open(app),
-                bytes_pending: model.app_pending(app),
-                reads_paused: model.apps_paused.contains(&app),
-            }
+            (state.open_flows, state.bytes_pending, state.reads_paused),
+            (
+                model.app_open(app),
+                model.app_pending(app),
+                model.apps_paused.contains(&app)
+            )
+        );
+        prop_assert_eq!(
+            state.dns_in_flight,
+            model.class_open(FlowClass::Dns, Some(app))
         );
     }
     // The host obeys readiness, so a watermark is overshot by less than one read.
@@ -690,19 +872,41 @@ fn check_invariants<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
         prop_assert_eq!(view.inbound_pending, flow.pending[1]);
         prop_assert_eq!(view.state, flow.state);
         prop_assert_eq!(view.app, AppId(flow.app));
+        prop_assert_eq!(view.class, flow.class);
     }
     let expected_timeout = model
         .flows
         .values()
-        .filter_map(|f| match f.state {
-            FlowState::Opening | FlowState::Connecting => {
-                Some(f.admitted + policy.connect_timeout_micros)
-            }
-            FlowState::Established => Some(f.last_active + policy.idle_timeout_micros),
-            _ => None,
-        })
+        .flat_map(|f| model.deadlines(f))
+        .map(|(deadline, _)| deadline)
         .min()
         .map(Instant::from_micros);
+    for class in FlowClass::ALL {
+        let open = model.class_open(class, None);
+        match class {
+            FlowClass::Stream => {}
+            FlowClass::Datagram => {
+                prop_assert!(open <= policy.max_datagram_flows);
+                prop_assert_eq!(stats.datagram_flows, open);
+            }
+            FlowClass::Dns => {
+                prop_assert!(open <= policy.max_dns_in_flight);
+                prop_assert_eq!(stats.dns_in_flight, open);
+                for app in 0..4 {
+                    prop_assert!(
+                        model.class_open(class, Some(app)) <= policy.max_dns_in_flight_per_app
+                    );
+                }
+            }
+        }
+    }
+    let paused = model
+        .flows
+        .values()
+        .filter(|f| f.paused_since.is_some())
+        .count() as u32;
+    prop_assert_eq!(stats.flows_paused, paused);
+
     prop_assert_eq!(governor.poll_timeout(), expected_timeout);
     let top = stats.top_apps();
     prop_assert!(top.windows(2).all(|pair| pair[0].flows >= pair[1].flows));

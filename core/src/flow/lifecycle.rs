@@ -10,7 +10,9 @@ use core::fmt;
 
 use super::id::next_generation;
 use super::table::{FlowRecord, LinkKind, NOTIFY_CLOSE, push_back, unlink};
-use super::{AppId, DestinationKey, FlowGovernor, FlowId, FlowSlot, Protocol, accounting};
+use super::{
+    AppId, DestinationKey, FlowClass, FlowGovernor, FlowId, FlowSlot, Protocol, accounting,
+};
 use crate::fmt::{log_debug, log_trace};
 use crate::{ErrorClass, Instant};
 
@@ -64,6 +66,26 @@ pub enum CloseReason {
     IdleTimeout = 1,
     /// The flow was still opening or connecting after the connect timeout.
     ConnectTimeout = 2,
+    /// The UDP flow reached [`FlowPolicy::datagram_max_lifetime_micros`].
+    ///
+    /// [`FlowPolicy::datagram_max_lifetime_micros`]: crate::FlowPolicy::datagram_max_lifetime_micros
+    LifetimeExceeded = 3,
+    /// A read of the flow stayed paused for [`FlowPolicy::max_paused_micros`]: its peer stopped
+    /// draining what the flow holds.
+    ///
+    /// [`FlowPolicy::max_paused_micros`]: crate::FlowPolicy::max_paused_micros
+    PausedTooLong = 4,
+}
+
+impl CloseReason {
+    /// Every reason, in numeric order.
+    pub const ALL: [CloseReason; 5] = [
+        CloseReason::Evicted,
+        CloseReason::IdleTimeout,
+        CloseReason::ConnectTimeout,
+        CloseReason::LifetimeExceeded,
+        CloseReason::PausedTooLong,
+    ];
 }
 
 impl fmt::Display for CloseReason {
@@ -72,6 +94,8 @@ impl fmt::Display for CloseReason {
             CloseReason::Evicted => "evicted to admit a flow of an app below its fair share",
             CloseReason::IdleTimeout => "idle for longer than the idle timeout",
             CloseReason::ConnectTimeout => "still connecting after the connect timeout",
+            CloseReason::LifetimeExceeded => "UDP flow open for its maximum lifetime",
+            CloseReason::PausedTooLong => "a read paused for longer than the maximum paused time",
         })
     }
 }
@@ -133,6 +157,8 @@ pub struct FlowView {
     pub destination: DestinationKey,
     /// Its transport.
     pub protocol: Protocol,
+    /// Its class, as the host declared it.
+    pub class: FlowClass,
     /// Bytes read from the local flow and not yet acknowledged by the remote send completion.
     pub outbound_pending: u64,
     /// Bytes read from the remote and not yet completed by `writeData` on the local flow.
@@ -247,11 +273,15 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         self.by_state.established = self.by_state.established.saturating_add(1);
         let rows = self.slots.as_mut();
         unlink(rows, &mut self.connecting_timers, index, LinkKind::Timer);
-        if let Some(flow) = self.flow_mut(index) {
-            flow.state = FlowState::Established;
-        }
+        let Some(flow) = self.flow_mut(index) else {
+            return Err(FlowError::UnknownFlow);
+        };
+        flow.state = FlowState::Established;
+        let class = flow.class;
         let rows = self.slots.as_mut();
-        push_back(rows, &mut self.established_timers, index, LinkKind::Timer);
+        if let Some(list) = self.established_timers.get_mut(class.index()) {
+            push_back(rows, list, index, LinkKind::Timer);
+        }
         self.touch(index, now);
         self.record_pause(index, accounting::Side::Outbound);
         self.record_pause(index, accounting::Side::Inbound);
@@ -358,6 +388,12 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             CloseReason::ConnectTimeout => {
                 self.counters.connect_timeouts = self.counters.connect_timeouts.saturating_add(1);
             }
+            CloseReason::LifetimeExceeded => {
+                self.counters.lifetime_closes = self.counters.lifetime_closes.saturating_add(1);
+            }
+            CloseReason::PausedTooLong => {
+                self.counters.paused_closes = self.counters.paused_closes.saturating_add(1);
+            }
         }
         log_debug!("closing slot {}: reason {}", index, reason as u8);
     }
@@ -384,15 +420,12 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             }
             self.set_app_open(flow.app, record.open.saturating_sub(1));
         }
-        let rows = self.slots.as_mut();
-        match flow.state {
-            FlowState::Opening | FlowState::Connecting => {
-                unlink(rows, &mut self.connecting_timers, index, LinkKind::Timer);
+        self.leave_timers(index, &flow);
+        if flow.state.is_open() {
+            self.count_class(flow.app, flow.class, false);
+            if flow.class != FlowClass::Dns {
+                self.give_back_token(flow.app);
             }
-            FlowState::Established => {
-                unlink(rows, &mut self.established_timers, index, LinkKind::Timer);
-            }
-            FlowState::Closing | FlowState::Closed => {}
         }
         if let Some(record) = self.destination_mut(flow.destination) {
             record.open = record.open.saturating_sub(1);
@@ -431,6 +464,10 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         if flow.in_wait {
             unlink(rows, &mut self.waiting_for_global, index, LinkKind::Wait);
         }
+        debug_assert!(
+            !self.flow_record(index).is_some_and(|flow| flow.in_paused),
+            "a flow leaves the paused-timer list when it stops being open"
+        );
         if flow.holds_connection {
             // The host closed the connection with the flow; the proxy engine gives it back to
             // its budget before the call returns (`take_connection_releases`).

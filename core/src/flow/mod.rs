@@ -28,17 +28,21 @@
 
 mod accounting;
 mod admission;
+mod class;
 mod connection;
 #[cfg(test)]
 mod differential_tests;
 mod directory;
 mod id;
 mod lifecycle;
+mod pacing;
 mod policy;
 mod stats;
 mod table;
+mod timers;
 
 pub use admission::{Admission, AppId, DestinationKey, FlowInfo, Protocol, RejectReason};
+pub use class::FlowClass;
 pub use id::FlowId;
 pub use lifecycle::{CloseReason, FlowError, FlowOutcome, FlowState, FlowView, Notification};
 pub use policy::{DEFAULT_FLOW_SLOTS, FlowPolicy, PolicyError};
@@ -77,8 +81,9 @@ pub const fn flow_governor_footprint(slots: usize) -> usize {
 /// Admission and close are O(1): apps and destinations are found through hash tables with as
 /// many buckets as slots; each app keeps its open flows on intrusive least-recently-active lists
 /// and the apps are bucketed by flow count, so the heaviest app and its victim are list heads;
-/// timers are two lists kept in deadline order (admission order for connecting flows, activity
-/// order for established ones). Reads and completions are O(1), except the completion that
+/// timers are lists kept in deadline order (admission order for connecting flows and for UDP
+/// lifetimes, activity order for established flows of each class, pause order for paused
+/// reads), so every deadline is a list head. Reads and completions are O(1), except the completion that
 /// brings an app down to its low watermark, which visits that app's open flows once to resume
 /// their paused reads. Nothing scans the table; [`FlowGovernor::stats`] walks the apps from the
 /// heaviest down only as far as its bounded top-apps list needs.
@@ -126,8 +131,15 @@ pub struct FlowGovernor<S> {
     free_destinations: u32,
     /// Opening and connecting flows in admission order (connect deadline order).
     connecting_timers: ListHead,
-    /// Established flows in activity order (idle deadline order).
-    established_timers: ListHead,
+    /// Established flows of each class in activity order (that class's idle deadline order),
+    /// indexed by [`FlowClass`].
+    established_timers: [ListHead; 3],
+    /// Open flows with a paused read, in the order they paused (paused deadline order).
+    paused_timers: ListHead,
+    /// Open datagram flows in admission order (lifetime deadline order).
+    lifetime_timers: ListHead,
+    /// Open flows of each class, indexed by [`FlowClass`].
+    open_by_class: [u32; 3],
     /// Flows with notifications to report.
     notifications: ListHead,
     /// Flows with a paused read waiting for the global watermark to clear.
@@ -188,7 +200,10 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             free_apps: 0,
             free_destinations: 0,
             connecting_timers: ListHead::EMPTY,
-            established_timers: ListHead::EMPTY,
+            established_timers: [ListHead::EMPTY; 3],
+            paused_timers: ListHead::EMPTY,
+            lifetime_timers: ListHead::EMPTY,
+            open_by_class: [0; 3],
             notifications: ListHead::EMPTY,
             waiting_for_global: ListHead::EMPTY,
             heaviest_count: 0,
@@ -203,63 +218,6 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             connection_releases_owed: 0,
             counters: Counters::default(),
         })
-    }
-
-    /// The earliest instant at which [`FlowGovernor::handle_timeout`] has work: the connect
-    /// deadline of the oldest connecting flow or the idle deadline of the least recently active
-    /// established flow. `None` when no open flow has a deadline. O(1).
-    #[must_use = "arm a timer for this instant"]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let connect = self.flow_record(self.connecting_timers.head).map(|flow| {
-            flow.admitted_at
-                .saturating_add_micros(self.policy.connect_timeout_micros)
-        });
-        let idle = self.flow_record(self.established_timers.head).map(|flow| {
-            flow.last_active
-                .saturating_add_micros(self.policy.idle_timeout_micros)
-        });
-        match (connect, idle) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Close every flow whose connect or idle deadline is at or before `now`: each moves to
-    /// closing and is reported by [`FlowGovernor::poll_notification`] as
-    /// [`Notification::Close`]. Idempotent: a second call with the same `now` does nothing.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let now = self.clock.observe(now);
-        let mut budget = self.slots.as_ref().len();
-        while budget > 0 {
-            budget -= 1;
-            let Some(flow) = self.flow_record(self.connecting_timers.head) else {
-                break;
-            };
-            let deadline = flow
-                .admitted_at
-                .saturating_add_micros(self.policy.connect_timeout_micros);
-            if deadline > now {
-                break;
-            }
-            self.begin_closing(
-                self.connecting_timers.head,
-                CloseReason::ConnectTimeout,
-                true,
-            );
-        }
-        while budget > 0 {
-            budget -= 1;
-            let Some(flow) = self.flow_record(self.established_timers.head) else {
-                break;
-            };
-            let deadline = flow
-                .last_active
-                .saturating_add_micros(self.policy.idle_timeout_micros);
-            if deadline > now {
-                break;
-            }
-            self.begin_closing(self.established_timers.head, CloseReason::IdleTimeout, true);
-        }
     }
 
     /// Change the connection budget hook: at most `max_connecting` flows opening or connecting.
@@ -302,6 +260,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             app: app.id,
             destination: destination.key,
             protocol: flow.protocol,
+            class: flow.class,
             outbound_pending: flow.outbound.pending,
             inbound_pending: flow.inbound.pending,
             admitted_at: flow.admitted_at,
@@ -321,18 +280,30 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             .map_or(0, |record| record.open)
     }
 
-    /// What the governor holds for `app`: its open flows, the bytes pending over its flows and
-    /// whether its app watermark pauses its reads; all zero for an app with no flow in the
-    /// table. Ask it for the app behind a paused read to tell a stalled app from a stalled flow.
+    /// What the governor holds for `app`: its open flows, the bytes pending over its flows,
+    /// whether its app watermark pauses its reads, its DNS queries in flight and its pacing
+    /// tokens; zero (and a full bucket) for an app with no flow in the table. Ask it for the app behind a paused read to tell a stalled app from a stalled flow.
     /// O(1) on average.
     pub fn app_state(&self, app: AppId) -> AppState {
-        self.find_app(app)
-            .and_then(|index| self.app(index))
-            .map_or(AppState::default(), |record| AppState {
+        let record = self.find_app(app).and_then(|index| self.app(index));
+        let tokens = record.map_or(self.policy.app_admission_burst, |record| {
+            let mut pacer = record.pacer;
+            pacer.refill(self.clock.latest(), &self.policy);
+            pacer.tokens()
+        });
+        record.map_or(
+            AppState {
+                admission_tokens: tokens,
+                ..AppState::default()
+            },
+            |record| AppState {
                 open_flows: record.open,
                 bytes_pending: record.pending,
                 reads_paused: record.reads_paused,
-            })
+                dns_in_flight: record.dns_open,
+                admission_tokens: tokens,
+            },
+        )
     }
 
     /// Open flows to `destination`. O(1) on average.
@@ -487,6 +458,15 @@ pub(crate) mod tests {
             global_high_watermark: 300,
             global_low_watermark: 150,
             hash_seed: 1,
+            max_datagram_flows: 6,
+            datagram_idle_timeout_micros: 100,
+            datagram_max_lifetime_micros: u64::MAX,
+            max_dns_in_flight: 6,
+            max_dns_in_flight_per_app: 6,
+            dns_idle_timeout_micros: 100,
+            max_paused_micros: u64::MAX,
+            app_admission_burst: u32::MAX,
+            app_admission_rate_per_second: u32::MAX,
         }
     }
 
@@ -495,6 +475,7 @@ pub(crate) mod tests {
             app: AppId(app),
             destination: DestinationKey(destination),
             protocol: Protocol::Tcp,
+            class: FlowClass::Stream,
         }
     }
 
@@ -551,16 +532,20 @@ pub(crate) mod tests {
         assert!(governor.can_read_local(b), "the other app reads on");
         let stats = governor.stats();
         assert_eq!((stats.apps_reads_paused, stats.app_pauses), (1, 1));
+        let state = governor.app_state(AppId(1));
         assert_eq!(
-            governor.app_state(AppId(1)),
-            AppState {
-                open_flows: 2,
-                bytes_pending: 170,
-                reads_paused: true
-            }
+            (state.open_flows, state.bytes_pending, state.reads_paused),
+            (2, 170, true)
         );
         assert!(!governor.app_state(AppId(2)).reads_paused);
-        assert_eq!(governor.app_state(AppId(9)), AppState::default());
+        assert_eq!(
+            governor.app_state(AppId(9)),
+            AppState {
+                admission_tokens: u32::MAX,
+                ..AppState::default()
+            },
+            "an app with no flow: nothing held, a full bucket"
+        );
         assert!(!stats.reads_paused_globally);
         assert!(drain(&mut governor).is_empty());
 
@@ -1103,7 +1088,7 @@ pub(crate) mod tests {
                 + 512 * core::mem::size_of::<FlowSlot>()
         );
         // Keep the default table small enough to be unremarkable in a 15 MiB process.
-        assert!(flow_governor_footprint(DEFAULT_FLOW_SLOTS) < 128 * 1024);
+        assert!(flow_governor_footprint(DEFAULT_FLOW_SLOTS) < 144 * 1024);
     }
 
     #[test]

@@ -12,6 +12,9 @@ pub const DEFAULT_FLOW_SLOTS: usize = 512;
 
 /// What the governor admits and when it asks for a flow to be closed or a read to pause.
 ///
+/// Flows of each [`FlowClass`](crate::FlowClass) share the caps, watermarks and connect
+/// timeout; the UDP and DNS fields add what applies to those classes alone.
+///
 /// Fixed at construction except [`FlowGovernor::set_connection_budget`], the hook a connection
 /// budget uses to tighten or relax admission at run time. Every field has a default for an Apple
 /// Network Extension host (a transparent or app proxy); the field docs say why.
@@ -82,6 +85,72 @@ pub struct FlowPolicy {
     /// Seed for the app and destination hash tables. Hosts that face destinations chosen by an
     /// attacker should pass a random value at start, so colliding keys cannot be precomputed.
     pub hash_seed: u64,
+    /// Cap on open [`FlowClass::Datagram`] flows (UDP sessions). Default 128: a QUIC client
+    /// holds about one session per origin and a call one or two, so 128 covers a browser with
+    /// dozens of origins, while a storm of hundreds of UDP sessions in seconds (the
+    /// hev-socks5-tunnel #109 and leaf #326 crashes) stops at under a third of the table and
+    /// leaves the rest to TCP. Beyond it a new UDP flow is refused at once with
+    /// [`RejectReason::DatagramOverLimit`].
+    ///
+    /// [`FlowClass::Datagram`]: crate::FlowClass::Datagram
+    /// [`RejectReason::DatagramOverLimit`]: crate::RejectReason::DatagramOverLimit
+    pub max_datagram_flows: u32,
+    /// An established UDP flow with no byte read or completed for this long is closed, in
+    /// microseconds. Default 60 s: QUIC's usual idle timeout is 30 s (a live connection sends at
+    /// least that often) and NAT mappings for UDP expire after 30 s to 2 minutes, while an
+    /// abandoned UDP session (it never says goodbye) gives its slot back within a minute instead
+    /// of the general 10. Not 0; `u64::MAX` means never.
+    pub datagram_idle_timeout_micros: u64,
+    /// A UDP flow open this long after admission is closed however busy it is, in
+    /// microseconds. Default `u64::MAX` (never): QUIC connections and calls live long, and the
+    /// idle timeout already reclaims dead sessions. A host that must bound every session (rama's
+    /// transparent proxy uses 15 minutes) sets it. Not 0.
+    pub datagram_max_lifetime_micros: u64,
+    /// Cap on open [`FlowClass::Dns`] flows, each a query in flight until it closes. Default 64,
+    /// what Tailscale settled on for iOS after 256 exhausted the extension
+    /// (tailscale/tailscale #6897, #2566): a query costs a socket, a flow and a buffer, and a
+    /// resolver answers in milliseconds, so 64 in flight serve hundreds per second. Beyond it a
+    /// query is refused at once with [`RejectReason::DnsOverLimit`] (the app's resolver retries
+    /// or fails fast) instead of queueing toward the flow limit.
+    ///
+    /// [`FlowClass::Dns`]: crate::FlowClass::Dns
+    /// [`RejectReason::DnsOverLimit`]: crate::RejectReason::DnsOverLimit
+    pub max_dns_in_flight: u32,
+    /// Cap on one app's open DNS flows. Default 32, half of [`FlowPolicy::max_dns_in_flight`]:
+    /// one app's burst of lookups takes at most half the budget, and every other app keeps the
+    /// rest. Refused with [`RejectReason::DnsOverLimit`] too.
+    ///
+    /// [`RejectReason::DnsOverLimit`]: crate::RejectReason::DnsOverLimit
+    pub max_dns_in_flight_per_app: u32,
+    /// An established DNS flow with no byte read or completed for this long is closed, in
+    /// microseconds. Default 10 s: resolvers answer in milliseconds and stub resolvers retry
+    /// after 1 to 5 s, so a query unanswered for 10 s is abandoned and must give its place in
+    /// the budget back. A DNS-over-HTTPS connection the host declares DNS is reopened by its
+    /// client when needed. Not 0; `u64::MAX` means never.
+    pub dns_idle_timeout_micros: u64,
+    /// A flow with a read paused (by its own, its app's or the global watermark) for this long
+    /// without a resume is closed, in microseconds. Default 60 s, as rama's proxy: a peer that
+    /// has not drained a byte in a minute holds its buffers for nothing, and without this only
+    /// the 10-minute idle timeout would free them. Not 0; `u64::MAX` means never.
+    pub max_paused_micros: u64,
+    /// Admission pacing, per app: how far one app's open flows may grow at once (its token
+    /// bucket's size: each admitted flow takes a token, each flow that closes gives it back).
+    /// Default 128, as [`FlowPolicy::max_connecting`]: a page load opens a few dozen flows and a
+    /// session restore about a hundred, and never notice, and an app opening and closing short
+    /// flows never runs out, while one app's reconnect storm of hundreds of flows after a
+    /// network change is spread over time instead of landing at once. Per app, so a flooding
+    /// app spends only its own tokens. DNS flows are not paced (their in-flight cap bounds
+    /// them). Not 0.
+    pub app_admission_burst: u32,
+    /// Admission pacing, per app: how many flows a second one app's open flows may grow by once
+    /// its burst is spent (its bucket's refill rate). Default 64: an app reaches its 256-flow
+    /// cap two seconds after its burst. A flow that finds no token is refused with [`RejectReason::Paced`];
+    /// [`FlowGovernor::paced_until`] says when to ask again. Not 0; `u32::MAX` with a burst of
+    /// `u32::MAX` makes pacing inert.
+    ///
+    /// [`RejectReason::Paced`]: crate::RejectReason::Paced
+    /// [`FlowGovernor::paced_until`]: crate::FlowGovernor::paced_until
+    pub app_admission_rate_per_second: u32,
 }
 
 impl FlowPolicy {
@@ -105,6 +174,15 @@ impl FlowPolicy {
         global_high_watermark: 6 * 1024 * 1024,
         global_low_watermark: 4 * 1024 * 1024,
         hash_seed: 0x7469_6465_6761_7465,
+        max_datagram_flows: 128,
+        datagram_idle_timeout_micros: 60 * 1_000_000,
+        datagram_max_lifetime_micros: u64::MAX,
+        max_dns_in_flight: 64,
+        max_dns_in_flight_per_app: 32,
+        dns_idle_timeout_micros: 10 * 1_000_000,
+        max_paused_micros: 60 * 1_000_000,
+        app_admission_burst: 128,
+        app_admission_rate_per_second: 64,
     };
 
     /// Slots a governor with this policy needs at least: one more than [`FlowPolicy::max_flows`],
@@ -124,10 +202,21 @@ impl FlowPolicy {
             || self.max_flows_per_app == 0
             || self.max_flows_per_destination == 0
             || self.max_connecting == 0
+            || self.max_datagram_flows == 0
+            || self.max_dns_in_flight == 0
+            || self.max_dns_in_flight_per_app == 0
+            || self.app_admission_burst == 0
+            || self.app_admission_rate_per_second == 0
         {
             return Err(PolicyError::ZeroCap);
         }
-        if self.idle_timeout_micros == 0 || self.connect_timeout_micros == 0 {
+        if self.idle_timeout_micros == 0
+            || self.connect_timeout_micros == 0
+            || self.datagram_idle_timeout_micros == 0
+            || self.datagram_max_lifetime_micros == 0
+            || self.dns_idle_timeout_micros == 0
+            || self.max_paused_micros == 0
+        {
             return Err(PolicyError::ZeroTimeout);
         }
         if self.flow_low_watermark >= self.flow_high_watermark
@@ -162,10 +251,11 @@ pub(crate) const MAX_SLOTS: usize = (u32::MAX - 1) as usize;
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum PolicyError {
-    /// A cap (global, per app, per destination, connecting) is 0, which would refuse every flow.
+    /// A cap (global, per app, per destination, connecting, UDP, DNS in flight) or an admission
+    /// pacing value (an app's burst or rate) is 0, which would refuse every flow of its kind.
     ZeroCap,
-    /// `idle_timeout_micros` or `connect_timeout_micros` is 0, which would close every flow at
-    /// once. For no timeout, use `u64::MAX`.
+    /// A timeout or time limit (idle, connect, UDP idle, UDP lifetime, DNS idle, paused) is 0,
+    /// which would close every flow at once. For no limit, use `u64::MAX`.
     ZeroTimeout,
     /// A low watermark is not below its high watermark, so a paused read could never resume.
     WatermarksInverted,
@@ -217,6 +307,11 @@ mod tests {
         // One stalled app pauses its own reads before everyone's.
         assert!(policy.app_high_watermark < policy.global_high_watermark);
         assert!(policy.flow_high_watermark < policy.app_high_watermark);
+        // UDP sessions and DNS queries cannot take the table from TCP.
+        assert!(policy.max_datagram_flows < policy.max_flows / 3);
+        assert!(policy.max_dns_in_flight_per_app < policy.max_dns_in_flight);
+        assert!(policy.datagram_idle_timeout_micros < policy.idle_timeout_micros);
+        assert!(policy.app_admission_burst >= policy.max_connecting);
     }
 
     #[test]
@@ -245,6 +340,50 @@ mod tests {
             ..policy
         };
         assert_eq!(inverted.validate(512), Err(PolicyError::WatermarksInverted));
+        for zero in [
+            FlowPolicy {
+                max_datagram_flows: 0,
+                ..policy
+            },
+            FlowPolicy {
+                max_dns_in_flight: 0,
+                ..policy
+            },
+            FlowPolicy {
+                max_dns_in_flight_per_app: 0,
+                ..policy
+            },
+            FlowPolicy {
+                app_admission_burst: 0,
+                ..policy
+            },
+            FlowPolicy {
+                app_admission_rate_per_second: 0,
+                ..policy
+            },
+        ] {
+            assert_eq!(zero.validate(512), Err(PolicyError::ZeroCap));
+        }
+        for zero in [
+            FlowPolicy {
+                datagram_idle_timeout_micros: 0,
+                ..policy
+            },
+            FlowPolicy {
+                datagram_max_lifetime_micros: 0,
+                ..policy
+            },
+            FlowPolicy {
+                dns_idle_timeout_micros: 0,
+                ..policy
+            },
+            FlowPolicy {
+                max_paused_micros: 0,
+                ..policy
+            },
+        ] {
+            assert_eq!(zero.validate(512), Err(PolicyError::ZeroTimeout));
+        }
         assert!(!std::format!("{}", PolicyError::ZeroCap).is_empty());
     }
 }

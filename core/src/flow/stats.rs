@@ -43,6 +43,12 @@ pub struct RejectCounts {
     pub destination_over_limit: u64,
     /// [`RejectReason::ConnectionBudget`].
     pub connection_budget: u64,
+    /// [`RejectReason::DatagramOverLimit`].
+    pub datagram_over_limit: u64,
+    /// [`RejectReason::DnsOverLimit`].
+    pub dns_over_limit: u64,
+    /// [`RejectReason::Paced`].
+    pub paced: u64,
 }
 
 impl RejectCounts {
@@ -53,6 +59,9 @@ impl RejectCounts {
             RejectReason::AppOverLimit => self.app_over_limit,
             RejectReason::DestinationOverLimit => self.destination_over_limit,
             RejectReason::ConnectionBudget => self.connection_budget,
+            RejectReason::DatagramOverLimit => self.datagram_over_limit,
+            RejectReason::DnsOverLimit => self.dns_over_limit,
+            RejectReason::Paced => self.paced,
         }
     }
 
@@ -62,6 +71,9 @@ impl RejectCounts {
             .saturating_add(self.app_over_limit)
             .saturating_add(self.destination_over_limit)
             .saturating_add(self.connection_budget)
+            .saturating_add(self.datagram_over_limit)
+            .saturating_add(self.dns_over_limit)
+            .saturating_add(self.paced)
     }
 
     pub(crate) fn add(&mut self, reason: RejectReason) {
@@ -70,6 +82,9 @@ impl RejectCounts {
             RejectReason::AppOverLimit => &mut self.app_over_limit,
             RejectReason::DestinationOverLimit => &mut self.destination_over_limit,
             RejectReason::ConnectionBudget => &mut self.connection_budget,
+            RejectReason::DatagramOverLimit => &mut self.datagram_over_limit,
+            RejectReason::DnsOverLimit => &mut self.dns_over_limit,
+            RejectReason::Paced => &mut self.paced,
         };
         *count = count.saturating_add(1);
     }
@@ -98,6 +113,14 @@ pub struct AppState {
     pub bytes_pending: u64,
     /// Whether the app watermark pauses the app's reads now.
     pub reads_paused: bool,
+    /// Open DNS flows of the app: its queries in flight.
+    pub dns_in_flight: u32,
+    /// Admission pacing tokens the app has as of the latest `now` the governor was given: new
+    /// flows it may open at once ([`FlowPolicy::app_admission_burst`] for an app holding no
+    /// flow).
+    ///
+    /// [`FlowPolicy::app_admission_burst`]: crate::FlowPolicy::app_admission_burst
+    pub admission_tokens: u32,
 }
 
 /// A snapshot of the governor's counters and occupancy. Counters saturate.
@@ -114,6 +137,20 @@ pub struct FlowStats {
     pub idle_timeouts: u64,
     /// Flows closed for connecting past the connect timeout.
     pub connect_timeouts: u64,
+    /// UDP flows closed at their maximum lifetime.
+    pub lifetime_closes: u64,
+    /// Flows closed for a read paused past the maximum paused time.
+    pub paused_closes: u64,
+    /// Open UDP flows now (what [`FlowPolicy::max_datagram_flows`] caps).
+    ///
+    /// [`FlowPolicy::max_datagram_flows`]: crate::FlowPolicy::max_datagram_flows
+    pub datagram_flows: u32,
+    /// Open DNS flows now: the queries in flight [`FlowPolicy::max_dns_in_flight`] caps.
+    ///
+    /// [`FlowPolicy::max_dns_in_flight`]: crate::FlowPolicy::max_dns_in_flight
+    pub dns_in_flight: u32,
+    /// Open flows with a read paused now (each on its way to the maximum paused time).
+    pub flows_paused: u32,
     /// Flows the host closed before any byte moved.
     pub also_ran: u64,
     /// Flows the host closed after bytes moved.
@@ -175,6 +212,8 @@ pub(crate) struct Counters {
     pub(crate) evicted: u64,
     pub(crate) idle_timeouts: u64,
     pub(crate) connect_timeouts: u64,
+    pub(crate) lifetime_closes: u64,
+    pub(crate) paused_closes: u64,
     pub(crate) also_ran: u64,
     pub(crate) closed: u64,
     pub(crate) also_ran_attempts: u64,
@@ -209,6 +248,11 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             evicted: counters.evicted,
             idle_timeouts: counters.idle_timeouts,
             connect_timeouts: counters.connect_timeouts,
+            lifetime_closes: counters.lifetime_closes,
+            paused_closes: counters.paused_closes,
+            datagram_flows: self.class_open(super::FlowClass::Datagram),
+            dns_in_flight: self.class_open(super::FlowClass::Dns),
+            flows_paused: self.paused_timers.len,
             also_ran: counters.also_ran,
             closed: counters.closed,
             also_ran_attempts: counters.also_ran_attempts,

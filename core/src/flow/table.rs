@@ -11,7 +11,8 @@
 //! unlinking are O(1). The hash tables chain through the records and have `n` buckets, a load
 //! factor of at most 1, so a lookup visits O(1) records on average.
 
-use super::{AppId, CloseReason, DestinationKey, FlowState, Protocol};
+use super::pacing::Pacer;
+use super::{AppId, CloseReason, DestinationKey, FlowClass, FlowState, Protocol};
 use crate::Instant;
 
 /// The index that means "no slot".
@@ -74,6 +75,7 @@ pub(crate) struct FlowRecord {
     pub(crate) generation: u32,
     pub(crate) state: FlowState,
     pub(crate) protocol: Protocol,
+    pub(crate) class: FlowClass,
     /// Why the governor asked for the close, while closing.
     pub(crate) close_reason: Option<CloseReason>,
     /// Whether a byte was ever read on the flow (an also-ran has none).
@@ -86,6 +88,8 @@ pub(crate) struct FlowRecord {
     pub(crate) in_wait: bool,
     /// Whether the flow sits in its app's busy list (bytes pending) rather than the idle list.
     pub(crate) in_busy: bool,
+    /// Whether the flow sits in the paused-timer list: open with a read paused.
+    pub(crate) in_paused: bool,
     /// Whether the flow's remote connection is counted open by a [`crate::ConnectionBudget`]
     /// (it was established by a race under the budget); its slot's release owes the budget
     /// one connection close.
@@ -102,10 +106,16 @@ pub(crate) struct FlowRecord {
     pub(crate) inbound: Direction,
     pub(crate) admitted_at: Instant,
     pub(crate) last_active: Instant,
+    /// When a read of the flow paused, while it sits in the paused-timer list.
+    pub(crate) paused_since: Instant,
     /// Link in the app's idle or busy list while open; in the free-slot list while free.
     pub(crate) app_link: Link,
-    /// Link in the connecting or the established timer list while open.
+    /// Link in the connecting or its class's established timer list while open.
     pub(crate) timer_link: Link,
+    /// Link in the paused-timer list.
+    pub(crate) pause_link: Link,
+    /// Link in the lifetime-timer list while an open datagram flow.
+    pub(crate) lifetime_link: Link,
     /// Link in the notification list.
     pub(crate) notify_link: Link,
     /// Link in the global-watermark wait list.
@@ -117,12 +127,14 @@ impl FlowRecord {
         generation: 0,
         state: FlowState::Closed,
         protocol: Protocol::Tcp,
+        class: FlowClass::Stream,
         close_reason: None,
         moved_bytes: false,
         notify: 0,
         in_notify: false,
         in_wait: false,
         in_busy: false,
+        in_paused: false,
         holds_connection: false,
         race: NIL,
         app: NIL,
@@ -139,8 +151,11 @@ impl FlowRecord {
         },
         admitted_at: Instant::ZERO,
         last_active: Instant::ZERO,
+        paused_since: Instant::ZERO,
         app_link: Link::EMPTY,
         timer_link: Link::EMPTY,
+        pause_link: Link::EMPTY,
+        lifetime_link: Link::EMPTY,
         notify_link: Link::EMPTY,
         wait_link: Link::EMPTY,
     };
@@ -157,6 +172,8 @@ pub(crate) struct AppRecord {
     pub(crate) id: AppId,
     /// Open flows (counted against caps and fairness).
     pub(crate) open: u32,
+    /// Open DNS flows (counted against the per-app DNS cap).
+    pub(crate) dns_open: u32,
     /// Flows referring to this record, open or closing; the record is freed at 0.
     pub(crate) references: u32,
     /// Next record in the hash chain, or in the free list.
@@ -171,12 +188,15 @@ pub(crate) struct AppRecord {
     pub(crate) pending: u64,
     /// App hysteresis: set at the app high watermark, cleared at the low one.
     pub(crate) reads_paused: bool,
+    /// The app's admission pacing bucket.
+    pub(crate) pacer: Pacer,
 }
 
 impl AppRecord {
     pub(crate) const EMPTY: AppRecord = AppRecord {
         id: AppId(0),
         open: 0,
+        dns_open: 0,
         references: 0,
         chain_next: NIL,
         idle_flows: ListHead::EMPTY,
@@ -184,6 +204,7 @@ impl AppRecord {
         count_link: Link::EMPTY,
         pending: 0,
         reads_paused: false,
+        pacer: Pacer::EMPTY,
     };
 }
 
@@ -240,8 +261,12 @@ impl ListHead {
 pub(crate) enum LinkKind {
     /// `flow.app_link`: an app's idle or busy list.
     App,
-    /// `flow.timer_link`: the connecting or established timer list.
+    /// `flow.timer_link`: the connecting or an established timer list.
     Timer,
+    /// `flow.pause_link`: the paused-timer list.
+    Pause,
+    /// `flow.lifetime_link`: the datagram lifetime list.
+    Lifetime,
     /// `flow.notify_link`: the notification list.
     Notify,
     /// `flow.wait_link`: the global-watermark wait list.
@@ -256,6 +281,8 @@ fn link_mut(rows: &mut [FlowSlot], index: u32, kind: LinkKind) -> Option<&mut Li
     Some(match kind {
         LinkKind::App => &mut row.flow.app_link,
         LinkKind::Timer => &mut row.flow.timer_link,
+        LinkKind::Pause => &mut row.flow.pause_link,
+        LinkKind::Lifetime => &mut row.flow.lifetime_link,
         LinkKind::Notify => &mut row.flow.notify_link,
         LinkKind::Wait => &mut row.flow.wait_link,
         LinkKind::Count => &mut row.app.count_link,

@@ -14,8 +14,8 @@
 //! (its TCP window closes).
 
 use tidegate_core::{
-    Admission, AppId, DEFAULT_FLOW_SLOTS, DestinationKey, FlowGovernor, FlowId, FlowInfo,
-    FlowPolicy, FlowSlot, Instant, Notification, Protocol, flow_governor_footprint,
+    Admission, AppId, DEFAULT_FLOW_SLOTS, DestinationKey, FlowClass, FlowGovernor, FlowId,
+    FlowInfo, FlowPolicy, FlowSlot, Instant, Notification, Protocol, flow_governor_footprint,
 };
 
 use super::{APP_PROXY_LIMIT, Host, Row, percent, proxy_ceiling};
@@ -96,6 +96,7 @@ fn run(host: Host, policy: FlowPolicy, variant: Option<&'static str>) -> Row {
                 app: AppId(flow.app as u64 + 1),
                 destination: DestinationKey(index as u64),
                 protocol: Protocol::Tcp,
+                class: FlowClass::Stream,
             };
             let Admission::Accepted { id } = governor.on_new_flow(Instant::ZERO, info) else {
                 unreachable!("an empty table admits 44 flows");

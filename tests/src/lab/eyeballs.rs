@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 use tidegate_core::{
     AddressFamily, AppId, BudgetConfig, DEFAULT_FLOW_SLOTS, DEFAULT_RACE_SLOTS, DestinationKey,
-    ErrorClass, FlowId, FlowInfo, FlowSlot, Instant, Protocol, ProxyConfig, ProxyEngine,
+    ErrorClass, FlowClass, FlowId, FlowInfo, FlowSlot, Instant, Protocol, ProxyConfig, ProxyEngine,
     ProxyError, ProxyEvent, RaceSlot,
 };
 
@@ -228,6 +228,7 @@ impl World {
                     app: AppId(r as u64),
                     destination: DestinationKey(r as u64),
                     protocol: Protocol::Tcp,
+                    class: FlowClass::Stream,
                 };
                 match self.engine.on_new_flow(t, info).id() {
                     Some(id) => {

@@ -9,8 +9,8 @@
 use std::collections::VecDeque;
 
 use tidegate_core::{
-    Admission, AppId, CloseReason, DEFAULT_FLOW_SLOTS, DestinationKey, FlowGovernor, FlowInfo,
-    FlowOutcome, FlowPolicy, FlowSlot, Instant, Notification, Protocol,
+    Admission, AppId, CloseReason, DEFAULT_FLOW_SLOTS, DestinationKey, FlowClass, FlowGovernor,
+    FlowInfo, FlowOutcome, FlowPolicy, FlowSlot, Instant, Notification, Protocol,
 };
 
 use super::{Host, Row, percent};
@@ -90,6 +90,7 @@ fn run(host: Host) -> Row {
                         app,
                         destination: DestinationKey(step),
                         protocol: Protocol::Tcp,
+                        class: FlowClass::Stream,
                     };
                     match governor.on_new_flow(now, info) {
                         Admission::Accepted { id } => Some(Some(id)),

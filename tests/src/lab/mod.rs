@@ -9,6 +9,7 @@
 //! flows, fewer connects) so debug-build tests stay fast; the invariants hold at both scales.
 
 mod app_proxy;
+mod classes;
 mod eyeballs;
 mod fairness;
 mod flood;
@@ -175,6 +176,8 @@ pub fn run_all(scale: Scale) -> Vec<Row> {
     rows.extend(lifecycle::slow_stop_then_restart());
     rows.extend(eyeballs::ipv6_black_hole(scale));
     rows.extend(eyeballs::ipv6_black_hole_burst());
+    rows.extend(classes::dns_burst());
+    rows.extend(classes::udp_session_storm());
     rows
 }
 

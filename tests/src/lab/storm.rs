@@ -6,8 +6,9 @@
 //! runs at one race per millisecond: 2,000 also-ran flows a second.
 
 use tidegate_core::{
-    Admission, AppId, DEFAULT_FLOW_SLOTS, DestinationKey, FlowGovernor, FlowId, FlowInfo,
-    FlowOutcome, FlowPolicy, FlowSlot, FlowState, Instant, Protocol, flow_governor_footprint,
+    Admission, AppId, DEFAULT_FLOW_SLOTS, DestinationKey, FlowClass, FlowGovernor, FlowId,
+    FlowInfo, FlowOutcome, FlowPolicy, FlowSlot, FlowState, Instant, Protocol,
+    flow_governor_footprint,
 };
 
 use super::{APP_PROXY_LIMIT, Host, Row, Scale, proxy_ceiling};
@@ -95,6 +96,7 @@ fn tidegate(races: u64) -> Row {
                 app: AppId(10 + i % 10),
                 destination: DestinationKey(i),
                 protocol: Protocol::Tcp,
+                class: FlowClass::Stream,
             };
             let Admission::Accepted { id } = governor.on_new_flow(Instant::ZERO, info) else {
                 unreachable!("an empty table admits 100 flows");
@@ -122,6 +124,7 @@ fn tidegate(races: u64) -> Row {
                 app: STORM_APP,
                 destination: DestinationKey(1_000 + step % 7),
                 protocol: Protocol::Tcp,
+                class: FlowClass::Stream,
             };
             *attempt = match governor.on_new_flow(now, info) {
                 Admission::Accepted { id } => Some(id),
