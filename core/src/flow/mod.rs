@@ -99,11 +99,13 @@ pub const fn flow_governor_footprint(slots: usize) -> usize {
 /// let mut slots = [FlowSlot::EMPTY; DEFAULT_FLOW_SLOTS];
 /// let mut governor = FlowGovernor::new(Instant::ZERO, &mut slots[..], FlowPolicy::default())
 ///     .map_err(|_| "policy")?;
-/// let info = FlowInfo {
-///     app: AppId::from_bytes(b"com.example.browser"),
-///     destination: DestinationKey::from_bytes(b"192.0.2.1:443"),
-///     protocol: Protocol::Tcp,
-/// };
+/// // A TCP flow to port 443: the default class, `FlowClass::Stream`.
+/// let info = FlowInfo::new(
+///     AppId::from_bytes(b"com.example.browser"),
+///     DestinationKey::from_bytes(b"192.0.2.1:443"),
+///     Protocol::Tcp,
+///     443,
+/// );
 /// let now = Instant::from_millis(1);
 /// let Admission::Accepted { id } = governor.on_new_flow(now, info) else {
 ///     return Err("refused");

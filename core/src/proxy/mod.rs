@@ -174,11 +174,13 @@ pub struct ProxyStats {
 ///     ProxyConfig::DEFAULT,
 /// )
 /// .map_err(|_| "config")?;
-/// let info = FlowInfo {
-///     app: AppId::from_bytes(b"com.example.browser"),
-///     destination: DestinationKey::from_bytes(b"example.com:443"),
-///     protocol: Protocol::Tcp,
-/// };
+/// // A TCP flow to port 443: the default class, `FlowClass::Stream`.
+/// let info = FlowInfo::new(
+///     AppId::from_bytes(b"com.example.browser"),
+///     DestinationKey::from_bytes(b"example.com:443"),
+///     Protocol::Tcp,
+///     443,
+/// );
 /// let now = Instant::from_millis(1);
 /// let Admission::Accepted { id } = proxy.on_new_flow(now, info) else {
 ///     return Err("refused: pass the flow on or fail it");
