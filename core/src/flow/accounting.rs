@@ -449,28 +449,18 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     /// of its app (in the idle or busy list by whether bytes are pending) and, if established,
     /// of the idle timer list.
     pub(crate) fn touch(&mut self, index: u32, now: Instant) {
-        // Only the fields needed, not a copy of the whole record: this runs on every read.
-        let Some(flow) = self.flow_mut(index).map(|record| {
-            record.last_active = now;
-            Touched {
-                state: record.state,
-                class: record.class,
-                app: record.app,
-                in_busy: record.in_busy,
-                busy: record.pending() > 0,
-            }
-        }) else {
+        let Some(flow) = self.flow_record(index).copied() else {
             return;
         };
+        if let Some(record) = self.flow_mut(index) {
+            record.last_active = now;
+        }
         if !flow.state.is_open() {
             return;
         }
-        let busy = flow.busy;
+        let busy = flow.pending() > 0;
         let rows = self.slots.as_mut();
-        if let Some(app) = rows.get(flow.app as usize).map(|row| AppLists {
-            busy_flows: row.app.busy_flows,
-            idle_flows: row.app.idle_flows,
-        }) {
+        if let Some(app) = rows.get(flow.app as usize).map(|row| row.app) {
             let mut from = if flow.in_busy {
                 app.busy_flows
             } else {
@@ -506,21 +496,6 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             record.in_busy = busy;
         }
     }
-}
-
-/// What [`FlowGovernor::touch`] needs of a flow.
-struct Touched {
-    state: FlowState,
-    class: super::FlowClass,
-    app: u32,
-    in_busy: bool,
-    busy: bool,
-}
-
-/// An app's two activity lists.
-struct AppLists {
-    busy_flows: super::table::ListHead,
-    idle_flows: super::table::ListHead,
 }
 
 fn direction(flow: &super::table::FlowRecord, side: Side) -> Direction {
