@@ -38,6 +38,7 @@ mod fmt;
 mod fq;
 mod journal;
 mod lifecycle;
+mod memory;
 #[cfg(test)]
 mod proptest_config;
 mod proxy;
@@ -73,6 +74,10 @@ pub use lifecycle::{
     DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, Generation, Lifecycle, LifecycleConfig,
     LifecycleConfigError, LifecycleEffect, LifecycleState, LifecycleStats, ReportError, StartError,
     StopError, StopOutcome, StopPhase, TaskId, TaskRegisterError, TaskSlot, WriteJournalError,
+};
+pub use memory::{
+    MemoryConfig, MemoryConfigError, MemoryGovernor, MemoryStats, Pressure, ReservationId,
+    ReservationSlot, ReserveError, UnknownReservation,
 };
 pub use proxy::{
     DEFAULT_RACE_SLOTS, ProxyConfig, ProxyConfigError, ProxyEngine, ProxyError, ProxyEvent,
