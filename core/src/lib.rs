@@ -90,5 +90,6 @@ pub use ring::{
 pub use time::{Clock, Instant};
 pub use tunnel::{
     BatchPush, CeilingTooSmall, ConfigError, DirectionStats, DropPolicy, InboundDisposition,
-    OutboundCompletion, PacketError, PacketTunnel, TunnelConfig, TunnelStats, TunnelStorage,
+    OutboundCompletion, PacketError, PacketTunnel, TunnelConfig, TunnelLimits, TunnelStats,
+    TunnelStorage,
 };

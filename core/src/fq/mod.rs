@@ -142,6 +142,8 @@ pub(crate) struct FlowQueues<B, S, F> {
     free: u32,
     /// Cells from here on have never been used.
     fresh: u32,
+    /// The most cells in use at once: the cell count, or fewer under memory pressure.
+    cell_limit: usize,
     /// Handed-out cells, oldest first.
     flight: List,
     new_flows: List,
@@ -175,6 +177,7 @@ where
             settings,
             free: NIL,
             fresh: 0,
+            cell_limit: count,
             flight: List::EMPTY,
             new_flows: List::EMPTY,
             old_flows: List::EMPTY,
@@ -203,14 +206,22 @@ where
         self.cells_used().saturating_mul(self.settings.cell_size)
     }
 
-    /// Cells in the arena.
-    pub(crate) fn capacity(&self) -> usize {
-        self.cells.as_ref().len()
+    /// The most cells in use at once: the cell count, or fewer under memory pressure.
+    pub(crate) fn cell_limit(&self) -> usize {
+        self.cell_limit
     }
 
-    /// Whether a push would be accepted now: some cell is not in flight.
+    /// Use at most `limit` cells (at least 1, at most the cell count) from the next push on.
+    /// Cells used beyond it stay until handed out or dropped; a push past it drops from the
+    /// fattest queue first. Free cells are reused last-in first-out, so a tunnel held to fewer
+    /// cells keeps touching the same pages.
+    pub(crate) fn set_cell_limit(&mut self, limit: usize) {
+        self.cell_limit = limit.clamp(1, self.cells.as_ref().len());
+    }
+
+    /// Whether a push would be accepted now: fewer cells than the limit are in flight.
     pub(crate) fn can_take(&self) -> bool {
-        self.levels.packets_in_flight < self.cells.as_ref().len()
+        self.levels.packets_in_flight < self.cell_limit
     }
 
     /// Queue a packet of `len` bytes (at most the cell size) written by `write`, dropping from
@@ -233,17 +244,19 @@ where
             return Err(PushError::Full);
         }
         let mut dropped = Dropped::default();
-        let cell = match self.take_cell() {
-            Some(cell) => cell,
-            None => {
-                // Every cell is used and some is queued (not all are in flight).
-                dropped = self.drop_from_fattest();
-                let Some(cell) = self.take_cell() else {
-                    debug_assert!(false, "dropping from the fattest queue frees a cell");
-                    return Err(PushError::Full);
-                };
-                cell
+        // At the cell limit some cell is queued (fewer than the limit are in flight): drop from
+        // the fattest queue until a cell may be taken. Each round drops at least one packet.
+        while self.cells_used() >= self.cell_limit && self.levels.packets_queued > 0 {
+            let round = self.drop_from_fattest();
+            if round.packets == 0 {
+                debug_assert!(false, "a queued packet sits in some queue");
+                return Err(PushError::Full);
             }
+            dropped.merge(round);
+        }
+        let Some(cell) = self.take_cell() else {
+            debug_assert!(false, "below the cell limit a cell is free");
+            return Err(PushError::Full);
         };
         let start = self.cell_start(cell);
         let Some(dst) = self

@@ -354,3 +354,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_cell_limit_keeps_a_flood_to_the_same_few_cells() {
+    let mut q = queues(16, 8, NO_CODEL);
+    q.set_cell_limit(3);
+    let base = q.arena.as_ptr().addr();
+    let mut highest = 0;
+    for seq in 0..200u32 {
+        push(
+            &mut q,
+            u64::from(seq),
+            &packet(1 + (seq % 5) as u16, seq, 100),
+        )
+        .unwrap();
+        assert!(q.cells_used() <= 3);
+        if seq % 3 == 0 {
+            let (_, p) = q.handout(Instant::from_micros(u64::from(seq)));
+            let at = p.unwrap().1.as_ptr().addr() - base;
+            highest = highest.max(at);
+            q.complete(1).unwrap();
+        }
+    }
+    assert!(
+        highest < 3 * 1536,
+        "only the first three cells were ever written"
+    );
+    assert!(q.fresh <= 3);
+}

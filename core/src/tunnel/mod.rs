@@ -1,9 +1,11 @@
 //! `PacketTunnel`: the memory governor of a packet tunnel provider, documented on the type.
 
 mod config;
+mod limits;
 mod stats;
 
 pub use config::{CeilingTooSmall, ConfigError, DropPolicy, TunnelConfig};
+pub use limits::TunnelLimits;
 pub use stats::{DirectionStats, TunnelStats};
 
 use core::fmt;
@@ -13,6 +15,7 @@ use crate::aqm::{Aqm, Codel, CodelParams, Dropped};
 use crate::bql::Bql;
 use crate::fmt::{log_debug, log_trace};
 use crate::fq::{FlowQueue, FlowQueues, FlowSettings};
+use crate::memory::Pressure;
 use crate::ring::{CompleteError, InFlight, PacketRing, PushError, Released, RingLevels, Slot};
 use crate::time::{Clock, Instant};
 
@@ -157,6 +160,8 @@ pub struct OutboundCompletion {
 /// [`PacketRing`]: arrays on an embedded target, boxed slices on a host with an allocator.
 pub struct PacketTunnel<B, S, F = [FlowQueue; 0]> {
     config: TunnelConfig,
+    /// The limits in force: the configuration's, shrunk under memory pressure.
+    limits: TunnelLimits,
     clock: Clock,
     outbound: Queue<B, S, F>,
     inbound: Queue<B, S, F>,
@@ -240,6 +245,7 @@ where
         };
         Ok(PacketTunnel {
             config,
+            limits: TunnelLimits::of(&config, Pressure::Normal),
             clock: Clock::default(),
             outbound: queue(
                 storage.outbound_arena,
@@ -392,7 +398,9 @@ where
                     // Paused, or at the high watermark: the ring is pressed, and a persistent
                     // queue here would otherwise move into the kernel's queue (see `aqm`).
                     let pressed = self.paused_since.is_some()
-                        || at_high_watermark((ring.bytes_used(), ring.slots_used()), &self.config);
+                        || self
+                            .limits
+                            .at_high_watermark((ring.bytes_used(), ring.slots_used()));
                     if codel.is_dropping() && pressed && !self.overload {
                         self.overload = true;
                         self.overloads = self.overloads.saturating_add(1);
@@ -407,7 +415,7 @@ where
             }
             Queue::Flows(flows) => {
                 // Handing out the last cell that is not in flight leaves no room to make: pause.
-                let takes_last = flows.levels().packets_in_flight + 1 >= flows.capacity();
+                let takes_last = flows.levels().packets_in_flight + 1 >= flows.cell_limit();
                 let (dropped, packet) = flows.handout(now);
                 self.outbound_counters.count_aqm_drops(dropped);
                 if packet.is_some() && takes_last && self.paused_since.is_none() {
@@ -513,18 +521,30 @@ where
             }
         };
         let mut dropped = (0usize, 0usize);
+        // Under memory pressure the ring holds less than it could: a packet beyond the limits
+        // is handled as one that does not fit.
+        let limits = self.limits;
+        let fits = |ring: &PacketRing<B, S>| {
+            ring.fits(len)
+                && (limits.pressure == Pressure::Normal
+                    || limits.inbound_fits((ring.bytes_used(), ring.slots_used()), len))
+        };
         // Dropping queued packets frees arena only when nothing handed out sits before them.
         if self.config.inbound_drop_policy == DropPolicy::DropOldest
             && ring.levels().packets_in_flight == 0
             && ring.levels().bytes_dropped_pending == 0
         {
-            while !ring.fits(len) {
+            while !fits(ring) {
                 let Some(old) = ring.drop_queued_front() else {
                     break;
                 };
                 dropped = (dropped.0.saturating_add(1), dropped.1.saturating_add(old));
                 count(&mut self.dropped_oldest.0, &mut self.dropped_oldest.1, old);
             }
+        }
+        if !fits(ring) {
+            count(&mut self.dropped_newest.0, &mut self.dropped_newest.1, len);
+            return Ok(InboundDisposition::DroppedNewest);
         }
         match ring.push(now, packet) {
             Ok(()) => {
@@ -623,6 +643,50 @@ where
         }
     }
 
+    /// Apply memory pressure `level` (from [`MemoryGovernor::poll_pressure`]): the limits
+    /// shrink by [`Pressure::scale`] (see [`TunnelLimits`]) or grow back, never above the
+    /// configuration. Returns `true` on the resume edge: the limits grew enough that reading,
+    /// paused, must start again. Shrinking may pause reading at once
+    /// ([`PacketTunnel::can_read_outbound`] turns `false`); packets already queued stay.
+    ///
+    /// [`MemoryGovernor::poll_pressure`]: crate::MemoryGovernor::poll_pressure
+    #[must_use = "true is the resume edge: the host must start reading outbound packets again"]
+    pub fn on_pressure(&mut self, now: Instant, level: Pressure) -> bool {
+        let now = self.clock.observe(now);
+        self.limits = TunnelLimits::of(&self.config, level);
+        let cells = (
+            self.limits.outbound_packets as usize,
+            self.limits.inbound_packets as usize,
+        );
+        if let Queue::Flows(flows) = &mut self.inbound {
+            flows.set_cell_limit(cells.1);
+        }
+        match &mut self.outbound {
+            Queue::Fifo(_) => {
+                let held = self.outbound_held();
+                self.update_pause(now, held);
+                self.settle_at_low_watermarks(now)
+            }
+            Queue::Flows(flows) => {
+                flows.set_cell_limit(cells.0);
+                if flows.can_take() {
+                    self.resume(now)
+                } else {
+                    if self.paused_since.is_none() {
+                        self.paused_since = Some(now);
+                        self.pauses = self.pauses.saturating_add(1);
+                    }
+                    false
+                }
+            }
+        }
+    }
+
+    /// The limits the tunnel applies now.
+    pub fn limits(&self) -> TunnelLimits {
+        self.limits
+    }
+
     #[inline]
     fn push_outbound_with(
         &mut self,
@@ -683,7 +747,7 @@ where
     /// high watermarks is what guarantees that a packet pushed while reading was allowed fits.
     #[inline]
     fn update_pause(&mut self, now: Instant, (bytes, packets): (usize, usize)) {
-        if self.paused_since.is_none() && at_high_watermark((bytes, packets), &self.config) {
+        if self.paused_since.is_none() && self.limits.at_high_watermark((bytes, packets)) {
             self.paused_since = Some(now);
             self.pauses = self.pauses.saturating_add(1);
             log_debug!(
@@ -703,9 +767,7 @@ where
             return false;
         }
         let (bytes, packets) = self.outbound_held();
-        if bytes > self.config.outbound_low_watermark_bytes as usize
-            || packets > self.config.outbound_low_watermark_packets as usize
-        {
+        if !self.limits.at_low_watermarks((bytes, packets)) {
             return false;
         }
         if self.overload {
@@ -808,12 +870,6 @@ fn handout<'p>(
     let (enqueued_at, packet) = packet?;
     counters.last_sojourn_micros = now.micros_since(enqueued_at);
     Some(packet)
-}
-
-/// Whether `held` arena bytes and slots reach either outbound high watermark.
-fn at_high_watermark((bytes, packets): (usize, usize), config: &TunnelConfig) -> bool {
-    bytes >= config.outbound_high_watermark_bytes as usize
-        || packets >= config.outbound_high_watermark_packets as usize
 }
 
 /// Refuse empty and oversized packets, counting each under its own reason.

@@ -645,6 +645,27 @@ mod host_loop {
         Complete(u8),
         /// Let this many milliseconds pass.
         Wait(u16),
+        /// Memory pressure changes to this level.
+        Pressure(Pressure),
+    }
+
+    /// The watermarks the docs promise at `level`: each scaled by `Pressure::scale`, the low
+    /// ones kept below the high ones. (high bytes, high packets, low bytes, low packets)
+    fn watermarks(config: &TunnelConfig, level: Pressure) -> (usize, usize, usize, usize) {
+        let high_bytes = level.scale_u32(config.outbound_high_watermark_bytes);
+        let high_packets = level.scale_u32(config.outbound_high_watermark_packets);
+        let low_bytes = level
+            .scale_u32(config.outbound_low_watermark_bytes)
+            .min(high_bytes - 1);
+        let low_packets = level
+            .scale_u32(config.outbound_low_watermark_packets)
+            .min(high_packets - 1);
+        (
+            high_bytes as usize,
+            high_packets as usize,
+            low_bytes as usize,
+            low_packets as usize,
+        )
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -653,6 +674,12 @@ mod host_loop {
             3 => (1u8..6).prop_map(Op::Send),
             3 => (1u8..6).prop_map(Op::Complete),
             2 => (0u16..300).prop_map(Op::Wait),
+            1 => prop_oneof![
+                Just(Pressure::Normal),
+                Just(Pressure::Elevated),
+                Just(Pressure::Critical)
+            ]
+            .prop_map(Op::Pressure),
         ]
     }
 
@@ -661,7 +688,8 @@ mod host_loop {
 
         /// A packet read while reading was allowed always fits; reading pauses at a high
         /// watermark; `resume_reading` is reported on exactly the completion that resumes; and
-        /// overload ends on the completion that brings the ring to its low watermarks.
+        /// overload ends on the completion that brings the ring to its low watermarks; all of it
+        /// with the watermarks memory pressure shrinks and grows back.
         #[test]
         fn flow_control_holds_across_overload_episodes(
             codel in any::<bool>(),
@@ -674,7 +702,10 @@ mod host_loop {
             let mut tun = tunnel(config);
             let mut now = 0u64;
             let mut in_flight = 0usize;
+            let mut level = Pressure::Normal;
             for op in ops {
+                let (high_bytes, high_packets, low_bytes, low_packets) =
+                    watermarks(&config, level);
                 match op {
                     Op::Read(lens) => {
                         // The host reads only when allowed, and keeps pushing the whole batch.
@@ -688,9 +719,7 @@ mod host_loop {
                                 prop_assert_eq!(pushed, Ok(()), "read while allowed must fit");
                             }
                             let (bytes, slots) = tun.outbound_held();
-                            if bytes >= config.outbound_high_watermark_bytes as usize
-                                || slots >= config.outbound_high_watermark_packets as usize
-                            {
+                            if bytes >= high_bytes || slots >= high_packets {
                                 prop_assert!(!tun.can_read_outbound(), "paused at a high watermark");
                             }
                         }
@@ -710,8 +739,7 @@ mod host_loop {
                         in_flight -= n;
                         let stats = tun.stats();
                         let (bytes, slots) = tun.outbound_held();
-                        let at_low = bytes <= config.outbound_low_watermark_bytes as usize
-                            && slots <= config.outbound_low_watermark_packets as usize;
+                        let at_low = bytes <= low_bytes && slots <= low_packets;
                         prop_assert_eq!(done.resume_reading, was_paused && at_low);
                         prop_assert_eq!(tun.can_read_outbound(), !was_paused || at_low);
                         if at_low {
@@ -719,6 +747,32 @@ mod host_loop {
                         }
                     }
                     Op::Wait(ms) => now += u64::from(ms) * 1_000,
+                    Op::Pressure(to) => {
+                        let was_paused = !tun.can_read_outbound();
+                        let resume = tun.on_pressure(t(now), to);
+                        level = to;
+                        let (high_bytes, high_packets, low_bytes, low_packets) =
+                            watermarks(&config, level);
+                        let limits = tun.limits();
+                        prop_assert_eq!(
+                            (
+                                limits.outbound_high_watermark_bytes as usize,
+                                limits.outbound_high_watermark_packets as usize,
+                                limits.outbound_low_watermark_bytes as usize,
+                                limits.outbound_low_watermark_packets as usize,
+                            ),
+                            (high_bytes, high_packets, low_bytes, low_packets)
+                        );
+                        let (bytes, slots) = tun.outbound_held();
+                        let at_high = bytes >= high_bytes || slots >= high_packets;
+                        let at_low = bytes <= low_bytes && slots <= low_packets;
+                        prop_assert_eq!(resume, was_paused && at_low, "resume edge on growth");
+                        prop_assert_eq!(
+                            tun.can_read_outbound(),
+                            (!was_paused || at_low) && !at_high,
+                            "shrinking pauses at the new high watermark"
+                        );
+                    }
                 }
                 let stats = tun.stats();
                 if stats.outbound_overloaded {
@@ -1015,4 +1069,102 @@ fn the_limit_sizes_itself_to_keep_the_link_busy_with_a_short_queue_below() {
         "{most_below} bytes below with the limit: {stats:?}"
     );
     assert!(stats.outbound_limit_grows > 0 && stats.outbound_limit_shrinks > 0);
+}
+
+#[test]
+fn flow_queues_under_pressure_use_fewer_cells_pause_earlier_and_resume_on_relief() {
+    let mut tun = tunnel(fq_small());
+    assert!(!tun.on_pressure(t(0), Pressure::Critical));
+    assert_eq!(tun.limits().outbound_packets, 2);
+    assert_eq!(tun.limits().inbound_packets, 2);
+    for seq in 0..6 {
+        tun.on_outbound_packet(t(1), &flow_packet(1000, seq))
+            .unwrap();
+        assert!(tun.stats().outbound.packets_queued <= 2, "at most 2 cells");
+    }
+    tun.on_outbound_packet(t(1), &flow_packet(2000, 0)).unwrap();
+    let stats = tun.stats();
+    assert_eq!(stats.outbound.packets_queued, 2);
+    assert_eq!(stats.outbound.overflow_dropped_packets, 5);
+    assert_eq!(stats.outbound_refused_packets, 0);
+    // Two cells in flight reach the limit: reading pauses.
+    assert!(tun.poll_outbound(t(2)).is_some());
+    assert!(tun.can_read_outbound());
+    assert!(tun.poll_outbound(t(2)).is_some());
+    assert!(!tun.can_read_outbound());
+    // A host that pushes anyway is refused: no cell beyond the limit is taken.
+    assert_eq!(
+        tun.on_outbound_packet(t(2), &flow_packet(2000, 1)),
+        Err(PacketError::NoRoom)
+    );
+    // Relief: the limit grows back past the cells in flight, and the resume edge comes once.
+    assert!(tun.on_pressure(t(3), Pressure::Normal));
+    assert!(tun.can_read_outbound());
+    assert!(!tun.complete_outbound(t(4), 2).unwrap().resume_reading);
+    // Inbound keeps to its limit too, by dropping from the fattest.
+    assert!(!tun.on_pressure(t(5), Pressure::Critical));
+    for seq in 0..4 {
+        tun.on_inbound_packet(t(5), &flow_packet(3000, seq))
+            .unwrap();
+    }
+    assert_eq!(tun.stats().inbound.packets_queued, 2);
+}
+
+#[test]
+fn shrinking_pauses_a_fifo_tunnel_at_once_and_growing_resumes_it() {
+    let mut tun = tunnel(small());
+    for _ in 0..4 {
+        tun.on_outbound_packet(t(0), &[1; 100]).unwrap();
+    }
+    assert!(tun.can_read_outbound());
+    // Elevated halves the high watermark to 350 bytes: the 400 held are above it.
+    assert!(!tun.on_pressure(t(1), Pressure::Elevated));
+    assert!(!tun.can_read_outbound());
+    assert_eq!(tun.stats().outbound_pauses, 1);
+    // Back to normal: 400 bytes held is above the normal low watermark, so it stays paused...
+    assert!(!tun.on_pressure(t(2), Pressure::Normal));
+    assert!(!tun.can_read_outbound());
+    // ...until a completion brings it to 300.
+    assert!(tun.poll_outbound(t(3)).is_some());
+    assert!(tun.complete_outbound(t(3), 1).unwrap().resume_reading);
+}
+
+#[test]
+fn inbound_drops_earlier_under_pressure_by_its_policy() {
+    let config = TunnelConfig {
+        inbound_drop_policy: DropPolicy::DropOldest,
+        ..small()
+    };
+    let mut tun = tunnel(config);
+    assert!(!tun.on_pressure(t(0), Pressure::Critical));
+    // A quarter of 1000 bytes and 10 slots: 250 bytes, 2 packets.
+    assert_eq!(tun.limits().inbound_bytes, 250);
+    assert_eq!(tun.limits().inbound_packets, 2);
+    for seq in 0..5u8 {
+        tun.on_inbound_packet(t(1), &[seq; 100]).unwrap();
+    }
+    let stats = tun.stats();
+    assert_eq!(stats.inbound.packets_queued, 2);
+    assert_eq!(stats.inbound_dropped_oldest_packets, 3);
+    assert_eq!(tun.poll_inbound(t(2)).unwrap(), &[3; 100][..]);
+    // With a packet in flight nothing old can go: the newest is dropped instead.
+    tun.on_inbound_packet(t(3), &[9; 100]).unwrap();
+    assert_eq!(tun.stats().inbound_dropped_newest_packets, 1);
+}
+
+#[test]
+fn scaled_low_watermarks_stay_below_the_high_ones() {
+    let config = TunnelConfig {
+        outbound_high_watermark_packets: 2,
+        outbound_low_watermark_packets: 1,
+        ..small()
+    };
+    let tun = tunnel(config);
+    let limits = TunnelLimits::of(tun.config(), Pressure::Critical);
+    assert_eq!(limits.outbound_high_watermark_packets, 1);
+    assert_eq!(limits.outbound_low_watermark_packets, 0);
+    assert_eq!(
+        TunnelLimits::of(tun.config(), Pressure::Normal),
+        tun.limits()
+    );
 }
