@@ -49,6 +49,7 @@ use core::fmt;
 
 use crate::error_class::ErrorClass;
 use crate::fmt::{log_debug, log_warn};
+use crate::memory::Pressure;
 use crate::time::{Clock, Instant};
 
 /// Limits and back-off parameters of a [`ConnectionBudget`].
@@ -264,6 +265,8 @@ pub struct ConnectionBudget {
     connection_limit: u32,
     last_decrease: Option<Instant>,
     recovery_due: Option<Instant>,
+    /// Memory pressure: attempts are limited to the back-off limit scaled by it.
+    pressure: Pressure,
     stats: BudgetStats,
 }
 
@@ -280,6 +283,7 @@ impl ConnectionBudget {
             connection_limit: 0,
             last_decrease: None,
             recovery_due: None,
+            pressure: Pressure::Normal,
             stats: BudgetStats::default(),
         };
         budget.attempt_limit = budget.attempt_ceiling();
@@ -411,6 +415,15 @@ impl ConnectionBudget {
         self.back_off(now);
     }
 
+    /// Apply memory pressure `level`: the attempt limit becomes the back-off limit scaled by
+    /// [`Pressure::scale`] (half when elevated, a quarter when critical, at least 1), so fewer
+    /// connections are set up at once while memory is short. Attempts already in flight are not
+    /// touched. The limit grows back when pressure falls.
+    pub fn on_pressure(&mut self, now: Instant, level: Pressure) {
+        self.advance(now);
+        self.pressure = level;
+    }
+
     /// When the next recovery step is due, or `None` when the budget is not backing off.
     #[must_use = "arm a timer for this instant"]
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -432,9 +445,10 @@ impl ConnectionBudget {
         self.open_connections
     }
 
-    /// The effective limit on attempts in flight (lowered while backing off).
+    /// The effective limit on attempts in flight (lowered while backing off, and under memory
+    /// pressure).
     pub fn attempt_limit(&self) -> u32 {
-        self.attempt_limit
+        self.pressure.scale_u32(self.attempt_limit)
     }
 
     /// The effective limit on attempts in flight plus open connections (lowered while backing
@@ -480,10 +494,11 @@ impl ConnectionBudget {
 
     fn attempt_refusal(&self) -> Option<BudgetRefusal> {
         let backing_off = self.is_backing_off();
-        if self.attempts_in_flight >= self.attempt_limit {
+        let limit = self.attempt_limit();
+        if self.attempts_in_flight >= limit {
             return Some(BudgetRefusal::AttemptsInFlight {
                 in_flight: self.attempts_in_flight,
-                limit: self.attempt_limit,
+                limit,
                 backing_off,
             });
         }
@@ -583,6 +598,32 @@ mod tests {
 
     fn ms(millis: u64) -> Instant {
         Instant::from_millis(millis)
+    }
+
+    #[test]
+    fn memory_pressure_starts_fewer_attempts_and_relief_restores_them() {
+        let mut b = small(8, 100);
+        b.on_pressure(ms(0), Pressure::Critical);
+        assert_eq!(b.attempt_limit(), 2);
+        b.try_start_attempt(ms(1)).unwrap();
+        b.try_start_attempt(ms(1)).unwrap();
+        assert_eq!(
+            b.try_start_attempt(ms(1)),
+            Err(BudgetRefusal::AttemptsInFlight {
+                in_flight: 2,
+                limit: 2,
+                backing_off: false
+            })
+        );
+        b.on_pressure(ms(2), Pressure::Elevated);
+        assert_eq!(b.attempt_limit(), 4);
+        b.try_start_attempt(ms(3)).unwrap();
+        b.on_pressure(ms(4), Pressure::Normal);
+        assert_eq!(b.attempt_limit(), 8);
+        // Under back-off and pressure both, the smaller limit is scaled.
+        b.on_resource_error(ms(5));
+        b.on_pressure(ms(6), Pressure::Critical);
+        assert_eq!(b.attempt_limit(), 1);
     }
 
     fn small(attempts: u32, open: u32) -> ConnectionBudget {

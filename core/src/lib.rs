@@ -60,9 +60,10 @@ pub use eyeballs::{
 };
 pub use flow::{
     Admission, AppFlows, AppId, AppState, CloseReason, DEFAULT_FLOW_SLOTS, DestinationKey,
-    FlowClass, FlowError, FlowGovernor, FlowId, FlowInfo, FlowOutcome, FlowPolicy, FlowSlot,
-    FlowState, FlowStats, FlowView, FlowsByState, Notification, PolicyError, Protocol,
-    RejectCounts, RejectReason, TOP_APPS, flow_governor_footprint,
+    EVICT_BATCH, EVICT_INTERVAL_MICROS, EVICT_MIN_IDLE_MICROS, FlowClass, FlowError, FlowGovernor,
+    FlowId, FlowInfo, FlowOutcome, FlowPolicy, FlowSlot, FlowState, FlowStats, FlowView,
+    FlowsByState, Notification, PolicyError, Protocol, RejectCounts, RejectReason, TOP_APPS,
+    flow_governor_footprint,
 };
 pub use fq::{FlowQueue, MAX_FLOW_QUEUES, MIN_FLOW_QUANTUM};
 pub use journal::{

@@ -173,7 +173,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             Side::Outbound => self.outbound_pending,
             Side::Inbound => self.inbound_pending,
         };
-        let high = self.policy.flow_high_watermark;
+        let high = self.limits.flow_high_watermark;
         let app = self.flow_record(index).ok_or(FlowError::UnknownFlow)?.app;
         let app_pending = self.app(app).map_or(0, |record| record.pending);
         let flow = self.flow_mut(index).ok_or(FlowError::UnknownFlow)?;
@@ -222,7 +222,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     ) -> Result<(), FlowError> {
         let now = self.clock.peek(now);
         let index = self.resolve(id)?;
-        let low = self.policy.flow_low_watermark;
+        let low = self.limits.flow_low_watermark;
         let pending = self
             .flow_record(index)
             .map_or(0, |flow| direction(flow, side).pending);
@@ -265,10 +265,10 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
 
     /// Apply app `app`'s hysteresis after its pending bytes changed; `true` when its reads
     /// were paused and no longer are.
-    fn update_app(&mut self, app: u32) -> bool {
+    pub(crate) fn update_app(&mut self, app: u32) -> bool {
         let (high, low) = (
-            self.policy.app_high_watermark,
-            self.policy.app_low_watermark,
+            self.limits.app_high_watermark,
+            self.limits.app_low_watermark,
         );
         let Some(record) = self.app_mut(app) else {
             return false;
@@ -346,7 +346,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
 
     /// After bytes of `side` completed on flow `index`, resume a paused read if it may restart,
     /// or wait for the global watermark if only that stands in the way.
-    fn maybe_resume(&mut self, index: u32, side: Side) {
+    pub(crate) fn maybe_resume(&mut self, index: u32, side: Side) {
         let Some(flow) = self.flow_record(index) else {
             return;
         };
@@ -436,10 +436,10 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     pub(crate) fn update_global(&mut self) {
         let total = self.outbound_pending.saturating_add(self.inbound_pending);
         let total = u64::try_from(total).unwrap_or(u64::MAX);
-        if !self.global_paused && total >= self.policy.global_high_watermark {
+        if !self.global_paused && total >= self.limits.global_high_watermark {
             self.global_paused = true;
             log_debug!("global high watermark reached: {} bytes pending", total);
-        } else if self.global_paused && total <= self.policy.global_low_watermark {
+        } else if self.global_paused && total <= self.limits.global_low_watermark {
             self.global_paused = false;
             log_debug!("global low watermark reached: {} bytes pending", total);
         }

@@ -16,6 +16,7 @@ use super::{
     CloseReason, FlowClass, FlowGovernor, FlowId, FlowSlot, FlowState, accounting, edit_count_list,
 };
 use crate::fmt::{log_debug, log_trace};
+use crate::memory::Pressure;
 use crate::{BudgetRefusal, Instant};
 
 /// The app a flow belongs to: an opaque value the host derives, for example by hashing the
@@ -199,11 +200,16 @@ pub enum RejectReason {
     /// [`FlowPolicy::app_admission_rate_per_second`]: crate::FlowPolicy::app_admission_rate_per_second
     /// [`FlowGovernor::paced_until`]: crate::FlowGovernor::paced_until
     Paced = 6,
+    /// Memory pressure is critical (see
+    /// [`FlowGovernor::on_pressure`](crate::FlowGovernor::on_pressure)): every new flow is
+    /// refused until it falls. Transparent proxy: pass the flow on. App proxy: fail the flow;
+    /// admitting it could cost the whole extension.
+    MemoryPressure = 7,
 }
 
 impl RejectReason {
     /// Every reason, in numeric order.
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 8] = [
         RejectReason::TableFull,
         RejectReason::AppOverLimit,
         RejectReason::DestinationOverLimit,
@@ -211,6 +217,7 @@ impl RejectReason {
         RejectReason::DatagramOverLimit,
         RejectReason::DnsOverLimit,
         RejectReason::Paced,
+        RejectReason::MemoryPressure,
     ];
 }
 
@@ -226,6 +233,7 @@ impl fmt::Display for RejectReason {
             RejectReason::DatagramOverLimit => "the UDP flow cap is reached",
             RejectReason::DnsOverLimit => "too many DNS queries in flight, overall or for the app",
             RejectReason::Paced => "admission pacing: new flows arrive faster than the rate",
+            RejectReason::MemoryPressure => "memory pressure is critical",
         })
     }
 }
@@ -282,16 +290,19 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         budget: Option<BudgetRefusal>,
         notify_evicted: bool,
     ) -> Admission {
+        if self.pressure == Pressure::Critical {
+            return Admission::Rejected(RejectReason::MemoryPressure);
+        }
         let app = self.find_app(info.app);
         let app_open = app.and_then(|index| self.app(index)).map_or(0, |r| r.open);
-        if app_open >= self.policy.max_flows_per_app {
+        if app_open >= self.limits.max_flows_per_app {
             return Admission::Rejected(RejectReason::AppOverLimit);
         }
         let destination = self.find_destination(info.destination);
         let destination_open = destination
             .and_then(|index| self.destination(index))
             .map_or(0, |r| r.open);
-        if destination_open >= self.policy.max_flows_per_destination {
+        if destination_open >= self.limits.max_flows_per_destination {
             return Admission::Rejected(RejectReason::DestinationOverLimit);
         }
         if let Some(reason) = self.class_refusal(info.class, app) {
@@ -301,7 +312,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         let paced = info.class != FlowClass::Dns;
         if paced && let Some(record) = app.and_then(|index| self.app(index)) {
             let mut pacer = record.pacer;
-            pacer.refill(now, &self.policy);
+            pacer.refill(now, &self.limits);
             if !pacer.has_token() {
                 return Admission::Rejected(RejectReason::Paced);
             }
@@ -325,7 +336,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         // here; it is evicted once the new flow holds its slot, after which nothing can fail, so
         // a refusal never evicts.
         let mut evicted = None;
-        if out_of_connections || self.open_flows() >= self.policy.max_flows {
+        if out_of_connections || self.open_flows() >= self.limits.max_flows {
             // Out of connections, the victim must give one back when the host closes it.
             let victim = self.eviction_victim(app, app_open).filter(|&victim| {
                 !out_of_connections
@@ -386,14 +397,14 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         match class {
             FlowClass::Stream => None,
             FlowClass::Datagram => {
-                (open >= self.policy.max_datagram_flows).then_some(RejectReason::DatagramOverLimit)
+                (open >= self.limits.max_datagram_flows).then_some(RejectReason::DatagramOverLimit)
             }
             FlowClass::Dns => {
                 let app_dns = app
                     .and_then(|index| self.app(index))
                     .map_or(0, |r| r.dns_open);
-                (open >= self.policy.max_dns_in_flight
-                    || app_dns >= self.policy.max_dns_in_flight_per_app)
+                (open >= self.limits.max_dns_in_flight
+                    || app_dns >= self.limits.max_dns_in_flight_per_app)
                     .then_some(RejectReason::DnsOverLimit)
             }
         }
@@ -425,8 +436,8 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     /// refuses), where asking earlier is refused again. O(1) on average.
     pub fn paced_until(&self, app: AppId) -> Option<Instant> {
         let mut pacer = self.find_app(app).and_then(|index| self.app(index))?.pacer;
-        pacer.refill(self.clock.latest(), &self.policy);
-        pacer.next_token_at(&self.policy)
+        pacer.refill(self.clock.latest(), &self.limits);
+        pacer.next_token_at(&self.limits)
     }
 
     /// A paced flow of app record `app` stopped being open: its token goes back to the app's
@@ -434,7 +445,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     /// how many short flows it opens and closes.
     pub(crate) fn give_back_token(&mut self, app: u32) {
         let now = self.clock.latest();
-        let policy = self.policy;
+        let policy = self.limits;
         if let Some(record) = self.app_mut(app) {
             record.pacer.refill(now, &policy);
             record.pacer.give_back(&policy);
@@ -446,7 +457,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         let Some(app) = self.flow_record(index).map(|flow| flow.app) else {
             return;
         };
-        let policy = self.policy;
+        let policy = self.limits;
         if let Some(record) = self.app_mut(app) {
             record.pacer.refill(now, &policy);
             record.pacer.take();
@@ -463,7 +474,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         let apps = self
             .apps_with_open_flows
             .saturating_add(u32::from(requester_open == 0));
-        let fair_share = (self.policy.max_flows / apps.max(1)).max(1);
+        let fair_share = (self.limits.max_flows / apps.max(1)).max(1);
         if requester_open >= fair_share {
             return None;
         }
@@ -508,7 +519,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             Some(app) => app,
             None => {
                 let app = self.insert_app(info.app)?;
-                let pacer = Pacer::new(now, &self.policy);
+                let pacer = Pacer::new(now, &self.limits);
                 if let Some(record) = self.app_mut(app) {
                     record.pacer = pacer;
                 }

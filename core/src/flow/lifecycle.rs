@@ -75,16 +75,20 @@ pub enum CloseReason {
     ///
     /// [`FlowPolicy::max_paused_micros`]: crate::FlowPolicy::max_paused_micros
     PausedTooLong = 4,
+    /// Memory pressure is critical and the flow was idle: evicted in a batch of the least
+    /// recently active (see [`FlowGovernor::on_pressure`](crate::FlowGovernor::on_pressure)).
+    MemoryPressure = 5,
 }
 
 impl CloseReason {
     /// Every reason, in numeric order.
-    pub const ALL: [CloseReason; 5] = [
+    pub const ALL: [CloseReason; 6] = [
         CloseReason::Evicted,
         CloseReason::IdleTimeout,
         CloseReason::ConnectTimeout,
         CloseReason::LifetimeExceeded,
         CloseReason::PausedTooLong,
+        CloseReason::MemoryPressure,
     ];
 }
 
@@ -96,6 +100,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ConnectTimeout => "still connecting after the connect timeout",
             CloseReason::LifetimeExceeded => "UDP flow open for its maximum lifetime",
             CloseReason::PausedTooLong => "a read paused for longer than the maximum paused time",
+            CloseReason::MemoryPressure => "idle while memory pressure is critical",
         })
     }
 }
@@ -393,6 +398,9 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             }
             CloseReason::PausedTooLong => {
                 self.counters.paused_closes = self.counters.paused_closes.saturating_add(1);
+            }
+            CloseReason::MemoryPressure => {
+                self.counters.pressure_closes = self.counters.pressure_closes.saturating_add(1);
             }
         }
         log_debug!("closing slot {}: reason {}", index, reason as u8);

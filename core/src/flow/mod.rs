@@ -37,6 +37,7 @@ mod id;
 mod lifecycle;
 mod pacing;
 mod policy;
+mod pressure;
 mod stats;
 mod table;
 mod timers;
@@ -46,9 +47,11 @@ pub use class::FlowClass;
 pub use id::FlowId;
 pub use lifecycle::{CloseReason, FlowError, FlowOutcome, FlowState, FlowView, Notification};
 pub use policy::{DEFAULT_FLOW_SLOTS, FlowPolicy, PolicyError};
+pub use pressure::{EVICT_BATCH, EVICT_INTERVAL_MICROS, EVICT_MIN_IDLE_MICROS};
 pub use stats::{AppFlows, AppState, FlowStats, FlowsByState, RejectCounts, TOP_APPS};
 pub use table::FlowSlot;
 
+use crate::memory::Pressure;
 use crate::{Clock, Instant};
 use directory::Directory;
 use id::next_generation;
@@ -123,7 +126,13 @@ pub const fn flow_governor_footprint(slots: usize) -> usize {
 #[derive(Debug)]
 pub struct FlowGovernor<S> {
     slots: S,
+    /// The policy the governor was built with.
     policy: FlowPolicy,
+    /// The policy in force: `policy`, with caps and watermarks scaled by `pressure`.
+    limits: FlowPolicy,
+    pressure: Pressure,
+    /// While pressure is critical: when the next round of idle evictions is due.
+    next_eviction: Option<Instant>,
     clock: Clock,
     /// Free slots, threaded through `flow.app_link`.
     free_flows: ListHead,
@@ -193,6 +202,9 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         Ok(FlowGovernor {
             slots,
             policy,
+            limits: policy,
+            pressure: Pressure::Normal,
+            next_eviction: None,
             clock: Clock::new(now),
             free_flows: ListHead {
                 head: 0,
@@ -288,9 +300,9 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     /// O(1) on average.
     pub fn app_state(&self, app: AppId) -> AppState {
         let record = self.find_app(app).and_then(|index| self.app(index));
-        let tokens = record.map_or(self.policy.app_admission_burst, |record| {
+        let tokens = record.map_or(self.limits.app_admission_burst, |record| {
             let mut pacer = record.pacer;
-            pacer.refill(self.clock.latest(), &self.policy);
+            pacer.refill(self.clock.latest(), &self.limits);
             pacer.tokens()
         });
         record.map_or(
@@ -387,36 +399,36 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
 
     fn find_app(&self, id: AppId) -> Option<u32> {
         let rows = self.slots.as_ref();
-        directory::find(rows, Directory::Apps, self.policy.hash_seed, id.0)
+        directory::find(rows, Directory::Apps, self.limits.hash_seed, id.0)
     }
 
     fn find_destination(&self, key: DestinationKey) -> Option<u32> {
         let rows = self.slots.as_ref();
-        directory::find(rows, Directory::Destinations, self.policy.hash_seed, key.0)
+        directory::find(rows, Directory::Destinations, self.limits.hash_seed, key.0)
     }
 
     fn insert_app(&mut self, id: AppId) -> Option<u32> {
         let rows = self.slots.as_mut();
-        let seed = self.policy.hash_seed;
+        let seed = self.limits.hash_seed;
         directory::insert(rows, Directory::Apps, seed, &mut self.free_apps, id.0)
     }
 
     fn insert_destination(&mut self, key: DestinationKey) -> Option<u32> {
         let rows = self.slots.as_mut();
-        let seed = self.policy.hash_seed;
+        let seed = self.limits.hash_seed;
         let free = &mut self.free_destinations;
         directory::insert(rows, Directory::Destinations, seed, free, key.0)
     }
 
     fn remove_app(&mut self, index: u32) {
         let rows = self.slots.as_mut();
-        let seed = self.policy.hash_seed;
+        let seed = self.limits.hash_seed;
         directory::remove(rows, Directory::Apps, seed, &mut self.free_apps, index);
     }
 
     fn remove_destination(&mut self, index: u32) {
         let rows = self.slots.as_mut();
-        let seed = self.policy.hash_seed;
+        let seed = self.limits.hash_seed;
         let free = &mut self.free_destinations;
         directory::remove(rows, Directory::Destinations, seed, free, index);
     }

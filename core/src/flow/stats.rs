@@ -49,6 +49,8 @@ pub struct RejectCounts {
     pub dns_over_limit: u64,
     /// [`RejectReason::Paced`].
     pub paced: u64,
+    /// [`RejectReason::MemoryPressure`].
+    pub memory_pressure: u64,
 }
 
 impl RejectCounts {
@@ -62,6 +64,7 @@ impl RejectCounts {
             RejectReason::DatagramOverLimit => self.datagram_over_limit,
             RejectReason::DnsOverLimit => self.dns_over_limit,
             RejectReason::Paced => self.paced,
+            RejectReason::MemoryPressure => self.memory_pressure,
         }
     }
 
@@ -74,6 +77,7 @@ impl RejectCounts {
             .saturating_add(self.datagram_over_limit)
             .saturating_add(self.dns_over_limit)
             .saturating_add(self.paced)
+            .saturating_add(self.memory_pressure)
     }
 
     pub(crate) fn add(&mut self, reason: RejectReason) {
@@ -85,6 +89,7 @@ impl RejectCounts {
             RejectReason::DatagramOverLimit => &mut self.datagram_over_limit,
             RejectReason::DnsOverLimit => &mut self.dns_over_limit,
             RejectReason::Paced => &mut self.paced,
+            RejectReason::MemoryPressure => &mut self.memory_pressure,
         };
         *count = count.saturating_add(1);
     }
@@ -141,6 +146,8 @@ pub struct FlowStats {
     pub lifetime_closes: u64,
     /// Flows closed for a read paused past the maximum paused time.
     pub paused_closes: u64,
+    /// Idle flows evicted under critical memory pressure.
+    pub pressure_closes: u64,
     /// Open UDP flows now (what [`FlowPolicy::max_datagram_flows`] caps).
     ///
     /// [`FlowPolicy::max_datagram_flows`]: crate::FlowPolicy::max_datagram_flows
@@ -214,6 +221,7 @@ pub(crate) struct Counters {
     pub(crate) connect_timeouts: u64,
     pub(crate) lifetime_closes: u64,
     pub(crate) paused_closes: u64,
+    pub(crate) pressure_closes: u64,
     pub(crate) also_ran: u64,
     pub(crate) closed: u64,
     pub(crate) also_ran_attempts: u64,
@@ -250,6 +258,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
             connect_timeouts: counters.connect_timeouts,
             lifetime_closes: counters.lifetime_closes,
             paused_closes: counters.paused_closes,
+            pressure_closes: counters.pressure_closes,
             datagram_flows: self.class_open(super::FlowClass::Datagram),
             dns_in_flight: self.class_open(super::FlowClass::Dns),
             flows_paused: self.paused_timers.len,

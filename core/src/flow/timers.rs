@@ -22,7 +22,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     /// longest pause. `None` when no open flow has a deadline. O(1).
     #[must_use = "arm a timer for this instant"]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut earliest = None;
+        let mut earliest = self.eviction_due();
         for (list, _) in TIMER_LISTS {
             earliest = earlier(earliest, self.head_deadline(list));
         }
@@ -49,6 +49,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
                 }
             }
         }
+        self.evict_if_due(now);
     }
 
     fn list(&self, list: TimerList) -> ListHead {
@@ -67,7 +68,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     /// The deadline of the first flow of `list`.
     fn head_deadline(&self, list: TimerList) -> Option<Instant> {
         let flow = self.flow_record(self.list(list).head)?;
-        let policy = &self.policy;
+        let policy = &self.limits;
         Some(match list {
             TimerList::Connecting => flow
                 .admitted_at

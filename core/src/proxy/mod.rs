@@ -67,6 +67,7 @@ use crate::flow::{
     FlowSlot, FlowState, FlowStats, FlowView, Notification,
 };
 use crate::fmt::{log_debug, log_warn};
+use crate::memory::Pressure;
 use crate::{Clock, ConnectionBudget, Instant};
 use event::connectable;
 use races::{Race, Races};
@@ -573,6 +574,21 @@ where
     /// back. Flows already admitted are not touched; 0 refuses every new flow.
     pub fn set_max_connecting(&mut self, max_connecting: u32) {
         self.flows.set_connection_budget(max_connecting);
+    }
+
+    /// Apply memory pressure `level` (from
+    /// [`MemoryGovernor::poll_pressure`](crate::MemoryGovernor::poll_pressure)) to the flows,
+    /// as [`FlowGovernor::on_pressure`] (shrunk caps and watermarks; at critical, new flows
+    /// refused and idle ones evicted in batches), and to the connection budget, as
+    /// [`ConnectionBudget::on_pressure`] (fewer attempts at once). Limits grow back as the
+    /// level falls. Drain [`ProxyEngine::poll_event`] afterwards: it reports the evicted flows
+    /// and the reads that may restart.
+    pub fn on_pressure(&mut self, now: Instant, level: Pressure) {
+        let now = self.clock.observe(now);
+        self.flows.on_pressure(now, level);
+        self.budget.on_pressure(now, level);
+        // A grown attempt limit may let waiting races start.
+        self.budget_released = true;
     }
 
     /// The next thing the host must do, or `None` when there is nothing until the next input or

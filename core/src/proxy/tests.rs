@@ -751,3 +751,30 @@ fn a_dns_answer_for_a_flow_waiting_to_be_closed_is_refused() {
         }]
     );
 }
+
+#[test]
+fn memory_pressure_reaches_the_flows_and_the_budget_and_evictions_come_out_as_closes() {
+    let mut proxy = engine_with_connections(8, 100);
+    let idle = admit(&mut proxy, 0, 1);
+    establish(&mut proxy, 0, idle);
+    drain(&mut proxy);
+    proxy.on_pressure(ms(3_000), Pressure::Elevated);
+    assert_eq!(proxy.budget().attempt_limit(), 4);
+    assert_eq!(proxy.flows().limits().max_flows, 3);
+    proxy.on_pressure(ms(3_001), Pressure::Critical);
+    assert_eq!(proxy.budget().attempt_limit(), 2);
+    assert_eq!(
+        drain(&mut proxy),
+        [ProxyEvent::CloseFlow {
+            id: idle,
+            reason: CloseReason::MemoryPressure
+        }]
+    );
+    assert_eq!(
+        proxy.on_new_flow(ms(3_002), info(2, 7)),
+        Admission::Rejected(RejectReason::MemoryPressure)
+    );
+    proxy.on_pressure(ms(3_003), Pressure::Normal);
+    assert_eq!(proxy.budget().attempt_limit(), 8);
+    admit(&mut proxy, 3_004, 2);
+}
