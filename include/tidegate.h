@@ -44,12 +44,17 @@
 #define TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX 65535
 
 /**
+ * The most reservations a `TidegateMemory` holds at once.
+ */
+#define TIDEGATE_MEMORY_RESERVATIONS_MAX 65536
+
+/**
  * The version of the C ABI this header describes. It changes whenever a function, a type or
  * a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
  * change with what to do): compare it at build time, for example
- * `#if TIDEGATE_ABI_VERSION != 8`, to notice a library update that needs attention.
+ * `#if TIDEGATE_ABI_VERSION != 9`, to notice a library update that needs attention.
  */
-#define TIDEGATE_ABI_VERSION 8
+#define TIDEGATE_ABI_VERSION 9
 
 /**
  * The class of a connect failure, by what the host should do about it.
@@ -431,6 +436,37 @@ enum TidegateStatus
      * (`tidegate_proxy_on_connecting` and the like) do not apply to it. Nothing changed.
      */
     TIDEGATE_STATUS_RACE_RUNNING = 127,
+    /**
+     * Memory pressure: the reservation would bring the projected use to the critical
+     * threshold, or pressure is critical. Do not allocate; wait or degrade. Nothing changed
+     * apart from the refusal counters.
+     */
+    TIDEGATE_STATUS_MEMORY_PRESSURE = 128,
+    /**
+     * Every reservation slot of the memory governor is taken (`max_reservations`).
+     */
+    TIDEGATE_STATUS_NO_RESERVATION_SLOT = 129,
+    /**
+     * The reservation id is not outstanding: released already, or never issued. Nothing
+     * changed.
+     */
+    TIDEGATE_STATUS_UNKNOWN_RESERVATION = 130,
+    /**
+     * Configuration: the memory limit is zero.
+     */
+    TIDEGATE_STATUS_CONFIG_MEMORY_ZERO_LIMIT = 131,
+    /**
+     * Configuration: the memory thresholds are not `0 < elevated < critical <= 1000` permille.
+     */
+    TIDEGATE_STATUS_CONFIG_MEMORY_THRESHOLDS = 132,
+    /**
+     * Configuration: the memory hysteresis is zero or not below the elevated threshold.
+     */
+    TIDEGATE_STATUS_CONFIG_MEMORY_HYSTERESIS = 133,
+    /**
+     * Configuration: `max_reservations` is zero or above `TIDEGATE_MEMORY_RESERVATIONS_MAX`.
+     */
+    TIDEGATE_STATUS_CONFIG_MEMORY_RESERVATIONS = 134,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -568,6 +604,37 @@ typedef uint32_t TidegateLifecycleState;
 #endif // __cplusplus
 
 /**
+ * A memory pressure level. Engines apply their configured limits at `NORMAL`, half of them at
+ * `ELEVATED` and a quarter at `CRITICAL` (never below 1); at `CRITICAL` the governor refuses
+ * every reservation and the proxy refuses new flows and evicts idle ones.
+ */
+enum TidegatePressure
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Below the elevated threshold.
+     */
+    TIDEGATE_PRESSURE_NORMAL = 0,
+    /**
+     * Past the elevated threshold.
+     */
+    TIDEGATE_PRESSURE_ELEVATED = 1,
+    /**
+     * Past the critical threshold.
+     */
+    TIDEGATE_PRESSURE_CRITICAL = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegatePressure TidegatePressure;
+#else
+typedef uint32_t TidegatePressure;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * The engine's answer to a new flow (the `decision` field of `TidegateAdmission`).
  */
 enum TidegateAdmissionDecision
@@ -644,6 +711,11 @@ enum TidegateRejectReason
      * `retry_at_us`, or pass it on / fail it.
      */
     TIDEGATE_REJECT_REASON_PACED = 7,
+    /**
+     * Memory pressure is critical (`tidegate_proxy_on_pressure`): every new flow is refused
+     * until it falls. Transparent proxy: pass the flow on; app proxy: fail it.
+     */
+    TIDEGATE_REJECT_REASON_MEMORY_PRESSURE = 8,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -722,6 +794,10 @@ enum TidegateFlowOutcome
      * Closed after a read stayed paused for the maximum paused time.
      */
     TIDEGATE_FLOW_OUTCOME_PAUSED_TOO_LONG = 7,
+    /**
+     * Closed after the engine evicted it, idle, under critical memory pressure.
+     */
+    TIDEGATE_FLOW_OUTCOME_MEMORY_PRESSURE = 8,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -818,6 +894,11 @@ enum TidegateCloseReason
      * A read stayed paused for `max_paused_us`: its peer stopped draining.
      */
     TIDEGATE_CLOSE_REASON_PAUSED_TOO_LONG = 5,
+    /**
+     * Memory pressure is critical and the flow was idle for 2 s: evicted in a batch of the
+     * least recently active (32 at once, 32 more every second while it lasts).
+     */
+    TIDEGATE_CLOSE_REASON_MEMORY_PRESSURE = 6,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -1203,6 +1284,24 @@ typedef uint32_t TidegateProxySide;
 typedef struct TidegateLifecycle TidegateLifecycle;
 
 /**
+ * The memory governor of one process: it turns the headroom the platform reports into a
+ * pressure level for every engine, and gates the host's own large allocations through
+ * reservations it can refuse.
+ *
+ * Feed it on every tick: `tidegate_memory_on_headroom` with `os_proc_available_memory()` on
+ * iOS, or `tidegate_memory_on_footprint` with `phys_footprint` (macOS) or the resident set
+ * (Linux). After every call, `tidegate_memory_poll_pressure`: when it reports a change, pass
+ * the level to `tidegate_tunnel_on_pressure` and `tidegate_proxy_on_pressure`.
+ *
+ * All its memory is one block of `tidegate_memory_footprint` bytes, allocated by
+ * `tidegate_memory_new` or given to `tidegate_memory_init`; nothing is allocated afterwards.
+ *
+ * Thread safety: not safe for concurrent use. Calls on one handle must not overlap; moving the
+ * handle between threads is fine.
+ */
+typedef struct TidegateMemory TidegateMemory;
+
+/**
  * A proxy engine: the flow table of an app or transparent proxy (admission, fairness,
  * eviction, timeouts, per-flow backpressure), the process's connection budget, and a Happy
  * Eyeballs race (RFC 8305) for each flow the host connects with BSD sockets.
@@ -1369,6 +1468,114 @@ typedef struct TidegateLifecycleStats {
      */
     uint64_t stale_reports;
 } TidegateLifecycleStats;
+
+/**
+ * Configuration of a `TidegateMemory`. Start from `tidegate_memory_config_packet_tunnel()` or
+ * `tidegate_memory_config_app_proxy()`.
+ *
+ * A level is entered as soon as the projected use reaches its threshold and left only once use
+ * has stayed `hysteresis_permille` below it for `calm_us`.
+ */
+typedef struct TidegateMemoryConfig {
+    /**
+     * The memory limit the platform kills the process at, in bytes. Not 0.
+     */
+    uint64_t limit_bytes;
+    /**
+     * How long use must stay below a level's leaving threshold before the level is left, in
+     * microseconds; 0 leaves at the first report below it.
+     */
+    uint64_t calm_us;
+    /**
+     * Use, in thousandths of the limit, at which pressure becomes elevated: above 0, below
+     * `critical_permille`.
+     */
+    uint32_t elevated_permille;
+    /**
+     * Use, in thousandths of the limit, at which pressure becomes critical and reservations are
+     * refused: at most 1000.
+     */
+    uint32_t critical_permille;
+    /**
+     * How far below a threshold, in thousandths of the limit, use must fall to leave the
+     * level: above 0, below `elevated_permille`.
+     */
+    uint32_t hysteresis_permille;
+    /**
+     * Reservations outstanding at once: 1 to 65536.
+     */
+    uint32_t max_reservations;
+} TidegateMemoryConfig;
+
+/**
+ * A snapshot of a `TidegateMemory`. Counters saturate.
+ */
+typedef struct TidegateMemoryStats {
+    /**
+     * Projected use: measured use plus the bytes reserved since the last report.
+     */
+    uint64_t projected_bytes;
+    /**
+     * Use as last measured (the larger of limit minus headroom and footprint); 0 if unknown.
+     */
+    uint64_t measured_bytes;
+    /**
+     * The last headroom reported; 0 if unknown.
+     */
+    uint64_t headroom_bytes;
+    /**
+     * Bytes of every outstanding reservation.
+     */
+    uint64_t reserved_bytes;
+    /**
+     * Bytes reserved since the last report (part of the projection).
+     */
+    uint64_t unmeasured_bytes;
+    /**
+     * The highest projected use seen.
+     */
+    uint64_t peak_projected_bytes;
+    /**
+     * Headroom and footprint reports received.
+     */
+    uint64_t reports;
+    /**
+     * Reservations granted.
+     */
+    uint64_t reservations_granted;
+    /**
+     * Reservations refused for pressure.
+     */
+    uint64_t reservations_refused;
+    /**
+     * Bytes of the reservations refused for pressure.
+     */
+    uint64_t refused_bytes;
+    /**
+     * Times pressure rose from normal.
+     */
+    uint64_t elevated_entries;
+    /**
+     * Times pressure rose to critical.
+     */
+    uint64_t critical_entries;
+    /**
+     * Microseconds at elevated pressure, the current stretch included.
+     */
+    uint64_t elevated_us;
+    /**
+     * Microseconds at critical pressure, the current stretch included.
+     */
+    uint64_t critical_us;
+    /**
+     * The level in force.
+     */
+    TidegatePressure pressure;
+    /**
+     * Reservations outstanding.
+     */
+    uint32_t reservations;
+} TidegateMemoryStats;
 
 /**
  * The flow table's policy (the `flows` field of `TidegateProxyConfig`): caps, timeouts,
@@ -1944,6 +2151,14 @@ typedef struct TidegateFlowStats {
      * Always 0: keeps the struct free of padding, so every byte is written.
      */
     uint32_t reserved2;
+    /**
+     * Flows refused because memory pressure was critical.
+     */
+    uint64_t rejected_memory_pressure;
+    /**
+     * Idle flows evicted under critical memory pressure.
+     */
+    uint64_t pressure_closes;
 } TidegateFlowStats;
 
 /**
@@ -2043,6 +2258,19 @@ typedef struct TidegateProxyStats {
      * The budget's effective limit on attempts plus open connections now.
      */
     uint32_t connection_limit;
+    /**
+     * The memory pressure level in force (`tidegate_proxy_on_pressure`).
+     */
+    TidegatePressure pressure;
+    /**
+     * Always 0: keeps the struct free of padding, so every byte is written.
+     */
+    uint32_t reserved;
+    /**
+     * The flow policy in force: the configured one with its caps and watermarks scaled by the
+     * pressure level (timeouts and pacing as configured).
+     */
+    struct TidegateFlowPolicy limits;
 } TidegateProxyStats;
 
 /**
@@ -2181,6 +2409,52 @@ typedef struct TidegatePacketView {
      */
     size_t len;
 } TidegatePacketView;
+
+/**
+ * The limits a tunnel applies now: its configuration's, scaled under memory pressure (half at
+ * `ELEVATED`, a quarter at `CRITICAL`, never below 1, never above what was allocated).
+ *
+ * FIFO modes: reading pauses at the outbound high watermarks and resumes at the low ones;
+ * inbound packets beyond `inbound_bytes` or `inbound_packets` are dropped by the drop policy.
+ * Flow-queue mode: each direction uses at most `outbound_packets` / `inbound_packets` cells,
+ * dropping from the fattest flow beyond them, and reading pauses while that many outbound
+ * cells are in flight; the watermarks are not used. Shrinking saves only memory not touched
+ * yet: arena pages written once stay resident.
+ */
+typedef struct TidegateTunnelLimits {
+    /**
+     * The level the limits are scaled for.
+     */
+    TidegatePressure pressure;
+    /**
+     * Outbound bytes held at which reading pauses (FIFO modes).
+     */
+    uint32_t outbound_high_watermark_bytes;
+    /**
+     * Outbound bytes held at which reading resumes (FIFO modes).
+     */
+    uint32_t outbound_low_watermark_bytes;
+    /**
+     * Outbound packets held at which reading pauses (FIFO modes).
+     */
+    uint32_t outbound_high_watermark_packets;
+    /**
+     * Outbound packets held at which reading resumes (FIFO modes).
+     */
+    uint32_t outbound_low_watermark_packets;
+    /**
+     * Outbound cells in use at most (flow-queue mode).
+     */
+    uint32_t outbound_packets;
+    /**
+     * Inbound arena bytes in use at most (FIFO modes).
+     */
+    uint32_t inbound_bytes;
+    /**
+     * Inbound packets (FIFO modes) or cells (flow-queue mode) in use at most.
+     */
+    uint32_t inbound_packets;
+} TidegateTunnelLimits;
 
 /**
  * Counters of one direction of a tunnel (in `TidegateTunnelStats`). Counters saturate.
@@ -2631,6 +2905,173 @@ TidegateStatus tidegate_lifecycle_stats(const struct TidegateLifecycle *lifecycl
                                         struct TidegateLifecycleStats *out_stats);
 
 /**
+ * The preset for an iOS packet tunnel provider, killed at 50 MiB: elevated at 50 % (25 MiB),
+ * critical at 70 % (35 MiB), each left 5 MiB lower after 1 s of calm; 64 reservations.
+ */
+struct TidegateMemoryConfig tidegate_memory_config_packet_tunnel(void);
+
+/**
+ * The preset for an app proxy provider, killed at 15 MiB: elevated at 60 % (9 MiB), critical at
+ * 80 % (12 MiB), each left 1.5 MiB lower after 1 s of calm; 64 reservations.
+ */
+struct TidegateMemoryConfig tidegate_memory_config_app_proxy(void);
+
+/**
+ * Writes to `*out_size` and `*out_align` the size and alignment of the memory a governor with
+ * `config` lives in, in one block: all the memory it ever uses.
+ *
+ * Returns a `TIDEGATE_STATUS_CONFIG_*` status if the configuration is invalid.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateMemoryConfig`; `out_size` and `out_align`
+ * must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_memory_footprint(const struct TidegateMemoryConfig *config,
+                                         size_t *out_size,
+                                         size_t *out_align);
+
+/**
+ * Creates a governor with `config`, at normal pressure with nothing measured, in memory it
+ * allocates (`tidegate_memory_footprint` bytes), and writes its handle to `*out_memory`. Free
+ * it with `tidegate_memory_free`.
+ *
+ * Returns a `TIDEGATE_STATUS_CONFIG_*` status for an invalid configuration, or
+ * `TIDEGATE_STATUS_OUT_OF_MEMORY` if the allocation fails.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateMemoryConfig`; `out_memory` must be NULL
+ * or valid for writing a pointer.
+ */
+TidegateStatus tidegate_memory_new(const struct TidegateMemoryConfig *config,
+                                   struct TidegateMemory **out_memory);
+
+/**
+ * Creates a governor with `config` in the `len` bytes at `memory`, and writes its handle
+ * (`memory` itself) to `*out_memory`. `memory` must hold the size `tidegate_memory_footprint`
+ * gives and start on its alignment, or the call returns `TIDEGATE_STATUS_BUFFER_TOO_SMALL` or
+ * `TIDEGATE_STATUS_MISALIGNED`. `tidegate_memory_free` ends the handle and leaves the memory to
+ * you.
+ *
+ * # Safety
+ * `config` must be NULL or point to a valid `TidegateMemoryConfig`; `memory` must be NULL or
+ * valid for reading and writing `len` bytes, used by nothing else until the handle is freed;
+ * `out_memory` must be NULL or valid for writing a pointer.
+ */
+TidegateStatus tidegate_memory_init(const struct TidegateMemoryConfig *config,
+                                    void *memory,
+                                    size_t len,
+                                    struct TidegateMemory **out_memory);
+
+/**
+ * Frees a governor (memory given to `tidegate_memory_init` goes back to the caller). `NULL` is
+ * a no-op. Works on a poisoned handle too.
+ *
+ * # Safety
+ * `memory` must be NULL or a handle from `tidegate_memory_new` or `tidegate_memory_init` that
+ * was not freed yet, with no other call on it running.
+ */
+void tidegate_memory_free(struct TidegateMemory *memory);
+
+/**
+ * Reports the headroom the platform gives, `available_bytes` (`os_proc_available_memory()` on
+ * iOS); 0 means unknown (the platform does not limit the process or cannot say), never "no
+ * room". Every reservation granted before counts as measured from now on. Poll the pressure
+ * afterwards.
+ *
+ * # Safety
+ * `memory` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_memory_on_headroom(struct TidegateMemory *memory,
+                                           uint64_t now_us,
+                                           uint64_t available_bytes);
+
+/**
+ * Reports the process's footprint, `footprint_bytes` (`phys_footprint` from `task_info` on
+ * macOS, the resident set on Linux), compared with the configured limit; 0 means unknown. With
+ * headroom reported too, the larger use counts. Otherwise as `tidegate_memory_on_headroom`.
+ *
+ * # Safety
+ * `memory` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_memory_on_footprint(struct TidegateMemory *memory,
+                                            uint64_t now_us,
+                                            uint64_t footprint_bytes);
+
+/**
+ * Reserves `bytes` for an allocation the host is about to make (a TLS handshake's buffers, a
+ * crypto batch, a relay pool) and writes the reservation's id (never 0) to
+ * `*out_reservation`. Allocate only when this returns `TIDEGATE_STATUS_OK`, and call
+ * `tidegate_memory_release` after freeing the memory. Reserve just before allocating: a
+ * reservation counts in the projected use until the next report measures the allocation.
+ *
+ * Returns `TIDEGATE_STATUS_MEMORY_PRESSURE` if the projected use with it would reach the
+ * critical threshold, or pressure is critical: wait for the pressure to fall, or degrade (a
+ * smaller batch, one handshake at a time), never allocate anyway.
+ * `TIDEGATE_STATUS_NO_RESERVATION_SLOT` if `max_reservations` are outstanding;
+ * `TIDEGATE_STATUS_INVALID_ARGUMENT` for 0 bytes. A refusal changes nothing but its counters.
+ *
+ * # Safety
+ * `memory` must be NULL or a live handle; `out_reservation` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_memory_reserve(struct TidegateMemory *memory,
+                                       uint64_t now_us,
+                                       uint64_t bytes,
+                                       uint64_t *out_reservation);
+
+/**
+ * Releases reservation `reservation` after its memory was freed. Returns
+ * `TIDEGATE_STATUS_UNKNOWN_RESERVATION` for an id that is not outstanding (released already,
+ * or never issued), changing nothing.
+ *
+ * # Safety
+ * `memory` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_memory_release(struct TidegateMemory *memory,
+                                       uint64_t now_us,
+                                       uint64_t reservation);
+
+/**
+ * Writes the level in force to `*out_level` and whether it changed since the last call to
+ * `*out_changed`. On a change, pass the level to every engine (`tidegate_tunnel_on_pressure`,
+ * `tidegate_proxy_on_pressure`). Call it after every input and timeout.
+ *
+ * # Safety
+ * `memory` must be NULL or a live handle; `out_level` and `out_changed` must be NULL or valid
+ * for writing.
+ */
+TidegateStatus tidegate_memory_poll_pressure(struct TidegateMemory *memory,
+                                             TidegatePressure *out_level,
+                                             bool *out_changed);
+
+/**
+ * Writes to `*out_deadline_us` when `tidegate_memory_handle_timeout` must next be called: the
+ * end of the calm period after which the level may fall, otherwise `UINT64_MAX` (never).
+ *
+ * # Safety
+ * `memory` must be NULL or a live handle; `out_deadline_us` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_memory_poll_timeout(const struct TidegateMemory *memory,
+                                            uint64_t *out_deadline_us);
+
+/**
+ * Lowers the level if its calm period has passed by `now_us`. Idempotent. Poll the pressure
+ * afterwards.
+ *
+ * # Safety
+ * `memory` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_memory_handle_timeout(struct TidegateMemory *memory, uint64_t now_us);
+
+/**
+ * Writes a snapshot of the governor's levels and counters to `*out_stats`.
+ *
+ * # Safety
+ * `memory` must be NULL or a live handle; `out_stats` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_memory_stats(const struct TidegateMemory *memory,
+                                     struct TidegateMemoryStats *out_stats);
+
+/**
  * The default configuration, for an Apple Network Extension proxy: the flow policy of
  * `tidegate_flow_policy_default()` (512 slots, at most 448 open flows, 128 connecting), a
  * budget of 64 attempts in flight and 400 connections with `RLIMIT_NOFILE` 256 (32 kept back),
@@ -2984,6 +3425,26 @@ TidegateStatus tidegate_proxy_stats(const struct TidegateProxy *proxy,
                                     struct TidegateProxyStats *out_stats);
 
 /**
+ * Applies memory pressure `level` (a `TIDEGATE_PRESSURE_*` value, from
+ * `tidegate_memory_poll_pressure`): the flow policy's caps (flows, per app, per destination,
+ * UDP, DNS) and its six watermarks are scaled (half at `ELEVATED`, a quarter at `CRITICAL`,
+ * never below 1), and so is the budget's attempt limit. Reads above a shrunk watermark pause at
+ * once and are resumed by a `RESUME_READ` event when they may run again. At `CRITICAL` every
+ * new flow is refused (`TIDEGATE_REJECT_REASON_MEMORY_PRESSURE`) and flows idle for 2 s are
+ * closed (`CLOSE_FLOW` with `TIDEGATE_CLOSE_REASON_MEMORY_PRESSURE`), least recently active
+ * first, 32 at once and 32 more every second while it lasts. Limits grow back as the level
+ * falls; `tidegate_proxy_stats` reports those in force. Poll the events afterwards.
+ *
+ * Returns `TIDEGATE_STATUS_INVALID_ARGUMENT` for an unknown level, changing nothing.
+ *
+ * # Safety
+ * `proxy` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_proxy_on_pressure(struct TidegateProxy *proxy,
+                                          uint64_t now_us,
+                                          uint32_t level);
+
+/**
  * Sets the limit on flows admitted but not yet connected (opening or connecting): lower it
  * under pressure, raise it back after. Flows already admitted are not touched; 0 refuses every
  * new flow with `CONNECTION_BUDGET`.
@@ -3329,6 +3790,33 @@ TidegateStatus tidegate_tunnel_poll_inbound(struct TidegateTunnel *tunnel,
 TidegateStatus tidegate_tunnel_complete_inbound(struct TidegateTunnel *tunnel,
                                                 uint64_t now_us,
                                                 size_t count);
+
+/**
+ * Applies memory pressure `level` (a `TIDEGATE_PRESSURE_*` value, from
+ * `tidegate_memory_poll_pressure`): the tunnel's limits shrink or grow back (see
+ * `TidegateTunnelLimits`). Shrinking may pause reading at once
+ * (`tidegate_tunnel_can_read_outbound` turns false); packets already queued stay. Writes to
+ * `*out_resume_reading` whether reading must resume now: `true` when growing limits end a
+ * pause, exactly as a completion reports it.
+ *
+ * Returns `TIDEGATE_STATUS_INVALID_ARGUMENT` for an unknown level, changing nothing.
+ *
+ * # Safety
+ * `tunnel` must be NULL or a live handle; `out_resume_reading` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_tunnel_on_pressure(struct TidegateTunnel *tunnel,
+                                           uint64_t now_us,
+                                           uint32_t level,
+                                           bool *out_resume_reading);
+
+/**
+ * Writes the limits the tunnel applies now to `*out_limits`.
+ *
+ * # Safety
+ * `tunnel` must be NULL or a live handle; `out_limits` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_tunnel_limits(const struct TidegateTunnel *tunnel,
+                                      struct TidegateTunnelLimits *out_limits);
 
 /**
  * Writes a snapshot of the tunnel's counters and levels to `*out_stats`.

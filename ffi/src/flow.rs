@@ -159,6 +159,9 @@ pub enum TidegateRejectReason {
     /// `app_admission_rate_per_second` beyond its burst. Hold the flow and ask again at
     /// `retry_at_us`, or pass it on / fail it.
     Paced = 7,
+    /// Memory pressure is critical (`tidegate_proxy_on_pressure`): every new flow is refused
+    /// until it falls. Transparent proxy: pass the flow on; app proxy: fail it.
+    MemoryPressure = 8,
 }
 
 /// The answer of `tidegate_proxy_on_new_flow`.
@@ -219,6 +222,8 @@ pub enum TidegateFlowOutcome {
     LifetimeExceeded = 6,
     /// Closed after a read stayed paused for the maximum paused time.
     PausedTooLong = 7,
+    /// Closed after the engine evicted it, idle, under critical memory pressure.
+    MemoryPressure = 8,
 }
 
 /// Why the governor asks for a close.
@@ -238,6 +243,9 @@ pub enum TidegateCloseReason {
     LifetimeExceeded = 4,
     /// A read stayed paused for `max_paused_us`: its peer stopped draining.
     PausedTooLong = 5,
+    /// Memory pressure is critical and the flow was idle for 2 s: evicted in a batch of the
+    /// least recently active (32 at once, 32 more every second while it lasts).
+    MemoryPressure = 6,
 }
 
 /// An app and the open flows it holds.
@@ -351,6 +359,10 @@ pub struct TidegateFlowStats {
     pub flows_paused: u32,
     /// Always 0: keeps the struct free of padding, so every byte is written.
     pub reserved2: u32,
+    /// Flows refused because memory pressure was critical.
+    pub rejected_memory_pressure: u64,
+    /// Idle flows evicted under critical memory pressure.
+    pub pressure_closes: u64,
 }
 
 const _: () = assert!(TOP_APPS == 8, "TidegateFlowStats.top_apps has 8 entries");
@@ -362,9 +374,16 @@ const _: () = assert!(TOP_APPS == 8, "TidegateFlowStats.top_apps has 8 entries")
 /// 10 s; reads paused for 60 s close their flow; pacing admits a burst of 128 per app, then
 /// 64/s.
 pub(crate) fn flow_policy_default() -> TidegateFlowPolicy {
-    let p = FlowPolicy::APPLE_DEFAULT;
+    c_policy(
+        &FlowPolicy::APPLE_DEFAULT,
+        tidegate_core::DEFAULT_FLOW_SLOTS as u32,
+    )
+}
+
+/// `p` as C sees it, for a table of `slots` slots.
+pub(crate) fn c_policy(p: &FlowPolicy, slots: u32) -> TidegateFlowPolicy {
     TidegateFlowPolicy {
-        slots: tidegate_core::DEFAULT_FLOW_SLOTS as u32,
+        slots,
         max_flows: p.max_flows,
         max_flows_per_app: p.max_flows_per_app,
         max_flows_per_destination: p.max_flows_per_destination,
@@ -520,6 +539,7 @@ pub(crate) fn admission_of(answer: Admission) -> TidegateAdmission {
                 RejectReason::DatagramOverLimit => TidegateRejectReason::DatagramOverLimit,
                 RejectReason::DnsOverLimit => TidegateRejectReason::DnsOverLimit,
                 RejectReason::Paced => TidegateRejectReason::Paced,
+                RejectReason::MemoryPressure => TidegateRejectReason::MemoryPressure,
             },
             flow: 0,
             evicted: 0,
@@ -546,6 +566,9 @@ pub(crate) fn outcome_of(outcome: FlowOutcome) -> TidegateFlowOutcome {
         FlowOutcome::ClosedByGovernor(CloseReason::PausedTooLong) => {
             TidegateFlowOutcome::PausedTooLong
         }
+        FlowOutcome::ClosedByGovernor(CloseReason::MemoryPressure) => {
+            TidegateFlowOutcome::MemoryPressure
+        }
     }
 }
 
@@ -566,6 +589,7 @@ pub(crate) fn close_reason_of(reason: CloseReason) -> TidegateCloseReason {
         CloseReason::ConnectTimeout => TidegateCloseReason::ConnectTimeout,
         CloseReason::LifetimeExceeded => TidegateCloseReason::LifetimeExceeded,
         CloseReason::PausedTooLong => TidegateCloseReason::PausedTooLong,
+        CloseReason::MemoryPressure => TidegateCloseReason::MemoryPressure,
     }
 }
 
@@ -625,5 +649,7 @@ pub(crate) fn stats_of(s: &FlowStats) -> TidegateFlowStats {
         dns_in_flight: s.dns_in_flight,
         flows_paused: s.flows_paused,
         reserved2: 0,
+        rejected_memory_pressure: s.rejected.memory_pressure,
+        pressure_closes: s.pressure_closes,
     }
 }

@@ -22,6 +22,7 @@ mod budget;
 mod eyeballs;
 mod flow;
 mod lifecycle;
+mod memory;
 mod place;
 mod proxy;
 mod status;
@@ -52,6 +53,14 @@ pub use flow::{
     TidegateFlowPolicy, TidegateFlowProtocol, TidegateFlowState, TidegateFlowStats,
     TidegateRejectReason, tidegate_flow_key,
 };
+pub use memory::{
+    TIDEGATE_MEMORY_RESERVATIONS_MAX, TidegateMemory, TidegateMemoryConfig, TidegateMemoryStats,
+    TidegatePressure, tidegate_memory_config_app_proxy, tidegate_memory_config_packet_tunnel,
+    tidegate_memory_footprint, tidegate_memory_free, tidegate_memory_handle_timeout,
+    tidegate_memory_init, tidegate_memory_new, tidegate_memory_on_footprint,
+    tidegate_memory_on_headroom, tidegate_memory_poll_pressure, tidegate_memory_poll_timeout,
+    tidegate_memory_release, tidegate_memory_reserve, tidegate_memory_stats,
+};
 pub use proxy::{
     TidegateProxy, TidegateProxyConfig, TidegateProxyEvent, TidegateProxyEventKind,
     TidegateProxyFlow, TidegateProxyRaceState, TidegateProxySide, TidegateProxyStats,
@@ -61,23 +70,24 @@ pub use proxy::{
     tidegate_proxy_on_attempt_connected, tidegate_proxy_on_attempt_failed, tidegate_proxy_on_bytes,
     tidegate_proxy_on_closed, tidegate_proxy_on_connect_failed, tidegate_proxy_on_connected,
     tidegate_proxy_on_connecting, tidegate_proxy_on_connection_closed, tidegate_proxy_on_new_flow,
-    tidegate_proxy_on_resolution_done, tidegate_proxy_on_resolution_failed,
-    tidegate_proxy_on_resolved, tidegate_proxy_on_resource_error, tidegate_proxy_poll_events,
-    tidegate_proxy_poll_timeout, tidegate_proxy_set_fd_limit, tidegate_proxy_set_max_connecting,
-    tidegate_proxy_stats, tidegate_proxy_try_open_connection,
+    tidegate_proxy_on_pressure, tidegate_proxy_on_resolution_done,
+    tidegate_proxy_on_resolution_failed, tidegate_proxy_on_resolved,
+    tidegate_proxy_on_resource_error, tidegate_proxy_poll_events, tidegate_proxy_poll_timeout,
+    tidegate_proxy_set_fd_limit, tidegate_proxy_set_max_connecting, tidegate_proxy_stats,
+    tidegate_proxy_try_open_connection,
 };
 pub use status::{TIDEGATE_ABI_VERSION, TidegateStatus, tidegate_status_str, tidegate_version};
 pub use tunnel::{
     TidegateAqm, TidegateDirectionStats, TidegateDropPolicy, TidegateInboundDisposition,
-    TidegatePacketView, TidegateTunnel, TidegateTunnelConfig, TidegateTunnelStats,
-    tidegate_tunnel_can_read_outbound, tidegate_tunnel_complete_inbound,
+    TidegatePacketView, TidegateTunnel, TidegateTunnelConfig, TidegateTunnelLimits,
+    TidegateTunnelStats, tidegate_tunnel_can_read_outbound, tidegate_tunnel_complete_inbound,
     tidegate_tunnel_complete_outbound, tidegate_tunnel_config_default,
     tidegate_tunnel_config_for_ceiling, tidegate_tunnel_footprint, tidegate_tunnel_free,
-    tidegate_tunnel_init, tidegate_tunnel_min_ceiling, tidegate_tunnel_new,
+    tidegate_tunnel_init, tidegate_tunnel_limits, tidegate_tunnel_min_ceiling, tidegate_tunnel_new,
     tidegate_tunnel_on_inbound_packet, tidegate_tunnel_on_outbound_batch,
     tidegate_tunnel_on_outbound_packet, tidegate_tunnel_on_outbound_queued_below,
-    tidegate_tunnel_on_outbound_transmitted, tidegate_tunnel_poll_inbound,
-    tidegate_tunnel_poll_outbound, tidegate_tunnel_stats,
+    tidegate_tunnel_on_outbound_transmitted, tidegate_tunnel_on_pressure,
+    tidegate_tunnel_poll_inbound, tidegate_tunnel_poll_outbound, tidegate_tunnel_stats,
 };
 
 /// Entry points that force a panic inside each kind of handle, for the panic-boundary tests.
@@ -86,6 +96,7 @@ pub use tunnel::{
 #[cfg(feature = "testing")]
 pub use {
     lifecycle::testing_panic_inside_lifecycle,
+    memory::testing_panic_inside_memory,
     proxy::testing_panic_inside_proxy,
     tunnel::{testing_panic_inside, testing_panic_inside_read_only, testing_panic_without_handle},
 };

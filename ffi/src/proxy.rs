@@ -246,6 +246,13 @@ pub struct TidegateProxyStats {
     pub attempt_limit: u32,
     /// The budget's effective limit on attempts plus open connections now.
     pub connection_limit: u32,
+    /// The memory pressure level in force (`tidegate_proxy_on_pressure`).
+    pub pressure: crate::memory::TidegatePressure,
+    /// Always 0: keeps the struct free of padding, so every byte is written.
+    pub reserved: u32,
+    /// The flow policy in force: the configured one with its caps and watermarks scaled by the
+    /// pressure level (timeouts and pacing as configured).
+    pub limits: TidegateFlowPolicy,
 }
 
 /// The default configuration, for an Apple Network Extension proxy: the flow policy of
@@ -928,8 +935,44 @@ pub unsafe extern "C" fn tidegate_proxy_stats(
                     open_connections: s.open_connections,
                     attempt_limit: s.attempt_limit,
                     connection_limit: s.connection_limit,
+                    pressure: p.engine.flows().pressure().into(),
+                    reserved: 0,
+                    limits: crate::flow::c_policy(
+                        p.engine.flows().limits(),
+                        u32::try_from(p.engine.flows().capacity()).unwrap_or(u32::MAX),
+                    ),
                 },
             )
+        })
+    }
+}
+
+/// Applies memory pressure `level` (a `TIDEGATE_PRESSURE_*` value, from
+/// `tidegate_memory_poll_pressure`): the flow policy's caps (flows, per app, per destination,
+/// UDP, DNS) and its six watermarks are scaled (half at `ELEVATED`, a quarter at `CRITICAL`,
+/// never below 1), and so is the budget's attempt limit. Reads above a shrunk watermark pause at
+/// once and are resumed by a `RESUME_READ` event when they may run again. At `CRITICAL` every
+/// new flow is refused (`TIDEGATE_REJECT_REASON_MEMORY_PRESSURE`) and flows idle for 2 s are
+/// closed (`CLOSE_FLOW` with `TIDEGATE_CLOSE_REASON_MEMORY_PRESSURE`), least recently active
+/// first, 32 at once and 32 more every second while it lasts. Limits grow back as the level
+/// falls; `tidegate_proxy_stats` reports those in force. Poll the events afterwards.
+///
+/// Returns `TIDEGATE_STATUS_INVALID_ARGUMENT` for an unknown level, changing nothing.
+///
+/// # Safety
+/// `proxy` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_proxy_on_pressure(
+    proxy: *mut TidegateProxy,
+    now_us: u64,
+    level: u32,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(proxy, |p| {
+            let level = crate::memory::pressure_from_c(level)?;
+            p.engine.on_pressure(Instant::from_micros(now_us), level);
+            Ok(())
         })
     }
 }

@@ -187,6 +187,23 @@ pub enum TidegateStatus {
     /// The flow is connected by a race: the host's own connect reports
     /// (`tidegate_proxy_on_connecting` and the like) do not apply to it. Nothing changed.
     RaceRunning = 127,
+    /// Memory pressure: the reservation would bring the projected use to the critical
+    /// threshold, or pressure is critical. Do not allocate; wait or degrade. Nothing changed
+    /// apart from the refusal counters.
+    MemoryPressure = 128,
+    /// Every reservation slot of the memory governor is taken (`max_reservations`).
+    NoReservationSlot = 129,
+    /// The reservation id is not outstanding: released already, or never issued. Nothing
+    /// changed.
+    UnknownReservation = 130,
+    /// Configuration: the memory limit is zero.
+    ConfigMemoryZeroLimit = 131,
+    /// Configuration: the memory thresholds are not `0 < elevated < critical <= 1000` permille.
+    ConfigMemoryThresholds = 132,
+    /// Configuration: the memory hysteresis is zero or not below the elevated threshold.
+    ConfigMemoryHysteresis = 133,
+    /// Configuration: `max_reservations` is zero or above `TIDEGATE_MEMORY_RESERVATIONS_MAX`.
+    ConfigMemoryReservations = 134,
 }
 
 impl TidegateStatus {
@@ -266,6 +283,13 @@ impl TidegateStatus {
         TidegateStatus::NoRaceSlot,
         TidegateStatus::NoRace,
         TidegateStatus::RaceRunning,
+        TidegateStatus::MemoryPressure,
+        TidegateStatus::NoReservationSlot,
+        TidegateStatus::UnknownReservation,
+        TidegateStatus::ConfigMemoryZeroLimit,
+        TidegateStatus::ConfigMemoryThresholds,
+        TidegateStatus::ConfigMemoryHysteresis,
+        TidegateStatus::ConfigMemoryReservations,
     ];
 
     /// A static, NUL-terminated English description.
@@ -397,6 +421,21 @@ impl TidegateStatus {
             TidegateStatus::NoRaceSlot => "every race slot is in use; drain the events\0",
             TidegateStatus::NoRace => "the flow has no race running\0",
             TidegateStatus::RaceRunning => "the flow is connected by a race\0",
+            TidegateStatus::MemoryPressure => {
+                "memory pressure: the reservation is refused; wait or degrade\0"
+            }
+            TidegateStatus::NoReservationSlot => "every reservation slot is taken\0",
+            TidegateStatus::UnknownReservation => "no such reservation outstanding\0",
+            TidegateStatus::ConfigMemoryZeroLimit => "config: the memory limit is zero\0",
+            TidegateStatus::ConfigMemoryThresholds => {
+                "config: memory thresholds need 0 < elevated < critical <= 1000 permille\0"
+            }
+            TidegateStatus::ConfigMemoryHysteresis => {
+                "config: memory hysteresis must be above 0 and below the elevated threshold\0"
+            }
+            TidegateStatus::ConfigMemoryReservations => {
+                "config: max_reservations must be 1 to TIDEGATE_MEMORY_RESERVATIONS_MAX\0"
+            }
         }
     }
 
@@ -426,8 +465,8 @@ pub extern "C" fn tidegate_status_str(status: StatusCode) -> *const c_char {
 /// The version of the C ABI this header describes. It changes whenever a function, a type or
 /// a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
 /// change with what to do): compare it at build time, for example
-/// `#if TIDEGATE_ABI_VERSION != 8`, to notice a library update that needs attention.
-pub const TIDEGATE_ABI_VERSION: u32 = 8;
+/// `#if TIDEGATE_ABI_VERSION != 9`, to notice a library update that needs attention.
+pub const TIDEGATE_ABI_VERSION: u32 = 9;
 
 /// The library version as a static, NUL-terminated string such as "0.1.0"; do not free it.
 #[unsafe(no_mangle)]

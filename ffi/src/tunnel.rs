@@ -5,8 +5,8 @@ use std::cell::Cell;
 
 use tidegate_core::{
     Aqm, ByteQueueLimit, CeilingTooSmall, ConfigError, DirectionStats, DropPolicy, FlowQueue,
-    InboundDisposition, Instant, PacketError, PacketTunnel, Slot, TunnelConfig, TunnelStats,
-    TunnelStorage,
+    InboundDisposition, Instant, PacketError, PacketTunnel, Slot, TunnelConfig, TunnelLimits,
+    TunnelStats, TunnelStorage,
 };
 
 use crate::boundary::{
@@ -807,6 +807,93 @@ pub unsafe extern "C" fn tidegate_tunnel_complete_inbound(
                 .map_err(|_| TidegateStatus::NotInFlight)
         })
     }
+}
+
+/// The limits a tunnel applies now: its configuration's, scaled under memory pressure (half at
+/// `ELEVATED`, a quarter at `CRITICAL`, never below 1, never above what was allocated).
+///
+/// FIFO modes: reading pauses at the outbound high watermarks and resumes at the low ones;
+/// inbound packets beyond `inbound_bytes` or `inbound_packets` are dropped by the drop policy.
+/// Flow-queue mode: each direction uses at most `outbound_packets` / `inbound_packets` cells,
+/// dropping from the fattest flow beyond them, and reading pauses while that many outbound
+/// cells are in flight; the watermarks are not used. Shrinking saves only memory not touched
+/// yet: arena pages written once stay resident.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TidegateTunnelLimits {
+    /// The level the limits are scaled for.
+    pub pressure: crate::memory::TidegatePressure,
+    /// Outbound bytes held at which reading pauses (FIFO modes).
+    pub outbound_high_watermark_bytes: u32,
+    /// Outbound bytes held at which reading resumes (FIFO modes).
+    pub outbound_low_watermark_bytes: u32,
+    /// Outbound packets held at which reading pauses (FIFO modes).
+    pub outbound_high_watermark_packets: u32,
+    /// Outbound packets held at which reading resumes (FIFO modes).
+    pub outbound_low_watermark_packets: u32,
+    /// Outbound cells in use at most (flow-queue mode).
+    pub outbound_packets: u32,
+    /// Inbound arena bytes in use at most (FIFO modes).
+    pub inbound_bytes: u32,
+    /// Inbound packets (FIFO modes) or cells (flow-queue mode) in use at most.
+    pub inbound_packets: u32,
+}
+
+impl From<TunnelLimits> for TidegateTunnelLimits {
+    fn from(l: TunnelLimits) -> Self {
+        TidegateTunnelLimits {
+            pressure: l.pressure.into(),
+            outbound_high_watermark_bytes: l.outbound_high_watermark_bytes,
+            outbound_low_watermark_bytes: l.outbound_low_watermark_bytes,
+            outbound_high_watermark_packets: l.outbound_high_watermark_packets,
+            outbound_low_watermark_packets: l.outbound_low_watermark_packets,
+            outbound_packets: l.outbound_packets,
+            inbound_bytes: l.inbound_bytes,
+            inbound_packets: l.inbound_packets,
+        }
+    }
+}
+
+/// Applies memory pressure `level` (a `TIDEGATE_PRESSURE_*` value, from
+/// `tidegate_memory_poll_pressure`): the tunnel's limits shrink or grow back (see
+/// `TidegateTunnelLimits`). Shrinking may pause reading at once
+/// (`tidegate_tunnel_can_read_outbound` turns false); packets already queued stay. Writes to
+/// `*out_resume_reading` whether reading must resume now: `true` when growing limits end a
+/// pause, exactly as a completion reports it.
+///
+/// Returns `TIDEGATE_STATUS_INVALID_ARGUMENT` for an unknown level, changing nothing.
+///
+/// # Safety
+/// `tunnel` must be NULL or a live handle; `out_resume_reading` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_tunnel_on_pressure(
+    tunnel: *mut TidegateTunnel,
+    now_us: u64,
+    level: u32,
+    out_resume_reading: *mut bool,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(tunnel, |t| {
+            require_non_null([out_resume_reading.cast_const().cast()])?;
+            let level = crate::memory::pressure_from_c(level)?;
+            let resume = t.engine.on_pressure(Instant::from_micros(now_us), level);
+            write_out(out_resume_reading, resume)
+        })
+    }
+}
+
+/// Writes the limits the tunnel applies now to `*out_limits`.
+///
+/// # Safety
+/// `tunnel` must be NULL or a live handle; `out_limits` must be NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_tunnel_limits(
+    tunnel: *const TidegateTunnel,
+    out_limits: *mut TidegateTunnelLimits,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe { call(tunnel, |t| write_out(out_limits, t.engine.limits().into())) }
 }
 
 /// Writes a snapshot of the tunnel's counters and levels to `*out_stats`.

@@ -64,6 +64,8 @@ const MATRIX: &[(&str, fn())] = matrix![
     tunnel_poll_inbound,
     tunnel_complete_inbound,
     tunnel_stats,
+    tunnel_on_pressure,
+    tunnel_limits,
     // Flow keys and errno classes, for proxy hosts.
     flow_key,
     errno_class,
@@ -96,6 +98,22 @@ const MATRIX: &[(&str, fn())] = matrix![
     proxy_on_resource_error,
     proxy_try_open_connection,
     proxy_on_connection_closed,
+    proxy_on_pressure,
+    // Memory governor.
+    memory_config_packet_tunnel,
+    memory_config_app_proxy,
+    memory_footprint,
+    memory_new,
+    memory_init,
+    memory_free,
+    memory_on_headroom,
+    memory_on_footprint,
+    memory_reserve,
+    memory_release,
+    memory_poll_pressure,
+    memory_poll_timeout,
+    memory_handle_timeout,
+    memory_stats,
     // Lifecycle.
     lifecycle_config_default,
     lifecycle_footprint,
@@ -365,7 +383,7 @@ fn status_str() {
         assert_ne!(message.to_str().unwrap(), "unknown status");
     }
     // Values between, past and far past the known codes.
-    for unknown in [7, 9, 21, 29, 34, 59, 84, 99, 128, 9999, u32::MAX] {
+    for unknown in [7, 9, 21, 29, 34, 59, 84, 99, 135, 9999, u32::MAX] {
         let message = tidegate_status_str(unknown);
         assert!(!message.is_null());
         // SAFETY: never NULL, static and NUL-terminated.
@@ -479,13 +497,14 @@ impl Tunnel {
 }
 
 impl Fixture for Tunnel {
-    type Snapshot = (TidegateTunnelStats, bool);
+    type Snapshot = (TidegateTunnelStats, bool, TidegateTunnelLimits);
 
     fn snapshot(&self) -> Self::Snapshot {
         unsafe {
             let stats = written(|out| tidegate_tunnel_stats(self.0, out));
             let can_read = written(|out| tidegate_tunnel_can_read_outbound(self.0, out));
-            (stats, can_read)
+            let limits = written(|out| tidegate_tunnel_limits(self.0, out));
+            (stats, can_read, limits)
         }
     }
 
@@ -520,7 +539,7 @@ impl Fixture for Tunnel {
                 }
             }
             // Complete everything in flight, oldest first.
-            let (stats, _) = self.snapshot();
+            let (stats, _, _) = self.snapshot();
             let mut resume = false;
             let outbound = stats.outbound.packets_in_flight as usize;
             let inbound = stats.inbound.packets_in_flight as usize;
@@ -893,8 +912,8 @@ fn tunnel_can_read_outbound() {
 /// The stats change a refused packet makes: its reason's counter, nothing else.
 fn counted_outbound(
     field: fn(&mut TidegateTunnelStats) -> &mut u64,
-) -> impl Fn(&mut (TidegateTunnelStats, bool)) {
-    move |(stats, _)| *field(stats) += 1
+) -> impl Fn(&mut (TidegateTunnelStats, bool, TidegateTunnelLimits)) {
+    move |(stats, _, _)| *field(stats) += 1
 }
 
 fn tunnel_on_outbound_packet() {
@@ -919,10 +938,11 @@ fn tunnel_on_outbound_packet() {
             refused(Tunnel::busy, S::PacketTooLong, oversized, |t| {
                 tidegate_tunnel_on_outbound_packet(t.0, now, data, 1001)
             });
-            let no_room = |(stats, _): &mut (TidegateTunnelStats, bool)| {
-                stats.outbound_refused_packets += 1;
-                stats.outbound_refused_bytes += 1000;
-            };
+            let no_room =
+                |(stats, _, _): &mut (TidegateTunnelStats, bool, TidegateTunnelLimits)| {
+                    stats.outbound_refused_packets += 1;
+                    stats.outbound_refused_bytes += 1000;
+                };
             refused(Tunnel::full, S::NoRoom, no_room, |t| {
                 tidegate_tunnel_on_outbound_packet(t.0, now, data, 1000)
             });
@@ -1232,8 +1252,9 @@ fn tunnel_on_inbound_packet() {
             unchanged(Tunnel::busy, S::NullArgument, |t| {
                 untouched(|out| tidegate_tunnel_on_inbound_packet(t.0, now, null(), 5, out))
             });
-            let empty =
-                |(stats, _): &mut (TidegateTunnelStats, bool)| stats.inbound.empty_packets += 1;
+            let empty = |(stats, _, _): &mut (TidegateTunnelStats, bool, TidegateTunnelLimits)| {
+                stats.inbound.empty_packets += 1
+            };
             refused(Tunnel::busy, S::PacketEmpty, empty, |t| {
                 untouched(|out| tidegate_tunnel_on_inbound_packet(t.0, now, null(), 0, out))
             });
@@ -1241,7 +1262,9 @@ fn tunnel_on_inbound_packet() {
                 untouched(|out| tidegate_tunnel_on_inbound_packet(t.0, now, data, 0, out))
             });
             let oversized =
-                |(stats, _): &mut (TidegateTunnelStats, bool)| stats.inbound.oversized_packets += 1;
+                |(stats, _, _): &mut (TidegateTunnelStats, bool, TidegateTunnelLimits)| {
+                    stats.inbound.oversized_packets += 1
+                };
             refused(Tunnel::busy, S::PacketTooLong, oversized, |t| {
                 untouched(|out| tidegate_tunnel_on_inbound_packet(t.0, now, data, 1001, out))
             });
@@ -3379,5 +3402,369 @@ fn proxy_on_connection_closed() {
                 tidegate_proxy_on_connection_closed(p.handle, now)
             });
         }
+    }
+}
+
+// ---- memory pressure in the engines -----------------------------------------------------------
+
+/// Pressure levels C may not pass: the first value past the last, and the largest.
+const UNKNOWN_LEVELS: [u32; 2] = [3, u32::MAX];
+
+fn tunnel_on_pressure() {
+    unsafe {
+        null_handle(|out| tidegate_tunnel_on_pressure(null_mut(), NOW, 1, out));
+        unchanged(Tunnel::busy, S::NullArgument, |t| {
+            tidegate_tunnel_on_pressure(t.0, NOW, 1, null_mut())
+        });
+        for level in UNKNOWN_LEVELS {
+            unchanged(Tunnel::busy, S::InvalidArgument, |t| {
+                untouched(|out| tidegate_tunnel_on_pressure(t.0, NOW, level, out))
+            });
+        }
+        same_as(
+            Tunnel::busy,
+            |t| tidegate_tunnel_on_pressure(t.0, EARLIER, 2, Out::new().ptr()),
+            |t| tidegate_tunnel_on_pressure(t.0, NOW, 2, Out::new().ptr()),
+        );
+    }
+}
+
+fn tunnel_limits() {
+    unsafe {
+        null_handle(|out| tidegate_tunnel_limits(null(), out));
+        unchanged(Tunnel::busy, S::NullArgument, |t| {
+            tidegate_tunnel_limits(t.0, null_mut())
+        });
+    }
+}
+
+fn proxy_on_pressure() {
+    unsafe {
+        assert_eq!(
+            tidegate_proxy_on_pressure(null_mut(), NOW, 1),
+            S::NullArgument
+        );
+        for level in UNKNOWN_LEVELS {
+            unchanged(Proxy::new, S::InvalidArgument, |p| {
+                tidegate_proxy_on_pressure(p.handle, NOW, level)
+            });
+        }
+    }
+}
+
+// ---- memory governor ----------------------------------------------------------------------------
+
+/// A memory governor at elevated pressure (18 MiB of 30 MiB used: a preset for a 30 MiB limit),
+/// holding one reservation (`held`) granted since the last report.
+struct Mem {
+    handle: *mut TidegateMemory,
+    held: u64,
+}
+
+impl Drop for Mem {
+    fn drop(&mut self) {
+        unsafe { tidegate_memory_free(self.handle) }
+    }
+}
+
+fn memory_config() -> TidegateMemoryConfig {
+    TidegateMemoryConfig {
+        limit_bytes: 30 << 20,
+        max_reservations: 2,
+        ..tidegate_memory_config_packet_tunnel()
+    }
+}
+
+impl Mem {
+    fn elevated() -> Mem {
+        unsafe {
+            let mut handle = null_mut();
+            assert_eq!(tidegate_memory_new(&memory_config(), &mut handle), S::Ok);
+            assert_eq!(tidegate_memory_on_footprint(handle, NOW, 17 << 20), S::Ok);
+            let held = written(|out| tidegate_memory_reserve(handle, NOW, 1 << 20, out));
+            Mem { handle, held }
+        }
+    }
+
+    /// Both reservation slots taken.
+    fn full() -> Mem {
+        let m = Mem::elevated();
+        unsafe { written(|out| tidegate_memory_reserve(m.handle, NOW, 1024, out)) };
+        m
+    }
+
+    /// Critical, then calm since `NOW`: the level may fall at `NOW + 1 s`.
+    fn calming() -> Mem {
+        let m = Mem::elevated();
+        unsafe {
+            assert_eq!(tidegate_memory_on_footprint(m.handle, NOW, 25 << 20), S::Ok);
+            assert_eq!(tidegate_memory_on_footprint(m.handle, NOW, 1 << 20), S::Ok);
+        }
+        m
+    }
+}
+
+impl Fixture for Mem {
+    type Snapshot = (TidegateMemoryStats, u64);
+
+    fn snapshot(&self) -> Self::Snapshot {
+        unsafe {
+            (
+                written(|out| tidegate_memory_stats(self.handle, out)),
+                written(|out| tidegate_memory_poll_timeout(self.handle, out)),
+            )
+        }
+    }
+
+    fn drain(&mut self) -> Vec<String> {
+        let mut log = Vec::new();
+        loop {
+            let (mut level, mut changed) = (TidegatePressure::Normal, false);
+            let status =
+                unsafe { tidegate_memory_poll_pressure(self.handle, &mut level, &mut changed) };
+            assert_eq!(status, S::Ok);
+            if !changed {
+                return log;
+            }
+            log.push(format!("{level:?}"));
+        }
+    }
+}
+
+/// Memory configurations that cannot work, with their status: each is refused, none clamped.
+fn bad_memory_configs() -> Vec<(TidegateMemoryConfig, TidegateStatus)> {
+    let good = memory_config();
+    let with = |edit: fn(&mut TidegateMemoryConfig)| {
+        let mut config = good;
+        edit(&mut config);
+        config
+    };
+    vec![
+        (with(|c| c.limit_bytes = 0), S::ConfigMemoryZeroLimit),
+        (
+            with(|c| c.max_reservations = 0),
+            S::ConfigMemoryReservations,
+        ),
+        (
+            with(|c| c.max_reservations = TIDEGATE_MEMORY_RESERVATIONS_MAX + 1),
+            S::ConfigMemoryReservations,
+        ),
+        (with(|c| c.elevated_permille = 0), S::ConfigMemoryThresholds),
+        (
+            with(|c| c.elevated_permille = 700),
+            S::ConfigMemoryThresholds,
+        ),
+        (
+            with(|c| c.critical_permille = 1001),
+            S::ConfigMemoryThresholds,
+        ),
+        (
+            with(|c| c.critical_permille = 65_536 + 700),
+            S::ConfigMemoryThresholds,
+        ),
+        (
+            with(|c| c.hysteresis_permille = 0),
+            S::ConfigMemoryHysteresis,
+        ),
+        (
+            with(|c| c.hysteresis_permille = 500),
+            S::ConfigMemoryHysteresis,
+        ),
+        (
+            with(|c| c.hysteresis_permille = 65_536 + 100),
+            S::ConfigMemoryHysteresis,
+        ),
+    ]
+}
+
+fn memory_config_packet_tunnel() {
+    let config = tidegate_memory_config_packet_tunnel();
+    assert_eq!(config.limit_bytes, 50 << 20);
+    unsafe { written(|out| tidegate_memory_footprint(&config, out, &mut 0)) };
+}
+
+fn memory_config_app_proxy() {
+    let config = tidegate_memory_config_app_proxy();
+    assert_eq!(config.limit_bytes, 15 << 20);
+    unsafe { written(|out| tidegate_memory_footprint(&config, out, &mut 0)) };
+}
+
+fn memory_footprint() {
+    configs_refused(
+        &memory_config(),
+        bad_memory_configs(),
+        |config, out| unsafe { tidegate_memory_footprint(config, out, &mut 0) },
+    );
+}
+
+fn memory_new() {
+    unsafe {
+        configs_refused(&memory_config(), bad_memory_configs(), |config, out| {
+            tidegate_memory_new(config, out)
+        });
+        // The edges are accepted: one reservation or the most, thresholds at 1 and 1000.
+        for odd in [
+            TidegateMemoryConfig {
+                max_reservations: 1,
+                elevated_permille: 2,
+                hysteresis_permille: 1,
+                critical_permille: 1000,
+                limit_bytes: 1,
+                calm_us: 0,
+            },
+            TidegateMemoryConfig {
+                max_reservations: TIDEGATE_MEMORY_RESERVATIONS_MAX,
+                ..memory_config()
+            },
+        ] {
+            let mut handle = null_mut();
+            assert_eq!(tidegate_memory_new(&odd, &mut handle), S::Ok);
+            let m = Mem { handle, held: 0 };
+            assert_eq!(tidegate_memory_on_headroom(m.handle, NOW, 0), S::Ok);
+        }
+    }
+}
+
+fn memory_init() {
+    init_refuses(
+        &memory_config(),
+        bad_memory_configs(),
+        |config, size, align| unsafe { tidegate_memory_footprint(config, size, align) },
+        |config, memory, len, out| unsafe { tidegate_memory_init(config, memory, len, out) },
+        tidegate_memory_free,
+    );
+}
+
+fn memory_free() {
+    unsafe { tidegate_memory_free(null_mut()) };
+}
+
+fn memory_on_headroom() {
+    unsafe {
+        assert_eq!(
+            tidegate_memory_on_headroom(null_mut(), NOW, 1),
+            S::NullArgument
+        );
+        same_as(
+            Mem::elevated,
+            |m| tidegate_memory_on_headroom(m.handle, EARLIER, 5 << 20),
+            |m| tidegate_memory_on_headroom(m.handle, NOW, 5 << 20),
+        );
+    }
+}
+
+fn memory_on_footprint() {
+    unsafe {
+        assert_eq!(
+            tidegate_memory_on_footprint(null_mut(), NOW, 1),
+            S::NullArgument
+        );
+        same_as(
+            Mem::elevated,
+            |m| tidegate_memory_on_footprint(m.handle, EARLIER, 5 << 20),
+            |m| tidegate_memory_on_footprint(m.handle, NOW, 5 << 20),
+        );
+    }
+}
+
+fn memory_reserve() {
+    unsafe {
+        null_handle(|out| tidegate_memory_reserve(null_mut(), NOW, 1, out));
+        unchanged(Mem::elevated, S::NullArgument, |m| {
+            tidegate_memory_reserve(m.handle, NOW, 1, null_mut())
+        });
+        unchanged(Mem::elevated, S::InvalidArgument, |m| {
+            untouched(|out| tidegate_memory_reserve(m.handle, NOW, 0, out))
+        });
+        // 18 MiB projected; 3 MiB more reaches the critical threshold (21 MiB): refused and
+        // counted, nothing else changes, not even the clock.
+        for bytes in [3 << 20, u64::MAX] {
+            refused(
+                Mem::elevated,
+                S::MemoryPressure,
+                |snapshot| {
+                    snapshot.0.reservations_refused += 1;
+                    snapshot.0.refused_bytes = snapshot.0.refused_bytes.saturating_add(bytes);
+                },
+                |m| untouched(|out| tidegate_memory_reserve(m.handle, NOW + 5, bytes, out)),
+            );
+        }
+        unchanged(Mem::full, S::NoReservationSlot, |m| {
+            untouched(|out| tidegate_memory_reserve(m.handle, NOW, 1, out))
+        });
+        same_as(
+            Mem::elevated,
+            |m| tidegate_memory_reserve(m.handle, EARLIER, 1, Out::new().ptr()),
+            |m| tidegate_memory_reserve(m.handle, NOW, 1, Out::new().ptr()),
+        );
+    }
+}
+
+fn memory_release() {
+    unsafe {
+        assert_eq!(tidegate_memory_release(null_mut(), NOW, 1), S::NullArgument);
+        let make = Mem::elevated;
+        let held = make().held;
+        for forged in [0, u64::MAX, held + 1, held ^ (1 << 32), held + (2 << 32)] {
+            unchanged(make, S::UnknownReservation, |m| {
+                tidegate_memory_release(m.handle, NOW, forged)
+            });
+        }
+        // Released twice: the second is refused.
+        unchanged(
+            || {
+                let m = Mem::elevated();
+                assert_eq!(tidegate_memory_release(m.handle, NOW, m.held), S::Ok);
+                m
+            },
+            S::UnknownReservation,
+            |m| tidegate_memory_release(m.handle, NOW, m.held),
+        );
+    }
+}
+
+fn memory_poll_pressure() {
+    unsafe {
+        let mut changed = Out::<bool>::new();
+        null_handle(|out| tidegate_memory_poll_pressure(null_mut(), out, changed.ptr()));
+        assert!(changed.untouched());
+        // A NULL out-parameter neither reports nor consumes the change.
+        unchanged(Mem::elevated, S::NullArgument, |m| {
+            untouched(|changed| tidegate_memory_poll_pressure(m.handle, null_mut(), changed))
+        });
+        unchanged(Mem::elevated, S::NullArgument, |m| {
+            untouched(|level| tidegate_memory_poll_pressure(m.handle, level, null_mut()))
+        });
+    }
+}
+
+fn memory_poll_timeout() {
+    unsafe {
+        null_handle(|out| tidegate_memory_poll_timeout(null(), out));
+        unchanged(Mem::calming, S::NullArgument, |m| {
+            tidegate_memory_poll_timeout(m.handle, null_mut())
+        });
+        assert_eq!(Mem::calming().snapshot().1, NOW + 1_000_000);
+    }
+}
+
+fn memory_handle_timeout() {
+    unsafe {
+        assert_eq!(
+            tidegate_memory_handle_timeout(null_mut(), NOW),
+            S::NullArgument
+        );
+        unchanged(Mem::calming, S::Ok, |m| {
+            tidegate_memory_handle_timeout(m.handle, EARLIER)
+        });
+    }
+}
+
+fn memory_stats() {
+    unsafe {
+        null_handle(|out| tidegate_memory_stats(null(), out));
+        unchanged(Mem::elevated, S::NullArgument, |m| {
+            tidegate_memory_stats(m.handle, null_mut())
+        });
     }
 }

@@ -130,3 +130,15 @@ fn engines_live_in_caller_memory_and_out_structs_are_written_whole() {
         "{stdout}"
     );
 }
+
+#[test]
+fn memory_pressure_reaches_the_tunnel_and_the_proxy_and_relief_restores_them() {
+    let stdout = compile_and_run("memory_pressure");
+    for line in [
+        "pressure: normal, elevated at 30 MiB used, critical at 37; 2 reservations refused",
+        "proxy: 1 idle flow evicted, 1 new flow refused, limits quartered",
+        "relief: normal after 1000 ms of calm; reading resumed; flows admitted again",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in {stdout}");
+    }
+}

@@ -110,6 +110,12 @@ unsafe fn check_poisoned_tunnel(t: *mut TidegateTunnel) -> Checked {
             tidegate_tunnel_complete_inbound(t, 1, 1),
         );
         c.poisoned_out("tidegate_tunnel_stats", |out| tidegate_tunnel_stats(t, out));
+        c.poisoned_out("tidegate_tunnel_on_pressure", |out| {
+            tidegate_tunnel_on_pressure(t, 1, 1, out)
+        });
+        c.poisoned_out("tidegate_tunnel_limits", |out| {
+            tidegate_tunnel_limits(t, out)
+        });
         assert_eq!(testing_panic_inside(t), S::Poisoned);
         assert_eq!(testing_panic_inside_read_only(t), S::Poisoned);
     }
@@ -192,6 +198,10 @@ unsafe fn check_poisoned_proxy(p: *mut TidegateProxy, flow: u64) -> Checked {
         c.poisoned(
             "tidegate_proxy_set_max_connecting",
             tidegate_proxy_set_max_connecting(p, 1),
+        );
+        c.poisoned(
+            "tidegate_proxy_on_pressure",
+            tidegate_proxy_on_pressure(p, 1, 1),
         );
         c.poisoned(
             "tidegate_proxy_set_fd_limit",
@@ -302,6 +312,55 @@ unsafe fn check_poisoned_lifecycle(l: *mut TidegateLifecycle) -> Checked {
     c
 }
 
+unsafe fn check_poisoned_memory(m: *mut TidegateMemory) -> Checked {
+    let mut c = Checked::default();
+    unsafe {
+        c.poisoned(
+            "tidegate_memory_on_headroom",
+            tidegate_memory_on_headroom(m, 1, 1),
+        );
+        c.poisoned(
+            "tidegate_memory_on_footprint",
+            tidegate_memory_on_footprint(m, 1, 1),
+        );
+        c.poisoned_out("tidegate_memory_reserve", |out| {
+            tidegate_memory_reserve(m, 1, 1, out)
+        });
+        c.poisoned("tidegate_memory_release", tidegate_memory_release(m, 1, 1));
+        c.poisoned_out("tidegate_memory_poll_pressure", |level| {
+            let mut changed = Out::<bool>::new();
+            let status = tidegate_memory_poll_pressure(m, level, changed.ptr());
+            assert!(changed.untouched());
+            status
+        });
+        c.poisoned_out("tidegate_memory_poll_timeout", |out| {
+            tidegate_memory_poll_timeout(m, out)
+        });
+        c.poisoned(
+            "tidegate_memory_handle_timeout",
+            tidegate_memory_handle_timeout(m, 1),
+        );
+        c.poisoned_out("tidegate_memory_stats", |out| tidegate_memory_stats(m, out));
+        assert_eq!(testing_panic_inside_memory(m), S::Poisoned);
+    }
+    c
+}
+
+#[test]
+fn a_panic_poisons_a_memory_governor_and_free_still_works() {
+    let mut memory = null_mut();
+    unsafe {
+        assert_eq!(
+            tidegate_memory_new(&tidegate_memory_config_packet_tunnel(), &mut memory),
+            S::Ok
+        );
+        assert_eq!(tidegate_memory_on_headroom(memory, 0, 1 << 20), S::Ok);
+        force_panic(|| testing_panic_inside_memory(memory));
+        check_poisoned_memory(memory);
+        tidegate_memory_free(memory);
+    }
+}
+
 #[test]
 fn a_panic_poisons_a_tunnel_and_free_still_works() {
     let config = tidegate_tunnel_config_default();
@@ -366,13 +425,19 @@ fn null_handles_are_not_poisoned_but_refused() {
         assert_eq!(testing_panic_inside_read_only(null()), S::NullArgument);
         assert_eq!(testing_panic_inside_proxy(null_mut()), S::NullArgument);
         assert_eq!(testing_panic_inside_lifecycle(null_mut()), S::NullArgument);
+        assert_eq!(testing_panic_inside_memory(null_mut()), S::NullArgument);
     }
 }
 
 /// The handle types of the C API and the functions that take each (first parameter), from the
 /// header; `_free` is left out (it is checked by every test above freeing a poisoned handle).
 fn handle_functions(header: &str) -> Vec<(String, BTreeSet<String>)> {
-    let handles = ["TidegateTunnel", "TidegateLifecycle", "TidegateProxy"];
+    let handles = [
+        "TidegateTunnel",
+        "TidegateLifecycle",
+        "TidegateProxy",
+        "TidegateMemory",
+    ];
     let mut by_handle: Vec<(String, BTreeSet<String>)> = handles
         .iter()
         .map(|h| (h.to_string(), BTreeSet::new()))
@@ -433,6 +498,12 @@ fn every_handle_function_is_checked_poisoned() {
         force_panic(|| testing_panic_inside_lifecycle(lifecycle));
         checked.push(check_poisoned_lifecycle(lifecycle).0);
         tidegate_lifecycle_free(lifecycle);
+
+        let mut memory = null_mut();
+        tidegate_memory_new(&tidegate_memory_config_app_proxy(), &mut memory);
+        force_panic(|| testing_panic_inside_memory(memory));
+        checked.push(check_poisoned_memory(memory).0);
+        tidegate_memory_free(memory);
     }
     let all_checked: BTreeSet<&str> = checked.iter().flatten().copied().collect();
     for (handle, functions) in handle_functions(&header) {
