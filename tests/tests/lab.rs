@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use tidegate_core::{DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, FlowPolicy};
 use tidegate_tests::lab::{self, APP_PROXY_LIMIT, Host, Row, STOP_TEARDOWN_US, Scale};
 
-const SCENARIOS: [&str; 11] = [
+const SCENARIOS: [&str; 12] = [
     "tunnel-outbound-flood",
     "tunnel-inbound-burst",
     "flood-beside-tcp",
@@ -22,6 +22,7 @@ const SCENARIOS: [&str; 11] = [
     "ipv6-black-hole-burst",
     "dns-burst",
     "udp-session-storm",
+    "memory-pressure",
 ];
 
 fn rows() -> &'static [Row] {
@@ -78,6 +79,34 @@ fn a_udp_session_storm_stops_at_its_cap_and_leaves_tcp_alone() {
     assert_eq!(row.hung_connections, Some(0), "{row:?}");
     for row in naive("udp-session-storm") {
         assert_killed(row);
+    }
+}
+
+/// The host's own allocations kill the process with fixed ceilings alone; with the governor
+/// it survives below the critical threshold and keeps the link busy.
+#[test]
+fn the_memory_governor_keeps_the_process_alive_through_the_hosts_surges() {
+    let row = tidegate("memory-pressure");
+    let limit = row.platform_limit.expect("the limit is named");
+    assert_eq!(row.killed_at_seconds, None, "{row:?}");
+    let critical = limit / 1000 * 700;
+    assert!(
+        row.memory_high_water.is_some_and(|peak| peak < critical),
+        "{row:?}"
+    );
+    assert!(
+        row.throughput_percent.is_some_and(|t| t > 99.0),
+        "{row:?}"
+    );
+    let fixed = rows()
+        .iter()
+        .find(|r| r.id == "memory-pressure" && r.variant == Some("fixed-ceilings"))
+        .expect("the fixed-ceilings row");
+    assert!(fixed.killed_at_seconds.is_some(), "{fixed:?}");
+    assert!(fixed.memory_high_water.is_some_and(|peak| peak > limit));
+    for row in naive("memory-pressure") {
+        assert!(row.killed_at_seconds.is_some(), "{row:?}");
+        assert!(row.killed_at_seconds <= fixed.killed_at_seconds, "{row:?}");
     }
 }
 

@@ -14,6 +14,7 @@ mod eyeballs;
 mod fairness;
 mod flood;
 mod lifecycle;
+mod memory;
 pub mod sizing;
 mod storm;
 mod tunnel;
@@ -178,6 +179,7 @@ pub fn run_all(scale: Scale) -> Vec<Row> {
     rows.extend(eyeballs::ipv6_black_hole_burst());
     rows.extend(classes::dns_burst());
     rows.extend(classes::udp_session_storm());
+    rows.extend(memory::memory_pressure());
     rows
 }
 
