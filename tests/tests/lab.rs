@@ -94,10 +94,7 @@ fn the_memory_governor_keeps_the_process_alive_through_the_hosts_surges() {
         row.memory_high_water.is_some_and(|peak| peak < critical),
         "{row:?}"
     );
-    assert!(
-        row.throughput_percent.is_some_and(|t| t > 99.0),
-        "{row:?}"
-    );
+    assert!(row.throughput_percent.is_some_and(|t| t > 99.0), "{row:?}");
     let fixed = rows()
         .iter()
         .find(|r| r.id == "memory-pressure" && r.variant == Some("fixed-ceilings"))

@@ -23,8 +23,7 @@
 //! change passed to the tunnel).
 
 use tidegate_core::{
-    Instant, MemoryConfig, MemoryGovernor, Pressure, ReservationId, ReservationSlot,
-    TunnelConfig,
+    Instant, MemoryConfig, MemoryGovernor, Pressure, ReservationId, ReservationSlot, TunnelConfig,
 };
 
 use super::tunnel::PACKET_TUNNEL_LIMIT;
@@ -238,10 +237,7 @@ fn run(host: Host, governed: bool) -> Row {
     row.memory_high_water = Some(peak);
     row.throughput_percent = Some(percent(sent, LINK_BYTES_PER_STEP * RUN_STEPS));
     row.outcome = match row.killed_at_seconds {
-        Some(at) => format!(
-            "killed at {at:.2} s with {} MiB in use",
-            peak.div_ceil(MIB)
-        ),
+        Some(at) => format!("killed at {at:.2} s with {} MiB in use", peak.div_ceil(MIB)),
         None => format!(
             "survived, peak {:.1} MiB (highest level {highest}); {delayed} allocations waited \
              for a grant: TLS search started its last handshake at {:.2} s (5.30 unhindered), \
@@ -267,9 +263,7 @@ impl Touched {
     fn note(&mut self, packet: &[u8]) {
         let at = packet.as_ptr().addr();
         let start = *self.start.get_or_insert(at);
-        self.furthest = self
-            .furthest
-            .max((at + packet.len()).saturating_sub(start));
+        self.furthest = self.furthest.max((at + packet.len()).saturating_sub(start));
     }
 
     fn bytes(&self) -> u64 {
