@@ -8,7 +8,7 @@ use tidegate_core::{
     ReservationSlot, ReserveError,
 };
 
-use crate::boundary::{Handle, call, call_mut, write_out};
+use crate::boundary::{Handle, call, call_mut, require_non_null, write_out};
 use crate::place::{self, Carver, Memory, Region};
 use crate::status::TidegateStatus;
 
@@ -330,7 +330,7 @@ pub unsafe extern "C" fn tidegate_memory_reserve(
     // SAFETY: forwarded caller contract.
     unsafe {
         call_mut(memory, |m| {
-            crate::boundary::require_non_null([out_reservation.cast_const().cast()])?;
+            require_non_null([out_reservation.cast_const().cast()])?;
             let id = m
                 .engine
                 .reserve(Instant::from_micros(now_us), bytes)
@@ -387,7 +387,7 @@ pub unsafe extern "C" fn tidegate_memory_poll_pressure(
     // SAFETY: forwarded caller contract.
     unsafe {
         call_mut(memory, |m| {
-            crate::boundary::require_non_null([
+            require_non_null([
                 out_level.cast_const().cast(),
                 out_changed.cast_const().cast(),
             ])?;

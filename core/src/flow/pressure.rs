@@ -67,11 +67,6 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
         &self.limits
     }
 
-    /// When the next eviction round is due, while pressure is critical.
-    pub(crate) fn eviction_due(&self) -> Option<Instant> {
-        self.next_eviction
-    }
-
     /// Run the eviction round due at `now`, if any.
     pub(crate) fn evict_if_due(&mut self, now: Instant) {
         if self.next_eviction.is_some_and(|due| due <= now) {

@@ -22,7 +22,7 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowGovernor<S> {
     /// longest pause. `None` when no open flow has a deadline. O(1).
     #[must_use = "arm a timer for this instant"]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut earliest = self.eviction_due();
+        let mut earliest = self.next_eviction;
         for (list, _) in TIMER_LISTS {
             earliest = earlier(earliest, self.head_deadline(list));
         }

@@ -39,12 +39,6 @@ impl Pressure {
         // The scaled value is at most `limit`, so it fits.
         self.scale(limit as u64) as u32
     }
-
-    /// [`Pressure::scale`] for a `usize` limit.
-    pub const fn scale_usize(self, limit: usize) -> usize {
-        // The scaled value is at most `limit`, so it fits.
-        self.scale(limit as u64) as usize
-    }
 }
 
 impl fmt::Display for Pressure {
@@ -251,7 +245,6 @@ mod tests {
         assert_eq!(Pressure::Critical.scale(3), 1);
         assert_eq!(Pressure::Critical.scale(0), 0);
         assert_eq!(Pressure::Elevated.scale_u32(u32::MAX), u32::MAX / 2);
-        assert_eq!(Pressure::Critical.scale_usize(usize::MAX), usize::MAX / 4);
     }
 
     #[test]

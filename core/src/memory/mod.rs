@@ -304,7 +304,7 @@ where
         if bytes == 0 {
             return Err(ReserveError::Zero);
         }
-        let projected = self.projected();
+        let projected = self.projected_bytes();
         let critical = self.thresholds.critical_enter;
         if self.level == Pressure::Critical
             || projected
@@ -409,25 +409,17 @@ where
 
     /// Projected use: measured use plus the bytes reserved since the last report.
     pub fn projected_bytes(&self) -> u64 {
-        self.projected()
+        self.measured_use().saturating_add(self.unmeasured)
     }
 
     /// A snapshot of the levels and counters.
     pub fn stats(&self) -> MemoryStats {
         let mut stats = self.stats;
         let stretch = self.clock.latest().micros_since(self.level_since);
-        match self.level {
-            Pressure::Normal => {}
-            Pressure::Elevated => {
-                stats.elevated_micros = stats.elevated_micros.saturating_add(stretch);
-            }
-            Pressure::Critical => {
-                stats.critical_micros = stats.critical_micros.saturating_add(stretch);
-            }
-        }
+        add_time_at(&mut stats, self.level, stretch);
         MemoryStats {
             pressure: self.level,
-            projected_bytes: self.projected(),
+            projected_bytes: self.projected_bytes(),
             measured_bytes: self.measured_use(),
             headroom_bytes: self.headroom,
             reserved_bytes: self.reserved,
@@ -454,13 +446,9 @@ where
         from_headroom.max(self.footprint)
     }
 
-    fn projected(&self) -> u64 {
-        self.measured_use().saturating_add(self.unmeasured)
-    }
-
     /// Move the level towards what the projected use calls for: up at once, down after calm.
     fn evaluate(&mut self, now: Instant) {
-        let projected = self.projected();
+        let projected = self.projected_bytes();
         self.stats.peak_projected_bytes = self.stats.peak_projected_bytes.max(projected);
         let target = self.thresholds.target(self.level, projected);
         if target > self.level {
@@ -479,22 +467,18 @@ where
 
     fn set_level(&mut self, now: Instant, level: Pressure) {
         let stretch = now.micros_since(self.level_since);
-        match self.level {
-            Pressure::Normal => {}
-            Pressure::Elevated => {
-                self.stats.elevated_micros = self.stats.elevated_micros.saturating_add(stretch);
-            }
-            Pressure::Critical => {
-                self.stats.critical_micros = self.stats.critical_micros.saturating_add(stretch);
-            }
-        }
+        add_time_at(&mut self.stats, self.level, stretch);
         if self.level == Pressure::Normal {
             self.stats.elevated_entries = self.stats.elevated_entries.saturating_add(1);
         }
         if level == Pressure::Critical {
             self.stats.critical_entries = self.stats.critical_entries.saturating_add(1);
         }
-        log_debug!("memory: pressure {} at {} bytes", level, self.projected());
+        log_debug!(
+            "memory: pressure {} at {} bytes",
+            level,
+            self.projected_bytes()
+        );
         self.level = level;
         self.level_since = now;
     }
@@ -517,6 +501,16 @@ where
         }
         None
     }
+}
+
+/// Count `micros` spent at `level` in its time counter (normal has none).
+fn add_time_at(stats: &mut MemoryStats, level: Pressure, micros: u64) {
+    let counter = match level {
+        Pressure::Normal => return,
+        Pressure::Elevated => &mut stats.elevated_micros,
+        Pressure::Critical => &mut stats.critical_micros,
+    };
+    *counter = counter.saturating_add(micros);
 }
 
 impl<S> fmt::Debug for MemoryGovernor<S> {
