@@ -3,9 +3,11 @@
 //! (`tests/tests/soak.rs`).
 //!
 //! One [`Workload`] holds a packet tunnel, a proxy engine (flows, connection budget, Happy
-//! Eyeballs races) and a lifecycle machine, made with small capacities so the run keeps hitting
-//! their limits: full rings, full flow tables and race tables, evictions, timeouts, stops past
-//! their deadline, races waiting for budget. [`Workload::step`] makes one operation, chosen by a
+//! Eyeballs races), a lifecycle machine and a memory governor, made with small capacities so the
+//! run keeps hitting their limits: full rings, full flow tables and race tables, evictions,
+//! timeouts, stops past their deadline, races waiting for budget, refused reservations. The
+//! governor is fed a simulated footprint that wanders through every pressure level; each change
+//! of level is passed to the tunnel and the proxy engine, as a host does. [`Workload::step`] makes one operation, chosen by a
 //! xorshift generator from the seed: an input, a drain of outputs, a query, or a bad call (empty
 //! and oversized packets, forged ids, NULL out-parameters, double completions). Now and then a
 //! burst floods one engine for a few hundred operations without draining it. The proxy's events
@@ -51,6 +53,8 @@ pub struct Peaks {
     pub races_running: u32,
     /// The longest journal a stop sealed, in bytes.
     pub journal_len: usize,
+    /// The most reservations outstanding in the governor seen at a sample.
+    pub reservations: u32,
 }
 
 /// The counters of every engine.
@@ -62,6 +66,8 @@ pub struct EngineStats {
     pub proxy: TidegateProxyStats,
     /// The lifecycle machine's.
     pub lifecycle: TidegateLifecycleStats,
+    /// The memory governor's.
+    pub memory: TidegateMemoryStats,
 }
 
 /// The ceilings [`Peaks`] must stay under, from the workload's configurations.
@@ -83,6 +89,8 @@ pub struct Ceilings {
     pub race_slots: u32,
     /// The longest journal the lifecycle's task queue can seal.
     pub journal_len: usize,
+    /// The governor's `max_reservations`.
+    pub reservations: u32,
 }
 
 /// What a run did, to show it exercised every engine.
@@ -102,6 +110,9 @@ pub struct Activity {
     pub races_won: u64,
     /// Proxy engines freed and created again (`restart_proxy`).
     pub proxy_restarts: u64,
+    /// Changes of pressure level passed to the tunnel and the proxy engine, per level entered:
+    /// normal, elevated, critical.
+    pub pressure_changes: [u64; 3],
 }
 
 const TUNNEL: TidegateTunnelConfig = TidegateTunnelConfig {
@@ -133,6 +144,9 @@ const TASK_CAPACITY: u32 = 40;
 const BUDGET_ATTEMPTS: u32 = 8;
 const BUDGET_CONNECTIONS: u32 = 24;
 const RACE_SLOTS: u32 = 16;
+/// The memory limit the simulated footprint wanders under.
+const MEMORY_LIMIT: u64 = 4 << 20;
+const MAX_RESERVATIONS: u32 = 12;
 /// Flow ids the workload remembers to act on.
 const FLOWS_REMEMBERED: usize = 256;
 /// Attempts in flight the scripted network remembers to answer.
@@ -147,6 +161,7 @@ pub struct Workload {
     tunnel: *mut TidegateTunnel,
     proxy: *mut TidegateProxy,
     lifecycle: *mut TidegateLifecycle,
+    memory: *mut TidegateMemory,
     restart_proxy: bool,
     packet: Vec<u8>,
     views: Vec<TidegatePacketView>,
@@ -161,6 +176,10 @@ pub struct Workload {
     ipv6: Vec<TidegateSocketAddress>,
     ipv4: Vec<TidegateSocketAddress>,
     own_connections: u32,
+    /// The simulated process footprint the governor is fed.
+    footprint: u64,
+    /// Reservations granted and not yet released, oldest first.
+    reservations: Vec<u64>,
     burst_left: u32,
     burst_engine: u64,
     peaks: Peaks,
@@ -203,6 +222,7 @@ impl Workload {
             tunnel: null_mut(),
             proxy: null_mut(),
             lifecycle: null_mut(),
+            memory: null_mut(),
             restart_proxy,
             packet: (0..2048).map(|i| i as u8).collect(),
             views: vec![
@@ -234,6 +254,8 @@ impl Workload {
             ipv6: (0..20).map(|n| address(n, true)).collect(),
             ipv4: (0..20).map(|n| address(n, false)).collect(),
             own_connections: 0,
+            footprint: MEMORY_LIMIT / 4,
+            reservations: Vec::with_capacity(MAX_RESERVATIONS as usize + 1),
             burst_left: 0,
             burst_engine: 0,
             peaks: Peaks::default(),
@@ -287,6 +309,22 @@ impl Workload {
                     TidegateStatus::Ok
                 );
             });
+
+            let config = memory_config();
+            assert_eq!(
+                tidegate_memory_footprint(&config, &mut bytes, &mut align),
+                TidegateStatus::Ok
+            );
+            let creation = Creation {
+                function: "tidegate_memory_new",
+                footprint: bytes,
+            };
+            around(creation, &mut || {
+                assert_eq!(
+                    tidegate_memory_new(&config, &mut w.memory),
+                    TidegateStatus::Ok
+                );
+            });
         }
         w
     }
@@ -309,6 +347,7 @@ impl Workload {
             race_slots: RACE_SLOTS,
             // Header, checksum, and per task a kind, a length byte and a full payload.
             journal_len: 23 + TASK_CAPACITY as usize * (4 + 1 + TIDEGATE_TASK_PAYLOAD_MAX),
+            reservations: MAX_RESERVATIONS,
         }
     }
 
@@ -336,6 +375,7 @@ impl Workload {
                 tunnel: written(|out| tidegate_tunnel_stats(self.tunnel, out)),
                 proxy: written(|out| tidegate_proxy_stats(self.proxy, out)),
                 lifecycle: written(|out| tidegate_lifecycle_stats(self.lifecycle, out)),
+                memory: written(|out| tidegate_memory_stats(self.memory, out)),
             }
         }
     }
@@ -360,10 +400,11 @@ impl Workload {
             self.burst_engine = (r >> 24) % 4;
             self.activity.bursts += 1;
         } else {
-            match (r >> 8) % 20 {
+            match (r >> 8) % 22 {
                 0..=6 => self.tunnel_step(r >> 16),
                 7..=16 => self.proxy_step(r >> 16),
-                _ => self.lifecycle_step(r >> 16),
+                17..=19 => self.lifecycle_step(r >> 16),
+                _ => self.memory_step(r >> 16),
             }
         }
         if self.activity.operations.is_multiple_of(1024) {
@@ -548,6 +589,126 @@ impl Workload {
                 }
             }
         }
+    }
+
+    fn memory_step(&mut self, r: u64) {
+        let now = self.now;
+        let m = self.memory;
+        // SAFETY: the handle is live and every pointer is to a field of `self` or a local.
+        unsafe {
+            match r % 8 {
+                0..=2 => {
+                    // The footprint wanders, pulled back towards a fifth of the limit, with now
+                    // and then a surge of up to three quarters of it (a TLS search, a crypto
+                    // batch).
+                    let step = MEMORY_LIMIT / 32;
+                    let pull = self.footprint.abs_diff(MEMORY_LIMIT / 5) / 8;
+                    let mut footprint = if self.footprint > MEMORY_LIMIT / 5 {
+                        self.footprint - pull
+                    } else {
+                        self.footprint + pull
+                    };
+                    footprint = (footprint + (r >> 4) % (2 * step)).saturating_sub(step);
+                    let s = self.next();
+                    if s.is_multiple_of(64) {
+                        footprint += (s >> 8) % (MEMORY_LIMIT / 4 * 3);
+                    }
+                    self.footprint = footprint.min(MEMORY_LIMIT);
+                    // Either source, and now and then an unknown report (0).
+                    let status = match (s >> 40) % 8 {
+                        0 => tidegate_memory_on_headroom(m, now, 0),
+                        1..=3 => tidegate_memory_on_headroom(m, now, MEMORY_LIMIT - self.footprint),
+                        _ => tidegate_memory_on_footprint(m, now, self.footprint),
+                    };
+                    assert_eq!(self.call(status), TidegateStatus::Ok);
+                    let _ = self.apply_pressure();
+                }
+                3 | 4 => {
+                    if self.reservations.len() == MAX_RESERVATIONS as usize {
+                        let oldest = self.reservations.remove(0);
+                        self.release(oldest);
+                    }
+                    let bytes = 1 + (r >> 4) % (MEMORY_LIMIT / 6);
+                    let mut id = 0;
+                    let status = tidegate_memory_reserve(m, now, bytes, &mut id);
+                    match self.call(status) {
+                        TidegateStatus::Ok => {
+                            assert_ne!(id, 0);
+                            self.reservations.push(id);
+                        }
+                        TidegateStatus::MemoryPressure => {}
+                        other => panic!("reserve returned {other:?}"),
+                    }
+                }
+                5 => {
+                    if !self.reservations.is_empty() {
+                        let pick = (r >> 4) as usize % self.reservations.len();
+                        let id = self.reservations.swap_remove(pick);
+                        self.release(id);
+                    }
+                }
+                6 => {
+                    let mut deadline = 0;
+                    let status = tidegate_memory_poll_timeout(m, &mut deadline);
+                    assert_eq!(self.call(status), TidegateStatus::Ok);
+                    if deadline <= now {
+                        assert_eq!(
+                            self.call(tidegate_memory_handle_timeout(m, now)),
+                            TidegateStatus::Ok
+                        );
+                    }
+                    let _ = self.apply_pressure();
+                }
+                _ => {
+                    // Bad input: an empty reservation, a forged or released id, NULL
+                    // out-parameters, a level no engine knows.
+                    let mut id = 0;
+                    self.call(tidegate_memory_reserve(m, now, 0, &mut id));
+                    self.call(tidegate_memory_reserve(m, now, 1, null_mut()));
+                    self.call(tidegate_memory_release(m, now, (r >> 4) | 1 << 63));
+                    self.call(tidegate_memory_poll_pressure(m, null_mut(), null_mut()));
+                    let mut resume = false;
+                    let level = 3 + (r >> 4) as u32 % 100;
+                    self.call(tidegate_tunnel_on_pressure(
+                        self.tunnel,
+                        now,
+                        level,
+                        &mut resume,
+                    ));
+                    self.call(tidegate_proxy_on_pressure(self.proxy, now, level));
+                }
+            }
+        }
+    }
+
+    fn release(&mut self, id: u64) {
+        // SAFETY: the handle is live.
+        let status = unsafe { tidegate_memory_release(self.memory, self.now, id) };
+        assert_eq!(self.call(status), TidegateStatus::Ok, "release {id}");
+    }
+
+    /// Pass a change of pressure level to the tunnel and the proxy engine, as a host does, and
+    /// return the level in force.
+    fn apply_pressure(&mut self) -> TidegatePressure {
+        let now = self.now;
+        let mut level = TidegatePressure::Normal;
+        let mut changed = false;
+        // SAFETY: the handles are live; every out-pointer is a local.
+        unsafe {
+            let status = tidegate_memory_poll_pressure(self.memory, &mut level, &mut changed);
+            assert_eq!(self.call(status), TidegateStatus::Ok);
+            if !changed {
+                return level;
+            }
+            self.activity.pressure_changes[level as usize] += 1;
+            let mut resume = false;
+            let status = tidegate_tunnel_on_pressure(self.tunnel, now, level as u32, &mut resume);
+            assert_eq!(self.call(status), TidegateStatus::Ok);
+            let status = tidegate_proxy_on_pressure(self.proxy, now, level as u32);
+            assert_eq!(self.call(status), TidegateStatus::Ok);
+        }
+        self.drain_proxy();
+        level
     }
 
     fn admitted(&mut self, admission: TidegateAdmission) {
@@ -1008,6 +1169,29 @@ impl Workload {
             let in_use = attempts + proxy.open_connections;
             self.peaks.budget_in_use = self.peaks.budget_in_use.max(in_use);
             self.peaks.races_running = self.peaks.races_running.max(proxy.races.running);
+
+            // The limits in force are never above the configured ones, at any level.
+            let mut limits = std::mem::MaybeUninit::<TidegateTunnelLimits>::uninit();
+            let status = tidegate_tunnel_limits(self.tunnel, limits.as_mut_ptr());
+            assert_eq!(self.call(status), TidegateStatus::Ok);
+            let limits = limits.assume_init();
+            assert!(limits.outbound_high_watermark_bytes <= TUNNEL.outbound_high_watermark_bytes);
+            assert!(limits.outbound_low_watermark_bytes < limits.outbound_high_watermark_bytes);
+            assert!(
+                limits.outbound_high_watermark_packets <= TUNNEL.outbound_high_watermark_packets
+            );
+            assert!(limits.inbound_bytes <= TUNNEL.inbound_bytes);
+            assert!(limits.inbound_packets <= TUNNEL.inbound_packets);
+            let policy = proxy.limits;
+            assert!(policy.max_flows <= MAX_FLOWS && policy.max_flows >= 1);
+            assert_eq!(limits.pressure as u32, proxy.pressure as u32);
+
+            let mut memory = std::mem::MaybeUninit::<TidegateMemoryStats>::uninit();
+            let status = tidegate_memory_stats(self.memory, memory.as_mut_ptr());
+            assert_eq!(self.call(status), TidegateStatus::Ok);
+            let memory = memory.assume_init();
+            assert_eq!(memory.reservations as usize, self.reservations.len());
+            self.peaks.reservations = self.peaks.reservations.max(memory.reservations);
         }
     }
 
@@ -1019,6 +1203,10 @@ impl Workload {
             tidegate_proxy_free(self.proxy);
             self.proxy = null_mut();
             let status = tidegate_proxy_new(&proxy_config(), self.now, &mut self.proxy);
+            assert_eq!(self.call(status), TidegateStatus::Ok);
+            // A new engine starts at normal pressure: the host passes the level in force.
+            let level = self.apply_pressure();
+            let status = tidegate_proxy_on_pressure(self.proxy, self.now, level as u32);
             assert_eq!(self.call(status), TidegateStatus::Ok);
         }
         self.flows.clear();
@@ -1035,6 +1223,7 @@ impl Drop for Workload {
             tidegate_tunnel_free(self.tunnel);
             tidegate_proxy_free(self.proxy);
             tidegate_lifecycle_free(self.lifecycle);
+            tidegate_memory_free(self.memory);
         }
     }
 }
@@ -1066,6 +1255,15 @@ fn proxy_config() -> TidegateProxyConfig {
     };
     config.race_slots = RACE_SLOTS;
     config
+}
+
+fn memory_config() -> TidegateMemoryConfig {
+    TidegateMemoryConfig {
+        limit_bytes: MEMORY_LIMIT,
+        calm_us: 20_000,
+        max_reservations: MAX_RESERVATIONS,
+        ..tidegate_memory_config_packet_tunnel()
+    }
 }
 
 fn lifecycle_config() -> TidegateLifecycleConfig {

@@ -84,7 +84,7 @@ fn every_engine_allocates_its_footprint_and_a_mixed_run_allocates_nothing() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(OPERATIONS);
     // Filled outside the counted windows; room is reserved up front.
-    let mut creations: Vec<(Creation, [u64; 3])> = Vec::with_capacity(3);
+    let mut creations: Vec<(Creation, [u64; 3])> = Vec::with_capacity(4);
     let mut workload = Workload::new(0x2545_F491_4F6C_DD1D, false, |creation, create| {
         COUNTING.with(|c| c.set(true));
         let before = counts();
@@ -93,7 +93,7 @@ fn every_engine_allocates_its_footprint_and_a_mixed_run_allocates_nothing() {
         COUNTING.with(|c| c.set(false));
         creations.push((creation, [0, 1, 2].map(|i| after[i] - before[i])));
     });
-    assert_eq!(creations.len(), 3, "every engine was created");
+    assert_eq!(creations.len(), 4, "every engine was created");
     for (creation, [allocations, bytes, frees]) in &creations {
         assert_eq!(
             *bytes, creation.footprint as u64,
@@ -205,5 +205,21 @@ fn every_engine_allocates_its_footprint_and_a_mixed_run_allocates_nothing() {
     assert!(
         stats.proxy.budget.attempts_refused > 0,
         "the budget refused attempts"
+    );
+    assert!(
+        activity.pressure_changes.iter().all(|&n| n > 100),
+        "every pressure level was entered and passed on"
+    );
+    assert!(
+        stats.memory.reservations_granted > 1000 && stats.memory.reservations_refused > 1000,
+        "reservations were granted and refused"
+    );
+    assert_eq!(
+        peaks.reservations, ceilings.reservations,
+        "the reservation slots filled"
+    );
+    assert!(
+        stats.proxy.flows.rejected_memory_pressure > 0,
+        "critical pressure refused flows"
     );
 }

@@ -1,7 +1,8 @@
 //! Soak: ten million operations across every engine, with bursts, keep memory flat after warm-up.
 //!
 //! The workload (`tidegate_tests::workload`) runs a packet tunnel, a proxy engine (flows,
-//! connection budget, Happy Eyeballs races) and a lifecycle machine through the C ABI; here the
+//! connection budget, Happy Eyeballs races), a lifecycle machine and a memory governor whose
+//! pressure changes reach the tunnel and the proxy engine, all through the C ABI; here the
 //! proxy engine is also freed and created again every 100,000 operations, as a host does when its
 //! provider restarts. After one million operations of
 //! warm-up the process's resident set and its peak (`/proc/self/statm`, `VmHWM` in
@@ -86,6 +87,7 @@ fn ten_million_operations_keep_memory_flat_after_warm_up() {
     assert!(peaks.budget_in_use <= ceilings.budget_in_use);
     assert!(peaks.races_running <= ceilings.race_slots);
     assert!(peaks.journal_len <= ceilings.journal_len);
+    assert!(peaks.reservations <= ceilings.reservations);
 
     assert_eq!(activity.operations, OPERATIONS);
     assert!(activity.bursts > 1000, "bursts happened");
@@ -93,6 +95,10 @@ fn ten_million_operations_keep_memory_flat_after_warm_up() {
     assert!(
         activity.proxy_restarts >= OPERATIONS / 100_000 - 1,
         "proxy engines were freed and created"
+    );
+    assert!(
+        activity.pressure_changes.iter().all(|&n| n > 0),
+        "every pressure level was passed to the engines"
     );
 }
 
