@@ -1,9 +1,12 @@
 //! Differential property test: the governor against a plain `HashMap` model over random
-//! sequences of new / connecting / connected / failed / read / complete / close / timeout.
+//! sequences of new / connecting / connected / failed / read / complete / close / timeout /
+//! memory pressure.
 //!
 //! The model is written from the documentation: the caps (global, per app, per destination,
 //! UDP, DNS in flight overall and per app), admission pacing's token bucket, the deadlines of
-//! every kind (connect, idle per class, UDP lifetime, paused time) and the watermarks. It
+//! every kind (connect, idle per class, UDP lifetime, paused time), the watermarks, and memory
+//! pressure (caps and watermarks scaled, reads above a shrunk watermark paused at once and
+//! resumed when they grow back, admission refused and idle flows evicted at critical). It
 //! predicts every admission answer (except which of several equally heavy apps loses a flow),
 //! every error, every outcome, every close notification and its reason, and the next timeout,
 //! and checks the invariants the governor exists for: caps never exceeded, pending bytes never
@@ -19,14 +22,18 @@ use std::vec::Vec;
 const SLOTS: usize = 9;
 const MAX_READ: u64 = 70;
 
-fn policy(per_app: u32) -> FlowPolicy {
+/// The policy of a run. Every timeout is multiplied by `time_scale` and the pacing rate divided
+/// by it: at 1 flows live for microseconds, at 10,000 for seconds, long enough for the idle
+/// eviction under critical pressure (flows idle for 2 s) to matter.
+fn policy(per_app: u32, time_scale: u64) -> FlowPolicy {
+    let rate = 25_000 / u32::try_from(time_scale).unwrap();
     FlowPolicy {
         max_flows: 6,
         max_flows_per_app: per_app,
         max_flows_per_destination: 5,
         max_connecting: 5,
-        idle_timeout_micros: 300,
-        connect_timeout_micros: 150,
+        idle_timeout_micros: 300 * time_scale,
+        connect_timeout_micros: 150 * time_scale,
         flow_high_watermark: 100,
         flow_low_watermark: 40,
         app_high_watermark: 180,
@@ -35,15 +42,53 @@ fn policy(per_app: u32) -> FlowPolicy {
         global_low_watermark: 150,
         hash_seed: 7,
         max_datagram_flows: 3,
-        datagram_idle_timeout_micros: 120,
-        datagram_max_lifetime_micros: 400,
+        datagram_idle_timeout_micros: 120 * time_scale,
+        datagram_max_lifetime_micros: 400 * time_scale,
         max_dns_in_flight: 3,
         max_dns_in_flight_per_app: 2,
-        dns_idle_timeout_micros: 80,
-        max_paused_micros: 200,
+        dns_idle_timeout_micros: 80 * time_scale,
+        max_paused_micros: 200 * time_scale,
         app_admission_burst: 4,
-        // One token per 40 µs.
-        app_admission_rate_per_second: 25_000,
+        // One token per 40 µs (times the scale).
+        app_admission_rate_per_second: rate.max(1),
+    }
+}
+
+/// `policy` as the documentation says memory pressure `level` applies it: the caps and the
+/// six watermarks at the whole configured value at normal, half at elevated, a quarter at
+/// critical, never below 1; a low watermark that meets its high one drops to one below it.
+fn scaled(policy: &FlowPolicy, level: Pressure) -> FlowPolicy {
+    let divisor = match level {
+        Pressure::Normal => 1,
+        Pressure::Elevated => 2,
+        Pressure::Critical => 4,
+    };
+    let cap = |limit: u32| (limit / divisor).max(1);
+    let mark = |limit: u64| (limit / u64::from(divisor)).max(1);
+    let pair = |high: u64, low: u64| {
+        let high = mark(high);
+        (high, mark(low).min(high - 1))
+    };
+    let (flow_high_watermark, flow_low_watermark) =
+        pair(policy.flow_high_watermark, policy.flow_low_watermark);
+    let (app_high_watermark, app_low_watermark) =
+        pair(policy.app_high_watermark, policy.app_low_watermark);
+    let (global_high_watermark, global_low_watermark) =
+        pair(policy.global_high_watermark, policy.global_low_watermark);
+    FlowPolicy {
+        max_flows: cap(policy.max_flows),
+        max_flows_per_app: cap(policy.max_flows_per_app),
+        max_flows_per_destination: cap(policy.max_flows_per_destination),
+        max_datagram_flows: cap(policy.max_datagram_flows),
+        max_dns_in_flight: cap(policy.max_dns_in_flight),
+        max_dns_in_flight_per_app: cap(policy.max_dns_in_flight_per_app),
+        flow_high_watermark,
+        flow_low_watermark,
+        app_high_watermark,
+        app_low_watermark,
+        global_high_watermark,
+        global_low_watermark,
+        ..*policy
     }
 }
 
@@ -75,6 +120,8 @@ enum Op {
     /// Time passes without a timer firing: the next input carries a later `now`.
     Tick(u64),
     Forged(u64),
+    /// The memory governor reports a pressure level.
+    Pressure(Pressure),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -92,6 +139,12 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u64..60).prop_map(Op::Advance),
         1 => (0u64..30).prop_map(Op::Tick),
         1 => any::<u64>().prop_map(Op::Forged),
+        1 => prop_oneof![
+            Just(Pressure::Normal),
+            Just(Pressure::Elevated),
+            Just(Pressure::Critical)
+        ]
+        .prop_map(Op::Pressure),
     ]
 }
 
@@ -117,7 +170,15 @@ struct ModelFlow {
 }
 
 struct Model {
+    /// The configured policy.
     policy: FlowPolicy,
+    /// The policy in force: `policy` scaled for `level`.
+    limits: FlowPolicy,
+    level: Pressure,
+    /// When the next eviction round of idle flows is due, while pressure is critical.
+    next_eviction: Option<u64>,
+    /// What `Op::Advance` and `Op::Tick` multiply their microseconds by.
+    time_scale: u64,
     now: u64,
     seq: u64,
     flows: HashMap<FlowId, ModelFlow>,
@@ -235,16 +296,16 @@ impl Model {
             .collect();
         for app in apps {
             let pending = self.app_pending(app);
-            if pending >= self.policy.app_high_watermark {
+            if pending >= self.limits.app_high_watermark {
                 self.apps_paused.insert(app);
-            } else if pending <= self.policy.app_low_watermark {
+            } else if pending <= self.limits.app_low_watermark {
                 self.apps_paused.remove(&app);
             }
         }
         let total = self.total_pending();
-        if !self.global_paused && total >= self.policy.global_high_watermark {
+        if !self.global_paused && total >= self.limits.global_high_watermark {
             self.global_paused = true;
-        } else if self.global_paused && total <= self.policy.global_low_watermark {
+        } else if self.global_paused && total <= self.limits.global_low_watermark {
             self.global_paused = false;
         }
     }
@@ -277,7 +338,11 @@ impl Model {
         destination: u64,
         class: FlowClass,
     ) -> Result<Option<()>, RejectReason> {
-        let policy = self.policy;
+        if self.level == Pressure::Critical {
+            return Err(RejectReason::MemoryPressure);
+        }
+        // The caps in force; the limit on flows connecting is not scaled.
+        let policy = self.limits;
         let app_open = self.app_open(app);
         if app_open >= policy.max_flows_per_app {
             return Err(RejectReason::AppOverLimit);
@@ -311,7 +376,7 @@ impl Model {
             .open()
             .filter(|(_, f)| f.state != FlowState::Established)
             .count() as u32;
-        if connecting >= policy.max_connecting {
+        if connecting >= self.policy.max_connecting {
             return Err(RejectReason::ConnectionBudget);
         }
         if self.flows.len() >= SLOTS {
@@ -369,6 +434,77 @@ impl Model {
         self.buckets.insert(app, (tokens, self.now));
     }
 
+    /// The governor closes open flow `id` for `reason`: its token goes back, its reads stop.
+    fn begin_closing(&mut self, id: FlowId, reason: CloseReason) {
+        let (app, class) = (self.flows[&id].app, self.flows[&id].class);
+        self.give_back(app, class);
+        let flow = self.flows.get_mut(&id).unwrap();
+        flow.state = FlowState::Closing;
+        flow.reason = Some(reason);
+        flow.host_paused = [false, false];
+        flow.paused_since = None;
+    }
+
+    /// An eviction round: every established flow idle for 2 s closes (a round closes up to 32,
+    /// more than the table holds), and the next round is due in 1 s.
+    fn evict_idle(&mut self) {
+        let now = self.now;
+        let idle: Vec<FlowId> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.state == FlowState::Established && now - f.last_active >= 2_000_000)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in idle {
+            self.begin_closing(id, CloseReason::MemoryPressure);
+        }
+        self.next_eviction = Some(now + 1_000_000);
+    }
+
+    /// The governor applies pressure `level`: the limits change, every open flow's watermark
+    /// hysteresis is applied again with them, then the app and global ones; reads that may no
+    /// longer run are paused (the host may be between reads), paused ones that may run again are
+    /// resumed by notification (checked by `drain_and_check`). At critical an eviction round
+    /// runs unless one is already scheduled; below critical none is.
+    fn on_pressure(&mut self, level: Pressure) {
+        self.level = level;
+        self.limits = scaled(&self.policy, level);
+        let (high, low) = (
+            self.limits.flow_high_watermark,
+            self.limits.flow_low_watermark,
+        );
+        for flow in self.flows.values_mut().filter(|f| f.state.is_open()) {
+            for side in 0..2 {
+                if flow.pending[side] >= high {
+                    flow.over[side] = true;
+                } else if flow.pending[side] <= low {
+                    flow.over[side] = false;
+                }
+            }
+        }
+        self.update_global();
+        let mut ids: Vec<FlowId> = self.flows.keys().copied().collect();
+        ids.sort();
+        for id in ids {
+            let flow = &self.flows[&id];
+            let may_read = [flow.state.is_open(), flow.state == FlowState::Established];
+            for (side, may_read) in may_read.into_iter().enumerate() {
+                let flow = &self.flows[&id];
+                if may_read && !flow.host_paused[side] && !self.readable(id, side) {
+                    self.flows.get_mut(&id).unwrap().host_paused[side] = true;
+                }
+            }
+            self.sync_paused(id);
+        }
+        if level == Pressure::Critical {
+            if self.next_eviction.is_none() {
+                self.evict_idle();
+            }
+        } else {
+            self.next_eviction = None;
+        }
+    }
+
     fn release(&mut self, id: FlowId, outcome: FlowOutcome) {
         if let Some(flow) = self.flows.get(&id)
             && flow.state.is_open()
@@ -414,12 +550,16 @@ fn lookup_error(model: &Model, id: FlowId) -> Option<FlowError> {
     }
 }
 
-fn run(ops: Vec<Op>, per_app: u32) -> Result<(), TestCaseError> {
-    let policy = policy(per_app);
+fn run(ops: Vec<Op>, per_app: u32, time_scale: u64) -> Result<(), TestCaseError> {
+    let policy = policy(per_app, time_scale);
     let mut governor = FlowGovernor::new(Instant::ZERO, [FlowSlot::EMPTY; SLOTS], policy)
         .map_err(|_| fail("policy"))?;
     let mut model = Model {
         policy,
+        limits: policy,
+        level: Pressure::Normal,
+        next_eviction: None,
+        time_scale,
         now: 0,
         seq: 0,
         flows: HashMap::new(),
@@ -456,6 +596,7 @@ fn run(ops: Vec<Op>, per_app: u32) -> Result<(), TestCaseError> {
             + stats.connect_timeouts
             + stats.lifetime_closes
             + stats.paused_closes
+            + stats.pressure_closes
     );
     prop_assert_eq!(governor.free_slots() as usize, SLOTS);
     prop_assert_eq!(stats.apps, 0);
@@ -463,7 +604,11 @@ fn run(ops: Vec<Op>, per_app: u32) -> Result<(), TestCaseError> {
         stats.bytes_pending_inbound + stats.bytes_pending_outbound,
         0
     );
-    prop_assert_eq!(governor.poll_timeout(), None);
+    // While pressure stays critical, the eviction rounds keep their timer.
+    prop_assert_eq!(
+        governor.poll_timeout(),
+        model.next_eviction.map(Instant::from_micros)
+    );
     Ok(())
 }
 
@@ -639,7 +784,7 @@ fn step<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
             };
             prop_assert_eq!(result, Ok(()));
             if bytes > 0 {
-                let high = model.policy.flow_high_watermark;
+                let high = model.limits.flow_high_watermark;
                 let flow = model.flows.get_mut(&id).unwrap();
                 flow.pending[side] += bytes;
                 flow.moved = true;
@@ -674,7 +819,7 @@ fn step<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
                 prop_assert_eq!(result, Err(error));
                 return Ok(());
             }
-            let low = model.policy.flow_low_watermark;
+            let low = model.limits.flow_low_watermark;
             let flow = model.flows.get_mut(&id).unwrap();
             if bytes > flow.pending[side] {
                 prop_assert_eq!(
@@ -714,7 +859,7 @@ fn step<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
             model.release(id, expected);
         }
         Op::Advance(micros) => {
-            model.now += micros;
+            model.now += micros * model.time_scale;
             let now = model.now;
             governor.handle_timeout(Instant::from_micros(now));
             let due: Vec<(FlowId, CloseReason)> = model
@@ -730,20 +875,22 @@ fn step<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
                 })
                 .collect();
             for (id, reason) in due {
-                let (app, class) = (model.flows[&id].app, model.flows[&id].class);
-                model.give_back(app, class);
-                let flow = model.flows.get_mut(&id).unwrap();
-                flow.state = FlowState::Closing;
-                flow.reason = Some(reason);
-                flow.host_paused = [false, false];
-                flow.paused_since = None;
+                model.begin_closing(id, reason);
+            }
+            // The deadlines first, then the eviction round if one is due.
+            if model.next_eviction.is_some_and(|due| due <= now) {
+                model.evict_idle();
             }
         }
-        Op::Tick(micros) => model.now += micros,
+        Op::Tick(micros) => model.now += micros * model.time_scale,
         Op::Forged(raw) => {
             let id = FlowId::from_raw(raw | (1 << 63));
             prop_assert_eq!(governor.on_closed(now, id), Err(FlowError::UnknownFlow));
             prop_assert!(!governor.can_read_local(id));
+        }
+        Op::Pressure(level) => {
+            governor.on_pressure(now, level);
+            model.on_pressure(level);
         }
     }
     Ok(())
@@ -807,6 +954,8 @@ fn check_invariants<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
 ) -> Result<(), TestCaseError> {
     let policy = model.policy;
     let stats = governor.stats();
+    prop_assert_eq!(governor.pressure(), model.level);
+    prop_assert_eq!(governor.limits(), &model.limits);
     let open = model.open().count() as u32;
     prop_assert!(open <= policy.max_flows);
     prop_assert_eq!(governor.open_flows(), open);
@@ -879,6 +1028,7 @@ fn check_invariants<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
         .values()
         .flat_map(|f| model.deadlines(f))
         .map(|(deadline, _)| deadline)
+        .chain(model.next_eviction)
         .min()
         .map(Instant::from_micros);
     for class in FlowClass::ALL {
@@ -924,7 +1074,7 @@ proptest! {
     fn governor_matches_model(
         ops in proptest::collection::vec(op(), 0..crate::proptest_config::ops(250))
     ) {
-        run(ops, 4)?;
+        run(ops, 4, 1)?;
     }
 
     /// Per-app cap equal to the global cap: one app can fill the table, so fairness evicts.
@@ -932,6 +1082,14 @@ proptest! {
     fn governor_matches_model_with_fair_eviction(
         ops in proptest::collection::vec(op(), 0..crate::proptest_config::ops(250))
     ) {
-        run(ops, 6)?;
+        run(ops, 6, 1)?;
+    }
+
+    /// Timeouts in seconds: flows live long enough for critical pressure to evict idle ones.
+    #[test]
+    fn governor_matches_model_with_idle_eviction(
+        ops in proptest::collection::vec(op(), 0..crate::proptest_config::ops(250))
+    ) {
+        run(ops, 4, 10_000)?;
     }
 }

@@ -267,6 +267,42 @@ mod tests {
     }
 
     #[test]
+    fn scaled_low_watermarks_stay_below_their_high_ones() {
+        // Lows one below their highs meet once halved (50 and 50), and the smallest pair meets
+        // at the floor of 1: each low drops to one below its high, so a pause can end.
+        let policy = FlowPolicy {
+            flow_high_watermark: 101,
+            flow_low_watermark: 100,
+            app_high_watermark: 2,
+            app_low_watermark: 1,
+            global_high_watermark: 401,
+            global_low_watermark: 400,
+            ..small_policy()
+        };
+        let mut g = governor(policy, 9);
+        for (level, expected) in [
+            (Pressure::Elevated, [50, 49, 1, 0, 200, 199]),
+            (Pressure::Critical, [25, 24, 1, 0, 100, 99]),
+            (Pressure::Normal, [101, 100, 2, 1, 401, 400]),
+        ] {
+            g.on_pressure(at(1), level);
+            let l = g.limits();
+            assert_eq!(
+                [
+                    l.flow_high_watermark,
+                    l.flow_low_watermark,
+                    l.app_high_watermark,
+                    l.app_low_watermark,
+                    l.global_high_watermark,
+                    l.global_low_watermark
+                ],
+                expected,
+                "{level:?}"
+            );
+        }
+    }
+
+    #[test]
     fn critical_evicts_idle_flows_in_batches_least_recently_active_first() {
         let policy = FlowPolicy {
             max_flows: 60,
