@@ -2447,7 +2447,8 @@ typedef struct TidegateTunnelLimits {
      */
     uint32_t outbound_packets;
     /**
-     * Inbound arena bytes in use at most (FIFO modes).
+     * Inbound arena bytes in use at most (FIFO modes); never below `max_packet_len`, so a
+     * packet that fits the empty ring fits its limits too.
      */
     uint32_t inbound_bytes;
     /**

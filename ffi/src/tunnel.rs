@@ -833,7 +833,8 @@ pub struct TidegateTunnelLimits {
     pub outbound_low_watermark_packets: u32,
     /// Outbound cells in use at most (flow-queue mode).
     pub outbound_packets: u32,
-    /// Inbound arena bytes in use at most (FIFO modes).
+    /// Inbound arena bytes in use at most (FIFO modes); never below `max_packet_len`, so a
+    /// packet that fits the empty ring fits its limits too.
     pub inbound_bytes: u32,
     /// Inbound packets (FIFO modes) or cells (flow-queue mode) in use at most.
     pub inbound_packets: u32,

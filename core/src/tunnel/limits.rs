@@ -30,7 +30,8 @@ pub struct TunnelLimits {
     pub outbound_low_watermark_packets: u32,
     /// Outbound cells in use at most (flow-queue mode).
     pub outbound_packets: u32,
-    /// Inbound arena bytes in use at most (FIFO mode).
+    /// Inbound arena bytes in use at most (FIFO mode); never below one maximum-size packet,
+    /// so a packet that fits the empty ring fits its limits too.
     pub inbound_bytes: u32,
     /// Inbound packets (FIFO mode) or cells (flow-queue mode) in use at most.
     pub inbound_packets: u32,
@@ -40,7 +41,9 @@ impl TunnelLimits {
     /// The limits of `config` at `pressure`.
     ///
     /// Each low watermark stays below its high one, as the configuration requires, so a pause
-    /// always has a level to resume at.
+    /// always has a level to resume at. The inbound byte limit stays at or above
+    /// `max_packet_len` (the configuration requires the arena to hold one), so dropping the
+    /// oldest packets always makes room for a new one.
     pub(crate) const fn of(config: &TunnelConfig, pressure: Pressure) -> TunnelLimits {
         let high_bytes = pressure.scale_u32(config.outbound_high_watermark_bytes);
         let high_packets = pressure.scale_u32(config.outbound_high_watermark_packets);
@@ -53,7 +56,10 @@ impl TunnelLimits {
             outbound_high_watermark_packets: high_packets,
             outbound_low_watermark_packets: below(low_packets, high_packets),
             outbound_packets: pressure.scale_u32(config.outbound_packets),
-            inbound_bytes: pressure.scale_u32(config.inbound_bytes),
+            inbound_bytes: at_least(
+                pressure.scale_u32(config.inbound_bytes),
+                config.max_packet_len,
+            ),
             inbound_packets: pressure.scale_u32(config.inbound_packets),
         }
     }
@@ -85,4 +91,9 @@ const fn below(low: u32, high: u32) -> u32 {
     } else {
         high.saturating_sub(1)
     }
+}
+
+/// `limit`, raised to `floor` if it fell below it.
+const fn at_least(limit: u32, floor: u32) -> u32 {
+    if limit < floor { floor } else { limit }
 }

@@ -543,6 +543,13 @@ where
             }
         }
         if !fits(ring) {
+            // The limits never fall below one maximum-size packet, so once the oldest are
+            // dropped the packet fits: dropping them and then this one too would lose data the
+            // disposition does not report.
+            debug_assert_eq!(
+                dropped.0, 0,
+                "dropped the oldest for a packet that cannot fit"
+            );
             count(&mut self.dropped_newest.0, &mut self.dropped_newest.1, len);
             return Ok(InboundDisposition::DroppedNewest);
         }

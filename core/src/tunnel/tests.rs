@@ -1152,6 +1152,32 @@ fn inbound_drops_earlier_under_pressure_by_its_policy() {
     assert_eq!(tun.stats().inbound_dropped_newest_packets, 1);
 }
 
+/// Found by the tunnel fuzz target: a critical quarter of a 300-byte inbound arena (75 bytes)
+/// is below the largest packet (100 bytes), so a 90-byte packet emptied the queue by dropping
+/// the oldest and was then dropped too, reported as `DroppedNewest` alone.
+#[test]
+fn a_shrunk_inbound_limit_still_takes_a_maximum_size_packet() {
+    let config = TunnelConfig {
+        inbound_bytes: 300,
+        inbound_drop_policy: DropPolicy::DropOldest,
+        ..small()
+    };
+    let mut tun = tunnel(config);
+    tun.on_inbound_packet(t(0), &[1; 90]).unwrap();
+    tun.on_inbound_packet(t(0), &[2; 90]).unwrap();
+    assert!(!tun.on_pressure(t(1), Pressure::Critical));
+    assert_eq!(tun.limits().inbound_bytes, 100, "one maximum-size packet");
+    assert_eq!(
+        tun.on_inbound_packet(t(2), &[3; 90]),
+        Ok(InboundDisposition::QueuedAfterDroppingOldest {
+            packets: 2,
+            bytes: 180
+        })
+    );
+    assert_eq!(tun.stats().inbound.packets_queued, 1);
+    assert_eq!(tun.poll_inbound(t(3)).unwrap(), &[3; 90][..]);
+}
+
 #[test]
 fn scaled_low_watermarks_stay_below_the_high_ones() {
     let config = TunnelConfig {
