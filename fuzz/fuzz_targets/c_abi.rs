@@ -7,7 +7,10 @@
 //! - a NULL handle or a NULL required pointer gives `NULL_ARGUMENT`;
 //! - out-parameters are written only on success: a refused call leaves them byte for byte;
 //! - packet views stay readable and unchanged until completed (AddressSanitizer checks every
-//!   byte read through them), and every handle is freed, so a leak fails the run too.
+//!   byte read through them), and every handle is freed, so a leak fails the run too;
+//! - the memory governor issues each reservation id once, never 0, refuses exactly 0 bytes,
+//!   a full slot table and unknown ids; a pressure level reaches the tunnel and the proxy
+//!   engine, and an unknown one is refused and leaves their limits unchanged.
 #![no_main]
 
 use std::collections::VecDeque;
@@ -237,6 +240,27 @@ enum Op {
         short: u8,
         null_buf: bool,
     },
+    // Memory governor.
+    MemoryNew {
+        /// A preset (even: packet tunnel, odd: app proxy) when `raw` is `None`.
+        preset: u8,
+        raw: Option<(u64, u64, [u32; 4])>,
+        null_out: bool,
+    },
+    MemoryFree,
+    MemoryCall {
+        call: u8,
+        value: u64,
+        reservation: Id,
+        null_out: bool,
+        tick: Tick,
+    },
+    /// A pressure level, known (0 to 2) or not, passed to the tunnel and the proxy engine.
+    Pressure {
+        level: u32,
+        null_out: bool,
+        tick: Tick,
+    },
 }
 
 #[derive(Default)]
@@ -254,6 +278,10 @@ struct Host {
     generations: Vec<u64>,
     tasks: Vec<u64>,
     journal: Vec<u8>,
+    memory: Option<*mut TidegateMemory>,
+    /// Reservations granted and not released.
+    reservations: Vec<u64>,
+    max_reservations: usize,
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -1169,8 +1197,224 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                     }
                 }
             }
+            op @ (Op::MemoryNew { .. }
+            | Op::MemoryFree
+            | Op::MemoryCall { .. }
+            | Op::Pressure { .. }) => run_memory(host, clock, op),
         }
     }
+}
+
+/// The memory governor's operations.
+unsafe fn run_memory(host: &mut Host, clock: &mut HostClock, op: Op) {
+    unsafe {
+        match op {
+            Op::MemoryNew {
+                preset,
+                raw,
+                null_out,
+            } => {
+                let mut c = if preset % 2 == 0 {
+                    tidegate_memory_config_packet_tunnel()
+                } else {
+                    tidegate_memory_config_app_proxy()
+                };
+                if let Some((limit, calm, [elevated, critical, hysteresis, slots])) = raw {
+                    c = TidegateMemoryConfig {
+                        limit_bytes: limit,
+                        calm_us: calm,
+                        elevated_permille: elevated,
+                        critical_permille: critical,
+                        hysteresis_permille: hysteresis,
+                        max_reservations: slots % 80_000,
+                    };
+                }
+                let configs = [
+                    S::ConfigMemoryZeroLimit,
+                    S::ConfigMemoryThresholds,
+                    S::ConfigMemoryHysteresis,
+                    S::ConfigMemoryReservations,
+                ];
+                let mut footprint = Out::<usize>::new(false);
+                let mut align = 0;
+                let s = tidegate_memory_footprint(&c, footprint.ptr(), &mut align);
+                let Some(bytes) = footprint.after(expect(s, false, &configs)) else {
+                    return;
+                };
+                if bytes > MAX_FOOTPRINT {
+                    return;
+                }
+                let mut out = Out::<*mut TidegateMemory>::new(null_out);
+                let s = tidegate_memory_new(&c, out.ptr());
+                if let Some(memory) = out.after(expect(s, null_out, &[S::OutOfMemory])) {
+                    if let Some(old) = host.memory.replace(memory) {
+                        tidegate_memory_free(old);
+                    }
+                    host.reservations.clear();
+                    host.max_reservations = c.max_reservations as usize;
+                }
+            }
+            Op::MemoryFree => {
+                if let Some(memory) = host.memory.take() {
+                    tidegate_memory_free(memory);
+                }
+                tidegate_memory_free(null_mut());
+                host.reservations.clear();
+            }
+            Op::MemoryCall {
+                call,
+                value,
+                reservation,
+                null_out,
+                tick,
+            } => {
+                let now = clock.tick(tick);
+                let memory = handle(host.memory, call >= 250);
+                let null_given = memory.is_null();
+                match call % 8 {
+                    0 => {
+                        let s = tidegate_memory_on_headroom(memory, now, value);
+                        expect(s, null_given, &[]);
+                    }
+                    1 => {
+                        let s = tidegate_memory_on_footprint(memory, now, value);
+                        expect(s, null_given, &[]);
+                    }
+                    2 => {
+                        let full = host.reservations.len() == host.max_reservations;
+                        let mut out = Out::<u64>::new(null_out);
+                        let s = tidegate_memory_reserve(memory, now, value, out.ptr());
+                        let refusals =
+                            [S::MemoryPressure, S::NoReservationSlot, S::InvalidArgument];
+                        let s = expect(s, null_given || null_out, &refusals);
+                        if let Some(id) = out.after(s) {
+                            assert_ne!(id, 0, "a reservation id is never 0");
+                            assert!(!host.reservations.contains(&id), "id {id} issued twice");
+                            host.reservations.push(id);
+                        }
+                        if !null_given && !null_out {
+                            assert_eq!(
+                                s == S::InvalidArgument,
+                                value == 0,
+                                "only 0 bytes is invalid"
+                            );
+                            // A full table refuses, unless pressure refused first.
+                            if full {
+                                assert!(matches!(s, S::NoReservationSlot | S::MemoryPressure));
+                            } else {
+                                assert_ne!(s, S::NoReservationSlot, "a slot was free");
+                            }
+                        }
+                    }
+                    3 => {
+                        let id = pick(&host.reservations, &reservation);
+                        let s = tidegate_memory_release(memory, now, id);
+                        let s = expect(s, null_given, &[S::UnknownReservation]);
+                        if !null_given {
+                            let outstanding = host.reservations.contains(&id);
+                            assert_eq!(s == S::Ok, outstanding, "release of {id}");
+                            host.reservations.retain(|&r| r != id);
+                        }
+                    }
+                    4 => {
+                        let mut level = Out::<TidegatePressure>::new(null_out);
+                        let mut changed = Out::<bool>::new(null_out);
+                        let s = tidegate_memory_poll_pressure(memory, level.ptr(), changed.ptr());
+                        let s = expect(s, null_given || null_out, &[]);
+                        changed.after(s);
+                        if let Some(level) = level.after(s) {
+                            apply_pressure(host, now, level as u32, false);
+                        }
+                    }
+                    5 => {
+                        let mut out = Out::<u64>::new(null_out);
+                        let s = tidegate_memory_poll_timeout(memory, out.ptr());
+                        out.after(expect(s, null_given || null_out, &[]));
+                    }
+                    6 => {
+                        let s = tidegate_memory_handle_timeout(memory, now);
+                        expect(s, null_given, &[]);
+                    }
+                    _ => {
+                        let mut out = Out::<TidegateMemoryStats>::new(null_out);
+                        let s = tidegate_memory_stats(memory, out.ptr());
+                        if let Some(stats) = out.after(expect(s, null_given || null_out, &[])) {
+                            assert_eq!(stats.reservations as usize, host.reservations.len());
+                            assert!(stats.unmeasured_bytes <= stats.reserved_bytes);
+                            assert!(stats.peak_projected_bytes >= stats.projected_bytes);
+                        }
+                    }
+                }
+            }
+            Op::Pressure {
+                level,
+                null_out,
+                tick,
+            } => {
+                let now = clock.tick(tick);
+                // Mostly a known level; now and then any integer.
+                let level = if level >= 0xF000_0000 {
+                    level
+                } else {
+                    level % 4
+                };
+                apply_pressure(host, now, level, null_out);
+            }
+            _ => unreachable!("not a memory operation"),
+        }
+    }
+}
+
+/// Pass pressure `level` to the tunnel and the proxy engine, and check what they apply: an
+/// unknown level is refused and changes nothing, a known one is in force afterwards with
+/// limits never above the configured ones.
+unsafe fn apply_pressure(host: &mut Host, now: u64, level: u32, null_out: bool) {
+    let known = level <= TidegatePressure::Critical as u32;
+    unsafe {
+        let tunnel = handle(host.tunnel, false);
+        let before = tunnel_limits(tunnel);
+        let mut resume = Out::<bool>::new(null_out);
+        let s = tidegate_tunnel_on_pressure(tunnel, now, level, resume.ptr());
+        let s = expect(s, tunnel.is_null() || null_out, &[S::InvalidArgument]);
+        resume.after(s);
+        if let (Some(before), Some(after)) = (before, tunnel_limits(tunnel)) {
+            if s == S::Ok {
+                assert!(known);
+                assert_eq!(after.pressure as u32, level);
+            } else {
+                assert_eq!(
+                    format!("{before:?}"),
+                    format!("{after:?}"),
+                    "a refused level changed the limits"
+                );
+            }
+        }
+
+        let proxy = handle(host.proxy, false);
+        let s = tidegate_proxy_on_pressure(proxy, now, level);
+        let s = expect(s, proxy.is_null(), &[S::InvalidArgument]);
+        if !proxy.is_null() {
+            assert_eq!(s == S::Ok, known, "level {level}");
+            let mut stats = Out::<TidegateProxyStats>::new(false);
+            let s = tidegate_proxy_stats(proxy, stats.ptr());
+            if let Some(stats) = stats.after(expect(s, false, &[])) {
+                if known {
+                    assert_eq!(stats.pressure as u32, level);
+                }
+                assert!(stats.limits.max_flows >= 1);
+            }
+        }
+    }
+}
+
+/// The tunnel's limits in force, if there is a tunnel.
+unsafe fn tunnel_limits(tunnel: *mut TidegateTunnel) -> Option<TidegateTunnelLimits> {
+    if tunnel.is_null() {
+        return None;
+    }
+    let mut out = Out::<TidegateTunnelLimits>::new(false);
+    let s = unsafe { tidegate_tunnel_limits(tunnel, out.ptr()) };
+    out.after(expect(s, false, &[]))
 }
 
 /// The handle, or NULL when there is none or the operation asks for NULL.
@@ -1255,6 +1499,9 @@ unsafe fn free_all(host: &mut Host) {
         }
         if let Some(lifecycle) = host.lifecycle.take() {
             tidegate_lifecycle_free(lifecycle);
+        }
+        if let Some(memory) = host.memory.take() {
+            tidegate_memory_free(memory);
         }
     }
 }

@@ -12,7 +12,12 @@
 //! - a refused packet changes nothing but its counter (the clock included);
 //! - the byte queue limit: the bytes below match completions minus the reports of the layer
 //!   below, a poll hands nothing out exactly while they reach the limit (and changes nothing but
-//!   the hold counter), and the limit stays within its bounds.
+//!   the hold counter), and the limit stays within its bounds;
+//! - memory pressure, changed at random: the limits in force are the configured ones scaled
+//!   (never above them, each low below its high), the watermark checks above hold for the
+//!   limits in force, a shrink at or above the shrunk high watermark pauses reading at once, a
+//!   change reports `resume_reading` exactly when it ends a pause, and an inbound packet is
+//!   queued only within the shrunk inbound limits.
 #![no_main]
 
 use std::collections::VecDeque;
@@ -20,8 +25,8 @@ use std::collections::VecDeque;
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use tidegate_core::{
-    Aqm, ByteQueueLimit, DropPolicy, InboundDisposition, Instant, PacketError, PacketTunnel, Slot,
-    TunnelConfig, TunnelStats, TunnelStorage,
+    Aqm, ByteQueueLimit, DropPolicy, InboundDisposition, Instant, PacketError, PacketTunnel,
+    Pressure, Slot, TunnelConfig, TunnelStats, TunnelStorage,
 };
 use tidegate_fuzz::{HostClock, MAX_OPS, Tick, stamped_packet};
 
@@ -46,14 +51,41 @@ struct Setup {
 
 #[derive(Debug, Arbitrary)]
 enum Op {
-    Outbound { len: u16, tick: Tick },
-    Inbound { len: u16, tick: Tick },
-    PollOutbound { tick: Tick },
-    PollInbound { tick: Tick },
-    CompleteOutbound { count: u8, tick: Tick },
-    CompleteInbound { count: u8, tick: Tick },
-    Transmitted { bytes: u16, tick: Tick },
-    QueuedBelow { bytes: u16, tick: Tick },
+    Outbound {
+        len: u16,
+        tick: Tick,
+    },
+    Inbound {
+        len: u16,
+        tick: Tick,
+    },
+    PollOutbound {
+        tick: Tick,
+    },
+    PollInbound {
+        tick: Tick,
+    },
+    CompleteOutbound {
+        count: u8,
+        tick: Tick,
+    },
+    CompleteInbound {
+        count: u8,
+        tick: Tick,
+    },
+    Transmitted {
+        bytes: u16,
+        tick: Tick,
+    },
+    QueuedBelow {
+        bytes: u16,
+        tick: Tick,
+    },
+    /// The memory governor reports a level: `level % 3` is normal, elevated or critical.
+    Pressure {
+        level: u8,
+        tick: Tick,
+    },
 }
 
 /// What the model expects one ring to hold.
@@ -138,8 +170,9 @@ fuzz_target!(|data: &[u8]| {
                     Err(other) => panic!("an undocumented refusal: {other:?}"),
                 }
                 let (bytes, packets) = held(&tunnel, &outbound);
-                if bytes >= config.outbound_high_watermark_bytes as usize
-                    || packets >= config.outbound_high_watermark_packets as usize
+                let limits = tunnel.limits();
+                if bytes >= limits.outbound_high_watermark_bytes as usize
+                    || packets >= limits.outbound_high_watermark_packets as usize
                 {
                     assert!(
                         !tunnel.can_read_outbound(),
@@ -159,16 +192,20 @@ fuzz_target!(|data: &[u8]| {
                 seq += 1;
                 let packet = stamped_packet(seq, len);
                 let before = tunnel.stats();
-                match tunnel.on_inbound_packet(now, &packet) {
-                    Ok(InboundDisposition::Queued) => inbound.queued.push_back(packet),
+                let queued = match tunnel.on_inbound_packet(now, &packet) {
+                    Ok(InboundDisposition::Queued) => {
+                        inbound.queued.push_back(packet);
+                        true
+                    }
                     Ok(InboundDisposition::QueuedAfterDroppingOldest { packets, bytes }) => {
                         assert_eq!(config.inbound_drop_policy, DropPolicy::DropOldest);
                         assert!(packets > 0);
                         let dropped: usize = inbound.queued.drain(..packets).map(|p| p.len()).sum();
                         assert_eq!(dropped, bytes);
                         inbound.queued.push_back(packet);
+                        true
                     }
-                    Ok(InboundDisposition::DroppedNewest) => {}
+                    Ok(InboundDisposition::DroppedNewest) => false,
                     Ok(other) => panic!("FIFO mode never reports {other:?}"),
                     Err(PacketError::Empty) => {
                         assert_eq!(len, 0);
@@ -176,6 +213,7 @@ fuzz_target!(|data: &[u8]| {
                         let mut expected = before;
                         expected.inbound.empty_packets += 1;
                         assert_eq!(tunnel.stats(), expected, "a refusal changes one counter");
+                        false
                     }
                     Err(PacketError::TooLong { .. }) => {
                         assert!(len > config.max_packet_len as usize);
@@ -183,9 +221,22 @@ fuzz_target!(|data: &[u8]| {
                         let mut expected = before;
                         expected.inbound.oversized_packets += 1;
                         assert_eq!(tunnel.stats(), expected, "a refusal changes one counter");
+                        false
                     }
                     Err(PacketError::NoRoom) => panic!("inbound drops by policy, never NoRoom"),
                     Err(other) => panic!("an undocumented refusal: {other:?}"),
+                };
+                let limits = tunnel.limits();
+                if queued && limits.pressure != Pressure::Normal {
+                    // Within the shrunk limits: the packet's bytes fitted (its padding aside).
+                    let (bytes, packets) = held_in(&tunnel.stats().inbound, &inbound, &config);
+                    let padding = config.packet_align as usize - 1;
+                    assert!(
+                        bytes <= limits.inbound_bytes as usize + padding,
+                        "inbound holds {bytes} bytes under a limit of {}",
+                        limits.inbound_bytes
+                    );
+                    assert!(packets <= limits.inbound_packets as usize);
                 }
             }
             Op::PollOutbound { tick } => {
@@ -234,8 +285,9 @@ fuzz_target!(|data: &[u8]| {
                         let resumed = was_paused && tunnel.can_read_outbound();
                         assert_eq!(done.resume_reading, resumed, "resume edge exactly once");
                         let (bytes, packets) = held(&tunnel, &outbound);
-                        let at_low = bytes <= config.outbound_low_watermark_bytes as usize
-                            && packets <= config.outbound_low_watermark_packets as usize;
+                        let limits = tunnel.limits();
+                        let at_low = bytes <= limits.outbound_low_watermark_bytes as usize
+                            && packets <= limits.outbound_low_watermark_packets as usize;
                         if !tunnel.can_read_outbound() {
                             assert!(!at_low, "a completion at the low watermarks resumes");
                         }
@@ -273,6 +325,58 @@ fuzz_target!(|data: &[u8]| {
                 let now = Instant::from_micros(clock.tick(tick));
                 tunnel.on_outbound_queued_below(now, u64::from(bytes));
                 below = below.min(u64::from(bytes));
+            }
+            Op::Pressure { level, tick } => {
+                let now = Instant::from_micros(clock.tick(tick));
+                let level = [Pressure::Normal, Pressure::Elevated, Pressure::Critical]
+                    [usize::from(level % 3)];
+                let was_paused = !tunnel.can_read_outbound();
+                let resume = tunnel.on_pressure(now, level);
+                let limits = tunnel.limits();
+                assert_eq!(limits.pressure, level);
+                for (shrunk, configured) in [
+                    (
+                        limits.outbound_high_watermark_bytes,
+                        config.outbound_high_watermark_bytes,
+                    ),
+                    (
+                        limits.outbound_low_watermark_bytes,
+                        config.outbound_low_watermark_bytes,
+                    ),
+                    (
+                        limits.outbound_high_watermark_packets,
+                        config.outbound_high_watermark_packets,
+                    ),
+                    (
+                        limits.outbound_low_watermark_packets,
+                        config.outbound_low_watermark_packets,
+                    ),
+                    (limits.inbound_bytes, config.inbound_bytes),
+                    (limits.inbound_packets, config.inbound_packets),
+                ] {
+                    assert!(shrunk <= configured, "a limit above the configured one");
+                }
+                assert!(limits.outbound_low_watermark_bytes < limits.outbound_high_watermark_bytes);
+                assert!(
+                    limits.outbound_low_watermark_packets < limits.outbound_high_watermark_packets
+                );
+                let can_read = tunnel.can_read_outbound();
+                assert_eq!(resume, was_paused && can_read, "resume edge exactly once");
+                let (bytes, packets) = held(&tunnel, &outbound);
+                if bytes >= limits.outbound_high_watermark_bytes as usize
+                    || packets >= limits.outbound_high_watermark_packets as usize
+                {
+                    assert!(
+                        !can_read,
+                        "a shrink to at or below what is held pauses at once"
+                    );
+                }
+                let at_low = bytes <= limits.outbound_low_watermark_bytes as usize
+                    && packets <= limits.outbound_low_watermark_packets as usize;
+                if at_low {
+                    assert!(can_read, "limits grown to above what is held resume");
+                    assert!(!tunnel.stats().outbound_overloaded);
+                }
             }
         }
         continue_checks(
@@ -368,13 +472,21 @@ fn config_of(setup: &Setup) -> TunnelConfig {
 /// complete), and the bytes with the alignment padding, which is checked against the model's
 /// payload: at least none, at most `packet_align - 1` per packet.
 fn held(tunnel: &Tunnel, model: &Direction) -> (usize, usize) {
-    let s = tunnel.stats().outbound;
+    held_in(&tunnel.stats().outbound, model, tunnel.config())
+}
+
+/// [`held`] for either direction, from its stats.
+fn held_in(
+    s: &tidegate_core::DirectionStats,
+    model: &Direction,
+    config: &TunnelConfig,
+) -> (usize, usize) {
     let dropped_pending: usize = model.handed.iter().filter(|h| h.1).map(|h| h.0).sum();
     let dropped_slots = model.handed.iter().filter(|h| h.1).count();
     let packets = (s.packets_queued + s.packets_in_flight) as usize + dropped_slots;
     let payload = (s.bytes_queued + s.bytes_in_flight) as usize + dropped_pending;
     let bytes = s.arena_bytes_used as usize;
-    let align = tunnel.config().packet_align as usize;
+    let align = config.packet_align as usize;
     assert!(
         payload <= bytes && bytes <= payload + packets * (align - 1),
         "padding: {payload} payload bytes in {bytes} arena bytes, {packets} packets"
