@@ -10,7 +10,10 @@
 //! - inbound: `DroppedNewest` exactly when every inbound cell is in flight, and a drop from the
 //!   fattest queue is reported with its size;
 //! - order within each flow, not across flows; in-flight bytes unchanged until completed, and
-//!   completions release the oldest handed out.
+//!   completions release the oldest handed out;
+//! - memory pressure, changed at random: the cell limits in force (at least 1, at most the
+//!   cells) take the place of the cell counts above, an accepted packet leaves at most the limit
+//!   of cells in use, and a change reports `resume_reading` exactly when it ends a pause.
 #![no_main]
 
 use std::collections::{HashMap, VecDeque};
@@ -18,8 +21,8 @@ use std::collections::{HashMap, VecDeque};
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use tidegate_core::{
-    Aqm, FlowQueue, InboundDisposition, Instant, PacketError, PacketTunnel, Slot, TunnelConfig,
-    TunnelStorage,
+    Aqm, FlowQueue, InboundDisposition, Instant, PacketError, PacketTunnel, Pressure, Slot,
+    TunnelConfig, TunnelStorage,
 };
 use tidegate_fuzz::{HostClock, MAX_OPS, Tick};
 
@@ -39,12 +42,35 @@ struct Setup {
 
 #[derive(Debug, Arbitrary)]
 enum Op {
-    Outbound { flow: u8, len: u8, tick: Tick },
-    Inbound { flow: u8, len: u8, tick: Tick },
-    PollOutbound { tick: Tick },
-    PollInbound { tick: Tick },
-    CompleteOutbound { count: u8, tick: Tick },
-    CompleteInbound { count: u8, tick: Tick },
+    Outbound {
+        flow: u8,
+        len: u8,
+        tick: Tick,
+    },
+    Inbound {
+        flow: u8,
+        len: u8,
+        tick: Tick,
+    },
+    PollOutbound {
+        tick: Tick,
+    },
+    PollInbound {
+        tick: Tick,
+    },
+    CompleteOutbound {
+        count: u8,
+        tick: Tick,
+    },
+    CompleteInbound {
+        count: u8,
+        tick: Tick,
+    },
+    /// The memory governor reports a level: `level % 3` is normal, elevated or critical.
+    Pressure {
+        level: u8,
+        tick: Tick,
+    },
 }
 
 /// What the model knows of one direction.
@@ -110,14 +136,16 @@ fuzz_target!(|data: &[u8]| {
     let mut inbound = Direction::default();
     let mut seq = 0u32;
     let max = config.max_packet_len as usize;
-    let (out_cells, in_cells) = (
-        config.outbound_packets as usize,
-        config.inbound_packets as usize,
-    );
     for _ in 0..MAX_OPS {
         let Ok(op) = Op::arbitrary(&mut input) else {
             break;
         };
+        // The cells in use at most, shrunk under pressure.
+        let limits = tunnel.limits();
+        let (out_cells, in_cells) = (
+            limits.outbound_packets as usize,
+            limits.inbound_packets as usize,
+        );
         match op {
             Op::Outbound { flow, len, tick } => {
                 let now = Instant::from_micros(clock.tick(tick));
@@ -130,6 +158,9 @@ fuzz_target!(|data: &[u8]| {
                     Ok(()) => {
                         assert!(could_read, "a push while paused was accepted");
                         outbound.accepted += 1;
+                        let s = tunnel.stats().outbound;
+                        let used = (s.packets_queued + s.packets_in_flight) as usize;
+                        assert!(used <= out_cells, "{used} cells in use, limit {out_cells}");
                     }
                     Err(PacketError::NoRoom) => {
                         assert!(!could_read, "a push while reading was allowed was refused");
@@ -151,7 +182,7 @@ fuzz_target!(|data: &[u8]| {
                 seq += 1;
                 let p = packet(flow % 6, seq, 32 + usize::from(len) % (max - 31));
                 let before = tunnel.stats();
-                let all_in_flight = inbound.in_flight.len() == in_cells;
+                let all_in_flight = inbound.in_flight.len() >= in_cells;
                 match tunnel.on_inbound_packet(now, &p).expect("a valid packet") {
                     InboundDisposition::Queued => {
                         assert!(!all_in_flight);
@@ -160,6 +191,7 @@ fuzz_target!(|data: &[u8]| {
                             before.inbound.overflow_dropped_packets
                         );
                         inbound.accepted += 1;
+                        inbound_within(&tunnel, in_cells);
                     }
                     InboundDisposition::QueuedAfterDroppingFromFattest { packets, bytes } => {
                         assert!(!all_in_flight && packets > 0 && bytes >= packets * 32);
@@ -169,6 +201,7 @@ fuzz_target!(|data: &[u8]| {
                             before.inbound.overflow_dropped_packets + packets as u64
                         );
                         inbound.accepted += 1;
+                        inbound_within(&tunnel, in_cells);
                     }
                     InboundDisposition::DroppedNewest => {
                         assert!(all_in_flight, "dropped the newcomer with a cell to free");
@@ -215,9 +248,11 @@ fuzz_target!(|data: &[u8]| {
                             released.iter().map(Vec::len).sum::<usize>()
                         );
                         outbound.completed += count as u64;
+                        let can_read = tunnel.can_read_outbound();
+                        assert_eq!(can_read, outbound.in_flight.len() < out_cells);
                         assert_eq!(
                             done.resume_reading,
-                            was_paused && count > 0,
+                            was_paused && can_read,
                             "the resume edge is the completion that frees a cell"
                         );
                     }
@@ -236,10 +271,39 @@ fuzz_target!(|data: &[u8]| {
                     Err(_) => assert!(count > inbound.in_flight.len()),
                 }
             }
+            Op::Pressure { level, tick } => {
+                let now = Instant::from_micros(clock.tick(tick));
+                let level = [Pressure::Normal, Pressure::Elevated, Pressure::Critical]
+                    [usize::from(level % 3)];
+                let was_paused = !tunnel.can_read_outbound();
+                let resume = tunnel.on_pressure(now, level);
+                let limits = tunnel.limits();
+                assert_eq!(limits.pressure, level);
+                for (limit, cells) in [
+                    (limits.outbound_packets, config.outbound_packets),
+                    (limits.inbound_packets, config.inbound_packets),
+                ] {
+                    assert!((1..=cells).contains(&limit), "{limit} of {cells} cells");
+                }
+                let can_read = tunnel.can_read_outbound();
+                assert_eq!(
+                    can_read,
+                    outbound.in_flight.len() < limits.outbound_packets as usize,
+                    "reading pauses exactly when the limit of cells is in flight"
+                );
+                assert_eq!(resume, was_paused && can_read, "resume edge exactly once");
+            }
         }
         check(&tunnel, &config, &outbound, &inbound);
     }
 });
+
+/// After an inbound packet was queued: at most `limit` cells are in use.
+fn inbound_within(tunnel: &Tunnel, limit: usize) {
+    let s = tunnel.stats().inbound;
+    let used = (s.packets_queued + s.packets_in_flight) as usize;
+    assert!(used <= limit, "inbound: {used} cells in use, limit {limit}");
+}
 
 /// Record a packet handed out, checking its flow's order.
 fn handed_out(direction: &mut Direction, p: &[u8]) {
