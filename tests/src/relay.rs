@@ -46,7 +46,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant as StdInstant};
 
@@ -57,8 +57,8 @@ use nix::sys::socket::{
 };
 use tidegate_core::{
     Admission, AppId, CloseReason, DestinationKey, FlowClass, FlowError, FlowGovernor, FlowId,
-    FlowInfo, FlowOutcome, FlowPolicy, FlowSlot, FlowStats, Instant, Notification, Protocol,
-    RejectReason, classify_errno,
+    FlowInfo, FlowOutcome, FlowPolicy, FlowSlot, FlowStats, Instant, Notification, Pressure,
+    Protocol, RejectReason, classify_errno,
 };
 
 /// How long the relay's inline connect to the upstream may take before the flow fails.
@@ -184,6 +184,8 @@ pub struct RelayReport {
     pub poll_wakeups: u64,
     /// Whether the relay stopped because `max_duration` ran out rather than by request.
     pub hit_max_duration: bool,
+    /// Changes of memory pressure level passed to the governor ([`Relay::set_pressure`]).
+    pub pressure_changes: u64,
     /// Governor calls refused, unexpected outcomes, poll or accept failures (must stay empty).
     pub errors: Vec<String>,
 }
@@ -194,6 +196,7 @@ pub struct Relay {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     open_flows: Arc<AtomicU32>,
+    pressure: Arc<AtomicU8>,
     thread: JoinHandle<RelayReport>,
 }
 
@@ -213,6 +216,7 @@ impl Relay {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let open_flows = Arc::new(AtomicU32::new(0));
+        let pressure = Arc::new(AtomicU8::new(Pressure::Normal as u8));
         let relay = RelayLoop {
             destination: DestinationKey::from_bytes(spec.upstream.to_string().as_bytes()),
             scratch: vec![0; spec.read_chunk.max(1)],
@@ -223,6 +227,8 @@ impl Relay {
             started: StdInstant::now(),
             stop: Arc::clone(&stop),
             open_flows: Arc::clone(&open_flows),
+            pressure_wanted: Arc::clone(&pressure),
+            pressure: Pressure::Normal,
             report: RelayReport::default(),
         };
         let thread = thread::Builder::new()
@@ -232,8 +238,15 @@ impl Relay {
             addr,
             stop,
             open_flows,
+            pressure,
             thread,
         })
+    }
+
+    /// Pass memory pressure `level` to the relay's governor: the loop applies it at its next
+    /// turn (within 20 ms), pausing the reads its shrunk watermarks no longer allow.
+    pub fn set_pressure(&self, level: Pressure) {
+        self.pressure.store(level as u8, Ordering::Release);
     }
 
     /// The address clients connect to.
@@ -475,6 +488,9 @@ struct RelayLoop {
     started: StdInstant,
     stop: Arc<AtomicBool>,
     open_flows: Arc<AtomicU32>,
+    /// The level [`Relay::set_pressure`] asked for, and the one applied.
+    pressure_wanted: Arc<AtomicU8>,
+    pressure: Pressure,
     report: RelayReport,
 }
 
@@ -486,6 +502,7 @@ impl RelayLoop {
                 self.report.hit_max_duration = true;
                 break;
             }
+            self.apply_pressure();
             if let Err(error) = self.turn() {
                 self.report.errors.push(format!("poll failed: {error}"));
                 break;
@@ -499,6 +516,34 @@ impl RelayLoop {
         self.drain(now);
         self.report.stats = self.governor.stats();
         self.report
+    }
+
+    /// Pass a new pressure level to the governor. Reads its shrunk watermarks stop are paused
+    /// here as after a read, so the resume notifications that follow find them paused.
+    fn apply_pressure(&mut self) {
+        let level = match self.pressure_wanted.load(Ordering::Acquire) {
+            0 => Pressure::Normal,
+            1 => Pressure::Elevated,
+            _ => Pressure::Critical,
+        };
+        if level == self.pressure {
+            return;
+        }
+        let now = self.now();
+        self.pressure = level;
+        self.report.pressure_changes += 1;
+        self.governor.on_pressure(now, level);
+        for (&id, flow) in &mut self.flows {
+            if !flow.local_paused && !self.governor.can_read_local(id) {
+                flow.local_paused = true;
+                self.report.read_pauses += 1;
+            }
+            if !flow.remote_paused && !self.governor.can_read_remote(id) {
+                flow.remote_paused = true;
+                self.report.read_pauses += 1;
+            }
+        }
+        self.drain(now);
     }
 
     /// The governor's clock: microseconds since the relay started.
