@@ -6,8 +6,8 @@
 //! ```
 //!
 //! The process holds a 10 MiB ballast for a provider's runtime (Swift, the network stack),
-//! relays downloads on loopback (four clients, each fetching 256 KiB every 50 ms through a
-//! [`Relay`] driven by a `FlowGovernor`), and makes the host allocations of the lab's
+//! relays traffic on loopback (four clients, each on one long-lived connection sending 256 KiB
+//! every 50 ms through a [`Relay`] driven by a `FlowGovernor` to an echo upstream), and makes the host allocations of the lab's
 //! `memory-pressure` scenario in real memory: a 6 MiB relay pool at 1 s held to the end, a TLS
 //! strategy search at 2 s (16 handshakes of 2.4 MiB, 20 ms apart, each held 2 s) and a crypto
 //! batch at 6 s (11 chunks of 1 MiB, 30 ms apart, each held 1 s). Each allocation is an
@@ -51,15 +51,14 @@ mod linux {
         FlowPolicy, Instant, MemoryConfig, MemoryGovernor, Pressure, ReservationId, ReservationSlot,
     };
     use tidegate_tests::real_traffic::resident_kib;
-    use tidegate_tests::relay::{
-        Relay, RelaySpec, Upstream, connect_from, request_line, response_byte,
-    };
+    use tidegate_tests::relay::{Relay, RelaySpec, Upstream, connect_from};
 
     const MIB: usize = 1 << 20;
     const PAGE: usize = 4096;
     const STEP: Duration = Duration::from_millis(1);
     const CLIENTS: usize = 4;
     const RESPONSE: usize = 256 * 1024;
+    const CHUNK: usize = 16 * 1024;
     const REQUEST_EVERY: Duration = Duration::from_millis(50);
     const RUNTIME_BALLAST: usize = 10 * MIB;
 
@@ -147,7 +146,10 @@ mod linux {
         resident_kib(std::process::id()).unwrap_or(0) * 1024
     }
 
-    /// Four clients downloading through the relay until `stop`; adds verified bytes to `relayed`.
+    /// Four clients, each on one connection through the relay to the upstream's echo, sending
+    /// 256 KiB every 50 ms in 16 KiB round trips until `stop`; adds the bytes that came back
+    /// intact to `relayed`. A connection that fails is opened again. Long-lived connections, as
+    /// a provider's flows are: critical pressure refuses new flows, not open ones.
     fn clients(
         relay: SocketAddr,
         stop: &Arc<AtomicBool>,
@@ -157,35 +159,42 @@ mod linux {
             .map(|client| {
                 let (stop, relayed) = (Arc::clone(stop), Arc::clone(relayed));
                 thread::spawn(move || {
-                    let mut id = client as u64 * 1_000_000;
-                    let mut buf = vec![0u8; 16 * 1024];
+                    let pattern = |at: u64| (at.wrapping_mul(31) ^ client as u64) as u8;
+                    let mut sent = vec![0u8; CHUNK];
+                    let mut back = vec![0u8; CHUNK];
+                    let mut stream = None;
+                    let mut at = 0u64;
                     let mut next = StdInstant::now();
                     while !stop.load(Ordering::Acquire) {
-                        id += 1;
-                        let Ok(mut stream) = connect_from(
-                            Ipv4Addr::new(127, 0, 0, 3),
-                            relay,
-                            None,
-                            Duration::from_secs(2),
-                        ) else {
-                            continue;
-                        };
-                        if stream
-                            .write_all(request_line(id, RESPONSE).as_bytes())
-                            .is_err()
-                        {
-                            continue;
-                        }
-                        let mut offset = 0u64;
-                        while let Ok(n) = stream.read(&mut buf) {
-                            if n == 0 {
+                        for _ in 0..RESPONSE / CHUNK {
+                            let connected = match stream.take() {
+                                Some(stream) => Some(stream),
+                                None => connect_from(
+                                    Ipv4Addr::new(127, 0, 0, 3),
+                                    relay,
+                                    None,
+                                    Duration::from_secs(2),
+                                )
+                                .ok(),
+                            };
+                            let Some(mut connection) = connected else {
+                                break;
+                            };
+                            for (i, byte) in sent.iter_mut().enumerate() {
+                                *byte = pattern(at + i as u64);
+                            }
+                            // The echo starts with the first byte: never `G`, a request.
+                            sent[0] = sent[0].max(b'H');
+                            let echoed = connection
+                                .write_all(&sent)
+                                .and_then(|()| connection.read_exact(&mut back));
+                            if echoed.is_err() {
                                 break;
                             }
-                            for (i, &byte) in buf[..n].iter().enumerate() {
-                                assert_eq!(byte, response_byte(id, offset + i as u64));
-                            }
-                            offset += n as u64;
-                            relayed.fetch_add(n as u64, Ordering::Relaxed);
+                            assert_eq!(sent, back, "the echo came back intact");
+                            at += CHUNK as u64;
+                            relayed.fetch_add(CHUNK as u64, Ordering::Relaxed);
+                            stream = Some(connection);
                         }
                         next += REQUEST_EVERY;
                         if let Some(wait) = next.checked_duration_since(StdInstant::now()) {
