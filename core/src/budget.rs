@@ -536,7 +536,13 @@ impl ConnectionBudget {
             return;
         }
         let interval = self.config.recovery_interval_micros;
-        let steps = (now.micros_since(due) / interval).saturating_add(1);
+        // The configuration refuses a zero interval; were it 0, every step would be due.
+        debug_assert!(interval > 0, "validated non-zero");
+        let steps = now
+            .micros_since(due)
+            .checked_div(interval)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
         let attempt_ceiling = self.attempt_ceiling();
         let connection_ceiling = self.connection_ceiling();
         self.attempt_limit = grow(self.attempt_limit, attempt_ceiling, steps);

@@ -472,13 +472,16 @@ struct Writer<'b> {
 
 impl Writer<'_> {
     fn put(&mut self, bytes: &[u8]) -> Result<(), JournalEncodeError> {
-        let end = self.at.saturating_add(bytes.len());
-        let target = self
-            .buf
-            .get_mut(self.at..end)
-            .ok_or(JournalEncodeError::BufferTooSmall { required: end })?;
+        // `checked_add`, not `saturating_add`: the target is then exactly `bytes.len()` long,
+        // which the optimiser sees, so the copy keeps no length-mismatch panic.
+        let end = self.at.checked_add(bytes.len());
+        let target = end.and_then(|end| self.buf.get_mut(self.at..end)).ok_or(
+            JournalEncodeError::BufferTooSmall {
+                required: end.unwrap_or(usize::MAX),
+            },
+        )?;
         target.copy_from_slice(bytes);
-        self.at = end;
+        self.at = self.at.saturating_add(bytes.len());
         Ok(())
     }
 }

@@ -216,7 +216,8 @@ where
     /// fattest queue first. Free cells are reused last-in first-out, so a tunnel held to fewer
     /// cells keeps touching the same pages.
     pub(crate) fn set_cell_limit(&mut self, limit: usize) {
-        self.cell_limit = limit.clamp(1, self.cells.as_ref().len());
+        // Not `clamp`, which panics when its bounds cross (no cells at all).
+        self.cell_limit = limit.max(1).min(self.cells.as_ref().len());
     }
 
     /// Whether a push would be accepted now: fewer cells than the limit are in flight.
@@ -259,10 +260,12 @@ where
             return Err(PushError::Full);
         };
         let start = self.cell_start(cell);
-        let Some(dst) = self
-            .arena
-            .as_mut()
-            .get_mut(start..start.saturating_add(len))
+        // `checked_add`: the cell is then exactly `len` long, which the optimiser sees, so the
+        // caller's copy into it keeps no length-mismatch panic.
+        let arena = self.arena.as_mut();
+        let Some(dst) = start
+            .checked_add(len)
+            .and_then(|end| arena.get_mut(start..end))
         else {
             debug_assert!(false, "every cell lies inside the arena");
             self.release_cell(cell);

@@ -296,7 +296,7 @@ impl TunnelConfig {
         let cell = u64::from(config.cell_bytes());
         let table = u64::from(aqm.flow_queues()) * size_of::<FlowQueue>() as u64;
         let cells = (per_direction.checked_sub(table)? / (cell + size_of::<Slot>() as u64))
-            .min(MAX_ARENA_BYTES as u64 / cell);
+            .min((MAX_ARENA_BYTES as u64).checked_div(cell)?);
         if cells < 4 {
             return None;
         }
