@@ -19,7 +19,8 @@
  * - Structs have no padding on any target; out-structs are written whole.
  * - A handle is not safe for concurrent use; moving it between threads is fine.
  * - After a call returns TIDEGATE_STATUS_PANIC the handle is poisoned: every call but _free
- *   returns TIDEGATE_STATUS_POISONED.
+ *   returns TIDEGATE_STATUS_POISONED. The bare-metal library (TIDEGATE_NO_STD) cannot unwind: a
+ *   panic calls the hook of tidegate_set_panic_hook instead, and none is reachable.
  */
 
 #ifndef TIDEGATE_H
@@ -32,6 +33,16 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+/*
+ * TIDEGATE_STD is defined unless you define TIDEGATE_NO_STD before including this header. Define
+ * TIDEGATE_NO_STD for the bare-metal library (built with --no-default-features): it has no
+ * allocator, so no _new and no _free (place every engine with _init), and no unwinding, so a
+ * panic calls the hook of tidegate_set_panic_hook instead of returning TIDEGATE_STATUS_PANIC.
+ */
+#if !defined(TIDEGATE_NO_STD) && !defined(TIDEGATE_STD)
+#define TIDEGATE_STD
+#endif
+
 
 /**
  * The largest payload of a housekeeping task, in bytes.
@@ -2670,6 +2681,7 @@ TidegateStatus tidegate_lifecycle_footprint(const struct TidegateLifecycleConfig
                                             size_t *out_size,
                                             size_t *out_align);
 
+#if defined(TIDEGATE_STD)
 /**
  * Creates a lifecycle machine (state idle) with `config`, in memory it allocates, and writes its handle to
  * `*out_lifecycle`. The one allocation is `tidegate_lifecycle_footprint(config)` bytes; nothing is
@@ -2684,6 +2696,7 @@ TidegateStatus tidegate_lifecycle_footprint(const struct TidegateLifecycleConfig
  */
 TidegateStatus tidegate_lifecycle_new(const struct TidegateLifecycleConfig *config,
                                       struct TidegateLifecycle **out_lifecycle);
+#endif
 
 /**
  * Creates a lifecycle machine (state idle) with `config`, in the `len` bytes at `memory`, and writes its
@@ -2704,6 +2717,7 @@ TidegateStatus tidegate_lifecycle_init(const struct TidegateLifecycleConfig *con
                                        size_t len,
                                        struct TidegateLifecycle **out_lifecycle);
 
+#if defined(TIDEGATE_STD)
 /**
  * Frees a lifecycle machine (state idle): ends it and releases its memory (memory given to `tidegate_lifecycle_init` goes
  * back to the caller). `NULL` is a no-op. Works on a poisoned handle too.
@@ -2713,6 +2727,7 @@ TidegateStatus tidegate_lifecycle_init(const struct TidegateLifecycleConfig *con
  * not freed yet, with no other call on it running.
  */
 void tidegate_lifecycle_free(struct TidegateLifecycle *lifecycle);
+#endif
 
 /**
  * Starts a session (from idle or stopped) and writes its generation to `*out_generation`.
@@ -2931,6 +2946,7 @@ TidegateStatus tidegate_memory_footprint(const struct TidegateMemoryConfig *conf
                                          size_t *out_size,
                                          size_t *out_align);
 
+#if defined(TIDEGATE_STD)
 /**
  * Creates a governor with `config`, at normal pressure with nothing measured, in memory it
  * allocates (`tidegate_memory_footprint` bytes), and writes its handle to `*out_memory`. Free
@@ -2945,6 +2961,7 @@ TidegateStatus tidegate_memory_footprint(const struct TidegateMemoryConfig *conf
  */
 TidegateStatus tidegate_memory_new(const struct TidegateMemoryConfig *config,
                                    struct TidegateMemory **out_memory);
+#endif
 
 /**
  * Creates a governor with `config` in the `len` bytes at `memory`, and writes its handle
@@ -2963,6 +2980,7 @@ TidegateStatus tidegate_memory_init(const struct TidegateMemoryConfig *config,
                                     size_t len,
                                     struct TidegateMemory **out_memory);
 
+#if defined(TIDEGATE_STD)
 /**
  * Frees a governor (memory given to `tidegate_memory_init` goes back to the caller). `NULL` is
  * a no-op. Works on a poisoned handle too.
@@ -2972,6 +2990,7 @@ TidegateStatus tidegate_memory_init(const struct TidegateMemoryConfig *config,
  * was not freed yet, with no other call on it running.
  */
 void tidegate_memory_free(struct TidegateMemory *memory);
+#endif
 
 /**
  * Reports the headroom the platform gives, `available_bytes` (`os_proc_available_memory()` on
@@ -3072,6 +3091,16 @@ TidegateStatus tidegate_memory_handle_timeout(struct TidegateMemory *memory, uin
 TidegateStatus tidegate_memory_stats(const struct TidegateMemory *memory,
                                      struct TidegateMemoryStats *out_stats);
 
+#if (!defined(TIDEGATE_STD) && !defined(TIDEGATE_EXTERNAL_PANIC_HANDLER))
+/**
+ * Registers `hook`, called when the library panics (on bare metal, where there is no
+ * unwinding): a panic means a bug in tidegate, and the hook should record it and reset the
+ * device. If the hook returns, the library spins forever. NULL removes the hook. Only in a
+ * build without the standard library.
+ */
+void tidegate_set_panic_hook(void (*hook)(void));
+#endif
+
 /**
  * The default configuration, for an Apple Network Extension proxy: the flow policy of
  * `tidegate_flow_policy_default()` (512 slots, at most 448 open flows, 128 connecting), a
@@ -3097,6 +3126,7 @@ TidegateStatus tidegate_proxy_footprint(const struct TidegateProxyConfig *config
                                         size_t *out_size,
                                         size_t *out_align);
 
+#if defined(TIDEGATE_STD)
 /**
  * Creates a proxy engine with `config`, started at `now_us`, in memory it allocates, and
  * writes its handle to `*out_proxy`. The one allocation is `tidegate_proxy_footprint(config)`
@@ -3112,6 +3142,7 @@ TidegateStatus tidegate_proxy_footprint(const struct TidegateProxyConfig *config
 TidegateStatus tidegate_proxy_new(const struct TidegateProxyConfig *config,
                                   uint64_t now_us,
                                   struct TidegateProxy **out_proxy);
+#endif
 
 /**
  * Creates a proxy engine with `config`, started at `now_us`, in the `len` bytes at `memory`,
@@ -3134,6 +3165,7 @@ TidegateStatus tidegate_proxy_init(const struct TidegateProxyConfig *config,
                                    size_t len,
                                    struct TidegateProxy **out_proxy);
 
+#if defined(TIDEGATE_STD)
 /**
  * Frees a proxy engine: ends it and releases its memory (memory given to `tidegate_proxy_init`
  * goes back to the caller). `NULL` is a no-op. Works on a poisoned handle too. Close the
@@ -3144,6 +3176,7 @@ TidegateStatus tidegate_proxy_init(const struct TidegateProxyConfig *config,
  * not freed yet, with no other call on it running.
  */
 void tidegate_proxy_free(struct TidegateProxy *proxy);
+#endif
 
 /**
  * Asks to admit a new flow of `app` to `destination` over `protocol` (a
@@ -3584,6 +3617,7 @@ TidegateStatus tidegate_tunnel_footprint(const struct TidegateTunnelConfig *conf
                                          size_t *out_size,
                                          size_t *out_align);
 
+#if defined(TIDEGATE_STD)
 /**
  * Creates a tunnel with `config` in memory it allocates, and writes its handle to `*out_tunnel`.
  *
@@ -3600,6 +3634,7 @@ TidegateStatus tidegate_tunnel_footprint(const struct TidegateTunnelConfig *conf
  */
 TidegateStatus tidegate_tunnel_new(const struct TidegateTunnelConfig *config,
                                    struct TidegateTunnel **out_tunnel);
+#endif
 
 /**
  * Creates a tunnel with `config` in the `len` bytes at `memory`, and writes its handle to
@@ -3621,6 +3656,7 @@ TidegateStatus tidegate_tunnel_init(const struct TidegateTunnelConfig *config,
                                     size_t len,
                                     struct TidegateTunnel **out_tunnel);
 
+#if defined(TIDEGATE_STD)
 /**
  * Frees a tunnel: ends it and releases its memory (memory given to `tidegate_tunnel_init` goes
  * back to the caller). `NULL` is a no-op. Works on a poisoned handle too.
@@ -3632,6 +3668,7 @@ TidegateStatus tidegate_tunnel_init(const struct TidegateTunnelConfig *config,
  * was not freed yet, with no other call on it running.
  */
 void tidegate_tunnel_free(struct TidegateTunnel *tunnel);
+#endif
 
 /**
  * Writes to `*out_can_read` whether the host should read more outbound packets now (call

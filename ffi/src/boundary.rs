@@ -7,16 +7,29 @@
 //! poison the handle a panic came through: its state may be half-updated, so from then on only
 //! `_free` works and every other call returns [`TidegateStatus::Poisoned`].
 
-use std::cell::Cell;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use core::cell::Cell;
 
 use crate::status::TidegateStatus;
+
+/// Run `body`, catching a panic (`Err(())`). Without `std` there is no unwinding: a panic ends
+/// in the panic handler and never returns here.
+fn catching<T>(body: impl FnOnce() -> T) -> Result<T, ()> {
+    #[cfg(feature = "std")]
+    {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).map_err(drop)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        Ok(body())
+    }
+}
 
 /// A handle type that can be poisoned by a panic.
 pub(crate) trait Handle {
     /// The poison flag; a `Cell` so that read-only calls can set it too.
     fn poison(&self) -> &Cell<bool>;
     /// Who owns the handle's block: `_free` deallocates it only if `_new` allocated it.
+    #[cfg(feature = "std")]
     fn memory(&self) -> crate::place::Memory;
 }
 
@@ -36,7 +49,7 @@ pub(crate) unsafe fn call<H: Handle>(
     if handle.poison().get() {
         return TidegateStatus::Poisoned;
     }
-    match catch_unwind(AssertUnwindSafe(|| body(handle))) {
+    match catching(|| body(handle)) {
         Ok(result) => into_status(result),
         Err(_) => {
             handle.poison().set(true);
@@ -61,7 +74,7 @@ pub(crate) unsafe fn call_mut<H: Handle>(
     if handle_ref.poison().get() {
         return TidegateStatus::Poisoned;
     }
-    match catch_unwind(AssertUnwindSafe(|| body(handle_ref))) {
+    match catching(|| body(handle_ref)) {
         Ok(result) => into_status(result),
         Err(_) => {
             // SAFETY: the closure's exclusive borrow ended when it unwound; `handle` is still
@@ -74,7 +87,7 @@ pub(crate) unsafe fn call_mut<H: Handle>(
 
 /// Run `body`, a call that takes no handle, catching panics.
 pub(crate) fn call_free(body: impl FnOnce() -> Result<(), TidegateStatus>) -> TidegateStatus {
-    catch_unwind(AssertUnwindSafe(body)).map_or(TidegateStatus::Panic, into_status)
+    catching(body).map_or(TidegateStatus::Panic, into_status)
 }
 
 /// `*out = value`, or [`TidegateStatus::NullArgument`] if `out` is NULL.
@@ -117,7 +130,7 @@ pub(crate) unsafe fn bytes<'a>(data: *const u8, len: usize) -> Result<&'a [u8], 
     slice_len_fits::<u8>(len)?;
     // SAFETY: `data` is non-NULL and valid for `len` bytes by the caller's contract, and `len`
     // bytes span at most `isize::MAX`.
-    Ok(unsafe { std::slice::from_raw_parts(data, len) })
+    Ok(unsafe { core::slice::from_raw_parts(data, len) })
 }
 
 /// Refuse a count of `T`s no buffer can hold: a Rust slice spans at most `isize::MAX` bytes, so a

@@ -177,7 +177,7 @@ pub(crate) unsafe fn dns_answer<'a>(
         slice_len_fits::<TidegateSocketAddress>(count)?;
         // SAFETY: non-NULL and valid for `count` addresses by the caller's contract, which
         // span at most `isize::MAX` bytes (checked just above).
-        unsafe { std::slice::from_raw_parts(addresses, count) }
+        unsafe { core::slice::from_raw_parts(addresses, count) }
     };
     let family = family_of(family).ok_or(TidegateStatus::InvalidArgument)?;
     for address in addresses {

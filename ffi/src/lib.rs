@@ -16,6 +16,12 @@
 //!   the handle poisoned.
 //! - `unsafe` lives only in this crate, each block with a `SAFETY:` comment naming the caller's
 //!   contract from the function's `# Safety` section.
+//!
+//! Without the default `std` feature the crate is `no_std` with no allocator (for
+//! microcontrollers): no `_new` or `_free`, no panic catching, and a panic handler that calls the
+//! hook of `tidegate_set_panic_hook` (left out with `external-panic-handler`).
+
+#![cfg_attr(not(feature = "std"), no_std)]
 
 mod boundary;
 mod budget;
@@ -23,6 +29,8 @@ mod eyeballs;
 mod flow;
 mod lifecycle;
 mod memory;
+#[cfg(all(not(feature = "std"), not(feature = "external-panic-handler")))]
+mod panic;
 mod place;
 mod proxy;
 mod status;
@@ -32,9 +40,9 @@ pub use lifecycle::{
     TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX, TIDEGATE_TASK_PAYLOAD_MAX, TidegateLifecycle,
     TidegateLifecycleConfig, TidegateLifecycleEffect, TidegateLifecycleEffectKind,
     TidegateLifecycleState, TidegateLifecycleStats, TidegateStopOutcome,
-    tidegate_lifecycle_config_default, tidegate_lifecycle_footprint, tidegate_lifecycle_free,
+    tidegate_lifecycle_config_default, tidegate_lifecycle_footprint,
     tidegate_lifecycle_handle_timeout, tidegate_lifecycle_init, tidegate_lifecycle_journal_len,
-    tidegate_lifecycle_new, tidegate_lifecycle_on_cancel, tidegate_lifecycle_on_journal_persisted,
+    tidegate_lifecycle_on_cancel, tidegate_lifecycle_on_journal_persisted,
     tidegate_lifecycle_on_start, tidegate_lifecycle_on_stop, tidegate_lifecycle_on_task_done,
     tidegate_lifecycle_on_task_failed, tidegate_lifecycle_on_torn_down,
     tidegate_lifecycle_on_tunnel_started, tidegate_lifecycle_poll_effect,
@@ -56,39 +64,56 @@ pub use flow::{
 pub use memory::{
     TIDEGATE_MEMORY_RESERVATIONS_MAX, TidegateMemory, TidegateMemoryConfig, TidegateMemoryStats,
     TidegatePressure, tidegate_memory_config_app_proxy, tidegate_memory_config_packet_tunnel,
-    tidegate_memory_footprint, tidegate_memory_free, tidegate_memory_handle_timeout,
-    tidegate_memory_init, tidegate_memory_new, tidegate_memory_on_footprint,
-    tidegate_memory_on_headroom, tidegate_memory_poll_pressure, tidegate_memory_poll_timeout,
-    tidegate_memory_release, tidegate_memory_reserve, tidegate_memory_stats,
+    tidegate_memory_footprint, tidegate_memory_handle_timeout, tidegate_memory_init,
+    tidegate_memory_on_footprint, tidegate_memory_on_headroom, tidegate_memory_poll_pressure,
+    tidegate_memory_poll_timeout, tidegate_memory_release, tidegate_memory_reserve,
+    tidegate_memory_stats,
 };
+#[cfg(all(not(feature = "std"), not(feature = "external-panic-handler")))]
+pub use panic::tidegate_set_panic_hook;
+#[cfg(all(
+    not(feature = "std"),
+    not(feature = "external-panic-handler"),
+    feature = "testing-panic"
+))]
+#[doc(hidden)]
+pub use panic::tidegate_testing_panic;
 pub use proxy::{
     TidegateProxy, TidegateProxyConfig, TidegateProxyEvent, TidegateProxyEventKind,
     TidegateProxyFlow, TidegateProxyRaceState, TidegateProxySide, TidegateProxyStats,
     TidegateRaceStats, TidegateRelayStep, tidegate_proxy_app_state, tidegate_proxy_can_read,
     tidegate_proxy_config_default, tidegate_proxy_flow, tidegate_proxy_footprint,
-    tidegate_proxy_free, tidegate_proxy_handle_timeout, tidegate_proxy_init, tidegate_proxy_new,
-    tidegate_proxy_on_attempt_connected, tidegate_proxy_on_attempt_failed, tidegate_proxy_on_bytes,
-    tidegate_proxy_on_closed, tidegate_proxy_on_connect_failed, tidegate_proxy_on_connected,
-    tidegate_proxy_on_connecting, tidegate_proxy_on_connection_closed, tidegate_proxy_on_new_flow,
-    tidegate_proxy_on_pressure, tidegate_proxy_on_resolution_done,
-    tidegate_proxy_on_resolution_failed, tidegate_proxy_on_resolved,
-    tidegate_proxy_on_resource_error, tidegate_proxy_poll_events, tidegate_proxy_poll_timeout,
-    tidegate_proxy_set_fd_limit, tidegate_proxy_set_max_connecting, tidegate_proxy_stats,
-    tidegate_proxy_try_open_connection,
+    tidegate_proxy_handle_timeout, tidegate_proxy_init, tidegate_proxy_on_attempt_connected,
+    tidegate_proxy_on_attempt_failed, tidegate_proxy_on_bytes, tidegate_proxy_on_closed,
+    tidegate_proxy_on_connect_failed, tidegate_proxy_on_connected, tidegate_proxy_on_connecting,
+    tidegate_proxy_on_connection_closed, tidegate_proxy_on_new_flow, tidegate_proxy_on_pressure,
+    tidegate_proxy_on_resolution_done, tidegate_proxy_on_resolution_failed,
+    tidegate_proxy_on_resolved, tidegate_proxy_on_resource_error, tidegate_proxy_poll_events,
+    tidegate_proxy_poll_timeout, tidegate_proxy_set_fd_limit, tidegate_proxy_set_max_connecting,
+    tidegate_proxy_stats, tidegate_proxy_try_open_connection,
 };
+// Allocating entry points: only with the standard library (the system allocator).
+#[cfg(feature = "std")]
+pub use lifecycle::{tidegate_lifecycle_free, tidegate_lifecycle_new};
+#[cfg(feature = "std")]
+pub use memory::{tidegate_memory_free, tidegate_memory_new};
+#[cfg(feature = "std")]
+pub use proxy::{tidegate_proxy_free, tidegate_proxy_new};
 pub use status::{TIDEGATE_ABI_VERSION, TidegateStatus, tidegate_status_str, tidegate_version};
 pub use tunnel::{
     TidegateAqm, TidegateDirectionStats, TidegateDropPolicy, TidegateInboundDisposition,
     TidegatePacketView, TidegateTunnel, TidegateTunnelConfig, TidegateTunnelLimits,
     TidegateTunnelStats, tidegate_tunnel_can_read_outbound, tidegate_tunnel_complete_inbound,
     tidegate_tunnel_complete_outbound, tidegate_tunnel_config_default,
-    tidegate_tunnel_config_for_ceiling, tidegate_tunnel_footprint, tidegate_tunnel_free,
-    tidegate_tunnel_init, tidegate_tunnel_limits, tidegate_tunnel_min_ceiling, tidegate_tunnel_new,
-    tidegate_tunnel_on_inbound_packet, tidegate_tunnel_on_outbound_batch,
-    tidegate_tunnel_on_outbound_packet, tidegate_tunnel_on_outbound_queued_below,
-    tidegate_tunnel_on_outbound_transmitted, tidegate_tunnel_on_pressure,
-    tidegate_tunnel_poll_inbound, tidegate_tunnel_poll_outbound, tidegate_tunnel_stats,
+    tidegate_tunnel_config_for_ceiling, tidegate_tunnel_footprint, tidegate_tunnel_init,
+    tidegate_tunnel_limits, tidegate_tunnel_min_ceiling, tidegate_tunnel_on_inbound_packet,
+    tidegate_tunnel_on_outbound_batch, tidegate_tunnel_on_outbound_packet,
+    tidegate_tunnel_on_outbound_queued_below, tidegate_tunnel_on_outbound_transmitted,
+    tidegate_tunnel_on_pressure, tidegate_tunnel_poll_inbound, tidegate_tunnel_poll_outbound,
+    tidegate_tunnel_stats,
 };
+#[cfg(feature = "std")]
+pub use tunnel::{tidegate_tunnel_free, tidegate_tunnel_new};
 
 /// Entry points that force a panic inside each kind of handle, for the panic-boundary tests.
 /// They are not part of the C ABI and not in the shipped library: only the `testing` feature

@@ -1,7 +1,7 @@
 //! C ABI of the session lifecycle machine: `TidegateLifecycle`.
 
+use core::cell::Cell;
 use core::ffi::c_void;
-use std::cell::Cell;
 
 use tidegate_core::{
     Generation, Instant, JournalDecodeError, Lifecycle, LifecycleConfig, LifecycleConfigError,
@@ -41,6 +41,7 @@ const _: () =
 /// serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
 pub struct TidegateLifecycle {
     poison: Cell<bool>,
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
     memory: Memory,
     engine: Lifecycle<Region<TaskSlot>>,
 }
@@ -49,6 +50,7 @@ impl Handle for TidegateLifecycle {
     fn poison(&self) -> &Cell<bool> {
         &self.poison
     }
+    #[cfg(feature = "std")]
     fn memory(&self) -> Memory {
         self.memory
     }
@@ -231,6 +233,7 @@ pub unsafe extern "C" fn tidegate_lifecycle_footprint(
 /// # Safety
 /// `config` must be NULL or point to a valid `TidegateLifecycleConfig`; `out_lifecycle` must be NULL or valid for
 /// writing a pointer.
+#[cfg(feature = "std")]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_lifecycle_new(
     config: *const TidegateLifecycleConfig,
@@ -269,6 +272,7 @@ pub unsafe extern "C" fn tidegate_lifecycle_init(
 /// # Safety
 /// `lifecycle` must be NULL or a handle from `tidegate_lifecycle_new` or `tidegate_lifecycle_init` that was
 /// not freed yet, with no other call on it running.
+#[cfg(feature = "std")]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_lifecycle_free(lifecycle: *mut TidegateLifecycle) {
     // SAFETY: forwarded caller contract.
@@ -534,7 +538,7 @@ pub unsafe extern "C" fn tidegate_lifecycle_write_journal(
                 slice_len_fits::<u8>(buf_len)?;
                 // SAFETY: `buf` is non-NULL and valid for writing `buf_len` bytes by the
                 // caller's contract (at most `isize::MAX`), and not aliased during the call.
-                std::slice::from_raw_parts_mut(buf, buf_len)
+                core::slice::from_raw_parts_mut(buf, buf_len)
             };
             match l.engine.write_journal(buf) {
                 Ok(len) => write_out(out_len, len),

@@ -1,7 +1,7 @@
 //! C ABI of the memory governor: `TidegateMemory`, and the pressure levels every engine takes.
 
+use core::cell::Cell;
 use core::ffi::c_void;
-use std::cell::Cell;
 
 use tidegate_core::{
     Instant, MemoryConfig, MemoryConfigError, MemoryGovernor, MemoryStats, Pressure, ReservationId,
@@ -28,6 +28,7 @@ use crate::status::TidegateStatus;
 /// handle between threads is fine.
 pub struct TidegateMemory {
     poison: Cell<bool>,
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
     memory: Memory,
     engine: MemoryGovernor<Region<ReservationSlot>>,
 }
@@ -36,6 +37,7 @@ impl Handle for TidegateMemory {
     fn poison(&self) -> &Cell<bool> {
         &self.poison
     }
+    #[cfg(feature = "std")]
     fn memory(&self) -> Memory {
         self.memory
     }
@@ -219,6 +221,7 @@ pub unsafe extern "C" fn tidegate_memory_footprint(
 /// # Safety
 /// `config` must be NULL or point to a valid `TidegateMemoryConfig`; `out_memory` must be NULL
 /// or valid for writing a pointer.
+#[cfg(feature = "std")]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_memory_new(
     config: *const TidegateMemoryConfig,
@@ -255,6 +258,7 @@ pub unsafe extern "C" fn tidegate_memory_init(
 /// # Safety
 /// `memory` must be NULL or a handle from `tidegate_memory_new` or `tidegate_memory_init` that
 /// was not freed yet, with no other call on it running.
+#[cfg(feature = "std")]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_memory_free(memory: *mut TidegateMemory) {
     // SAFETY: forwarded caller contract.

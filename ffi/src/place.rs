@@ -19,11 +19,10 @@
 //! The handle is reached through `&mut H` for each call, which covers the handle's bytes only;
 //! the regions lie after it in the block, so those borrows never overlap them.
 
-use std::alloc::Layout;
-use std::marker::PhantomData;
-use std::ptr::NonNull;
-
+use core::alloc::Layout;
 use core::ffi::c_void;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
 
 use crate::boundary::{Handle, call_free, require_non_null, write_out};
 use crate::status::TidegateStatus;
@@ -32,6 +31,7 @@ use crate::status::TidegateStatus;
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Memory {
     /// Allocated by `_new` with this layout.
+    #[cfg(feature = "std")]
     Owned(Layout),
     /// Given by the caller to `_init`; the caller reuses it after `_free`.
     Caller,
@@ -56,14 +56,14 @@ impl<T> AsRef<[T]> for Region<T> {
     fn as_ref(&self) -> &[T] {
         // SAFETY: `ptr` is the start of `len` initialised `T`s inside a live block that only this
         // region reaches (the carver hands out disjoint regions); the borrow is tied to `&self`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
 
 impl<T> AsMut<[T]> for Region<T> {
     fn as_mut(&mut self) -> &mut [T] {
         // SAFETY: as in `as_ref`; the borrow is tied to `&mut self`, so it is the only one live.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
 
@@ -204,6 +204,7 @@ pub(crate) unsafe fn footprint<H: Placed>(
 ///
 /// # Safety
 /// `config` must be NULL or valid for reading; `out` must be NULL or valid for writing.
+#[cfg(feature = "std")]
 pub(crate) unsafe fn new<H: Placed>(
     config: *const H::CConfig,
     now_us: u64,
@@ -305,6 +306,7 @@ unsafe fn place<H: Placed>(
 /// # Safety
 /// `handle` must be a live handle placed by [`place`], not used afterwards; `memory` must be the
 /// [`Memory`] it was placed with.
+#[cfg(feature = "std")]
 pub(crate) unsafe fn release<H>(handle: NonNull<H>, memory: Memory) {
     // Handles own no resources beyond their block, but a panic must never cross into C.
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -322,6 +324,7 @@ pub(crate) unsafe fn release<H>(handle: NonNull<H>, memory: Memory) {
 /// # Safety
 /// `handle` must be NULL or a live handle from the engine's `_new` or `_init`, with no other call
 /// on it running, and not used afterwards.
+#[cfg(feature = "std")]
 pub(crate) unsafe fn free<H: Handle>(handle: *mut H) {
     let Some(handle) = NonNull::new(handle) else {
         return;

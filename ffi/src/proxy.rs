@@ -1,8 +1,8 @@
 //! C ABI of the proxy engine: `TidegateProxy`, flows, the connection budget and Happy Eyeballs
 //! races behind one loop.
 
+use core::cell::Cell;
 use core::ffi::c_void;
-use std::cell::Cell;
 
 use tidegate_core::{
     Admission, AppId, BudgetConfig, DEFAULT_RACE_SLOTS, FlowId, FlowSlot, Instant, ProxyConfig,
@@ -53,6 +53,7 @@ use crate::status::TidegateStatus;
 /// serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
 pub struct TidegateProxy {
     poison: Cell<bool>,
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
     memory: Memory,
     engine: ProxyEngine<Region<FlowSlot>, Region<RaceSlot>>,
 }
@@ -61,6 +62,7 @@ impl Handle for TidegateProxy {
     fn poison(&self) -> &Cell<bool> {
         &self.poison
     }
+    #[cfg(feature = "std")]
     fn memory(&self) -> Memory {
         self.memory
     }
@@ -301,6 +303,7 @@ pub unsafe extern "C" fn tidegate_proxy_footprint(
 /// # Safety
 /// `config` must be NULL or point to a valid `TidegateProxyConfig`; `out_proxy` must be NULL or
 /// valid for writing a pointer.
+#[cfg(feature = "std")]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_proxy_new(
     config: *const TidegateProxyConfig,
@@ -343,6 +346,7 @@ pub unsafe extern "C" fn tidegate_proxy_init(
 /// # Safety
 /// `proxy` must be NULL or a handle from `tidegate_proxy_new` or `tidegate_proxy_init` that was
 /// not freed yet, with no other call on it running.
+#[cfg(feature = "std")]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_proxy_free(proxy: *mut TidegateProxy) {
     // SAFETY: forwarded caller contract.

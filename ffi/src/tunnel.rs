@@ -1,7 +1,7 @@
 //! C ABI of the packet tunnel engine: `TidegateTunnel`.
 
+use core::cell::Cell;
 use core::ffi::c_void;
-use std::cell::Cell;
 
 use tidegate_core::{
     Aqm, ByteQueueLimit, CeilingTooSmall, ConfigError, DirectionStats, DropPolicy, FlowQueue,
@@ -25,6 +25,7 @@ use crate::status::TidegateStatus;
 /// serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
 pub struct TidegateTunnel {
     poison: Cell<bool>,
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
     memory: Memory,
     engine: PacketTunnel<Region<u8>, Region<Slot>, Region<FlowQueue>>,
     /// Base pointers of the outbound and inbound arenas, copied before the arenas moved into the
@@ -36,6 +37,7 @@ impl Handle for TidegateTunnel {
     fn poison(&self) -> &Cell<bool> {
         &self.poison
     }
+    #[cfg(feature = "std")]
     fn memory(&self) -> Memory {
         self.memory
     }
@@ -447,6 +449,7 @@ pub unsafe extern "C" fn tidegate_tunnel_footprint(
 /// # Safety
 /// `config` must be NULL or point to a valid `TidegateTunnelConfig`; `out_tunnel` must be NULL or
 /// valid for writing a pointer.
+#[cfg(feature = "std")]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_tunnel_new(
     config: *const TidegateTunnelConfig,
@@ -488,6 +491,7 @@ pub unsafe extern "C" fn tidegate_tunnel_init(
 /// # Safety
 /// `tunnel` must be NULL or a handle from `tidegate_tunnel_new` or `tidegate_tunnel_init` that
 /// was not freed yet, with no other call on it running.
+#[cfg(feature = "std")]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tidegate_tunnel_free(tunnel: *mut TidegateTunnel) {
     // SAFETY: forwarded caller contract.
@@ -584,7 +588,7 @@ pub unsafe extern "C" fn tidegate_tunnel_on_outbound_batch(
                 slice_len_fits::<TidegatePacketView>(count)?;
                 // SAFETY: non-NULL and valid for `count` views by the caller's contract, which
                 // span at most `isize::MAX` bytes.
-                std::slice::from_raw_parts(packets, count)
+                core::slice::from_raw_parts(packets, count)
             };
             // Check every view before queuing any, so a bad argument queues nothing.
             for view in views {
