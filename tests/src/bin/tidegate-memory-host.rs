@@ -73,8 +73,9 @@ mod linux {
         refused: bool,
     }
 
-    /// The lab's `memory-pressure` schedule, moved 1 s earlier and 3 s closer together so a
-    /// run takes 10 s.
+    /// The allocations of the lab's `memory-pressure` scenario, the same sizes and spacing, on a
+    /// 10 s timeline instead of 20 s: the pool at 1 s (lab: 2 s), the TLS search at 2 s (5 s),
+    /// the crypto batch at 6 s (12 s).
     fn schedule(run_ms: u64) -> Vec<Want> {
         let mut wants = vec![Want {
             at_ms: 1_000,
