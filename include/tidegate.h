@@ -63,9 +63,9 @@
  * The version of the C ABI this header describes. It changes whenever a function, a type or
  * a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
  * change with what to do): compare it at build time, for example
- * `#if TIDEGATE_ABI_VERSION != 9`, to notice a library update that needs attention.
+ * `#if TIDEGATE_ABI_VERSION != 10`, to notice a library update that needs attention.
  */
-#define TIDEGATE_ABI_VERSION 9
+#define TIDEGATE_ABI_VERSION 10
 
 /**
  * The class of a connect failure, by what the host should do about it.
@@ -562,6 +562,31 @@ enum TidegateLifecycleEffectKind
 typedef enum TidegateLifecycleEffectKind TidegateLifecycleEffectKind;
 #else
 typedef uint32_t TidegateLifecycleEffectKind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Why a session was cancelled (`cancel_cause` of a `CANCEL_WITH_ERROR` effect).
+ */
+enum TidegateCancelCause
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint8_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * The host called `tidegate_lifecycle_on_cancel` with the effect's `error_code`.
+     */
+    TIDEGATE_CANCEL_CAUSE_HOST = 0,
+    /**
+     * The tunnel did not come up within `start_deadline_us`; `error_code` is 0.
+     */
+    TIDEGATE_CANCEL_CAUSE_START_TIMED_OUT = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateCancelCause TidegateCancelCause;
+#else
+typedef uint8_t TidegateCancelCause;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -1368,6 +1393,26 @@ typedef struct TidegateLifecycleConfig {
      * How many `RUN_TASK` effects may be outstanding at once: 1 to 65535 (default 1).
      */
     uint32_t tasks_in_flight_max;
+    /**
+     * How long a start may take, from `tidegate_lifecycle_on_start` to
+     * `tidegate_lifecycle_on_tunnel_started`, in microseconds. Past it the session is
+     * cancelled: the stop runs and ends with `CANCEL_WITH_ERROR` whose `cancel_cause` is
+     * `TIDEGATE_CANCEL_CAUSE_START_TIMED_OUT`. Default 60 s; not 0 (refused with
+     * `TIDEGATE_STATUS_CONFIG_ZERO_DURATION`).
+     */
+    uint64_t start_deadline_us;
+    /**
+     * How long the teardown may take, from the stop or cancel request to
+     * `tidegate_lifecycle_on_torn_down`, in microseconds. Past it housekeeping begins as if
+     * the teardown had been reported (a late report is refused). Default 5 s; not 0.
+     */
+    uint64_t teardown_deadline_us;
+    /**
+     * How long persisting the journal may take, from the `PERSIST_JOURNAL` effect to
+     * `tidegate_lifecycle_on_journal_persisted`, in microseconds. Past it the stop completes
+     * without the report (its tasks count as `tasks_unconfirmed`). Default 2 s; not 0.
+     */
+    uint64_t persist_deadline_us;
 } TidegateLifecycleConfig;
 
 /**
@@ -1408,9 +1453,9 @@ typedef struct TidegateLifecycleEffect {
      */
     uint8_t payload_len;
     /**
-     * Always 0: keeps the struct free of padding, so every byte is written.
+     * `CANCEL_WITH_ERROR`: who cancelled (`TIDEGATE_CANCEL_CAUSE_*`); 0 otherwise.
      */
-    uint8_t reserved;
+    TidegateCancelCause cancel_cause;
     /**
      * `RUN_TASK`: the task's argument (the first `payload_len` bytes).
      */
@@ -1478,6 +1523,23 @@ typedef struct TidegateLifecycleStats {
      * Host reports refused because they named an earlier session.
      */
     uint64_t stale_reports;
+    /**
+     * Starts cancelled because the tunnel did not come up within the start deadline.
+     */
+    uint64_t start_timeouts;
+    /**
+     * Stops that went on without a teardown report, past the teardown deadline.
+     */
+    uint64_t teardown_timeouts;
+    /**
+     * Stops that completed without a persist report, past the persist deadline.
+     */
+    uint64_t persist_timeouts;
+    /**
+     * Tasks sealed into a journal whose persistence was never confirmed: they run again only
+     * if the host did persist that journal.
+     */
+    uint64_t tasks_unconfirmed;
 } TidegateLifecycleStats;
 
 /**
@@ -2661,7 +2723,8 @@ TidegateStatus tidegate_flow_key(const uint8_t *data, size_t len, uint64_t *out_
 
 /**
  * The default configuration: a 250 ms housekeeping deadline (short enough that the user's next
- * start is not held up, long enough for a few quick tasks), 64 tasks, one task at a time.
+ * start is not held up, long enough for a few quick tasks), 64 tasks, one task at a time, and
+ * deadlines of 60 s to start, 5 s to tear down and 2 s to persist the journal.
  */
 struct TidegateLifecycleConfig tidegate_lifecycle_config_default(void);
 

@@ -72,9 +72,11 @@ pub use journal::{
     TASK_PAYLOAD_MAX, TaskPayload, encode_journal, journal_encoded_len,
 };
 pub use lifecycle::{
-    DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, Generation, Lifecycle, LifecycleConfig,
-    LifecycleConfigError, LifecycleEffect, LifecycleState, LifecycleStats, ReportError, StartError,
-    StopError, StopOutcome, StopPhase, TaskId, TaskRegisterError, TaskSlot, WriteJournalError,
+    CancelCause, DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, DEFAULT_PERSIST_DEADLINE_MICROS,
+    DEFAULT_START_DEADLINE_MICROS, DEFAULT_TEARDOWN_DEADLINE_MICROS, Generation, Lifecycle,
+    LifecycleConfig, LifecycleConfigError, LifecycleEffect, LifecycleState, LifecycleStats,
+    ReportError, StartError, StopError, StopOutcome, StopPhase, TaskId, TaskRegisterError,
+    TaskSlot, WriteJournalError,
 };
 pub use memory::{
     MemoryConfig, MemoryConfigError, MemoryGovernor, MemoryStats, Pressure, ReservationId,

@@ -37,10 +37,10 @@ mod status;
 mod tunnel;
 
 pub use lifecycle::{
-    TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX, TIDEGATE_TASK_PAYLOAD_MAX, TidegateLifecycle,
-    TidegateLifecycleConfig, TidegateLifecycleEffect, TidegateLifecycleEffectKind,
-    TidegateLifecycleState, TidegateLifecycleStats, TidegateStopOutcome,
-    tidegate_lifecycle_config_default, tidegate_lifecycle_footprint,
+    TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX, TIDEGATE_TASK_PAYLOAD_MAX, TidegateCancelCause,
+    TidegateLifecycle, TidegateLifecycleConfig, TidegateLifecycleEffect,
+    TidegateLifecycleEffectKind, TidegateLifecycleState, TidegateLifecycleStats,
+    TidegateStopOutcome, tidegate_lifecycle_config_default, tidegate_lifecycle_footprint,
     tidegate_lifecycle_handle_timeout, tidegate_lifecycle_init, tidegate_lifecycle_journal_len,
     tidegate_lifecycle_on_cancel, tidegate_lifecycle_on_journal_persisted,
     tidegate_lifecycle_on_start, tidegate_lifecycle_on_stop, tidegate_lifecycle_on_task_done,

@@ -4,9 +4,9 @@ use core::cell::Cell;
 use core::ffi::c_void;
 
 use tidegate_core::{
-    Generation, Instant, JournalDecodeError, Lifecycle, LifecycleConfig, LifecycleConfigError,
-    LifecycleEffect, LifecycleState, LifecycleStats, ReportError, StartError, StopError,
-    StopOutcome, StopPhase, TASK_PAYLOAD_MAX, TaskId, TaskRegisterError, TaskSlot,
+    CancelCause, Generation, Instant, JournalDecodeError, Lifecycle, LifecycleConfig,
+    LifecycleConfigError, LifecycleEffect, LifecycleState, LifecycleStats, ReportError, StartError,
+    StopError, StopOutcome, StopPhase, TASK_PAYLOAD_MAX, TaskId, TaskRegisterError, TaskSlot,
     WriteJournalError,
 };
 
@@ -69,6 +69,30 @@ pub struct TidegateLifecycleConfig {
     pub task_capacity: u32,
     /// How many `RUN_TASK` effects may be outstanding at once: 1 to 65535 (default 1).
     pub tasks_in_flight_max: u32,
+    /// How long a start may take, from `tidegate_lifecycle_on_start` to
+    /// `tidegate_lifecycle_on_tunnel_started`, in microseconds. Past it the session is
+    /// cancelled: the stop runs and ends with `CANCEL_WITH_ERROR` whose `cancel_cause` is
+    /// `TIDEGATE_CANCEL_CAUSE_START_TIMED_OUT`. Default 60 s; not 0 (refused with
+    /// `TIDEGATE_STATUS_CONFIG_ZERO_DURATION`).
+    pub start_deadline_us: u64,
+    /// How long the teardown may take, from the stop or cancel request to
+    /// `tidegate_lifecycle_on_torn_down`, in microseconds. Past it housekeeping begins as if
+    /// the teardown had been reported (a late report is refused). Default 5 s; not 0.
+    pub teardown_deadline_us: u64,
+    /// How long persisting the journal may take, from the `PERSIST_JOURNAL` effect to
+    /// `tidegate_lifecycle_on_journal_persisted`, in microseconds. Past it the stop completes
+    /// without the report (its tasks count as `tasks_unconfirmed`). Default 2 s; not 0.
+    pub persist_deadline_us: u64,
+}
+
+/// Why a session was cancelled (`cancel_cause` of a `CANCEL_WITH_ERROR` effect).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TidegateCancelCause {
+    /// The host called `tidegate_lifecycle_on_cancel` with the effect's `error_code`.
+    Host = 0,
+    /// The tunnel did not come up within `start_deadline_us`; `error_code` is 0.
+    StartTimedOut = 1,
 }
 
 /// The state of a `TidegateLifecycle`; the stopping state is split into its phases.
@@ -150,8 +174,8 @@ pub struct TidegateLifecycleEffect {
     pub carried_over_tasks: u16,
     /// `RUN_TASK`: bytes of `payload` in use.
     pub payload_len: u8,
-    /// Always 0: keeps the struct free of padding, so every byte is written.
-    pub reserved: u8,
+    /// `CANCEL_WITH_ERROR`: who cancelled (`TIDEGATE_CANCEL_CAUSE_*`); 0 otherwise.
+    pub cancel_cause: TidegateCancelCause,
     /// `RUN_TASK`: the task's argument (the first `payload_len` bytes).
     pub payload: [u8; TIDEGATE_TASK_PAYLOAD_MAX],
 }
@@ -189,10 +213,20 @@ pub struct TidegateLifecycleStats {
     pub reports_refused: u64,
     /// Host reports refused because they named an earlier session.
     pub stale_reports: u64,
+    /// Starts cancelled because the tunnel did not come up within the start deadline.
+    pub start_timeouts: u64,
+    /// Stops that went on without a teardown report, past the teardown deadline.
+    pub teardown_timeouts: u64,
+    /// Stops that completed without a persist report, past the persist deadline.
+    pub persist_timeouts: u64,
+    /// Tasks sealed into a journal whose persistence was never confirmed: they run again only
+    /// if the host did persist that journal.
+    pub tasks_unconfirmed: u64,
 }
 
 /// The default configuration: a 250 ms housekeeping deadline (short enough that the user's next
-/// start is not held up, long enough for a few quick tasks), 64 tasks, one task at a time.
+/// start is not held up, long enough for a few quick tasks), 64 tasks, one task at a time, and
+/// deadlines of 60 s to start, 5 s to tear down and 2 s to persist the journal.
 #[unsafe(no_mangle)]
 pub extern "C" fn tidegate_lifecycle_config_default() -> TidegateLifecycleConfig {
     let core = LifecycleConfig::default();
@@ -200,6 +234,9 @@ pub extern "C" fn tidegate_lifecycle_config_default() -> TidegateLifecycleConfig
         housekeeping_deadline_us: core.housekeeping_deadline_micros,
         task_capacity: 64,
         tasks_in_flight_max: u32::from(core.tasks_in_flight_max),
+        start_deadline_us: core.start_deadline_micros,
+        teardown_deadline_us: core.teardown_deadline_micros,
+        persist_deadline_us: core.persist_deadline_micros,
     }
 }
 
@@ -689,6 +726,9 @@ impl place::Placed for TidegateLifecycle {
         let core = LifecycleConfig {
             housekeeping_deadline_micros: config.housekeeping_deadline_us,
             tasks_in_flight_max,
+            start_deadline_micros: config.start_deadline_us,
+            teardown_deadline_micros: config.teardown_deadline_us,
+            persist_deadline_micros: config.persist_deadline_us,
         };
         let capacity = config.task_capacity as usize;
         core.validate(capacity)
@@ -724,7 +764,10 @@ fn status_of_lifecycle_config(error: LifecycleConfigError) -> TidegateStatus {
             TidegateStatus::ConfigZeroCapacity
         }
         LifecycleConfigError::TooManyTasks => TidegateStatus::ConfigTaskCapacityTooLarge,
-        LifecycleConfigError::ZeroHousekeepingDeadline => TidegateStatus::ConfigZeroDuration,
+        LifecycleConfigError::ZeroHousekeepingDeadline
+        | LifecycleConfigError::ZeroStartDeadline
+        | LifecycleConfigError::ZeroTeardownDeadline
+        | LifecycleConfigError::ZeroPersistDeadline => TidegateStatus::ConfigZeroDuration,
         // A refusal added to the core later still refuses, with the generic status.
         _ => TidegateStatus::InvalidArgument,
     }
@@ -740,7 +783,7 @@ fn effect_of(effect: Option<LifecycleEffect>) -> TidegateLifecycleEffect {
         error_code: 0,
         carried_over_tasks: 0,
         payload_len: 0,
-        reserved: 0,
+        cancel_cause: TidegateCancelCause::Host,
         payload: [0; TIDEGATE_TASK_PAYLOAD_MAX],
     };
     let Some(effect) = effect else { return out };
@@ -786,10 +829,19 @@ fn effect_of(effect: Option<LifecycleEffect>) -> TidegateLifecycleEffect {
             out.kind = TidegateLifecycleEffectKind::CompleteStop;
             out.generation = generation.0;
         }
-        LifecycleEffect::CancelWithError { generation, code } => {
+        LifecycleEffect::CancelWithError {
+            generation,
+            code,
+            cause,
+        } => {
             out.kind = TidegateLifecycleEffectKind::CancelWithError;
             out.generation = generation.0;
             out.error_code = code;
+            out.cancel_cause = match cause {
+                CancelCause::StartTimedOut => TidegateCancelCause::StartTimedOut,
+                // A cause added to the core later reads as the host's own.
+                _ => TidegateCancelCause::Host,
+            };
         }
     }
     out
@@ -832,6 +884,10 @@ fn stats_of(s: &LifecycleStats) -> TidegateLifecycleStats {
         journals_rejected: s.journals_rejected,
         reports_refused: s.reports_refused,
         stale_reports: s.stale_reports,
+        start_timeouts: s.start_timeouts,
+        teardown_timeouts: s.teardown_timeouts,
+        persist_timeouts: s.persist_timeouts,
+        tasks_unconfirmed: s.tasks_unconfirmed,
     }
 }
 

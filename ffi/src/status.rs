@@ -465,8 +465,8 @@ pub extern "C" fn tidegate_status_str(status: StatusCode) -> *const c_char {
 /// The version of the C ABI this header describes. It changes whenever a function, a type or
 /// a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
 /// change with what to do): compare it at build time, for example
-/// `#if TIDEGATE_ABI_VERSION != 9`, to notice a library update that needs attention.
-pub const TIDEGATE_ABI_VERSION: u32 = 9;
+/// `#if TIDEGATE_ABI_VERSION != 10`, to notice a library update that needs attention.
+pub const TIDEGATE_ABI_VERSION: u32 = 10;
 
 /// The library version as a static, NUL-terminated string such as "0.1.0"; do not free it.
 #[unsafe(no_mangle)]

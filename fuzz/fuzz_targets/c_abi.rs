@@ -976,10 +976,14 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                 capacity,
                 in_flight,
             } => {
+                // The phase deadlines vary with the housekeeping one: 0 is refused for each.
                 let config = TidegateLifecycleConfig {
                     housekeeping_deadline_us: deadline_us,
                     task_capacity: capacity,
                     tasks_in_flight_max: u32::from(in_flight),
+                    start_deadline_us: deadline_us.rotate_left(7),
+                    teardown_deadline_us: deadline_us.rotate_left(13),
+                    persist_deadline_us: deadline_us.rotate_left(29),
                 };
                 let mut footprint = Out::<usize>::new(false);
                 let s = tidegate_lifecycle_footprint(&config, footprint.ptr(), &mut 0);

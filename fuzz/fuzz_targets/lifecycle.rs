@@ -96,9 +96,14 @@ fuzz_target!(|data: &[u8]| {
     ) else {
         return;
     };
+    // The start, teardown and persist deadlines never fire here: this host model follows
+    // housekeeping's; the lifecycle model test (tests/tests/lifecycle_model.rs) covers them.
     let config = LifecycleConfig {
         housekeeping_deadline_micros: deadline_ms * 1_000,
         tasks_in_flight_max: in_flight,
+        start_deadline_micros: u64::MAX,
+        teardown_deadline_micros: u64::MAX,
+        persist_deadline_micros: u64::MAX,
     };
     let max_running = usize::from(in_flight);
     let mut machine = match Machine::new(config, vec![TaskSlot::EMPTY; capacity]) {
@@ -540,7 +545,9 @@ fn apply(host: &mut Host, machine: &Machine, effect: LifecycleEffect, max_runnin
             host.running.clear();
             generation
         }
-        LifecycleEffect::CancelWithError { generation, code } => {
+        LifecycleEffect::CancelWithError {
+            generation, code, ..
+        } => {
             assert_eq!(host.cancel_code, Some(code));
             host.stops_ended += 1;
             host.running.clear();

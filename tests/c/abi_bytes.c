@@ -270,7 +270,7 @@ static void out_structs_are_written_whole(void) {
     CHECK_OK(tidegate_lifecycle_poll_effect(lifecycle, 1, &effect_a));
     CHECK_OK(tidegate_lifecycle_poll_effect(lifecycle_twin, 1, &effect_b));
     CHECK(effect_a.kind == TIDEGATE_LIFECYCLE_EFFECT_KIND_START_TUNNEL);
-    CHECK(memcmp(&effect_a, &effect_b, sizeof effect_a) == 0 && effect_a.reserved == 0);
+    CHECK(memcmp(&effect_a, &effect_b, sizeof effect_a) == 0 && effect_a.cancel_cause == TIDEGATE_CANCEL_CAUSE_HOST);
 
     /* Configurations returned by value: padding-free, so two copies compare equal. */
     TidegateProxyConfig pc2 = tidegate_proxy_config_default();

@@ -16,6 +16,9 @@
  * discarded once every carried task ended. Finally a cancel with an error tears down and ends
  * with CANCEL_WITH_ERROR.
  *
+ * Then the deadlines: a start that never comes up is cancelled (START_TIMED_OUT) and a teardown
+ * never reported gives way, so the stop completes without the host.
+ *
  * Exits 0 on success; prints the failed check and exits 1 otherwise.
  */
 #include <stdint.h>
@@ -276,9 +279,47 @@ static void second_session(uint64_t old_generation) {
     tidegate_lifecycle_free(lc);
 }
 
+/* Deadlines: a start that never comes up is cancelled at start_deadline_us, and a teardown that
+ * is never reported gives way at teardown_deadline_us, so the stop ends without the host. */
+static void hung_phases(void) {
+    TidegateLifecycleConfig config = tidegate_lifecycle_config_default();
+    config.start_deadline_us = 1000000;
+    config.teardown_deadline_us = 500000;
+    TidegateLifecycle *lc = NULL;
+    CHECK_OK(tidegate_lifecycle_new(&config, &lc));
+    uint64_t generation = 0;
+    CHECK_OK(tidegate_lifecycle_on_start(lc, 0, NULL, 0, &generation));
+    CHECK(poll(lc, 0).kind == TIDEGATE_LIFECYCLE_EFFECT_KIND_START_TUNNEL);
+    uint64_t deadline = 0;
+    CHECK_OK(tidegate_lifecycle_poll_timeout(lc, &deadline));
+    CHECK(deadline == 1000000);
+    /* The tunnel never comes up: at the deadline the session is cancelled. */
+    CHECK_OK(tidegate_lifecycle_handle_timeout(lc, deadline));
+    CHECK(poll(lc, deadline).kind == TIDEGATE_LIFECYCLE_EFFECT_KIND_TEAR_DOWN);
+    CHECK_STATUS(tidegate_lifecycle_on_tunnel_started(lc, deadline, generation),
+                 TIDEGATE_STATUS_REPORT_UNEXPECTED);
+    /* The teardown is never reported either: it gives way half a second later. */
+    CHECK_OK(tidegate_lifecycle_poll_timeout(lc, &deadline));
+    CHECK(deadline == 1500000);
+    CHECK_OK(tidegate_lifecycle_handle_timeout(lc, deadline));
+    TidegateLifecycleEffect effect = poll(lc, deadline);
+    CHECK(effect.kind == TIDEGATE_LIFECYCLE_EFFECT_KIND_CANCEL_WITH_ERROR);
+    CHECK(effect.cancel_cause == TIDEGATE_CANCEL_CAUSE_START_TIMED_OUT && effect.error_code == 0);
+    CHECK(state_of(lc, NULL) == TIDEGATE_LIFECYCLE_STATE_STOPPED);
+    TidegateLifecycleStats stats;
+    CHECK_OK(tidegate_lifecycle_stats(lc, &stats));
+    CHECK(stats.start_timeouts == 1 && stats.teardown_timeouts == 1);
+    CHECK(stats.last_stop_latency_us == 500000);
+    config.persist_deadline_us = 0;
+    TidegateLifecycle *refused = NULL;
+    CHECK_STATUS(tidegate_lifecycle_new(&config, &refused), TIDEGATE_STATUS_CONFIG_ZERO_DURATION);
+    tidegate_lifecycle_free(lc);
+}
+
 int main(void) {
     bad_input();
     uint64_t generation = first_session();
     second_session(generation);
+    hung_phases();
     return 0;
 }

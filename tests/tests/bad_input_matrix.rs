@@ -2048,6 +2048,27 @@ fn bad_lifecycle_configs() -> Vec<(TidegateLifecycleConfig, TidegateStatus)> {
             },
             S::ConfigZeroDuration,
         ),
+        (
+            TidegateLifecycleConfig {
+                start_deadline_us: 0,
+                ..good
+            },
+            S::ConfigZeroDuration,
+        ),
+        (
+            TidegateLifecycleConfig {
+                teardown_deadline_us: 0,
+                ..good
+            },
+            S::ConfigZeroDuration,
+        ),
+        (
+            TidegateLifecycleConfig {
+                persist_deadline_us: 0,
+                ..good
+            },
+            S::ConfigZeroDuration,
+        ),
     ]);
     bad
 }
@@ -2074,11 +2095,17 @@ fn lifecycle_new() {
                 task_capacity: 1,
                 tasks_in_flight_max: 1,
                 housekeeping_deadline_us: 1,
+                start_deadline_us: 1,
+                teardown_deadline_us: 1,
+                persist_deadline_us: 1,
             },
             TidegateLifecycleConfig {
                 task_capacity: TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX,
                 tasks_in_flight_max: 65_535,
                 housekeeping_deadline_us: u64::MAX,
+                start_deadline_us: u64::MAX,
+                teardown_deadline_us: u64::MAX,
+                persist_deadline_us: u64::MAX,
             },
         ] {
             let mut handle = null_mut();

@@ -7,10 +7,12 @@
 
 use std::sync::OnceLock;
 
-use tidegate_core::{DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, FlowPolicy};
+use tidegate_core::{
+    DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, DEFAULT_TEARDOWN_DEADLINE_MICROS, FlowPolicy,
+};
 use tidegate_tests::lab::{self, APP_PROXY_LIMIT, Host, Row, STOP_TEARDOWN_US, Scale};
 
-const SCENARIOS: [&str; 12] = [
+const SCENARIOS: [&str; 13] = [
     "tunnel-outbound-flood",
     "tunnel-inbound-burst",
     "flood-beside-tcp",
@@ -18,6 +20,7 @@ const SCENARIOS: [&str; 12] = [
     "flow-flood",
     "also-ran-storm",
     "slow-stop-restart",
+    "hung-teardown",
     "ipv6-black-hole",
     "ipv6-black-hole-burst",
     "dns-burst",
@@ -291,6 +294,24 @@ fn a_slow_stop_completes_within_teardown_and_deadline_and_loses_no_task() {
                 && r.tasks_lost.is_some_and(|lost| lost > 0)),
         "{naive:?}"
     );
+}
+
+/// A teardown that never completes: the naive host's stop never ends; tidegate's gives way at
+/// the teardown deadline, runs housekeeping and completes with nothing lost.
+#[test]
+fn a_hung_teardown_gives_way_at_its_deadline_and_the_stop_completes() {
+    let bound =
+        (DEFAULT_TEARDOWN_DEADLINE_MICROS + DEFAULT_HOUSEKEEPING_DEADLINE_MICROS) as f64 / 1e6;
+    let row = tidegate("hung-teardown");
+    let latency = row.stop_latency_seconds.expect("the stop completes");
+    assert!(
+        latency >= DEFAULT_TEARDOWN_DEADLINE_MICROS as f64 / 1e6 && latency <= bound + 1e-9,
+        "{row:?}"
+    );
+    assert_eq!(row.tasks_lost, Some(0), "{row:?}");
+    let naive = naive("hung-teardown");
+    assert_eq!(naive.len(), 1);
+    assert_eq!(naive[0].stop_latency_seconds, None, "{naive:?}");
 }
 
 /// The Happy Eyeballs bug found by an independent host: at default settings, 64 or more

@@ -5,14 +5,20 @@
 //! machine and a model built from `BTreeSet`s. After every event the two must agree on the state
 //! and on each call's result, and the invariant the machine exists for must hold: every task the
 //! host registered ends exactly once (done, failed) or is carried in the persisted journal;
-//! none is lost, none runs after it ended.
+//! none is lost, none runs after it ended. Every phase that waits on the host has a deadline
+//! (start, teardown, housekeeping, persisting the journal), and the model applies each from the
+//! docs: a start past its deadline is cancelled (`StartTimedOut`), a teardown past its deadline
+//! gives way to housekeeping, and a persist past its deadline completes the stop (here the
+//! host's write lands late, so the journal still reaches the disk). Every stop therefore ends
+//! within the sum of its deadlines, which the test checks too.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use tidegate_core::{
-    Generation, Instant, Journal, Lifecycle, LifecycleConfig, LifecycleEffect, LifecycleState,
-    ReportError, StartError, StopError, StopPhase, TaskId, TaskRegisterError, TaskSlot,
+    CancelCause, Generation, Instant, Journal, Lifecycle, LifecycleConfig, LifecycleEffect,
+    LifecycleState, ReportError, StartError, StopError, StopPhase, TaskId, TaskRegisterError,
+    TaskSlot,
 };
 
 type Machine = Lifecycle<Vec<TaskSlot>>;
@@ -53,20 +59,43 @@ fn event() -> impl Strategy<Value = Event> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Idle,
-    Starting,
+    Starting {
+        deadline: u64,
+    },
     Running,
     Stopping {
+        requested_at: u64,
+        teardown_deadline: u64,
         torn_down_deadline: Option<u64>,
         sealed: bool,
+        persist_deadline: u64,
         persisted: bool,
-        cancel: Option<u32>,
+        persist_timed_out: bool,
+        cancel: Option<(u32, CancelCause)>,
     },
     Stopped,
+}
+
+impl Phase {
+    /// A stop requested at `now`.
+    fn stopping(now: u64, config: &LifecycleConfig, cancel: Option<(u32, CancelCause)>) -> Phase {
+        Phase::Stopping {
+            requested_at: now,
+            teardown_deadline: now + config.teardown_deadline_micros,
+            torn_down_deadline: None,
+            sealed: false,
+            persist_deadline: 0,
+            persisted: false,
+            persist_timed_out: false,
+            cancel,
+        }
+    }
 }
 
 /// The model of host and machine together. A task's identity is its payload (a `u32` counter),
 /// which survives the journal while task ids do not.
 struct Model {
+    config: LifecycleConfig,
     capacity: usize,
     in_flight_max: usize,
     now: u64,
@@ -84,23 +113,26 @@ struct Model {
     /// The journal written at `PersistJournal`, persisted at the `Persisted` event.
     written: Option<(Vec<u8>, Vec<u32>)>,
     next_logical: u32,
+    /// The longest single step of time so far: a deadline is seen at the first input after it.
+    max_step: u64,
 }
 
 impl Model {
     fn expected_state(&self) -> LifecycleState {
         match self.phase {
             Phase::Idle => LifecycleState::Idle,
-            Phase::Starting => LifecycleState::Starting,
+            Phase::Starting { .. } => LifecycleState::Starting,
             Phase::Running => LifecycleState::Running,
             Phase::Stopped => LifecycleState::Stopped,
             Phase::Stopping {
                 torn_down_deadline,
                 sealed,
                 persisted,
+                persist_timed_out,
                 ..
             } => LifecycleState::Stopping(if torn_down_deadline.is_none() {
                 StopPhase::TearingDown
-            } else if sealed && !persisted {
+            } else if sealed && !persisted && !persist_timed_out {
                 StopPhase::PersistingJournal
             } else if sealed || self.unfinished.is_empty() {
                 StopPhase::Completing
@@ -110,18 +142,44 @@ impl Model {
         }
     }
 
-    /// Apply the housekeeping deadline, as every machine input does first.
+    /// Apply the deadline `now` reached, as every machine input does first: one step, since
+    /// each step's next deadline lies after the `now` that set it.
     fn apply_deadline(&mut self) {
-        if let Phase::Stopping {
-            torn_down_deadline: Some(deadline),
-            sealed,
-            ..
-        } = &mut self.phase
-            && !*sealed
-            && self.now >= *deadline
-            && !self.unfinished.is_empty()
-        {
-            *sealed = true;
+        let now = self.now;
+        let config = self.config;
+        let nothing_left = self.unfinished.is_empty();
+        match &mut self.phase {
+            Phase::Starting { deadline } if now >= *deadline => {
+                self.phase = Phase::stopping(now, &config, Some((0, CancelCause::StartTimedOut)));
+            }
+            Phase::Stopping {
+                teardown_deadline,
+                torn_down_deadline: torn_down @ None,
+                ..
+            } if now >= *teardown_deadline => {
+                *torn_down = Some(now + config.housekeeping_deadline_micros);
+            }
+            Phase::Stopping {
+                torn_down_deadline: Some(deadline),
+                sealed: sealed @ false,
+                persist_deadline,
+                ..
+            } if now >= *deadline && !nothing_left => {
+                *sealed = true;
+                *persist_deadline = now + config.persist_deadline_micros;
+            }
+            Phase::Stopping {
+                sealed: true,
+                persisted: false,
+                persist_timed_out: timed_out @ false,
+                persist_deadline,
+                ..
+            } if now >= *persist_deadline => {
+                *timed_out = true;
+                // The host's write lands late: the journal reaches the disk unconfirmed.
+                self.disk = self.written.take();
+            }
+            _ => {}
         }
     }
 
@@ -152,7 +210,8 @@ fn drain(machine: &mut Machine, model: &mut Model) -> Result<(), TestCaseError> 
                 carried_over_tasks,
             } => {
                 prop_assert_eq!(g, generation);
-                prop_assert_eq!(model.phase, Phase::Starting);
+                let starting = matches!(model.phase, Phase::Starting { .. });
+                prop_assert!(starting, "StartTunnel in {:?}", model.phase);
                 prop_assert_eq!(usize::from(carried_over_tasks), model.carried.len());
             }
             LifecycleEffect::RunTask {
@@ -218,14 +277,34 @@ fn drain(machine: &mut Machine, model: &mut Model) -> Result<(), TestCaseError> 
             LifecycleEffect::CompleteStop { generation: g }
             | LifecycleEffect::CancelWithError { generation: g, .. } => {
                 prop_assert_eq!(g, generation);
-                let Phase::Stopping { cancel, .. } = model.phase else {
+                let Phase::Stopping {
+                    cancel,
+                    requested_at,
+                    ..
+                } = model.phase
+                else {
                     return Err(TestCaseError::fail("completion outside a stop"));
                 };
                 let code = match effect {
-                    LifecycleEffect::CancelWithError { code, .. } => Some(code),
+                    LifecycleEffect::CancelWithError { code, cause, .. } => Some((code, cause)),
                     _ => None,
                 };
                 prop_assert_eq!(code, cancel);
+                // Every phase ends: a stop takes at most its deadlines, whatever the host does.
+                let config = model.config;
+                let bound = config.teardown_deadline_micros
+                    + config.housekeeping_deadline_micros
+                    + config.persist_deadline_micros;
+                let latency = machine.stats().last_stop_latency_micros;
+                prop_assert_eq!(latency, Some(model.now - requested_at));
+                // Each of the three deadlines is seen at the first input after it, one step late
+                // at most, and the next phase's deadline counts from there.
+                prop_assert!(
+                    model.now - requested_at <= bound + 3 * model.max_step,
+                    "a stop took {} us, deadlines {}",
+                    model.now - requested_at,
+                    bound
+                );
                 // Nothing lost: what did not end is exactly what the disk holds.
                 let on_disk: BTreeSet<u32> = model
                     .disk
@@ -292,9 +371,11 @@ fn apply(
                         .unwrap_or_default();
                     prop_assert_eq!(&carried, &model.unfinished);
                     model.carried = carried;
-                    model.phase = Phase::Starting;
+                    model.phase = Phase::Starting {
+                        deadline: model.now + config.start_deadline_micros,
+                    };
                 }
-                Phase::Starting | Phase::Running => {
+                Phase::Starting { .. } | Phase::Running => {
                     prop_assert_eq!(result, Err(StartError::AlreadyActive))
                 }
                 Phase::Stopping { .. } => {
@@ -304,7 +385,7 @@ fn apply(
         }
         Event::TunnelStarted => {
             let result = machine.on_tunnel_started(now, generation);
-            if model.phase == Phase::Starting {
+            if matches!(model.phase, Phase::Starting { .. }) {
                 prop_assert_eq!(result, Ok(()));
                 model.phase = Phase::Running;
             } else {
@@ -322,14 +403,10 @@ fn apply(
                 None => machine.on_stop(now).map(|_| ()),
             };
             match model.phase {
-                Phase::Starting | Phase::Running => {
+                Phase::Starting { .. } | Phase::Running => {
                     prop_assert_eq!(result, Ok(()));
-                    model.phase = Phase::Stopping {
-                        torn_down_deadline: None,
-                        sealed: false,
-                        persisted: false,
-                        cancel: code,
-                    };
+                    let cancel = code.map(|code| (code, CancelCause::Host));
+                    model.phase = Phase::stopping(model.now, &config, cancel);
                 }
                 Phase::Stopping { .. } => prop_assert_eq!(result, Err(StopError::AlreadyStopping)),
                 Phase::Idle | Phase::Stopped => prop_assert_eq!(result, Err(StopError::NotActive)),
@@ -411,6 +488,7 @@ fn apply(
             if let Phase::Stopping {
                 sealed: true,
                 persisted,
+                persist_timed_out: false,
                 ..
             } = &mut model.phase
                 && !*persisted
@@ -426,6 +504,7 @@ fn apply(
         }
         Event::Advance(micros) => {
             model.now += u64::from(micros);
+            model.max_step = model.max_step.max(u64::from(micros));
             machine.handle_timeout(Instant::from_micros(model.now));
             model.apply_deadline();
         }
@@ -471,15 +550,22 @@ proptest! {
     fn every_task_ends_exactly_once_or_is_carried_in_the_journal(
         capacity in 1usize..7,
         deadline_millis in 1u64..400,
+        phase_deadlines_millis in [1u64..1_000, 1u64..400, 1u64..400],
         in_flight_max in 1u16..4,
         events in proptest::collection::vec(event(), 1..120),
     ) {
+        let [start, teardown, persist] = phase_deadlines_millis;
         let config = LifecycleConfig {
             housekeeping_deadline_micros: deadline_millis * 1_000,
             tasks_in_flight_max: in_flight_max,
+            start_deadline_micros: start * 1_000,
+            teardown_deadline_micros: teardown * 1_000,
+            persist_deadline_micros: persist * 1_000,
         };
         let mut machine: Machine = Lifecycle::new(config, vec![TaskSlot::EMPTY; capacity]).unwrap();
         let mut model = Model {
+            config,
+            max_step: 0,
             capacity,
             in_flight_max: usize::from(in_flight_max),
             now: 0,

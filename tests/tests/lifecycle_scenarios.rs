@@ -94,7 +94,9 @@ impl Host {
                     self.stop_completed = true;
                     self.running.clear();
                 }
-                LifecycleEffect::CancelWithError { generation, code } => {
+                LifecycleEffect::CancelWithError {
+                    generation, code, ..
+                } => {
                     assert_eq!(generation, current);
                     self.cancelled_with = Some(code);
                     self.running.clear();

@@ -8,9 +8,9 @@ use crate::time::{Clock, Instant};
 
 use super::tasks::{Status, TaskQueue, TaskSlot};
 use super::{
-    Generation, LifecycleConfig, LifecycleConfigError, LifecycleEffect, LifecycleState,
-    LifecycleStats, ReportError, StartError, StopError, StopOutcome, StopPhase, TaskId,
-    TaskRegisterError, WriteJournalError,
+    CancelCause, Generation, LifecycleConfig, LifecycleConfigError, LifecycleEffect,
+    LifecycleState, LifecycleStats, ReportError, StartError, StopError, StopOutcome, StopPhase,
+    TaskId, TaskRegisterError, WriteJournalError,
 };
 
 /// The session lifecycle machine of one provider process.
@@ -69,7 +69,11 @@ pub struct Lifecycle<S> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Idle,
-    Starting { announced: bool, carried: u16 },
+    Starting {
+        announced: bool,
+        carried: u16,
+        deadline: Instant,
+    },
     Running,
     Stopping(Stop),
     Stopped,
@@ -78,18 +82,33 @@ enum Phase {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stop {
     requested_at: Instant,
-    cancel_code: Option<u32>,
+    cancel: Option<(u32, CancelCause)>,
     step: StopStep,
 }
 
+/// The steps of a stop; each one that waits on the host carries the deadline it waits until.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum StopStep {
-    TearDownDue,
-    TearingDown,
+    TearDownDue { deadline: Instant },
+    TearingDown { deadline: Instant },
     Housekeeping { deadline: Instant },
-    PersistDue,
-    Persisting,
+    PersistDue { deadline: Instant },
+    Persisting { deadline: Instant },
     CompletionDue,
+}
+
+impl StopStep {
+    /// The deadline this step waits until, if it waits on the host.
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            StopStep::TearDownDue { deadline }
+            | StopStep::TearingDown { deadline }
+            | StopStep::Housekeeping { deadline }
+            | StopStep::PersistDue { deadline }
+            | StopStep::Persisting { deadline } => Some(deadline),
+            StopStep::CompletionDue => None,
+        }
+    }
 }
 
 impl<S> Lifecycle<S>
@@ -136,9 +155,13 @@ where
             Phase::Running => LifecycleState::Running,
             Phase::Stopped => LifecycleState::Stopped,
             Phase::Stopping(stop) => LifecycleState::Stopping(match stop.step {
-                StopStep::TearDownDue | StopStep::TearingDown => StopPhase::TearingDown,
+                StopStep::TearDownDue { .. } | StopStep::TearingDown { .. } => {
+                    StopPhase::TearingDown
+                }
                 StopStep::Housekeeping { .. } => StopPhase::Housekeeping,
-                StopStep::PersistDue | StopStep::Persisting => StopPhase::PersistingJournal,
+                StopStep::PersistDue { .. } | StopStep::Persisting { .. } => {
+                    StopPhase::PersistingJournal
+                }
                 StopStep::CompletionDue => StopPhase::Completing,
             }),
         }
@@ -223,6 +246,7 @@ where
         self.phase = Phase::Starting {
             announced: false,
             carried,
+            deadline: now.saturating_add_micros(self.config.start_deadline_micros),
         };
         self.stats.sessions_started = self.stats.sessions_started.saturating_add(1);
         self.stats.tasks_resumed = self.stats.tasks_resumed.saturating_add(u64::from(carried));
@@ -283,7 +307,7 @@ where
         let now = self.observe(now);
         match self.phase {
             Phase::Running | Phase::Starting { .. } => {
-                self.begin_stop(now, Some(code));
+                self.begin_stop(now, Some((code, CancelCause::Host)));
                 Ok(())
             }
             Phase::Stopping(_) => Err(StopError::AlreadyStopping),
@@ -302,13 +326,13 @@ where
         let Phase::Stopping(stop) = &mut self.phase else {
             return Err(self.refuse_unexpected());
         };
-        if !matches!(stop.step, StopStep::TearDownDue | StopStep::TearingDown) {
+        if !matches!(
+            stop.step,
+            StopStep::TearDownDue { .. } | StopStep::TearingDown { .. }
+        ) {
             return Err(self.refuse_unexpected());
         }
-        let deadline = now.saturating_add_micros(self.config.housekeeping_deadline_micros);
-        stop.step = StopStep::Housekeeping { deadline };
-        log_debug!("lifecycle: torn down, housekeeping until {}", deadline);
-        self.finish_housekeeping_if_done();
+        self.begin_housekeeping(now);
         Ok(())
     }
 
@@ -328,7 +352,8 @@ where
         match self.phase {
             Phase::Idle | Phase::Stopped => return Err(TaskRegisterError::NoSession),
             Phase::Stopping(Stop {
-                step: StopStep::PersistDue | StopStep::Persisting | StopStep::CompletionDue,
+                step:
+                    StopStep::PersistDue { .. } | StopStep::Persisting { .. } | StopStep::CompletionDue,
                 ..
             }) => return Err(TaskRegisterError::HousekeepingOver),
             _ => {}
@@ -384,7 +409,10 @@ where
         let Phase::Stopping(stop) = &mut self.phase else {
             return Err(self.refuse_unexpected());
         };
-        if !matches!(stop.step, StopStep::PersistDue | StopStep::Persisting) {
+        if !matches!(
+            stop.step,
+            StopStep::PersistDue { .. } | StopStep::Persisting { .. }
+        ) {
             return Err(self.refuse_unexpected());
         }
         stop.step = StopStep::CompletionDue;
@@ -425,13 +453,18 @@ where
         }
         match self.phase {
             Phase::Idle | Phase::Stopped => None,
-            Phase::Starting { announced, carried } => {
+            Phase::Starting {
+                announced,
+                carried,
+                deadline,
+            } => {
                 if announced {
                     return None;
                 }
                 self.phase = Phase::Starting {
                     announced: true,
                     carried,
+                    deadline,
                 };
                 Some(LifecycleEffect::StartTunnel {
                     generation,
@@ -440,15 +473,15 @@ where
             }
             Phase::Running => self.next_task(true),
             Phase::Stopping(mut stop) => match stop.step {
-                StopStep::TearDownDue => {
-                    stop.step = StopStep::TearingDown;
+                StopStep::TearDownDue { deadline } => {
+                    stop.step = StopStep::TearingDown { deadline };
                     self.phase = Phase::Stopping(stop);
                     Some(LifecycleEffect::TearDown { generation })
                 }
-                StopStep::TearingDown | StopStep::Persisting => None,
+                StopStep::TearingDown { .. } | StopStep::Persisting { .. } => None,
                 StopStep::Housekeeping { .. } => self.next_task(false),
-                StopStep::PersistDue => {
-                    stop.step = StopStep::Persisting;
+                StopStep::PersistDue { deadline } => {
+                    stop.step = StopStep::Persisting { deadline };
                     self.phase = Phase::Stopping(stop);
                     let len = self.sealed_journal_len.unwrap_or(0);
                     Some(LifecycleEffect::PersistJournal { generation, len })
@@ -458,43 +491,82 @@ where
         }
     }
 
-    /// When [`Lifecycle::handle_timeout`] must next be called: the housekeeping deadline while
-    /// housekeeping runs, otherwise `None`.
+    /// When [`Lifecycle::handle_timeout`] must next be called: the deadline of the phase that
+    /// waits on the host (starting, tearing down, housekeeping, persisting the journal),
+    /// otherwise `None`.
     #[must_use = "arm a timer for this instant"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Stopping(Stop {
-                step: StopStep::Housekeeping { deadline },
-                ..
-            }) => Some(deadline),
+            Phase::Starting { deadline, .. } => Some(deadline),
+            Phase::Stopping(stop) => stop.step.deadline(),
             _ => None,
         }
     }
 
-    /// Apply the housekeeping deadline if `now` reached it: the tasks not yet ended are sealed
-    /// into the journal and a `PersistJournal` effect becomes due. Idempotent; every other input
-    /// applies the deadline too, before anything else.
+    /// Apply the deadline `now` reached, if any (see [`Lifecycle::poll_timeout`]), with its
+    /// documented effect; then poll the effects. Idempotent; every other input applies the
+    /// deadlines too, before anything else.
+    ///
+    /// A deadline fires once, however late `now` is: after a jump of hours (a device that
+    /// slept, whose host clock counts sleep) the phase that waited moves on one step, and the
+    /// next phase's deadline is measured from that `now`. Housekeeping is the exception: when
+    /// the teardown deadline fires it starts, and its own deadline then runs in full.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.observe(now);
     }
 
     // ---- helpers ------------------------------------------------------------------------------
 
-    /// Clamp `now` and apply the deadline it may have reached.
+    /// Clamp `now` and apply the deadline it may have reached: one step, however late `now` is.
     fn observe(&mut self, now: Instant) -> Instant {
         let now = self.clock.observe(now);
-        if let Phase::Stopping(Stop {
-            step: StopStep::Housekeeping { deadline },
-            ..
-        }) = self.phase
-            && now >= deadline
-        {
-            self.seal_journal();
+        match self.phase {
+            Phase::Starting { deadline, .. } if now >= deadline => {
+                self.stats.start_timeouts = self.stats.start_timeouts.saturating_add(1);
+                log_warn!("lifecycle: start deadline passed, cancelling");
+                self.begin_stop(now, Some((0, CancelCause::StartTimedOut)));
+            }
+            Phase::Stopping(stop) => match stop.step {
+                StopStep::TearDownDue { deadline } | StopStep::TearingDown { deadline }
+                    if now >= deadline =>
+                {
+                    self.stats.teardown_timeouts = self.stats.teardown_timeouts.saturating_add(1);
+                    log_warn!("lifecycle: teardown deadline passed, housekeeping begins");
+                    self.begin_housekeeping(now);
+                }
+                StopStep::Housekeeping { deadline } if now >= deadline => self.seal_journal(now),
+                StopStep::PersistDue { deadline } | StopStep::Persisting { deadline }
+                    if now >= deadline =>
+                {
+                    self.stats.persist_timeouts = self.stats.persist_timeouts.saturating_add(1);
+                    let sealed = u64::try_from(self.tasks.len()).unwrap_or(u64::MAX);
+                    self.stats.tasks_unconfirmed =
+                        self.stats.tasks_unconfirmed.saturating_add(sealed);
+                    log_warn!("lifecycle: persist deadline passed, completing the stop");
+                    if let Phase::Stopping(stop) = &mut self.phase {
+                        stop.step = StopStep::CompletionDue;
+                    }
+                }
+                _ => {}
+            },
+            _ => {}
         }
         now
     }
 
-    fn seal_journal(&mut self) {
+    /// The teardown is over (reported, or its deadline passed): housekeeping runs until its
+    /// deadline, measured from `now`.
+    fn begin_housekeeping(&mut self, now: Instant) {
+        let deadline = now.saturating_add_micros(self.config.housekeeping_deadline_micros);
+        if let Phase::Stopping(stop) = &mut self.phase {
+            stop.step = StopStep::Housekeeping { deadline };
+        }
+        log_debug!("lifecycle: housekeeping until {}", deadline);
+        self.finish_housekeeping_if_done();
+    }
+
+    fn seal_journal(&mut self, now: Instant) {
+        let persist_deadline = now.saturating_add_micros(self.config.persist_deadline_micros);
         let Phase::Stopping(stop) = &mut self.phase else {
             return;
         };
@@ -503,7 +575,9 @@ where
             stop.step = StopStep::CompletionDue;
             return;
         }
-        stop.step = StopStep::PersistDue;
+        stop.step = StopStep::PersistDue {
+            deadline: persist_deadline,
+        };
         self.sealed_journal_len = Some(journal_encoded_len(self.tasks.sealed()));
         let sealed = u64::try_from(sealed).unwrap_or(u64::MAX);
         self.stats.tasks_carried_over = self.stats.tasks_carried_over.saturating_add(sealed);
@@ -514,11 +588,13 @@ where
         );
     }
 
-    fn begin_stop(&mut self, now: Instant, cancel_code: Option<u32>) {
+    fn begin_stop(&mut self, now: Instant, cancel: Option<(u32, CancelCause)>) {
         self.phase = Phase::Stopping(Stop {
             requested_at: now,
-            cancel_code,
-            step: StopStep::TearDownDue,
+            cancel,
+            step: StopStep::TearDownDue {
+                deadline: now.saturating_add_micros(self.config.teardown_deadline_micros),
+            },
         });
         log_debug!("lifecycle: stop requested at {}", now);
     }
@@ -534,8 +610,12 @@ where
         self.carried_outstanding = 0;
         self.sealed_journal_len = None;
         log_debug!("lifecycle: stop complete after {}us", latency);
-        match stop.cancel_code {
-            Some(code) => LifecycleEffect::CancelWithError { generation, code },
+        match stop.cancel {
+            Some((code, cause)) => LifecycleEffect::CancelWithError {
+                generation,
+                code,
+                cause,
+            },
             None => LifecycleEffect::CompleteStop { generation },
         }
     }
@@ -647,6 +727,10 @@ where
 mod tests {
     use super::*;
     use crate::journal::{Journal, JournalDecodeError};
+    use crate::lifecycle::{
+        DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, DEFAULT_PERSIST_DEADLINE_MICROS,
+        DEFAULT_START_DEADLINE_MICROS, DEFAULT_TEARDOWN_DEADLINE_MICROS,
+    };
 
     type Machine = Lifecycle<[TaskSlot; 4]>;
 
@@ -750,7 +834,8 @@ mod tests {
             drain(&mut machine, at(4)),
             vec![LifecycleEffect::CancelWithError {
                 generation,
-                code: 42
+                code: 42,
+                cause: CancelCause::Host,
             }]
         );
         assert_eq!(machine.state(), LifecycleState::Stopped);
@@ -854,7 +939,8 @@ mod tests {
         );
         machine.handle_timeout(at(260));
         machine.handle_timeout(at(260));
-        assert_eq!(machine.poll_timeout(), None);
+        // Persisting the journal has its own deadline, 2 s.
+        assert_eq!(machine.poll_timeout(), Some(at(2_260)));
         let len = machine.journal_len().unwrap();
         assert_eq!(
             drain(&mut machine, at(260)),
@@ -1040,6 +1126,178 @@ mod tests {
             machine.state(),
             LifecycleState::Stopping(StopPhase::PersistingJournal)
         );
+    }
+
+    /// A start that never comes up is cancelled at its deadline, once, and a late report of
+    /// the tunnel coming up is refused.
+    #[test]
+    fn a_start_past_its_deadline_is_cancelled_once() {
+        let mut machine = machine();
+        let generation = machine.on_start(at(0), None).unwrap();
+        drain(&mut machine, at(0));
+        let deadline = at(0).saturating_add_micros(DEFAULT_START_DEADLINE_MICROS);
+        assert_eq!(machine.poll_timeout(), Some(deadline));
+        machine.handle_timeout(Instant::from_micros(deadline.as_micros() - 1));
+        assert_eq!(machine.state(), LifecycleState::Starting);
+        machine.handle_timeout(deadline);
+        assert_eq!(
+            machine.state(),
+            LifecycleState::Stopping(StopPhase::TearingDown)
+        );
+        assert_eq!(
+            machine.on_tunnel_started(deadline, generation),
+            Err(ReportError::Unexpected {
+                state: LifecycleState::Stopping(StopPhase::TearingDown)
+            })
+        );
+        assert_eq!(
+            drain(&mut machine, deadline),
+            vec![LifecycleEffect::TearDown { generation }]
+        );
+        machine.on_torn_down(deadline, generation).unwrap();
+        assert_eq!(
+            drain(&mut machine, deadline),
+            vec![LifecycleEffect::CancelWithError {
+                generation,
+                code: 0,
+                cause: CancelCause::StartTimedOut,
+            }]
+        );
+        assert_eq!(machine.stats().start_timeouts, 1);
+    }
+
+    /// A teardown that never ends does not hold the stop forever: past its deadline
+    /// housekeeping runs with its own full deadline, and the stop completes.
+    #[test]
+    fn a_hung_teardown_ends_at_its_deadline_and_the_stop_completes() {
+        let mut machine = machine();
+        let generation = running(&mut machine);
+        machine.register_task(at(1), 1, b"x").unwrap();
+        machine.on_stop(at(10)).unwrap();
+        assert_eq!(
+            drain(&mut machine, at(10)),
+            vec![LifecycleEffect::TearDown { generation }]
+        );
+        let teardown = at(10).saturating_add_micros(DEFAULT_TEARDOWN_DEADLINE_MICROS);
+        assert_eq!(machine.poll_timeout(), Some(teardown));
+        machine.handle_timeout(teardown);
+        assert_eq!(
+            machine.state(),
+            LifecycleState::Stopping(StopPhase::Housekeeping)
+        );
+        assert_eq!(
+            machine.poll_timeout(),
+            Some(teardown.saturating_add_micros(DEFAULT_HOUSEKEEPING_DEADLINE_MICROS))
+        );
+        assert_eq!(
+            machine.on_torn_down(teardown, generation),
+            Err(ReportError::Unexpected {
+                state: LifecycleState::Stopping(StopPhase::Housekeeping)
+            })
+        );
+        let effects = drain(&mut machine, teardown);
+        let [LifecycleEffect::RunTask { task, .. }] = effects[..] else {
+            panic!("{effects:?}");
+        };
+        machine.on_task_done(teardown, generation, task).unwrap();
+        assert_eq!(
+            drain(&mut machine, teardown),
+            vec![LifecycleEffect::CompleteStop { generation }]
+        );
+        assert_eq!(machine.stats().teardown_timeouts, 1);
+        assert_eq!(
+            machine.stats().last_stop_latency_micros,
+            Some(DEFAULT_TEARDOWN_DEADLINE_MICROS)
+        );
+    }
+
+    /// A persist report that never comes does not hold the stop: past the persist deadline it
+    /// completes, and the sealed tasks are counted as unconfirmed.
+    #[test]
+    fn a_journal_never_reported_persisted_completes_the_stop_at_its_deadline() {
+        let mut machine = machine();
+        let generation = running(&mut machine);
+        machine.register_task(at(1), 1, b"x").unwrap();
+        machine.register_task(at(1), 2, b"y").unwrap();
+        machine.on_stop(at(2)).unwrap();
+        drain(&mut machine, at(2));
+        machine.on_torn_down(at(2), generation).unwrap();
+        drain(&mut machine, at(2));
+        let sealed_at = at(2).saturating_add_micros(DEFAULT_HOUSEKEEPING_DEADLINE_MICROS);
+        machine.handle_timeout(sealed_at);
+        let effects = drain(&mut machine, sealed_at);
+        assert!(matches!(
+            effects[..],
+            [LifecycleEffect::PersistJournal { .. }]
+        ));
+        let persist = sealed_at.saturating_add_micros(DEFAULT_PERSIST_DEADLINE_MICROS);
+        assert_eq!(machine.poll_timeout(), Some(persist));
+        machine.handle_timeout(persist);
+        assert_eq!(
+            drain(&mut machine, persist),
+            vec![LifecycleEffect::CompleteStop { generation }]
+        );
+        let stats = machine.stats();
+        assert_eq!((stats.persist_timeouts, stats.tasks_unconfirmed), (1, 2));
+        assert_eq!(machine.state(), LifecycleState::Stopped);
+    }
+
+    /// A jump of hours in `now` (a device that slept) moves a waiting phase on one step, never a
+    /// burst: the next phase's deadline is measured from the late `now`.
+    #[test]
+    fn a_jump_of_hours_fires_one_deadline_not_a_burst() {
+        let mut machine = machine();
+        let generation = running(&mut machine);
+        machine.register_task(at(1), 1, b"x").unwrap();
+        machine.on_stop(at(2)).unwrap();
+        drain(&mut machine, at(2));
+        let hours_later = at(2).saturating_add_micros(3 * 3_600_000_000);
+        machine.handle_timeout(hours_later);
+        assert_eq!(
+            machine.state(),
+            LifecycleState::Stopping(StopPhase::Housekeeping),
+            "only the teardown deadline fired"
+        );
+        let effects = drain(&mut machine, hours_later);
+        assert!(
+            matches!(effects[..], [LifecycleEffect::RunTask { .. }]),
+            "the task still gets its housekeeping time: {effects:?}"
+        );
+        let stats = machine.stats();
+        assert_eq!((stats.teardown_timeouts, stats.journals_written), (1, 0));
+        assert_eq!(machine.generation(), generation);
+    }
+
+    #[test]
+    fn zero_deadlines_are_refused() {
+        for (config, error) in [
+            (
+                LifecycleConfig {
+                    start_deadline_micros: 0,
+                    ..LifecycleConfig::DEFAULT
+                },
+                LifecycleConfigError::ZeroStartDeadline,
+            ),
+            (
+                LifecycleConfig {
+                    teardown_deadline_micros: 0,
+                    ..LifecycleConfig::DEFAULT
+                },
+                LifecycleConfigError::ZeroTeardownDeadline,
+            ),
+            (
+                LifecycleConfig {
+                    persist_deadline_micros: 0,
+                    ..LifecycleConfig::DEFAULT
+                },
+                LifecycleConfigError::ZeroPersistDeadline,
+            ),
+        ] {
+            assert_eq!(
+                Lifecycle::new(config, [TaskSlot::EMPTY; 4]).err(),
+                Some(error)
+            );
+        }
     }
 
     #[test]

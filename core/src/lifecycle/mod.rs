@@ -54,6 +54,20 @@ impl fmt::Display for TaskId {
 /// Longer work is exactly what the journal is for.
 pub const DEFAULT_HOUSEKEEPING_DEADLINE_MICROS: u64 = 250_000;
 
+/// The default start deadline, 60 s: from a start to the host's report that the tunnel is up.
+/// A start that has not come up by then is cancelled, never left starting forever; a minute
+/// covers a slow first connection on a poor network.
+pub const DEFAULT_START_DEADLINE_MICROS: u64 = 60_000_000;
+
+/// The default teardown deadline, 5 s: from a stop request to the host's teardown report. Past
+/// it the stop goes on as if the teardown had been reported (partout-io/tunnelkit #272: a stop
+/// that waited forever on a teardown that never ended).
+pub const DEFAULT_TEARDOWN_DEADLINE_MICROS: u64 = 5_000_000;
+
+/// The default persist deadline, 2 s: from a `PersistJournal` effect to the host's report that
+/// the journal is persisted. Past it the stop completes anyway.
+pub const DEFAULT_PERSIST_DEADLINE_MICROS: u64 = 2_000_000;
+
 /// Settings fixed when a [`Lifecycle`] is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LifecycleConfig {
@@ -65,6 +79,22 @@ pub struct LifecycleConfig {
     /// How many `RunTask` effects may be outstanding at once. 1 runs tasks one after another,
     /// which is what a provider doing cleanup on one serial queue wants. Not 0 (refused).
     pub tasks_in_flight_max: u16,
+    /// How long a start may take, from [`Lifecycle::on_start`] to
+    /// [`Lifecycle::on_tunnel_started`], in microseconds. Past it the session is cancelled: the
+    /// stop runs and ends with `CancelWithError` whose cause is [`CancelCause::StartTimedOut`].
+    /// Default [`DEFAULT_START_DEADLINE_MICROS`]. Not 0 (refused).
+    pub start_deadline_micros: u64,
+    /// How long the teardown may take, from the stop (or cancel) request to
+    /// [`Lifecycle::on_torn_down`], in microseconds. Past it housekeeping begins as if the
+    /// teardown had been reported, and a late report is refused. Default
+    /// [`DEFAULT_TEARDOWN_DEADLINE_MICROS`]. Not 0 (refused).
+    pub teardown_deadline_micros: u64,
+    /// How long persisting the journal may take, from the `PersistJournal` effect to
+    /// [`Lifecycle::on_journal_persisted`], in microseconds. Past it the stop completes without
+    /// the report: the tasks sealed into that journal survive only if the host did persist it
+    /// (counted in [`LifecycleStats::tasks_unconfirmed`]). Default
+    /// [`DEFAULT_PERSIST_DEADLINE_MICROS`]. Not 0 (refused).
+    pub persist_deadline_micros: u64,
 }
 
 /// Why [`Lifecycle::new`] refused a configuration or its task storage.
@@ -80,6 +110,12 @@ pub enum LifecycleConfigError {
     ZeroTasksInFlight,
     /// `housekeeping_deadline_micros` is 0.
     ZeroHousekeepingDeadline,
+    /// `start_deadline_micros` is 0.
+    ZeroStartDeadline,
+    /// `teardown_deadline_micros` is 0.
+    ZeroTeardownDeadline,
+    /// `persist_deadline_micros` is 0.
+    ZeroPersistDeadline,
 }
 
 impl core::fmt::Display for LifecycleConfigError {
@@ -89,17 +125,24 @@ impl core::fmt::Display for LifecycleConfigError {
             LifecycleConfigError::TooManyTasks => "task storage larger than a journal can carry",
             LifecycleConfigError::ZeroTasksInFlight => "tasks_in_flight_max is 0",
             LifecycleConfigError::ZeroHousekeepingDeadline => "housekeeping deadline is 0",
+            LifecycleConfigError::ZeroStartDeadline => "start deadline is 0",
+            LifecycleConfigError::ZeroTeardownDeadline => "teardown deadline is 0",
+            LifecycleConfigError::ZeroPersistDeadline => "persist deadline is 0",
         })
     }
 }
 
 impl LifecycleConfig {
-    /// The documented defaults: a 250 ms housekeeping deadline and one task at a time. Build a
+    /// The documented defaults: deadlines of 60 s to start, 5 s to tear down, 250 ms of
+    /// housekeeping and 2 s to persist the journal, and one task at a time. Build a
     /// configuration as `LifecycleConfig { field: value, ..LifecycleConfig::DEFAULT }`, so that a
     /// field added later keeps its default without breaking the caller.
     pub const DEFAULT: LifecycleConfig = LifecycleConfig {
         housekeeping_deadline_micros: DEFAULT_HOUSEKEEPING_DEADLINE_MICROS,
         tasks_in_flight_max: 1,
+        start_deadline_micros: DEFAULT_START_DEADLINE_MICROS,
+        teardown_deadline_micros: DEFAULT_TEARDOWN_DEADLINE_MICROS,
+        persist_deadline_micros: DEFAULT_PERSIST_DEADLINE_MICROS,
     };
 
     /// Check the configuration for a queue of `task_capacity` slots: [`Lifecycle::new`] refuses
@@ -116,6 +159,15 @@ impl LifecycleConfig {
         }
         if self.housekeeping_deadline_micros == 0 {
             return Err(LifecycleConfigError::ZeroHousekeepingDeadline);
+        }
+        if self.start_deadline_micros == 0 {
+            return Err(LifecycleConfigError::ZeroStartDeadline);
+        }
+        if self.teardown_deadline_micros == 0 {
+            return Err(LifecycleConfigError::ZeroTeardownDeadline);
+        }
+        if self.persist_deadline_micros == 0 {
+            return Err(LifecycleConfigError::ZeroPersistDeadline);
         }
         Ok(())
     }
@@ -215,14 +267,29 @@ pub enum LifecycleEffect {
         /// The session that stopped.
         generation: Generation,
     },
-    /// The session was cancelled with an error: call `cancelTunnelWithError` with `code` (or,
-    /// if the cancel came during the start, fail the start completion handler with it).
+    /// The session was cancelled with an error: call `cancelTunnelWithError` (or, if the cancel
+    /// came during the start, fail the start completion handler) with the host's error for
+    /// `cause`.
     CancelWithError {
         /// The session that was cancelled.
         generation: Generation,
-        /// The host's error code given to [`Lifecycle::on_cancel`].
+        /// The host's error code given to [`Lifecycle::on_cancel`]; 0 when the machine itself
+        /// cancelled (see `cause`).
         code: u32,
+        /// Who cancelled, and why.
+        cause: CancelCause,
     },
+}
+
+/// Why a session was cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum CancelCause {
+    /// The host called [`Lifecycle::on_cancel`] with the effect's code.
+    Host,
+    /// The start did not come up within `start_deadline_micros`.
+    StartTimedOut,
 }
 
 /// How an accepted stop request proceeds.
@@ -269,6 +336,15 @@ pub struct LifecycleStats {
     pub reports_refused: u64,
     /// Host reports refused because they named an earlier session.
     pub stale_reports: u64,
+    /// Starts cancelled because the tunnel did not come up within the start deadline.
+    pub start_timeouts: u64,
+    /// Stops that went on without a teardown report, past the teardown deadline.
+    pub teardown_timeouts: u64,
+    /// Stops that completed without a persist report, past the persist deadline.
+    pub persist_timeouts: u64,
+    /// Tasks sealed into a journal whose persistence was never confirmed (the persist deadline
+    /// passed): they run again only if the host did persist that journal.
+    pub tasks_unconfirmed: u64,
 }
 
 /// Why a start was refused. Nothing changed (except the `journals_rejected` counter for a bad

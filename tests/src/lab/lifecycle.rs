@@ -1,5 +1,7 @@
 //! Stop and restart scenario (seed 001): a packet tunnel provider is stopped with about 30 s of
 //! housekeeping queued (3 tasks of 50 ms, 12 of 2.5 s), and the user starts it again at once.
+//! And a stop whose teardown never completes (`hung-teardown`, partout-io/tunnelkit #272: the
+//! network side never reports it stopped).
 //!
 //! Apple's order is tear down, housekeeping, then the stop completion; the user's restart waits
 //! for the completion, and the process may be killed the moment it is called. The simulated
@@ -9,8 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use tidegate_core::{
-    DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, Instant, Lifecycle, LifecycleConfig, LifecycleEffect,
-    ReportError, TaskId, TaskSlot,
+    DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, DEFAULT_TEARDOWN_DEADLINE_MICROS, Instant, Lifecycle,
+    LifecycleConfig, LifecycleEffect, ReportError, TaskId, TaskSlot,
 };
 
 use super::{Host, Row};
@@ -38,6 +40,64 @@ pub(super) fn slow_stop_then_restart() -> [Row; 3] {
         naive_completion_first(),
         tidegate(),
     ]
+}
+
+const HUNG_ID: &str = "hung-teardown";
+const HUNG_SCENARIO: &str = "a stop whose teardown never completes";
+/// How long the hung-teardown run lasts after the stop request: two minutes.
+const HUNG_RUN_US: u64 = 120_000_000;
+
+/// A naive host that waits for the teardown before anything else, and one driven by
+/// [`Lifecycle`], whose teardown deadline gives way.
+pub(super) fn hung_teardown() -> [Row; 2] {
+    let mut naive = Row::new(HUNG_ID, HUNG_SCENARIO, "001", Host::Naive);
+    naive.stop_latency_seconds = None;
+    naive.tasks_lost = Some(3);
+    naive.outcome = format!(
+        "the stop waits for the teardown: not complete {} s later, and the user's restart \
+         waits with it",
+        HUNG_RUN_US / 1_000_000
+    );
+
+    let mut row = Row::new(HUNG_ID, HUNG_SCENARIO, "001", Host::Tidegate);
+    let mut host = Provider::new(Instant::from_millis(1_000));
+    host.teardown_hangs = true;
+    let mut machine = machine();
+    machine
+        .on_start(host.now, None)
+        .expect("a new machine starts");
+    host.drain(&mut machine);
+    let registered: BTreeSet<Vec<u8>> = (0..3)
+        .map(|index| format!("flush-{index}").into_bytes())
+        .collect();
+    for payload in &registered {
+        // Three quick tasks of 50 ms (a task of kind k takes k ms).
+        machine
+            .register_task(host.now, 50, payload)
+            .expect("the queue has room");
+    }
+    host.run_until(&mut machine, Instant::from_millis(61_000));
+    let stop_requested = host.now;
+    machine.on_stop(host.now).expect("a running session stops");
+    host.drain(&mut machine);
+    let end = stop_requested.saturating_add_micros(HUNG_RUN_US);
+    // Bounded: a deadline that fired without moving the machine on would repeat forever.
+    for _ in 0..10_000 {
+        if host.completed_stop_at.is_some() || !host.step_until(&mut machine, Some(end)) {
+            break;
+        }
+    }
+    let stats = machine.stats();
+    let lost = registered.difference(&host.completed).count() as u64;
+    row.stop_latency_seconds = stats.last_stop_latency_micros.map(|us| us as f64 / 1e6);
+    row.tasks_lost = Some(lost);
+    row.outcome = format!(
+        "teardown never reported: housekeeping began at the {} s teardown deadline ({} \
+         timeout), the stop completed with {lost} tasks lost",
+        DEFAULT_TEARDOWN_DEADLINE_MICROS / 1_000_000,
+        stats.teardown_timeouts
+    );
+    [naive, row]
 }
 
 fn naive_row(variant: &'static str) -> Row {
@@ -152,6 +212,7 @@ fn machine() -> Machine {
         LifecycleConfig {
             housekeeping_deadline_micros: DEFAULT_HOUSEKEEPING_DEADLINE_MICROS,
             tasks_in_flight_max: 1,
+            ..LifecycleConfig::DEFAULT
         },
         vec![TaskSlot::EMPTY; 32].into_boxed_slice(),
     )
@@ -167,6 +228,8 @@ struct Provider {
     /// Tasks running: id -> (finish time, payload).
     running: BTreeMap<TaskId, (Instant, Vec<u8>)>,
     teardown_done_at: Option<Instant>,
+    /// The teardown never completes (the hung-teardown scenario).
+    teardown_hangs: bool,
     /// Payloads of the tasks that ran to completion, in any session.
     completed: BTreeSet<Vec<u8>>,
     completed_stop_at: Option<Instant>,
@@ -179,6 +242,7 @@ impl Provider {
             disk: None,
             running: BTreeMap::new(),
             teardown_done_at: None,
+            teardown_hangs: false,
             completed: BTreeSet::new(),
             completed_stop_at: None,
         }
@@ -202,7 +266,10 @@ impl Provider {
                         .insert(task, (finish, payload.as_bytes().to_vec()));
                 }
                 LifecycleEffect::TearDown { .. } => {
-                    self.teardown_done_at = Some(self.now.saturating_add_micros(STOP_TEARDOWN_US));
+                    if !self.teardown_hangs {
+                        self.teardown_done_at =
+                            Some(self.now.saturating_add_micros(STOP_TEARDOWN_US));
+                    }
                 }
                 LifecycleEffect::PersistJournal { generation, len } => {
                     let mut buf = vec![0u8; len];

@@ -175,6 +175,7 @@ pub fn run_all(scale: Scale) -> Vec<Row> {
     rows.extend(flood::flood_beside_well_behaved_app());
     rows.extend(storm::also_ran_storm(scale));
     rows.extend(lifecycle::slow_stop_then_restart());
+    rows.extend(lifecycle::hung_teardown());
     rows.extend(eyeballs::ipv6_black_hole(scale));
     rows.extend(eyeballs::ipv6_black_hole_burst());
     rows.extend(classes::dns_burst());
