@@ -2,8 +2,12 @@
 //! cancels at any moment, late and forged reports, task registrations, deadlines and a host
 //! clock running backwards. A host model drives it and checks:
 //!
-//! - every accepted stop or cancel ends with exactly one `CompleteStop` or `CancelWithError`
-//!   (with the cancel's code), and effects always carry the current generation;
+//! - every accepted stop or cancel, and every start cancelled at its deadline, ends with exactly
+//!   one `CompleteStop` or `CancelWithError` (with the cancel's code and cause), and effects
+//!   always carry the current generation;
+//! - every phase that waits on the host has a deadline (start, teardown, housekeeping, persist;
+//!   each drawn from the input): after every call none is left at or before the latest `now`,
+//!   and a refused call changes nothing unless a deadline its `now` reached moved the machine on;
 //! - generations only grow; a refused call changes no state, generation or queue;
 //! - tasks: each `RunTask` names a task that is queued, at most `tasks_in_flight_max` run at
 //!   once, each task ends at most once, and at-least-once holds: the journal sealed at the
@@ -16,9 +20,9 @@ use std::collections::HashMap;
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use tidegate_core::{
-    Generation, Instant, Journal, Lifecycle, LifecycleConfig, LifecycleEffect, LifecycleState,
-    ReportError, StartError, StopError, StopPhase, TaskId, TaskRegisterError, TaskSlot,
-    WriteJournalError,
+    CancelCause, Generation, Instant, Journal, Lifecycle, LifecycleConfig, LifecycleEffect,
+    LifecycleState, ReportError, StartError, StopError, StopPhase, TaskId, TaskRegisterError,
+    TaskSlot, WriteJournalError,
 };
 use tidegate_fuzz::{HostClock, MAX_OPS, Tick};
 
@@ -80,6 +84,10 @@ struct Host {
     stops_accepted: u64,
     stops_ended: u64,
     cancel_code: Option<u32>,
+    /// Why the stop in progress will end cancelled (with `cancel_code`).
+    cancel_cause: Option<CancelCause>,
+    /// Starts the machine cancelled at their deadline, as its stats count them.
+    start_timeouts: u64,
     generation: u64,
     previous_generation: u64,
     journal_due: Option<usize>,
@@ -89,39 +97,43 @@ struct Host {
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Unstructured::new(data);
-    let (Ok(capacity), Ok(in_flight), Ok(deadline_ms)) = (
+    let (Ok(capacity), Ok(in_flight), Ok(deadline_ms), Ok(phase_ms)) = (
         input.int_in_range(1usize..=12),
         input.int_in_range(0u16..=3),
         input.int_in_range(0u64..=300),
+        <[u16; 3]>::arbitrary(&mut input),
     ) else {
         return;
     };
-    // The start, teardown and persist deadlines never fire here: this host model follows
-    // housekeeping's; the lifecycle model test (tests/tests/lifecycle_model.rs) covers them.
+    // The start, teardown and persist deadlines: 0 (refused) to about 65 s.
+    let [start_ms, teardown_ms, persist_ms] = phase_ms.map(u64::from);
     let config = LifecycleConfig {
         housekeeping_deadline_micros: deadline_ms * 1_000,
         tasks_in_flight_max: in_flight,
-        start_deadline_micros: u64::MAX,
-        teardown_deadline_micros: u64::MAX,
-        persist_deadline_micros: u64::MAX,
+        start_deadline_micros: start_ms * 1_000,
+        teardown_deadline_micros: teardown_ms * 1_000,
+        persist_deadline_micros: persist_ms * 1_000,
     };
+    let phases_valid = start_ms > 0 && teardown_ms > 0 && persist_ms > 0;
     let max_running = usize::from(in_flight);
     let mut machine = match Machine::new(config, vec![TaskSlot::EMPTY; capacity]) {
         Ok(machine) => machine,
         Err(error) => {
             // Refused exactly when a value can never work, nothing clamped.
             assert!(
-                in_flight == 0 || deadline_ms == 0,
+                in_flight == 0 || deadline_ms == 0 || !phases_valid,
                 "{error:?} for a valid config"
             );
             return;
         }
     };
     assert!(
-        in_flight > 0 && deadline_ms > 0,
+        in_flight > 0 && deadline_ms > 0 && phases_valid,
         "a config that cannot work was accepted"
     );
     let mut clock = HostClock::new(5_000_000);
+    // The latest `now` the machine has been given.
+    let mut seen = 0u64;
     let mut host = Host::default();
     for _ in 0..MAX_OPS {
         let Ok(op) = Op::arbitrary(&mut input) else {
@@ -134,6 +146,8 @@ fuzz_target!(|data: &[u8]| {
             machine.tasks_queued(),
         );
         let mut refused = false;
+        // Every call but `write_journal` passes the clock's `now` to the machine.
+        let passes_now = !matches!(op, Op::WriteJournal { .. });
         match op {
             Op::Start(choice, tick) => {
                 let now = Instant::from_micros(clock.tick(tick));
@@ -162,6 +176,7 @@ fuzz_target!(|data: &[u8]| {
                         host.running.clear();
                         host.ended.clear();
                         host.cancel_code = None;
+                        host.cancel_cause = None;
                         host.sealed_journal = None;
                         if let Some(decoded) = decoded {
                             let journal = decoded.expect("an accepted journal decodes");
@@ -185,7 +200,10 @@ fuzz_target!(|data: &[u8]| {
                         refused = true;
                     }
                     Err(StartError::StopInProgress) => {
-                        assert!(matches!(before.0, LifecycleState::Stopping(_)));
+                        // Or the start deadline passed and the machine cancelled it first.
+                        let timed_out =
+                            before.0 == LifecycleState::Starting && passed(deadline, &clock);
+                        assert!(matches!(before.0, LifecycleState::Stopping(_)) || timed_out);
                         refused = true;
                     }
                     Err(StartError::JournalTooLarge { tasks, capacity: c }) => {
@@ -209,9 +227,13 @@ fuzz_target!(|data: &[u8]| {
                         ));
                         host.stops_accepted += 1;
                         host.cancel_code = code;
+                        host.cancel_cause = code.map(|_| CancelCause::Host);
                     }
                     Err(StopError::AlreadyStopping) => {
-                        assert!(matches!(before.0, LifecycleState::Stopping(_)));
+                        // Or the start deadline passed and the machine cancelled it first.
+                        let timed_out =
+                            before.0 == LifecycleState::Starting && passed(deadline, &clock);
+                        assert!(matches!(before.0, LifecycleState::Stopping(_)) || timed_out);
                         refused = true;
                     }
                     Err(StopError::NotActive) => {
@@ -417,6 +439,21 @@ fuzz_target!(|data: &[u8]| {
                 machine.handle_timeout(Instant::from_micros(now));
             }
         }
+        // A start the machine cancelled at its deadline is a stop the host did not ask for.
+        let start_timeouts = machine.stats().start_timeouts;
+        if start_timeouts > host.start_timeouts {
+            assert_eq!(
+                start_timeouts,
+                host.start_timeouts + 1,
+                "one deadline per call"
+            );
+            assert_eq!(before.0, LifecycleState::Starting);
+            assert!(passed(deadline, &clock), "cancelled before its deadline");
+            host.start_timeouts = start_timeouts;
+            host.stops_accepted += 1;
+            host.cancel_code = Some(0);
+            host.cancel_cause = Some(CancelCause::StartTimedOut);
+        }
         if refused {
             let after = (
                 machine.state(),
@@ -424,12 +461,26 @@ fuzz_target!(|data: &[u8]| {
                 machine.tasks_queued(),
             );
             // A refused report may still apply a deadline that `now` reached.
-            if !matches!(before.0, LifecycleState::Stopping(StopPhase::Housekeeping)) {
+            if !passed(deadline, &clock) {
                 assert_eq!(after, before, "a refused call changes nothing");
             }
         }
         assert!(machine.tasks_queued() <= capacity);
         assert_eq!(machine.generation().0, host.generation);
+        // No phase outlives its deadline: each call that passed a `now` applied any deadline
+        // up to the latest `now` the machine has seen (and a new deadline lies after it).
+        if passes_now {
+            seen = seen.max(clock.now);
+        }
+        if let Some(next) = machine.poll_timeout() {
+            assert!(
+                next.as_micros() > seen,
+                "{:?} still waits on a deadline at {} us, now {} us",
+                machine.state(),
+                next.as_micros(),
+                seen
+            );
+        }
         if matches!(machine.state(), LifecycleState::Stopping(_)) {
             assert_eq!(host.stops_accepted, host.stops_ended + 1);
         } else {
@@ -443,8 +494,8 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// Whether the housekeeping deadline `deadline` (read before the call) is at or before the
-/// engine's clock now.
+/// Whether the deadline `deadline` (read before the call) is at or before the engine's clock
+/// now.
 fn passed(deadline: Option<u64>, clock: &HostClock) -> bool {
     deadline.is_some_and(|deadline| clock.latest >= deadline)
 }
@@ -469,12 +520,17 @@ fn check_report(
     match result {
         Ok(()) => {
             assert_eq!(generation.0, host.generation);
-            // Every input applies a housekeeping deadline its `now` reached before anything else.
-            let sealed = [
-                LifecycleState::Stopping(StopPhase::PersistingJournal),
-                LifecycleState::Stopping(StopPhase::Completing),
-            ];
-            let deadline_applied = deadline_passed && sealed.iter().any(&expected);
+            // Every input applies a deadline its `now` reached before anything else: one step.
+            use LifecycleState::{Starting, Stopping};
+            use StopPhase::{Completing, Housekeeping, PersistingJournal, TearingDown};
+            let next: &[LifecycleState] = match before {
+                Starting => &[Stopping(TearingDown)],
+                Stopping(TearingDown) => &[Stopping(Housekeeping), Stopping(Completing)],
+                Stopping(Housekeeping) => &[Stopping(PersistingJournal), Stopping(Completing)],
+                Stopping(PersistingJournal) => &[Stopping(Completing)],
+                _ => &[],
+            };
+            let deadline_applied = deadline_passed && next.iter().any(&expected);
             assert!(
                 expected(before) || deadline_applied,
                 "accepted in {before:?}"
@@ -546,9 +602,12 @@ fn apply(host: &mut Host, machine: &Machine, effect: LifecycleEffect, max_runnin
             generation
         }
         LifecycleEffect::CancelWithError {
-            generation, code, ..
+            generation,
+            code,
+            cause,
         } => {
             assert_eq!(host.cancel_code, Some(code));
+            assert_eq!(host.cancel_cause, Some(cause));
             host.stops_ended += 1;
             host.running.clear();
             generation
