@@ -22,27 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The checks the host programs use; semihosting carries their stderr. */
+#include "../c/check.h"
 #include "tidegate.h"
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            printf("%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);          \
-            exit(1);                                                                 \
-        }                                                                            \
-    } while (0)
-
-#define CHECK_STATUS(call, expected)                                                 \
-    do {                                                                             \
-        TidegateStatus status_ = (call);                                             \
-        if (status_ != (expected)) {                                                 \
-            printf("%s:%d: %s returned %u (%s)\n", __FILE__, __LINE__, #call,         \
-                   (unsigned)status_, tidegate_status_str(status_));                 \
-            exit(1);                                                                 \
-        }                                                                            \
-    } while (0)
-
-#define CHECK_OK(call) CHECK_STATUS(call, TIDEGATE_STATUS_OK)
 
 uint32_t stack_peak_bytes(void);
 
