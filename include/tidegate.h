@@ -63,9 +63,9 @@
  * The version of the C ABI this header describes. It changes whenever a function, a type or
  * a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
  * change with what to do): compare it at build time, for example
- * `#if TIDEGATE_ABI_VERSION != 10`, to notice a library update that needs attention.
+ * `#if TIDEGATE_ABI_VERSION != 11`, to notice a library update that needs attention.
  */
-#define TIDEGATE_ABI_VERSION 10
+#define TIDEGATE_ABI_VERSION 11
 
 /**
  * The class of a connect failure, by what the host should do about it.
@@ -478,6 +478,22 @@ enum TidegateStatus
      * Configuration: `max_reservations` is zero or above `TIDEGATE_MEMORY_RESERVATIONS_MAX`.
      */
     TIDEGATE_STATUS_CONFIG_MEMORY_RESERVATIONS = 134,
+    /**
+     * The restart attempt is not the one running: it was abandoned (an `ABANDON_RESTART`
+     * effect), passed its deadline, or was reported before. A late callback: ignore it.
+     * Nothing changed.
+     */
+    TIDEGATE_STATUS_REPORT_STALE_RESTART = 135,
+    /**
+     * The restart id was never issued by this lifecycle (a host bug, unlike
+     * `REPORT_STALE_RESTART`). Nothing changed.
+     */
+    TIDEGATE_STATUS_REPORT_UNKNOWN_RESTART = 136,
+    /**
+     * Lifecycle configuration: `restart_attempts_max` is 0, or `restart_backoff_max_us` is
+     * below `restart_backoff_us`.
+     */
+    TIDEGATE_STATUS_CONFIG_RESTART = 137,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -556,6 +572,19 @@ enum TidegateLifecycleEffectKind
      * came while starting).
      */
     TIDEGATE_LIFECYCLE_EFFECT_KIND_CANCEL_WITH_ERROR = 7,
+    /**
+     * Restart the tunnel on path `path` (reconnect its transport there; keep the interface and
+     * its settings), then report `tidegate_lifecycle_on_restart_done` or
+     * `tidegate_lifecycle_on_restart_failed` with `restart_id`. `restart_attempt` is 1 for the
+     * first attempt on this path. One attempt runs at a time.
+     */
+    TIDEGATE_LIFECYCLE_EFFECT_KIND_RESTART_TUNNEL = 8,
+    /**
+     * Stop attempt `restart_id` now and forget it (its path is gone, it passed its deadline, or
+     * the session is stopping). A later report for it returns `REPORT_STALE_RESTART`. The next
+     * attempt, if any, comes as its own `RESTART_TUNNEL` after this effect.
+     */
+    TIDEGATE_LIFECYCLE_EFFECT_KIND_ABANDON_RESTART = 9,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -581,6 +610,11 @@ enum TidegateCancelCause
      * The tunnel did not come up within `start_deadline_us`; `error_code` is 0.
      */
     TIDEGATE_CANCEL_CAUSE_START_TIMED_OUT = 1,
+    /**
+     * Every restart attempt on the latest path failed (`restart_attempts_max` of them); the
+     * tunnel is cancelled rather than left up but dead. `error_code` is 0.
+     */
+    TIDEGATE_CANCEL_CAUSE_RESTARTS_EXHAUSTED = 2,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -630,6 +664,12 @@ enum TidegateLifecycleState
      * The last stop completed; a new start is accepted.
      */
     TIDEGATE_LIFECYCLE_STATE_STOPPED = 7,
+    /**
+     * The tunnel is up but its path changed (or the device woke from a long sleep): a restart
+     * is due, running, backing off after a failure, or waiting for a usable path. Set the
+     * provider's `reasserting` to true while in this state.
+     */
+    TIDEGATE_LIFECYCLE_STATE_REASSERTING = 8,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -1304,6 +1344,9 @@ typedef uint32_t TidegateProxySide;
  * The session lifecycle of one provider process: start, stop and cancel in the order Apple
  * requires (tear down, housekeeping, then the completion handler), with housekeeping bounded by
  * a deadline and the unfinished tasks carried to the next start in a journal the host persists.
+ * While the tunnel is up, path changes and wakes from a long sleep restart it: debounced, one
+ * attempt at a time, retried with back-off a bounded number of times, then cancelled rather
+ * than left up but dead.
  *
  * Drive it with the `tidegate_lifecycle_on_*` inputs and, after every input, call
  * `tidegate_lifecycle_poll_effect` until it reports `TIDEGATE_LIFECYCLE_EFFECT_KIND_NONE`.
@@ -1413,6 +1456,44 @@ typedef struct TidegateLifecycleConfig {
      * without the report (its tasks count as `tasks_unconfirmed`). Default 2 s; not 0.
      */
     uint64_t persist_deadline_us;
+    /**
+     * How long a path change must hold before the tunnel restarts on it, in microseconds;
+     * each further change starts it again. 0 restarts at once on every change. Default 1 s.
+     */
+    uint64_t path_debounce_us;
+    /**
+     * How long one restart attempt may take, from its `RESTART_TUNNEL` effect to its report,
+     * in microseconds. Past it the attempt is abandoned (an `ABANDON_RESTART` effect) and
+     * counts as failed. Default 20 s; not 0 (`TIDEGATE_STATUS_CONFIG_ZERO_DURATION`).
+     */
+    uint64_t restart_deadline_us;
+    /**
+     * The wait after the first failed attempt before the next, in microseconds; it doubles
+     * after each further failure, up to `restart_backoff_max_us`. Default 1 s; not 0
+     * (`TIDEGATE_STATUS_CONFIG_ZERO_DURATION`: retrying at once is the storm this prevents).
+     */
+    uint64_t restart_backoff_us;
+    /**
+     * The longest back-off, in microseconds. Default 30 s; not below `restart_backoff_us`
+     * (`TIDEGATE_STATUS_CONFIG_RESTART`).
+     */
+    uint64_t restart_backoff_max_us;
+    /**
+     * A wake reported after a sleep at least this long restarts the tunnel on the latest path.
+     * 0: a wake never restarts. Default 120 s (NAT mappings of UDP flows last at least two
+     * minutes, RFC 4787).
+     */
+    uint64_t wake_restart_after_us;
+    /**
+     * How many attempts one path gets before the session is cancelled with cause
+     * `TIDEGATE_CANCEL_CAUSE_RESTARTS_EXHAUSTED`; a new path gets them all again. 1 to 65535,
+     * default 4; 0 is refused with `TIDEGATE_STATUS_CONFIG_RESTART`.
+     */
+    uint32_t restart_attempts_max;
+    /**
+     * Must be 0.
+     */
+    uint32_t reserved;
 } TidegateLifecycleConfig;
 
 /**
@@ -1460,6 +1541,22 @@ typedef struct TidegateLifecycleEffect {
      * `RUN_TASK`: the task's argument (the first `payload_len` bytes).
      */
     uint8_t payload[TIDEGATE_TASK_PAYLOAD_MAX];
+    /**
+     * `RESTART_TUNNEL` and `ABANDON_RESTART`: the attempt.
+     */
+    uint64_t restart_id;
+    /**
+     * `RESTART_TUNNEL`: the path fingerprint to restart on, as reported.
+     */
+    uint64_t path;
+    /**
+     * `RESTART_TUNNEL`: 1 for the first attempt on this path, then 2, 3, ...
+     */
+    uint32_t restart_attempt;
+    /**
+     * Always 0.
+     */
+    uint32_t reserved;
 } TidegateLifecycleEffect;
 
 /**
@@ -1540,6 +1637,42 @@ typedef struct TidegateLifecycleStats {
      * if the host did persist that journal.
      */
     uint64_t tasks_unconfirmed;
+    /**
+     * Path reports with a new fingerprint while the tunnel was up.
+     */
+    uint64_t path_changes;
+    /**
+     * `RESTART_TUNNEL` effects handed out.
+     */
+    uint64_t restarts_run;
+    /**
+     * Restart attempts reported done.
+     */
+    uint64_t restarts_done;
+    /**
+     * Restart attempts that failed: reported failed, or past their deadline.
+     */
+    uint64_t restarts_failed;
+    /**
+     * Restart attempts past their deadline (counted in `restarts_failed` too).
+     */
+    uint64_t restart_timeouts;
+    /**
+     * `ABANDON_RESTART` effects.
+     */
+    uint64_t restarts_abandoned;
+    /**
+     * Sessions cancelled because every attempt on a path failed.
+     */
+    uint64_t restarts_exhausted;
+    /**
+     * Wakes reported.
+     */
+    uint64_t wakes;
+    /**
+     * Wakes after a sleep long enough to restart the tunnel.
+     */
+    uint64_t wake_restarts;
 } TidegateLifecycleStats;
 
 /**
@@ -2723,8 +2856,10 @@ TidegateStatus tidegate_flow_key(const uint8_t *data, size_t len, uint64_t *out_
 
 /**
  * The default configuration: a 250 ms housekeeping deadline (short enough that the user's next
- * start is not held up, long enough for a few quick tasks), 64 tasks, one task at a time, and
- * deadlines of 60 s to start, 5 s to tear down and 2 s to persist the journal.
+ * start is not held up, long enough for a few quick tasks), 64 tasks, one task at a time,
+ * deadlines of 60 s to start, 5 s to tear down and 2 s to persist the journal; restarts after a
+ * 1 s path debounce, 20 s per attempt, 4 attempts per path with a back-off from 1 s doubling up
+ * to 30 s, and a restart on waking from a sleep of 120 s or more.
  */
 struct TidegateLifecycleConfig tidegate_lifecycle_config_default(void);
 
@@ -2904,6 +3039,71 @@ TidegateStatus tidegate_lifecycle_on_journal_persisted(struct TidegateLifecycle 
                                                        uint64_t generation);
 
 /**
+ * Reports the current network path: `path` is a fingerprint the host computes from what
+ * identifies the path for its tunnel (a hash of interface type, name and local addresses; never
+ * an address itself), 0 for no usable path (`NWPath.status` unsatisfied). Call it from the path
+ * monitor's update handler with every update.
+ *
+ * A report of the path last reported changes nothing. Before the tunnel is up it records the
+ * path the tunnel comes up on. While it is up, a new path that holds for `path_debounce_us`
+ * restarts the tunnel on it (a `RESTART_TUNNEL` effect; one attempt at a time, an attempt for a
+ * path already gone is abandoned first). With no usable path the session waits, reasserting,
+ * for one. Never refused for its value. Writes to `*out_restart_scheduled` whether the report
+ * started a debounce that may restart the tunnel.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `out_restart_scheduled` must be NULL or valid for
+ * writing.
+ */
+TidegateStatus tidegate_lifecycle_on_path_change(struct TidegateLifecycle *lifecycle,
+                                                 uint64_t now_us,
+                                                 uint64_t path,
+                                                 bool *out_restart_scheduled);
+
+/**
+ * Reports that the device woke after sleeping `slept_us` microseconds (on Apple platforms:
+ * how much further `CLOCK_MONOTONIC` (continuous) moved than `CLOCK_UPTIME_RAW` across the
+ * sleep; `NEPacketTunnelProvider.wake()` is the place). While the tunnel is up, a sleep of
+ * `wake_restart_after_us` or more restarts it on the latest path, through the path debounce;
+ * `*out_restart_scheduled` says whether it did. Deadlines need no wake report: a `now_us` that
+ * jumped fires each deadline and timer once.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle; `out_restart_scheduled` must be NULL or valid for
+ * writing.
+ */
+TidegateStatus tidegate_lifecycle_on_wake(struct TidegateLifecycle *lifecycle,
+                                          uint64_t now_us,
+                                          uint64_t slept_us,
+                                          bool *out_restart_scheduled);
+
+/**
+ * Reports restart attempt `restart_id` of `generation` done: the tunnel is up on the
+ * attempt's path and the session leaves `REASSERTING`. An attempt that was abandoned is refused
+ * with `TIDEGATE_STATUS_REPORT_STALE_RESTART` and changes nothing.
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_lifecycle_on_restart_done(struct TidegateLifecycle *lifecycle,
+                                                  uint64_t now_us,
+                                                  uint64_t generation,
+                                                  uint64_t restart_id);
+
+/**
+ * Reports restart attempt `restart_id` of `generation` failed. It is retried on the same path
+ * after the back-off; after `restart_attempts_max` failures the session is cancelled
+ * (`CANCEL_WITH_ERROR`, cause `TIDEGATE_CANCEL_CAUSE_RESTARTS_EXHAUSTED`).
+ *
+ * # Safety
+ * `lifecycle` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_lifecycle_on_restart_failed(struct TidegateLifecycle *lifecycle,
+                                                    uint64_t now_us,
+                                                    uint64_t generation,
+                                                    uint64_t restart_id);
+
+/**
  * Writes the sealed journal into `buf` (`buf_len` bytes) and its length to `*out_len`.
  *
  * Available from the `PERSIST_JOURNAL` effect until the stop completes; otherwise
@@ -2944,7 +3144,9 @@ TidegateStatus tidegate_lifecycle_poll_effect(struct TidegateLifecycle *lifecycl
 
 /**
  * Writes to `*out_deadline_us` when `tidegate_lifecycle_handle_timeout` must next be called:
- * the housekeeping deadline while housekeeping runs, otherwise `UINT64_MAX` (never).
+ * the deadline of the phase that waits on the host (starting, tearing down, housekeeping,
+ * persisting the journal), or while the tunnel is up the end of a path debounce, a restart
+ * attempt's deadline or a back-off; otherwise `UINT64_MAX` (never).
  *
  * # Safety
  * `lifecycle` must be NULL or a live handle; `out_deadline_us` must be NULL or valid for writing.
@@ -2953,8 +3155,9 @@ TidegateStatus tidegate_lifecycle_poll_timeout(const struct TidegateLifecycle *l
                                                uint64_t *out_deadline_us);
 
 /**
- * Applies the housekeeping deadline if `now_us` reached it (the unfinished tasks are sealed into
- * the journal). Idempotent. Poll effects afterwards.
+ * Applies the deadline or timer `now_us` reached, if any (see
+ * `tidegate_lifecycle_poll_timeout`), each once however late `now_us` is. Idempotent. Poll
+ * effects afterwards.
  *
  * # Safety
  * `lifecycle` must be NULL or a live handle.

@@ -72,11 +72,14 @@ pub use journal::{
     TASK_PAYLOAD_MAX, TaskPayload, encode_journal, journal_encoded_len,
 };
 pub use lifecycle::{
-    CancelCause, DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, DEFAULT_PERSIST_DEADLINE_MICROS,
-    DEFAULT_START_DEADLINE_MICROS, DEFAULT_TEARDOWN_DEADLINE_MICROS, Generation, Lifecycle,
+    CancelCause, DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, DEFAULT_PATH_DEBOUNCE_MICROS,
+    DEFAULT_PERSIST_DEADLINE_MICROS, DEFAULT_RESTART_ATTEMPTS_MAX,
+    DEFAULT_RESTART_BACKOFF_MAX_MICROS, DEFAULT_RESTART_BACKOFF_MICROS,
+    DEFAULT_RESTART_DEADLINE_MICROS, DEFAULT_START_DEADLINE_MICROS,
+    DEFAULT_TEARDOWN_DEADLINE_MICROS, DEFAULT_WAKE_RESTART_AFTER_MICROS, Generation, Lifecycle,
     LifecycleConfig, LifecycleConfigError, LifecycleEffect, LifecycleState, LifecycleStats,
-    ReportError, StartError, StopError, StopOutcome, StopPhase, TaskId, TaskRegisterError,
-    TaskSlot, WriteJournalError,
+    PathFingerprint, PathReport, ReportError, RestartId, StartError, StopError, StopOutcome,
+    StopPhase, TaskId, TaskRegisterError, TaskSlot, WriteJournalError,
 };
 pub use memory::{
     MemoryConfig, MemoryConfigError, MemoryGovernor, MemoryStats, Pressure, ReservationId,

@@ -43,11 +43,13 @@ pub use lifecycle::{
     TidegateStopOutcome, tidegate_lifecycle_config_default, tidegate_lifecycle_footprint,
     tidegate_lifecycle_handle_timeout, tidegate_lifecycle_init, tidegate_lifecycle_journal_len,
     tidegate_lifecycle_on_cancel, tidegate_lifecycle_on_journal_persisted,
-    tidegate_lifecycle_on_start, tidegate_lifecycle_on_stop, tidegate_lifecycle_on_task_done,
-    tidegate_lifecycle_on_task_failed, tidegate_lifecycle_on_torn_down,
-    tidegate_lifecycle_on_tunnel_started, tidegate_lifecycle_poll_effect,
-    tidegate_lifecycle_poll_timeout, tidegate_lifecycle_register_task, tidegate_lifecycle_state,
-    tidegate_lifecycle_stats, tidegate_lifecycle_write_journal,
+    tidegate_lifecycle_on_path_change, tidegate_lifecycle_on_restart_done,
+    tidegate_lifecycle_on_restart_failed, tidegate_lifecycle_on_start, tidegate_lifecycle_on_stop,
+    tidegate_lifecycle_on_task_done, tidegate_lifecycle_on_task_failed,
+    tidegate_lifecycle_on_torn_down, tidegate_lifecycle_on_tunnel_started,
+    tidegate_lifecycle_on_wake, tidegate_lifecycle_poll_effect, tidegate_lifecycle_poll_timeout,
+    tidegate_lifecycle_register_task, tidegate_lifecycle_state, tidegate_lifecycle_stats,
+    tidegate_lifecycle_write_journal,
 };
 
 pub use budget::{TidegateBudgetConfig, TidegateBudgetStats};

@@ -5,9 +5,9 @@ use core::ffi::c_void;
 
 use tidegate_core::{
     CancelCause, Generation, Instant, JournalDecodeError, Lifecycle, LifecycleConfig,
-    LifecycleConfigError, LifecycleEffect, LifecycleState, LifecycleStats, ReportError, StartError,
-    StopError, StopOutcome, StopPhase, TASK_PAYLOAD_MAX, TaskId, TaskRegisterError, TaskSlot,
-    WriteJournalError,
+    LifecycleConfigError, LifecycleEffect, LifecycleState, LifecycleStats, PathFingerprint,
+    PathReport, ReportError, RestartId, StartError, StopError, StopOutcome, StopPhase,
+    TASK_PAYLOAD_MAX, TaskId, TaskRegisterError, TaskSlot, WriteJournalError,
 };
 
 use crate::boundary::{Handle, bytes, call, call_mut, require_non_null, slice_len_fits, write_out};
@@ -27,6 +27,9 @@ const _: () =
 /// The session lifecycle of one provider process: start, stop and cancel in the order Apple
 /// requires (tear down, housekeeping, then the completion handler), with housekeeping bounded by
 /// a deadline and the unfinished tasks carried to the next start in a journal the host persists.
+/// While the tunnel is up, path changes and wakes from a long sleep restart it: debounced, one
+/// attempt at a time, retried with back-off a bounded number of times, then cancelled rather
+/// than left up but dead.
 ///
 /// Drive it with the `tidegate_lifecycle_on_*` inputs and, after every input, call
 /// `tidegate_lifecycle_poll_effect` until it reports `TIDEGATE_LIFECYCLE_EFFECT_KIND_NONE`.
@@ -83,6 +86,30 @@ pub struct TidegateLifecycleConfig {
     /// `tidegate_lifecycle_on_journal_persisted`, in microseconds. Past it the stop completes
     /// without the report (its tasks count as `tasks_unconfirmed`). Default 2 s; not 0.
     pub persist_deadline_us: u64,
+    /// How long a path change must hold before the tunnel restarts on it, in microseconds;
+    /// each further change starts it again. 0 restarts at once on every change. Default 1 s.
+    pub path_debounce_us: u64,
+    /// How long one restart attempt may take, from its `RESTART_TUNNEL` effect to its report,
+    /// in microseconds. Past it the attempt is abandoned (an `ABANDON_RESTART` effect) and
+    /// counts as failed. Default 20 s; not 0 (`TIDEGATE_STATUS_CONFIG_ZERO_DURATION`).
+    pub restart_deadline_us: u64,
+    /// The wait after the first failed attempt before the next, in microseconds; it doubles
+    /// after each further failure, up to `restart_backoff_max_us`. Default 1 s; not 0
+    /// (`TIDEGATE_STATUS_CONFIG_ZERO_DURATION`: retrying at once is the storm this prevents).
+    pub restart_backoff_us: u64,
+    /// The longest back-off, in microseconds. Default 30 s; not below `restart_backoff_us`
+    /// (`TIDEGATE_STATUS_CONFIG_RESTART`).
+    pub restart_backoff_max_us: u64,
+    /// A wake reported after a sleep at least this long restarts the tunnel on the latest path.
+    /// 0: a wake never restarts. Default 120 s (NAT mappings of UDP flows last at least two
+    /// minutes, RFC 4787).
+    pub wake_restart_after_us: u64,
+    /// How many attempts one path gets before the session is cancelled with cause
+    /// `TIDEGATE_CANCEL_CAUSE_RESTARTS_EXHAUSTED`; a new path gets them all again. 1 to 65535,
+    /// default 4; 0 is refused with `TIDEGATE_STATUS_CONFIG_RESTART`.
+    pub restart_attempts_max: u32,
+    /// Must be 0.
+    pub reserved: u32,
 }
 
 /// Why a session was cancelled (`cancel_cause` of a `CANCEL_WITH_ERROR` effect).
@@ -93,6 +120,9 @@ pub enum TidegateCancelCause {
     Host = 0,
     /// The tunnel did not come up within `start_deadline_us`; `error_code` is 0.
     StartTimedOut = 1,
+    /// Every restart attempt on the latest path failed (`restart_attempts_max` of them); the
+    /// tunnel is cancelled rather than left up but dead. `error_code` is 0.
+    RestartsExhausted = 2,
 }
 
 /// The state of a `TidegateLifecycle`; the stopping state is split into its phases.
@@ -115,6 +145,10 @@ pub enum TidegateLifecycleState {
     StoppingCompleting = 6,
     /// The last stop completed; a new start is accepted.
     Stopped = 7,
+    /// The tunnel is up but its path changed (or the device woke from a long sleep): a restart
+    /// is due, running, backing off after a failure, or waiting for a usable path. Set the
+    /// provider's `reasserting` to true while in this state.
+    Reasserting = 8,
 }
 
 /// How `tidegate_lifecycle_on_stop` proceeds.
@@ -151,6 +185,15 @@ pub enum TidegateLifecycleEffectKind {
     /// Call `cancelTunnelWithError` with `error_code` (or fail the start with it if the cancel
     /// came while starting).
     CancelWithError = 7,
+    /// Restart the tunnel on path `path` (reconnect its transport there; keep the interface and
+    /// its settings), then report `tidegate_lifecycle_on_restart_done` or
+    /// `tidegate_lifecycle_on_restart_failed` with `restart_id`. `restart_attempt` is 1 for the
+    /// first attempt on this path. One attempt runs at a time.
+    RestartTunnel = 8,
+    /// Stop attempt `restart_id` now and forget it (its path is gone, it passed its deadline, or
+    /// the session is stopping). A later report for it returns `REPORT_STALE_RESTART`. The next
+    /// attempt, if any, comes as its own `RESTART_TUNNEL` after this effect.
+    AbandonRestart = 9,
 }
 
 /// One thing the host must do next. Every effect carries the session's generation; echo it in
@@ -178,6 +221,14 @@ pub struct TidegateLifecycleEffect {
     pub cancel_cause: TidegateCancelCause,
     /// `RUN_TASK`: the task's argument (the first `payload_len` bytes).
     pub payload: [u8; TIDEGATE_TASK_PAYLOAD_MAX],
+    /// `RESTART_TUNNEL` and `ABANDON_RESTART`: the attempt.
+    pub restart_id: u64,
+    /// `RESTART_TUNNEL`: the path fingerprint to restart on, as reported.
+    pub path: u64,
+    /// `RESTART_TUNNEL`: 1 for the first attempt on this path, then 2, 3, ...
+    pub restart_attempt: u32,
+    /// Always 0.
+    pub reserved: u32,
 }
 
 /// Counters of a `TidegateLifecycle`. Counters saturate.
@@ -222,11 +273,31 @@ pub struct TidegateLifecycleStats {
     /// Tasks sealed into a journal whose persistence was never confirmed: they run again only
     /// if the host did persist that journal.
     pub tasks_unconfirmed: u64,
+    /// Path reports with a new fingerprint while the tunnel was up.
+    pub path_changes: u64,
+    /// `RESTART_TUNNEL` effects handed out.
+    pub restarts_run: u64,
+    /// Restart attempts reported done.
+    pub restarts_done: u64,
+    /// Restart attempts that failed: reported failed, or past their deadline.
+    pub restarts_failed: u64,
+    /// Restart attempts past their deadline (counted in `restarts_failed` too).
+    pub restart_timeouts: u64,
+    /// `ABANDON_RESTART` effects.
+    pub restarts_abandoned: u64,
+    /// Sessions cancelled because every attempt on a path failed.
+    pub restarts_exhausted: u64,
+    /// Wakes reported.
+    pub wakes: u64,
+    /// Wakes after a sleep long enough to restart the tunnel.
+    pub wake_restarts: u64,
 }
 
 /// The default configuration: a 250 ms housekeeping deadline (short enough that the user's next
-/// start is not held up, long enough for a few quick tasks), 64 tasks, one task at a time, and
-/// deadlines of 60 s to start, 5 s to tear down and 2 s to persist the journal.
+/// start is not held up, long enough for a few quick tasks), 64 tasks, one task at a time,
+/// deadlines of 60 s to start, 5 s to tear down and 2 s to persist the journal; restarts after a
+/// 1 s path debounce, 20 s per attempt, 4 attempts per path with a back-off from 1 s doubling up
+/// to 30 s, and a restart on waking from a sleep of 120 s or more.
 #[unsafe(no_mangle)]
 pub extern "C" fn tidegate_lifecycle_config_default() -> TidegateLifecycleConfig {
     let core = LifecycleConfig::default();
@@ -237,6 +308,13 @@ pub extern "C" fn tidegate_lifecycle_config_default() -> TidegateLifecycleConfig
         start_deadline_us: core.start_deadline_micros,
         teardown_deadline_us: core.teardown_deadline_micros,
         persist_deadline_us: core.persist_deadline_micros,
+        path_debounce_us: core.path_debounce_micros,
+        restart_deadline_us: core.restart_deadline_micros,
+        restart_backoff_us: core.restart_backoff_micros,
+        restart_backoff_max_us: core.restart_backoff_max_micros,
+        wake_restart_after_us: core.wake_restart_after_micros,
+        restart_attempts_max: u32::from(core.restart_attempts_max),
+        reserved: 0,
     }
 }
 
@@ -544,6 +622,124 @@ pub unsafe extern "C" fn tidegate_lifecycle_on_journal_persisted(
     }
 }
 
+/// Reports the current network path: `path` is a fingerprint the host computes from what
+/// identifies the path for its tunnel (a hash of interface type, name and local addresses; never
+/// an address itself), 0 for no usable path (`NWPath.status` unsatisfied). Call it from the path
+/// monitor's update handler with every update.
+///
+/// A report of the path last reported changes nothing. Before the tunnel is up it records the
+/// path the tunnel comes up on. While it is up, a new path that holds for `path_debounce_us`
+/// restarts the tunnel on it (a `RESTART_TUNNEL` effect; one attempt at a time, an attempt for a
+/// path already gone is abandoned first). With no usable path the session waits, reasserting,
+/// for one. Never refused for its value. Writes to `*out_restart_scheduled` whether the report
+/// started a debounce that may restart the tunnel.
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle; `out_restart_scheduled` must be NULL or valid for
+/// writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_on_path_change(
+    lifecycle: *mut TidegateLifecycle,
+    now_us: u64,
+    path: u64,
+    out_restart_scheduled: *mut bool,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(lifecycle, |l| {
+            require_non_null([out_restart_scheduled.cast_const().cast()])?;
+            let report = l
+                .engine
+                .on_path_change(Instant::from_micros(now_us), PathFingerprint(path));
+            write_out(
+                out_restart_scheduled,
+                matches!(report, PathReport::Scheduled { .. }),
+            )
+        })
+    }
+}
+
+/// Reports that the device woke after sleeping `slept_us` microseconds (on Apple platforms:
+/// how much further `CLOCK_MONOTONIC` (continuous) moved than `CLOCK_UPTIME_RAW` across the
+/// sleep; `NEPacketTunnelProvider.wake()` is the place). While the tunnel is up, a sleep of
+/// `wake_restart_after_us` or more restarts it on the latest path, through the path debounce;
+/// `*out_restart_scheduled` says whether it did. Deadlines need no wake report: a `now_us` that
+/// jumped fires each deadline and timer once.
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle; `out_restart_scheduled` must be NULL or valid for
+/// writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_on_wake(
+    lifecycle: *mut TidegateLifecycle,
+    now_us: u64,
+    slept_us: u64,
+    out_restart_scheduled: *mut bool,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(lifecycle, |l| {
+            require_non_null([out_restart_scheduled.cast_const().cast()])?;
+            let scheduled = l.engine.on_wake(Instant::from_micros(now_us), slept_us);
+            write_out(out_restart_scheduled, scheduled)
+        })
+    }
+}
+
+/// Reports restart attempt `restart_id` of `generation` done: the tunnel is up on the
+/// attempt's path and the session leaves `REASSERTING`. An attempt that was abandoned is refused
+/// with `TIDEGATE_STATUS_REPORT_STALE_RESTART` and changes nothing.
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_on_restart_done(
+    lifecycle: *mut TidegateLifecycle,
+    now_us: u64,
+    generation: u64,
+    restart_id: u64,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(lifecycle, |l| {
+            l.engine
+                .on_restart_done(
+                    Instant::from_micros(now_us),
+                    Generation(generation),
+                    RestartId(restart_id),
+                )
+                .map_err(status_of_report)
+        })
+    }
+}
+
+/// Reports restart attempt `restart_id` of `generation` failed. It is retried on the same path
+/// after the back-off; after `restart_attempts_max` failures the session is cancelled
+/// (`CANCEL_WITH_ERROR`, cause `TIDEGATE_CANCEL_CAUSE_RESTARTS_EXHAUSTED`).
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_lifecycle_on_restart_failed(
+    lifecycle: *mut TidegateLifecycle,
+    now_us: u64,
+    generation: u64,
+    restart_id: u64,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call_mut(lifecycle, |l| {
+            l.engine
+                .on_restart_failed(
+                    Instant::from_micros(now_us),
+                    Generation(generation),
+                    RestartId(restart_id),
+                )
+                .map_err(status_of_report)
+        })
+    }
+}
+
 /// Writes the sealed journal into `buf` (`buf_len` bytes) and its length to `*out_len`.
 ///
 /// Available from the `PERSIST_JOURNAL` effect until the stop completes; otherwise
@@ -633,7 +829,9 @@ pub unsafe extern "C" fn tidegate_lifecycle_poll_effect(
 }
 
 /// Writes to `*out_deadline_us` when `tidegate_lifecycle_handle_timeout` must next be called:
-/// the housekeeping deadline while housekeeping runs, otherwise `UINT64_MAX` (never).
+/// the deadline of the phase that waits on the host (starting, tearing down, housekeeping,
+/// persisting the journal), or while the tunnel is up the end of a path debounce, a restart
+/// attempt's deadline or a back-off; otherwise `UINT64_MAX` (never).
 ///
 /// # Safety
 /// `lifecycle` must be NULL or a live handle; `out_deadline_us` must be NULL or valid for writing.
@@ -651,8 +849,9 @@ pub unsafe extern "C" fn tidegate_lifecycle_poll_timeout(
     }
 }
 
-/// Applies the housekeeping deadline if `now_us` reached it (the unfinished tasks are sealed into
-/// the journal). Idempotent. Poll effects afterwards.
+/// Applies the deadline or timer `now_us` reached, if any (see
+/// `tidegate_lifecycle_poll_timeout`), each once however late `now_us` is. Idempotent. Poll
+/// effects afterwards.
 ///
 /// # Safety
 /// `lifecycle` must be NULL or a live handle.
@@ -707,7 +906,7 @@ pub unsafe extern "C" fn tidegate_lifecycle_stats(
     // SAFETY: forwarded caller contract.
     unsafe {
         call(lifecycle, |l| {
-            write_out(out_stats, stats_of(l.engine.stats()))
+            write_out(out_stats, stats_of(&l.engine.stats()))
         })
     }
 }
@@ -723,12 +922,23 @@ impl place::Placed for TidegateLifecycle {
     fn check(config: &TidegateLifecycleConfig) -> Result<(LifecycleConfig, usize), TidegateStatus> {
         let tasks_in_flight_max = u16::try_from(config.tasks_in_flight_max)
             .map_err(|_| TidegateStatus::InvalidArgument)?;
+        let restart_attempts_max = u16::try_from(config.restart_attempts_max)
+            .map_err(|_| TidegateStatus::InvalidArgument)?;
+        if config.reserved != 0 {
+            return Err(TidegateStatus::InvalidArgument);
+        }
         let core = LifecycleConfig {
             housekeeping_deadline_micros: config.housekeeping_deadline_us,
             tasks_in_flight_max,
             start_deadline_micros: config.start_deadline_us,
             teardown_deadline_micros: config.teardown_deadline_us,
             persist_deadline_micros: config.persist_deadline_us,
+            path_debounce_micros: config.path_debounce_us,
+            restart_deadline_micros: config.restart_deadline_us,
+            restart_attempts_max,
+            restart_backoff_micros: config.restart_backoff_us,
+            restart_backoff_max_micros: config.restart_backoff_max_us,
+            wake_restart_after_micros: config.wake_restart_after_us,
         };
         let capacity = config.task_capacity as usize;
         core.validate(capacity)
@@ -767,7 +977,11 @@ fn status_of_lifecycle_config(error: LifecycleConfigError) -> TidegateStatus {
         LifecycleConfigError::ZeroHousekeepingDeadline
         | LifecycleConfigError::ZeroStartDeadline
         | LifecycleConfigError::ZeroTeardownDeadline
-        | LifecycleConfigError::ZeroPersistDeadline => TidegateStatus::ConfigZeroDuration,
+        | LifecycleConfigError::ZeroPersistDeadline
+        | LifecycleConfigError::ZeroRestartDeadline
+        | LifecycleConfigError::ZeroRestartBackoff => TidegateStatus::ConfigZeroDuration,
+        LifecycleConfigError::ZeroRestartAttempts
+        | LifecycleConfigError::RestartBackoffMaxBelowInitial => TidegateStatus::ConfigRestart,
         // A refusal added to the core later still refuses, with the generic status.
         _ => TidegateStatus::InvalidArgument,
     }
@@ -785,6 +999,10 @@ fn effect_of(effect: Option<LifecycleEffect>) -> TidegateLifecycleEffect {
         payload_len: 0,
         cancel_cause: TidegateCancelCause::Host,
         payload: [0; TIDEGATE_TASK_PAYLOAD_MAX],
+        restart_id: 0,
+        path: 0,
+        restart_attempt: 0,
+        reserved: 0,
     };
     let Some(effect) = effect else { return out };
     match effect {
@@ -825,6 +1043,26 @@ fn effect_of(effect: Option<LifecycleEffect>) -> TidegateLifecycleEffect {
             out.kind = TidegateLifecycleEffectKind::DiscardJournal;
             out.generation = generation.0;
         }
+        LifecycleEffect::RestartTunnel {
+            generation,
+            restart,
+            path,
+            attempt,
+        } => {
+            out.kind = TidegateLifecycleEffectKind::RestartTunnel;
+            out.generation = generation.0;
+            out.restart_id = restart.0;
+            out.path = path.0;
+            out.restart_attempt = u32::from(attempt);
+        }
+        LifecycleEffect::AbandonRestart {
+            generation,
+            restart,
+        } => {
+            out.kind = TidegateLifecycleEffectKind::AbandonRestart;
+            out.generation = generation.0;
+            out.restart_id = restart.0;
+        }
         LifecycleEffect::CompleteStop { generation } => {
             out.kind = TidegateLifecycleEffectKind::CompleteStop;
             out.generation = generation.0;
@@ -839,6 +1077,7 @@ fn effect_of(effect: Option<LifecycleEffect>) -> TidegateLifecycleEffect {
             out.error_code = code;
             out.cancel_cause = match cause {
                 CancelCause::StartTimedOut => TidegateCancelCause::StartTimedOut,
+                CancelCause::RestartsExhausted => TidegateCancelCause::RestartsExhausted,
                 // A cause added to the core later reads as the host's own.
                 _ => TidegateCancelCause::Host,
             };
@@ -852,6 +1091,7 @@ fn state_of(state: LifecycleState) -> TidegateLifecycleState {
         LifecycleState::Idle => TidegateLifecycleState::Idle,
         LifecycleState::Starting => TidegateLifecycleState::Starting,
         LifecycleState::Running => TidegateLifecycleState::Running,
+        LifecycleState::Reasserting => TidegateLifecycleState::Reasserting,
         LifecycleState::Stopping(StopPhase::TearingDown) => {
             TidegateLifecycleState::StoppingTearingDown
         }
@@ -888,6 +1128,15 @@ fn stats_of(s: &LifecycleStats) -> TidegateLifecycleStats {
         teardown_timeouts: s.teardown_timeouts,
         persist_timeouts: s.persist_timeouts,
         tasks_unconfirmed: s.tasks_unconfirmed,
+        path_changes: s.path_changes,
+        restarts_run: s.restarts_run,
+        restarts_done: s.restarts_done,
+        restarts_failed: s.restarts_failed,
+        restart_timeouts: s.restart_timeouts,
+        restarts_abandoned: s.restarts_abandoned,
+        restarts_exhausted: s.restarts_exhausted,
+        wakes: s.wakes,
+        wake_restarts: s.wake_restarts,
     }
 }
 
@@ -943,6 +1192,8 @@ fn status_of_report(error: ReportError) -> TidegateStatus {
         ReportError::TaskAlreadyEnded { .. } => TidegateStatus::ReportTaskAlreadyEnded,
         ReportError::TaskNotRunning { .. } => TidegateStatus::ReportTaskNotRunning,
         ReportError::TaskCarriedOver { .. } => TidegateStatus::ReportTaskCarriedOver,
+        ReportError::StaleRestart { .. } => TidegateStatus::ReportStaleRestart,
+        ReportError::UnknownRestart { .. } => TidegateStatus::ReportUnknownRestart,
         // A refusal added to the core later still refuses, with the generic status.
         _ => TidegateStatus::InvalidArgument,
     }

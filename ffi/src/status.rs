@@ -204,6 +204,16 @@ pub enum TidegateStatus {
     ConfigMemoryHysteresis = 133,
     /// Configuration: `max_reservations` is zero or above `TIDEGATE_MEMORY_RESERVATIONS_MAX`.
     ConfigMemoryReservations = 134,
+    /// The restart attempt is not the one running: it was abandoned (an `ABANDON_RESTART`
+    /// effect), passed its deadline, or was reported before. A late callback: ignore it.
+    /// Nothing changed.
+    ReportStaleRestart = 135,
+    /// The restart id was never issued by this lifecycle (a host bug, unlike
+    /// `REPORT_STALE_RESTART`). Nothing changed.
+    ReportUnknownRestart = 136,
+    /// Lifecycle configuration: `restart_attempts_max` is 0, or `restart_backoff_max_us` is
+    /// below `restart_backoff_us`.
+    ConfigRestart = 137,
 }
 
 impl TidegateStatus {
@@ -290,6 +300,9 @@ impl TidegateStatus {
         TidegateStatus::ConfigMemoryThresholds,
         TidegateStatus::ConfigMemoryHysteresis,
         TidegateStatus::ConfigMemoryReservations,
+        TidegateStatus::ReportStaleRestart,
+        TidegateStatus::ReportUnknownRestart,
+        TidegateStatus::ConfigRestart,
     ];
 
     /// A static, NUL-terminated English description.
@@ -436,6 +449,13 @@ impl TidegateStatus {
             TidegateStatus::ConfigMemoryReservations => {
                 "config: max_reservations must be 1 to TIDEGATE_MEMORY_RESERVATIONS_MAX\0"
             }
+            TidegateStatus::ReportStaleRestart => {
+                "restart attempt is not the one running; ignored\0"
+            }
+            TidegateStatus::ReportUnknownRestart => "restart id was never issued\0",
+            TidegateStatus::ConfigRestart => {
+                "config: restart_attempts_max is 0 or the back-off maximum is below the back-off\0"
+            }
         }
     }
 
@@ -465,8 +485,8 @@ pub extern "C" fn tidegate_status_str(status: StatusCode) -> *const c_char {
 /// The version of the C ABI this header describes. It changes whenever a function, a type or
 /// a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
 /// change with what to do): compare it at build time, for example
-/// `#if TIDEGATE_ABI_VERSION != 10`, to notice a library update that needs attention.
-pub const TIDEGATE_ABI_VERSION: u32 = 10;
+/// `#if TIDEGATE_ABI_VERSION != 11`, to notice a library update that needs attention.
+pub const TIDEGATE_ABI_VERSION: u32 = 11;
 
 /// The library version as a static, NUL-terminated string such as "0.1.0"; do not free it.
 #[unsafe(no_mangle)]

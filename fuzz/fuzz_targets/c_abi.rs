@@ -984,6 +984,13 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                     start_deadline_us: deadline_us.rotate_left(7),
                     teardown_deadline_us: deadline_us.rotate_left(13),
                     persist_deadline_us: deadline_us.rotate_left(29),
+                    path_debounce_us: deadline_us.rotate_left(3),
+                    restart_deadline_us: deadline_us.rotate_left(37),
+                    restart_backoff_us: deadline_us.rotate_left(41),
+                    restart_backoff_max_us: deadline_us.rotate_left(43),
+                    wake_restart_after_us: deadline_us.rotate_left(47),
+                    restart_attempts_max: u32::from(in_flight % 8),
+                    reserved: 0,
                 };
                 let mut footprint = Out::<usize>::new(false);
                 let s = tidegate_lifecycle_footprint(&config, footprint.ptr(), &mut 0);
@@ -991,6 +998,7 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                     S::ConfigTaskCapacityTooLarge,
                     S::ConfigZeroCapacity,
                     S::ConfigZeroDuration,
+                    S::ConfigRestart,
                 ];
                 let Some(bytes) = footprint.after(expect(s, false, &allowed)) else {
                     return;
@@ -1042,7 +1050,13 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                     S::ReportTaskCarriedOver,
                 ];
                 let stop = [S::LifecycleNotActive, S::LifecycleAlreadyStopping];
-                match call % 11 {
+                let restart_report = [
+                    S::ReportStaleGeneration,
+                    S::ReportUnknownGeneration,
+                    S::ReportStaleRestart,
+                    S::ReportUnknownRestart,
+                ];
+                match call % 15 {
                     0 => {
                         let s = tidegate_lifecycle_on_tunnel_started(lifecycle, now, generation);
                         expect(s, null_given, &report);
@@ -1089,6 +1103,11 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                             if effect.kind == TidegateLifecycleEffectKind::RunTask {
                                 host.tasks.push(effect.task_id);
                             }
+                            if effect.kind == TidegateLifecycleEffectKind::RestartTunnel {
+                                // Restart ids share the pool of ids the fuzzer reports.
+                                host.tasks.push(effect.restart_id);
+                                assert!(effect.restart_attempt >= 1);
+                            }
                             assert!(usize::from(effect.payload_len) <= TIDEGATE_TASK_PAYLOAD_MAX);
                             host.generations.push(effect.generation);
                         }
@@ -1110,6 +1129,28 @@ unsafe fn run(host: &mut Host, clock: &mut HostClock, op: Op) {
                         expect(s, null_given || null_out, &[]);
                         state.after(s);
                         generation.after(s);
+                    }
+                    11 => {
+                        let mut out = Out::<bool>::new(null_out);
+                        let path = u64::from(code % 4);
+                        let s = tidegate_lifecycle_on_path_change(lifecycle, now, path, out.ptr());
+                        out.after(expect(s, null_given || null_out, &[]));
+                    }
+                    12 => {
+                        let mut out = Out::<bool>::new(null_out);
+                        let slept = u64::from(code) * 1_000;
+                        let s = tidegate_lifecycle_on_wake(lifecycle, now, slept, out.ptr());
+                        out.after(expect(s, null_given || null_out, &[]));
+                    }
+                    13 => {
+                        let s =
+                            tidegate_lifecycle_on_restart_done(lifecycle, now, generation, task);
+                        expect(s, null_given, &restart_report);
+                    }
+                    14 => {
+                        let s =
+                            tidegate_lifecycle_on_restart_failed(lifecycle, now, generation, task);
+                        expect(s, null_given, &restart_report);
                     }
                     _ => {
                         let mut out = Out::<TidegateLifecycleStats>::new(null_out);

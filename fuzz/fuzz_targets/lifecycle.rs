@@ -12,7 +12,14 @@
 //! - tasks: each `RunTask` names a task that is queued, at most `tasks_in_flight_max` run at
 //!   once, each task ends at most once, and at-least-once holds: the journal sealed at the
 //!   deadline holds exactly the tasks that have not ended (their kinds and payloads), it
-//!   decodes, and handing it to the next start carries them all over.
+//!   decodes, and handing it to the next start carries them all over;
+//! - restarts (path reports, wakes, attempts reported done, failed, forged or never): at most one
+//!   attempt runs at a time (a `RestartTunnel` comes only when the host has none running, and an
+//!   attempt is abandoned before the teardown), each is for a usable path the host reported, ids
+//!   only grow, attempt numbers stay within `restart_attempts_max`, only the running
+//!   attempt's report is taken and an abandoned one's is refused as stale, a session cancelled for
+//!   exhausted restarts ends with that cause, and a session reasserting on a usable path always
+//!   has a timer armed (it never waits forever).
 #![no_main]
 
 use std::collections::HashMap;
@@ -21,8 +28,8 @@ use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use tidegate_core::{
     CancelCause, Generation, Instant, Journal, Lifecycle, LifecycleConfig, LifecycleEffect,
-    LifecycleState, ReportError, StartError, StopError, StopPhase, TaskId, TaskRegisterError,
-    TaskSlot, WriteJournalError,
+    LifecycleState, PathFingerprint, PathReport, ReportError, RestartId, StartError, StopError,
+    StopPhase, TaskId, TaskRegisterError, TaskSlot, WriteJournalError,
 };
 use tidegate_fuzz::{HostClock, MAX_OPS, Tick};
 
@@ -70,6 +77,15 @@ enum Op {
     },
     Poll(Tick),
     Timeout(Tick),
+    Path(u8, Tick),
+    /// A wake after this many seconds of sleep.
+    Wake(u16, Tick),
+    RestartEnded {
+        forged: Option<u64>,
+        done: bool,
+        generation: Gen,
+        tick: Tick,
+    },
 }
 
 #[derive(Default)]
@@ -93,6 +109,18 @@ struct Host {
     journal_due: Option<usize>,
     carried: usize,
     sealed_journal: Option<Vec<u8>>,
+    /// The latest path reported.
+    path: Option<u64>,
+    /// The paths reported since the process started.
+    paths: Vec<u64>,
+    /// The restart attempt the host runs (announced, not reported or abandoned).
+    attempt: Option<u64>,
+    /// The largest restart id announced.
+    last_restart: u64,
+    /// `AbandonRestart` effects received.
+    abandons: u64,
+    /// Sessions the machine cancelled because every restart failed, as its stats count them.
+    restarts_exhausted: u64,
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -105,6 +133,20 @@ fuzz_target!(|data: &[u8]| {
     ) else {
         return;
     };
+    let (Ok(restart_ms), Ok(attempts), Ok(wake_after_s)) = (
+        <[u16; 4]>::arbitrary(&mut input),
+        input.int_in_range(0u16..=5),
+        input.int_in_range(0u64..=300),
+    ) else {
+        return;
+    };
+    // Debounce (0 acts at once), attempt deadline, back-off and the cap's excess over it.
+    let [
+        debounce_ms,
+        restart_deadline_ms,
+        backoff_ms,
+        backoff_extra_ms,
+    ] = restart_ms.map(u64::from);
     // The start, teardown and persist deadlines: 0 (refused) to about 65 s.
     let [start_ms, teardown_ms, persist_ms] = phase_ms.map(u64::from);
     let config = LifecycleConfig {
@@ -113,8 +155,19 @@ fuzz_target!(|data: &[u8]| {
         start_deadline_micros: start_ms * 1_000,
         teardown_deadline_micros: teardown_ms * 1_000,
         persist_deadline_micros: persist_ms * 1_000,
+        path_debounce_micros: debounce_ms * 1_000,
+        restart_deadline_micros: restart_deadline_ms * 1_000,
+        restart_attempts_max: attempts,
+        restart_backoff_micros: backoff_ms * 1_000,
+        restart_backoff_max_micros: (backoff_ms + backoff_extra_ms) * 1_000,
+        wake_restart_after_micros: wake_after_s * 1_000_000,
     };
-    let phases_valid = start_ms > 0 && teardown_ms > 0 && persist_ms > 0;
+    let phases_valid = start_ms > 0
+        && teardown_ms > 0
+        && persist_ms > 0
+        && restart_deadline_ms > 0
+        && attempts > 0
+        && backoff_ms > 0;
     let max_running = usize::from(in_flight);
     let mut machine = match Machine::new(config, vec![TaskSlot::EMPTY; capacity]) {
         Ok(machine) => machine,
@@ -195,14 +248,21 @@ fuzz_target!(|data: &[u8]| {
                     Err(StartError::AlreadyActive) => {
                         assert!(matches!(
                             before.0,
-                            LifecycleState::Starting | LifecycleState::Running
+                            LifecycleState::Starting
+                                | LifecycleState::Running
+                                | LifecycleState::Reasserting
                         ));
                         refused = true;
                     }
                     Err(StartError::StopInProgress) => {
-                        // Or the start deadline passed and the machine cancelled it first.
-                        let timed_out =
-                            before.0 == LifecycleState::Starting && passed(deadline, &clock);
+                        // Or a deadline passed and the machine cancelled the session first (the
+                        // start's, or the last restart attempt's).
+                        let timed_out = matches!(
+                            before.0,
+                            LifecycleState::Starting
+                                | LifecycleState::Running
+                                | LifecycleState::Reasserting
+                        ) && passed(deadline, &clock);
                         assert!(matches!(before.0, LifecycleState::Stopping(_)) || timed_out);
                         refused = true;
                     }
@@ -223,16 +283,23 @@ fuzz_target!(|data: &[u8]| {
                     Ok(code) => {
                         assert!(matches!(
                             before.0,
-                            LifecycleState::Starting | LifecycleState::Running
+                            LifecycleState::Starting
+                                | LifecycleState::Running
+                                | LifecycleState::Reasserting
                         ));
                         host.stops_accepted += 1;
                         host.cancel_code = code;
                         host.cancel_cause = code.map(|_| CancelCause::Host);
                     }
                     Err(StopError::AlreadyStopping) => {
-                        // Or the start deadline passed and the machine cancelled it first.
-                        let timed_out =
-                            before.0 == LifecycleState::Starting && passed(deadline, &clock);
+                        // Or a deadline passed and the machine cancelled the session first (the
+                        // start's, or the last restart attempt's).
+                        let timed_out = matches!(
+                            before.0,
+                            LifecycleState::Starting
+                                | LifecycleState::Running
+                                | LifecycleState::Reasserting
+                        ) && passed(deadline, &clock);
                         assert!(matches!(before.0, LifecycleState::Stopping(_)) || timed_out);
                         refused = true;
                     }
@@ -365,6 +432,7 @@ fuzz_target!(|data: &[u8]| {
                             machine.state(),
                             LifecycleState::Starting
                                 | LifecycleState::Running
+                                | LifecycleState::Reasserting
                                 | LifecycleState::Stopping(
                                     StopPhase::TearingDown | StopPhase::Housekeeping
                                 )
@@ -431,13 +499,114 @@ fuzz_target!(|data: &[u8]| {
             Op::Poll(tick) => {
                 let now = clock.tick(tick);
                 while let Some(effect) = machine.poll_effect(Instant::from_micros(now)) {
-                    apply(&mut host, &machine, effect, max_running);
+                    apply(&mut host, &machine, effect, max_running, &config);
+                }
+                // Never reasserting forever: with a usable path, a timer is always armed.
+                if machine.state() == LifecycleState::Reasserting
+                    && host.path.is_some_and(|path| path != 0)
+                {
+                    assert!(
+                        machine.poll_timeout().is_some(),
+                        "reasserting with no timer"
+                    );
                 }
             }
             Op::Timeout(tick) => {
                 let now = clock.tick(tick);
                 machine.handle_timeout(Instant::from_micros(now));
             }
+            Op::Path(path, tick) => {
+                let now = Instant::from_micros(clock.tick(tick));
+                let path = u64::from(path % 5);
+                let report = machine.on_path_change(now, PathFingerprint(path));
+                let changed = host.path != Some(path);
+                match report {
+                    PathReport::Unchanged => assert!(!changed, "a new path reported unchanged"),
+                    PathReport::Recorded => assert!(changed),
+                    PathReport::Scheduled { settles_at } => {
+                        assert!(changed);
+                        assert_eq!(
+                            settles_at.as_micros(),
+                            seen.max(clock.now) + config.path_debounce_micros
+                        );
+                        assert!(matches!(
+                            before.0,
+                            LifecycleState::Running | LifecycleState::Reasserting
+                        ));
+                    }
+                }
+                host.path = Some(path);
+                host.paths.push(path);
+            }
+            Op::Wake(slept_s, tick) => {
+                let now = Instant::from_micros(clock.tick(tick));
+                let slept = u64::from(slept_s) * 1_000_000;
+                let scheduled = machine.on_wake(now, slept);
+                if scheduled {
+                    assert!(wake_after_s > 0 && slept >= config.wake_restart_after_micros);
+                }
+            }
+            Op::RestartEnded {
+                forged,
+                done,
+                generation,
+                tick,
+            } => {
+                let now = Instant::from_micros(clock.tick(tick));
+                let generation = pick(&host, generation);
+                let id = forged.or(host.attempt).unwrap_or(host.last_restart);
+                let result = if done {
+                    machine.on_restart_done(now, generation, RestartId(id))
+                } else {
+                    machine.on_restart_failed(now, generation, RestartId(id))
+                };
+                match result {
+                    Ok(()) => {
+                        assert_eq!(generation.0, host.generation);
+                        assert_eq!(host.attempt, Some(id), "only the running attempt's report");
+                        host.attempt = None;
+                    }
+                    Err(ReportError::StaleRestart { restart }) => {
+                        assert_eq!(restart, RestartId(id));
+                        assert!(1 <= id && id <= host.last_restart);
+                        // The running attempt is stale only once its deadline passed or its
+                        // abandon is owed (a stop, a path that settled) but not yet polled.
+                        let abandon_owed = machine.stats().restarts_abandoned > host.abandons;
+                        assert!(
+                            host.attempt != Some(id) || passed(deadline, &clock) || abandon_owed
+                        );
+                        refused = true;
+                    }
+                    Err(ReportError::UnknownRestart { restart }) => {
+                        assert_eq!(restart, RestartId(id));
+                        assert!(id == 0 || id > host.last_restart);
+                        refused = true;
+                    }
+                    Err(ReportError::StaleGeneration { .. }) => {
+                        assert!(0 < generation.0 && generation.0 < host.generation);
+                        refused = true;
+                    }
+                    Err(ReportError::UnknownGeneration { .. }) => {
+                        assert!(generation.0 == 0 || generation.0 > host.generation);
+                        refused = true;
+                    }
+                    Err(error) => panic!("unexpected restart report error {error:?}"),
+                }
+            }
+        }
+        // A session cancelled because its restarts were used up is a stop the host did not ask
+        // for, like a start past its deadline.
+        let restarts_exhausted = machine.stats().restarts_exhausted;
+        if restarts_exhausted > host.restarts_exhausted {
+            assert_eq!(restarts_exhausted, host.restarts_exhausted + 1);
+            assert!(matches!(
+                before.0,
+                LifecycleState::Running | LifecycleState::Reasserting
+            ));
+            host.restarts_exhausted = restarts_exhausted;
+            host.stops_accepted += 1;
+            host.cancel_code = Some(0);
+            host.cancel_cause = Some(CancelCause::RestartsExhausted);
         }
         // A start the machine cancelled at its deadline is a stop the host did not ask for.
         let start_timeouts = machine.stats().start_timeouts;
@@ -521,10 +690,11 @@ fn check_report(
         Ok(()) => {
             assert_eq!(generation.0, host.generation);
             // Every input applies a deadline its `now` reached before anything else: one step.
-            use LifecycleState::{Starting, Stopping};
+            use LifecycleState::{Reasserting, Running, Starting, Stopping};
             use StopPhase::{Completing, Housekeeping, PersistingJournal, TearingDown};
             let next: &[LifecycleState] = match before {
-                Starting => &[Stopping(TearingDown)],
+                // A start past its deadline, or the last restart attempt past its own.
+                Starting | Running | Reasserting => &[Stopping(TearingDown)],
                 Stopping(TearingDown) => &[Stopping(Housekeeping), Stopping(Completing)],
                 Stopping(Housekeeping) => &[Stopping(PersistingJournal), Stopping(Completing)],
                 Stopping(PersistingJournal) => &[Stopping(Completing)],
@@ -553,7 +723,13 @@ fn check_report(
     }
 }
 
-fn apply(host: &mut Host, machine: &Machine, effect: LifecycleEffect, max_running: usize) {
+fn apply(
+    host: &mut Host,
+    machine: &Machine,
+    effect: LifecycleEffect,
+    max_running: usize,
+    config: &LifecycleConfig,
+) {
     let generation = match effect {
         LifecycleEffect::StartTunnel {
             generation,
@@ -581,7 +757,47 @@ fn apply(host: &mut Host, machine: &Machine, effect: LifecycleEffect, max_runnin
             assert!(host.running.len() <= max_running, "tasks_in_flight_max");
             generation
         }
-        LifecycleEffect::TearDown { generation } => generation,
+        LifecycleEffect::TearDown { generation } => {
+            assert_eq!(
+                host.attempt, None,
+                "an attempt is abandoned before the teardown"
+            );
+            generation
+        }
+        LifecycleEffect::RestartTunnel {
+            generation,
+            restart,
+            path,
+            attempt,
+        } => {
+            assert_eq!(host.attempt, None, "one restart at a time");
+            assert!(restart.0 > host.last_restart, "restart ids only grow");
+            // The latest path that held for the debounce: a report still settling does not
+            // hold back an attempt already owed.
+            assert!(
+                host.paths.contains(&path.0),
+                "a restart for a path never reported"
+            );
+            assert_ne!(path, PathFingerprint::NONE, "no restart without a path");
+            assert!((1..=config.restart_attempts_max).contains(&attempt));
+            assert_eq!(machine.state(), LifecycleState::Reasserting);
+            host.attempt = Some(restart.0);
+            host.last_restart = restart.0;
+            generation
+        }
+        LifecycleEffect::AbandonRestart {
+            generation,
+            restart,
+        } => {
+            assert_eq!(
+                host.attempt,
+                Some(restart.0),
+                "only the running attempt is abandoned"
+            );
+            host.attempt = None;
+            host.abandons += 1;
+            generation
+        }
         LifecycleEffect::PersistJournal { generation, len } => {
             assert_eq!(machine.journal_len(), Some(len));
             assert!(

@@ -316,10 +316,95 @@ static void hung_phases(void) {
     tidegate_lifecycle_free(lc);
 }
 
+/* A host's path monitor during a Wi-Fi to cellular hand-over, written from the header: a burst
+ * of path reports restarts the tunnel once, on the path that holds; an attempt for a path gone
+ * is abandoned and its late report refused; failed attempts back off and finally cancel. */
+static void path_changes(void) {
+    TidegateLifecycleConfig config = tidegate_lifecycle_config_default();
+    config.restart_attempts_max = 2;
+    TidegateLifecycle *lc = NULL;
+    CHECK_OK(tidegate_lifecycle_new(&config, &lc));
+    uint64_t generation = 0;
+    bool scheduled = true;
+    const uint64_t wifi = 0x1111, cellular = 0x2222, hotel = 0x3333;
+    CHECK_OK(tidegate_lifecycle_on_path_change(lc, 0, wifi, &scheduled));
+    CHECK(!scheduled);
+    CHECK_OK(tidegate_lifecycle_on_start(lc, 0, NULL, 0, &generation));
+    CHECK(poll(lc, 0).kind == TIDEGATE_LIFECYCLE_EFFECT_KIND_START_TUNNEL);
+    CHECK_OK(tidegate_lifecycle_on_tunnel_started(lc, 1000, generation));
+    /* The same path again restarts nothing. */
+    CHECK_OK(tidegate_lifecycle_on_path_change(lc, 2000, wifi, &scheduled));
+    CHECK(!scheduled);
+    /* Three reports within 400 ms, ending on cellular: one restart, a debounce after the last. */
+    uint64_t now = 10000;
+    const uint64_t burst[3] = {cellular, wifi, cellular};
+    for (int i = 0; i < 3; i++, now += 200000) {
+        CHECK_OK(tidegate_lifecycle_on_path_change(lc, now, burst[i], &scheduled));
+        CHECK(scheduled);
+        CHECK(poll(lc, now).kind == TIDEGATE_LIFECYCLE_EFFECT_KIND_NONE);
+    }
+    uint64_t deadline = 0;
+    CHECK_OK(tidegate_lifecycle_poll_timeout(lc, &deadline));
+    CHECK(deadline == 410000 + config.path_debounce_us);
+    CHECK_OK(tidegate_lifecycle_handle_timeout(lc, deadline));
+    CHECK(state_of(lc, NULL) == TIDEGATE_LIFECYCLE_STATE_REASSERTING);
+    TidegateLifecycleEffect effect = poll(lc, deadline);
+    CHECK(effect.kind == TIDEGATE_LIFECYCLE_EFFECT_KIND_RESTART_TUNNEL);
+    CHECK(effect.path == cellular && effect.restart_attempt == 1);
+    const uint64_t first = effect.restart_id;
+    CHECK(poll(lc, deadline).kind == TIDEGATE_LIFECYCLE_EFFECT_KIND_NONE);
+    /* The slow attempt on cellular is overtaken by a move to the hotel's Wi-Fi. */
+    now = deadline + 100000;
+    CHECK_OK(tidegate_lifecycle_on_path_change(lc, now, hotel, &scheduled));
+    now += config.path_debounce_us;
+    CHECK_OK(tidegate_lifecycle_handle_timeout(lc, now));
+    effect = poll(lc, now);
+    CHECK(effect.kind == TIDEGATE_LIFECYCLE_EFFECT_KIND_ABANDON_RESTART);
+    CHECK(effect.restart_id == first);
+    effect = poll(lc, now);
+    CHECK(effect.kind == TIDEGATE_LIFECYCLE_EFFECT_KIND_RESTART_TUNNEL);
+    CHECK(effect.path == hotel && effect.restart_id > first);
+    const uint64_t second = effect.restart_id;
+    CHECK_STATUS(tidegate_lifecycle_on_restart_done(lc, now, generation, first),
+                 TIDEGATE_STATUS_REPORT_STALE_RESTART);
+    /* The hotel's captive portal: the attempt fails, waits out the back-off, fails again, and
+     * with the attempts used up the session is cancelled instead of left up but dead. */
+    CHECK_OK(tidegate_lifecycle_on_restart_failed(lc, now, generation, second));
+    CHECK(poll(lc, now).kind == TIDEGATE_LIFECYCLE_EFFECT_KIND_NONE);
+    CHECK_OK(tidegate_lifecycle_poll_timeout(lc, &deadline));
+    CHECK(deadline == now + config.restart_backoff_us);
+    effect = poll(lc, deadline);
+    CHECK(effect.kind == TIDEGATE_LIFECYCLE_EFFECT_KIND_RESTART_TUNNEL);
+    CHECK(effect.path == hotel && effect.restart_attempt == 2);
+    CHECK_OK(tidegate_lifecycle_on_restart_failed(lc, deadline, generation, effect.restart_id));
+    CHECK(poll(lc, deadline).kind == TIDEGATE_LIFECYCLE_EFFECT_KIND_TEAR_DOWN);
+    CHECK_OK(tidegate_lifecycle_on_torn_down(lc, deadline, generation));
+    effect = poll(lc, deadline);
+    CHECK(effect.kind == TIDEGATE_LIFECYCLE_EFFECT_KIND_CANCEL_WITH_ERROR);
+    CHECK(effect.cancel_cause == TIDEGATE_CANCEL_CAUSE_RESTARTS_EXHAUSTED);
+    TidegateLifecycleStats stats;
+    CHECK_OK(tidegate_lifecycle_stats(lc, &stats));
+    CHECK(stats.path_changes == 4 && stats.restarts_run == 3 && stats.restarts_abandoned == 1);
+    CHECK(stats.restarts_failed == 2 && stats.restarts_exhausted == 1 && stats.stale_reports == 1);
+    /* A wake after a night's sleep restarts the next session's tunnel on the path it is on. */
+    CHECK_OK(tidegate_lifecycle_on_start(lc, deadline, NULL, 0, &generation));
+    CHECK(poll(lc, deadline).kind == TIDEGATE_LIFECYCLE_EFFECT_KIND_START_TUNNEL);
+    CHECK_OK(tidegate_lifecycle_on_tunnel_started(lc, deadline, generation));
+    now = deadline + 8ull * 3600 * 1000000;
+    CHECK_OK(tidegate_lifecycle_on_wake(lc, now, 8ull * 3600 * 1000000, &scheduled));
+    CHECK(scheduled);
+    effect = poll(lc, now + config.path_debounce_us);
+    CHECK(effect.kind == TIDEGATE_LIFECYCLE_EFFECT_KIND_RESTART_TUNNEL && effect.path == hotel);
+    CHECK_OK(tidegate_lifecycle_on_restart_done(lc, now + 2000000, generation, effect.restart_id));
+    CHECK(state_of(lc, NULL) == TIDEGATE_LIFECYCLE_STATE_RUNNING);
+    tidegate_lifecycle_free(lc);
+}
+
 int main(void) {
     bad_input();
     uint64_t generation = first_session();
     second_session(generation);
     hung_phases();
+    path_changes();
     return 0;
 }

@@ -129,6 +129,10 @@ const MATRIX: &[(&str, fn())] = matrix![
     lifecycle_on_task_done,
     lifecycle_on_task_failed,
     lifecycle_on_journal_persisted,
+    lifecycle_on_path_change,
+    lifecycle_on_wake,
+    lifecycle_on_restart_done,
+    lifecycle_on_restart_failed,
     lifecycle_write_journal,
     lifecycle_journal_len,
     lifecycle_poll_effect,
@@ -387,7 +391,7 @@ fn status_str() {
         assert_ne!(message.to_str().unwrap(), "unknown status");
     }
     // Values between, past and far past the known codes.
-    for unknown in [7, 9, 21, 29, 34, 59, 84, 99, 135, 9999, u32::MAX] {
+    for unknown in [7, 9, 21, 29, 34, 59, 84, 99, 138, 9999, u32::MAX] {
         let message = tidegate_status_str(unknown);
         assert!(!message.is_null());
         // SAFETY: never NULL, static and NUL-terminated.
@@ -1842,6 +1846,40 @@ impl Life {
         l
     }
 
+    /// Running on path 1 with restart 1 (on path 2) in flight, then abandoned for restart 2
+    /// (path 3), which is in flight. Latest time `NOW + 2 s`.
+    fn reasserting() -> Life {
+        let mut l = Life::running();
+        let debounce = tidegate_lifecycle_config_default().path_debounce_us;
+        unsafe {
+            for (at, path) in [(NOW, 1), (NOW, 2)] {
+                let _: bool =
+                    written(|out| tidegate_lifecycle_on_path_change(l.handle, at, path, out));
+            }
+            assert_eq!(
+                tidegate_lifecycle_handle_timeout(l.handle, NOW + debounce),
+                S::Ok
+            );
+            let first = l.expect(TidegateLifecycleEffectKind::RestartTunnel);
+            assert_eq!((first.restart_id, first.path), (1, 2));
+            let _: bool =
+                written(|out| tidegate_lifecycle_on_path_change(l.handle, NOW + debounce, 3, out));
+            assert_eq!(
+                tidegate_lifecycle_handle_timeout(l.handle, NOW + 2 * debounce),
+                S::Ok
+            );
+        }
+        assert_eq!(
+            l.expect(TidegateLifecycleEffectKind::AbandonRestart)
+                .restart_id,
+            1
+        );
+        let second = l.expect(TidegateLifecycleEffectKind::RestartTunnel);
+        assert_eq!((second.restart_id, second.path), (2, 3));
+        l.expect(TidegateLifecycleEffectKind::None);
+        l
+    }
+
     /// A second session starting (generation 2) without the journal: reports naming
     /// generation 1 are stale.
     fn restarted() -> Life {
@@ -2069,6 +2107,49 @@ fn bad_lifecycle_configs() -> Vec<(TidegateLifecycleConfig, TidegateStatus)> {
             },
             S::ConfigZeroDuration,
         ),
+        (
+            TidegateLifecycleConfig {
+                restart_deadline_us: 0,
+                ..good
+            },
+            S::ConfigZeroDuration,
+        ),
+        (
+            TidegateLifecycleConfig {
+                restart_backoff_us: 0,
+                restart_backoff_max_us: 0,
+                ..good
+            },
+            S::ConfigZeroDuration,
+        ),
+        (
+            TidegateLifecycleConfig {
+                restart_backoff_max_us: good.restart_backoff_us - 1,
+                ..good
+            },
+            S::ConfigRestart,
+        ),
+        (
+            TidegateLifecycleConfig {
+                restart_attempts_max: 0,
+                ..good
+            },
+            S::ConfigRestart,
+        ),
+        (
+            TidegateLifecycleConfig {
+                restart_attempts_max: 65_536,
+                ..good
+            },
+            S::InvalidArgument,
+        ),
+        (
+            TidegateLifecycleConfig {
+                reserved: 1,
+                ..good
+            },
+            S::InvalidArgument,
+        ),
     ]);
     bad
 }
@@ -2098,6 +2179,13 @@ fn lifecycle_new() {
                 start_deadline_us: 1,
                 teardown_deadline_us: 1,
                 persist_deadline_us: 1,
+                path_debounce_us: 0,
+                restart_deadline_us: 1,
+                restart_backoff_us: 1,
+                restart_backoff_max_us: 1,
+                wake_restart_after_us: 0,
+                restart_attempts_max: 1,
+                reserved: 0,
             },
             TidegateLifecycleConfig {
                 task_capacity: TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX,
@@ -2106,6 +2194,13 @@ fn lifecycle_new() {
                 start_deadline_us: u64::MAX,
                 teardown_deadline_us: u64::MAX,
                 persist_deadline_us: u64::MAX,
+                path_debounce_us: u64::MAX,
+                restart_deadline_us: u64::MAX,
+                restart_backoff_us: u64::MAX,
+                restart_backoff_max_us: u64::MAX,
+                wake_restart_after_us: u64::MAX,
+                restart_attempts_max: 65_535,
+                reserved: 0,
             },
         ] {
             let mut handle = null_mut();
@@ -2532,6 +2627,111 @@ fn lifecycle_on_journal_persisted() {
             |l| tidegate_lifecycle_on_journal_persisted(l.handle, NOW + DEADLINE, 1),
         );
     }
+}
+
+fn lifecycle_on_path_change() {
+    unsafe {
+        null_handle(|out| tidegate_lifecycle_on_path_change(null_mut(), NOW, 1, out));
+        for make in [Life::idle as MakeLife, Life::running, Life::reasserting] {
+            unchanged(make, S::NullArgument, |l| {
+                tidegate_lifecycle_on_path_change(l.handle, NOW, 9, null_mut())
+            });
+        }
+        // Never refused for its value: the same path, no path and the largest fingerprint.
+        for path in [0, 3, u64::MAX] {
+            let l = Life::reasserting();
+            let _: bool =
+                written(|out| tidegate_lifecycle_on_path_change(l.handle, NOW, path, out));
+        }
+        // The path in use, reported again, changes nothing.
+        same_as(
+            Life::running,
+            |l| {
+                let mut scheduled = true;
+                let status = tidegate_lifecycle_on_path_change(l.handle, NOW, 1, &mut scheduled);
+                assert!(!scheduled);
+                status
+            },
+            |_| S::Ok,
+        );
+    }
+}
+
+fn lifecycle_on_wake() {
+    unsafe {
+        null_handle(|out| tidegate_lifecycle_on_wake(null_mut(), NOW, 1, out));
+        for make in [Life::idle as MakeLife, Life::running, Life::tearing_down] {
+            unchanged(make, S::NullArgument, |l| {
+                tidegate_lifecycle_on_wake(l.handle, NOW, u64::MAX, null_mut())
+            });
+        }
+        for slept in [0, 1, u64::MAX] {
+            let l = Life::idle();
+            let scheduled: bool =
+                written(|out| tidegate_lifecycle_on_wake(l.handle, NOW, slept, out));
+            assert!(!scheduled, "no session: nothing to restart");
+        }
+    }
+}
+
+/// A restart report: stale generations, attempts abandoned or never announced.
+unsafe fn lifecycle_restart_report(
+    report: unsafe extern "C" fn(*mut TidegateLifecycle, u64, u64, u64) -> TidegateStatus,
+) {
+    unsafe {
+        assert_eq!(report(null_mut(), NOW, 1, 2), S::NullArgument);
+        for now in [NOW, EARLIER] {
+            for generation in [0, 2, u64::MAX] {
+                refused(
+                    Life::reasserting,
+                    S::ReportUnknownGeneration,
+                    refused_report,
+                    |l| report(l.handle, now, generation, 2),
+                );
+            }
+            // Restart 1 was abandoned: its late report is stale.
+            refused(Life::reasserting, S::ReportStaleRestart, stale, |l| {
+                report(l.handle, now, 1, 1)
+            });
+            for restart in [0, 3, u64::MAX] {
+                refused(
+                    Life::reasserting,
+                    S::ReportUnknownRestart,
+                    refused_report,
+                    |l| report(l.handle, now, 1, restart),
+                );
+            }
+            for make in [Life::idle as MakeLife, Life::running, Life::stopped] {
+                refused(make, S::ReportUnknownRestart, refused_report, |l| {
+                    report(l.handle, now, make_generation(l), 1)
+                });
+            }
+            refused(Life::restarted, S::ReportStaleGeneration, stale, |l| {
+                report(l.handle, now, 1, 1)
+            });
+        }
+        same_as(
+            Life::reasserting,
+            |l| report(l.handle, EARLIER, 1, 2),
+            |l| report(l.handle, NOW + 2_000_000, 1, 2),
+        );
+    }
+}
+
+/// The generation a fixture is in (0 before the first start).
+fn make_generation(l: &Life) -> u64 {
+    let mut generation = 0;
+    let _: TidegateLifecycleState =
+        unsafe { written(|out| tidegate_lifecycle_state(l.handle, out, &mut generation)) };
+    generation
+}
+
+fn lifecycle_on_restart_done() {
+    unsafe { lifecycle_restart_report(tidegate_lifecycle_on_restart_done) }
+}
+
+fn lifecycle_on_restart_failed() {
+    unsafe { lifecycle_restart_report(tidegate_lifecycle_on_restart_failed) }
 }
 
 fn lifecycle_write_journal() {

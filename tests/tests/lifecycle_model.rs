@@ -11,14 +11,24 @@
 //! gives way to housekeeping, and a persist past its deadline completes the stop (here the
 //! host's write lands late, so the journal still reaches the disk). Every stop therefore ends
 //! within the sum of its deadlines, which the test checks too.
+//!
+//! While the tunnel is up the host also reports path changes and wakes, and restart attempts
+//! done or failed (or never: an attempt may hang). The model follows the restart rules from the
+//! docs: a new path acts once it held for the debounce, one attempt at a time for the latest
+//! path, an attempt for a path gone abandoned before the next is announced, a failure retried
+//! after a back-off doubling per failure, the session cancelled when one path's attempts are
+//! used up, an attempt past its deadline abandoned and counted failed, no path means waiting.
+//! It checks every effect against that, the state (`Reasserting` exactly when a restart is owed,
+//! running, backing off or waiting), the timer the machine asks for, and that reports for
+//! abandoned attempts are refused and change nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use tidegate_core::{
     CancelCause, Generation, Instant, Journal, Lifecycle, LifecycleConfig, LifecycleEffect,
-    LifecycleState, ReportError, StartError, StopError, StopPhase, TaskId, TaskRegisterError,
-    TaskSlot,
+    LifecycleState, PathFingerprint, PathReport, ReportError, RestartId, StartError, StopError,
+    StopPhase, TaskId, TaskRegisterError, TaskSlot,
 };
 
 type Machine = Lifecycle<Vec<TaskSlot>>;
@@ -37,6 +47,10 @@ enum Event {
     Advance(u32),
     StaleReport(u8),
     Restart,
+    Path(u8),
+    Wake(u8),
+    RestartDone(u8),
+    RestartFailed(u8),
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -53,6 +67,10 @@ fn event() -> impl Strategy<Value = Event> {
         3 => (0u32..200_000).prop_map(Event::Advance),
         1 => any::<u8>().prop_map(Event::StaleReport),
         1 => Just(Event::Restart),
+        3 => any::<u8>().prop_map(Event::Path),
+        1 => any::<u8>().prop_map(Event::Wake),
+        2 => any::<u8>().prop_map(Event::RestartDone),
+        2 => any::<u8>().prop_map(Event::RestartFailed),
     ]
 }
 
@@ -92,6 +110,144 @@ impl Phase {
     }
 }
 
+/// Where the restarts of the running tunnel stand, from the docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Re {
+    /// Not reasserting.
+    Idle,
+    /// Reasserting with nothing to restart on (no usable path, or a back-off that ended while a
+    /// newer path was settling).
+    Waiting,
+    /// A `RestartTunnel` is owed for the path.
+    Due(u64),
+    /// The host runs attempt `id` (number `attempt` on `path`) until `deadline`.
+    InFlight {
+        id: RestartId,
+        path: u64,
+        attempt: u16,
+        deadline: u64,
+    },
+    /// The next attempt on `path` is due at `until`.
+    BackingOff { path: u64, until: u64 },
+}
+
+/// The restart half of the model.
+struct Restarts {
+    latest: Option<u64>,
+    established: Option<u64>,
+    settles_at: Option<u64>,
+    wake_due: bool,
+    state: Re,
+    /// Failed attempts on the current target path.
+    failures: u16,
+    /// The `AbandonRestart` the host is owed.
+    abandon_owed: Option<RestartId>,
+    /// The id the next `RestartTunnel` carries.
+    next_id: u64,
+}
+
+impl Restarts {
+    fn new() -> Self {
+        Restarts {
+            latest: None,
+            established: None,
+            settles_at: None,
+            wake_due: false,
+            state: Re::Idle,
+            failures: 0,
+            abandon_owed: None,
+            next_id: 1,
+        }
+    }
+
+    fn abandon(&mut self, id: RestartId) {
+        assert!(self.abandon_owed.is_none(), "two abandons owed at once");
+        self.abandon_owed = Some(id);
+        self.state = Re::Idle;
+    }
+
+    /// The stop: the attempt in flight is abandoned, nothing else runs.
+    fn end_session(&mut self) {
+        if let Re::InFlight { id, .. } = self.state {
+            self.abandon(id);
+        }
+        self.state = Re::Idle;
+        self.settles_at = None;
+        self.wake_due = false;
+    }
+
+    /// The next timer while running.
+    fn timeout(&self) -> Option<u64> {
+        let restart = match self.state {
+            Re::InFlight { deadline, .. } => Some(deadline),
+            Re::BackingOff { until, .. } => Some(until),
+            _ => None,
+        };
+        [self.settles_at, restart].into_iter().flatten().min()
+    }
+
+    /// An attempt on `path` failed at `now`: true when the session must be cancelled.
+    fn fail(&mut self, now: u64, path: u64, config: &LifecycleConfig) -> bool {
+        self.failures += 1;
+        if self.failures >= config.restart_attempts_max {
+            self.state = Re::Idle;
+            return true;
+        }
+        let backoff = (config.restart_backoff_micros << (self.failures - 1).min(40))
+            .min(config.restart_backoff_max_micros);
+        self.state = Re::BackingOff {
+            path,
+            until: now + backoff,
+        };
+        false
+    }
+
+    /// The timers `now` reached, in order: debounce, attempt deadline, back-off. True when the
+    /// session must be cancelled.
+    fn on_time(&mut self, now: u64, config: &LifecycleConfig) -> bool {
+        if self.settles_at.is_some_and(|at| now >= at) {
+            self.settles_at = None;
+            let wake = std::mem::take(&mut self.wake_due);
+            if let Some(target) = self.latest {
+                let reasserting = self.state != Re::Idle;
+                if reasserting || Some(target) != self.established || wake {
+                    let keep =
+                        matches!(self.state, Re::InFlight { path, .. } if path == target) && !wake;
+                    if !keep {
+                        if let Re::InFlight { id, .. } = self.state {
+                            self.abandon(id);
+                        }
+                        self.failures = 0;
+                        self.state = if target == 0 {
+                            Re::Waiting
+                        } else {
+                            Re::Due(target)
+                        };
+                    }
+                }
+            }
+        }
+        if let Re::InFlight {
+            id, path, deadline, ..
+        } = self.state
+            && now >= deadline
+        {
+            self.abandon(id);
+            return self.fail(now, path, config);
+        }
+        if let Re::BackingOff { path, until } = self.state
+            && now >= until
+        {
+            self.state = if self.settles_at.is_some() {
+                Re::Waiting
+            } else {
+                Re::Due(path)
+            };
+        }
+        false
+    }
+}
+
 /// The model of host and machine together. A task's identity is its payload (a `u32` counter),
 /// which survives the journal while task ids do not.
 struct Model {
@@ -115,6 +271,7 @@ struct Model {
     next_logical: u32,
     /// The longest single step of time so far: a deadline is seen at the first input after it.
     max_step: u64,
+    restarts: Restarts,
 }
 
 impl Model {
@@ -122,6 +279,7 @@ impl Model {
         match self.phase {
             Phase::Idle => LifecycleState::Idle,
             Phase::Starting { .. } => LifecycleState::Starting,
+            Phase::Running if self.restarts.state != Re::Idle => LifecycleState::Reasserting,
             Phase::Running => LifecycleState::Running,
             Phase::Stopped => LifecycleState::Stopped,
             Phase::Stopping {
@@ -152,6 +310,12 @@ impl Model {
             Phase::Starting { deadline } if now >= *deadline => {
                 self.phase = Phase::stopping(now, &config, Some((0, CancelCause::StartTimedOut)));
             }
+            Phase::Running => {
+                let exhausted = self.restarts.on_time(now, &config);
+                if exhausted {
+                    self.cancel_restarts_exhausted();
+                }
+            }
             Phase::Stopping {
                 teardown_deadline,
                 torn_down_deadline: torn_down @ None,
@@ -181,6 +345,15 @@ impl Model {
             }
             _ => {}
         }
+    }
+
+    fn cancel_restarts_exhausted(&mut self) {
+        self.restarts.end_session();
+        self.phase = Phase::stopping(
+            self.now,
+            &self.config,
+            Some((0, CancelCause::RestartsExhausted)),
+        );
     }
 
     fn sealed(&self) -> bool {
@@ -256,6 +429,39 @@ fn drain(machine: &mut Machine, model: &mut Model) -> Result<(), TestCaseError> 
                     }
                 );
                 prop_assert!(tearing_down);
+                prop_assert_eq!(
+                    model.restarts.abandon_owed,
+                    None,
+                    "abandon after the teardown"
+                );
+            }
+            LifecycleEffect::AbandonRestart {
+                generation: g,
+                restart,
+            } => {
+                prop_assert_eq!(g, generation);
+                prop_assert_eq!(model.restarts.abandon_owed.take(), Some(restart));
+            }
+            LifecycleEffect::RestartTunnel {
+                generation: g,
+                restart,
+                path,
+                attempt,
+            } => {
+                prop_assert_eq!(g, generation);
+                prop_assert_eq!(model.phase, Phase::Running);
+                let restarts = &mut model.restarts;
+                prop_assert_eq!(restarts.abandon_owed, None, "one attempt at a time");
+                prop_assert_eq!(restarts.state, Re::Due(path.0));
+                prop_assert_eq!(attempt, restarts.failures + 1);
+                prop_assert_eq!(restart, RestartId(restarts.next_id));
+                restarts.next_id += 1;
+                restarts.state = Re::InFlight {
+                    id: restart,
+                    path: path.0,
+                    attempt,
+                    deadline: model.now + model.config.restart_deadline_micros,
+                };
             }
             LifecycleEffect::PersistJournal { generation: g, len } => {
                 prop_assert_eq!(g, generation);
@@ -322,6 +528,27 @@ fn drain(machine: &mut Machine, model: &mut Model) -> Result<(), TestCaseError> 
 
 fn check_agreement(machine: &Machine, model: &Model) -> Result<(), TestCaseError> {
     prop_assert_eq!(machine.state(), model.expected_state());
+    prop_assert_eq!(
+        model.restarts.abandon_owed,
+        None,
+        "an abandon left undrained"
+    );
+    if model.phase == Phase::Running {
+        prop_assert_eq!(
+            machine.poll_timeout().map(|t| t.as_micros()),
+            model.restarts.timeout()
+        );
+        // Liveness: reasserting on a usable path always has a timer or an attempt running.
+        if model.restarts.latest.is_some_and(|path| path != 0)
+            && machine.state() == LifecycleState::Reasserting
+        {
+            prop_assert!(
+                machine.poll_timeout().is_some(),
+                "reasserting forever: {:?}",
+                model.restarts.state
+            );
+        }
+    }
     match model.phase {
         Phase::Idle | Phase::Stopped => prop_assert_eq!(machine.tasks_queued(), 0),
         _ => prop_assert_eq!(machine.tasks_queued(), model.unfinished.len()),
@@ -371,6 +598,7 @@ fn apply(
                         .unwrap_or_default();
                     prop_assert_eq!(&carried, &model.unfinished);
                     model.carried = carried;
+                    model.restarts.established = model.restarts.latest;
                     model.phase = Phase::Starting {
                         deadline: model.now + config.start_deadline_micros,
                     };
@@ -405,6 +633,7 @@ fn apply(
             match model.phase {
                 Phase::Starting { .. } | Phase::Running => {
                     prop_assert_eq!(result, Ok(()));
+                    model.restarts.end_session();
                     let cancel = code.map(|code| (code, CancelCause::Host));
                     model.phase = Phase::stopping(model.now, &config, cancel);
                 }
@@ -536,6 +765,93 @@ fn apply(
                 *machine = Lifecycle::new(config, vec![TaskSlot::EMPTY; model.capacity]).unwrap();
                 model.phase = Phase::Idle;
                 model.running.clear();
+                model.restarts = Restarts::new();
+            }
+        }
+        Event::Path(pick) => {
+            let path = u64::from(pick % 4);
+            let result = machine.on_path_change(now, PathFingerprint(path));
+            let restarts = &mut model.restarts;
+            if restarts.latest == Some(path) {
+                prop_assert_eq!(result, PathReport::Unchanged);
+            } else if model.phase == Phase::Running && restarts.latest.is_some() {
+                let settles_at = model.now + config.path_debounce_micros;
+                prop_assert_eq!(
+                    result,
+                    PathReport::Scheduled {
+                        settles_at: Instant::from_micros(settles_at)
+                    }
+                );
+                restarts.latest = Some(path);
+                restarts.settles_at = Some(settles_at);
+                // A debounce of 0 acts at this very input's polls.
+                if model.restarts.on_time(model.now, &config) {
+                    model.cancel_restarts_exhausted();
+                }
+            } else {
+                prop_assert_eq!(result, PathReport::Recorded);
+                restarts.latest = Some(path);
+                restarts.established = Some(path);
+            }
+        }
+        Event::Wake(pick) => {
+            let slept = u64::from(pick) * 1_000_000;
+            let scheduled = machine.on_wake(now, slept);
+            let expected = model.phase == Phase::Running
+                && config.wake_restart_after_micros != 0
+                && slept >= config.wake_restart_after_micros;
+            prop_assert_eq!(scheduled, expected);
+            if expected {
+                model.restarts.wake_due = true;
+                model.restarts.settles_at = Some(model.now + config.path_debounce_micros);
+                if model.restarts.on_time(model.now, &config) {
+                    model.cancel_restarts_exhausted();
+                }
+            }
+        }
+        Event::RestartDone(pick) | Event::RestartFailed(pick) => {
+            let done = matches!(event, Event::RestartDone(_));
+            let in_flight = match model.restarts.state {
+                Re::InFlight { id, path, .. } => Some((id, path)),
+                _ => None,
+            };
+            let restart = match in_flight {
+                Some((id, _)) if pick % 4 != 0 => id,
+                _ => RestartId(u64::from(pick % 8)),
+            };
+            let stats = machine.stats();
+            let state = machine.state();
+            let result = if done {
+                machine.on_restart_done(now, generation, restart)
+            } else {
+                machine.on_restart_failed(now, generation, restart)
+            };
+            match in_flight {
+                Some((id, path)) if id == restart => {
+                    prop_assert_eq!(result, Ok(()));
+                    if done {
+                        let restarts = &mut model.restarts;
+                        restarts.established = Some(path);
+                        restarts.failures = 0;
+                        restarts.state = Re::Idle;
+                    } else if model.restarts.fail(model.now, path, &config) {
+                        model.cancel_restarts_exhausted();
+                    }
+                }
+                _ => {
+                    let expected = if restart.0 >= 1 && restart.0 < model.restarts.next_id {
+                        ReportError::StaleRestart { restart }
+                    } else {
+                        ReportError::UnknownRestart { restart }
+                    };
+                    prop_assert_eq!(result, Err(expected));
+                    // A refused report changes nothing but the refusal counters.
+                    prop_assert_eq!(machine.state(), state);
+                    let after = machine.stats();
+                    prop_assert_eq!(after.restarts_done, stats.restarts_done);
+                    prop_assert_eq!(after.restarts_failed, stats.restarts_failed);
+                    prop_assert_eq!(after.reports_refused, stats.reports_refused + 1);
+                }
             }
         }
     }
@@ -552,15 +868,25 @@ proptest! {
         deadline_millis in 1u64..400,
         phase_deadlines_millis in [1u64..1_000, 1u64..400, 1u64..400],
         in_flight_max in 1u16..4,
+        restart_millis in [0u64..500, 1u64..1_000, 1u64..300, 0u64..2_000],
+        restart_attempts_max in 1u16..5,
+        wake_restart_after_secs in 0u64..200,
         events in proptest::collection::vec(event(), 1..120),
     ) {
         let [start, teardown, persist] = phase_deadlines_millis;
+        let [debounce, restart_deadline, backoff, backoff_extra] = restart_millis;
         let config = LifecycleConfig {
             housekeeping_deadline_micros: deadline_millis * 1_000,
             tasks_in_flight_max: in_flight_max,
             start_deadline_micros: start * 1_000,
             teardown_deadline_micros: teardown * 1_000,
             persist_deadline_micros: persist * 1_000,
+            path_debounce_micros: debounce * 1_000,
+            restart_deadline_micros: restart_deadline * 1_000,
+            restart_attempts_max,
+            restart_backoff_micros: backoff * 1_000,
+            restart_backoff_max_micros: (backoff + backoff_extra) * 1_000,
+            wake_restart_after_micros: wake_restart_after_secs * 1_000_000,
         };
         let mut machine: Machine = Lifecycle::new(config, vec![TaskSlot::EMPTY; capacity]).unwrap();
         let mut model = Model {
@@ -577,6 +903,7 @@ proptest! {
             disk: None,
             written: None,
             next_logical: 0,
+            restarts: Restarts::new(),
         };
         for event in events {
             apply(&mut machine, &mut model, event, config)?;

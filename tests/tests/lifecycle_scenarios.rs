@@ -101,6 +101,9 @@ impl Host {
                     self.cancelled_with = Some(code);
                     self.running.clear();
                 }
+                LifecycleEffect::RestartTunnel { .. } | LifecycleEffect::AbandonRestart { .. } => {
+                    panic!("these scenarios report no path change")
+                }
             }
         }
     }

@@ -279,6 +279,20 @@ unsafe fn check_poisoned_lifecycle(l: *mut TidegateLifecycle) -> Checked {
             "tidegate_lifecycle_on_journal_persisted",
             tidegate_lifecycle_on_journal_persisted(l, 1, 1),
         );
+        c.poisoned_out("tidegate_lifecycle_on_path_change", |out| {
+            tidegate_lifecycle_on_path_change(l, 1, 7, out)
+        });
+        c.poisoned_out("tidegate_lifecycle_on_wake", |out| {
+            tidegate_lifecycle_on_wake(l, 1, u64::MAX, out)
+        });
+        c.poisoned(
+            "tidegate_lifecycle_on_restart_done",
+            tidegate_lifecycle_on_restart_done(l, 1, 1, 1),
+        );
+        c.poisoned(
+            "tidegate_lifecycle_on_restart_failed",
+            tidegate_lifecycle_on_restart_failed(l, 1, 1, 1),
+        );
         c.poisoned_out("tidegate_lifecycle_write_journal", |out| {
             let mut buf = Out::<[u8; 128]>::new();
             let status = tidegate_lifecycle_write_journal(l, buf.ptr().cast(), 128, out);

@@ -6,6 +6,9 @@ use crate::fmt::{log_debug, log_trace, log_warn};
 use crate::journal::{Journal, JournalTask, TaskPayload, encode_journal, journal_encoded_len};
 use crate::time::{Clock, Instant};
 
+use super::reassert::{
+    PathFingerprint, PathReport, Reassert, RestartId, RestartReportError, Verdict,
+};
 use super::tasks::{Status, TaskQueue, TaskSlot};
 use super::{
     CancelCause, Generation, LifecycleConfig, LifecycleConfigError, LifecycleEffect,
@@ -40,6 +43,27 @@ use super::{
 /// handed to `on_start` has ended, a `DiscardJournal` effect says the host may delete it; until
 /// then the host keeps it, so a process killed mid-session loses nothing either.
 ///
+/// **Restarts.** While the tunnel is up, [`Lifecycle::on_path_change`] reports each path from
+/// the host's path monitor. A new path that holds for `path_debounce_micros` restarts the
+/// tunnel on it: a `RestartTunnel` effect, reported with [`Lifecycle::on_restart_done`] or
+/// [`Lifecycle::on_restart_failed`]. The state is [`LifecycleState::Reasserting`] from the
+/// debounce's end until an attempt is reported done. One attempt runs at a time. A change to yet
+/// another path that holds abandons the attempt in flight (an `AbandonRestart` effect, then a
+/// `RestartTunnel` for the latest path), and an attempt past `restart_deadline_micros` is
+/// abandoned and counts as failed. A failed attempt is retried on the same path after a back-off
+/// that doubles; when `restart_attempts_max` attempts on one path have failed, the session is
+/// cancelled with [`CancelCause::RestartsExhausted`] instead of staying up but dead. Each attempt
+/// has its own [`RestartId`]; a report for an attempt that was abandoned is refused with
+/// [`ReportError::StaleRestart`] and changes nothing. [`PathFingerprint::NONE`] means no usable
+/// path: the attempt in flight is abandoned and the session waits, reasserting, for a path to
+/// appear, without using up attempts. A stop abandons the attempt in flight (its
+/// `AbandonRestart` comes before `TearDown`).
+///
+/// **Sleep.** [`Lifecycle::on_wake`] reports a wake and how long the device slept. After a sleep
+/// of `wake_restart_after_micros` or more the tunnel restarts on the latest path, through the
+/// same debounce (the path monitor's report after a wake lands in it). A jump in `now` fires
+/// each deadline and timer once: every timer armed by a firing is measured from that `now`.
+///
 /// **Generations.** Each start opens a new [`Generation`], larger than the last one and than the
 /// one recorded in the journal handed in (so it keeps growing across process launches). Effects
 /// carry it and task and phase reports must echo it; a report for another generation is refused
@@ -63,6 +87,8 @@ pub struct Lifecycle<S> {
     discard_due: bool,
     /// Length of the sealed journal, while there is one.
     sealed_journal_len: Option<usize>,
+    /// Path changes and restarts of the running tunnel.
+    reassert: Reassert,
     stats: LifecycleStats,
 }
 
@@ -131,6 +157,7 @@ where
             journal_held: false,
             discard_due: false,
             sealed_journal_len: None,
+            reassert: Reassert::new(),
             stats: LifecycleStats::default(),
         })
     }
@@ -152,6 +179,7 @@ where
         match self.phase {
             Phase::Idle => LifecycleState::Idle,
             Phase::Starting { .. } => LifecycleState::Starting,
+            Phase::Running if self.reassert.reasserting() => LifecycleState::Reasserting,
             Phase::Running => LifecycleState::Running,
             Phase::Stopped => LifecycleState::Stopped,
             Phase::Stopping(stop) => LifecycleState::Stopping(match stop.step {
@@ -173,8 +201,25 @@ where
     }
 
     /// Counters and figures so far.
-    pub fn stats(&self) -> &LifecycleStats {
-        &self.stats
+    pub fn stats(&self) -> LifecycleStats {
+        let counters = self.reassert.counters;
+        LifecycleStats {
+            path_changes: counters.path_changes,
+            restarts_run: counters.restarts_run,
+            restarts_done: counters.restarts_done,
+            restarts_failed: counters.restarts_failed,
+            restart_timeouts: counters.restart_timeouts,
+            restarts_abandoned: counters.restarts_abandoned,
+            wakes: counters.wakes,
+            wake_restarts: counters.wake_restarts,
+            ..self.stats
+        }
+    }
+
+    /// The path the tunnel is up on: the latest path reported before it came up, or the path of
+    /// the last restart reported done. `None` until a path was reported.
+    pub fn path(&self) -> Option<PathFingerprint> {
+        self.reassert.established()
     }
 
     /// Tasks in the queue (pending, running or sealed into the journal).
@@ -227,6 +272,7 @@ where
         let generation = base.checked_add(1).ok_or(StartError::GenerationExhausted)?;
 
         self.generation = Generation(generation);
+        self.reassert.begin_session();
         self.tasks.clear();
         self.sealed_journal_len = None;
         self.discard_due = false;
@@ -422,6 +468,60 @@ where
         Ok(())
     }
 
+    /// The host's path monitor reports the current path (`NWPathMonitor`'s update handler, or a
+    /// route or interface change on other systems). A report of the path last reported changes
+    /// nothing; before the tunnel is up a report only records the path it comes up on; while it
+    /// is up a new path restarts it once it has held for the debounce (see the restarts on
+    /// [`Lifecycle`]). Never refused: a report while no session runs is recorded for the next
+    /// start.
+    pub fn on_path_change(&mut self, now: Instant, path: PathFingerprint) -> PathReport {
+        let now = self.observe(now);
+        let running = matches!(self.phase, Phase::Running);
+        let report = self.reassert.on_path(now, path, running, &self.config);
+        log_debug!("lifecycle: path {} reported", path.0);
+        // A debounce of 0 settles at this very `now`: no timer is left at or before it.
+        self.observe(now);
+        report
+    }
+
+    /// The device woke after sleeping `slept_micros` (on Apple platforms, the difference between
+    /// the continuous and the uptime clock across the sleep). While the tunnel is up, a sleep of
+    /// `wake_restart_after_micros` or more schedules a restart on the latest path, through the
+    /// path debounce; the return says whether it did. Deadlines and timers need no wake report: a
+    /// `now` that jumped fires each of them once.
+    pub fn on_wake(&mut self, now: Instant, slept_micros: u64) -> bool {
+        let now = self.observe(now);
+        if !matches!(self.phase, Phase::Running) {
+            self.reassert.counters.wakes = self.reassert.counters.wakes.saturating_add(1);
+            return false;
+        }
+        let scheduled = self.reassert.on_wake(now, slept_micros, &self.config);
+        self.observe(now);
+        scheduled
+    }
+
+    /// Restart attempt `restart` of `generation` is done: the tunnel is up on the attempt's path.
+    pub fn on_restart_done(
+        &mut self,
+        now: Instant,
+        generation: Generation,
+        restart: RestartId,
+    ) -> Result<(), ReportError> {
+        self.end_restart(now, generation, restart, true)
+    }
+
+    /// Restart attempt `restart` of `generation` failed. It is retried after the back-off, or,
+    /// if it was the last attempt for its path, the session is cancelled with
+    /// [`CancelCause::RestartsExhausted`].
+    pub fn on_restart_failed(
+        &mut self,
+        now: Instant,
+        generation: Generation,
+        restart: RestartId,
+    ) -> Result<(), ReportError> {
+        self.end_restart(now, generation, restart, false)
+    }
+
     /// Write the sealed journal into the front of `buf` and return its length.
     ///
     /// Available from the `PersistJournal` effect until the stop completes. On error nothing is
@@ -446,6 +546,12 @@ where
     pub fn poll_effect(&mut self, now: Instant) -> Option<LifecycleEffect> {
         let now = self.observe(now);
         let generation = self.generation;
+        if let Some(restart) = self.reassert.take_abandon() {
+            return Some(LifecycleEffect::AbandonRestart {
+                generation,
+                restart,
+            });
+        }
         if self.discard_due {
             self.discard_due = false;
             self.journal_held = false;
@@ -471,7 +577,15 @@ where
                     carried_over_tasks: carried,
                 })
             }
-            Phase::Running => self.next_task(true),
+            Phase::Running => match self.reassert.take_announce(now, &self.config) {
+                Some(announce) => Some(LifecycleEffect::RestartTunnel {
+                    generation,
+                    restart: announce.id,
+                    path: announce.path,
+                    attempt: announce.attempt,
+                }),
+                None => self.next_task(true),
+            },
             Phase::Stopping(mut stop) => match stop.step {
                 StopStep::TearDownDue { deadline } => {
                     stop.step = StopStep::TearingDown { deadline };
@@ -492,14 +606,16 @@ where
     }
 
     /// When [`Lifecycle::handle_timeout`] must next be called: the deadline of the phase that
-    /// waits on the host (starting, tearing down, housekeeping, persisting the journal),
+    /// waits on the host (starting, tearing down, housekeeping, persisting the journal), or while
+    /// the tunnel is up the end of a path debounce, a restart attempt's deadline or a back-off;
     /// otherwise `None`.
     #[must_use = "arm a timer for this instant"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::Starting { deadline, .. } => Some(deadline),
             Phase::Stopping(stop) => stop.step.deadline(),
-            _ => None,
+            Phase::Running => self.reassert.timeout(),
+            Phase::Idle | Phase::Stopped => None,
         }
     }
 
@@ -526,6 +642,10 @@ where
                 log_warn!("lifecycle: start deadline passed, cancelling");
                 self.begin_stop(now, Some((0, CancelCause::StartTimedOut)));
             }
+            Phase::Running => match self.reassert.on_time(now, &self.config) {
+                Verdict::Exhausted => self.restarts_exhausted(now),
+                Verdict::Continue => {}
+            },
             Phase::Stopping(stop) => match stop.step {
                 StopStep::TearDownDue { deadline } | StopStep::TearingDown { deadline }
                     if now >= deadline =>
@@ -589,6 +709,7 @@ where
     }
 
     fn begin_stop(&mut self, now: Instant, cancel: Option<(u32, CancelCause)>) {
+        self.reassert.end_session();
         self.phase = Phase::Stopping(Stop {
             requested_at: now,
             cancel,
@@ -675,6 +796,41 @@ where
         }
         self.finish_housekeeping_if_done();
         Ok(())
+    }
+
+    fn end_restart(
+        &mut self,
+        now: Instant,
+        generation: Generation,
+        restart: RestartId,
+        done: bool,
+    ) -> Result<(), ReportError> {
+        let now = self.observe(now);
+        self.check_generation(generation)?;
+        match self
+            .reassert
+            .on_restart_ended(now, restart, done, &self.config)
+        {
+            Ok(Verdict::Continue) => Ok(()),
+            Ok(Verdict::Exhausted) => {
+                self.restarts_exhausted(now);
+                Ok(())
+            }
+            Err(RestartReportError::Stale) => {
+                self.stats.stale_reports = self.stats.stale_reports.saturating_add(1);
+                Err(self.refuse(ReportError::StaleRestart { restart }))
+            }
+            Err(RestartReportError::Unknown) => {
+                Err(self.refuse(ReportError::UnknownRestart { restart }))
+            }
+        }
+    }
+
+    /// Every attempt on the path failed: cancel rather than stay up but dead.
+    fn restarts_exhausted(&mut self, now: Instant) {
+        self.stats.restarts_exhausted = self.stats.restarts_exhausted.saturating_add(1);
+        log_warn!("lifecycle: every restart attempt failed, cancelling");
+        self.begin_stop(now, Some((0, CancelCause::RestartsExhausted)));
     }
 
     fn finish_housekeeping_if_done(&mut self) {

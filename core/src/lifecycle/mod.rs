@@ -8,17 +8,24 @@
 //! pending into a small checksummed journal that the host persists before completing the stop
 //! and hands back at the next start, where those tasks run again while the tunnel is up.
 //!
-//! The module owns the states and transitions (`machine.rs`) and the fixed-capacity task queue
-//! (`tasks.rs`); the journal's byte format lives in `crate::journal`.
+//! While the tunnel is up, a path change (or a wake after a long sleep) restarts it: debounced,
+//! one restart at a time, retried with back-off a bounded number of times and then cancelled,
+//! never left up but dead.
+//!
+//! The module owns the states and transitions (`machine.rs`), the restarts of a running tunnel
+//! (`reassert.rs`) and the fixed-capacity task queue (`tasks.rs`); the journal's byte format
+//! lives in `crate::journal`.
 
 use core::fmt;
 
 use crate::journal::{JournalDecodeError, JournalEncodeError, TaskPayload};
 
 mod machine;
+mod reassert;
 mod tasks;
 
 pub use machine::Lifecycle;
+pub use reassert::{PathFingerprint, PathReport, RestartId};
 pub use tasks::TaskSlot;
 
 /// The number of a session. Every start gets a new, larger one; every effect carries it and every
@@ -68,6 +75,30 @@ pub const DEFAULT_TEARDOWN_DEADLINE_MICROS: u64 = 5_000_000;
 /// the journal is persisted. Past it the stop completes anyway.
 pub const DEFAULT_PERSIST_DEADLINE_MICROS: u64 = 2_000_000;
 
+/// The default path debounce, 1 s: a path change restarts the tunnel only once no other change
+/// came for this long. Path monitors report a Wi-Fi to cellular hand-over as a burst of changes
+/// within a few hundred milliseconds; one restart for the path that holds beats one per report.
+pub const DEFAULT_PATH_DEBOUNCE_MICROS: u64 = 1_000_000;
+
+/// The default restart deadline, 20 s: an attempt not reported done or failed by then counts as
+/// failed and is abandoned (a handshake that gets no answer on a path without connectivity).
+pub const DEFAULT_RESTART_DEADLINE_MICROS: u64 = 20_000_000;
+
+/// The default number of attempts to restart on one path, 4, before the session is cancelled.
+pub const DEFAULT_RESTART_ATTEMPTS_MAX: u16 = 4;
+
+/// The default back-off after the first failed attempt, 1 s; it doubles after each further
+/// failure. The first attempt after a change often fails (no link yet, a captive portal).
+pub const DEFAULT_RESTART_BACKOFF_MICROS: u64 = 1_000_000;
+
+/// The default cap of the back-off, 30 s.
+pub const DEFAULT_RESTART_BACKOFF_MAX_MICROS: u64 = 30_000_000;
+
+/// The default sleep after which a wake restarts the tunnel, 120 s: NAT mappings of UDP flows
+/// last at least two minutes (RFC 4787, REQ-5), so after a longer sleep the tunnel's mapping and
+/// often the server's session may be gone.
+pub const DEFAULT_WAKE_RESTART_AFTER_MICROS: u64 = 120_000_000;
+
 /// Settings fixed when a [`Lifecycle`] is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LifecycleConfig {
@@ -95,6 +126,31 @@ pub struct LifecycleConfig {
     /// (counted in [`LifecycleStats::tasks_unconfirmed`]). Default
     /// [`DEFAULT_PERSIST_DEADLINE_MICROS`]. Not 0 (refused).
     pub persist_deadline_micros: u64,
+    /// How long a path change must hold before the tunnel restarts on it, in microseconds; each
+    /// further change starts it again. 0 restarts at once on every change. Default
+    /// [`DEFAULT_PATH_DEBOUNCE_MICROS`].
+    pub path_debounce_micros: u64,
+    /// How long one restart attempt may take, from its `RestartTunnel` effect to
+    /// [`Lifecycle::on_restart_done`] or [`Lifecycle::on_restart_failed`], in microseconds. Past
+    /// it the attempt is abandoned (an `AbandonRestart` effect) and counts as failed. Default
+    /// [`DEFAULT_RESTART_DEADLINE_MICROS`]. Not 0 (refused).
+    pub restart_deadline_micros: u64,
+    /// How many attempts a path gets before the session is cancelled with
+    /// [`CancelCause::RestartsExhausted`]. A new path gets the full number again. Default
+    /// [`DEFAULT_RESTART_ATTEMPTS_MAX`]. Not 0 (refused).
+    pub restart_attempts_max: u16,
+    /// The wait after the first failed attempt before the next, in microseconds; it doubles after
+    /// each further failure up to `restart_backoff_max_micros`. Default
+    /// [`DEFAULT_RESTART_BACKOFF_MICROS`]. Not 0 (refused: retrying at once is the storm this
+    /// prevents).
+    pub restart_backoff_micros: u64,
+    /// The longest back-off, in microseconds. Default [`DEFAULT_RESTART_BACKOFF_MAX_MICROS`]; not
+    /// below `restart_backoff_micros` (refused).
+    pub restart_backoff_max_micros: u64,
+    /// A wake ([`Lifecycle::on_wake`]) after a sleep at least this long restarts the tunnel on
+    /// the latest path, like a path change. 0: a wake never restarts. Default
+    /// [`DEFAULT_WAKE_RESTART_AFTER_MICROS`].
+    pub wake_restart_after_micros: u64,
 }
 
 /// Why [`Lifecycle::new`] refused a configuration or its task storage.
@@ -116,6 +172,14 @@ pub enum LifecycleConfigError {
     ZeroTeardownDeadline,
     /// `persist_deadline_micros` is 0.
     ZeroPersistDeadline,
+    /// `restart_deadline_micros` is 0.
+    ZeroRestartDeadline,
+    /// `restart_attempts_max` is 0: a path change could never restart the tunnel.
+    ZeroRestartAttempts,
+    /// `restart_backoff_micros` is 0.
+    ZeroRestartBackoff,
+    /// `restart_backoff_max_micros` is below `restart_backoff_micros`.
+    RestartBackoffMaxBelowInitial,
 }
 
 impl core::fmt::Display for LifecycleConfigError {
@@ -128,13 +192,21 @@ impl core::fmt::Display for LifecycleConfigError {
             LifecycleConfigError::ZeroStartDeadline => "start deadline is 0",
             LifecycleConfigError::ZeroTeardownDeadline => "teardown deadline is 0",
             LifecycleConfigError::ZeroPersistDeadline => "persist deadline is 0",
+            LifecycleConfigError::ZeroRestartDeadline => "restart deadline is 0",
+            LifecycleConfigError::ZeroRestartAttempts => "restart_attempts_max is 0",
+            LifecycleConfigError::ZeroRestartBackoff => "restart back-off is 0",
+            LifecycleConfigError::RestartBackoffMaxBelowInitial => {
+                "restart back-off maximum is below the initial back-off"
+            }
         })
     }
 }
 
 impl LifecycleConfig {
     /// The documented defaults: deadlines of 60 s to start, 5 s to tear down, 250 ms of
-    /// housekeeping and 2 s to persist the journal, and one task at a time. Build a
+    /// housekeeping and 2 s to persist the journal, and one task at a time; restarts after a 1 s
+    /// path debounce, 20 s per attempt, 4 attempts per path with back-off from 1 s doubling up to
+    /// 30 s, and a restart on waking from a sleep of 2 minutes or more. Build a
     /// configuration as `LifecycleConfig { field: value, ..LifecycleConfig::DEFAULT }`, so that a
     /// field added later keeps its default without breaking the caller.
     pub const DEFAULT: LifecycleConfig = LifecycleConfig {
@@ -143,6 +215,12 @@ impl LifecycleConfig {
         start_deadline_micros: DEFAULT_START_DEADLINE_MICROS,
         teardown_deadline_micros: DEFAULT_TEARDOWN_DEADLINE_MICROS,
         persist_deadline_micros: DEFAULT_PERSIST_DEADLINE_MICROS,
+        path_debounce_micros: DEFAULT_PATH_DEBOUNCE_MICROS,
+        restart_deadline_micros: DEFAULT_RESTART_DEADLINE_MICROS,
+        restart_attempts_max: DEFAULT_RESTART_ATTEMPTS_MAX,
+        restart_backoff_micros: DEFAULT_RESTART_BACKOFF_MICROS,
+        restart_backoff_max_micros: DEFAULT_RESTART_BACKOFF_MAX_MICROS,
+        wake_restart_after_micros: DEFAULT_WAKE_RESTART_AFTER_MICROS,
     };
 
     /// Check the configuration for a queue of `task_capacity` slots: [`Lifecycle::new`] refuses
@@ -169,6 +247,18 @@ impl LifecycleConfig {
         if self.persist_deadline_micros == 0 {
             return Err(LifecycleConfigError::ZeroPersistDeadline);
         }
+        if self.restart_deadline_micros == 0 {
+            return Err(LifecycleConfigError::ZeroRestartDeadline);
+        }
+        if self.restart_attempts_max == 0 {
+            return Err(LifecycleConfigError::ZeroRestartAttempts);
+        }
+        if self.restart_backoff_micros == 0 {
+            return Err(LifecycleConfigError::ZeroRestartBackoff);
+        }
+        if self.restart_backoff_max_micros < self.restart_backoff_micros {
+            return Err(LifecycleConfigError::RestartBackoffMaxBelowInitial);
+        }
         Ok(())
     }
 
@@ -194,6 +284,11 @@ pub enum LifecycleState {
     Starting,
     /// The tunnel is up. Tasks carried over from the last journal run now.
     Running,
+    /// The tunnel is up but its path changed (or the device woke from a long sleep): a restart
+    /// is due, running, backing off after a failure, or waiting for a usable path. A provider
+    /// sets `reasserting = true` for as long as this lasts. Housekeeping carried over from the
+    /// journal goes on.
+    Reasserting,
     /// A stop or cancel is in progress, in the phase given.
     Stopping(StopPhase),
     /// The last session's stop completed; a new start is accepted.
@@ -261,6 +356,29 @@ pub enum LifecycleEffect {
         /// The current session.
         generation: Generation,
     },
+    /// Restart the tunnel on the path `path` (reconnect its transport there; keep the tunnel
+    /// interface and its settings), then report [`Lifecycle::on_restart_done`] or
+    /// [`Lifecycle::on_restart_failed`] with `restart`. At most one attempt runs at a time: a
+    /// second `RestartTunnel` comes only after the first was reported or abandoned.
+    RestartTunnel {
+        /// The current session.
+        generation: Generation,
+        /// The attempt to report.
+        restart: RestartId,
+        /// The path to restart on, as reported with [`Lifecycle::on_path_change`].
+        path: PathFingerprint,
+        /// 1 for the first attempt on this path, then 2, 3, ... up to `restart_attempts_max`.
+        attempt: u16,
+    },
+    /// Stop attempt `restart` now and forget it: its path is gone, it passed its deadline, or the
+    /// session is stopping. A later report for it is refused as stale; if another attempt
+    /// follows, it comes as its own `RestartTunnel` after this effect.
+    AbandonRestart {
+        /// The current session.
+        generation: Generation,
+        /// The attempt to stop.
+        restart: RestartId,
+    },
     /// Call the stop completion handler. The process may be killed right after; nothing is lost
     /// because pending tasks are in the persisted journal.
     CompleteStop {
@@ -290,6 +408,9 @@ pub enum CancelCause {
     Host,
     /// The start did not come up within `start_deadline_micros`.
     StartTimedOut,
+    /// Every restart attempt on the latest path failed (`restart_attempts_max` of them): the
+    /// tunnel is cancelled rather than left up but dead.
+    RestartsExhausted,
 }
 
 /// How an accepted stop request proceeds.
@@ -345,6 +466,25 @@ pub struct LifecycleStats {
     /// Tasks sealed into a journal whose persistence was never confirmed (the persist deadline
     /// passed): they run again only if the host did persist that journal.
     pub tasks_unconfirmed: u64,
+    /// Path reports with a new fingerprint while the tunnel was up (each starts the debounce).
+    pub path_changes: u64,
+    /// `RestartTunnel` effects handed out.
+    pub restarts_run: u64,
+    /// Restart attempts reported done.
+    pub restarts_done: u64,
+    /// Restart attempts that failed: reported failed, or past their deadline.
+    pub restarts_failed: u64,
+    /// Restart attempts past their deadline (counted in `restarts_failed` too).
+    pub restart_timeouts: u64,
+    /// `AbandonRestart` effects: attempts whose path was gone, that passed their deadline, or
+    /// that were running when the session stopped.
+    pub restarts_abandoned: u64,
+    /// Sessions cancelled because every attempt on a path failed.
+    pub restarts_exhausted: u64,
+    /// Wakes reported.
+    pub wakes: u64,
+    /// Wakes after a sleep long enough to restart the tunnel.
+    pub wake_restarts: u64,
 }
 
 /// Why a start was refused. Nothing changed (except the `journals_rejected` counter for a bad
@@ -481,6 +621,17 @@ pub enum ReportError {
         /// The id reported.
         task: TaskId,
     },
+    /// The restart attempt is not the one running: it was abandoned, passed its deadline, or was
+    /// reported before. A late callback from an earlier attempt; ignore it.
+    StaleRestart {
+        /// The id reported.
+        restart: RestartId,
+    },
+    /// No restart attempt with this id was ever announced.
+    UnknownRestart {
+        /// The id reported.
+        restart: RestartId,
+    },
     /// The task already ended: it was reported before (a duplicate report), or it was carried
     /// into a journal by a stop that has completed.
     TaskAlreadyEnded {
@@ -515,6 +666,10 @@ impl fmt::Display for ReportError {
             ReportError::Unexpected { state } => {
                 write!(f, "report not expected in state {state:?}")
             }
+            ReportError::StaleRestart { restart } => {
+                write!(f, "{restart} is not the attempt running")
+            }
+            ReportError::UnknownRestart { restart } => write!(f, "{restart} was never announced"),
             ReportError::UnknownTask { task } => write!(f, "{task} was never queued"),
             ReportError::TaskAlreadyEnded { task } => write!(f, "{task} already ended"),
             ReportError::TaskNotRunning { task } => write!(f, "{task} is not running"),

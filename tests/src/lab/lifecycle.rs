@@ -286,8 +286,10 @@ impl Provider {
                 LifecycleEffect::CompleteStop { .. } => {
                     self.completed_stop_at = Some(self.now);
                 }
-                LifecycleEffect::CancelWithError { .. } => {
-                    unreachable!("nothing cancels in this scenario")
+                LifecycleEffect::CancelWithError { .. }
+                | LifecycleEffect::RestartTunnel { .. }
+                | LifecycleEffect::AbandonRestart { .. } => {
+                    unreachable!("nothing cancels and no path changes in this scenario")
                 }
             }
         }
