@@ -8,11 +8,13 @@
 use std::sync::OnceLock;
 
 use tidegate_core::{
-    DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, DEFAULT_TEARDOWN_DEADLINE_MICROS, FlowPolicy,
+    DEFAULT_HOUSEKEEPING_DEADLINE_MICROS, DEFAULT_PATH_DEBOUNCE_MICROS,
+    DEFAULT_RESTART_ATTEMPTS_MAX, DEFAULT_RESTART_BACKOFF_MAX_MICROS,
+    DEFAULT_RESTART_DEADLINE_MICROS, DEFAULT_TEARDOWN_DEADLINE_MICROS, FlowPolicy,
 };
 use tidegate_tests::lab::{self, APP_PROXY_LIMIT, Host, Row, STOP_TEARDOWN_US, Scale};
 
-const SCENARIOS: [&str; 13] = [
+const SCENARIOS: [&str; 15] = [
     "tunnel-outbound-flood",
     "tunnel-inbound-burst",
     "flood-beside-tcp",
@@ -21,6 +23,8 @@ const SCENARIOS: [&str; 13] = [
     "also-ran-storm",
     "slow-stop-restart",
     "hung-teardown",
+    "path-change-storm",
+    "failed-restart",
     "ipv6-black-hole",
     "ipv6-black-hole-burst",
     "dns-burst",
@@ -312,6 +316,63 @@ fn a_hung_teardown_gives_way_at_its_deadline_and_the_stop_completes() {
     let naive = naive("hung-teardown");
     assert_eq!(naive.len(), 1);
     assert_eq!(naive[0].stop_latency_seconds, None, "{naive:?}");
+}
+
+/// Ten path changes in two seconds during a slow restart: the naive host runs a restart per
+/// report; tidegate runs one for the path that held (and abandons the one whose path went), and
+/// the tunnel carries traffic again sooner.
+#[test]
+fn a_storm_of_path_changes_runs_one_restart_for_the_path_that_holds() {
+    let row = tidegate("path-change-storm");
+    let naive = naive("path-change-storm");
+    assert_eq!(naive.len(), 1);
+    let restarts = row.restarts_run.expect("restarts counted");
+    // The restart already running when the storm began, and one for the path that held.
+    assert!(restarts <= 2, "{row:?}");
+    assert!(
+        naive[0].restarts_run.expect("restarts counted") >= 10,
+        "{naive:?}"
+    );
+    let dead = row.up_but_dead_seconds.expect("measured");
+    assert!(
+        dead < naive[0].up_but_dead_seconds.expect("measured"),
+        "{row:?} {naive:?}"
+    );
+}
+
+/// A restart that keeps failing: the naive host leaves the tunnel up but dead for the whole run;
+/// tidegate cancels once its attempts are used up, within the documented bound.
+#[test]
+fn a_restart_that_keeps_failing_ends_in_a_cancel_not_a_dead_tunnel() {
+    let row = tidegate("failed-restart");
+    assert_eq!(
+        row.restarts_run,
+        Some(u64::from(DEFAULT_RESTART_ATTEMPTS_MAX)),
+        "{row:?}"
+    );
+    // Debounce, every attempt at its deadline at worst, and every back-off at its cap.
+    let attempts = u64::from(DEFAULT_RESTART_ATTEMPTS_MAX);
+    let bound = DEFAULT_PATH_DEBOUNCE_MICROS
+        + attempts * DEFAULT_RESTART_DEADLINE_MICROS
+        + (attempts - 1) * DEFAULT_RESTART_BACKOFF_MAX_MICROS;
+    let dead = row.up_but_dead_seconds.expect("measured");
+    assert!(dead <= bound as f64 / 1e6, "{row:?}");
+    let retried = rows()
+        .iter()
+        .find(|r| r.id == "failed-restart" && r.host == Host::Tidegate && r.variant.is_some())
+        .expect("the first-fails row");
+    assert_eq!(retried.restarts_run, Some(2), "{retried:?}");
+    for naive in naive("failed-restart") {
+        let dead = naive.up_but_dead_seconds.expect("measured");
+        assert!(
+            dead >= 10.0 * 60.0,
+            "the naive host shows the problem: {naive:?}"
+        );
+    }
+    assert!(
+        retried.up_but_dead_seconds.expect("measured") < 60.0,
+        "{retried:?}"
+    );
 }
 
 /// The Happy Eyeballs bug found by an independent host: at default settings, 64 or more

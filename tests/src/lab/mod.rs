@@ -15,6 +15,7 @@ mod fairness;
 mod flood;
 mod lifecycle;
 mod memory;
+mod restart;
 pub mod sizing;
 mod storm;
 mod tunnel;
@@ -116,6 +117,11 @@ pub struct Row {
     pub established_evicted: Option<u64>,
     /// Flow slots still held by flows that had already closed when the run ended.
     pub slots_leaked: Option<u64>,
+    /// Restart attempts of a running tunnel.
+    pub restarts_run: Option<u64>,
+    /// Seconds the tunnel was up (not stopped or cancelled) but carried no traffic: its
+    /// connection on a path that is gone, or being restarted.
+    pub up_but_dead_seconds: Option<f64>,
     /// What happened, in a few words.
     pub outcome: String,
 }
@@ -152,6 +158,8 @@ impl Row {
             ping_median_ms: None,
             established_evicted: None,
             slots_leaked: None,
+            restarts_run: None,
+            up_but_dead_seconds: None,
             outcome: String::new(),
         }
     }
@@ -176,6 +184,8 @@ pub fn run_all(scale: Scale) -> Vec<Row> {
     rows.extend(storm::also_ran_storm(scale));
     rows.extend(lifecycle::slow_stop_then_restart());
     rows.extend(lifecycle::hung_teardown());
+    rows.extend(restart::path_change_storm());
+    rows.extend(restart::failed_restart());
     rows.extend(eyeballs::ipv6_black_hole(scale));
     rows.extend(eyeballs::ipv6_black_hole_burst());
     rows.extend(classes::dns_burst());
@@ -279,6 +289,11 @@ pub fn json(rows: &[Row]) -> String {
                 ("slots_leaked", json_opt(r.slots_leaked, u64_json)),
                 ("tcp_share_percent", json_opt(r.tcp_share_percent, f64_json)),
                 ("ping_median_ms", json_opt(r.ping_median_ms, f64_json)),
+                ("restarts_run", json_opt(r.restarts_run, u64_json)),
+                (
+                    "up_but_dead_seconds",
+                    json_opt(r.up_but_dead_seconds, f64_json),
+                ),
                 ("outcome", json_string(&r.outcome)),
             ];
             let body: Vec<String> = fields
