@@ -113,6 +113,11 @@ pub struct Activity {
     /// Changes of pressure level passed to the tunnel and the proxy engine, per level entered:
     /// normal, elevated, critical.
     pub pressure_changes: [u64; 3],
+    /// Sleeps of hours: `now` jumped, each engine's timers were handled once, and none was
+    /// left at or before the new `now`.
+    pub sleeps: u64,
+    /// Restart attempts the lifecycle announced (after path changes and wakes).
+    pub restarts_announced: u64,
 }
 
 const TUNNEL: TidegateTunnelConfig = TidegateTunnelConfig {
@@ -173,6 +178,8 @@ pub struct Workload {
     journal_len: usize,
     generation: u64,
     running_tasks: [u64; 4],
+    /// The last restart attempt announced.
+    restart_id: u64,
     ipv6: Vec<TidegateSocketAddress>,
     ipv4: Vec<TidegateSocketAddress>,
     own_connections: u32,
@@ -251,6 +258,7 @@ impl Workload {
             journal_len: 0,
             generation: 0,
             running_tasks: [0; 4],
+            restart_id: 0,
             ipv6: (0..20).map(|n| address(n, true)).collect(),
             ipv4: (0..20).map(|n| address(n, false)).collect(),
             own_connections: 0,
@@ -392,6 +400,9 @@ impl Workload {
         let r = self.next();
         self.now += r % 64;
         self.activity.operations += 1;
+        if r % 200_003 == 17 {
+            self.sleep_for_hours(r);
+        }
         if self.burst_left > 0 {
             self.burst_left -= 1;
             self.burst(r);
@@ -1082,6 +1093,28 @@ impl Workload {
                     };
                     self.call(status);
                 }
+                7 => {
+                    // The path monitor: four paths, 0 being none.
+                    let mut scheduled = false;
+                    let path = (r >> 20) % 4;
+                    self.call(tidegate_lifecycle_on_path_change(
+                        l,
+                        now,
+                        path,
+                        &mut scheduled,
+                    ));
+                    self.drain_lifecycle();
+                }
+                8 => {
+                    let restart = self.restart_id;
+                    let status = if r & 0x100 == 0 {
+                        tidegate_lifecycle_on_restart_done(l, now, generation, restart)
+                    } else {
+                        tidegate_lifecycle_on_restart_failed(l, now, generation, restart)
+                    };
+                    self.call(status);
+                    self.drain_lifecycle();
+                }
                 _ => {
                     self.call(tidegate_lifecycle_handle_timeout(l, now));
                     self.drain_lifecycle();
@@ -1128,8 +1161,53 @@ impl Workload {
                     self.call(status);
                 }
                 TidegateLifecycleEffectKind::DiscardJournal => self.journal_len = 0,
+                TidegateLifecycleEffectKind::RestartTunnel => {
+                    self.restart_id = effect.restart_id;
+                    self.activity.restarts_announced += 1;
+                }
                 _ => {}
             }
+        }
+    }
+
+    /// The device sleeps for hours on a clock that counts sleep: `now` jumps, the lifecycle
+    /// hears the wake, and every engine with timers handles them once (and its effects or
+    /// events are drained, as the drain contract says). Afterwards no engine asks for a timer at
+    /// or before the new `now` (a timer armed in the past would fire again
+    /// and again), and a second `handle_timeout` at the same `now` changes nothing.
+    fn sleep_for_hours(&mut self, r: u64) {
+        let slept = (1 + r % 8) * 3_600_000_000;
+        self.now += slept;
+        self.activity.sleeps += 1;
+        let now = self.now;
+        let (p, l, m) = (self.proxy, self.lifecycle, self.memory);
+        // SAFETY: the handles are live and every pointer is to a local.
+        unsafe {
+            let mut scheduled = false;
+            self.call(tidegate_lifecycle_on_wake(l, now, slept, &mut scheduled));
+            self.call(tidegate_lifecycle_handle_timeout(l, now));
+            self.drain_lifecycle();
+            self.call(tidegate_proxy_handle_timeout(p, now));
+            self.drain_proxy();
+            self.call(tidegate_memory_handle_timeout(m, now));
+            let mut deadlines = [0u64; 3];
+            self.call(tidegate_lifecycle_poll_timeout(l, &mut deadlines[0]));
+            self.call(tidegate_proxy_poll_timeout(p, &mut deadlines[1]));
+            self.call(tidegate_memory_poll_timeout(m, &mut deadlines[2]));
+            for (engine, deadline) in ["lifecycle", "proxy", "memory"].iter().zip(deadlines) {
+                assert!(
+                    deadline > now,
+                    "{engine} asks for a timer at {deadline} us after handling {now} us"
+                );
+            }
+            let mut before = std::mem::MaybeUninit::<TidegateLifecycleStats>::uninit();
+            let status = tidegate_lifecycle_stats(l, before.as_mut_ptr());
+            assert_eq!(self.call(status), TidegateStatus::Ok);
+            self.call(tidegate_lifecycle_handle_timeout(l, now));
+            let mut after = std::mem::MaybeUninit::<TidegateLifecycleStats>::uninit();
+            let status = tidegate_lifecycle_stats(l, after.as_mut_ptr());
+            assert_eq!(self.call(status), TidegateStatus::Ok);
+            assert_eq!(before.assume_init(), after.assume_init(), "idempotent");
         }
     }
 
@@ -1267,8 +1345,14 @@ fn memory_config() -> TidegateMemoryConfig {
 }
 
 fn lifecycle_config() -> TidegateLifecycleConfig {
+    // Restart timers scaled to the workload's clock (about 32 us per operation), so sessions
+    // live long enough for path changes to settle, attempts to time out and back off.
     TidegateLifecycleConfig {
         task_capacity: TASK_CAPACITY,
+        path_debounce_us: 500,
+        restart_deadline_us: 20_000,
+        restart_backoff_us: 1_000,
+        restart_backoff_max_us: 8_000,
         ..tidegate_lifecycle_config_default()
     }
 }
