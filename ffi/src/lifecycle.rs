@@ -700,17 +700,7 @@ pub unsafe extern "C" fn tidegate_lifecycle_on_restart_done(
     restart_id: u64,
 ) -> TidegateStatus {
     // SAFETY: forwarded caller contract.
-    unsafe {
-        call_mut(lifecycle, |l| {
-            l.engine
-                .on_restart_done(
-                    Instant::from_micros(now_us),
-                    Generation(generation),
-                    RestartId(restart_id),
-                )
-                .map_err(status_of_report)
-        })
-    }
+    unsafe { restart_report(lifecycle, now_us, generation, restart_id, true) }
 }
 
 /// Reports restart attempt `restart_id` of `generation` failed. It is retried on the same path
@@ -727,15 +717,31 @@ pub unsafe extern "C" fn tidegate_lifecycle_on_restart_failed(
     restart_id: u64,
 ) -> TidegateStatus {
     // SAFETY: forwarded caller contract.
+    unsafe { restart_report(lifecycle, now_us, generation, restart_id, false) }
+}
+
+/// A restart report, done or failed.
+///
+/// # Safety
+/// `lifecycle` must be NULL or a live handle.
+unsafe fn restart_report(
+    lifecycle: *mut TidegateLifecycle,
+    now_us: u64,
+    generation: u64,
+    restart_id: u64,
+    done: bool,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
     unsafe {
         call_mut(lifecycle, |l| {
-            l.engine
-                .on_restart_failed(
-                    Instant::from_micros(now_us),
-                    Generation(generation),
-                    RestartId(restart_id),
-                )
-                .map_err(status_of_report)
+            let (now, generation) = (Instant::from_micros(now_us), Generation(generation));
+            let restart = RestartId(restart_id);
+            if done {
+                l.engine.on_restart_done(now, generation, restart)
+            } else {
+                l.engine.on_restart_failed(now, generation, restart)
+            }
+            .map_err(status_of_report)
         })
     }
 }

@@ -411,20 +411,7 @@ fuzz_target!(|data: &[u8]| {
                         let at = host.outstanding.iter().position(|t| t == task).unwrap();
                         host.outstanding.remove(at);
                     }
-                    Err(ReportError::StaleGeneration { reported, current }) => {
-                        assert_eq!(
-                            (reported, current),
-                            (generation, Generation(host.generation))
-                        );
-                        assert!(0 < generation.0 && generation.0 < host.generation);
-                        refused = true;
-                    }
-                    Err(ReportError::UnknownGeneration { reported, current }) => {
-                        assert_eq!(
-                            (reported, current),
-                            (generation, Generation(host.generation))
-                        );
-                        assert!(generation.0 == 0 || generation.0 > host.generation);
+                    Err(error) if refused_for_generation(&host, generation, &error) => {
                         refused = true;
                     }
                     Err(error) => {
@@ -582,12 +569,7 @@ fuzz_target!(|data: &[u8]| {
                         assert!(id == 0 || id > host.last_restart);
                         refused = true;
                     }
-                    Err(ReportError::StaleGeneration { .. }) => {
-                        assert!(0 < generation.0 && generation.0 < host.generation);
-                        refused = true;
-                    }
-                    Err(ReportError::UnknownGeneration { .. }) => {
-                        assert!(generation.0 == 0 || generation.0 > host.generation);
+                    Err(error) if refused_for_generation(&host, generation, &error) => {
                         refused = true;
                     }
                     Err(error) => panic!("unexpected restart report error {error:?}"),
@@ -677,6 +659,26 @@ fn pick(host: &Host, generation: Gen) -> Generation {
     })
 }
 
+/// Whether `error` refused a report for its generation, checked against the host's view: a
+/// stale generation is an earlier one, an unknown one was never issued (0 or later).
+fn refused_for_generation(host: &Host, generation: Generation, error: &ReportError) -> bool {
+    let (reported, current, stale) = match *error {
+        ReportError::StaleGeneration { reported, current } => (reported, current, true),
+        ReportError::UnknownGeneration { reported, current } => (reported, current, false),
+        _ => return false,
+    };
+    assert_eq!(
+        (reported, current),
+        (generation, Generation(host.generation))
+    );
+    if stale {
+        assert!(0 < generation.0 && generation.0 < host.generation);
+    } else {
+        assert!(generation.0 == 0 || generation.0 > host.generation);
+    }
+    true
+}
+
 /// A report accepted only in the state `expected` accepts and for the current generation.
 fn check_report(
     host: &Host,
@@ -707,14 +709,7 @@ fn check_report(
             );
             false
         }
-        Err(ReportError::StaleGeneration { .. }) => {
-            assert!(0 < generation.0 && generation.0 < host.generation);
-            true
-        }
-        Err(ReportError::UnknownGeneration { .. }) => {
-            assert!(generation.0 == 0 || generation.0 > host.generation);
-            true
-        }
+        Err(error) if refused_for_generation(host, generation, &error) => true,
         Err(ReportError::Unexpected { .. }) => {
             assert_eq!(generation.0, host.generation);
             true

@@ -193,6 +193,21 @@ pub struct Workload {
     activity: Activity,
 }
 
+impl Activity {
+    /// Assert that a run of `operations` slept for hours now and then and restarted the tunnel
+    /// after path changes, so the checks made on those paths ran.
+    pub fn assert_slept_and_restarted(&self, operations: u64) {
+        assert!(
+            self.sleeps >= operations / 1_000_000,
+            "the device slept for hours and woke: {self:?}"
+        );
+        assert!(
+            self.restarts_announced > operations / 1_000_000,
+            "path changes restarted the tunnel: {self:?}"
+        );
+    }
+}
+
 impl Workload {
     /// Create every engine, calling `around` for each creation with what it is and the creation
     /// itself to run (so an allocation audit can count just that). With `restart_proxy`, the

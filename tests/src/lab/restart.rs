@@ -59,6 +59,25 @@ fn storm_script() -> Vec<(u64, PathFingerprint)> {
 /// succeeded.
 type Outcome = fn(PathFingerprint, u16) -> (u64, bool);
 
+/// One scenario, run by each host.
+#[derive(Clone, Copy)]
+struct Case<'s> {
+    id: &'static str,
+    scenario: &'static str,
+    variant: Option<&'static str>,
+    /// Path reports, in microseconds from the first change.
+    script: &'s [(u64, PathFingerprint)],
+    outcome: Outcome,
+}
+
+impl Case<'_> {
+    fn row(&self, host: Host) -> Row {
+        let mut row = Row::new(self.id, self.scenario, SEEDS, host);
+        row.variant = self.variant;
+        row
+    }
+}
+
 fn always_succeeds(_: PathFingerprint, _: u16) -> (u64, bool) {
     (RESTART_US, true)
 }
@@ -82,43 +101,36 @@ fn first_attempt_fails(_: PathFingerprint, attempt: u16) -> (u64, bool) {
 /// The naive host and tidegate through the storm.
 pub(super) fn path_change_storm() -> [Row; 2] {
     let script = storm_script();
-    let naive = naive(STORM_ID, STORM_SCENARIO, None, &script, always_succeeds);
-    let tidegate = tidegate(STORM_ID, STORM_SCENARIO, None, &script, always_succeeds);
-    [naive, tidegate]
+    let case = Case {
+        id: STORM_ID,
+        scenario: STORM_SCENARIO,
+        variant: None,
+        script: &script,
+        outcome: always_succeeds,
+    };
+    [naive(&case), tidegate(&case)]
 }
 
 /// The naive host and tidegate on a network where restarts fail: always, or only the first.
 pub(super) fn failed_restart() -> [Row; 4] {
     let script = [(0, PORTAL)];
+    let never = Case {
+        id: FAILED_ID,
+        scenario: FAILED_SCENARIO,
+        variant: None,
+        script: &script,
+        outcome: portal_never_clears,
+    };
+    let first = Case {
+        variant: Some("first fails"),
+        outcome: first_attempt_fails,
+        ..never
+    };
     [
-        naive(
-            FAILED_ID,
-            FAILED_SCENARIO,
-            None,
-            &script,
-            portal_never_clears,
-        ),
-        tidegate(
-            FAILED_ID,
-            FAILED_SCENARIO,
-            None,
-            &script,
-            portal_never_clears,
-        ),
-        naive(
-            FAILED_ID,
-            FAILED_SCENARIO,
-            Some("first fails"),
-            &script,
-            first_attempt_fails,
-        ),
-        tidegate(
-            FAILED_ID,
-            FAILED_SCENARIO,
-            Some("first fails"),
-            &script,
-            first_attempt_fails,
-        ),
+        naive(&never),
+        tidegate(&never),
+        naive(&first),
+        tidegate(&first),
     ]
 }
 
@@ -170,17 +182,11 @@ impl Link {
 /// A naive provider: every path report restarts the tunnel at once; restarts run one after
 /// another on its serial queue (a tunnel has one session at a time), each to its end, none
 /// abandoned; a failed restart is logged and not retried, and the tunnel stays up.
-fn naive(
-    id: &'static str,
-    scenario: &'static str,
-    variant: Option<&'static str>,
-    script: &[(u64, PathFingerprint)],
-    outcome: Outcome,
-) -> Row {
-    let mut row = Row::new(id, scenario, SEEDS, Host::Naive);
-    row.variant = variant;
+fn naive(case: &Case<'_>) -> Row {
+    let mut row = case.row(Host::Naive);
+    let outcome = case.outcome;
     let mut link = Link::new();
-    let mut reports: VecDeque<(u64, PathFingerprint)> = script.iter().copied().collect();
+    let mut reports: VecDeque<(u64, PathFingerprint)> = case.script.iter().copied().collect();
     let mut queue: VecDeque<PathFingerprint> = VecDeque::new();
     // The restart running: (ends at, path, succeeds).
     let mut running: Option<(u64, PathFingerprint, bool)> = None;
@@ -240,15 +246,9 @@ fn naive(
 }
 
 /// A provider driven by [`Lifecycle`], with its default restart settings.
-fn tidegate(
-    id: &'static str,
-    scenario: &'static str,
-    variant: Option<&'static str>,
-    script: &[(u64, PathFingerprint)],
-    outcome: Outcome,
-) -> Row {
-    let mut row = Row::new(id, scenario, SEEDS, Host::Tidegate);
-    row.variant = variant;
+fn tidegate(case: &Case<'_>) -> Row {
+    let mut row = case.row(Host::Tidegate);
+    let outcome = case.outcome;
     // The lab's clock starts one minute before the first change, with the tunnel up on Wi-Fi.
     const EPOCH: u64 = 60_000_000;
     let at = |micros: u64| Instant::from_micros(EPOCH + micros);
@@ -264,7 +264,7 @@ fn tidegate(
         .expect("the start is current");
 
     let mut link = Link::new();
-    let mut reports: VecDeque<(u64, PathFingerprint)> = script.iter().copied().collect();
+    let mut reports: VecDeque<(u64, PathFingerprint)> = case.script.iter().copied().collect();
     // The attempt running: (ends at, id, path, succeeds).
     let mut running: Option<(u64, RestartId, PathFingerprint, bool)> = None;
     let mut cancelled: Option<(u64, CancelCause)> = None;
