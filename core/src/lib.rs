@@ -29,6 +29,7 @@
 )]
 
 mod aqm;
+mod blackbox;
 mod bql;
 mod budget;
 mod error_class;
@@ -47,6 +48,10 @@ mod time;
 mod tunnel;
 
 pub use aqm::Aqm;
+pub use blackbox::{
+    BLACK_BOX_FIGURES, BLACK_BOX_LEN, BLACK_BOX_MAGIC, BLACK_BOX_SLOT_LEN, BLACK_BOX_VERSION,
+    BlackBoxEncodeError, BlackBoxRecord, decode_black_box, encode_black_box,
+};
 pub use bql::{ByteQueueLimit, MAX_BYTE_QUEUE_LIMIT};
 pub use budget::{
     BudgetConfig, BudgetConfigError, BudgetError, BudgetRefusal, BudgetStats, ConnectionBudget,
