@@ -45,6 +45,21 @@
 
 
 /**
+ * Bytes of one black box slot: what `tidegate_black_box_encode` writes.
+ */
+#define TIDEGATE_BLACK_BOX_SLOT_LEN 252
+
+/**
+ * Bytes of the black box file: two slots.
+ */
+#define TIDEGATE_BLACK_BOX_LEN 504
+
+/**
+ * `flags` bit of a `TidegateBlackBoxRecord`: the record was written when the stop completed.
+ */
+#define TIDEGATE_BLACK_BOX_CLEAN_STOP 1
+
+/**
  * The largest payload of a housekeeping task, in bytes.
  */
 #define TIDEGATE_TASK_PAYLOAD_MAX 32
@@ -63,55 +78,9 @@
  * The version of the C ABI this header describes. It changes whenever a function, a type or
  * a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
  * change with what to do): compare it at build time, for example
- * `#if TIDEGATE_ABI_VERSION != 11`, to notice a library update that needs attention.
+ * `#if TIDEGATE_ABI_VERSION != 12`, to notice a library update that needs attention.
  */
-#define TIDEGATE_ABI_VERSION 11
-
-/**
- * The class of a connect failure, by what the host should do about it.
- */
-enum TidegateErrorClass
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-    /**
-     * Out of descriptors, flows, memory or ports: `EMFILE`, `ENFILE`, `ENOSPC`, `ENOMEM`, `ENOBUFS`, `EADDRNOTAVAIL`, `EAGAIN`
-     * (numbered as on the platform the library was built for). Back off.
-     */
-    TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED = 0,
-    /**
-     * The peer refused the connection (`ECONNREFUSED`).
-     */
-    TIDEGATE_ERROR_CLASS_REFUSED = 1,
-    /**
-     * No route (`ENETUNREACH`, `EHOSTUNREACH`...).
-     */
-    TIDEGATE_ERROR_CLASS_UNREACHABLE = 2,
-    /**
-     * The attempt timed out (`ETIMEDOUT`, or `attempt_timeout_us`).
-     */
-    TIDEGATE_ERROR_CLASS_TIMED_OUT = 3,
-    /**
-     * Reset or aborted (`ECONNRESET`, `ECONNABORTED`, `EPIPE`).
-     */
-    TIDEGATE_ERROR_CLASS_RESET = 4,
-    /**
-     * Local policy forbids it (`EACCES`, `EPERM`).
-     */
-    TIDEGATE_ERROR_CLASS_DENIED = 5,
-    /**
-     * Anything else.
-     */
-    TIDEGATE_ERROR_CLASS_OTHER = 6,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum TidegateErrorClass TidegateErrorClass;
-#else
-typedef uint32_t TidegateErrorClass;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
+#define TIDEGATE_ABI_VERSION 12
 
 /**
  * The result of a tidegate call. `TIDEGATE_STATUS_OK` (0) is success; every other value says
@@ -494,12 +463,63 @@ enum TidegateStatus
      * below `restart_backoff_us`.
      */
     TIDEGATE_STATUS_CONFIG_RESTART = 137,
+    /**
+     * The black box file holds no intact record: none was written yet, the file is of another
+     * format, or both slots are damaged. Start a new file at sequence 1.
+     */
+    TIDEGATE_STATUS_BLACK_BOX_EMPTY = 138,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
 typedef enum TidegateStatus TidegateStatus;
 #else
 typedef uint32_t TidegateStatus;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The class of a connect failure, by what the host should do about it.
+ */
+enum TidegateErrorClass
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Out of descriptors, flows, memory or ports: `EMFILE`, `ENFILE`, `ENOSPC`, `ENOMEM`, `ENOBUFS`, `EADDRNOTAVAIL`, `EAGAIN`
+     * (numbered as on the platform the library was built for). Back off.
+     */
+    TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED = 0,
+    /**
+     * The peer refused the connection (`ECONNREFUSED`).
+     */
+    TIDEGATE_ERROR_CLASS_REFUSED = 1,
+    /**
+     * No route (`ENETUNREACH`, `EHOSTUNREACH`...).
+     */
+    TIDEGATE_ERROR_CLASS_UNREACHABLE = 2,
+    /**
+     * The attempt timed out (`ETIMEDOUT`, or `attempt_timeout_us`).
+     */
+    TIDEGATE_ERROR_CLASS_TIMED_OUT = 3,
+    /**
+     * Reset or aborted (`ECONNRESET`, `ECONNABORTED`, `EPIPE`).
+     */
+    TIDEGATE_ERROR_CLASS_RESET = 4,
+    /**
+     * Local policy forbids it (`EACCES`, `EPERM`).
+     */
+    TIDEGATE_ERROR_CLASS_DENIED = 5,
+    /**
+     * Anything else.
+     */
+    TIDEGATE_ERROR_CLASS_OTHER = 6,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum TidegateErrorClass TidegateErrorClass;
+#else
+typedef uint32_t TidegateErrorClass;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -1416,6 +1436,148 @@ typedef struct TidegateProxy TidegateProxy;
  * serial dispatch queue, or a lock of your own); moving the handle between threads is fine.
  */
 typedef struct TidegateTunnel TidegateTunnel;
+
+/**
+ * The last figures of every engine, for the black box file: counters, levels and states only,
+ * never an address, a name or a path fingerprint.
+ *
+ * The host zeroes one, sets `sequence` (the last record's plus 1; 1 for a new file),
+ * `written_at_us` and `flags`, fills it with `tidegate_black_box_capture_*` for each engine it
+ * runs (figures of the others stay 0), and writes it with `tidegate_black_box_encode` every few
+ * seconds and once more with `TIDEGATE_BLACK_BOX_CLEAN_STOP` when the stop completes. At the
+ * next start `tidegate_black_box_decode` reads the newest record back: without the clean-stop
+ * flag, the process was killed or crashed while running, and the figures are what it last knew.
+ */
+typedef struct TidegateBlackBoxRecord {
+    /**
+     * The record's number, from 1: it goes into slot `sequence % 2` of the file.
+     */
+    uint64_t sequence;
+    /**
+     * When the record was written, in microseconds of the host's clock.
+     */
+    uint64_t written_at_us;
+    /**
+     * `TIDEGATE_BLACK_BOX_CLEAN_STOP` or 0; other bits are refused.
+     */
+    uint32_t flags;
+    /**
+     * Must be 0.
+     */
+    uint32_t reserved;
+    /**
+     * The lifecycle's session generation.
+     */
+    uint64_t generation;
+    /**
+     * The lifecycle's state, a `TIDEGATE_LIFECYCLE_STATE_*` value.
+     */
+    uint64_t lifecycle_state;
+    /**
+     * Stops and cancels completed.
+     */
+    uint64_t stops_completed;
+    /**
+     * Starts cancelled at their deadline.
+     */
+    uint64_t start_timeouts;
+    /**
+     * Stops that went on past a teardown never reported.
+     */
+    uint64_t teardown_timeouts;
+    /**
+     * Path changes while the tunnel was up.
+     */
+    uint64_t path_changes;
+    /**
+     * Restart attempts announced.
+     */
+    uint64_t restarts_run;
+    /**
+     * Restart attempts that failed.
+     */
+    uint64_t restarts_failed;
+    /**
+     * Sessions cancelled because every restart failed.
+     */
+    uint64_t restarts_exhausted;
+    /**
+     * The memory pressure level, a `TIDEGATE_PRESSURE_*` value.
+     */
+    uint64_t pressure;
+    /**
+     * The memory governor's projected use, in bytes.
+     */
+    uint64_t memory_projected_bytes;
+    /**
+     * The largest projected use seen, in bytes.
+     */
+    uint64_t memory_peak_bytes;
+    /**
+     * Reservations refused.
+     */
+    uint64_t reservations_refused;
+    /**
+     * Times the critical level was entered.
+     */
+    uint64_t critical_entries;
+    /**
+     * Bytes waiting in the outbound ring.
+     */
+    uint64_t outbound_bytes_queued;
+    /**
+     * The outbound ring's high-water mark, in bytes.
+     */
+    uint64_t outbound_bytes_high_water;
+    /**
+     * Bytes waiting in the inbound ring.
+     */
+    uint64_t inbound_bytes_queued;
+    /**
+     * The inbound ring's high-water mark, in bytes.
+     */
+    uint64_t inbound_bytes_high_water;
+    /**
+     * Outbound packets dropped (by the AQM, or from the fattest queue on overflow).
+     */
+    uint64_t outbound_dropped_packets;
+    /**
+     * Inbound packets dropped (by the AQM, on overflow, or by the drop policy).
+     */
+    uint64_t inbound_dropped_packets;
+    /**
+     * Outbound packets refused because the ring had no room.
+     */
+    uint64_t outbound_refused_packets;
+    /**
+     * Times outbound reading paused.
+     */
+    uint64_t outbound_pauses;
+    /**
+     * Flows open in the proxy.
+     */
+    uint64_t flows_open;
+    /**
+     * Flows admitted.
+     */
+    uint64_t flows_admitted;
+    /**
+     * Flows refused, for every reason.
+     */
+    uint64_t flows_rejected;
+    /**
+     * Flows evicted to make room.
+     */
+    uint64_t flows_evicted;
+    /**
+     * Flows whose reads are paused.
+     */
+    uint64_t flows_paused;
+    /**
+     * Flows closed by memory pressure.
+     */
+    uint64_t pressure_closes;
+} TidegateBlackBoxRecord;
 
 /**
  * Configuration of a `TidegateLifecycle`. Start from `tidegate_lifecycle_config_default()`.
@@ -2837,6 +2999,41 @@ extern "C" {
 #endif // __cplusplus
 
 /**
+ * Encodes `*record` as one slot into `slot` (`slot_len` bytes, at least
+ * `TIDEGATE_BLACK_BOX_SLOT_LEN`) and writes to `*out_offset` where in the file those
+ * `TIDEGATE_BLACK_BOX_SLOT_LEN` bytes go: slot `sequence % 2`. Write them there in place
+ * (`pwrite`; never truncate the file): a kill during the write tears only that slot, and the
+ * other keeps the record before.
+ *
+ * Refused, writing nothing: `sequence` 0, unknown `flags` bits or `reserved` not 0
+ * (`TIDEGATE_STATUS_INVALID_ARGUMENT`), `slot_len` too small (`TIDEGATE_STATUS_BUFFER_TOO_SMALL`).
+ * Encoding copies 252 bytes and computes one CRC: cheap enough to run every second.
+ *
+ * # Safety
+ * `record` must be NULL or valid for reading; `slot` must be valid for writing `slot_len` bytes
+ * (NULL only if `slot_len` is 0); `out_offset` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_black_box_encode(const struct TidegateBlackBoxRecord *record,
+                                         uint8_t *slot,
+                                         size_t slot_len,
+                                         size_t *out_offset);
+
+/**
+ * Reads the newest intact record from the black box file `file` (`file_len` bytes: the whole
+ * file, `TIDEGATE_BLACK_BOX_LEN`, or as much of it as exists) into `*out_record`.
+ * `TIDEGATE_STATUS_BLACK_BOX_EMPTY` when neither slot holds one: no file yet (NULL and 0 are
+ * accepted), a file of another format, or both slots damaged. A slot torn by a kill during its
+ * write, or with any single bit flipped, is skipped and the record before it is read.
+ *
+ * # Safety
+ * `file` must be valid for reading `file_len` bytes (NULL only if `file_len` is 0);
+ * `out_record` must be NULL or valid for writing.
+ */
+TidegateStatus tidegate_black_box_decode(const uint8_t *file,
+                                         size_t file_len,
+                                         struct TidegateBlackBoxRecord *out_record);
+
+/**
  * The class of `errno_value` (from `connect`, `socket`, `accept` or `SO_ERROR`), numbered as on
  * the platform the library was built for: what the budget and the races do with it, and what a
  * host should do. `TIDEGATE_ERROR_CLASS_RESOURCE_EXHAUSTED` is the one list of resource errors
@@ -3187,6 +3384,17 @@ TidegateStatus tidegate_lifecycle_stats(const struct TidegateLifecycle *lifecycl
                                         struct TidegateLifecycleStats *out_stats);
 
 /**
+ * Fills the lifecycle (generation, state, stops, timeouts, restarts) figures of `*record` from `lifecycle` (see `TidegateBlackBoxRecord`); the other
+ * fields are left as they are. Refused with `TIDEGATE_STATUS_INVALID_ARGUMENT`, leaving
+ * `*record` unchanged, if its `flags` or `reserved` are not valid.
+ *
+ * # Safety
+ * `record` must be NULL or valid for reading and writing; `lifecycle` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_black_box_capture_lifecycle(struct TidegateBlackBoxRecord *record,
+                                                    const struct TidegateLifecycle *lifecycle);
+
+/**
  * The preset for an iOS packet tunnel provider, killed at 50 MiB: elevated at 50 % (25 MiB),
  * critical at 70 % (35 MiB), each left 5 MiB lower after 1 s of calm; 64 reservations.
  */
@@ -3356,6 +3564,17 @@ TidegateStatus tidegate_memory_handle_timeout(struct TidegateMemory *memory, uin
  */
 TidegateStatus tidegate_memory_stats(const struct TidegateMemory *memory,
                                      struct TidegateMemoryStats *out_stats);
+
+/**
+ * Fills the memory (pressure level, projected and peak use, refusals, critical entries) figures of `*record` from `memory` (see `TidegateBlackBoxRecord`); the other
+ * fields are left as they are. Refused with `TIDEGATE_STATUS_INVALID_ARGUMENT`, leaving
+ * `*record` unchanged, if its `flags` or `reserved` are not valid.
+ *
+ * # Safety
+ * `record` must be NULL or valid for reading and writing; `memory` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_black_box_capture_memory(struct TidegateBlackBoxRecord *record,
+                                                 const struct TidegateMemory *memory);
 
 #if (!defined(TIDEGATE_STD) && !defined(TIDEGATE_EXTERNAL_PANIC_HANDLER))
 /**
@@ -3802,6 +4021,17 @@ TidegateStatus tidegate_proxy_try_open_connection(struct TidegateProxy *proxy, u
 TidegateStatus tidegate_proxy_on_connection_closed(struct TidegateProxy *proxy, uint64_t now_us);
 
 /**
+ * Fills the proxy (flows open, admitted, refused, evicted, paused, closed by pressure) figures of `*record` from `proxy` (see `TidegateBlackBoxRecord`); the other
+ * fields are left as they are. Refused with `TIDEGATE_STATUS_INVALID_ARGUMENT`, leaving
+ * `*record` unchanged, if its `flags` or `reserved` are not valid.
+ *
+ * # Safety
+ * `record` must be NULL or valid for reading and writing; `proxy` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_black_box_capture_proxy(struct TidegateBlackBoxRecord *record,
+                                                const struct TidegateProxy *proxy);
+
+/**
  * A static, NUL-terminated description of `status`, never NULL. Unknown values get
  * "unknown status". The string lives for the whole program; do not free it.
  */
@@ -4130,6 +4360,17 @@ TidegateStatus tidegate_tunnel_limits(const struct TidegateTunnel *tunnel,
  */
 TidegateStatus tidegate_tunnel_stats(const struct TidegateTunnel *tunnel,
                                      struct TidegateTunnelStats *out_stats);
+
+/**
+ * Fills the packet tunnel (ring levels and high-water marks, drops, refusals, pauses) figures of `*record` from `tunnel` (see `TidegateBlackBoxRecord`); the other
+ * fields are left as they are. Refused with `TIDEGATE_STATUS_INVALID_ARGUMENT`, leaving
+ * `*record` unchanged, if its `flags` or `reserved` are not valid.
+ *
+ * # Safety
+ * `record` must be NULL or valid for reading and writing; `tunnel` must be NULL or a live handle.
+ */
+TidegateStatus tidegate_black_box_capture_tunnel(struct TidegateBlackBoxRecord *record,
+                                                 const struct TidegateTunnel *tunnel);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -610,7 +610,11 @@ mod tests {
             *crc = crc32c(body).to_le_bytes();
             slot
         };
-        assert_eq!(decode_slot(&forge(0, b"TGBB")), Some(record(1)), "the forge itself");
+        assert_eq!(
+            decode_slot(&forge(0, b"TGBB")),
+            Some(record(1)),
+            "the forge itself"
+        );
         for (at, bytes) in [
             (0, &b"TGJL"[..]),
             (4, &[2][..]),

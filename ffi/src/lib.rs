@@ -23,6 +23,7 @@
 
 #![cfg_attr(not(feature = "std"), no_std)]
 
+mod black_box;
 mod boundary;
 mod budget;
 mod eyeballs;
@@ -36,6 +37,11 @@ mod proxy;
 mod status;
 mod tunnel;
 
+pub use black_box::{
+    TIDEGATE_BLACK_BOX_CLEAN_STOP, TIDEGATE_BLACK_BOX_LEN, TIDEGATE_BLACK_BOX_SLOT_LEN,
+    TidegateBlackBoxRecord, tidegate_black_box_decode, tidegate_black_box_encode,
+};
+pub use lifecycle::tidegate_black_box_capture_lifecycle;
 pub use lifecycle::{
     TIDEGATE_LIFECYCLE_TASK_CAPACITY_MAX, TIDEGATE_TASK_PAYLOAD_MAX, TidegateCancelCause,
     TidegateLifecycle, TidegateLifecycleConfig, TidegateLifecycleEffect,
@@ -51,6 +57,9 @@ pub use lifecycle::{
     tidegate_lifecycle_register_task, tidegate_lifecycle_state, tidegate_lifecycle_stats,
     tidegate_lifecycle_write_journal,
 };
+pub use memory::tidegate_black_box_capture_memory;
+pub use proxy::tidegate_black_box_capture_proxy;
+pub use tunnel::tidegate_black_box_capture_tunnel;
 
 pub use budget::{TidegateBudgetConfig, TidegateBudgetStats};
 pub use eyeballs::{

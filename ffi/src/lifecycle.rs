@@ -10,6 +10,7 @@ use tidegate_core::{
     TASK_PAYLOAD_MAX, TaskId, TaskRegisterError, TaskSlot, WriteJournalError,
 };
 
+use crate::black_box::{self, TidegateBlackBoxRecord};
 use crate::boundary::{Handle, bytes, call, call_mut, require_non_null, slice_len_fits, write_out};
 use crate::place::{self, Carver, Memory, Region};
 use crate::status::TidegateStatus;
@@ -913,6 +914,25 @@ pub unsafe extern "C" fn tidegate_lifecycle_stats(
     unsafe {
         call(lifecycle, |l| {
             write_out(out_stats, stats_of(&l.engine.stats()))
+        })
+    }
+}
+
+/// Fills the lifecycle (generation, state, stops, timeouts, restarts) figures of `*record` from `lifecycle` (see `TidegateBlackBoxRecord`); the other
+/// fields are left as they are. Refused with `TIDEGATE_STATUS_INVALID_ARGUMENT`, leaving
+/// `*record` unchanged, if its `flags` or `reserved` are not valid.
+///
+/// # Safety
+/// `record` must be NULL or valid for reading and writing; `lifecycle` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_black_box_capture_lifecycle(
+    record: *mut TidegateBlackBoxRecord,
+    lifecycle: *const TidegateLifecycle,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call(lifecycle, |h| {
+            black_box::capture(record, |r| r.capture_lifecycle(&h.engine))
         })
     }
 }

@@ -8,6 +8,7 @@ use tidegate_core::{
     ReservationSlot, ReserveError,
 };
 
+use crate::black_box::{self, TidegateBlackBoxRecord};
 use crate::boundary::{Handle, call, call_mut, require_non_null, write_out};
 use crate::place::{self, Carver, Memory, Region};
 use crate::status::TidegateStatus;
@@ -451,6 +452,25 @@ pub unsafe extern "C" fn tidegate_memory_stats(
 ) -> TidegateStatus {
     // SAFETY: forwarded caller contract.
     unsafe { call(memory, |m| write_out(out_stats, m.engine.stats().into())) }
+}
+
+/// Fills the memory (pressure level, projected and peak use, refusals, critical entries) figures of `*record` from `memory` (see `TidegateBlackBoxRecord`); the other
+/// fields are left as they are. Refused with `TIDEGATE_STATUS_INVALID_ARGUMENT`, leaving
+/// `*record` unchanged, if its `flags` or `reserved` are not valid.
+///
+/// # Safety
+/// `record` must be NULL or valid for reading and writing; `memory` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_black_box_capture_memory(
+    record: *mut TidegateBlackBoxRecord,
+    memory: *const TidegateMemory,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call(memory, |h| {
+            black_box::capture(record, |r| r.capture_memory(&h.engine))
+        })
+    }
 }
 
 /// Force a panic inside the boundary of `memory`, to test that the panic is caught and the

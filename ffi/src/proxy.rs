@@ -10,6 +10,7 @@ use tidegate_core::{
     Side, classify_errno,
 };
 
+use crate::black_box::{self, TidegateBlackBoxRecord};
 use crate::boundary::{Handle, call, call_mut, require_non_null, write_out};
 use crate::budget::{
     TidegateBudgetConfig, TidegateBudgetStats, status_of_budget_config, status_of_budget_error,
@@ -1216,6 +1217,25 @@ fn event_of(event: ProxyEvent) -> TidegateProxyEvent {
         }
     }
     out
+}
+
+/// Fills the proxy (flows open, admitted, refused, evicted, paused, closed by pressure) figures of `*record` from `proxy` (see `TidegateBlackBoxRecord`); the other
+/// fields are left as they are. Refused with `TIDEGATE_STATUS_INVALID_ARGUMENT`, leaving
+/// `*record` unchanged, if its `flags` or `reserved` are not valid.
+///
+/// # Safety
+/// `record` must be NULL or valid for reading and writing; `proxy` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_black_box_capture_proxy(
+    record: *mut TidegateBlackBoxRecord,
+    proxy: *const TidegateProxy,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call(proxy, |h| {
+            black_box::capture(record, |r| r.capture_proxy(&h.engine.stats()))
+        })
+    }
 }
 
 /// Force a panic inside the boundary of `proxy`, to test that the panic is caught and the

@@ -214,6 +214,9 @@ pub enum TidegateStatus {
     /// Lifecycle configuration: `restart_attempts_max` is 0, or `restart_backoff_max_us` is
     /// below `restart_backoff_us`.
     ConfigRestart = 137,
+    /// The black box file holds no intact record: none was written yet, the file is of another
+    /// format, or both slots are damaged. Start a new file at sequence 1.
+    BlackBoxEmpty = 138,
 }
 
 impl TidegateStatus {
@@ -303,6 +306,7 @@ impl TidegateStatus {
         TidegateStatus::ReportStaleRestart,
         TidegateStatus::ReportUnknownRestart,
         TidegateStatus::ConfigRestart,
+        TidegateStatus::BlackBoxEmpty,
     ];
 
     /// A static, NUL-terminated English description.
@@ -456,6 +460,7 @@ impl TidegateStatus {
             TidegateStatus::ConfigRestart => {
                 "config: restart_attempts_max is 0 or the back-off maximum is below the back-off\0"
             }
+            TidegateStatus::BlackBoxEmpty => "the black box holds no intact record\0",
         }
     }
 
@@ -485,8 +490,8 @@ pub extern "C" fn tidegate_status_str(status: StatusCode) -> *const c_char {
 /// The version of the C ABI this header describes. It changes whenever a function, a type or
 /// a documented behaviour changes in a way a C host must know about (CHANGELOG.md lists each
 /// change with what to do): compare it at build time, for example
-/// `#if TIDEGATE_ABI_VERSION != 11`, to notice a library update that needs attention.
-pub const TIDEGATE_ABI_VERSION: u32 = 11;
+/// `#if TIDEGATE_ABI_VERSION != 12`, to notice a library update that needs attention.
+pub const TIDEGATE_ABI_VERSION: u32 = 12;
 
 /// The library version as a static, NUL-terminated string such as "0.1.0"; do not free it.
 #[unsafe(no_mangle)]

@@ -9,6 +9,7 @@ use tidegate_core::{
     TunnelStats, TunnelStorage,
 };
 
+use crate::black_box::{self, TidegateBlackBoxRecord};
 use crate::boundary::{
     Handle, bytes, call, call_free, call_mut, require_non_null, slice_len_fits, write_out,
 };
@@ -912,6 +913,25 @@ pub unsafe extern "C" fn tidegate_tunnel_stats(
 ) -> TidegateStatus {
     // SAFETY: forwarded caller contract.
     unsafe { call(tunnel, |t| write_out(out_stats, t.engine.stats().into())) }
+}
+
+/// Fills the packet tunnel (ring levels and high-water marks, drops, refusals, pauses) figures of `*record` from `tunnel` (see `TidegateBlackBoxRecord`); the other
+/// fields are left as they are. Refused with `TIDEGATE_STATUS_INVALID_ARGUMENT`, leaving
+/// `*record` unchanged, if its `flags` or `reserved` are not valid.
+///
+/// # Safety
+/// `record` must be NULL or valid for reading and writing; `tunnel` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidegate_black_box_capture_tunnel(
+    record: *mut TidegateBlackBoxRecord,
+    tunnel: *const TidegateTunnel,
+) -> TidegateStatus {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        call(tunnel, |h| {
+            black_box::capture(record, |r| r.capture_tunnel(&h.engine.stats()))
+        })
+    }
 }
 
 /// Force a panic inside the boundary of `tunnel`, to test that the panic is caught and the handle

@@ -118,6 +118,8 @@ pub struct Activity {
     pub sleeps: u64,
     /// Restart attempts the lifecycle announced (after path changes and wakes).
     pub restarts_announced: u64,
+    /// Black box records captured from every engine, written and read back.
+    pub black_box_records: u64,
 }
 
 const TUNNEL: TidegateTunnelConfig = TidegateTunnelConfig {
@@ -175,6 +177,8 @@ pub struct Workload {
     /// Attempts in flight: flow, attempt, whether to IPv6.
     attempts: Vec<(u64, u32, bool)>,
     journal: Vec<u8>,
+    /// The black box file, written in place as a host writes its file.
+    black_box: Vec<u8>,
     journal_len: usize,
     generation: u64,
     running_tasks: [u64; 4],
@@ -270,6 +274,7 @@ impl Workload {
             flows: Vec::with_capacity(FLOWS_REMEMBERED),
             attempts: Vec::with_capacity(ATTEMPTS_REMEMBERED),
             journal: vec![0; 4096],
+            black_box: vec![0; TIDEGATE_BLACK_BOX_LEN],
             journal_len: 0,
             generation: 0,
             running_tasks: [0; 4],
@@ -435,6 +440,7 @@ impl Workload {
         }
         if self.activity.operations.is_multiple_of(1024) {
             self.sample();
+            self.write_black_box();
         }
         if self.restart_proxy
             && self
@@ -1224,6 +1230,37 @@ impl Workload {
             assert_eq!(self.call(status), TidegateStatus::Ok);
             assert_eq!(before.assume_init(), after.assume_init(), "idempotent");
         }
+    }
+
+    /// Capture every engine into the next black box record and write its slot, as a host does
+    /// every few seconds; then read the file back: the record just written is the newest.
+    fn write_black_box(&mut self) {
+        let mut record = TidegateBlackBoxRecord {
+            sequence: self.activity.black_box_records + 1,
+            written_at_us: self.now,
+            ..TidegateBlackBoxRecord::default()
+        };
+        let mut slot = [0u8; TIDEGATE_BLACK_BOX_SLOT_LEN];
+        let mut offset = 0;
+        let mut read = TidegateBlackBoxRecord::default();
+        // SAFETY: the handles are live; every pointer is to a local or a field of `self`.
+        unsafe {
+            for status in [
+                tidegate_black_box_capture_lifecycle(&mut record, self.lifecycle),
+                tidegate_black_box_capture_tunnel(&mut record, self.tunnel),
+                tidegate_black_box_capture_proxy(&mut record, self.proxy),
+                tidegate_black_box_capture_memory(&mut record, self.memory),
+                tidegate_black_box_encode(&record, slot.as_mut_ptr(), slot.len(), &mut offset),
+            ] {
+                assert_eq!(self.call(status), TidegateStatus::Ok);
+            }
+            self.black_box[offset..offset + slot.len()].copy_from_slice(&slot);
+            let status =
+                tidegate_black_box_decode(self.black_box.as_ptr(), self.black_box.len(), &mut read);
+            assert_eq!(self.call(status), TidegateStatus::Ok);
+        }
+        assert_eq!(read, record, "the record just written is the newest");
+        self.activity.black_box_records += 1;
     }
 
     /// Record the engines' levels.

@@ -68,6 +68,12 @@ const MATRIX: &[(&str, fn())] = matrix![
     tunnel_limits,
     // Flow keys and errno classes, for proxy hosts.
     flow_key,
+    black_box_capture_lifecycle,
+    black_box_capture_tunnel,
+    black_box_capture_proxy,
+    black_box_capture_memory,
+    black_box_encode,
+    black_box_decode,
     errno_class,
     // Proxy engine.
     proxy_config_default,
@@ -391,7 +397,7 @@ fn status_str() {
         assert_ne!(message.to_str().unwrap(), "unknown status");
     }
     // Values between, past and far past the known codes.
-    for unknown in [7, 9, 21, 29, 34, 59, 84, 99, 138, 9999, u32::MAX] {
+    for unknown in [7, 9, 21, 29, 34, 59, 84, 99, 139, 9999, u32::MAX] {
         let message = tidegate_status_str(unknown);
         assert!(!message.is_null());
         // SAFETY: never NULL, static and NUL-terminated.
@@ -1557,6 +1563,230 @@ fn bad_flow_policies() -> Vec<(TidegateFlowPolicy, TidegateStatus)> {
             S::ConfigZeroDuration,
         ),
     ]
+}
+
+// ---- black box ---------------------------------------------------------------------------------
+
+/// A record as a host fills it before capturing: numbered, timed, with a figure of another
+/// engine set so a capture can be seen to leave it alone.
+fn black_box_record() -> TidegateBlackBoxRecord {
+    TidegateBlackBoxRecord {
+        sequence: 5,
+        written_at_us: NOW,
+        restarts_run: 77,
+        flows_open: 99,
+        outbound_pauses: 55,
+        pressure: 2,
+        ..TidegateBlackBoxRecord::default()
+    }
+}
+
+/// A capture: a NULL record or handle, or a record with unknown flags or a reserved field set,
+/// is refused and changes neither the record nor the engine; a good one fills only the
+/// engine's own figures. `own` says which of the marker figures the engine overwrites.
+///
+/// `capture(record, Some(fixture))` captures from the fixture's handle, `capture(record, None)`
+/// from a NULL handle.
+fn black_box_capture<F: Fixture>(
+    make: impl Fn() -> F,
+    capture: impl Fn(*mut TidegateBlackBoxRecord, Option<&F>) -> TidegateStatus,
+    own: fn(&TidegateBlackBoxRecord) -> u64,
+) {
+    {
+        let mut record = black_box_record();
+        assert_eq!(capture(&mut record, None), S::NullArgument);
+        assert_eq!(record, black_box_record());
+        unchanged(&make, S::NullArgument, |f| capture(null_mut(), Some(f)));
+        for bad in [
+            TidegateBlackBoxRecord {
+                flags: 2,
+                ..black_box_record()
+            },
+            TidegateBlackBoxRecord {
+                flags: u32::MAX,
+                ..black_box_record()
+            },
+            TidegateBlackBoxRecord {
+                reserved: 1,
+                ..black_box_record()
+            },
+        ] {
+            let mut record = bad;
+            unchanged(&make, S::InvalidArgument, |f| capture(&mut record, Some(f)));
+            assert_eq!(record, bad);
+        }
+        let f = make();
+        let mut record = black_box_record();
+        assert_eq!(capture(&mut record, Some(&f)), S::Ok);
+        let before = black_box_record();
+        assert_eq!((record.sequence, record.written_at_us), (5, NOW));
+        // Exactly one of the marker figures belongs to this engine.
+        let markers = |r: &TidegateBlackBoxRecord| {
+            [r.restarts_run, r.flows_open, r.outbound_pauses, r.pressure]
+        };
+        let changed = markers(&record)
+            .iter()
+            .zip(markers(&before))
+            .filter(|(a, b)| *a != b)
+            .count();
+        assert_eq!(changed, 1, "{record:?}");
+        assert_ne!(
+            own(&record),
+            own(&before),
+            "the engine's own figure was taken"
+        );
+    }
+}
+
+fn black_box_capture_lifecycle() {
+    black_box_capture(
+        Life::running,
+        |record, l| unsafe {
+            tidegate_black_box_capture_lifecycle(record, l.map_or(null(), |l| l.handle))
+        },
+        |r| r.restarts_run,
+    );
+}
+
+fn black_box_capture_tunnel() {
+    black_box_capture(
+        Tunnel::busy,
+        |record, t| unsafe { tidegate_black_box_capture_tunnel(record, t.map_or(null(), |t| t.0)) },
+        |r| r.outbound_pauses,
+    );
+}
+
+fn black_box_capture_proxy() {
+    black_box_capture(
+        Proxy::new,
+        |record, p| unsafe {
+            tidegate_black_box_capture_proxy(record, p.map_or(null(), |p| p.handle))
+        },
+        |r| r.flows_open,
+    );
+}
+
+fn black_box_capture_memory() {
+    black_box_capture(
+        Mem::elevated,
+        |record, m| unsafe {
+            tidegate_black_box_capture_memory(record, m.map_or(null(), |m| m.handle))
+        },
+        |r| r.pressure,
+    );
+}
+
+fn black_box_encode() {
+    unsafe {
+        let record = black_box_record();
+        let mut slot = Out::<[u8; TIDEGATE_BLACK_BOX_SLOT_LEN]>::new();
+        let len = TIDEGATE_BLACK_BOX_SLOT_LEN;
+        assert_eq!(
+            untouched(|out| tidegate_black_box_encode(null(), slot.ptr().cast(), len, out)),
+            S::NullArgument
+        );
+        assert_eq!(
+            tidegate_black_box_encode(&record, slot.ptr().cast(), len, null_mut()),
+            S::NullArgument
+        );
+        assert_eq!(
+            untouched(|out| tidegate_black_box_encode(&record, null_mut(), len, out)),
+            S::NullArgument
+        );
+        assert!(slot.untouched());
+        let bad_records = [
+            (
+                TidegateBlackBoxRecord {
+                    sequence: 0,
+                    ..record
+                },
+                S::InvalidArgument,
+            ),
+            (
+                TidegateBlackBoxRecord { flags: 4, ..record },
+                S::InvalidArgument,
+            ),
+            (
+                TidegateBlackBoxRecord {
+                    reserved: 9,
+                    ..record
+                },
+                S::InvalidArgument,
+            ),
+        ];
+        for (bad, status) in bad_records {
+            assert_eq!(
+                untouched(|out| tidegate_black_box_encode(&bad, slot.ptr().cast(), len, out)),
+                status
+            );
+        }
+        for short in [0, 1, len - 1] {
+            assert_eq!(
+                untouched(|out| tidegate_black_box_encode(&record, slot.ptr().cast(), short, out)),
+                S::BufferTooSmall
+            );
+        }
+        for huge in [usize::MAX, isize::MAX as usize + 1] {
+            assert_eq!(
+                untouched(|out| tidegate_black_box_encode(&record, slot.ptr().cast(), huge, out)),
+                S::InvalidArgument
+            );
+        }
+        assert!(slot.untouched(), "a refused encode writes nothing");
+        let offset = written(|out| tidegate_black_box_encode(&record, slot.ptr().cast(), len, out));
+        assert_eq!(
+            offset, TIDEGATE_BLACK_BOX_SLOT_LEN,
+            "sequence 5 goes to slot 1"
+        );
+    }
+}
+
+fn black_box_decode() {
+    unsafe {
+        let mut file = [0u8; TIDEGATE_BLACK_BOX_LEN];
+        let record = black_box_record();
+        let mut offset = 0;
+        let status = tidegate_black_box_encode(
+            &record,
+            file.as_mut_ptr().add(TIDEGATE_BLACK_BOX_SLOT_LEN),
+            TIDEGATE_BLACK_BOX_SLOT_LEN,
+            &mut offset,
+        );
+        assert_eq!((status, offset), (S::Ok, TIDEGATE_BLACK_BOX_SLOT_LEN));
+        assert_eq!(
+            tidegate_black_box_decode(file.as_ptr(), file.len(), null_mut()),
+            S::NullArgument
+        );
+        assert_eq!(
+            untouched(|out| tidegate_black_box_decode(null(), 5, out)),
+            S::NullArgument
+        );
+        for huge in [usize::MAX, isize::MAX as usize + 1] {
+            assert_eq!(
+                untouched(|out| tidegate_black_box_decode(file.as_ptr(), huge, out)),
+                S::InvalidArgument
+            );
+        }
+        // No file, a short one, garbage, and a flipped bit: nothing intact.
+        let mut flipped = file;
+        flipped[TIDEGATE_BLACK_BOX_SLOT_LEN + 40] ^= 0x10;
+        for (data, len) in [
+            (null(), 0),
+            (file.as_ptr(), 100),
+            (
+                [0xffu8; TIDEGATE_BLACK_BOX_LEN].as_ptr(),
+                TIDEGATE_BLACK_BOX_LEN,
+            ),
+            (flipped.as_ptr(), flipped.len()),
+        ] {
+            assert_eq!(
+                untouched(|out| tidegate_black_box_decode(data, len, out)),
+                S::BlackBoxEmpty
+            );
+        }
+        let read = written(|out| tidegate_black_box_decode(file.as_ptr(), file.len(), out));
+        assert_eq!(read, record);
+    }
 }
 
 fn flow_key() {

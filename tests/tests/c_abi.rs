@@ -50,6 +50,18 @@ fn lifecycle_stop_and_restart_resume_carried_over_tasks_through_the_header() {
     );
 }
 
+/// A provider killed mid-write by SIGKILL leaves a black box the next launch reads: the torn slot
+/// skipped, the last record without the clean-stop flag; a clean stop then says so.
+#[test]
+fn a_killed_provider_is_told_from_a_clean_stop_by_its_black_box() {
+    let stdout = compile_and_run("black_box");
+    assert!(
+        stdout.contains("killed session found: record 5, state 2, pressure 2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("clean stop found: record 6"), "{stdout}");
+}
+
 #[test]
 fn a_proxy_host_loop_from_the_header_alone_races_relays_and_refuses_bad_input() {
     let stdout = compile_and_run("proxy_host");

@@ -110,6 +110,9 @@ unsafe fn check_poisoned_tunnel(t: *mut TidegateTunnel) -> Checked {
             tidegate_tunnel_complete_inbound(t, 1, 1),
         );
         c.poisoned_out("tidegate_tunnel_stats", |out| tidegate_tunnel_stats(t, out));
+        c.poisoned_out("tidegate_black_box_capture_tunnel", |out| {
+            tidegate_black_box_capture_tunnel(out, t)
+        });
         c.poisoned_out("tidegate_tunnel_on_pressure", |out| {
             tidegate_tunnel_on_pressure(t, 1, 1, out)
         });
@@ -195,6 +198,9 @@ unsafe fn check_poisoned_proxy(p: *mut TidegateProxy, flow: u64) -> Checked {
             tidegate_proxy_app_state(p, 1, out)
         });
         c.poisoned_out("tidegate_proxy_stats", |out| tidegate_proxy_stats(p, out));
+        c.poisoned_out("tidegate_black_box_capture_proxy", |out| {
+            tidegate_black_box_capture_proxy(out, p)
+        });
         c.poisoned(
             "tidegate_proxy_set_max_connecting",
             tidegate_proxy_set_max_connecting(p, 1),
@@ -318,6 +324,9 @@ unsafe fn check_poisoned_lifecycle(l: *mut TidegateLifecycle) -> Checked {
             assert!(generation.untouched());
             status
         });
+        c.poisoned_out("tidegate_black_box_capture_lifecycle", |out| {
+            tidegate_black_box_capture_lifecycle(out, l)
+        });
         c.poisoned_out("tidegate_lifecycle_stats", |out| {
             tidegate_lifecycle_stats(l, out)
         });
@@ -355,6 +364,9 @@ unsafe fn check_poisoned_memory(m: *mut TidegateMemory) -> Checked {
             tidegate_memory_handle_timeout(m, 1),
         );
         c.poisoned_out("tidegate_memory_stats", |out| tidegate_memory_stats(m, out));
+        c.poisoned_out("tidegate_black_box_capture_memory", |out| {
+            tidegate_black_box_capture_memory(out, m)
+        });
         assert_eq!(testing_panic_inside_memory(m), S::Poisoned);
     }
     c
