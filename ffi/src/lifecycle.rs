@@ -106,7 +106,8 @@ pub struct TidegateLifecycleConfig {
     /// minutes, RFC 4787).
     pub wake_restart_after_us: u64,
     /// How many attempts one path gets before the session is cancelled with cause
-    /// `TIDEGATE_CANCEL_CAUSE_RESTARTS_EXHAUSTED`; a new path gets them all again. 1 to 65535,
+    /// `TIDEGATE_CANCEL_CAUSE_RESTARTS_EXHAUSTED`; a new path gets them all again (a path that
+    /// flaps away and back within the debounce keeps its count and back-off). 1 to 65535,
     /// default 4; 0 is refused with `TIDEGATE_STATUS_CONFIG_RESTART`.
     pub restart_attempts_max: u32,
     /// Must be 0.
@@ -663,8 +664,8 @@ pub unsafe extern "C" fn tidegate_lifecycle_on_path_change(
 /// Reports that the device woke after sleeping `slept_us` microseconds (on Apple platforms:
 /// how much further `CLOCK_MONOTONIC` (continuous) moved than `CLOCK_UPTIME_RAW` across the
 /// sleep; `NEPacketTunnelProvider.wake()` is the place). While the tunnel is up, a sleep of
-/// `wake_restart_after_us` or more restarts it on the latest path, through the path debounce;
-/// `*out_restart_scheduled` says whether it did. Deadlines need no wake report: a `now_us` that
+/// `wake_restart_after_us` or more restarts it on the latest path, through the path debounce
+/// (not when no path was ever reported); `*out_restart_scheduled` says whether it did. Deadlines need no wake report: a `now_us` that
 /// jumped fires each deadline and timer once.
 ///
 /// # Safety

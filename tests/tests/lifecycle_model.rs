@@ -138,8 +138,10 @@ struct Restarts {
     settles_at: Option<u64>,
     wake_due: bool,
     state: Re,
-    /// Failed attempts on the current target path.
+    /// Failed attempts on `retry_path`.
     failures: u16,
+    /// The path whose failures `failures` counts.
+    retry_path: Option<u64>,
     /// The `AbandonRestart` the host is owed.
     abandon_owed: Option<RestartId>,
     /// The id the next `RestartTunnel` carries.
@@ -155,6 +157,7 @@ impl Restarts {
             wake_due: false,
             state: Re::Idle,
             failures: 0,
+            retry_path: None,
             abandon_owed: None,
             next_id: 1,
         }
@@ -189,6 +192,7 @@ impl Restarts {
     /// An attempt on `path` failed at `now`: true when the session must be cancelled.
     fn fail(&mut self, now: u64, path: u64, config: &LifecycleConfig) -> bool {
         self.failures += 1;
+        self.retry_path = Some(path);
         if self.failures >= config.restart_attempts_max {
             self.state = Re::Idle;
             return true;
@@ -211,13 +215,19 @@ impl Restarts {
             if let Some(target) = self.latest {
                 let reasserting = self.state != Re::Idle;
                 if reasserting || Some(target) != self.established || wake {
-                    let keep =
-                        matches!(self.state, Re::InFlight { path, .. } if path == target) && !wake;
+                    let keep = matches!(
+                        self.state,
+                        Re::InFlight { path, .. } | Re::BackingOff { path, .. } if path == target
+                    ) && !wake;
                     if !keep {
                         if let Re::InFlight { id, .. } = self.state {
                             self.abandon(id);
                         }
-                        self.failures = 0;
+                        // The count follows the path that failed, not each settle.
+                        if self.retry_path != Some(target) {
+                            self.failures = 0;
+                            self.retry_path = None;
+                        }
                         self.state = if target == 0 {
                             Re::Waiting
                         } else {
@@ -799,7 +809,8 @@ fn apply(
             let scheduled = machine.on_wake(now, slept);
             let expected = model.phase == Phase::Running
                 && config.wake_restart_after_micros != 0
-                && slept >= config.wake_restart_after_micros;
+                && slept >= config.wake_restart_after_micros
+                && model.restarts.latest.is_some();
             prop_assert_eq!(scheduled, expected);
             if expected {
                 model.restarts.wake_due = true;
@@ -833,6 +844,7 @@ fn apply(
                         let restarts = &mut model.restarts;
                         restarts.established = Some(path);
                         restarts.failures = 0;
+                        restarts.retry_path = None;
                         restarts.state = Re::Idle;
                     } else if model.restarts.fail(model.now, path, &config) {
                         model.cancel_restarts_exhausted();

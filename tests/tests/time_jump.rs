@@ -163,10 +163,11 @@ fn a_hung_restart_and_a_wake_fire_once_after_a_jump() {
     let next = machine.poll_timeout().expect("a timer");
     assert!(next > woke, "no timer in the past");
     let effects: Vec<_> = core::iter::from_fn(|| machine.poll_effect(next)).collect();
+    // The attempt that hung was the path's first and counts as failed: this is its second.
     assert!(
         matches!(
             effects[..],
-            [LifecycleEffect::RestartTunnel { attempt: 1, .. }]
+            [LifecycleEffect::RestartTunnel { attempt: 2, .. }]
         ),
         "one attempt for the settled path, after the wake: {effects:?}"
     );

@@ -487,7 +487,7 @@ where
     /// The device woke after sleeping `slept_micros` (on Apple platforms, the difference between
     /// the continuous and the uptime clock across the sleep). While the tunnel is up, a sleep of
     /// `wake_restart_after_micros` or more schedules a restart on the latest path, through the
-    /// path debounce; the return says whether it did. Deadlines and timers need no wake report: a
+    /// path debounce (none when no path was ever reported); the return says whether it did. Deadlines and timers need no wake report: a
     /// `now` that jumped fires each of them once.
     pub fn on_wake(&mut self, now: Instant, slept_micros: u64) -> bool {
         let now = self.observe(now);

@@ -136,7 +136,8 @@ pub struct LifecycleConfig {
     /// [`DEFAULT_RESTART_DEADLINE_MICROS`]. Not 0 (refused).
     pub restart_deadline_micros: u64,
     /// How many attempts a path gets before the session is cancelled with
-    /// [`CancelCause::RestartsExhausted`]. A new path gets the full number again. Default
+    /// [`CancelCause::RestartsExhausted`]. A new path gets the full number again; a path that
+    /// flaps away and back within the debounce keeps its count and its back-off. Default
     /// [`DEFAULT_RESTART_ATTEMPTS_MAX`]. Not 0 (refused).
     pub restart_attempts_max: u16,
     /// The wait after the first failed attempt before the next, in microseconds; it doubles after

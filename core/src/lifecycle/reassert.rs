@@ -142,8 +142,10 @@ pub(super) struct Reassert {
     /// A wake asked for a restart even on an unchanged path.
     wake_due: bool,
     restart: Restart,
-    /// Failed attempts for the current target path.
+    /// Failed attempts on `retry_path`.
     failures: u16,
+    /// The path whose failed attempts `failures` counts, since its last failure.
+    retry_path: Option<PathFingerprint>,
     /// The id the next announced attempt gets; ids are never reused.
     next_id: u64,
     /// An attempt the host must abandon; at most one is owed at a time, because a new attempt is
@@ -161,6 +163,7 @@ impl Reassert {
             wake_due: false,
             restart: Restart::Idle,
             failures: 0,
+            retry_path: None,
             next_id: 1,
             abandon_due: None,
             counters: ReassertCounters {
@@ -258,7 +261,8 @@ impl Reassert {
     ) -> bool {
         self.counters.wakes = self.counters.wakes.saturating_add(1);
         let after = config.wake_restart_after_micros;
-        if after == 0 || slept_micros < after {
+        if after == 0 || slept_micros < after || self.latest.is_none() {
+            // Off, a short sleep, or no path ever reported to restart on.
             return false;
         }
         self.counters.wake_restarts = self.counters.wake_restarts.saturating_add(1);
@@ -303,7 +307,7 @@ impl Reassert {
     /// The latest path held for the debounce (or a wake asked for a restart): act on it.
     fn settle(&mut self) {
         let Some(target) = self.latest else {
-            // A wake before any report: the tunnel is on the path it came up on.
+            debug_assert!(!self.wake_due, "a wake restart scheduled without a path");
             self.wake_due = false;
             return;
         };
@@ -319,8 +323,19 @@ impl Reassert {
             }
             self.abandon(id);
         }
-        // A new path gets the full number of attempts.
-        self.failures = 0;
+        if let Restart::BackingOff { path, .. } = self.restart
+            && path == target
+            && !wake
+        {
+            // The path flapped and came back: its failures and its back-off stand.
+            return;
+        }
+        if self.retry_path != Some(target) {
+            // A new path gets the full number of attempts; the path that failed keeps its
+            // count, so a flapping path cannot retry without end.
+            self.failures = 0;
+            self.retry_path = None;
+        }
         self.restart = if target == PathFingerprint::NONE {
             Restart::Waiting
         } else {
@@ -342,6 +357,7 @@ impl Reassert {
     fn fail(&mut self, now: Instant, path: PathFingerprint, config: &LifecycleConfig) -> Verdict {
         self.counters.restarts_failed = self.counters.restarts_failed.saturating_add(1);
         self.failures = self.failures.saturating_add(1);
+        self.retry_path = Some(path);
         if self.failures >= config.restart_attempts_max {
             self.restart = Restart::Idle;
             return Verdict::Exhausted;
@@ -402,6 +418,7 @@ impl Reassert {
                 self.counters.restarts_done = self.counters.restarts_done.saturating_add(1);
                 self.established = Some(path);
                 self.failures = 0;
+                self.retry_path = None;
                 self.restart = Restart::Idle;
                 Ok(Verdict::Continue)
             }
@@ -621,6 +638,72 @@ mod tests {
         );
         let stats = machine.stats();
         assert_eq!((stats.restarts_failed, stats.restarts_exhausted), (4, 1));
+    }
+
+    /// A path that fails, flaps away and comes back within the debounce keeps its failures and
+    /// its back-off: flapping cannot buy endless attempts.
+    #[test]
+    fn a_path_that_flaps_back_keeps_its_failures_and_back_off() {
+        let (mut machine, generation) = running_on_a(LifecycleConfig {
+            restart_attempts_max: 2,
+            restart_backoff_micros: 10_000_000,
+            restart_backoff_max_micros: 10_000_000,
+            ..config()
+        });
+        let _ = machine.on_path_change(at(10), B);
+        let (id, _, _) = restart_of(&drain(&mut machine, at(1_010)));
+        machine
+            .on_restart_failed(at(1_020), generation, id)
+            .unwrap();
+        let retry_at = at(1_020).saturating_add_micros(10_000_000);
+        // B flaps to C and back within the debounce.
+        let _ = machine.on_path_change(at(2_000), C);
+        let _ = machine.on_path_change(at(2_500), B);
+        assert!(
+            drain(&mut machine, at(4_000)).is_empty(),
+            "the back-off stands"
+        );
+        assert_eq!(machine.poll_timeout(), Some(retry_at));
+        let (id, path, attempt) = restart_of(&drain(&mut machine, retry_at));
+        assert_eq!((path, attempt), (B, 2), "the count stands too");
+        machine.on_restart_failed(retry_at, generation, id).unwrap();
+        assert_eq!(
+            machine.state(),
+            LifecycleState::Stopping(StopPhase::TearingDown),
+            "the second failure on B is the last"
+        );
+    }
+
+    /// The same when the back-off ends while the path is away: the next attempt on it, once it
+    /// has settled again, is still its second.
+    #[test]
+    fn a_path_that_comes_back_after_its_back_off_keeps_its_count() {
+        let (mut machine, generation) = running_on_a(config());
+        let _ = machine.on_path_change(at(10), B);
+        let (id, _, _) = restart_of(&drain(&mut machine, at(1_010)));
+        machine
+            .on_restart_failed(at(1_020), generation, id)
+            .unwrap();
+        // Away to C while the 1 s back-off runs out, back to B before C settles.
+        let _ = machine.on_path_change(at(1_500), C);
+        assert!(
+            drain(&mut machine, at(2_020)).is_empty(),
+            "C is still settling"
+        );
+        let _ = machine.on_path_change(at(2_200), B);
+        let (_, path, attempt) = restart_of(&drain(&mut machine, at(3_200)));
+        assert_eq!((path, attempt), (B, 2));
+    }
+
+    #[test]
+    fn a_wake_without_any_path_schedules_nothing() {
+        let mut machine = Machine::new(config(), [TaskSlot::EMPTY; 4]).unwrap();
+        let generation = machine.on_start(at(0), None).unwrap();
+        drain(&mut machine, at(0));
+        machine.on_tunnel_started(at(1), generation).unwrap();
+        assert!(!machine.on_wake(at(10), u64::MAX));
+        assert_eq!(machine.poll_timeout(), None);
+        assert_eq!(machine.stats().wakes, 1);
     }
 
     #[test]
