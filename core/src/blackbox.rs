@@ -279,112 +279,67 @@ impl BlackBoxRecord {
         self.flows_paused = u64::from(flows.flows_paused);
         self.pressure_closes = flows.pressure_closes;
     }
-
-    /// The figures in their slot order.
-    fn figures(&self) -> [u64; BLACK_BOX_FIGURES] {
-        [
-            self.generation,
-            self.lifecycle_state,
-            self.stops_completed,
-            self.start_timeouts,
-            self.teardown_timeouts,
-            self.path_changes,
-            self.restarts_run,
-            self.restarts_failed,
-            self.restarts_exhausted,
-            self.pressure,
-            self.memory_projected_bytes,
-            self.memory_peak_bytes,
-            self.reservations_refused,
-            self.critical_entries,
-            self.outbound_bytes_queued,
-            self.outbound_bytes_high_water,
-            self.inbound_bytes_queued,
-            self.inbound_bytes_high_water,
-            self.outbound_dropped_packets,
-            self.inbound_dropped_packets,
-            self.outbound_refused_packets,
-            self.outbound_pauses,
-            self.flows_open,
-            self.flows_admitted,
-            self.flows_rejected,
-            self.flows_evicted,
-            self.flows_paused,
-            self.pressure_closes,
-        ]
-    }
-
-    fn from_figures(
-        sequence: u64,
-        written_at_micros: u64,
-        clean_stop: bool,
-        f: [u64; BLACK_BOX_FIGURES],
-    ) -> Self {
-        let [
-            generation,
-            lifecycle_state,
-            stops_completed,
-            start_timeouts,
-            teardown_timeouts,
-            path_changes,
-            restarts_run,
-            restarts_failed,
-            restarts_exhausted,
-            pressure,
-            memory_projected_bytes,
-            memory_peak_bytes,
-            reservations_refused,
-            critical_entries,
-            outbound_bytes_queued,
-            outbound_bytes_high_water,
-            inbound_bytes_queued,
-            inbound_bytes_high_water,
-            outbound_dropped_packets,
-            inbound_dropped_packets,
-            outbound_refused_packets,
-            outbound_pauses,
-            flows_open,
-            flows_admitted,
-            flows_rejected,
-            flows_evicted,
-            flows_paused,
-            pressure_closes,
-        ] = f;
-        BlackBoxRecord {
-            sequence,
-            written_at_micros,
-            clean_stop,
-            generation,
-            lifecycle_state,
-            stops_completed,
-            start_timeouts,
-            teardown_timeouts,
-            path_changes,
-            restarts_run,
-            restarts_failed,
-            restarts_exhausted,
-            pressure,
-            memory_projected_bytes,
-            memory_peak_bytes,
-            reservations_refused,
-            critical_entries,
-            outbound_bytes_queued,
-            outbound_bytes_high_water,
-            inbound_bytes_queued,
-            inbound_bytes_high_water,
-            outbound_dropped_packets,
-            inbound_dropped_packets,
-            outbound_refused_packets,
-            outbound_pauses,
-            flows_open,
-            flows_admitted,
-            flows_rejected,
-            flows_evicted,
-            flows_paused,
-            pressure_closes,
-        }
-    }
 }
+
+/// The figures of a record, in their slot order: one list defines both directions, so the
+/// encoder and the decoder cannot disagree on the order.
+macro_rules! slot_order {
+    ($($field:ident),* $(,)?) => {
+        impl BlackBoxRecord {
+            /// The figures in their slot order.
+            fn figures(&self) -> [u64; BLACK_BOX_FIGURES] {
+                [$(self.$field),*]
+            }
+
+            /// A record from its header fields and its figures in slot order.
+            fn from_figures(
+                sequence: u64,
+                written_at_micros: u64,
+                clean_stop: bool,
+                figures: [u64; BLACK_BOX_FIGURES],
+            ) -> Self {
+                let [$($field),*] = figures;
+                BlackBoxRecord {
+                    sequence,
+                    written_at_micros,
+                    clean_stop,
+                    $($field),*
+                }
+            }
+        }
+    };
+}
+
+slot_order!(
+    generation,
+    lifecycle_state,
+    stops_completed,
+    start_timeouts,
+    teardown_timeouts,
+    path_changes,
+    restarts_run,
+    restarts_failed,
+    restarts_exhausted,
+    pressure,
+    memory_projected_bytes,
+    memory_peak_bytes,
+    reservations_refused,
+    critical_entries,
+    outbound_bytes_queued,
+    outbound_bytes_high_water,
+    inbound_bytes_queued,
+    inbound_bytes_high_water,
+    outbound_dropped_packets,
+    inbound_dropped_packets,
+    outbound_refused_packets,
+    outbound_pauses,
+    flows_open,
+    flows_admitted,
+    flows_rejected,
+    flows_evicted,
+    flows_paused,
+    pressure_closes,
+);
 
 /// The lifecycle state as the C ABI numbers it.
 fn state_number(state: LifecycleState) -> u64 {
