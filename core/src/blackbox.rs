@@ -38,6 +38,40 @@
 //!
 //! The record holds counters, levels and states only: no address, host name, path fingerprint,
 //! flow key or payload. It can sit in a file that is readable while the device is locked.
+//!
+//! ## A host's writer
+//!
+//! ```
+//! use tidegate_core::{
+//!     BLACK_BOX_LEN, BLACK_BOX_SLOT_LEN, BlackBoxRecord, Instant, Lifecycle, LifecycleConfig,
+//!     TaskSlot, decode_black_box, encode_black_box,
+//! };
+//!
+//! // The file as the last launch left it (here: never written), and what it says.
+//! let mut file = [0u8; BLACK_BOX_LEN];
+//! let last = decode_black_box(&file);
+//! assert!(last.is_none(), "a new file");
+//! let mut sequence = BlackBoxRecord::next(last.as_ref());
+//!
+//! let mut lifecycle = Lifecycle::new(LifecycleConfig::DEFAULT, [TaskSlot::EMPTY; 4]).unwrap();
+//! lifecycle.on_start(Instant::ZERO, None).unwrap();
+//!
+//! // Every few seconds: capture, encode, write the slot in place.
+//! let mut write = |now: u64, clean_stop: bool, lifecycle: &Lifecycle<[TaskSlot; 4]>| {
+//!     let mut record = BlackBoxRecord::new(sequence, now, clean_stop);
+//!     record.capture_lifecycle(lifecycle);
+//!     let mut slot = [0u8; BLACK_BOX_SLOT_LEN];
+//!     let offset = encode_black_box(&record, &mut slot).unwrap();
+//!     file[offset..offset + BLACK_BOX_SLOT_LEN].copy_from_slice(&slot); // pwrite in a host
+//!     sequence += 1;
+//! };
+//! write(2_000_000, false, &lifecycle);
+//! write(4_000_000, false, &lifecycle);
+//!
+//! // A process killed now leaves record 2, without the clean-stop flag: the next launch knows.
+//! let found = decode_black_box(&file).unwrap();
+//! assert_eq!((found.sequence, found.clean_stop, found.lifecycle_state), (2, false, 1));
+//! ```
 
 use core::fmt;
 
