@@ -18,22 +18,11 @@
 #include <string.h>
 
 #include "check.h"
+#include "packet.h"
 #include "tidegate.h"
 
 enum { TICKS = 20000, FLOOD_PER_TICK = 3, SPARSE_EVERY = 50, PACKET = 1000 };
 enum { FLOOD_PORT = 1000, SPARSE_PORT = 2000 };
-
-/* A UDP/IPv4 packet of `len` bytes from `port`, carrying `seq` after the UDP header. */
-static void make_packet(uint8_t *p, size_t len, uint16_t port, uint32_t seq) {
-    memset(p, 0, len);
-    p[0] = 0x45;
-    p[9] = 17;
-    p[12] = 10, p[15] = 1;
-    p[16] = 10, p[19] = 2;
-    p[20] = (uint8_t)(port >> 8), p[21] = (uint8_t)port;
-    p[23] = 9;
-    memcpy(p + 28, &seq, sizeof seq);
-}
 
 static uint16_t port_of(const TidegatePacketView *v) {
     CHECK(v->len >= 32);

@@ -24,6 +24,7 @@
 
 /* The checks the host programs use; semihosting carries their stderr. */
 #include "../c/check.h"
+#include "../c/packet.h"
 #include "tidegate.h"
 
 uint32_t stack_peak_bytes(void);
@@ -45,18 +46,6 @@ static void *place(uint8_t *memory, size_t len, size_t size, size_t align) {
     CHECK((uintptr_t)memory % align == 0);
     arena_bytes += size;
     return memory;
-}
-
-/* A UDP/IPv4 packet of `len` bytes from `port`, carrying `seq`. */
-static void make_packet(uint8_t *p, size_t len, uint16_t port, uint32_t seq) {
-    memset(p, 0, len);
-    p[0] = 0x45;
-    p[9] = 17;
-    p[12] = 10, p[15] = 1;
-    p[16] = 10, p[19] = 2;
-    p[20] = (uint8_t)(port >> 8), p[21] = (uint8_t)port;
-    p[23] = 9;
-    memcpy(p + 28, &seq, sizeof seq);
 }
 
 static void fifo_tunnel(void) {
