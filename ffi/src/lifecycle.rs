@@ -914,7 +914,7 @@ pub unsafe extern "C" fn tidegate_lifecycle_stats(
     // SAFETY: forwarded caller contract.
     unsafe {
         call(lifecycle, |l| {
-            write_out(out_stats, stats_of(&l.engine.stats()))
+            write_out(out_stats, stats_of(l.engine.stats()))
         })
     }
 }

@@ -830,7 +830,7 @@ fn apply(
                 Some((id, _)) if pick % 4 != 0 => id,
                 _ => RestartId(u64::from(pick % 8)),
             };
-            let stats = machine.stats();
+            let stats = *machine.stats();
             let state = machine.state();
             let result = if done {
                 machine.on_restart_done(now, generation, restart)

@@ -201,19 +201,8 @@ where
     }
 
     /// Counters and figures so far.
-    pub fn stats(&self) -> LifecycleStats {
-        let counters = self.reassert.counters;
-        LifecycleStats {
-            path_changes: counters.path_changes,
-            restarts_run: counters.restarts_run,
-            restarts_done: counters.restarts_done,
-            restarts_failed: counters.restarts_failed,
-            restart_timeouts: counters.restart_timeouts,
-            restarts_abandoned: counters.restarts_abandoned,
-            wakes: counters.wakes,
-            wake_restarts: counters.wake_restarts,
-            ..self.stats
-        }
+    pub fn stats(&self) -> &LifecycleStats {
+        &self.stats
     }
 
     /// The path the tunnel is up on: the latest path reported before it came up, or the path of
@@ -477,7 +466,9 @@ where
     pub fn on_path_change(&mut self, now: Instant, path: PathFingerprint) -> PathReport {
         let now = self.observe(now);
         let running = matches!(self.phase, Phase::Running);
-        let report = self.reassert.on_path(now, path, running, &self.config);
+        let report = self
+            .reassert
+            .on_path(now, path, running, &self.config, &mut self.stats);
         log_debug!("lifecycle: path {} reported", path.0);
         // A debounce of 0 settles at this very `now`: no timer is left at or before it.
         self.observe(now);
@@ -492,10 +483,12 @@ where
     pub fn on_wake(&mut self, now: Instant, slept_micros: u64) -> bool {
         let now = self.observe(now);
         if !matches!(self.phase, Phase::Running) {
-            self.reassert.counters.wakes = self.reassert.counters.wakes.saturating_add(1);
+            self.stats.wakes = self.stats.wakes.saturating_add(1);
             return false;
         }
-        let scheduled = self.reassert.on_wake(now, slept_micros, &self.config);
+        let scheduled = self
+            .reassert
+            .on_wake(now, slept_micros, &self.config, &mut self.stats);
         self.observe(now);
         scheduled
     }
@@ -577,7 +570,10 @@ where
                     carried_over_tasks: carried,
                 })
             }
-            Phase::Running => match self.reassert.take_announce(now, &self.config) {
+            Phase::Running => match self
+                .reassert
+                .take_announce(now, &self.config, &mut self.stats)
+            {
                 Some(announce) => Some(LifecycleEffect::RestartTunnel {
                     generation,
                     restart: announce.id,
@@ -642,7 +638,7 @@ where
                 log_warn!("lifecycle: start deadline passed, cancelling");
                 self.begin_stop(now, Some((0, CancelCause::StartTimedOut)));
             }
-            Phase::Running => match self.reassert.on_time(now, &self.config) {
+            Phase::Running => match self.reassert.on_time(now, &self.config, &mut self.stats) {
                 Verdict::Exhausted => self.restarts_exhausted(now),
                 Verdict::Continue => {}
             },
@@ -709,7 +705,7 @@ where
     }
 
     fn begin_stop(&mut self, now: Instant, cancel: Option<(u32, CancelCause)>) {
-        self.reassert.end_session();
+        self.reassert.end_session(&mut self.stats);
         self.phase = Phase::Stopping(Stop {
             requested_at: now,
             cancel,
@@ -809,7 +805,7 @@ where
         self.check_generation(generation)?;
         match self
             .reassert
-            .on_restart_ended(now, restart, done, &self.config)
+            .on_restart_ended(now, restart, done, &self.config, &mut self.stats)
         {
             Ok(Verdict::Continue) => Ok(()),
             Ok(Verdict::Exhausted) => {

@@ -17,7 +17,7 @@ use core::fmt;
 
 use crate::time::Instant;
 
-use super::LifecycleConfig;
+use super::{LifecycleConfig, LifecycleStats};
 
 /// A fingerprint of the network path, computed by the host from what identifies the path for its
 /// tunnel (for example a hash of the interface type, the interface name and the local
@@ -107,19 +107,6 @@ pub(super) struct Announce {
     pub(super) attempt: u16,
 }
 
-/// Counters of the restarts, folded into the lifecycle's stats.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct ReassertCounters {
-    pub(super) path_changes: u64,
-    pub(super) restarts_run: u64,
-    pub(super) restarts_done: u64,
-    pub(super) restarts_failed: u64,
-    pub(super) restart_timeouts: u64,
-    pub(super) restarts_abandoned: u64,
-    pub(super) wakes: u64,
-    pub(super) wake_restarts: u64,
-}
-
 /// Why a restart report was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum RestartReportError {
@@ -151,7 +138,6 @@ pub(super) struct Reassert {
     /// An attempt the host must abandon; at most one is owed at a time, because a new attempt is
     /// announced only after the owed abandon was handed out.
     abandon_due: Option<RestartId>,
-    pub(super) counters: ReassertCounters,
 }
 
 impl Reassert {
@@ -166,21 +152,11 @@ impl Reassert {
             retry_path: None,
             next_id: 1,
             abandon_due: None,
-            counters: ReassertCounters {
-                path_changes: 0,
-                restarts_run: 0,
-                restarts_done: 0,
-                restarts_failed: 0,
-                restart_timeouts: 0,
-                restarts_abandoned: 0,
-                wakes: 0,
-                wake_restarts: 0,
-            },
         }
     }
 
     /// A new session: forget the restarts of the last one and come up on the latest path
-    /// reported; keep ids and counters.
+    /// reported; keep the ids.
     pub(super) fn begin_session(&mut self) {
         debug_assert!(
             self.abandon_due.is_none(),
@@ -190,15 +166,14 @@ impl Reassert {
             established: self.latest,
             latest: self.latest,
             next_id: self.next_id,
-            counters: self.counters,
             ..Reassert::new()
         };
     }
 
     /// The session stops: an attempt in flight is abandoned, nothing else will start.
-    pub(super) fn end_session(&mut self) {
+    pub(super) fn end_session(&mut self, stats: &mut LifecycleStats) {
         if let Restart::InFlight { id, .. } = self.restart {
-            self.abandon(id);
+            self.abandon(id, stats);
         }
         self.restart = Restart::Idle;
         self.settles_at = None;
@@ -235,6 +210,7 @@ impl Reassert {
         path: PathFingerprint,
         running: bool,
         config: &LifecycleConfig,
+        stats: &mut LifecycleStats,
     ) -> PathReport {
         if self.latest == Some(path) {
             return PathReport::Unchanged;
@@ -246,7 +222,7 @@ impl Reassert {
             self.established = Some(path);
             return PathReport::Recorded;
         }
-        self.counters.path_changes = self.counters.path_changes.saturating_add(1);
+        stats.path_changes = stats.path_changes.saturating_add(1);
         let settles_at = now.saturating_add_micros(config.path_debounce_micros);
         self.settles_at = Some(settles_at);
         PathReport::Scheduled { settles_at }
@@ -258,14 +234,15 @@ impl Reassert {
         now: Instant,
         slept_micros: u64,
         config: &LifecycleConfig,
+        stats: &mut LifecycleStats,
     ) -> bool {
-        self.counters.wakes = self.counters.wakes.saturating_add(1);
+        stats.wakes = stats.wakes.saturating_add(1);
         let after = config.wake_restart_after_micros;
         if after == 0 || slept_micros < after || self.latest.is_none() {
             // Off, a short sleep, or no path ever reported to restart on.
             return false;
         }
-        self.counters.wake_restarts = self.counters.wake_restarts.saturating_add(1);
+        stats.wake_restarts = stats.wake_restarts.saturating_add(1);
         self.wake_due = true;
         // The path monitor usually reports right after a wake; the debounce lets that report
         // land, so the one restart is for the path the device woke on.
@@ -276,20 +253,25 @@ impl Reassert {
     /// Apply the timers `now` reached, each once, in the order debounce, attempt deadline,
     /// back-off. Every timer it arms is measured from `now`, so a jump of hours fires each timer
     /// once and never a cascade.
-    pub(super) fn on_time(&mut self, now: Instant, config: &LifecycleConfig) -> Verdict {
+    pub(super) fn on_time(
+        &mut self,
+        now: Instant,
+        config: &LifecycleConfig,
+        stats: &mut LifecycleStats,
+    ) -> Verdict {
         if let Some(settles_at) = self.settles_at
             && now >= settles_at
         {
             self.settles_at = None;
-            self.settle();
+            self.settle(stats);
         }
         if let Restart::InFlight { id, path, deadline } = self.restart
             && now >= deadline
         {
-            self.counters.restart_timeouts = self.counters.restart_timeouts.saturating_add(1);
+            stats.restart_timeouts = stats.restart_timeouts.saturating_add(1);
             // The host must stop the attempt that hangs before the next one runs.
-            self.abandon(id);
-            return self.fail(now, path, config);
+            self.abandon(id, stats);
+            return self.fail(now, path, config, stats);
         }
         if let Restart::BackingOff { path, until } = self.restart
             && now >= until
@@ -305,7 +287,7 @@ impl Reassert {
     }
 
     /// The latest path held for the debounce (or a wake asked for a restart): act on it.
-    fn settle(&mut self) {
+    fn settle(&mut self, stats: &mut LifecycleStats) {
         let Some(target) = self.latest else {
             debug_assert!(!self.wake_due, "a wake restart scheduled without a path");
             self.wake_due = false;
@@ -321,7 +303,7 @@ impl Reassert {
                 // The attempt in flight is already for the settled path.
                 return;
             }
-            self.abandon(id);
+            self.abandon(id, stats);
         }
         if let Restart::BackingOff { path, .. } = self.restart
             && path == target
@@ -343,19 +325,25 @@ impl Reassert {
         };
     }
 
-    fn abandon(&mut self, id: RestartId) {
+    fn abandon(&mut self, id: RestartId, stats: &mut LifecycleStats) {
         debug_assert!(
             self.abandon_due.is_none(),
             "a second abandon owed before the first was handed out"
         );
         self.abandon_due = Some(id);
         self.restart = Restart::Idle;
-        self.counters.restarts_abandoned = self.counters.restarts_abandoned.saturating_add(1);
+        stats.restarts_abandoned = stats.restarts_abandoned.saturating_add(1);
     }
 
     /// An attempt for `path` failed (reported, or past its deadline).
-    fn fail(&mut self, now: Instant, path: PathFingerprint, config: &LifecycleConfig) -> Verdict {
-        self.counters.restarts_failed = self.counters.restarts_failed.saturating_add(1);
+    fn fail(
+        &mut self,
+        now: Instant,
+        path: PathFingerprint,
+        config: &LifecycleConfig,
+        stats: &mut LifecycleStats,
+    ) -> Verdict {
+        stats.restarts_failed = stats.restarts_failed.saturating_add(1);
         self.failures = self.failures.saturating_add(1);
         self.retry_path = Some(path);
         if self.failures >= config.restart_attempts_max {
@@ -377,6 +365,7 @@ impl Reassert {
         &mut self,
         now: Instant,
         config: &LifecycleConfig,
+        stats: &mut LifecycleStats,
     ) -> Option<Announce> {
         let Restart::Due { path } = self.restart else {
             return None;
@@ -392,7 +381,7 @@ impl Reassert {
             path,
             deadline: now.saturating_add_micros(config.restart_deadline_micros),
         };
-        self.counters.restarts_run = self.counters.restarts_run.saturating_add(1);
+        stats.restarts_run = stats.restarts_run.saturating_add(1);
         Some(Announce {
             id,
             path,
@@ -407,15 +396,16 @@ impl Reassert {
         id: RestartId,
         done: bool,
         config: &LifecycleConfig,
+        stats: &mut LifecycleStats,
     ) -> Result<Verdict, RestartReportError> {
         match self.restart {
             Restart::InFlight {
                 id: running, path, ..
             } if running == id => {
                 if !done {
-                    return Ok(self.fail(now, path, config));
+                    return Ok(self.fail(now, path, config, stats));
                 }
-                self.counters.restarts_done = self.counters.restarts_done.saturating_add(1);
+                stats.restarts_done = stats.restarts_done.saturating_add(1);
                 self.established = Some(path);
                 self.failures = 0;
                 self.retry_path = None;
@@ -575,7 +565,7 @@ mod tests {
             .collect::<Vec<_>>()
         );
         // The abandoned attempt's late report is refused and changes nothing.
-        let stats = machine.stats();
+        let stats = *machine.stats();
         assert_eq!(
             machine.on_restart_done(at(2_600), generation, first),
             Err(ReportError::StaleRestart { restart: first })
