@@ -120,6 +120,8 @@ pub struct Activity {
     pub restarts_announced: u64,
     /// Black box records captured from every engine, written and read back.
     pub black_box_records: u64,
+    /// Wakes after which the lifecycle scheduled a restart (the tunnel was up on a path).
+    pub wake_restarts: u64,
 }
 
 const TUNNEL: TidegateTunnelConfig = TidegateTunnelConfig {
@@ -208,6 +210,10 @@ impl Activity {
         assert!(
             self.restarts_announced > operations / 1_000_000,
             "path changes restarted the tunnel: {self:?}"
+        );
+        assert!(
+            self.wake_restarts > 0,
+            "a wake after hours restarted the tunnel: {self:?}"
         );
     }
 }
@@ -1087,7 +1093,12 @@ impl Workload {
                     }
                 }
                 1 => {
-                    self.call(tidegate_lifecycle_on_tunnel_started(l, now, generation));
+                    let status = tidegate_lifecycle_on_tunnel_started(l, now, generation);
+                    // Now and then the device sleeps soon after the tunnel came up: the case a
+                    // wake restart is for (the other sleeps land in any state).
+                    if self.call(status) == TidegateStatus::Ok && (r >> 8).is_multiple_of(8) {
+                        self.sleep_for_hours(r);
+                    }
                 }
                 2 => {
                     let mut outcome = TidegateStopOutcome::Stopping;
@@ -1197,20 +1208,25 @@ impl Workload {
     /// or before the new `now` (a timer armed in the past would fire again
     /// and again), and a second `handle_timeout` at the same `now` changes nothing.
     fn sleep_for_hours(&mut self, r: u64) {
+        let (p, l, m) = (self.proxy, self.lifecycle, self.memory);
+        self.bring_tunnel_up();
         let slept = (1 + r % 8) * 3_600_000_000;
         self.now += slept;
         self.activity.sleeps += 1;
         let now = self.now;
-        let (p, l, m) = (self.proxy, self.lifecycle, self.memory);
         // SAFETY: the handles are live and every pointer is to a local.
         unsafe {
             let mut scheduled = false;
             self.call(tidegate_lifecycle_on_wake(l, now, slept, &mut scheduled));
-            self.call(tidegate_lifecycle_handle_timeout(l, now));
-            self.drain_lifecycle();
-            self.call(tidegate_proxy_handle_timeout(p, now));
-            self.drain_proxy();
-            self.call(tidegate_memory_handle_timeout(m, now));
+            self.activity.wake_restarts += u64::from(scheduled);
+            let handle_all = |w: &mut Workload| {
+                w.call(tidegate_lifecycle_handle_timeout(l, now));
+                w.drain_lifecycle();
+                w.call(tidegate_proxy_handle_timeout(p, now));
+                w.drain_proxy();
+                w.call(tidegate_memory_handle_timeout(m, now));
+            };
+            handle_all(self);
             let mut deadlines = [0u64; 3];
             self.call(tidegate_lifecycle_poll_timeout(l, &mut deadlines[0]));
             self.call(tidegate_proxy_poll_timeout(p, &mut deadlines[1]));
@@ -1221,14 +1237,64 @@ impl Workload {
                     "{engine} asks for a timer at {deadline} us after handling {now} us"
                 );
             }
-            let mut before = std::mem::MaybeUninit::<TidegateLifecycleStats>::uninit();
-            let status = tidegate_lifecycle_stats(l, before.as_mut_ptr());
+            let before = self.stats_snapshot();
+            handle_all(self);
+            assert_eq!(before, self.stats_snapshot(), "handling the same now twice");
+        }
+    }
+
+    /// The device sleeps with the tunnel up: start a session and report it up if none is.
+    fn bring_tunnel_up(&mut self) {
+        let (l, now) = (self.lifecycle, self.now);
+        let mut state = TidegateLifecycleState::Idle;
+        let mut generation = 0;
+        // SAFETY: the handle is live and every pointer is to a local.
+        unsafe {
+            let status = tidegate_lifecycle_state(l, &mut state, &mut generation);
             assert_eq!(self.call(status), TidegateStatus::Ok);
-            self.call(tidegate_lifecycle_handle_timeout(l, now));
-            let mut after = std::mem::MaybeUninit::<TidegateLifecycleStats>::uninit();
-            let status = tidegate_lifecycle_stats(l, after.as_mut_ptr());
-            assert_eq!(self.call(status), TidegateStatus::Ok);
-            assert_eq!(before.assume_init(), after.assume_init(), "idempotent");
+            if matches!(
+                state,
+                TidegateLifecycleState::Idle | TidegateLifecycleState::Stopped
+            ) {
+                let status = tidegate_lifecycle_on_start(l, now, null(), 0, &mut generation);
+                assert_eq!(self.call(status), TidegateStatus::Ok);
+                self.generation = generation;
+                self.drain_lifecycle();
+                state = TidegateLifecycleState::Starting;
+            }
+            if state == TidegateLifecycleState::Starting {
+                let status = tidegate_lifecycle_on_tunnel_started(l, now, generation);
+                assert_eq!(self.call(status), TidegateStatus::Ok);
+                self.drain_lifecycle();
+            }
+        }
+    }
+
+    /// The counters of the engines with timers, to tell whether a call changed anything.
+    fn stats_snapshot(
+        &mut self,
+    ) -> (
+        TidegateLifecycleStats,
+        TidegateProxyStats,
+        TidegateMemoryStats,
+    ) {
+        let mut lifecycle = std::mem::MaybeUninit::uninit();
+        let mut proxy = std::mem::MaybeUninit::uninit();
+        let mut memory = std::mem::MaybeUninit::uninit();
+        // SAFETY: the handles are live; each out-struct is written whole on success, checked.
+        unsafe {
+            for status in [
+                tidegate_lifecycle_stats(self.lifecycle, lifecycle.as_mut_ptr()),
+                tidegate_proxy_stats(self.proxy, proxy.as_mut_ptr()),
+                tidegate_memory_stats(self.memory, memory.as_mut_ptr()),
+            ] {
+                assert_eq!(self.call(status), TidegateStatus::Ok);
+            }
+            (
+                lifecycle.assume_init(),
+                proxy.assume_init(),
+                memory.assume_init(),
+            )
         }
     }
 
