@@ -215,10 +215,10 @@ impl Reassert {
         if self.latest == Some(path) {
             return PathReport::Unchanged;
         }
-        let first = self.latest.is_none();
-        self.latest = Some(path);
-        if !running || (first && self.established.is_none()) {
-            // The tunnel comes up (or is up) on this path.
+        let first = self.latest.replace(path).is_none();
+        if !running || first {
+            // The tunnel comes up on this path, or (the first report) is up on it.
+            debug_assert!(!first || self.established.is_none());
             self.established = Some(path);
             return PathReport::Recorded;
         }
