@@ -249,6 +249,10 @@ pub struct PacketRing<B, S> {
     /// Arena offset just past the newest packet placed before the layout last wrapped to the
     /// start of the arena; meaningful only while the live packets wrap (`head >= tail`).
     wrap_end: usize,
+    /// Where the free room after the newest packet ends: the end of the arena, or `head` while
+    /// the live packets wrap. Kept up to date where the layout changes, so that placing a packet
+    /// reads one field instead of working it out.
+    room_end: usize,
     /// Packet start addresses are multiples of this power of two when the padding fits.
     align: usize,
     /// Of the `handed` slots, those dropped behind in-flight packets.
@@ -292,6 +296,7 @@ where
             head: 0,
             tail: 0,
             wrap_end: 0,
+            room_end: bytes,
             align,
             dropped_pending: 0,
             bytes_queued: 0,
@@ -394,7 +399,6 @@ where
         ) else {
             return Err(PushError::Full);
         };
-        write(dst);
         *slot = Slot {
             offset: offset as u32,
             len: len as u32,
@@ -406,12 +410,16 @@ where
             // Placed before the tail: the layout wraps, and the bytes after the old tail are
             // a gap until the ring wraps past it.
             self.wrap_end = self.tail;
+            self.room_end = self.head;
         }
         self.tail = end;
         // Levels are bounded by the slot count and the arena (at most `MAX_ARENA_BYTES`), so
         // plain arithmetic cannot overflow; debug builds check it anyway.
         self.live += 1;
         self.bytes_queued += len;
+        // The copy comes last, so that no level has to survive the call to `memcpy` in a
+        // register.
+        write(dst);
         Ok(())
     }
 
@@ -446,6 +454,43 @@ where
         self.bytes_queued -= len;
         self.bytes_in_flight += len;
         Some((slot.enqueued_at, packet))
+    }
+
+    /// Hand out up to `max` queued packets, oldest first, passing each to `each`; returns how
+    /// many, and when the last of them was pushed. The same as [`PacketRing::handout_stamped`]
+    /// `max` times or until nothing is queued, with the levels updated once.
+    #[inline]
+    pub fn handout_batch(
+        &mut self,
+        max: usize,
+        mut each: impl FnMut(&[u8]),
+    ) -> (usize, Option<Instant>) {
+        let count = self.packets_queued().min(max);
+        let (arena, slots) = (self.arena.as_ref(), self.slots.as_ref());
+        let mut index = self.slot_index(self.handed);
+        let (mut handed, mut bytes, mut last) = (0, 0, None);
+        while handed < count {
+            let Some(&slot) = slots.get(index) else {
+                debug_assert!(false, "a queued slot is in the slot storage");
+                break;
+            };
+            // A queued slot is never dropped: only `drop_queued_front` marks one, as it hands it.
+            debug_assert!(!slot.is_dropped(), "a queued slot is not marked dropped");
+            let (start, len) = (slot.offset as usize, slot.len as usize);
+            let Some(packet) = arena.get(start..start + len) else {
+                debug_assert!(false, "a queued packet lies in the arena");
+                break;
+            };
+            each(packet);
+            bytes += len;
+            last = Some(slot.enqueued_at);
+            handed += 1;
+            index = wrap_index(index, 1, slots.len());
+        }
+        self.handed += handed;
+        self.bytes_queued -= bytes;
+        self.bytes_in_flight += bytes;
+        (handed, last)
     }
 
     /// Drop the oldest queued packet and return its length, or `None` if nothing is queued.
@@ -557,16 +602,14 @@ where
         if self.live >= self.packet_capacity() {
             return None;
         }
-        let capacity = self.byte_capacity();
-        // The free room after the newest packet: the rest of the arena, or, once the live packets
-        // wrap ([head, wrap_end) and [0, tail)), the gap up to the oldest one.
-        let (from, to) = if self.live == 0 {
-            (0, capacity)
-        } else if self.head < self.tail {
-            (self.tail, capacity)
-        } else {
-            (self.tail, self.head)
-        };
+        // The free room after the newest packet (from 0 in an empty ring): the rest of the
+        // arena, or, once the live packets wrap ([head, wrap_end) and [0, tail)), the gap up to
+        // the oldest one.
+        let (from, to) = (self.tail, self.room_end);
+        debug_assert!(
+            from <= to,
+            "the tail is never past the end of its free room"
+        );
         // The common case: aligned, right there. `from <= to <= MAX_ARENA_BYTES` and the padding
         // is below `MAX_PACKET_ALIGN`, so the sum cannot overflow.
         let aligned = from + self.padding_at(from);
@@ -611,12 +654,18 @@ where
             // Empty: restart at offset 0 so the whole arena is one contiguous region again.
             self.first = 0;
             self.tail = 0;
+            self.room_end = self.byte_capacity();
             return;
         }
         self.first = self.slot_index(count);
         let head = self.slot(self.first).map(|slot| slot.offset as usize);
         debug_assert!(head.is_some(), "the first live slot is in the slot storage");
         self.head = head.unwrap_or(0);
+        self.room_end = if self.head < self.tail {
+            self.byte_capacity()
+        } else {
+            self.head
+        };
     }
 }
 
@@ -992,6 +1041,8 @@ mod tests {
     enum Op {
         Push(u16),
         Handout,
+        /// `handout_batch` with this `max`.
+        HandoutBatch(u8),
         Complete(u8),
         Drop,
     }
@@ -1000,6 +1051,7 @@ mod tests {
         prop_oneof![
             4 => (1u16..300).prop_map(Op::Push),
             3 => Just(Op::Handout),
+            2 => (0u8..6).prop_map(Op::HandoutBatch),
             2 => (0u8..6).prop_map(Op::Complete),
             1 => Just(Op::Drop),
         ]
@@ -1034,7 +1086,8 @@ mod tests {
                         let fits = r.fits(len);
                         let used = r.bytes_used();
                         let live = queued.len() + handed.len();
-                        match r.push(t(0), &packet) {
+                        // Stamped with its own first byte, so a hand-out's stamp can be checked.
+                        match r.push(t(u64::from(seq)), &packet) {
                             Ok(()) => {
                                 prop_assert!(fits);
                                 largest_since_empty = largest_since_empty.max(len);
@@ -1054,6 +1107,18 @@ mod tests {
                         if let Some(p) = &want {
                             handed.push_back((p.clone(), false));
                         }
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::HandoutBatch(max) => {
+                        let mut got = Vec::new();
+                        let (count, last) =
+                            r.handout_batch(usize::from(max), |p| got.push(p.to_vec()));
+                        let want: Vec<Vec<u8>> =
+                            (0..usize::from(max)).map_while(|_| queued.pop_front()).collect();
+                        prop_assert_eq!(count, want.len());
+                        let last_stamp = want.last().map(|p| t(u64::from(p[0])));
+                        prop_assert_eq!(last, last_stamp, "when the last one was pushed");
+                        handed.extend(want.iter().map(|p| (p.clone(), false)));
                         prop_assert_eq!(got, want);
                     }
                     Op::Complete(n) => {

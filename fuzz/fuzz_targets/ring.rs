@@ -14,6 +14,7 @@ use tidegate_fuzz::{MAX_OPS, stamped_packet};
 enum Op {
     Push(u16),
     Handout,
+    HandoutBatch(u8),
     Complete(u8),
     DropQueuedFront,
     Fits(u16),
@@ -72,6 +73,16 @@ fuzz_target!(|data: &[u8]| {
                 if let Some(packet) = &want {
                     handed.push_back((packet.clone(), false));
                 }
+                assert_eq!(got, want);
+            }
+            Op::HandoutBatch(max) => {
+                let max = usize::from(max % 8);
+                let mut got = Vec::new();
+                let (count, last) = ring.handout_batch(max, |packet| got.push(packet.to_vec()));
+                let want: Vec<Vec<u8>> = (0..max).map_while(|_| queued.pop_front()).collect();
+                assert_eq!(count, want.len());
+                assert_eq!(last.is_some(), !want.is_empty());
+                handed.extend(want.iter().map(|packet| (packet.clone(), false)));
                 assert_eq!(got, want);
             }
             Op::Complete(n) => {
