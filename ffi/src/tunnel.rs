@@ -635,11 +635,12 @@ pub unsafe extern "C" fn tidegate_tunnel_poll_outbound(
     unsafe {
         call_mut(tunnel, |t| {
             let base = t.bases.0;
-            poll_batch(views, capacity, out_count, || {
-                t.engine
-                    .poll_outbound(Instant::from_micros(now_us))
-                    .map(|packet| view_of(base, packet))
-            })
+            let mut sink = ViewSink::new(views, capacity, out_count)?;
+            t.engine
+                .poll_outbound_batch(Instant::from_micros(now_us), capacity, |packet| {
+                    sink.push(view_of(base, packet));
+                });
+            sink.finish()
         })
     }
 }
@@ -783,11 +784,12 @@ pub unsafe extern "C" fn tidegate_tunnel_poll_inbound(
     unsafe {
         call_mut(tunnel, |t| {
             let base = t.bases.1;
-            poll_batch(views, capacity, out_count, || {
-                t.engine
-                    .poll_inbound(Instant::from_micros(now_us))
-                    .map(|packet| view_of(base, packet))
-            })
+            let mut sink = ViewSink::new(views, capacity, out_count)?;
+            t.engine
+                .poll_inbound_batch(Instant::from_micros(now_us), capacity, |packet| {
+                    sink.push(view_of(base, packet));
+                });
+            sink.finish()
         })
     }
 }
@@ -1026,30 +1028,55 @@ impl place::Placed for TidegateTunnel {
     }
 }
 
-/// Fill `views` with up to `capacity` packets from `next` and write their number.
-///
-/// # Safety
-/// `views` must be valid for writing `capacity` views (NULL only if `capacity` is 0); `out_count`
-/// must be NULL or valid for writing.
-unsafe fn poll_batch(
+/// Where a batch hand-out writes its packet views: the caller's array of `capacity` views, and
+/// the count written at the end.
+struct ViewSink {
     views: *mut TidegatePacketView,
     capacity: usize,
+    written: usize,
     out_count: *mut usize,
-    mut next: impl FnMut() -> Option<TidegatePacketView>,
-) -> Result<(), TidegateStatus> {
-    require_non_null([out_count.cast_const().cast()])?;
-    if views.is_null() && capacity > 0 {
-        return Err(TidegateStatus::NullArgument);
+}
+
+impl ViewSink {
+    /// Checks the arguments: `out_count` not NULL, `views` not NULL unless `capacity` is 0.
+    ///
+    /// # Safety
+    /// `views` must be valid for writing `capacity` views (NULL only if `capacity` is 0);
+    /// `out_count` must be NULL or valid for writing.
+    unsafe fn new(
+        views: *mut TidegatePacketView,
+        capacity: usize,
+        out_count: *mut usize,
+    ) -> Result<Self, TidegateStatus> {
+        require_non_null([out_count.cast_const().cast()])?;
+        if views.is_null() && capacity > 0 {
+            return Err(TidegateStatus::NullArgument);
+        }
+        Ok(ViewSink {
+            views,
+            capacity,
+            written: 0,
+            out_count,
+        })
     }
-    let mut count = 0;
-    while count < capacity {
-        let Some(view) = next() else { break };
-        // SAFETY: `count < capacity` and `views` is valid for `capacity` writes.
-        unsafe { views.add(count).write(view) };
-        count += 1;
+
+    /// Writes the next view; one beyond `capacity` (the engine hands out at most that many) is
+    /// not written.
+    fn push(&mut self, view: TidegatePacketView) {
+        debug_assert!(self.written < self.capacity, "at most `capacity` hand-outs");
+        if self.written < self.capacity {
+            // SAFETY: `written < capacity`, and `views` is valid for `capacity` writes by the
+            // contract of `ViewSink::new`.
+            unsafe { self.views.add(self.written).write(view) };
+            self.written += 1;
+        }
     }
-    // SAFETY: `out_count` was checked non-NULL and is valid by the caller's contract.
-    unsafe { write_out(out_count, count) }
+
+    /// Writes the number of views written to `*out_count`.
+    fn finish(self) -> Result<(), TidegateStatus> {
+        // SAFETY: `out_count` was checked non-NULL and is valid by the contract of `new`.
+        unsafe { write_out(self.out_count, self.written) }
+    }
 }
 
 impl From<TunnelConfig> for TidegateTunnelConfig {

@@ -25,29 +25,12 @@ use std::collections::VecDeque;
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use tidegate_core::{
-    Aqm, ByteQueueLimit, DropPolicy, InboundDisposition, Instant, PacketError, PacketTunnel,
-    Pressure, Slot, TunnelConfig, TunnelStats, TunnelStorage,
+    ByteQueueLimit, DropPolicy, InboundDisposition, Instant, PacketError, PacketTunnel, Pressure,
+    Slot, TunnelConfig, TunnelStats, TunnelStorage,
 };
-use tidegate_fuzz::{HostClock, MAX_OPS, Tick, stamped_packet};
+use tidegate_fuzz::{FifoSetup, HostClock, MAX_OPS, Tick, stamped_packet};
 
 type Tunnel = PacketTunnel<Vec<u8>, Vec<Slot>>;
-
-#[derive(Debug, Arbitrary)]
-struct Setup {
-    max_packet_len: u8,
-    high_bytes: u16,
-    low_bytes: u16,
-    extra_outbound_bytes: u16,
-    high_packets: u8,
-    low_packets: u8,
-    extra_outbound_packets: u8,
-    inbound_bytes: u16,
-    inbound_packets: u8,
-    drop_oldest: bool,
-    codel: Option<(u16, u16)>,
-    align_log2: u8,
-    queue_limit: Option<(u16, u16, u16)>,
-}
 
 #[derive(Debug, Arbitrary)]
 enum Op {
@@ -102,10 +85,10 @@ struct Direction {
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Unstructured::new(data);
-    let Ok(setup) = Setup::arbitrary(&mut input) else {
+    let Ok(setup) = FifoSetup::arbitrary(&mut input) else {
         return;
     };
-    let config = config_of(&setup);
+    let config = setup.config();
     config.validate().expect("derived configurations are valid");
     let storage = TunnelStorage {
         outbound_arena: vec![0u8; config.outbound_bytes as usize],
@@ -418,53 +401,6 @@ fn continue_checks(
         ),
     }
     *last = stats;
-}
-
-fn config_of(setup: &Setup) -> TunnelConfig {
-    let max_packet_len = u32::from(setup.max_packet_len) + 1;
-    let high_bytes = u32::from(setup.high_bytes % 4096) + 1;
-    let high_packets = u32::from(setup.high_packets % 40) + 1;
-    let aqm = match setup.codel {
-        None => Aqm::Off,
-        Some((target, interval)) => {
-            let target = u32::from(target % 20_000) + 1;
-            Aqm::Codel {
-                target_micros: target,
-                interval_micros: target + 1 + u32::from(interval) * 4,
-            }
-        }
-    };
-    TunnelConfig {
-        outbound_bytes: high_bytes
-            + 2 * max_packet_len
-            + u32::from(setup.extra_outbound_bytes % 1024),
-        outbound_packets: high_packets + 1 + u32::from(setup.extra_outbound_packets % 8),
-        inbound_bytes: max_packet_len + u32::from(setup.inbound_bytes % 4096),
-        inbound_packets: u32::from(setup.inbound_packets % 48) + 1,
-        max_packet_len,
-        outbound_high_watermark_bytes: high_bytes,
-        outbound_low_watermark_bytes: u32::from(setup.low_bytes) % high_bytes,
-        outbound_high_watermark_packets: high_packets,
-        outbound_low_watermark_packets: u32::from(setup.low_packets) % high_packets,
-        inbound_drop_policy: if setup.drop_oldest {
-            DropPolicy::DropOldest
-        } else {
-            DropPolicy::DropNewest
-        },
-        aqm,
-        packet_align: 1 << (setup.align_log2 % 8),
-        byte_queue_limit: match setup.queue_limit {
-            None => ByteQueueLimit::Off,
-            Some((min, extra, hold)) => {
-                let min_bytes = max_packet_len + u32::from(min % 2048);
-                ByteQueueLimit::Auto {
-                    min_bytes,
-                    max_bytes: min_bytes + u32::from(extra % 8192),
-                    hold_micros: u32::from(hold) + 1,
-                }
-            }
-        },
-    }
 }
 
 /// Arena bytes and slots the outbound ring holds, as the watermarks count them: dropped-pending

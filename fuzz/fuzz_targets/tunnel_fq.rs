@@ -21,24 +21,12 @@ use std::collections::{HashMap, VecDeque};
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use tidegate_core::{
-    Aqm, FlowQueue, InboundDisposition, Instant, PacketError, PacketTunnel, Pressure, Slot,
+    FlowQueue, InboundDisposition, Instant, PacketError, PacketTunnel, Pressure, Slot,
     TunnelConfig, TunnelStorage,
 };
-use tidegate_fuzz::{HostClock, MAX_OPS, Tick};
+use tidegate_fuzz::{FqSetup, HostClock, MAX_OPS, Tick};
 
 type Tunnel = PacketTunnel<Vec<u8>, Vec<Slot>, Vec<FlowQueue>>;
-
-#[derive(Debug, Arbitrary)]
-struct Setup {
-    max_packet_len: u8,
-    outbound_cells: u8,
-    inbound_cells: u8,
-    queues: u8,
-    quantum: u16,
-    seed: [u8; 16],
-    codel: (u16, u16),
-    align_log2: u8,
-}
 
 #[derive(Debug, Arbitrary)]
 enum Op {
@@ -99,27 +87,10 @@ fn decode(p: &[u8]) -> (u8, u32) {
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Unstructured::new(data);
-    let Ok(setup) = Setup::arbitrary(&mut input) else {
+    let Ok(setup) = FqSetup::arbitrary(&mut input) else {
         return;
     };
-    let target = u32::from(setup.codel.0 % 20_000) + 1;
-    let mut config = TunnelConfig {
-        max_packet_len: 32 + u32::from(setup.max_packet_len),
-        packet_align: 1 << (setup.align_log2 % 8),
-        aqm: Aqm::FqCodel {
-            target_micros: target,
-            interval_micros: target + 1 + u32::from(setup.codel.1),
-            flow_queues: 1 + u32::from(setup.queues % 32),
-            quantum_bytes: 256 + u32::from(setup.quantum % 3000),
-            hash_seed: setup.seed,
-        },
-        ..TunnelConfig::DEFAULT
-    };
-    let cell = config.cell_bytes();
-    config.outbound_packets = 1 + u32::from(setup.outbound_cells % 24);
-    config.inbound_packets = 1 + u32::from(setup.inbound_cells % 24);
-    config.outbound_bytes = config.outbound_packets * cell;
-    config.inbound_bytes = config.inbound_packets * cell;
+    let config = setup.config();
     config.validate().expect("derived configurations are valid");
     let queues = config.aqm.flow_queues() as usize;
     let storage = TunnelStorage {

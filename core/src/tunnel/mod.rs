@@ -335,6 +335,55 @@ where
         now: Instant,
         packets: impl IntoIterator<Item = &'p [u8]>,
     ) -> BatchPush {
+        let stamp = self.clock.peek(now);
+        let Queue::Fifo(ring) = &mut self.outbound else {
+            return self.push_each(now, packets);
+        };
+        // FIFO: the clock, the statistics and the pause check once for the whole batch. Pushes
+        // only add to the ring, so its levels after the batch are its highest during it, and
+        // they are what each push would have compared with the high watermarks; a refusal
+        // settles them first, as a single push refused there would find them.
+        let max = self.config.max_packet_len;
+        let (mut accepted, mut bytes, mut stopped_by, mut refused_len) = (0, 0, None, 0);
+        for packet in packets {
+            let len = packet.len();
+            if let Err(error) = check_len(len, max, &mut self.outbound_counters) {
+                stopped_by = Some(error);
+                break;
+            }
+            if ring
+                .push_with(stamp, len, |dst| copy_packet(dst, packet))
+                .is_err()
+            {
+                stopped_by = Some(PacketError::NoRoom);
+                refused_len = len;
+                break;
+            }
+            accepted += 1;
+            bytes += len;
+        }
+        if accepted > 0 {
+            let held = (ring.bytes_used(), ring.slots_used());
+            self.outbound_counters
+                .accepted_batch(accepted, bytes, ring.packets_held(), held.0);
+            self.clock.observe(stamp);
+            self.update_pause(stamp, held);
+        }
+        if let Some(PacketError::NoRoom) = stopped_by {
+            self.refuse_for_room(refused_len);
+        }
+        BatchPush {
+            accepted,
+            stopped_by,
+        }
+    }
+
+    /// [`PacketTunnel::on_outbound_batch`] one packet at a time.
+    fn push_each<'p>(
+        &mut self,
+        now: Instant,
+        packets: impl IntoIterator<Item = &'p [u8]>,
+    ) -> BatchPush {
         let mut accepted = 0;
         for packet in packets {
             if let Err(error) = self.on_outbound_packet(now, packet) {
@@ -426,6 +475,43 @@ where
                 handout(now, packet, &mut self.outbound_counters)
             }
         }
+    }
+
+    /// Hand out up to `max` outbound packets, calling `each` with every one, oldest first, and
+    /// return how many: the batch a host sends before one
+    /// [`PacketTunnel::complete_outbound`].
+    ///
+    /// The tunnel ends exactly as after calling [`PacketTunnel::poll_outbound`] with this `now`
+    /// until `max` packets were handed out or it returned `None`; with a FIFO ring and AQM off
+    /// it reads the clock and checks the byte queue limit once for the batch instead of once
+    /// per packet (hand-outs do not move the limit).
+    pub fn poll_outbound_batch(
+        &mut self,
+        now: Instant,
+        max: usize,
+        mut each: impl FnMut(&[u8]),
+    ) -> usize {
+        if let (Queue::Fifo(ring), None) = (&mut self.outbound, &self.codel) {
+            if max == 0 {
+                return 0;
+            }
+            let now = self.clock.observe(now);
+            if self.bql.is_reached() && !ring.is_queue_empty() {
+                self.bql.note_held();
+                self.limit_holds = self.limit_holds.saturating_add(1);
+                return 0;
+            }
+            return handout_batch(now, ring, max, &mut self.outbound_counters, each);
+        }
+        let mut handed = 0;
+        while handed < max {
+            let Some(packet) = self.poll_outbound(now) else {
+                break;
+            };
+            each(packet);
+            handed += 1;
+        }
+        handed
     }
 
     /// The outbound packets handed out and not yet completed, oldest first.
@@ -599,6 +685,36 @@ where
         }
     }
 
+    /// Hand out up to `max` inbound packets, calling `each` with every one, oldest first, and
+    /// return how many: the batch for one `writePackets` call.
+    ///
+    /// The tunnel ends exactly as after calling [`PacketTunnel::poll_inbound`] with this `now`
+    /// until `max` packets were handed out or it returned `None`; with a FIFO ring and AQM off
+    /// it reads the clock once for the batch.
+    pub fn poll_inbound_batch(
+        &mut self,
+        now: Instant,
+        max: usize,
+        mut each: impl FnMut(&[u8]),
+    ) -> usize {
+        if let (Queue::Fifo(ring), None) = (&mut self.inbound, &self.codel) {
+            if max == 0 {
+                return 0;
+            }
+            let now = self.clock.observe(now);
+            return handout_batch(now, ring, max, &mut self.inbound_counters, each);
+        }
+        let mut handed = 0;
+        while handed < max {
+            let Some(packet) = self.poll_inbound(now) else {
+                break;
+            };
+            each(packet);
+            handed += 1;
+        }
+        handed
+    }
+
     /// The inbound packets handed out and not yet completed, oldest first.
     pub fn inbound_in_flight(&self) -> InFlight<'_> {
         self.inbound.in_flight()
@@ -729,11 +845,7 @@ where
                 Ok(())
             }
             Err(PushError::Full) => {
-                debug_assert!(
-                    self.paused_since.is_some(),
-                    "a valid packet pushed while reading was allowed must fit"
-                );
-                count(&mut self.refused_packets, &mut self.refused_bytes, len);
+                self.refuse_for_room(len);
                 Err(PacketError::NoRoom)
             }
             Err(PushError::Empty) => {
@@ -741,6 +853,15 @@ where
                 Err(PacketError::Empty)
             }
         }
+    }
+
+    /// Count a valid outbound packet of `len` bytes refused for want of room.
+    fn refuse_for_room(&mut self, len: usize) {
+        debug_assert!(
+            self.paused_since.is_some(),
+            "a valid packet pushed while reading was allowed must fit"
+        );
+        count(&mut self.refused_packets, &mut self.refused_bytes, len);
     }
 
     /// Arena bytes (alignment padding included) and slots the outbound ring holds,
@@ -877,6 +998,27 @@ fn handout<'p>(
     let (enqueued_at, packet) = packet?;
     counters.last_sojourn_micros = now.micros_since(enqueued_at);
     Some(packet)
+}
+
+/// Hand out up to `max` packets of a FIFO ring without AQM to `each`, recording how long the
+/// last one waited (what a hand-out at a time would leave in `last_sojourn_micros`).
+#[inline]
+fn handout_batch<B, S>(
+    now: Instant,
+    ring: &mut PacketRing<B, S>,
+    max: usize,
+    counters: &mut DirectionCounters,
+    each: impl FnMut(&[u8]),
+) -> usize
+where
+    B: AsRef<[u8]> + AsMut<[u8]>,
+    S: AsRef<[Slot]> + AsMut<[Slot]>,
+{
+    let (handed, last_enqueued_at) = ring.handout_batch(max, each);
+    if let Some(enqueued_at) = last_enqueued_at {
+        counters.last_sojourn_micros = now.micros_since(enqueued_at);
+    }
+    handed
 }
 
 /// Refuse empty and oversized packets, counting each under its own reason.

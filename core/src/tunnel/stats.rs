@@ -123,8 +123,21 @@ impl DirectionCounters {
     /// `packets_held` counts the packets queued and in flight.
     #[inline]
     pub(crate) fn accepted(&mut self, len: usize, packets_held: usize, arena_bytes: usize) {
-        self.packets_accepted = self.packets_accepted.saturating_add(1);
-        self.bytes_accepted = self.bytes_accepted.saturating_add(len as u64);
+        self.accepted_batch(1, len, packets_held, arena_bytes);
+    }
+
+    /// Count `packets` accepted together, `bytes` in all, after which the ring held
+    /// `packets_held` packets in `arena_bytes`: its highest levels since the first of them.
+    #[inline]
+    pub(crate) fn accepted_batch(
+        &mut self,
+        packets: usize,
+        bytes: usize,
+        packets_held: usize,
+        arena_bytes: usize,
+    ) {
+        self.packets_accepted = self.packets_accepted.saturating_add(packets as u64);
+        self.bytes_accepted = self.bytes_accepted.saturating_add(bytes as u64);
         self.bytes_high_water = self.bytes_high_water.max(arena_bytes as u64);
         self.packets_high_water = self.packets_high_water.max(packets_held as u64);
     }

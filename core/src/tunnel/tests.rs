@@ -1194,3 +1194,180 @@ fn scaled_low_watermarks_stay_below_the_high_ones() {
         tun.limits()
     );
 }
+
+mod batch_calls {
+    //! The batch calls against one call per packet: two tunnels of one configuration, driven by
+    //! the same random host, one through `on_outbound_batch` and the `poll_*_batch` calls, the
+    //! other a packet at a time, must agree on every result and every statistic, in FIFO mode
+    //! with AQM off or CoDel, with a byte queue limit, and in flow-queue mode.
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::ByteQueueLimit;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Push these outbound packets (0 is empty, above 100 oversized), stopping at the first
+        /// refused, as a host holding a `readPacketObjects` array does.
+        Read(Vec<u8>),
+        /// Hand out up to this many outbound packets.
+        Send(u8),
+        /// Complete this many outbound packets.
+        Complete(u8),
+        /// The layer below reports this many bytes transmitted.
+        Transmitted(u16),
+        /// Queue inbound packets of these lengths.
+        Receive(Vec<u8>),
+        /// Hand out up to this many inbound packets.
+        Write(u8),
+        /// Complete every inbound packet in flight.
+        Written,
+        /// Let this many milliseconds pass.
+        Wait(u16),
+        /// The host's `now` goes back this many milliseconds (the tunnel's clock holds).
+        Rewind(u8),
+        Pressure(Pressure),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => proptest::collection::vec(0u8..=104, 0..8).prop_map(Op::Read),
+            1 => (0u8..50).prop_map(Op::Rewind),
+            3 => (0u8..12).prop_map(Op::Send),
+            3 => (0u8..8).prop_map(Op::Complete),
+            1 => (0u16..600).prop_map(Op::Transmitted),
+            2 => proptest::collection::vec(1u8..=100, 1..6).prop_map(Op::Receive),
+            2 => (0u8..12).prop_map(Op::Write),
+            1 => Just(Op::Written),
+            2 => (0u16..300).prop_map(Op::Wait),
+            1 => prop_oneof![
+                Just(Pressure::Normal),
+                Just(Pressure::Elevated),
+                Just(Pressure::Critical)
+            ]
+            .prop_map(Op::Pressure),
+        ]
+    }
+
+    fn config(mode: u8) -> TunnelConfig {
+        match mode {
+            0 => small(),
+            1 => TunnelConfig {
+                aqm: Aqm::CODEL_DEFAULT,
+                ..small()
+            },
+            2 => TunnelConfig {
+                byte_queue_limit: ByteQueueLimit::Auto {
+                    min_bytes: 100,
+                    max_bytes: 400,
+                    hold_micros: 50_000,
+                },
+                ..small()
+            },
+            _ => fq_small(),
+        }
+    }
+
+    /// Everything a host can observe of a tunnel.
+    fn observed(tun: &TestTunnel) -> (TunnelStats, bool, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        (
+            tun.stats(),
+            tun.can_read_outbound(),
+            tun.outbound_in_flight().map(<[u8]>::to_vec).collect(),
+            tun.inbound_in_flight().map(<[u8]>::to_vec).collect(),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config::with_cases(300))]
+
+        #[test]
+        fn batch_calls_do_what_one_call_per_packet_does(
+            mode in 0u8..4,
+            ops in proptest::collection::vec(op(), 1..crate::proptest_config::ops(200)),
+        ) {
+            let config = config(mode);
+            let (mut batched, mut single) = (tunnel(config), tunnel(config));
+            let mut now = 0u64;
+            let mut seq = 0u8;
+            for op in ops {
+                let at = t(now);
+                match op {
+                    Op::Read(lens) => {
+                        let packets: Vec<Vec<u8>> = lens
+                            .iter()
+                            .map(|&len| {
+                                seq = seq.wrapping_add(1);
+                                vec![seq; usize::from(len)]
+                            })
+                            .collect();
+                        let batch = batched.on_outbound_batch(at, packets.iter().map(Vec::as_slice));
+                        let mut accepted = 0;
+                        let mut stopped_by = None;
+                        for packet in &packets {
+                            match single.on_outbound_packet(at, packet) {
+                                Ok(()) => accepted += 1,
+                                Err(error) => {
+                                    stopped_by = Some(error);
+                                    break;
+                                }
+                            }
+                        }
+                        prop_assert_eq!(batch, BatchPush { accepted, stopped_by });
+                    }
+                    Op::Send(max) => {
+                        let mut got = Vec::new();
+                        let count =
+                            batched.poll_outbound_batch(at, usize::from(max), |p| got.push(p.to_vec()));
+                        let want: Vec<Vec<u8>> = (0..max)
+                            .map_while(|_| single.poll_outbound(at).map(<[u8]>::to_vec))
+                            .collect();
+                        prop_assert_eq!(count, got.len());
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::Complete(n) => {
+                        let n = usize::from(n).min(single.outbound_in_flight().count());
+                        prop_assert_eq!(
+                            batched.complete_outbound(at, n),
+                            single.complete_outbound(at, n)
+                        );
+                    }
+                    Op::Transmitted(bytes) => {
+                        batched.on_outbound_transmitted(at, u64::from(bytes));
+                        single.on_outbound_transmitted(at, u64::from(bytes));
+                    }
+                    Op::Receive(lens) => {
+                        for len in lens {
+                            seq = seq.wrapping_add(1);
+                            let packet = vec![seq; usize::from(len)];
+                            prop_assert_eq!(
+                                batched.on_inbound_packet(at, &packet),
+                                single.on_inbound_packet(at, &packet)
+                            );
+                        }
+                    }
+                    Op::Write(max) => {
+                        let mut got = Vec::new();
+                        let count =
+                            batched.poll_inbound_batch(at, usize::from(max), |p| got.push(p.to_vec()));
+                        let want: Vec<Vec<u8>> = (0..max)
+                            .map_while(|_| single.poll_inbound(at).map(<[u8]>::to_vec))
+                            .collect();
+                        prop_assert_eq!(count, got.len());
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::Written => {
+                        let n = single.inbound_in_flight().count();
+                        prop_assert_eq!(batched.complete_inbound(at, n), single.complete_inbound(at, n));
+                    }
+                    Op::Wait(ms) => now += u64::from(ms) * 1_000,
+                    Op::Rewind(ms) => now = now.saturating_sub(u64::from(ms) * 1_000),
+                    Op::Pressure(level) => {
+                        prop_assert_eq!(batched.on_pressure(at, level), single.on_pressure(at, level));
+                    }
+                }
+                prop_assert_eq!(observed(&batched), observed(&single));
+            }
+        }
+    }
+}
