@@ -19,14 +19,14 @@ if [ $# -ge 2 ]; then
     names=("$1"); sizes=("$2")
 else
     names=("memcpy limit" "memcpy, aligned" "tidegate" "tidegate, packed" "tunnel, AQM off"
-        "tunnel, CoDel" "tunnel, FQ-CoDel" "VecDeque<Vec<u8>>" "heapless spsc"
+        "tunnel, CoDel" "tunnel, batch calls" "tunnel, FQ-CoDel" "VecDeque<Vec<u8>>" "heapless spsc"
         "bbqueue framed" "ringbuf + len")
     sizes=(64 576 1500)
 fi
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-printf '%-18s %5s %14s\n' candidate size instr/packet
+printf '%-19s %5s %14s\n' candidate size instr/packet
 for size in "${sizes[@]}"; do
     for name in "${names[@]}"; do
         packets=$(valgrind --tool=callgrind --callgrind-out-file="$out/cg" \
@@ -34,6 +34,6 @@ for size in "${sizes[@]}"; do
             sed -n 's/^packets //p')
         total=$(sed -n 's/^totals: *\([0-9]*\).*/\1/p' "$out/cg")
         awk -v n="$name" -v s="$size" -v t="$total" -v p="$packets" \
-            'BEGIN { printf "%-18s %5d %14.1f\n", n, s, t / p }'
+            'BEGIN { printf "%-19s %5d %14.1f\n", n, s, t / p }'
     done
 done

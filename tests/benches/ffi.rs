@@ -14,8 +14,9 @@
 //! then complete the batch. Three candidates, over the same configuration (AQM off, the ring
 //! benchmark's sizes) and the same 64-byte-aligned host buffers:
 //!
-//! - **core**: `PacketTunnel` called directly from Rust: `on_outbound_batch`, `poll_outbound`
-//!   until `None`, `complete_outbound`.
+//! - **core**: `PacketTunnel` called directly from Rust: `on_outbound_batch`,
+//!   `poll_outbound_batch` for every queued packet, `complete_outbound` (what the C batch calls
+//!   run inside).
 //! - **C ABI, batch**: the exported C functions, one call per batch each way:
 //!   `tidegate_tunnel_on_outbound_batch` with an array of packet views,
 //!   `tidegate_tunnel_poll_outbound` with room for the whole batch, then
@@ -137,14 +138,20 @@ impl Candidate for Core {
         if pushed.stopped_by.is_some() {
             return 0;
         }
-        let mut drained = 0;
-        while let Some(packet) = self.tunnel.poll_outbound(self.now) {
-            let Some(out) = dst.get_mut(..packet.len()) else {
-                return 0;
-            };
-            out.copy_from_slice(packet);
-            seen(out);
-            drained += 1;
+        let mut copied = true;
+        let drained = self
+            .tunnel
+            .poll_outbound_batch(self.now, usize::MAX, |packet| {
+                match dst.get_mut(..packet.len()) {
+                    Some(out) => {
+                        out.copy_from_slice(packet);
+                        seen(out);
+                    }
+                    None => copied = false,
+                }
+            });
+        if !copied {
+            return 0;
         }
         match self.tunnel.complete_outbound(self.now, drained) {
             Ok(_) => drained,

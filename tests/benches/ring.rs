@@ -31,6 +31,9 @@
 //!   outbound path (`on_outbound_packet`, `poll_outbound`, one `complete_outbound`), with AQM off
 //!   and with CoDel. The clock does not move, so CoDel never drops: the difference between the
 //!   two rows is what AQM's per-packet sojourn bookkeeping costs.
+//! - **tunnel, batch calls**: the same tunnel with AQM off, driven as a host holding
+//!   `readPacketObjects` arrays drives it: one `on_outbound_batch` per batch, one
+//!   `poll_outbound_batch` that copies each packet out, one `complete_outbound`.
 //! - **tunnel, FQ-CoDel**: the same outbound path in flow-queue mode (1024 queues, one cell of
 //!   1536 bytes per packet, as many cells as the ring has slots): each packet is classified from
 //!   its IPv4/UDP header (every source packet starts with one, of a single flow) and hashed with
@@ -162,7 +165,7 @@ fn main() -> ExitCode {
     let started = (WallClock::now(), clock.now());
     println!();
     println!(
-        "{:<18} {:>5} {:>10} {:>19} {:>9} {:>10}",
+        "{:<19} {:>5} {:>10} {:>19} {:>9} {:>10}",
         "candidate", "size", "ns/packet", "spread (min-max)", "x memcpy", "x aligned"
     );
 
@@ -189,7 +192,7 @@ fn main() -> ExitCode {
         let results = measure(&mut candidates, &sources[0], plan, clock, &mut failures);
         for (candidate, result) in candidates.iter().zip(&results) {
             println!(
-                "{:<18} {:>5} {:>10.1} {:>19} {:>8.2}x {:>9.2}x",
+                "{:<19} {:>5} {:>10.1} {:>19} {:>8.2}x {:>9.2}x",
                 candidate.name(),
                 size,
                 result.median,
@@ -254,6 +257,31 @@ trait Candidate {
     fn end_batch(&mut self) -> bool {
         true
     }
+    /// Copy in every packet of `batch`, in order, stopping at the first one refused; returns
+    /// how many were taken. One [`Candidate::push`] per packet unless the queue has a batch call.
+    #[inline]
+    fn push_batch(&mut self, batch: &[AlignedBytes]) -> usize {
+        let mut taken = 0;
+        for packet in batch {
+            if !self.push(black_box(packet.as_ref())) {
+                break;
+            }
+            taken += 1;
+        }
+        taken
+    }
+    /// Copy every queued packet out into `dst`, oldest first, passing each copy to `each`;
+    /// returns how many. One [`Candidate::pop_into`] per packet unless the queue has a batch
+    /// call.
+    #[inline]
+    fn drain(&mut self, dst: &mut [u8], mut each: impl FnMut(&[u8])) -> u64 {
+        let mut drained = 0;
+        while let Some(len) = self.pop_into(dst) {
+            each(dst.get(..len).unwrap_or_default());
+            drained += 1;
+        }
+        drained
+    }
 }
 
 /// Object-safe face of a [`Candidate`]: one dynamic call per timed run, none per packet.
@@ -284,21 +312,22 @@ impl<C: Candidate> Bench for Named<C> {
         let dst = dst.as_mut();
         for batch in 0..VERIFY_BATCHES {
             let set = &sources[batch % 2];
-            for (index, packet) in set.iter().enumerate() {
-                if !self.candidate.push(packet.as_ref()) {
-                    return Err(format!("batch {batch}: push {index} refused"));
-                }
+            let taken = self.candidate.push_batch(set);
+            if taken != set.len() {
+                return Err(format!("batch {batch}: push {taken} refused"));
             }
-            for (index, packet) in set.iter().enumerate() {
-                let Some(len) = self.candidate.pop_into(dst) else {
-                    return Err(format!("batch {batch}: only {index} of {BATCH} drained"));
-                };
-                if dst.get(..len) != Some(packet.as_ref()) {
-                    return Err(format!("batch {batch}: packet {index} differs"));
+            let (mut index, mut differs) = (0, None);
+            let drained = self.candidate.drain(dst, |packet| {
+                if differs.is_none() && set.get(index).map(AlignedBytes::as_ref) != Some(packet) {
+                    differs = Some(index);
                 }
+                index += 1;
+            });
+            if let Some(index) = differs {
+                return Err(format!("batch {batch}: packet {index} differs"));
             }
-            if self.candidate.pop_into(dst).is_some() {
-                return Err(format!("batch {batch}: drained more than was pushed"));
+            if drained != set.len() as u64 {
+                return Err(format!("batch {batch}: {drained} of {BATCH} drained"));
             }
             if !self.candidate.end_batch() {
                 return Err(format!("batch {batch}: end of batch failed"));
@@ -318,16 +347,13 @@ fn run_batches<C: Candidate>(
 ) -> u64 {
     let mut drained = 0u64;
     for _ in 0..batches {
-        for packet in sources {
-            if !candidate.push(black_box(packet.as_ref())) {
-                return drained;
-            }
+        if candidate.push_batch(sources) != sources.len() {
+            return drained;
         }
         black_box(&mut *candidate);
-        while let Some(len) = candidate.pop_into(dst) {
-            black_box(dst.get(..len));
-            drained += 1;
-        }
+        drained += candidate.drain(dst, |packet| {
+            black_box(packet);
+        });
         if !candidate.end_batch() {
             return drained;
         }
@@ -502,6 +528,7 @@ fn candidates(size: usize) -> Vec<Box<dyn Bench>> {
         named("tidegate, packed", Tidegate::new(1)),
         named("tunnel, AQM off", TunnelPath::new(Aqm::Off)),
         named("tunnel, CoDel", TunnelPath::new(Aqm::CODEL_DEFAULT)),
+        named("tunnel, batch calls", TunnelPath::batched(Aqm::Off)),
         named(
             "tunnel, FQ-CoDel",
             TunnelPath::new(Aqm::fq_codel(Aqm::FQ_DEFAULT_FLOW_QUEUES, [7; 16])),
@@ -613,12 +640,23 @@ struct TunnelPath {
     tunnel: BoxedTunnel,
     handed_out: usize,
     now: Instant,
+    /// Push and drain with the batch calls instead of one call per packet.
+    batch_calls: bool,
 }
 
 /// A tunnel over boxed storage.
 type BoxedTunnel = PacketTunnel<Box<[u8]>, Box<[Slot]>, Box<[FlowQueue]>>;
 
 impl TunnelPath {
+    /// The tunnel driven with the batch calls (`on_outbound_batch`, `poll_outbound_batch`), as a
+    /// host with `readPacketObjects` arrays drives it.
+    fn batched(aqm: Aqm) -> Self {
+        TunnelPath {
+            batch_calls: true,
+            ..TunnelPath::new(aqm)
+        }
+    }
+
     fn new(aqm: Aqm) -> Self {
         let mut config = TunnelConfig {
             outbound_bytes: ARENA_BYTES as u32,
@@ -654,6 +692,7 @@ impl TunnelPath {
             tunnel: PacketTunnel::new(config, storage).expect("valid tunnel configuration"),
             handed_out: 0,
             now: Instant::from_micros(1),
+            batch_calls: false,
         }
     }
 }
@@ -668,6 +707,38 @@ impl Candidate for TunnelPath {
         dst.get_mut(..packet.len())?.copy_from_slice(packet);
         self.handed_out += 1;
         Some(packet.len())
+    }
+
+    fn push_batch(&mut self, batch: &[AlignedBytes]) -> usize {
+        if !self.batch_calls {
+            return batch
+                .iter()
+                .take_while(|packet| self.push(black_box(packet.as_ref())))
+                .count();
+        }
+        let packets = batch.iter().map(|packet| black_box(packet.as_ref()));
+        self.tunnel.on_outbound_batch(self.now, packets).accepted
+    }
+
+    fn drain(&mut self, dst: &mut [u8], mut each: impl FnMut(&[u8])) -> u64 {
+        if !self.batch_calls {
+            let mut drained = 0;
+            while let Some(len) = self.pop_into(dst) {
+                each(dst.get(..len).unwrap_or_default());
+                drained += 1;
+            }
+            return drained;
+        }
+        let handed = self
+            .tunnel
+            .poll_outbound_batch(self.now, usize::MAX, |packet| {
+                if let Some(copy) = dst.get_mut(..packet.len()) {
+                    copy.copy_from_slice(packet);
+                    each(copy);
+                }
+            });
+        self.handed_out += handed;
+        handed as u64
     }
 
     fn end_batch(&mut self) -> bool {
