@@ -46,7 +46,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant as StdInstant};
 
@@ -186,6 +186,9 @@ pub struct RelayReport {
     pub hit_max_duration: bool,
     /// Changes of memory pressure level passed to the governor ([`Relay::set_pressure`]).
     pub pressure_changes: u64,
+    /// Reads paused when a pressure level shrank the watermarks below what a flow held (also
+    /// counted in `read_pauses`).
+    pub pressure_pauses: u64,
     /// Governor calls refused, unexpected outcomes, poll or accept failures (must stay empty).
     pub errors: Vec<String>,
 }
@@ -196,7 +199,9 @@ pub struct Relay {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     open_flows: Arc<AtomicU32>,
+    pending: Arc<AtomicU64>,
     pressure: Arc<AtomicU8>,
+    pressure_applied: Arc<AtomicU8>,
     thread: JoinHandle<RelayReport>,
 }
 
@@ -216,7 +221,9 @@ impl Relay {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let open_flows = Arc::new(AtomicU32::new(0));
+        let pending = Arc::new(AtomicU64::new(0));
         let pressure = Arc::new(AtomicU8::new(Pressure::Normal as u8));
+        let pressure_applied = Arc::new(AtomicU8::new(Pressure::Normal as u8));
         let relay = RelayLoop {
             destination: DestinationKey::from_bytes(spec.upstream.to_string().as_bytes()),
             scratch: vec![0; spec.read_chunk.max(1)],
@@ -227,7 +234,9 @@ impl Relay {
             started: StdInstant::now(),
             stop: Arc::clone(&stop),
             open_flows: Arc::clone(&open_flows),
+            pending: Arc::clone(&pending),
             pressure_wanted: Arc::clone(&pressure),
+            pressure_applied: Arc::clone(&pressure_applied),
             pressure: Pressure::Normal,
             report: RelayReport::default(),
         };
@@ -238,7 +247,9 @@ impl Relay {
             addr,
             stop,
             open_flows,
+            pending,
             pressure,
+            pressure_applied,
             thread,
         })
     }
@@ -247,6 +258,21 @@ impl Relay {
     /// turn (within 20 ms), pausing the reads its shrunk watermarks no longer allow.
     pub fn set_pressure(&self, level: Pressure) {
         self.pressure.store(level as u8, Ordering::Release);
+    }
+
+    /// The pressure level the loop last applied.
+    pub fn pressure_applied(&self) -> Pressure {
+        match self.pressure_applied.load(Ordering::Acquire) {
+            0 => Pressure::Normal,
+            1 => Pressure::Elevated,
+            _ => Pressure::Critical,
+        }
+    }
+
+    /// Bytes pending in the relay's buffers over all flows, as the governor counts them, updated
+    /// after every read and write.
+    pub fn pending_bytes(&self) -> u64 {
+        self.pending.load(Ordering::Acquire)
     }
 
     /// The address clients connect to.
@@ -488,6 +514,10 @@ struct RelayLoop {
     started: StdInstant,
     stop: Arc<AtomicBool>,
     open_flows: Arc<AtomicU32>,
+    /// Published for [`Relay::pending_bytes`].
+    pending: Arc<AtomicU64>,
+    /// Published for [`Relay::pressure_applied`].
+    pressure_applied: Arc<AtomicU8>,
     /// The level [`Relay::set_pressure`] asked for, and the one applied.
     pressure_wanted: Arc<AtomicU8>,
     pressure: Pressure,
@@ -537,12 +567,15 @@ impl RelayLoop {
             if !flow.local_paused && !self.governor.can_read_local(id) {
                 flow.local_paused = true;
                 self.report.read_pauses += 1;
+                self.report.pressure_pauses += 1;
             }
             if !flow.remote_paused && !self.governor.can_read_remote(id) {
                 flow.remote_paused = true;
                 self.report.read_pauses += 1;
+                self.report.pressure_pauses += 1;
             }
         }
+        self.pressure_applied.store(level as u8, Ordering::Release);
         self.drain(now);
     }
 
@@ -852,6 +885,7 @@ impl RelayLoop {
             .bytes_pending_outbound
             .saturating_add(stats.bytes_pending_inbound);
         self.report.max_total_pending_bytes = self.report.max_total_pending_bytes.max(total);
+        self.pending.store(total, Ordering::Release);
         self.report.global_pause_seen |= stats.reads_paused_globally;
         let Some(flow) = self.flows.get(&id) else {
             return;
@@ -892,6 +926,7 @@ fn pump(
 
         // Client -> relay, while the governor allows.
         if !flow.client_eof && !flow.local_paused {
+            check_allowed(governor.can_read_local(id), id, "client", report);
             match flow.client.read(scratch) {
                 Ok(0) => {
                     flow.client_eof = true;
@@ -933,6 +968,7 @@ fn pump(
 
         // Upstream -> relay, while the governor allows.
         if !flow.upstream_eof && !flow.remote_paused {
+            check_allowed(governor.can_read_remote(id), id, "upstream", report);
             match flow.upstream.read(scratch) {
                 Ok(0) => {
                     flow.upstream_eof = true;
@@ -980,6 +1016,17 @@ fn pump(
         }
     }
     Ok(false)
+}
+
+/// A read the relay is about to make must be one the governor allows: the relay's own record of
+/// paused reads has to follow every pause (after a read, and when memory pressure shrinks the
+/// watermarks). One it missed is reported as a relay error, which the tests fail on.
+fn check_allowed(allowed: bool, id: FlowId, side: &str, report: &mut RelayReport) {
+    if !allowed {
+        report.errors.push(format!(
+            "flow {id:?}: {side} read while the governor pauses it"
+        ));
+    }
 }
 
 fn would_block(error: &io::Error) -> bool {

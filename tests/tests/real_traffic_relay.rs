@@ -22,6 +22,9 @@
 //! paused read was resumed by a notification or closed; no thread panics; and everything stops
 //! by itself (the relay ends with no flow open). Figures go to stderr and to
 //! `target/real-traffic/relay.json`.
+//!
+//! A second test raises memory pressure while one flow holds more than the shrunk watermark
+//! allows: the relay must pause that read at the level change and resume it on the drain.
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -35,7 +38,7 @@ mod linux {
     use std::time::{Duration, Instant};
 
     use serde_json::{Value, json};
-    use tidegate_core::{FlowPolicy, RejectReason};
+    use tidegate_core::{FlowPolicy, Pressure, RejectReason};
     use tidegate_tests::real_traffic::report_dir;
     use tidegate_tests::relay::{
         AppCounts, Relay, RelayReport, RelaySpec, Upstream, UpstreamReport, connect_from,
@@ -118,6 +121,89 @@ mod linux {
     /// fairness); timeouts far beyond the test, so every close
     /// comes from the clients, the cap or fairness; watermarks small enough that a 128 KiB
     /// response pauses the read.
+    /// Memory pressure shrinks the per-flow watermarks below what a flow holds: the relay must
+    /// pause that flow's read when the level changes (not at its next read), read nothing more
+    /// from it while it is paused, and resume it when the client drains the flow.
+    ///
+    /// One echo flow: the client sends 640 KiB and reads nothing, so the echoes pile up in the
+    /// relay, below the flow's high watermark of 1 MiB (the kernel holds little of them: the
+    /// relay's client socket and the client have fixed, small buffers). Critical pressure
+    /// quarters the watermark to 256 KiB, under what the relay holds. The client then sends
+    /// 64 KiB more, whose echo has to wait below the paused read, and reads back every byte.
+    /// Without the pause at the level change the relay reads that echo while the governor
+    /// forbids it, which the relay reports as an error.
+    #[test]
+    fn memory_pressure_pauses_a_read_its_shrunk_watermark_no_longer_allows() {
+        const FIRST: usize = 640 * 1024;
+        const SECOND: usize = 64 * 1024;
+        let upstream = Upstream::start().expect("the upstream server starts");
+        let policy = FlowPolicy {
+            max_flows: 4,
+            flow_high_watermark: 1024 * 1024,
+            flow_low_watermark: 256 * 1024,
+            global_high_watermark: 4 * 1024 * 1024,
+            global_low_watermark: 2 * 1024 * 1024,
+            ..FlowPolicy::default()
+        };
+        let relay =
+            Relay::start(RelaySpec::new(upstream.addr(), policy)).expect("the relay starts");
+        let mut client = connect_from(
+            CLIENT,
+            relay.addr(),
+            Some(CLIENT_RECEIVE_BUFFER),
+            SOCKET_TIMEOUT,
+        )
+        .expect("the client connects");
+        // An echo connection: any first byte but `G`.
+        let data: Vec<u8> = (0..FIRST + SECOND)
+            .map(|i| b'e' ^ (i % 251) as u8)
+            .collect();
+        client
+            .write_all(&data[..FIRST])
+            .expect("the first part is sent");
+        wait_for(
+            || relay.pending_bytes() >= 400 * 1024,
+            "the echoes pile up in the relay",
+        );
+        relay.set_pressure(Pressure::Critical);
+        wait_for(
+            || relay.pressure_applied() == Pressure::Critical,
+            "the relay applies the pressure",
+        );
+        client
+            .write_all(&data[FIRST..])
+            .expect("the second part is sent");
+        let mut back = vec![0; data.len()];
+        client.read_exact(&mut back).expect("every byte comes back");
+        assert!(back == data, "the echo came back intact and in order");
+        drop(client);
+        let report = relay.stop().expect("the relay thread panicked");
+        let upstream = upstream.stop().expect("the upstream thread panicked");
+        assert!(report.errors.is_empty(), "relay errors {:?}", report.errors);
+        assert!(
+            upstream.errors.is_empty(),
+            "upstream errors {:?}",
+            upstream.errors
+        );
+        assert_eq!(report.pressure_changes, 1);
+        assert!(
+            report.pressure_pauses >= 1,
+            "the level change paused the flow's read: {report:?}"
+        );
+        assert!(report.read_resumes >= 1, "the drain resumed it: {report:?}");
+        assert_eq!(report.unexpected_resumes, 0);
+        assert_eq!(report.accounting_mismatches, 0);
+    }
+
+    /// Wait up to [`SOCKET_TIMEOUT`] for `done`; a longer wait is a failure (a hang).
+    fn wait_for(done: impl Fn() -> bool, what: &str) {
+        let deadline = Instant::now() + SOCKET_TIMEOUT;
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn policy(per_app: u32) -> FlowPolicy {
         FlowPolicy {
             max_flows: MAX_FLOWS,
