@@ -111,14 +111,11 @@ fuzz_target!(|data: &[u8]| {
             }
             Op::Send { max, tick } => {
                 let now = Instant::from_micros(clock.tick(tick));
-                let max = usize::from(max % 40);
-                let mut got = Vec::new();
-                let count = batched.poll_outbound_batch(now, max, |p| got.push(p.to_vec()));
-                let want: Vec<Vec<u8>> = (0..max)
-                    .map_while(|_| single.poll_outbound(now).map(<[u8]>::to_vec))
-                    .collect();
-                assert_eq!(count, got.len());
-                assert_eq!(got, want);
+                same_hand_outs(
+                    max,
+                    |max, each| batched.poll_outbound_batch(now, max, each),
+                    || single.poll_outbound(now).map(<[u8]>::to_vec),
+                );
             }
             Op::CompleteOutbound { count, tick } => {
                 let now = Instant::from_micros(clock.tick(tick));
@@ -143,14 +140,11 @@ fuzz_target!(|data: &[u8]| {
             }
             Op::Write { max, tick } => {
                 let now = Instant::from_micros(clock.tick(tick));
-                let max = usize::from(max % 40);
-                let mut got = Vec::new();
-                let count = batched.poll_inbound_batch(now, max, |p| got.push(p.to_vec()));
-                let want: Vec<Vec<u8>> = (0..max)
-                    .map_while(|_| single.poll_inbound(now).map(<[u8]>::to_vec))
-                    .collect();
-                assert_eq!(count, got.len());
-                assert_eq!(got, want);
+                same_hand_outs(
+                    max,
+                    |max, each| batched.poll_inbound_batch(now, max, each),
+                    || single.poll_inbound(now).map(<[u8]>::to_vec),
+                );
             }
             Op::CompleteInbound { count, tick } => {
                 let now = Instant::from_micros(clock.tick(tick));
@@ -225,6 +219,21 @@ fn packet_of(seq: u32, len: usize, flow: u8) -> Vec<u8> {
         packet[..28].copy_from_slice(&header);
     }
     packet
+}
+
+/// Hand out up to `max % 40` packets with a batch call and one call at a time: the same
+/// packets, and the batch call's count is how many it passed on.
+fn same_hand_outs(
+    max: u8,
+    batch: impl FnOnce(usize, &mut dyn FnMut(&[u8])) -> usize,
+    mut one: impl FnMut() -> Option<Vec<u8>>,
+) {
+    let max = usize::from(max % 40);
+    let mut got = Vec::new();
+    let count = batch(max, &mut |p| got.push(p.to_vec()));
+    let want: Vec<Vec<u8>> = (0..max).map_while(|_| one()).collect();
+    assert_eq!(count, got.len());
+    assert_eq!(got, want);
 }
 
 /// Everything a host can observe of a tunnel.

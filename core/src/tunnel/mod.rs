@@ -188,6 +188,13 @@ pub struct PacketTunnel<B, S, F = [FlowQueue; 0]> {
     limit_holds: u64,
 }
 
+/// Which of the tunnel's two directions.
+#[derive(Clone, Copy)]
+enum Direction {
+    Outbound,
+    Inbound,
+}
+
 /// One direction's queue: a FIFO ring, or flow queues.
 enum Queue<B, S, F> {
     Fifo(PacketRing<B, S>),
@@ -489,7 +496,7 @@ where
         &mut self,
         now: Instant,
         max: usize,
-        mut each: impl FnMut(&[u8]),
+        each: impl FnMut(&[u8]),
     ) -> usize {
         if let (Queue::Fifo(ring), None) = (&mut self.outbound, &self.codel) {
             if max == 0 {
@@ -503,15 +510,7 @@ where
             }
             return handout_batch(now, ring, max, &mut self.outbound_counters, each);
         }
-        let mut handed = 0;
-        while handed < max {
-            let Some(packet) = self.poll_outbound(now) else {
-                break;
-            };
-            each(packet);
-            handed += 1;
-        }
-        handed
+        self.poll_each(now, max, Direction::Outbound, each)
     }
 
     /// The outbound packets handed out and not yet completed, oldest first.
@@ -695,7 +694,7 @@ where
         &mut self,
         now: Instant,
         max: usize,
-        mut each: impl FnMut(&[u8]),
+        each: impl FnMut(&[u8]),
     ) -> usize {
         if let (Queue::Fifo(ring), None) = (&mut self.inbound, &self.codel) {
             if max == 0 {
@@ -704,9 +703,24 @@ where
             let now = self.clock.observe(now);
             return handout_batch(now, ring, max, &mut self.inbound_counters, each);
         }
+        self.poll_each(now, max, Direction::Inbound, each)
+    }
+
+    /// A batch hand-out one `poll_*` call at a time.
+    fn poll_each(
+        &mut self,
+        now: Instant,
+        max: usize,
+        direction: Direction,
+        mut each: impl FnMut(&[u8]),
+    ) -> usize {
         let mut handed = 0;
         while handed < max {
-            let Some(packet) = self.poll_inbound(now) else {
+            let packet = match direction {
+                Direction::Outbound => self.poll_outbound(now),
+                Direction::Inbound => self.poll_inbound(now),
+            };
+            let Some(packet) = packet else {
                 break;
             };
             each(packet);

@@ -1268,6 +1268,21 @@ mod batch_calls {
         }
     }
 
+    /// Hand out up to `max` packets with a batch call and one call at a time: the same packets,
+    /// and the batch call's count is how many it passed on.
+    fn same_hand_outs(
+        max: u8,
+        batch: impl FnOnce(usize, &mut dyn FnMut(&[u8])) -> usize,
+        mut one: impl FnMut() -> Option<Vec<u8>>,
+    ) -> Result<(), TestCaseError> {
+        let mut got = Vec::new();
+        let count = batch(usize::from(max), &mut |p| got.push(p.to_vec()));
+        let want: Vec<Vec<u8>> = (0..max).map_while(|_| one()).collect();
+        prop_assert_eq!(count, got.len());
+        prop_assert_eq!(got, want);
+        Ok(())
+    }
+
     /// Everything a host can observe of a tunnel.
     fn observed(tun: &TestTunnel) -> (TunnelStats, bool, Vec<Vec<u8>>, Vec<Vec<u8>>) {
         (
@@ -1315,16 +1330,11 @@ mod batch_calls {
                         }
                         prop_assert_eq!(batch, BatchPush { accepted, stopped_by });
                     }
-                    Op::Send(max) => {
-                        let mut got = Vec::new();
-                        let count =
-                            batched.poll_outbound_batch(at, usize::from(max), |p| got.push(p.to_vec()));
-                        let want: Vec<Vec<u8>> = (0..max)
-                            .map_while(|_| single.poll_outbound(at).map(<[u8]>::to_vec))
-                            .collect();
-                        prop_assert_eq!(count, got.len());
-                        prop_assert_eq!(got, want);
-                    }
+                    Op::Send(max) => same_hand_outs(
+                        max,
+                        |max, each| batched.poll_outbound_batch(at, max, each),
+                        || single.poll_outbound(at).map(<[u8]>::to_vec),
+                    )?,
                     Op::Complete(n) => {
                         let n = usize::from(n).min(single.outbound_in_flight().count());
                         prop_assert_eq!(
@@ -1346,16 +1356,11 @@ mod batch_calls {
                             );
                         }
                     }
-                    Op::Write(max) => {
-                        let mut got = Vec::new();
-                        let count =
-                            batched.poll_inbound_batch(at, usize::from(max), |p| got.push(p.to_vec()));
-                        let want: Vec<Vec<u8>> = (0..max)
-                            .map_while(|_| single.poll_inbound(at).map(<[u8]>::to_vec))
-                            .collect();
-                        prop_assert_eq!(count, got.len());
-                        prop_assert_eq!(got, want);
-                    }
+                    Op::Write(max) => same_hand_outs(
+                        max,
+                        |max, each| batched.poll_inbound_batch(at, max, each),
+                        || single.poll_inbound(at).map(<[u8]>::to_vec),
+                    )?,
                     Op::Written => {
                         let n = single.inbound_in_flight().count();
                         prop_assert_eq!(batched.complete_inbound(at, n), single.complete_inbound(at, n));
