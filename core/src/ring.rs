@@ -379,6 +379,9 @@ where
 
     /// Queue a packet of `len` bytes written in place by `write`, which receives exactly `len`
     /// bytes of arena to fill. Use it to gather a packet from several buffers with one copy.
+    ///
+    /// The packet is queued before `write` runs: if `write` panics, the ring stays consistent
+    /// and the packet stays queued with the bytes written so far.
     #[inline]
     pub fn push_with(
         &mut self,
