@@ -1040,6 +1040,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_panicking_write_leaves_the_packet_queued_with_what_it_wrote() {
+        let mut r = ring(64, 4);
+        r.push(t(1), &[1; 8]).unwrap();
+        let pushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            r.push_with(t(2), 6, |dst| {
+                dst[..2].copy_from_slice(&[7, 7]);
+                panic!("the host's gather failed");
+            })
+        }));
+        assert!(pushed.is_err());
+        assert_eq!(r.levels().packets_queued, 2);
+        assert_eq!(r.bytes_used(), 14);
+        assert_eq!(r.handout(), Some(&[1u8; 8][..]));
+        assert_eq!(r.handout().map(|p| p[..2].to_vec()), Some(vec![7, 7]));
+        // The ring goes on as usual.
+        assert_eq!(r.complete(2).map(|released| released.bytes), Ok(14));
+        r.push(t(3), &[3; 10]).unwrap();
+        assert_eq!(r.handout(), Some(&[3u8; 10][..]));
+    }
+
     #[derive(Clone, Debug)]
     enum Op {
         Push(u16),
