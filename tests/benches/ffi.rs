@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench -p tidegate-tests --bench ffi
 //! cargo bench -p tidegate-tests --bench ffi -- --quick   # short smoke run, e.g. in CI
+//! tests/bench-instructions.sh --ffi                        # instructions per packet (callgrind)
 //! ```
 //!
 //! # Method
@@ -246,9 +247,10 @@ impl Candidate for CAbi {
             }
         } else {
             for (view, packet) in self.views.iter_mut().zip(packets) {
+                let packet = packet.as_ref();
                 *view = TidegatePacketView {
-                    data: packet.as_ref().as_ptr(),
-                    len: packet.as_ref().len(),
+                    data: packet.as_ptr(),
+                    len: packet.len(),
                 };
             }
             let (mut accepted, mut stopped) = (0, TidegateStatus::Ok);
@@ -351,15 +353,70 @@ fn timed(
     batches: u64,
 ) -> Option<f64> {
     let start = ThreadTime::now();
+    let complete = run_batches(candidate, packets, dst, batches);
+    let elapsed = start.elapsed();
+    complete.then(|| elapsed.as_nanos() as f64 / (batches * BATCH as u64) as f64)
+}
+
+/// The measured loop: `batches` batches of `packets`; `false` if one did not drain whole. Not
+/// inlined, so that `tests/bench-instructions.sh --ffi` can count the instructions inside it.
+#[inline(never)]
+fn run_batches(
+    candidate: &mut dyn Candidate,
+    packets: &[AlignedBytes],
+    dst: &mut [u8],
+    batches: u64,
+) -> bool {
     for _ in 0..batches {
         let drained = candidate.batch(black_box(packets), dst, &mut |packet| {
             black_box(packet);
         });
         if drained != BATCH {
-            return None;
+            return false;
         }
     }
-    Some(start.elapsed().as_nanos() as f64 / (batches * BATCH as u64) as f64)
+    true
+}
+
+/// Batches one `--instructions` run pushes and drains.
+const COUNTED_BATCHES: u64 = 2_000;
+
+/// `--instructions NAME SIZE`: check candidate `NAME`, then run [`COUNTED_BATCHES`] batches of
+/// `SIZE`-byte packets through [`run_batches`] once and print the packet count, for callgrind.
+fn count_instructions(name: &str, size: usize) -> ExitCode {
+    let sets = [packets(size, 0), packets(size, 1)];
+    let mut candidates: Vec<Box<dyn Candidate>> = Vec::new();
+    match Core::new() {
+        Ok(core) => candidates.push(Box::new(core)),
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    }
+    for per_packet in [false, true] {
+        match CAbi::new(per_packet) {
+            Ok(candidate) => candidates.push(Box::new(candidate)),
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let Some(candidate) = candidates.iter_mut().find(|c| c.name() == name) else {
+        eprintln!("no candidate named {name:?}");
+        return ExitCode::from(2);
+    };
+    if let Err(problem) = verify(candidate.as_mut(), &sets) {
+        eprintln!("CORRECTNESS FAILURE: {name} at {size} bytes: {problem}");
+        return ExitCode::FAILURE;
+    }
+    let mut dst = AlignedBytes::zeroed(1500, HOST_ALIGN);
+    if !run_batches(candidate.as_mut(), &sets[0], dst.as_mut(), COUNTED_BATCHES) {
+        eprintln!("CORRECTNESS FAILURE: {name} at {size} bytes: a batch did not drain whole");
+        return ExitCode::FAILURE;
+    }
+    println!("packets {}", COUNTED_BATCHES * BATCH as u64);
+    ExitCode::SUCCESS
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -368,7 +425,18 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn main() -> ExitCode {
-    let quick = std::env::args().any(|arg| arg == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = args.iter().position(|arg| arg == "--instructions") {
+        let (Some(name), Some(Ok(size))) = (
+            args.get(at + 1),
+            args.get(at + 2).map(|size| size.parse::<usize>()),
+        ) else {
+            eprintln!("usage: ffi [--quick] | ffi --instructions NAME SIZE");
+            return ExitCode::from(2);
+        };
+        return count_instructions(name, size);
+    }
+    let quick = args.iter().any(|arg| arg == "--quick");
     let (runs, run_length) = if quick {
         (3, Duration::from_millis(5))
     } else {
