@@ -1052,7 +1052,11 @@ mod tests {
         assert!(pushed.is_err());
         assert_eq!((r.levels(), r.bytes_used()), before);
         assert_eq!(r.handout(), Some(&[1u8; 8][..]));
-        assert_eq!(r.handout(), None, "the packet whose write panicked is not queued");
+        assert_eq!(
+            r.handout(),
+            None,
+            "the packet whose write panicked is not queued"
+        );
         // The ring goes on as usual.
         assert_eq!(r.complete(1).map(|released| released.bytes), Ok(8));
         r.push(t(3), &[3; 10]).unwrap();
