@@ -378,6 +378,15 @@ fn run_batches(
     true
 }
 
+/// The three candidates, the core first (every C ABI cost is measured against it).
+fn candidates() -> Result<Vec<Box<dyn Candidate>>, String> {
+    Ok(vec![
+        Box::new(Core::new()?),
+        Box::new(CAbi::new(false)?),
+        Box::new(CAbi::new(true)?),
+    ])
+}
+
 /// Batches one `--instructions` run pushes and drains.
 const COUNTED_BATCHES: u64 = 2_000;
 
@@ -385,23 +394,13 @@ const COUNTED_BATCHES: u64 = 2_000;
 /// `SIZE`-byte packets through [`run_batches`] once and print the packet count, for callgrind.
 fn count_instructions(name: &str, size: usize) -> ExitCode {
     let sets = [packets(size, 0), packets(size, 1)];
-    let mut candidates: Vec<Box<dyn Candidate>> = Vec::new();
-    match Core::new() {
-        Ok(core) => candidates.push(Box::new(core)),
+    let mut candidates = match candidates() {
+        Ok(candidates) => candidates,
         Err(error) => {
             eprintln!("{error}");
             return ExitCode::FAILURE;
         }
-    }
-    for per_packet in [false, true] {
-        match CAbi::new(per_packet) {
-            Ok(candidate) => candidates.push(Box::new(candidate)),
-            Err(error) => {
-                eprintln!("{error}");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
+    };
     let Some(candidate) = candidates.iter_mut().find(|c| c.name() == name) else {
         eprintln!("no candidate named {name:?}");
         return ExitCode::from(2);
@@ -455,23 +454,13 @@ fn main() -> ExitCode {
     let mut failures = Vec::new();
     for size in SIZES {
         let sets = [packets(size, 0), packets(size, 1)];
-        let core = match Core::new() {
-            Ok(core) => core,
+        let mut candidates = match candidates() {
+            Ok(candidates) => candidates,
             Err(error) => {
                 eprintln!("{error}");
                 return ExitCode::FAILURE;
             }
         };
-        let mut candidates: Vec<Box<dyn Candidate>> = vec![Box::new(core)];
-        for per_packet in [false, true] {
-            match CAbi::new(per_packet) {
-                Ok(candidate) => candidates.push(Box::new(candidate)),
-                Err(error) => {
-                    eprintln!("{error}");
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
         for candidate in &mut candidates {
             if let Err(problem) = verify(candidate.as_mut(), &sets) {
                 failures.push(format!("{} at {size} bytes: {problem}", candidate.name()));

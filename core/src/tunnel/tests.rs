@@ -628,6 +628,16 @@ fn a_refused_packet_leaves_the_clock_and_everything_but_its_counter() {
     assert_eq!(after, expected);
 }
 
+/// Any memory pressure level.
+fn pressure() -> impl proptest::strategy::Strategy<Value = Pressure> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(Pressure::Normal),
+        Just(Pressure::Elevated),
+        Just(Pressure::Critical)
+    ]
+}
+
 mod host_loop {
     //! A host loop driven by random operations, checking the flow-control promises of the docs
     //! after every call, across pauses and CoDel overload episodes.
@@ -674,12 +684,7 @@ mod host_loop {
             3 => (1u8..6).prop_map(Op::Send),
             3 => (1u8..6).prop_map(Op::Complete),
             2 => (0u16..300).prop_map(Op::Wait),
-            1 => prop_oneof![
-                Just(Pressure::Normal),
-                Just(Pressure::Elevated),
-                Just(Pressure::Critical)
-            ]
-            .prop_map(Op::Pressure),
+            1 => super::pressure().prop_map(Op::Pressure),
         ]
     }
 
@@ -1240,12 +1245,7 @@ mod batch_calls {
             2 => (0u8..12).prop_map(Op::Write),
             1 => Just(Op::Written),
             2 => (0u16..300).prop_map(Op::Wait),
-            1 => prop_oneof![
-                Just(Pressure::Normal),
-                Just(Pressure::Elevated),
-                Just(Pressure::Critical)
-            ]
-            .prop_map(Op::Pressure),
+            1 => super::pressure().prop_map(Op::Pressure),
         ]
     }
 
