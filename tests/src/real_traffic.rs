@@ -23,6 +23,7 @@
 //! 10.77.1.0/24 and fd77:1::/64 in the tunnel, 10.77.2.0/24 in WireGuard); nothing is sent
 //! anywhere else.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
 use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{setsockopt, sockopt};
 use nix::unistd::Pid;
 use serde_json::Value;
 
@@ -814,7 +816,10 @@ impl Lab {
             receive_tcp(listener?, secs, omit)
         });
         listener_ready.wait();
-        let sender = in_namespace(&self.namespaces[0], move || send_tcp(target, secs));
+        let congestion_control = self.spec.congestion_control;
+        let sender = in_namespace(&self.namespaces[0], move || {
+            send_tcp(target, secs, congestion_control)
+        });
         RustTcpRun { sender, receiver }
     }
 
@@ -1021,12 +1026,19 @@ fn join<T>(handle: JoinHandle<io::Result<T>>) -> Result<T, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Write as fast as TCP takes it for `secs` seconds; the bytes written.
-fn send_tcp(target: IpAddr, secs: f64) -> io::Result<u64> {
+/// Write as fast as TCP takes it for `secs` seconds with `congestion_control`; the bytes written.
+fn send_tcp(target: IpAddr, secs: f64, congestion_control: &str) -> io::Result<u64> {
     let mut stream = TcpStream::connect_timeout(
         &SocketAddr::from((target, TCP_PORT)),
         Duration::from_secs(5),
     )?;
+    // Per socket, as iperf3's `-C` does: a namespace inherits the machine's default.
+    setsockopt(
+        &stream,
+        sockopt::TcpCongestion,
+        &OsString::from(congestion_control),
+    )
+    .map_err(io::Error::from)?;
     // Short timeouts keep the loop on its clock even when the tunnel starves this connection.
     stream.set_write_timeout(Some(Duration::from_millis(200)))?;
     let chunk = vec![0x5a_u8; 64 * 1024];
